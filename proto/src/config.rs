@@ -1,0 +1,78 @@
+//! `admin.conf`: what shoalctl needs to reach a cluster (manager endpoints, CA, admin certificate).
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+/// The client configuration written by `shoal-manager init` to `DATA_DIR/admin.conf`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AdminConfig {
+    /// Manager addresses ("IP:PORT"), tried in order.
+    pub managers: Vec<String>,
+    /// The cluster CA certificate, PEM.
+    pub ca_cert: String,
+    /// The admin client certificate chain, PEM.
+    pub cert: String,
+    /// The admin client private key, PEM.
+    pub key: String,
+}
+
+/// Why a configuration file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Reading or writing the file failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not a valid admin.conf.
+    #[error("{path}: not a valid admin.conf: {source}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// The JSON error.
+        source: serde_json::Error,
+    },
+}
+
+impl AdminConfig {
+    /// Reads an admin.conf.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        serde_json::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.display().to_string(),
+            source,
+        })
+    }
+
+    /// Writes an admin.conf readable by its owner only (it holds a private key).
+    pub fn save(&self, path: &Path) -> Result<(), ConfigError> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let io = |source| ConfigError::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        let text = serde_json::to_string_pretty(self).map_err(|source| ConfigError::Parse {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let tmp = path.with_extension("conf.tmp");
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(io)?;
+        f.write_all(text.as_bytes()).map_err(io)?;
+        f.sync_all().map_err(io)?;
+        std::fs::rename(&tmp, path).map_err(io)
+    }
+}

@@ -1,0 +1,27 @@
+//! Shoal's wire protocol and the domain vocabulary every crate speaks.
+
+/// Generated gRPC messages and services (package `shoal.v1`).
+#[allow(clippy::all, missing_docs)]
+pub mod v1 {
+    tonic::include_proto!("shoal.v1");
+}
+
+pub mod config;
+pub mod pki;
+pub mod spec;
+pub mod state;
+pub mod token;
+pub mod units;
+
+/// A new random object id: 25 lower-case alphanumerics, as swarm's ids.
+pub fn new_id() -> String {
+    token::new_secret()
+}
+
+/// Unix time in nanoseconds.
+pub fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,414 @@
+//! The cluster's certificate authority and the mutual-TLS plumbing every gRPC connection uses.
+//!
+//! Managers present a certificate chain `leaf + CA` for the fixed server name [`SERVER_NAME`], so a
+//! client dials any manager address without IP SANs. Clients either trust the CA outright (they hold
+//! its PEM) or, before joining, pin it by the SHA-256 fingerprint carried in a join token.
+
+use std::sync::Arc;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use sha2::{Digest, Sha256};
+use tonic::transport::{Channel, Endpoint};
+
+/// The name every manager certificate carries and every client verifies.
+pub const SERVER_NAME: &str = "shoal-manager";
+
+/// Errors of certificate handling and connection set-up.
+#[derive(Debug, thiserror::Error)]
+pub enum PkiError {
+    /// rcgen refused to make or sign a certificate.
+    #[error("certificate generation failed: {0}")]
+    Rcgen(#[from] rcgen::Error),
+    /// A PEM block did not parse.
+    #[error("invalid PEM ({what}): {reason}")]
+    Pem {
+        /// Which PEM (certificate, key, ...).
+        what: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// rustls refused the configuration.
+    #[error("TLS configuration: {0}")]
+    Tls(#[from] rustls::Error),
+    /// The endpoint address is not usable.
+    #[error("invalid manager address {addr:?}: {reason}")]
+    Address {
+        /// The address as given.
+        addr: String,
+        /// Why.
+        reason: String,
+    },
+    /// Connecting failed.
+    #[error("cannot connect to manager at {addr}: {source}")]
+    Connect {
+        /// The address dialled.
+        addr: String,
+        /// The transport error.
+        source: tonic::transport::Error,
+    },
+}
+
+/// A certificate with its private key, both PEM.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// Certificate chain PEM (leaf first).
+    pub cert_pem: String,
+    /// PKCS#8 private key PEM.
+    pub key_pem: String,
+}
+
+/// SHA-256 of a certificate's DER, lower-case hex.
+pub fn fingerprint_der(der: &[u8]) -> String {
+    hex::encode(Sha256::digest(der))
+}
+
+/// SHA-256 of the first certificate in a PEM, lower-case hex.
+pub fn fingerprint_pem(pem: &str) -> Result<String, PkiError> {
+    let certs = certs_from_pem(pem)?;
+    let first = certs.first().ok_or(PkiError::Pem {
+        what: "certificate",
+        reason: "no certificate found".into(),
+    })?;
+    Ok(fingerprint_der(first.as_ref()))
+}
+
+fn certs_from_pem(pem: &str) -> Result<Vec<CertificateDer<'static>>, PkiError> {
+    rustls_pemfile::certs(&mut pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| PkiError::Pem {
+            what: "certificate",
+            reason: e.to_string(),
+        })
+}
+
+fn key_from_pem(pem: &str) -> Result<PrivateKeyDer<'static>, PkiError> {
+    rustls_pemfile::private_key(&mut pem.as_bytes())
+        .map_err(|e| PkiError::Pem {
+            what: "private key",
+            reason: e.to_string(),
+        })?
+        .ok_or(PkiError::Pem {
+            what: "private key",
+            reason: "no private key found".into(),
+        })
+}
+
+/// Creates a new self-signed root CA for a cluster.
+pub fn generate_ca(cluster_id: &str) -> Result<Identity, PkiError> {
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, "shoal-root-ca");
+    dn.push(DnType::OrganizationName, cluster_id);
+    params.distinguished_name = dn;
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    params.not_after = rcgen::date_time_ymd(2046, 1, 1);
+    let cert = params.self_signed(&key)?;
+    Ok(Identity {
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+    })
+}
+
+/// A fresh key and a certificate signing request for it; the key stays with the caller.
+pub fn generate_csr(common_name: &str) -> Result<(String, String), PkiError> {
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params
+        .distinguished_name
+        .push(DnType::CommonName, common_name);
+    let csr = params.serialize_request(&key)?;
+    Ok((csr.pem()?, key.serialize_pem()))
+}
+
+/// What a certificate is for; decides its SANs and key usages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CertRole {
+    /// A manager: server and client (Raft between managers).
+    Manager,
+    /// A worker's agent: client only.
+    Worker,
+    /// shoalctl's admin certificate: client only.
+    Admin,
+}
+
+impl CertRole {
+    fn org_unit(self) -> &'static str {
+        match self {
+            CertRole::Manager => "shoal-manager",
+            CertRole::Worker => "shoal-worker",
+            CertRole::Admin => "shoal-admin",
+        }
+    }
+}
+
+/// Signs a CSR with the cluster CA, producing `leaf + CA` chain PEM.
+pub fn sign_csr(
+    ca: &Identity,
+    csr_pem: &str,
+    subject: &str,
+    role: CertRole,
+) -> Result<String, PkiError> {
+    let ca_key = KeyPair::from_pem(&ca.key_pem)?;
+    let issuer = Issuer::from_ca_cert_pem(&ca.cert_pem, ca_key)?;
+    let mut csr = CertificateSigningRequestParams::from_pem(csr_pem)?;
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, subject);
+    dn.push(DnType::OrganizationalUnitName, role.org_unit());
+    csr.params.distinguished_name = dn;
+    csr.params.subject_alt_names = match role {
+        CertRole::Manager => vec![rcgen::SanType::DnsName(SERVER_NAME.try_into()?)],
+        CertRole::Worker | CertRole::Admin => Vec::new(),
+    };
+    csr.params.is_ca = IsCa::ExplicitNoCa;
+    csr.params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    csr.params.extended_key_usages = match role {
+        CertRole::Manager => vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ],
+        _ => vec![ExtendedKeyUsagePurpose::ClientAuth],
+    };
+    let now = std::time::SystemTime::now();
+    csr.params.not_before = (now - std::time::Duration::from_secs(3600)).into();
+    csr.params.not_after = (now + std::time::Duration::from_secs(90 * 24 * 3600)).into();
+    let cert = csr.signed_by(&issuer)?;
+    Ok(format!("{}{}", cert.pem(), ca.cert_pem))
+}
+
+/// Makes a key and a CA-signed certificate in one step (for the manager's own and admin certs).
+pub fn issue(ca: &Identity, subject: &str, role: CertRole) -> Result<Identity, PkiError> {
+    let (csr, key_pem) = generate_csr(subject)?;
+    Ok(Identity {
+        cert_pem: sign_csr(ca, &csr, subject, role)?,
+        key_pem,
+    })
+}
+
+/// The TLS settings for a manager's gRPC server: client certificates from our CA are verified when
+/// presented and optional at the TLS layer, so a joining node can reach the CA service; every other
+/// service refuses a call without one (see the manager's auth layer).
+pub fn server_tls(ca_pem: &str, identity: &Identity) -> tonic::transport::ServerTlsConfig {
+    tonic::transport::ServerTlsConfig::new()
+        .identity(tonic::transport::Identity::from_pem(
+            &identity.cert_pem,
+            &identity.key_pem,
+        ))
+        .client_ca_root(tonic::transport::Certificate::from_pem(ca_pem))
+        .client_auth_optional(true)
+}
+
+/// How a client decides to trust a manager.
+#[derive(Debug, Clone)]
+pub enum Trust {
+    /// The cluster CA, PEM.
+    Ca(String),
+    /// Before joining: the CA must hash to this fingerprint (from a join token).
+    Pinned(String),
+}
+
+/// Builds the rustls client configuration for a trust mode and optional client identity.
+pub fn client_config(trust: &Trust, identity: Option<&Identity>) -> Result<ClientConfig, PkiError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?;
+    let builder = match trust {
+        Trust::Ca(pem) => {
+            let mut roots = RootCertStore::empty();
+            for c in certs_from_pem(pem)? {
+                roots.add(c)?;
+            }
+            builder.with_root_certificates(roots)
+        }
+        Trust::Pinned(fp) => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(PinnedCa {
+                fingerprint: fp.to_ascii_lowercase(),
+                provider,
+            })),
+    };
+    let mut config = match identity {
+        Some(id) => builder
+            .with_client_auth_cert(certs_from_pem(&id.cert_pem)?, key_from_pem(&id.key_pem)?)?,
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(config)
+}
+
+/// Verifies a manager's chain against the CA found in the chain whose fingerprint was pinned.
+#[derive(Debug)]
+struct PinnedCa {
+    fingerprint: String,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl ServerCertVerifier for PinnedCa {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let ca = intermediates
+            .iter()
+            .find(|c| fingerprint_der(c.as_ref()) == self.fingerprint)
+            .ok_or_else(|| {
+                rustls::Error::General(
+                    "the manager's CA does not match the join token's fingerprint".into(),
+                )
+            })?;
+        let mut roots = RootCertStore::empty();
+        roots.add(ca.clone().into_owned())?;
+        let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            Arc::new(roots),
+            self.provider.clone(),
+        )
+        .build()
+        .map_err(|e| rustls::Error::General(e.to_string()))?;
+        verifier.verify_server_cert(end_entity, &[], server_name, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+type Connector = tower::util::BoxCloneSyncService<
+    http::Uri,
+    hyper_util::rt::TokioIo<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>,
+    std::io::Error,
+>;
+
+fn endpoint(addr: &str, config: Arc<ClientConfig>) -> Result<(Endpoint, Connector), PkiError> {
+    let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| PkiError::Address {
+            addr: addr.to_string(),
+            reason: e.to_string(),
+        })?
+        .connect_timeout(std::time::Duration::from_secs(3))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(std::time::Duration::from_secs(5))
+        .keep_alive_timeout(std::time::Duration::from_secs(5))
+        .keep_alive_while_idle(true);
+    let connector = tower::service_fn(move |uri: http::Uri| {
+        let config = config.clone();
+        async move {
+            let host = uri
+                .host()
+                .unwrap_or("127.0.0.1")
+                .trim_matches(|c| c == '[' || c == ']')
+                .to_string();
+            let port = uri.port_u16().unwrap_or(443);
+            let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
+            tcp.set_nodelay(true)?;
+            let name = ServerName::try_from(SERVER_NAME)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+            let tls = tokio_rustls::TlsConnector::from(config)
+                .connect(name, tcp)
+                .await?;
+            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))
+        }
+    });
+    Ok((endpoint, tower::util::BoxCloneSyncService::new(connector)))
+}
+
+/// A lazily-connecting channel to one manager address ("IP:PORT") over mutual TLS; it reconnects
+/// by itself after a failure.
+pub fn channel(addr: &str, config: Arc<ClientConfig>) -> Result<Channel, PkiError> {
+    let (endpoint, connector) = endpoint(addr, config)?;
+    Ok(endpoint.connect_with_connector_lazy(connector))
+}
+
+/// Connects now to one manager address, failing if it cannot be reached or the TLS handshake fails.
+pub async fn connect(addr: &str, config: Arc<ClientConfig>) -> Result<Channel, PkiError> {
+    let (endpoint, connector) = endpoint(addr, config)?;
+    endpoint
+        .connect_with_connector(connector)
+        .await
+        .map_err(|source| PkiError::Connect {
+            addr: addr.to_string(),
+            source,
+        })
+}
+
+/// Connects to the first reachable of several manager addresses.
+pub async fn connect_any(addrs: &[String], config: Arc<ClientConfig>) -> Result<Channel, PkiError> {
+    let mut last = PkiError::Address {
+        addr: String::new(),
+        reason: "no manager address configured".into(),
+    };
+    for addr in addrs {
+        match connect(addr, config.clone()).await {
+            Ok(ch) => return Ok(ch),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ca_signs_csr_and_fingerprint_is_stable() {
+        let ca = generate_ca("c1").expect("ca");
+        let fp = fingerprint_pem(&ca.cert_pem).expect("fp");
+        assert_eq!(fp.len(), 64);
+        let id = issue(&ca, "node1", CertRole::Worker).expect("issue");
+        assert!(id.cert_pem.contains("BEGIN CERTIFICATE"));
+        // the chain carries the CA second, which is how a pinned client finds it
+        let chain = certs_from_pem(&id.cert_pem).expect("chain");
+        assert_eq!(chain.len(), 2);
+        assert_eq!(fingerprint_der(chain[1].as_ref()), fp);
+        client_config(&Trust::Pinned(fp), None).expect("pinned config");
+        client_config(&Trust::Ca(ca.cert_pem.clone()), Some(&id)).expect("ca config");
+    }
+}
