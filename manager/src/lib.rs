@@ -1,1 +1,4 @@
 //! Shoal manager.
+
+pub mod raft;
+pub mod store;

@@ -1,0 +1,1 @@
+//! Raft consensus driving the store.

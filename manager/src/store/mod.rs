@@ -1,0 +1,330 @@
+//! The cluster store: the state machine Raft replicates.
+//!
+//! Objects live in memory in an indexed [`State`] (read through [`Store::read`]) and on disk in
+//! sled. [`Store::apply`] is the only writer: it applies one committed `StoreRequest` to memory,
+//! persists the changed objects *and* the applied Raft index in one sled transaction (so replaying
+//! the log after a crash is a no-op for what was already applied) and then tells watchers.
+//! Components write with [`Store::propose`], which goes through the [`Proposer`] (Raft) and
+//! returns once the request has been applied here.
+
+mod disk;
+mod state;
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
+
+use prost::Message as _;
+use shoal_proto::v1::{Cluster, Node, Service, StoreAction, StoreRequest, Task};
+use tokio::sync::broadcast;
+
+pub use state::{Event, Key, Kind, Object, State};
+
+/// How many applied requests a slow watcher may fall behind before it sees `Lagged`.
+const WATCH_CAPACITY: usize = 4096;
+
+/// Errors of the store and of writes proposed through it.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// This manager is not the Raft leader; `leader` is the leader's address when known.
+    #[error("this manager is not the leader{}", leader.as_ref().map(|l| format!(" (the leader is {l})")).unwrap_or_default())]
+    NotLeader {
+        /// The current leader's address, if one is known.
+        leader: Option<String>,
+    },
+    /// The write could not be committed by a majority of managers.
+    #[error("no quorum of managers is reachable")]
+    NoQuorum,
+    /// A precondition of the request failed; nothing of it was applied.
+    #[error("{0}")]
+    Conflict(String),
+    /// The sled database failed.
+    #[error("store database: {0}")]
+    Storage(#[from] sled::Error),
+    /// Stored or replicated bytes did not decode.
+    #[error("cannot decode {what}: {source}")]
+    Codec {
+        /// What was being decoded.
+        what: String,
+        /// The decoder's error.
+        source: prost::DecodeError,
+    },
+    /// Stored bytes are malformed in a way the decoder cannot describe.
+    #[error("corrupt {what}: {reason}")]
+    Corrupt {
+        /// What was being read.
+        what: String,
+        /// Why it is unusable.
+        reason: String,
+    },
+    /// The proposer (Raft node) has stopped.
+    #[error("the raft node has stopped")]
+    Stopped,
+}
+
+/// Carries a `StoreRequest` to consensus; implemented by the Raft node.
+pub trait Proposer: Send + Sync {
+    /// Proposes `req`; resolves with the request's apply result once it is committed and applied
+    /// on this manager.
+    fn propose(
+        &self,
+        req: StoreRequest,
+    ) -> Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send>>;
+}
+
+/// The full store content at one applied index, as carried by a Raft snapshot.
+#[derive(Clone, PartialEq, prost::Message)]
+struct SnapshotData {
+    #[prost(uint64, tag = "1")]
+    index: u64,
+    #[prost(message, repeated, tag = "2")]
+    clusters: Vec<Cluster>,
+    #[prost(message, repeated, tag = "3")]
+    nodes: Vec<Node>,
+    #[prost(message, repeated, tag = "4")]
+    services: Vec<Service>,
+    #[prost(message, repeated, tag = "5")]
+    tasks: Vec<Task>,
+}
+
+/// Memory state and the index it reflects; always changed together under one lock.
+struct Applied {
+    state: State,
+    index: u64,
+}
+
+struct Inner {
+    applied: RwLock<Applied>,
+    disk: disk::Disk,
+    events: broadcast::Sender<Arc<Vec<Event>>>,
+    proposer: RwLock<Option<Arc<dyn Proposer>>>,
+    next_request_id: AtomicU64,
+}
+
+/// Handle to the cluster store; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("applied_index", &self.applied_index())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens the store kept in the sled database at `dir` (created if missing).
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        let disk = disk::Disk::open(dir)?;
+        let (state, index) = disk.load()?;
+        let (events, _) = broadcast::channel(WATCH_CAPACITY);
+        // Request ids only need to be unique among in-flight proposals cluster-wide: a random
+        // start per process keeps two managers (or two runs) from colliding.
+        let first_id = rand::random::<u64>() | 1;
+        Ok(Store {
+            inner: Arc::new(Inner {
+                applied: RwLock::new(Applied { state, index }),
+                disk,
+                events,
+                proposer: RwLock::new(None),
+                next_request_id: AtomicU64::new(first_id),
+            }),
+        })
+    }
+
+    /// Runs `f` on the current state. Never hold what it borrows across an `.await`.
+    pub fn read<R>(&self, f: impl FnOnce(&State) -> R) -> R {
+        let guard = self
+            .inner
+            .applied
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        f(&guard.state)
+    }
+
+    /// Subscribes to changes: one message per applied request that changed something.
+    pub fn watch(&self) -> broadcast::Receiver<Arc<Vec<Event>>> {
+        self.inner.events.subscribe()
+    }
+
+    /// Runs `f` on the state and subscribes in the same instant, so no change falls in between.
+    pub fn read_and_watch<R>(
+        &self,
+        f: impl FnOnce(&State) -> R,
+    ) -> (R, broadcast::Receiver<Arc<Vec<Event>>>) {
+        let guard = self
+            .inner
+            .applied
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        (f(&guard.state), self.inner.events.subscribe())
+    }
+
+    /// The Raft index of the last applied request.
+    pub fn applied_index(&self) -> u64 {
+        self.inner
+            .applied
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .index
+    }
+
+    /// Installs the component that carries proposals to consensus (the Raft node).
+    pub fn set_proposer(&self, p: Arc<dyn Proposer>) {
+        *self
+            .inner
+            .proposer
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Some(p);
+    }
+
+    /// Writes `actions` as one request through consensus; returns once it is applied here, with
+    /// `Err(StoreError::Conflict(..))` if one of its preconditions failed (nothing applied then).
+    pub async fn propose(&self, actions: Vec<StoreAction>) -> Result<(), StoreError> {
+        let proposer = self
+            .inner
+            .proposer
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+            .ok_or(StoreError::NotLeader { leader: None })?;
+        let req = StoreRequest {
+            request_id: self.inner.next_request_id.fetch_add(1, Ordering::Relaxed),
+            actions,
+        };
+        proposer.propose(req).await
+    }
+
+    /// Applies the committed request at Raft `index`. A no-op for an index already applied; a
+    /// failed precondition still consumes the index (and returns `Conflict`), so the outcome is
+    /// the same on every manager and after every restart.
+    pub fn apply(&self, index: u64, req: &StoreRequest) -> Result<(), StoreError> {
+        let mut guard = self
+            .inner
+            .applied
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if index <= guard.index {
+            return Ok(());
+        }
+        let applied = match guard.state.apply_request(index, req) {
+            Ok(applied) => applied,
+            Err(msg) => {
+                self.inner.disk.write(index, &[])?;
+                guard.index = index;
+                return Err(StoreError::Conflict(msg));
+            }
+        };
+        let writes = writes_for(&guard.state, &applied.touched);
+        if let Err(e) = self.inner.disk.write(index, &writes) {
+            guard.state.rollback(applied.undo);
+            return Err(e);
+        }
+        guard.index = index;
+        if !applied.events.is_empty() {
+            // Sent under the lock so watchers see requests in apply order; no receiver is fine.
+            let _ = self.inner.events.send(Arc::new(applied.events));
+        }
+        Ok(())
+    }
+
+    /// Encodes the whole state; returns it with the index it reflects.
+    pub fn snapshot(&self) -> Result<(u64, Vec<u8>), StoreError> {
+        let guard = self
+            .inner
+            .applied
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut data = SnapshotData {
+            index: guard.index,
+            ..SnapshotData::default()
+        };
+        for obj in guard.state.objects() {
+            match obj {
+                Object::Cluster(o) => data.clusters.push(o),
+                Object::Node(o) => data.nodes.push(o),
+                Object::Service(o) => data.services.push(o),
+                Object::Task(o) => data.tasks.push(o),
+            }
+        }
+        Ok((guard.index, data.encode_to_vec()))
+    }
+
+    /// Replaces the whole content with a snapshot taken at `index`, in one transaction; watchers
+    /// get the difference as events.
+    pub fn restore(&self, index: u64, data: &[u8]) -> Result<(), StoreError> {
+        let snap = SnapshotData::decode(data).map_err(|source| StoreError::Codec {
+            what: format!("store snapshot at index {index}"),
+            source,
+        })?;
+        let mut next = State::default();
+        let objects = (snap.clusters.into_iter().map(Object::Cluster))
+            .chain(snap.nodes.into_iter().map(Object::Node))
+            .chain(snap.services.into_iter().map(Object::Service))
+            .chain(snap.tasks.into_iter().map(Object::Task));
+        for obj in objects {
+            next.put(obj);
+        }
+        let mut guard = self
+            .inner
+            .applied
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        let old_keys: Vec<Key> = guard.state.objects().map(|o| o.key()).collect();
+        let new: Vec<disk::Write> = next
+            .objects()
+            .map(|o| (o.kind(), o.id().to_string(), Some(disk::encode(&o))))
+            .collect();
+        self.inner.disk.replace(index, &old_keys, &new)?;
+        let events = diff(&guard.state, &next);
+        guard.state = next;
+        guard.index = index;
+        if !events.is_empty() {
+            let _ = self.inner.events.send(Arc::new(events));
+        }
+        Ok(())
+    }
+
+    /// Forces every applied write to stable storage (before the Raft log behind it is dropped).
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.inner.disk.flush()
+    }
+}
+
+/// The disk writes that bring sled in line with `state` for the `touched` keys.
+fn writes_for(state: &State, touched: &BTreeSet<Key>) -> Vec<disk::Write> {
+    touched
+        .iter()
+        .map(|key| {
+            let value = state.get(key).map(|o| disk::encode(&o));
+            (key.0, key.1.clone(), value)
+        })
+        .collect()
+}
+
+/// Events that turn `old` into `new`.
+fn diff(old: &State, new: &State) -> Vec<Event> {
+    let mut events = Vec::new();
+    for o in old.objects() {
+        match new.get(&o.key()) {
+            None => events.push(Event::Removed(o)),
+            Some(n) if n != o => events.push(Event::Updated { old: o, new: n }),
+            Some(_) => {}
+        }
+    }
+    for n in new.objects() {
+        if old.get(&n.key()).is_none() {
+            events.push(Event::Created(n));
+        }
+    }
+    events
+}
+
+#[cfg(test)]
+mod tests;
