@@ -1,1 +1,340 @@
-//! Raft consensus driving the store.
+//! Raft consensus for the store: a raft-rs `RawNode` driven by one tokio task.
+//!
+//! [`RaftNode`] is the cloneable handle (it implements [`Proposer`]); the task owns the `RawNode`,
+//! its sled-backed [`RaftStorage`] under `data_dir/raft`, and the pending proposals. Each loop
+//! iteration ticks or drains every queued message (many proposals become one disk flush), then
+//! runs the ready cycle: persist entries and hard state (flushed), send messages, apply committed
+//! entries to the [`Store`], and every `snapshot_interval` applied entries snapshot the store and
+//! drop the log before it.
+
+mod logger;
+mod node;
+mod storage;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use raft::prelude::{ConfState, Message};
+use raft::StateRole;
+use shoal_proto::v1::StoreRequest;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use crate::store::{Proposer, Store, StoreError};
+
+pub use storage::RaftStorage;
+
+/// Default number of applied entries between two snapshots.
+pub const DEFAULT_SNAPSHOT_INTERVAL: u64 = 10_000;
+
+/// How many messages may wait for the Raft task before senders wait.
+const QUEUE: usize = 4096;
+
+/// Errors of the Raft node and its log storage.
+#[derive(Debug, thiserror::Error)]
+pub enum RaftError {
+    /// The data directory could not be created.
+    #[error("cannot create raft directory {path}: {source}")]
+    Dir {
+        /// The directory.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The raft sled database failed.
+    #[error("raft log database: {0}")]
+    Db(#[from] sled::Error),
+    /// A persisted or received raft message did not (de)serialize.
+    #[error("raft encoding of {what}: {source}")]
+    Codec {
+        /// What was being encoded or decoded.
+        what: String,
+        /// protobuf's error.
+        source: protobuf::ProtobufError,
+    },
+    /// The persisted log is inconsistent with what raft asked for.
+    #[error("raft log: {0}")]
+    Log(String),
+    /// raft-rs refused an operation.
+    #[error("raft: {0}")]
+    Raft(#[from] raft::Error),
+    /// Applying to the store failed (a disk error: the node stops rather than skip an entry).
+    #[error("applying to the store: {0}")]
+    Store(#[from] StoreError),
+    /// The node has been shut down.
+    #[error("the raft node has stopped")]
+    Stopped,
+}
+
+/// How to run the Raft node.
+#[derive(Debug, Clone)]
+pub struct RaftConfig {
+    /// This manager's Raft id (non-zero).
+    pub id: u64,
+    /// Directory of the manager; the log lives in `data_dir/raft`.
+    pub data_dir: PathBuf,
+    /// Tick period (100 ms in production): election after 10 ticks, heartbeat every tick.
+    pub tick: Duration,
+    /// Applied entries between two snapshots (log compactions).
+    pub snapshot_interval: u64,
+    /// The other managers, `(raft id, address)`; empty for a single manager.
+    pub peers: Vec<(u64, String)>,
+}
+
+impl RaftConfig {
+    /// A single-manager configuration with the default tick and snapshot interval.
+    pub fn new(id: u64, data_dir: PathBuf) -> RaftConfig {
+        RaftConfig {
+            id,
+            data_dir,
+            tick: Duration::from_millis(100),
+            snapshot_interval: DEFAULT_SNAPSHOT_INTERVAL,
+            peers: Vec::new(),
+        }
+    }
+}
+
+/// Carries Raft messages to other managers. Messages are fire-and-forget: Raft retries.
+pub trait Transport: Send + Sync {
+    /// Sends messages to their `to` peers (encode with `protobuf::Message::write_to_bytes`).
+    fn send(&self, msgs: Vec<Message>);
+}
+
+/// The transport of a single-manager cluster: there is nobody to talk to.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoopTransport;
+
+impl Transport for NoopTransport {
+    fn send(&self, _msgs: Vec<Message>) {}
+}
+
+/// A point-in-time view of the Raft node.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RaftStatus {
+    /// This node's id.
+    pub id: u64,
+    /// The leader's id, 0 when unknown.
+    pub leader_id: u64,
+    /// Current term.
+    pub term: u64,
+    /// Highest committed index.
+    pub commit: u64,
+    /// Highest index applied to the store.
+    pub applied: u64,
+    /// Whether this node is the leader.
+    pub is_leader: bool,
+}
+
+/// What the handle asks of the Raft task.
+enum Msg {
+    Propose {
+        req: StoreRequest,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+    Step(Message),
+    Shutdown,
+}
+
+/// State shared between the handle and the task.
+struct Shared {
+    status: Mutex<RaftStatus>,
+    /// Raft id -> address, for "the leader is ..." answers.
+    peers: HashMap<u64, String>,
+}
+
+impl Shared {
+    fn status(&self) -> RaftStatus {
+        self.status
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn not_leader(&self, leader_id: u64) -> StoreError {
+        StoreError::NotLeader {
+            leader: self.peers.get(&leader_id).cloned(),
+        }
+    }
+}
+
+/// Handle to the running Raft node; cheap to clone.
+#[derive(Clone)]
+pub struct RaftNode {
+    tx: mpsc::Sender<Msg>,
+    shared: Arc<Shared>,
+    leadership: watch::Receiver<bool>,
+    task: Arc<Mutex<Option<JoinHandle<()>>>>,
+}
+
+impl std::fmt::Debug for RaftNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RaftNode")
+            .field("status", &self.status())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RaftNode {
+    /// Starts a node with no peers to talk to (a single manager). See [`RaftNode::start_with`].
+    pub fn start(cfg: RaftConfig, store: Store) -> Result<RaftNode, RaftError> {
+        Self::start_with(cfg, store, Arc::new(NoopTransport))
+    }
+
+    /// Starts the node: a new data dir bootstraps the cluster (`id` plus `peers` as voters; a
+    /// lone voter elects itself at once), an existing one restarts from the persisted log, hard
+    /// state and snapshot. Installs the node as the store's proposer. Must run inside tokio.
+    pub fn start_with(
+        cfg: RaftConfig,
+        store: Store,
+        transport: Arc<dyn Transport>,
+    ) -> Result<RaftNode, RaftError> {
+        let dir = cfg.data_dir.join("raft");
+        std::fs::create_dir_all(&dir).map_err(|source| RaftError::Dir {
+            path: dir.clone(),
+            source,
+        })?;
+        let mut storage = RaftStorage::open(&dir, store.clone())?;
+        if storage.is_new() {
+            let mut voters: Vec<u64> = std::iter::once(cfg.id)
+                .chain(cfg.peers.iter().map(|(id, _)| *id))
+                .collect();
+            voters.sort_unstable();
+            voters.dedup();
+            storage.bootstrap(ConfState {
+                voters,
+                ..ConfState::default()
+            })?;
+        } else if store.applied_index() < storage.snapshot_index() {
+            // The store lost writes the log no longer holds (its sled had not flushed them):
+            // start it again from the snapshot, the tail of the log does the rest.
+            if let Some(snap) = storage.load_snapshot()? {
+                store.restore(snap.get_metadata().index, &snap.data)?;
+            }
+        }
+
+        let applied = store.applied_index();
+        if applied > storage.hard_state().commit {
+            return Err(RaftError::Log(format!(
+                "the store has applied index {applied} but the raft log only committed {}: \
+                 store and raft directories do not belong together",
+                storage.hard_state().commit
+            )));
+        }
+        let config = raft::Config {
+            id: cfg.id,
+            election_tick: 10,
+            heartbeat_tick: 1,
+            pre_vote: true,
+            check_quorum: true,
+            applied,
+            max_size_per_msg: 1024 * 1024,
+            max_inflight_msgs: 256,
+            ..raft::Config::default()
+        };
+        config.validate()?;
+        let lone_voter = storage.conf_state().voters == [cfg.id];
+        let snapshot_index = storage.snapshot_index();
+        let mut raw = raft::RawNode::new(&config, storage, &logger::logger())?;
+        if lone_voter {
+            raw.campaign()?;
+        }
+
+        let is_leader = raw.raft.state == StateRole::Leader;
+        let shared = Arc::new(Shared {
+            status: Mutex::new(RaftStatus {
+                id: cfg.id,
+                leader_id: raw.raft.leader_id,
+                term: raw.raft.term,
+                commit: raw.raft.raft_log.committed,
+                applied,
+                is_leader,
+            }),
+            peers: cfg.peers.iter().cloned().collect(),
+        });
+        let (leader_tx, leadership) = watch::channel(is_leader);
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let driver = node::Driver::new(node::DriverParts {
+            raw,
+            store: store.clone(),
+            transport,
+            rx,
+            shared: shared.clone(),
+            leadership: leader_tx,
+            tick: cfg.tick,
+            snapshot_interval: cfg.snapshot_interval.max(1),
+            last_snapshot: snapshot_index.max(applied),
+        });
+        let task = tokio::spawn(driver.run());
+        let handle = RaftNode {
+            tx,
+            shared,
+            leadership,
+            task: Arc::new(Mutex::new(Some(task))),
+        };
+        store.set_proposer(Arc::new(handle.clone()));
+        Ok(handle)
+    }
+
+    /// The node's current id, leader, term, commit and applied indexes.
+    pub fn status(&self) -> RaftStatus {
+        self.shared.status()
+    }
+
+    /// Whether this node leads, updated on every change.
+    pub fn leadership(&self) -> watch::Receiver<bool> {
+        self.leadership.clone()
+    }
+
+    /// Hands a message received from another manager to Raft.
+    pub async fn step(&self, msg: Message) -> Result<(), RaftError> {
+        self.tx
+            .send(Msg::Step(msg))
+            .await
+            .map_err(|_| RaftError::Stopped)
+    }
+
+    /// Stops the task after it has persisted what it holds; pending proposals fail with
+    /// `Stopped`. Returns once the task (and its databases) are closed.
+    pub async fn shutdown(&self) {
+        // An error means the task already ended; the join below still waits for it.
+        let _ = self.tx.send(Msg::Shutdown).await;
+        let task = self
+            .task
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(task) = task {
+            if let Err(e) = task.await {
+                tracing::error!("raft task ended abnormally: {e}");
+            }
+        }
+    }
+}
+
+impl Proposer for RaftNode {
+    fn propose(
+        &self,
+        req: StoreRequest,
+    ) -> Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send>> {
+        let tx = self.tx.clone();
+        let status = self.shared.status();
+        let not_leader = self.shared.not_leader(status.leader_id);
+        Box::pin(async move {
+            if !status.is_leader {
+                return Err(not_leader);
+            }
+            let (reply, rx) = oneshot::channel();
+            tx.send(Msg::Propose { req, reply })
+                .await
+                .map_err(|_| StoreError::Stopped)?;
+            rx.await.map_err(|_| StoreError::Stopped)?
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

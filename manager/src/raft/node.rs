@@ -1,0 +1,277 @@
+//! The task that owns the `RawNode`: ticks, proposals, incoming messages and the ready cycle.
+
+use std::collections::HashMap;
+use std::sync::{Arc, PoisonError};
+use std::time::Duration;
+
+use prost::Message as _;
+use protobuf::Message as _;
+use raft::prelude::{ConfChange, ConfChangeV2, Entry, EntryType, Snapshot};
+use raft::{RawNode, StateRole};
+use shoal_proto::v1::StoreRequest;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::MissedTickBehavior;
+
+use super::{Msg, RaftError, RaftStorage, Shared, Transport};
+use crate::store::{Store, StoreError};
+
+/// Most messages taken off the queue before the next ready cycle (bounds one batch).
+const MAX_BATCH: usize = 4096;
+
+/// Everything the driver is built from.
+pub(super) struct DriverParts {
+    pub raw: RawNode<RaftStorage>,
+    pub store: Store,
+    pub transport: Arc<dyn Transport>,
+    pub rx: mpsc::Receiver<Msg>,
+    pub shared: Arc<Shared>,
+    pub leadership: watch::Sender<bool>,
+    pub tick: Duration,
+    pub snapshot_interval: u64,
+    /// Applied index covered by the last snapshot (or where counting starts).
+    pub last_snapshot: u64,
+}
+
+/// The Raft task's state.
+pub(super) struct Driver {
+    parts: DriverParts,
+    /// Callers waiting for their request, by request id.
+    pending: HashMap<u64, oneshot::Sender<Result<(), StoreError>>>,
+}
+
+impl Driver {
+    pub(super) fn new(parts: DriverParts) -> Driver {
+        Driver {
+            parts,
+            pending: HashMap::new(),
+        }
+    }
+
+    /// Runs until shutdown (or a storage failure, after which the node cannot go on safely).
+    pub(super) async fn run(mut self) {
+        let mut ticker = tokio::time::interval(self.parts.tick);
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            let mut stop = false;
+            tokio::select! {
+                _ = ticker.tick() => {
+                    self.parts.raw.tick();
+                }
+                msg = self.parts.rx.recv() => {
+                    let mut next = msg;
+                    let mut taken = 0;
+                    // Drain what is queued so many proposals share one persist + flush.
+                    while let Some(msg) = next {
+                        if self.handle(msg) {
+                            stop = true;
+                            break;
+                        }
+                        taken += 1;
+                        if taken >= MAX_BATCH {
+                            break;
+                        }
+                        next = self.parts.rx.try_recv().ok();
+                    }
+                    if taken == 0 && !stop {
+                        stop = true; // every handle dropped: nobody can use the node any more
+                    }
+                }
+            }
+            // Persist and apply what was accepted so far, even when stopping: a proposal raft
+            // took must not be half-done.
+            if let Err(e) = self.on_ready() {
+                tracing::error!("raft node stops: {e}");
+                stop = true;
+            }
+            self.publish_status();
+            if stop {
+                break;
+            }
+        }
+        self.fail_pending(|| StoreError::Stopped);
+        self.parts.leadership.send_replace(false);
+        if let Err(e) = self.parts.store.flush() {
+            tracing::error!("flushing the store at shutdown: {e}");
+        }
+        if let Err(e) = self.parts.raw.store().flush() {
+            tracing::error!("flushing the raft log at shutdown: {e}");
+        }
+    }
+
+    /// Handles one message; true means stop.
+    fn handle(&mut self, msg: Msg) -> bool {
+        match msg {
+            Msg::Propose { req, reply } => self.propose(req, reply),
+            Msg::Step(m) => {
+                if let Err(e) = self.parts.raw.step(m) {
+                    tracing::debug!("raft dropped a message: {e}");
+                }
+            }
+            Msg::Shutdown => return true,
+        }
+        false
+    }
+
+    fn propose(&mut self, req: StoreRequest, reply: oneshot::Sender<Result<(), StoreError>>) {
+        let raw = &mut self.parts.raw;
+        if raw.raft.state != StateRole::Leader {
+            let _ = reply.send(Err(self.parts.shared.not_leader(raw.raft.leader_id)));
+            return;
+        }
+        match raw.propose(Vec::new(), req.encode_to_vec()) {
+            Ok(()) => {
+                self.pending.insert(req.request_id, reply);
+            }
+            Err(e) => {
+                tracing::debug!("proposal dropped: {e}");
+                let _ = reply.send(Err(self.parts.shared.not_leader(raw.raft.leader_id)));
+            }
+        }
+    }
+
+    /// One ready cycle, in the order raft-rs requires (examples/five_mem_node).
+    fn on_ready(&mut self) -> Result<(), RaftError> {
+        if !self.parts.raw.has_ready() {
+            return Ok(());
+        }
+        let mut ready = self.parts.raw.ready();
+        if let Some(ss) = ready.ss() {
+            self.role_changed(ss.raft_state == StateRole::Leader, ss.leader_id);
+        }
+        let messages = ready.take_messages();
+
+        if !ready.snapshot().is_empty() {
+            let snap: Snapshot = ready.snapshot().clone();
+            let index = snap.get_metadata().index;
+            self.parts.raw.mut_store().apply_snapshot(&snap)?;
+            self.parts.store.restore(index, &snap.data)?;
+            self.parts.last_snapshot = index;
+        }
+        // Durable before anything is sent or applied: an acknowledged write survives kill -9.
+        self.parts
+            .raw
+            .mut_store()
+            .append(ready.entries(), ready.hs())?;
+        self.parts.transport.send(messages);
+        self.apply_committed(ready.take_committed_entries())?;
+        self.parts.transport.send(ready.take_persisted_messages());
+
+        let mut light = self.parts.raw.advance(ready);
+        if let Some(commit) = light.commit_index() {
+            self.parts.raw.mut_store().set_commit(commit)?;
+        }
+        self.parts.transport.send(light.take_messages());
+        self.apply_committed(light.take_committed_entries())?;
+        self.parts.raw.advance_apply();
+        self.maybe_compact()
+    }
+
+    fn apply_committed(&mut self, entries: Vec<Entry>) -> Result<(), RaftError> {
+        for entry in entries {
+            let index = entry.index;
+            match entry.get_entry_type() {
+                EntryType::EntryNormal if entry.data.is_empty() => {
+                    // A new leader's empty entry: only the applied index moves.
+                    self.parts.store.apply(index, &StoreRequest::default())?;
+                }
+                EntryType::EntryNormal => self.apply_request(index, &entry.data)?,
+                EntryType::EntryConfChange => {
+                    let cc = ConfChange::parse_from_bytes(&entry.data).map_err(|source| {
+                        RaftError::Codec {
+                            what: format!("conf change at {index}"),
+                            source,
+                        }
+                    })?;
+                    let cs = self.parts.raw.apply_conf_change(&cc)?;
+                    self.parts.raw.mut_store().set_conf_state(cs)?;
+                    self.parts.store.apply(index, &StoreRequest::default())?;
+                }
+                EntryType::EntryConfChangeV2 => {
+                    let cc = ConfChangeV2::parse_from_bytes(&entry.data).map_err(|source| {
+                        RaftError::Codec {
+                            what: format!("conf change at {index}"),
+                            source,
+                        }
+                    })?;
+                    let cs = self.parts.raw.apply_conf_change(&cc)?;
+                    self.parts.raw.mut_store().set_conf_state(cs)?;
+                    self.parts.store.apply(index, &StoreRequest::default())?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies one store request and answers its caller, if it waits here.
+    fn apply_request(&mut self, index: u64, data: &[u8]) -> Result<(), RaftError> {
+        let req = match StoreRequest::decode(data) {
+            Ok(req) => req,
+            Err(e) => {
+                // Every manager decodes the same bytes the same way, so skipping is consistent.
+                tracing::error!("entry {index} is not a store request ({e}); skipped");
+                self.parts.store.apply(index, &StoreRequest::default())?;
+                return Ok(());
+            }
+        };
+        let result = match self.parts.store.apply(index, &req) {
+            Ok(()) => Ok(()),
+            Err(StoreError::Conflict(msg)) => Err(StoreError::Conflict(msg)),
+            Err(e) => return Err(e.into()),
+        };
+        if let Some(reply) = self.pending.remove(&req.request_id) {
+            let _ = reply.send(result);
+        }
+        Ok(())
+    }
+
+    /// Every `snapshot_interval` applied entries: snapshot the store, drop the log it covers.
+    fn maybe_compact(&mut self) -> Result<(), RaftError> {
+        let applied = self.parts.store.applied_index();
+        if applied < self.parts.last_snapshot + self.parts.snapshot_interval {
+            return Ok(());
+        }
+        // The store must hold on disk what the dropped entries would have rebuilt.
+        self.parts.store.flush()?;
+        let storage = self.parts.raw.mut_store();
+        let snap = storage.snapshot_of_store()?;
+        let index = snap.get_metadata().index;
+        storage.compact(&snap)?;
+        tracing::debug!(index, "raft log compacted");
+        self.parts.last_snapshot = index;
+        Ok(())
+    }
+
+    fn role_changed(&mut self, is_leader: bool, leader_id: u64) {
+        if !is_leader && !self.pending.is_empty() {
+            // Their entries may still commit under the new leader, but nobody here can tell.
+            let shared = self.parts.shared.clone();
+            self.fail_pending(|| shared.not_leader(leader_id));
+        }
+        self.parts.leadership.send_if_modified(|current| {
+            let changed = *current != is_leader;
+            *current = is_leader;
+            changed
+        });
+    }
+
+    fn fail_pending(&mut self, err: impl Fn() -> StoreError) {
+        for (_, reply) in self.pending.drain() {
+            let _ = reply.send(Err(err()));
+        }
+    }
+
+    fn publish_status(&self) {
+        let raft = &self.parts.raw.raft;
+        let mut status = self
+            .parts
+            .shared
+            .status
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        status.leader_id = raft.leader_id;
+        status.term = raft.term;
+        status.commit = raft.raft_log.committed;
+        status.applied = self.parts.store.applied_index();
+        status.is_leader = raft.state == StateRole::Leader;
+    }
+}

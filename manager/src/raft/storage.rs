@@ -1,0 +1,338 @@
+//! The Raft log, hard state, conf state and last snapshot, persisted in sled.
+//!
+//! One tree: entries under `e` + big-endian index (so key order is log order), and the fixed
+//! keys below for the rest. Every mutating call ends with a sled flush: Raft may only act on (and
+//! acknowledge) what survives a `kill -9`.
+
+use std::path::Path;
+
+use protobuf::Message as _;
+use raft::prelude::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
+use raft::{GetEntriesContext, RaftState, StorageError};
+
+use super::RaftError;
+use crate::store::Store;
+
+const ENTRY_PREFIX: u8 = b'e';
+const HARD_STATE: &[u8] = b"m:hard_state";
+const CONF_STATE: &[u8] = b"m:conf_state";
+const SNAPSHOT: &[u8] = b"m:snapshot";
+
+fn entry_key(index: u64) -> [u8; 9] {
+    let mut key = [ENTRY_PREFIX; 9];
+    key[1..].copy_from_slice(&index.to_be_bytes());
+    key
+}
+
+/// `raft::Storage` on sled. The store handle lets it build a fresh snapshot when a follower needs
+/// one newer than the last compaction.
+pub struct RaftStorage {
+    db: sled::Db,
+    tree: sled::Tree,
+    hard_state: HardState,
+    conf_state: ConfState,
+    /// Metadata of the last snapshot (index 0 = none); entries up to its index are gone.
+    snapshot_meta: SnapshotMetadata,
+    /// Index of the last entry, or the snapshot index when the log after it is empty.
+    last: u64,
+    store: Store,
+}
+
+impl RaftStorage {
+    /// Opens (or creates) the Raft database in `dir`.
+    pub fn open(dir: &Path, store: Store) -> Result<RaftStorage, RaftError> {
+        let db = sled::open(dir)?;
+        let tree = db.open_tree("raft")?;
+        let hard_state: HardState = read_pb(&tree, HARD_STATE)?.unwrap_or_default();
+        let conf_state: ConfState = read_pb(&tree, CONF_STATE)?.unwrap_or_default();
+        let snapshot: Option<Snapshot> = read_pb(&tree, SNAPSHOT)?;
+        let snapshot_meta = snapshot.map(|mut s| s.take_metadata()).unwrap_or_default();
+        let last_entry = match tree.scan_prefix([ENTRY_PREFIX]).next_back() {
+            Some(item) => {
+                let (key, _) = item?;
+                index_of(&key)?
+            }
+            None => 0,
+        };
+        Ok(RaftStorage {
+            db,
+            tree,
+            hard_state,
+            conf_state,
+            last: last_entry.max(snapshot_meta.index),
+            snapshot_meta,
+            store,
+        })
+    }
+
+    /// True when nothing was ever persisted here (a brand-new data directory).
+    pub fn is_new(&self) -> bool {
+        self.hard_state == HardState::default()
+            && self.conf_state == ConfState::default()
+            && self.last == 0
+    }
+
+    /// The persisted hard state (term, vote, commit).
+    pub fn hard_state(&self) -> &HardState {
+        &self.hard_state
+    }
+
+    /// The persisted membership.
+    pub fn conf_state(&self) -> &ConfState {
+        &self.conf_state
+    }
+
+    /// Index of the last snapshot (0 when none was taken or received).
+    pub fn snapshot_index(&self) -> u64 {
+        self.snapshot_meta.index
+    }
+
+    /// The last snapshot with its data, if there is one.
+    pub fn load_snapshot(&self) -> Result<Option<Snapshot>, RaftError> {
+        read_pb(&self.tree, SNAPSHOT)
+    }
+
+    /// Index of the first entry still in the log.
+    pub fn first_index(&self) -> u64 {
+        self.snapshot_meta.index + 1
+    }
+
+    /// Index of the last entry (or of the snapshot when the log after it is empty).
+    pub fn last_index(&self) -> u64 {
+        self.last
+    }
+
+    /// Records the initial membership of a new cluster.
+    pub fn bootstrap(&mut self, conf_state: ConfState) -> Result<(), RaftError> {
+        self.tree.insert(CONF_STATE, write_pb(&conf_state)?)?;
+        self.flush()?;
+        self.conf_state = conf_state;
+        Ok(())
+    }
+
+    /// Appends `entries` (dropping any conflicting tail) and saves `hs`, atomically and durably.
+    pub fn append(&mut self, entries: &[Entry], hs: Option<&HardState>) -> Result<(), RaftError> {
+        if entries.is_empty() && hs.is_none() {
+            return Ok(());
+        }
+        let mut batch = sled::Batch::default();
+        let mut last = self.last;
+        if let Some(first) = entries.first() {
+            if first.index < self.first_index() {
+                return Err(RaftError::Log(format!(
+                    "append at {} overwrites the compacted log (first index {})",
+                    first.index,
+                    self.first_index()
+                )));
+            }
+            for index in first.index..=self.last {
+                batch.remove(&entry_key(index));
+            }
+            for e in entries {
+                batch.insert(&entry_key(e.index), write_pb(e)?);
+                last = e.index;
+            }
+        }
+        if let Some(hs) = hs {
+            batch.insert(HARD_STATE, write_pb(hs)?);
+        }
+        self.tree.apply_batch(batch)?;
+        self.flush()?;
+        self.last = last;
+        if let Some(hs) = hs {
+            self.hard_state = hs.clone();
+        }
+        Ok(())
+    }
+
+    /// Saves a new commit index.
+    pub fn set_commit(&mut self, commit: u64) -> Result<(), RaftError> {
+        let mut hs = self.hard_state.clone();
+        hs.commit = commit;
+        self.append(&[], Some(&hs))
+    }
+
+    /// Saves the membership after an applied conf change.
+    pub fn set_conf_state(&mut self, cs: ConfState) -> Result<(), RaftError> {
+        self.bootstrap(cs)
+    }
+
+    /// Installs a snapshot received from the leader: it replaces the whole log.
+    pub fn apply_snapshot(&mut self, snap: &Snapshot) -> Result<(), RaftError> {
+        let meta = snap.get_metadata();
+        let mut hs = self.hard_state.clone();
+        hs.term = hs.term.max(meta.term);
+        hs.commit = hs.commit.max(meta.index);
+        let cs = meta.get_conf_state().clone();
+        let mut batch = sled::Batch::default();
+        for index in self.first_index()..=self.last {
+            batch.remove(&entry_key(index));
+        }
+        batch.insert(SNAPSHOT, write_pb(snap)?);
+        batch.insert(HARD_STATE, write_pb(&hs)?);
+        batch.insert(CONF_STATE, write_pb(&cs)?);
+        self.tree.apply_batch(batch)?;
+        self.flush()?;
+        self.hard_state = hs;
+        self.conf_state = cs;
+        self.snapshot_meta = meta.clone();
+        self.last = meta.index;
+        Ok(())
+    }
+
+    /// Saves a snapshot taken locally and drops every entry it covers.
+    pub fn compact(&mut self, snap: &Snapshot) -> Result<(), RaftError> {
+        let meta = snap.get_metadata();
+        if meta.index < self.first_index() || meta.index > self.last {
+            return Err(RaftError::Log(format!(
+                "cannot compact to {}: the log holds {}..={}",
+                meta.index,
+                self.first_index(),
+                self.last
+            )));
+        }
+        let mut batch = sled::Batch::default();
+        for index in self.first_index()..=meta.index {
+            batch.remove(&entry_key(index));
+        }
+        batch.insert(SNAPSHOT, write_pb(snap)?);
+        self.tree.apply_batch(batch)?;
+        self.flush()?;
+        self.snapshot_meta = meta.clone();
+        Ok(())
+    }
+
+    /// Forces everything to stable storage.
+    pub fn flush(&self) -> Result<(), RaftError> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    fn entry(&self, index: u64) -> raft::Result<Entry> {
+        match read_pb(&self.tree, &entry_key(index)) {
+            Ok(Some(e)) => Ok(e),
+            Ok(None) => Err(raft::Error::Store(StorageError::Unavailable)),
+            Err(e) => Err(other(e)),
+        }
+    }
+
+    /// A Raft snapshot of the store as it is now (its applied index), with the membership.
+    pub fn snapshot_of_store(&self) -> raft::Result<Snapshot> {
+        let (index, data) = self.store.snapshot().map_err(other)?;
+        let term = raft::Storage::term(self, index)?;
+        let mut meta = SnapshotMetadata {
+            index,
+            term,
+            ..SnapshotMetadata::default()
+        };
+        meta.set_conf_state(self.conf_state.clone());
+        let mut snap = Snapshot {
+            data: data.into(),
+            ..Snapshot::default()
+        };
+        snap.set_metadata(meta);
+        Ok(snap)
+    }
+}
+
+impl raft::Storage for RaftStorage {
+    fn initial_state(&self) -> raft::Result<RaftState> {
+        Ok(RaftState::new(
+            self.hard_state.clone(),
+            self.conf_state.clone(),
+        ))
+    }
+
+    fn entries(
+        &self,
+        low: u64,
+        high: u64,
+        max_size: impl Into<Option<u64>>,
+        _context: GetEntriesContext,
+    ) -> raft::Result<Vec<Entry>> {
+        if low < self.first_index() {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        if high > self.last + 1 {
+            return Err(raft::Error::Store(StorageError::Unavailable));
+        }
+        let mut entries = Vec::with_capacity((high - low) as usize);
+        for item in self.tree.range(entry_key(low)..entry_key(high)) {
+            let (_, value) = item.map_err(other)?;
+            entries.push(Entry::parse_from_bytes(&value).map_err(other)?);
+        }
+        if entries.len() as u64 != high - low {
+            return Err(raft::Error::Store(StorageError::Unavailable));
+        }
+        raft::util::limit_size(&mut entries, max_size.into());
+        Ok(entries)
+    }
+
+    fn term(&self, idx: u64) -> raft::Result<u64> {
+        if idx == self.snapshot_meta.index {
+            return Ok(self.snapshot_meta.term);
+        }
+        if idx < self.first_index() {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        if idx > self.last {
+            return Err(raft::Error::Store(StorageError::Unavailable));
+        }
+        Ok(self.entry(idx)?.term)
+    }
+
+    fn first_index(&self) -> raft::Result<u64> {
+        Ok(RaftStorage::first_index(self))
+    }
+
+    fn last_index(&self) -> raft::Result<u64> {
+        Ok(self.last)
+    }
+
+    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        match self.load_snapshot() {
+            Ok(Some(snap)) if snap.get_metadata().index >= request_index => Ok(snap),
+            Ok(_) => {
+                // Older than what the follower needs: make one of the store as it is now.
+                let snap = self.snapshot_of_store()?;
+                if snap.get_metadata().index < request_index {
+                    return Err(raft::Error::Store(
+                        StorageError::SnapshotTemporarilyUnavailable,
+                    ));
+                }
+                Ok(snap)
+            }
+            Err(e) => Err(other(e)),
+        }
+    }
+}
+
+fn other(e: impl std::error::Error + Send + Sync + 'static) -> raft::Error {
+    raft::Error::Store(StorageError::Other(Box::new(e)))
+}
+
+fn index_of(key: &[u8]) -> Result<u64, RaftError> {
+    key.get(1..)
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map(u64::from_be_bytes)
+        .ok_or_else(|| RaftError::Log(format!("malformed log key {key:?}")))
+}
+
+fn read_pb<M: protobuf::Message>(tree: &sled::Tree, key: &[u8]) -> Result<Option<M>, RaftError> {
+    match tree.get(key)? {
+        Some(bytes) => M::parse_from_bytes(&bytes)
+            .map(Some)
+            .map_err(|source| RaftError::Codec {
+                what: String::from_utf8_lossy(key).into_owned(),
+                source,
+            }),
+        None => Ok(None),
+    }
+}
+
+fn write_pb<M: protobuf::Message>(m: &M) -> Result<Vec<u8>, RaftError> {
+    m.write_to_bytes().map_err(|source| RaftError::Codec {
+        what: m.descriptor().name().to_string(),
+        source,
+    })
+}
