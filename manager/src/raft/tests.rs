@@ -192,3 +192,94 @@ async fn watch_delivers_events_of_proposals() {
     assert!(matches!(&events[..], [Event::Created(Object::Service(s))] if s.id == "s1"));
     node.shutdown().await;
 }
+
+/// Env var naming the data dir of [`kill9_child`]; without it that test does nothing.
+const KILL9_DIR: &str = "SHOAL_RAFT_KILL9_DIR";
+
+/// Child half of [`acknowledged_writes_survive_kill_9`]: writes until killed, printing each ack.
+#[tokio::test]
+#[ignore = "run only as the child process of acknowledged_writes_survive_kill_9"]
+async fn kill9_child() {
+    use std::io::Write as _;
+    let Some(dir) = std::env::var_os(KILL9_DIR) else {
+        return;
+    };
+    let (store, _node) = start(Path::new(&dir), 10);
+    for i in 0..100_000 {
+        store.propose(create(i)).await.expect("proposal applied");
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "ACK {i}").expect("stdout");
+        out.flush().expect("stdout");
+    }
+}
+
+#[test]
+fn acknowledged_writes_survive_kill_9() {
+    use std::io::BufRead as _;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let exe = std::env::current_exe().expect("test binary path");
+    let mut child = std::process::Command::new(exe)
+        .args([
+            "--exact",
+            "raft::tests::kill9_child",
+            "--include-ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(KILL9_DIR, dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn child");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    let mut acked: Option<usize> = None;
+    for line in lines.by_ref() {
+        let line = line.expect("read child");
+        if let Some(i) = line.strip_prefix("ACK ") {
+            acked = Some(i.parse().expect("ack number"));
+            if acked >= Some(60) {
+                break;
+            }
+        }
+    }
+    // Child::kill is SIGKILL on Unix: no destructor, no flush.
+    child.kill().expect("kill -9");
+    // Acks printed before the kill landed are acknowledged writes too.
+    for line in lines {
+        let Ok(line) = line else { break };
+        if let Some(i) = line.strip_prefix("ACK ") {
+            acked = acked.max(i.parse().ok());
+        }
+    }
+    child.wait().expect("reap child");
+    let acked = acked.expect("the child acknowledged writes");
+    assert!(acked >= 60, "the child stopped early, after {acked}");
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let (store, node) = start(dir.path(), 10);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while store.read(|s| s.services().count()) <= acked
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        store.read(|s| {
+            for i in 0..=acked {
+                assert!(
+                    s.service(&format!("s{i}")).is_some(),
+                    "acked write {i} lost"
+                );
+            }
+        });
+        store
+            .propose(create(1_000_000))
+            .await
+            .expect("writes work after the crash");
+        node.shutdown().await;
+    });
+}
