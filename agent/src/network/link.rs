@@ -97,7 +97,13 @@ async fn require(h: &Handle, name: &str) -> Result<u32, LinkError> {
 /// Creates bridge `name` unless it exists, brings it up, and returns its index.
 pub async fn ensure_bridge(h: &Handle, name: &str) -> Result<u32, LinkError> {
     if index_of(h, name).await?.is_none() {
-        match h.link().add(LinkBridge::new(name).build()).execute().await {
+        // A fixed MAC: otherwise the bridge takes the lowest MAC among its ports, and the gateway
+        // MAC cached by every container changes whenever a task comes or goes.
+        let tail: [u8; 5] = rand::random();
+        let mut mac = vec![0x02]; // locally administered, unicast
+        mac.extend_from_slice(&tail);
+        let bridge = LinkBridge::new(name).address(mac).build();
+        match h.link().add(bridge).execute().await {
             Ok(()) => {}
             // Created concurrently: fine, it is there.
             Err(e) if errno(&e) == Some(libc::EEXIST) => {}
