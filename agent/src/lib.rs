@@ -1,1 +1,2 @@
 //! Shoal agent.
+pub mod network;
