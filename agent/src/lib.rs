@@ -1,2 +1,11 @@
-//! Shoal agent.
+//! Shoal agent: joins a cluster, pulls images and runs tasks as containers under per-container
+//! shims, so containers outlive an agent restart.
+
+pub mod agent;
+pub mod image;
+pub mod join;
 pub mod network;
+pub mod runtime;
+pub mod session;
+pub mod task;
+pub mod worker;

@@ -1,1 +1,118 @@
-fn main() {}
+//! `shoal-agent`: joins a Shoal cluster and runs its tasks.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use shoal_agent::agent::{self, AgentOptions};
+
+/// A Shoal agent: runs the cluster's tasks on this host as containers.
+#[derive(Parser)]
+#[command(name = "shoal-agent", version, about)]
+struct Cli {
+    /// Log filter (overridden by RUST_LOG), e.g. info or shoal_agent=debug.
+    #[arg(long, global = true, default_value = "info")]
+    log_level: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Join a cluster (or restart from DATA_DIR) and run its tasks here.
+    Join {
+        /// Directory for the agent's state (certificates, images, containers).
+        #[arg(long, default_value = "/var/lib/shoal/agent")]
+        data_dir: PathBuf,
+        /// Worker join token (`shoalctl cluster join-token worker`); unused on restart.
+        #[arg(long, env = "SHOAL_JOIN_TOKEN", default_value = "")]
+        token: String,
+        /// Agent label, matched by `engine.labels.KEY` constraints (repeatable).
+        #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
+        labels: Vec<(String, String)>,
+        /// Hostname to report (default: this machine's).
+        #[arg(long)]
+        hostname: Option<String>,
+        /// Registry to reach over plain HTTP (loopback registries always are; repeatable).
+        #[arg(long = "insecure-registry", value_name = "HOST:PORT")]
+        insecure_registries: Vec<String>,
+        /// Address to report to the cluster.
+        #[arg(long)]
+        advertise_addr: Option<String>,
+        /// Subnet of the local bridge network containers are attached to.
+        #[arg(long, default_value = shoal_agent::network::DEFAULT_SUBNET)]
+        bridge_subnet: ipnet::Ipv4Net,
+        /// Manager address (IP:PORT).
+        manager: String,
+    },
+}
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("{s:?} is not KEY=VALUE")),
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    // The shim must start before any thread exists: it forks containers.
+    if args.get(1).map(String::as_str) == Some("shim") {
+        let code = shoal_agent::runtime::shim_main(&args[2..]);
+        return std::process::ExitCode::from(code.clamp(0, 255) as u8);
+    }
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.log_level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+        .and_then(|rt| rt.block_on(run(cli.command)));
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Join {
+            data_dir,
+            token,
+            labels,
+            hostname,
+            insecure_registries,
+            advertise_addr,
+            bridge_subnet,
+            manager,
+        } => {
+            if token.is_empty() && !data_dir.join("agent.json").exists() {
+                anyhow::bail!(
+                    "--token: required to join (get it with `shoalctl cluster join-token worker`)"
+                );
+            }
+            agent::run(AgentOptions {
+                data_dir,
+                token,
+                manager,
+                labels: labels.into_iter().collect::<HashMap<_, _>>(),
+                hostname: hostname.unwrap_or_else(agent::hostname),
+                insecure_registries,
+                advertise_addr,
+                bridge_subnet,
+            })
+            .await
+            .context("agent")
+        }
+    }
+}

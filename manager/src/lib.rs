@@ -1,4 +1,14 @@
-//! Shoal manager.
+//! Shoal manager: the Raft-replicated cluster store, the control API, and (on the leader) the
+//! orchestrator, scheduler and dispatcher.
 
+pub mod auth;
+pub mod ca;
+pub mod controlapi;
+pub mod dispatcher;
+pub mod error;
+pub mod leader;
+pub mod manager;
+pub mod orchestrator;
 pub mod raft;
+pub mod scheduler;
 pub mod store;

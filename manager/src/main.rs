@@ -1,1 +1,113 @@
-fn main() {}
+//! `shoal-manager`: runs a Shoal manager.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use shoal_manager::manager::{self, ManagerOptions};
+
+/// A Shoal manager: keeps the cluster state in Raft, schedules services, serves shoalctl.
+#[derive(Parser)]
+#[command(name = "shoal-manager", version, about)]
+struct Cli {
+    /// Log filter (overridden by RUST_LOG), e.g. info or shoal_manager=debug.
+    #[arg(long, global = true, default_value = "info")]
+    log_level: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a new cluster with this manager as its first member, or restart from DATA_DIR.
+    Init {
+        /// Directory for the manager's state (Raft log, store, certificates).
+        #[arg(long, default_value = "/var/lib/shoal/manager")]
+        data_dir: PathBuf,
+        /// Address to listen on for shoalctl, agents and other managers.
+        #[arg(long, default_value = "0.0.0.0:4242")]
+        listen_addr: SocketAddr,
+        /// Address other nodes use to reach this manager (default: the listen address).
+        #[arg(long)]
+        advertise_addr: Option<String>,
+        /// How often agents send heartbeats (a node is marked down after 1.5 periods of silence).
+        #[arg(long, default_value = "5s", value_parser = humantime_duration)]
+        heartbeat_period: std::time::Duration,
+        /// Raft log entries between snapshots (older entries are removed).
+        #[arg(long, default_value_t = 10_000)]
+        snapshot_interval: u64,
+    },
+}
+
+fn humantime_duration(s: &str) -> Result<std::time::Duration, String> {
+    let ns = shoal_proto::units::parse_duration_ns(s).map_err(|e| e.to_string())?;
+    if ns <= 0 {
+        return Err("must be positive".into());
+    }
+    Ok(std::time::Duration::from_nanos(ns as u64))
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.log_level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+        .and_then(|rt| rt.block_on(run(cli.command)));
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Init {
+            data_dir,
+            listen_addr,
+            advertise_addr,
+            heartbeat_period,
+            snapshot_interval,
+        } => {
+            let advertise_addr = advertise_addr.or_else(|| {
+                (!listen_addr.ip().is_unspecified()).then(|| listen_addr.to_string())
+            });
+            let advertise_addr = match advertise_addr {
+                Some(a) => Some(a),
+                None => Some(format!("{}:{}", guess_address(), listen_addr.port())),
+            };
+            manager::init(ManagerOptions {
+                data_dir,
+                listen_addr,
+                advertise_addr,
+                heartbeat_period,
+                snapshot_interval,
+            })
+            .await
+            .context("manager")
+        }
+    }
+}
+
+/// The address of the interface holding the default route, for advertising a 0.0.0.0 listener.
+fn guess_address() -> String {
+    std::net::UdpSocket::bind("0.0.0.0:0")
+        .and_then(|s| {
+            // connect() on UDP sends nothing; it only selects the source address via routing.
+            s.connect("192.0.2.1:9")?;
+            s.local_addr()
+        })
+        .map(|a| a.ip().to_string())
+        .unwrap_or_else(|_| "127.0.0.1".into())
+}

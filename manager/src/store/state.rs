@@ -365,7 +365,13 @@ impl State {
                 else {
                     return Ok(()); // an unknown state number cannot be ordered: ignore it
                 };
-                if !current.can_transition_to(next) {
+                // Forward moves only; a report in the same state may refresh its message/err
+                // (e.g. why a pending task cannot be placed) but never its timestamp alone.
+                let same_with_news = next == current
+                    && task.status.as_ref().is_some_and(|s| {
+                        s.message != status.message || s.err != status.err
+                    });
+                if !current.can_transition_to(next) && !same_with_news {
                     return Ok(());
                 }
                 let mut t = task.clone();
@@ -393,7 +399,9 @@ impl State {
                 let Some(task) = self.tasks.get(&assign.task_id) else {
                     return Ok(());
                 };
-                if task_state(task) != TaskState::TaskPending || !task.node_id.is_empty() {
+                // Global tasks come with their node preset; the scheduler confirms it fits.
+                let preset_here = task.node_id.is_empty() || task.node_id == assign.node_id;
+                if task_state(task) != TaskState::TaskPending || !preset_here {
                     return Ok(()); // already scheduled (or gone further): a stale decision
                 }
                 let mut t = task.clone();

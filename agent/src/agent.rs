@@ -1,0 +1,146 @@
+//! Starting an agent: join (or reload the identity), open the image store, runtime and network,
+//! then run the dispatcher session until shutdown.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use shoal_proto::v1::{NodeDescription, Resources};
+use tokio::sync::watch;
+use tracing::info;
+
+use crate::image::ImageStore;
+use crate::network::BridgeNetwork;
+use crate::runtime::Runtime;
+use crate::worker::Worker;
+
+/// Command-line settings of `shoal-agent join`.
+#[derive(Debug, Clone)]
+pub struct AgentOptions {
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Join token.
+    pub token: String,
+    /// Manager address to join through.
+    pub manager: String,
+    /// Agent labels (engine.labels.K).
+    pub labels: HashMap<String, String>,
+    /// Hostname reported to the cluster.
+    pub hostname: String,
+    /// Registries reachable over plain HTTP.
+    pub insecure_registries: Vec<String>,
+    /// Address reported to the cluster.
+    pub advertise_addr: Option<String>,
+    /// Subnet of the local bridge network.
+    pub bridge_subnet: ipnet::Ipv4Net,
+}
+
+/// Errors starting the agent.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// Joining or loading the identity.
+    #[error(transparent)]
+    Join(#[from] crate::join::JoinError),
+    /// Images.
+    #[error("image store: {0}")]
+    Image(#[from] crate::image::ImageError),
+    /// Runtime.
+    #[error("runtime: {0}")]
+    Runtime(#[from] crate::runtime::RuntimeError),
+    /// Network.
+    #[error("network: {0}")]
+    Network(#[from] crate::network::NetworkError),
+    /// The session.
+    #[error(transparent)]
+    Session(#[from] crate::session::SessionError),
+}
+
+fn machine_resources() -> Resources {
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get() as i64)
+        .unwrap_or(1);
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<i64>().ok())
+        })
+        .unwrap_or(0)
+        * 1024;
+    Resources {
+        nano_cpus: cpus * 1_000_000_000,
+        memory_bytes: mem,
+    }
+}
+
+/// The machine's hostname.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// Runs the agent until SIGINT/SIGTERM.
+pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
+    let joined = match crate::join::load(&opts.data_dir)? {
+        Some(j) => {
+            info!(node.id = %j.state.node_id, "restarting agent from its data dir");
+            j
+        }
+        None => {
+            let j =
+                crate::join::join(&opts.data_dir, &opts.token, &opts.manager, &opts.hostname).await?;
+            info!(node.id = %j.state.node_id, manager = %opts.manager, "joined the cluster");
+            println!("This node joined the cluster as a worker ({}).", j.state.node_id);
+            j
+        }
+    };
+    let images = ImageStore::open(&opts.data_dir.join("images"))?;
+    let cgroup_parent = format!("shoal/{}", joined.state.node_id);
+    let runtime = Runtime::new(&opts.data_dir.join("runtime"), &cgroup_parent)?;
+    let network = BridgeNetwork::new(
+        &opts.data_dir.join("network"),
+        crate::network::DEFAULT_BRIDGE,
+        opts.bridge_subnet,
+    )?;
+    network.ensure().await?;
+    let (worker, status_rx) = Worker::new(
+        runtime,
+        images,
+        Some(network),
+        opts.insecure_registries.clone(),
+    );
+    let description = NodeDescription {
+        hostname: opts.hostname.clone(),
+        resources: Some(machine_resources()),
+        engine_labels: opts.labels.clone(),
+        addresses: opts.advertise_addr.iter().cloned().collect(),
+        os: std::env::consts::OS.into(),
+        architecture: std::env::consts::ARCH.into(),
+        agent_version: env!("CARGO_PKG_VERSION").into(),
+    };
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        info!("shutting down (containers keep running under their shims)");
+        let _ = shutdown_tx.send(true);
+    });
+    crate::session::run(joined, description, worker, status_rx, shutdown_rx).await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => std::future::pending::<()>().await,
+    }
+}

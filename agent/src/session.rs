@@ -1,0 +1,147 @@
+//! The agent's session with the dispatcher: one bidirectional stream, re-established with backoff
+//! whenever it breaks. Registration, heartbeats, assignments in, status updates and logs out.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use shoal_proto::pki::{self, Trust};
+use shoal_proto::v1::dispatcher_client::DispatcherClient;
+use shoal_proto::v1::*;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tracing::{debug, info, warn};
+
+use crate::join::Joined;
+use crate::worker::Worker;
+
+/// Errors of one session attempt.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// Connecting failed.
+    #[error(transparent)]
+    Pki(#[from] pki::PkiError),
+    /// The manager ended or refused the stream.
+    #[error("dispatcher: {}", .0.message())]
+    Rpc(#[from] tonic::Status),
+    /// The manager closed the stream.
+    #[error("the manager closed the session")]
+    Closed,
+}
+
+/// Runs sessions until shutdown, reconnecting with backoff.
+pub async fn run(
+    joined: Joined,
+    description: NodeDescription,
+    worker: Worker,
+    mut status_rx: mpsc::UnboundedReceiver<TaskStatusUpdate>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), SessionError> {
+    let config = Arc::new(pki::client_config(
+        &Trust::Ca(joined.ca_pem.clone()),
+        Some(&joined.identity),
+    )?);
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let attempt = session_once(
+            &joined,
+            config.clone(),
+            &description,
+            &worker,
+            &mut status_rx,
+            &mut shutdown,
+        );
+        match attempt.await {
+            Ok(()) => return Ok(()),
+            Err(SessionError::Rpc(s)) if s.code() == tonic::Code::PermissionDenied => {
+                warn!(error = %s.message(), "the cluster refused this node");
+                return Err(SessionError::Rpc(s));
+            }
+            Err(e) => {
+                warn!(error = %e, "session lost; reconnecting");
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = shutdown.changed() => return Ok(()),
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
+async fn session_once(
+    joined: &Joined,
+    config: Arc<rustls::ClientConfig>,
+    description: &NodeDescription,
+    worker: &Worker,
+    status_rx: &mut mpsc::UnboundedReceiver<TaskStatusUpdate>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<(), SessionError> {
+    let channel = pki::connect_any(&joined.state.managers, config).await?;
+    let (out_tx, out_rx) = mpsc::channel::<AgentMessage>(1024);
+    out_tx
+        .send(AgentMessage {
+            msg: Some(agent_message::Msg::Register(AgentRegister {
+                description: Some(description.clone()),
+            })),
+        })
+        .await
+        .map_err(|_| SessionError::Closed)?;
+    let mut inbound = DispatcherClient::new(channel)
+        .session(ReceiverStream::new(out_rx))
+        .await?
+        .into_inner();
+    let first = inbound.message().await?.ok_or(SessionError::Closed)?;
+    let period = match first.msg {
+        Some(manager_message::Msg::Session(s)) => {
+            info!(node.id = %s.node_id, session = %s.session_id, "session established");
+            Duration::from_nanos(s.heartbeat_period_ns.max(100_000_000) as u64)
+        }
+        _ => return Err(SessionError::Closed),
+    };
+    // The manager may have missed updates while we were away: resend what we know.
+    let known = worker.current_statuses();
+    if !known.is_empty() {
+        let _ = out_tx
+            .send(AgentMessage {
+                msg: Some(agent_message::Msg::Status(AgentTaskStatus { updates: known })),
+            })
+            .await;
+    }
+    let mut heartbeat = tokio::time::interval(period / 2);
+    loop {
+        tokio::select! {
+            msg = inbound.message() => {
+                let msg = msg?.ok_or(SessionError::Closed)?;
+                match msg.msg {
+                    Some(manager_message::Msg::Assignments(a)) => {
+                        debug!(tasks = a.tasks.len(), "assignments");
+                        worker.assign(a.tasks);
+                    }
+                    Some(manager_message::Msg::Logs(req)) => {
+                        worker.logs(req, out_tx.clone());
+                    }
+                    Some(manager_message::Msg::CancelLogs(c)) => worker.cancel_logs(c.request_id),
+                    Some(manager_message::Msg::Session(_)) | None => {}
+                }
+            }
+            Some(first) = status_rx.recv() => {
+                let mut updates = vec![first];
+                while let Ok(u) = status_rx.try_recv() {
+                    updates.push(u);
+                    if updates.len() >= 500 { break; }
+                }
+                out_tx
+                    .send(AgentMessage { msg: Some(agent_message::Msg::Status(AgentTaskStatus { updates })) })
+                    .await
+                    .map_err(|_| SessionError::Closed)?;
+            }
+            _ = heartbeat.tick() => {
+                out_tx
+                    .send(AgentMessage { msg: Some(agent_message::Msg::Heartbeat(AgentHeartbeat {})) })
+                    .await
+                    .map_err(|_| SessionError::Closed)?;
+            }
+            _ = shutdown.changed() => return Ok(()),
+        }
+    }
+}

@@ -1,0 +1,411 @@
+//! The control API shoalctl speaks: validates what users ask for, writes it through Raft and
+//! answers reads from the store.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+
+use futures::Stream;
+use shoal_proto::spec::validate_service;
+use shoal_proto::token::JoinToken;
+use shoal_proto::v1::control_server::Control;
+use shoal_proto::v1::store_action::Action;
+use shoal_proto::v1::*;
+use tonic::{Request, Response, Status};
+use tracing::info;
+
+use crate::auth::require_admin;
+use crate::dispatcher::logs::LogBroker;
+use crate::error::to_status;
+use crate::store::{State, Store};
+
+/// The gRPC control service.
+pub struct ControlApi {
+    store: Store,
+    logs: LogBroker,
+    /// This manager's advertised address, printed in join instructions.
+    advertise_addr: String,
+}
+
+impl ControlApi {
+    /// Makes the service over the store and the dispatcher's log broker.
+    pub fn new(store: Store, logs: LogBroker, advertise_addr: String) -> Self {
+        ControlApi {
+            store,
+            logs,
+            advertise_addr,
+        }
+    }
+}
+
+/// Finds a service by id, name, or unique id prefix.
+pub fn find_service(s: &State, name_or_id: &str) -> Result<Service, Status> {
+    if let Some(svc) = s.service(name_or_id) {
+        return Ok(svc.clone());
+    }
+    if let Some(svc) = s.service_by_name(name_or_id) {
+        return Ok(svc.clone());
+    }
+    let mut matches = s.services().filter(|svc| svc.id.starts_with(name_or_id));
+    match (matches.next(), matches.next()) {
+        (Some(svc), None) if !name_or_id.is_empty() => Ok(svc.clone()),
+        (Some(_), Some(_)) => Err(Status::invalid_argument(format!(
+            "service {name_or_id:?} is ambiguous: several service ids start with it"
+        ))),
+        _ => Err(Status::not_found(format!("service {name_or_id:?} not found"))),
+    }
+}
+
+/// Finds a node by id, hostname, or unique id prefix.
+pub fn find_node(s: &State, name_or_id: &str) -> Result<Node, Status> {
+    if let Some(n) = s.node(name_or_id) {
+        return Ok(n.clone());
+    }
+    let by_name: Vec<&Node> = s
+        .nodes()
+        .filter(|n| n.description.as_ref().is_some_and(|d| d.hostname == name_or_id))
+        .collect();
+    if by_name.len() == 1 {
+        return Ok(by_name[0].clone());
+    }
+    if by_name.len() > 1 {
+        return Err(Status::invalid_argument(format!(
+            "node {name_or_id:?} is ambiguous: several nodes have this hostname; use the node id"
+        )));
+    }
+    let mut matches = s.nodes().filter(|n| n.id.starts_with(name_or_id));
+    match (matches.next(), matches.next()) {
+        (Some(n), None) if !name_or_id.is_empty() => Ok(n.clone()),
+        (Some(_), Some(_)) => Err(Status::invalid_argument(format!(
+            "node {name_or_id:?} is ambiguous: several node ids start with it"
+        ))),
+        _ => Err(Status::not_found(format!("node {name_or_id:?} not found"))),
+    }
+}
+
+fn invalid(e: shoal_proto::spec::SpecError) -> Status {
+    Status::invalid_argument(e.to_string())
+}
+
+/// Running and desired task counts of a service.
+fn task_counts(s: &State, svc: &Service) -> (u64, u64) {
+    let running = s
+        .tasks_of_service(&svc.id)
+        .filter(|t| {
+            t.desired_state <= TaskState::TaskRunning as i32
+                && t.status.as_ref().map(|st| st.state) == Some(TaskState::TaskRunning as i32)
+        })
+        .count() as u64;
+    let spec = svc.spec.clone().unwrap_or_default();
+    let desired = if spec.mode == ServiceMode::ModeGlobal as i32 {
+        s.tasks_of_service(&svc.id)
+            .filter(|t| t.desired_state <= TaskState::TaskRunning as i32)
+            .count() as u64
+    } else {
+        spec.replicas
+    };
+    (running, desired)
+}
+
+type LogStream = Pin<Box<dyn Stream<Item = Result<ServiceLogsResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Control for ControlApi {
+    async fn create_service(
+        &self,
+        request: Request<CreateServiceRequest>,
+    ) -> Result<Response<CreateServiceResponse>, Status> {
+        require_admin(&self.store, &request)?;
+        let spec = request
+            .into_inner()
+            .spec
+            .ok_or_else(|| Status::invalid_argument("spec: missing"))?;
+        validate_service(&spec).map_err(invalid)?;
+        if self.store.read(|s| s.service_by_name(&spec.name).is_some()) {
+            return Err(Status::already_exists(format!(
+                "--name: service name {:?} is already in use",
+                spec.name
+            )));
+        }
+        let now = shoal_proto::now_ns();
+        let service = Service {
+            id: shoal_proto::new_id(),
+            meta: Some(Meta {
+                version: 0,
+                created_at: now,
+                updated_at: now,
+            }),
+            spec: Some(spec),
+            spec_version: 1,
+        };
+        self.store
+            .propose(vec![StoreAction {
+                action: Some(Action::CreateService(service.clone())),
+            }])
+            .await
+            .map_err(to_status)?;
+        let name = service.spec.as_ref().map(|s| s.name.clone()).unwrap_or_default();
+        info!(service.id = %service.id, service.name = %name, "service created");
+        let service = self
+            .store
+            .read(|s| s.service(&service.id).cloned())
+            .unwrap_or(service);
+        Ok(Response::new(CreateServiceResponse {
+            service: Some(service),
+        }))
+    }
+
+    async fn get_service(
+        &self,
+        request: Request<GetServiceRequest>,
+    ) -> Result<Response<GetServiceResponse>, Status> {
+        require_admin(&self.store, &request)?;
+        let name = request.into_inner().name_or_id;
+        let service = self.store.read(|s| find_service(s, &name))?;
+        Ok(Response::new(GetServiceResponse {
+            service: Some(service),
+        }))
+    }
+
+    async fn list_services(
+        &self,
+        request: Request<ListServicesRequest>,
+    ) -> Result<Response<ListServicesResponse>, Status> {
+        require_admin(&self.store, &request)?;
+        let services = self.store.read(|s| {
+            let mut v: Vec<ServiceSummary> = s
+                .services()
+                .map(|svc| {
+                    let (running, desired) = task_counts(s, svc);
+                    ServiceSummary {
+                        service: Some(svc.clone()),
+                        running_tasks: running,
+                        desired_tasks: desired,
+                    }
+                })
+                .collect();
+            v.sort_by(|a, b| {
+                let name = |x: &ServiceSummary| {
+                    x.service
+                        .as_ref()
+                        .and_then(|s| s.spec.as_ref())
+                        .map(|s| s.name.clone())
+                        .unwrap_or_default()
+                };
+                name(a).cmp(&name(b))
+            });
+            v
+        });
+        Ok(Response::new(ListServicesResponse { services }))
+    }
+
+    async fn update_service(
+        &self,
+        request: Request<UpdateServiceRequest>,
+    ) -> Result<Response<UpdateServiceResponse>, Status> {
+        require_admin(&self.store, &request)?;
+        let req = request.into_inner();
+        let spec = req
+            .spec
+            .ok_or_else(|| Status::invalid_argument("spec: missing"))?;
+        validate_service(&spec).map_err(invalid)?;
+        let mut service = self.store.read(|s| find_service(s, &req.name_or_id))?;
+        let old_name = service.spec.as_ref().map(|s| s.name.clone()).unwrap_or_default();
+        if spec.name != old_name {
+            return Err(Status::invalid_argument(
+                "--name: a service cannot be renamed",
+            ));
+        }
+        if service.spec.as_ref().and_then(|s| s.task.clone()) != spec.task {
+            service.spec_version += 1;
+        }
+        service.spec = Some(spec);
+        if let Some(m) = service.meta.as_mut() {
+            m.updated_at = shoal_proto::now_ns();
+        }
+        self.store
+            .propose(vec![StoreAction {
+                action: Some(Action::UpdateService(service.clone())),
+            }])
+            .await
+            .map_err(to_status)?;
+        info!(service.id = %service.id, service.name = %old_name, "service updated");
+        Ok(Response::new(UpdateServiceResponse {
+            service: Some(service),
+        }))
+    }
+
+    async fn scale_service(
+        &self,
+        request: Request<ScaleServiceRequest>,
+    ) -> Result<Response<ScaleServiceResponse>, Status> {
+        require_admin(&self.store, &request)?;
+        let req = request.into_inner();
+        let mut service = self.store.read(|s| find_service(s, &req.name_or_id))?;
+        let spec = service.spec.get_or_insert_with(Default::default);
+        if spec.mode == ServiceMode::ModeGlobal as i32 {
+            return Err(Status::failed_precondition(format!(
+                "scale: service {:?} is global; only replicated services can be scaled",
+                spec.name
+            )));
+        }
+        let name = spec.name.clone();
+        let from = spec.replicas;
+        spec.replicas = req.replicas;
+        if let Some(m) = service.meta.as_mut() {
+            m.updated_at = shoal_proto::now_ns();
+        }
+        self.store
+            .propose(vec![StoreAction {
+                action: Some(Action::UpdateService(service.clone())),
+            }])
+            .await
+            .map_err(to_status)?;
+        info!(service.id = %service.id, service.name = %name, from, to = req.replicas, "service scaled");
+        Ok(Response::new(ScaleServiceResponse {
+            service: Some(service),
+        }))
+    }
+
+    async fn remove_service(
+        &self,
+        request: Request<RemoveServiceRequest>,
+    ) -> Result<Response<RemoveServiceResponse>, Status> {
+        require_admin(&self.store, &request)?;
+        let name = request.into_inner().name_or_id;
+        let service = self.store.read(|s| find_service(s, &name))?;
+        self.store
+            .propose(vec![StoreAction {
+                action: Some(Action::RemoveService(service.id.clone())),
+            }])
+            .await
+            .map_err(to_status)?;
+        info!(service.id = %service.id, service.name = %name, "service removed");
+        Ok(Response::new(RemoveServiceResponse { id: service.id }))
+    }
+
+    async fn list_tasks(
+        &self,
+        request: Request<ListTasksRequest>,
+    ) -> Result<Response<ListTasksResponse>, Status> {
+        require_admin(&self.store, &request)?;
+        let req = request.into_inner();
+        let resp = self.store.read(|s| {
+            let service_id = if req.service.is_empty() {
+                None
+            } else {
+                Some(find_service(s, &req.service)?.id)
+            };
+            let node_id = if req.node.is_empty() {
+                None
+            } else {
+                Some(find_node(s, &req.node)?.id)
+            };
+            let tasks: Vec<Task> = s
+                .tasks()
+                .filter(|t| service_id.as_ref().is_none_or(|id| &t.service_id == id))
+                .filter(|t| node_id.as_ref().is_none_or(|id| &t.node_id == id))
+                .cloned()
+                .collect();
+            let node_names: HashMap<String, String> = s
+                .nodes()
+                .map(|n| {
+                    (
+                        n.id.clone(),
+                        n.description
+                            .as_ref()
+                            .map(|d| d.hostname.clone())
+                            .unwrap_or_default(),
+                    )
+                })
+                .collect();
+            Ok::<_, Status>(ListTasksResponse { tasks, node_names })
+        })?;
+        Ok(Response::new(resp))
+    }
+
+    async fn list_nodes(
+        &self,
+        request: Request<ListNodesRequest>,
+    ) -> Result<Response<ListNodesResponse>, Status> {
+        require_admin(&self.store, &request)?;
+        let mut nodes: Vec<Node> = self.store.read(|s| s.nodes().cloned().collect());
+        nodes.sort_by(|a, b| {
+            let h = |n: &Node| n.description.as_ref().map(|d| d.hostname.clone());
+            h(a).cmp(&h(b)).then(a.id.cmp(&b.id))
+        });
+        Ok(Response::new(ListNodesResponse { nodes }))
+    }
+
+    async fn get_node(
+        &self,
+        request: Request<GetNodeRequest>,
+    ) -> Result<Response<GetNodeResponse>, Status> {
+        require_admin(&self.store, &request)?;
+        let name = request.into_inner().name_or_id;
+        let node = self.store.read(|s| find_node(s, &name))?;
+        Ok(Response::new(GetNodeResponse { node: Some(node) }))
+    }
+
+    async fn join_token(
+        &self,
+        request: Request<JoinTokenRequest>,
+    ) -> Result<Response<JoinTokenResponse>, Status> {
+        require_admin(&self.store, &request)?;
+        let req = request.into_inner();
+        let mut cluster = self
+            .store
+            .read(|s| s.cluster().cloned())
+            .ok_or_else(|| Status::unavailable("the cluster is not initialised yet"))?;
+        let manager = req.role == NodeRole::RoleManager as i32;
+        if req.rotate {
+            let secret = shoal_proto::token::new_secret();
+            if manager {
+                cluster.manager_token_secret = secret;
+            } else {
+                cluster.worker_token_secret = secret;
+            }
+            self.store
+                .propose(vec![StoreAction {
+                    action: Some(Action::PutCluster(cluster.clone())),
+                }])
+                .await
+                .map_err(to_status)?;
+            info!(
+                role = if manager { "manager" } else { "worker" },
+                "join token rotated"
+            );
+        }
+        let fp = shoal_proto::pki::fingerprint_pem(&cluster.ca_cert_pem)
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let secret = if manager {
+            &cluster.manager_token_secret
+        } else {
+            &cluster.worker_token_secret
+        };
+        let _ = &self.advertise_addr;
+        Ok(Response::new(JoinTokenResponse {
+            token: JoinToken::new(&fp, secret).to_string(),
+        }))
+    }
+
+    type ServiceLogsStream = LogStream;
+
+    async fn service_logs(
+        &self,
+        request: Request<ServiceLogsRequest>,
+    ) -> Result<Response<Self::ServiceLogsStream>, Status> {
+        require_admin(&self.store, &request)?;
+        let req = request.into_inner();
+        let (service, tasks) = self.store.read(|s| {
+            let svc = find_service(s, &req.service)?;
+            let tasks: Vec<Task> = s
+                .tasks_of_service(&svc.id)
+                .filter(|t| !t.node_id.is_empty())
+                .cloned()
+                .collect();
+            Ok::<_, Status>((svc, tasks))
+        })?;
+        let stream = self.logs.open(&service, tasks, req.follow, req.tail).await?;
+        Ok(Response::new(Box::pin(stream)))
+    }
+}

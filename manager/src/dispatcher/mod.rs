@@ -1,0 +1,381 @@
+//! The dispatcher: one long-lived bidirectional stream per agent. It registers the node, sends it
+//! the complete set of its tasks whenever that set changes, turns the agent's status reports into
+//! batched Raft writes, watches heartbeats and routes log requests.
+
+pub mod logs;
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::Stream;
+use shoal_proto::v1::dispatcher_server::Dispatcher as DispatcherRpc;
+use shoal_proto::v1::store_action::Action;
+use shoal_proto::v1::*;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::{debug, info, warn};
+
+use crate::auth::require_node;
+use crate::store::{Event, Object, Store};
+
+/// How long a node whose stream closed may take to reconnect before it is marked down, in
+/// heartbeat periods. An agent restart takes well under one period.
+const DOWN_AFTER_PERIODS: f64 = 1.5;
+
+/// A connected agent's session.
+#[derive(Clone)]
+pub struct Session {
+    id: u64,
+    tx: mpsc::Sender<ManagerMessage>,
+}
+
+impl Session {
+    /// Sends a message down the session.
+    pub async fn send(&self, msg: ManagerMessage) -> Result<(), ()> {
+        self.tx.send(msg).await.map_err(|_| ())
+    }
+}
+
+#[derive(Default)]
+struct SessionTable {
+    sessions: HashMap<String, Session>,
+    last_seen: HashMap<String, Instant>,
+}
+
+/// The table of connected sessions, shared with the log broker.
+#[derive(Clone, Default)]
+pub struct Sessions(Arc<Mutex<SessionTable>>);
+
+impl Sessions {
+    fn lock(&self) -> std::sync::MutexGuard<'_, SessionTable> {
+        // Poisoning only means a panic elsewhere mid-update; the table stays consistent per entry.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The session of a node, if connected.
+    pub fn get(&self, node_id: &str) -> Option<Session> {
+        self.lock().sessions.get(node_id).cloned()
+    }
+
+    fn seen(&self, node_id: &str) {
+        self.lock().last_seen.insert(node_id.to_string(), Instant::now());
+    }
+}
+
+/// The dispatcher service.
+#[derive(Clone)]
+pub struct Dispatcher {
+    store: Store,
+    sessions: Sessions,
+    logs: logs::LogBroker,
+    status_tx: mpsc::Sender<TaskStatusUpdate>,
+    next_session: Arc<AtomicU64>,
+    started: Instant,
+}
+
+impl Dispatcher {
+    /// Starts the dispatcher's background loops (status batching, heartbeat expiry) until
+    /// `shutdown` fires.
+    pub fn start(store: Store, shutdown: tokio::sync::watch::Receiver<bool>) -> Self {
+        let sessions = Sessions::default();
+        let logs = logs::LogBroker::new(sessions.clone());
+        let (status_tx, status_rx) = mpsc::channel(4096);
+        let d = Dispatcher {
+            store,
+            sessions,
+            logs,
+            status_tx,
+            next_session: Arc::new(AtomicU64::new(1)),
+            started: Instant::now(),
+        };
+        tokio::spawn(d.clone().status_batcher(status_rx, shutdown.clone()));
+        tokio::spawn(d.clone().heartbeat_monitor(shutdown));
+        d
+    }
+
+    /// The log broker, for the control API.
+    pub fn logs(&self) -> logs::LogBroker {
+        self.logs.clone()
+    }
+
+    fn heartbeat_period(&self) -> Duration {
+        let ns = self
+            .store
+            .read(|s| s.cluster().map(|c| c.heartbeat_period_ns))
+            .unwrap_or(0);
+        if ns > 0 {
+            Duration::from_nanos(ns as u64)
+        } else {
+            Duration::from_secs(5)
+        }
+    }
+
+    /// Proposes agents' status reports in batches: one Raft write carries every update that
+    /// arrived while the previous write was in flight.
+    async fn status_batcher(
+        self,
+        mut rx: mpsc::Receiver<TaskStatusUpdate>,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) {
+        loop {
+            let first = tokio::select! {
+                u = rx.recv() => match u { Some(u) => u, None => return },
+                _ = shutdown.changed() => return,
+            };
+            let mut batch = vec![first];
+            while batch.len() < 2000 {
+                match rx.try_recv() {
+                    Ok(u) => batch.push(u),
+                    Err(_) => break,
+                }
+            }
+            let n = batch.len();
+            let actions = batch
+                .into_iter()
+                .map(|u| StoreAction {
+                    action: Some(Action::TaskStatus(u)),
+                })
+                .collect();
+            if let Err(e) = self.store.propose(actions).await {
+                warn!(error = %e, updates = n, "could not record task status updates");
+            }
+        }
+    }
+
+    /// Marks nodes down when they have not been heard from for too long.
+    async fn heartbeat_monitor(self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.changed() => return,
+            }
+            let limit = self.heartbeat_period().mul_f64(DOWN_AFTER_PERIODS);
+            let now = Instant::now();
+            let ready: Vec<Node> = self.store.read(|s| {
+                s.nodes()
+                    // Managers' health comes from Raft, not from an agent session.
+                    .filter(|n| n.manager_status.is_none())
+                    .filter(|n| {
+                        n.status.as_ref().map(|st| st.state) == Some(NodeState::NodeReady as i32)
+                    })
+                    .cloned()
+                    .collect()
+            });
+            let mut actions = Vec::new();
+            for mut node in ready {
+                let (connected, last) = {
+                    let t = self.sessions.lock();
+                    (
+                        t.sessions.contains_key(&node.id),
+                        t.last_seen.get(&node.id).copied(),
+                    )
+                };
+                let last = last.unwrap_or(self.started);
+                // A connected agent that stopped heartbeating is as dead as a disconnected one.
+                let expired = now.duration_since(last) > limit;
+                if expired {
+                    info!(node.id = %node.id, connected, "node missed its heartbeats: marking it down");
+                    let st = node.status.get_or_insert_with(Default::default);
+                    st.state = NodeState::NodeDown as i32;
+                    st.message = "heartbeat failure".into();
+                    actions.push(StoreAction {
+                        action: Some(Action::PutNode(node)),
+                    });
+                }
+            }
+            if !actions.is_empty() {
+                if let Err(e) = self.store.propose(actions).await {
+                    warn!(error = %e, "could not mark nodes down");
+                }
+            }
+        }
+    }
+
+    /// The complete assignment set of a node.
+    fn assignments(&self, node_id: &str) -> Assignments {
+        let mut tasks: Vec<Task> = self
+            .store
+            .read(|s| s.tasks_of_node(node_id).cloned().collect());
+        tasks.sort_by(|a, b| a.id.cmp(&b.id));
+        Assignments { tasks }
+    }
+
+    async fn register(
+        &self,
+        node_id: &str,
+        peer: Option<std::net::SocketAddr>,
+        reg: AgentRegister,
+    ) -> Result<(), Status> {
+        let mut node = self
+            .store
+            .read(|s| s.node(node_id).cloned())
+            .ok_or_else(|| Status::permission_denied("node was removed from the cluster"))?;
+        let mut desc = reg.description.unwrap_or_default();
+        if desc.hostname.is_empty() {
+            desc.hostname = node
+                .description
+                .as_ref()
+                .map(|d| d.hostname.clone())
+                .unwrap_or_default();
+        }
+        node.description = Some(desc);
+        let now = shoal_proto::now_ns();
+        node.status = Some(NodeStatus {
+            state: NodeState::NodeReady as i32,
+            message: String::new(),
+            addr: peer.map(|p| p.ip().to_string()).unwrap_or_default(),
+            last_heartbeat: now,
+        });
+        if let Some(m) = node.meta.as_mut() {
+            m.updated_at = now;
+        }
+        self.store
+            .propose(vec![StoreAction {
+                action: Some(Action::PutNode(node)),
+            }])
+            .await
+            .map_err(crate::error::to_status)
+    }
+
+    /// Sends the node its assignment set now and whenever a change touches its tasks.
+    async fn push_assignments(self, node_id: String, tx: mpsc::Sender<ManagerMessage>) {
+        let mut events = self.store.watch();
+        let mut last: Option<Assignments> = None;
+        loop {
+            let current = self.assignments(&node_id);
+            if last.as_ref() != Some(&current) {
+                let msg = ManagerMessage {
+                    msg: Some(manager_message::Msg::Assignments(current.clone())),
+                };
+                if tx.send(msg).await.is_err() {
+                    return;
+                }
+                last = Some(current);
+            }
+            // Wait for a change that concerns this node, then let a burst settle briefly so a
+            // service of 100 tasks goes out as one message, not 100.
+            loop {
+                match events.recv().await {
+                    Ok(batch) if batch.iter().any(|e| touches_node(e, &node_id)) => break,
+                    Ok(_) => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => break,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            while let Ok(_) | Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) =
+                events.try_recv()
+            {}
+            if tx.is_closed() {
+                return;
+            }
+        }
+    }
+}
+
+fn touches_node(e: &Event, node_id: &str) -> bool {
+    let is_mine = |o: &Object| matches!(o, Object::Task(t) if t.node_id == node_id);
+    match e {
+        Event::Created(o) | Event::Removed(o) => is_mine(o),
+        Event::Updated { old, new } => is_mine(old) || is_mine(new),
+    }
+}
+
+type SessionStream = Pin<Box<dyn Stream<Item = Result<ManagerMessage, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl DispatcherRpc for Dispatcher {
+    type SessionStream = SessionStream;
+
+    async fn session(
+        &self,
+        request: Request<Streaming<AgentMessage>>,
+    ) -> Result<Response<Self::SessionStream>, Status> {
+        let node_id = require_node(&self.store, &request)?;
+        let peer = request.remote_addr();
+        let mut inbound = request.into_inner();
+        let first = tokio::time::timeout(Duration::from_secs(10), inbound.message())
+            .await
+            .map_err(|_| Status::deadline_exceeded("no registration within 10 s"))??;
+        let reg = match first.and_then(|m| m.msg) {
+            Some(agent_message::Msg::Register(r)) => r,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "the first message of a session must be a registration",
+                ))
+            }
+        };
+        self.register(&node_id, peer, reg).await?;
+        let (tx, rx) = mpsc::channel(256);
+        let session_id = self.next_session.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut t = self.sessions.lock();
+            t.sessions.insert(
+                node_id.clone(),
+                Session {
+                    id: session_id,
+                    tx: tx.clone(),
+                },
+            );
+            t.last_seen.insert(node_id.clone(), Instant::now());
+        }
+        info!(node.id = %node_id, session = session_id, "agent session established");
+        let period = self.heartbeat_period();
+        let established = ManagerMessage {
+            msg: Some(manager_message::Msg::Session(SessionEstablished {
+                node_id: node_id.clone(),
+                heartbeat_period_ns: period.as_nanos() as i64,
+                session_id: session_id.to_string(),
+            })),
+        };
+        tx.send(established)
+            .await
+            .map_err(|_| Status::cancelled("session closed"))?;
+        tokio::spawn(self.clone().push_assignments(node_id.clone(), tx.clone()));
+        let me = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let msg = match inbound.message().await {
+                    Ok(Some(m)) => m,
+                    Ok(None) => break,
+                    Err(e) => {
+                        debug!(node.id = %node_id, error = %e, "agent stream error");
+                        break;
+                    }
+                };
+                me.sessions.seen(&node_id);
+                match msg.msg {
+                    Some(agent_message::Msg::Heartbeat(_)) => {}
+                    Some(agent_message::Msg::Status(st)) => {
+                        for u in st.updates {
+                            // An agent may only report on its own tasks.
+                            let own = me.store.read(|s| {
+                                s.task(&u.task_id).is_some_and(|t| t.node_id == node_id)
+                            });
+                            if own && me.status_tx.send(u).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    Some(agent_message::Msg::Logs(chunk)) => me.logs.deliver(&node_id, chunk).await,
+                    Some(agent_message::Msg::Register(_)) | None => {}
+                }
+            }
+            let mut t = me.sessions.lock();
+            if t.sessions.get(&node_id).is_some_and(|s| s.id == session_id) {
+                t.sessions.remove(&node_id);
+                drop(t);
+                me.logs.node_gone(&node_id);
+            }
+            info!(node.id = %node_id, session = session_id, "agent session ended");
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::StreamExt::map(ReceiverStream::new(rx), Ok),
+        )))
+    }
+}

@@ -1,0 +1,178 @@
+//! The leader-only loops that drive the pure orchestrator and scheduler: each reacts to store
+//! events (never polls), computes decisions from a consistent read of the store and writes them
+//! back through Raft.
+
+use std::time::Duration;
+
+use shoal_proto::v1::store_action::Action;
+use shoal_proto::v1::*;
+use tokio::sync::{broadcast, watch};
+use tracing::{debug, info, warn};
+
+use crate::orchestrator::{self, Plan};
+use crate::scheduler::{Outcome, Scheduler};
+use crate::store::Store;
+
+/// Most actions in one Raft write: keeps entries small enough to replicate quickly.
+const MAX_ACTIONS_PER_WRITE: usize = 1000;
+
+/// Waits for the next batch of store events (or a timer), then lets a burst settle.
+async fn next_round(
+    events: &mut broadcast::Receiver<std::sync::Arc<Vec<crate::store::Event>>>,
+    shutdown: &mut watch::Receiver<bool>,
+    wake_at_ns: Option<i64>,
+) -> bool {
+    let sleep = match wake_at_ns {
+        Some(at) => {
+            let d = (at - shoal_proto::now_ns()).max(0) as u64;
+            Duration::from_nanos(d)
+        }
+        None => Duration::from_secs(3600),
+    };
+    tokio::select! {
+        r = events.recv() => {
+            if let Err(broadcast::error::RecvError::Closed) = r { return false; }
+        }
+        _ = tokio::time::sleep(sleep) => {}
+        _ = shutdown.changed() => return false,
+    }
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    while let Ok(_) | Err(broadcast::error::TryRecvError::Lagged(_)) = events.try_recv() {}
+    !*shutdown.borrow()
+}
+
+async fn write(store: &Store, actions: Vec<StoreAction>, what: &str) {
+    for chunk in actions.chunks(MAX_ACTIONS_PER_WRITE) {
+        if let Err(e) = store.propose(chunk.to_vec()).await {
+            warn!(error = %e, what, "write failed");
+        }
+    }
+}
+
+fn plan_actions(plan: Plan, out: &mut Vec<StoreAction>) {
+    for a in plan.actions {
+        let action = match a {
+            orchestrator::Action::CreateTask(t) => {
+                info!(task.id = %t.id, service.name = %t.service_name, slot = t.slot, "task created");
+                Action::CreateTask(t)
+            }
+            orchestrator::Action::SetDesired { task_id, desired } => {
+                debug!(task.id = %task_id, desired = ?desired, "task desired state");
+                Action::TaskDesired(TaskDesiredUpdate {
+                    task_id,
+                    desired_state: desired as i32,
+                })
+            }
+            orchestrator::Action::RemoveTask(id) => {
+                debug!(task.id = %id, "task removed");
+                Action::RemoveTask(id)
+            }
+        };
+        out.push(StoreAction {
+            action: Some(action),
+        });
+    }
+}
+
+/// Reconciles every service into tasks until shutdown.
+pub async fn run_orchestrator(store: Store, mut shutdown: watch::Receiver<bool>) {
+    let mut events = store.watch();
+    let mut wake_at: Option<i64> = None;
+    loop {
+        let now = shoal_proto::now_ns();
+        let mut actions = Vec::new();
+        let mut next_wake: Option<i64> = None;
+        store.read(|s| {
+            let nodes: Vec<&Node> = s.nodes().collect();
+            for svc in s.services() {
+                let tasks: Vec<&Task> = s.tasks_of_service(&svc.id).collect();
+                let plan = orchestrator::reconcile_service(svc, &tasks, &nodes, now);
+                if let Some(w) = plan.wake_at_ns {
+                    next_wake = Some(next_wake.map_or(w, |n: i64| n.min(w)));
+                }
+                plan_actions(plan, &mut actions);
+            }
+            // Tasks whose service is gone.
+            let mut orphans: std::collections::BTreeMap<&str, Vec<&Task>> = Default::default();
+            for t in s.tasks() {
+                if s.service(&t.service_id).is_none() {
+                    orphans.entry(t.service_id.as_str()).or_default().push(t);
+                }
+            }
+            for tasks in orphans.values() {
+                plan_actions(orchestrator::reconcile_removed(tasks), &mut actions);
+            }
+        });
+        wake_at = next_wake.or(wake_at.filter(|w| *w > now));
+        if !actions.is_empty() {
+            write(&store, actions, "orchestrator").await;
+        }
+        if !next_round(&mut events, &mut shutdown, wake_at).await {
+            return;
+        }
+    }
+}
+
+/// Places pending tasks on nodes until shutdown.
+pub async fn run_scheduler(store: Store, mut shutdown: watch::Receiver<bool>) {
+    let mut events = store.watch();
+    loop {
+        let now = shoal_proto::now_ns();
+        let actions: Vec<StoreAction> = store.read(|s| {
+            let pending: Vec<&Task> = s
+                .tasks()
+                .filter(|t| {
+                    t.status.as_ref().map(|st| st.state) == Some(TaskState::TaskPending as i32)
+                        && t.desired_state <= TaskState::TaskRunning as i32
+                })
+                .collect();
+            if pending.is_empty() {
+                return Vec::new();
+            }
+            let mut sched = Scheduler::new(s.nodes(), s.tasks());
+            let mut actions = Vec::new();
+            for d in sched.schedule(&pending) {
+                match d.outcome {
+                    Outcome::Assign(node_id) => {
+                        debug!(task.id = %d.task_id, node.id = %node_id, "task assigned");
+                        actions.push(StoreAction {
+                            action: Some(Action::TaskAssign(TaskAssignment {
+                                task_id: d.task_id,
+                                node_id,
+                            })),
+                        });
+                    }
+                    Outcome::NoFit(reason) => {
+                        // Only write when the reason changed, or every write would wake us again.
+                        let unchanged = s
+                            .task(&d.task_id)
+                            .and_then(|t| t.status.as_ref())
+                            .is_some_and(|st| st.err == reason);
+                        if !unchanged {
+                            info!(task.id = %d.task_id, %reason, "task cannot be placed");
+                            actions.push(StoreAction {
+                                action: Some(Action::TaskStatus(TaskStatusUpdate {
+                                    task_id: d.task_id,
+                                    status: Some(TaskStatus {
+                                        state: TaskState::TaskPending as i32,
+                                        timestamp: now,
+                                        message: "pending task scheduling".into(),
+                                        err: reason,
+                                        ..Default::default()
+                                    }),
+                                })),
+                            });
+                        }
+                    }
+                }
+            }
+            actions
+        });
+        if !actions.is_empty() {
+            write(&store, actions, "scheduler").await;
+        }
+        if !next_round(&mut events, &mut shutdown, None).await {
+            return;
+        }
+    }
+}

@@ -1,0 +1,409 @@
+//! A manager process: its data dir, identity, Raft node, gRPC server, and the leader-only
+//! components started and stopped with leadership.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use shoal_proto::config::AdminConfig;
+use shoal_proto::pki::{self, CertRole, Identity};
+use shoal_proto::token::JoinToken;
+use shoal_proto::v1::store_action::Action;
+use shoal_proto::v1::*;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::raft::{RaftConfig, RaftNode};
+use crate::store::Store;
+
+/// Errors starting or running a manager.
+#[derive(Debug, thiserror::Error)]
+pub enum ManagerError {
+    /// A file in the data dir could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The data dir is not usable.
+    #[error("data dir {path}: {reason}")]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// Certificates.
+    #[error(transparent)]
+    Pki(#[from] pki::PkiError),
+    /// The store.
+    #[error("store: {0}")]
+    Store(#[from] crate::store::StoreError),
+    /// Raft.
+    #[error("raft: {0}")]
+    Raft(#[from] crate::raft::RaftError),
+    /// The gRPC server.
+    #[error("server: {0}")]
+    Serve(#[from] tonic::transport::Error),
+    /// Leadership was not reached in time.
+    #[error("{0}")]
+    NotReady(String),
+}
+
+/// What a manager keeps about itself in `DATA_DIR/manager.json` (written last at init, so its
+/// presence marks a complete data dir).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ManagerState {
+    /// Cluster id.
+    pub cluster_id: String,
+    /// This manager's node id.
+    pub node_id: String,
+    /// This manager's Raft id.
+    pub raft_id: u64,
+    /// Address the gRPC server binds.
+    pub listen_addr: String,
+    /// Address other nodes use to reach this manager.
+    pub advertise_addr: String,
+}
+
+/// Settings from the command line.
+#[derive(Debug, Clone)]
+pub struct ManagerOptions {
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Address to bind.
+    pub listen_addr: SocketAddr,
+    /// Address to advertise (defaults to listen_addr).
+    pub advertise_addr: Option<String>,
+    /// Heartbeat period for agents.
+    pub heartbeat_period: Duration,
+    /// Raft log entries between snapshots.
+    pub snapshot_interval: u64,
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ManagerError + '_ {
+    move |source| ManagerError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn write_file(path: &Path, contents: &str, mode: u32) -> Result<(), ManagerError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)
+        .map_err(io_err(&tmp))?;
+    f.write_all(contents.as_bytes()).map_err(io_err(&tmp))?;
+    f.sync_all().map_err(io_err(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(io_err(path))
+}
+
+fn read_file(path: &Path) -> Result<String, ManagerError> {
+    std::fs::read_to_string(path).map_err(io_err(path))
+}
+
+/// The machine's hostname.
+pub fn hostname() -> String {
+    nix_hostname().unwrap_or_else(|| "localhost".into())
+}
+
+fn nix_hostname() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+}
+
+/// Total memory and CPUs of this machine.
+pub fn machine_resources() -> Resources {
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get() as i64)
+        .unwrap_or(1);
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<i64>().ok())
+        })
+        .unwrap_or(0)
+        * 1024;
+    Resources {
+        nano_cpus: cpus * 1_000_000_000,
+        memory_bytes: mem,
+    }
+}
+
+/// The join instructions `init` prints.
+fn print_join_help(node_id: &str, advertise: &str, worker: &str, manager: &str, admin: &Path) {
+    println!("Cluster initialized: current node ({node_id}) is now a manager.\n");
+    println!("To add a worker to this cluster, run the following command:\n");
+    println!("    shoal-agent join --data-dir /var/lib/shoal/agent --token {worker} {advertise}\n");
+    println!("To add a manager to this cluster, run the following command:\n");
+    println!(
+        "    shoal-manager join --data-dir /var/lib/shoal/manager --listen-addr IP:4242 --token {manager} {advertise}\n"
+    );
+    println!(
+        "To manage the cluster, point shoalctl at the admin configuration:\n\n    export SHOAL_CONFIG={}\n",
+        admin.display()
+    );
+}
+
+/// `shoal-manager init`: creates a cluster in a new data dir, or restarts from an existing one.
+pub async fn init(opts: ManagerOptions) -> Result<(), ManagerError> {
+    let state_path = opts.data_dir.join("manager.json");
+    if state_path.exists() {
+        info!(data_dir = %opts.data_dir.display(), "restarting manager from its data dir");
+        let state: ManagerState = serde_json::from_str(&read_file(&state_path)?).map_err(|e| {
+            ManagerError::DataDir {
+                path: opts.data_dir.clone(),
+                reason: format!("manager.json: {e}"),
+            }
+        })?;
+        return run(opts, state, None).await;
+    }
+    if opts.data_dir.exists()
+        && std::fs::read_dir(&opts.data_dir)
+            .map_err(io_err(&opts.data_dir))?
+            .next()
+            .is_some()
+    {
+        return Err(ManagerError::DataDir {
+            path: opts.data_dir.clone(),
+            reason: "is not empty but holds no manager state (manager.json): a previous init did not finish; remove the directory and run init again".into(),
+        });
+    }
+    std::fs::create_dir_all(opts.data_dir.join("certs")).map_err(io_err(&opts.data_dir))?;
+    let cluster_id = shoal_proto::new_id();
+    let node_id = shoal_proto::new_id();
+    let ca = pki::generate_ca(&cluster_id)?;
+    let manager_id = pki::issue(&ca, &node_id, CertRole::Manager)?;
+    let admin_id = pki::issue(&ca, "admin", CertRole::Admin)?;
+    let advertise = opts
+        .advertise_addr
+        .clone()
+        .unwrap_or_else(|| opts.listen_addr.to_string());
+    let certs = opts.data_dir.join("certs");
+    write_file(&certs.join("ca.pem"), &ca.cert_pem, 0o644)?;
+    write_file(&certs.join("node.pem"), &manager_id.cert_pem, 0o644)?;
+    write_file(&certs.join("node-key.pem"), &manager_id.key_pem, 0o600)?;
+    let state = ManagerState {
+        cluster_id: cluster_id.clone(),
+        node_id: node_id.clone(),
+        raft_id: 1,
+        listen_addr: opts.listen_addr.to_string(),
+        advertise_addr: advertise.clone(),
+    };
+    let now = shoal_proto::now_ns();
+    let cluster = Cluster {
+        id: cluster_id,
+        meta: Some(Meta {
+            version: 0,
+            created_at: now,
+            updated_at: now,
+        }),
+        ca_cert_pem: ca.cert_pem.clone(),
+        ca_key_pem: ca.key_pem.clone(),
+        worker_token_secret: shoal_proto::token::new_secret(),
+        manager_token_secret: shoal_proto::token::new_secret(),
+        heartbeat_period_ns: opts.heartbeat_period.as_nanos() as i64,
+        admin_fingerprints: vec![pki::fingerprint_pem(&admin_id.cert_pem)?],
+    };
+    let node = Node {
+        id: node_id.clone(),
+        meta: Some(Meta {
+            version: 0,
+            created_at: now,
+            updated_at: now,
+        }),
+        spec: Some(NodeSpec {
+            role: NodeRole::RoleManager as i32,
+            // The manager process runs no containers: an agent on this host joins as its own node.
+            availability: NodeAvailability::AvailabilityDrain as i32,
+            labels: Default::default(),
+        }),
+        description: Some(NodeDescription {
+            hostname: hostname(),
+            resources: Some(machine_resources()),
+            os: std::env::consts::OS.into(),
+            architecture: std::env::consts::ARCH.into(),
+            agent_version: env!("CARGO_PKG_VERSION").into(),
+            ..Default::default()
+        }),
+        status: Some(NodeStatus {
+            state: NodeState::NodeReady as i32,
+            message: String::new(),
+            addr: advertise.clone(),
+            last_heartbeat: now,
+        }),
+        manager_status: Some(ManagerStatus {
+            raft_id: 1,
+            addr: advertise.clone(),
+            leader: true,
+            reachability: "reachable".into(),
+        }),
+        cert_fingerprint: pki::fingerprint_pem(&manager_id.cert_pem)?,
+    };
+    let admin_conf = AdminConfig {
+        managers: vec![advertise.clone()],
+        ca_cert: ca.cert_pem.clone(),
+        cert: admin_id.cert_pem.clone(),
+        key: admin_id.key_pem.clone(),
+    };
+    let fp = pki::fingerprint_pem(&ca.cert_pem)?;
+    let worker_token = JoinToken::new(&fp, &cluster.worker_token_secret).to_string();
+    let manager_token = JoinToken::new(&fp, &cluster.manager_token_secret).to_string();
+    let bootstrap = vec![
+        StoreAction {
+            action: Some(Action::PutCluster(cluster)),
+        },
+        StoreAction {
+            action: Some(Action::PutNode(node)),
+        },
+    ];
+    let admin_path = opts.data_dir.join("admin.conf");
+    let run_state = state.clone();
+    let after_bootstrap = move |data_dir: PathBuf| -> Result<(), ManagerError> {
+        admin_conf.save(&admin_path).map_err(|e| ManagerError::DataDir {
+            path: data_dir.clone(),
+            reason: e.to_string(),
+        })?;
+        write_file(
+            &data_dir.join("manager.json"),
+            &serde_json::to_string_pretty(&state).unwrap_or_default(),
+            0o644,
+        )?;
+        print_join_help(&node_id, &advertise, &worker_token, &manager_token, &admin_path);
+        Ok(())
+    };
+    run(opts, run_state, Some((bootstrap, Box::new(after_bootstrap)))).await
+}
+
+type AfterBootstrap = Box<dyn FnOnce(PathBuf) -> Result<(), ManagerError> + Send>;
+
+/// Runs the manager until SIGINT/SIGTERM.
+async fn run(
+    opts: ManagerOptions,
+    state: ManagerState,
+    bootstrap: Option<(Vec<StoreAction>, AfterBootstrap)>,
+) -> Result<(), ManagerError> {
+    let certs = opts.data_dir.join("certs");
+    let ca_pem = read_file(&certs.join("ca.pem"))?;
+    let identity = Identity {
+        cert_pem: read_file(&certs.join("node.pem"))?,
+        key_pem: read_file(&certs.join("node-key.pem"))?,
+    };
+    let store = Store::open(&opts.data_dir.join("store"))?;
+    let raft = RaftNode::start(
+        RaftConfig {
+            id: state.raft_id,
+            data_dir: opts.data_dir.join("raft"),
+            tick: Duration::from_millis(100),
+            snapshot_interval: opts.snapshot_interval,
+            peers: Vec::new(),
+        },
+        store.clone(),
+    )?;
+    let mut leadership = raft.leadership();
+    // A single voter elects itself at once; a few seconds covers a slow disk.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !*leadership.borrow() {
+        if tokio::time::timeout_at(deadline, leadership.changed())
+            .await
+            .is_err()
+        {
+            return Err(ManagerError::NotReady(
+                "this manager did not become leader within 10 s".into(),
+            ));
+        }
+    }
+    if let Some((actions, after)) = bootstrap {
+        store.propose(actions).await?;
+        after(opts.data_dir.clone())?;
+    }
+    let advertise = opts
+        .advertise_addr
+        .clone()
+        .unwrap_or_else(|| opts.listen_addr.to_string());
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let dispatcher = crate::dispatcher::Dispatcher::start(store.clone(), shutdown_rx.clone());
+    let control = crate::controlapi::ControlApi::new(store.clone(), dispatcher.logs(), advertise.clone());
+    let ca = crate::ca::CaService::new(store.clone(), vec![advertise.clone()]);
+    tokio::spawn(leader_components(store.clone(), raft.leadership(), shutdown_rx.clone()));
+
+    let server = tonic::transport::Server::builder()
+        .tls_config(pki::server_tls(&ca_pem, &identity))?
+        .http2_keepalive_interval(Some(Duration::from_secs(5)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(5)))
+        .add_service(shoal_proto::v1::control_server::ControlServer::new(control))
+        .add_service(shoal_proto::v1::ca_server::CaServer::new(ca))
+        .add_service(shoal_proto::v1::dispatcher_server::DispatcherServer::new(
+            dispatcher,
+        ));
+    info!(listen = %opts.listen_addr, advertise = %advertise, node.id = %state.node_id, "manager serving");
+    let mut stop = shutdown_rx.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        info!("shutting down");
+        let _ = shutdown_tx.send(true);
+    });
+    server
+        .serve_with_shutdown(opts.listen_addr, async move {
+            let _ = stop.wait_for(|s| *s).await;
+        })
+        .await?;
+    raft.shutdown().await;
+    Ok(())
+}
+
+/// Starts the orchestrator and scheduler while this manager leads, and stops them when it doesn't.
+async fn leader_components(
+    store: Store,
+    mut leadership: watch::Receiver<bool>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        if *leadership.borrow() {
+            info!("leading: starting orchestrator and scheduler");
+            let (stop_tx, stop_rx) = watch::channel(false);
+            tokio::spawn(crate::leader::run_orchestrator(store.clone(), stop_rx.clone()));
+            tokio::spawn(crate::leader::run_scheduler(store.clone(), stop_rx));
+            tokio::select! {
+                _ = leadership.wait_for(|l| !*l) => {
+                    warn!("lost leadership: stopping orchestrator and scheduler");
+                    let _ = stop_tx.send(true);
+                }
+                _ = shutdown.wait_for(|s| *s) => { let _ = stop_tx.send(true); return; }
+            }
+        } else {
+            tokio::select! {
+                r = leadership.wait_for(|l| *l) => if r.is_err() { return },
+                _ = shutdown.wait_for(|s| *s) => return,
+            }
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => std::future::pending::<()>().await,
+    }
+}
