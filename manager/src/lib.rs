@@ -1,1 +1,3 @@
 //! Shoal manager.
+
+pub mod scheduler;
