@@ -1,3 +1,4 @@
 //! Shoal manager.
 
+pub mod orchestrator;
 pub mod scheduler;
