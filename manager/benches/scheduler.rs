@@ -67,6 +67,22 @@ const SCENARIOS: &[Scenario] = &[
         memory: 0,
         existing: 0,
     },
+    Scenario {
+        name: "1,000 services x 100, constraint",
+        services: 1_000,
+        constraints: &["node.labels.zone!=z3"],
+        preferences: &[],
+        memory: 0,
+        existing: 0,
+    },
+    Scenario {
+        name: "10,000 services x 10, constraint",
+        services: 10_000,
+        constraints: &["node.labels.zone!=z3"],
+        preferences: &[],
+        memory: 0,
+        existing: 0,
+    },
 ];
 
 fn node(i: usize) -> Node {

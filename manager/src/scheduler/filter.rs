@@ -37,6 +37,9 @@ impl Filter {
     /// The filters whose verdict changes as tasks are placed within one batch.
     pub const DYNAMIC: [Filter; 3] = [Filter::Cpu, Filter::Memory, Filter::MaxReplicas];
 
+    /// The filters that depend only on the node and the constraints, not on what was placed.
+    pub const STATIC: [Filter; 3] = [Filter::Ready, Filter::Available, Filter::Constraints];
+
     /// How the failure reads in a task's "no suitable node (...)" message.
     pub fn reason(self) -> &'static str {
         match self {
@@ -121,6 +124,8 @@ pub(crate) struct Requirements {
     pub(crate) nano_cpus: i64,
     pub(crate) memory_bytes: i64,
     pub(crate) constraints: Vec<Constraint>,
+    /// The constraints as written: batches with the same ones share the static filter results.
+    pub(crate) constraints_key: Vec<String>,
     pub(crate) max_replicas_per_node: u64,
     /// Keys of `spread=` preferences, outermost first.
     pub(crate) spread: Vec<String>,
@@ -142,9 +147,20 @@ impl Requirements {
             nano_cpus: res.nano_cpus,
             memory_bytes: res.memory_bytes,
             constraints,
+            constraints_key: placement.constraints,
             max_replicas_per_node: placement.max_replicas_per_node,
             spread,
         })
+    }
+}
+
+impl Requirements {
+    /// The reservation a task of this spec takes from its node.
+    pub(crate) fn reserved(&self) -> Resources {
+        Resources {
+            nano_cpus: self.nano_cpus,
+            memory_bytes: self.memory_bytes,
+        }
     }
 }
 

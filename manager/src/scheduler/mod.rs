@@ -10,6 +10,7 @@ pub mod filter;
 mod tree;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use shoal_proto::v1::{Node, Resources, Task, TaskSpec, TaskState};
 
@@ -39,7 +40,7 @@ pub struct Decision {
 #[derive(Debug, Clone)]
 struct Counted {
     node: usize,
-    service_id: String,
+    service_id: Arc<str>,
     reserved: Resources,
 }
 
@@ -108,7 +109,7 @@ impl Scheduler {
                     task.id.clone(),
                     Counted {
                         node,
-                        service_id: task.service_id.clone(),
+                        service_id: Arc::from(task.service_id.as_str()),
                         reserved,
                     },
                 );
@@ -156,8 +157,9 @@ impl Scheduler {
                 }
             }
         }
+        let mut eligible = HashMap::new();
         for batch in &batches {
-            self.schedule_batch(batch, pending, &mut out);
+            self.schedule_batch(batch, pending, &mut out, &mut eligible);
         }
 
         pending
@@ -195,7 +197,14 @@ impl Scheduler {
     }
 
     /// Places a batch of identical tasks: filters once per node, then heap placements.
-    fn schedule_batch(&mut self, batch: &Batch, pending: &[&Task], out: &mut [Option<Outcome>]) {
+    /// `eligible` caches, per constraint list, the nodes that pass the static filters.
+    fn schedule_batch(
+        &mut self,
+        batch: &Batch,
+        pending: &[&Task],
+        out: &mut [Option<Outcome>],
+        eligible: &mut HashMap<Vec<String>, Vec<usize>>,
+    ) {
         let req = match Requirements::from_spec(batch.spec) {
             Ok(r) => r,
             Err(e) => {
@@ -205,15 +214,30 @@ impl Scheduler {
                 return;
             }
         };
-        let counts = self.service_tasks.get(batch.service_id);
-        let candidates: Vec<Candidate> = self
-            .nodes
+        let Scheduler {
+            nodes,
+            service_tasks,
+            counted,
+            ..
+        } = self;
+        let eligible = eligible
+            .entry(req.constraints_key.clone())
+            .or_insert_with(|| {
+                (0..nodes.len())
+                    .filter(|&n| Filter::STATIC.iter().all(|f| f.passes(&nodes[n], &req, 0)))
+                    .collect()
+            });
+        let counts = service_tasks
+            .entry(batch.service_id.to_string())
+            .or_default();
+        let candidates: Vec<Candidate> = eligible
             .iter()
-            .enumerate()
-            .filter_map(|(node, info)| {
-                let service_tasks = counts.and_then(|c| c.get(&node)).copied().unwrap_or(0);
-                first_failure(info, &req, service_tasks)
-                    .is_none()
+            .filter_map(|&node| {
+                let info = &nodes[node];
+                let service_tasks = counts.get(&node).copied().unwrap_or(0);
+                Filter::DYNAMIC
+                    .iter()
+                    .all(|f| f.passes(info, &req, service_tasks))
                     .then_some(Candidate {
                         node,
                         service_tasks,
@@ -221,37 +245,38 @@ impl Scheduler {
                     })
             })
             .collect();
-        let mut tree = Branch::build(&self.nodes, &req.spread, candidates);
+        let mut tree = Branch::build(nodes, &req.spread, candidates, batch.members.len());
+        let service_id: Arc<str> = Arc::from(batch.service_id);
+        let reserved = req.reserved();
         let mut no_fit: Option<String> = None;
         for &i in &batch.members {
             let task = pending[i];
-            let placed = tree.place(&mut |node| {
-                let service_tasks = self.service_count(batch.service_id, node);
+            let placed = tree.place(&mut |node, service_tasks| {
                 let fits = Filter::DYNAMIC
                     .iter()
-                    .all(|f| f.passes(&self.nodes[node], &req, service_tasks));
-                fits.then(|| self.assign(node, task, &req))
+                    .all(|f| f.passes(&nodes[node], &req, service_tasks));
+                if !fits {
+                    return None;
+                }
+                counted.insert(
+                    task.id.clone(),
+                    Counted {
+                        node,
+                        service_id: service_id.clone(),
+                        reserved,
+                    },
+                );
+                Some(record(&mut nodes[node], counts, node, reserved))
             });
             out[i] = Some(match placed {
-                Some(node) => Outcome::Assign(self.nodes[node].node.id.clone()),
+                Some(node) => Outcome::Assign(nodes[node].node.id.clone()),
                 None => Outcome::NoFit(
                     no_fit
-                        .get_or_insert_with(|| self.explain(batch.service_id, &req))
+                        .get_or_insert_with(|| explain(nodes, counts, &req))
                         .clone(),
                 ),
             });
         }
-    }
-
-    /// Why no node takes a task now: every node's first failing filter, counted.
-    fn explain(&self, service_id: &str, req: &Requirements) -> String {
-        let mut failures = FailureCounts::default();
-        for (node, info) in self.nodes.iter().enumerate() {
-            if let Some(f) = first_failure(info, req, self.service_count(service_id, node)) {
-                failures.add(f);
-            }
-        }
-        failures.reason()
     }
 
     fn service_count(&self, service_id: &str, node: usize) -> u32 {
@@ -262,45 +287,35 @@ impl Scheduler {
             .unwrap_or(0)
     }
 
-    /// Records `task` on `node`; returns the node's new (service tasks, tasks) counts.
-    fn assign(&mut self, node: usize, task: &Task, req: &Requirements) -> (u32, u32) {
-        let reserved = Resources {
-            nano_cpus: req.nano_cpus,
-            memory_bytes: req.memory_bytes,
-        };
+    /// Records `task` on `node`.
+    fn assign(&mut self, node: usize, task: &Task, req: &Requirements) {
+        let reserved = req.reserved();
         self.counted.insert(
             task.id.clone(),
             Counted {
                 node,
-                service_id: task.service_id.clone(),
+                service_id: Arc::from(task.service_id.as_str()),
                 reserved,
             },
         );
-        self.add(node, &task.service_id, reserved)
+        self.add(node, &task.service_id, reserved);
     }
 
-    fn add(&mut self, node: usize, service_id: &str, reserved: Resources) -> (u32, u32) {
-        let service_tasks = match self.service_tasks.get_mut(service_id) {
+    fn add(&mut self, node: usize, service_id: &str, reserved: Resources) {
+        let counts = match self.service_tasks.get_mut(service_id) {
             Some(c) => c,
             None => self
                 .service_tasks
                 .entry(service_id.to_string())
                 .or_default(),
         };
-        let count = service_tasks.entry(node).or_insert(0);
-        *count += 1;
-        let count = *count;
-        let info = &mut self.nodes[node];
-        info.tasks += 1;
-        info.free_cpu -= reserved.nano_cpus;
-        info.free_memory -= reserved.memory_bytes;
-        (count, info.tasks)
+        record(&mut self.nodes[node], counts, node, reserved);
     }
 
     fn remove(&mut self, c: Counted) {
         if let Some(count) = self
             .service_tasks
-            .get_mut(&c.service_id)
+            .get_mut(&*c.service_id)
             .and_then(|s| s.get_mut(&c.node))
         {
             *count = count.saturating_sub(1);
@@ -311,6 +326,33 @@ impl Scheduler {
             info.free_memory += c.reserved.memory_bytes;
         }
     }
+}
+
+/// Why no node takes a task now: every node's first failing filter, counted.
+fn explain(nodes: &[NodeInfo], service_tasks: &HashMap<usize, u32>, req: &Requirements) -> String {
+    let mut failures = FailureCounts::default();
+    for (node, info) in nodes.iter().enumerate() {
+        let count = service_tasks.get(&node).copied().unwrap_or(0);
+        if let Some(f) = first_failure(info, req, count) {
+            failures.add(f);
+        }
+    }
+    failures.reason()
+}
+
+/// Counts one more task of a service on a node; returns its new (service tasks, tasks) counts.
+fn record(
+    info: &mut NodeInfo,
+    service_tasks: &mut HashMap<usize, u32>,
+    node: usize,
+    reserved: Resources,
+) -> (u32, u32) {
+    let count = service_tasks.entry(node).or_insert(0);
+    *count += 1;
+    info.tasks += 1;
+    info.free_cpu -= reserved.nano_cpus;
+    info.free_memory -= reserved.memory_bytes;
+    (*count, info.tasks)
 }
 
 #[cfg(test)]

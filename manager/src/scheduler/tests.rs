@@ -526,3 +526,121 @@ fn large_batch_spreads_evenly_with_constraints() {
     let min = counts.values().min().copied().unwrap_or(0);
     assert!(max - min <= 1, "min {min} max {max}");
 }
+
+/// The obvious scheduler: for each task, scan every node and take the best that passes every
+/// filter. The heap scheduler must decide exactly the same.
+fn reference(nodes: &[Node], existing: &[Task], pend: &[Task]) -> Vec<Outcome> {
+    let mut sorted: Vec<&Node> = nodes.iter().collect();
+    sorted.sort_by(|a, b| a.id.cmp(&b.id));
+    let mut free: Vec<i64> = sorted
+        .iter()
+        .map(|n| {
+            n.description
+                .as_ref()
+                .and_then(|d| d.resources)
+                .unwrap_or_default()
+                .memory_bytes
+        })
+        .collect();
+    let mut svc: Vec<HashMap<String, u32>> = vec![HashMap::new(); sorted.len()];
+    let mut total = vec![0u32; sorted.len()];
+    fn count(
+        svc: &mut [HashMap<String, u32>],
+        total: &mut [u32],
+        free: &mut [i64],
+        i: usize,
+        t: &Task,
+    ) {
+        *svc[i].entry(t.service_id.clone()).or_insert(0) += 1;
+        total[i] += 1;
+        free[i] -= t
+            .spec
+            .as_ref()
+            .map(filter::reservations)
+            .unwrap_or_default()
+            .memory_bytes;
+    }
+    for t in existing.iter().filter(|t| occupies_node(t)) {
+        if let Some(i) = sorted.iter().position(|n| n.id == t.node_id) {
+            count(&mut svc, &mut total, &mut free, i, t);
+        }
+    }
+    let mut out = Vec::new();
+    for t in pend {
+        let spec = t.spec.clone().unwrap_or_default();
+        let mem = filter::reservations(&spec).memory_bytes;
+        let max = spec.placement.map_or(0, |p| p.max_replicas_per_node);
+        let best = (0..sorted.len())
+            .filter(|&i| {
+                let s = svc[i].get(&t.service_id).copied().unwrap_or(0);
+                let ready =
+                    sorted[i].status.as_ref().map(|s| s.state()) == Some(NodeState::NodeReady);
+                ready && (mem == 0 || mem <= free[i]) && (max == 0 || u64::from(s) < max)
+            })
+            .min_by_key(|&i| (svc[i].get(&t.service_id).copied().unwrap_or(0), total[i], i));
+        out.push(match best {
+            Some(i) => {
+                count(&mut svc, &mut total, &mut free, i, t);
+                Outcome::Assign(sorted[i].id.clone())
+            }
+            None => Outcome::NoFit(String::new()),
+        });
+    }
+    out
+}
+
+#[test]
+fn heaps_decide_like_a_full_scan() {
+    // A small deterministic generator, so failures reproduce.
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = |n: u64| {
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (seed >> 33) % n
+    };
+    for round in 0..300 {
+        let nodes: Vec<Node> = (0..1 + next(12))
+            .map(|i| {
+                let n = with_memory(
+                    node(&format!("n{i:02}"), &[]),
+                    [GIB / 2, GIB, 2 * GIB, 4 * GIB][next(4) as usize],
+                );
+                if next(8) == 0 {
+                    with_state(n, NodeState::NodeDown)
+                } else {
+                    n
+                }
+            })
+            .collect();
+        let small = Spec {
+            memory: GIB / 2,
+            ..Default::default()
+        };
+        let existing: Vec<Task> = (0..next(20))
+            .map(|i| {
+                let svc = if next(2) == 0 { "web" } else { "db" };
+                running(
+                    &format!("e{i}"),
+                    svc,
+                    &nodes[next(nodes.len() as u64) as usize].id,
+                    &small,
+                )
+            })
+            .collect();
+        let s = Spec {
+            memory: [0, GIB / 2, GIB][next(3) as usize],
+            max_per_node: next(4),
+            ..Default::default()
+        };
+        let pend = tasks("t", "web", 1 + next(30) as usize, &s);
+        let got: Vec<Outcome> = run(&nodes, &existing, &pend)
+            .into_iter()
+            .map(|d| match d.outcome {
+                Outcome::NoFit(_) => Outcome::NoFit(String::new()),
+                o => o,
+            })
+            .collect();
+        assert_eq!(got, reference(&nodes, &existing, &pend), "round {round}");
+    }
+}
