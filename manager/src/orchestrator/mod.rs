@@ -1,0 +1,312 @@
+//! The orchestrator: turns a service into the tasks it should have. Pure decision logic: it reads a
+//! service, its tasks and the nodes, and returns a [`Plan`] that a driver writes to the store.
+//!
+//! A replicated service has slots `1..=replicas`; a global service has one slot per eligible node
+//! (tasks have slot 0 and are keyed by node). Each slot holds at most one task meant to run (its
+//! *current* task) plus a short history of ended tasks; a restart is a new task in the same slot.
+
+pub mod restart;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use shoal_proto::v1::{
+    Meta, Node, NodeAvailability, NodeState, RestartPolicy, Service, ServiceMode, Task, TaskState,
+    TaskStatus,
+};
+
+use crate::scheduler::constraint;
+use restart::Restart;
+
+/// How many ended tasks a slot keeps for `service ps` before the oldest are removed.
+pub const TASK_HISTORY_LIMIT: usize = 5;
+
+/// One change the orchestrator wants written to the store.
+// `CreateTask(Task)` is the agreed interface (INTERFACES.md); plans are short-lived, so the size
+// difference between variants costs nothing worth a Box.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Create this task (pending, to be scheduled).
+    CreateTask(Task),
+    /// Move a task's desired state forward (to shut it down).
+    SetDesired {
+        /// The task.
+        task_id: String,
+        /// Its new desired state.
+        desired: TaskState,
+    },
+    /// Delete an ended task from the store.
+    RemoveTask(String),
+}
+
+/// What to do for a service now, and when to look again.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Plan {
+    /// Shutdowns (by task id), then creations (by slot, then node id), then removals (by task id).
+    pub actions: Vec<Action>,
+    /// Reconcile again at this time (unix ns) even if nothing changes: a restart delay runs out.
+    pub wake_at_ns: Option<i64>,
+}
+
+impl Plan {
+    /// Whether there is nothing to do now.
+    pub fn is_empty(&self) -> bool {
+        self.actions.is_empty()
+    }
+}
+
+/// A task's observed state (`TASK_NEW` when it has no status yet).
+fn status_state(task: &Task) -> TaskState {
+    task.status
+        .as_ref()
+        .map_or(TaskState::TaskNew, |s| s.state())
+}
+
+/// Newest last: by creation time, then id.
+fn age_key(task: &Task) -> (i64, &str) {
+    (task.meta.map_or(0, |m| m.created_at), task.id.as_str())
+}
+
+/// Collects actions while reconciling; sorts them once at the end.
+#[derive(Default)]
+struct Builder {
+    shutdown: BTreeSet<String>,
+    create: Vec<Task>,
+    remove: BTreeSet<String>,
+    wake_at_ns: Option<i64>,
+}
+
+impl Builder {
+    fn shut_down(&mut self, task: &Task) {
+        if task.desired_state() < TaskState::TaskShutdown {
+            self.shutdown.insert(task.id.clone());
+        }
+    }
+
+    fn wake_at(&mut self, at: i64) {
+        self.wake_at_ns = Some(self.wake_at_ns.map_or(at, |w| w.min(at)));
+    }
+
+    fn finish(mut self) -> Plan {
+        self.create
+            .sort_by(|a, b| (a.slot, &a.node_id).cmp(&(b.slot, &b.node_id)));
+        let actions = self
+            .shutdown
+            .into_iter()
+            .map(|task_id| Action::SetDesired {
+                task_id,
+                desired: TaskState::TaskShutdown,
+            })
+            .chain(self.create.into_iter().map(Action::CreateTask))
+            .chain(self.remove.into_iter().map(Action::RemoveTask))
+            .collect();
+        Plan {
+            actions,
+            wake_at_ns: self.wake_at_ns,
+        }
+    }
+}
+
+/// How one slot should be reconciled.
+struct SlotGoal<'a> {
+    /// The slot should hold a task meant to run (false: scaled away, or its node is no longer
+    /// eligible for a global service).
+    wanted: bool,
+    /// The node of a running task is gone, down or drained: replace the task elsewhere.
+    lost: &'a dyn Fn(&Task) -> bool,
+    restart: &'a RestartPolicy,
+}
+
+/// Reconciles one slot (or one node of a global service); `new_task` makes its next task.
+fn reconcile_slot(
+    tasks: &mut [&Task],
+    goal: &SlotGoal,
+    now_ns: i64,
+    plan: &mut Builder,
+    new_task: &dyn Fn() -> Task,
+) {
+    tasks.sort_by(|a, b| age_key(a).cmp(&age_key(b)));
+    let mut runnable = tasks
+        .iter()
+        .filter(|t| t.desired_state() <= TaskState::TaskRunning)
+        .copied()
+        .collect::<Vec<_>>();
+    let current = runnable.pop();
+    // Two tasks meant to run in one slot: keep the newest.
+    for t in runnable {
+        plan.shut_down(t);
+    }
+    match current {
+        _ if !goal.wanted => {
+            if let Some(t) = current {
+                plan.shut_down(t);
+            }
+        }
+        None => plan.create.push(new_task()),
+        Some(t) if status_state(t).is_terminal() => {
+            match restart::decide(goal.restart, t, tasks, now_ns) {
+                Restart::Now => {
+                    plan.shut_down(t);
+                    plan.create.push(new_task());
+                }
+                Restart::At(at) => plan.wake_at(at),
+                Restart::Never => {}
+            }
+        }
+        Some(t) if (goal.lost)(t) => {
+            plan.shut_down(t);
+            plan.create.push(new_task());
+        }
+        Some(_) => {}
+    }
+    // History: ended tasks no longer meant to run, including those shut down just now.
+    let mut history: Vec<&Task> = tasks
+        .iter()
+        .filter(|t| status_state(t).is_terminal())
+        .filter(|t| t.desired_state() >= TaskState::TaskShutdown || plan.shutdown.contains(&t.id))
+        .copied()
+        .collect();
+    if history.len() > TASK_HISTORY_LIMIT {
+        let excess = history.len() - TASK_HISTORY_LIMIT;
+        // Oldest first (tasks are sorted by age).
+        for t in history.drain(..excess) {
+            plan.remove.insert(t.id.clone());
+        }
+    }
+}
+
+/// Makes a new pending task for `service` in `slot` (global: bound to `node_id`).
+fn new_task(service: &Service, slot: u64, node_id: &str, now_ns: i64) -> Task {
+    Task {
+        id: shoal_proto::new_id(),
+        meta: Some(Meta {
+            version: 0,
+            created_at: now_ns,
+            updated_at: now_ns,
+        }),
+        service_id: service.id.clone(),
+        service_name: service
+            .spec
+            .as_ref()
+            .map(|s| s.name.clone())
+            .unwrap_or_default(),
+        slot,
+        node_id: node_id.to_string(),
+        spec: service.spec.as_ref().and_then(|s| s.task.clone()),
+        spec_version: service.spec_version,
+        status: Some(TaskStatus {
+            state: TaskState::TaskPending as i32,
+            timestamp: now_ns,
+            message: "pending task scheduling".to_string(),
+            ..Default::default()
+        }),
+        desired_state: TaskState::TaskRunning as i32,
+    }
+}
+
+fn node_state(node: &Node) -> NodeState {
+    node.status
+        .as_ref()
+        .map_or(NodeState::NodeUnknown, |s| s.state())
+}
+
+fn node_availability(node: &Node) -> NodeAvailability {
+    node.spec
+        .as_ref()
+        .map_or(NodeAvailability::AvailabilityActive, |s| s.availability())
+}
+
+/// Reconciles a service (replicated or global) with its tasks and the cluster's nodes.
+pub fn reconcile_service(service: &Service, tasks: &[&Task], nodes: &[&Node], now_ns: i64) -> Plan {
+    let Some(spec) = service.spec.as_ref() else {
+        // A service without a spec is not something to act on.
+        return Plan::default();
+    };
+    let restart_policy = spec
+        .task
+        .as_ref()
+        .and_then(|t| t.restart)
+        .unwrap_or_default();
+    let mut plan = Builder::default();
+    match spec.mode() {
+        ServiceMode::ModeReplicated => {
+            let by_id: HashMap<&str, &Node> = nodes.iter().map(|n| (n.id.as_str(), *n)).collect();
+            // A task is lost when its node left, is down, or is being drained.
+            let lost = |t: &Task| {
+                !t.node_id.is_empty()
+                    && by_id.get(t.node_id.as_str()).is_none_or(|n| {
+                        node_state(n) == NodeState::NodeDown
+                            || node_availability(n) == NodeAvailability::AvailabilityDrain
+                    })
+            };
+            let mut slots: BTreeMap<u64, Vec<&Task>> =
+                (1..=spec.replicas).map(|s| (s, Vec::new())).collect();
+            for t in tasks {
+                slots.entry(t.slot).or_default().push(t);
+            }
+            for (slot, mut slot_tasks) in slots {
+                let goal = SlotGoal {
+                    wanted: (1..=spec.replicas).contains(&slot),
+                    lost: &lost,
+                    restart: &restart_policy,
+                };
+                let make = || new_task(service, slot, "", now_ns);
+                reconcile_slot(&mut slot_tasks, &goal, now_ns, &mut plan, &make);
+            }
+        }
+        ServiceMode::ModeGlobal => {
+            let constraints = spec
+                .task
+                .as_ref()
+                .and_then(|t| t.placement.as_ref())
+                .map(|p| constraint::parse_all(&p.constraints));
+            let mut per_node: BTreeMap<&str, (bool, Vec<&Task>)> = BTreeMap::new();
+            for n in nodes {
+                let eligible = node_state(n) == NodeState::NodeReady
+                    && node_availability(n) != NodeAvailability::AvailabilityDrain
+                    && match &constraints {
+                        None => true,
+                        Some(Ok(cs)) => constraint::matches_all(cs, n),
+                        // Validation refuses bad constraints; if one slips through, no node fits.
+                        Some(Err(_)) => false,
+                    };
+                per_node.insert(&n.id, (eligible, Vec::new()));
+            }
+            for t in tasks {
+                per_node
+                    .entry(t.node_id.as_str())
+                    .or_insert((false, Vec::new()))
+                    .1
+                    .push(t);
+            }
+            let never_lost = |_: &Task| false;
+            for (node_id, (eligible, mut node_tasks)) in per_node {
+                let goal = SlotGoal {
+                    wanted: eligible,
+                    lost: &never_lost,
+                    restart: &restart_policy,
+                };
+                let make = || new_task(service, 0, node_id, now_ns);
+                reconcile_slot(&mut node_tasks, &goal, now_ns, &mut plan, &make);
+            }
+        }
+    }
+    plan.finish()
+}
+
+/// Winds down the tasks of a service that no longer exists: tasks still meant to run are shut
+/// down, and tasks that ended (or never reached a node) are removed.
+pub fn reconcile_removed(tasks: &[&Task]) -> Plan {
+    let mut plan = Builder::default();
+    for t in tasks {
+        if status_state(t).is_terminal() || t.node_id.is_empty() {
+            plan.remove.insert(t.id.clone());
+        } else {
+            plan.shut_down(t);
+        }
+    }
+    plan.finish()
+}
+
+#[cfg(test)]
+mod tests;

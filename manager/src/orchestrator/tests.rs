@@ -1,0 +1,560 @@
+use super::*;
+use shoal_proto::v1::{NodeSpec, NodeStatus, Placement, RestartCondition, ServiceSpec, TaskSpec};
+
+const S: i64 = 1_000_000_000;
+const NOW: i64 = 1_000 * S;
+
+fn service(mode: ServiceMode, replicas: u64, restart: RestartPolicy) -> Service {
+    Service {
+        id: "svc".into(),
+        spec: Some(ServiceSpec {
+            name: "web".into(),
+            mode: mode as i32,
+            replicas,
+            task: Some(TaskSpec {
+                restart: Some(restart),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        spec_version: 7,
+        ..Default::default()
+    }
+}
+
+fn replicated(replicas: u64) -> Service {
+    service(
+        ServiceMode::ModeReplicated,
+        replicas,
+        RestartPolicy::default(),
+    )
+}
+
+fn global() -> Service {
+    service(ServiceMode::ModeGlobal, 0, RestartPolicy::default())
+}
+
+fn with_constraints(mut s: Service, constraints: &[&str]) -> Service {
+    if let Some(t) = s.spec.as_mut().and_then(|s| s.task.as_mut()) {
+        t.placement = Some(Placement {
+            constraints: constraints.iter().map(|c| c.to_string()).collect(),
+            ..Default::default()
+        });
+    }
+    s
+}
+
+fn policy(condition: RestartCondition, delay: i64, max_attempts: u64) -> RestartPolicy {
+    RestartPolicy {
+        condition: condition as i32,
+        delay_ns: delay,
+        max_attempts,
+        window_ns: 0,
+    }
+}
+
+/// A task created at `created` (seconds), in `state` since `NOW` unless changed.
+fn task(id: &str, slot: u64, node: &str, state: TaskState, created: i64) -> Task {
+    Task {
+        id: id.into(),
+        meta: Some(Meta {
+            created_at: created * S,
+            ..Default::default()
+        }),
+        service_id: "svc".into(),
+        slot,
+        node_id: node.into(),
+        status: Some(TaskStatus {
+            state: state as i32,
+            timestamp: NOW,
+            ..Default::default()
+        }),
+        desired_state: TaskState::TaskRunning as i32,
+        ..Default::default()
+    }
+}
+
+fn run(id: &str, slot: u64, node: &str) -> Task {
+    task(id, slot, node, TaskState::TaskRunning, 10)
+}
+
+fn desired(mut t: Task, d: TaskState) -> Task {
+    t.desired_state = d as i32;
+    t
+}
+
+fn ended(mut t: Task, at: i64, exit_code: i32) -> Task {
+    if let Some(s) = t.status.as_mut() {
+        s.timestamp = at;
+        s.exit_code = exit_code;
+    }
+    t
+}
+
+fn node(id: &str, state: NodeState, availability: NodeAvailability) -> Node {
+    Node {
+        id: id.into(),
+        spec: Some(NodeSpec {
+            availability: availability as i32,
+            labels: [("zone".to_string(), format!("z-{id}"))].into(),
+            ..Default::default()
+        }),
+        status: Some(NodeStatus {
+            state: state as i32,
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn ready(id: &str) -> Node {
+    node(
+        id,
+        NodeState::NodeReady,
+        NodeAvailability::AvailabilityActive,
+    )
+}
+
+/// The plan in words, so tests can compare whole plans although new task ids are random.
+fn describe(plan: &Plan) -> Vec<String> {
+    plan.actions
+        .iter()
+        .map(|a| match a {
+            Action::SetDesired { task_id, desired } => {
+                format!("{} {task_id}", desired.display_name())
+            }
+            Action::CreateTask(t) if t.node_id.is_empty() => format!("create slot {}", t.slot),
+            Action::CreateTask(t) => format!("create on {}", t.node_id),
+            Action::RemoveTask(id) => format!("remove {id}"),
+        })
+        .collect()
+}
+
+fn reconcile(s: &Service, tasks: &[Task], nodes: &[Node], now: i64) -> Plan {
+    let tasks: Vec<&Task> = tasks.iter().collect();
+    let nodes: Vec<&Node> = nodes.iter().collect();
+    reconcile_service(s, &tasks, &nodes, now)
+}
+
+#[test]
+fn created_task_fields() {
+    let s = replicated(1);
+    let plan = reconcile(&s, &[], &[], NOW);
+    let [Action::CreateTask(t)] = plan.actions.as_slice() else {
+        panic!("{plan:?}");
+    };
+    assert_eq!(t.id.len(), 25);
+    assert_eq!(t.service_id, "svc");
+    assert_eq!(t.service_name, "web");
+    assert_eq!(t.slot, 1);
+    assert_eq!(t.node_id, "");
+    assert_eq!(
+        t.spec.as_ref(),
+        s.spec.as_ref().and_then(|s| s.task.as_ref())
+    );
+    assert_eq!(t.spec_version, 7);
+    assert_eq!(t.desired_state(), TaskState::TaskRunning);
+    let status = t.status.clone().unwrap_or_default();
+    assert_eq!(status.state(), TaskState::TaskPending);
+    assert_eq!(status.timestamp, NOW);
+    assert_eq!(status.message, "pending task scheduling");
+    assert_eq!(
+        t.meta.map(|m| (m.created_at, m.updated_at)),
+        Some((NOW, NOW))
+    );
+    assert_eq!(plan.wake_at_ns, None);
+}
+
+#[test]
+fn scale_up_and_down() {
+    let n = [ready("n1")];
+    // (replicas, tasks, plan)
+    let cases: Vec<(u64, Vec<Task>, Vec<&str>)> = vec![
+        (
+            3,
+            vec![],
+            vec!["create slot 1", "create slot 2", "create slot 3"],
+        ),
+        (
+            3,
+            vec![run("a", 1, "n1"), run("b", 2, "n1")],
+            vec!["create slot 3"],
+        ),
+        (2, vec![run("a", 1, "n1"), run("b", 2, "n1")], vec![]),
+        (
+            1,
+            vec![run("a", 1, "n1"), run("b", 2, "n1"), run("c", 3, "n1")],
+            vec!["shutdown b", "shutdown c"],
+        ),
+        (0, vec![run("a", 1, "n1")], vec!["shutdown a"]),
+        // A pending (unscheduled) task counts as the slot's task.
+        (
+            1,
+            vec![task("p", 1, "", TaskState::TaskPending, 10)],
+            vec![],
+        ),
+        // Scaled down earlier (still stopping), scaled up again: a new task for the slot.
+        (
+            2,
+            vec![
+                run("a", 1, "n1"),
+                desired(run("b", 2, "n1"), TaskState::TaskShutdown),
+            ],
+            vec!["create slot 2"],
+        ),
+        // Two tasks meant to run in one slot: the newer stays.
+        (
+            1,
+            vec![
+                run("old", 1, "n1"),
+                task("new", 1, "n1", TaskState::TaskRunning, 20),
+            ],
+            vec!["shutdown old"],
+        ),
+    ];
+    for (i, (replicas, tasks, want)) in cases.into_iter().enumerate() {
+        let plan = reconcile(&replicated(replicas), &tasks, &n, NOW);
+        assert_eq!(describe(&plan), want, "case {i}");
+    }
+}
+
+#[test]
+fn restart_policy() {
+    use RestartCondition::*;
+    use TaskState::*;
+    let n = [ready("n1")];
+    let restarted = vec!["shutdown t", "create slot 1"];
+    let kept: Vec<&str> = vec![];
+    // (policy, final state, exit code, ended at, plan, wake at)
+    #[rustfmt::skip]
+    let cases = [
+        (policy(RestartAny, 0, 0), TaskComplete, 0, NOW, restarted.clone(), None),
+        (policy(RestartAny, 0, 0), TaskFailed, 1, NOW, restarted.clone(), None),
+        (policy(RestartOnFailure, 0, 0), TaskFailed, 1, NOW, restarted.clone(), None),
+        (policy(RestartOnFailure, 0, 0), TaskRejected, 0, NOW, restarted.clone(), None),
+        (policy(RestartOnFailure, 0, 0), TaskComplete, 2, NOW, restarted.clone(), None),
+        // Completed and not restarted: it stays the slot's task, nothing new.
+        (policy(RestartOnFailure, 0, 0), TaskComplete, 0, NOW, kept.clone(), None),
+        (policy(RestartNone, 0, 0), TaskFailed, 1, NOW, kept.clone(), None),
+        // Delay: wait until the task has been dead long enough.
+        (policy(RestartAny, 5 * S, 0), TaskFailed, 1, NOW - 2 * S, kept.clone(), Some(NOW + 3 * S)),
+        (policy(RestartAny, 5 * S, 0), TaskFailed, 1, NOW - 5 * S, restarted.clone(), None),
+    ];
+    for (i, (p, state, code, at, want, wake)) in cases.into_iter().enumerate() {
+        let s = service(ServiceMode::ModeReplicated, 1, p);
+        let plan = reconcile(
+            &s,
+            &[ended(task("t", 1, "n1", state, 10), at, code)],
+            &n,
+            NOW,
+        );
+        assert_eq!(describe(&plan), want, "case {i}");
+        assert_eq!(plan.wake_at_ns, wake, "case {i}");
+    }
+}
+
+#[test]
+fn max_attempts_counts_the_slot_history() {
+    let n = [ready("n1")];
+    let s = service(
+        ServiceMode::ModeReplicated,
+        1,
+        policy(RestartCondition::RestartAny, 0, 2),
+    );
+    let old = |id: &str, created: i64| {
+        desired(
+            ended(
+                task(id, 1, "n1", TaskState::TaskFailed, created),
+                created * S,
+                1,
+            ),
+            TaskState::TaskShutdown,
+        )
+    };
+    let dead = ended(task("t", 1, "n1", TaskState::TaskFailed, 30), NOW, 1);
+    // One restart so far: one more allowed.
+    let plan = reconcile(&s, &[old("o1", 10), dead.clone()], &n, NOW);
+    assert_eq!(describe(&plan), ["shutdown t", "create slot 1"]);
+    // Two restarts so far: the dead task stays.
+    let plan = reconcile(&s, &[old("o1", 10), old("o2", 20), dead.clone()], &n, NOW);
+    assert_eq!(describe(&plan), Vec::<String>::new());
+    // Other slots' history does not count.
+    let mut other = old("o2", 20);
+    other.slot = 2;
+    let s2 = service(
+        ServiceMode::ModeReplicated,
+        2,
+        policy(RestartCondition::RestartAny, 0, 2),
+    );
+    let plan = reconcile(
+        &s2,
+        &[old("o1", 10), other, dead, run("r", 2, "n1")],
+        &n,
+        NOW,
+    );
+    assert_eq!(describe(&plan), ["shutdown t", "create slot 1"]);
+}
+
+#[test]
+fn wake_at_is_the_earliest_delay() {
+    let n = [ready("n1")];
+    let s = service(
+        ServiceMode::ModeReplicated,
+        3,
+        policy(RestartCondition::RestartAny, 10 * S, 0),
+    );
+    let tasks = [
+        ended(
+            task("a", 1, "n1", TaskState::TaskFailed, 10),
+            NOW - 2 * S,
+            1,
+        ),
+        ended(
+            task("b", 2, "n1", TaskState::TaskFailed, 10),
+            NOW - 7 * S,
+            1,
+        ),
+        ended(
+            task("c", 3, "n1", TaskState::TaskFailed, 10),
+            NOW - 11 * S,
+            1,
+        ),
+    ];
+    let plan = reconcile(&s, &tasks, &n, NOW);
+    assert_eq!(describe(&plan), ["shutdown c", "create slot 3"]);
+    assert_eq!(plan.wake_at_ns, Some(NOW + 3 * S));
+}
+
+#[test]
+fn tasks_on_lost_nodes_are_replaced() {
+    use NodeAvailability::*;
+    use NodeState::*;
+    let replaced = vec!["shutdown t", "create slot 1"];
+    // (node n1, task, plan)
+    #[rustfmt::skip]
+    let cases: Vec<(Option<Node>, Task, Vec<&str>)> = vec![
+        (Some(node("n1", NodeReady, AvailabilityActive)), run("t", 1, "n1"), vec![]),
+        (Some(node("n1", NodeReady, AvailabilityPause)), run("t", 1, "n1"), vec![]),
+        (Some(node("n1", NodeDisconnected, AvailabilityActive)), run("t", 1, "n1"), vec![]),
+        (Some(node("n1", NodeDown, AvailabilityActive)), run("t", 1, "n1"), replaced.clone()),
+        (Some(node("n1", NodeReady, AvailabilityDrain)), run("t", 1, "n1"), replaced.clone()),
+        (None, run("t", 1, "n1"), replaced.clone()),
+        (Some(node("n1", NodeDown, AvailabilityActive)), task("t", 1, "n1", TaskState::TaskStarting, 1), replaced.clone()),
+        // Already ended: the restart policy decides (none here: it stays).
+        (
+            Some(node("n1", NodeDown, AvailabilityActive)),
+            task("t", 1, "n1", TaskState::TaskComplete, 1),
+            vec![],
+        ),
+    ];
+    let s = service(
+        ServiceMode::ModeReplicated,
+        1,
+        policy(RestartCondition::RestartNone, 0, 0),
+    );
+    for (i, (n, t, want)) in cases.into_iter().enumerate() {
+        let nodes: Vec<Node> = n.into_iter().chain([ready("n2")]).collect();
+        let plan = reconcile(&s, &[t], &nodes, NOW);
+        assert_eq!(describe(&plan), want, "case {i}");
+    }
+}
+
+/// (service, nodes, tasks, plan)
+type GlobalCase = (Service, Vec<Node>, Vec<Task>, Vec<&'static str>);
+
+#[test]
+fn global_services() {
+    use NodeAvailability::*;
+    use NodeState::*;
+    let g = global();
+    // (nodes, tasks, plan)
+    let cases: Vec<GlobalCase> = vec![
+        (
+            g.clone(),
+            vec![ready("a"), ready("b")],
+            vec![],
+            vec!["create on a", "create on b"],
+        ),
+        // A node joins later: only it gets a new task.
+        (
+            g.clone(),
+            vec![ready("a"), ready("b"), ready("c")],
+            vec![run("ta", 0, "a"), run("tb", 0, "b")],
+            vec!["create on c"],
+        ),
+        // Down, drained or gone: shut down, no replacement. Paused: kept.
+        (
+            g.clone(),
+            vec![
+                node("a", NodeDown, AvailabilityActive),
+                node("b", NodeReady, AvailabilityDrain),
+                node("c", NodeReady, AvailabilityPause),
+            ],
+            vec![
+                run("ta", 0, "a"),
+                run("tb", 0, "b"),
+                run("tc", 0, "c"),
+                run("td", 0, "d"),
+            ],
+            vec!["shutdown ta", "shutdown tb", "shutdown td"],
+        ),
+        // A node that is not ready gets no task.
+        (
+            g.clone(),
+            vec![ready("a"), node("b", NodeUnknown, AvailabilityActive)],
+            vec![],
+            vec!["create on a"],
+        ),
+        // Constraints choose the nodes (the same matching as the scheduler's).
+        (
+            with_constraints(g.clone(), &["node.labels.zone!=z-b"]),
+            vec![ready("a"), ready("b"), ready("c")],
+            vec![run("tb", 0, "b")],
+            vec!["shutdown tb", "create on a", "create on c"],
+        ),
+        // Restart policy per node.
+        (
+            service(
+                ServiceMode::ModeGlobal,
+                0,
+                policy(RestartCondition::RestartOnFailure, 0, 0),
+            ),
+            vec![ready("a"), ready("b")],
+            vec![
+                ended(task("ta", 0, "a", TaskState::TaskFailed, 1), NOW, 1),
+                task("tb", 0, "b", TaskState::TaskComplete, 1),
+            ],
+            vec!["shutdown ta", "create on a"],
+        ),
+    ];
+    for (i, (s, nodes, tasks, want)) in cases.into_iter().enumerate() {
+        let plan = reconcile(&s, &tasks, &nodes, NOW);
+        assert_eq!(describe(&plan), want, "case {i}");
+        for a in &plan.actions {
+            if let Action::CreateTask(t) = a {
+                assert_eq!(t.slot, 0, "case {i}");
+            }
+        }
+    }
+}
+
+#[test]
+fn history_is_trimmed_to_five_per_slot() {
+    let n = [ready("n1")];
+    let old = |id: &str, slot: u64, created: i64| {
+        desired(
+            task(id, slot, "n1", TaskState::TaskFailed, created),
+            TaskState::TaskShutdown,
+        )
+    };
+    // Slot 1: 7 old tasks and a running one; slot 2: 5 old tasks and a dead one being restarted.
+    let mut tasks: Vec<Task> = (1..=7).map(|i| old(&format!("s1-{i}"), 1, i)).collect();
+    tasks.push(run("s1-run", 1, "n1"));
+    tasks.extend((1..=5).map(|i| old(&format!("s2-{i}"), 2, i)));
+    tasks.push(task("s2-dead", 2, "n1", TaskState::TaskFailed, 9));
+    // Slot 3 was scaled away: its history is trimmed too; a stopping task is not history yet.
+    tasks.extend((1..=6).map(|i| old(&format!("s3-{i}"), 3, i)));
+    tasks.push(desired(
+        run("s3-stopping", 3, "n1"),
+        TaskState::TaskShutdown,
+    ));
+    let plan = reconcile(&replicated(2), &tasks, &n, NOW);
+    assert_eq!(
+        describe(&plan),
+        [
+            "shutdown s2-dead",
+            "create slot 2",
+            "remove s1-1",
+            "remove s1-2",
+            "remove s2-1",
+            "remove s3-1",
+        ]
+    );
+    // Applying it changes nothing more.
+    let after: Vec<Task> = tasks
+        .into_iter()
+        .filter(|t| !["s1-1", "s1-2", "s2-1", "s3-1"].contains(&t.id.as_str()))
+        .map(|t| {
+            if t.id == "s2-dead" {
+                desired(t, TaskState::TaskShutdown)
+            } else {
+                t
+            }
+        })
+        .chain([run("s2-new", 2, "n1")])
+        .collect();
+    assert!(reconcile(&replicated(2), &after, &n, NOW).is_empty());
+}
+
+#[test]
+fn global_history_is_per_node() {
+    let old = |id: &str, node: &str, created: i64| {
+        desired(
+            task(id, 0, node, TaskState::TaskComplete, created),
+            TaskState::TaskShutdown,
+        )
+    };
+    let mut tasks: Vec<Task> = (1..=6).map(|i| old(&format!("a{i}"), "a", i)).collect();
+    tasks.extend((1..=4).map(|i| old(&format!("b{i}"), "b", i)));
+    tasks.push(run("ra", 0, "a"));
+    tasks.push(run("rb", 0, "b"));
+    let plan = reconcile(&global(), &tasks, &[ready("a"), ready("b")], NOW);
+    assert_eq!(describe(&plan), ["remove a1"]);
+}
+
+#[test]
+fn removed_service() {
+    use TaskState::*;
+    let cases = [
+        (task("run", 1, "n1", TaskRunning, 1), "shutdown run"),
+        (task("pend", 1, "", TaskPending, 1), "remove pend"),
+        (task("done", 1, "n1", TaskComplete, 1), "remove done"),
+        (
+            desired(task("gone", 1, "n1", TaskShutdown, 1), TaskShutdown),
+            "remove gone",
+        ),
+        (
+            desired(task("stopping", 1, "n1", TaskRunning, 1), TaskShutdown),
+            "",
+        ),
+    ];
+    for (t, want) in &cases {
+        let plan = reconcile_removed(&[t]);
+        let want: Vec<&str> = Some(*want).filter(|w| !w.is_empty()).into_iter().collect();
+        assert_eq!(describe(&plan), want, "{}", t.id);
+    }
+    let all: Vec<&Task> = cases.iter().map(|(t, _)| t).collect();
+    assert_eq!(
+        describe(&reconcile_removed(&all)),
+        ["shutdown run", "remove done", "remove gone", "remove pend"]
+    );
+}
+
+#[test]
+fn plans_are_deterministic() {
+    let tasks = [run("z", 3, "n1"), run("y", 4, "n1"), run("x", 5, "n1")];
+    let nodes = [ready("n1")];
+    let a = reconcile(&replicated(2), &tasks, &nodes, NOW);
+    let reversed: Vec<Task> = tasks.iter().rev().cloned().collect();
+    let b = reconcile(&replicated(2), &reversed, &nodes, NOW);
+    assert_eq!(describe(&a), describe(&b));
+    assert_eq!(
+        describe(&a),
+        [
+            "shutdown x",
+            "shutdown y",
+            "shutdown z",
+            "create slot 1",
+            "create slot 2"
+        ]
+    );
+}
+
+#[test]
+fn service_without_spec_is_left_alone() {
+    let s = Service {
+        id: "svc".into(),
+        ..Default::default()
+    };
+    assert!(reconcile(&s, &[run("a", 1, "n1")], &[], NOW).is_empty());
+}

@@ -1,0 +1,336 @@
+//! The filter pipeline: the checks a node must pass to take a task, in the order docker runs them,
+//! and the "no suitable node (...)" reason built from the nodes that failed.
+
+use shoal_proto::spec::Constraint;
+use shoal_proto::v1::{Node, NodeAvailability, NodeState, Resources, TaskSpec};
+
+use super::constraint;
+
+/// One step of the filter pipeline; the declaration order is the pipeline order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Filter {
+    /// The node's agent is connected and healthy (`NODE_READY`).
+    Ready,
+    /// The node is `active`, not paused or drained.
+    Available,
+    /// Enough unreserved CPU for the task's reservation.
+    Cpu,
+    /// Enough unreserved memory for the task's reservation.
+    Memory,
+    /// Every placement constraint holds.
+    Constraints,
+    /// Fewer tasks of this service on the node than `max_replicas_per_node`.
+    MaxReplicas,
+}
+
+impl Filter {
+    /// Every filter, in pipeline order.
+    pub const PIPELINE: [Filter; 6] = [
+        Filter::Ready,
+        Filter::Available,
+        Filter::Cpu,
+        Filter::Memory,
+        Filter::Constraints,
+        Filter::MaxReplicas,
+    ];
+
+    /// The filters whose verdict changes as tasks are placed within one batch.
+    pub const DYNAMIC: [Filter; 3] = [Filter::Cpu, Filter::Memory, Filter::MaxReplicas];
+
+    /// The filters that depend only on the node and the constraints, not on what was placed.
+    pub const STATIC: [Filter; 3] = [Filter::Ready, Filter::Available, Filter::Constraints];
+
+    /// How the failure reads in a task's "no suitable node (...)" message.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Filter::Ready => "node not ready",
+            Filter::Available => "node not available (paused or drained)",
+            Filter::Cpu => "insufficient cpu",
+            Filter::Memory => "insufficient memory",
+            Filter::Constraints => "constraint not met",
+            Filter::MaxReplicas => "max replicas per node reached",
+        }
+    }
+
+    /// Whether `node`, already holding `service_tasks` tasks of the service, passes this filter.
+    pub(crate) fn passes(self, node: &NodeInfo, req: &Requirements, service_tasks: u32) -> bool {
+        match self {
+            Filter::Ready => node.ready,
+            Filter::Available => node.active,
+            // A zero reservation fits anywhere, even on an oversubscribed node.
+            Filter::Cpu => req.nano_cpus <= 0 || req.nano_cpus <= node.free_cpu,
+            Filter::Memory => req.memory_bytes <= 0 || req.memory_bytes <= node.free_memory,
+            Filter::Constraints => constraint::matches_all(&req.constraints, &node.node),
+            Filter::MaxReplicas => {
+                req.max_replicas_per_node == 0
+                    || u64::from(service_tasks) < req.max_replicas_per_node
+            }
+        }
+    }
+}
+
+/// The first filter of the pipeline that `node` fails, if any.
+pub(crate) fn first_failure(
+    node: &NodeInfo,
+    req: &Requirements,
+    service_tasks: u32,
+) -> Option<Filter> {
+    Filter::PIPELINE
+        .into_iter()
+        .find(|f| !f.passes(node, req, service_tasks))
+}
+
+/// The scheduler's view of one node: the node plus what is left of it.
+#[derive(Debug, Clone)]
+pub(crate) struct NodeInfo {
+    pub(crate) node: Node,
+    pub(crate) ready: bool,
+    pub(crate) active: bool,
+    /// Capacity minus the reservations of the tasks occupying the node (may go negative when
+    /// tasks were placed before the node shrank).
+    pub(crate) free_cpu: i64,
+    pub(crate) free_memory: i64,
+    /// Tasks of every service occupying the node.
+    pub(crate) tasks: u32,
+}
+
+impl NodeInfo {
+    pub(crate) fn new(node: &Node) -> Self {
+        let ready = node.status.as_ref().map(|s| s.state()) == Some(NodeState::NodeReady);
+        let active = node
+            .spec
+            .as_ref()
+            .map_or(NodeAvailability::AvailabilityActive, |s| s.availability())
+            == NodeAvailability::AvailabilityActive;
+        let capacity = node
+            .description
+            .as_ref()
+            .and_then(|d| d.resources)
+            .unwrap_or_default();
+        NodeInfo {
+            node: node.clone(),
+            ready,
+            active,
+            free_cpu: capacity.nano_cpus,
+            free_memory: capacity.memory_bytes,
+            tasks: 0,
+        }
+    }
+}
+
+/// What one task spec asks of a node, parsed once per batch of identical tasks.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Requirements {
+    pub(crate) nano_cpus: i64,
+    pub(crate) memory_bytes: i64,
+    pub(crate) constraints: Vec<Constraint>,
+    /// The constraints as written: batches with the same ones share the static filter results.
+    pub(crate) constraints_key: Vec<String>,
+    pub(crate) max_replicas_per_node: u64,
+    /// Keys of `spread=` preferences, outermost first.
+    pub(crate) spread: Vec<String>,
+}
+
+impl Requirements {
+    /// Parses a task spec; the error is the text to put inside "no suitable node (...)".
+    pub(crate) fn from_spec(spec: Option<&TaskSpec>) -> Result<Self, String> {
+        let Some(spec) = spec else {
+            return Ok(Requirements::default());
+        };
+        let res = reservations(spec);
+        let placement = spec.placement.clone().unwrap_or_default();
+        let constraints =
+            constraint::parse_all(&placement.constraints).map_err(|e| e.to_string())?;
+        let spread =
+            constraint::parse_preferences(&placement.preferences).map_err(|e| e.to_string())?;
+        Ok(Requirements {
+            nano_cpus: res.nano_cpus,
+            memory_bytes: res.memory_bytes,
+            constraints,
+            constraints_key: placement.constraints,
+            max_replicas_per_node: placement.max_replicas_per_node,
+            spread,
+        })
+    }
+}
+
+impl Requirements {
+    /// The reservation a task of this spec takes from its node.
+    pub(crate) fn reserved(&self) -> Resources {
+        Resources {
+            nano_cpus: self.nano_cpus,
+            memory_bytes: self.memory_bytes,
+        }
+    }
+}
+
+/// The resources a task spec reserves (zero when it reserves none).
+pub(crate) fn reservations(spec: &TaskSpec) -> Resources {
+    spec.resources
+        .and_then(|r| r.reservations)
+        .unwrap_or_default()
+}
+
+/// How many nodes failed at each filter, to explain why a task found no node.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FailureCounts {
+    counts: [usize; Filter::PIPELINE.len()],
+}
+
+impl FailureCounts {
+    /// Records one node that failed `filter` (its first failing filter).
+    pub fn add(&mut self, filter: Filter) {
+        self.counts[filter as usize] += 1;
+    }
+
+    /// Docker's wording: `no suitable node (insufficient memory on 3 nodes; constraint not met on
+    /// 1 node)`, filters in pipeline order; `no suitable node (no nodes available)` without nodes.
+    pub fn reason(&self) -> String {
+        let parts: Vec<String> = Filter::PIPELINE
+            .into_iter()
+            .filter(|f| self.counts[*f as usize] > 0)
+            .map(|f| {
+                let n = self.counts[f as usize];
+                let noun = if n == 1 { "node" } else { "nodes" };
+                format!("{} on {n} {noun}", f.reason())
+            })
+            .collect();
+        if parts.is_empty() {
+            "no suitable node (no nodes available)".to_string()
+        } else {
+            format!("no suitable node ({})", parts.join("; "))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_proto::v1::{
+        NodeDescription, NodeRole, NodeSpec, NodeStatus, Placement, ResourceRequirements,
+    };
+
+    fn node(state: NodeState, availability: NodeAvailability) -> NodeInfo {
+        NodeInfo::new(&Node {
+            id: "n1".into(),
+            spec: Some(NodeSpec {
+                role: NodeRole::RoleWorker as i32,
+                availability: availability as i32,
+                labels: [("zone".to_string(), "a".to_string())].into(),
+            }),
+            description: Some(NodeDescription {
+                hostname: "h1".into(),
+                resources: Some(Resources {
+                    nano_cpus: 2_000_000_000,
+                    memory_bytes: 1 << 30,
+                }),
+                ..Default::default()
+            }),
+            status: Some(NodeStatus {
+                state: state as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+    }
+
+    fn req(cpu: i64, mem: i64, constraints: &[&str], max: u64) -> Requirements {
+        let spec = TaskSpec {
+            resources: Some(ResourceRequirements {
+                reservations: Some(Resources {
+                    nano_cpus: cpu,
+                    memory_bytes: mem,
+                }),
+                ..Default::default()
+            }),
+            placement: Some(Placement {
+                constraints: constraints.iter().map(|c| c.to_string()).collect(),
+                max_replicas_per_node: max,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        Requirements::from_spec(Some(&spec)).expect("valid spec")
+    }
+
+    #[test]
+    fn each_filter() {
+        use Filter as F;
+        use NodeAvailability::*;
+        use NodeState::*;
+        let gib = 1i64 << 30;
+        let cpus = 2_000_000_000;
+        let no = &[][..];
+        // (node state, availability, what the task asks, service tasks on node, first failure)
+        #[rustfmt::skip]
+        let cases = [
+            (NodeReady, AvailabilityActive, req(0, 0, no, 0), 0, None),
+            (NodeDown, AvailabilityActive, req(0, 0, no, 0), 0, Some(F::Ready)),
+            (NodeUnknown, AvailabilityActive, req(0, 0, no, 0), 0, Some(F::Ready)),
+            (NodeDisconnected, AvailabilityActive, req(0, 0, no, 0), 0, Some(F::Ready)),
+            (NodeReady, AvailabilityPause, req(0, 0, no, 0), 0, Some(F::Available)),
+            (NodeReady, AvailabilityDrain, req(0, 0, no, 0), 0, Some(F::Available)),
+            (NodeDown, AvailabilityDrain, req(0, 0, no, 0), 0, Some(F::Ready)),
+            (NodeReady, AvailabilityActive, req(cpus, gib, no, 0), 0, None),
+            (NodeReady, AvailabilityActive, req(cpus + 1, 0, no, 0), 0, Some(F::Cpu)),
+            (NodeReady, AvailabilityActive, req(0, gib + 1, no, 0), 0, Some(F::Memory)),
+            (NodeReady, AvailabilityActive, req(2 * cpus, 2 * gib, no, 0), 0, Some(F::Cpu)),
+            (NodeReady, AvailabilityActive, req(0, 0, &["node.labels.zone==a"], 0), 0, None),
+            (NodeReady, AvailabilityActive, req(0, 0, &["node.labels.zone==b"], 0), 0, Some(F::Constraints)),
+            (NodeReady, AvailabilityActive, req(0, 2 * gib, &["node.labels.zone==b"], 0), 0, Some(F::Memory)),
+            (NodeReady, AvailabilityActive, req(0, 0, no, 2), 1, None),
+            (NodeReady, AvailabilityActive, req(0, 0, no, 2), 2, Some(F::MaxReplicas)),
+            (NodeReady, AvailabilityActive, req(0, 0, no, 0), 1000, None),
+        ];
+        for (i, (state, avail, r, svc, want)) in cases.into_iter().enumerate() {
+            let n = node(state, avail);
+            assert_eq!(first_failure(&n, &r, svc), want, "case {i}");
+        }
+    }
+
+    #[test]
+    fn zero_reservation_fits_an_oversubscribed_node() {
+        let mut n = node(NodeState::NodeReady, NodeAvailability::AvailabilityActive);
+        n.free_cpu = -1;
+        n.free_memory = -1;
+        assert_eq!(first_failure(&n, &req(0, 0, &[], 0), 0), None);
+        assert_eq!(first_failure(&n, &req(1, 0, &[], 0), 0), Some(Filter::Cpu));
+    }
+
+    #[test]
+    fn reason_text() {
+        let cases: Vec<(Vec<Filter>, &str)> = vec![
+            (vec![], "no suitable node (no nodes available)"),
+            (
+                vec![Filter::Constraints, Filter::Memory, Filter::Memory, Filter::Memory],
+                "no suitable node (insufficient memory on 3 nodes; constraint not met on 1 node)",
+            ),
+            (vec![Filter::Ready], "no suitable node (node not ready on 1 node)"),
+            (
+                vec![Filter::MaxReplicas, Filter::Available, Filter::Cpu, Filter::Ready],
+                "no suitable node (node not ready on 1 node; node not available (paused or drained) on 1 node; \
+                 insufficient cpu on 1 node; max replicas per node reached on 1 node)",
+            ),
+        ];
+        for (failures, want) in cases {
+            let mut c = FailureCounts::default();
+            for f in failures {
+                c.add(f);
+            }
+            assert_eq!(c.reason(), want);
+        }
+    }
+
+    #[test]
+    fn bad_spec_is_explained() {
+        let spec = TaskSpec {
+            placement: Some(Placement {
+                preferences: vec!["binpack".into()],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let err = Requirements::from_spec(Some(&spec)).expect_err("bad preference");
+        assert!(err.contains("spread=KEY"), "{err}");
+    }
+}
