@@ -347,8 +347,9 @@ async fn shoalctl_against_a_fake_manager() {
             }),
     );
 
-    let dir = tempfile::tempdir().expect("tempdir");
-    let conf = dir.path().join("admin.conf");
+    let dir = std::env::temp_dir().join(format!("shoalctl-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let conf = dir.join("admin.conf");
     AdminConfig {
         // The first manager is down: shoalctl must fail over to the second.
         managers: vec!["127.0.0.1:1".into(), addr.to_string()],
@@ -474,6 +475,7 @@ async fn shoalctl_against_a_fake_manager() {
     assert_eq!(r.stdout, "web\n");
     assert_eq!(r.stderr, "Error: nope: service nope not found\n");
 
+    let _ = std::fs::remove_dir_all(&dir);
     let _ = stop_tx.send(());
     let _ = server.await;
 }
