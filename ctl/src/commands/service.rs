@@ -348,7 +348,11 @@ pub fn pretty(svc: &Service) -> String {
     let c = task.container.clone().unwrap_or_default();
     let meta = svc.meta.unwrap_or_default();
     let mut s = String::new();
-    let mut kv = |k: &str, v: String| s.push_str(&format!("{:<16}{v}\n", format!("{k}:")));
+    let mut kv = |k: &str, v: String| {
+        let line = format!("{:<16}{v}", format!("{k}:"));
+        s.push_str(line.trim_end());
+        s.push('\n');
+    };
     kv("ID", svc.id.clone());
     kv("Name", spec.name.clone());
     if spec.mode == ServiceMode::ModeGlobal as i32 {

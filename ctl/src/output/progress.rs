@@ -78,15 +78,19 @@ pub fn lines(snap: &Snapshot, verdict: &Verdict) -> Vec<String> {
 /// Redraws the block in place (terminals).
 #[derive(Debug, Default)]
 pub struct Redraw {
-    drawn: usize,
+    last: Vec<String>,
 }
 
 impl Redraw {
     /// Writes `block` over the previously drawn one.
     pub fn render(&mut self, out: &mut impl Write, block: &[String]) -> std::io::Result<()> {
+        if block == self.last.as_slice() {
+            return Ok(());
+        }
+        let drawn = self.last.len();
         let mut s = String::new();
-        if self.drawn > 0 {
-            s.push_str(&format!("\x1b[{}A", self.drawn));
+        if drawn > 0 {
+            s.push_str(&format!("\x1b[{drawn}A"));
         }
         for line in block {
             s.push_str("\x1b[2K");
@@ -94,14 +98,14 @@ impl Redraw {
             s.push('\n');
         }
         // Clear what is left of a taller previous block, then come back.
-        let extra = self.drawn.saturating_sub(block.len());
+        let extra = drawn.saturating_sub(block.len());
         for _ in 0..extra {
             s.push_str("\x1b[2K\n");
         }
         if extra > 0 {
             s.push_str(&format!("\x1b[{extra}A"));
         }
-        self.drawn = block.len();
+        self.last = block.to_vec();
         out.write_all(s.as_bytes())?;
         out.flush()
     }
@@ -222,6 +226,9 @@ mod tests {
 
         let mut redraw = Redraw::default();
         let mut buf = Vec::new();
+        redraw
+            .render(&mut buf, &["a".into(), "b".into()])
+            .expect("write");
         redraw
             .render(&mut buf, &["a".into(), "b".into()])
             .expect("write");
