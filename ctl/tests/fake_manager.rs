@@ -402,6 +402,12 @@ async fn shoalctl_against_a_fake_manager() {
     assert!(r.stdout.starts_with("ID "), "{}", r.stdout);
     assert!(r.stdout.contains("web.2"), "{}", r.stdout);
     assert!(r.stdout.contains("host1"), "{}", r.stdout);
+    let r = shoalctl(&conf, &["service", "ps", "web", "--format", "json"]).await;
+    let row: serde_json::Value =
+        serde_json::from_str(r.stdout.lines().next().unwrap_or_default()).expect("ps json");
+    assert_eq!(row["Name"], "web.1");
+    assert_eq!(row["Node"], "host1");
+    assert_eq!(row["DesiredState"], "Running");
     let r = shoalctl(&conf, &["service", "inspect", "web"]).await;
     let doc: serde_json::Value = serde_json::from_str(&r.stdout).expect("inspect json");
     assert_eq!(
@@ -474,6 +480,21 @@ async fn shoalctl_against_a_fake_manager() {
     assert_eq!(r.code, 1);
     assert_eq!(r.stdout, "web\n");
     assert_eq!(r.stderr, "Error: nope: service nope not found\n");
+
+    // no manager answers: one line naming the addresses tried
+    let dead = dir.join("dead.conf");
+    let mut cfg = AdminConfig::load(&conf).expect("reload admin.conf");
+    cfg.managers = vec!["127.0.0.1:1".into()];
+    cfg.save(&dead).expect("save dead.conf");
+    let r = shoalctl(&dead, &["service", "ls"]).await;
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr
+            .starts_with("Error: no manager reachable: cannot connect to manager at 127.0.0.1:1"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
 
     let _ = std::fs::remove_dir_all(&dir);
     let _ = stop_tx.send(());
