@@ -1,1 +1,237 @@
-fn main() {}
+//! shoalctl: the command line of a Shoal cluster, in the style of `docker service` / `docker node`.
+//!
+//! Every failure ends the same way: one line `Error: <message>` on stderr and exit code 1.
+
+mod cli;
+mod client;
+mod commands;
+mod output;
+
+use std::process::ExitCode;
+
+use clap::error::{ContextKind, ContextValue, ErrorKind};
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = match cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return clap_failure(e),
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
+    };
+    match runtime.block_on(commands::run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => fail(&error_chain(&e)),
+    }
+}
+
+/// Prints `Error: <message>` as one line and returns exit code 1.
+fn fail(message: &str) -> ExitCode {
+    eprintln!("Error: {}", one_line(message));
+    ExitCode::from(1)
+}
+
+fn one_line(s: &str) -> String {
+    s.split('\n')
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// An error and its causes as `outer: inner: root`, skipping causes the outer text already quotes.
+pub fn error_chain(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let c = cause.to_string();
+        if c.is_empty() || text.contains(&c) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&c);
+    }
+    text
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// Help and version print normally (exit 0); anything else becomes one `Error:` line.
+fn clap_failure(e: clap::Error) -> ExitCode {
+    match e.kind() {
+        ErrorKind::DisplayHelp
+        | ErrorKind::DisplayVersion
+        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            // A bare noun (`shoalctl service`) prints its help, as docker does.
+            print!("{}", e.render());
+            ExitCode::SUCCESS
+        }
+        _ => fail(&clap_message(&e)),
+    }
+}
+
+/// The argument an error is about, as the user typed it: "--replicas" from "--replicas <N>".
+fn flag_of(e: &clap::Error) -> Option<String> {
+    match e.get(ContextKind::InvalidArg) {
+        Some(ContextValue::String(s)) => s.split([' ', '=']).next().map(str::to_string),
+        _ => None,
+    }
+}
+
+/// One line for a parse error, naming the field.
+fn clap_message(e: &clap::Error) -> String {
+    let flag = flag_of(e).filter(|f| f.starts_with('-'));
+    match e.kind() {
+        ErrorKind::ValueValidation => {
+            let reason = std::error::Error::source(e)
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| "invalid value".into());
+            match flag {
+                Some(f) => format!("{f}: {reason}"),
+                None => reason,
+            }
+        }
+        ErrorKind::InvalidValue => {
+            let value = match e.get(ContextKind::InvalidValue) {
+                Some(ContextValue::String(v)) => v.clone(),
+                _ => String::new(),
+            };
+            let valid = match e.get(ContextKind::ValidValue) {
+                Some(ContextValue::Strings(v)) => format!(" (possible values: {})", v.join(", ")),
+                _ => String::new(),
+            };
+            let what = if value.is_empty() {
+                "a value is required".to_string()
+            } else {
+                format!("invalid value {value:?}")
+            };
+            match flag {
+                Some(f) => format!("{f}: {what}{valid}"),
+                None => format!("{what}{valid}"),
+            }
+        }
+        _ => {
+            // clap's own message: its first lines up to the usage, minus the "error: " and tips.
+            let rendered = e.render().to_string();
+            let lines: Vec<&str> = rendered
+                .lines()
+                .map(str::trim)
+                .take_while(|l| !l.starts_with("Usage:"))
+                .filter(|l| !l.is_empty() && !l.starts_with("tip:"))
+                .collect();
+            let text = lines.join(" ");
+            text.strip_prefix("error: ").unwrap_or(&text).to_string()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_err(args: &[&str]) -> String {
+        match cli::Cli::try_parse_from(std::iter::once("shoalctl").chain(args.iter().copied())) {
+            Ok(_) => panic!("{args:?} parsed"),
+            Err(e) => clap_message(&e),
+        }
+    }
+
+    #[test]
+    fn parse_errors_are_one_line_naming_the_field() {
+        assert_eq!(
+            parse_err(&[
+                "service",
+                "create",
+                "--name",
+                "x",
+                "--replicas",
+                "-1",
+                "busybox"
+            ]),
+            "--replicas: must be 0 or more"
+        );
+        assert_eq!(
+            parse_err(&[
+                "service",
+                "create",
+                "--name",
+                "x",
+                "--replicas=-1",
+                "busybox"
+            ]),
+            "--replicas: must be 0 or more"
+        );
+        assert!(parse_err(&[
+            "service",
+            "create",
+            "--name",
+            "x",
+            "--limit-memory",
+            "lots",
+            "i"
+        ])
+        .starts_with("--limit-memory: invalid size \"lots\": "));
+        assert_eq!(
+            parse_err(&["service", "create", "--name", "x", "--mode", "weird", "i"]),
+            "--mode: invalid value \"weird\" (possible values: replicated, global)"
+        );
+        let missing = parse_err(&["service", "create", "busybox"]);
+        assert!(missing.contains("--name"), "{missing}");
+        assert!(!missing.contains('\n'));
+        let unknown = parse_err(&["service", "ls", "--bogus"]);
+        assert!(unknown.contains("--bogus"), "{unknown}");
+        assert!(!unknown.contains('\n'));
+        assert!(parse_err(&["service", "scale", "web=-1"]).contains("must be 0 or more"));
+        assert!(parse_err(&["service", "logs", "--tail", "x", "web"]).starts_with("--tail: "));
+    }
+
+    #[test]
+    fn help_and_version_are_not_errors() {
+        for args in [
+            &["--help"][..],
+            &["--version"],
+            &["service"],
+            &["service", "create", "--help"],
+        ] {
+            let e =
+                cli::Cli::try_parse_from(std::iter::once("shoalctl").chain(args.iter().copied()))
+                    .expect_err("help");
+            assert!(
+                matches!(
+                    e.kind(),
+                    ErrorKind::DisplayHelp
+                        | ErrorKind::DisplayVersion
+                        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+                ),
+                "{args:?}: {:?}",
+                e.kind()
+            );
+        }
+    }
+
+    #[test]
+    fn chains_without_repeats() {
+        let inner = std::io::Error::other("connection refused");
+        let e =
+            anyhow::Error::new(inner).context("cannot connect to manager at x: connection refused");
+        assert_eq!(
+            error_chain(&e),
+            "cannot connect to manager at x: connection refused"
+        );
+        let e = anyhow::anyhow!("root").context("outer");
+        assert_eq!(error_chain(&e), "outer: root");
+        assert_eq!(one_line("a\n  b\n"), "a b");
+    }
+}

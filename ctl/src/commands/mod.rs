@@ -1,0 +1,51 @@
+//! One module per noun, one function per verb; `run` dispatches a parsed command line.
+
+pub mod cluster;
+pub mod converge;
+pub mod node;
+pub mod service;
+
+use anyhow::Result;
+
+use crate::cli::{Cli, ClusterCommand, Command, NodeCommand, ServiceCommand};
+use crate::client::{self, Connection};
+
+/// Runs one command line against the cluster.
+pub async fn run(cli: Cli) -> Result<()> {
+    let format = cli.format;
+    let config = cli.config.clone();
+    // Check what can be checked before dialling a manager, so bad input fails fast and offline.
+    let spec = match &cli.command {
+        Command::Service(ServiceCommand::Create(args)) => Some(service::build_spec(args)?),
+        _ => None,
+    };
+    let Connection {
+        mut control,
+        manager_addr,
+    } = client::connect(config.as_deref()).await?;
+    let c = &mut control;
+    match cli.command {
+        Command::Service(cmd) => match cmd {
+            ServiceCommand::Create(args) => {
+                let spec = match spec {
+                    Some(spec) => spec,
+                    None => service::build_spec(&args)?,
+                };
+                service::create(c, spec, &args).await
+            }
+            ServiceCommand::Ls(args) => service::ls(c, &args, format).await,
+            ServiceCommand::Ps(args) => service::ps(c, &args, format).await,
+            ServiceCommand::Inspect(args) => service::inspect(c, &args).await,
+            ServiceCommand::Scale(args) => service::scale(c, &args).await,
+            ServiceCommand::Rm(args) => service::rm(c, &args).await,
+            ServiceCommand::Logs(args) => service::logs(c, &args).await,
+        },
+        Command::Node(cmd) => match cmd {
+            NodeCommand::Ls(args) => node::ls(c, &args, format).await,
+            NodeCommand::Inspect(args) => node::inspect(c, &args).await,
+        },
+        Command::Cluster(ClusterCommand::JoinToken(args)) => {
+            cluster::join_token(c, &args, &manager_addr).await
+        }
+    }
+}

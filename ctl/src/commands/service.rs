@@ -1,0 +1,860 @@
+//! `shoalctl service create|ls|ps|inspect|scale|rm|logs`.
+
+use std::collections::HashMap;
+use std::io::Write;
+
+use anyhow::{anyhow, Result};
+use serde_json::json;
+use shoal_proto::spec::validate_service;
+use shoal_proto::v1::{
+    ContainerSpec, CreateServiceRequest, GetServiceRequest, ListServicesRequest, ListTasksRequest,
+    LogLine, Placement, RemoveServiceRequest, ResourceRequirements, Resources, RestartPolicy,
+    ScaleServiceRequest, Service, ServiceLogsRequest, ServiceMode, ServiceSpec, ServiceSummary,
+    Task, TaskSpec,
+};
+
+use super::converge;
+use crate::cli::{
+    CreateArgs, Format, InspectArgs, LogsArgs, LsArgs, Mode, PsArgs, RestartCondition, RmArgs,
+    ScaleArgs,
+};
+use crate::client::{status, Control};
+use crate::output::{self, json as js, table::Table};
+
+/// Docker's default grace period between the stop signal and SIGKILL.
+const STOP_GRACE_NS: i64 = 10_000_000_000;
+
+/// Turns `service create` flags into a spec, checked the way the manager will check it.
+pub fn build_spec(a: &CreateArgs) -> Result<ServiceSpec> {
+    let (mode, replicas) = match (a.mode, a.replicas) {
+        (Mode::Global, Some(_)) => {
+            return Err(anyhow!("--replicas: cannot be used with --mode global"))
+        }
+        (Mode::Global, None) => (ServiceMode::ModeGlobal, 0),
+        (Mode::Replicated, n) => (ServiceMode::ModeReplicated, n.unwrap_or(1)),
+    };
+    let condition = match a.restart_condition {
+        RestartCondition::Any => shoal_proto::v1::RestartCondition::RestartAny,
+        RestartCondition::OnFailure => shoal_proto::v1::RestartCondition::RestartOnFailure,
+        RestartCondition::None => shoal_proto::v1::RestartCondition::RestartNone,
+    };
+    let spec = ServiceSpec {
+        name: a.name.clone(),
+        labels: HashMap::new(),
+        mode: mode as i32,
+        replicas,
+        task: Some(TaskSpec {
+            container: Some(ContainerSpec {
+                image: a.image.clone(),
+                args: a.args.clone(),
+                env: a.env.clone(),
+                stop_grace_period_ns: STOP_GRACE_NS,
+                ..Default::default()
+            }),
+            resources: Some(ResourceRequirements {
+                limits: Some(Resources {
+                    nano_cpus: a.limit_cpu.unwrap_or(0),
+                    memory_bytes: a.limit_memory.unwrap_or(0),
+                }),
+                reservations: Some(Resources {
+                    nano_cpus: a.reserve_cpu.unwrap_or(0),
+                    memory_bytes: a.reserve_memory.unwrap_or(0),
+                }),
+                pids_limit: a.limit_pids.unwrap_or(0),
+            }),
+            restart: Some(RestartPolicy {
+                condition: condition as i32,
+                delay_ns: a.restart_delay,
+                max_attempts: a.restart_max_attempts.unwrap_or(0),
+                window_ns: 0,
+            }),
+            placement: Some(Placement {
+                constraints: a.constraint.clone(),
+                ..Default::default()
+            }),
+        }),
+    };
+    validate_service(&spec)?;
+    Ok(spec)
+}
+
+/// `service create`: creates the service, prints its ID, and waits for convergence unless
+/// `--detach`.
+pub async fn create(c: &mut Control, spec: ServiceSpec, a: &CreateArgs) -> Result<()> {
+    let svc = c
+        .create_service(CreateServiceRequest { spec: Some(spec) })
+        .await
+        .map_err(status)?
+        .into_inner()
+        .service
+        .ok_or_else(|| anyhow!("the manager answered without the created service"))?;
+    output::print(&format!("{}\n", svc.id))?;
+    if a.detach {
+        return Ok(());
+    }
+    converge::wait(c, &svc, a.timeout).await
+}
+
+fn spec_name(s: &Service) -> &str {
+    s.spec.as_ref().map(|s| s.name.as_str()).unwrap_or("")
+}
+
+fn image_of(spec: Option<&TaskSpec>) -> &str {
+    spec.and_then(|t| t.container.as_ref())
+        .map(|c| c.image.as_str())
+        .unwrap_or("")
+}
+
+/// A `service ls` row: ID, NAME, MODE, REPLICAS, IMAGE.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceRow {
+    /// Short ID.
+    pub id: String,
+    /// Service name.
+    pub name: String,
+    /// "replicated" | "global".
+    pub mode: String,
+    /// "running/desired".
+    pub replicas: String,
+    /// Image reference.
+    pub image: String,
+}
+
+impl ServiceRow {
+    /// The row of one service summary.
+    pub fn of(sum: &ServiceSummary) -> Self {
+        let svc = sum.service.clone().unwrap_or_default();
+        let spec = svc.spec.clone().unwrap_or_default();
+        ServiceRow {
+            id: output::short_id(&svc.id, false).to_string(),
+            name: spec.name.clone(),
+            mode: output::mode_name(spec.mode).to_string(),
+            replicas: format!("{}/{}", sum.running_tasks, sum.desired_tasks),
+            image: image_of(spec.task.as_ref()).to_string(),
+        }
+    }
+
+    /// Table cells in column order.
+    pub fn cells(&self) -> Vec<String> {
+        vec![
+            self.id.clone(),
+            self.name.clone(),
+            self.mode.clone(),
+            self.replicas.clone(),
+            self.image.clone(),
+        ]
+    }
+
+    /// The `--format json` object.
+    pub fn json(&self) -> serde_json::Value {
+        json!({"ID": self.id, "Name": self.name, "Mode": self.mode,
+               "Replicas": self.replicas, "Image": self.image})
+    }
+}
+
+/// `service ls`.
+pub async fn ls(c: &mut Control, a: &LsArgs, format: Format) -> Result<()> {
+    let mut services = c
+        .list_services(ListServicesRequest {})
+        .await
+        .map_err(status)?
+        .into_inner()
+        .services;
+    services.sort_by(|x, y| {
+        let name = |s: &ServiceSummary| s.service.as_ref().map(spec_name).unwrap_or("").to_string();
+        name(x).cmp(&name(y))
+    });
+    let mut out = String::new();
+    if a.quiet {
+        for s in &services {
+            if let Some(svc) = &s.service {
+                out.push_str(&svc.id);
+                out.push('\n');
+            }
+        }
+        return Ok(output::print(&out)?);
+    }
+    let rows: Vec<ServiceRow> = services.iter().map(ServiceRow::of).collect();
+    match format {
+        Format::Json => rows.iter().for_each(|r| out.push_str(&js::line(&r.json()))),
+        Format::Table => {
+            let mut t = Table::new(&["ID", "NAME", "MODE", "REPLICAS", "IMAGE"]);
+            rows.iter().for_each(|r| t.row(r.cells()));
+            out = t.render();
+        }
+    }
+    Ok(output::print(&out)?)
+}
+
+/// A `service ps` row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskRow {
+    /// Task ID (short unless --no-trunc).
+    pub id: String,
+    /// "web.1" (or "web.NODEID" for global tasks).
+    pub name: String,
+    /// True for older tasks of a slot, printed as ` \_ web.1`.
+    pub history: bool,
+    /// Image reference.
+    pub image: String,
+    /// Hostname of the node, or empty while unscheduled.
+    pub node: String,
+    /// "Running", "Shutdown", ...
+    pub desired_state: String,
+    /// "Running 5 seconds ago".
+    pub current_state: String,
+    /// The task's error, untruncated.
+    pub error: String,
+}
+
+impl TaskRow {
+    /// Table cells in column order.
+    pub fn cells(&self, no_trunc: bool) -> Vec<String> {
+        let name = if self.history {
+            format!(" \\_ {}", self.name)
+        } else {
+            self.name.clone()
+        };
+        vec![
+            self.id.clone(),
+            name,
+            self.image.clone(),
+            self.node.clone(),
+            self.desired_state.clone(),
+            self.current_state.clone(),
+            output::task_error(&self.error, no_trunc),
+        ]
+    }
+
+    /// The `--format json` object.
+    pub fn json(&self) -> serde_json::Value {
+        json!({"ID": self.id, "Name": self.name, "Image": self.image, "Node": self.node,
+               "DesiredState": self.desired_state, "CurrentState": self.current_state,
+               "Error": self.error})
+    }
+}
+
+fn task_name(service_name: &str, t: &Task) -> String {
+    if t.slot > 0 {
+        format!("{service_name}.{}", t.slot)
+    } else {
+        format!("{service_name}.{}", t.node_id)
+    }
+}
+
+/// `service ps` rows: by slot (global: by node), newest task first, older ones as history.
+pub fn task_rows(
+    service_name: &str,
+    tasks: &[Task],
+    node_names: &HashMap<String, String>,
+    now_ns: i64,
+    no_trunc: bool,
+) -> Vec<TaskRow> {
+    let mut sorted: Vec<&Task> = tasks.iter().collect();
+    sorted.sort_by(|x, y| {
+        let created = |t: &Task| t.meta.map(|m| m.created_at).unwrap_or_default();
+        (x.slot, &x.node_id)
+            .cmp(&(y.slot, &y.node_id))
+            .then(created(y).cmp(&created(x)))
+            .then(y.id.cmp(&x.id))
+    });
+    let mut rows = Vec::with_capacity(sorted.len());
+    let mut prev: Option<String> = None;
+    for t in sorted {
+        let sname = if t.service_name.is_empty() {
+            service_name
+        } else {
+            &t.service_name
+        };
+        let name = task_name(sname, t);
+        let st = t.status.clone().unwrap_or_default();
+        let history = prev.as_deref() == Some(name.as_str());
+        rows.push(TaskRow {
+            id: output::short_id(&t.id, no_trunc).to_string(),
+            name: name.clone(),
+            history,
+            image: image_of(t.spec.as_ref()).to_string(),
+            node: node_names
+                .get(&t.node_id)
+                .cloned()
+                .unwrap_or_else(|| output::short_id(&t.node_id, no_trunc).to_string()),
+            desired_state: output::capitalize(&output::task_state_name(t.desired_state)),
+            current_state: output::current_state(st.state, st.timestamp, now_ns),
+            error: st.err,
+        });
+        prev = Some(name);
+    }
+    rows
+}
+
+async fn get_service(c: &mut Control, name_or_id: &str) -> Result<Service> {
+    c.get_service(GetServiceRequest {
+        name_or_id: name_or_id.to_string(),
+    })
+    .await
+    .map_err(status)?
+    .into_inner()
+    .service
+    .ok_or_else(|| anyhow!("no such service: {name_or_id}"))
+}
+
+/// `service ps SERVICE`.
+pub async fn ps(c: &mut Control, a: &PsArgs, format: Format) -> Result<()> {
+    let svc = get_service(c, &a.service).await?;
+    let resp = c
+        .list_tasks(ListTasksRequest {
+            service: svc.id.clone(),
+            node: String::new(),
+        })
+        .await
+        .map_err(status)?
+        .into_inner();
+    let rows = task_rows(
+        spec_name(&svc),
+        &resp.tasks,
+        &resp.node_names,
+        shoal_proto::now_ns(),
+        a.no_trunc,
+    );
+    let mut out = String::new();
+    if a.quiet {
+        rows.iter()
+            .for_each(|r| out.push_str(&format!("{}\n", r.id)));
+        return Ok(output::print(&out)?);
+    }
+    match format {
+        Format::Json => rows.iter().for_each(|r| out.push_str(&js::line(&r.json()))),
+        Format::Table => {
+            let mut t = Table::new(&[
+                "ID",
+                "NAME",
+                "IMAGE",
+                "NODE",
+                "DESIRED STATE",
+                "CURRENT STATE",
+                "ERROR",
+            ]);
+            rows.iter().for_each(|r| t.row(r.cells(a.no_trunc)));
+            out = t.render();
+        }
+    }
+    Ok(output::print(&out)?)
+}
+
+/// The `--pretty` form of `service inspect`.
+pub fn pretty(svc: &Service) -> String {
+    let spec = svc.spec.clone().unwrap_or_default();
+    let task = spec.task.clone().unwrap_or_default();
+    let c = task.container.clone().unwrap_or_default();
+    let meta = svc.meta.unwrap_or_default();
+    let mut s = String::new();
+    let mut kv = |k: &str, v: String| {
+        let line = format!("{:<16}{v}", format!("{k}:"));
+        s.push_str(line.trim_end());
+        s.push('\n');
+    };
+    kv("ID", svc.id.clone());
+    kv("Name", spec.name.clone());
+    if spec.mode == ServiceMode::ModeGlobal as i32 {
+        kv("Service Mode", "Global".into());
+    } else {
+        kv("Service Mode", "Replicated".into());
+        kv(" Replicas", spec.replicas.to_string());
+    }
+    kv("Created", output::rfc3339(meta.created_at));
+    kv("Updated", output::rfc3339(meta.updated_at));
+    if let Some(p) = task
+        .placement
+        .as_ref()
+        .filter(|p| !p.constraints.is_empty())
+    {
+        kv("Placement", String::new());
+        kv(" Constraints", format!("[{}]", p.constraints.join(" ")));
+    }
+    let r = task.restart.unwrap_or_default();
+    kv("RestartPolicy", String::new());
+    kv(
+        " Condition",
+        output::restart_condition_name(r.condition).into(),
+    );
+    kv(
+        " Delay",
+        humantime::format_duration(std::time::Duration::from_nanos(r.delay_ns.max(0) as u64))
+            .to_string(),
+    );
+    if r.max_attempts > 0 {
+        kv(" Max Attempts", r.max_attempts.to_string());
+    }
+    kv("ContainerSpec", String::new());
+    kv(" Image", c.image.clone());
+    if !c.args.is_empty() {
+        kv(" Args", c.args.join(" "));
+    }
+    if !c.env.is_empty() {
+        kv(" Env", c.env.join(" "));
+    }
+    let res = task.resources.unwrap_or_default();
+    let lim = res.limits.unwrap_or_default();
+    let rsv = res.reservations.unwrap_or_default();
+    if lim != Resources::default() || rsv != Resources::default() || res.pids_limit > 0 {
+        kv("Resources", String::new());
+        let cpu = |n: i64| format!("{}", n as f64 / 1e9);
+        if rsv != Resources::default() {
+            kv(" Reservations", String::new());
+            if rsv.nano_cpus > 0 {
+                kv("  CPU", cpu(rsv.nano_cpus));
+            }
+            if rsv.memory_bytes > 0 {
+                kv(
+                    "  Memory",
+                    shoal_proto::units::format_bytes(rsv.memory_bytes),
+                );
+            }
+        }
+        if lim != Resources::default() || res.pids_limit > 0 {
+            kv(" Limits", String::new());
+            if lim.nano_cpus > 0 {
+                kv("  CPU", cpu(lim.nano_cpus));
+            }
+            if lim.memory_bytes > 0 {
+                kv(
+                    "  Memory",
+                    shoal_proto::units::format_bytes(lim.memory_bytes),
+                );
+            }
+            if res.pids_limit > 0 {
+                kv("  Pids", res.pids_limit.to_string());
+            }
+        }
+    }
+    s
+}
+
+/// `service inspect SERVICE...`: a JSON array of the services found; an error names the others.
+pub async fn inspect(c: &mut Control, a: &InspectArgs) -> Result<()> {
+    let mut found = Vec::new();
+    let mut errors = Vec::new();
+    for name in &a.services {
+        match get_service(c, name).await {
+            Ok(s) => found.push(s),
+            Err(e) => errors.push(format!("{e}")),
+        }
+    }
+    if a.pretty {
+        let text: Vec<String> = found.iter().map(pretty).collect();
+        if !text.is_empty() {
+            output::print(&text.join("\n"))?;
+        }
+    } else {
+        output::print(&js::pretty_array(found.iter().map(js::service).collect()))?;
+    }
+    fail_if_any(errors)
+}
+
+fn fail_if_any(errors: Vec<String>) -> Result<()> {
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(anyhow!("{}", errors.join("; ")))
+    }
+}
+
+/// `service scale SERVICE=N...`: scales each service, then waits for each unless `--detach`.
+pub async fn scale(c: &mut Control, a: &ScaleArgs) -> Result<()> {
+    let mut errors = Vec::new();
+    let mut scaled = Vec::new();
+    for (name, replicas) in &a.targets {
+        let res = c
+            .scale_service(ScaleServiceRequest {
+                name_or_id: name.clone(),
+                replicas: *replicas,
+            })
+            .await;
+        match res {
+            Ok(r) => {
+                output::print(&format!("{name} scaled to {replicas}\n"))?;
+                if let Some(svc) = r.into_inner().service {
+                    scaled.push(svc);
+                }
+            }
+            Err(s) => errors.push(format!("{name}: {}", status(s))),
+        }
+    }
+    if !a.detach {
+        for svc in &scaled {
+            if let Err(e) = converge::wait(c, svc, a.timeout).await {
+                errors.push(crate::error_chain(&e));
+            }
+        }
+    }
+    fail_if_any(errors)
+}
+
+/// `service rm SERVICE...`: removes each, printing its name; keeps going past failures.
+pub async fn rm(c: &mut Control, a: &RmArgs) -> Result<()> {
+    let mut errors = Vec::new();
+    for name in &a.services {
+        let res = c
+            .remove_service(RemoveServiceRequest {
+                name_or_id: name.clone(),
+            })
+            .await;
+        match res {
+            Ok(_) => output::print(&format!("{name}\n"))?,
+            Err(s) => errors.push(format!("{name}: {}", status(s))),
+        }
+    }
+    fail_if_any(errors)
+}
+
+/// The `web.1.abcdef123456@host1` part of a log line, padded so slot numbers of different widths
+/// line up (`slot_width` is the width of the largest slot number).
+pub fn log_prefix(
+    line: &LogLine,
+    service_name: &str,
+    hostname: &str,
+    slot_width: usize,
+    no_trunc: bool,
+) -> String {
+    let short = output::short_id(&line.task_id, no_trunc);
+    let task_name = if line.task_name.is_empty() {
+        format!("{service_name}.{short}")
+    } else if !line.task_id.is_empty() && line.task_name.ends_with(&line.task_id) {
+        let head = &line.task_name[..line.task_name.len() - line.task_id.len()];
+        format!("{head}{short}")
+    } else {
+        line.task_name.clone()
+    };
+    // "web.12.xxx" -> slot "12"; global tasks have no numeric slot.
+    let slot_len = task_name
+        .strip_prefix(service_name)
+        .and_then(|r| r.strip_prefix('.'))
+        .and_then(|r| r.split('.').next())
+        .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+        .map(str::len)
+        .unwrap_or(slot_width);
+    let pad = " ".repeat(slot_width.saturating_sub(slot_len));
+    format!("{task_name}@{hostname}{pad}")
+}
+
+/// One printed log line, without the trailing newline of the data.
+pub fn log_text(prefix: &str, line: &LogLine, timestamps: bool) -> String {
+    let data = String::from_utf8_lossy(&line.data);
+    let data = data.strip_suffix('\n').unwrap_or(&data);
+    let data = data.strip_suffix('\r').unwrap_or(data);
+    if timestamps {
+        format!("{} {prefix}    | {data}", output::rfc3339(line.timestamp))
+    } else {
+        format!("{prefix}    | {data}")
+    }
+}
+
+/// `service logs SERVICE`: streams the tasks' output; stderr lines go to stderr.
+pub async fn logs(c: &mut Control, a: &LogsArgs) -> Result<()> {
+    let svc = get_service(c, &a.service).await?;
+    let name = spec_name(&svc).to_string();
+    let tasks = c
+        .list_tasks(ListTasksRequest {
+            service: svc.id.clone(),
+            node: String::new(),
+        })
+        .await
+        .map_err(status)?
+        .into_inner();
+    let mut node_names = tasks.node_names;
+    let max_slot = tasks
+        .tasks
+        .iter()
+        .map(|t| t.slot)
+        .max()
+        .unwrap_or(1)
+        .max(svc.spec.as_ref().map(|s| s.replicas).unwrap_or(1));
+    let slot_width = max_slot.to_string().len();
+    let mut stream = c
+        .service_logs(ServiceLogsRequest {
+            service: svc.id.clone(),
+            follow: a.follow,
+            tail: a.tail,
+            timestamps: a.timestamps,
+        })
+        .await
+        .map_err(status)?
+        .into_inner();
+    while let Some(resp) = stream.message().await.map_err(status)? {
+        for line in &resp.lines {
+            if !line.node_id.is_empty() && !node_names.contains_key(&line.node_id) {
+                // A task on a node we have not seen yet (follow mode): refresh the names once.
+                if let Ok(r) = c
+                    .list_tasks(ListTasksRequest {
+                        service: svc.id.clone(),
+                        node: String::new(),
+                    })
+                    .await
+                {
+                    node_names.extend(r.into_inner().node_names);
+                }
+                node_names
+                    .entry(line.node_id.clone())
+                    .or_insert_with(|| output::short_id(&line.node_id, false).to_string());
+            }
+            let host = node_names
+                .get(&line.node_id)
+                .map(String::as_str)
+                .unwrap_or("");
+            let prefix = log_prefix(line, &name, host, slot_width, a.no_trunc);
+            let text = log_text(&prefix, line, a.timestamps);
+            if line.stream == "stderr" {
+                let mut err = std::io::stderr().lock();
+                writeln!(err, "{text}")?;
+            } else {
+                output::print(&format!("{text}\n"))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+    use shoal_proto::v1::{Meta, TaskState, TaskStatus};
+
+    fn create_args(args: &[&str]) -> CreateArgs {
+        let cli = crate::cli::Cli::try_parse_from(
+            ["shoalctl", "service", "create"].iter().chain(args.iter()),
+        )
+        .expect("parses");
+        match cli.command {
+            crate::cli::Command::Service(crate::cli::ServiceCommand::Create(a)) => *a,
+            _ => panic!("not create"),
+        }
+    }
+
+    #[test]
+    fn spec_from_flags() {
+        let a = create_args(&[
+            "--name",
+            "web",
+            "--replicas",
+            "3",
+            "--env",
+            "A=1",
+            "--limit-memory",
+            "64M",
+            "--limit-cpu",
+            "0.5",
+            "--limit-pids",
+            "100",
+            "--reserve-memory",
+            "32M",
+            "--restart-condition",
+            "on-failure",
+            "--restart-max-attempts",
+            "2",
+            "--constraint",
+            "node.role==worker",
+            "busybox",
+            "sleep",
+            "3600",
+        ]);
+        let spec = build_spec(&a).expect("valid");
+        assert_eq!(spec.replicas, 3);
+        let task = spec.task.expect("task");
+        let c = task.container.expect("container");
+        assert_eq!(c.image, "busybox");
+        assert_eq!(c.args, vec!["sleep", "3600"]);
+        assert!(c.command.is_empty());
+        assert_eq!(c.env, vec!["A=1"]);
+        let res = task.resources.expect("resources");
+        assert_eq!(res.limits.expect("limits").memory_bytes, 64 << 20);
+        assert_eq!(res.limits.expect("limits").nano_cpus, 500_000_000);
+        assert_eq!(res.reservations.expect("rsv").memory_bytes, 32 << 20);
+        assert_eq!(res.pids_limit, 100);
+        let r = task.restart.expect("restart");
+        assert_eq!(r.condition, 1);
+        assert_eq!(r.max_attempts, 2);
+        assert_eq!(r.delay_ns, 5_000_000_000);
+        assert_eq!(
+            task.placement.expect("p").constraints,
+            vec!["node.role==worker"]
+        );
+    }
+
+    #[test]
+    fn spec_errors_name_the_field() {
+        let a = create_args(&[
+            "--name",
+            "x",
+            "--mode",
+            "global",
+            "--replicas",
+            "2",
+            "busybox",
+        ]);
+        assert_eq!(
+            build_spec(&a).expect_err("global+replicas").to_string(),
+            "--replicas: cannot be used with --mode global"
+        );
+        let a = create_args(&["--name", "x", "--limit-memory", "1k", "busybox"]);
+        assert!(build_spec(&a)
+            .expect_err("tiny")
+            .to_string()
+            .starts_with("--limit-memory:"));
+        let a = create_args(&["--name", "x", "--constraint", "bogus", "busybox"]);
+        assert!(build_spec(&a)
+            .expect_err("bad")
+            .to_string()
+            .starts_with("--constraint:"));
+        let a = create_args(&["--name", "g", "--mode", "global", "busybox"]);
+        assert_eq!(build_spec(&a).expect("global").replicas, 0);
+    }
+
+    fn task(id: &str, slot: u64, created: i64, state: TaskState, desired: TaskState) -> Task {
+        Task {
+            id: id.into(),
+            service_name: "web".into(),
+            slot,
+            node_id: "node1".into(),
+            meta: Some(Meta {
+                created_at: created,
+                ..Default::default()
+            }),
+            status: Some(TaskStatus {
+                state: state as i32,
+                timestamp: created,
+                ..Default::default()
+            }),
+            desired_state: desired as i32,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn ps_rows_sorted_with_history() {
+        const S: i64 = 1_000_000_000;
+        let mut failed = task(
+            "aaaaaaaaaaaaaaaaaaaa",
+            1,
+            10 * S,
+            TaskState::TaskFailed,
+            TaskState::TaskShutdown,
+        );
+        if let Some(st) = failed.status.as_mut() {
+            st.err = "task: non-zero exit (1)".into();
+        }
+        let tasks = vec![
+            task(
+                "cccccccccccccccccccc",
+                2,
+                11 * S,
+                TaskState::TaskRunning,
+                TaskState::TaskRunning,
+            ),
+            failed,
+            task(
+                "bbbbbbbbbbbbbbbbbbbb",
+                1,
+                20 * S,
+                TaskState::TaskRunning,
+                TaskState::TaskRunning,
+            ),
+        ];
+        let names: HashMap<String, String> = [("node1".to_string(), "host1".to_string())].into();
+        let rows = task_rows("web", &tasks, &names, 25 * S, false);
+        let names_col: Vec<String> = rows.iter().map(|r| r.cells(false)[1].clone()).collect();
+        assert_eq!(names_col, vec!["web.1", " \\_ web.1", "web.2"]);
+        assert_eq!(rows[0].id, "bbbbbbbbbbbb");
+        assert_eq!(rows[0].node, "host1");
+        assert_eq!(rows[0].desired_state, "Running");
+        assert_eq!(rows[0].current_state, "Running 5 seconds ago");
+        assert_eq!(rows[1].desired_state, "Shutdown");
+        assert_eq!(rows[1].cells(false)[6], "\"task: non-zero exit (1)\"");
+        let j = rows[1].json();
+        assert_eq!(j["Name"], "web.1");
+        assert_eq!(j["Error"], "task: non-zero exit (1)");
+        assert_eq!(j["CurrentState"], "Failed 15 seconds ago");
+    }
+
+    #[test]
+    fn ls_rows() {
+        let sum = ServiceSummary {
+            service: Some(Service {
+                id: "0123456789abcdefghij".into(),
+                spec: Some(ServiceSpec {
+                    name: "web".into(),
+                    replicas: 3,
+                    task: Some(TaskSpec {
+                        container: Some(ContainerSpec {
+                            image: "busybox".into(),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            running_tasks: 2,
+            desired_tasks: 3,
+        };
+        let r = ServiceRow::of(&sum);
+        assert_eq!(
+            r.cells(),
+            vec!["0123456789ab", "web", "replicated", "2/3", "busybox"]
+        );
+        assert_eq!(
+            js::line(&r.json()),
+            "{\"ID\":\"0123456789ab\",\"Image\":\"busybox\",\"Mode\":\"replicated\",\"Name\":\"web\",\"Replicas\":\"2/3\"}\n"
+        );
+    }
+
+    #[test]
+    fn log_lines() {
+        let line = LogLine {
+            task_id: "abcdefghijklmnopqrstuvwxy".into(),
+            task_name: "web.1.abcdefghijklmnopqrstuvwxy".into(),
+            node_id: "n1".into(),
+            stream: "stdout".into(),
+            timestamp: 1_500_000_000_000_000_000,
+            data: b"hello\n".to_vec(),
+        };
+        let p = log_prefix(&line, "web", "host1", 1, false);
+        assert_eq!(p, "web.1.abcdefghijkl@host1");
+        assert_eq!(
+            log_text(&p, &line, false),
+            "web.1.abcdefghijkl@host1    | hello"
+        );
+        assert_eq!(
+            log_text(&p, &line, true),
+            "2017-07-14T02:40:00.000000000Z web.1.abcdefghijkl@host1    | hello"
+        );
+        // slot 1 of a service with 10+ replicas gets one more space
+        assert_eq!(
+            log_prefix(&line, "web", "host1", 2, false),
+            "web.1.abcdefghijkl@host1 "
+        );
+        let bare = LogLine {
+            task_name: String::new(),
+            ..line.clone()
+        };
+        assert_eq!(
+            log_prefix(&bare, "web", "h", 1, true),
+            "web.abcdefghijklmnopqrstuvwxy@h"
+        );
+    }
+
+    #[test]
+    fn pretty_inspect() {
+        let a = create_args(&["--name", "web", "--limit-memory", "64M", "busybox"]);
+        let svc = Service {
+            id: "s1".into(),
+            spec: Some(build_spec(&a).expect("valid")),
+            ..Default::default()
+        };
+        let text = pretty(&svc);
+        assert!(text.contains("Name:           web\n"), "{text}");
+        assert!(text.contains(" Replicas:      1\n"));
+        assert!(text.contains("  Memory:       64MiB\n"));
+    }
+}

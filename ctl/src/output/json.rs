@@ -1,0 +1,322 @@
+//! Docker-shaped JSON: `service inspect` / `node inspect` documents and one-object-per-line rows.
+//!
+//! Field names follow `docker service inspect` / `docker node inspect`; like docker, optional fields
+//! that are empty or zero are left out, except the ones scripts usually read (Image, Mode,
+//! RestartPolicy, Labels).
+
+use serde_json::{json, Map, Value};
+use shoal_proto::v1::{Node, NodeRole, Resources, Service, ServiceMode};
+
+use super::{availability_name, node_state_name, restart_condition_name, rfc3339};
+
+/// One JSON object on one line (the `--format json` form of a table row).
+pub fn line(value: &Value) -> String {
+    let mut s = value.to_string();
+    s.push('\n');
+    s
+}
+
+/// A JSON array, indented like docker's inspect output.
+pub fn pretty_array(values: Vec<Value>) -> String {
+    let mut s =
+        serde_json::to_string_pretty(&Value::Array(values)).unwrap_or_else(|_| "[]".to_string());
+    s.push('\n');
+    s
+}
+
+/// Inserts `key: value` unless the value is empty/zero (docker's `omitempty`).
+fn put(map: &mut Map<String, Value>, key: &str, value: Value) {
+    let empty = match &value {
+        Value::Null => true,
+        Value::String(s) => s.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
+        Value::Number(n) => n.as_i64() == Some(0) || n.as_u64() == Some(0),
+        Value::Bool(b) => !b,
+    };
+    if !empty {
+        map.insert(key.to_string(), value);
+    }
+}
+
+fn resources(r: Option<&Resources>, pids: Option<i64>) -> Value {
+    let mut m = Map::new();
+    if let Some(r) = r {
+        put(&mut m, "NanoCPUs", json!(r.nano_cpus));
+        put(&mut m, "MemoryBytes", json!(r.memory_bytes));
+    }
+    if let Some(p) = pids {
+        put(&mut m, "Pids", json!(p));
+    }
+    Value::Object(m)
+}
+
+fn labels(map: &std::collections::HashMap<String, String>) -> Value {
+    let sorted: std::collections::BTreeMap<_, _> = map.iter().collect();
+    json!(sorted)
+}
+
+/// `docker service inspect` document of one service.
+pub fn service(svc: &Service) -> Value {
+    let meta = svc.meta.unwrap_or_default();
+    let spec = svc.spec.clone().unwrap_or_default();
+    let task = spec.task.clone().unwrap_or_default();
+    let c = task.container.clone().unwrap_or_default();
+
+    let mut container = Map::new();
+    container.insert("Image".into(), json!(c.image));
+    put(&mut container, "Command", json!(c.command));
+    put(&mut container, "Args", json!(c.args));
+    put(&mut container, "Env", json!(c.env));
+    put(&mut container, "Dir", json!(c.dir));
+    put(&mut container, "User", json!(c.user));
+    put(&mut container, "Hostname", json!(c.hostname));
+    put(
+        &mut container,
+        "StopGracePeriod",
+        json!(c.stop_grace_period_ns),
+    );
+
+    let res = task.resources.unwrap_or_default();
+    let mut resources_doc = Map::new();
+    resources_doc.insert(
+        "Limits".into(),
+        resources(res.limits.as_ref(), Some(res.pids_limit)),
+    );
+    resources_doc.insert(
+        "Reservations".into(),
+        resources(res.reservations.as_ref(), None),
+    );
+
+    let restart = task.restart.unwrap_or_default();
+    let placement = task.placement.clone().unwrap_or_default();
+    let mut placement_doc = Map::new();
+    put(
+        &mut placement_doc,
+        "Constraints",
+        json!(placement.constraints),
+    );
+    put(
+        &mut placement_doc,
+        "MaxReplicas",
+        json!(placement.max_replicas_per_node),
+    );
+    let prefs: Vec<Value> = placement
+        .preferences
+        .iter()
+        .map(|p| {
+            let target = p.strip_prefix("spread=").unwrap_or(p);
+            json!({"Spread": {"SpreadDescriptor": target}})
+        })
+        .collect();
+    put(&mut placement_doc, "Preferences", json!(prefs));
+
+    let mode = if spec.mode == ServiceMode::ModeGlobal as i32 {
+        json!({"Global": {}})
+    } else {
+        json!({"Replicated": {"Replicas": spec.replicas}})
+    };
+
+    json!({
+        "ID": svc.id,
+        "Version": {"Index": meta.version},
+        "CreatedAt": rfc3339(meta.created_at),
+        "UpdatedAt": rfc3339(meta.updated_at),
+        "Spec": {
+            "Name": spec.name,
+            "Labels": labels(&spec.labels),
+            "TaskTemplate": {
+                "ContainerSpec": container,
+                "Resources": resources_doc,
+                "RestartPolicy": {
+                    "Condition": restart_condition_name(restart.condition),
+                    "Delay": restart.delay_ns,
+                    "MaxAttempts": restart.max_attempts,
+                },
+                "Placement": placement_doc,
+            },
+            "Mode": mode,
+        },
+    })
+}
+
+/// `docker node inspect` document of one node.
+pub fn node(n: &Node) -> Value {
+    let meta = n.meta.unwrap_or_default();
+    let spec = n.spec.clone().unwrap_or_default();
+    let desc = n.description.clone().unwrap_or_default();
+    let status = n.status.clone().unwrap_or_default();
+    let role = if spec.role == NodeRole::RoleManager as i32 {
+        "manager"
+    } else {
+        "worker"
+    };
+    let mut status_doc = Map::new();
+    status_doc.insert("State".into(), json!(node_state_name(status.state)));
+    put(&mut status_doc, "Message", json!(status.message));
+    put(&mut status_doc, "Addr", json!(status.addr));
+
+    let mut doc = json!({
+        "ID": n.id,
+        "Version": {"Index": meta.version},
+        "CreatedAt": rfc3339(meta.created_at),
+        "UpdatedAt": rfc3339(meta.updated_at),
+        "Spec": {
+            "Labels": labels(&spec.labels),
+            "Role": role,
+            "Availability": availability_name(spec.availability),
+        },
+        "Description": {
+            "Hostname": desc.hostname,
+            "Platform": {"Architecture": desc.architecture, "OS": desc.os},
+            "Resources": resources(desc.resources.as_ref(), None),
+            "Engine": {"EngineVersion": desc.agent_version, "Labels": labels(&desc.engine_labels)},
+        },
+        "Status": status_doc,
+    });
+    if let (Some(ms), Some(obj)) = (&n.manager_status, doc.as_object_mut()) {
+        let mut m = Map::new();
+        put(&mut m, "Leader", json!(ms.leader));
+        m.insert("Reachability".into(), json!(ms.reachability));
+        m.insert("Addr".into(), json!(ms.addr));
+        obj.insert("ManagerStatus".into(), Value::Object(m));
+    }
+    doc
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_proto::v1::{
+        ContainerSpec, ManagerStatus, Meta, NodeDescription, NodeSpec, NodeStatus, Placement,
+        ResourceRequirements, RestartPolicy, ServiceSpec, TaskSpec,
+    };
+
+    fn svc() -> Service {
+        Service {
+            id: "s1".into(),
+            meta: Some(Meta {
+                version: 7,
+                created_at: 1_500_000_000_000_000_000,
+                updated_at: 1_500_000_001_000_000_000,
+            }),
+            spec: Some(ServiceSpec {
+                name: "web".into(),
+                replicas: 3,
+                task: Some(TaskSpec {
+                    container: Some(ContainerSpec {
+                        image: "busybox".into(),
+                        args: vec!["sleep".into(), "3600".into()],
+                        ..Default::default()
+                    }),
+                    resources: Some(ResourceRequirements {
+                        limits: Some(Resources {
+                            nano_cpus: 500_000_000,
+                            memory_bytes: 64 << 20,
+                        }),
+                        reservations: None,
+                        pids_limit: 100,
+                    }),
+                    restart: Some(RestartPolicy {
+                        condition: 1,
+                        delay_ns: 5_000_000_000,
+                        max_attempts: 3,
+                        window_ns: 0,
+                    }),
+                    placement: Some(Placement {
+                        constraints: vec!["node.role==worker".into()],
+                        ..Default::default()
+                    }),
+                }),
+                ..Default::default()
+            }),
+            spec_version: 1,
+        }
+    }
+
+    #[test]
+    fn service_document() {
+        let v = service(&svc());
+        assert_eq!(v["ID"], "s1");
+        assert_eq!(v["Version"]["Index"], 7);
+        assert_eq!(v["CreatedAt"], "2017-07-14T02:40:00.000000000Z");
+        let t = &v["Spec"]["TaskTemplate"];
+        assert_eq!(t["ContainerSpec"]["Image"], "busybox");
+        assert_eq!(t["ContainerSpec"]["Args"], json!(["sleep", "3600"]));
+        assert!(t["ContainerSpec"].get("Command").is_none());
+        assert_eq!(t["Resources"]["Limits"]["MemoryBytes"], 64 << 20);
+        assert_eq!(t["Resources"]["Limits"]["NanoCPUs"], 500_000_000);
+        assert_eq!(t["Resources"]["Limits"]["Pids"], 100);
+        assert_eq!(t["Resources"]["Reservations"], json!({}));
+        assert_eq!(t["RestartPolicy"]["Condition"], "on-failure");
+        assert_eq!(t["RestartPolicy"]["Delay"], 5_000_000_000_i64);
+        assert_eq!(t["RestartPolicy"]["MaxAttempts"], 3);
+        assert_eq!(t["Placement"]["Constraints"], json!(["node.role==worker"]));
+        assert_eq!(v["Spec"]["Mode"], json!({"Replicated": {"Replicas": 3}}));
+        assert_eq!(v["Spec"]["Labels"], json!({}));
+
+        let mut g = svc();
+        if let Some(s) = g.spec.as_mut() {
+            s.mode = ServiceMode::ModeGlobal as i32;
+        }
+        assert_eq!(service(&g)["Spec"]["Mode"], json!({"Global": {}}));
+    }
+
+    #[test]
+    fn node_document() {
+        let n = Node {
+            id: "n1".into(),
+            spec: Some(NodeSpec {
+                role: NodeRole::RoleManager as i32,
+                availability: 2,
+                labels: [("zone".to_string(), "east".to_string())].into(),
+            }),
+            description: Some(NodeDescription {
+                hostname: "host1".into(),
+                os: "linux".into(),
+                architecture: "x86_64".into(),
+                resources: Some(Resources {
+                    nano_cpus: 2_000_000_000,
+                    memory_bytes: 1 << 30,
+                }),
+                ..Default::default()
+            }),
+            status: Some(NodeStatus {
+                state: 2,
+                addr: "10.0.0.1".into(),
+                ..Default::default()
+            }),
+            manager_status: Some(ManagerStatus {
+                raft_id: 1,
+                addr: "10.0.0.1:4242".into(),
+                leader: true,
+                reachability: "reachable".into(),
+            }),
+            ..Default::default()
+        };
+        let v = node(&n);
+        assert_eq!(v["Spec"]["Role"], "manager");
+        assert_eq!(v["Spec"]["Availability"], "drain");
+        assert_eq!(v["Spec"]["Labels"]["zone"], "east");
+        assert_eq!(v["Description"]["Hostname"], "host1");
+        assert_eq!(v["Description"]["Platform"]["OS"], "linux");
+        assert_eq!(v["Description"]["Resources"]["MemoryBytes"], 1 << 30);
+        assert_eq!(v["Status"]["State"], "ready");
+        assert!(v["Status"].get("Message").is_none());
+        assert_eq!(v["ManagerStatus"]["Leader"], true);
+        assert_eq!(v["ManagerStatus"]["Reachability"], "reachable");
+
+        let worker = Node {
+            id: "n2".into(),
+            ..Default::default()
+        };
+        assert!(node(&worker).get("ManagerStatus").is_none());
+        assert_eq!(node(&worker)["Spec"]["Role"], "worker");
+    }
+
+    #[test]
+    fn rows_are_single_lines() {
+        assert_eq!(line(&json!({"ID": "x"})), "{\"ID\":\"x\"}\n");
+        assert!(pretty_array(vec![]).starts_with("[]"));
+    }
+}
