@@ -147,10 +147,10 @@ fn main() {
     let nodes: Vec<Node> = (0..NODES).map(node).collect();
     println!("scheduler: {TASKS} pending tasks on {NODES} nodes (best of {RUNS} runs)\n");
     println!(
-        "| {:<45} | {:>12} | {:>16} | {:>22} |",
+        "| {:<45} | {:>12} | {:>16} | {:>24} |",
         "scenario", "schedule", "placements/s", "placements/s incl. build"
     );
-    println!("|{:-<47}|{:->14}|{:->18}|{:->24}|", "", "", "", "");
+    println!("|{:-<47}|{:->14}|{:->18}|{:->26}|", "", "", "", "");
     for s in SCENARIOS {
         let per_service = TASKS / s.services;
         let pending: Vec<Task> = (0..TASKS)

@@ -88,6 +88,9 @@ impl Builder {
     }
 
     fn finish(mut self) -> Plan {
+        // A task removed outright needs no shutdown first.
+        let remove = &self.remove;
+        self.shutdown.retain(|id| !remove.contains(id));
         self.create
             .sort_by(|a, b| (a.slot, &a.node_id).cmp(&(b.slot, &b.node_id)));
         let actions = self
