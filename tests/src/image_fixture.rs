@@ -49,6 +49,21 @@ pub struct Layer {
     pub digest: String,
 }
 
+impl Layer {
+    /// Wraps an uncompressed layer tar (e.g. one with whiteouts made by a test) and gzips it.
+    pub fn from_tar(tar: Vec<u8>) -> Result<Layer> {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(&tar).context("gzip layer")?;
+        let gz = gz.finish().context("gzip layer")?;
+        Ok(Layer {
+            diff_id: sha256(&tar),
+            digest: sha256(&gz),
+            tar,
+            gz,
+        })
+    }
+}
+
 /// A complete single-platform image: layers, config and manifest bytes with their digests.
 #[derive(Clone)]
 pub struct BuiltImage {
@@ -116,16 +131,7 @@ impl TarBuilder {
     }
 
     fn finish(self) -> Result<Layer> {
-        let tar = self.0.into_inner().context("finish tar")?;
-        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-        gz.write_all(&tar).context("gzip layer")?;
-        let gz = gz.finish().context("gzip layer")?;
-        Ok(Layer {
-            diff_id: sha256(&tar),
-            digest: sha256(&gz),
-            tar,
-            gz,
-        })
+        Layer::from_tar(self.0.into_inner().context("finish tar")?)
     }
 }
 
