@@ -111,10 +111,15 @@ fn unpack_entry<R: Read>(
         .path()
         .map_err(ImageError::io("read entry path", dest))?
         .into_owned();
-    let Some(rel) = clean_path(&raw)? else {
-        return Ok(()); // the layer root itself ("./")
-    };
     let header = entry.header().clone();
+    let Some(rel) = clean_path(&raw)? else {
+        // The layer root itself ("./"): only its owner and mode matter.
+        if header.entry_type() == EntryType::Directory {
+            lchown(dest, header.uid().unwrap_or(0), header.gid().unwrap_or(0))?;
+            chmod(dest, header.mode().unwrap_or(0o755) & 0o7777)?;
+        }
+        return Ok(());
+    };
     let kind = header.entry_type();
     // Like Go's archive/tar (which wrote most layers), a blank numeric field reads as 0.
     let uid = header.uid().unwrap_or(0);
