@@ -1,1 +1,4 @@
 //! Shoal testbed.
+
+pub mod image_fixture;
+pub mod registry;

@@ -1,0 +1,53 @@
+//! Images: registry pulls, `docker save` / OCI archive imports, a content-addressed blob store and
+//! unpacked layers shared between images.
+//!
+//! Layout under the store's root:
+//! - `blobs/sha256/<hex>`: manifests, configs and layer blobs, each verified before it lands here;
+//! - `layers/<diff id hex>/`: each layer unpacked once (into `tmp/`, then renamed), overlay-ready;
+//! - `images/<escaped reference>.json`: what a reference resolves to;
+//! - `tmp/`: work in progress, emptied on open.
+
+mod archive;
+mod error;
+pub mod manifest;
+mod pull;
+mod reference;
+mod store;
+pub mod unpack;
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+pub use error::ImageError;
+pub use reference::{normalize, ImageRef, DEFAULT_REGISTRY, DEFAULT_TAG};
+pub use store::ImageStore;
+
+/// A locally available image, ready to become a container's root file system.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Image {
+    /// Normalized reference (`docker.io/library/busybox:latest`), or the config digest of an
+    /// untagged imported image.
+    pub reference: String,
+    /// Digest of what the reference resolved to (the index digest for multi-platform images).
+    pub digest: String,
+    /// How to run it.
+    pub config: ImageConfig,
+    /// Unpacked layer directories, lowest first (overlayfs lists them the other way round).
+    pub layers: Vec<PathBuf>,
+}
+
+/// The run settings of an image config.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageConfig {
+    /// `Entrypoint`.
+    pub entrypoint: Vec<String>,
+    /// `Cmd`.
+    pub cmd: Vec<String>,
+    /// `Env`, as `KEY=value`.
+    pub env: Vec<String>,
+    /// `WorkingDir` ("" = `/`).
+    pub working_dir: String,
+    /// `User` ("" = root).
+    pub user: String,
+}
