@@ -1,1 +1,3 @@
 //! Shoal testbed.
+
+pub mod testbed;
