@@ -49,6 +49,24 @@ const PREFIX_TAG: &str = "sb";
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
+/// An error that ends `Testbed::wait_for` at once instead of counting as "not yet" (e.g. the
+/// process being waited for has exited).
+#[derive(Debug)]
+pub struct Fatal(pub String);
+
+impl std::fmt::Display for Fatal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Fatal {}
+
+/// Fails a `wait_for` check at once with `msg`.
+pub fn fatal(msg: impl Into<String>) -> anyhow::Error {
+    Fatal(msg.into()).into()
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A test that panicked while holding the lock must not stop cleanup from running.
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -191,7 +209,8 @@ impl Testbed {
     }
 
     /// Polls `check` until it returns `Ok(true)`; after `timeout`, fails naming `what` and the last
-    /// error `check` returned (errors count as "not yet": the thing may simply not be up).
+    /// error `check` returned (errors count as "not yet": the thing may simply not be up), except a
+    /// `Fatal` one, which fails at once.
     pub fn wait_for(
         timeout: Duration,
         what: &str,
@@ -203,6 +222,9 @@ impl Testbed {
             match check() {
                 Ok(true) => return Ok(()),
                 Ok(false) => {}
+                Err(e) if e.downcast_ref::<Fatal>().is_some() => {
+                    return Err(e.context(format!("while waiting for {what}")));
+                }
                 Err(e) => last_err = Some(e),
             }
             if start.elapsed() >= timeout {
@@ -234,7 +256,8 @@ impl Testbed {
         }
     }
 
-    /// Removes everything now and fails if anything was left behind (Drop does the same silently).
+    /// Removes everything now and fails if anything was left behind (Drop does the same, reporting
+    /// on stderr, after printing the tail of every log).
     pub fn shutdown(mut self) -> Result<()> {
         self.cleaned = true;
         let problems = self.cleanup();
@@ -282,9 +305,9 @@ impl Drop for Testbed {
         if self.cleaned {
             return;
         }
-        if std::thread::panicking() {
-            self.dump_logs();
-        }
+        // Scenarios end with `shutdown()`; getting here means the test failed (an error returned or
+        // a panic), so show what the processes said. Test output is only printed for failures.
+        self.dump_logs();
         let problems = self.cleanup();
         if !problems.is_empty() {
             eprintln!("testbed {} cleanup: {}", self.prefix, problems.join("; "));
@@ -895,10 +918,18 @@ fn cleanup(prefix: &str, dir: &Path, procs: &[Proc]) -> Vec<String> {
         }
     }
     // 5. Cgroups of the tasks (empty now that their processes are gone), deepest first.
-    let mut cgroups: Vec<PathBuf> = task_ids
-        .iter()
-        .flat_map(|t| cgroups_containing(t))
-        .collect();
+    let mut cgroups = Vec::new();
+    if !task_ids.is_empty() {
+        walk_dirs(Path::new("/sys/fs/cgroup"), 8, &mut |p| {
+            let name = p
+                .file_name()
+                .map(|n| n.to_string_lossy())
+                .unwrap_or_default();
+            if task_ids.iter().any(|t| name.contains(t.as_str())) {
+                cgroups.push(p.to_path_buf());
+            }
+        });
+    }
     cgroups.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
     for cg in cgroups {
         // A child cgroup removed first may already have taken this one with it in v1 hybrids.
@@ -1247,7 +1278,9 @@ impl Cluster {
         let conf = self.admin_conf();
         Testbed::wait_for(DEADLINE, "the manager to write admin.conf", || {
             if let Some(status) = proc.try_wait()? {
-                bail!("shoal-manager exited with {status}; see manager.log");
+                return Err(fatal(format!(
+                    "shoal-manager exited with {status}; see manager.log"
+                )));
             }
             // The file is written through a rename, but parse it to be sure it is whole.
             Ok(fs::read_to_string(&conf)
@@ -1256,7 +1289,9 @@ impl Cluster {
         })?;
         Testbed::wait_for(DEADLINE, "the manager to answer shoalctl", || {
             if let Some(status) = proc.try_wait()? {
-                bail!("shoal-manager exited with {status}; see manager.log");
+                return Err(fatal(format!(
+                    "shoal-manager exited with {status}; see manager.log"
+                )));
             }
             Ok(self.ctl(["node", "ls"])?.status.success())
         })
@@ -1354,7 +1389,10 @@ impl Cluster {
                     .transpose()?
                     .flatten()
                 {
-                    bail!("agent on {} exited with {status}", agent.host.name());
+                    let name = agent.host.name();
+                    return Err(fatal(format!(
+                        "agent on {name} exited with {status}; see agent-{name}.log"
+                    )));
                 }
             }
             let nodes = self.node_ls()?;
@@ -1494,7 +1532,9 @@ pub fn start_registry(host: &Host) -> Result<Proc> {
     let url = format!("http://{addr}/v2/");
     Testbed::wait_for(DEADLINE, "docker-registry to answer", || {
         if let Some(status) = proc.try_wait()? {
-            bail!("docker-registry exited with {status}; see registry.log");
+            return Err(fatal(format!(
+                "docker-registry exited with {status}; see registry.log"
+            )));
         }
         let out = host.run_timeout(
             "curl",

@@ -10,7 +10,7 @@ use anyhow::{bail, ensure, Context, Result};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use shoal_tests::testbed::{
-    cgroups_containing, memory_limit_file, mounts_containing, netns_list, ns_of, pid_alive,
+    cgroups_containing, fatal, memory_limit_file, mounts_containing, netns_list, ns_of, pid_alive,
     process_start_time, stderr_of, Cluster, ContainerState, TaskRow, Testbed, DEADLINE,
 };
 
@@ -200,10 +200,11 @@ fn expect_failed_tasks_only(c: &Cluster, service: &str, failed: usize) -> Result
         &format!("{service}: {failed} failed tasks"),
         || {
             tasks = c.service_ps(service)?;
-            ensure!(
-                tasks.len() <= failed,
-                "more tasks than the policy allows: {tasks:?}"
-            );
+            if tasks.len() > failed {
+                return Err(fatal(format!(
+                    "more tasks than the policy allows: {tasks:?}"
+                )));
+            }
             Ok(settled(&tasks))
         },
     )?;

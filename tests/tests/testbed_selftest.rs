@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{ensure, Result};
 use shoal_tests::testbed::{
-    mounts_containing, netns_inode, netns_list, ns_of, pid_alive, Host, Testbed,
+    fatal, mounts_containing, netns_inode, netns_list, ns_of, pid_alive, Host, Testbed,
 };
 
 /// One ping from `from` to `to`, answered within a second.
@@ -134,5 +134,11 @@ fn run_times_out_and_reports() -> Result<()> {
     );
     let waited = Testbed::wait_for(Duration::from_millis(300), "never", || Ok(false));
     ensure!(waited.is_err(), "wait_for did not time out");
+    let start = std::time::Instant::now();
+    let aborted = Testbed::wait_for(Duration::from_secs(30), "never", || Err(fatal("gone")));
+    ensure!(
+        aborted.is_err() && start.elapsed() < Duration::from_secs(5),
+        "Fatal did not stop wait_for"
+    );
     tb.shutdown()
 }
