@@ -1,4 +1,5 @@
-//! Shoal testbed.
+//! Shoal testbed: network-namespace hosts, registry fixture, end-to-end helpers.
 
 pub mod image_fixture;
 pub mod registry;
+pub mod testbed;

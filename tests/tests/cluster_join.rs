@@ -1,0 +1,129 @@
+//! End-to-end: `shoal-manager init`, agents joining over the testbed's switch, join-token checks.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{ensure, Result};
+use shoal_tests::testbed::{stderr_of, Cluster, Host, Testbed, DEADLINE};
+
+/// Files under `dir` that look like key material (certificates, keys, PEM).
+fn key_material(dir: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+                continue;
+            }
+            let name = e.file_name().to_string_lossy().to_ascii_lowercase();
+            let text = std::fs::read(&p).unwrap_or_default();
+            let pem = String::from_utf8_lossy(&text).contains("-----BEGIN");
+            if pem
+                || [".pem", ".crt", ".key", ".der"]
+                    .iter()
+                    .any(|x| name.ends_with(x))
+            {
+                found.push(p.display().to_string());
+            }
+        }
+    }
+    found
+}
+
+/// Runs `shoal-agent join` with `token` on a fresh host and expects a refusal: exit code not 0, a
+/// clear error naming the token, and no certificate or key written in the agent's data dir.
+fn expect_refused(cluster: &Cluster, host: &Host, token: &str) -> Result<()> {
+    let data_dir = host.dir()?.join("agent");
+    let args = cluster.agent_join_args(host, &data_dir, token);
+    let out = host.run_timeout(&cluster.bins.agent, &args, DEADLINE)?;
+    let stderr = stderr_of(&out);
+    ensure!(
+        !out.status.success(),
+        "agent joined with a bad token; stderr: {stderr}"
+    );
+    ensure!(
+        stderr.to_ascii_lowercase().contains("token"),
+        "the refusal does not say the token is the problem: {stderr}"
+    );
+    let keys = key_material(&data_dir);
+    ensure!(
+        keys.is_empty(),
+        "a refused agent kept key material: {keys:?}"
+    );
+    Ok(())
+}
+
+/// The same token with one secret character changed: well-formed, but not the cluster's.
+fn tampered(token: &str) -> String {
+    let mut chars: Vec<char> = token.chars().collect();
+    if let Some(last) = chars.last_mut() {
+        *last = if *last == 'a' { 'b' } else { 'a' };
+    }
+    chars.into_iter().collect()
+}
+
+#[test]
+fn init_and_join_two_workers() -> Result<()> {
+    let cluster = Cluster::start(Testbed::new("join")?, 2)?;
+    let nodes = cluster.node_ls()?;
+    let ready: BTreeSet<&str> = nodes
+        .iter()
+        .filter(|n| n.status.eq_ignore_ascii_case("ready"))
+        .map(|n| n.hostname.as_str())
+        .collect();
+    for worker in ["w1", "w2"] {
+        ensure!(
+            ready.contains(worker),
+            "{worker} is not Ready in node ls: {nodes:?}"
+        );
+    }
+    ensure!(
+        nodes
+            .iter()
+            .all(|n| !n.id.is_empty() && n.availability.eq_ignore_ascii_case("active")),
+        "node ls rows lack an ID or are not Active: {nodes:?}"
+    );
+    cluster.shutdown()
+}
+
+#[test]
+fn wrong_token_is_refused() -> Result<()> {
+    let cluster = Cluster::start(Testbed::new("badtoken")?, 0)?;
+    let before = cluster.node_ls()?.len();
+    let intruder = cluster.testbed().add_host("bad")?;
+    expect_refused(&cluster, &intruder, &tampered(cluster.worker_token()))?;
+    ensure!(
+        cluster.node_ls()?.len() == before,
+        "a refused agent appeared in node ls"
+    );
+    cluster.shutdown()
+}
+
+#[test]
+fn rotated_token_refuses_the_old_one() -> Result<()> {
+    let mut cluster = Cluster::start(Testbed::new("rotate")?, 0)?;
+    let old = cluster.worker_token().to_string();
+    cluster.ctl_ok(["cluster", "join-token", "worker", "--rotate"])?;
+    let new = cluster.join_token("worker")?;
+    ensure!(new != old, "--rotate did not change the worker token");
+
+    let late = cluster.testbed().add_host("late")?;
+    expect_refused(&cluster, &late, &old)?;
+
+    let fresh = cluster.testbed().add_host("fresh")?;
+    cluster.add_agent(fresh, &new)?;
+    cluster.wait_nodes_ready(2)?;
+    // The node that joined before the rotation keeps its place.
+    Testbed::holds_for(Duration::from_secs(3), "all nodes stay Ready", || {
+        let nodes = cluster.node_ls()?;
+        Ok(nodes.iter().any(|n| n.hostname == "fresh")
+            && nodes.iter().all(|n| n.status.eq_ignore_ascii_case("ready")))
+    })?;
+    cluster.shutdown()
+}
