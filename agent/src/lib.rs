@@ -1,1 +1,3 @@
 //! Shoal agent.
+
+pub mod runtime;
