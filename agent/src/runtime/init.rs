@@ -18,6 +18,7 @@ use nix::sys::signal::{sigprocmask, SigHandler, SigSet, SigmaskHow, Signal};
 use nix::sys::stat::Mode;
 use nix::unistd::{Gid, Uid};
 
+use super::caps;
 use super::namespaces;
 use super::rootfs::{self, RootfsError};
 use super::state::ContainerDir;
@@ -63,6 +64,9 @@ pub enum InitError {
     /// Setting up fds 0-2 failed.
     #[error("stdio: {0}")]
     Stdio(Errno),
+    /// Restricting capabilities failed.
+    #[error("set capabilities: {0}")]
+    Capabilities(Errno),
     /// setgroups/setgid/setuid failed.
     #[error("set credentials: {0}")]
     Credentials(Errno),
@@ -128,6 +132,8 @@ fn setup_and_exec(
         }
     }
 
+    // Read while the host's /proc is still visible.
+    let last_cap = caps::last_cap();
     if let Some(netns) = fds.netns {
         namespaces::join_netns(netns.as_fd()).map_err(InitError::Netns)?;
     }
@@ -158,6 +164,7 @@ fn setup_and_exec(
     nix::unistd::dup2_stdout(fds.stdout).map_err(InitError::Stdio)?;
     nix::unistd::dup2_stderr(fds.stderr).map_err(InitError::Stdio)?;
 
+    caps::restrict_to(caps::DEFAULT_CAPS, last_cap).map_err(InitError::Capabilities)?;
     let gids: Vec<Gid> = creds.groups.iter().map(|g| Gid::from_raw(*g)).collect();
     nix::unistd::setgroups(&gids).map_err(InitError::Credentials)?;
     nix::unistd::setgid(Gid::from_raw(creds.gid)).map_err(InitError::Credentials)?;

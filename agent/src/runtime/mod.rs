@@ -6,6 +6,7 @@
 //! forking happens in the single-threaded shim, never in the multi-threaded agent.
 
 pub mod bench;
+pub mod caps;
 pub mod cgroups;
 pub mod init;
 pub mod logs;
@@ -240,8 +241,12 @@ impl Runtime {
             .map_err(RuntimeError::from)
             .and_then(|()| self.spawn_shim(&dir, &cfg.id));
         if result.is_err() {
-            // Nothing of a failed start is kept: the shim already removed its cgroup, if any.
-            let _ = self.cgroup(&cfg.id).map(|cg| cg.remove(DELETE_TIMEOUT));
+            // Nothing of a failed start is kept. The shim normally cleaned up itself; after a timeout
+            // or a late failure, a process may still sit in the cgroup.
+            if let Ok(cgroup) = self.cgroup(&cfg.id) {
+                let _ = cgroup.kill_all(DELETE_TIMEOUT);
+                let _ = cgroup.remove(DELETE_TIMEOUT);
+            }
             let _ = fs::remove_dir_all(&dir.dir);
         }
         result

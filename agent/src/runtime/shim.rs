@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 use nix::fcntl::{fcntl, open, FcntlArg, FdFlag, OFlag};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{SigHandler, Signal};
 use nix::sys::stat::Mode;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{fork, pipe2, ForkResult, Pid};
@@ -142,6 +143,15 @@ pub fn shim_main(args: &[String]) -> i32 {
             return 1;
         }
     }
+    // Detached from the agent: a hangup or an interrupt of the agent's terminal must not end the
+    // shim, nor a write to the agent's end of a pipe after the agent died. The container's init
+    // resets every disposition before exec.
+    for signal in [Signal::SIGHUP, Signal::SIGINT, Signal::SIGPIPE] {
+        // SAFETY: SIG_IGN installs no handler code.
+        let _ = unsafe { nix::sys::signal::signal(signal, SigHandler::SigIgn) };
+    }
+    // Holds no mount of the agent's working directory busy.
+    let _ = std::env::set_current_dir("/");
     match run(&args, &mut ready) {
         Ok(code) => code,
         Err(e) => {

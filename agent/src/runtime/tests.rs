@@ -256,6 +256,23 @@ async fn hostname_user_and_cwd_are_applied() {
 }
 
 #[tokio::test]
+async fn only_default_capabilities_are_kept() {
+    let fx = fixture();
+    let cfg = config(&fx, &["grep", "-E", "^Cap(Eff|Bnd)", "/proc/self/status"]);
+    fx.runtime.start(&cfg).unwrap();
+    assert_eq!(fx.runtime.wait(&cfg.id).await.unwrap(), 0);
+    let out: Vec<String> = log_lines(&fx, &cfg.id)
+        .into_iter()
+        .map(|(_, l)| l)
+        .collect();
+    assert_eq!(
+        out,
+        vec!["CapEff:\t00000000a80425fb", "CapBnd:\t00000000a80425fb"]
+    );
+    fx.runtime.delete(&cfg.id).unwrap();
+}
+
+#[tokio::test]
 async fn memory_limit_kills_with_137() {
     let fx = fixture();
     let mut cfg = config(
