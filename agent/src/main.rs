@@ -57,10 +57,13 @@ fn parse_label(s: &str) -> Result<(String, String), String> {
 
 fn main() -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().collect();
-    // The shim must start before any thread exists: it forks containers.
-    if args.get(1).map(String::as_str) == Some("shim") {
-        let code = shoal_agent::runtime::shim_main(&args[2..]);
-        return std::process::ExitCode::from(code.clamp(0, 255) as u8);
+    // Internal modes run before any thread or tokio runtime exists: the shim forks containers.
+    match args.get(1).map(String::as_str) {
+        Some("shim") => std::process::exit(shoal_agent::runtime::shim_main(&args)),
+        Some("bench-run") => {
+            std::process::exit(shoal_agent::runtime::bench::bench_main(&args[2..]))
+        }
+        _ => {}
     }
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()

@@ -1,0 +1,541 @@
+//! Container runtime: runs each container under its own shim (a fresh exec of the agent binary),
+//! hand-written on nix — namespaces, cgroups v1/v2, overlayfs rootfs, pivot_root.
+//!
+//! The agent side (`Runtime`) only spawns shims and reads the records they leave in `root/<id>/`
+//! (see `state`), so a restarted agent re-adopts running containers from the directory alone. All
+//! forking happens in the single-threaded shim, never in the multi-threaded agent.
+
+pub mod bench;
+pub mod caps;
+pub mod cgroups;
+pub mod init;
+pub mod logs;
+pub mod namespaces;
+pub mod process;
+pub mod rootfs;
+pub mod shim;
+pub mod state;
+
+use std::fs;
+use std::io::ErrorKind;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::Signal;
+use serde::{Deserialize, Serialize};
+use tokio::io::unix::AsyncFd;
+
+use cgroups::{Cgroup, CgroupError, CgroupMode};
+use rootfs::RootfsError;
+use state::{read_json, write_json, ContainerDir, ContainerState, ExitState, StateError};
+
+pub use shim::shim_main;
+
+/// How long `start` waits for the shim to report that the container runs.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long `delete` waits for processes to die and cgroups to empty.
+const DELETE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What to run: everything the shim needs, written to `root/<id>/config.json`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerConfig {
+    /// Container id (a directory name: ASCII letters, digits, `-`, `_`, `.`).
+    pub id: String,
+    /// Unpacked image layers, lowest first.
+    pub layers: Vec<PathBuf>,
+    /// Command and arguments; `args[0]` is looked up along the `PATH` of `env`.
+    pub args: Vec<String>,
+    /// Environment, `K=V`.
+    pub env: Vec<String>,
+    /// Working directory inside the container (created if missing); empty means `/`.
+    pub cwd: String,
+    /// `user[:group]`, names or numbers; empty means root.
+    pub user: String,
+    /// Hostname; empty means the first 12 characters of the id.
+    pub hostname: String,
+    /// Memory limit in bytes; 0 = none.
+    pub memory_bytes: i64,
+    /// CPU limit in billionths of a CPU; 0 = none.
+    pub nano_cpus: i64,
+    /// Process limit; 0 = none.
+    pub pids_limit: i64,
+    /// Join this network namespace instead of creating a new one.
+    pub netns: Option<PathBuf>,
+}
+
+/// What a container is doing, as seen from its records and /proc.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContainerStatus {
+    /// The container's init runs with this (host) pid.
+    Running {
+        /// Host pid of the container's init.
+        pid: i32,
+    },
+    /// The container's init exited with this code (128 + signal if killed).
+    Exited {
+        /// Exit code.
+        code: i32,
+    },
+    /// Starting, failed to start, or its shim died without recording an exit.
+    Unknown,
+}
+
+/// Errors of the runtime.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The configuration cannot be run.
+    #[error("invalid container config: {0}")]
+    InvalidConfig(String),
+    /// No container with this id.
+    #[error("no such container: {id}")]
+    NotFound {
+        /// The id.
+        id: String,
+    },
+    /// A container with this id already exists.
+    #[error("container {id} already exists")]
+    AlreadyExists {
+        /// The id.
+        id: String,
+    },
+    /// A file or directory of the runtime could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A record could not be read or written.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// Cgroup error.
+    #[error(transparent)]
+    Cgroup(#[from] CgroupError),
+    /// Mount error.
+    #[error(transparent)]
+    Rootfs(#[from] RootfsError),
+    /// The shim could not be spawned.
+    #[error("spawn shim: {0}")]
+    Spawn(std::io::Error),
+    /// The container did not start; `message` is what the shim or the container's init hit.
+    #[error("container {id} failed to start: {message}")]
+    Start {
+        /// The id.
+        id: String,
+        /// The error as reported by the shim.
+        message: String,
+    },
+    /// The shim did not report in time.
+    #[error("container {id}: shim did not report within {0:?}", START_TIMEOUT)]
+    StartTimeout {
+        /// The id.
+        id: String,
+    },
+    /// The container has no running state yet (never started, or start failed).
+    #[error("container {id} is not started")]
+    NotStarted {
+        /// The id.
+        id: String,
+    },
+    /// The shim is gone without recording the container's exit.
+    #[error("shim of container {id} died without recording an exit")]
+    ShimDied {
+        /// The id.
+        id: String,
+    },
+    /// A syscall failed.
+    #[error("{op}: {source}")]
+    Sys {
+        /// The operation.
+        op: &'static str,
+        /// The kernel's error.
+        source: Errno,
+    },
+}
+
+/// The container runtime of one agent: a root directory of containers and a cgroup parent.
+#[derive(Debug, Clone)]
+pub struct Runtime {
+    root: PathBuf,
+    cgroup_parent: String,
+    cgroup_mode: CgroupMode,
+    shim_exe: PathBuf,
+}
+
+impl Runtime {
+    /// Opens (creating if needed) the runtime root; `cgroup_parent` is relative to each cgroup hierarchy.
+    pub fn new(root: &Path, cgroup_parent: &str) -> Result<Runtime, RuntimeError> {
+        fs::create_dir_all(root).map_err(|source| RuntimeError::Io {
+            path: root.to_path_buf(),
+            source,
+        })?;
+        let root = fs::canonicalize(root).map_err(|source| RuntimeError::Io {
+            path: root.to_path_buf(),
+            source,
+        })?;
+        let cgroup_mode = cgroups::detect()?;
+        // Validates the parent once, here, rather than at the first start.
+        Cgroup::new(cgroup_mode.clone(), cgroup_parent, "x")?;
+        Ok(Runtime {
+            root,
+            cgroup_parent: cgroup_parent.trim_matches('/').to_string(),
+            cgroup_mode,
+            shim_exe: PathBuf::from("/proc/self/exe"),
+        })
+    }
+
+    /// Uses another executable as the shim (it must run `shim_main` for `<exe> shim ...`).
+    pub fn with_shim_exe(mut self, exe: &Path) -> Runtime {
+        self.shim_exe = exe.to_path_buf();
+        self
+    }
+
+    /// The runtime's root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The cgroup of container `id`.
+    pub fn cgroup(&self, id: &str) -> Result<Cgroup, RuntimeError> {
+        Ok(Cgroup::new(
+            self.cgroup_mode.clone(),
+            &self.cgroup_parent,
+            id,
+        )?)
+    }
+
+    fn dir(&self, id: &str) -> Result<ContainerDir, RuntimeError> {
+        validate_id(id)?;
+        Ok(ContainerDir::new(&self.root, id))
+    }
+
+    /// Creates and starts a container; returns the host pid of its init once it has exec'd.
+    pub fn start(&self, cfg: &ContainerConfig) -> Result<i32, RuntimeError> {
+        let dir = self.dir(&cfg.id)?;
+        if cfg.args.is_empty() {
+            return Err(RuntimeError::InvalidConfig("no command".into()));
+        }
+        if cfg.layers.is_empty() {
+            return Err(RuntimeError::InvalidConfig("no layers".into()));
+        }
+        match fs::create_dir(&dir.dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+                return Err(RuntimeError::AlreadyExists { id: cfg.id.clone() })
+            }
+            Err(source) => {
+                return Err(RuntimeError::Io {
+                    path: dir.dir.clone(),
+                    source,
+                })
+            }
+        }
+        let result = write_json(&dir.config(), cfg)
+            .map_err(RuntimeError::from)
+            .and_then(|()| self.spawn_shim(&dir, &cfg.id));
+        if result.is_err() {
+            // Nothing of a failed start is kept. The shim normally cleaned up itself; after a timeout
+            // or a late failure, a process may still sit in the cgroup.
+            if let Ok(cgroup) = self.cgroup(&cfg.id) {
+                let _ = cgroup.kill_all(DELETE_TIMEOUT);
+                let _ = cgroup.remove(DELETE_TIMEOUT);
+            }
+            let _ = fs::remove_dir_all(&dir.dir);
+        }
+        result
+    }
+
+    fn spawn_shim(&self, dir: &ContainerDir, id: &str) -> Result<i32, RuntimeError> {
+        let (ready_r, ready_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)
+            .map_err(|source| RuntimeError::Sys { op: "pipe", source })?;
+        let shim_log = fs::File::create(dir.shim_log()).map_err(|source| RuntimeError::Io {
+            path: dir.shim_log(),
+            source,
+        })?;
+        let mut cmd = Command::new(&self.shim_exe);
+        cmd.arg("shim")
+            .arg("--root")
+            .arg(&self.root)
+            .arg("--id")
+            .arg(id)
+            .arg("--cgroup-parent")
+            .arg(&self.cgroup_parent)
+            .args(["--ready-fd", "3"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(shim_log);
+        let ready_raw = ready_w.as_raw_fd();
+        // SAFETY: the closure runs in the forked child before exec and calls only async-signal-safe
+        // functions (setsid, dup2, fcntl) on fds that exist in the child.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setsid() < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                let ok = if ready_raw == 3 {
+                    libc::fcntl(3, libc::F_SETFD, 0) >= 0
+                } else {
+                    libc::dup2(ready_raw, 3) >= 0
+                };
+                if ok {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
+        let mut child = cmd.spawn().map_err(RuntimeError::Spawn)?;
+        drop(ready_w);
+        // The first shim process forks the real shim and exits at once.
+        child.wait().map_err(RuntimeError::Spawn)?;
+
+        let report = read_report(&ready_r, START_TIMEOUT).map_err(|e| match e {
+            None => RuntimeError::StartTimeout { id: id.to_string() },
+            Some(source) => RuntimeError::Sys {
+                op: "read shim report",
+                source,
+            },
+        })?;
+        let report = String::from_utf8_lossy(&report);
+        if let Some(pid) = report
+            .strip_prefix("ok ")
+            .and_then(|p| p.trim().parse::<i32>().ok())
+        {
+            return Ok(pid);
+        }
+        let message = match report.strip_prefix("err ") {
+            Some(msg) => msg.to_string(),
+            None => {
+                let log = fs::read_to_string(dir.shim_log()).unwrap_or_default();
+                format!("shim exited without reporting: {}", log.trim())
+            }
+        };
+        Err(RuntimeError::Start {
+            id: id.to_string(),
+            message,
+        })
+    }
+
+    /// Every container under the root with its status (for re-adoption after an agent restart).
+    pub fn list(&self) -> Result<Vec<(String, ContainerStatus)>, RuntimeError> {
+        let entries = fs::read_dir(&self.root).map_err(|source| RuntimeError::Io {
+            path: self.root.clone(),
+            source,
+        })?;
+        let mut out = Vec::new();
+        for entry in entries.flatten() {
+            let Some(id) = entry.file_name().to_str().map(str::to_string) else {
+                continue;
+            };
+            if validate_id(&id).is_err() || !entry.path().join("config.json").exists() {
+                continue;
+            }
+            match self.status(&id) {
+                Ok(status) => out.push((id, status)),
+                Err(RuntimeError::NotFound { .. }) => {} // deleted meanwhile
+                Err(e) => return Err(e),
+            }
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+
+    /// The status of one container.
+    pub fn status(&self, id: &str) -> Result<ContainerStatus, RuntimeError> {
+        let dir = self.dir(id)?;
+        if !dir.dir.exists() {
+            return Err(RuntimeError::NotFound { id: id.to_string() });
+        }
+        if let Some(exit) = read_json::<ExitState>(&dir.exit())? {
+            return Ok(ContainerStatus::Exited { code: exit.code });
+        }
+        let Some(state) = read_json::<ContainerState>(&dir.state())? else {
+            return Ok(ContainerStatus::Unknown);
+        };
+        if process::is_alive(state.pid, state.start_time) {
+            return Ok(ContainerStatus::Running { pid: state.pid });
+        }
+        // It may have exited between the two reads.
+        Ok(match read_json::<ExitState>(&dir.exit())? {
+            Some(exit) => ContainerStatus::Exited { code: exit.code },
+            None => ContainerStatus::Unknown,
+        })
+    }
+
+    /// The full exit record of a container that has exited (exit code, time, OOM kill).
+    pub fn exit_state(&self, id: &str) -> Result<Option<ExitState>, RuntimeError> {
+        Ok(read_json(&self.dir(id)?.exit())?)
+    }
+
+    /// Waits until the container has exited and returns its exit code. Works for containers started by
+    /// an earlier agent process: it watches the shim through a pidfd, not as a child.
+    pub async fn wait(&self, id: &str) -> Result<i32, RuntimeError> {
+        let dir = self.dir(id)?;
+        if let Some(exit) = read_json::<ExitState>(&dir.exit())? {
+            return Ok(exit.code);
+        }
+        let Some(state) = read_json::<ContainerState>(&dir.state())? else {
+            return Err(if dir.dir.exists() {
+                RuntimeError::NotStarted { id: id.to_string() }
+            } else {
+                RuntimeError::NotFound { id: id.to_string() }
+            });
+        };
+        let pidfd =
+            process::pidfd_open(state.shim_pid, state.shim_start_time).map_err(|source| {
+                RuntimeError::Sys {
+                    op: "pidfd_open",
+                    source,
+                }
+            })?;
+        if let Some(pidfd) = pidfd {
+            wait_pidfd(pidfd).await?;
+        }
+        // The shim writes exit.json just before it exits.
+        match read_json::<ExitState>(&dir.exit())? {
+            Some(exit) => Ok(exit.code),
+            None => Err(RuntimeError::ShimDied { id: id.to_string() }),
+        }
+    }
+
+    /// Stops a running container: SIGTERM, then SIGKILL after `grace`; returns once it has exited.
+    pub async fn stop(&self, id: &str, grace: Duration) -> Result<(), RuntimeError> {
+        let dir = self.dir(id)?;
+        let Some(state) = read_json::<ContainerState>(&dir.state())? else {
+            return Err(RuntimeError::NotStarted { id: id.to_string() });
+        };
+        let sys = |op| move |source| RuntimeError::Sys { op, source };
+        let Some(pidfd) =
+            process::pidfd_open(state.pid, state.start_time).map_err(sys("pidfd_open"))?
+        else {
+            return Ok(()); // already gone
+        };
+        process::pidfd_signal(&pidfd, Signal::SIGTERM).map_err(sys("pidfd_send_signal"))?;
+        let pidfd = async_pidfd(pidfd).map_err(|source| RuntimeError::Io {
+            path: dir.dir.clone(),
+            source,
+        })?;
+        if tokio::time::timeout(grace, pidfd.readable()).await.is_err() {
+            process::pidfd_signal(pidfd.get_ref(), Signal::SIGKILL)
+                .map_err(sys("pidfd_send_signal"))?;
+        }
+        drop(pidfd);
+        // Until the shim has recorded the exit, the container is not stopped for the caller.
+        self.wait(id).await.map(drop)
+    }
+
+    /// Removes a container: kills whatever is left in its cgroup, waits for its shim, unmounts its
+    /// rootfs if visible here, removes its cgroups and its directory. Deleting a missing id is a no-op.
+    pub fn delete(&self, id: &str) -> Result<(), RuntimeError> {
+        let dir = self.dir(id)?;
+        if !dir.dir.exists() {
+            return Ok(());
+        }
+        let state = read_json::<ContainerState>(&dir.state()).ok().flatten();
+        if let Some(state) = &state {
+            if let Ok(Some(pidfd)) = process::pidfd_open(state.pid, state.start_time) {
+                let _ = process::pidfd_signal(&pidfd, Signal::SIGKILL);
+            }
+        }
+        let cgroup = self.cgroup(id)?;
+        cgroup.kill_all(DELETE_TIMEOUT)?;
+        if let Some(state) = &state {
+            if let Ok(Some(shim)) = process::pidfd_open(state.shim_pid, state.shim_start_time) {
+                // The shim records the exit and leaves within milliseconds of its container's death.
+                if !process::pidfd_wait(&shim, DELETE_TIMEOUT).unwrap_or(false) {
+                    let _ = process::pidfd_signal(&shim, Signal::SIGKILL);
+                    let _ = process::pidfd_wait(&shim, Duration::from_secs(1));
+                }
+            }
+        }
+        rootfs::unmount_if_mounted(&dir.merged())?;
+        cgroup.remove(DELETE_TIMEOUT)?;
+        fs::remove_dir_all(&dir.dir).map_err(|source| RuntimeError::Io {
+            path: dir.dir.clone(),
+            source,
+        })
+    }
+
+    /// The container's log file (JSON lines, see `logs`).
+    pub fn log_path(&self, id: &str) -> PathBuf {
+        ContainerDir::new(&self.root, id).log()
+    }
+}
+
+/// Container ids are directory names: non-empty, at most 128 of `[A-Za-z0-9_.-]`, not starting with `.`.
+pub fn validate_id(id: &str) -> Result<(), RuntimeError> {
+    let ok = !id.is_empty()
+        && id.len() <= 128
+        && !id.starts_with('.')
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+    if ok {
+        Ok(())
+    } else {
+        Err(RuntimeError::InvalidConfig(format!(
+            "invalid container id {id:?}"
+        )))
+    }
+}
+
+/// Reads the shim's report until EOF; `Err(None)` on timeout.
+fn read_report(fd: &OwnedFd, timeout: Duration) -> Result<Vec<u8>, Option<Errno>> {
+    let deadline = Instant::now() + timeout;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(None);
+        }
+        let millis = i32::try_from(left.as_millis()).unwrap_or(i32::MAX);
+        let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+        match poll(
+            &mut fds,
+            PollTimeout::try_from(millis).unwrap_or(PollTimeout::MAX),
+        ) {
+            Ok(0) => return Err(None),
+            Ok(_) => {}
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(Some(e)),
+        }
+        match nix::unistd::read(fd, &mut buf) {
+            Ok(0) => return Ok(out),
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(Errno::EINTR) => {}
+            Err(e) => return Err(Some(e)),
+        }
+    }
+}
+
+/// Registers a pidfd with tokio's reactor (readable once the process has exited).
+fn async_pidfd(pidfd: OwnedFd) -> std::io::Result<AsyncFd<OwnedFd>> {
+    // SAFETY: the OwnedFd is a valid pidfd that AsyncFd owns from here on; nothing else closes or
+    // replaces it while it is registered.
+    unsafe { AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE) }
+        .map_err(std::io::Error::from)
+}
+
+/// Waits (async) until the process behind `pidfd` exits.
+async fn wait_pidfd(pidfd: OwnedFd) -> Result<(), RuntimeError> {
+    let fd = async_pidfd(pidfd).map_err(|source| RuntimeError::Io {
+        path: PathBuf::from("pidfd"),
+        source,
+    })?;
+    let _guard = fd.readable().await.map_err(|source| RuntimeError::Io {
+        path: PathBuf::from("pidfd"),
+        source,
+    })?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

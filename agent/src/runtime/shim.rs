@@ -1,0 +1,512 @@
+//! The per-container shim: `shoal-agent shim --root R --id ID --cgroup-parent P --ready-fd N`.
+//!
+//! A fresh exec of the agent binary, single-threaded, no tokio. It daemonizes (the agent only waits
+//! for the short-lived first process), becomes the subreaper, places the container's init in its
+//! cgroup, reports `ok <pid>` or `err <message>` on the ready fd, then copies the container's
+//! stdout/stderr into `container.log` and records `exit.json` when the init exits.
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::fcntl::{fcntl, open, FcntlArg, FdFlag, OFlag};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{SigHandler, Signal};
+use nix::sys::stat::Mode;
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::{fork, pipe2, ForkResult, Pid};
+
+use super::cgroups::{self, Cgroup, CgroupError, Limits};
+use super::init::{self, InitFds};
+use super::logs::{self, LineSplitter};
+use super::namespaces;
+use super::process;
+use super::state::{read_json, write_json, ContainerDir, ContainerState, ExitState, StateError};
+use super::ContainerConfig;
+
+/// How long the shim keeps reading the pipes after the init exited (other holders of the pipes are
+/// killed with the pid namespace, so this is only a safety net).
+const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
+
+/// Errors of the shim before the container runs; reported to `Runtime::start`.
+#[derive(Debug, thiserror::Error)]
+pub enum ShimError {
+    /// Bad command line.
+    #[error("usage: shim --root DIR --id ID --cgroup-parent P --ready-fd N ({0})")]
+    Usage(String),
+    /// config.json is missing.
+    #[error("no config.json for container {0}")]
+    NoConfig(String),
+    /// Reading or writing a record failed.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// Cgroup setup failed.
+    #[error(transparent)]
+    Cgroup(#[from] CgroupError),
+    /// A directory or file of the container could not be created.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A syscall failed.
+    #[error("{op}: {source}")]
+    Sys {
+        /// The operation.
+        op: &'static str,
+        /// The kernel's error.
+        source: Errno,
+    },
+    /// The container's init failed before exec (message from the init).
+    #[error("{0}")]
+    Init(String),
+}
+
+/// Parsed shim command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShimArgs {
+    /// The runtime root.
+    pub root: PathBuf,
+    /// The container id.
+    pub id: String,
+    /// Cgroup parent, relative to each hierarchy's root.
+    pub cgroup_parent: String,
+    /// Fd on which readiness is reported.
+    pub ready_fd: i32,
+}
+
+/// Parses `[argv0] [shim] --root R --id ID --cgroup-parent P --ready-fd N`.
+pub fn parse_args(args: &[String]) -> Result<ShimArgs, ShimError> {
+    let (mut root, mut id, mut parent, mut fd) = (None, None, None, None);
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let slot = match arg.as_str() {
+            "--root" => &mut root,
+            "--id" => &mut id,
+            "--cgroup-parent" => &mut parent,
+            "--ready-fd" => &mut fd,
+            _ => continue,
+        };
+        *slot = Some(
+            it.next()
+                .ok_or_else(|| ShimError::Usage(format!("{arg} needs a value")))?
+                .clone(),
+        );
+    }
+    let missing = |name: &str| ShimError::Usage(format!("missing {name}"));
+    Ok(ShimArgs {
+        root: PathBuf::from(root.ok_or_else(|| missing("--root"))?),
+        id: id.ok_or_else(|| missing("--id"))?,
+        cgroup_parent: parent.ok_or_else(|| missing("--cgroup-parent"))?,
+        ready_fd: fd
+            .ok_or_else(|| missing("--ready-fd"))?
+            .parse()
+            .map_err(|_| ShimError::Usage("--ready-fd is not a number".into()))?,
+    })
+}
+
+/// Entry point of `shoal-agent shim`; must run before any other thread exists. Returns the exit code.
+pub fn shim_main(args: &[String]) -> i32 {
+    let args = match parse_args(args) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("shoal shim: {e}");
+            return 2;
+        }
+    };
+    if fcntl(
+        // SAFETY: only borrowed for the fcntl call; validity is checked by the kernel (EBADF).
+        unsafe { std::os::fd::BorrowedFd::borrow_raw(args.ready_fd) },
+        FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC),
+    )
+    .is_err()
+    {
+        eprintln!("shoal shim: ready fd {} is not open", args.ready_fd);
+        return 2;
+    }
+    // SAFETY: the agent passed this fd to us alone; it is open (checked above) and owned from here on.
+    let mut ready = Some(unsafe { OwnedFd::from_raw_fd(args.ready_fd) });
+
+    // Daemonize: the agent waits for this first process only; the shim proper is re-parented to
+    // init (or the agent's own subreaper) and outlives the agent.
+    // SAFETY: the shim is a fresh exec that has started no thread, so fork is sound.
+    match unsafe { fork() } {
+        Ok(ForkResult::Parent { .. }) => return 0,
+        Ok(ForkResult::Child) => {}
+        Err(e) => {
+            report(&ready, &format!("err fork shim: {e}"));
+            return 1;
+        }
+    }
+    // Detached from the agent: a hangup or an interrupt of the agent's terminal must not end the
+    // shim, nor a write to the agent's end of a pipe after the agent died. The container's init
+    // resets every disposition before exec.
+    for signal in [Signal::SIGHUP, Signal::SIGINT, Signal::SIGPIPE] {
+        // SAFETY: SIG_IGN installs no handler code.
+        let _ = unsafe { nix::sys::signal::signal(signal, SigHandler::SigIgn) };
+    }
+    // Holds no mount of the agent's working directory busy.
+    let _ = std::env::set_current_dir("/");
+    match run(&args, &mut ready) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("shoal shim {}: {e}", args.id);
+            report(&ready, &format!("err {e}"));
+            1
+        }
+    }
+}
+
+fn report(ready: &Option<OwnedFd>, msg: &str) {
+    if let Some(fd) = ready {
+        let _ = nix::unistd::write(fd.as_fd(), msg.as_bytes());
+    }
+}
+
+fn sys(op: &'static str) -> impl FnOnce(Errno) -> ShimError {
+    move |source| ShimError::Sys { op, source }
+}
+
+/// Starts the container and supervises it; `ready` is taken (closed) once readiness is reported.
+fn run(args: &ShimArgs, ready: &mut Option<OwnedFd>) -> Result<i32, ShimError> {
+    let dir = ContainerDir::new(&args.root, &args.id);
+    let cfg: ContainerConfig =
+        read_json(&dir.config())?.ok_or_else(|| ShimError::NoConfig(args.id.clone()))?;
+
+    // SAFETY: prctl with PR_SET_CHILD_SUBREAPER takes an integer flag and touches no memory.
+    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
+        return Err(ShimError::Sys {
+            op: "prctl(PR_SET_CHILD_SUBREAPER)",
+            source: Errno::last(),
+        });
+    }
+    for path in [dir.upper(), dir.work(), dir.merged()] {
+        fs::create_dir_all(&path).map_err(|source| ShimError::Io { path, source })?;
+    }
+
+    let cgroup = Cgroup::new(cgroups::detect()?, &args.cgroup_parent, &args.id)?;
+    cgroup.create(&Limits {
+        memory_bytes: cfg.memory_bytes,
+        nano_cpus: cfg.nano_cpus,
+        pids_limit: cfg.pids_limit,
+    })?;
+    let result = start_container(&cfg, &dir, &cgroup);
+    let (pid, stdout, stderr) = match result {
+        Ok(started) => started,
+        Err(e) => {
+            let _ = cgroup.remove(Duration::from_secs(2));
+            return Err(e);
+        }
+    };
+
+    let pidfd = process::pidfd_open_child(pid.as_raw()).map_err(sys("pidfd_open"))?;
+    let own = std::process::id() as i32;
+    let state = ContainerState {
+        shim_pid: own,
+        shim_start_time: process::start_time(own).unwrap_or_default(),
+        pid: pid.as_raw(),
+        start_time: process::start_time(pid.as_raw()).unwrap_or_default(),
+        started_at: shoal_proto::now_ns(),
+    };
+    write_json(&dir.state(), &state)?;
+    report(ready, &format!("ok {}", pid.as_raw()));
+    // Closing it tells the agent the report is complete.
+    drop(ready.take());
+
+    let code = supervise(&dir, pid, &pidfd, stdout, stderr);
+    let exit = ExitState {
+        code,
+        finished_at: shoal_proto::now_ns(),
+        oom_killed: cgroup.oom_killed(),
+    };
+    write_json(&dir.exit(), &exit)?;
+    Ok(0)
+}
+
+/// Clones the init, places it in the cgroup, releases it and waits for its exec.
+fn start_container(
+    cfg: &ContainerConfig,
+    dir: &ContainerDir,
+    cgroup: &Cgroup,
+) -> Result<(Pid, OwnedFd, OwnedFd), ShimError> {
+    let netns = match &cfg.netns {
+        Some(path) => Some(
+            open(
+                path.as_path(),
+                OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|e| ShimError::Io {
+                path: path.clone(),
+                source: e.into(),
+            })?,
+        ),
+        None => None,
+    };
+    let cloexec = OFlag::O_CLOEXEC;
+    let (out_r, out_w) = pipe2(cloexec).map_err(sys("pipe"))?;
+    let (err_r, err_w) = pipe2(cloexec).map_err(sys("pipe"))?;
+    let (go_r, go_w) = pipe2(cloexec).map_err(sys("pipe"))?;
+    let (report_r, report_w) = pipe2(cloexec).map_err(sys("pipe"))?;
+
+    let fds = InitFds {
+        go_read: &go_r,
+        go_write: &go_w,
+        report: &report_w,
+        stdout: &out_w,
+        stderr: &err_w,
+        netns: netns.as_ref(),
+    };
+    let pid = namespaces::clone_init(
+        || init::run(cfg, dir, &fds),
+        namespaces::clone_flags(cfg.netns.is_some()),
+    )
+    .map_err(sys("clone"))?;
+    drop((go_r, report_w, out_w, err_w, netns));
+
+    let kill_and_reap = || {
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        let _ = waitpid(pid, None);
+    };
+    if let Err(e) = cgroup.add_process(pid.as_raw()) {
+        kill_and_reap();
+        return Err(e.into());
+    }
+    if let Err(e) = nix::unistd::write(&go_w, b"1") {
+        kill_and_reap();
+        return Err(ShimError::Sys {
+            op: "release init",
+            source: e,
+        });
+    }
+    drop(go_w);
+
+    // The report pipe is close-on-exec: EOF without a message means the exec succeeded.
+    let mut message = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match nix::unistd::read(&report_r, &mut buf) {
+            Ok(0) => break,
+            Ok(n) => message.extend_from_slice(&buf[..n]),
+            Err(Errno::EINTR) => continue,
+            Err(e) => {
+                kill_and_reap();
+                return Err(ShimError::Sys {
+                    op: "read init report",
+                    source: e,
+                });
+            }
+        }
+    }
+    if !message.is_empty() {
+        kill_and_reap();
+        return Err(ShimError::Init(
+            String::from_utf8_lossy(&message).into_owned(),
+        ));
+    }
+    Ok((pid, out_r, err_r))
+}
+
+/// One of the container's output pipes.
+struct Stream {
+    fd: Option<OwnedFd>,
+    name: &'static str,
+    lines: LineSplitter,
+}
+
+/// Copies the pipes into the log until the init has exited and the pipes are drained; reaps every
+/// child (the shim is the subreaper). Returns the init's exit code.
+fn supervise(
+    dir: &ContainerDir,
+    pid: Pid,
+    pidfd: &OwnedFd,
+    stdout: OwnedFd,
+    stderr: OwnedFd,
+) -> i32 {
+    let log_path = dir.log();
+    let mut log = match OpenOptions::new().create(true).append(true).open(&log_path) {
+        Ok(f) => Some(f),
+        Err(e) => {
+            eprintln!(
+                "shoal shim: open {}: {e}; container output is dropped",
+                log_path.display()
+            );
+            None
+        }
+    };
+    let mut streams = [
+        Stream {
+            fd: Some(stdout),
+            name: "stdout",
+            lines: LineSplitter::default(),
+        },
+        Stream {
+            fd: Some(stderr),
+            name: "stderr",
+            lines: LineSplitter::default(),
+        },
+    ];
+    let mut code: Option<i32> = None;
+    let mut drain_deadline: Option<Instant> = None;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let open_streams = streams.iter().filter(|s| s.fd.is_some()).count();
+        if open_streams == 0 && code.is_some() {
+            break;
+        }
+        let timeout = match drain_deadline {
+            Some(deadline) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                PollTimeout::try_from(i32::try_from(left.as_millis()).unwrap_or(i32::MAX))
+                    .unwrap_or(PollTimeout::MAX)
+            }
+            None => PollTimeout::NONE,
+        };
+
+        let (ready_streams, init_exited) = {
+            let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(3);
+            let mut owners: Vec<usize> = Vec::with_capacity(3);
+            for (i, s) in streams.iter().enumerate() {
+                if let Some(fd) = &s.fd {
+                    fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
+                    owners.push(i);
+                }
+            }
+            if code.is_none() {
+                fds.push(PollFd::new(pidfd.as_fd(), PollFlags::POLLIN));
+                owners.push(usize::MAX);
+            }
+            match poll(&mut fds, timeout) {
+                Ok(_) | Err(Errno::EINTR) => {}
+                Err(e) => {
+                    eprintln!("shoal shim: poll: {e}");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+            let mut ready = Vec::new();
+            let mut exited = false;
+            for (fd, owner) in fds.iter().zip(owners) {
+                if fd.revents().is_some_and(|r| !r.is_empty()) {
+                    if owner == usize::MAX {
+                        exited = true;
+                    } else {
+                        ready.push(owner);
+                    }
+                }
+            }
+            (ready, exited)
+        };
+
+        let now = shoal_proto::now_ns();
+        let mut batch = Vec::new();
+        for i in ready_streams {
+            let stream = &mut streams[i];
+            let Some(fd) = &stream.fd else { continue };
+            let name = stream.name;
+            match nix::unistd::read(fd, &mut buf) {
+                Ok(0) | Err(Errno::EBADF) | Err(Errno::EIO) => {
+                    stream
+                        .lines
+                        .finish(|l| batch.extend(logs::encode(now, name, l)));
+                    stream.fd = None;
+                }
+                Ok(n) => stream
+                    .lines
+                    .push(&buf[..n], |l| batch.extend(logs::encode(now, name, l))),
+                Err(_) => {}
+            }
+        }
+        if let (Some(file), false) = (log.as_mut(), batch.is_empty()) {
+            if let Err(e) = file.write_all(&batch) {
+                eprintln!("shoal shim: write {}: {e}", log_path.display());
+            }
+        }
+
+        if init_exited && code.is_none() {
+            code = Some(reap(pid));
+            drain_deadline = Some(Instant::now() + DRAIN_AFTER_EXIT);
+        }
+        reap_orphans();
+    }
+    // Whatever was cut off by the drain deadline still gets its partial line.
+    let now = shoal_proto::now_ns();
+    let mut batch = Vec::new();
+    for stream in &mut streams {
+        let name = stream.name;
+        stream
+            .lines
+            .finish(|l| batch.extend(logs::encode(now, name, l)));
+    }
+    if let (Some(file), false) = (log.as_mut(), batch.is_empty()) {
+        let _ = file.write_all(&batch);
+    }
+    reap_orphans();
+    code.unwrap_or(255)
+}
+
+/// Waits for the init and turns its status into Docker's exit code (128 + signal when killed).
+fn reap(pid: Pid) -> i32 {
+    loop {
+        match waitpid(pid, None) {
+            Ok(WaitStatus::Exited(_, code)) => return code,
+            Ok(WaitStatus::Signaled(_, signal, _)) => return 128 + signal as i32,
+            Ok(_) | Err(Errno::EINTR) => continue,
+            Err(e) => {
+                eprintln!("shoal shim: waitpid {pid}: {e}");
+                return 255;
+            }
+        }
+    }
+}
+
+/// Reaps re-parented orphans without blocking.
+fn reap_orphans() {
+    while let Ok(status) = waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
+        if status == WaitStatus::StillAlive {
+            break;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn args_parse_in_any_order_after_the_mode() {
+        let args: Vec<String> = [
+            "shoal-agent",
+            "shim",
+            "--id",
+            "c1",
+            "--ready-fd",
+            "3",
+            "--root",
+            "/r",
+            "--cgroup-parent",
+            "shoal",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        assert_eq!(
+            parse_args(&args).unwrap(),
+            ShimArgs {
+                root: "/r".into(),
+                id: "c1".into(),
+                cgroup_parent: "shoal".into(),
+                ready_fd: 3
+            }
+        );
+        assert!(parse_args(&args[..4]).is_err());
+        assert!(parse_args(&["shim".to_string(), "--root".to_string()]).is_err());
+    }
+}

@@ -1,0 +1,396 @@
+//! Runtime tests that run real containers (need root, overlayfs and /bin/busybox).
+//!
+//! The test binary doubles as the shim: `Runtime` execs `/proc/self/exe shim ...`, and the
+//! constructor below turns such an exec into `shim_main` before libtest's `main` starts any thread.
+
+use std::ffi::CStr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use super::*;
+
+#[used]
+#[link_section = ".init_array"]
+static SHIM_CTOR: extern "C" fn(
+    libc::c_int,
+    *const *const libc::c_char,
+    *const *const libc::c_char,
+) = shim_ctor;
+
+extern "C" fn shim_ctor(
+    argc: libc::c_int,
+    argv: *const *const libc::c_char,
+    _envp: *const *const libc::c_char,
+) {
+    if argc < 2 || argv.is_null() {
+        return;
+    }
+    // SAFETY: glibc calls init_array functions with the process's argc/argv: argc valid C strings.
+    let args: Vec<String> = (0..argc as usize)
+        .map(|i| {
+            unsafe { CStr::from_ptr(*argv.add(i)) }
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    if args[1] == "shim" {
+        std::process::exit(shim_main(&args));
+    }
+}
+
+const CGROUP_PARENT: &str = "shoal-test";
+
+/// A busybox rootfs in a temporary directory, with a runtime root beside it.
+struct Fixture {
+    _tmp: tempfile::TempDir,
+    rootfs: PathBuf,
+    root: PathBuf,
+    runtime: Runtime,
+}
+
+fn fixture() -> Fixture {
+    let tmp = tempfile::tempdir().unwrap();
+    let rootfs = tmp.path().join("rootfs");
+    let bin = rootfs.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::create_dir_all(rootfs.join("etc")).unwrap();
+    std::fs::copy("/bin/busybox", bin.join("busybox")).unwrap();
+    let list = Command::new("/bin/busybox").arg("--list").output().unwrap();
+    for name in String::from_utf8(list.stdout).unwrap().lines() {
+        if name != "busybox" {
+            std::os::unix::fs::symlink("busybox", bin.join(name)).unwrap();
+        }
+    }
+    std::fs::write(
+        rootfs.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534::/:/bin/false\n",
+    )
+    .unwrap();
+    std::fs::write(rootfs.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n").unwrap();
+    let root = tmp.path().join("containers");
+    let runtime = Runtime::new(&root, CGROUP_PARENT).unwrap();
+    Fixture {
+        _tmp: tmp,
+        rootfs,
+        root,
+        runtime,
+    }
+}
+
+fn config(fx: &Fixture, args: &[&str]) -> ContainerConfig {
+    ContainerConfig {
+        id: format!("t{}", shoal_proto::new_id()),
+        layers: vec![fx.rootfs.clone()],
+        args: args.iter().map(|s| s.to_string()).collect(),
+        env: vec!["PATH=/bin".into()],
+        ..Default::default()
+    }
+}
+
+fn log_lines(fx: &Fixture, id: &str) -> Vec<(String, String)> {
+    logs::read_tail(&fx.runtime.log_path(id), -1)
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.stream, String::from_utf8(e.data).unwrap()))
+        .collect()
+}
+
+/// Checks that nothing of container `id` is left: directory, cgroups, mounts, process.
+fn assert_gone(fx: &Fixture, id: &str, pid: i32) {
+    assert!(!fx.root.join(id).exists(), "container dir left");
+    for path in fx.runtime.cgroup(id).unwrap().paths() {
+        assert!(!path.exists(), "cgroup {} left", path.display());
+    }
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mountinfo.contains(id), "mount left: {mountinfo}");
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists(),
+        "process {pid} left"
+    );
+}
+
+#[tokio::test]
+async fn exit_code_and_both_streams_logged() {
+    let fx = fixture();
+    let cfg = config(
+        &fx,
+        &[
+            "sh",
+            "-c",
+            "echo hello; echo err >&2; printf partial; exit 3",
+        ],
+    );
+    let pid = fx.runtime.start(&cfg).unwrap();
+    assert_eq!(fx.runtime.wait(&cfg.id).await.unwrap(), 3);
+    assert_eq!(
+        fx.runtime.status(&cfg.id).unwrap(),
+        ContainerStatus::Exited { code: 3 }
+    );
+    let mut lines = log_lines(&fx, &cfg.id);
+    lines.sort();
+    assert_eq!(
+        lines,
+        vec![
+            ("stderr".to_string(), "err".to_string()),
+            ("stdout".to_string(), "hello".to_string()),
+            ("stdout".to_string(), "partial".to_string()),
+        ]
+    );
+    fx.runtime.delete(&cfg.id).unwrap();
+    assert_gone(&fx, &cfg.id, pid);
+    assert!(matches!(
+        fx.runtime.status(&cfg.id),
+        Err(RuntimeError::NotFound { .. })
+    ));
+}
+
+#[tokio::test]
+async fn namespaces_limits_stop_and_delete() {
+    let fx = fixture();
+    let mut cfg = config(&fx, &["sleep", "1000"]);
+    cfg.memory_bytes = 64 << 20;
+    cfg.pids_limit = 50;
+    cfg.nano_cpus = 500_000_000;
+    let pid = fx.runtime.start(&cfg).unwrap();
+    assert_eq!(
+        fx.runtime.status(&cfg.id).unwrap(),
+        ContainerStatus::Running { pid }
+    );
+
+    for ns in ["pid", "mnt", "net", "uts", "ipc"] {
+        let host = std::fs::read_link(format!("/proc/self/ns/{ns}")).unwrap();
+        let container = std::fs::read_link(format!("/proc/{pid}/ns/{ns}")).unwrap();
+        assert_ne!(host, container, "{ns} namespace shared with the host");
+    }
+    let cgroup = fx.runtime.cgroup(&cfg.id).unwrap();
+    assert!(cgroup.pids().contains(&pid));
+    let read = |controller: &str, file: &str| -> String {
+        let dir = cgroup
+            .paths()
+            .into_iter()
+            .find(|p| {
+                p.to_string_lossy().contains(&format!("/{controller}/"))
+                    || p.join(file).exists() && cgroup.is_v2()
+            })
+            .unwrap();
+        std::fs::read_to_string(dir.join(file))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    if cgroup.is_v2() {
+        assert_eq!(read("", "memory.max"), (64u64 << 20).to_string());
+        assert_eq!(read("", "pids.max"), "50");
+        assert_eq!(read("", "cpu.max"), "50000 100000");
+    } else {
+        assert_eq!(
+            read("memory", "memory.limit_in_bytes"),
+            (64u64 << 20).to_string()
+        );
+        assert_eq!(read("pids", "pids.max"), "50");
+        assert_eq!(read("cpu", "cpu.cfs_quota_us"), "50000");
+    }
+
+    // sleep as pid 1 ignores SIGTERM (no handler), so the grace period ends with SIGKILL.
+    let started = std::time::Instant::now();
+    fx.runtime
+        .stop(&cfg.id, Duration::from_millis(300))
+        .await
+        .unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert_eq!(
+        fx.runtime.status(&cfg.id).unwrap(),
+        ContainerStatus::Exited { code: 137 }
+    );
+    fx.runtime.delete(&cfg.id).unwrap();
+    assert_gone(&fx, &cfg.id, pid);
+}
+
+#[tokio::test]
+async fn stop_delivers_sigterm_first() {
+    let fx = fixture();
+    let cfg = config(
+        &fx,
+        &[
+            "sh",
+            "-c",
+            "trap 'echo bye; exit 0' TERM; while true; do sleep 0.05; done",
+        ],
+    );
+    fx.runtime.start(&cfg).unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    fx.runtime
+        .stop(&cfg.id, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(fx.runtime.wait(&cfg.id).await.unwrap(), 0);
+    assert_eq!(
+        log_lines(&fx, &cfg.id),
+        vec![("stdout".to_string(), "bye".to_string())]
+    );
+    fx.runtime.delete(&cfg.id).unwrap();
+}
+
+#[tokio::test]
+async fn hostname_user_and_cwd_are_applied() {
+    let fx = fixture();
+    let mut cfg = config(&fx, &["sh", "-c", "hostname; id -u; id -g; pwd"]);
+    cfg.hostname = "web-1".into();
+    cfg.user = "nobody".into();
+    cfg.cwd = "/work/dir".into();
+    fx.runtime.start(&cfg).unwrap();
+    assert_eq!(fx.runtime.wait(&cfg.id).await.unwrap(), 0);
+    let out: Vec<String> = log_lines(&fx, &cfg.id)
+        .into_iter()
+        .map(|(_, l)| l)
+        .collect();
+    assert_eq!(out, vec!["web-1", "65534", "65534", "/work/dir"]);
+    fx.runtime.delete(&cfg.id).unwrap();
+
+    let cfg = config(&fx, &["hostname"]);
+    fx.runtime.start(&cfg).unwrap();
+    fx.runtime.wait(&cfg.id).await.unwrap();
+    assert_eq!(log_lines(&fx, &cfg.id)[0].1, cfg.id[..12]);
+    fx.runtime.delete(&cfg.id).unwrap();
+}
+
+#[tokio::test]
+async fn only_default_capabilities_are_kept() {
+    let fx = fixture();
+    let cfg = config(&fx, &["grep", "-E", "^Cap(Eff|Bnd)", "/proc/self/status"]);
+    fx.runtime.start(&cfg).unwrap();
+    assert_eq!(fx.runtime.wait(&cfg.id).await.unwrap(), 0);
+    let out: Vec<String> = log_lines(&fx, &cfg.id)
+        .into_iter()
+        .map(|(_, l)| l)
+        .collect();
+    assert_eq!(
+        out,
+        vec!["CapEff:\t00000000a80425fb", "CapBnd:\t00000000a80425fb"]
+    );
+    fx.runtime.delete(&cfg.id).unwrap();
+}
+
+#[tokio::test]
+async fn memory_limit_kills_with_137() {
+    let fx = fixture();
+    let mut cfg = config(
+        &fx,
+        &["dd", "if=/dev/zero", "bs=32M", "count=1", "of=/dev/null"],
+    );
+    cfg.memory_bytes = 8 << 20;
+    fx.runtime.start(&cfg).unwrap();
+    assert_eq!(fx.runtime.wait(&cfg.id).await.unwrap(), 137);
+    assert!(fx.runtime.exit_state(&cfg.id).unwrap().unwrap().oom_killed);
+    fx.runtime.delete(&cfg.id).unwrap();
+}
+
+#[tokio::test]
+async fn pids_limit_is_enforced() {
+    let fx = fixture();
+    let mut cfg = config(
+        &fx,
+        &[
+            "sh",
+            "-c",
+            "for i in 1 2 3 4 5 6 7 8; do sleep 5 & done; wait",
+        ],
+    );
+    cfg.pids_limit = 4;
+    fx.runtime.start(&cfg).unwrap();
+    let code = fx.runtime.wait(&cfg.id).await;
+    let errors: Vec<String> = log_lines(&fx, &cfg.id)
+        .into_iter()
+        .filter(|(s, _)| s == "stderr")
+        .map(|(_, l)| l)
+        .collect();
+    assert!(
+        !errors.is_empty(),
+        "forks beyond pids.max must fail (exit {code:?})"
+    );
+    fx.runtime.delete(&cfg.id).unwrap();
+}
+
+#[tokio::test]
+async fn start_errors_are_reported_and_cleaned_up() {
+    let fx = fixture();
+    let cfg = config(&fx, &["no-such-command"]);
+    let err = fx.runtime.start(&cfg).unwrap_err();
+    let RuntimeError::Start { message, .. } = &err else {
+        panic!("unexpected error {err:?}");
+    };
+    assert!(message.contains("executable file not found"), "{message}");
+    assert!(!fx.root.join(&cfg.id).exists());
+    for path in fx.runtime.cgroup(&cfg.id).unwrap().paths() {
+        assert!(!path.exists(), "cgroup {} left", path.display());
+    }
+
+    let mut cfg = config(&fx, &["true"]);
+    cfg.layers = vec![fx.rootfs.join("missing-layer")];
+    let err = fx.runtime.start(&cfg).unwrap_err();
+    assert!(err.to_string().contains("overlay"), "{err}");
+
+    let cfg = config(&fx, &["true"]);
+    fx.runtime.start(&cfg).unwrap();
+    assert!(matches!(
+        fx.runtime.start(&cfg),
+        Err(RuntimeError::AlreadyExists { .. })
+    ));
+    fx.runtime.wait(&cfg.id).await.unwrap();
+    fx.runtime.delete(&cfg.id).unwrap();
+    fx.runtime.delete(&cfg.id).unwrap(); // idempotent
+}
+
+#[tokio::test]
+async fn joins_given_network_namespace() {
+    let fx = fixture();
+    let mut cfg = config(&fx, &["sleep", "1000"]);
+    cfg.netns = Some(PathBuf::from(format!(
+        "/proc/{}/ns/net",
+        std::process::id()
+    )));
+    let pid = fx.runtime.start(&cfg).unwrap();
+    assert_eq!(
+        std::fs::read_link("/proc/self/ns/net").unwrap(),
+        std::fs::read_link(format!("/proc/{pid}/ns/net")).unwrap()
+    );
+    fx.runtime.delete(&cfg.id).unwrap();
+    assert_gone(&fx, &cfg.id, pid);
+}
+
+#[tokio::test]
+async fn second_runtime_readopts_running_container() {
+    let fx = fixture();
+    let cfg = config(&fx, &["sleep", "1000"]);
+    let pid = fx.runtime.start(&cfg).unwrap();
+
+    let again = Runtime::new(&fx.root, CGROUP_PARENT).unwrap();
+    assert_eq!(
+        again.status(&cfg.id).unwrap(),
+        ContainerStatus::Running { pid }
+    );
+    assert_eq!(
+        again.list().unwrap(),
+        vec![(cfg.id.clone(), ContainerStatus::Running { pid })]
+    );
+    let waiter = tokio::spawn({
+        let again = again.clone();
+        let id = cfg.id.clone();
+        async move { again.wait(&id).await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!waiter.is_finished());
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL).unwrap();
+    assert_eq!(waiter.await.unwrap().unwrap(), 137);
+    again.delete(&cfg.id).unwrap();
+    assert_gone(&fx, &cfg.id, pid);
+}
+
+#[test]
+fn ids_are_directory_names() {
+    assert!(validate_id("abc-1_2.3").is_ok());
+    for bad in ["", ".", "..", "a/b", "a b", ".hidden"] {
+        assert!(validate_id(bad).is_err(), "{bad:?}");
+    }
+}
