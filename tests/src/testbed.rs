@@ -1378,7 +1378,7 @@ impl Cluster {
         Ok(())
     }
 
-    /// Waits until `node ls` lists at least `n` nodes, all Ready.
+    /// Waits until `node ls` lists at least `n` worker nodes and every node is Ready.
     pub fn wait_nodes_ready(&self, n: usize) -> Result<()> {
         Testbed::wait_for(DEADLINE, &format!("{n} nodes Ready"), || {
             for agent in &self.agents {
@@ -1396,7 +1396,9 @@ impl Cluster {
                 }
             }
             let nodes = self.node_ls()?;
-            Ok(nodes.len() >= n && nodes.iter().all(|n| n.status.eq_ignore_ascii_case("ready")))
+            // Workers only: the manager's own node is listed too but runs no agent.
+            let workers = nodes.iter().filter(|n| n.manager_status.is_empty()).count();
+            Ok(workers >= n && nodes.iter().all(|n| n.status.eq_ignore_ascii_case("ready")))
         })
     }
 
