@@ -42,9 +42,11 @@ runc --root "$WORK/runc" run --bundle "$bundle" bench-runc
 unshare -m sh -c "umount /sys/fs/cgroup/unified 2>/dev/null; exec crun --root $WORK/crun run --bundle $bundle bench-crun"
 
 hyperfine -N --warmup "$WARMUP" --runs "$RUNS" \
-    --export-markdown "$WORK/results.md" \
+    --export-markdown "$WORK/results.md" --export-json "$WORK/results.json" \
     -n shoal "$SHOAL bench-run --rootfs $rootfs --root $WORK/shoal" \
     -n runc "runc --root $WORK/runc run --bundle $bundle bench-runc" \
     -n crun "unshare -m sh -c 'umount /sys/fs/cgroup/unified 2>/dev/null; exec crun --root $WORK/crun run --bundle $bundle bench-crun'"
 echo
 cat "$WORK/results.md"
+echo
+jq -r '.results[] | "\(.command): median \(.median * 1000 | . * 100 | round / 100) ms, min \(.min * 1000 | . * 100 | round / 100) ms"' "$WORK/results.json"

@@ -430,11 +430,15 @@ fn supervise(
             }
         }
 
+        // Reaps every exited child. The init may be among them even before its pidfd shows it
+        // (its pipes close during its exit, before the exit is signalled): its status is kept here.
+        reap_children(pid, &mut code);
         if init_exited && code.is_none() {
             code = Some(reap(pid));
+        }
+        if code.is_some() && drain_deadline.is_none() {
             drain_deadline = Some(Instant::now() + DRAIN_AFTER_EXIT);
         }
-        reap_orphans();
     }
     // Whatever was cut off by the drain deadline still gets its partial line.
     let now = shoal_proto::now_ns();
@@ -448,17 +452,29 @@ fn supervise(
     if let (Some(file), false) = (log.as_mut(), batch.is_empty()) {
         let _ = file.write_all(&batch);
     }
-    reap_orphans();
+    reap_children(pid, &mut code);
     code.unwrap_or(255)
 }
 
-/// Waits for the init and turns its status into Docker's exit code (128 + signal when killed).
+/// Docker's exit code for a wait status: the exit code, or 128 + signal when killed.
+pub fn exit_code(status: WaitStatus) -> Option<i32> {
+    match status {
+        WaitStatus::Exited(_, code) => Some(code),
+        WaitStatus::Signaled(_, signal, _) => Some(128 + signal as i32),
+        _ => None,
+    }
+}
+
+/// Waits for the init (known to have exited) and returns its exit code.
 fn reap(pid: Pid) -> i32 {
     loop {
         match waitpid(pid, None) {
-            Ok(WaitStatus::Exited(_, code)) => return code,
-            Ok(WaitStatus::Signaled(_, signal, _)) => return 128 + signal as i32,
-            Ok(_) | Err(Errno::EINTR) => continue,
+            Ok(status) => {
+                if let Some(code) = exit_code(status) {
+                    return code;
+                }
+            }
+            Err(Errno::EINTR) => {}
             Err(e) => {
                 eprintln!("shoal shim: waitpid {pid}: {e}");
                 return 255;
@@ -467,11 +483,16 @@ fn reap(pid: Pid) -> i32 {
     }
 }
 
-/// Reaps re-parented orphans without blocking.
-fn reap_orphans() {
+/// Reaps every exited child without blocking (the shim is a subreaper); records the init's code.
+fn reap_children(init: Pid, code: &mut Option<i32>) {
     while let Ok(status) = waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
         if status == WaitStatus::StillAlive {
             break;
+        }
+        if status.pid() == Some(init) {
+            if let Some(c) = exit_code(status) {
+                *code = Some(c);
+            }
         }
     }
 }
@@ -479,6 +500,17 @@ fn reap_orphans() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exit_codes_follow_docker() {
+        let pid = Pid::from_raw(1);
+        assert_eq!(exit_code(WaitStatus::Exited(pid, 3)), Some(3));
+        assert_eq!(
+            exit_code(WaitStatus::Signaled(pid, Signal::SIGKILL, false)),
+            Some(137)
+        );
+        assert_eq!(exit_code(WaitStatus::StillAlive), None);
+    }
 
     #[test]
     fn args_parse_in_any_order_after_the_mode() {
