@@ -91,10 +91,13 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
             j
         }
         None => {
-            let j =
-                crate::join::join(&opts.data_dir, &opts.token, &opts.manager, &opts.hostname).await?;
+            let j = crate::join::join(&opts.data_dir, &opts.token, &opts.manager, &opts.hostname)
+                .await?;
             info!(node.id = %j.state.node_id, manager = %opts.manager, "joined the cluster");
-            println!("This node joined the cluster as a worker ({}).", j.state.node_id);
+            println!(
+                "This node joined the cluster as a worker ({}).",
+                j.state.node_id
+            );
             j
         }
     };
@@ -134,7 +137,10 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
 
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
         (Ok(mut term), Ok(mut int)) => {
             tokio::select! {
                 _ = term.recv() => {}

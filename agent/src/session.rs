@@ -103,7 +103,9 @@ async fn session_once(
     if !known.is_empty() {
         let _ = out_tx
             .send(AgentMessage {
-                msg: Some(agent_message::Msg::Status(AgentTaskStatus { updates: known })),
+                msg: Some(agent_message::Msg::Status(AgentTaskStatus {
+                    updates: known,
+                })),
             })
             .await;
     }

@@ -86,7 +86,10 @@ pub async fn run(
         _ if known >= TaskState::TaskStarting as i32 => {
             // The manager thinks it was started here, but no container exists (host rebooted, or
             // the data dir was wiped): it is gone.
-            shared.report(&id, failed("container gone", "container not found on node".into()));
+            shared.report(
+                &id,
+                failed("container gone", "container not found on node".into()),
+            );
             Phase::Done
         }
         _ => Phase::Start,
@@ -97,7 +100,10 @@ pub async fn run(
             Phase::Start => {
                 let stop_first = *desired.borrow() > TaskState::TaskRunning as i32;
                 if stop_first {
-                    shared.report(&id, status(TaskState::TaskShutdown, "shutdown before start"));
+                    shared.report(
+                        &id,
+                        status(TaskState::TaskShutdown, "shutdown before start"),
+                    );
                     Phase::Done
                 } else {
                     tokio::select! {
@@ -167,7 +173,13 @@ fn report_exit(shared: &Shared, id: &str, code: i32) {
             ..status(TaskState::TaskFailed, "failed")
         }
     };
-    shared.report(id, TaskStatus { exit_code: code, ..st });
+    shared.report(
+        id,
+        TaskStatus {
+            exit_code: code,
+            ..st
+        },
+    );
 }
 
 /// Builds the container configuration from the task and its image, as docker does: the task's

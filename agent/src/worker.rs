@@ -152,7 +152,8 @@ impl Worker {
     pub fn assign(&self, tasks: Vec<Task>) {
         let first = self.first_assignment.swap(false, Ordering::SeqCst);
         let mut map = lock(&self.tasks);
-        let wanted: std::collections::HashSet<String> = tasks.iter().map(|t| t.id.clone()).collect();
+        let wanted: std::collections::HashSet<String> =
+            tasks.iter().map(|t| t.id.clone()).collect();
         for task in tasks {
             match map.get(&task.id) {
                 Some(h) => {

@@ -10,7 +10,10 @@ pub fn to_status(e: StoreError) -> Status {
         StoreError::Conflict(msg) => Status::already_exists(msg),
         StoreError::NotLeader { leader } => Status::unavailable(match leader {
             Some(l) => format!("this manager is not the leader (leader: {l})"),
-            None => "no leader: the managers have no quorum; writes are refused until it is restored".to_string(),
+            None => {
+                "no leader: the managers have no quorum; writes are refused until it is restored"
+                    .to_string()
+            }
         }),
         StoreError::NoQuorum => Status::unavailable(
             "no quorum: writes are refused until a majority of managers is reachable",

@@ -80,9 +80,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
             heartbeat_period,
             snapshot_interval,
         } => {
-            let advertise_addr = advertise_addr.or_else(|| {
-                (!listen_addr.ip().is_unspecified()).then(|| listen_addr.to_string())
-            });
+            let advertise_addr = advertise_addr
+                .or_else(|| (!listen_addr.ip().is_unspecified()).then(|| listen_addr.to_string()));
             let advertise_addr = match advertise_addr {
                 Some(a) => Some(a),
                 None => Some(format!("{}:{}", guess_address(), listen_addr.port())),

@@ -164,12 +164,11 @@ pub async fn init(opts: ManagerOptions) -> Result<(), ManagerError> {
     let state_path = opts.data_dir.join("manager.json");
     if state_path.exists() {
         info!(data_dir = %opts.data_dir.display(), "restarting manager from its data dir");
-        let state: ManagerState = serde_json::from_str(&read_file(&state_path)?).map_err(|e| {
-            ManagerError::DataDir {
+        let state: ManagerState =
+            serde_json::from_str(&read_file(&state_path)?).map_err(|e| ManagerError::DataDir {
                 path: opts.data_dir.clone(),
                 reason: format!("manager.json: {e}"),
-            }
-        })?;
+            })?;
         return run(opts, state, None).await;
     }
     if opts.data_dir.exists()
@@ -274,19 +273,32 @@ pub async fn init(opts: ManagerOptions) -> Result<(), ManagerError> {
     let admin_path = opts.data_dir.join("admin.conf");
     let run_state = state.clone();
     let after_bootstrap = move |data_dir: PathBuf| -> Result<(), ManagerError> {
-        admin_conf.save(&admin_path).map_err(|e| ManagerError::DataDir {
-            path: data_dir.clone(),
-            reason: e.to_string(),
-        })?;
+        admin_conf
+            .save(&admin_path)
+            .map_err(|e| ManagerError::DataDir {
+                path: data_dir.clone(),
+                reason: e.to_string(),
+            })?;
         write_file(
             &data_dir.join("manager.json"),
             &serde_json::to_string_pretty(&state).unwrap_or_default(),
             0o644,
         )?;
-        print_join_help(&node_id, &advertise, &worker_token, &manager_token, &admin_path);
+        print_join_help(
+            &node_id,
+            &advertise,
+            &worker_token,
+            &manager_token,
+            &admin_path,
+        );
         Ok(())
     };
-    run(opts, run_state, Some((bootstrap, Box::new(after_bootstrap)))).await
+    run(
+        opts,
+        run_state,
+        Some((bootstrap, Box::new(after_bootstrap))),
+    )
+    .await
 }
 
 type AfterBootstrap = Box<dyn FnOnce(PathBuf) -> Result<(), ManagerError> + Send>;
@@ -338,9 +350,14 @@ async fn run(
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let dispatcher = crate::dispatcher::Dispatcher::start(store.clone(), shutdown_rx.clone());
-    let control = crate::controlapi::ControlApi::new(store.clone(), dispatcher.logs(), advertise.clone());
+    let control =
+        crate::controlapi::ControlApi::new(store.clone(), dispatcher.logs(), advertise.clone());
     let ca = crate::ca::CaService::new(store.clone(), vec![advertise.clone()]);
-    tokio::spawn(leader_components(store.clone(), raft.leadership(), shutdown_rx.clone()));
+    tokio::spawn(leader_components(
+        store.clone(),
+        raft.leadership(),
+        shutdown_rx.clone(),
+    ));
 
     let server = tonic::transport::Server::builder()
         .tls_config(pki::server_tls(&ca_pem, &identity))?
@@ -377,7 +394,10 @@ async fn leader_components(
         if *leadership.borrow() {
             info!("leading: starting orchestrator and scheduler");
             let (stop_tx, stop_rx) = watch::channel(false);
-            tokio::spawn(crate::leader::run_orchestrator(store.clone(), stop_rx.clone()));
+            tokio::spawn(crate::leader::run_orchestrator(
+                store.clone(),
+                stop_rx.clone(),
+            ));
             tokio::spawn(crate::leader::run_scheduler(store.clone(), stop_rx));
             tokio::select! {
                 _ = leadership.wait_for(|l| !*l) => {
@@ -397,7 +417,10 @@ async fn leader_components(
 
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
         (Ok(mut term), Ok(mut int)) => {
             tokio::select! {
                 _ = term.recv() => {}

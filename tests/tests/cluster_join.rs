@@ -89,7 +89,10 @@ fn init_and_join_two_workers() -> Result<()> {
     );
     // Workers take tasks; the manager process runs none, so its node is a drained, manager-only
     // node (an agent on the manager's host joins as a worker of its own).
-    let workers: Vec<_> = nodes.iter().filter(|n| n.manager_status.is_empty()).collect();
+    let workers: Vec<_> = nodes
+        .iter()
+        .filter(|n| n.manager_status.is_empty())
+        .collect();
     ensure!(
         workers.len() == 2
             && workers
@@ -97,7 +100,10 @@ fn init_and_join_two_workers() -> Result<()> {
                 .all(|n| n.availability.eq_ignore_ascii_case("active")),
         "expected two Active workers: {nodes:?}"
     );
-    let managers: Vec<_> = nodes.iter().filter(|n| n.manager_status == "Leader").collect();
+    let managers: Vec<_> = nodes
+        .iter()
+        .filter(|n| n.manager_status == "Leader")
+        .collect();
     ensure!(
         managers.len() == 1 && managers[0].availability.eq_ignore_ascii_case("drain"),
         "expected one drained Leader: {nodes:?}"

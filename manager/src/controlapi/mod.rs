@@ -51,7 +51,9 @@ pub fn find_service(s: &State, name_or_id: &str) -> Result<Service, Status> {
         (Some(_), Some(_)) => Err(Status::invalid_argument(format!(
             "service {name_or_id:?} is ambiguous: several service ids start with it"
         ))),
-        _ => Err(Status::not_found(format!("service {name_or_id:?} not found"))),
+        _ => Err(Status::not_found(format!(
+            "service {name_or_id:?} not found"
+        ))),
     }
 }
 
@@ -62,7 +64,11 @@ pub fn find_node(s: &State, name_or_id: &str) -> Result<Node, Status> {
     }
     let by_name: Vec<&Node> = s
         .nodes()
-        .filter(|n| n.description.as_ref().is_some_and(|d| d.hostname == name_or_id))
+        .filter(|n| {
+            n.description
+                .as_ref()
+                .is_some_and(|d| d.hostname == name_or_id)
+        })
         .collect();
     if by_name.len() == 1 {
         return Ok(by_name[0].clone());
@@ -143,7 +149,11 @@ impl Control for ControlApi {
             }])
             .await
             .map_err(to_status)?;
-        let name = service.spec.as_ref().map(|s| s.name.clone()).unwrap_or_default();
+        let name = service
+            .spec
+            .as_ref()
+            .map(|s| s.name.clone())
+            .unwrap_or_default();
         info!(service.id = %service.id, service.name = %name, "service created");
         let service = self
             .store
@@ -209,7 +219,11 @@ impl Control for ControlApi {
             .ok_or_else(|| Status::invalid_argument("spec: missing"))?;
         validate_service(&spec).map_err(invalid)?;
         let mut service = self.store.read(|s| find_service(s, &req.name_or_id))?;
-        let old_name = service.spec.as_ref().map(|s| s.name.clone()).unwrap_or_default();
+        let old_name = service
+            .spec
+            .as_ref()
+            .map(|s| s.name.clone())
+            .unwrap_or_default();
         if spec.name != old_name {
             return Err(Status::invalid_argument(
                 "--name: a service cannot be renamed",
@@ -405,7 +419,10 @@ impl Control for ControlApi {
                 .collect();
             Ok::<_, Status>((svc, tasks))
         })?;
-        let stream = self.logs.open(&service, tasks, req.follow, req.tail).await?;
+        let stream = self
+            .logs
+            .open(&service, tasks, req.follow, req.tail)
+            .await?;
         Ok(Response::new(Box::pin(stream)))
     }
 }

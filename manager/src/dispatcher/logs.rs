@@ -65,7 +65,10 @@ impl LogBroker {
             Arc::new(tasks.iter().map(|t| (t.id.clone(), task_name(t))).collect());
         let mut by_node: HashMap<String, Vec<String>> = HashMap::new();
         for t in &tasks {
-            by_node.entry(t.node_id.clone()).or_default().push(t.id.clone());
+            by_node
+                .entry(t.node_id.clone())
+                .or_default()
+                .push(t.id.clone());
         }
         for (node_id, task_ids) in by_node {
             let Some(session) = self.sessions.get(&node_id) else {

@@ -62,7 +62,9 @@ impl Sessions {
     }
 
     fn seen(&self, node_id: &str) {
-        self.lock().last_seen.insert(node_id.to_string(), Instant::now());
+        self.lock()
+            .last_seen
+            .insert(node_id.to_string(), Instant::now());
     }
 }
 
@@ -354,9 +356,9 @@ impl DispatcherRpc for Dispatcher {
                     Some(agent_message::Msg::Status(st)) => {
                         for u in st.updates {
                             // An agent may only report on its own tasks.
-                            let own = me.store.read(|s| {
-                                s.task(&u.task_id).is_some_and(|t| t.node_id == node_id)
-                            });
+                            let own = me
+                                .store
+                                .read(|s| s.task(&u.task_id).is_some_and(|t| t.node_id == node_id));
                             if own && me.status_tx.send(u).await.is_err() {
                                 return;
                             }
@@ -374,8 +376,9 @@ impl DispatcherRpc for Dispatcher {
             }
             info!(node.id = %node_id, session = session_id, "agent session ended");
         });
-        Ok(Response::new(Box::pin(
-            tokio_stream::StreamExt::map(ReceiverStream::new(rx), Ok),
-        )))
+        Ok(Response::new(Box::pin(tokio_stream::StreamExt::map(
+            ReceiverStream::new(rx),
+            Ok,
+        ))))
     }
 }

@@ -368,9 +368,10 @@ impl State {
                 // Forward moves only; a report in the same state may refresh its message/err
                 // (e.g. why a pending task cannot be placed) but never its timestamp alone.
                 let same_with_news = next == current
-                    && task.status.as_ref().is_some_and(|s| {
-                        s.message != status.message || s.err != status.err
-                    });
+                    && task
+                        .status
+                        .as_ref()
+                        .is_some_and(|s| s.message != status.message || s.err != status.err);
                 if !current.can_transition_to(next) && !same_with_news {
                     return Ok(());
                 }
