@@ -57,14 +57,14 @@ pub async fn connect(explicit_config: Option<&Path>) -> Result<Connection> {
     if cfg.managers.is_empty() {
         return Err(anyhow!("{}: lists no manager address", path.display()));
     }
-    let tls = pki::client_config(
-        &Trust::Ca(cfg.ca_cert.clone()),
-        Some(&Identity {
-            cert_pem: cfg.cert.clone(),
-            key_pem: cfg.key.clone(),
-        }),
-    )
-    .with_context(|| format!("{}: unusable certificates", path.display()))?;
+    // A configuration without a client certificate still connects (the managers then refuse
+    // every call with a clear "no client certificate" error instead of a TLS failure).
+    let identity = (!cfg.cert.trim().is_empty()).then(|| Identity {
+        cert_pem: cfg.cert.clone(),
+        key_pem: cfg.key.clone(),
+    });
+    let tls = pki::client_config(&Trust::Ca(cfg.ca_cert.clone()), identity.as_ref())
+        .with_context(|| format!("{}: unusable certificates", path.display()))?;
     let tls = Arc::new(tls);
     // Tried one by one (rather than pki::connect_any) to know which manager answered, and to
     // report every address that failed.

@@ -146,3 +146,32 @@ fn rotated_token_refuses_the_old_one() -> Result<()> {
     })?;
     cluster.shutdown()
 }
+
+#[test]
+fn a_client_without_certificate_is_refused() -> Result<()> {
+    let cluster = Cluster::start(Testbed::new("nocert")?, 0)?;
+    // The same admin.conf minus the client certificate and key: TLS still verifies the manager,
+    // but the manager must refuse every call.
+    let mut conf: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(cluster.admin_conf())?)?;
+    conf["cert"] = serde_json::Value::String(String::new());
+    conf["key"] = serde_json::Value::String(String::new());
+    let anon = cluster.testbed().dir().join("anonymous.conf");
+    std::fs::write(&anon, serde_json::to_string(&conf)?)?;
+    let anon = anon.to_string_lossy().into_owned();
+    for args in [vec!["node", "ls"], vec!["cluster", "join-token", "worker"]] {
+        let mut all = vec!["--config", anon.as_str()];
+        all.extend(args.iter().copied());
+        let out = cluster.manager.run(&cluster.bins.ctl, &all)?;
+        let stderr = stderr_of(&out);
+        ensure!(
+            out.status.code() == Some(1),
+            "shoalctl {args:?} without a certificate was not refused: {out:?}"
+        );
+        ensure!(
+            stderr.contains("no client certificate"),
+            "the refusal does not say why: {stderr}"
+        );
+    }
+    cluster.shutdown()
+}
