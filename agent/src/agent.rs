@@ -131,7 +131,17 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
         info!("shutting down (containers keep running under their shims)");
         let _ = shutdown_tx.send(true);
     });
-    crate::session::run(joined, description, worker, status_rx, shutdown_rx).await?;
+    let result =
+        crate::session::run(joined, description, worker.clone(), status_rx, shutdown_rx).await;
+    if let Err(crate::session::SessionError::Rpc(status)) = &result {
+        if status.code() == tonic::Code::PermissionDenied {
+            tracing::warn!(
+                "this node was removed from the cluster: stopping and removing its containers"
+            );
+            worker.remove_all().await;
+        }
+    }
+    result?;
     Ok(())
 }
 

@@ -217,6 +217,25 @@ impl Worker {
         }
     }
 
+    /// Stops and removes every container on this node (the node left the cluster).
+    pub async fn remove_all(&self) {
+        let handles: Vec<String> = lock(&self.tasks).keys().cloned().collect();
+        for (_, h) in lock(&self.tasks).iter() {
+            let _ = h.remove.send(true);
+        }
+        let list = self.shared.runtime.list().unwrap_or_default();
+        for (id, _) in list {
+            if !handles.contains(&id) {
+                crate::task::destroy(&self.shared, &id, Duration::from_secs(10)).await;
+            }
+        }
+        // The actors remove themselves from the map once their container is gone.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !lock(&self.tasks).is_empty() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Serves a log request: the tail of each task's log, then (when following) new lines.
     pub fn logs(&self, req: LogsRequest, out: mpsc::Sender<AgentMessage>) {
         let shared = self.shared.clone();

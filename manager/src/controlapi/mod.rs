@@ -360,6 +360,84 @@ impl Control for ControlApi {
         Ok(Response::new(GetNodeResponse { node: Some(node) }))
     }
 
+    async fn update_node(
+        &self,
+        request: Request<UpdateNodeRequest>,
+    ) -> Result<Response<UpdateNodeResponse>, Status> {
+        require_admin(&self.store, &request)?;
+        let req = request.into_inner();
+        let mut node = self.store.read(|s| find_node(s, &req.name_or_id))?;
+        for key in req.labels_add.keys().chain(req.labels_rm.iter()) {
+            if key.is_empty() || key.contains(char::is_whitespace) {
+                return Err(Status::invalid_argument(format!(
+                    "--label-add/--label-rm: invalid label key {key:?}"
+                )));
+            }
+        }
+        let spec = node.spec.get_or_insert_with(Default::default);
+        if let Some(a) = req.availability {
+            let a = NodeAvailability::try_from(a).map_err(|_| {
+                Status::invalid_argument("--availability: must be active, pause or drain")
+            })?;
+            if spec.role == NodeRole::RoleManager as i32
+                && node.manager_status.is_some()
+                && a != NodeAvailability::AvailabilityDrain
+            {
+                return Err(Status::failed_precondition(
+                    "--availability: this node is a manager process without an agent; it runs no tasks and stays drained (join an agent on that host instead)",
+                ));
+            }
+            spec.availability = a as i32;
+        }
+        for k in &req.labels_rm {
+            spec.labels.remove(k);
+        }
+        for (k, v) in req.labels_add {
+            spec.labels.insert(k, v);
+        }
+        if let Some(m) = node.meta.as_mut() {
+            m.updated_at = shoal_proto::now_ns();
+        }
+        self.store
+            .propose(vec![StoreAction {
+                action: Some(Action::PutNode(node.clone())),
+            }])
+            .await
+            .map_err(to_status)?;
+        info!(node.id = %node.id, availability = ?node.spec.as_ref().map(|s| s.availability), labels = ?node.spec.as_ref().map(|s| &s.labels), "node updated");
+        Ok(Response::new(UpdateNodeResponse { node: Some(node) }))
+    }
+
+    async fn remove_node(
+        &self,
+        request: Request<RemoveNodeRequest>,
+    ) -> Result<Response<RemoveNodeResponse>, Status> {
+        require_admin(&self.store, &request)?;
+        let req = request.into_inner();
+        let node = self.store.read(|s| find_node(s, &req.name_or_id))?;
+        if node.manager_status.is_some() {
+            return Err(Status::failed_precondition(format!(
+                "node {:?} is a manager: demote it first (removing the last manager would destroy the cluster)",
+                req.name_or_id
+            )));
+        }
+        let up = node.status.as_ref().map(|s| s.state) == Some(NodeState::NodeReady as i32);
+        if up && !req.force {
+            return Err(Status::failed_precondition(format!(
+                "node {:?} is up: stop its agent first, or use --force (its tasks are rescheduled and its certificate stops working)",
+                req.name_or_id
+            )));
+        }
+        self.store
+            .propose(vec![StoreAction {
+                action: Some(Action::RemoveNode(node.id.clone())),
+            }])
+            .await
+            .map_err(to_status)?;
+        info!(node.id = %node.id, force = req.force, "node removed");
+        Ok(Response::new(RemoveNodeResponse { id: node.id }))
+    }
+
     async fn join_token(
         &self,
         request: Request<JoinTokenRequest>,

@@ -249,6 +249,16 @@ impl Dispatcher {
         let mut events = self.store.watch();
         let mut last: Option<Assignments> = None;
         loop {
+            if self.store.read(|s| s.node(&node_id).is_none()) {
+                // The node was removed: end its session; its certificate is refused from now on.
+                info!(node.id = %node_id, "node removed: closing its session");
+                let mut t = self.sessions.lock();
+                t.sessions.remove(&node_id);
+                t.last_seen.remove(&node_id);
+                drop(t);
+                self.logs.node_gone(&node_id);
+                return;
+            }
             let current = self.assignments(&node_id);
             if last.as_ref() != Some(&current) {
                 let msg = ManagerMessage {
@@ -281,7 +291,11 @@ impl Dispatcher {
 }
 
 fn touches_node(e: &Event, node_id: &str) -> bool {
-    let is_mine = |o: &Object| matches!(o, Object::Task(t) if t.node_id == node_id);
+    let is_mine = |o: &Object| match o {
+        Object::Task(t) => t.node_id == node_id,
+        Object::Node(n) => n.id == node_id,
+        _ => false,
+    };
     match e {
         Event::Created(o) | Event::Removed(o) => is_mine(o),
         Event::Updated { old, new } => is_mine(old) || is_mine(new),
