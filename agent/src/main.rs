@@ -46,6 +46,16 @@ enum Command {
         /// Manager address (IP:PORT).
         manager: String,
     },
+    /// Import images from a `docker save` or OCI image-layout archive into this host's image
+    /// store, for hosts that cannot reach a registry (like `docker load`).
+    Load {
+        /// The agent's data directory.
+        #[arg(long, default_value = "/var/lib/shoal/agent")]
+        data_dir: PathBuf,
+        /// The archive (tar).
+        #[arg(short, long)]
+        input: PathBuf,
+    },
 }
 
 fn parse_label(s: &str) -> Result<(String, String), String> {
@@ -89,6 +99,19 @@ fn main() -> std::process::ExitCode {
 
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
+        Command::Load { data_dir, input } => {
+            let store = shoal_agent::image::ImageStore::open(&data_dir.join("images"))
+                .context("opening the image store")?;
+            let images = tokio::task::spawn_blocking(move || store.import_archive(&input))
+                .await
+                .context("import task")?
+                .context("importing the archive")?;
+            for img in images {
+                tracing::info!(image = %img.reference, digest = %img.digest, "image loaded");
+                println!("Loaded image: {} ({})", img.reference, img.digest);
+            }
+            Ok(())
+        }
         Command::Join {
             data_dir,
             token,
