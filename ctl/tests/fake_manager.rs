@@ -267,6 +267,26 @@ impl Control for Fake {
         )))
     }
 
+    async fn update_node(
+        &self,
+        req: Request<UpdateNodeRequest>,
+    ) -> Result<Response<UpdateNodeResponse>, Status> {
+        Err(Status::not_found(format!(
+            "node {} not found",
+            req.into_inner().name_or_id
+        )))
+    }
+
+    async fn remove_node(
+        &self,
+        req: Request<RemoveNodeRequest>,
+    ) -> Result<Response<RemoveNodeResponse>, Status> {
+        Err(Status::not_found(format!(
+            "node {} not found",
+            req.into_inner().name_or_id
+        )))
+    }
+
     async fn join_token(
         &self,
         req: Request<JoinTokenRequest>,
