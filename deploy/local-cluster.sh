@@ -62,9 +62,8 @@ stop() { # stop NAME: SIGTERM, then SIGKILL after 10 s
     rm -f "$RUN/$1.pid"
 }
 
-# TODO(integration): the agent's IPAM file format is not settled; this greps every 10.88.x.x address
-# out of the agent's network state. Replace with the real field once the network module lands (or
-# with `shoalctl service inspect` once it reports task addresses).
+# The addresses the agent's bridge IPAM handed to tasks (network/shoal0.ipam.json maps task ids to
+# 10.88.x.y addresses; .0, .1 and .255 are never handed out).
 task_ips() {
     grep -rhoE '10\.88\.[0-9]{1,3}\.[0-9]{1,3}' "$STATE/agent/network" 2>/dev/null \
         | grep -vE '\.(0|1|255)$' | sort -u || true
@@ -173,8 +172,11 @@ down() {
         done
         find /sys/fs/cgroup -depth -type d -name "*$id*" -exec rmdir {} \; 2>/dev/null || true
     done
-    # TODO(integration): the agent's bridge and nftables table names are not settled; these are the
-    # defaults the network module announced (bridge shoal0).
+    # The agent's cgroup parents (shoal/<node id>) once their tasks are gone.
+    for parent in /sys/fs/cgroup/*/shoal /sys/fs/cgroup/shoal; do
+        [ -d "$parent" ] && find "$parent" -depth -type d -exec rmdir {} \; 2>/dev/null || true
+    done
+    # The agent's local bridge (shoal0) and its nftables table (ip shoal).
     ip link del shoal0 2>/dev/null || true
     for table in $(nft list tables 2>/dev/null | awk '/shoal/ {print $2 " " $3}' | tr ' ' ':'); do
         nft delete table "${table%%:*}" "${table#*:}" 2>/dev/null || true

@@ -104,11 +104,14 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
     let images = ImageStore::open(&opts.data_dir.join("images"))?;
     let cgroup_parent = format!("shoal/{}", joined.state.node_id);
     let runtime = Runtime::new(&opts.data_dir.join("runtime"), &cgroup_parent)?;
+    // Task namespaces live in the data dir, not /run/netns: several agents on one machine (test
+    // hosts) stay apart, and removing an agent's data dir takes its namespaces with it.
     let network = BridgeNetwork::new(
-        &opts.data_dir.join("network"),
+        &opts.data_dir,
         crate::network::DEFAULT_BRIDGE,
         opts.bridge_subnet,
-    )?;
+    )?
+    .with_netns_dir(opts.data_dir.join("network").join("netns"));
     network.ensure().await?;
     let (worker, status_rx) = Worker::new(
         runtime,

@@ -852,8 +852,18 @@ fn cleanup(prefix: &str, dir: &Path, procs: &[Proc]) -> Vec<String> {
     //    init runs in a pid namespace of its own.
     let self_pidns = ns_of(std::process::id() as i32, "pid").unwrap_or_default();
     let mut task_ids = BTreeSet::new();
+    let mut node_ids = BTreeSet::new();
     let mut killed = Vec::new();
     for data_dir in agent_data_dirs(dir) {
+        // The agent's cgroup parent is shoal/<node id>: removed below with the task cgroups.
+        if let Ok(text) = fs::read_to_string(data_dir.join("agent.json")) {
+            if let Some(id) = serde_json::from_str::<serde_json::Value>(&text)
+                .ok()
+                .and_then(|v| v["node_id"].as_str().map(str::to_string))
+            {
+                node_ids.insert(id);
+            }
+        }
         for c in runtime_containers(&data_dir).unwrap_or_default() {
             if let Some(shim) = c
                 .shim_pid
@@ -919,13 +929,19 @@ fn cleanup(prefix: &str, dir: &Path, procs: &[Proc]) -> Vec<String> {
     }
     // 5. Cgroups of the tasks (empty now that their processes are gone), deepest first.
     let mut cgroups = Vec::new();
-    if !task_ids.is_empty() {
+    if !task_ids.is_empty() || !node_ids.is_empty() {
         walk_dirs(Path::new("/sys/fs/cgroup"), 8, &mut |p| {
             let name = p
                 .file_name()
                 .map(|n| n.to_string_lossy())
                 .unwrap_or_default();
-            if task_ids.iter().any(|t| name.contains(t.as_str())) {
+            let parent_is_shoal = p
+                .parent()
+                .and_then(|d| d.file_name())
+                .is_some_and(|d| d == "shoal");
+            if task_ids.iter().any(|t| name.contains(t.as_str()))
+                || (parent_is_shoal && node_ids.iter().any(|n| name == n.as_str()))
+            {
                 cgroups.push(p.to_path_buf());
             }
         });

@@ -131,6 +131,9 @@ pub struct BridgeNetwork {
     subnet: Ipv4Net,
     gateway: Ipv4Addr,
     host_netns: Option<PathBuf>,
+    /// Where task namespaces are bind-mounted (`/run/netns` unless the agent keeps them in its
+    /// data dir, which keeps several agents on one machine apart).
+    netns_dir: PathBuf,
     ipam: Mutex<IpamStore>,
 }
 
@@ -152,6 +155,7 @@ impl BridgeNetwork {
             subnet: store.ipam().subnet(),
             gateway: store.ipam().gateway(),
             host_netns: None,
+            netns_dir: PathBuf::from(netns::NETNS_DIR),
             ipam: Mutex::new(store),
         })
     }
@@ -195,9 +199,20 @@ impl BridgeNetwork {
             .collect()
     }
 
-    /// The namespace path a task's attachment uses (whether or not it is attached).
+    /// The namespace path a task's attachment uses in the default directory (`/run/netns`).
     pub fn netns_path(task_id: &str) -> PathBuf {
         netns::path_of(&Names::of(task_id).netns)
+    }
+
+    /// Keeps task namespaces in `dir` instead of `/run/netns`.
+    pub fn with_netns_dir(mut self, dir: PathBuf) -> Self {
+        self.netns_dir = dir;
+        self
+    }
+
+    /// The namespace path a task's attachment uses in this network's directory.
+    pub fn task_netns(&self, task_id: &str) -> PathBuf {
+        self.netns_dir.join(Names::of(task_id).netns)
     }
 
     /// Creates the bridge if needed, gives it the gateway address, brings it up, enables IPv4
@@ -239,7 +254,7 @@ impl BridgeNetwork {
             (store.allocate(task_id)?, held.is_none())
         };
         let attachment = Attachment {
-            netns: netns::path_of(&names.netns),
+            netns: self.netns_dir.join(&names.netns),
             ip,
             gateway: self.gateway,
         };
@@ -296,7 +311,7 @@ impl BridgeNetwork {
 
     /// Builds (or finds already built) the namespace and veth of a task.
     async fn plumb(&self, names: &Names, ip: Ipv4Addr) -> Result<(), NetworkError> {
-        let ns_path = netns::path_of(&names.netns);
+        let ns_path = self.netns_dir.join(&names.netns);
         let bridge = self.bridge.clone();
         let veth = names.veth.clone();
         let plugged = self
@@ -350,7 +365,7 @@ impl BridgeNetwork {
             Ok(())
         })
         .await?;
-        netns::remove(&netns::path_of(&names.netns))?;
+        netns::remove(&self.netns_dir.join(&names.netns))?;
         Ok(())
     }
 
