@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use shoal_tests::testbed::{
-    pid_alive, stderr_of, Cluster, ClusterOptions, TaskRow, Testbed, DEADLINE,
+    fatal, pid_alive, stderr_of, Cluster, ClusterOptions, TaskRow, Testbed, DEADLINE,
 };
 
 /// Worker hosts of most scenarios.
@@ -275,7 +275,19 @@ fn drain_moves_tasks_pause_keeps_them_and_active_takes_new_ones() -> Result<()> 
 
     let out = c.ctl_ok(["node", "update", "--availability", "drain", "w1"])?;
     ensure!(!out.trim().is_empty(), "node update prints the node id");
-    let tasks = wait_running_elsewhere(&c, "web", 8, "w1", DEADLINE)?;
+    // w1's tasks stop only once their replacements run: never fewer than 8 Running meanwhile.
+    let mut tasks = Vec::new();
+    Testbed::wait_for(DEADLINE, "web: 8 Running, none on w1", || {
+        tasks = c.service_ps("web")?;
+        let running = tasks.iter().filter(|t| t.is_running()).count();
+        if running < 8 {
+            return Err(fatal(format!(
+                "only {running} tasks Running during the drain: {tasks:?}"
+            )));
+        }
+        let wanted: Vec<&TaskRow> = tasks.iter().filter(|t| t.desired_running()).collect();
+        Ok(wanted.len() == 8 && wanted.iter().all(|t| t.is_running() && t.node != "w1"))
+    })?;
     ensure!(node_status(&c, "w1")?.1 == "Drain");
     // The old tasks are shut down, not left running, and their containers are gone.
     Testbed::wait_for(
