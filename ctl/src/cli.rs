@@ -77,6 +77,11 @@ pub enum NodeCommand {
     Ls(NodeLsArgs),
     /// Show nodes in detail (JSON array like docker).
     Inspect(NodeInspectArgs),
+    /// Change a node's availability or labels.
+    Update(NodeUpdateArgs),
+    /// Remove nodes from the cluster (a node that is up only with --force).
+    #[command(visible_alias = "remove")]
+    Rm(NodeRmArgs),
 }
 
 /// `shoalctl cluster ...`
@@ -163,6 +168,20 @@ pub struct CreateArgs {
     /// Placement constraint, e.g. node.hostname==host1 or node.labels.zone!=east (repeatable).
     #[arg(long, value_name = "EXPR")]
     pub constraint: Vec<String>,
+
+    /// Placement preference: spread tasks evenly over the values of a label first, e.g.
+    /// spread=node.labels.zone (repeatable; the first is the outermost).
+    #[arg(long = "placement-pref", value_name = "PREF", value_parser = parse_placement_pref)]
+    pub placement_pref: Vec<String>,
+
+    /// Most tasks of this service on one node (0 = unlimited).
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = parse_max_attempts)]
+    pub max_replicas_per_node: Option<u64>,
+
+    /// Time between the stop signal and SIGKILL when a task is stopped (e.g. 10s).
+    #[arg(long, value_name = "DURATION", default_value = "10s", allow_hyphen_values = true,
+          value_parser = parse_duration)]
+    pub stop_grace_period: i64,
 
     /// Return right after the service is created instead of waiting for it to converge.
     #[arg(long, short = 'd')]
@@ -277,6 +296,45 @@ pub struct NodeInspectArgs {
     pub nodes: Vec<String>,
 }
 
+/// A node's availability for tasks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Availability {
+    /// Accepts new tasks.
+    Active,
+    /// Keeps its tasks but accepts no new ones.
+    Pause,
+    /// Moves its tasks to other nodes and accepts no new ones.
+    Drain,
+}
+
+/// Arguments of `node update`.
+#[derive(Debug, Args)]
+pub struct NodeUpdateArgs {
+    /// New availability of the node.
+    #[arg(long, value_enum)]
+    pub availability: Option<Availability>,
+    /// Add or replace a node label, matched by node.labels.K (repeatable).
+    #[arg(long = "label-add", value_name = "K=V", value_parser = parse_label)]
+    pub label_add: Vec<(String, String)>,
+    /// Remove a node label by key (repeatable).
+    #[arg(long = "label-rm", value_name = "K", value_parser = parse_label_key)]
+    pub label_rm: Vec<String>,
+    /// Node ID or hostname.
+    #[arg(value_name = "NODE")]
+    pub node: String,
+}
+
+/// Arguments of `node rm`.
+#[derive(Debug, Args)]
+pub struct NodeRmArgs {
+    /// Remove a node even if it is up (its certificate stops working at once).
+    #[arg(long, short = 'f')]
+    pub force: bool,
+    /// Node IDs or hostnames.
+    #[arg(value_name = "NODE", required = true)]
+    pub nodes: Vec<String>,
+}
+
 /// Which join token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Role {
@@ -353,6 +411,32 @@ fn parse_env(s: &str) -> Result<String, String> {
         Some((k, _)) if !k.is_empty() => Ok(s.to_string()),
         _ => Err(format!("{s:?} is not KEY=VALUE")),
     }
+}
+
+/// Parses `--placement-pref spread=node.labels.K` (also node.id, node.hostname, node.role,
+/// engine.labels.K).
+pub fn parse_placement_pref(s: &str) -> Result<String, String> {
+    shoal_proto::spec::parse_placement_pref(s)
+        .map(|key| format!("spread={key}"))
+        .map_err(|e| e.reason)
+}
+
+/// Parses a node label `K=V` of `--label-add` (the value may be empty).
+pub fn parse_label(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s.split_once('=').unwrap_or((s, ""));
+    let k = parse_label_key(k)?;
+    Ok((k, v.to_string()))
+}
+
+/// Parses a label key: not empty, no whitespace, no `=`.
+pub fn parse_label_key(s: &str) -> Result<String, String> {
+    if s.is_empty() {
+        return Err("a label key must not be empty (e.g. zone=a)".into());
+    }
+    if s.contains(char::is_whitespace) || s.contains('=') {
+        return Err(format!("invalid label key {s:?}: no whitespace or '='"));
+    }
+    Ok(s.to_string())
 }
 
 /// Parses `SERVICE=REPLICAS` of `service scale`.
@@ -458,5 +542,47 @@ mod tests {
         assert_eq!(parse_size("64M"), Ok(64 << 20));
         assert!(parse_env("NOEQ").is_err());
         assert_eq!(parse_replicas("0"), Ok(0));
+        assert_eq!(
+            parse_placement_pref("spread=node.labels.zone"),
+            Ok("spread=node.labels.zone".into())
+        );
+        assert!(parse_placement_pref("pack=node.labels.zone").is_err());
+        assert!(parse_placement_pref("spread=node.colour").is_err());
+        assert_eq!(parse_label("zone=a"), Ok(("zone".into(), "a".into())));
+        assert_eq!(parse_label("ssd"), Ok(("ssd".into(), String::new())));
+        assert!(parse_label("=a").is_err());
+        assert!(parse_label_key("a b").is_err());
+    }
+
+    #[test]
+    fn node_update_and_rm() {
+        let cli = parse(&[
+            "node",
+            "update",
+            "--availability",
+            "drain",
+            "--label-add",
+            "zone=a",
+            "--label-add",
+            "disk=ssd",
+            "--label-rm",
+            "old",
+            "w1",
+        ])
+        .expect("parses");
+        let Command::Node(NodeCommand::Update(a)) = cli.command else {
+            panic!("not update")
+        };
+        assert_eq!(a.availability, Some(Availability::Drain));
+        assert_eq!(a.label_add.len(), 2);
+        assert_eq!(a.label_rm, vec!["old"]);
+        assert_eq!(a.node, "w1");
+        let cli = parse(&["node", "rm", "-f", "w1", "w2"]).expect("parses");
+        let Command::Node(NodeCommand::Rm(a)) = cli.command else {
+            panic!("not rm")
+        };
+        assert!(a.force);
+        assert_eq!(a.nodes, vec!["w1", "w2"]);
+        assert!(parse(&["node", "update", "--availability", "gone", "w1"]).is_err());
     }
 }

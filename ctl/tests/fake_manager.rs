@@ -271,20 +271,44 @@ impl Control for Fake {
         &self,
         req: Request<UpdateNodeRequest>,
     ) -> Result<Response<UpdateNodeResponse>, Status> {
-        Err(Status::not_found(format!(
-            "node {} not found",
-            req.into_inner().name_or_id
-        )))
+        let req = req.into_inner();
+        if req.name_or_id != "host1" {
+            return Err(Status::not_found(format!(
+                "node {} not found",
+                req.name_or_id
+            )));
+        }
+        let mut labels: HashMap<String, String> = req.labels_add;
+        for k in &req.labels_rm {
+            labels.remove(k);
+        }
+        Ok(Response::new(UpdateNodeResponse {
+            node: Some(Node {
+                id: "node1node1node1node1node1".into(),
+                spec: Some(NodeSpec {
+                    availability: req.availability.unwrap_or_default(),
+                    labels,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+        }))
     }
 
     async fn remove_node(
         &self,
         req: Request<RemoveNodeRequest>,
     ) -> Result<Response<RemoveNodeResponse>, Status> {
-        Err(Status::not_found(format!(
-            "node {} not found",
-            req.into_inner().name_or_id
-        )))
+        let req = req.into_inner();
+        if !req.force {
+            return Err(Status::failed_precondition(format!(
+                "node {:?} is up: stop its agent first, or use --force",
+                req.name_or_id
+            )));
+        }
+        Ok(Response::new(RemoveNodeResponse {
+            id: "node1node1node1node1node1".into(),
+        }))
     }
 
     async fn join_token(
@@ -440,6 +464,42 @@ async fn shoalctl_against_a_fake_manager() {
         "{}",
         r.stdout
     );
+
+    // node update prints the node id; node rm refuses an up node unless forced
+    let r = shoalctl(
+        &conf,
+        &[
+            "node",
+            "update",
+            "--availability",
+            "drain",
+            "--label-add",
+            "zone=a",
+            "host1",
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.stdout, "node1node1node1node1node1\n");
+    let r = shoalctl(&conf, &["node", "update", "host1"]).await;
+    assert_eq!(r.code, 1);
+    assert_eq!(
+        r.stderr,
+        "Error: --availability, --label-add or --label-rm: nothing to update\n"
+    );
+    let r = shoalctl(&conf, &["node", "update", "--label-add", "zone=a", "nope"]).await;
+    assert_eq!(r.code, 1);
+    assert_eq!(r.stderr, "Error: node nope not found\n");
+    let r = shoalctl(&conf, &["node", "rm", "host1"]).await;
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.starts_with("Error: host1: node \"host1\" is up"),
+        "{}",
+        r.stderr
+    );
+    let r = shoalctl(&conf, &["node", "rm", "--force", "host1"]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.stdout, "host1\n");
 
     // the manager's error message comes through as one line
     let r = shoalctl(

@@ -86,6 +86,32 @@ impl Constraint {
     }
 }
 
+/// Parses a placement preference `spread=KEY` into its key (`node.labels.K`, `engine.labels.K`,
+/// `node.id`, `node.hostname` or `node.role`).
+pub fn parse_placement_pref(pref: &str) -> Result<String, SpecError> {
+    let key = pref
+        .trim()
+        .strip_prefix("spread=")
+        .ok_or_else(|| {
+            err(
+                "--placement-pref",
+                format!("{pref:?} is not spread=KEY (e.g. spread=node.labels.zone)"),
+            )
+        })?
+        .trim();
+    let known = ["node.labels.", "engine.labels."]
+        .iter()
+        .any(|prefix| key.strip_prefix(prefix).is_some_and(|k| !k.is_empty()))
+        || matches!(key, "node.id" | "node.hostname" | "node.role");
+    if !known {
+        return Err(err(
+            "--placement-pref",
+            format!("unknown key {key:?} (use node.labels.KEY, engine.labels.KEY, node.id, node.hostname or node.role)"),
+        ));
+    }
+    Ok(key.to_string())
+}
+
 /// Checks a service name the way docker does: 1-63 characters of letters, digits, `-` and `_`,
 /// starting with a letter or digit.
 pub fn validate_name(name: &str) -> Result<(), SpecError> {
@@ -162,6 +188,9 @@ pub fn validate_service(spec: &ServiceSpec) -> Result<(), SpecError> {
             return Err(err("--limit-pids", "must not be negative"));
         }
     }
+    if container.stop_grace_period_ns < 0 {
+        return Err(err("--stop-grace-period", "must not be negative"));
+    }
     if let Some(r) = &task.restart {
         if r.delay_ns < 0 {
             return Err(err("--restart-delay", "must not be negative"));
@@ -170,6 +199,9 @@ pub fn validate_service(spec: &ServiceSpec) -> Result<(), SpecError> {
     if let Some(p) = &task.placement {
         for c in &p.constraints {
             Constraint::parse(c)?;
+        }
+        for pref in &p.preferences {
+            parse_placement_pref(pref)?;
         }
     }
     Ok(())
@@ -223,6 +255,41 @@ mod tests {
             });
         }
         assert_eq!(validate_service(&s).unwrap_err().field, "--constraint");
+    }
+
+    #[test]
+    fn placement_preferences_and_grace() {
+        #[rustfmt::skip]
+        let cases: [(&str, Result<&str, ()>); 6] = [
+            ("spread=node.labels.zone", Ok("node.labels.zone")),
+            (" spread= engine.labels.disk ", Ok("engine.labels.disk")),
+            ("spread=node.hostname", Ok("node.hostname")),
+            ("spread=node.labels.", Err(())),
+            ("spread=node.colour", Err(())),
+            ("binpack=node.labels.zone", Err(())),
+        ];
+        for (pref, want) in cases {
+            let got = parse_placement_pref(pref).map_err(|e| {
+                assert_eq!(e.field, "--placement-pref");
+            });
+            assert_eq!(got.as_deref(), want.as_ref().map(|s| *s), "{pref}");
+        }
+        let mut s = spec("web");
+        if let Some(t) = s.task.as_mut() {
+            t.placement = Some(crate::v1::Placement {
+                preferences: vec!["spread=zone".into()],
+                ..Default::default()
+            });
+        }
+        assert_eq!(validate_service(&s).unwrap_err().field, "--placement-pref");
+        let mut s = spec("web");
+        if let Some(c) = s.task.as_mut().and_then(|t| t.container.as_mut()) {
+            c.stop_grace_period_ns = -1;
+        }
+        assert_eq!(
+            validate_service(&s).unwrap_err().field,
+            "--stop-grace-period"
+        );
     }
 
     #[test]

@@ -1176,6 +1176,43 @@ impl Agent {
     }
 }
 
+/// How to start a `Cluster`: `ClusterOptions::new(4).heartbeat_period("1s")`.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterOptions {
+    /// Worker hosts `w1`…`wN`; 0 runs one agent beside the manager.
+    pub n_workers: usize,
+    /// Extra arguments of `shoal-manager init` (e.g. `--heartbeat-period 1s`).
+    pub manager_args: Vec<String>,
+    /// Extra arguments of `shoal-agent join`, per worker index (0 = `w1`).
+    pub agent_args: Vec<Vec<String>>,
+}
+
+impl ClusterOptions {
+    /// A cluster with `n_workers` worker hosts and default settings.
+    pub fn new(n_workers: usize) -> Self {
+        ClusterOptions {
+            n_workers,
+            ..Default::default()
+        }
+    }
+
+    /// The manager's `--heartbeat-period` (e.g. "1s"), to detect dead hosts quickly.
+    pub fn heartbeat_period(mut self, period: &str) -> Self {
+        self.manager_args
+            .extend(["--heartbeat-period".to_string(), period.to_string()]);
+        self
+    }
+
+    /// Extra `shoal-agent join` arguments for worker `i` (0 = `w1`), e.g. `--label zone=a`.
+    pub fn agent_args(mut self, i: usize, args: &[&str]) -> Self {
+        if self.agent_args.len() <= i {
+            self.agent_args.resize(i + 1, Vec::new());
+        }
+        self.agent_args[i].extend(args.iter().map(|a| a.to_string()));
+        self
+    }
+}
+
 /// A running Shoal cluster on a testbed: a registry host, a manager host, agents.
 pub struct Cluster {
     /// The binaries under test.
@@ -1187,6 +1224,7 @@ pub struct Cluster {
     /// The manager's `--data-dir`.
     pub manager_dir: PathBuf,
     manager_proc: Option<Proc>,
+    manager_args: Vec<String>,
     /// The agents, in join order.
     pub agents: Vec<Agent>,
     worker_token: String,
@@ -1198,6 +1236,12 @@ impl Cluster {
     /// Starts a cluster with `n_workers` worker hosts (`w1`…); with 0, one agent runs beside the
     /// manager on the manager host (the usual one-host cluster). Returns once every node is Ready.
     pub fn start(tb: Testbed, n_workers: usize) -> Result<Cluster> {
+        Cluster::start_with(tb, ClusterOptions::new(n_workers))
+    }
+
+    /// Starts a cluster as `opts` says; returns once every node is Ready.
+    pub fn start_with(tb: Testbed, opts: ClusterOptions) -> Result<Cluster> {
+        let n_workers = opts.n_workers;
         let bins = Binaries::locate()?;
         let registry = tb.add_host("reg")?;
         start_registry(&registry)?;
@@ -1218,6 +1262,7 @@ impl Cluster {
             manager,
             manager_dir,
             manager_proc: None,
+            manager_args: opts.manager_args.clone(),
             agents: Vec::new(),
             worker_token: String::new(),
             tb,
@@ -1233,8 +1278,9 @@ impl Cluster {
                 .collect::<Result<_>>()?
         };
         let token = cluster.worker_token.clone();
-        for host in hosts {
-            cluster.add_agent(host, &token)?;
+        for (i, host) in hosts.into_iter().enumerate() {
+            let extra = opts.agent_args.get(i).cloned().unwrap_or_default();
+            cluster.add_agent_with(host, &token, &extra)?;
         }
         cluster.wait_nodes_ready(cluster.agents.len())?;
         Ok(cluster)
@@ -1285,11 +1331,14 @@ impl Cluster {
     pub fn start_manager(&mut self) -> Result<()> {
         let listen = self.manager_addr();
         let dir = self.manager_dir.to_string_lossy().into_owned();
-        let proc = self.manager.spawn(
-            &self.bins.manager,
-            ["init", "--data-dir", &dir, "--listen-addr", &listen],
-            "manager.log",
-        )?;
+        let mut args: Vec<String> = ["init", "--data-dir", &dir, "--listen-addr", &listen]
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+        args.extend(self.manager_args.iter().cloned());
+        let proc = self
+            .manager
+            .spawn(&self.bins.manager, &args, "manager.log")?;
         self.manager_proc = Some(proc.clone());
         let conf = self.admin_conf();
         Testbed::wait_for(DEADLINE, "the manager to write admin.conf", || {
@@ -1356,8 +1405,16 @@ impl Cluster {
     /// Starts an agent on `host` that joins with `token`; returns its index in `agents`. Does not
     /// wait for it to be Ready (see `wait_nodes_ready`).
     pub fn add_agent(&mut self, host: Host, token: &str) -> Result<usize> {
+        self.add_agent_with(host, token, &[])
+    }
+
+    /// Like `add_agent`, with extra `shoal-agent join` arguments (e.g. `--label zone=a`).
+    pub fn add_agent_with(&mut self, host: Host, token: &str, extra: &[String]) -> Result<usize> {
         let data_dir = host.dir()?.join("agent");
-        let args = self.agent_join_args(&host, &data_dir, token);
+        let mut args = self.agent_join_args(&host, &data_dir, token);
+        // Before the positional manager address, which comes last.
+        let at = args.len() - 1;
+        args.splice(at..at, extra.iter().map(OsString::from));
         let mut agent = Agent {
             host,
             data_dir,
@@ -1384,6 +1441,23 @@ impl Cluster {
             p.kill()?;
         }
         Ok(())
+    }
+
+    /// Kills host `i` of the agents the hard way: SIGKILL to its agent, then to every shim and
+    /// container its runtime records, as if the machine lost power. Returns the killed pids.
+    pub fn kill_agent_host(&mut self, i: usize) -> Result<Vec<i32>> {
+        self.kill_agent(i)?;
+        let mut killed = Vec::new();
+        for ct in self.agents[i].containers()? {
+            for pid in [ct.shim_pid, ct.pid].into_iter().flatten() {
+                // A pid that is already gone fails with ESRCH, which is fine.
+                let pid_t = nix::unistd::Pid::from_raw(pid);
+                if nix::sys::signal::kill(pid_t, nix::sys::signal::SIGKILL).is_ok() {
+                    killed.push(pid);
+                }
+            }
+        }
+        Ok(killed)
     }
 
     /// Starts agent `i` again with exactly the command it was first started with.

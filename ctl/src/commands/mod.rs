@@ -17,6 +17,10 @@ pub async fn run(cli: Cli) -> Result<()> {
     // Check what can be checked before dialling a manager, so bad input fails fast and offline.
     let spec = match &cli.command {
         Command::Service(ServiceCommand::Create(args)) => Some(service::build_spec(args)?),
+        Command::Node(NodeCommand::Update(args)) => {
+            node::update_request(args)?;
+            None
+        }
         _ => None,
     };
     let Connection {
@@ -43,6 +47,8 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Node(cmd) => match cmd {
             NodeCommand::Ls(args) => node::ls(c, &args, format).await,
             NodeCommand::Inspect(args) => node::inspect(c, &args).await,
+            NodeCommand::Update(args) => node::update(c, &args).await,
+            NodeCommand::Rm(args) => node::rm(c, &args).await,
         },
         Command::Cluster(ClusterCommand::JoinToken(args)) => {
             cluster::join_token(c, &args, &manager_addr).await

@@ -1,10 +1,13 @@
-//! `shoalctl node ls|inspect`.
+//! `shoalctl node ls|inspect|update|rm`.
 
 use anyhow::{anyhow, Result};
 use serde_json::json;
-use shoal_proto::v1::{GetNodeRequest, ListNodesRequest, Node, NodeRole};
+use shoal_proto::v1::{
+    GetNodeRequest, ListNodesRequest, Node, NodeAvailability, NodeRole, RemoveNodeRequest,
+    UpdateNodeRequest,
+};
 
-use crate::cli::{Format, NodeInspectArgs, NodeLsArgs};
+use crate::cli::{Availability, Format, NodeInspectArgs, NodeLsArgs, NodeRmArgs, NodeUpdateArgs};
 use crate::client::{status, Control};
 use crate::output::{self, json as js, table::Table};
 
@@ -21,6 +24,10 @@ pub struct NodeRow {
     pub availability: String,
     /// "Leader" | "Reachable" | "Unreachable" | "" (workers).
     pub manager_status: String,
+    /// CPUs the node offers, in 1e-9 CPUs.
+    pub nano_cpus: i64,
+    /// Memory the node offers, in bytes.
+    pub memory_bytes: i64,
 }
 
 /// Docker's MANAGER STATUS column.
@@ -54,6 +61,16 @@ impl NodeRow {
             )),
             availability: output::capitalize(output::availability_name(spec.availability)),
             manager_status: manager_status(n),
+            nano_cpus: n
+                .description
+                .as_ref()
+                .and_then(|d| d.resources)
+                .map_or(0, |r| r.nano_cpus),
+            memory_bytes: n
+                .description
+                .as_ref()
+                .and_then(|d| d.resources)
+                .map_or(0, |r| r.memory_bytes),
         }
     }
 
@@ -65,13 +82,34 @@ impl NodeRow {
             self.status.clone(),
             self.availability.clone(),
             self.manager_status.clone(),
+            format_cpus(self.nano_cpus),
+            format_memory(self.memory_bytes),
         ]
     }
 
-    /// The `--format json` object.
+    /// The `--format json` object (docker's fields, plus the node's resources).
     pub fn json(&self) -> serde_json::Value {
         json!({"ID": self.id, "Hostname": self.hostname, "Status": self.status,
-               "Availability": self.availability, "ManagerStatus": self.manager_status})
+               "Availability": self.availability, "ManagerStatus": self.manager_status,
+               "NanoCPUs": self.nano_cpus, "MemoryBytes": self.memory_bytes})
+    }
+}
+
+/// CPUS column: "2", "0.5"; empty when unknown (a manager-only node).
+fn format_cpus(nano: i64) -> String {
+    if nano <= 0 {
+        String::new()
+    } else {
+        format!("{}", nano as f64 / 1e9)
+    }
+}
+
+/// MEMORY column: "1GiB"; empty when unknown.
+fn format_memory(bytes: i64) -> String {
+    if bytes <= 0 {
+        String::new()
+    } else {
+        shoal_proto::units::format_bytes(bytes)
     }
 }
 
@@ -94,7 +132,15 @@ pub async fn ls(c: &mut Control, a: &NodeLsArgs, format: Format) -> Result<()> {
     match format {
         Format::Json => rows.iter().for_each(|r| out.push_str(&js::line(&r.json()))),
         Format::Table => {
-            let mut t = Table::new(&["ID", "HOSTNAME", "STATUS", "AVAILABILITY", "MANAGER STATUS"]);
+            let mut t = Table::new(&[
+                "ID",
+                "HOSTNAME",
+                "STATUS",
+                "AVAILABILITY",
+                "MANAGER STATUS",
+                "CPUS",
+                "MEMORY",
+            ]);
             rows.iter().for_each(|r| t.row(r.cells()));
             out = t.render();
         }
@@ -119,6 +165,63 @@ pub async fn inspect(c: &mut Control, a: &NodeInspectArgs) -> Result<()> {
         }
     }
     output::print(&js::pretty_array(found))?;
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(anyhow!("{}", errors.join("; ")))
+    }
+}
+
+/// The request of `node update`; an error names the flag when nothing is asked.
+pub fn update_request(a: &NodeUpdateArgs) -> Result<UpdateNodeRequest> {
+    if a.availability.is_none() && a.label_add.is_empty() && a.label_rm.is_empty() {
+        return Err(anyhow!(
+            "--availability, --label-add or --label-rm: nothing to update"
+        ));
+    }
+    let availability = a.availability.map(|av| {
+        (match av {
+            Availability::Active => NodeAvailability::AvailabilityActive,
+            Availability::Pause => NodeAvailability::AvailabilityPause,
+            Availability::Drain => NodeAvailability::AvailabilityDrain,
+        }) as i32
+    });
+    Ok(UpdateNodeRequest {
+        name_or_id: a.node.clone(),
+        availability,
+        labels_add: a.label_add.iter().cloned().collect(),
+        labels_rm: a.label_rm.clone(),
+    })
+}
+
+/// `node update NODE`: prints the node's ID, as docker does.
+pub async fn update(c: &mut Control, a: &NodeUpdateArgs) -> Result<()> {
+    let req = update_request(a)?;
+    let node = c
+        .update_node(req)
+        .await
+        .map_err(status)?
+        .into_inner()
+        .node
+        .ok_or_else(|| anyhow!("the manager answered without the updated node"))?;
+    Ok(output::print(&format!("{}\n", node.id))?)
+}
+
+/// `node rm NODE...`: removes each, printing its name; keeps going past failures.
+pub async fn rm(c: &mut Control, a: &NodeRmArgs) -> Result<()> {
+    let mut errors = Vec::new();
+    for name in &a.nodes {
+        let res = c
+            .remove_node(RemoveNodeRequest {
+                name_or_id: name.clone(),
+                force: a.force,
+            })
+            .await;
+        match res {
+            Ok(_) => output::print(&format!("{name}\n"))?,
+            Err(s) => errors.push(format!("{name}: {}", status(s))),
+        }
+    }
     if errors.is_empty() {
         Ok(())
     } else {
@@ -155,7 +258,7 @@ mod tests {
     #[test]
     fn rows() {
         let w = NodeRow::of(&node(NodeRole::RoleWorker, None));
-        assert_eq!(w.cells(), vec!["n1", "host1", "Down", "Pause", ""]);
+        assert_eq!(w.cells(), vec!["n1", "host1", "Down", "Pause", "", "", ""]);
         let leader = ManagerStatus {
             leader: true,
             reachability: "reachable".into(),
@@ -171,7 +274,46 @@ mod tests {
         assert_eq!(m.manager_status, "Unreachable");
         assert_eq!(
             js::line(&w.json()),
-            "{\"Availability\":\"Pause\",\"Hostname\":\"host1\",\"ID\":\"n1\",\"ManagerStatus\":\"\",\"Status\":\"Down\"}\n"
+            "{\"Availability\":\"Pause\",\"Hostname\":\"host1\",\"ID\":\"n1\",\"ManagerStatus\":\"\",\"MemoryBytes\":0,\"NanoCPUs\":0,\"Status\":\"Down\"}\n"
+        );
+        let mut big = node(NodeRole::RoleWorker, None);
+        if let Some(d) = big.description.as_mut() {
+            d.resources = Some(shoal_proto::v1::Resources {
+                nano_cpus: 2_500_000_000,
+                memory_bytes: 4 << 30,
+            });
+        }
+        let r = NodeRow::of(&big);
+        assert_eq!(r.cells()[5..], ["2.5".to_string(), "4GiB".to_string()]);
+        assert_eq!(r.json()["MemoryBytes"], 4_i64 << 30);
+    }
+
+    #[test]
+    fn update_requests() {
+        let args = |availability, add: &[(&str, &str)], rm: &[&str]| NodeUpdateArgs {
+            availability,
+            label_add: add
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            label_rm: rm.iter().map(|s| s.to_string()).collect(),
+            node: "w1".into(),
+        };
+        let e = update_request(&args(None, &[], &[])).expect_err("nothing");
+        assert!(e.to_string().starts_with("--availability"), "{e}");
+        let r = update_request(&args(Some(Availability::Drain), &[("zone", "a")], &["x"]))
+            .expect("valid");
+        assert_eq!(
+            r.availability,
+            Some(NodeAvailability::AvailabilityDrain as i32)
+        );
+        assert_eq!(r.labels_add.get("zone").map(String::as_str), Some("a"));
+        assert_eq!(r.labels_rm, vec!["x"]);
+        assert_eq!(r.name_or_id, "w1");
+        let r = update_request(&args(Some(Availability::Active), &[], &[])).expect("valid");
+        assert_eq!(
+            r.availability,
+            Some(NodeAvailability::AvailabilityActive as i32)
         );
     }
 }

@@ -21,9 +21,6 @@ use crate::cli::{
 use crate::client::{status, Control};
 use crate::output::{self, json as js, table::Table};
 
-/// Docker's default grace period between the stop signal and SIGKILL.
-const STOP_GRACE_NS: i64 = 10_000_000_000;
-
 /// Turns `service create` flags into a spec, checked the way the manager will check it.
 pub fn build_spec(a: &CreateArgs) -> Result<ServiceSpec> {
     let (mode, replicas) = match (a.mode, a.replicas) {
@@ -48,7 +45,7 @@ pub fn build_spec(a: &CreateArgs) -> Result<ServiceSpec> {
                 image: a.image.clone(),
                 args: a.args.clone(),
                 env: a.env.clone(),
-                stop_grace_period_ns: STOP_GRACE_NS,
+                stop_grace_period_ns: a.stop_grace_period,
                 ..Default::default()
             }),
             resources: Some(ResourceRequirements {
@@ -70,7 +67,8 @@ pub fn build_spec(a: &CreateArgs) -> Result<ServiceSpec> {
             }),
             placement: Some(Placement {
                 constraints: a.constraint.clone(),
-                ..Default::default()
+                max_replicas_per_node: a.max_replicas_per_node.unwrap_or(0),
+                preferences: a.placement_pref.clone(),
             }),
         }),
     };
@@ -363,13 +361,24 @@ pub fn pretty(svc: &Service) -> String {
     }
     kv("Created", output::rfc3339(meta.created_at));
     kv("Updated", output::rfc3339(meta.updated_at));
-    if let Some(p) = task
-        .placement
-        .as_ref()
-        .filter(|p| !p.constraints.is_empty())
-    {
+    if let Some(p) = task.placement.as_ref().filter(|p| {
+        !p.constraints.is_empty() || !p.preferences.is_empty() || p.max_replicas_per_node > 0
+    }) {
         kv("Placement", String::new());
-        kv(" Constraints", format!("[{}]", p.constraints.join(" ")));
+        if !p.constraints.is_empty() {
+            kv(" Constraints", format!("[{}]", p.constraints.join(" ")));
+        }
+        if !p.preferences.is_empty() {
+            let prefs: Vec<String> = p
+                .preferences
+                .iter()
+                .map(|x| format!("Spread={}", x.strip_prefix("spread=").unwrap_or(x)))
+                .collect();
+            kv(" Preferences", format!("[{}]", prefs.join(" ")));
+        }
+        if p.max_replicas_per_node > 0 {
+            kv(" Max Replicas", p.max_replicas_per_node.to_string());
+        }
     }
     let r = task.restart.unwrap_or_default();
     kv("RestartPolicy", String::new());
@@ -393,6 +402,13 @@ pub fn pretty(svc: &Service) -> String {
     if !c.env.is_empty() {
         kv(" Env", c.env.join(" "));
     }
+    kv(
+        " Grace Period",
+        humantime::format_duration(std::time::Duration::from_nanos(
+            c.stop_grace_period_ns.max(0) as u64,
+        ))
+        .to_string(),
+    );
     let res = task.resources.unwrap_or_default();
     let lim = res.limits.unwrap_or_default();
     let rsv = res.reservations.unwrap_or_default();
@@ -675,10 +691,60 @@ mod tests {
         assert_eq!(r.condition, 1);
         assert_eq!(r.max_attempts, 2);
         assert_eq!(r.delay_ns, 5_000_000_000);
+        let p = task.placement.expect("p");
+        assert_eq!(p.constraints, vec!["node.role==worker"]);
+        assert_eq!(p.max_replicas_per_node, 0);
+        assert!(p.preferences.is_empty());
+        assert_eq!(c.stop_grace_period_ns, 10_000_000_000);
+    }
+
+    #[test]
+    fn placement_and_grace_flags() {
+        let a = create_args(&[
+            "--name",
+            "web",
+            "--max-replicas-per-node",
+            "2",
+            "--placement-pref",
+            "spread=node.labels.zone",
+            "--placement-pref",
+            "spread=engine.labels.rack",
+            "--stop-grace-period",
+            "3s",
+            "busybox",
+        ]);
+        let spec = build_spec(&a).expect("valid");
+        let task = spec.task.clone().expect("task");
+        let p = task.placement.expect("placement");
+        assert_eq!(p.max_replicas_per_node, 2);
         assert_eq!(
-            task.placement.expect("p").constraints,
-            vec!["node.role==worker"]
+            p.preferences,
+            vec!["spread=node.labels.zone", "spread=engine.labels.rack"]
         );
+        assert_eq!(
+            task.container.expect("c").stop_grace_period_ns,
+            3_000_000_000
+        );
+        let svc = Service {
+            id: "s1".into(),
+            spec: Some(spec),
+            ..Default::default()
+        };
+        let doc = js::service(&svc);
+        let t = &doc["Spec"]["TaskTemplate"];
+        assert_eq!(t["Placement"]["MaxReplicas"], 2);
+        assert_eq!(
+            t["Placement"]["Preferences"][0]["Spread"]["SpreadDescriptor"],
+            "node.labels.zone"
+        );
+        assert_eq!(t["ContainerSpec"]["StopGracePeriod"], 3_000_000_000_i64);
+        let text = pretty(&svc);
+        assert!(
+            text.contains(" Preferences:   [Spread=node.labels.zone Spread=engine.labels.rack]\n"),
+            "{text}"
+        );
+        assert!(text.contains(" Max Replicas:  2\n"), "{text}");
+        assert!(text.contains(" Grace Period:  3s\n"), "{text}");
     }
 
     #[test]

@@ -31,6 +31,8 @@ const DOWN_AFTER_PERIODS: f64 = 1.5;
 pub struct Session {
     id: u64,
     tx: mpsc::Sender<ManagerMessage>,
+    /// Set to end the session from the manager's side.
+    end: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl Session {
@@ -182,6 +184,14 @@ impl Dispatcher {
                 let expired = now.duration_since(last) > limit;
                 if expired {
                     info!(node.id = %node.id, connected, "node missed its heartbeats: marking it down");
+                    // End its session: if the agent is still there (a partition that heals before
+                    // TCP notices), it must register again, and registering is what marks a node
+                    // ready. Otherwise it would stay down while its stream carries on.
+                    let session = self.sessions.lock().sessions.remove(&node.id);
+                    if let Some(session) = session {
+                        let _ = session.end.send(true);
+                        self.logs.node_gone(&node.id);
+                    }
                     let st = node.status.get_or_insert_with(Default::default);
                     st.state = NodeState::NodeDown as i32;
                     st.message = "heartbeat failure".into();
@@ -326,18 +336,29 @@ impl DispatcherRpc for Dispatcher {
                 ))
             }
         };
-        self.register(&node_id, peer, reg).await?;
         let (tx, rx) = mpsc::channel(256);
         let session_id = self.next_session.fetch_add(1, Ordering::Relaxed);
+        let (end_tx, end_rx) = tokio::sync::watch::channel(false);
+        {
+            // Seen before it is marked ready, so the heartbeat monitor cannot expire it at once.
+            let mut t = self.sessions.lock();
+            t.last_seen.insert(node_id.clone(), Instant::now());
+        }
+        self.register(&node_id, peer, reg).await?;
         {
             let mut t = self.sessions.lock();
-            t.sessions.insert(
+            let old = t.sessions.insert(
                 node_id.clone(),
                 Session {
                     id: session_id,
                     tx: tx.clone(),
+                    end: Arc::new(end_tx),
                 },
             );
+            // A node has one session: a new one replaces whatever was left of the old.
+            if let Some(old) = old {
+                let _ = old.end.send(true);
+            }
             t.last_seen.insert(node_id.clone(), Instant::now());
         }
         info!(node.id = %node_id, session = session_id, "agent session established");
@@ -354,9 +375,14 @@ impl DispatcherRpc for Dispatcher {
             .map_err(|_| Status::cancelled("session closed"))?;
         tokio::spawn(self.clone().push_assignments(node_id.clone(), tx.clone()));
         let me = self.clone();
+        let mut ended = end_rx.clone();
         tokio::spawn(async move {
             loop {
-                let msg = match inbound.message().await {
+                let msg = tokio::select! {
+                    m = inbound.message() => m,
+                    _ = ended.wait_for(|e| *e) => break,
+                };
+                let msg = match msg {
                     Ok(Some(m)) => m,
                     Ok(None) => break,
                     Err(e) => {
@@ -390,9 +416,13 @@ impl DispatcherRpc for Dispatcher {
             }
             info!(node.id = %node_id, session = session_id, "agent session ended");
         });
-        Ok(Response::new(Box::pin(tokio_stream::StreamExt::map(
-            ReceiverStream::new(rx),
-            Ok,
+        let mut ended = end_rx;
+        let end = async move {
+            let _ = ended.wait_for(|e| *e).await;
+        };
+        Ok(Response::new(Box::pin(futures::StreamExt::take_until(
+            tokio_stream::StreamExt::map(ReceiverStream::new(rx), Ok),
+            Box::pin(end),
         ))))
     }
 }

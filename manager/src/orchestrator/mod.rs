@@ -20,6 +20,11 @@ use restart::Restart;
 /// How many ended tasks a slot keeps for `service ps` before the oldest are removed.
 pub const TASK_HISTORY_LIMIT: usize = 5;
 
+/// How long a task on a drained node keeps running while its replacement makes its way to
+/// RUNNING elsewhere (pulling an image included); past this it is stopped anyway, since a drain
+/// must end.
+pub const DRAIN_HOLD_NS: i64 = 60_000_000_000;
+
 /// One change the orchestrator wants written to the store.
 // `CreateTask(Task)` is the agreed interface (INTERFACES.md); plans are short-lived, so the size
 // difference between variants costs nothing worth a Box.
@@ -117,7 +122,36 @@ struct SlotGoal<'a> {
     wanted: bool,
     /// The node of a running task is gone, down or drained: replace the task elsewhere.
     lost: &'a dyn Fn(&Task) -> bool,
+    /// The task's node is up but drained: the task is lost, yet it keeps running until its
+    /// replacement does (see [`hold_for_replacement`]).
+    draining: &'a dyn Fn(&Task) -> bool,
     restart: &'a RestartPolicy,
+}
+
+/// Whether `old`, a task of a drained node, keeps running for now because `replacement`, the
+/// slot's current task, is on its way to RUNNING; `Err(at)` when it keeps running until `at`.
+///
+/// Drain stops a node's tasks only after their replacements run elsewhere (the wording;
+/// swarm stops them at once), so a service does not lose capacity during a drain. The old task is
+/// stopped anyway as soon as the replacement ended, found no node, or took longer than
+/// [`DRAIN_HOLD_NS`].
+fn hold_for_replacement(
+    old: &Task,
+    replacement: &Task,
+    goal: &SlotGoal,
+    now_ns: i64,
+) -> Option<i64> {
+    let st = replacement.status.as_ref();
+    let state = status_state(replacement);
+    let unschedulable = state == TaskState::TaskPending && st.is_some_and(|s| !s.err.is_empty());
+    let until = replacement.meta.map_or(0, |m| m.created_at) + DRAIN_HOLD_NS;
+    let hold = goal.wanted
+        && (goal.draining)(old)
+        && !status_state(old).is_terminal()
+        && state < TaskState::TaskRunning
+        && !unschedulable
+        && now_ns < until;
+    hold.then_some(until)
 }
 
 /// Reconciles one slot (or one node of a global service); `new_task` makes its next task.
@@ -135,9 +169,13 @@ fn reconcile_slot(
         .copied()
         .collect::<Vec<_>>();
     let current = runnable.pop();
-    // Two tasks meant to run in one slot: keep the newest.
+    // Two tasks meant to run in one slot: keep the newest, unless an older one is a drained
+    // node's task waiting for the newest (its replacement) to run.
     for t in runnable {
-        plan.shut_down(t);
+        match current.and_then(|c| hold_for_replacement(t, c, goal, now_ns)) {
+            Some(until) => plan.wake_at(until),
+            None => plan.shut_down(t),
+        }
     }
     match current {
         _ if !goal.wanted => {
@@ -157,7 +195,11 @@ fn reconcile_slot(
             }
         }
         Some(t) if (goal.lost)(t) => {
-            plan.shut_down(t);
+            // A drained node's task runs on until its replacement does (next rounds decide);
+            // a down or removed node's task is replaced at once.
+            if !(goal.draining)(t) {
+                plan.shut_down(t);
+            }
             plan.create.push(new_task());
         }
         Some(_) => {}
@@ -242,6 +284,12 @@ pub fn reconcile_service(service: &Service, tasks: &[&Task], nodes: &[&Node], no
                             || node_availability(n) == NodeAvailability::AvailabilityDrain
                     })
             };
+            let draining = |t: &Task| {
+                by_id.get(t.node_id.as_str()).is_some_and(|n| {
+                    node_state(n) == NodeState::NodeReady
+                        && node_availability(n) == NodeAvailability::AvailabilityDrain
+                })
+            };
             let mut slots: BTreeMap<u64, Vec<&Task>> =
                 (1..=spec.replicas).map(|s| (s, Vec::new())).collect();
             for t in tasks {
@@ -251,6 +299,7 @@ pub fn reconcile_service(service: &Service, tasks: &[&Task], nodes: &[&Node], no
                 let goal = SlotGoal {
                     wanted: (1..=spec.replicas).contains(&slot),
                     lost: &lost,
+                    draining: &draining,
                     restart: &restart_policy,
                 };
                 let make = || new_task(service, slot, "", now_ns);
@@ -287,6 +336,7 @@ pub fn reconcile_service(service: &Service, tasks: &[&Task], nodes: &[&Node], no
                 let goal = SlotGoal {
                     wanted: eligible,
                     lost: &never_lost,
+                    draining: &never_lost,
                     restart: &restart_policy,
                 };
                 let make = || new_task(service, 0, node_id, now_ns);

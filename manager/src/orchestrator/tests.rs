@@ -337,7 +337,9 @@ fn tasks_on_lost_nodes_are_replaced() {
         (Some(node("n1", NodeReady, AvailabilityPause)), run("t", 1, "n1"), vec![]),
         (Some(node("n1", NodeDisconnected, AvailabilityActive)), run("t", 1, "n1"), vec![]),
         (Some(node("n1", NodeDown, AvailabilityActive)), run("t", 1, "n1"), replaced.clone()),
-        (Some(node("n1", NodeReady, AvailabilityDrain)), run("t", 1, "n1"), replaced.clone()),
+        // Drained: the replacement comes first; t stops once it runs (see the next test).
+        (Some(node("n1", NodeReady, AvailabilityDrain)), run("t", 1, "n1"), vec!["create slot 1"]),
+        (Some(node("n1", NodeDown, AvailabilityDrain)), run("t", 1, "n1"), replaced.clone()),
         (None, run("t", 1, "n1"), replaced.clone()),
         (Some(node("n1", NodeDown, AvailabilityActive)), task("t", 1, "n1", TaskState::TaskStarting, 1), replaced.clone()),
         // Already ended: the restart policy decides (none here: it stays).
@@ -357,6 +359,60 @@ fn tasks_on_lost_nodes_are_replaced() {
         let plan = reconcile(&s, &[t], &nodes, NOW);
         assert_eq!(describe(&plan), want, "case {i}");
     }
+}
+
+/// (node n1 of the old task, the replacement, now, plan, wake_at)
+type DrainCase = (Node, Task, i64, Vec<&'static str>, Option<i64>);
+
+#[test]
+fn drained_tasks_wait_for_their_replacement() {
+    use NodeAvailability::*;
+    use NodeState::*;
+    let created = NOW / S - 5;
+    let repl = |state: TaskState| task("r", 1, "n2", state, created);
+    let unschedulable = {
+        let mut r = repl(TaskState::TaskPending);
+        r.node_id.clear();
+        if let Some(st) = r.status.as_mut() {
+            st.err = "no suitable node (1 node not available for new tasks)".into();
+        }
+        r
+    };
+    let until = NOW - 5 * S + DRAIN_HOLD_NS;
+    #[rustfmt::skip]
+    let cases: Vec<DrainCase> = vec![
+        // The replacement is on its way: the old task keeps running, look again at the deadline.
+        (node("n1", NodeReady, AvailabilityDrain), repl(TaskState::TaskPending), NOW, vec![], Some(until)),
+        (node("n1", NodeReady, AvailabilityDrain), repl(TaskState::TaskAssigned), NOW, vec![], Some(until)),
+        (node("n1", NodeReady, AvailabilityDrain), repl(TaskState::TaskStarting), NOW, vec![], Some(until)),
+        // It runs: now the old one stops.
+        (node("n1", NodeReady, AvailabilityDrain), repl(TaskState::TaskRunning), NOW, vec!["shutdown t"], None),
+        // It ended, found no node, or took too long: stop the old one anyway.
+        (node("n1", NodeReady, AvailabilityDrain), repl(TaskState::TaskFailed), NOW, vec!["shutdown t"], None),
+        (node("n1", NodeReady, AvailabilityDrain), unschedulable, NOW, vec!["shutdown t"], None),
+        (node("n1", NodeReady, AvailabilityDrain), repl(TaskState::TaskPending), until, vec!["shutdown t"], None),
+        // The drained node went down meanwhile, or was made active again: no reason to wait.
+        (node("n1", NodeDown, AvailabilityDrain), repl(TaskState::TaskPending), NOW, vec!["shutdown t"], None),
+        (node("n1", NodeReady, AvailabilityActive), repl(TaskState::TaskPending), NOW, vec!["shutdown t"], None),
+    ];
+    let s = service(
+        ServiceMode::ModeReplicated,
+        1,
+        policy(RestartCondition::RestartNone, 0, 0),
+    );
+    for (i, (n1, r, now, want, wake)) in cases.into_iter().enumerate() {
+        let plan = reconcile(&s, &[run("t", 1, "n1"), r], &[n1, ready("n2")], now);
+        assert_eq!(describe(&plan), want, "case {i}");
+        assert_eq!(plan.wake_at_ns, wake, "case {i}");
+    }
+    // Scaled away while waiting: both go.
+    let plan = reconcile(
+        &replicated(0),
+        &[run("t", 1, "n1"), repl(TaskState::TaskPending)],
+        &[node("n1", NodeReady, AvailabilityDrain), ready("n2")],
+        NOW,
+    );
+    assert_eq!(describe(&plan), vec!["shutdown r", "shutdown t"]);
 }
 
 /// (service, nodes, tasks, plan)
