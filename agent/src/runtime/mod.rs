@@ -417,7 +417,16 @@ impl Runtime {
         else {
             return Ok(()); // already gone
         };
-        process::pidfd_signal(&pidfd, Signal::SIGTERM).map_err(sys("pidfd_send_signal"))?;
+        // The init of a pid namespace never gets a signal it does not handle: if it has no
+        // SIGTERM handler, the stop signal is dropped by the kernel and the grace period could
+        // only end in SIGKILL. Kill it at once instead of waiting for nothing.
+        let signal = if process::catches_signal(state.pid, Signal::SIGTERM) {
+            Signal::SIGTERM
+        } else {
+            tracing::debug!(container.id = %id, "init has no SIGTERM handler: killing at once");
+            Signal::SIGKILL
+        };
+        process::pidfd_signal(&pidfd, signal).map_err(sys("pidfd_send_signal"))?;
         let pidfd = async_pidfd(pidfd).map_err(|source| RuntimeError::Io {
             path: dir.dir.clone(),
             source,

@@ -118,3 +118,37 @@ mod tests {
         assert!(pidfd_open(pid, start + 1).unwrap().is_none());
     }
 }
+
+/// Whether process `pid` has a handler installed for `signal` (its `SigCgt` mask in
+/// `/proc/PID/status`). Unknown (process gone, unreadable) counts as handled, so callers fall back
+/// to the graceful path.
+pub fn catches_signal(pid: i32, signal: nix::sys::signal::Signal) -> bool {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return true;
+    };
+    sig_caught(&status, signal as i32).unwrap_or(true)
+}
+
+/// Parses the `SigCgt:` mask of a `/proc/PID/status` text and tests signal number `signo`.
+fn sig_caught(status: &str, signo: i32) -> Option<bool> {
+    let mask = status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigCgt:"))
+        .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())?;
+    Some(signo >= 1 && mask & (1u64 << (signo - 1)) != 0)
+}
+
+#[cfg(test)]
+mod sigcgt_tests {
+    use super::sig_caught;
+
+    #[test]
+    fn reads_the_caught_mask() {
+        // bit 14 = SIGTERM (15), bit 1 = SIGINT (2)
+        let status = "Name:\tsh\nSigIgn:\t0000000000000004\nSigCgt:\t0000000000004002\n";
+        assert_eq!(sig_caught(status, 15), Some(true));
+        assert_eq!(sig_caught(status, 2), Some(true));
+        assert_eq!(sig_caught(status, 9), Some(false));
+        assert_eq!(sig_caught("Name: x\n", 15), None);
+    }
+}
