@@ -41,7 +41,7 @@ pub struct RaftStorage {
 impl RaftStorage {
     /// Opens (or creates) the Raft database in `dir`.
     pub fn open(dir: &Path, store: Store) -> Result<RaftStorage, RaftError> {
-        let db = sled::open(dir)?;
+        let db = crate::store::open_sled(dir)?;
         let tree = db.open_tree("raft")?;
         let hard_state: HardState = read_pb(&tree, HARD_STATE)?.unwrap_or_default();
         let conf_state: ConfState = read_pb(&tree, CONF_STATE)?.unwrap_or_default();

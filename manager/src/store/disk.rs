@@ -18,6 +18,24 @@ const APPLIED_INDEX: &[u8] = b"applied_index";
 /// One write of a transaction: the object's kind and id, and its new encoding (`None` deletes).
 pub(crate) type Write = (Kind, String, Option<Vec<u8>>);
 
+/// Opens a sled database, waiting up to 3 s for its file lock: sled's flusher thread lets go of a
+/// dropped database a moment later, and a manager restarted at once (or a previous process still
+/// exiting) would otherwise fail with "could not acquire lock".
+pub(crate) fn open_sled(dir: &Path) -> sled::Result<sled::Db> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    loop {
+        match sled::open(dir) {
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// The sled database behind a store.
 pub(crate) struct Disk {
     db: sled::Db,
@@ -27,7 +45,7 @@ pub(crate) struct Disk {
 impl Disk {
     /// Opens (or creates) the database in `dir`.
     pub(crate) fn open(dir: &Path) -> Result<Disk, StoreError> {
-        let db = sled::open(dir)?;
+        let db = open_sled(dir)?;
         let trees = TREES
             .iter()
             .map(|name| db.open_tree(name))

@@ -8,6 +8,7 @@
 //! returns once the request has been applied here.
 
 mod disk;
+pub(crate) use disk::open_sled;
 mod state;
 
 use std::collections::BTreeSet;
