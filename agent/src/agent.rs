@@ -103,7 +103,17 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
     };
     let images = ImageStore::open(&opts.data_dir.join("images"))?;
     let cgroup_parent = format!("shoal/{}", joined.state.node_id);
-    let runtime = Runtime::new(&opts.data_dir.join("runtime"), &cgroup_parent)?;
+    let mut runtime = Runtime::new(&opts.data_dir.join("runtime"), &cgroup_parent)?;
+    // A dedicated shim binary next to ours keeps each container's shim small; without one, the
+    // agent binary itself serves as the shim.
+    if let Some(shim) = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|d| d.join("shoal-shim")))
+        .filter(|p| p.is_file())
+    {
+        info!(shim = %shim.display(), "using the dedicated shim binary");
+        runtime = runtime.with_shim_exe(&shim);
+    }
     // Task namespaces live in the data dir, not /run/netns: several agents on one machine (test
     // hosts) stay apart, and removing an agent's data dir takes its namespaces with it.
     let network = BridgeNetwork::new(

@@ -865,10 +865,10 @@ fn cleanup(prefix: &str, dir: &Path, procs: &[Proc]) -> Vec<String> {
             }
         }
         for c in runtime_containers(&data_dir).unwrap_or_default() {
-            if let Some(shim) = c
-                .shim_pid
-                .filter(|p| exe_name(*p).starts_with("shoal-agent"))
-            {
+            if let Some(shim) = c.shim_pid.filter(|p| {
+                let exe = exe_name(*p);
+                exe.starts_with("shoal-agent") || exe.starts_with("shoal-shim")
+            }) {
                 sigkill(shim);
                 killed.push(shim);
             }
