@@ -1,0 +1,380 @@
+//! End to end at scale: time from `service create --replicas 1000` to `service ls` showing
+//! 1000/1000 across 1,000 simulated agents (`shoal-loadgen`: real joins, certificates and
+//! dispatcher sessions, tasks reported RUNNING without containers). Everything runs on 127.0.0.1
+//! as plain processes; no root needed.
+//!
+//! Run: `cargo build --release -p shoal-manager -p shoalctl -p shoal-tests && cargo bench -p shoal-tests --bench scale_1000`
+//! Optional: `SHOAL_BENCH_AGENTS=1000`, `SHOAL_BENCH_REPLICAS` (default: one per agent),
+//! `SHOAL_BENCH_ROUNDS=3`, `SHOAL_BIN_DIR` (where the binaries are; default: next to this bench).
+
+use std::ffi::OsStr;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, ensure, Context, Result};
+use shoal_tests::testbed::{NodeRow, ServiceRow, TaskRow};
+
+const DEADLINE: Duration = Duration::from_secs(180);
+const POLL: Duration = Duration::from_millis(50);
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// The binaries this bench drives: `SHOAL_BIN_DIR`, or the profile directory above this bench.
+fn bin_dir() -> Result<PathBuf> {
+    if let Some(d) = std::env::var_os("SHOAL_BIN_DIR") {
+        return Ok(PathBuf::from(d));
+    }
+    let exe = std::env::current_exe()?;
+    // target/release/deps/scale_1000-<hash> -> target/release
+    exe.parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .ok_or_else(|| anyhow!("cannot place {}", exe.display()))
+}
+
+fn find(dir: &Path, name: &str) -> Result<PathBuf> {
+    let p = dir.join(name);
+    if !p.is_file() {
+        bail!(
+            "{name} not found in {}: run `cargo build --release -p shoal-manager -p shoalctl -p shoal-tests` first",
+            dir.display()
+        );
+    }
+    Ok(p)
+}
+
+/// The processes started here; killed (and reaped) on drop, whatever happened.
+#[derive(Default)]
+struct Children(Vec<Child>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// What the load generator last printed, with when.
+#[derive(Default)]
+struct LoadgenView {
+    ready: Option<usize>,
+    /// (when, tasks held, tasks reported running), one per `tasks` line.
+    tasks: Vec<(Instant, i64, i64)>,
+    exited: bool,
+}
+
+impl LoadgenView {
+    fn last(&self) -> (i64, i64) {
+        self.tasks.last().map_or((0, 0), |t| (t.1, t.2))
+    }
+
+    /// First moment at or after `since` when `pred(held, running)` held.
+    fn first(&self, since: Instant, pred: impl Fn(i64, i64) -> bool) -> Option<Instant> {
+        self.tasks
+            .iter()
+            .find(|t| t.0 >= since && pred(t.1, t.2))
+            .map(|t| t.0)
+    }
+}
+
+struct Bench {
+    ctl: PathBuf,
+    admin_conf: PathBuf,
+}
+
+impl Bench {
+    fn ctl<I, S>(&self, args: I) -> Result<String>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let args: Vec<_> = args.into_iter().map(|a| a.as_ref().to_owned()).collect();
+        let out = Command::new(&self.ctl)
+            .arg("--config")
+            .arg(&self.admin_conf)
+            .args(&args)
+            .output()
+            .with_context(|| format!("running {}", self.ctl.display()))?;
+        if !out.status.success() {
+            bail!(
+                "shoalctl {:?}: {}",
+                args,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    fn rows<T: serde::de::DeserializeOwned>(&self, args: &[&str]) -> Result<Vec<T>> {
+        let out = self.ctl(args.iter().chain(&["--format", "json"]))?;
+        out.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).with_context(|| format!("parsing {l:?}")))
+            .collect()
+    }
+}
+
+fn wait_for(what: &str, mut check: impl FnMut() -> Result<bool>) -> Result<()> {
+    let start = Instant::now();
+    loop {
+        if check()? {
+            return Ok(());
+        }
+        if start.elapsed() > DEADLINE {
+            bail!("timed out after {DEADLINE:?} waiting for {what}");
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+fn free_port() -> Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?.port())
+}
+
+fn log_file(dir: &Path, name: &str) -> Result<std::fs::File> {
+    let p = dir.join(name);
+    std::fs::File::create(&p).with_context(|| format!("creating {}", p.display()))
+}
+
+/// One round's figures, seconds from the `service create` call.
+struct Round {
+    create_rpc: f64,
+    all_assigned: f64,
+    all_reported: f64,
+    converged: f64,
+    removed: f64,
+}
+
+fn main() -> Result<()> {
+    let agents = env_or("SHOAL_BENCH_AGENTS", 1000);
+    let replicas = env_or("SHOAL_BENCH_REPLICAS", agents);
+    let rounds = env_or("SHOAL_BENCH_ROUNDS", 3).max(1);
+    let bins = bin_dir()?;
+    let (manager, ctl, loadgen) = (
+        find(&bins, "shoal-manager")?,
+        find(&bins, "shoalctl")?,
+        find(&bins, "shoal-loadgen")?,
+    );
+    let tmp = tempfile::Builder::new().prefix("shoal-scale-").tempdir()?;
+    let mut children = Children::default();
+    let result = run(
+        tmp.path(),
+        &mut children,
+        (&manager, &ctl, &loadgen),
+        agents,
+        replicas,
+        rounds,
+    );
+    drop(children);
+    if let Err(e) = &result {
+        eprintln!("bench failed: {e:#}");
+        for log in ["manager.log", "loadgen.log"] {
+            let text = std::fs::read_to_string(tmp.path().join(log)).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(20).collect();
+            eprintln!("--- last lines of {log}:");
+            for l in tail.iter().rev() {
+                eprintln!("{l}");
+            }
+        }
+    }
+    result
+}
+
+fn run(
+    dir: &Path,
+    children: &mut Children,
+    (manager, ctl, loadgen): (&Path, &Path, &Path),
+    agents: usize,
+    replicas: usize,
+    rounds: usize,
+) -> Result<()> {
+    let addr = format!("127.0.0.1:{}", free_port()?);
+    let data = dir.join("manager");
+    children.0.push(
+        Command::new(manager)
+            .args(["init", "--data-dir"])
+            .arg(&data)
+            .args(["--listen-addr", &addr])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file(dir, "manager.log")?)
+            .spawn()
+            .context("starting shoal-manager")?,
+    );
+    let bench = Bench {
+        ctl: ctl.to_path_buf(),
+        admin_conf: data.join("admin.conf"),
+    };
+    wait_for("the manager to answer shoalctl", || {
+        Ok(bench.admin_conf.is_file() && bench.ctl(["node", "ls"]).is_ok())
+    })?;
+    let token = bench.ctl(["cluster", "join-token", "worker", "-q"])?;
+
+    let started = Instant::now();
+    let mut child = Command::new(loadgen)
+        .args(["--manager", &addr, "--token", token.trim()])
+        .args(["--agents", &agents.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(log_file(dir, "loadgen.log")?)
+        .spawn()
+        .context("starting shoal-loadgen")?;
+    let stdout = child.stdout.take().context("shoal-loadgen stdout")?;
+    children.0.push(child);
+    let view = Arc::new(Mutex::new(LoadgenView::default()));
+    {
+        let view = view.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let now = Instant::now();
+                let words: Vec<&str> = line.split_whitespace().collect();
+                let mut v = view.lock().unwrap_or_else(|p| p.into_inner());
+                match words.as_slice() {
+                    ["ready", n] => v.ready = n.parse().ok(),
+                    ["tasks", held, running] => {
+                        if let (Ok(h), Ok(r)) = (held.parse(), running.parse()) {
+                            v.tasks.push((now, h, r));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            view.lock().unwrap_or_else(|p| p.into_inner()).exited = true;
+        });
+    }
+    let look = || view.lock().unwrap_or_else(|p| p.into_inner());
+    wait_for(&format!("{agents} simulated sessions"), || {
+        let v = look();
+        if v.exited {
+            bail!("shoal-loadgen exited (see loadgen.log)");
+        }
+        Ok(v.ready.is_some())
+    })?;
+    let sessions = started.elapsed().as_secs_f64();
+    wait_for(&format!("{agents} Ready nodes"), || {
+        let nodes: Vec<NodeRow> = bench.rows(&["node", "ls"])?;
+        let ready = nodes
+            .iter()
+            .filter(|n| n.hostname.starts_with("sim-") && n.status == "Ready")
+            .count();
+        Ok(ready == agents)
+    })?;
+    let joined = started.elapsed().as_secs_f64();
+
+    let n = replicas.to_string();
+    let want = format!("{replicas}/{replicas}");
+    let mut results = Vec::new();
+    for round in 1..=rounds {
+        let t0 = Instant::now();
+        bench.ctl([
+            "service",
+            "create",
+            "--detach",
+            "--replicas",
+            &n,
+            "--name",
+            "big",
+            "busybox",
+            "sleep",
+            "3600",
+        ])?;
+        let create_rpc = t0.elapsed().as_secs_f64();
+        wait_for(&format!("big {want}"), || {
+            let rows: Vec<ServiceRow> = bench.rows(&["service", "ls"])?;
+            Ok(rows.iter().any(|r| r.name == "big" && r.replicas == want))
+        })?;
+        let converged = t0.elapsed().as_secs_f64();
+        if round == 1 {
+            // Outside the timing: the figure is only worth something if the tasks really run
+            // across the simulated nodes.
+            let tasks: Vec<TaskRow> = bench.rows(&["service", "ps", "big"])?;
+            let running: Vec<&TaskRow> = tasks
+                .iter()
+                .filter(|t| t.desired_running() && t.is_running())
+                .collect();
+            let nodes: std::collections::HashSet<&str> =
+                running.iter().map(|t| t.node.as_str()).collect();
+            ensure!(
+                running.len() == replicas && nodes.len() == replicas.min(agents),
+                "{} tasks running on {} nodes; expected {replicas} on {}",
+                running.len(),
+                nodes.len(),
+                replicas.min(agents)
+            );
+        }
+        let t1 = Instant::now();
+        bench.ctl(["service", "rm", "big"])?;
+        wait_for("every task of big gone from the agents", || {
+            Ok(look().last() == (0, 0))
+        })?;
+        let removed = t1.elapsed().as_secs_f64();
+        // Read after the fact: the load generator prints its counts every 10 ms.
+        let since = |pred: fn(i64, i64, i64) -> bool| {
+            let r = replicas as i64;
+            look()
+                .first(t0, |h, run| pred(h, run, r))
+                .map_or(f64::NAN, |t| (t - t0).as_secs_f64())
+        };
+        let all_assigned = since(|h, _, r| h >= r);
+        let all_reported = since(|_, run, r| run >= r);
+
+        eprintln!(
+            "round {round}: converged {converged:.2} s (create RPC {create_rpc:.2}, all assigned \
+             {all_assigned:.2}, all reported RUNNING {all_reported:.2}); rm {removed:.2} s"
+        );
+        results.push(Round {
+            create_rpc,
+            all_assigned,
+            all_reported,
+            converged,
+            removed,
+        });
+    }
+
+    let col = |f: fn(&Round) -> f64| results.iter().map(f).collect::<Vec<f64>>();
+    let rows = [
+        ("the create call returns (--detach)", col(|r| r.create_rpc)),
+        (
+            "every task in its node's assignment set",
+            col(|r| r.all_assigned),
+        ),
+        (
+            "every task reported RUNNING by its agent",
+            col(|r| r.all_reported),
+        ),
+        ("**`service ls` shows N/N**", col(|r| r.converged)),
+        (
+            "`service rm` -> no task left on any agent",
+            col(|r| r.removed),
+        ),
+    ];
+    println!("{agents} simulated agents: sessions established in {sessions:.1} s, all Ready in {joined:.1} s");
+    println!();
+    println!(
+        "| from `service create --replicas {replicas}` to | median of {rounds} | all rounds (s) |"
+    );
+    println!("|---|---|---|");
+    for (what, v) in rows {
+        let all: Vec<String> = v.iter().map(|x| format!("{x:.2}")).collect();
+        println!("| {what} | {:.2} s | {} |", median(&v), all.join(", "));
+    }
+    Ok(())
+}
