@@ -84,6 +84,9 @@ pub enum NodeCommand {
 pub enum ClusterCommand {
     /// Print (or rotate) the token a new worker or manager joins with.
     JoinToken(JoinTokenArgs),
+    /// Show every manager: Raft id, address, leader, term, commit and applied indexes.
+    #[command(alias = "inspect")]
+    Status,
 }
 
 /// Service mode.

@@ -267,6 +267,20 @@ impl Control for Fake {
         )))
     }
 
+    async fn update_node(
+        &self,
+        _req: Request<UpdateNodeRequest>,
+    ) -> Result<Response<UpdateNodeResponse>, Status> {
+        Err(Status::unimplemented("not faked"))
+    }
+
+    async fn remove_node(
+        &self,
+        _req: Request<RemoveNodeRequest>,
+    ) -> Result<Response<RemoveNodeResponse>, Status> {
+        Err(Status::unimplemented("not faked"))
+    }
+
     async fn join_token(
         &self,
         req: Request<JoinTokenRequest>,

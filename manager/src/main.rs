@@ -38,6 +38,26 @@ enum Command {
         #[arg(long, default_value_t = 10_000)]
         snapshot_interval: u64,
     },
+    /// Join an existing cluster as an additional manager (a Raft voter), or restart from DATA_DIR.
+    Join {
+        /// Directory for the manager's state (Raft log, store, certificates).
+        #[arg(long, default_value = "/var/lib/shoal/manager")]
+        data_dir: PathBuf,
+        /// Address to listen on for shoalctl, agents and other managers.
+        #[arg(long, default_value = "0.0.0.0:4242")]
+        listen_addr: SocketAddr,
+        /// Address other nodes use to reach this manager (default: the listen address).
+        #[arg(long)]
+        advertise_addr: Option<String>,
+        /// The manager join token (`shoalctl cluster join-token manager -q`).
+        #[arg(long)]
+        token: String,
+        /// Raft log entries between snapshots (older entries are removed).
+        #[arg(long, default_value_t = 10_000)]
+        snapshot_interval: u64,
+        /// Address (IP:PORT) of the leader or any manager of the cluster.
+        manager: String,
+    },
 }
 
 fn humantime_duration(s: &str) -> Result<std::time::Duration, String> {
@@ -93,6 +113,34 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 heartbeat_period,
                 snapshot_interval,
             })
+            .await
+            .context("manager")
+        }
+        Command::Join {
+            data_dir,
+            listen_addr,
+            advertise_addr,
+            token,
+            snapshot_interval,
+            manager,
+        } => {
+            let advertise_addr = advertise_addr
+                .or_else(|| (!listen_addr.ip().is_unspecified()).then(|| listen_addr.to_string()))
+                .unwrap_or_else(|| format!("{}:{}", guess_address(), listen_addr.port()));
+            manager::join(
+                ManagerOptions {
+                    data_dir,
+                    listen_addr,
+                    advertise_addr: Some(advertise_addr),
+                    // The cluster's heartbeat period is in its store; this one is unused.
+                    heartbeat_period: std::time::Duration::from_secs(5),
+                    snapshot_interval,
+                },
+                manager::JoinOptions {
+                    token,
+                    remote: manager,
+                },
+            )
             .await
             .context("manager")
         }

@@ -22,6 +22,7 @@ pub async fn run(cli: Cli) -> Result<()> {
     let Connection {
         mut control,
         manager_addr,
+        channel,
     } = client::connect(config.as_deref()).await?;
     let c = &mut control;
     match cli.command {
@@ -47,5 +48,6 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Cluster(ClusterCommand::JoinToken(args)) => {
             cluster::join_token(c, &args, &manager_addr).await
         }
+        Command::Cluster(ClusterCommand::Status) => cluster::status(channel, format).await,
     }
 }

@@ -77,6 +77,9 @@ pub struct Dispatcher {
     status_tx: mpsc::Sender<TaskStatusUpdate>,
     next_session: Arc<AtomicU64>,
     started: Instant,
+    /// With several managers: whether this one leads. Only the leader holds sessions and judges
+    /// heartbeats; `None` (a lone manager) always serves.
+    leadership: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 impl Dispatcher {
@@ -93,10 +96,23 @@ impl Dispatcher {
             status_tx,
             next_session: Arc::new(AtomicU64::new(1)),
             started: Instant::now(),
+            leadership: None,
         };
         tokio::spawn(d.clone().status_batcher(status_rx, shutdown.clone()));
         tokio::spawn(d.clone().heartbeat_monitor(shutdown));
         d
+    }
+
+    /// Serves only while `leadership` says this manager leads: followers refuse sessions (the
+    /// agent then tries the next manager) and the leader ends them when it loses leadership.
+    /// Call before `start`'s loops matter, i.e. right after `start`.
+    pub fn leader_only(mut self, leadership: tokio::sync::watch::Receiver<bool>) -> Self {
+        self.leadership = Some(leadership);
+        self
+    }
+
+    fn is_leader(&self) -> bool {
+        self.leadership.as_ref().is_none_or(|l| *l.borrow())
     }
 
     /// The log broker, for the control API.
@@ -151,11 +167,18 @@ impl Dispatcher {
     /// Marks nodes down when they have not been heard from for too long.
     async fn heartbeat_monitor(self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
         let mut tick = tokio::time::interval(Duration::from_millis(250));
+        // When this manager became leader: agents had no chance to reach it before.
+        let mut leader_since: Option<Instant> = None;
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
                 _ = shutdown.changed() => return,
             }
+            if !self.is_leader() {
+                leader_since = None;
+                continue;
+            }
+            let since = *leader_since.get_or_insert_with(Instant::now);
             let limit = self.heartbeat_period().mul_f64(DOWN_AFTER_PERIODS);
             let now = Instant::now();
             let ready: Vec<Node> = self.store.read(|s| {
@@ -177,7 +200,7 @@ impl Dispatcher {
                         t.last_seen.get(&node.id).copied(),
                     )
                 };
-                let last = last.unwrap_or(self.started);
+                let last = last.unwrap_or(self.started).max(since);
                 // A connected agent that stopped heartbeating is as dead as a disconnected one.
                 let expired = now.duration_since(last) > limit;
                 if expired {
@@ -313,6 +336,11 @@ impl DispatcherRpc for Dispatcher {
         request: Request<Streaming<AgentMessage>>,
     ) -> Result<Response<Self::SessionStream>, Status> {
         let node_id = require_node(&self.store, &request)?;
+        if !self.is_leader() {
+            return Err(Status::unavailable(
+                "this manager is not the leader: agents hold their session with the leader",
+            ));
+        }
         let peer = request.remote_addr();
         let mut inbound = request.into_inner();
         let first = tokio::time::timeout(Duration::from_secs(10), inbound.message())
@@ -347,6 +375,11 @@ impl DispatcherRpc for Dispatcher {
                 node_id: node_id.clone(),
                 heartbeat_period_ns: period.as_nanos() as i64,
                 session_id: session_id.to_string(),
+                managers: self.store.read(|s| {
+                    s.nodes()
+                        .filter_map(|n| n.manager_status.as_ref().map(|m| m.addr.clone()))
+                        .collect()
+                }),
             })),
         };
         tx.send(established)
@@ -390,9 +423,18 @@ impl DispatcherRpc for Dispatcher {
             }
             info!(node.id = %node_id, session = session_id, "agent session ended");
         });
-        Ok(Response::new(Box::pin(tokio_stream::StreamExt::map(
-            ReceiverStream::new(rx),
-            Ok,
-        ))))
+        let stream = tokio_stream::StreamExt::map(ReceiverStream::new(rx), Ok);
+        match self.leadership.clone() {
+            Some(mut leadership) => {
+                // Ending the stream makes the agent reconnect, to whoever leads now.
+                let lost = async move {
+                    let _ = leadership.wait_for(|l| !*l).await;
+                };
+                Ok(Response::new(Box::pin(futures::StreamExt::take_until(
+                    stream, lost,
+                ))))
+            }
+            None => Ok(Response::new(Box::pin(stream))),
+        }
     }
 }

@@ -73,6 +73,12 @@ pub trait Proposer: Send + Sync {
         &self,
         req: StoreRequest,
     ) -> Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send>>;
+
+    /// Resolves once this manager has applied every write acknowledged before the call (a
+    /// ReadIndex round with several managers); a lone manager is always up to date.
+    fn read_barrier(&self) -> Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send>> {
+        Box::pin(async { Ok(()) })
+    }
 }
 
 /// The full store content at one applied index, as carried by a Raft snapshot.
@@ -199,6 +205,21 @@ impl Store {
             actions,
         };
         proposer.propose(req).await
+    }
+
+    /// Waits until reads here are linearizable: everything acknowledged cluster-wide before the
+    /// call is applied on this manager. Fails with `NoQuorum` when no leader answers in time.
+    pub async fn linearize(&self) -> Result<(), StoreError> {
+        let proposer = self
+            .inner
+            .proposer
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        match proposer {
+            Some(p) => p.read_barrier().await,
+            None => Ok(()),
+        }
     }
 
     /// Applies the committed request at Raft `index`. A no-op for an index already applied; a
