@@ -1,0 +1,218 @@
+//! End-to-end: several managers as one Raft group, each a real process on its own host namespace.
+//! Leader kill -9, leader and follower partitions, heal, all managers killed and restarted, a
+//! manager added after log compaction, five managers with two cut off; and through all of it a
+//! history of numbered writes whose acknowledged ones must all be present exactly once, in order.
+
+use std::time::Duration;
+
+use anyhow::{ensure, Context, Result};
+use shoal_tests::ha::{History, Managers};
+use shoal_tests::testbed::{stderr_of, Testbed, DEADLINE};
+
+/// Failover must produce an acknowledged write within this (the goal is 2 s; CI machines are
+/// slow, so the test allows more and prints what it measured).
+const FAILOVER_LIMIT: Duration = Duration::from_secs(6);
+
+/// The managers other than `i`.
+fn others(m: &Managers, i: usize) -> Vec<usize> {
+    (0..m.len()).filter(|j| *j != i).collect()
+}
+
+/// A write through manager `via` that must be refused for lack of quorum, with a clear message.
+fn expect_no_quorum(m: &Managers, via: usize) -> Result<()> {
+    let out = m.ctl(
+        via,
+        [
+            "service",
+            "create",
+            "-d",
+            "--name",
+            "minority-write",
+            "busybox",
+        ],
+    )?;
+    let err = stderr_of(&out);
+    ensure!(
+        !out.status.success(),
+        "a write through the minority manager m{} was acknowledged",
+        via + 1
+    );
+    ensure!(
+        err.to_ascii_lowercase().contains("no quorum"),
+        "the minority's refusal does not say \"no quorum\": {err}"
+    );
+    Ok(())
+}
+
+#[test]
+fn three_managers_failover_partitions_and_history() -> Result<()> {
+    let mut m = Managers::start(Testbed::new("ha3")?, 3, &[])?;
+    let mut hist = History::default();
+    let leader = m.wait_converged(&[0, 1, 2])?;
+    let follower = others(&m, leader)[0];
+
+    // Writes through a follower are forwarded to the leader.
+    for _ in 0..5 {
+        ensure!(
+            hist.write(&m, follower)?.0,
+            "a write through a follower failed: {:?}",
+            hist.writes
+        );
+    }
+
+    // kill -9 of the leader: a new leader, and a write acknowledged quickly.
+    m.kill(leader)?;
+    let took = hist.write_until_acked(&m, follower, DEADLINE)?;
+    eprintln!("leader kill -9 -> first acknowledged write: {took:?}");
+    ensure!(
+        took < FAILOVER_LIMIT,
+        "failover took {took:?} (limit {FAILOVER_LIMIT:?})"
+    );
+    let survivors = others(&m, leader);
+    let new_leader = m.wait_converged(&survivors)?;
+    ensure!(new_leader != leader, "the killed manager still leads");
+    for _ in 0..3 {
+        hist.write(&m, survivors[1])?;
+    }
+
+    // The killed manager comes back from its data dir and catches up.
+    m.restart(leader)?;
+    let leader = m.wait_converged(&[0, 1, 2])?;
+
+    // Follower partition: the majority keeps working, the follower refuses writes.
+    let cut = others(&m, leader)[0];
+    let majority = others(&m, cut);
+    m.partition(cut)?;
+    for _ in 0..3 {
+        hist.write(&m, majority[0])?;
+    }
+    expect_no_quorum(&m, cut)?;
+    m.heal(cut)?;
+    m.wait_converged(&[0, 1, 2])?;
+    hist.check(&m, cut)
+        .context("after the follower partition healed")?;
+
+    // Leader partition: the majority elects a new leader; the old one refuses writes.
+    let leader = m.wait_converged(&[0, 1, 2])?;
+    let majority = others(&m, leader);
+    m.partition(leader)?;
+    let took = hist.write_until_acked(&m, majority[0], DEADLINE)?;
+    eprintln!("leader partitioned -> first acknowledged write on the majority: {took:?}");
+    for _ in 0..3 {
+        hist.write(&m, majority[1])?;
+    }
+    expect_no_quorum(&m, leader)?;
+    m.heal(leader)?;
+    m.wait_converged(&[0, 1, 2])?;
+
+    ensure!(
+        hist.acked() >= 15,
+        "too few acknowledged writes: {:?}",
+        hist.writes
+    );
+    for i in 0..3 {
+        hist.check(&m, i)
+            .with_context(|| format!("history on m{}", i + 1))?;
+    }
+    m.shutdown()
+}
+
+/// Every service as `service inspect` prints it, in name order.
+fn services_state(m: &Managers, via: usize) -> Result<String> {
+    let ls = m.ctl_ok(via, ["service", "ls", "--format", "json"])?;
+    let mut names: Vec<String> = ls
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l)?;
+            Ok(v["Name"].as_str().unwrap_or_default().to_string())
+        })
+        .collect::<Result<_>>()?;
+    names.sort();
+    let mut args = vec!["service".to_string(), "inspect".to_string()];
+    args.extend(names);
+    m.ctl_ok(via, &args)
+}
+
+#[test]
+fn all_managers_killed_restart_exact_state_and_new_manager_from_snapshot() -> Result<()> {
+    // A tiny snapshot interval: the log is compacted many times during the test.
+    let mut m = Managers::start(Testbed::new("hadur")?, 3, &["--snapshot-interval", "20"])?;
+    let mut hist = History::default();
+    for i in 0..30 {
+        ensure!(
+            hist.write(&m, i % 3)?.0,
+            "write {i} failed: {:?}",
+            hist.writes
+        );
+    }
+    m.ctl_ok(1, ["service", "create", "-d", "--name", "extra", "busybox"])?;
+    m.ctl_ok(2, ["service", "scale", "-d", "extra=4"])?;
+    m.wait_converged(&[0, 1, 2])?;
+    let before = services_state(&m, 0)?;
+
+    for i in 0..3 {
+        m.kill(i)?;
+    }
+    for i in 0..3 {
+        m.restart(i)?;
+    }
+    m.wait_converged(&[0, 1, 2])?;
+    for i in 0..3 {
+        let after = services_state(&m, i)?;
+        ensure!(
+            after == before,
+            "m{} after restarting every manager differs:\nbefore: {before}\nafter: {after}",
+            i + 1
+        );
+    }
+
+    // A new manager joins after the log it would need was compacted: it catches up from a
+    // snapshot and serves the same state.
+    let new = m.add_manager()?;
+    m.wait_converged(&[0, 1, 2, new])?;
+    ensure!(
+        services_state(&m, new)? == before,
+        "the new manager's state differs"
+    );
+    hist.write(&m, new)?;
+    hist.check(&m, new)?;
+    m.shutdown()
+}
+
+#[test]
+fn five_managers_with_two_cut_off() -> Result<()> {
+    let mut m = Managers::start(Testbed::new("ha5")?, 5, &[])?;
+    let mut hist = History::default();
+    for i in 0..5 {
+        hist.write(&m, i)?;
+    }
+    // Cut off the leader and one follower: three managers are still a majority of five.
+    let leader = m.wait_converged(&[0, 1, 2, 3, 4])?;
+    let follower = others(&m, leader)[0];
+    let majority: Vec<usize> = (0..5).filter(|i| *i != leader && *i != follower).collect();
+    m.partition(leader)?;
+    m.partition(follower)?;
+    let took = hist.write_until_acked(&m, majority[0], DEADLINE)?;
+    eprintln!("5 managers, leader + 1 cut off -> first acknowledged write: {took:?}");
+    for &i in &majority {
+        ensure!(
+            hist.write(&m, i)?.0,
+            "majority write through m{} failed",
+            i + 1
+        );
+    }
+    expect_no_quorum(&m, leader)?;
+    expect_no_quorum(&m, follower)?;
+    m.heal(leader)?;
+    m.heal(follower)?;
+    m.wait_converged(&[0, 1, 2, 3, 4])?;
+    for i in 0..5 {
+        hist.check(&m, i)
+            .with_context(|| format!("history on m{}", i + 1))?;
+    }
+    // Kill one more after healing: four of five still work.
+    m.kill(majority[0])?;
+    hist.write_until_acked(&m, majority[1], DEADLINE)?;
+    m.shutdown()
+}
