@@ -394,8 +394,11 @@ async fn run(
     ));
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let dispatcher = crate::dispatcher::Dispatcher::start(store.clone(), shutdown_rx.clone())
-        .leader_only(raft.leadership());
+    let dispatcher = crate::dispatcher::Dispatcher::start_leader_only(
+        store.clone(),
+        shutdown_rx.clone(),
+        Some(raft.leadership()),
+    );
     let control =
         crate::controlapi::ControlApi::new(store.clone(), dispatcher.logs(), advertise.clone());
     let ca = crate::ca::CaService::new(store.clone(), vec![advertise.clone()]);

@@ -14,7 +14,8 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde::Deserialize;
 
 use crate::testbed::{
-    check_output, fatal, stderr_of, Binaries, Host, Proc, Testbed, DEADLINE, MANAGER_PORT,
+    check_output, fatal, start_registry, stderr_of, Binaries, Host, Proc, Testbed, DEADLINE,
+    MANAGER_PORT, REGISTRY_PORT,
 };
 
 /// How long one shoalctl call may take before it counts as not acknowledged.
@@ -266,6 +267,53 @@ impl Managers {
     /// Heals manager `i`'s host.
     pub fn heal(&self, i: usize) -> Result<()> {
         self.hosts[i].heal()
+    }
+
+    /// Starts a registry host (`reg`) with the test images; returns its `IP:PORT` and the
+    /// busybox image reference in it.
+    pub fn start_registry(&mut self) -> Result<(String, String)> {
+        let host = self.tb.add_host("reg")?;
+        start_registry(&host)?;
+        let reg = format!("{}:{REGISTRY_PORT}", host.ip());
+        let out = host.run(
+            &self.bins.fixture,
+            [
+                "push-busybox",
+                "--registry",
+                &reg,
+                "--image",
+                "shoal/busybox:latest",
+            ],
+        )?;
+        check_output(&out, "shoal-fixture push-busybox")?;
+        Ok((reg.clone(), format!("{reg}/shoal/busybox:latest")))
+    }
+
+    /// Starts an agent on a new host `name` that joins through manager `via` (its join response
+    /// lists every manager); returns the host and the agent's data dir.
+    pub fn add_agent(&mut self, name: &str, registry: &str, via: usize) -> Result<(Host, PathBuf)> {
+        let token = self.ctl_ok(0, ["cluster", "join-token", "worker", "-q"])?;
+        let host = self.tb.add_host(name)?;
+        let data_dir = host.dir()?.join("agent");
+        let ip = host.ip().to_string();
+        let dir = data_dir.to_string_lossy().into_owned();
+        let manager = self.addr(via);
+        let args = [
+            "join",
+            "--data-dir",
+            &dir,
+            "--token",
+            token.trim(),
+            "--hostname",
+            name,
+            "--insecure-registry",
+            registry,
+            "--advertise-addr",
+            &ip,
+            &manager,
+        ];
+        host.spawn(&self.bins.agent, args, &format!("agent-{name}.log"))?;
+        Ok((host, data_dir))
     }
 
     /// Stops and removes everything, failing if anything was left behind.

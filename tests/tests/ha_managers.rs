@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use shoal_tests::ha::{History, Managers};
-use shoal_tests::testbed::{stderr_of, Testbed, DEADLINE};
+use shoal_tests::testbed::{runtime_containers, stderr_of, Testbed, DEADLINE};
 
 /// Failover must produce an acknowledged write within this (the goal is 2 s; CI machines are
 /// slow, so the test allows more and prints what it measured).
@@ -214,5 +214,73 @@ fn five_managers_with_two_cut_off() -> Result<()> {
     // Kill one more after healing: four of five still work.
     m.kill(majority[0])?;
     hist.write_until_acked(&m, majority[1], DEADLINE)?;
+    m.shutdown()
+}
+
+#[test]
+fn agents_follow_the_leader_and_keep_their_containers() -> Result<()> {
+    let mut m = Managers::start(Testbed::new("haag")?, 3, &[])?;
+    let (registry, image) = m.start_registry()?;
+    let leader = m.wait_converged(&[0, 1, 2])?;
+    // The agent joins through a follower; its join response lists every manager.
+    let via = others(&m, leader)[0];
+    let (_host, agent_dir) = m.add_agent("w1", &registry, via)?;
+    let ready = |m: &Managers, from: usize| -> Result<bool> {
+        let out = m.ctl_ok(from, ["node", "ls", "--format", "json"])?;
+        Ok(out
+            .lines()
+            .any(|l| l.contains("\"w1\"") && l.contains("\"Ready\"")))
+    };
+    Testbed::wait_for(DEADLINE, "the agent to be Ready", || ready(&m, via))?;
+    m.ctl_ok(
+        via,
+        [
+            "service",
+            "create",
+            "--name",
+            "web",
+            "--replicas",
+            "2",
+            &image,
+            "sleep",
+            "3600",
+        ],
+    )?;
+    let pids = |dir: &std::path::Path| -> Result<Vec<i32>> {
+        let mut p: Vec<i32> = runtime_containers(dir)?
+            .into_iter()
+            .filter_map(|c| c.pid)
+            .collect();
+        p.sort_unstable();
+        Ok(p)
+    };
+    let before = pids(&agent_dir)?;
+    ensure!(before.len() == 2, "expected 2 containers, found {before:?}");
+
+    m.kill(leader)?;
+    let survivors = others(&m, leader);
+    let new_leader = m.wait_converged(&survivors)?;
+    // The agent's session moves to the new leader, the node stays Ready, and neither container
+    // is restarted, for longer than the node-down timeout (1.5 heartbeat periods = 7.5 s).
+    Testbed::holds_for(
+        Duration::from_secs(10),
+        "the containers keep running unchanged",
+        || {
+            let now = pids(&agent_dir)?;
+            let ok = ready(&m, new_leader)?;
+            if now != before || !ok {
+                eprintln!("containers {now:?} (before {before:?}), w1 ready: {ok}");
+                eprintln!("{}", m.ctl_ok(new_leader, ["node", "ls"])?);
+            }
+            Ok(now == before && ok)
+        },
+    )?;
+    let ps = m.ctl_ok(new_leader, ["service", "ps", "web", "--format", "json"])?;
+    let running = ps.lines().filter(|l| l.contains("Running")).count();
+    ensure!(running == 2, "after failover, service ps shows: {ps}");
+    ensure!(
+        ps.lines().count() == 2,
+        "failover created replacement tasks: {ps}"
+    );
     m.shutdown()
 }

@@ -86,6 +86,17 @@ impl Dispatcher {
     /// Starts the dispatcher's background loops (status batching, heartbeat expiry) until
     /// `shutdown` fires.
     pub fn start(store: Store, shutdown: tokio::sync::watch::Receiver<bool>) -> Self {
+        Self::start_leader_only(store, shutdown, None)
+    }
+
+    /// Like [`Dispatcher::start`], but with several managers: it serves only while `leadership`
+    /// says this manager leads. Followers refuse sessions (the agent then tries the next
+    /// manager) and never judge heartbeats; the leader ends sessions when it loses leadership.
+    pub fn start_leader_only(
+        store: Store,
+        shutdown: tokio::sync::watch::Receiver<bool>,
+        leadership: Option<tokio::sync::watch::Receiver<bool>>,
+    ) -> Self {
         let sessions = Sessions::default();
         let logs = logs::LogBroker::new(sessions.clone());
         let (status_tx, status_rx) = mpsc::channel(4096);
@@ -96,19 +107,11 @@ impl Dispatcher {
             status_tx,
             next_session: Arc::new(AtomicU64::new(1)),
             started: Instant::now(),
-            leadership: None,
+            leadership,
         };
         tokio::spawn(d.clone().status_batcher(status_rx, shutdown.clone()));
         tokio::spawn(d.clone().heartbeat_monitor(shutdown));
         d
-    }
-
-    /// Serves only while `leadership` says this manager leads: followers refuse sessions (the
-    /// agent then tries the next manager) and the leader ends them when it loses leadership.
-    /// Call before `start`'s loops matter, i.e. right after `start`.
-    pub fn leader_only(mut self, leadership: tokio::sync::watch::Receiver<bool>) -> Self {
-        self.leadership = Some(leadership);
-        self
     }
 
     fn is_leader(&self) -> bool {
