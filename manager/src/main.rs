@@ -37,6 +37,11 @@ enum Command {
         /// Raft log entries between snapshots (older entries are removed).
         #[arg(long, default_value_t = 10_000)]
         snapshot_interval: u64,
+        /// Disaster recovery: restart this manager's existing data dir as the only manager of
+        /// the cluster, keeping its state (as swarm's --force-new-cluster). Other managers must
+        /// be wiped and join again.
+        #[arg(long)]
+        force_new_cluster: bool,
     },
     /// Join an existing cluster as an additional manager (a Raft voter), or restart from DATA_DIR.
     Join {
@@ -99,6 +104,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             advertise_addr,
             heartbeat_period,
             snapshot_interval,
+            force_new_cluster,
         } => {
             let advertise_addr = advertise_addr
                 .or_else(|| (!listen_addr.ip().is_unspecified()).then(|| listen_addr.to_string()));
@@ -112,6 +118,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 advertise_addr,
                 heartbeat_period,
                 snapshot_interval,
+                force_new_cluster,
             })
             .await
             .context("manager")
@@ -135,6 +142,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     // The cluster's heartbeat period is in its store; this one is unused.
                     heartbeat_period: std::time::Duration::from_secs(5),
                     snapshot_interval,
+                    force_new_cluster: false,
                 },
                 manager::JoinOptions {
                     token,

@@ -98,6 +98,8 @@ pub struct ManagerOptions {
     pub heartbeat_period: Duration,
     /// Raft log entries between snapshots.
     pub snapshot_interval: u64,
+    /// Restart an existing data dir as a new single-manager cluster (disaster recovery).
+    pub force_new_cluster: bool,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ManagerError + '_ {
@@ -186,6 +188,12 @@ pub async fn init(opts: ManagerOptions) -> Result<(), ManagerError> {
                 reason: format!("manager.json: {e}"),
             })?;
         return run(opts, state, None).await;
+    }
+    if opts.force_new_cluster {
+        return Err(ManagerError::DataDir {
+            path: opts.data_dir.clone(),
+            reason: "--force-new-cluster restarts an existing manager data dir, and this one holds no manager state (manager.json)".into(),
+        });
     }
     if opts.data_dir.exists()
         && std::fs::read_dir(&opts.data_dir)
@@ -351,6 +359,7 @@ async fn run(
             tick: Duration::from_millis(100),
             snapshot_interval: opts.snapshot_interval,
             peers: state.peers.clone(),
+            force_new_cluster: opts.force_new_cluster,
         },
         store.clone(),
         GrpcTransport::new(book.clone(), tls.clone()),
@@ -364,6 +373,9 @@ async fn run(
         raft.clone(),
         dialer.clone(),
     )));
+    if opts.force_new_cluster {
+        force_new_cluster(&store, &raft, state.raft_id).await?;
+    }
     if let Some((actions, after)) = bootstrap {
         let mut leadership = raft.leadership();
         // A single voter elects itself at once; a few seconds covers a slow disk.
@@ -660,4 +672,45 @@ pub async fn join(opts: ManagerOptions, join: JoinOptions) -> Result<(), Manager
         admin_path.display()
     );
     run(opts, state, None).await
+}
+
+/// After `--force-new-cluster`: once this manager leads alone, removes the other managers' nodes
+/// from the store (they are no longer members; they must be wiped and join again).
+async fn force_new_cluster(
+    store: &Store,
+    raft: &RaftNode,
+    raft_id: u64,
+) -> Result<(), ManagerError> {
+    let mut leadership = raft.leadership();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !*leadership.borrow() {
+        if tokio::time::timeout_at(deadline, leadership.changed())
+            .await
+            .is_err()
+        {
+            return Err(ManagerError::NotReady(
+                "--force-new-cluster: this manager did not become leader within 10 s".into(),
+            ));
+        }
+    }
+    let gone: Vec<StoreAction> = store.read(|s| {
+        s.nodes()
+            .filter(|n| {
+                n.manager_status
+                    .as_ref()
+                    .is_some_and(|m| m.raft_id != raft_id)
+            })
+            .map(|n| StoreAction {
+                action: Some(Action::RemoveNode(n.id.clone())),
+            })
+            .collect()
+    });
+    if !gone.is_empty() {
+        warn!(
+            removed = gone.len(),
+            "--force-new-cluster: removing the other managers"
+        );
+        store.propose(gone).await?;
+    }
+    Ok(())
 }

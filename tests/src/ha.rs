@@ -60,6 +60,8 @@ pub struct Managers {
     procs: Vec<Option<Proc>>,
     token: String,
     extra_args: Vec<String>,
+    /// The manager new managers join through.
+    join_via: usize,
     // Last: dropped after everything above; it kills and removes all of it.
     tb: Testbed,
 }
@@ -76,6 +78,7 @@ impl Managers {
             procs: Vec::new(),
             token: String::new(),
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            join_via: 0,
             tb,
         };
         for _ in 0..n {
@@ -121,7 +124,7 @@ impl Managers {
         args.extend(["--data-dir".into(), dir, "--listen-addr".into(), listen]);
         args.extend(self.extra_args.iter().cloned());
         if i > 0 {
-            args.push(self.addr(0));
+            args.push(self.addr(self.join_via));
         }
         args.into_iter().map(OsString::from).collect()
     }
@@ -179,6 +182,28 @@ impl Managers {
     pub fn restart(&mut self, i: usize) -> Result<()> {
         self.kill(i)?;
         self.spawn(i)
+    }
+
+    /// Makes new managers join through manager `i`.
+    pub fn set_join_via(&mut self, i: usize) {
+        self.join_via = i;
+    }
+
+    /// Disaster recovery: restarts manager `i` with `shoal-manager init --force-new-cluster` on
+    /// its data dir.
+    pub fn force_new_cluster(&mut self, i: usize) -> Result<()> {
+        self.kill(i)?;
+        let args = [
+            "init".to_string(),
+            "--force-new-cluster".into(),
+            "--data-dir".into(),
+            self.dirs[i].to_string_lossy().into_owned(),
+            "--listen-addr".into(),
+            self.addr(i),
+        ];
+        let log = format!("manager-{}.log", self.hosts[i].name());
+        self.procs[i] = Some(self.hosts[i].spawn(&self.bins.manager, args, &log)?);
+        Ok(())
     }
 
     /// Whether manager `i`'s process runs.

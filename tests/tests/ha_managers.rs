@@ -284,3 +284,33 @@ fn agents_follow_the_leader_and_keep_their_containers() -> Result<()> {
     );
     m.shutdown()
 }
+
+#[test]
+fn quorum_lost_for_good_then_force_new_cluster() -> Result<()> {
+    let mut m = Managers::start(Testbed::new("hafnc")?, 3, &[])?;
+    let mut hist = History::default();
+    for i in 0..6 {
+        ensure!(hist.write(&m, i % 3)?.0, "write {i} failed");
+    }
+    // Two managers are lost for good: the survivor (a joined one) refuses writes.
+    let survivor = 1;
+    m.kill(0)?;
+    m.kill(2)?;
+    expect_no_quorum(&m, survivor)?;
+    // Disaster recovery on the survivor's data dir: it becomes a one-manager cluster with the
+    // whole state.
+    m.force_new_cluster(survivor)?;
+    Testbed::wait_for(DEADLINE, "the survivor to lead alone", || {
+        let rows = m.status(survivor)?;
+        Ok(rows.len() == 1 && rows[0].leader)
+    })?;
+    hist.write_until_acked(&m, survivor, DEADLINE)?;
+    hist.check(&m, survivor)?;
+    // The cluster grows again: a new manager joins through the survivor.
+    m.set_join_via(survivor);
+    let new = m.add_manager()?;
+    m.wait_converged(&[survivor, new])?;
+    hist.write(&m, new)?;
+    hist.check(&m, new)?;
+    m.shutdown()
+}

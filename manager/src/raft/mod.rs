@@ -93,6 +93,9 @@ pub struct RaftConfig {
     /// includes it from the leader, because the first manager's bootstrap membership is in no log
     /// entry it could learn it from.
     pub peers: Vec<(u64, String)>,
+    /// Disaster recovery: restart an existing data dir as the only voter of its group (the
+    /// other managers are dropped from the membership), keeping the whole state.
+    pub force_new_cluster: bool,
 }
 
 impl RaftConfig {
@@ -104,6 +107,7 @@ impl RaftConfig {
             tick: Duration::from_millis(100),
             snapshot_interval: DEFAULT_SNAPSHOT_INTERVAL,
             peers: Vec::new(),
+            force_new_cluster: false,
         }
     }
 }
@@ -245,7 +249,17 @@ impl RaftNode {
                 voters,
                 ..ConfState::default()
             })?;
-        } else if store.applied_index() < storage.snapshot_index() {
+        } else if cfg.force_new_cluster {
+            tracing::warn!(
+                old_voters = ?storage.conf_state().voters,
+                "--force-new-cluster: this manager becomes the only voter"
+            );
+            storage.set_conf_state(ConfState {
+                voters: vec![cfg.id],
+                ..ConfState::default()
+            })?;
+        }
+        if !storage.is_new() && store.applied_index() < storage.snapshot_index() {
             // The store lost writes the log no longer holds (its sled had not flushed them):
             // start it again from the snapshot, the tail of the log does the rest.
             if let Some(snap) = storage.load_snapshot()? {
