@@ -39,7 +39,7 @@ const QUEUE: usize = 4096;
 pub const QUORUM_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// How long one ReadIndex request may go unanswered before it is asked again.
-const READ_RETRY: Duration = Duration::from_millis(250);
+const READ_RETRY: Duration = Duration::from_millis(100);
 
 /// Errors of the Raft node and its log storage.
 #[derive(Debug, thiserror::Error)]
