@@ -699,7 +699,13 @@ pub async fn run_manager_status(
                 debug!(error = %e, "could not record manager status");
             }
         }
-        for gone in st.voters.iter().filter(|v| !known.contains(v)) {
+        // No manager node at all means the store is not loaded yet, not that all were removed.
+        let gone: Vec<u64> = if known.is_empty() {
+            Vec::new()
+        } else {
+            st.voters.iter().copied().filter(|v| !known.contains(v)).collect()
+        };
+        for gone in gone.iter() {
             if *gone == st.id {
                 continue;
             }
