@@ -703,7 +703,11 @@ pub async fn run_manager_status(
         let gone: Vec<u64> = if known.is_empty() {
             Vec::new()
         } else {
-            st.voters.iter().copied().filter(|v| !known.contains(v)).collect()
+            st.voters
+                .iter()
+                .copied()
+                .filter(|v| !known.contains(v))
+                .collect()
         };
         for gone in gone.iter() {
             if *gone == st.id {

@@ -209,14 +209,57 @@ impl Driver {
     }
 
     fn apply_committed(&mut self, entries: Vec<Entry>) -> Result<(), RaftError> {
+        // Runs of normal entries are applied as one store transaction; membership changes in
+        // between are applied on their own, in log order.
+        let mut run: Vec<(u64, StoreRequest)> = Vec::new();
         for entry in entries {
             let index = entry.index;
             match entry.get_entry_type() {
                 EntryType::EntryNormal if entry.data.is_empty() => {
                     // A new leader's empty entry: only the applied index moves.
-                    self.parts.store.apply(index, &StoreRequest::default())?;
+                    run.push((index, StoreRequest::default()));
                 }
-                EntryType::EntryNormal => self.apply_request(index, &entry.data)?,
+                EntryType::EntryNormal => match StoreRequest::decode(entry.data.as_ref()) {
+                    Ok(req) => run.push((index, req)),
+                    Err(e) => {
+                        // Every manager decodes the same bytes the same way: skipping is consistent.
+                        tracing::error!("entry {index} is not a store request ({e}); skipped");
+                        run.push((index, StoreRequest::default()));
+                    }
+                },
+                EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
+                    self.apply_run(std::mem::take(&mut run))?;
+                    self.apply_conf_entry(entry)?;
+                }
+            }
+        }
+        self.apply_run(run)
+    }
+
+    /// Applies consecutive store requests in one store transaction and answers their callers.
+    fn apply_run(&mut self, run: Vec<(u64, StoreRequest)>) -> Result<(), RaftError> {
+        if run.is_empty() {
+            return Ok(());
+        }
+        let batch: Vec<(u64, &StoreRequest)> = run.iter().map(|(i, r)| (*i, r)).collect();
+        let results = self.parts.store.apply_batch(&batch)?;
+        for ((_, req), result) in run.iter().zip(results) {
+            if req.request_id == 0 && req.actions.is_empty() {
+                continue;
+            }
+            if let Some(reply) = self.pending.remove(&req.request_id) {
+                let _ = reply.send(result);
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies a membership change (the store only records its index).
+    fn apply_conf_entry(&mut self, entry: Entry) -> Result<(), RaftError> {
+        let index = entry.index;
+        {
+            match entry.get_entry_type() {
+                EntryType::EntryNormal => {} // never sent here
                 EntryType::EntryConfChange => {
                     let cc = ConfChange::parse_from_bytes(&entry.data).map_err(|source| {
                         RaftError::Codec {
@@ -249,28 +292,6 @@ impl Driver {
                     self.parts.store.apply(index, &StoreRequest::default())?;
                 }
             }
-        }
-        Ok(())
-    }
-
-    /// Applies one store request and answers its caller, if it waits here.
-    fn apply_request(&mut self, index: u64, data: &[u8]) -> Result<(), RaftError> {
-        let req = match StoreRequest::decode(data) {
-            Ok(req) => req,
-            Err(e) => {
-                // Every manager decodes the same bytes the same way, so skipping is consistent.
-                tracing::error!("entry {index} is not a store request ({e}); skipped");
-                self.parts.store.apply(index, &StoreRequest::default())?;
-                return Ok(());
-            }
-        };
-        let result = match self.parts.store.apply(index, &req) {
-            Ok(()) => Ok(()),
-            Err(StoreError::Conflict(msg)) => Err(StoreError::Conflict(msg)),
-            Err(e) => return Err(e.into()),
-        };
-        if let Some(reply) = self.pending.remove(&req.request_id) {
-            let _ = reply.send(result);
         }
         Ok(())
     }
