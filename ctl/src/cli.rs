@@ -77,6 +77,9 @@ pub enum NodeCommand {
     Ls(NodeLsArgs),
     /// Show nodes in detail (JSON array like docker).
     Inspect(NodeInspectArgs),
+    /// Turn a manager into a worker: it leaves the Raft group first (refused if the remaining
+    /// managers would lose quorum).
+    Demote(NodeDemoteArgs),
 }
 
 /// `shoalctl cluster ...`
@@ -462,4 +465,12 @@ mod tests {
         assert!(parse_env("NOEQ").is_err());
         assert_eq!(parse_replicas("0"), Ok(0));
     }
+}
+
+/// Arguments of `node demote`.
+#[derive(Debug, Args)]
+pub struct NodeDemoteArgs {
+    /// Manager node IDs or hostnames.
+    #[arg(value_name = "NODE", required = true)]
+    pub nodes: Vec<String>,
 }

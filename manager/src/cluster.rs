@@ -209,6 +209,11 @@ impl Dialer {
 
     /// A `Raft` client for the manager at `addr`.
     pub fn raft(&self, addr: &str) -> Result<RaftClient<Channel>, Status> {
+        Ok(RaftClient::new(self.channel(addr)?))
+    }
+
+    /// A channel to the manager at `addr`.
+    pub fn channel(&self, addr: &str) -> Result<Channel, Status> {
         let mut channels = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
         let channel = match channels.get(addr) {
             Some(c) => c.clone(),
@@ -219,7 +224,7 @@ impl Dialer {
                 c
             }
         };
-        Ok(RaftClient::new(channel))
+        Ok(channel)
     }
 }
 
@@ -646,6 +651,129 @@ impl shoal_proto::v1::cluster_admin_server::ClusterAdmin for ClusterAdminService
         Ok(Response::new(ClusterStatusResponse {
             managers: manager_view(&self.raft, &self.store, &self.dialer).await,
         }))
+    }
+
+    async fn demote_manager(
+        &self,
+        request: Request<DemoteManagerRequest>,
+    ) -> Result<Response<DemoteManagerResponse>, Status> {
+        // An admin, or a follower forwarding an admin's call.
+        if auth::require_admin(&self.store, &request).is_err() {
+            match auth::caller(&self.store, &request)? {
+                Caller::Node {
+                    role: NodeRole::RoleManager,
+                    ..
+                } => {}
+                _ => {
+                    return Err(Status::permission_denied(
+                        "this call needs the admin certificate (admin.conf)",
+                    ))
+                }
+            }
+        }
+        let req = request.into_inner();
+        if !self.raft.status().is_leader {
+            let (_, addr) = self
+                .raft
+                .wait_leader()
+                .await
+                .map_err(crate::error::to_status)?;
+            let addr = addr.ok_or_else(|| crate::error::to_status(StoreError::NoQuorum))?;
+            let channel = self.dialer.channel(&addr)?;
+            return shoal_proto::v1::cluster_admin_client::ClusterAdminClient::new(channel)
+                .demote_manager(req)
+                .await;
+        }
+        let mut node = self
+            .store
+            .read(|s| crate::controlapi::find_node(s, &req.node))?;
+        let raft_id = node
+            .manager_status
+            .as_ref()
+            .map(|m| m.raft_id)
+            .ok_or_else(|| {
+                Status::failed_precondition(format!("node {} is not a manager", node.id))
+            })?;
+        let st = self.raft.status();
+        check_demotion(&st, raft_id).map_err(Status::failed_precondition)?;
+        // Out of the Raft group first, then the record: a demoted manager never counts for quorum.
+        self.raft
+            .change_membership(raft_id, false)
+            .await
+            .map_err(crate::error::to_status)?;
+        if let Some(spec) = node.spec.as_mut() {
+            spec.role = NodeRole::RoleWorker as i32;
+        }
+        node.manager_status = None;
+        let id = node.id.clone();
+        self.store
+            .propose(vec![StoreAction {
+                action: Some(Action::PutNode(node)),
+            }])
+            .await
+            .map_err(crate::error::to_status)?;
+        info!(node.id = %id, raft_id, "manager demoted");
+        Ok(Response::new(DemoteManagerResponse { node_id: id }))
+    }
+}
+
+/// Whether voter `raft_id` can leave the group the leader sees in `st`: refused for the leader
+/// itself, the last manager, and when the remaining voters would not have a reachable majority.
+pub fn check_demotion(st: &crate::raft::RaftStatus, raft_id: u64) -> Result<(), String> {
+    if raft_id == st.id {
+        return Err("this manager is the leader: demote the others first, or stop it so that another is elected, then demote it from there".into());
+    }
+    let remaining: Vec<u64> = st
+        .voters
+        .iter()
+        .copied()
+        .filter(|v| *v != raft_id)
+        .collect();
+    if remaining.is_empty() {
+        return Err("it is the last manager".into());
+    }
+    let reachable = remaining.iter().filter(|v| st.active.contains(v)).count();
+    let majority = remaining.len() / 2 + 1;
+    if reachable < majority {
+        return Err(format!(
+            "demoting it would lose quorum: {reachable} of the {} remaining managers are reachable, {majority} are needed",
+            remaining.len()
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(voters: &[u64], active: &[u64]) -> crate::raft::RaftStatus {
+        crate::raft::RaftStatus {
+            id: 1,
+            is_leader: true,
+            voters: voters.to_vec(),
+            active: active.to_vec(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn demotion_keeps_a_reachable_majority() {
+        // 3 managers all up: demoting one leaves 2 of 2.
+        assert!(check_demotion(&status(&[1, 2, 3], &[1, 2, 3]), 3).is_ok());
+        // 3 managers, 2 down... demoting a down one leaves 1 of 2 reachable: refused.
+        let err = check_demotion(&status(&[1, 2, 3], &[1]), 3).expect_err("refused");
+        assert!(err.contains("lose quorum"), "{err}");
+        // 5 managers, 1 down: demoting it leaves 4, 4 reachable.
+        assert!(check_demotion(&status(&[1, 2, 3, 4, 5], &[1, 2, 3, 4]), 5).is_ok());
+        // 4 managers, 2 down: demoting a down one leaves 3, 2 reachable: fine.
+        assert!(check_demotion(&status(&[1, 2, 3, 4], &[1, 2]), 4).is_ok());
+        // 4 managers, 2 down: demoting an up one leaves 1 of 3 reachable: refused.
+        assert!(check_demotion(&status(&[1, 2, 3, 4], &[1, 2]), 2).is_err());
+        assert!(
+            check_demotion(&status(&[1, 2], &[1, 2]), 1).is_err(),
+            "the leader"
+        );
     }
 }
 

@@ -314,3 +314,62 @@ fn quorum_lost_for_good_then_force_new_cluster() -> Result<()> {
     hist.check(&m, new)?;
     m.shutdown()
 }
+
+#[test]
+fn demote_refuses_to_lose_quorum_then_demotes() -> Result<()> {
+    let mut m = Managers::start(Testbed::new("hadem")?, 3, &[])?;
+    let mut hist = History::default();
+    let leader = m.wait_converged(&[0, 1, 2])?;
+    let (f1, f2) = {
+        let o = others(&m, leader);
+        (o[0], o[1])
+    };
+    hist.write(&m, f1)?;
+    let hostname_of = |m: &Managers, i: usize| -> Result<String> {
+        // Every test host has the machine's hostname: demote by node id.
+        let rows = m.status(leader)?;
+        rows.iter()
+            .find(|r| m.index_of(&r.addr) == Some(i))
+            .map(|r| r.node_id.clone())
+            .ok_or_else(|| anyhow::anyhow!("m{} not in cluster status", i + 1))
+    };
+    let f1_id = hostname_of(&m, f1)?;
+    // With f2 down, demoting f1 would leave the leader alone among two voters: refused.
+    m.kill(f2)?;
+    Testbed::wait_for(DEADLINE, "the leader to see m-f2 unreachable", || {
+        let out = m.ctl_ok(leader, ["node", "ls", "--format", "json"])?;
+        Ok(out.contains("Unreachable"))
+    })?;
+    let out = m.ctl(leader, ["node", "demote", &f1_id])?;
+    let err = stderr_of(&out);
+    ensure!(
+        !out.status.success(),
+        "a demotion that loses quorum was accepted"
+    );
+    ensure!(
+        err.contains("quorum"),
+        "the refusal does not give the reason: {err}"
+    );
+    eprintln!("refused as expected: {}", err.trim());
+    // With f2 back, the demotion goes through (sent to a follower: forwarded to the leader).
+    m.restart(f2)?;
+    m.wait_converged(&[0, 1, 2])?;
+    m.ctl_ok(f2, ["node", "demote", &f1_id])?;
+    let rows = m.status(leader)?;
+    ensure!(
+        rows.len() == 2,
+        "cluster status after the demotion: {rows:?}"
+    );
+    let nodes = m.ctl_ok(leader, ["node", "ls", "--format", "json"])?;
+    let demoted = nodes
+        .lines()
+        .find(|l| l.contains(&f1_id))
+        .ok_or_else(|| anyhow::anyhow!("demoted node gone from node ls: {nodes}"))?;
+    ensure!(
+        demoted.contains("\"ManagerStatus\":\"\""),
+        "the demoted node still shows a manager status: {demoted}"
+    );
+    hist.write_until_acked(&m, f2, DEADLINE)?;
+    hist.check(&m, f2)?;
+    m.shutdown()
+}

@@ -2,7 +2,9 @@
 
 use anyhow::Result;
 use shoal_proto::v1::cluster_admin_client::ClusterAdminClient;
-use shoal_proto::v1::{ClusterStatusRequest, JoinTokenRequest, ManagerInfo, NodeRole};
+use shoal_proto::v1::{
+    ClusterStatusRequest, DemoteManagerRequest, JoinTokenRequest, ManagerInfo, NodeRole,
+};
 use tonic::transport::Channel;
 
 use crate::cli::{Format, JoinTokenArgs, Role};
@@ -111,6 +113,19 @@ pub async fn status(channel: Channel, format: Format) -> Result<()> {
         Format::Table => manager_table(&managers),
     };
     Ok(output::print(&text)?)
+}
+
+/// `node demote NODE...`: each manager leaves the Raft group and becomes a worker node.
+pub async fn demote(channel: Channel, nodes: &[String]) -> Result<()> {
+    let mut client = ClusterAdminClient::new(channel);
+    for node in nodes {
+        client
+            .demote_manager(DemoteManagerRequest { node: node.clone() })
+            .await
+            .map_err(status_err)?;
+        output::print(&format!("Manager {node} demoted in the cluster.\n"))?;
+    }
+    Ok(())
 }
 
 fn status_err(s: tonic::Status) -> anyhow::Error {

@@ -44,6 +44,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Node(cmd) => match cmd {
             NodeCommand::Ls(args) => node::ls(c, &args, format).await,
             NodeCommand::Inspect(args) => node::inspect(c, &args).await,
+            NodeCommand::Demote(args) => cluster::demote(channel, &args.nodes).await,
         },
         Command::Cluster(ClusterCommand::JoinToken(args)) => {
             cluster::join_token(c, &args, &manager_addr).await

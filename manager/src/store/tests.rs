@@ -556,11 +556,17 @@ fn a_batch_applies_like_one_request_at_a_time() {
         .collect();
     assert_eq!(got, expected);
     assert_eq!(expected, [true, true, false, true, true]);
-    assert_eq!(one.snapshot().expect("snap"), batched.snapshot().expect("snap"));
+    assert_eq!(
+        one.snapshot().expect("snap"),
+        batched.snapshot().expect("snap")
+    );
     // Applying the same batch again is a no-op, as after a restart.
     batched.apply_batch(&batch).expect("apply again");
     assert_eq!(batched.applied_index(), 5);
     drop(batched);
     let reopened = Store::open(d2.path()).expect("reopen");
-    assert_eq!(reopened.snapshot().expect("snap"), one.snapshot().expect("snap"));
+    assert_eq!(
+        reopened.snapshot().expect("snap"),
+        one.snapshot().expect("snap")
+    );
 }
