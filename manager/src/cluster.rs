@@ -855,16 +855,32 @@ pub async fn run_manager_status(
 /// Wraps a gRPC service so that every call first passes a read barrier ([`Store::linearize`]):
 /// whatever manager shoalctl reaches, its reads see every write acknowledged before them. When
 /// no leader answers in time the call fails with "no quorum" without reaching the service.
+/// Calls whose streams only the leader can serve (they come from agents' sessions) are
+/// forwarded to it as they are.
 #[derive(Clone)]
 pub struct Linearized<S> {
     inner: S,
     store: Store,
+    leader_only: Option<(RaftNode, Dialer)>,
 }
+
+/// The Control call that only the leader serves: log streams come from agents' sessions.
+const SERVICE_LOGS_PATH: &str = "/shoal.v1.Control/ServiceLogs";
 
 impl<S> Linearized<S> {
     /// Wraps `inner`.
     pub fn new(inner: S, store: Store) -> Linearized<S> {
-        Linearized { inner, store }
+        Linearized {
+            inner,
+            store,
+            leader_only: None,
+        }
+    }
+
+    /// Forwards `service logs` to the leader when this manager does not lead.
+    pub fn forward_logs(mut self, raft: RaftNode, dialer: Dialer) -> Linearized<S> {
+        self.leader_only = Some((raft, dialer));
+        self
     }
 }
 
@@ -899,11 +915,59 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let store = self.store.clone();
+        let forward = self
+            .leader_only
+            .clone()
+            .filter(|(raft, _)| req.uri().path() == SERVICE_LOGS_PATH && !raft.status().is_leader);
         Box::pin(async move {
+            if let Some((raft, dialer)) = forward {
+                // Authenticate here: the leader sees this manager's certificate, not the admin's.
+                if let Err(s) = admin_of_http(&store, &req) {
+                    return Ok(s.into_http());
+                }
+                return Ok(forward_to_leader(&raft, &dialer, req).await);
+            }
             if let Err(e) = store.linearize().await {
                 return Ok(crate::error::to_status(e).into_http());
             }
             inner.call(req).await
         })
+    }
+}
+
+/// Checks that an HTTP-level request carries the admin certificate.
+fn admin_of_http(store: &Store, req: &http::Request<tonic::body::Body>) -> Result<(), Status> {
+    // tonic keeps the peer certificates in the request extensions; rebuild a tonic request view.
+    let mut probe = Request::new(());
+    if let Some(certs) = req
+        .extensions()
+        .get::<tonic::transport::server::TlsConnectInfo<tonic::transport::server::TcpConnectInfo>>()
+    {
+        probe.extensions_mut().insert(certs.clone());
+    }
+    auth::require_admin(store, &probe)
+}
+
+/// Sends an HTTP-level gRPC request to the leader as it is and returns its answer.
+async fn forward_to_leader(
+    raft: &RaftNode,
+    dialer: &Dialer,
+    req: http::Request<tonic::body::Body>,
+) -> http::Response<tonic::body::Body> {
+    use tower::ServiceExt as _;
+    let addr = match raft.wait_leader().await {
+        Ok((_, Some(addr))) => addr,
+        Ok((_, None)) => return crate::error::to_status(StoreError::NoQuorum).into_http(),
+        Err(e) => return crate::error::to_status(e).into_http(),
+    };
+    let channel = match dialer.channel(&addr) {
+        Ok(c) => c,
+        Err(s) => return s.into_http(),
+    };
+    match channel.oneshot(req).await {
+        Ok(resp) => resp.map(tonic::body::Body::new),
+        Err(e) => {
+            Status::unavailable(format!("forwarding to the leader at {addr}: {e}")).into_http()
+        }
     }
 }

@@ -427,16 +427,19 @@ async fn run(
         state.node_id.clone(),
         advertise.clone(),
     );
-    let cluster_admin = ClusterAdminService::new(raft.clone(), store.clone(), dialer);
+    let cluster_admin = ClusterAdminService::new(raft.clone(), store.clone(), dialer.clone());
 
     let server = tonic::transport::Server::builder()
         .tls_config(pki::server_tls(&ca_pem, &identity))?
         .http2_keepalive_interval(Some(Duration::from_secs(5)))
         .http2_keepalive_timeout(Some(Duration::from_secs(5)))
-        .add_service(Linearized::new(
-            shoal_proto::v1::control_server::ControlServer::new(control),
-            store.clone(),
-        ))
+        .add_service(
+            Linearized::new(
+                shoal_proto::v1::control_server::ControlServer::new(control),
+                store.clone(),
+            )
+            .forward_logs(raft.clone(), dialer.clone()),
+        )
         .add_service(shoal_proto::v1::ca_server::CaServer::new(ca))
         .add_service(shoal_proto::v1::dispatcher_server::DispatcherServer::new(
             dispatcher,

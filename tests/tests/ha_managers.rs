@@ -242,10 +242,16 @@ fn agents_follow_the_leader_and_keep_their_containers() -> Result<()> {
             "--replicas",
             "2",
             &image,
-            "sleep",
-            "3600",
+            "sh",
+            "-c",
+            "echo hello-from-web; sleep 3600",
         ],
     )?;
+    // Log streams come from the agent's session with the leader: a follower forwards the call.
+    Testbed::wait_for(DEADLINE, "service logs through a follower", || {
+        let out = m.ctl_ok(via, ["service", "logs", "web"])?;
+        Ok(out.matches("hello-from-web").count() == 2)
+    })?;
     let pids = |dir: &std::path::Path| -> Result<Vec<i32>> {
         let mut p: Vec<i32> = runtime_containers(dir)?
             .into_iter()
