@@ -457,11 +457,20 @@ async fn run(
         info!("shutting down");
         let _ = shutdown_tx.send(true);
     });
-    server
-        .serve_with_shutdown(opts.listen_addr, async move {
-            let _ = stop.wait_for(|s| *s).await;
-        })
-        .await?;
+    let mut stop_wait = shutdown_rx.clone();
+    let serve = server.serve_with_shutdown(opts.listen_addr, async move {
+        let _ = stop.wait_for(|s| *s).await;
+    });
+    // Graceful shutdown waits for every connection to end, and other managers' Raft streams and
+    // agents' sessions are long-lived: give them a few seconds, then stop anyway (Raft state is
+    // flushed by `raft.shutdown` below either way).
+    tokio::select! {
+        r = serve => r?,
+        _ = async move {
+            let _ = stop_wait.wait_for(|s| *s).await;
+            tokio::time::sleep(Duration::from_secs(3)).await;
+        } => warn!("connections still open after 3 s: stopping anyway"),
+    }
     raft.shutdown().await;
     Ok(())
 }
