@@ -41,9 +41,12 @@ pub async fn run(
         Some(&joined.identity),
     )?);
     let mut backoff = Duration::from_millis(100);
+    // Managers to try, in order; after a failure the next one goes first, so an agent whose first
+    // manager is a follower (which refuses sessions) or gone reaches the leader.
+    let mut managers = joined.state.managers.clone();
     loop {
         let attempt = session_once(
-            &joined,
+            &mut managers,
             config.clone(),
             &description,
             &worker,
@@ -58,6 +61,11 @@ pub async fn run(
             }
             Err(e) => {
                 warn!(error = %e, "session lost; reconnecting");
+                if managers.len() > 1 {
+                    managers.rotate_left(1);
+                    // Another manager answers at once: no need to wait long.
+                    backoff = Duration::from_millis(50);
+                }
             }
         }
         tokio::select! {
@@ -69,14 +77,14 @@ pub async fn run(
 }
 
 async fn session_once(
-    joined: &Joined,
+    managers: &mut Vec<String>,
     config: Arc<rustls::ClientConfig>,
     description: &NodeDescription,
     worker: &Worker,
     status_rx: &mut mpsc::UnboundedReceiver<TaskStatusUpdate>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), SessionError> {
-    let channel = pki::connect_any(&joined.state.managers, config).await?;
+    let channel = pki::connect_any(managers, config).await?;
     let (out_tx, out_rx) = mpsc::channel::<AgentMessage>(1024);
     out_tx
         .send(AgentMessage {
@@ -94,6 +102,12 @@ async fn session_once(
     let period = match first.msg {
         Some(manager_message::Msg::Session(s)) => {
             info!(node.id = %s.node_id, session = %s.session_id, "session established");
+            // Learn managers that joined since; keep the one that answered first.
+            for m in s.managers {
+                if !managers.contains(&m) {
+                    managers.push(m);
+                }
+            }
             Duration::from_nanos(s.heartbeat_period_ns.max(100_000_000) as u64)
         }
         _ => return Err(SessionError::Closed),

@@ -82,6 +82,9 @@ pub enum NodeCommand {
     /// Remove nodes from the cluster (a node that is up only with --force).
     #[command(visible_alias = "remove")]
     Rm(NodeRmArgs),
+    /// Turn a manager into a worker: it leaves the Raft group first (refused if the remaining
+    /// managers would lose quorum).
+    Demote(NodeDemoteArgs),
 }
 
 /// `shoalctl cluster ...`
@@ -89,6 +92,9 @@ pub enum NodeCommand {
 pub enum ClusterCommand {
     /// Print (or rotate) the token a new worker or manager joins with.
     JoinToken(JoinTokenArgs),
+    /// Show every manager: Raft id, address, leader, term, commit and applied indexes.
+    #[command(alias = "inspect")]
+    Status,
 }
 
 /// Service mode.
@@ -585,4 +591,12 @@ mod tests {
         assert_eq!(a.nodes, vec!["w1", "w2"]);
         assert!(parse(&["node", "update", "--availability", "gone", "w1"]).is_err());
     }
+}
+
+/// Arguments of `node demote`.
+#[derive(Debug, Args)]
+pub struct NodeDemoteArgs {
+    /// Manager node IDs or hostnames.
+    #[arg(value_name = "NODE", required = true)]
+    pub nodes: Vec<String>,
 }

@@ -18,6 +18,8 @@ pub struct Connection {
     pub control: Control,
     /// The manager address (IP:PORT) the connection went to.
     pub manager_addr: String,
+    /// The channel itself, for the other services the manager serves.
+    pub channel: Channel,
 }
 
 /// Where admin.conf is looked for when neither --config nor SHOAL_CONFIG is given, in order.
@@ -73,8 +75,9 @@ pub async fn connect(explicit_config: Option<&Path>) -> Result<Connection> {
         match pki::connect(addr, tls.clone()).await {
             Ok(channel) => {
                 return Ok(Connection {
-                    control: ControlClient::new(channel),
+                    control: ControlClient::new(channel.clone()),
                     manager_addr: addr.clone(),
+                    channel,
                 })
             }
             Err(e) => failures.push(crate::error_chain(&anyhow::Error::new(e))),

@@ -31,6 +31,24 @@ impl CaService {
     }
 }
 
+impl CaService {
+    /// Every manager address: this one's first, then those the store records.
+    fn manager_addrs(&self) -> Vec<String> {
+        let mut all = self.managers.as_ref().clone();
+        let stored: Vec<String> = self.store.read(|s| {
+            s.nodes()
+                .filter_map(|n| n.manager_status.as_ref().map(|m| m.addr.clone()))
+                .collect()
+        });
+        for a in stored {
+            if !all.contains(&a) {
+                all.push(a);
+            }
+        }
+        all
+    }
+}
+
 /// Checks a join token against the cluster; returns the role it grants.
 pub fn check_token(store: &Store, token: &str) -> Result<(NodeRole, Identity), Status> {
     let token = JoinToken::parse(token).map_err(|e| Status::invalid_argument(e.to_string()))?;
@@ -126,7 +144,7 @@ impl Ca for CaService {
             cert_pem,
             ca_cert_pem: ca.cert_pem,
             role: NodeRole::RoleWorker as i32,
-            managers: self.managers.as_ref().clone(),
+            managers: self.manager_addrs(),
         }))
     }
 }

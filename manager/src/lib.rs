@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod ca;
+pub mod cluster;
 pub mod controlapi;
 pub mod dispatcher;
 pub mod error;

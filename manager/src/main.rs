@@ -37,6 +37,31 @@ enum Command {
         /// Raft log entries between snapshots (older entries are removed).
         #[arg(long, default_value_t = 10_000)]
         snapshot_interval: u64,
+        /// Disaster recovery: restart this manager's existing data dir as the only manager of
+        /// the cluster, keeping its state (as swarm's --force-new-cluster). Other managers must
+        /// be wiped and join again.
+        #[arg(long)]
+        force_new_cluster: bool,
+    },
+    /// Join an existing cluster as an additional manager (a Raft voter), or restart from DATA_DIR.
+    Join {
+        /// Directory for the manager's state (Raft log, store, certificates).
+        #[arg(long, default_value = "/var/lib/shoal/manager")]
+        data_dir: PathBuf,
+        /// Address to listen on for shoalctl, agents and other managers.
+        #[arg(long, default_value = "0.0.0.0:4242")]
+        listen_addr: SocketAddr,
+        /// Address other nodes use to reach this manager (default: the listen address).
+        #[arg(long)]
+        advertise_addr: Option<String>,
+        /// The manager join token (`shoalctl cluster join-token manager -q`).
+        #[arg(long)]
+        token: String,
+        /// Raft log entries between snapshots (older entries are removed).
+        #[arg(long, default_value_t = 10_000)]
+        snapshot_interval: u64,
+        /// Address (IP:PORT) of the leader or any manager of the cluster.
+        manager: String,
     },
 }
 
@@ -79,6 +104,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             advertise_addr,
             heartbeat_period,
             snapshot_interval,
+            force_new_cluster,
         } => {
             let advertise_addr = advertise_addr
                 .or_else(|| (!listen_addr.ip().is_unspecified()).then(|| listen_addr.to_string()));
@@ -92,7 +118,37 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 advertise_addr,
                 heartbeat_period,
                 snapshot_interval,
+                force_new_cluster,
             })
+            .await
+            .context("manager")
+        }
+        Command::Join {
+            data_dir,
+            listen_addr,
+            advertise_addr,
+            token,
+            snapshot_interval,
+            manager,
+        } => {
+            let advertise_addr = advertise_addr
+                .or_else(|| (!listen_addr.ip().is_unspecified()).then(|| listen_addr.to_string()))
+                .unwrap_or_else(|| format!("{}:{}", guess_address(), listen_addr.port()));
+            manager::join(
+                ManagerOptions {
+                    data_dir,
+                    listen_addr,
+                    advertise_addr: Some(advertise_addr),
+                    // The cluster's heartbeat period is in its store; this one is unused.
+                    heartbeat_period: std::time::Duration::from_secs(5),
+                    snapshot_interval,
+                    force_new_cluster: false,
+                },
+                manager::JoinOptions {
+                    token,
+                    remote: manager,
+                },
+            )
             .await
             .context("manager")
         }

@@ -14,6 +14,10 @@ use shoal_proto::v1::*;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+use crate::cluster::{
+    ClusterAdminService, ClusterProposer, Dialer, GrpcTransport, Linearized, PeerBook, RaftService,
+    MAX_RAFT_MESSAGE,
+};
 use crate::raft::{RaftConfig, RaftNode};
 use crate::store::Store;
 
@@ -48,6 +52,9 @@ pub enum ManagerError {
     /// The gRPC server.
     #[error("server: {0}")]
     Serve(#[from] tonic::transport::Error),
+    /// Joining a cluster failed.
+    #[error("join: {0}")]
+    Join(String),
     /// Leadership was not reached in time.
     #[error("{0}")]
     NotReady(String),
@@ -67,6 +74,15 @@ pub struct ManagerState {
     pub listen_addr: String,
     /// Address other nodes use to reach this manager.
     pub advertise_addr: String,
+    /// True for a manager that joined an existing cluster (it never bootstraps a Raft group).
+    #[serde(default)]
+    pub joined: bool,
+    /// The managers known at join time, `(raft id, address)`, until the store knows them.
+    #[serde(default)]
+    pub peers: Vec<(u64, String)>,
+    /// Manager certificate fingerprints trusted before the store has caught up.
+    #[serde(default)]
+    pub trusted_fingerprints: Vec<String>,
 }
 
 /// Settings from the command line.
@@ -82,6 +98,8 @@ pub struct ManagerOptions {
     pub heartbeat_period: Duration,
     /// Raft log entries between snapshots.
     pub snapshot_interval: u64,
+    /// Restart an existing data dir as a new single-manager cluster (disaster recovery).
+    pub force_new_cluster: bool,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ManagerError + '_ {
@@ -171,6 +189,12 @@ pub async fn init(opts: ManagerOptions) -> Result<(), ManagerError> {
             })?;
         return run(opts, state, None).await;
     }
+    if opts.force_new_cluster {
+        return Err(ManagerError::DataDir {
+            path: opts.data_dir.clone(),
+            reason: "--force-new-cluster restarts an existing manager data dir, and this one holds no manager state (manager.json)".into(),
+        });
+    }
     if opts.data_dir.exists()
         && std::fs::read_dir(&opts.data_dir)
             .map_err(io_err(&opts.data_dir))?
@@ -202,6 +226,9 @@ pub async fn init(opts: ManagerOptions) -> Result<(), ManagerError> {
         raft_id: 1,
         listen_addr: opts.listen_addr.to_string(),
         advertise_addr: advertise.clone(),
+        joined: false,
+        peers: Vec::new(),
+        trusted_fingerprints: Vec::new(),
     };
     let now = shoal_proto::now_ns();
     let cluster = Cluster {
@@ -316,30 +343,53 @@ async fn run(
         key_pem: read_file(&certs.join("node-key.pem"))?,
     };
     let store = Store::open(&opts.data_dir.join("store"))?;
-    let raft = RaftNode::start(
+    let tls = std::sync::Arc::new(pki::client_config(
+        &pki::Trust::Ca(ca_pem.clone()),
+        Some(&identity),
+    )?);
+    let book = PeerBook::new(
+        store.clone(),
+        &state.peers,
+        state.trusted_fingerprints.clone(),
+    );
+    let raft = RaftNode::start_with(
         RaftConfig {
             id: state.raft_id,
             data_dir: opts.data_dir.join("raft"),
             tick: Duration::from_millis(100),
             snapshot_interval: opts.snapshot_interval,
-            peers: Vec::new(),
+            peers: state.peers.clone(),
+            force_new_cluster: opts.force_new_cluster,
         },
         store.clone(),
+        GrpcTransport::new(book.clone(), tls.clone()),
     )?;
-    let mut leadership = raft.leadership();
-    // A single voter elects itself at once; a few seconds covers a slow disk.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !*leadership.borrow() {
-        if tokio::time::timeout_at(deadline, leadership.changed())
-            .await
-            .is_err()
-        {
-            return Err(ManagerError::NotReady(
-                "this manager did not become leader within 10 s".into(),
-            ));
-        }
+    for (id, addr) in &state.peers {
+        raft.set_peer(*id, addr.clone());
+    }
+    let dialer = Dialer::new(tls);
+    // Followers forward writes to the leader; reads wait for a ReadIndex round.
+    store.set_proposer(std::sync::Arc::new(ClusterProposer::new(
+        raft.clone(),
+        dialer.clone(),
+    )));
+    if opts.force_new_cluster {
+        force_new_cluster(&store, &raft, state.raft_id).await?;
     }
     if let Some((actions, after)) = bootstrap {
+        let mut leadership = raft.leadership();
+        // A single voter elects itself at once; a few seconds covers a slow disk.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !*leadership.borrow() {
+            if tokio::time::timeout_at(deadline, leadership.changed())
+                .await
+                .is_err()
+            {
+                return Err(ManagerError::NotReady(
+                    "this manager did not become leader within 10 s".into(),
+                ));
+            }
+        }
         store.propose(actions).await?;
         after(opts.data_dir.clone())?;
     }
@@ -347,27 +397,59 @@ async fn run(
         .advertise_addr
         .clone()
         .unwrap_or_else(|| opts.listen_addr.to_string());
+    // Manager addresses of the store's manager nodes are Raft peers' addresses too.
+    tokio::spawn(keep_peers_and_admin_conf(
+        store.clone(),
+        raft.clone(),
+        opts.data_dir.join("admin.conf"),
+        advertise.clone(),
+    ));
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let dispatcher = crate::dispatcher::Dispatcher::start(store.clone(), shutdown_rx.clone());
+    let dispatcher = crate::dispatcher::Dispatcher::start_leader_only(
+        store.clone(),
+        shutdown_rx.clone(),
+        Some(raft.leadership()),
+    );
     let control =
         crate::controlapi::ControlApi::new(store.clone(), dispatcher.logs(), advertise.clone());
     let ca = crate::ca::CaService::new(store.clone(), vec![advertise.clone()]);
     tokio::spawn(leader_components(
         store.clone(),
-        raft.leadership(),
+        raft.clone(),
         shutdown_rx.clone(),
     ));
+    let raft_service = RaftService::new(
+        raft.clone(),
+        store.clone(),
+        book,
+        dialer.clone(),
+        state.node_id.clone(),
+        advertise.clone(),
+    );
+    let cluster_admin = ClusterAdminService::new(raft.clone(), store.clone(), dialer.clone());
 
     let server = tonic::transport::Server::builder()
         .tls_config(pki::server_tls(&ca_pem, &identity))?
         .http2_keepalive_interval(Some(Duration::from_secs(5)))
         .http2_keepalive_timeout(Some(Duration::from_secs(5)))
-        .add_service(shoal_proto::v1::control_server::ControlServer::new(control))
+        .add_service(
+            Linearized::new(
+                shoal_proto::v1::control_server::ControlServer::new(control),
+                store.clone(),
+            )
+            .forward_logs(raft.clone(), dialer.clone()),
+        )
         .add_service(shoal_proto::v1::ca_server::CaServer::new(ca))
         .add_service(shoal_proto::v1::dispatcher_server::DispatcherServer::new(
             dispatcher,
-        ));
+        ))
+        .add_service(
+            shoal_proto::v1::raft_server::RaftServer::new(raft_service)
+                .max_decoding_message_size(MAX_RAFT_MESSAGE)
+                .max_encoding_message_size(MAX_RAFT_MESSAGE),
+        )
+        .add_service(shoal_proto::v1::cluster_admin_server::ClusterAdminServer::new(cluster_admin));
     info!(listen = %opts.listen_addr, advertise = %advertise, node.id = %state.node_id, "manager serving");
     let mut stop = shutdown_rx.clone();
     tokio::spawn(async move {
@@ -375,26 +457,37 @@ async fn run(
         info!("shutting down");
         let _ = shutdown_tx.send(true);
     });
-    server
-        .serve_with_shutdown(opts.listen_addr, async move {
-            let _ = stop.wait_for(|s| *s).await;
-        })
-        .await?;
+    let mut stop_wait = shutdown_rx.clone();
+    let serve = server.serve_with_shutdown(opts.listen_addr, async move {
+        let _ = stop.wait_for(|s| *s).await;
+    });
+    // Graceful shutdown waits for every connection to end, and other managers' Raft streams and
+    // agents' sessions are long-lived: give them a few seconds, then stop anyway (Raft state is
+    // flushed by `raft.shutdown` below either way).
+    tokio::select! {
+        r = serve => r?,
+        _ = async move {
+            let _ = stop_wait.wait_for(|s| *s).await;
+            tokio::time::sleep(Duration::from_secs(3)).await;
+        } => warn!("connections still open after 3 s: stopping anyway"),
+    }
     raft.shutdown().await;
     Ok(())
 }
 
 /// Starts the orchestrator and scheduler while this manager leads, and stops them when it doesn't.
-async fn leader_components(
-    store: Store,
-    mut leadership: watch::Receiver<bool>,
-    mut shutdown: watch::Receiver<bool>,
-) {
+async fn leader_components(store: Store, raft: RaftNode, mut shutdown: watch::Receiver<bool>) {
+    let mut leadership = raft.leadership();
     loop {
         if *leadership.borrow() {
             info!("leading: starting orchestrator and scheduler");
             let (stop_tx, stop_rx) = watch::channel(false);
             tokio::spawn(crate::leader::run_orchestrator(
+                store.clone(),
+                stop_rx.clone(),
+            ));
+            tokio::spawn(crate::cluster::run_manager_status(
+                raft.clone(),
                 store.clone(),
                 stop_rx.clone(),
             ));
@@ -429,4 +522,207 @@ async fn shutdown_signal() {
         }
         _ => std::future::pending::<()>().await,
     }
+}
+
+/// Keeps the Raft node's address book and this manager's `admin.conf` manager list in line with
+/// the manager nodes of the store (this manager first), so shoalctl can fail over to any of them.
+async fn keep_peers_and_admin_conf(
+    store: Store,
+    raft: RaftNode,
+    admin_conf: PathBuf,
+    advertise: String,
+) {
+    let mut last: Vec<String> = Vec::new();
+    let mut events = store.watch();
+    loop {
+        let peers: Vec<(u64, String)> = store.read(|s| {
+            s.nodes()
+                .filter_map(|n| {
+                    n.manager_status
+                        .as_ref()
+                        .map(|m| (m.raft_id, m.addr.clone()))
+                })
+                .collect()
+        });
+        for (id, addr) in &peers {
+            raft.set_peer(*id, addr.clone());
+        }
+        let mut addrs = vec![advertise.clone()];
+        let mut others: Vec<String> = peers
+            .into_iter()
+            .map(|(_, a)| a)
+            .filter(|a| *a != advertise)
+            .collect();
+        others.sort();
+        addrs.extend(others);
+        if addrs != last && addrs.len() > 1 {
+            match AdminConfig::load(&admin_conf) {
+                Ok(mut conf) if conf.managers != addrs => {
+                    conf.managers = addrs.clone();
+                    if let Err(e) = conf.save(&admin_conf) {
+                        warn!(error = %e, "could not update admin.conf");
+                    }
+                }
+                _ => {}
+            }
+            last = addrs;
+        }
+        match events.recv().await {
+            Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+/// What `shoal-manager join` needs besides the usual options.
+#[derive(Debug, Clone)]
+pub struct JoinOptions {
+    /// The manager join token.
+    pub token: String,
+    /// Address of any manager of the cluster.
+    pub remote: String,
+}
+
+/// `shoal-manager join`: joins an existing cluster as a new Raft voter, or restarts from an
+/// existing data dir (the same command line).
+pub async fn join(opts: ManagerOptions, join: JoinOptions) -> Result<(), ManagerError> {
+    use shoal_proto::v1::raft_client::RaftClient;
+    let state_path = opts.data_dir.join("manager.json");
+    if state_path.exists() {
+        info!(data_dir = %opts.data_dir.display(), "restarting manager from its data dir");
+        let state: ManagerState =
+            serde_json::from_str(&read_file(&state_path)?).map_err(|e| ManagerError::DataDir {
+                path: opts.data_dir.clone(),
+                reason: format!("manager.json: {e}"),
+            })?;
+        return run(opts, state, None).await;
+    }
+    if opts.data_dir.exists()
+        && std::fs::read_dir(&opts.data_dir)
+            .map_err(io_err(&opts.data_dir))?
+            .next()
+            .is_some()
+    {
+        return Err(ManagerError::DataDir {
+            path: opts.data_dir.clone(),
+            reason: "is not empty but holds no manager state (manager.json): remove the directory and join again".into(),
+        });
+    }
+    let token = JoinToken::parse(&join.token).map_err(|e| ManagerError::Join(e.to_string()))?;
+    let advertise = opts
+        .advertise_addr
+        .clone()
+        .unwrap_or_else(|| opts.listen_addr.to_string());
+    let pinned = pki::client_config(&pki::Trust::Pinned(token.ca_fingerprint.clone()), None)?;
+    let channel = pki::connect(&join.remote, std::sync::Arc::new(pinned)).await?;
+    let host = hostname();
+    let (csr_pem, key_pem) = pki::generate_csr(&host)?;
+    let resp = RaftClient::new(channel)
+        .join_manager(JoinManagerRequest {
+            token: join.token.clone(),
+            csr_pem,
+            hostname: host,
+            addr: advertise.clone(),
+        })
+        .await
+        .map_err(|s| {
+            ManagerError::Join(format!("the cluster refused this manager: {}", s.message()))
+        })?
+        .into_inner();
+    if pki::fingerprint_pem(&resp.ca_cert_pem)? != token.ca_fingerprint {
+        return Err(ManagerError::Join(
+            "the manager sent a CA that does not match the join token".into(),
+        ));
+    }
+    let certs = opts.data_dir.join("certs");
+    std::fs::create_dir_all(&certs).map_err(io_err(&certs))?;
+    write_file(&certs.join("ca.pem"), &resp.ca_cert_pem, 0o644)?;
+    write_file(&certs.join("node.pem"), &resp.cert_pem, 0o644)?;
+    write_file(&certs.join("node-key.pem"), &key_pem, 0o600)?;
+    let mut managers = vec![advertise.clone()];
+    managers.extend(
+        resp.peers
+            .iter()
+            .map(|p| p.addr.clone())
+            .filter(|a| *a != advertise),
+    );
+    let admin_path = opts.data_dir.join("admin.conf");
+    AdminConfig {
+        managers,
+        ca_cert: resp.ca_cert_pem.clone(),
+        cert: resp.admin_cert_pem.clone(),
+        key: resp.admin_key_pem.clone(),
+    }
+    .save(&admin_path)
+    .map_err(|e| ManagerError::DataDir {
+        path: opts.data_dir.clone(),
+        reason: e.to_string(),
+    })?;
+    let state = ManagerState {
+        cluster_id: resp.cluster_id.clone(),
+        node_id: resp.node_id.clone(),
+        raft_id: resp.raft_id,
+        listen_addr: opts.listen_addr.to_string(),
+        advertise_addr: advertise,
+        joined: true,
+        peers: resp
+            .peers
+            .iter()
+            .map(|p| (p.raft_id, p.addr.clone()))
+            .collect(),
+        trusted_fingerprints: resp.manager_fingerprints.clone(),
+    };
+    write_file(
+        &state_path,
+        &serde_json::to_string_pretty(&state).unwrap_or_default(),
+        0o644,
+    )?;
+    println!(
+        "This node ({}) joined the cluster as a manager (raft id {}).\n\nTo manage the cluster, point shoalctl at the admin configuration:\n\n    export SHOAL_CONFIG={}\n",
+        resp.node_id,
+        resp.raft_id,
+        admin_path.display()
+    );
+    run(opts, state, None).await
+}
+
+/// After `--force-new-cluster`: once this manager leads alone, removes the other managers' nodes
+/// from the store (they are no longer members; they must be wiped and join again).
+async fn force_new_cluster(
+    store: &Store,
+    raft: &RaftNode,
+    raft_id: u64,
+) -> Result<(), ManagerError> {
+    let mut leadership = raft.leadership();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !*leadership.borrow() {
+        if tokio::time::timeout_at(deadline, leadership.changed())
+            .await
+            .is_err()
+        {
+            return Err(ManagerError::NotReady(
+                "--force-new-cluster: this manager did not become leader within 10 s".into(),
+            ));
+        }
+    }
+    let gone: Vec<StoreAction> = store.read(|s| {
+        s.nodes()
+            .filter(|n| {
+                n.manager_status
+                    .as_ref()
+                    .is_some_and(|m| m.raft_id != raft_id)
+            })
+            .map(|n| StoreAction {
+                action: Some(Action::RemoveNode(n.id.clone())),
+            })
+            .collect()
+    });
+    if !gone.is_empty() {
+        warn!(
+            removed = gone.len(),
+            "--force-new-cluster: removing the other managers"
+        );
+        store.propose(gone).await?;
+    }
+    Ok(())
 }

@@ -1,10 +1,14 @@
-//! `shoalctl cluster join-token`.
+//! `shoalctl cluster join-token`, `cluster status`.
 
 use anyhow::Result;
-use shoal_proto::v1::{JoinTokenRequest, NodeRole};
+use shoal_proto::v1::cluster_admin_client::ClusterAdminClient;
+use shoal_proto::v1::{
+    ClusterStatusRequest, DemoteManagerRequest, JoinTokenRequest, ManagerInfo, NodeRole,
+};
+use tonic::transport::Channel;
 
-use crate::cli::{JoinTokenArgs, Role};
-use crate::client::{status, Control};
+use crate::cli::{Format, JoinTokenArgs, Role};
+use crate::client::Control;
 use crate::output;
 
 /// What `join-token` prints without `-q`: the command a new node runs, like docker's.
@@ -33,7 +37,7 @@ pub async fn join_token(c: &mut Control, a: &JoinTokenArgs, manager_addr: &str) 
             rotate: a.rotate,
         })
         .await
-        .map_err(status)?
+        .map_err(crate::client::status)?
         .into_inner()
         .token;
     if a.quiet {
@@ -52,6 +56,82 @@ pub async fn join_token(c: &mut Control, a: &JoinTokenArgs, manager_addr: &str) 
     Ok(output::print(&text)?)
 }
 
+/// The `--format json` object of one manager.
+pub fn manager_json(m: &ManagerInfo) -> serde_json::Value {
+    serde_json::json!({
+        "NodeID": m.node_id, "Addr": m.addr, "RaftID": m.raft_id, "Leader": m.leader,
+        "Term": m.term, "Commit": m.commit, "Applied": m.applied, "Reachable": m.reachable,
+        "Error": m.error,
+    })
+}
+
+/// The table of managers `cluster status` prints.
+pub fn manager_table(managers: &[ManagerInfo]) -> String {
+    let mut t = output::table::Table::new(&[
+        "NODE ID",
+        "ADDR",
+        "RAFT ID",
+        "LEADER",
+        "TERM",
+        "COMMIT",
+        "APPLIED",
+        "REACHABLE",
+    ]);
+    for m in managers {
+        let reach = if m.reachable {
+            "yes".to_string()
+        } else {
+            format!("no ({})", m.error)
+        };
+        t.row(vec![
+            m.node_id.clone(),
+            m.addr.clone(),
+            m.raft_id.to_string(),
+            if m.leader { "*".into() } else { String::new() },
+            m.term.to_string(),
+            m.commit.to_string(),
+            m.applied.to_string(),
+            reach,
+        ]);
+    }
+    t.render()
+}
+
+/// `cluster status`: every manager as it reports itself.
+pub async fn status(channel: Channel, format: Format) -> Result<()> {
+    let managers = ClusterAdminClient::new(channel)
+        .cluster_status(ClusterStatusRequest {})
+        .await
+        .map_err(status_err)?
+        .into_inner()
+        .managers;
+    let text = match format {
+        Format::Json => managers
+            .iter()
+            .map(|m| output::json::line(&manager_json(m)))
+            .collect(),
+        Format::Table => manager_table(&managers),
+    };
+    Ok(output::print(&text)?)
+}
+
+/// `node demote NODE...`: each manager leaves the Raft group and becomes a worker node.
+pub async fn demote(channel: Channel, nodes: &[String]) -> Result<()> {
+    let mut client = ClusterAdminClient::new(channel);
+    for node in nodes {
+        client
+            .demote_manager(DemoteManagerRequest { node: node.clone() })
+            .await
+            .map_err(status_err)?;
+        output::print(&format!("Manager {node} demoted in the cluster.\n"))?;
+    }
+    Ok(())
+}
+
+fn status_err(s: tonic::Status) -> anyhow::Error {
+    crate::client::status(s)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -63,5 +143,27 @@ mod tests {
             "To add a worker to this cluster, run the following command:\n\n    shoal-agent join --data-dir /var/lib/shoal/agent --token SHOAL-1-abc 10.0.0.1:4242\n\n"
         );
         assert!(join_instructions(Role::Manager, "t", "a:1").starts_with("To add a manager"));
+    }
+
+    #[test]
+    fn manager_rows() {
+        let m = ManagerInfo {
+            node_id: "n1".into(),
+            addr: "10.0.0.1:4242".into(),
+            raft_id: 1,
+            leader: true,
+            term: 3,
+            commit: 10,
+            applied: 10,
+            reachable: true,
+            error: String::new(),
+        };
+        let text = manager_table(std::slice::from_ref(&m));
+        assert!(text
+            .lines()
+            .nth(1)
+            .is_some_and(|l| l.contains("10.0.0.1:4242") && l.contains('*')));
+        assert_eq!(manager_json(&m)["RaftID"], 1);
+        assert_eq!(manager_json(&m)["Leader"], true);
     }
 }

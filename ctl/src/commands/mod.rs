@@ -26,6 +26,7 @@ pub async fn run(cli: Cli) -> Result<()> {
     let Connection {
         mut control,
         manager_addr,
+        channel,
     } = client::connect(config.as_deref()).await?;
     let c = &mut control;
     match cli.command {
@@ -49,9 +50,11 @@ pub async fn run(cli: Cli) -> Result<()> {
             NodeCommand::Inspect(args) => node::inspect(c, &args).await,
             NodeCommand::Update(args) => node::update(c, &args).await,
             NodeCommand::Rm(args) => node::rm(c, &args).await,
+            NodeCommand::Demote(args) => cluster::demote(channel, &args.nodes).await,
         },
         Command::Cluster(ClusterCommand::JoinToken(args)) => {
             cluster::join_token(c, &args, &manager_addr).await
         }
+        Command::Cluster(ClusterCommand::Status) => cluster::status(channel, format).await,
     }
 }

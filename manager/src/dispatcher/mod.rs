@@ -79,12 +79,26 @@ pub struct Dispatcher {
     status_tx: mpsc::Sender<TaskStatusUpdate>,
     next_session: Arc<AtomicU64>,
     started: Instant,
+    /// With several managers: whether this one leads. Only the leader holds sessions and judges
+    /// heartbeats; `None` (a lone manager) always serves.
+    leadership: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 impl Dispatcher {
     /// Starts the dispatcher's background loops (status batching, heartbeat expiry) until
     /// `shutdown` fires.
     pub fn start(store: Store, shutdown: tokio::sync::watch::Receiver<bool>) -> Self {
+        Self::start_leader_only(store, shutdown, None)
+    }
+
+    /// Like [`Dispatcher::start`], but with several managers: it serves only while `leadership`
+    /// says this manager leads. Followers refuse sessions (the agent then tries the next
+    /// manager) and never judge heartbeats; the leader ends sessions when it loses leadership.
+    pub fn start_leader_only(
+        store: Store,
+        shutdown: tokio::sync::watch::Receiver<bool>,
+        leadership: Option<tokio::sync::watch::Receiver<bool>>,
+    ) -> Self {
         let sessions = Sessions::default();
         let logs = logs::LogBroker::new(sessions.clone());
         let (status_tx, status_rx) = mpsc::channel(4096);
@@ -95,10 +109,15 @@ impl Dispatcher {
             status_tx,
             next_session: Arc::new(AtomicU64::new(1)),
             started: Instant::now(),
+            leadership,
         };
         tokio::spawn(d.clone().status_batcher(status_rx, shutdown.clone()));
         tokio::spawn(d.clone().heartbeat_monitor(shutdown));
         d
+    }
+
+    fn is_leader(&self) -> bool {
+        self.leadership.as_ref().is_none_or(|l| *l.borrow())
     }
 
     /// The log broker, for the control API.
@@ -153,11 +172,18 @@ impl Dispatcher {
     /// Marks nodes down when they have not been heard from for too long.
     async fn heartbeat_monitor(self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
         let mut tick = tokio::time::interval(Duration::from_millis(250));
+        // When this manager became leader: agents had no chance to reach it before.
+        let mut leader_since: Option<Instant> = None;
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
                 _ = shutdown.changed() => return,
             }
+            if !self.is_leader() {
+                leader_since = None;
+                continue;
+            }
+            let since = *leader_since.get_or_insert_with(Instant::now);
             let limit = self.heartbeat_period().mul_f64(DOWN_AFTER_PERIODS);
             let now = Instant::now();
             let ready: Vec<Node> = self.store.read(|s| {
@@ -179,7 +205,7 @@ impl Dispatcher {
                         t.last_seen.get(&node.id).copied(),
                     )
                 };
-                let last = last.unwrap_or(self.started);
+                let last = last.unwrap_or(self.started).max(since);
                 // A connected agent that stopped heartbeating is as dead as a disconnected one.
                 let expired = now.duration_since(last) > limit;
                 if expired {
@@ -323,6 +349,11 @@ impl DispatcherRpc for Dispatcher {
         request: Request<Streaming<AgentMessage>>,
     ) -> Result<Response<Self::SessionStream>, Status> {
         let node_id = require_node(&self.store, &request)?;
+        if !self.is_leader() {
+            return Err(Status::unavailable(
+                "this manager is not the leader: agents hold their session with the leader",
+            ));
+        }
         let peer = request.remote_addr();
         let mut inbound = request.into_inner();
         let first = tokio::time::timeout(Duration::from_secs(10), inbound.message())
@@ -368,6 +399,11 @@ impl DispatcherRpc for Dispatcher {
                 node_id: node_id.clone(),
                 heartbeat_period_ns: period.as_nanos() as i64,
                 session_id: session_id.to_string(),
+                managers: self.store.read(|s| {
+                    s.nodes()
+                        .filter_map(|n| n.manager_status.as_ref().map(|m| m.addr.clone()))
+                        .collect()
+                }),
             })),
         };
         tx.send(established)
@@ -420,9 +456,24 @@ impl DispatcherRpc for Dispatcher {
         let end = async move {
             let _ = ended.wait_for(|e| *e).await;
         };
+        let stream = tokio_stream::StreamExt::map(ReceiverStream::new(rx), Ok);
+        // The stream ends when the node is marked down or removed (so its agent re-registers), or
+        // when this manager stops leading (so the agent reconnects to whoever leads now).
+        let leadership = self.leadership.clone();
+        let stop = async move {
+            match leadership {
+                Some(mut leadership) => {
+                    tokio::select! {
+                        _ = end => {}
+                        _ = leadership.wait_for(|l| !*l) => {}
+                    }
+                }
+                None => end.await,
+            }
+        };
         Ok(Response::new(Box::pin(futures::StreamExt::take_until(
-            tokio_stream::StreamExt::map(ReceiverStream::new(rx), Ok),
-            Box::pin(end),
+            stream,
+            Box::pin(stop),
         ))))
     }
 }

@@ -15,10 +15,10 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
-use raft::prelude::{ConfState, Message};
+use raft::prelude::{ConfChange, ConfChangeType, ConfState, Message};
 use raft::StateRole;
 use shoal_proto::v1::StoreRequest;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -33,6 +33,13 @@ pub const DEFAULT_SNAPSHOT_INTERVAL: u64 = 10_000;
 
 /// How many messages may wait for the Raft task before senders wait.
 const QUEUE: usize = 4096;
+
+/// How long a proposal, membership change or read barrier may wait for a quorum before it fails
+/// with "no quorum" instead of hanging.
+pub const QUORUM_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How long one ReadIndex request may go unanswered before it is asked again.
+const READ_RETRY: Duration = Duration::from_millis(100);
 
 /// Errors of the Raft node and its log storage.
 #[derive(Debug, thiserror::Error)]
@@ -81,8 +88,14 @@ pub struct RaftConfig {
     pub tick: Duration,
     /// Applied entries between two snapshots (log compactions).
     pub snapshot_interval: u64,
-    /// The other managers, `(raft id, address)`; empty for a single manager.
+    /// The other managers, `(raft id, address)`; empty for a single manager. A new data dir
+    /// starts with all of them (and `id`) as voters: a joining manager gets the membership that
+    /// includes it from the leader, because the first manager's bootstrap membership is in no log
+    /// entry it could learn it from.
     pub peers: Vec<(u64, String)>,
+    /// Disaster recovery: restart an existing data dir as the only voter of its group (the
+    /// other managers are dropped from the membership), keeping the whole state.
+    pub force_new_cluster: bool,
 }
 
 impl RaftConfig {
@@ -94,6 +107,7 @@ impl RaftConfig {
             tick: Duration::from_millis(100),
             snapshot_interval: DEFAULT_SNAPSHOT_INTERVAL,
             peers: Vec::new(),
+            force_new_cluster: false,
         }
     }
 }
@@ -127,6 +141,11 @@ pub struct RaftStatus {
     pub applied: u64,
     /// Whether this node is the leader.
     pub is_leader: bool,
+    /// The voters of the current configuration.
+    pub voters: Vec<u64>,
+    /// On the leader: the voters it heard from within the last election timeout (itself
+    /// included); empty on followers.
+    pub active: Vec<u64>,
 }
 
 /// What the handle asks of the Raft task.
@@ -136,14 +155,25 @@ enum Msg {
         reply: oneshot::Sender<Result<(), StoreError>>,
     },
     Step(Message),
+    /// A linearizable read barrier: answers the commit index a read must wait to have applied.
+    ReadIndex {
+        reply: oneshot::Sender<Result<u64, StoreError>>,
+    },
+    /// A membership change; answered once the change is applied here.
+    ConfChange {
+        cc: ConfChange,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
     Shutdown,
 }
 
 /// State shared between the handle and the task.
 struct Shared {
     status: Mutex<RaftStatus>,
-    /// Raft id -> address, for "the leader is ..." answers.
-    peers: HashMap<u64, String>,
+    /// Every published status, for waiters (a leader to appear, an index to be applied).
+    status_tx: watch::Sender<RaftStatus>,
+    /// Raft id -> address, for "the leader is ..." answers and the transport.
+    peers: RwLock<HashMap<u64, String>>,
 }
 
 impl Shared {
@@ -155,9 +185,20 @@ impl Shared {
     }
 
     fn not_leader(&self, leader_id: u64) -> StoreError {
-        StoreError::NotLeader {
-            leader: self.peers.get(&leader_id).cloned(),
+        if leader_id == 0 {
+            return StoreError::NoQuorum;
         }
+        StoreError::NotLeader {
+            leader: self.peer_addr(leader_id),
+        }
+    }
+
+    fn peer_addr(&self, id: u64) -> Option<String> {
+        self.peers
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&id)
+            .cloned()
     }
 }
 
@@ -208,7 +249,17 @@ impl RaftNode {
                 voters,
                 ..ConfState::default()
             })?;
-        } else if store.applied_index() < storage.snapshot_index() {
+        } else if cfg.force_new_cluster {
+            tracing::warn!(
+                old_voters = ?storage.conf_state().voters,
+                "--force-new-cluster: this manager becomes the only voter"
+            );
+            storage.set_conf_state(ConfState {
+                voters: vec![cfg.id],
+                ..ConfState::default()
+            })?;
+        }
+        if !storage.is_new() && store.applied_index() < storage.snapshot_index() {
             // The store lost writes the log no longer holds (its sled had not flushed them):
             // start it again from the snapshot, the tail of the log does the rest.
             if let Some(snap) = storage.load_snapshot()? {
@@ -244,16 +295,21 @@ impl RaftNode {
         }
 
         let is_leader = raw.raft.state == StateRole::Leader;
+        let status = RaftStatus {
+            id: cfg.id,
+            leader_id: raw.raft.leader_id,
+            term: raw.raft.term,
+            commit: raw.raft.raft_log.committed,
+            applied,
+            is_leader,
+            voters: raw.raft.prs().conf().voters().ids().iter().collect(),
+            active: Vec::new(),
+        };
+        let (status_tx, _) = watch::channel(status.clone());
         let shared = Arc::new(Shared {
-            status: Mutex::new(RaftStatus {
-                id: cfg.id,
-                leader_id: raw.raft.leader_id,
-                term: raw.raft.term,
-                commit: raw.raft.raft_log.committed,
-                applied,
-                is_leader,
-            }),
-            peers: cfg.peers.iter().cloned().collect(),
+            status: Mutex::new(status),
+            status_tx,
+            peers: RwLock::new(cfg.peers.iter().cloned().collect()),
         });
         let (leader_tx, leadership) = watch::channel(is_leader);
         let (tx, rx) = mpsc::channel(QUEUE);
@@ -289,6 +345,118 @@ impl RaftNode {
         self.leadership.clone()
     }
 
+    /// Every status change (leader, term, commit, applied), for waiting on a condition.
+    pub fn watch_status(&self) -> watch::Receiver<RaftStatus> {
+        self.shared.status_tx.subscribe()
+    }
+
+    /// Records (or changes) the address of a manager, used to send it messages.
+    pub fn set_peer(&self, id: u64, addr: String) {
+        self.shared
+            .peers
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id, addr);
+    }
+
+    /// The address of manager `id`, if known.
+    pub fn peer_addr(&self, id: u64) -> Option<String> {
+        self.shared.peer_addr(id)
+    }
+
+    /// Waits (at most [`QUORUM_TIMEOUT`]) for a known leader; its id and address.
+    pub async fn wait_leader(&self) -> Result<(u64, Option<String>), StoreError> {
+        let mut rx = self.watch_status();
+        let found = tokio::time::timeout(QUORUM_TIMEOUT, rx.wait_for(|s| s.leader_id != 0))
+            .await
+            .map(|r| r.map(|s| s.leader_id));
+        match found {
+            Ok(Ok(id)) => Ok((id, self.peer_addr(id))),
+            Ok(Err(_)) => Err(StoreError::Stopped),
+            Err(_) => Err(StoreError::NoQuorum),
+        }
+    }
+
+    /// Waits (at most [`QUORUM_TIMEOUT`]) until this manager has applied `index`.
+    pub async fn wait_applied(&self, index: u64) -> Result<(), StoreError> {
+        let mut rx = self.watch_status();
+        let waited = tokio::time::timeout(QUORUM_TIMEOUT, rx.wait_for(|s| s.applied >= index))
+            .await
+            .map(|r| r.map(|_| ()));
+        match waited {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(StoreError::Stopped),
+            Err(_) => Err(StoreError::NoQuorum),
+        }
+    }
+
+    /// A ReadIndex round (raft-rs forwards it to the leader from a follower): returns once this
+    /// manager has applied everything committed when the read was asked, so a read that follows
+    /// sees every write acknowledged before it, on any manager.
+    pub async fn read_barrier(&self) -> Result<(), StoreError> {
+        let deadline = tokio::time::Instant::now() + QUORUM_TIMEOUT;
+        // Raft drops the request silently when there is no leader, or when it went to a leader
+        // that just died: ask again every few ticks until a leader answers or time is up.
+        let index = loop {
+            let (reply, rx) = oneshot::channel();
+            self.tx
+                .send(Msg::ReadIndex { reply })
+                .await
+                .map_err(|_| StoreError::Stopped)?;
+            let retry = (tokio::time::Instant::now() + READ_RETRY).min(deadline);
+            match tokio::time::timeout_at(retry, rx).await {
+                Ok(Ok(r)) => break r?,
+                Ok(Err(_)) => return Err(StoreError::Stopped),
+                Err(_) if retry >= deadline => return Err(StoreError::NoQuorum),
+                Err(_) => continue,
+            }
+        };
+        self.wait_applied(index).await
+    }
+
+    /// Adds (`add`) or removes a voter through a Raft configuration change; only on the leader.
+    /// Returns once the change is applied here.
+    pub async fn change_membership(&self, id: u64, add: bool) -> Result<(), StoreError> {
+        let mut cc = ConfChange {
+            node_id: id,
+            ..ConfChange::default()
+        };
+        cc.set_change_type(if add {
+            ConfChangeType::AddNode
+        } else {
+            ConfChangeType::RemoveNode
+        });
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Msg::ConfChange { cc, reply })
+            .await
+            .map_err(|_| StoreError::Stopped)?;
+        match tokio::time::timeout(QUORUM_TIMEOUT, rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(StoreError::Stopped),
+            Err(_) => Err(StoreError::NoQuorum),
+        }
+    }
+
+    /// Proposes `req` on this node, which must lead (followers forward through the cluster
+    /// layer instead); fails with "no quorum" when it does not commit within [`QUORUM_TIMEOUT`].
+    pub async fn propose_local(&self, req: StoreRequest) -> Result<(), StoreError> {
+        let status = self.shared.status();
+        if !status.is_leader {
+            return Err(self.shared.not_leader(status.leader_id));
+        }
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Msg::Propose { req, reply })
+            .await
+            .map_err(|_| StoreError::Stopped)?;
+        match tokio::time::timeout(QUORUM_TIMEOUT, rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(StoreError::Stopped),
+            Err(_) => Err(StoreError::NoQuorum),
+        }
+    }
+
     /// Hands a message received from another manager to Raft.
     pub async fn step(&self, msg: Message) -> Result<(), RaftError> {
         self.tx
@@ -320,19 +488,8 @@ impl Proposer for RaftNode {
         &self,
         req: StoreRequest,
     ) -> Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send>> {
-        let tx = self.tx.clone();
-        let status = self.shared.status();
-        let not_leader = self.shared.not_leader(status.leader_id);
-        Box::pin(async move {
-            if !status.is_leader {
-                return Err(not_leader);
-            }
-            let (reply, rx) = oneshot::channel();
-            tx.send(Msg::Propose { req, reply })
-                .await
-                .map_err(|_| StoreError::Stopped)?;
-            rx.await.map_err(|_| StoreError::Stopped)?
-        })
+        let node = self.clone();
+        Box::pin(async move { node.propose_local(req).await })
     }
 }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use prost::Message as _;
 use protobuf::Message as _;
-use raft::prelude::{ConfChange, ConfChangeV2, Entry, EntryType, Snapshot};
+use raft::prelude::{ConfChange, ConfChangeType, ConfChangeV2, Entry, EntryType, Snapshot};
 use raft::{RawNode, StateRole};
 use shoal_proto::v1::StoreRequest;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -37,6 +37,11 @@ pub(super) struct Driver {
     parts: DriverParts,
     /// Callers waiting for their request, by request id.
     pending: HashMap<u64, oneshot::Sender<Result<(), StoreError>>>,
+    /// Callers waiting for a membership change, by the id carried in the entry's context.
+    pending_conf: HashMap<u64, oneshot::Sender<Result<(), StoreError>>>,
+    /// Callers waiting for a read index, by the id carried in the request's context.
+    reads: HashMap<u64, oneshot::Sender<Result<u64, StoreError>>>,
+    next_ctx: u64,
 }
 
 impl Driver {
@@ -44,6 +49,9 @@ impl Driver {
         Driver {
             parts,
             pending: HashMap::new(),
+            pending_conf: HashMap::new(),
+            reads: HashMap::new(),
+            next_ctx: 1,
         }
     }
 
@@ -107,6 +115,34 @@ impl Driver {
                     tracing::debug!("raft dropped a message: {e}");
                 }
             }
+            Msg::ReadIndex { reply } => {
+                let ctx = self.next_ctx;
+                self.next_ctx += 1;
+                // Unanswered requests (no leader) are dropped by raft; the caller times out.
+                self.reads.retain(|_, r| !r.is_closed());
+                self.parts.raw.read_index(ctx.to_be_bytes().to_vec());
+                self.reads.insert(ctx, reply);
+            }
+            Msg::ConfChange { cc, reply } => {
+                let raw = &mut self.parts.raw;
+                if raw.raft.state != StateRole::Leader {
+                    let _ = reply.send(Err(self.parts.shared.not_leader(raw.raft.leader_id)));
+                    return false;
+                }
+                let ctx = self.next_ctx;
+                self.next_ctx += 1;
+                match raw.propose_conf_change(ctx.to_be_bytes().to_vec(), cc) {
+                    Ok(()) => {
+                        self.pending_conf.insert(ctx, reply);
+                    }
+                    Err(e) => {
+                        // e.g. a previous change is not applied yet.
+                        let _ = reply.send(Err(StoreError::Conflict(format!(
+                            "membership change refused: {e}"
+                        ))));
+                    }
+                }
+            }
             Msg::Shutdown => return true,
         }
         false
@@ -139,6 +175,12 @@ impl Driver {
             self.role_changed(ss.raft_state == StateRole::Leader, ss.leader_id);
         }
         let messages = ready.take_messages();
+        for rs in ready.take_read_states() {
+            let ctx = <[u8; 8]>::try_from(rs.request_ctx.as_slice()).map(u64::from_be_bytes);
+            if let Some(reply) = ctx.ok().and_then(|c| self.reads.remove(&c)) {
+                let _ = reply.send(Ok(rs.index));
+            }
+        }
 
         if !ready.snapshot().is_empty() {
             let snap: Snapshot = ready.snapshot().clone();
@@ -167,14 +209,57 @@ impl Driver {
     }
 
     fn apply_committed(&mut self, entries: Vec<Entry>) -> Result<(), RaftError> {
+        // Runs of normal entries are applied as one store transaction; membership changes in
+        // between are applied on their own, in log order.
+        let mut run: Vec<(u64, StoreRequest)> = Vec::new();
         for entry in entries {
             let index = entry.index;
             match entry.get_entry_type() {
                 EntryType::EntryNormal if entry.data.is_empty() => {
                     // A new leader's empty entry: only the applied index moves.
-                    self.parts.store.apply(index, &StoreRequest::default())?;
+                    run.push((index, StoreRequest::default()));
                 }
-                EntryType::EntryNormal => self.apply_request(index, &entry.data)?,
+                EntryType::EntryNormal => match StoreRequest::decode(entry.data.as_ref()) {
+                    Ok(req) => run.push((index, req)),
+                    Err(e) => {
+                        // Every manager decodes the same bytes the same way: skipping is consistent.
+                        tracing::error!("entry {index} is not a store request ({e}); skipped");
+                        run.push((index, StoreRequest::default()));
+                    }
+                },
+                EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
+                    self.apply_run(std::mem::take(&mut run))?;
+                    self.apply_conf_entry(entry)?;
+                }
+            }
+        }
+        self.apply_run(run)
+    }
+
+    /// Applies consecutive store requests in one store transaction and answers their callers.
+    fn apply_run(&mut self, run: Vec<(u64, StoreRequest)>) -> Result<(), RaftError> {
+        if run.is_empty() {
+            return Ok(());
+        }
+        let batch: Vec<(u64, &StoreRequest)> = run.iter().map(|(i, r)| (*i, r)).collect();
+        let results = self.parts.store.apply_batch(&batch)?;
+        for ((_, req), result) in run.iter().zip(results) {
+            if req.request_id == 0 && req.actions.is_empty() {
+                continue;
+            }
+            if let Some(reply) = self.pending.remove(&req.request_id) {
+                let _ = reply.send(result);
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies a membership change (the store only records its index).
+    fn apply_conf_entry(&mut self, entry: Entry) -> Result<(), RaftError> {
+        let index = entry.index;
+        {
+            match entry.get_entry_type() {
+                EntryType::EntryNormal => {} // never sent here
                 EntryType::EntryConfChange => {
                     let cc = ConfChange::parse_from_bytes(&entry.data).map_err(|source| {
                         RaftError::Codec {
@@ -185,6 +270,15 @@ impl Driver {
                     let cs = self.parts.raw.apply_conf_change(&cc)?;
                     self.parts.raw.mut_store().set_conf_state(cs)?;
                     self.parts.store.apply(index, &StoreRequest::default())?;
+                    let ctx = <[u8; 8]>::try_from(entry.get_context()).map(u64::from_be_bytes);
+                    if let Some(reply) = ctx.ok().and_then(|c| self.pending_conf.remove(&c)) {
+                        let _ = reply.send(Ok(()));
+                    }
+                    if cc.get_change_type() == ConfChangeType::RemoveNode
+                        && cc.node_id == self.parts.raw.raft.id
+                    {
+                        tracing::warn!("this manager was removed from the raft group");
+                    }
                 }
                 EntryType::EntryConfChangeV2 => {
                     let cc = ConfChangeV2::parse_from_bytes(&entry.data).map_err(|source| {
@@ -198,28 +292,6 @@ impl Driver {
                     self.parts.store.apply(index, &StoreRequest::default())?;
                 }
             }
-        }
-        Ok(())
-    }
-
-    /// Applies one store request and answers its caller, if it waits here.
-    fn apply_request(&mut self, index: u64, data: &[u8]) -> Result<(), RaftError> {
-        let req = match StoreRequest::decode(data) {
-            Ok(req) => req,
-            Err(e) => {
-                // Every manager decodes the same bytes the same way, so skipping is consistent.
-                tracing::error!("entry {index} is not a store request ({e}); skipped");
-                self.parts.store.apply(index, &StoreRequest::default())?;
-                return Ok(());
-            }
-        };
-        let result = match self.parts.store.apply(index, &req) {
-            Ok(()) => Ok(()),
-            Err(StoreError::Conflict(msg)) => Err(StoreError::Conflict(msg)),
-            Err(e) => return Err(e.into()),
-        };
-        if let Some(reply) = self.pending.remove(&req.request_id) {
-            let _ = reply.send(result);
         }
         Ok(())
     }
@@ -273,5 +345,26 @@ impl Driver {
         status.commit = raft.raft_log.committed;
         status.applied = self.parts.store.applied_index();
         status.is_leader = raft.state == StateRole::Leader;
+        status.voters = raft.prs().conf().voters().ids().iter().collect();
+        status.voters.sort_unstable();
+        status.active = if status.is_leader {
+            let mut active: Vec<u64> = raft
+                .prs()
+                .iter()
+                .filter(|(id, pr)| **id == raft.id || pr.recent_active)
+                .map(|(id, _)| *id)
+                .collect();
+            active.sort_unstable();
+            active
+        } else {
+            Vec::new()
+        };
+        let snapshot = status.clone();
+        drop(status);
+        self.parts.shared.status_tx.send_if_modified(|s| {
+            let changed = *s != snapshot;
+            *s = snapshot;
+            changed
+        });
     }
 }

@@ -289,9 +289,16 @@ impl raft::Storage for RaftStorage {
         Ok(self.last)
     }
 
-    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+    fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
         match self.load_snapshot() {
-            Ok(Some(snap)) if snap.get_metadata().index >= request_index => Ok(snap),
+            // A snapshot taken before `to` joined does not name it as a member, and raft-rs
+            // refuses to restore such a snapshot: those get a fresh one below.
+            Ok(Some(snap))
+                if snap.get_metadata().index >= request_index
+                    && snap.get_metadata().get_conf_state().voters.contains(&to) =>
+            {
+                Ok(snap)
+            }
             Ok(_) => {
                 // Older than what the follower needs: make one of the store as it is now.
                 let snap = self.snapshot_of_store()?;

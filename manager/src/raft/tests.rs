@@ -283,3 +283,144 @@ fn acknowledged_writes_survive_kill_9() {
         node.shutdown().await;
     });
 }
+
+/// An in-process network between Raft nodes: messages go straight to `step`, except to or from
+/// a node that is cut off.
+#[derive(Default)]
+struct Net {
+    nodes: Mutex<HashMap<u64, RaftNode>>,
+    cut: Mutex<std::collections::HashSet<u64>>,
+}
+
+struct NetTransport(Arc<Net>);
+
+impl Transport for NetTransport {
+    fn send(&self, msgs: Vec<Message>) {
+        let net = &self.0;
+        let cut = net.cut.lock().expect("cut lock").clone();
+        let nodes = net.nodes.lock().expect("nodes lock");
+        for m in msgs {
+            if cut.contains(&m.to) || cut.contains(&m.from) {
+                continue;
+            }
+            if let Some(n) = nodes.get(&m.to).cloned() {
+                tokio::spawn(async move {
+                    let _ = n.step(m).await;
+                });
+            }
+        }
+    }
+}
+
+/// Starts `n` voters (ids 1..=n) in `dir`, wired through one `Net`.
+fn group(dir: &Path, n: u64, snapshot_interval: u64) -> (Arc<Net>, Vec<Store>, Vec<RaftNode>) {
+    let net = Arc::new(Net::default());
+    let mut stores = Vec::new();
+    let mut nodes = Vec::new();
+    for id in 1..=n {
+        let d = dir.join(format!("m{id}"));
+        let store = Store::open(&d.join("store")).expect("open store");
+        let cfg = RaftConfig {
+            tick: Duration::from_millis(20),
+            snapshot_interval,
+            peers: (1..=n)
+                .filter(|p| *p != id)
+                .map(|p| (p, format!("m{p}")))
+                .collect(),
+            ..RaftConfig::new(id, d)
+        };
+        let node = RaftNode::start_with(cfg, store.clone(), Arc::new(NetTransport(net.clone())))
+            .expect("start raft");
+        net.nodes
+            .lock()
+            .expect("nodes lock")
+            .insert(id, node.clone());
+        stores.push(store);
+        nodes.push(node);
+    }
+    (net, stores, nodes)
+}
+
+/// Waits until one of `among` (indexes) leads; returns its index.
+async fn leader_of(nodes: &[RaftNode], among: &[usize]) -> usize {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(i) = among.iter().find(|i| nodes[**i].status().is_leader) {
+            return *i;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no leader elected");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_voters_replicate_fail_over_and_refuse_without_quorum() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (net, stores, nodes) = group(dir.path(), 3, DEFAULT_SNAPSHOT_INTERVAL);
+    let leader = leader_of(&nodes, &[0, 1, 2]).await;
+    for i in 0..10 {
+        stores[leader].propose(create(i)).await.expect("propose");
+    }
+    // Every member applies every write, through a read barrier on a follower too.
+    let follower = (leader + 1) % 3;
+    nodes[follower].read_barrier().await.expect("read barrier");
+    assert_services(&stores[follower], 10);
+
+    // The leader is cut off: the other two elect a new one and go on.
+    net.cut
+        .lock()
+        .expect("cut")
+        .insert(nodes[leader].status().id);
+    let rest: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+    let new_leader = leader_of(&nodes, &rest).await;
+    stores[new_leader]
+        .propose(create(10))
+        .await
+        .expect("propose");
+    // The cut-off one cannot commit: it fails with "no quorum" instead of hanging.
+    let err = nodes[leader]
+        .read_barrier()
+        .await
+        .expect_err("a cut-off manager has no quorum");
+    assert!(matches!(err, StoreError::NoQuorum), "{err}");
+
+    // Healed, it catches up with what it missed.
+    net.cut.lock().expect("cut").clear();
+    nodes[leader]
+        .read_barrier()
+        .await
+        .expect("read barrier after heal");
+    assert_services(&stores[leader], 11);
+    for n in &nodes {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_voter_added_after_compaction_catches_up_from_a_snapshot() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (net, stores, nodes) = group(dir.path(), 1, 5);
+    for i in 0..20 {
+        stores[0].propose(create(i)).await.expect("propose");
+    }
+    assert!(nodes[0].status().applied > 5);
+    // Node 2 starts knowing the membership that includes it, as `shoal-manager join` does.
+    let d = dir.path().join("m2");
+    let store2 = Store::open(&d.join("store")).expect("open store");
+    let cfg = RaftConfig {
+        tick: Duration::from_millis(20),
+        peers: vec![(1, "m1".into())],
+        ..RaftConfig::new(2, d)
+    };
+    let node2 = RaftNode::start_with(cfg, store2.clone(), Arc::new(NetTransport(net.clone())))
+        .expect("start raft");
+    net.nodes.lock().expect("nodes").insert(2, node2.clone());
+    nodes[0]
+        .change_membership(2, true)
+        .await
+        .expect("add voter");
+    node2.read_barrier().await.expect("read barrier");
+    assert_services(&store2, 20);
+    nodes[0].shutdown().await;
+    node2.shutdown().await;
+}

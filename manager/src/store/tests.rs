@@ -518,3 +518,55 @@ async fn propose_without_proposer_is_not_leader() {
         .expect_err("no proposer");
     assert!(matches!(err, StoreError::NotLeader { leader: None }));
 }
+
+#[test]
+fn a_batch_applies_like_one_request_at_a_time() {
+    let create = |id: &str, name: &str| StoreRequest {
+        request_id: 7,
+        actions: vec![StoreAction {
+            action: Some(Action::CreateService(service(id, name))),
+        }],
+    };
+    // The third request conflicts (same name): it must consume its index and change nothing.
+    let reqs = [
+        create("a", "web"),
+        create("b", "db"),
+        create("c", "web"),
+        StoreRequest::default(),
+        create("d", "cache"),
+    ];
+    let d1 = tempfile::tempdir().expect("tempdir");
+    let d2 = tempfile::tempdir().expect("tempdir");
+    let one = Store::open(d1.path()).expect("open");
+    let batched = Store::open(d2.path()).expect("open");
+    let mut expected = Vec::new();
+    for (i, r) in reqs.iter().enumerate() {
+        expected.push(one.apply(i as u64 + 1, r).is_ok());
+    }
+    let batch: Vec<(u64, &StoreRequest)> = reqs
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (i as u64 + 1, r))
+        .collect();
+    let got: Vec<bool> = batched
+        .apply_batch(&batch)
+        .expect("apply batch")
+        .iter()
+        .map(|r| r.is_ok())
+        .collect();
+    assert_eq!(got, expected);
+    assert_eq!(expected, [true, true, false, true, true]);
+    assert_eq!(
+        one.snapshot().expect("snap"),
+        batched.snapshot().expect("snap")
+    );
+    // Applying the same batch again is a no-op, as after a restart.
+    batched.apply_batch(&batch).expect("apply again");
+    assert_eq!(batched.applied_index(), 5);
+    drop(batched);
+    let reopened = Store::open(d2.path()).expect("reopen");
+    assert_eq!(
+        reopened.snapshot().expect("snap"),
+        one.snapshot().expect("snap")
+    );
+}

@@ -1,0 +1,973 @@
+//! Several managers as one Raft group: the gRPC transport between them, the `Raft` service
+//! (peer messages, forwarded proposals, manager joins, status), the proposer that forwards a
+//! follower's writes to the leader, and the view of every manager that `cluster status` prints.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Duration;
+
+use prost::Message as _;
+use protobuf::Message as _;
+use raft::prelude::Message;
+use rustls::ClientConfig;
+use shoal_proto::pki::{self, CertRole};
+use shoal_proto::v1::raft_client::RaftClient;
+use shoal_proto::v1::raft_server::Raft;
+use shoal_proto::v1::store_action::Action;
+use shoal_proto::v1::*;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Channel;
+use tonic::{Code, Request, Response, Status, Streaming};
+use tracing::{debug, info, warn};
+
+use crate::auth::{self, Caller};
+use crate::raft::{RaftNode, Transport, QUORUM_TIMEOUT};
+use crate::store::{Proposer, Store, StoreError};
+
+/// Messages queued for one peer before new ones are dropped (Raft resends what matters).
+const PEER_QUEUE: usize = 4096;
+
+/// How long `cluster status` waits for each manager's answer.
+const STATUS_TIMEOUT: Duration = Duration::from_millis(800);
+
+/// Largest Raft message (a store snapshot) a manager accepts.
+pub const MAX_RAFT_MESSAGE: usize = 512 * 1024 * 1024;
+
+/// Where managers are: addresses by Raft id, learnt from the join and from the store's manager
+/// nodes; and which certificate fingerprints belong to managers.
+pub struct PeerBook {
+    store: Store,
+    addrs: RwLock<HashMap<u64, String>>,
+    /// Fingerprints trusted before the store knows them (a new manager catching up).
+    bootstrap_fingerprints: HashSet<String>,
+}
+
+impl PeerBook {
+    /// A book seeded with `peers` (id, address) and trusted manager fingerprints.
+    pub fn new(store: Store, peers: &[(u64, String)], fingerprints: Vec<String>) -> Arc<PeerBook> {
+        Arc::new(PeerBook {
+            store,
+            addrs: RwLock::new(peers.iter().cloned().collect()),
+            bootstrap_fingerprints: fingerprints.into_iter().collect(),
+        })
+    }
+
+    /// The address of manager `id`: the store's record wins (it follows changes), else the seed.
+    pub fn addr(&self, id: u64) -> Option<String> {
+        let stored = self.store.read(|s| {
+            s.nodes()
+                .filter_map(|n| n.manager_status.as_ref())
+                .find(|m| m.raft_id == id)
+                .map(|m| m.addr.clone())
+        });
+        match stored {
+            Some(a) => Some(a),
+            None => self
+                .addrs
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(&id)
+                .cloned(),
+        }
+    }
+
+    /// Refuses a caller that is not a manager of this cluster.
+    fn require_manager<T>(&self, req: &Request<T>) -> Result<(), Status> {
+        if let Some(fp) = auth::peer_fingerprint(req) {
+            if self.bootstrap_fingerprints.contains(&fp) {
+                return Ok(());
+            }
+        }
+        match auth::caller(&self.store, req)? {
+            Caller::Node {
+                role: NodeRole::RoleManager,
+                ..
+            } => Ok(()),
+            _ => Err(Status::permission_denied(
+                "the raft service is for managers only",
+            )),
+        }
+    }
+}
+
+/// Carries Raft messages over gRPC: one long-lived `Raft.Send` stream per peer, reopened after
+/// failures; messages for an unreachable peer are dropped (Raft retries).
+pub struct GrpcTransport {
+    book: Arc<PeerBook>,
+    tls: Arc<ClientConfig>,
+    peers: Mutex<HashMap<u64, mpsc::Sender<Message>>>,
+}
+
+impl GrpcTransport {
+    /// A transport dialing peers with this manager's own identity (`tls`).
+    pub fn new(book: Arc<PeerBook>, tls: Arc<ClientConfig>) -> Arc<GrpcTransport> {
+        Arc::new(GrpcTransport {
+            book,
+            tls,
+            peers: Mutex::new(HashMap::new()),
+        })
+    }
+}
+
+impl Transport for GrpcTransport {
+    fn send(&self, msgs: Vec<Message>) {
+        if msgs.is_empty() {
+            return;
+        }
+        let mut peers = self.peers.lock().unwrap_or_else(PoisonError::into_inner);
+        for m in msgs {
+            let to = m.to;
+            let tx = peers.entry(to).or_insert_with(|| {
+                let (tx, rx) = mpsc::channel(PEER_QUEUE);
+                tokio::spawn(peer_loop(to, self.book.clone(), self.tls.clone(), rx));
+                tx
+            });
+            if tx.try_send(m).is_err() {
+                debug!(peer = to, "raft message dropped: peer queue full");
+            }
+        }
+    }
+}
+
+/// Keeps one `Raft.Send` stream open to peer `id` and feeds it.
+async fn peer_loop(
+    id: u64,
+    book: Arc<PeerBook>,
+    tls: Arc<ClientConfig>,
+    mut rx: mpsc::Receiver<Message>,
+) {
+    loop {
+        let channel = match book.addr(id).map(|a| pki::channel(&a, tls.clone())) {
+            Some(Ok(c)) => Some(c),
+            Some(Err(e)) => {
+                warn!(peer = id, error = %e, "bad peer address");
+                None
+            }
+            None => {
+                debug!(peer = id, "no address known for raft peer yet");
+                None
+            }
+        };
+        if let Some(channel) = channel {
+            let (tx, stream_rx) = mpsc::channel::<RaftMessage>(PEER_QUEUE);
+            let mut client = RaftClient::new(channel)
+                .max_encoding_message_size(MAX_RAFT_MESSAGE)
+                .max_decoding_message_size(MAX_RAFT_MESSAGE);
+            let mut call =
+                Box::pin(async move { client.send(ReceiverStream::new(stream_rx)).await });
+            loop {
+                tokio::select! {
+                    r = &mut call => {
+                        if let Err(e) = r {
+                            debug!(peer = id, error = %e, "raft stream to peer ended");
+                        }
+                        break;
+                    }
+                    m = rx.recv() => {
+                        let Some(m) = m else { return };
+                        match m.write_to_bytes() {
+                            Ok(data) => {
+                                // Full means the peer is slow or gone: drop, Raft resends.
+                                let _ = tx.try_send(RaftMessage { data });
+                            }
+                            Err(e) => warn!(peer = id, error = %e, "cannot encode raft message"),
+                        }
+                    }
+                }
+            }
+        }
+        // Drop what queued up meanwhile (it is stale), then try again shortly.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        loop {
+            match rx.try_recv() {
+                Ok(_) => continue,
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => return,
+            }
+        }
+    }
+}
+
+/// Lazily-connected channels to managers by address, shared by forwarding and status calls.
+#[derive(Clone)]
+pub struct Dialer {
+    tls: Arc<ClientConfig>,
+    channels: Arc<Mutex<HashMap<String, Channel>>>,
+}
+
+impl Dialer {
+    /// A dialer presenting this manager's identity.
+    pub fn new(tls: Arc<ClientConfig>) -> Dialer {
+        Dialer {
+            tls,
+            channels: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// A `Raft` client for the manager at `addr`.
+    pub fn raft(&self, addr: &str) -> Result<RaftClient<Channel>, Status> {
+        Ok(RaftClient::new(self.channel(addr)?))
+    }
+
+    /// A channel to the manager at `addr`.
+    pub fn channel(&self, addr: &str) -> Result<Channel, Status> {
+        let mut channels = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
+        let channel = match channels.get(addr) {
+            Some(c) => c.clone(),
+            None => {
+                let c = pki::channel(addr, self.tls.clone())
+                    .map_err(|e| Status::internal(e.to_string()))?;
+                channels.insert(addr.to_string(), c.clone());
+                c
+            }
+        };
+        Ok(channel)
+    }
+}
+
+/// The store's proposer on a manager of a group: proposes locally on the leader, forwards to the
+/// leader (`Raft.Propose`) on a follower, and fails with "no quorum" rather than hang.
+pub struct ClusterProposer {
+    raft: RaftNode,
+    dialer: Dialer,
+}
+
+impl ClusterProposer {
+    /// Wraps the local Raft node.
+    pub fn new(raft: RaftNode, dialer: Dialer) -> ClusterProposer {
+        ClusterProposer { raft, dialer }
+    }
+}
+
+/// A forwarded call's error, back in store terms.
+fn from_status(s: Status) -> StoreError {
+    match s.code() {
+        Code::AlreadyExists => StoreError::Conflict(s.message().to_string()),
+        Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown => {
+            StoreError::NoQuorum
+        }
+        _ => StoreError::Conflict(s.message().to_string()),
+    }
+}
+
+/// Whether a failed call certainly never reached the server (the connection could not be made),
+/// so sending it again cannot apply it twice.
+fn never_sent(s: &Status) -> bool {
+    use std::error::Error as _;
+    if s.code() != Code::Unavailable {
+        return false;
+    }
+    let mut source = s.source();
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            return io.kind() == std::io::ErrorKind::ConnectionRefused;
+        }
+        source = e.source();
+    }
+    false
+}
+
+impl Proposer for ClusterProposer {
+    fn propose(
+        &self,
+        req: StoreRequest,
+    ) -> Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send>> {
+        let raft = self.raft.clone();
+        let dialer = self.dialer.clone();
+        Box::pin(async move {
+            let deadline = tokio::time::Instant::now() + QUORUM_TIMEOUT;
+            loop {
+                let (leader, addr) = raft.wait_leader().await?;
+                if leader == raft.status().id {
+                    return raft.propose_local(req).await;
+                }
+                let addr = addr.ok_or(StoreError::NoQuorum)?;
+                let mut client = dialer.raft(&addr).map_err(from_status)?;
+                let call = client.propose(ProposeRequest {
+                    data: req.encode_to_vec(),
+                });
+                let resp = match tokio::time::timeout(QUORUM_TIMEOUT + Duration::from_secs(1), call)
+                    .await
+                {
+                    Ok(Ok(r)) => r.into_inner(),
+                    // The leader we knew is gone and the request never left this manager: it
+                    // is safe to send again, to whoever leads next.
+                    Ok(Err(s)) if never_sent(&s) && tokio::time::Instant::now() < deadline => {
+                        debug!(leader = %addr, "leader unreachable; waiting for the next one");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                    Ok(Err(s)) => return Err(from_status(s)),
+                    Err(_) => return Err(StoreError::NoQuorum),
+                };
+                // Read-your-writes here: the caller's next read must see what it just wrote.
+                return raft.wait_applied(resp.applied_index).await;
+            }
+        })
+    }
+
+    fn read_barrier(&self) -> Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send>> {
+        let raft = self.raft.clone();
+        Box::pin(async move { raft.read_barrier().await })
+    }
+}
+
+/// The `Raft` gRPC service.
+pub struct RaftService {
+    raft: RaftNode,
+    store: Store,
+    book: Arc<PeerBook>,
+    dialer: Dialer,
+    node_id: String,
+    addr: String,
+    /// One join at a time: raft ids are allocated from the store.
+    joining: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl RaftService {
+    /// The service of this manager (`node_id`, reachable at `addr`).
+    pub fn new(
+        raft: RaftNode,
+        store: Store,
+        book: Arc<PeerBook>,
+        dialer: Dialer,
+        node_id: String,
+        addr: String,
+    ) -> RaftService {
+        RaftService {
+            raft,
+            store,
+            book,
+            dialer,
+            node_id,
+            addr,
+            joining: Arc::new(tokio::sync::Mutex::new(())),
+        }
+    }
+
+    /// Records the new manager, then adds it as a voter; on the leader only.
+    async fn admit(&self, req: JoinManagerRequest) -> Result<JoinManagerResponse, Status> {
+        let _one = self.joining.lock().await;
+        let (role, ca) = crate::ca::check_token(&self.store, &req.token)?;
+        if role != NodeRole::RoleManager {
+            return Err(Status::permission_denied(
+                "this is a worker token: `shoal-manager join` needs the manager token (`shoalctl cluster join-token manager`)",
+            ));
+        }
+        let addr = req.addr.trim().to_string();
+        if addr.parse::<std::net::SocketAddr>().is_err() {
+            return Err(Status::invalid_argument(format!(
+                "addr: {addr:?} is not IP:PORT"
+            )));
+        }
+        let (raft_id, taken) = self.store.read(|s| {
+            let managers: Vec<&ManagerStatus> = s
+                .nodes()
+                .filter_map(|n| n.manager_status.as_ref())
+                .collect();
+            let max = managers.iter().map(|m| m.raft_id).max().unwrap_or(0);
+            (max + 1, managers.iter().any(|m| m.addr == addr))
+        });
+        let raft_id = raft_id.max(self.raft.status().voters.iter().max().map_or(1, |m| m + 1));
+        if taken {
+            return Err(Status::already_exists(format!(
+                "a manager with address {addr} is already a member; remove it first (`shoalctl node rm`)"
+            )));
+        }
+        let node_id = shoal_proto::new_id();
+        let cert_pem = pki::sign_csr(&ca, &req.csr_pem, &node_id, CertRole::Manager)
+            .map_err(|e| Status::invalid_argument(format!("csr: {e}")))?;
+        let fingerprint = pki::fingerprint_pem(&cert_pem)
+            .map_err(|e| Status::internal(format!("issued certificate: {e}")))?;
+        let admin = pki::issue(&ca, "admin", CertRole::Admin)
+            .map_err(|e| Status::internal(format!("admin certificate: {e}")))?;
+        let admin_fp = pki::fingerprint_pem(&admin.cert_pem)
+            .map_err(|e| Status::internal(format!("admin certificate: {e}")))?;
+        let mut cluster = self
+            .store
+            .read(|s| s.cluster().cloned())
+            .ok_or_else(|| Status::unavailable("the cluster is not initialised yet"))?;
+        cluster.admin_fingerprints.push(admin_fp);
+        let now = shoal_proto::now_ns();
+        let node = Node {
+            id: node_id.clone(),
+            meta: Some(Meta {
+                version: 0,
+                created_at: now,
+                updated_at: now,
+            }),
+            spec: Some(NodeSpec {
+                role: NodeRole::RoleManager as i32,
+                availability: NodeAvailability::AvailabilityDrain as i32,
+                labels: Default::default(),
+            }),
+            description: Some(NodeDescription {
+                hostname: req.hostname.trim().to_string(),
+                ..Default::default()
+            }),
+            status: Some(NodeStatus {
+                state: NodeState::NodeReady as i32,
+                message: String::new(),
+                addr: addr.clone(),
+                last_heartbeat: now,
+            }),
+            manager_status: Some(ManagerStatus {
+                raft_id,
+                addr: addr.clone(),
+                leader: false,
+                reachability: "reachable".into(),
+            }),
+            cert_fingerprint: fingerprint,
+        };
+        // The record first, so every manager knows the new member's address (and trusts its
+        // certificate) by the time Raft starts talking to it.
+        self.store
+            .propose(vec![
+                StoreAction {
+                    action: Some(Action::PutNode(node)),
+                },
+                StoreAction {
+                    action: Some(Action::PutCluster(cluster)),
+                },
+            ])
+            .await
+            .map_err(crate::error::to_status)?;
+        self.raft.set_peer(raft_id, addr.clone());
+        if let Err(e) = self.raft.change_membership(raft_id, true).await {
+            // Leave no member record for a manager that is not in the group.
+            let _ = self
+                .store
+                .propose(vec![StoreAction {
+                    action: Some(Action::RemoveNode(node_id.clone())),
+                }])
+                .await;
+            return Err(crate::error::to_status(e));
+        }
+        info!(node.id = %node_id, raft_id, %addr, "manager joined");
+        let (peers, manager_fingerprints, cluster_id) = self.store.read(|s| {
+            let managers: Vec<&Node> = s.nodes().filter(|n| n.manager_status.is_some()).collect();
+            (
+                managers
+                    .iter()
+                    .filter_map(|n| {
+                        n.manager_status.as_ref().map(|m| RaftPeer {
+                            raft_id: m.raft_id,
+                            addr: m.addr.clone(),
+                            node_id: n.id.clone(),
+                        })
+                    })
+                    .collect(),
+                managers
+                    .iter()
+                    .map(|n| n.cert_fingerprint.clone())
+                    .collect(),
+                s.cluster().map(|c| c.id.clone()).unwrap_or_default(),
+            )
+        });
+        Ok(JoinManagerResponse {
+            node_id,
+            cert_pem,
+            ca_cert_pem: ca.cert_pem,
+            raft_id,
+            cluster_id,
+            peers,
+            manager_fingerprints,
+            admin_cert_pem: admin.cert_pem,
+            admin_key_pem: admin.key_pem,
+        })
+    }
+
+    /// This manager's own status.
+    fn local_status(&self) -> RaftStatusResponse {
+        let st = self.raft.status();
+        RaftStatusResponse {
+            node_id: self.node_id.clone(),
+            raft_id: st.id,
+            addr: self.addr.clone(),
+            leader_id: st.leader_id,
+            term: st.term,
+            commit: st.commit,
+            applied: st.applied,
+            is_leader: st.is_leader,
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Raft for RaftService {
+    async fn send(
+        &self,
+        request: Request<Streaming<RaftMessage>>,
+    ) -> Result<Response<RaftAck>, Status> {
+        self.book.require_manager(&request)?;
+        let mut inbound = request.into_inner();
+        while let Some(m) = inbound.message().await? {
+            match Message::parse_from_bytes(&m.data) {
+                Ok(msg) => {
+                    if self.raft.step(msg).await.is_err() {
+                        return Err(Status::unavailable("this manager is stopping"));
+                    }
+                }
+                Err(e) => warn!(error = %e, "undecodable raft message dropped"),
+            }
+        }
+        Ok(Response::new(RaftAck {}))
+    }
+
+    async fn propose(
+        &self,
+        request: Request<ProposeRequest>,
+    ) -> Result<Response<ProposeResponse>, Status> {
+        self.book.require_manager(&request)?;
+        let req = StoreRequest::decode(request.into_inner().data.as_slice())
+            .map_err(|e| Status::invalid_argument(format!("store request: {e}")))?;
+        self.raft
+            .propose_local(req)
+            .await
+            .map_err(crate::error::to_status)?;
+        Ok(Response::new(ProposeResponse {
+            applied_index: self.store.applied_index(),
+        }))
+    }
+
+    async fn join_manager(
+        &self,
+        request: Request<JoinManagerRequest>,
+    ) -> Result<Response<JoinManagerResponse>, Status> {
+        let req = request.into_inner();
+        let st = self.raft.status();
+        if st.is_leader {
+            return self.admit(req).await.map(Response::new);
+        }
+        // Any manager takes the join; the leader does it.
+        let (_, addr) = self
+            .raft
+            .wait_leader()
+            .await
+            .map_err(crate::error::to_status)?;
+        let addr = addr.ok_or_else(|| crate::error::to_status(StoreError::NoQuorum))?;
+        let mut client = self.dialer.raft(&addr)?;
+        client.join_manager(req).await
+    }
+
+    async fn status(
+        &self,
+        request: Request<RaftStatusRequest>,
+    ) -> Result<Response<RaftStatusResponse>, Status> {
+        if self.book.require_manager(&request).is_err() {
+            auth::require_admin(&self.store, &request)?;
+        }
+        Ok(Response::new(self.local_status()))
+    }
+}
+
+/// Every manager the store knows, as each one reports itself (unreachable ones as such).
+pub async fn manager_view(raft: &RaftNode, store: &Store, dialer: &Dialer) -> Vec<ManagerInfo> {
+    let managers: Vec<(String, ManagerStatus)> = store.read(|s| {
+        s.nodes()
+            .filter_map(|n| n.manager_status.clone().map(|m| (n.id.clone(), m)))
+            .collect()
+    });
+    let me = raft.status();
+    let asks = managers.into_iter().map(|(node_id, ms)| {
+        let dialer = dialer.clone();
+        let me = me.clone();
+        async move {
+            let mut info = ManagerInfo {
+                node_id,
+                addr: ms.addr.clone(),
+                raft_id: ms.raft_id,
+                ..ManagerInfo::default()
+            };
+            let answer = if ms.raft_id == me.id {
+                Ok(RaftStatusResponse {
+                    leader_id: me.leader_id,
+                    term: me.term,
+                    commit: me.commit,
+                    applied: me.applied,
+                    is_leader: me.is_leader,
+                    ..RaftStatusResponse::default()
+                })
+            } else {
+                match dialer.raft(&ms.addr) {
+                    Ok(mut c) => {
+                        match tokio::time::timeout(STATUS_TIMEOUT, c.status(RaftStatusRequest {}))
+                            .await
+                        {
+                            Ok(Ok(r)) => Ok(r.into_inner()),
+                            Ok(Err(s)) => Err(s.message().to_string()),
+                            Err(_) => Err("no answer within 800 ms".to_string()),
+                        }
+                    }
+                    Err(s) => Err(s.message().to_string()),
+                }
+            };
+            match answer {
+                Ok(r) => {
+                    info.reachable = true;
+                    info.leader = r.is_leader;
+                    info.term = r.term;
+                    info.commit = r.commit;
+                    info.applied = r.applied;
+                }
+                Err(e) => info.error = e,
+            }
+            info
+        }
+    });
+    let mut all = futures::future::join_all(asks).await;
+    all.sort_by_key(|m| m.raft_id);
+    all
+}
+
+/// The `ClusterAdmin` service (`shoalctl cluster status`).
+pub struct ClusterAdminService {
+    raft: RaftNode,
+    store: Store,
+    dialer: Dialer,
+}
+
+impl ClusterAdminService {
+    /// The service over this manager's Raft node.
+    pub fn new(raft: RaftNode, store: Store, dialer: Dialer) -> ClusterAdminService {
+        ClusterAdminService {
+            raft,
+            store,
+            dialer,
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl shoal_proto::v1::cluster_admin_server::ClusterAdmin for ClusterAdminService {
+    async fn cluster_status(
+        &self,
+        request: Request<ClusterStatusRequest>,
+    ) -> Result<Response<ClusterStatusResponse>, Status> {
+        auth::require_admin(&self.store, &request)?;
+        Ok(Response::new(ClusterStatusResponse {
+            managers: manager_view(&self.raft, &self.store, &self.dialer).await,
+        }))
+    }
+
+    async fn demote_manager(
+        &self,
+        request: Request<DemoteManagerRequest>,
+    ) -> Result<Response<DemoteManagerResponse>, Status> {
+        // An admin, or a follower forwarding an admin's call.
+        if auth::require_admin(&self.store, &request).is_err() {
+            match auth::caller(&self.store, &request)? {
+                Caller::Node {
+                    role: NodeRole::RoleManager,
+                    ..
+                } => {}
+                _ => {
+                    return Err(Status::permission_denied(
+                        "this call needs the admin certificate (admin.conf)",
+                    ))
+                }
+            }
+        }
+        let req = request.into_inner();
+        if !self.raft.status().is_leader {
+            let (_, addr) = self
+                .raft
+                .wait_leader()
+                .await
+                .map_err(crate::error::to_status)?;
+            let addr = addr.ok_or_else(|| crate::error::to_status(StoreError::NoQuorum))?;
+            let channel = self.dialer.channel(&addr)?;
+            return shoal_proto::v1::cluster_admin_client::ClusterAdminClient::new(channel)
+                .demote_manager(req)
+                .await;
+        }
+        let mut node = self
+            .store
+            .read(|s| crate::controlapi::find_node(s, &req.node))?;
+        let raft_id = node
+            .manager_status
+            .as_ref()
+            .map(|m| m.raft_id)
+            .ok_or_else(|| {
+                Status::failed_precondition(format!("node {} is not a manager", node.id))
+            })?;
+        let st = self.raft.status();
+        check_demotion(&st, raft_id).map_err(Status::failed_precondition)?;
+        // Out of the Raft group first, then the record: a demoted manager never counts for quorum.
+        self.raft
+            .change_membership(raft_id, false)
+            .await
+            .map_err(crate::error::to_status)?;
+        if let Some(spec) = node.spec.as_mut() {
+            spec.role = NodeRole::RoleWorker as i32;
+        }
+        node.manager_status = None;
+        let id = node.id.clone();
+        self.store
+            .propose(vec![StoreAction {
+                action: Some(Action::PutNode(node)),
+            }])
+            .await
+            .map_err(crate::error::to_status)?;
+        info!(node.id = %id, raft_id, "manager demoted");
+        Ok(Response::new(DemoteManagerResponse { node_id: id }))
+    }
+}
+
+/// Whether voter `raft_id` can leave the group the leader sees in `st`: refused for the leader
+/// itself, the last manager, and when the remaining voters would not have a reachable majority.
+pub fn check_demotion(st: &crate::raft::RaftStatus, raft_id: u64) -> Result<(), String> {
+    if raft_id == st.id {
+        return Err("this manager is the leader: demote the others first, or stop it so that another is elected, then demote it from there".into());
+    }
+    let remaining: Vec<u64> = st
+        .voters
+        .iter()
+        .copied()
+        .filter(|v| *v != raft_id)
+        .collect();
+    if remaining.is_empty() {
+        return Err("it is the last manager".into());
+    }
+    let reachable = remaining.iter().filter(|v| st.active.contains(v)).count();
+    let majority = remaining.len() / 2 + 1;
+    if reachable < majority {
+        return Err(format!(
+            "demoting it would lose quorum: {reachable} of the {} remaining managers are reachable, {majority} are needed",
+            remaining.len()
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(voters: &[u64], active: &[u64]) -> crate::raft::RaftStatus {
+        crate::raft::RaftStatus {
+            id: 1,
+            is_leader: true,
+            voters: voters.to_vec(),
+            active: active.to_vec(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn demotion_keeps_a_reachable_majority() {
+        // 3 managers all up: demoting one leaves 2 of 2.
+        assert!(check_demotion(&status(&[1, 2, 3], &[1, 2, 3]), 3).is_ok());
+        // 3 managers, 2 down... demoting a down one leaves 1 of 2 reachable: refused.
+        let err = check_demotion(&status(&[1, 2, 3], &[1]), 3).expect_err("refused");
+        assert!(err.contains("lose quorum"), "{err}");
+        // 5 managers, 1 down: demoting it leaves 4, 4 reachable.
+        assert!(check_demotion(&status(&[1, 2, 3, 4, 5], &[1, 2, 3, 4]), 5).is_ok());
+        // 4 managers, 2 down: demoting a down one leaves 3, 2 reachable: fine.
+        assert!(check_demotion(&status(&[1, 2, 3, 4], &[1, 2]), 4).is_ok());
+        // 4 managers, 2 down: demoting an up one leaves 1 of 3 reachable: refused.
+        assert!(check_demotion(&status(&[1, 2, 3, 4], &[1, 2]), 2).is_err());
+        assert!(
+            check_demotion(&status(&[1, 2], &[1, 2]), 1).is_err(),
+            "the leader"
+        );
+    }
+}
+
+/// While this manager leads: keeps every manager node's `leader` and `reachability` in the store
+/// in line with Raft (so `node ls` shows them on any manager), and removes from the Raft group a
+/// voter whose manager node was removed from the store.
+pub async fn run_manager_status(
+    raft: RaftNode,
+    store: Store,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let st = raft.status();
+        if !st.is_leader {
+            continue;
+        }
+        let (updates, known): (Vec<StoreAction>, Vec<u64>) = store.read(|s| {
+            let mut updates = Vec::new();
+            let mut known = Vec::new();
+            for n in s.nodes() {
+                let Some(ms) = n.manager_status.as_ref() else {
+                    continue;
+                };
+                known.push(ms.raft_id);
+                let leader = ms.raft_id == st.id;
+                let reachability = if st.active.contains(&ms.raft_id) {
+                    "reachable"
+                } else {
+                    "unreachable"
+                };
+                if ms.leader != leader || ms.reachability != reachability {
+                    let mut n = n.clone();
+                    if let Some(m) = n.manager_status.as_mut() {
+                        m.leader = leader;
+                        m.reachability = reachability.into();
+                    }
+                    updates.push(StoreAction {
+                        action: Some(Action::PutNode(n)),
+                    });
+                }
+            }
+            (updates, known)
+        });
+        if !updates.is_empty() {
+            if let Err(e) = store.propose(updates).await {
+                debug!(error = %e, "could not record manager status");
+            }
+        }
+        // No manager node at all means the store is not loaded yet, not that all were removed.
+        let gone: Vec<u64> = if known.is_empty() {
+            Vec::new()
+        } else {
+            st.voters
+                .iter()
+                .copied()
+                .filter(|v| !known.contains(v))
+                .collect()
+        };
+        for gone in gone.iter() {
+            if *gone == st.id {
+                continue;
+            }
+            info!(
+                raft_id = gone,
+                "manager node removed: removing it from the raft group"
+            );
+            if let Err(e) = raft.change_membership(*gone, false).await {
+                warn!(raft_id = gone, error = %e, "could not remove manager from the raft group");
+            }
+        }
+    }
+}
+
+/// Wraps a gRPC service so that every call first passes a read barrier ([`Store::linearize`]):
+/// whatever manager shoalctl reaches, its reads see every write acknowledged before them. When
+/// no leader answers in time the call fails with "no quorum" without reaching the service.
+/// Calls whose streams only the leader can serve (they come from agents' sessions) are
+/// forwarded to it as they are.
+#[derive(Clone)]
+pub struct Linearized<S> {
+    inner: S,
+    store: Store,
+    leader_only: Option<(RaftNode, Dialer)>,
+}
+
+/// The Control call that only the leader serves: log streams come from agents' sessions.
+const SERVICE_LOGS_PATH: &str = "/shoal.v1.Control/ServiceLogs";
+
+impl<S> Linearized<S> {
+    /// Wraps `inner`.
+    pub fn new(inner: S, store: Store) -> Linearized<S> {
+        Linearized {
+            inner,
+            store,
+            leader_only: None,
+        }
+    }
+
+    /// Forwards `service logs` to the leader when this manager does not lead.
+    pub fn forward_logs(mut self, raft: RaftNode, dialer: Dialer) -> Linearized<S> {
+        self.leader_only = Some((raft, dialer));
+        self
+    }
+}
+
+impl<S: tonic::server::NamedService> tonic::server::NamedService for Linearized<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S> tower::Service<http::Request<tonic::body::Body>> for Linearized<S>
+where
+    S: tower::Service<
+            http::Request<tonic::body::Body>,
+            Response = http::Response<tonic::body::Body>,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+        // The clone is the ready one (tower's usual swap), the original stays for later calls.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let store = self.store.clone();
+        let forward = self
+            .leader_only
+            .clone()
+            .filter(|(raft, _)| req.uri().path() == SERVICE_LOGS_PATH && !raft.status().is_leader);
+        Box::pin(async move {
+            if let Some((raft, dialer)) = forward {
+                // Authenticate here: the leader sees this manager's certificate, not the admin's.
+                if let Err(s) = admin_of_http(&store, &req) {
+                    return Ok(s.into_http());
+                }
+                return Ok(forward_to_leader(&raft, &dialer, req).await);
+            }
+            if let Err(e) = store.linearize().await {
+                return Ok(crate::error::to_status(e).into_http());
+            }
+            inner.call(req).await
+        })
+    }
+}
+
+/// Checks that an HTTP-level request carries the admin certificate.
+fn admin_of_http(store: &Store, req: &http::Request<tonic::body::Body>) -> Result<(), Status> {
+    // tonic keeps the peer certificates in the request extensions; rebuild a tonic request view.
+    let mut probe = Request::new(());
+    if let Some(certs) = req
+        .extensions()
+        .get::<tonic::transport::server::TlsConnectInfo<tonic::transport::server::TcpConnectInfo>>()
+    {
+        probe.extensions_mut().insert(certs.clone());
+    }
+    auth::require_admin(store, &probe)
+}
+
+/// Sends an HTTP-level gRPC request to the leader as it is and returns its answer.
+async fn forward_to_leader(
+    raft: &RaftNode,
+    dialer: &Dialer,
+    req: http::Request<tonic::body::Body>,
+) -> http::Response<tonic::body::Body> {
+    use tower::ServiceExt as _;
+    let addr = match raft.wait_leader().await {
+        Ok((_, Some(addr))) => addr,
+        Ok((_, None)) => return crate::error::to_status(StoreError::NoQuorum).into_http(),
+        Err(e) => return crate::error::to_status(e).into_http(),
+    };
+    let channel = match dialer.channel(&addr) {
+        Ok(c) => c,
+        Err(s) => return s.into_http(),
+    };
+    match channel.oneshot(req).await {
+        Ok(resp) => resp.map(tonic::body::Body::new),
+        Err(e) => {
+            Status::unavailable(format!("forwarding to the leader at {addr}: {e}")).into_http()
+        }
+    }
+}
