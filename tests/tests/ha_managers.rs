@@ -379,3 +379,33 @@ fn demote_refuses_to_lose_quorum_then_demotes() -> Result<()> {
     hist.check(&m, f2)?;
     m.shutdown()
 }
+
+#[test]
+fn node_rm_of_a_manager_leaves_the_raft_group_first() -> Result<()> {
+    let m = Managers::start(Testbed::new("harm")?, 3, &[])?;
+    let mut hist = History::default();
+    let leader = m.wait_converged(&[0, 1, 2])?;
+    let gone = others(&m, leader)[0];
+    let keep = others(&m, leader)[1];
+    hist.write(&m, keep)?;
+    let rows = m.status(leader)?;
+    let gone_id = rows
+        .iter()
+        .find(|r| m.index_of(&r.addr) == Some(gone))
+        .map(|r| r.node_id.clone())
+        .ok_or_else(|| anyhow::anyhow!("m{} not in cluster status: {rows:?}", gone + 1))?;
+    // Sent to the manager that stays: the manager leaves Raft, then its node record goes.
+    m.ctl_ok(keep, ["node", "rm", &gone_id])?;
+    Testbed::wait_for(DEADLINE, "two managers left", || {
+        Ok(m.status(leader)?.len() == 2)
+    })?;
+    let nodes = m.ctl_ok(leader, ["node", "ls", "--format", "json"])?;
+    ensure!(
+        !nodes.contains(&gone_id),
+        "the removed manager is still listed: {nodes}"
+    );
+    // Two voters left, both up: writes go on.
+    hist.write_until_acked(&m, keep, DEADLINE)?;
+    hist.check(&m, leader)?;
+    m.shutdown()
+}

@@ -49,7 +49,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             NodeCommand::Ls(args) => node::ls(c, &args, format).await,
             NodeCommand::Inspect(args) => node::inspect(c, &args).await,
             NodeCommand::Update(args) => node::update(c, &args).await,
-            NodeCommand::Rm(args) => node::rm(c, &args).await,
+            NodeCommand::Rm(args) => node::rm(c, channel, &args).await,
             NodeCommand::Demote(args) => cluster::demote(channel, &args.nodes).await,
         },
         Command::Cluster(ClusterCommand::JoinToken(args)) => {

@@ -208,13 +208,40 @@ pub async fn update(c: &mut Control, a: &NodeUpdateArgs) -> Result<()> {
 }
 
 /// `node rm NODE...`: removes each, printing its name; keeps going past failures.
-pub async fn rm(c: &mut Control, a: &NodeRmArgs) -> Result<()> {
+pub async fn rm(c: &mut Control, channel: tonic::transport::Channel, a: &NodeRmArgs) -> Result<()> {
     let mut errors = Vec::new();
+    let mut admin = shoal_proto::v1::cluster_admin_client::ClusterAdminClient::new(channel);
     for name in &a.nodes {
+        // A manager leaves the Raft group first (refused if that would lose quorum); its record
+        // goes next, whatever its status, since removing that manager is what was asked.
+        let is_manager = match c
+            .get_node(shoal_proto::v1::GetNodeRequest {
+                name_or_id: name.clone(),
+            })
+            .await
+        {
+            Ok(r) => r
+                .into_inner()
+                .node
+                .is_some_and(|n| n.manager_status.is_some()),
+            Err(s) => {
+                errors.push(format!("{name}: {}", status(s)));
+                continue;
+            }
+        };
+        if is_manager {
+            if let Err(s) = admin
+                .demote_manager(shoal_proto::v1::DemoteManagerRequest { node: name.clone() })
+                .await
+            {
+                errors.push(format!("{name}: {}", status(s)));
+                continue;
+            }
+        }
         let res = c
             .remove_node(RemoveNodeRequest {
                 name_or_id: name.clone(),
-                force: a.force,
+                force: a.force || is_manager,
             })
             .await;
         match res {
