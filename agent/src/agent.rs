@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use shoal_proto::v1::{NodeDescription, Resources};
+use shoal_proto::v1::NodeDescription;
 use tokio::sync::watch;
 use tracing::info;
 
@@ -54,34 +54,7 @@ pub enum AgentError {
     Session(#[from] crate::session::SessionError),
 }
 
-fn machine_resources() -> Resources {
-    let cpus = std::thread::available_parallelism()
-        .map(|n| n.get() as i64)
-        .unwrap_or(1);
-    let mem = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| {
-            m.lines()
-                .find(|l| l.starts_with("MemTotal:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<i64>().ok())
-        })
-        .unwrap_or(0)
-        * 1024;
-    Resources {
-        nano_cpus: cpus * 1_000_000_000,
-        memory_bytes: mem,
-    }
-}
-
-/// The machine's hostname.
-pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .ok()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "localhost".into())
-}
+pub use shoal_proto::host::{hostname, machine_resources};
 
 /// Runs the agent until SIGINT/SIGTERM.
 pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {

@@ -68,19 +68,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> JoinError + '_ {
 }
 
 fn write_private(path: &Path, contents: &str, mode: u32) -> Result<(), JoinError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&tmp)
-        .map_err(io(&tmp))?;
-    f.write_all(contents.as_bytes()).map_err(io(&tmp))?;
-    f.sync_all().map_err(io(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(io(path))
+    shoal_proto::host::write_atomic(path, contents.as_bytes(), mode).map_err(io(path))
 }
 
 /// Loads a previous join from the data dir, if there was one.

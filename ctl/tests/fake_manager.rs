@@ -261,10 +261,20 @@ impl Control for Fake {
         &self,
         req: Request<GetNodeRequest>,
     ) -> Result<Response<GetNodeResponse>, Status> {
-        Err(Status::not_found(format!(
-            "node {} not found",
-            req.into_inner().name_or_id
-        )))
+        let req = req.into_inner();
+        if req.name_or_id != "host1" {
+            return Err(Status::not_found(format!(
+                "node {} not found",
+                req.name_or_id
+            )));
+        }
+        // A worker: `node rm` goes straight to RemoveNode (a manager would be demoted first).
+        Ok(Response::new(GetNodeResponse {
+            node: Some(Node {
+                id: "node1node1node1node1node1".into(),
+                ..Default::default()
+            }),
+        }))
     }
 
     async fn update_node(

@@ -110,57 +110,14 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ManagerError + '_ {
 }
 
 fn write_file(path: &Path, contents: &str, mode: u32) -> Result<(), ManagerError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&tmp)
-        .map_err(io_err(&tmp))?;
-    f.write_all(contents.as_bytes()).map_err(io_err(&tmp))?;
-    f.sync_all().map_err(io_err(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(io_err(path))
+    shoal_proto::host::write_atomic(path, contents.as_bytes(), mode).map_err(io_err(path))
 }
 
 fn read_file(path: &Path) -> Result<String, ManagerError> {
     std::fs::read_to_string(path).map_err(io_err(path))
 }
 
-/// The machine's hostname.
-pub fn hostname() -> String {
-    nix_hostname().unwrap_or_else(|| "localhost".into())
-}
-
-fn nix_hostname() -> Option<String> {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-}
-
-/// Total memory and CPUs of this machine.
-pub fn machine_resources() -> Resources {
-    let cpus = std::thread::available_parallelism()
-        .map(|n| n.get() as i64)
-        .unwrap_or(1);
-    let mem = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| {
-            m.lines()
-                .find(|l| l.starts_with("MemTotal:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<i64>().ok())
-        })
-        .unwrap_or(0)
-        * 1024;
-    Resources {
-        nano_cpus: cpus * 1_000_000_000,
-        memory_bytes: mem,
-    }
-}
+pub use shoal_proto::host::{hostname, machine_resources};
 
 /// The join instructions `init` prints.
 fn print_join_help(node_id: &str, advertise: &str, worker: &str, manager: &str, admin: &Path) {

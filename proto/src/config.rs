@@ -53,8 +53,6 @@ impl AdminConfig {
 
     /// Writes an admin.conf readable by its owner only (it holds a private key).
     pub fn save(&self, path: &Path) -> Result<(), ConfigError> {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
         let io = |source| ConfigError::Io {
             path: path.display().to_string(),
             source,
@@ -63,16 +61,6 @@ impl AdminConfig {
             path: path.display().to_string(),
             source,
         })?;
-        let tmp = path.with_extension("conf.tmp");
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(io)?;
-        f.write_all(text.as_bytes()).map_err(io)?;
-        f.sync_all().map_err(io)?;
-        std::fs::rename(&tmp, path).map_err(io)
+        crate::host::write_atomic(path, text.as_bytes(), 0o600).map_err(io)
     }
 }

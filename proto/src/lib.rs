@@ -7,6 +7,7 @@ pub mod v1 {
 }
 
 pub mod config;
+pub mod host;
 pub mod pki;
 pub mod spec;
 pub mod state;

@@ -37,6 +37,18 @@ impl ControlApi {
     }
 }
 
+impl ControlApi {
+    /// Writes one action through Raft, mapping a store error to the status the client sees.
+    async fn write(&self, action: Action) -> Result<(), Status> {
+        self.store
+            .propose(vec![StoreAction {
+                action: Some(action),
+            }])
+            .await
+            .map_err(to_status)
+    }
+}
+
 /// Finds a service by id, name, or unique id prefix.
 pub fn find_service(s: &State, name_or_id: &str) -> Result<Service, Status> {
     if let Some(svc) = s.service(name_or_id) {
@@ -143,12 +155,7 @@ impl Control for ControlApi {
             spec: Some(spec),
             spec_version: 1,
         };
-        self.store
-            .propose(vec![StoreAction {
-                action: Some(Action::CreateService(service.clone())),
-            }])
-            .await
-            .map_err(to_status)?;
+        self.write(Action::CreateService(service.clone())).await?;
         let name = service
             .spec
             .as_ref()
@@ -236,12 +243,7 @@ impl Control for ControlApi {
         if let Some(m) = service.meta.as_mut() {
             m.updated_at = shoal_proto::now_ns();
         }
-        self.store
-            .propose(vec![StoreAction {
-                action: Some(Action::UpdateService(service.clone())),
-            }])
-            .await
-            .map_err(to_status)?;
+        self.write(Action::UpdateService(service.clone())).await?;
         info!(service.id = %service.id, service.name = %old_name, "service updated");
         Ok(Response::new(UpdateServiceResponse {
             service: Some(service),
@@ -268,12 +270,7 @@ impl Control for ControlApi {
         if let Some(m) = service.meta.as_mut() {
             m.updated_at = shoal_proto::now_ns();
         }
-        self.store
-            .propose(vec![StoreAction {
-                action: Some(Action::UpdateService(service.clone())),
-            }])
-            .await
-            .map_err(to_status)?;
+        self.write(Action::UpdateService(service.clone())).await?;
         info!(service.id = %service.id, service.name = %name, from, to = req.replicas, "service scaled");
         Ok(Response::new(ScaleServiceResponse {
             service: Some(service),
@@ -287,12 +284,8 @@ impl Control for ControlApi {
         require_admin(&self.store, &request)?;
         let name = request.into_inner().name_or_id;
         let service = self.store.read(|s| find_service(s, &name))?;
-        self.store
-            .propose(vec![StoreAction {
-                action: Some(Action::RemoveService(service.id.clone())),
-            }])
-            .await
-            .map_err(to_status)?;
+        self.write(Action::RemoveService(service.id.clone()))
+            .await?;
         info!(service.id = %service.id, service.name = %name, "service removed");
         Ok(Response::new(RemoveServiceResponse { id: service.id }))
     }
@@ -398,12 +391,7 @@ impl Control for ControlApi {
         if let Some(m) = node.meta.as_mut() {
             m.updated_at = shoal_proto::now_ns();
         }
-        self.store
-            .propose(vec![StoreAction {
-                action: Some(Action::PutNode(node.clone())),
-            }])
-            .await
-            .map_err(to_status)?;
+        self.write(Action::PutNode(node.clone())).await?;
         info!(node.id = %node.id, availability = ?node.spec.as_ref().map(|s| s.availability), labels = ?node.spec.as_ref().map(|s| &s.labels), "node updated");
         Ok(Response::new(UpdateNodeResponse { node: Some(node) }))
     }
@@ -428,12 +416,7 @@ impl Control for ControlApi {
                 req.name_or_id
             )));
         }
-        self.store
-            .propose(vec![StoreAction {
-                action: Some(Action::RemoveNode(node.id.clone())),
-            }])
-            .await
-            .map_err(to_status)?;
+        self.write(Action::RemoveNode(node.id.clone())).await?;
         info!(node.id = %node.id, force = req.force, "node removed");
         Ok(Response::new(RemoveNodeResponse { id: node.id }))
     }
@@ -456,12 +439,7 @@ impl Control for ControlApi {
             } else {
                 cluster.worker_token_secret = secret;
             }
-            self.store
-                .propose(vec![StoreAction {
-                    action: Some(Action::PutCluster(cluster.clone())),
-                }])
-                .await
-                .map_err(to_status)?;
+            self.write(Action::PutCluster(cluster.clone())).await?;
             info!(
                 role = if manager { "manager" } else { "worker" },
                 "join token rotated"

@@ -1,0 +1,74 @@
+//! Facts about this machine and small file helpers that managers and agents share.
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use crate::v1::Resources;
+
+/// The machine's hostname (from the kernel), or "localhost".
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// Total CPUs and memory of this machine.
+pub fn machine_resources() -> Resources {
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get() as i64)
+        .unwrap_or(1);
+    let mem_kib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<i64>().ok())
+        })
+        .unwrap_or(0);
+    Resources {
+        nano_cpus: cpus * 1_000_000_000,
+        memory_bytes: mem_kib * 1024,
+    }
+}
+
+/// Writes a file atomically with the given mode: a temporary file beside it, fsync, rename. A
+/// crash leaves either the old contents or the new ones, never a torn file.
+pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)?;
+    f.write_all(contents)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_write_replaces_contents_with_mode() {
+        let dir = std::env::temp_dir().join(format!("shoal-host-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let p = dir.join("f.conf");
+        write_atomic(&p, b"one", 0o600).expect("write");
+        write_atomic(&p, b"two", 0o600).expect("rewrite");
+        assert_eq!(std::fs::read_to_string(&p).expect("read"), "two");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&p).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+        assert!(machine_resources().nano_cpus > 0);
+        assert!(!hostname().is_empty());
+    }
+}
