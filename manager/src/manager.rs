@@ -465,21 +465,7 @@ async fn leader_components(store: Store, raft: RaftNode, mut shutdown: watch::Re
     }
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-        }
-        _ => std::future::pending::<()>().await,
-    }
-}
+use shoal_proto::host::shutdown_signal;
 
 /// Keeps the Raft node's address book and this manager's `admin.conf` manager list in line with
 /// the manager nodes of the store (this manager first), so shoalctl can fail over to any of them.
