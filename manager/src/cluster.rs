@@ -392,36 +392,18 @@ impl RaftService {
             .ok_or_else(|| Status::unavailable("the cluster is not initialised yet"))?;
         cluster.admin_fingerprints.push(admin_fp);
         let now = shoal_proto::now_ns();
-        let node = Node {
-            id: node_id.clone(),
-            meta: Some(Meta {
-                version: 0,
-                created_at: now,
-                updated_at: now,
-            }),
-            spec: Some(NodeSpec {
-                role: NodeRole::RoleManager as i32,
-                availability: NodeAvailability::AvailabilityDrain as i32,
-                labels: Default::default(),
-            }),
-            description: Some(NodeDescription {
+        let node = crate::manager::manager_node(
+            &node_id,
+            NodeDescription {
                 hostname: req.hostname.trim().to_string(),
                 ..Default::default()
-            }),
-            status: Some(NodeStatus {
-                state: NodeState::NodeReady as i32,
-                message: String::new(),
-                addr: addr.clone(),
-                last_heartbeat: now,
-            }),
-            manager_status: Some(ManagerStatus {
-                raft_id,
-                addr: addr.clone(),
-                leader: false,
-                reachability: "reachable".into(),
-            }),
-            cert_fingerprint: fingerprint,
-        };
+            },
+            &addr,
+            raft_id,
+            false,
+            fingerprint,
+            now,
+        );
         // The record first, so every manager knows the new member's address (and trusts its
         // certificate) by the time Raft starts talking to it.
         self.store

@@ -119,6 +119,63 @@ fn read_file(path: &Path) -> Result<String, ManagerError> {
 
 pub use shoal_proto::host::{hostname, machine_resources};
 
+/// The store record of a manager: role manager, drained (the manager process runs no containers;
+/// an agent on its host joins as a node of its own), ready, with its Raft id and address.
+pub(crate) fn manager_node(
+    id: &str,
+    description: NodeDescription,
+    addr: &str,
+    raft_id: u64,
+    leader: bool,
+    cert_fingerprint: String,
+    now: i64,
+) -> Node {
+    Node {
+        id: id.to_string(),
+        meta: Some(Meta {
+            version: 0,
+            created_at: now,
+            updated_at: now,
+        }),
+        spec: Some(NodeSpec {
+            role: NodeRole::RoleManager as i32,
+            availability: NodeAvailability::AvailabilityDrain as i32,
+            labels: Default::default(),
+        }),
+        description: Some(description),
+        status: Some(NodeStatus {
+            state: NodeState::NodeReady as i32,
+            message: String::new(),
+            addr: addr.to_string(),
+            last_heartbeat: now,
+        }),
+        manager_status: Some(ManagerStatus {
+            raft_id,
+            addr: addr.to_string(),
+            leader,
+            reachability: "reachable".into(),
+        }),
+        cert_fingerprint,
+    }
+}
+
+/// Waits (up to 10 s) until this manager leads; `what` names the step in the error.
+async fn wait_for_leadership(raft: &RaftNode, what: &str) -> Result<(), ManagerError> {
+    let mut leadership = raft.leadership();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !*leadership.borrow() {
+        if tokio::time::timeout_at(deadline, leadership.changed())
+            .await
+            .is_err()
+        {
+            return Err(ManagerError::NotReady(format!(
+                "{what}: this manager did not become leader within 10 s"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// The join instructions `init` prints.
 fn print_join_help(node_id: &str, advertise: &str, worker: &str, manager: &str, admin: &Path) {
     println!("Cluster initialized: current node ({node_id}) is now a manager.\n");
@@ -202,41 +259,22 @@ pub async fn init(opts: ManagerOptions) -> Result<(), ManagerError> {
         heartbeat_period_ns: opts.heartbeat_period.as_nanos() as i64,
         admin_fingerprints: vec![pki::fingerprint_pem(&admin_id.cert_pem)?],
     };
-    let node = Node {
-        id: node_id.clone(),
-        meta: Some(Meta {
-            version: 0,
-            created_at: now,
-            updated_at: now,
-        }),
-        spec: Some(NodeSpec {
-            role: NodeRole::RoleManager as i32,
-            // The manager process runs no containers: an agent on this host joins as its own node.
-            availability: NodeAvailability::AvailabilityDrain as i32,
-            labels: Default::default(),
-        }),
-        description: Some(NodeDescription {
+    let node = manager_node(
+        &node_id,
+        NodeDescription {
             hostname: hostname(),
             resources: Some(machine_resources()),
             os: std::env::consts::OS.into(),
             architecture: std::env::consts::ARCH.into(),
             agent_version: env!("CARGO_PKG_VERSION").into(),
             ..Default::default()
-        }),
-        status: Some(NodeStatus {
-            state: NodeState::NodeReady as i32,
-            message: String::new(),
-            addr: advertise.clone(),
-            last_heartbeat: now,
-        }),
-        manager_status: Some(ManagerStatus {
-            raft_id: 1,
-            addr: advertise.clone(),
-            leader: true,
-            reachability: "reachable".into(),
-        }),
-        cert_fingerprint: pki::fingerprint_pem(&manager_id.cert_pem)?,
-    };
+        },
+        &advertise,
+        1,
+        true,
+        pki::fingerprint_pem(&manager_id.cert_pem)?,
+        now,
+    );
     let admin_conf = AdminConfig {
         managers: vec![advertise.clone()],
         ca_cert: ca.cert_pem.clone(),
@@ -334,19 +372,8 @@ async fn run(
         force_new_cluster(&store, &raft, state.raft_id).await?;
     }
     if let Some((actions, after)) = bootstrap {
-        let mut leadership = raft.leadership();
         // A single voter elects itself at once; a few seconds covers a slow disk.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while !*leadership.borrow() {
-            if tokio::time::timeout_at(deadline, leadership.changed())
-                .await
-                .is_err()
-            {
-                return Err(ManagerError::NotReady(
-                    "this manager did not become leader within 10 s".into(),
-                ));
-            }
-        }
+        wait_for_leadership(&raft, "bootstrap").await?;
         store.propose(actions).await?;
         after(opts.data_dir.clone())?;
     }
@@ -636,18 +663,7 @@ async fn force_new_cluster(
     raft: &RaftNode,
     raft_id: u64,
 ) -> Result<(), ManagerError> {
-    let mut leadership = raft.leadership();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !*leadership.borrow() {
-        if tokio::time::timeout_at(deadline, leadership.changed())
-            .await
-            .is_err()
-        {
-            return Err(ManagerError::NotReady(
-                "--force-new-cluster: this manager did not become leader within 10 s".into(),
-            ));
-        }
-    }
+    wait_for_leadership(raft, "--force-new-cluster").await?;
     let gone: Vec<StoreAction> = store.read(|s| {
         s.nodes()
             .filter(|n| {
