@@ -110,6 +110,7 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
         os: std::env::consts::OS.into(),
         architecture: std::env::consts::ARCH.into(),
         agent_version: env!("CARGO_PKG_VERSION").into(),
+        ..Default::default()
     };
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     tokio::spawn(async move {

@@ -137,6 +137,9 @@ async fn session_once(
                         worker.logs(req, out_tx.clone());
                     }
                     Some(manager_message::Msg::CancelLogs(c)) => worker.cancel_logs(c.request_id),
+                    Some(manager_message::Msg::Promote(_)) | Some(manager_message::Msg::StopManager(_)) => {
+                        warn!("this agent cannot start or stop a manager yet");
+                    }
                     Some(manager_message::Msg::Session(_)) | None => {}
                 }
             }

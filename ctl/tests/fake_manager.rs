@@ -131,6 +131,7 @@ impl Control for Fake {
             }),
             spec: Some(spec),
             spec_version: 1,
+            endpoint: None,
         };
         st.services.push(svc.clone());
         make_tasks(&mut st, &svc);
@@ -332,6 +333,34 @@ impl Control for Fake {
     }
 
     type ServiceLogsStream = LogStream;
+
+    async fn create_network(
+        &self,
+        _req: Request<CreateNetworkRequest>,
+    ) -> Result<Response<CreateNetworkResponse>, Status> {
+        Err(Status::unimplemented("networks"))
+    }
+
+    async fn get_network(
+        &self,
+        _req: Request<GetNetworkRequest>,
+    ) -> Result<Response<GetNetworkResponse>, Status> {
+        Err(Status::unimplemented("networks"))
+    }
+
+    async fn list_networks(
+        &self,
+        _req: Request<ListNetworksRequest>,
+    ) -> Result<Response<ListNetworksResponse>, Status> {
+        Err(Status::unimplemented("networks"))
+    }
+
+    async fn remove_network(
+        &self,
+        _req: Request<RemoveNetworkRequest>,
+    ) -> Result<Response<RemoveNetworkResponse>, Status> {
+        Err(Status::unimplemented("networks"))
+    }
 
     async fn service_logs(
         &self,

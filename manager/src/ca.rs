@@ -131,6 +131,7 @@ impl Ca for CaService {
             }),
             manager_status: None,
             cert_fingerprint: fingerprint,
+            ..Default::default()
         };
         self.store
             .propose(vec![StoreAction {

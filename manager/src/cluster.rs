@@ -635,6 +635,15 @@ impl shoal_proto::v1::cluster_admin_server::ClusterAdmin for ClusterAdminService
         }))
     }
 
+    async fn promote_node(
+        &self,
+        _request: tonic::Request<shoal_proto::v1::PromoteNodeRequest>,
+    ) -> Result<tonic::Response<shoal_proto::v1::PromoteNodeResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented(
+            "node promote is not implemented yet",
+        ))
+    }
+
     async fn demote_manager(
         &self,
         request: Request<DemoteManagerRequest>,

@@ -156,6 +156,7 @@ pub(crate) fn manager_node(
             reachability: "reachable".into(),
         }),
         cert_fingerprint,
+        ..Default::default()
     }
 }
 

@@ -70,7 +70,9 @@ pub fn build_spec(a: &CreateArgs) -> Result<ServiceSpec> {
                 max_replicas_per_node: a.max_replicas_per_node.unwrap_or(0),
                 preferences: a.placement_pref.clone(),
             }),
+            networks: Vec::new(),
         }),
+        endpoint: None,
     };
     validate_service(&spec)?;
     Ok(spec)

@@ -227,10 +227,12 @@ mod tests {
                         constraints: vec!["node.role==worker".into()],
                         ..Default::default()
                     }),
+                    networks: Vec::new(),
                 }),
                 ..Default::default()
             }),
             spec_version: 1,
+            endpoint: None,
         }
     }
 

@@ -154,6 +154,7 @@ impl Control for ControlApi {
             }),
             spec: Some(spec),
             spec_version: 1,
+            endpoint: None,
         };
         self.write(Action::CreateService(service.clone())).await?;
         let name = service
@@ -459,6 +460,34 @@ impl Control for ControlApi {
     }
 
     type ServiceLogsStream = LogStream;
+
+    async fn create_network(
+        &self,
+        _request: Request<CreateNetworkRequest>,
+    ) -> Result<Response<CreateNetworkResponse>, Status> {
+        Err(Status::unimplemented("networks are not implemented yet"))
+    }
+
+    async fn get_network(
+        &self,
+        _request: Request<GetNetworkRequest>,
+    ) -> Result<Response<GetNetworkResponse>, Status> {
+        Err(Status::unimplemented("networks are not implemented yet"))
+    }
+
+    async fn list_networks(
+        &self,
+        _request: Request<ListNetworksRequest>,
+    ) -> Result<Response<ListNetworksResponse>, Status> {
+        Err(Status::unimplemented("networks are not implemented yet"))
+    }
+
+    async fn remove_network(
+        &self,
+        _request: Request<RemoveNetworkRequest>,
+    ) -> Result<Response<RemoveNetworkResponse>, Status> {
+        Err(Status::unimplemented("networks are not implemented yet"))
+    }
 
     async fn service_logs(
         &self,

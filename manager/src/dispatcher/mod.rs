@@ -240,7 +240,10 @@ impl Dispatcher {
             .store
             .read(|s| s.tasks_of_node(node_id).cloned().collect());
         tasks.sort_by(|a, b| a.id.cmp(&b.id));
-        Assignments { tasks }
+        Assignments {
+            tasks,
+            ..Default::default()
+        }
     }
 
     async fn register(

@@ -246,6 +246,7 @@ fn new_task(service: &Service, slot: u64, node_id: &str, now_ns: i64) -> Task {
             ..Default::default()
         }),
         desired_state: TaskState::TaskRunning as i32,
+        ..Default::default()
     }
 }
 

@@ -414,6 +414,14 @@ impl State {
                 set_version(&mut t.meta, index);
                 self.write(Object::Task(t), applied);
             }
+            Action::CreateNetwork(_)
+            | Action::UpdateNetwork(_)
+            | Action::RemoveNetwork(_)
+            | Action::TaskAllocate(_)
+            | Action::ServiceEndpoint(_)
+            | Action::NodeAllocate(_) => {
+                return Err("networks are not supported by this manager yet".to_string());
+            }
         }
         Ok(())
     }

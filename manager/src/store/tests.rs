@@ -18,6 +18,7 @@ fn service(id: &str, name: &str) -> Service {
             ..ServiceSpec::default()
         }),
         spec_version: 1,
+        endpoint: None,
     }
 }
 
