@@ -10,8 +10,9 @@ use sled::Transactional;
 use super::state::{Kind, Object, State};
 use super::StoreError;
 
-/// Tree names, indexed by `Kind as usize`; the meta tree comes last.
-const TREES: [&str; 5] = ["cluster", "node", "service", "task", "meta"];
+/// Tree names, indexed by `Kind as usize`; the meta tree sits at index 4 (kinds added later come
+/// after it, so existing databases keep their tree numbering).
+const TREES: [&str; 6] = ["cluster", "node", "service", "task", "meta", "network"];
 const META: usize = 4;
 const APPLIED_INDEX: &[u8] = b"applied_index";
 
@@ -56,7 +57,13 @@ impl Disk {
     /// Reads every object back, and the applied index.
     pub(crate) fn load(&self) -> Result<(State, u64), StoreError> {
         let mut state = State::default();
-        for kind in [Kind::Cluster, Kind::Node, Kind::Service, Kind::Task] {
+        for kind in [
+            Kind::Cluster,
+            Kind::Node,
+            Kind::Network,
+            Kind::Service,
+            Kind::Task,
+        ] {
             for item in self.trees[kind as usize].iter() {
                 let (key, value) = item?;
                 state.put(decode(kind, &key, &value)?);
@@ -128,6 +135,7 @@ pub(crate) fn encode(obj: &Object) -> Vec<u8> {
         Object::Node(o) => o.encode_to_vec(),
         Object::Service(o) => o.encode_to_vec(),
         Object::Task(o) => o.encode_to_vec(),
+        Object::Network(o) => o.encode_to_vec(),
     }
 }
 
@@ -141,6 +149,7 @@ fn decode(kind: Kind, key: &[u8], value: &[u8]) -> Result<Object, StoreError> {
         Kind::Node => Object::Node(prost::Message::decode(value).map_err(codec)?),
         Kind::Service => Object::Service(prost::Message::decode(value).map_err(codec)?),
         Kind::Task => Object::Task(prost::Message::decode(value).map_err(codec)?),
+        Kind::Network => Object::Network(prost::Message::decode(value).map_err(codec)?),
     })
 }
 

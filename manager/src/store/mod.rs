@@ -19,10 +19,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
 use prost::Message as _;
-use shoal_proto::v1::{Cluster, Node, Service, StoreAction, StoreRequest, Task};
+use shoal_proto::v1::{Cluster, Network, Node, Service, StoreAction, StoreRequest, Task};
 use tokio::sync::broadcast;
 
-pub use state::{Event, Key, Kind, Object, State};
+pub use state::{
+    ip_of, service_network_ids, task_has_ended, Event, Holder, Key, Kind, Object, State,
+    MESH_NETWORK,
+};
 
 /// How many applied requests a slow watcher may fall behind before it sees `Lagged`.
 const WATCH_CAPACITY: usize = 4096;
@@ -95,6 +98,8 @@ struct SnapshotData {
     services: Vec<Service>,
     #[prost(message, repeated, tag = "5")]
     tasks: Vec<Task>,
+    #[prost(message, repeated, tag = "6")]
+    networks: Vec<Network>,
 }
 
 /// Memory state and the index it reflects; always changed together under one lock.
@@ -325,6 +330,7 @@ impl Store {
                 Object::Node(o) => data.nodes.push(o),
                 Object::Service(o) => data.services.push(o),
                 Object::Task(o) => data.tasks.push(o),
+                Object::Network(o) => data.networks.push(o),
             }
         }
         Ok((guard.index, data.encode_to_vec()))
@@ -340,6 +346,7 @@ impl Store {
         let mut next = State::default();
         let objects = (snap.clusters.into_iter().map(Object::Cluster))
             .chain(snap.nodes.into_iter().map(Object::Node))
+            .chain(snap.networks.into_iter().map(Object::Network))
             .chain(snap.services.into_iter().map(Object::Service))
             .chain(snap.tasks.into_iter().map(Object::Task));
         for obj in objects {

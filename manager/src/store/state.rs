@@ -7,7 +7,10 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use shoal_proto::v1::store_action::Action;
-use shoal_proto::v1::{Cluster, Meta, Node, Service, StoreRequest, Task, TaskState, TaskStatus};
+use shoal_proto::v1::{
+    Cluster, Meta, Network, NetworkAttachment, Node, Service, StoreRequest, Task, TaskState,
+    TaskStatus,
+};
 
 /// A store object of any kind.
 #[derive(Debug, Clone, PartialEq)]
@@ -20,6 +23,8 @@ pub enum Object {
     Service(Service),
     /// A task (one replica, or one node's instance of a global service).
     Task(Task),
+    /// A network.
+    Network(Network),
 }
 
 /// One change made by an applied request.
@@ -52,7 +57,15 @@ pub enum Kind {
     Service = 2,
     /// [`Task`].
     Task = 3,
+    /// [`Network`] (tree 5: tree 4 is the store's meta tree).
+    Network = 5,
 }
+
+/// Who holds an address or a published port: the object's kind and id.
+pub type Holder = (Kind, String);
+
+/// The pseudo network id under which nodes' WireGuard mesh addresses are held.
+pub const MESH_NETWORK: &str = "mesh";
 
 /// Identifies one object: its kind and id.
 pub type Key = (Kind, String);
@@ -65,6 +78,7 @@ impl Object {
             Object::Node(_) => Kind::Node,
             Object::Service(_) => Kind::Service,
             Object::Task(_) => Kind::Task,
+            Object::Network(_) => Kind::Network,
         }
     }
 
@@ -75,6 +89,7 @@ impl Object {
             Object::Node(o) => &o.id,
             Object::Service(o) => &o.id,
             Object::Task(o) => &o.id,
+            Object::Network(o) => &o.id,
         }
     }
 
@@ -106,6 +121,12 @@ pub struct State {
     node_by_fingerprint: HashMap<String, String>,
     tasks_by_service: HashMap<String, BTreeSet<String>>,
     tasks_by_node: HashMap<String, BTreeSet<String>>,
+    networks: BTreeMap<String, Network>,
+    network_by_name: HashMap<String, String>,
+    /// (network id, IP) -> holder, for every address in use (see [`State::address_holder`]).
+    addresses: HashMap<(String, String), Holder>,
+    /// ("tcp"|"udp", published port) -> service, for ingress-mode published ports.
+    ingress_ports: HashMap<(String, u32), String>,
 }
 
 impl State {
@@ -176,13 +197,68 @@ impl State {
             .filter_map(|id| self.tasks.get(id))
     }
 
-    /// Every object, clusters first, then nodes, services and tasks.
+    /// A network by id.
+    pub fn network(&self, id: &str) -> Option<&Network> {
+        self.networks.get(id)
+    }
+
+    /// A network by its (unique) name.
+    pub fn network_by_name(&self, name: &str) -> Option<&Network> {
+        self.network_by_name
+            .get(name)
+            .and_then(|id| self.networks.get(id))
+    }
+
+    /// All networks, ordered by id.
+    pub fn networks(&self) -> impl Iterator<Item = &Network> {
+        self.networks.values()
+    }
+
+    /// The holder of `ip` (no prefix) on `network_id`: a live task, a service's VIP or a node's
+    /// attachment (mesh addresses are held on [`MESH_NETWORK`]). A task holds its addresses until
+    /// its observed state is terminal.
+    pub fn address_holder(&self, network_id: &str, ip: &str) -> Option<&Holder> {
+        self.addresses
+            .get(&(network_id.to_string(), ip.to_string()))
+    }
+
+    /// Every address in use on `network_id` (IPs without prefix).
+    pub fn addresses_in_use<'a>(&'a self, network_id: &'a str) -> impl Iterator<Item = &'a str> {
+        self.addresses
+            .keys()
+            .filter(move |(n, _)| n == network_id)
+            .map(|(_, ip)| ip.as_str())
+    }
+
+    /// The service publishing `port`/`protocol` in ingress mode, if any.
+    pub fn ingress_port_holder(&self, protocol: &str, port: u32) -> Option<&str> {
+        self.ingress_ports
+            .get(&(protocol.to_string(), port))
+            .map(String::as_str)
+    }
+
+    /// The services whose spec attaches them to `network_id`, ordered by id.
+    pub fn services_on_network<'a>(
+        &'a self,
+        network_id: &'a str,
+    ) -> impl Iterator<Item = &'a Service> {
+        self.services
+            .values()
+            .filter(move |s| service_network_ids(s).any(|n| n == network_id))
+    }
+
+    /// Every object, clusters first, then nodes, networks, services and tasks.
     pub fn objects(&self) -> impl Iterator<Item = Object> + '_ {
         let clusters = self.clusters.values().cloned().map(Object::Cluster);
         let nodes = self.nodes.values().cloned().map(Object::Node);
+        let networks = self.networks.values().cloned().map(Object::Network);
         let services = self.services.values().cloned().map(Object::Service);
         let tasks = self.tasks.values().cloned().map(Object::Task);
-        clusters.chain(nodes).chain(services).chain(tasks)
+        clusters
+            .chain(nodes)
+            .chain(networks)
+            .chain(services)
+            .chain(tasks)
     }
 
     /// The current value of an object.
@@ -193,6 +269,7 @@ impl State {
             Kind::Node => self.nodes.get(id).cloned().map(Object::Node),
             Kind::Service => self.services.get(id).cloned().map(Object::Service),
             Kind::Task => self.tasks.get(id).cloned().map(Object::Task),
+            Kind::Network => self.networks.get(id).cloned().map(Object::Network),
         }
     }
 
@@ -208,7 +285,16 @@ impl State {
                     self.node_by_fingerprint
                         .insert(n.cert_fingerprint.clone(), n.id.clone());
                 }
+                let holder = (Kind::Node, n.id.clone());
+                for (net, ip) in node_addresses(&n) {
+                    self.addresses.insert((net, ip), holder.clone());
+                }
                 self.nodes.insert(n.id.clone(), n);
+            }
+            Object::Network(n) => {
+                let name = n.spec.as_ref().map(|s| s.name.clone()).unwrap_or_default();
+                self.network_by_name.insert(name, n.id.clone());
+                self.networks.insert(n.id.clone(), n);
             }
             Object::Service(s) => {
                 let name = s
@@ -217,6 +303,13 @@ impl State {
                     .map(|sp| sp.name.clone())
                     .unwrap_or_default();
                 self.service_by_name.insert(name, s.id.clone());
+                let holder = (Kind::Service, s.id.clone());
+                for (net, ip) in service_addresses(&s) {
+                    self.addresses.insert((net, ip), holder.clone());
+                }
+                for key in ingress_ports(&s) {
+                    self.ingress_ports.insert(key, s.id.clone());
+                }
                 self.services.insert(s.id.clone(), s);
             }
             Object::Task(t) => {
@@ -229,6 +322,10 @@ impl State {
                         .entry(t.node_id.clone())
                         .or_default()
                         .insert(t.id.clone());
+                }
+                let holder = (Kind::Task, t.id.clone());
+                for (net, ip) in task_addresses(&t) {
+                    self.addresses.insert((net, ip), holder.clone());
                 }
                 self.tasks.insert(t.id.clone(), t);
             }
@@ -246,6 +343,7 @@ impl State {
                 if self.node_by_fingerprint.get(&n.cert_fingerprint) == Some(&n.id) {
                     self.node_by_fingerprint.remove(&n.cert_fingerprint);
                 }
+                self.release(node_addresses(&n), &(Kind::Node, n.id.clone()));
                 Some(Object::Node(n))
             }
             Kind::Service => {
@@ -254,15 +352,61 @@ impl State {
                 if self.service_by_name.get(name) == Some(&s.id) {
                     self.service_by_name.remove(name);
                 }
+                self.release(service_addresses(&s), &(Kind::Service, s.id.clone()));
+                for key in ingress_ports(&s) {
+                    if self.ingress_ports.get(&key) == Some(&s.id) {
+                        self.ingress_ports.remove(&key);
+                    }
+                }
                 Some(Object::Service(s))
             }
             Kind::Task => {
                 let t = self.tasks.remove(id)?;
                 remove_from_index(&mut self.tasks_by_service, &t.service_id, &t.id);
                 remove_from_index(&mut self.tasks_by_node, &t.node_id, &t.id);
+                self.release(task_addresses(&t), &(Kind::Task, t.id.clone()));
                 Some(Object::Task(t))
             }
+            Kind::Network => {
+                let n = self.networks.remove(id)?;
+                let name = n.spec.as_ref().map(|s| s.name.as_str()).unwrap_or("");
+                if self.network_by_name.get(name) == Some(&n.id) {
+                    self.network_by_name.remove(name);
+                }
+                Some(Object::Network(n))
+            }
         }
+    }
+
+    /// Drops the address index entries `holder` owns among `addrs`.
+    fn release(&mut self, addrs: Vec<(String, String)>, holder: &Holder) {
+        for key in addrs {
+            if self.addresses.get(&key) == Some(holder) {
+                self.addresses.remove(&key);
+            }
+        }
+    }
+
+    /// Fails if one of `addrs` is held by someone other than `holder`.
+    fn check_free(&self, addrs: &[(String, String)], holder: &Holder) -> Result<(), String> {
+        let mut seen = BTreeSet::new();
+        for key in addrs {
+            if !seen.insert(key) {
+                return Err(format!(
+                    "address {} on network {} given twice",
+                    key.1, key.0
+                ));
+            }
+            if let Some(other) = self.addresses.get(key) {
+                if other != holder {
+                    return Err(format!(
+                        "address {} on network {} is already in use by {:?} {}",
+                        key.1, key.0, other.0, other.1
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Puts back the values recorded in an undo log (newest change undone first).
@@ -414,13 +558,137 @@ impl State {
                 set_version(&mut t.meta, index);
                 self.write(Object::Task(t), applied);
             }
-            Action::CreateNetwork(_)
-            | Action::UpdateNetwork(_)
-            | Action::RemoveNetwork(_)
-            | Action::TaskAllocate(_)
-            | Action::ServiceEndpoint(_)
-            | Action::NodeAllocate(_) => {
-                return Err("networks are not supported by this manager yet".to_string());
+            Action::CreateNetwork(n) => {
+                if self.networks.contains_key(&n.id) {
+                    return Err(format!("network id {:?} already exists", n.id));
+                }
+                self.check_network(n)?;
+                let mut n = n.clone();
+                set_version(&mut n.meta, index);
+                self.write(Object::Network(n), applied);
+            }
+            Action::UpdateNetwork(n) => {
+                if !self.networks.contains_key(&n.id) {
+                    return Err(format!("network {:?} does not exist", n.id));
+                }
+                self.check_network(n)?;
+                let mut n = n.clone();
+                set_version(&mut n.meta, index);
+                self.write(Object::Network(n), applied);
+            }
+            Action::RemoveNetwork(id) => {
+                let Some(net) = self.networks.get(id) else {
+                    return Ok(());
+                };
+                let name = net.spec.as_ref().map(|s| s.name.as_str()).unwrap_or(id);
+                let users: Vec<&str> = self.services_on_network(id).map(service_name).collect();
+                if !users.is_empty() {
+                    return Err(format!(
+                        "network {name} is in use by service {}: remove the service or \
+                         `service update --network-rm {name}` first",
+                        users.join(", ")
+                    ));
+                }
+                if let Some(((_, ip), holder)) = self.addresses.iter().find(|((n, _), _)| n == id) {
+                    if holder.0 == Kind::Task {
+                        return Err(format!(
+                            "network {name} is still in use by task {} ({ip}); wait until it has stopped",
+                            holder.1
+                        ));
+                    }
+                }
+                self.delete(&(Kind::Network, id.clone()), applied);
+            }
+            Action::TaskAllocate(alloc) => {
+                let Some(task) = self.tasks.get(&alloc.task_id) else {
+                    return Ok(());
+                };
+                if task_state(task) != TaskState::TaskNew {
+                    return Ok(()); // allocated already: a stale decision
+                }
+                let mut t = task.clone();
+                t.networks = alloc.networks.clone();
+                t.endpoint = alloc.endpoint.clone();
+                self.check_free(&task_addresses(&t), &(Kind::Task, t.id.clone()))?;
+                let status = t.status.get_or_insert_with(TaskStatus::default);
+                status.state = TaskState::TaskPending as i32;
+                status.message = "pending task scheduling".to_string();
+                status.err.clear();
+                set_version(&mut t.meta, index);
+                self.write(Object::Task(t), applied);
+            }
+            Action::ServiceEndpoint(update) => {
+                let Some(service) = self.services.get(&update.service_id) else {
+                    return Ok(());
+                };
+                if service.spec_version != update.spec_version {
+                    return Ok(()); // the spec changed since: the allocator will look again
+                }
+                let mut s = service.clone();
+                s.endpoint = update.endpoint.clone();
+                self.check_free(&service_addresses(&s), &(Kind::Service, s.id.clone()))?;
+                for key in ingress_ports(&s) {
+                    if let Some(other) = self.ingress_ports.get(&key) {
+                        if *other != s.id {
+                            let other_name =
+                                self.services.get(other).map(service_name).unwrap_or(other);
+                            return Err(format!(
+                                "published port {}/{} is already in use by service {other_name}",
+                                key.1, key.0
+                            ));
+                        }
+                    }
+                }
+                set_version(&mut s.meta, index);
+                self.write(Object::Service(s), applied);
+            }
+            Action::NodeAllocate(alloc) => {
+                let Some(node) = self.nodes.get(&alloc.node_id) else {
+                    return Ok(());
+                };
+                let mut n = node.clone();
+                n.attachments = alloc.attachments.clone();
+                n.mesh_addr = alloc.mesh_addr.clone();
+                self.check_free(&node_addresses(&n), &(Kind::Node, n.id.clone()))?;
+                set_version(&mut n.meta, index);
+                self.write(Object::Node(n), applied);
+            }
+        }
+        Ok(())
+    }
+
+    /// A network's name must be unique and its subnet and VNI must not overlap another network's.
+    fn check_network(&self, n: &Network) -> Result<(), String> {
+        let name = n.spec.as_ref().map(|s| s.name.as_str()).unwrap_or("");
+        if let Some(owner) = self.network_by_name.get(name) {
+            if *owner != n.id {
+                return Err(format!("network name {name:?} is already in use"));
+            }
+        }
+        let subnet: Option<ipnet::Ipv4Net> = if n.subnet.is_empty() {
+            None
+        } else {
+            Some(
+                n.subnet
+                    .parse()
+                    .map_err(|e| format!("network {name}: subnet {:?}: {e}", n.subnet))?,
+            )
+        };
+        for other in self.networks.values().filter(|o| o.id != n.id) {
+            let other_name = other.spec.as_ref().map(|s| s.name.as_str()).unwrap_or("");
+            if n.vni != 0 && other.vni == n.vni {
+                return Err(format!(
+                    "VXLAN id {} is already used by network {other_name}",
+                    n.vni
+                ));
+            }
+            let theirs: Option<ipnet::Ipv4Net> = other.subnet.parse().ok();
+            if let (Some(a), Some(b)) = (subnet, theirs) {
+                if a.contains(&b.network()) || b.contains(&a.network()) {
+                    return Err(format!(
+                        "subnet {a} overlaps subnet {b} of network {other_name}"
+                    ));
+                }
             }
         }
         Ok(())
@@ -464,6 +732,76 @@ fn task_state(t: &Task) -> TaskState {
         .as_ref()
         .and_then(|s| TaskState::try_from(s.state).ok())
         .unwrap_or(TaskState::TaskNew)
+}
+
+/// Whether a task's observed state has ended (its addresses are free again).
+pub fn task_has_ended(t: &Task) -> bool {
+    task_state(t) >= TaskState::TaskComplete
+}
+
+/// (network id, IP) pairs of a list of attachments.
+fn attachment_addresses(atts: &[NetworkAttachment]) -> impl Iterator<Item = (String, String)> + '_ {
+    atts.iter().flat_map(|a| {
+        a.addresses
+            .iter()
+            .map(move |addr| (a.network_id.clone(), ip_of(addr).to_string()))
+    })
+}
+
+/// The IP part of "10.0.1.5/24".
+pub fn ip_of(addr: &str) -> &str {
+    addr.split('/').next().unwrap_or(addr)
+}
+
+fn task_addresses(t: &Task) -> Vec<(String, String)> {
+    if task_has_ended(t) {
+        return Vec::new();
+    }
+    attachment_addresses(&t.networks).collect()
+}
+
+fn node_addresses(n: &Node) -> Vec<(String, String)> {
+    let mut v: Vec<_> = attachment_addresses(&n.attachments).collect();
+    if !n.mesh_addr.is_empty() {
+        v.push((MESH_NETWORK.to_string(), ip_of(&n.mesh_addr).to_string()));
+    }
+    v
+}
+
+fn service_addresses(s: &Service) -> Vec<(String, String)> {
+    s.endpoint
+        .iter()
+        .flat_map(|e| e.virtual_ips.iter())
+        .map(|v| (v.network_id.clone(), ip_of(&v.addr).to_string()))
+        .collect()
+}
+
+/// ("tcp"|"udp", port) of the service's allocated ingress-mode published ports.
+fn ingress_ports(s: &Service) -> Vec<(String, u32)> {
+    s.endpoint
+        .iter()
+        .flat_map(|e| e.ports.iter())
+        .filter(|p| {
+            p.published_port != 0 && (p.publish_mode.is_empty() || p.publish_mode == "ingress")
+        })
+        .map(|p| {
+            let proto = if p.protocol.is_empty() {
+                "tcp"
+            } else {
+                p.protocol.as_str()
+            };
+            (proto.to_string(), p.published_port)
+        })
+        .collect()
+}
+
+/// The network ids a service's spec attaches it to.
+pub fn service_network_ids(s: &Service) -> impl Iterator<Item = &str> {
+    s.spec
+        .iter()
+        .flat_map(|sp| sp.task.iter())
+        .flat_map(|t| t.networks.iter())
+        .map(|n| n.target.as_str())
 }
 
 fn remove_from_index(index: &mut HashMap<String, BTreeSet<String>>, owner: &str, id: &str) {
