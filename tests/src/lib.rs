@@ -1,5 +1,6 @@
 //! Shoal testbed: network-namespace hosts, registry fixture, end-to-end helpers.
 
+pub mod capture;
 pub mod ha;
 pub mod image_fixture;
 pub mod registry;

@@ -125,6 +125,11 @@ impl Testbed {
         &self.prefix
     }
 
+    /// The path of the switch namespace, whose bridge `br0` carries every packet between hosts.
+    pub fn switch_netns_path(&self) -> PathBuf {
+        PathBuf::from("/run/netns").join(&self.switch_ns)
+    }
+
     /// The testbed's directory: logs, data dirs; removed on drop.
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -399,6 +404,11 @@ impl Host {
     /// The host's address on the switch.
     pub fn ip(&self) -> Ipv4Addr {
         self.ip
+    }
+
+    /// The path of the host's network namespace (`/run/netns/<prefix>-<name>`).
+    pub fn netns_path(&self) -> PathBuf {
+        PathBuf::from("/run/netns").join(&self.netns)
     }
 
     /// A directory for this host's data (`<testbed>/<name>`), created on first use.

@@ -1,0 +1,496 @@
+//! End-to-end scenarios for networks (issue 5), on a cluster of one manager and three worker hosts:
+//! overlay networks across hosts (plain and encrypted), service discovery by name, VIP load
+//! balancing, published ports (ingress routing mesh and host mode) and cleanup. Driven through
+//! shoalctl as a user would; traffic runs inside the testbed's namespaces only.
+
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use anyhow::{bail, ensure, Context, Result};
+use shoal_tests::capture::Capture;
+use shoal_tests::testbed::{Cluster, ClusterOptions, TaskRow, Testbed, DEADLINE};
+
+/// A server answering `task <its hostname>` (the first 12 characters of its task id) over HTTP.
+const SERVER: &str =
+    "mkdir -p /www && echo \"task $(hostname)\" > /www/index.html && exec httpd -f -p 80 -h /www";
+
+fn cluster(name: &str, workers: usize) -> Result<Cluster> {
+    Cluster::start_with(Testbed::new(name)?, ClusterOptions::new(workers))
+}
+
+/// `service create --name NAME FLAGS... busybox sh -c SCRIPT`.
+fn create(c: &Cluster, name: &str, flags: &[&str], script: &str) -> Result<()> {
+    let image = c.busybox_image();
+    let mut args = vec!["service", "create", "--name", name];
+    args.extend_from_slice(flags);
+    args.extend_from_slice(&[&image, "sh", "-c", script]);
+    c.ctl_ok(&args)?;
+    Ok(())
+}
+
+/// Runs `script` with /bin/sh inside a task's container (its network and mount namespaces).
+fn exec_in_task(c: &Cluster, task_id: &str, script: &str) -> Result<String> {
+    let (_, container) = c.container_of(task_id)?;
+    let pid = container
+        .pid
+        .with_context(|| format!("task {task_id} has no recorded pid"))?;
+    let out = c.manager.run_timeout(
+        "nsenter",
+        ["-t", &pid.to_string(), "-n", "-m", "/bin/sh", "-c", script],
+        Duration::from_secs(20),
+    )?;
+    if !out.status.success() {
+        bail!(
+            "in task {task_id}: `{script}` failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The running tasks of a service.
+fn running(c: &Cluster, service: &str) -> Result<Vec<TaskRow>> {
+    Ok(c.service_ps(service)?
+        .into_iter()
+        .filter(|t| t.desired_running() && t.is_running())
+        .collect())
+}
+
+/// The IPv4 address of `ifname` inside a task.
+fn task_addr(c: &Cluster, task_id: &str, ifname: &str) -> Result<Ipv4Addr> {
+    let out = exec_in_task(c, task_id, &format!("ip -4 -o addr show {ifname}"))?;
+    out.split_whitespace()
+        .skip_while(|w| *w != "inet")
+        .nth(1)
+        .and_then(|cidr| cidr.split('/').next())
+        .and_then(|ip| ip.parse().ok())
+        .with_context(|| format!("no IPv4 address on {ifname} in task {task_id}: {out:?}"))
+}
+
+/// Every IPv4 address in busybox nslookup's answer (the server's own address left out).
+fn nslookup(c: &Cluster, task_id: &str, name: &str) -> Result<BTreeSet<Ipv4Addr>> {
+    let out = exec_in_task(c, task_id, &format!("nslookup {name} 127.0.0.11 || true"))?;
+    let answer = out.split("Name:").skip(1).collect::<Vec<_>>().join(" ");
+    Ok(answer
+        .split(|ch: char| ch.is_whitespace() || ch == ',')
+        .filter_map(|w| w.parse::<Ipv4Addr>().ok())
+        .collect())
+}
+
+/// HTTP GET from inside a task; the body, trimmed.
+fn get_in_task(c: &Cluster, task_id: &str, url: &str) -> Result<String> {
+    Ok(exec_in_task(c, task_id, &format!("wget -T 3 -qO- {url}"))?
+        .trim()
+        .to_string())
+}
+
+/// HTTP GET from a host's own namespace (busybox wget); the body, trimmed.
+fn get_on_host(host: &shoal_tests::testbed::Host, url: &str) -> Result<String> {
+    let out = host.run_timeout(
+        "/bin/busybox",
+        ["wget", "-T", "3", "-qO-", url],
+        Duration::from_secs(10),
+    )?;
+    if !out.status.success() {
+        bail!(
+            "wget {url} on {}: {}",
+            host.name(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// "task <12 chars of id>" for each task.
+fn answers_of(tasks: &[TaskRow]) -> BTreeSet<String> {
+    tasks
+        .iter()
+        .map(|t| format!("task {}", &t.id[..t.id.len().min(12)]))
+        .collect()
+}
+
+/// Fetches `get()` until every expected answer was seen; fails on any other answer.
+fn wait_all_answer(
+    what: &str,
+    expected: &BTreeSet<String>,
+    mut get: impl FnMut() -> Result<String>,
+) -> Result<()> {
+    let mut seen = BTreeSet::new();
+    Testbed::wait_for(DEADLINE, what, || {
+        let body = get()?;
+        if !expected.contains(&body) {
+            bail!("unexpected answer {body:?} (expected one of {expected:?})");
+        }
+        seen.insert(body);
+        Ok(seen == *expected)
+    })
+}
+
+/// Kernel objects Shoal's networking leaves on a host: overlay bridges, VXLAN and WireGuard
+/// devices, task veths, and published-port or VIP rules.
+fn leftovers(c: &Cluster) -> Result<Vec<String>> {
+    let mut left = Vec::new();
+    for a in &c.agents {
+        let out = a.host.run("ip", ["-o", "link", "show"])?;
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let name = line.split(':').nth(1).unwrap_or("").trim();
+            let name = name.split('@').next().unwrap_or(name);
+            if ["sbr", "svx", "swg", "veth", "vo"]
+                .iter()
+                .any(|p| name.starts_with(p))
+            {
+                left.push(format!("{}: link {name}", a.host.name()));
+            }
+        }
+        let out = a.host.run("nft", ["list", "ruleset"])?;
+        let rules = String::from_utf8_lossy(&out.stdout);
+        if rules.contains("dnat") {
+            left.push(format!("{}: nftables DNAT rules:\n{rules}", a.host.name()));
+        }
+        let netns_dir = a.data_dir.join("network").join("netns");
+        if let Ok(entries) = std::fs::read_dir(&netns_dir) {
+            for e in entries.flatten() {
+                left.push(format!(
+                    "{}: task netns {}",
+                    a.host.name(),
+                    e.file_name().to_string_lossy()
+                ));
+            }
+        }
+    }
+    Ok(left)
+}
+
+fn wait_clean(c: &Cluster) -> Result<()> {
+    let mut last = Vec::new();
+    let r = Testbed::wait_for(DEADLINE, "no network leftovers on any host", || {
+        last = leftovers(c)?;
+        Ok(last.is_empty())
+    });
+    r.with_context(|| format!("left behind: {last:#?}"))
+}
+
+/// A client task on w1 reaches, by name and through the VIP, a service whose tasks run only on w2
+/// and w3; `tasks.NAME` follows scale up and down; everything goes away with `rm`.
+fn name_resolution_across_hosts(encrypted: bool) -> Result<()> {
+    let c = cluster(if encrypted { "net-enc" } else { "net-plain" }, 3)?;
+    let mut create_net = vec!["network", "create", "-d", "overlay"];
+    if encrypted {
+        create_net.extend(["--opt", "encrypted"]);
+    }
+    create_net.push("front");
+    c.ctl_ok(&create_net)?;
+    let ls = c.ctl_json(["network", "ls"])?;
+    ensure!(
+        ls.iter()
+            .any(|n| n["Name"] == "front" && n["Driver"] == "overlay"),
+        "network ls lacks front: {ls:?}"
+    );
+
+    create(
+        &c,
+        "web",
+        &[
+            "--network",
+            "front",
+            "--replicas",
+            "2",
+            "--constraint",
+            "node.hostname!=w1",
+        ],
+        SERVER,
+    )?;
+    create(
+        &c,
+        "client",
+        &["--network", "front", "--constraint", "node.hostname==w1"],
+        "exec sleep 3600",
+    )?;
+    let web = c.wait_running("web", 2)?;
+    let web_nodes: BTreeSet<&str> = web.iter().map(|t| t.node.as_str()).collect();
+    ensure!(
+        web_nodes == BTreeSet::from(["w2", "w3"]),
+        "web must run on w2 and w3 (spread, not w1): {web:?}"
+    );
+    let client = c.wait_running("client", 1)?;
+    let client_id = client[0].id.clone();
+
+    // By name through the VIP, balanced over both hosts' tasks.
+    let expected = answers_of(&web);
+    wait_all_answer(
+        "client reaches both web tasks via http://web/",
+        &expected,
+        || get_in_task(&c, &client_id, "http://web/"),
+    )?;
+    wait_all_answer("web.front resolves too", &expected, || {
+        get_in_task(&c, &client_id, "http://web.front/")
+    })?;
+
+    // The encrypted network's payload never crosses the underlay in clear.
+    if encrypted {
+        let marker = "SHOAL-MARKER-7f3a91c2";
+        let capture = Capture::start(&c.testbed().switch_netns_path(), "br0")?;
+        for _ in 0..5 {
+            // The marker travels in the request (query string) and in the 404 page echoing it.
+            let _ = exec_in_task(
+                &c,
+                &client_id,
+                &format!("wget -T 3 -qO- 'http://web/{marker}' || true"),
+            )?;
+        }
+        let seen = capture.finish()?;
+        ensure!(
+            seen.frames > 10,
+            "the capture saw only {} frames",
+            seen.frames
+        );
+        ensure!(
+            !seen.contains(marker.as_bytes()),
+            "the marker crossed the underlay in clear"
+        );
+        let body = get_in_task(&c, &client_id, "http://web/")?;
+        ensure!(expected.contains(&body), "after the capture: {body:?}");
+    }
+
+    // tasks.web lists exactly the running tasks' addresses, through scale up and down.
+    for replicas in [4usize, 1] {
+        c.ctl_ok(["service", "scale", &format!("web={replicas}")])?;
+        let tasks = c.wait_running("web", replicas)?;
+        let mut want = BTreeSet::new();
+        for t in &tasks {
+            want.insert(task_addr(&c, &t.id, "eth0")?);
+        }
+        let mut got = BTreeSet::new();
+        Testbed::wait_for(
+            DEADLINE,
+            &format!("tasks.web lists the {replicas} running tasks"),
+            || {
+                got = nslookup(&c, &client_id, "tasks.web")?;
+                Ok(got == want)
+            },
+        )
+        .with_context(|| format!("tasks.web answered {got:?}, running tasks have {want:?}"))?;
+        let vip = nslookup(&c, &client_id, "web")?;
+        ensure!(
+            vip.len() == 1 && vip.is_disjoint(&want),
+            "web must resolve to one VIP, not to task addresses: {vip:?} vs {want:?}"
+        );
+    }
+
+    // network rm is refused while a service uses it, and names the service.
+    let out = c.ctl(["network", "rm", "front"])?;
+    ensure!(
+        !out.status.success(),
+        "network rm of a used network succeeded"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        err.contains("web") || err.contains("client"),
+        "the error must name the service: {err}"
+    );
+
+    c.ctl_ok(["service", "rm", "web", "client"])?;
+    Testbed::wait_for(DEADLINE, "network rm once the services are gone", || {
+        Ok(c.ctl(["network", "rm", "front"])?.status.success())
+    })?;
+    wait_clean(&c)?;
+    c.shutdown()
+}
+
+#[test]
+fn overlay_name_resolution_and_vip_across_hosts() -> Result<()> {
+    name_resolution_across_hosts(false)
+}
+
+#[test]
+fn encrypted_overlay_across_hosts_hides_the_payload() -> Result<()> {
+    name_resolution_across_hosts(true)
+}
+
+/// The capture itself works: on a plain overlay the marker *is* visible on the underlay.
+#[test]
+fn plain_overlay_payload_is_visible_on_the_underlay() -> Result<()> {
+    let c = cluster("net-clear", 2)?;
+    c.ctl_ok(["network", "create", "-d", "overlay", "clear"])?;
+    create(
+        &c,
+        "web",
+        &["--network", "clear", "--constraint", "node.hostname==w2"],
+        SERVER,
+    )?;
+    create(
+        &c,
+        "client",
+        &["--network", "clear", "--constraint", "node.hostname==w1"],
+        "exec sleep 3600",
+    )?;
+    c.wait_running("web", 1)?;
+    let client = c.wait_running("client", 1)?;
+    let client_id = client[0].id.clone();
+    Testbed::wait_for(DEADLINE, "client reaches web", || {
+        Ok(get_in_task(&c, &client_id, "http://web/")?.starts_with("task "))
+    })?;
+    let marker = "SHOAL-MARKER-c1ea2";
+    let capture = Capture::start(&c.testbed().switch_netns_path(), "br0")?;
+    let _ = exec_in_task(
+        &c,
+        &client_id,
+        &format!("wget -T 3 -qO- 'http://web/{marker}' || true"),
+    )?;
+    let seen = capture.finish()?;
+    ensure!(
+        seen.contains(marker.as_bytes()),
+        "a plain overlay carries the request in clear, so the capture must see the marker ({} frames)",
+        seen.frames
+    );
+    c.ctl_ok(["service", "rm", "web", "client"])?;
+    c.ctl_ok(["network", "rm", "clear"])
+        .or_else(|_| -> Result<String> {
+            Testbed::wait_for(DEADLINE, "network rm", || {
+                Ok(c.ctl(["network", "rm", "clear"])?.status.success())
+            })?;
+            Ok(String::new())
+        })?;
+    wait_clean(&c)?;
+    c.shutdown()
+}
+
+/// Ingress mode: every node answers on the published port and balances over all tasks, including
+/// a node running none of them, the host itself and 127.0.0.1; `--publish-add/--publish-rm` on a
+/// running service.
+#[test]
+fn published_port_routing_mesh() -> Result<()> {
+    let c = cluster("net-ingress", 3)?;
+    create(
+        &c,
+        "web",
+        &[
+            "-p",
+            "8080:80",
+            "--replicas",
+            "2",
+            "--constraint",
+            "node.hostname!=w1",
+            "--max-replicas-per-node",
+            "1",
+        ],
+        SERVER,
+    )?;
+    let web = c.wait_running("web", 2)?;
+    let expected = answers_of(&web);
+    let w1 = c.agents[0].host.clone();
+    ensure!(w1.name() == "w1", "agent 0 runs on {}", w1.name());
+    let w1_url = format!("http://{}:8080/", w1.ip());
+
+    // From outside (another host of the network), to the node that runs no task.
+    wait_all_answer(
+        "the registry host reaches both tasks via w1:8080",
+        &expected,
+        || get_on_host(&c.registry, &w1_url),
+    )?;
+    // From w1 itself: its own address and 127.0.0.1.
+    wait_all_answer("w1 reaches its own published port", &expected, || {
+        get_on_host(&w1, &w1_url)
+    })?;
+    wait_all_answer("w1 reaches 127.0.0.1:8080", &expected, || {
+        get_on_host(&w1, "http://127.0.0.1:8080/")
+    })?;
+    // From a node running a task, to another node's port.
+    let w2 = c.agents[1].host.clone();
+    wait_all_answer("w2 reaches w1:8080", &expected, || {
+        get_on_host(&w2, &w1_url)
+    })?;
+
+    // Change the published port on the running service.
+    c.ctl_ok([
+        "service",
+        "update",
+        "--publish-rm",
+        "8080",
+        "--publish-add",
+        "9090:80",
+        "web",
+    ])?;
+    let web = c.wait_running("web", 2)?;
+    let expected = answers_of(&web);
+    let w1_9090 = format!("http://{}:9090/", w1.ip());
+    wait_all_answer("9090 answers after --publish-add", &expected, || {
+        get_on_host(&c.registry, &w1_9090)
+    })?;
+    Testbed::wait_for(DEADLINE, "8080 refused after --publish-rm", || {
+        Ok(get_on_host(&c.registry, &w1_url).is_err())
+    })?;
+
+    // A second service cannot take a port in use.
+    let image = c.busybox_image();
+    let out = c.ctl([
+        "service", "create", "--name", "dup", "-p", "9090:80", &image, "sleep", "3600",
+    ])?;
+    ensure!(!out.status.success(), "a second service got port 9090");
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(err.contains("9090"), "the error must name the port: {err}");
+
+    c.ctl_ok(["service", "rm", "web"])?;
+    Testbed::wait_for(DEADLINE, "9090 refused after service rm", || {
+        Ok(get_on_host(&c.registry, &w1_9090).is_err())
+    })?;
+    wait_clean(&c)?;
+    c.shutdown()
+}
+
+/// Host mode: only nodes running a task listen; two tasks needing the same host port never share
+/// a node (the extra one stays pending with the reason).
+#[test]
+fn host_mode_ports_are_conflict_checked() -> Result<()> {
+    let c = cluster("net-hostport", 2)?;
+    create(
+        &c,
+        "hp",
+        &[
+            "--publish",
+            "published=7070,target=80,mode=host",
+            "--replicas",
+            "3",
+            "--detach",
+        ],
+        SERVER,
+    )?;
+    let mut pending = Vec::new();
+    Testbed::wait_for(DEADLINE, "2 tasks running, 1 pending on the port", || {
+        let tasks = c.service_ps("hp")?;
+        let run = tasks
+            .iter()
+            .filter(|t| t.desired_running() && t.is_running())
+            .count();
+        pending = tasks
+            .iter()
+            .filter(|t| t.current_state.to_ascii_lowercase().starts_with("pending"))
+            .cloned()
+            .collect();
+        Ok(run == 2 && pending.len() == 1)
+    })?;
+    ensure!(
+        pending[0].error.contains("port"),
+        "the pending task must say why: {:?}",
+        pending[0]
+    );
+    let running = running(&c, "hp")?;
+    let nodes: BTreeSet<&str> = running.iter().map(|t| t.node.as_str()).collect();
+    ensure!(nodes.len() == 2, "one task per node: {running:?}");
+    for a in &c.agents {
+        let url = format!("http://{}:7070/", a.host.ip());
+        let body = get_on_host(&c.registry, &url)?;
+        let local: Vec<&TaskRow> = running.iter().filter(|t| t.node == a.host.name()).collect();
+        ensure!(
+            local.len() == 1
+                && answers_of(&local.iter().map(|t| (*t).clone()).collect::<Vec<_>>())
+                    .contains(&body),
+            "{url} must answer with the task on that node, got {body:?}"
+        );
+    }
+    c.ctl_ok(["service", "rm", "hp"])?;
+    wait_clean(&c)?;
+    c.shutdown()
+}
