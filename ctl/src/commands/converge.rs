@@ -112,10 +112,23 @@ pub fn snapshot(
     global_desired: Option<u64>,
     node_names: &HashMap<String, String>,
 ) -> Snapshot {
+    snapshot_since(service, tasks, global_desired, node_names, 0)
+}
+
+/// [`snapshot`] counting only tasks made from spec version `since` or later (after an update,
+/// the old tasks do not count even while they still run). Tasks without a spec version count.
+pub fn snapshot_since(
+    service: &Service,
+    tasks: &[Task],
+    global_desired: Option<u64>,
+    node_names: &HashMap<String, String>,
+    since: u64,
+) -> Snapshot {
     let spec = service.spec.clone().unwrap_or_default();
     let mine: Vec<&Task> = tasks
         .iter()
         .filter(|t| t.service_id == service.id)
+        .filter(|t| t.spec_version == 0 || t.spec_version >= since)
         .collect();
     let slots: Vec<Slot> = if spec.mode == ServiceMode::ModeGlobal as i32 {
         // One line per node that should run a task.
@@ -335,6 +348,24 @@ impl Tracker {
 /// Polls the manager until the service converges, cannot converge, or `timeout` passes, drawing
 /// progress on stdout.
 pub async fn wait(control: &mut Control, service: &Service, timeout: Duration) -> Result<()> {
+    wait_since(control, service, timeout, 0).await
+}
+
+/// [`wait`] after an update: only tasks made from the service's current spec version count.
+pub async fn wait_updated(
+    control: &mut Control,
+    service: &Service,
+    timeout: Duration,
+) -> Result<()> {
+    wait_since(control, service, timeout, service.spec_version).await
+}
+
+async fn wait_since(
+    control: &mut Control,
+    service: &Service,
+    timeout: Duration,
+    since: u64,
+) -> Result<()> {
     let name = service
         .spec
         .as_ref()
@@ -372,7 +403,13 @@ pub async fn wait(control: &mut Control, service: &Service, timeout: Duration) -
         } else {
             None
         };
-        let snap = snapshot(service, &resp.tasks, global_desired, &resp.node_names);
+        let snap = snapshot_since(
+            service,
+            &resp.tasks,
+            global_desired,
+            &resp.node_names,
+            since,
+        );
         let verdict = tracker.observe(&snap, start.elapsed());
         progress.draw(&snap, &verdict)?;
         match verdict {
@@ -457,6 +494,30 @@ mod tests {
         assert_eq!(snap.slots[0].ended, 1);
         assert_eq!(snap.running, 1);
         assert_eq!(snap.desired, 2);
+    }
+
+    #[test]
+    fn after_an_update_only_new_spec_tasks_count() {
+        let mut svc = service(2, RestartCondition::RestartAny, 0);
+        svc.spec_version = 2;
+        let versioned = |id: &str, slot, created, state, desired, v| Task {
+            spec_version: v,
+            ..task(id, slot, created, state, desired)
+        };
+        let tasks = vec![
+            versioned("old1", 1, 1, Running, Running, 1),
+            versioned("old2", 2, 1, Running, Shutdown, 1),
+            versioned("new2", 2, 2, Starting, Running, 2),
+        ];
+        let none = HashMap::new();
+        let snap = snapshot_since(&svc, &tasks, None, &none, 2);
+        assert_eq!(snap.slots[0].state, None, "old1 is of the old spec");
+        assert_eq!(snap.slots[1].task_id, "new2");
+        assert_eq!(snap.running, 0);
+        // a replicas-only update keeps the spec version: the running tasks count
+        let snap = snapshot_since(&svc, &tasks, None, &none, 1);
+        assert_eq!(snap.slots[0].task_id, "old1");
+        assert_eq!(snap.running, 1);
     }
 
     #[test]
