@@ -106,18 +106,10 @@ fn slot_of(label: String, tasks: &[&Task]) -> Slot {
 
 /// Reduces a service's tasks to one line per slot. `global_desired` is the manager's count of
 /// eligible nodes for a global service; `node_names` maps node IDs to hostnames for labels.
+///
+/// Only tasks made from spec version `since` or later count (after an update, the old tasks do
+/// not, even while they still run; 0 counts every task). Tasks without a spec version count.
 pub fn snapshot(
-    service: &Service,
-    tasks: &[Task],
-    global_desired: Option<u64>,
-    node_names: &HashMap<String, String>,
-) -> Snapshot {
-    snapshot_since(service, tasks, global_desired, node_names, 0)
-}
-
-/// [`snapshot`] counting only tasks made from spec version `since` or later (after an update,
-/// the old tasks do not count even while they still run). Tasks without a spec version count.
-pub fn snapshot_since(
     service: &Service,
     tasks: &[Task],
     global_desired: Option<u64>,
@@ -403,7 +395,7 @@ async fn wait_since(
         } else {
             None
         };
-        let snap = snapshot_since(
+        let snap = snapshot(
             service,
             &resp.tasks,
             global_desired,
@@ -487,7 +479,7 @@ mod tests {
             task("b", 2, 1, Running, Running),
             task("gone", 3, 1, Running, Shutdown),
         ];
-        let snap = snapshot(&svc, &tasks, None, &HashMap::new());
+        let snap = snapshot(&svc, &tasks, None, &HashMap::new(), 0);
         assert_eq!(snap.slots.len(), 2);
         assert_eq!(snap.slots[0].label, "1/2");
         assert_eq!(snap.slots[0].task_id, "new");
@@ -510,12 +502,12 @@ mod tests {
             versioned("new2", 2, 2, Starting, Running, 2),
         ];
         let none = HashMap::new();
-        let snap = snapshot_since(&svc, &tasks, None, &none, 2);
+        let snap = snapshot(&svc, &tasks, None, &none, 2);
         assert_eq!(snap.slots[0].state, None, "old1 is of the old spec");
         assert_eq!(snap.slots[1].task_id, "new2");
         assert_eq!(snap.running, 0);
         // a replicas-only update keeps the spec version: the running tasks count
-        let snap = snapshot_since(&svc, &tasks, None, &none, 1);
+        let snap = snapshot(&svc, &tasks, None, &none, 1);
         assert_eq!(snap.slots[0].task_id, "old1");
         assert_eq!(snap.running, 1);
     }
@@ -534,28 +526,28 @@ mod tests {
         ];
         let none = HashMap::new();
         assert_eq!(
-            tr.observe(&snapshot(&svc, &half, None, &none), secs(0.0)),
+            tr.observe(&snapshot(&svc, &half, None, &none, 0), secs(0.0)),
             Verdict::Converging
         );
         assert_eq!(
-            tr.observe(&snapshot(&svc, &all, None, &none), secs(0.25)),
+            tr.observe(&snapshot(&svc, &all, None, &none, 0), secs(0.25)),
             Verdict::Verifying
         );
         // a task dropping out resets the verification
         assert_eq!(
-            tr.observe(&snapshot(&svc, &half, None, &none), secs(0.5)),
+            tr.observe(&snapshot(&svc, &half, None, &none, 0), secs(0.5)),
             Verdict::Converging
         );
         assert_eq!(
-            tr.observe(&snapshot(&svc, &all, None, &none), secs(0.75)),
+            tr.observe(&snapshot(&svc, &all, None, &none, 0), secs(0.75)),
             Verdict::Verifying
         );
         assert_eq!(
-            tr.observe(&snapshot(&svc, &all, None, &none), secs(1.5)),
+            tr.observe(&snapshot(&svc, &all, None, &none, 0), secs(1.5)),
             Verdict::Verifying
         );
         assert_eq!(
-            tr.observe(&snapshot(&svc, &all, None, &none), secs(1.75)),
+            tr.observe(&snapshot(&svc, &all, None, &none, 0), secs(1.75)),
             Verdict::Converged
         );
     }
@@ -564,7 +556,7 @@ mod tests {
     fn zero_replicas_converge() {
         let svc = service(0, RestartCondition::RestartAny, 0);
         let mut tr = Tracker::new(RestartRules::of(&svc));
-        let snap = snapshot(&svc, &[], None, &HashMap::new());
+        let snap = snapshot(&svc, &[], None, &HashMap::new(), 0);
         assert_eq!(tr.observe(&snap, secs(0.0)), Verdict::Verifying);
         assert_eq!(tr.observe(&snap, secs(1.0)), Verdict::Converged);
     }
@@ -577,7 +569,7 @@ mod tests {
         if let Some(s) = t.status.as_mut() {
             s.exit_code = 3;
         }
-        let v = tr.observe(&snapshot(&svc, &[t], None, &HashMap::new()), secs(0.0));
+        let v = tr.observe(&snapshot(&svc, &[t], None, &HashMap::new(), 0), secs(0.0));
         assert_eq!(
             v,
             Verdict::Failed("1/1: failed: exit code 3 (restart condition is none)".into())
@@ -589,7 +581,7 @@ mod tests {
         let svc = service(1, RestartCondition::RestartAny, 0);
         let mut tr = Tracker::new(RestartRules::of(&svc));
         let t = task("a", 1, 1, Failed, Shutdown);
-        let snap = snapshot(&svc, &[t], None, &HashMap::new());
+        let snap = snapshot(&svc, &[t], None, &HashMap::new(), 0);
         assert_eq!(tr.observe(&snap, secs(0.0)), Verdict::Converging);
         assert_eq!(tr.observe(&snap, secs(60.0)), Verdict::Converging);
     }
@@ -606,22 +598,22 @@ mod tests {
         ];
         let mut tr = Tracker::new(RestartRules::of(&svc));
         assert!(matches!(
-            tr.observe(&snapshot(&svc, &three, None, &none), secs(0.0)),
+            tr.observe(&snapshot(&svc, &three, None, &none, 0), secs(0.0)),
             Verdict::Failed(m) if m.contains("gave up after 2 restart attempts")
         ));
         // 2 ended tasks and no replacement after delay + grace -> fail as well
         let two = &three[..2];
         let mut tr = Tracker::new(RestartRules::of(&svc));
         assert_eq!(
-            tr.observe(&snapshot(&svc, two, None, &none), secs(0.0)),
+            tr.observe(&snapshot(&svc, two, None, &none, 0), secs(0.0)),
             Verdict::Converging
         );
         assert_eq!(
-            tr.observe(&snapshot(&svc, two, None, &none), secs(5.0)),
+            tr.observe(&snapshot(&svc, two, None, &none, 0), secs(5.0)),
             Verdict::Converging
         );
         assert!(matches!(
-            tr.observe(&snapshot(&svc, two, None, &none), secs(6.5)),
+            tr.observe(&snapshot(&svc, two, None, &none, 0), secs(6.5)),
             Verdict::Failed(_)
         ));
     }
@@ -633,7 +625,7 @@ mod tests {
         if let Some(s) = t.status.as_mut() {
             s.err = "no suitable node (insufficient resources on 1 node)".into();
         }
-        let snap = snapshot(&svc, &[t], None, &HashMap::new());
+        let snap = snapshot(&svc, &[t], None, &HashMap::new(), 0);
         let mut tr = Tracker::new(RestartRules::of(&svc));
         assert_eq!(tr.observe(&snap, secs(1.0)), Verdict::Converging);
         assert_eq!(tr.observe(&snap, secs(10.0)), Verdict::Converging);
@@ -657,7 +649,7 @@ mod tests {
             },
         ];
         let names: HashMap<String, String> = [("node0".to_string(), "host-a".to_string())].into();
-        let snap = snapshot(&svc, &tasks, Some(3), &names);
+        let snap = snapshot(&svc, &tasks, Some(3), &names, 0);
         assert_eq!(snap.slots[0].label, "host-a");
         assert_eq!(snap.slots[1].label, "nodeB");
         assert_eq!((snap.running, snap.desired), (1, 3));
