@@ -4,7 +4,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use shoal_proto::spec::{port_protocol, port_publish_mode};
 use shoal_proto::units;
+use shoal_proto::v1::{NetworkAttachmentConfig, PortConfig};
 
 /// How listings and inspections are printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
@@ -16,7 +18,7 @@ pub enum Format {
     Json,
 }
 
-/// shoalctl: manage a Shoal cluster (services, nodes, join tokens), in the style of docker.
+/// shoalctl: manage a Shoal cluster (services, networks, nodes, join tokens), in the style of docker.
 #[derive(Debug, Parser)]
 #[command(name = "shoalctl", version, propagate_version = true)]
 pub struct Cli {
@@ -40,6 +42,9 @@ pub enum Command {
     /// Manage services.
     #[command(subcommand)]
     Service(ServiceCommand),
+    /// Manage networks (overlay networks across hosts, local bridges, host, none).
+    #[command(subcommand)]
+    Network(NetworkCommand),
     /// Manage the cluster's nodes.
     #[command(subcommand)]
     Node(NodeCommand),
@@ -60,6 +65,9 @@ pub enum ServiceCommand {
     Ps(PsArgs),
     /// Show services in detail (JSON array like docker).
     Inspect(InspectArgs),
+    /// Change a service (image, replicas, networks, published ports, ...) and wait until its
+    /// tasks run the new spec (unless --detach).
+    Update(Box<UpdateArgs>),
     /// Scale one or more replicated services (NAME=REPLICAS).
     Scale(ScaleArgs),
     /// Remove one or more services.
@@ -67,6 +75,21 @@ pub enum ServiceCommand {
     Rm(RmArgs),
     /// Print the logs of a service's tasks.
     Logs(LogsArgs),
+}
+
+/// `shoalctl network ...`
+#[derive(Debug, Subcommand)]
+pub enum NetworkCommand {
+    /// Create a network and print its ID.
+    Create(NetworkCreateArgs),
+    /// List networks.
+    #[command(visible_alias = "list")]
+    Ls(NetworkLsArgs),
+    /// Show networks in detail (always a JSON array, like docker).
+    Inspect(NetworkInspectArgs),
+    /// Remove networks (refused while a service uses them).
+    #[command(visible_alias = "remove")]
+    Rm(NetworkRmArgs),
 }
 
 /// `shoalctl node ...`
@@ -117,6 +140,26 @@ pub enum RestartCondition {
     OnFailure,
     /// Never.
     None,
+}
+
+/// How a service is reached by the other services on its networks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum EndpointMode {
+    /// One virtual IP per network, load-balanced over the running tasks.
+    #[default]
+    Vip,
+    /// DNS round robin: the service name resolves to the running tasks' addresses.
+    Dnsrr,
+}
+
+impl EndpointMode {
+    /// The wire spelling ("vip" | "dnsrr").
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndpointMode::Vip => "vip",
+            EndpointMode::Dnsrr => "dnsrr",
+        }
+    }
 }
 
 /// Arguments of `service create`.
@@ -189,6 +232,20 @@ pub struct CreateArgs {
           value_parser = parse_duration)]
     pub stop_grace_period: i64,
 
+    /// Attach the tasks to a network: NAME, or name=NAME,alias=A[,alias=B] (repeatable; eth0,
+    /// eth1, ... in this order).
+    #[arg(long, value_name = "NETWORK", value_parser = parse_network)]
+    pub network: Vec<NetworkAttachmentConfig>,
+
+    /// Publish a port: PUBLISHED:TARGET[/udp], TARGET (the manager picks a published port), or
+    /// published=P,target=T[,protocol=tcp|udp][,mode=ingress|host] (repeatable).
+    #[arg(long, short = 'p', value_name = "PORT", value_parser = parse_publish)]
+    pub publish: Vec<PortConfig>,
+
+    /// How other services reach this one: a virtual IP, or DNS round robin over its tasks.
+    #[arg(long, value_enum, default_value_t = EndpointMode::Vip)]
+    pub endpoint_mode: EndpointMode,
+
     /// Return right after the service is created instead of waiting for it to converge.
     #[arg(long, short = 'd')]
     pub detach: bool,
@@ -243,6 +300,86 @@ pub struct InspectArgs {
     pub pretty: bool,
 }
 
+/// Arguments of `service update`.
+#[derive(Debug, Args)]
+pub struct UpdateArgs {
+    /// New image (e.g. busybox:1.36); the tasks are replaced.
+    #[arg(long, value_name = "IMAGE")]
+    pub image: Option<String>,
+
+    /// New number of tasks (replicated services only).
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = parse_replicas)]
+    pub replicas: Option<u64>,
+
+    /// Add or replace an environment variable (repeatable).
+    #[arg(long = "env-add", value_name = "K=V", value_parser = parse_env)]
+    pub env_add: Vec<String>,
+
+    /// Remove an environment variable by name (repeatable).
+    #[arg(long = "env-rm", value_name = "K")]
+    pub env_rm: Vec<String>,
+
+    /// Add a placement constraint, e.g. node.labels.zone==east (repeatable).
+    #[arg(long = "constraint-add", value_name = "EXPR")]
+    pub constraint_add: Vec<String>,
+
+    /// Remove a placement constraint, written as it was added (repeatable).
+    #[arg(long = "constraint-rm", value_name = "EXPR")]
+    pub constraint_rm: Vec<String>,
+
+    /// Attach to another network: NAME, or name=NAME,alias=A (repeatable).
+    #[arg(long = "network-add", value_name = "NETWORK", value_parser = parse_network)]
+    pub network_add: Vec<NetworkAttachmentConfig>,
+
+    /// Detach from a network, by name or ID (repeatable).
+    #[arg(long = "network-rm", value_name = "NETWORK")]
+    pub network_rm: Vec<String>,
+
+    /// Publish a port (same forms as `service create --publish`); replaces a port already
+    /// published on the same port and protocol (repeatable).
+    #[arg(long = "publish-add", value_name = "PORT", value_parser = parse_publish)]
+    pub publish_add: Vec<PortConfig>,
+
+    /// Stop publishing a port: PUBLISHED[/PROTOCOL], PUBLISHED:TARGET[/PROTOCOL], or
+    /// published=P[,target=T][,protocol=tcp|udp][,mode=ingress|host]; without a protocol every
+    /// protocol of that port goes (repeatable).
+    #[arg(long = "publish-rm", value_name = "PORT", value_parser = parse_publish_rm)]
+    pub publish_rm: Vec<PortMatch>,
+
+    /// New endpoint mode.
+    #[arg(long, value_enum)]
+    pub endpoint_mode: Option<EndpointMode>,
+
+    /// Return right after the update is accepted instead of waiting for the tasks.
+    #[arg(long, short = 'd')]
+    pub detach: bool,
+
+    /// How long to wait for the service to converge (without --detach).
+    #[arg(long, value_name = "DURATION", default_value = "120s", value_parser = parse_timeout)]
+    pub timeout: Duration,
+
+    /// Service name or ID.
+    #[arg(value_name = "SERVICE")]
+    pub service: String,
+}
+
+impl UpdateArgs {
+    /// True when no flag asks for a change.
+    pub fn changes_nothing(&self) -> bool {
+        self.image.is_none()
+            && self.replicas.is_none()
+            && self.env_add.is_empty()
+            && self.env_rm.is_empty()
+            && self.constraint_add.is_empty()
+            && self.constraint_rm.is_empty()
+            && self.network_add.is_empty()
+            && self.network_rm.is_empty()
+            && self.publish_add.is_empty()
+            && self.publish_rm.is_empty()
+            && self.endpoint_mode.is_none()
+    }
+}
+
 /// Arguments of `service scale`.
 #[derive(Debug, Args)]
 pub struct ScaleArgs {
@@ -284,6 +421,92 @@ pub struct LogsArgs {
     /// Do not truncate task IDs.
     #[arg(long)]
     pub no_trunc: bool,
+}
+
+/// A network driver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum NetworkDriver {
+    /// A VXLAN network spanning every host (scope swarm).
+    #[default]
+    Overlay,
+    /// A bridge on each host, NAT to the outside (scope local).
+    Bridge,
+    /// The host's own network stack.
+    Host,
+    /// Loopback only.
+    None,
+}
+
+impl NetworkDriver {
+    /// The wire spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NetworkDriver::Overlay => "overlay",
+            NetworkDriver::Bridge => "bridge",
+            NetworkDriver::Host => "host",
+            NetworkDriver::None => "none",
+        }
+    }
+}
+
+/// Arguments of `network create`.
+#[derive(Debug, Args)]
+pub struct NetworkCreateArgs {
+    /// Driver of the network.
+    #[arg(long, short = 'd', value_enum, default_value_t = NetworkDriver::Overlay)]
+    pub driver: NetworkDriver,
+
+    /// Subnet in CIDR form, e.g. 10.5.0.0/24 [default: the manager picks a free /24 of 10.0.0.0/8].
+    #[arg(long, value_name = "CIDR")]
+    pub subnet: Option<String>,
+
+    /// Gateway address inside --subnet [default: its first address].
+    #[arg(long, value_name = "IP")]
+    pub gateway: Option<String>,
+
+    /// Driver option KEY[=VALUE] (repeatable); `encrypted` runs an overlay over the WireGuard
+    /// mesh between hosts.
+    #[arg(long = "opt", short = 'o', value_name = "KEY[=VALUE]", value_parser = parse_option)]
+    pub opt: Vec<(String, String)>,
+
+    /// Let standalone containers attach too (recorded; services can always attach).
+    #[arg(long)]
+    pub attachable: bool,
+
+    /// Label K=V on the network (repeatable).
+    #[arg(long, value_name = "K=V", value_parser = parse_label)]
+    pub label: Vec<(String, String)>,
+
+    /// Network name (letters, digits, '-' and '_').
+    #[arg(value_name = "NAME")]
+    pub name: String,
+}
+
+/// Arguments of `network ls`.
+#[derive(Debug, Args)]
+pub struct NetworkLsArgs {
+    /// Print only the network IDs.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+    /// Do not truncate IDs.
+    #[arg(long)]
+    pub no_trunc: bool,
+}
+
+/// Arguments of `network inspect`.
+#[derive(Debug, Args)]
+pub struct NetworkInspectArgs {
+    /// Network names or IDs.
+    #[arg(value_name = "NETWORK", required = true)]
+    pub networks: Vec<String>,
+}
+
+/// Arguments of `network rm`.
+#[derive(Debug, Args)]
+pub struct NetworkRmArgs {
+    /// Network names or IDs.
+    #[arg(value_name = "NETWORK", required = true)]
+    pub networks: Vec<String>,
 }
 
 /// Arguments of `node ls`.
@@ -457,6 +680,200 @@ pub fn parse_scale(s: &str) -> Result<(String, u64), String> {
     Ok((name.to_string(), n))
 }
 
+/// Parses a `--opt KEY[=VALUE]` of `network create`.
+pub fn parse_option(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s.split_once('=').unwrap_or((s, ""));
+    let k = k.trim();
+    if k.is_empty() {
+        return Err(format!("{s:?} has no option name (e.g. encrypted)"));
+    }
+    Ok((k.to_string(), v.to_string()))
+}
+
+/// `k=v,k=v` pairs of the long forms of --network and --publish.
+fn pairs(s: &str) -> Result<Vec<(&str, &str)>, String> {
+    s.split(',')
+        .map(|part| {
+            part.split_once('=')
+                .map(|(k, v)| (k.trim(), v.trim()))
+                .ok_or_else(|| format!("{part:?} in {s:?} is not KEY=VALUE"))
+        })
+        .collect()
+}
+
+/// Parses `--network NAME` or `--network name=NAME,alias=A[,alias=B]`.
+pub fn parse_network(s: &str) -> Result<NetworkAttachmentConfig, String> {
+    if !s.contains('=') {
+        let name = s.trim();
+        if name.is_empty() {
+            return Err("a network name is required".into());
+        }
+        return Ok(NetworkAttachmentConfig {
+            target: name.to_string(),
+            aliases: Vec::new(),
+        });
+    }
+    let mut cfg = NetworkAttachmentConfig::default();
+    for (k, v) in pairs(s)? {
+        match k {
+            "name" | "target" => cfg.target = v.to_string(),
+            "alias" => cfg.aliases.push(v.to_string()),
+            other => {
+                return Err(format!(
+                    "unknown key {other:?} in {s:?} (use name=NETWORK and alias=NAME)"
+                ))
+            }
+        }
+    }
+    if cfg.target.is_empty() {
+        return Err(format!("{s:?} has no name=NETWORK"));
+    }
+    Ok(cfg)
+}
+
+fn parse_port(what: &str, s: &str) -> Result<u32, String> {
+    if s.contains('-') {
+        return Err(format!(
+            "{what} port {s:?}: port ranges are not supported, publish each port"
+        ));
+    }
+    s.trim()
+        .parse::<u32>()
+        .map_err(|_| format!("invalid {what} port {s:?}: expected a number 1-65535"))
+}
+
+fn parse_protocol(s: &str) -> Result<String, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        p @ ("tcp" | "udp") => Ok(p.to_string()),
+        other => Err(format!("unknown protocol {other:?} (use tcp or udp)")),
+    }
+}
+
+fn parse_publish_mode(s: &str) -> Result<String, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        m @ ("ingress" | "host") => Ok(m.to_string()),
+        other => Err(format!("unknown mode {other:?} (use ingress or host)")),
+    }
+}
+
+/// Which ports `--publish-rm` removes: every field given must match.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PortMatch {
+    /// The published port.
+    pub published: Option<u32>,
+    /// The target port.
+    pub target: Option<u32>,
+    /// "tcp" | "udp"; any when not given.
+    pub protocol: Option<String>,
+    /// "ingress" | "host"; any when not given.
+    pub mode: Option<String>,
+}
+
+impl PortMatch {
+    /// True if `p` is one of the ports this names.
+    pub fn matches(&self, p: &PortConfig) -> bool {
+        self.published.is_none_or(|x| x == p.published_port)
+            && self.target.is_none_or(|x| x == p.target_port)
+            && self
+                .protocol
+                .as_deref()
+                .is_none_or(|x| x == port_protocol(&p.protocol))
+            && self
+                .mode
+                .as_deref()
+                .is_none_or(|x| x == port_publish_mode(&p.publish_mode))
+    }
+}
+
+impl std::fmt::Display for PortMatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut parts = Vec::new();
+        if let Some(p) = self.published {
+            parts.push(format!("published={p}"));
+        }
+        if let Some(t) = self.target {
+            parts.push(format!("target={t}"));
+        }
+        if let Some(p) = &self.protocol {
+            parts.push(format!("protocol={p}"));
+        }
+        if let Some(m) = &self.mode {
+            parts.push(format!("mode={m}"));
+        }
+        f.write_str(&parts.join(","))
+    }
+}
+
+/// The fields of a short or long port form, before defaults.
+fn parse_port_fields(s: &str) -> Result<PortMatch, String> {
+    let mut m = PortMatch::default();
+    if s.contains('=') {
+        for (k, v) in pairs(s)? {
+            match k {
+                "published" => m.published = Some(parse_port("published", v)?),
+                "target" => m.target = Some(parse_port("target", v)?),
+                "protocol" => m.protocol = Some(parse_protocol(v)?),
+                "mode" => m.mode = Some(parse_publish_mode(v)?),
+                other => {
+                    return Err(format!(
+                        "unknown key {other:?} in {s:?} (use published, target, protocol, mode)"
+                    ))
+                }
+            }
+        }
+        return Ok(m);
+    }
+    let (ports, protocol) = match s.split_once('/') {
+        Some((ports, proto)) => (ports, Some(parse_protocol(proto)?)),
+        None => (s, None),
+    };
+    m.protocol = protocol;
+    let parts: Vec<&str> = ports.split(':').collect();
+    match parts[..] {
+        [target] => m.target = Some(parse_port("target", target)?),
+        [published, target] => {
+            m.published = Some(parse_port("published", published)?);
+            m.target = Some(parse_port("target", target)?);
+        }
+        _ => {
+            return Err(format!(
+                "{s:?} is not PUBLISHED:TARGET[/PROTOCOL] (binding to one address is not supported)"
+            ))
+        }
+    }
+    Ok(m)
+}
+
+/// Parses `-p/--publish`: `8080:80`, `8080:80/udp`, `80` (the manager picks the published
+/// port), or `published=8080,target=80,protocol=tcp|udp,mode=ingress|host`.
+pub fn parse_publish(s: &str) -> Result<PortConfig, String> {
+    let m = parse_port_fields(s)?;
+    let target = m
+        .target
+        .ok_or_else(|| format!("{s:?} has no target port (e.g. published=8080,target=80)"))?;
+    Ok(PortConfig {
+        name: String::new(),
+        protocol: m.protocol.unwrap_or_else(|| "tcp".into()),
+        target_port: target,
+        published_port: m.published.unwrap_or(0),
+        publish_mode: m.mode.unwrap_or_else(|| "ingress".into()),
+    })
+}
+
+/// Parses `--publish-rm`: `8080` and `8080/udp` name a published port; `8080:80[/udp]` and the
+/// long form `published=8080,protocol=udp` name it more closely.
+pub fn parse_publish_rm(s: &str) -> Result<PortMatch, String> {
+    let mut m = parse_port_fields(s)?;
+    if !s.contains('=') && !s.contains(':') {
+        // A bare number is the published port (the one users see and remember).
+        m.published = m.target.take();
+    }
+    if m.published.is_none() && m.target.is_none() {
+        return Err(format!("{s:?} names no port (e.g. 8080 or published=8080)"));
+    }
+    Ok(m)
+}
+
 /// Parses `--tail`: a number of lines, or "all" (-1).
 pub fn parse_tail(s: &str) -> Result<i64, String> {
     if s.trim().eq_ignore_ascii_case("all") {
@@ -558,6 +975,158 @@ mod tests {
         assert_eq!(parse_label("ssd"), Ok(("ssd".into(), String::new())));
         assert!(parse_label("=a").is_err());
         assert!(parse_label_key("a b").is_err());
+    }
+
+    #[test]
+    fn publish_forms() {
+        let p = parse_publish("8080:80").expect("short");
+        assert_eq!(
+            (
+                p.published_port,
+                p.target_port,
+                p.protocol.as_str(),
+                p.publish_mode.as_str()
+            ),
+            (8080, 80, "tcp", "ingress")
+        );
+        let p = parse_publish("53:5353/udp").expect("udp");
+        assert_eq!(
+            (p.published_port, p.target_port, p.protocol.as_str()),
+            (53, 5353, "udp")
+        );
+        let p = parse_publish("80").expect("target only");
+        assert_eq!((p.published_port, p.target_port), (0, 80));
+        let p = parse_publish("published=8080,target=80,protocol=udp,mode=host").expect("long");
+        assert_eq!(
+            (
+                p.published_port,
+                p.target_port,
+                p.protocol.as_str(),
+                p.publish_mode.as_str()
+            ),
+            (8080, 80, "udp", "host")
+        );
+        let p = parse_publish("target=80").expect("long, no published");
+        assert_eq!((p.published_port, p.publish_mode.as_str()), (0, "ingress"));
+        for (bad, why) in [
+            ("published=8080", "no target port"),
+            ("8080:80/sctp", "unknown protocol"),
+            ("mode=local,target=80", "unknown mode"),
+            ("published=8080,target=80,colour=red", "unknown key"),
+            ("127.0.0.1:8080:80", "binding to one address"),
+            ("8080-8081:80-81", "port ranges"),
+            ("web:80", "invalid published port"),
+            ("published=8080,target", "not KEY=VALUE"),
+        ] {
+            let e = parse_publish(bad).expect_err(bad);
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn publish_rm_forms() {
+        let port = |published, target, protocol: &str, mode: &str| PortConfig {
+            published_port: published,
+            target_port: target,
+            protocol: protocol.into(),
+            publish_mode: mode.into(),
+            ..Default::default()
+        };
+        let tcp = port(8080, 80, "tcp", "ingress");
+        let udp = port(8080, 80, "udp", "host");
+        let m = parse_publish_rm("8080").expect("bare");
+        assert_eq!(m.published, Some(8080));
+        assert!(m.matches(&tcp) && m.matches(&udp));
+        let m = parse_publish_rm("8080/udp").expect("proto");
+        assert!(!m.matches(&tcp) && m.matches(&udp));
+        let m = parse_publish_rm("published=8080,protocol=tcp").expect("long");
+        assert!(m.matches(&tcp) && !m.matches(&udp));
+        assert!(m.matches(&port(8080, 80, "", "")), "empty protocol is tcp");
+        let m = parse_publish_rm("8080:81").expect("both");
+        assert!(!m.matches(&tcp));
+        assert_eq!(m.to_string(), "published=8080,target=81");
+        assert!(parse_publish_rm("protocol=tcp").is_err());
+    }
+
+    #[test]
+    fn network_forms() {
+        let n = parse_network("front").expect("name");
+        assert_eq!((n.target.as_str(), n.aliases.len()), ("front", 0));
+        let n = parse_network("name=front,alias=web1,alias=www").expect("long");
+        assert_eq!(n.target, "front");
+        assert_eq!(n.aliases, vec!["web1", "www"]);
+        assert_eq!(parse_network("target=back").expect("target").target, "back");
+        assert!(parse_network("alias=x").is_err_and(|e| e.contains("no name=NETWORK")));
+        assert!(parse_network("name=a,driver-opt=x").is_err_and(|e| e.contains("unknown key")));
+        assert!(parse_network("").is_err());
+        assert_eq!(
+            parse_option("encrypted"),
+            Ok(("encrypted".into(), String::new()))
+        );
+        assert_eq!(parse_option("mtu=1400"), Ok(("mtu".into(), "1400".into())));
+        assert!(parse_option("=x").is_err());
+    }
+
+    #[test]
+    fn network_and_update_commands() {
+        let cli = parse(&[
+            "network",
+            "create",
+            "-d",
+            "overlay",
+            "--subnet",
+            "10.5.0.0/24",
+            "--opt",
+            "encrypted",
+            "-o",
+            "mtu=1400",
+            "--attachable",
+            "--label",
+            "team=a",
+            "front",
+        ])
+        .expect("parses");
+        let Command::Network(NetworkCommand::Create(a)) = cli.command else {
+            panic!("not network create")
+        };
+        assert_eq!(a.driver, NetworkDriver::Overlay);
+        assert_eq!(a.subnet.as_deref(), Some("10.5.0.0/24"));
+        assert_eq!(a.opt.len(), 2);
+        assert!(a.attachable);
+        assert_eq!(a.name, "front");
+        assert!(parse(&["network", "create", "-d", "macvlan", "x"]).is_err());
+        let cli = parse(&["network", "ls", "-q"]).expect("ls");
+        assert!(matches!(cli.command, Command::Network(NetworkCommand::Ls(ref a)) if a.quiet));
+        let cli = parse(&[
+            "service",
+            "update",
+            "--publish-add",
+            "9090:90",
+            "--publish-rm",
+            "8080",
+            "--network-add",
+            "name=back,alias=api",
+            "--network-rm",
+            "front",
+            "--image",
+            "nginx",
+            "-d",
+            "web",
+        ])
+        .expect("update");
+        let Command::Service(ServiceCommand::Update(a)) = cli.command else {
+            panic!("not update")
+        };
+        assert_eq!(a.publish_add[0].published_port, 9090);
+        assert_eq!(a.publish_rm[0].published, Some(8080));
+        assert_eq!(a.network_add[0].aliases, vec!["api"]);
+        assert_eq!(a.network_rm, vec!["front"]);
+        assert!(a.detach && !a.changes_nothing());
+        let cli = parse(&["service", "update", "web"]).expect("bare update parses");
+        let Command::Service(ServiceCommand::Update(a)) = cli.command else {
+            panic!("not update")
+        };
+        assert!(a.changes_nothing());
     }
 
     #[test]

@@ -74,8 +74,9 @@ fn clap_failure(e: clap::Error) -> ExitCode {
         ErrorKind::DisplayHelp
         | ErrorKind::DisplayVersion
         | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
-            // A bare noun (`shoalctl service`) prints its help, as docker does.
-            print!("{}", e.render());
+            // A bare noun (`shoalctl service`) prints its help, as docker does. A closed pipe
+            // (`--help | head`) is not an error.
+            let _ = output::print(&e.render().to_string());
             ExitCode::SUCCESS
         }
         _ => fail(&clap_message(&e)),

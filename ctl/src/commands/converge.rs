@@ -106,16 +106,21 @@ fn slot_of(label: String, tasks: &[&Task]) -> Slot {
 
 /// Reduces a service's tasks to one line per slot. `global_desired` is the manager's count of
 /// eligible nodes for a global service; `node_names` maps node IDs to hostnames for labels.
+///
+/// Only tasks made from spec version `since` or later count (after an update, the old tasks do
+/// not, even while they still run; 0 counts every task). Tasks without a spec version count.
 pub fn snapshot(
     service: &Service,
     tasks: &[Task],
     global_desired: Option<u64>,
     node_names: &HashMap<String, String>,
+    since: u64,
 ) -> Snapshot {
     let spec = service.spec.clone().unwrap_or_default();
     let mine: Vec<&Task> = tasks
         .iter()
         .filter(|t| t.service_id == service.id)
+        .filter(|t| t.spec_version == 0 || t.spec_version >= since)
         .collect();
     let slots: Vec<Slot> = if spec.mode == ServiceMode::ModeGlobal as i32 {
         // One line per node that should run a task.
@@ -335,6 +340,24 @@ impl Tracker {
 /// Polls the manager until the service converges, cannot converge, or `timeout` passes, drawing
 /// progress on stdout.
 pub async fn wait(control: &mut Control, service: &Service, timeout: Duration) -> Result<()> {
+    wait_since(control, service, timeout, 0).await
+}
+
+/// [`wait`] after an update: only tasks made from the service's current spec version count.
+pub async fn wait_updated(
+    control: &mut Control,
+    service: &Service,
+    timeout: Duration,
+) -> Result<()> {
+    wait_since(control, service, timeout, service.spec_version).await
+}
+
+async fn wait_since(
+    control: &mut Control,
+    service: &Service,
+    timeout: Duration,
+    since: u64,
+) -> Result<()> {
     let name = service
         .spec
         .as_ref()
@@ -372,7 +395,13 @@ pub async fn wait(control: &mut Control, service: &Service, timeout: Duration) -
         } else {
             None
         };
-        let snap = snapshot(service, &resp.tasks, global_desired, &resp.node_names);
+        let snap = snapshot(
+            service,
+            &resp.tasks,
+            global_desired,
+            &resp.node_names,
+            since,
+        );
         let verdict = tracker.observe(&snap, start.elapsed());
         progress.draw(&snap, &verdict)?;
         match verdict {
@@ -450,13 +479,37 @@ mod tests {
             task("b", 2, 1, Running, Running),
             task("gone", 3, 1, Running, Shutdown),
         ];
-        let snap = snapshot(&svc, &tasks, None, &HashMap::new());
+        let snap = snapshot(&svc, &tasks, None, &HashMap::new(), 0);
         assert_eq!(snap.slots.len(), 2);
         assert_eq!(snap.slots[0].label, "1/2");
         assert_eq!(snap.slots[0].task_id, "new");
         assert_eq!(snap.slots[0].ended, 1);
         assert_eq!(snap.running, 1);
         assert_eq!(snap.desired, 2);
+    }
+
+    #[test]
+    fn after_an_update_only_new_spec_tasks_count() {
+        let mut svc = service(2, RestartCondition::RestartAny, 0);
+        svc.spec_version = 2;
+        let versioned = |id: &str, slot, created, state, desired, v| Task {
+            spec_version: v,
+            ..task(id, slot, created, state, desired)
+        };
+        let tasks = vec![
+            versioned("old1", 1, 1, Running, Running, 1),
+            versioned("old2", 2, 1, Running, Shutdown, 1),
+            versioned("new2", 2, 2, Starting, Running, 2),
+        ];
+        let none = HashMap::new();
+        let snap = snapshot(&svc, &tasks, None, &none, 2);
+        assert_eq!(snap.slots[0].state, None, "old1 is of the old spec");
+        assert_eq!(snap.slots[1].task_id, "new2");
+        assert_eq!(snap.running, 0);
+        // a replicas-only update keeps the spec version: the running tasks count
+        let snap = snapshot(&svc, &tasks, None, &none, 1);
+        assert_eq!(snap.slots[0].task_id, "old1");
+        assert_eq!(snap.running, 1);
     }
 
     #[test]
@@ -473,28 +526,28 @@ mod tests {
         ];
         let none = HashMap::new();
         assert_eq!(
-            tr.observe(&snapshot(&svc, &half, None, &none), secs(0.0)),
+            tr.observe(&snapshot(&svc, &half, None, &none, 0), secs(0.0)),
             Verdict::Converging
         );
         assert_eq!(
-            tr.observe(&snapshot(&svc, &all, None, &none), secs(0.25)),
+            tr.observe(&snapshot(&svc, &all, None, &none, 0), secs(0.25)),
             Verdict::Verifying
         );
         // a task dropping out resets the verification
         assert_eq!(
-            tr.observe(&snapshot(&svc, &half, None, &none), secs(0.5)),
+            tr.observe(&snapshot(&svc, &half, None, &none, 0), secs(0.5)),
             Verdict::Converging
         );
         assert_eq!(
-            tr.observe(&snapshot(&svc, &all, None, &none), secs(0.75)),
+            tr.observe(&snapshot(&svc, &all, None, &none, 0), secs(0.75)),
             Verdict::Verifying
         );
         assert_eq!(
-            tr.observe(&snapshot(&svc, &all, None, &none), secs(1.5)),
+            tr.observe(&snapshot(&svc, &all, None, &none, 0), secs(1.5)),
             Verdict::Verifying
         );
         assert_eq!(
-            tr.observe(&snapshot(&svc, &all, None, &none), secs(1.75)),
+            tr.observe(&snapshot(&svc, &all, None, &none, 0), secs(1.75)),
             Verdict::Converged
         );
     }
@@ -503,7 +556,7 @@ mod tests {
     fn zero_replicas_converge() {
         let svc = service(0, RestartCondition::RestartAny, 0);
         let mut tr = Tracker::new(RestartRules::of(&svc));
-        let snap = snapshot(&svc, &[], None, &HashMap::new());
+        let snap = snapshot(&svc, &[], None, &HashMap::new(), 0);
         assert_eq!(tr.observe(&snap, secs(0.0)), Verdict::Verifying);
         assert_eq!(tr.observe(&snap, secs(1.0)), Verdict::Converged);
     }
@@ -516,7 +569,7 @@ mod tests {
         if let Some(s) = t.status.as_mut() {
             s.exit_code = 3;
         }
-        let v = tr.observe(&snapshot(&svc, &[t], None, &HashMap::new()), secs(0.0));
+        let v = tr.observe(&snapshot(&svc, &[t], None, &HashMap::new(), 0), secs(0.0));
         assert_eq!(
             v,
             Verdict::Failed("1/1: failed: exit code 3 (restart condition is none)".into())
@@ -528,7 +581,7 @@ mod tests {
         let svc = service(1, RestartCondition::RestartAny, 0);
         let mut tr = Tracker::new(RestartRules::of(&svc));
         let t = task("a", 1, 1, Failed, Shutdown);
-        let snap = snapshot(&svc, &[t], None, &HashMap::new());
+        let snap = snapshot(&svc, &[t], None, &HashMap::new(), 0);
         assert_eq!(tr.observe(&snap, secs(0.0)), Verdict::Converging);
         assert_eq!(tr.observe(&snap, secs(60.0)), Verdict::Converging);
     }
@@ -545,22 +598,22 @@ mod tests {
         ];
         let mut tr = Tracker::new(RestartRules::of(&svc));
         assert!(matches!(
-            tr.observe(&snapshot(&svc, &three, None, &none), secs(0.0)),
+            tr.observe(&snapshot(&svc, &three, None, &none, 0), secs(0.0)),
             Verdict::Failed(m) if m.contains("gave up after 2 restart attempts")
         ));
         // 2 ended tasks and no replacement after delay + grace -> fail as well
         let two = &three[..2];
         let mut tr = Tracker::new(RestartRules::of(&svc));
         assert_eq!(
-            tr.observe(&snapshot(&svc, two, None, &none), secs(0.0)),
+            tr.observe(&snapshot(&svc, two, None, &none, 0), secs(0.0)),
             Verdict::Converging
         );
         assert_eq!(
-            tr.observe(&snapshot(&svc, two, None, &none), secs(5.0)),
+            tr.observe(&snapshot(&svc, two, None, &none, 0), secs(5.0)),
             Verdict::Converging
         );
         assert!(matches!(
-            tr.observe(&snapshot(&svc, two, None, &none), secs(6.5)),
+            tr.observe(&snapshot(&svc, two, None, &none, 0), secs(6.5)),
             Verdict::Failed(_)
         ));
     }
@@ -572,7 +625,7 @@ mod tests {
         if let Some(s) = t.status.as_mut() {
             s.err = "no suitable node (insufficient resources on 1 node)".into();
         }
-        let snap = snapshot(&svc, &[t], None, &HashMap::new());
+        let snap = snapshot(&svc, &[t], None, &HashMap::new(), 0);
         let mut tr = Tracker::new(RestartRules::of(&svc));
         assert_eq!(tr.observe(&snap, secs(1.0)), Verdict::Converging);
         assert_eq!(tr.observe(&snap, secs(10.0)), Verdict::Converging);
@@ -596,7 +649,7 @@ mod tests {
             },
         ];
         let names: HashMap<String, String> = [("node0".to_string(), "host-a".to_string())].into();
-        let snap = snapshot(&svc, &tasks, Some(3), &names);
+        let snap = snapshot(&svc, &tasks, Some(3), &names, 0);
         assert_eq!(snap.slots[0].label, "host-a");
         assert_eq!(snap.slots[1].label, "nodeB");
         assert_eq!((snap.running, snap.desired), (1, 3));

@@ -2,12 +2,13 @@
 
 pub mod cluster;
 pub mod converge;
+pub mod network;
 pub mod node;
 pub mod service;
 
-use anyhow::Result;
+use anyhow::{anyhow, Result};
 
-use crate::cli::{Cli, ClusterCommand, Command, NodeCommand, ServiceCommand};
+use crate::cli::{Cli, ClusterCommand, Command, NetworkCommand, NodeCommand, ServiceCommand};
 use crate::client::{self, Connection};
 
 /// Runs one command line against the cluster.
@@ -17,10 +18,19 @@ pub async fn run(cli: Cli) -> Result<()> {
     // Check what can be checked before dialling a manager, so bad input fails fast and offline.
     let spec = match &cli.command {
         Command::Service(ServiceCommand::Create(args)) => Some(service::build_spec(args)?),
+        Command::Service(ServiceCommand::Update(args)) if args.changes_nothing() => {
+            return Err(anyhow!(
+                "nothing to update: give at least one flag (see shoalctl service update --help)"
+            ));
+        }
         Command::Node(NodeCommand::Update(args)) => {
             node::update_request(args)?;
             None
         }
+        _ => None,
+    };
+    let network_spec = match &cli.command {
+        Command::Network(NetworkCommand::Create(args)) => Some(network::build_spec(args)?),
         _ => None,
     };
     let Connection {
@@ -41,9 +51,22 @@ pub async fn run(cli: Cli) -> Result<()> {
             ServiceCommand::Ls(args) => service::ls(c, &args, format).await,
             ServiceCommand::Ps(args) => service::ps(c, &args, format).await,
             ServiceCommand::Inspect(args) => service::inspect(c, &args).await,
+            ServiceCommand::Update(args) => service::update(c, &args).await,
             ServiceCommand::Scale(args) => service::scale(c, &args).await,
             ServiceCommand::Rm(args) => service::rm(c, &args).await,
             ServiceCommand::Logs(args) => service::logs(c, &args).await,
+        },
+        Command::Network(cmd) => match cmd {
+            NetworkCommand::Create(args) => {
+                let spec = match network_spec {
+                    Some(spec) => spec,
+                    None => network::build_spec(&args)?,
+                };
+                network::create(c, spec).await
+            }
+            NetworkCommand::Ls(args) => network::ls(c, &args, format).await,
+            NetworkCommand::Inspect(args) => network::inspect(c, &args).await,
+            NetworkCommand::Rm(args) => network::rm(c, &args).await,
         },
         Command::Node(cmd) => match cmd {
             NodeCommand::Ls(args) => node::ls(c, &args, format).await,

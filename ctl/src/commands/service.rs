@@ -1,22 +1,23 @@
-//! `shoalctl service create|ls|ps|inspect|scale|rm|logs`.
+//! `shoalctl service create|ls|ps|inspect|update|scale|rm|logs`.
 
 use std::collections::HashMap;
 use std::io::Write;
 
 use anyhow::{anyhow, Result};
 use serde_json::json;
-use shoal_proto::spec::validate_service;
+use shoal_proto::spec::{endpoint_mode, port_protocol, port_publish_mode, validate_service};
 use shoal_proto::v1::{
-    ContainerSpec, CreateServiceRequest, GetServiceRequest, ListServicesRequest, ListTasksRequest,
-    LogLine, Placement, RemoveServiceRequest, ResourceRequirements, Resources, RestartPolicy,
-    ScaleServiceRequest, Service, ServiceLogsRequest, ServiceMode, ServiceSpec, ServiceSummary,
-    Task, TaskSpec,
+    ContainerSpec, CreateServiceRequest, EndpointSpec, GetNetworkRequest, GetServiceRequest,
+    ListServicesRequest, ListTasksRequest, LogLine, Placement, PortConfig, RemoveServiceRequest,
+    ResourceRequirements, Resources, RestartPolicy, ScaleServiceRequest, Service,
+    ServiceLogsRequest, ServiceMode, ServiceSpec, ServiceSummary, Task, TaskSpec,
+    UpdateServiceRequest,
 };
 
 use super::converge;
 use crate::cli::{
     CreateArgs, Format, InspectArgs, LogsArgs, LsArgs, Mode, PsArgs, RestartCondition, RmArgs,
-    ScaleArgs,
+    ScaleArgs, UpdateArgs,
 };
 use crate::client::{status, Control};
 use crate::output::{self, json as js, table::Table};
@@ -70,12 +71,209 @@ pub fn build_spec(a: &CreateArgs) -> Result<ServiceSpec> {
                 max_replicas_per_node: a.max_replicas_per_node.unwrap_or(0),
                 preferences: a.placement_pref.clone(),
             }),
-            networks: Vec::new(),
+            networks: a.network.clone(),
         }),
-        endpoint: None,
+        endpoint: Some(EndpointSpec {
+            mode: a.endpoint_mode.as_str().to_string(),
+            ports: a.publish.clone(),
+        }),
     };
     validate_service(&spec)?;
     Ok(spec)
+}
+
+/// The ID of each network named by `--network-add`/`--network-rm` that the manager knows; the
+/// spec stores network IDs, the user types names.
+pub type NetworkIds = HashMap<String, String>;
+
+/// Whether an attachment's target is the network the user named.
+fn same_network(target: &str, named: &str, ids: &NetworkIds) -> bool {
+    target == named || ids.get(named).is_some_and(|id| id == target)
+}
+
+/// Applies `service update` flags to a spec (removals before additions, as docker does) and
+/// checks the result the way the manager will.
+pub fn apply_update(spec: &mut ServiceSpec, a: &UpdateArgs, ids: &NetworkIds) -> Result<()> {
+    if let Some(n) = a.replicas {
+        if spec.mode == ServiceMode::ModeGlobal as i32 {
+            return Err(anyhow!("--replicas: cannot be used with a global service"));
+        }
+        spec.replicas = n;
+    }
+    let task = spec.task.get_or_insert_with(Default::default);
+    let c = task.container.get_or_insert_with(Default::default);
+    if let Some(image) = &a.image {
+        c.image = image.clone();
+    }
+    let key = |e: &str| e.split_once('=').map(|(k, _)| k).unwrap_or(e).to_string();
+    for k in &a.env_rm {
+        c.env.retain(|e| key(e) != *k);
+    }
+    for e in &a.env_add {
+        c.env.retain(|x| key(x) != key(e));
+        c.env.push(e.clone());
+    }
+    let placement = task.placement.get_or_insert_with(Default::default);
+    for expr in &a.constraint_rm {
+        placement.constraints.retain(|x| x != expr);
+    }
+    for expr in &a.constraint_add {
+        if !placement.constraints.contains(expr) {
+            placement.constraints.push(expr.clone());
+        }
+    }
+    for name in &a.network_rm {
+        let before = task.networks.len();
+        task.networks
+            .retain(|n| !same_network(&n.target, name, ids));
+        if task.networks.len() == before {
+            return Err(anyhow!(
+                "--network-rm: service {} is not attached to network {name}",
+                spec.name
+            ));
+        }
+    }
+    for add in &a.network_add {
+        if task
+            .networks
+            .iter()
+            .any(|n| same_network(&n.target, &add.target, ids))
+        {
+            return Err(anyhow!(
+                "--network-add: service {} is already attached to network {}",
+                spec.name,
+                add.target
+            ));
+        }
+        task.networks.push(add.clone());
+    }
+    let ep = spec.endpoint.get_or_insert_with(Default::default);
+    for m in &a.publish_rm {
+        let before = ep.ports.len();
+        ep.ports.retain(|p| !m.matches(p));
+        if ep.ports.len() == before {
+            return Err(anyhow!(
+                "--publish-rm: service {} publishes no port matching {m}",
+                spec.name
+            ));
+        }
+    }
+    for add in &a.publish_add {
+        // Docker's "add or update": the same published port and protocol is replaced.
+        if add.published_port != 0 {
+            ep.ports.retain(|p| {
+                p.published_port != add.published_port
+                    || port_protocol(&p.protocol) != port_protocol(&add.protocol)
+            });
+        }
+        ep.ports.push(add.clone());
+    }
+    if let Some(mode) = a.endpoint_mode {
+        ep.mode = mode.as_str().to_string();
+    }
+    if ep.mode.is_empty() {
+        ep.mode = "vip".into();
+    }
+    validate_service(spec)?;
+    Ok(())
+}
+
+/// `service update`: reads the service, applies the flags, sends the new spec, prints the
+/// service name and waits until the tasks run the new spec (unless `--detach`).
+pub async fn update(c: &mut Control, a: &UpdateArgs) -> Result<()> {
+    let svc = get_service(c, &a.service).await?;
+    let mut ids = NetworkIds::new();
+    for name in a.network_add.iter().map(|n| &n.target).chain(&a.network_rm) {
+        match c
+            .get_network(GetNetworkRequest {
+                name_or_id: name.clone(),
+            })
+            .await
+        {
+            Ok(r) => {
+                if let Some(n) = r.into_inner().network {
+                    ids.insert(name.clone(), n.id);
+                }
+            }
+            // A network that is gone can still be detached by the ID the spec holds.
+            Err(s) if s.code() == tonic::Code::NotFound && a.network_rm.contains(name) => {}
+            Err(s) => return Err(status(s).context(format!("network {name}"))),
+        }
+    }
+    let mut spec = svc.spec.clone().unwrap_or_default();
+    apply_update(&mut spec, a, &ids)?;
+    let updated = c
+        .update_service(UpdateServiceRequest {
+            name_or_id: svc.id.clone(),
+            spec: Some(spec),
+        })
+        .await
+        .map_err(status)?
+        .into_inner()
+        .service
+        .ok_or_else(|| anyhow!("the manager answered without the updated service"))?;
+    output::print(&format!("{}\n", a.service))?;
+    if a.detach {
+        return Ok(());
+    }
+    converge::wait_updated(c, &updated, a.timeout).await
+}
+
+/// The ports a service publishes: the allocated ones once the manager filled them in, else
+/// those of the spec.
+fn published_ports(svc: &Service) -> Vec<PortConfig> {
+    match svc.endpoint.as_ref().filter(|e| !e.ports.is_empty()) {
+        Some(e) => e.ports.clone(),
+        None => svc
+            .spec
+            .as_ref()
+            .and_then(|s| s.endpoint.as_ref())
+            .map(|e| e.ports.clone())
+            .unwrap_or_default(),
+    }
+}
+
+/// Docker's PORTS column: ingress-mode ports as `*:8080->80/tcp`, consecutive ports merged
+/// into ranges (`*:8080-8081->80-81/tcp`), joined by ", ".
+pub fn ports_column(svc: &Service) -> String {
+    let mut ports: Vec<PortConfig> = published_ports(svc)
+        .into_iter()
+        .filter(|p| port_publish_mode(&p.publish_mode) == "ingress" && p.published_port != 0)
+        .collect();
+    ports.sort_by(|a, b| {
+        (port_protocol(&a.protocol), a.published_port)
+            .cmp(&(port_protocol(&b.protocol), b.published_port))
+    });
+    // (protocol, first published, first target, count)
+    let mut ranges: Vec<(String, u32, u32, u32)> = Vec::new();
+    for p in &ports {
+        let proto = port_protocol(&p.protocol).to_string();
+        if let Some(last) = ranges.last_mut() {
+            if last.0 == proto
+                && p.published_port == last.1 + last.3
+                && p.target_port == last.2 + last.3
+            {
+                last.3 += 1;
+                continue;
+            }
+        }
+        ranges.push((proto, p.published_port, p.target_port, 1));
+    }
+    ranges
+        .iter()
+        .map(|(proto, published, target, n)| {
+            if *n == 1 {
+                format!("*:{published}->{target}/{proto}")
+            } else {
+                format!(
+                    "*:{published}-{}->{target}-{}/{proto}",
+                    published + n - 1,
+                    target + n - 1
+                )
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// `service create`: creates the service, prints its ID, and waits for convergence unless
@@ -105,7 +303,7 @@ fn image_of(spec: Option<&TaskSpec>) -> &str {
         .unwrap_or("")
 }
 
-/// A `service ls` row: ID, NAME, MODE, REPLICAS, IMAGE.
+/// A `service ls` row: ID, NAME, MODE, REPLICAS, IMAGE, PORTS.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceRow {
     /// Short ID.
@@ -118,6 +316,8 @@ pub struct ServiceRow {
     pub replicas: String,
     /// Image reference.
     pub image: String,
+    /// Published ingress ports, docker's way (`*:8080->80/tcp`).
+    pub ports: String,
 }
 
 impl ServiceRow {
@@ -131,6 +331,7 @@ impl ServiceRow {
             mode: output::mode_name(spec.mode).to_string(),
             replicas: format!("{}/{}", sum.running_tasks, sum.desired_tasks),
             image: image_of(spec.task.as_ref()).to_string(),
+            ports: ports_column(&svc),
         }
     }
 
@@ -142,13 +343,14 @@ impl ServiceRow {
             self.mode.clone(),
             self.replicas.clone(),
             self.image.clone(),
+            self.ports.clone(),
         ]
     }
 
     /// The `--format json` object.
     pub fn json(&self) -> serde_json::Value {
         json!({"ID": self.id, "Name": self.name, "Mode": self.mode,
-               "Replicas": self.replicas, "Image": self.image})
+               "Replicas": self.replicas, "Image": self.image, "Ports": self.ports})
     }
 }
 
@@ -178,7 +380,7 @@ pub async fn ls(c: &mut Control, a: &LsArgs, format: Format) -> Result<()> {
     match format {
         Format::Json => rows.iter().for_each(|r| out.push_str(&js::line(&r.json()))),
         Format::Table => {
-            let mut t = Table::new(&["ID", "NAME", "MODE", "REPLICAS", "IMAGE"]);
+            let mut t = Table::new(&["ID", "NAME", "MODE", "REPLICAS", "IMAGE", "PORTS"]);
             rows.iter().for_each(|r| t.row(r.cells()));
             out = t.render();
         }
@@ -287,7 +489,8 @@ pub fn task_rows(
     rows
 }
 
-async fn get_service(c: &mut Control, name_or_id: &str) -> Result<Service> {
+/// Reads one service by name or ID.
+pub async fn get_service(c: &mut Control, name_or_id: &str) -> Result<Service> {
     c.get_service(GetServiceRequest {
         name_or_id: name_or_id.to_string(),
     })
@@ -443,6 +646,25 @@ pub fn pretty(svc: &Service) -> String {
             if res.pids_limit > 0 {
                 kv("  Pids", res.pids_limit.to_string());
             }
+        }
+    }
+    if !task.networks.is_empty() {
+        let names: Vec<&str> = task.networks.iter().map(|n| n.target.as_str()).collect();
+        kv("Networks", names.join(" "));
+    }
+    let ep = spec.endpoint.clone().unwrap_or_default();
+    kv("Endpoint Mode", endpoint_mode(&ep.mode).to_string());
+    let ports = published_ports(svc);
+    if !ports.is_empty() {
+        kv("Ports", String::new());
+        for p in &ports {
+            s.push_str(&format!(
+                " PublishedPort = {}\n  Protocol = {}\n  TargetPort = {}\n  PublishMode = {}\n",
+                p.published_port,
+                port_protocol(&p.protocol),
+                p.target_port,
+                port_publish_mode(&p.publish_mode)
+            ));
         }
     }
     s
@@ -869,11 +1091,11 @@ mod tests {
         let r = ServiceRow::of(&sum);
         assert_eq!(
             r.cells(),
-            vec!["0123456789ab", "web", "replicated", "2/3", "busybox"]
+            vec!["0123456789ab", "web", "replicated", "2/3", "busybox", ""]
         );
         assert_eq!(
             js::line(&r.json()),
-            "{\"ID\":\"0123456789ab\",\"Image\":\"busybox\",\"Mode\":\"replicated\",\"Name\":\"web\",\"Replicas\":\"2/3\"}\n"
+            "{\"ID\":\"0123456789ab\",\"Image\":\"busybox\",\"Mode\":\"replicated\",\"Name\":\"web\",\"Ports\":\"\",\"Replicas\":\"2/3\"}\n"
         );
     }
 
@@ -909,6 +1131,293 @@ mod tests {
         assert_eq!(
             log_prefix(&bare, "web", "h", 1, true),
             "web.abcdefghijklmnopqrstuvwxy@h"
+        );
+    }
+
+    fn update_args(args: &[&str]) -> UpdateArgs {
+        let cli = crate::cli::Cli::try_parse_from(
+            ["shoalctl", "service", "update"].iter().chain(args.iter()),
+        )
+        .expect("parses");
+        match cli.command {
+            crate::cli::Command::Service(crate::cli::ServiceCommand::Update(a)) => *a,
+            _ => panic!("not update"),
+        }
+    }
+
+    fn port(published: u32, target: u32, protocol: &str, mode: &str) -> PortConfig {
+        PortConfig {
+            published_port: published,
+            target_port: target,
+            protocol: protocol.into(),
+            publish_mode: mode.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn create_with_networks_and_ports() {
+        let a = create_args(&[
+            "--name",
+            "web",
+            "--network",
+            "front",
+            "--network",
+            "name=back,alias=api",
+            "-p",
+            "8080:80",
+            "--publish",
+            "published=5353,target=53,protocol=udp,mode=host",
+            "busybox",
+        ]);
+        let spec = build_spec(&a).expect("valid");
+        let nets = &spec.task.as_ref().expect("task").networks;
+        assert_eq!(nets.len(), 2);
+        assert_eq!(nets[0].target, "front");
+        assert_eq!(
+            (nets[1].target.as_str(), nets[1].aliases.clone()),
+            ("back", vec!["api".to_string()])
+        );
+        let ep = spec.endpoint.clone().expect("endpoint");
+        assert_eq!(ep.mode, "vip");
+        assert_eq!(
+            ep.ports,
+            vec![
+                port(8080, 80, "tcp", "ingress"),
+                port(5353, 53, "udp", "host")
+            ]
+        );
+        let svc = Service {
+            spec: Some(spec),
+            ..Default::default()
+        };
+        let doc = js::service(&svc);
+        assert_eq!(
+            doc["Spec"]["TaskTemplate"]["Networks"],
+            json!([{"Target": "front"}, {"Target": "back", "Aliases": ["api"]}])
+        );
+        assert_eq!(
+            doc["Spec"]["EndpointSpec"],
+            json!({"Mode": "vip", "Ports": [
+                {"Protocol": "tcp", "TargetPort": 80, "PublishedPort": 8080, "PublishMode": "ingress"},
+                {"Protocol": "udp", "TargetPort": 53, "PublishedPort": 5353, "PublishMode": "host"},
+            ]})
+        );
+        assert!(doc.get("Endpoint").is_none());
+        assert_eq!(ports_column(&svc), "*:8080->80/tcp");
+        let text = pretty(&svc);
+        assert!(text.contains("Networks:       front back\n"), "{text}");
+        assert!(text.contains("Endpoint Mode:  vip\n"), "{text}");
+        assert!(
+            text.contains(" PublishedPort = 5353\n  Protocol = udp\n"),
+            "{text}"
+        );
+
+        for (args, want) in [
+            (&["--name", "w", "-p", "8080:80", "-p", "8080:90", "i"][..], "--publish: published port 8080/tcp is given twice"),
+            (&["--name", "w", "-p", "8080:0", "i"], "--publish: target port 0 is out of range (1-65535)"),
+            (&["--name", "w", "--endpoint-mode", "dnsrr", "-p", "8080:80", "i"], "--endpoint-mode: dnsrr cannot serve the ingress-mode port 8080/tcp (publish it with mode=host, or use vip)"),
+            (&["--name", "w", "--network", "host", "--network", "front", "i"], "--network: the host network cannot be combined with other networks"),
+            (&["--name", "w", "--network", "a", "--network", "a", "i"], "--network: the service is attached to network \"a\" twice"),
+        ] {
+            let e = build_spec(&create_args(args)).expect_err("refused");
+            assert_eq!(e.to_string(), want, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn ports_column_like_docker() {
+        let svc = |ports: Vec<PortConfig>, allocated: Option<Vec<PortConfig>>| Service {
+            spec: Some(ServiceSpec {
+                endpoint: Some(EndpointSpec {
+                    mode: "vip".into(),
+                    ports,
+                }),
+                ..Default::default()
+            }),
+            endpoint: allocated.map(|ports| shoal_proto::v1::Endpoint {
+                ports,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let s = svc(
+            vec![
+                port(8081, 81, "tcp", "ingress"),
+                port(8080, 80, "tcp", "ingress"),
+                port(53, 53, "udp", "ingress"),
+                port(9000, 90, "tcp", "host"),
+                port(8083, 83, "tcp", "ingress"),
+            ],
+            None,
+        );
+        assert_eq!(
+            ports_column(&s),
+            "*:8080-8081->80-81/tcp, *:8083->83/tcp, *:53->53/udp"
+        );
+        // the allocated ports win: a published port 0 was filled in by the manager
+        let s = svc(
+            vec![port(0, 80, "tcp", "ingress")],
+            Some(vec![port(30000, 80, "tcp", "ingress")]),
+        );
+        assert_eq!(ports_column(&s), "*:30000->80/tcp");
+        assert_eq!(
+            ports_column(&svc(vec![port(0, 80, "tcp", "ingress")], None)),
+            ""
+        );
+    }
+
+    fn web_spec() -> ServiceSpec {
+        let mut spec = build_spec(&create_args(&[
+            "--name",
+            "web",
+            "--network",
+            "front",
+            "-p",
+            "8080:80",
+            "-p",
+            "8080:80/udp",
+            "-e",
+            "A=1",
+            "-e",
+            "B=2",
+            "--constraint",
+            "node.role==worker",
+            "busybox",
+        ]))
+        .expect("valid");
+        // the manager stores network IDs
+        if let Some(t) = spec.task.as_mut() {
+            t.networks[0].target = "frontid".into();
+        }
+        spec
+    }
+
+    #[test]
+    fn update_applies_flags() {
+        let ids: NetworkIds = [
+            ("front".to_string(), "frontid".to_string()),
+            ("back".to_string(), "backid".to_string()),
+        ]
+        .into();
+        let mut spec = web_spec();
+        let a = update_args(&[
+            "--image",
+            "nginx",
+            "--replicas",
+            "4",
+            "--env-rm",
+            "A",
+            "--env-add",
+            "B=3",
+            "--env-add",
+            "C=4",
+            "--constraint-rm",
+            "node.role==worker",
+            "--constraint-add",
+            "node.labels.zone==a",
+            "--network-rm",
+            "front",
+            "--network-add",
+            "name=back,alias=api",
+            "--publish-rm",
+            "8080/udp",
+            "--publish-add",
+            "9090:90",
+            "--publish-add",
+            "8080:81",
+            "web",
+        ]);
+        apply_update(&mut spec, &a, &ids).expect("applies");
+        assert_eq!(spec.replicas, 4);
+        let task = spec.task.clone().expect("task");
+        let c = task.container.expect("c");
+        assert_eq!(c.image, "nginx");
+        assert_eq!(c.env, vec!["B=3", "C=4"]);
+        assert_eq!(
+            task.placement.expect("p").constraints,
+            vec!["node.labels.zone==a"]
+        );
+        assert_eq!(task.networks.len(), 1);
+        assert_eq!(task.networks[0].target, "back");
+        assert_eq!(task.networks[0].aliases, vec!["api"]);
+        let ep = spec.endpoint.clone().expect("ep");
+        assert_eq!(
+            ep.ports,
+            vec![
+                port(9090, 90, "tcp", "ingress"),
+                port(8080, 81, "tcp", "ingress")
+            ]
+        );
+
+        let mut spec = web_spec();
+        apply_update(
+            &mut spec,
+            &update_args(&["--publish-rm", "8080", "--endpoint-mode", "dnsrr", "web"]),
+            &ids,
+        )
+        .expect("removes both protocols");
+        assert!(spec.endpoint.as_ref().expect("ep").ports.is_empty());
+        assert_eq!(spec.endpoint.as_ref().expect("ep").mode, "dnsrr");
+
+        for (args, want) in [
+            (&["--network-add", "front", "web"][..], "--network-add: service web is already attached to network front"),
+            (&["--network-rm", "back", "web"], "--network-rm: service web is not attached to network back"),
+            (&["--publish-rm", "9999", "web"], "--publish-rm: service web publishes no port matching published=9999"),
+            (&["--endpoint-mode", "dnsrr", "web"], "--endpoint-mode: dnsrr cannot serve the ingress-mode port 8080/tcp (publish it with mode=host, or use vip)"),
+            (&["--network-add", "host", "web"], "--network: the host network cannot be combined with other networks"),
+            (&["--image", "", "web"], "image: an image is required (e.g. busybox:latest)"),
+        ] {
+            let mut spec = web_spec();
+            let e = apply_update(&mut spec, &update_args(args), &ids).expect_err("refused");
+            assert_eq!(e.to_string(), want, "{args:?}");
+        }
+        let mut global = web_spec();
+        global.mode = ServiceMode::ModeGlobal as i32;
+        global.replicas = 0;
+        let e = apply_update(&mut global, &update_args(&["--replicas", "2", "web"]), &ids)
+            .expect_err("global");
+        assert_eq!(
+            e.to_string(),
+            "--replicas: cannot be used with a global service"
+        );
+        // a network gone from the manager is still removed by the ID the spec holds
+        let mut spec = web_spec();
+        apply_update(
+            &mut spec,
+            &update_args(&["--network-rm", "frontid", "web"]),
+            &NetworkIds::new(),
+        )
+        .expect("by id");
+        assert!(spec.task.expect("t").networks.is_empty());
+    }
+
+    #[test]
+    fn endpoint_document() {
+        let svc = Service {
+            id: "s1".into(),
+            spec: Some(web_spec()),
+            endpoint: Some(shoal_proto::v1::Endpoint {
+                spec: web_spec().endpoint,
+                ports: vec![port(8080, 80, "tcp", "ingress")],
+                virtual_ips: vec![shoal_proto::v1::VirtualIp {
+                    network_id: "frontid".into(),
+                    addr: "10.1.0.2/24".into(),
+                }],
+            }),
+            ..Default::default()
+        };
+        let doc = js::service(&svc);
+        let ep = &doc["Endpoint"];
+        assert_eq!(ep["Spec"]["Mode"], "vip");
+        assert_eq!(ep["Spec"]["Ports"][1]["Protocol"], "udp");
+        assert_eq!(
+            ep["Ports"],
+            json!([{"Protocol": "tcp", "TargetPort": 80, "PublishedPort": 8080, "PublishMode": "ingress"}])
+        );
+        assert_eq!(
+            ep["VirtualIPs"],
+            json!([{"NetworkID": "frontid", "Addr": "10.1.0.2/24"}])
         );
     }
 

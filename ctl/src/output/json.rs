@@ -1,11 +1,15 @@
-//! Docker-shaped JSON: `service inspect` / `node inspect` documents and one-object-per-line rows.
+//! Docker-shaped JSON: `service inspect` / `node inspect` / `network inspect` documents and
+//! one-object-per-line rows.
 //!
 //! Field names follow `docker service inspect` / `docker node inspect`; like docker, optional fields
 //! that are empty or zero are left out, except the ones scripts usually read (Image, Mode,
 //! RestartPolicy, Labels).
 
 use serde_json::{json, Map, Value};
-use shoal_proto::v1::{Node, NodeRole, Resources, Service, ServiceMode};
+use shoal_proto::spec::{endpoint_mode, port_protocol, port_publish_mode};
+use shoal_proto::v1::{
+    EndpointSpec, Network, Node, NodeRole, PortConfig, Resources, Service, ServiceMode,
+};
 
 use super::{availability_name, node_state_name, restart_condition_name, rfc3339};
 
@@ -54,6 +58,29 @@ fn resources(r: Option<&Resources>, pids: Option<i64>) -> Value {
 fn labels(map: &std::collections::HashMap<String, String>) -> Value {
     let sorted: std::collections::BTreeMap<_, _> = map.iter().collect();
     json!(sorted)
+}
+
+/// Docker's PortConfig: `{Protocol, TargetPort, PublishedPort, PublishMode}` (Name if set).
+fn port(p: &PortConfig) -> Value {
+    let mut m = Map::new();
+    put(&mut m, "Name", json!(p.name));
+    m.insert("Protocol".into(), json!(port_protocol(&p.protocol)));
+    m.insert("TargetPort".into(), json!(p.target_port));
+    m.insert("PublishedPort".into(), json!(p.published_port));
+    m.insert(
+        "PublishMode".into(),
+        json!(port_publish_mode(&p.publish_mode)),
+    );
+    Value::Object(m)
+}
+
+/// Docker's EndpointSpec: `{Mode, Ports}` (Ports left out when none).
+fn endpoint_spec(ep: &EndpointSpec) -> Value {
+    let mut m = Map::new();
+    m.insert("Mode".into(), json!(endpoint_mode(&ep.mode)));
+    let ports: Vec<Value> = ep.ports.iter().map(port).collect();
+    put(&mut m, "Ports", json!(ports));
+    Value::Object(m)
 }
 
 /// `docker service inspect` document of one service.
@@ -117,7 +144,31 @@ pub fn service(svc: &Service) -> Value {
         json!({"Replicated": {"Replicas": spec.replicas}})
     };
 
-    json!({
+    let mut template = Map::new();
+    template.insert("ContainerSpec".into(), Value::Object(container));
+    template.insert("Resources".into(), Value::Object(resources_doc));
+    template.insert(
+        "RestartPolicy".into(),
+        json!({
+            "Condition": restart_condition_name(restart.condition),
+            "Delay": restart.delay_ns,
+            "MaxAttempts": restart.max_attempts,
+        }),
+    );
+    template.insert("Placement".into(), Value::Object(placement_doc));
+    let networks: Vec<Value> = task
+        .networks
+        .iter()
+        .map(|n| {
+            let mut m = Map::new();
+            m.insert("Target".into(), json!(n.target));
+            put(&mut m, "Aliases", json!(n.aliases));
+            Value::Object(m)
+        })
+        .collect();
+    put(&mut template, "Networks", json!(networks));
+
+    let mut doc = json!({
         "ID": svc.id,
         "Version": {"Index": meta.version},
         "CreatedAt": rfc3339(meta.created_at),
@@ -125,18 +176,103 @@ pub fn service(svc: &Service) -> Value {
         "Spec": {
             "Name": spec.name,
             "Labels": labels(&spec.labels),
-            "TaskTemplate": {
-                "ContainerSpec": container,
-                "Resources": resources_doc,
-                "RestartPolicy": {
-                    "Condition": restart_condition_name(restart.condition),
-                    "Delay": restart.delay_ns,
-                    "MaxAttempts": restart.max_attempts,
-                },
-                "Placement": placement_doc,
-            },
+            "TaskTemplate": template,
             "Mode": mode,
+            "EndpointSpec": endpoint_spec(&spec.endpoint.clone().unwrap_or_default()),
         },
+    });
+    if let (Some(ep), Some(obj)) = (&svc.endpoint, doc.as_object_mut()) {
+        let mut m = Map::new();
+        m.insert(
+            "Spec".into(),
+            endpoint_spec(&ep.spec.clone().unwrap_or_default()),
+        );
+        let ports: Vec<Value> = ep.ports.iter().map(port).collect();
+        put(&mut m, "Ports", json!(ports));
+        let vips: Vec<Value> = ep
+            .virtual_ips
+            .iter()
+            .map(|v| json!({"NetworkID": v.network_id, "Addr": v.addr}))
+            .collect();
+        put(&mut m, "VirtualIPs", json!(vips));
+        obj.insert("Endpoint".into(), Value::Object(m));
+    }
+    doc
+}
+
+/// "swarm" for overlay networks (they span the cluster), "local" for the others.
+pub fn network_scope(driver: &str) -> &'static str {
+    if driver == "overlay" {
+        "swarm"
+    } else {
+        "local"
+    }
+}
+
+/// One service on a network, for `network inspect`'s Services: its name and, in vip mode, its
+/// virtual IP there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkService {
+    /// Service name.
+    pub name: String,
+    /// The VIP without its prefix length ("10.1.0.2"), or empty.
+    pub vip: String,
+}
+
+/// `docker network inspect` document of one network.
+pub fn network(n: &Network, services: &[NetworkService]) -> Value {
+    let meta = n.meta.unwrap_or_default();
+    let spec = n.spec.clone().unwrap_or_default();
+    let subnet = if n.subnet.is_empty() {
+        &spec.subnet
+    } else {
+        &n.subnet
+    };
+    let gateway = if n.gateway.is_empty() {
+        &spec.gateway
+    } else {
+        &n.gateway
+    };
+    let mut config = Vec::new();
+    if !subnet.is_empty() {
+        let mut c = Map::new();
+        c.insert("Subnet".into(), json!(subnet));
+        put(&mut c, "Gateway", json!(gateway));
+        config.push(Value::Object(c));
+    }
+    let mut options = spec.options.clone();
+    if spec.encrypted {
+        options.entry("encrypted".into()).or_default();
+    }
+    if n.vni > 0 {
+        // Where docker shows an overlay's VXLAN id.
+        options.insert(
+            "com.docker.network.driver.overlay.vxlanid_list".into(),
+            n.vni.to_string(),
+        );
+    }
+    let services_doc: Map<String, Value> = services
+        .iter()
+        .map(|s| {
+            let mut m = Map::new();
+            put(&mut m, "VIP", json!(s.vip));
+            (s.name.clone(), Value::Object(m))
+        })
+        .collect();
+    json!({
+        "Name": spec.name,
+        "Id": n.id,
+        "Created": rfc3339(meta.created_at),
+        "Scope": network_scope(&spec.driver),
+        "Driver": spec.driver,
+        "EnableIPv6": false,
+        "IPAM": {"Driver": "default", "Options": {}, "Config": config},
+        "Internal": false,
+        "Attachable": spec.attachable,
+        "Ingress": spec.ingress,
+        "Options": labels(&options),
+        "Labels": labels(&spec.labels),
+        "Services": services_doc,
     })
 }
 
