@@ -11,7 +11,8 @@
 //!   (prerouting for other machines and local tasks, output for the host itself, 127.0.0.1
 //!   included) are DNATed to a backend `addr:target_port`; DNATed traffic leaving through the
 //!   ingress bridge is masqueraded to the node's ingress address so replies come back through this
-//!   node, and so is DNATed traffic from 127.0.0.0/8. A published port with no backend is rejected.
+//!   node, and so is DNATed traffic from 127.0.0.0/8 and from a backend to itself (hairpin). A
+//!   published port with no backend is rejected.
 //!
 //! The generators are pure; `apply_*` run `nft -f -` on a thread inside the namespace. The `ip
 //! shoal` table of the bridge networks is never touched.
@@ -344,6 +345,22 @@ pub fn ports_ruleset(ingress_bridge: Option<&str>, rules: &[PortRule]) -> String
     }
     // The host's own 127.0.0.1:PORT: a loopback source cannot leave the host as it is.
     let _ = writeln!(out, "\t\tct status dnat ip saddr 127.0.0.0/8 masquerade");
+    // Hairpin: a task reaching its own published port through the host would get the answer
+    // straight from itself, not through the host's conntrack, unless its source is rewritten.
+    let mut hairpin: Vec<String> = merged
+        .values()
+        .flatten()
+        .map(|b| format!("{0} . {0}", b.ip()))
+        .collect();
+    hairpin.sort();
+    hairpin.dedup();
+    if !hairpin.is_empty() {
+        let _ = writeln!(
+            out,
+            "\t\tct status dnat ip saddr . ip daddr {{ {} }} masquerade",
+            hairpin.join(", ")
+        );
+    }
     let _ = writeln!(out, "\t}}");
     // A port with no backend is not DNATed and would reach the host's own sockets: refuse it.
     let _ = writeln!(out, "\tchain refuse {{");
@@ -463,4 +480,4 @@ fn nft_apply(label: &str, ruleset: &str) -> Result<(), LbError> {
 
 #[cfg(test)]
 #[path = "lb_tests.rs"]
-mod tests;
+pub(crate) mod tests;

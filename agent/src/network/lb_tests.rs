@@ -238,6 +238,7 @@ fn ports_ruleset_dnats_local_addresses_masquerades_and_refuses_empty_ports() {
         \t\ttype nat hook postrouting priority 100; policy accept;\n\
         \t\tct status dnat oifname \"sbr12345678\" masquerade\n\
         \t\tct status dnat ip saddr 127.0.0.0/8 masquerade\n\
+        \t\tct status dnat ip saddr . ip daddr { 10.0.0.4 . 10.0.0.4, 10.0.0.5 . 10.0.0.5, 10.88.0.5 . 10.88.0.5 } masquerade\n\
         \t}\n\
         \tchain refuse {\n\
         \t\ttype filter hook input priority 0; policy accept;\n\
@@ -356,6 +357,17 @@ pub(crate) fn run(prog: &str, args: &[&str]) {
     assert!(
         out.status.success(),
         "{prog} {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Puts the bridge port `port` of `ns` in hairpin mode, as attach must for task ports: with
+/// br_netfilter active, a task's packet DNATed back to itself is bridged out the port it came in.
+fn hairpin(ns: &TestNs, port: &str) {
+    let out = ns.exec("bridge", &["link", "set", "dev", port, "hairpin", "on"]);
+    assert!(
+        out.status.success(),
+        "{}",
         String::from_utf8_lossy(&out.stderr)
     );
 }
@@ -554,11 +566,14 @@ async fn published_ports_reach_backends_from_outside_and_from_the_host_itself() 
     host.ip(&["addr", "add", "10.0.0.2/16", "dev", ingress_bridge]);
     plug(&host, ingress_bridge, "ving1", &be1, "eth0", "10.0.0.5/16");
     plug(&host, ingress_bridge, "ving2", &be2, "eth0", "10.0.0.6/16");
+    hairpin(&host, "ving1");
+    hairpin(&host, "ving2");
     let _s1 = serve_name(&be1, 80, "ing1").await;
     let _s2 = serve_name(&be2, 80, "ing2").await;
     bridge(&host, "shl0");
     host.ip(&["addr", "add", "10.88.0.1/16", "dev", "shl0"]);
     plug(&host, "shl0", "vloc", &local_task, "eth0", "10.88.0.5/16");
+    hairpin(&host, "vloc");
     local_task.ip(&["route", "add", "default", "via", "10.88.0.1"]);
     let _s3 = serve_name(&local_task, 90, "hosttask").await;
     host.ip(&[
@@ -651,6 +666,15 @@ async fn published_ports_reach_backends_from_outside_and_from_the_host_itself() 
         keys(&tally(&host, at("127.0.0.1", 9090), 2).await),
         ["hosttask"]
     );
+    // Hairpin: the tasks reach their own published ports through the host.
+    for to in [at("10.88.0.1", 9090), at("10.99.0.1", 9090)] {
+        assert_eq!(keys(&tally(&local_task, to, 2).await), ["hosttask"], "{to}");
+    }
+    let seen = tally(&local_task, at("10.99.0.1", 8080), 10).await;
+    assert_eq!(keys(&seen), ["ing1", "ing2"], "{seen:?}");
+    // An ingress backend reaching the routing mesh through the node, itself included.
+    let seen = tally(&be1, at("10.0.0.2", 8080), 10).await;
+    assert_eq!(keys(&seen), ["ing1", "ing2"], "{seen:?}");
 
     // A backend stops: it leaves the rotation.
     let view = NetworkView {
