@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{ErrorKind, Read, Write};
-use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -446,6 +446,62 @@ async fn serve_name(ns: &TestNs, port: u16, reply: &str) -> Backend {
     }
 }
 
+/// Serves `reply` to every datagram on 0.0.0.0:`port`/udp inside `ns`.
+async fn serve_name_udp(ns: &TestNs, port: u16, reply: &str) -> Backend {
+    let socket = netns::on_thread(Some(ns.path()), "test-listen-udp", move || {
+        UdpSocket::bind((Ipv4Addr::UNSPECIFIED, port))
+    })
+    .await
+    .expect("enter backend netns")
+    .expect("bind backend udp socket");
+    socket
+        .set_read_timeout(Some(Duration::from_millis(20)))
+        .expect("read timeout");
+    let reply = reply.to_string();
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopping = stop.clone();
+    let thread = std::thread::spawn(move || {
+        let mut buf = [0u8; 64];
+        while !stopping.load(Ordering::Relaxed) {
+            if let Ok((_, from)) = socket.recv_from(&mut buf) {
+                let _ = socket.send_to(reply.as_bytes(), from);
+            }
+        }
+    });
+    Backend {
+        stop,
+        thread: Some(thread),
+    }
+}
+
+/// Sends `count` datagrams from inside `ns` to `to`, each from a fresh socket (a new flow), and
+/// tallies who answered.
+async fn tally_udp(ns: &TestNs, to: SocketAddrV4, count: usize) -> BTreeMap<String, usize> {
+    netns::on_thread(Some(ns.path()), "test-udp", move || {
+        let mut seen = BTreeMap::new();
+        for _ in 0..count {
+            let answer = (|| {
+                let s = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
+                s.set_read_timeout(Some(Duration::from_secs(2)))?;
+                s.connect(to)?;
+                s.send(b"?")?;
+                let mut buf = [0u8; 64];
+                let n = s.recv(&mut buf)?;
+                Ok::<String, std::io::Error>(String::from_utf8_lossy(&buf[..n]).into_owned())
+            })();
+            let key = match answer {
+                Ok(name) => name,
+                Err(e) if e.kind() == ErrorKind::ConnectionRefused => "refused".to_string(),
+                Err(e) => format!("error: {:?}", e.kind()),
+            };
+            *seen.entry(key).or_insert(0) += 1;
+        }
+        seen
+    })
+    .await
+    .expect("enter client netns")
+}
+
 /// Connects `count` times from inside `ns` to `to` and tallies who answered (or how it failed).
 async fn tally(ns: &TestNs, to: SocketAddrV4, count: usize) -> BTreeMap<String, usize> {
     netns::on_thread(Some(ns.path()), "test-connect", move || {
@@ -570,6 +626,8 @@ async fn published_ports_reach_backends_from_outside_and_from_the_host_itself() 
     hairpin(&host, "ving2");
     let _s1 = serve_name(&be1, 80, "ing1").await;
     let _s2 = serve_name(&be2, 80, "ing2").await;
+    let _u1 = serve_name_udp(&be1, 53, "ing1").await;
+    let _u2 = serve_name_udp(&be2, 53, "ing2").await;
     bridge(&host, "shl0");
     host.ip(&["addr", "add", "10.88.0.1/16", "dev", "shl0"]);
     plug(&host, "shl0", "vloc", &local_task, "eth0", "10.88.0.5/16");
@@ -602,13 +660,22 @@ async fn published_ports_reach_backends_from_outside_and_from_the_host_itself() 
         ],
         services: vec![
             ServiceView {
-                ports: vec![PortConfig {
-                    protocol: "tcp".into(),
-                    target_port: 80,
-                    published_port: 8080,
-                    publish_mode: "ingress".into(),
-                    ..Default::default()
-                }],
+                ports: vec![
+                    PortConfig {
+                        protocol: "tcp".into(),
+                        target_port: 80,
+                        published_port: 8080,
+                        publish_mode: "ingress".into(),
+                        ..Default::default()
+                    },
+                    PortConfig {
+                        protocol: "udp".into(),
+                        target_port: 53,
+                        published_port: 5353,
+                        publish_mode: "ingress".into(),
+                        ..Default::default()
+                    },
+                ],
                 ..service("s1", "web", "vip", "10.0.0.3")
             },
             ServiceView {
@@ -648,6 +715,11 @@ async fn published_ports_reach_backends_from_outside_and_from_the_host_itself() 
         let seen = tally(&host, to, 4).await;
         assert_eq!(keys(&seen), ["ing1", "ing2"], "{to}: {seen:?}");
     }
+    // UDP too, from outside and from the host.
+    let seen = tally_udp(&client, at("10.99.0.1", 5353), 20).await;
+    assert_eq!(keys(&seen), ["ing1", "ing2"], "{seen:?}");
+    let seen = tally_udp(&host, at("127.0.0.1", 5353), 10).await;
+    assert_eq!(keys(&seen), ["ing1", "ing2"], "{seen:?}");
     // A service with no running task: refused.
     assert_eq!(
         keys(&tally(&client, at("10.99.0.1", 8081), 2).await),
