@@ -9,7 +9,9 @@
 //! namespace changes the calling thread. The "host" namespace the bridge lives in is the agent's own
 //! unless `with_host_netns` names another one, which is how the tests stay off the real host.
 
+pub mod dns;
 pub mod ipam;
+pub mod lb;
 pub mod link;
 pub mod netns;
 pub mod nft;
