@@ -134,6 +134,21 @@ fn promote_two_workers_survive_the_first_manager_and_demote_one() -> Result<()> 
         "one manager process on w1's data dir"
     );
 
+    // The manager outlives a restart of its agent, which adopts it instead of starting another.
+    let manager_pid = processes_on(&w1_manager);
+    c.restart_agent(0)?;
+    let log = c.testbed().log_dir().join("agent-w1.log");
+    Testbed::wait_for(
+        DEADLINE,
+        "w1's restarted agent to adopt its manager",
+        || Ok(std::fs::read_to_string(&log)?.contains("adopting the manager process left running")),
+    )?;
+    ensure!(
+        processes_on(&w1_manager) == manager_pid,
+        "w1's manager should be adopted, not restarted: {manager_pid:?} -> {:?}",
+        processes_on(&w1_manager)
+    );
+
     // Promote w2: three managers.
     c.ctl_ok(["node", "promote", "w2"])?;
     wait_managers(&c, 3, 3)?;
