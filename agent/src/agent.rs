@@ -32,6 +32,8 @@ pub struct AgentOptions {
     pub advertise_addr: Option<String>,
     /// Subnet of the local bridge network.
     pub bridge_subnet: ipnet::Ipv4Net,
+    /// Port of the manager this host runs once promoted (`node promote`).
+    pub manager_port: u16,
 }
 
 /// Errors starting the agent.
@@ -112,14 +114,29 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
         agent_version: env!("CARGO_PKG_VERSION").into(),
         ..Default::default()
     };
+    // The manager this host runs after `node promote` (started again now if it ran before).
+    let manager = crate::manager_proc::ManagerProc::start(
+        crate::manager_proc::ManagerSettings::next_to_agent(
+            opts.data_dir.clone(),
+            opts.advertise_addr.clone(),
+            opts.manager_port,
+        ),
+    );
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     tokio::spawn(async move {
         shutdown_signal().await;
         info!("shutting down (containers keep running under their shims)");
         let _ = shutdown_tx.send(true);
     });
-    let result =
-        crate::session::run(joined, description, worker.clone(), status_rx, shutdown_rx).await;
+    let result = crate::session::run(
+        joined,
+        description,
+        worker.clone(),
+        manager,
+        status_rx,
+        shutdown_rx,
+    )
+    .await;
     if let Err(crate::session::SessionError::Rpc(status)) = &result {
         if status.code() == tonic::Code::PermissionDenied {
             tracing::warn!(

@@ -4,6 +4,7 @@
 pub mod agent;
 pub mod image;
 pub mod join;
+pub mod manager_proc;
 pub mod network;
 pub mod runtime;
 pub mod session;

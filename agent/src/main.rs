@@ -43,6 +43,10 @@ enum Command {
         /// Subnet of the local bridge network containers are attached to.
         #[arg(long, default_value = shoal_agent::network::DEFAULT_SUBNET)]
         bridge_subnet: ipnet::Ipv4Net,
+        /// Port of the manager this host runs once promoted (`shoalctl node promote`); it
+        /// listens on the advertised address, else on the one that reaches the managers.
+        #[arg(long, default_value_t = shoal_agent::manager_proc::DEFAULT_MANAGER_PORT)]
+        manager_port: u16,
         /// Manager address (IP:PORT).
         manager: String,
     },
@@ -120,6 +124,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             insecure_registries,
             advertise_addr,
             bridge_subnet,
+            manager_port,
             manager,
         } => {
             if token.is_empty() && !data_dir.join("agent.json").exists() {
@@ -136,6 +141,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 insecure_registries,
                 advertise_addr,
                 bridge_subnet,
+                manager_port,
             })
             .await
             .context("agent")

@@ -12,6 +12,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tracing::{debug, info, warn};
 
 use crate::join::Joined;
+use crate::manager_proc::ManagerProc;
 use crate::worker::Worker;
 
 /// Errors of one session attempt.
@@ -33,6 +34,7 @@ pub async fn run(
     joined: Joined,
     description: NodeDescription,
     worker: Worker,
+    manager: ManagerProc,
     mut status_rx: mpsc::UnboundedReceiver<TaskStatusUpdate>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), SessionError> {
@@ -50,6 +52,7 @@ pub async fn run(
             config.clone(),
             &description,
             &worker,
+            &manager,
             &mut status_rx,
             &mut shutdown,
         );
@@ -81,6 +84,7 @@ async fn session_once(
     config: Arc<rustls::ClientConfig>,
     description: &NodeDescription,
     worker: &Worker,
+    manager: &ManagerProc,
     status_rx: &mut mpsc::UnboundedReceiver<TaskStatusUpdate>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), SessionError> {
@@ -137,10 +141,21 @@ async fn session_once(
                         worker.logs(req, out_tx.clone());
                     }
                     Some(manager_message::Msg::CancelLogs(c)) => worker.cancel_logs(c.request_id),
-                    Some(manager_message::Msg::Promote(_)) | Some(manager_message::Msg::StopManager(_)) => {
-                        warn!("this agent cannot start or stop a manager yet");
+                    Some(manager_message::Msg::Promote(p)) => {
+                        info!(managers = ?p.managers, "node promoted: starting a manager on this host");
+                        manager.promote(p.token, p.managers);
                     }
-                    Some(manager_message::Msg::Session(_)) | None => {}
+                    Some(manager_message::Msg::StopManager(_)) => manager.stop(),
+                    // Sent again when the managers change: learn the new ones for failover.
+                    Some(manager_message::Msg::Session(s)) => {
+                        for m in s.managers {
+                            if !managers.contains(&m) {
+                                debug!(manager = %m, "learnt a new manager");
+                                managers.push(m);
+                            }
+                        }
+                    }
+                    None => {}
                 }
             }
             Some(first) = status_rx.recv() => {

@@ -108,6 +108,9 @@ pub enum NodeCommand {
     /// Turn a manager into a worker: it leaves the Raft group first (refused if the remaining
     /// managers would lose quorum).
     Demote(NodeDemoteArgs),
+    /// Turn workers into managers: each node's agent starts a manager on its host, which joins
+    /// the Raft group as the same node (its tasks keep running).
+    Promote(NodePromoteArgs),
 }
 
 /// `shoalctl cluster ...`
@@ -1160,6 +1163,20 @@ mod tests {
         assert_eq!(a.nodes, vec!["w1", "w2"]);
         assert!(parse(&["node", "update", "--availability", "gone", "w1"]).is_err());
     }
+}
+
+/// Arguments of `node promote`.
+#[derive(Debug, Args)]
+pub struct NodePromoteArgs {
+    /// Return once the promotion is asked for, without waiting for the node to become a manager.
+    #[arg(long, short = 'd')]
+    pub detach: bool,
+    /// How long to wait for each node to become a manager.
+    #[arg(long, default_value = "60s", value_parser = parse_timeout)]
+    pub timeout: std::time::Duration,
+    /// Worker node IDs or hostnames.
+    #[arg(value_name = "NODE", required = true)]
+    pub nodes: Vec<String>,
 }
 
 /// Arguments of `node demote`.

@@ -363,6 +363,24 @@ impl RaftService {
                 "addr: {addr:?} is not IP:PORT"
             )));
         }
+        // Promoting a worker: the node must still be one (its agent keeps its certificate).
+        let worker = if req.node_id.is_empty() {
+            None
+        } else {
+            let node = self
+                .store
+                .read(|s| s.node(&req.node_id).cloned())
+                .ok_or_else(|| {
+                    Status::not_found(format!("node {} is not in the cluster", req.node_id))
+                })?;
+            if node.manager_status.is_some() {
+                return Err(Status::already_exists(format!(
+                    "node {} is already a manager",
+                    node.id
+                )));
+            }
+            Some(node)
+        };
         let (raft_id, taken) = self.store.read(|s| {
             let managers: Vec<&ManagerStatus> = s
                 .nodes()
@@ -377,7 +395,10 @@ impl RaftService {
                 "a manager with address {addr} is already a member; remove it first (`shoalctl node rm`)"
             )));
         }
-        let node_id = shoal_proto::new_id();
+        let node_id = match &worker {
+            Some(w) => w.id.clone(),
+            None => shoal_proto::new_id(),
+        };
         let cert_pem = pki::sign_csr(&ca, &req.csr_pem, &node_id, CertRole::Manager)
             .map_err(|e| Status::invalid_argument(format!("csr: {e}")))?;
         let fingerprint = pki::fingerprint_pem(&cert_pem)
@@ -392,18 +413,21 @@ impl RaftService {
             .ok_or_else(|| Status::unavailable("the cluster is not initialised yet"))?;
         cluster.admin_fingerprints.push(admin_fp);
         let now = shoal_proto::now_ns();
-        let node = crate::manager::manager_node(
-            &node_id,
-            NodeDescription {
-                hostname: req.hostname.trim().to_string(),
-                ..Default::default()
-            },
-            &addr,
-            raft_id,
-            false,
-            fingerprint,
-            now,
-        );
+        let node = match &worker {
+            Some(w) => crate::manager::promoted_node(w, &addr, raft_id, fingerprint, now),
+            None => crate::manager::manager_node(
+                &node_id,
+                NodeDescription {
+                    hostname: req.hostname.trim().to_string(),
+                    ..Default::default()
+                },
+                &addr,
+                raft_id,
+                false,
+                fingerprint,
+                now,
+            ),
+        };
         // The record first, so every manager knows the new member's address (and trusts its
         // certificate) by the time Raft starts talking to it.
         self.store
@@ -419,16 +443,19 @@ impl RaftService {
             .map_err(crate::error::to_status)?;
         self.raft.set_peer(raft_id, addr.clone());
         if let Err(e) = self.raft.change_membership(raft_id, true).await {
-            // Leave no member record for a manager that is not in the group.
+            // Leave no member record for a manager that is not in the group (a promoted worker
+            // goes back to what it was).
+            let undo = match &worker {
+                Some(w) => Action::PutNode(w.clone()),
+                None => Action::RemoveNode(node_id.clone()),
+            };
             let _ = self
                 .store
-                .propose(vec![StoreAction {
-                    action: Some(Action::RemoveNode(node_id.clone())),
-                }])
+                .propose(vec![StoreAction { action: Some(undo) }])
                 .await;
             return Err(crate::error::to_status(e));
         }
-        info!(node.id = %node_id, raft_id, %addr, "manager joined");
+        info!(node.id = %node_id, raft_id, %addr, promoted = worker.is_some(), "manager joined");
         let (peers, manager_fingerprints, cluster_id) = self.store.read(|s| {
             let managers: Vec<&Node> = s.nodes().filter(|n| n.manager_status.is_some()).collect();
             (
@@ -444,7 +471,7 @@ impl RaftService {
                     .collect(),
                 managers
                     .iter()
-                    .map(|n| n.cert_fingerprint.clone())
+                    .map(|n| crate::manager::manager_fingerprint(n).to_string())
                     .collect(),
                 s.cluster().map(|c| c.id.clone()).unwrap_or_default(),
             )
@@ -460,6 +487,34 @@ impl RaftService {
             admin_cert_pem: admin.cert_pem,
             admin_key_pem: admin.key_pem,
         })
+    }
+
+    /// The worker node a join claims to be (`node promote`), or "" for a new manager. The claim
+    /// is proven by the TLS handshake: the joining process presented that node's current
+    /// certificate, whose key never left the node's host. A manager forwarding a join to the
+    /// leader checked this itself and passes the node id on; nobody else may set it.
+    fn joining_node(&self, request: &Request<JoinManagerRequest>) -> Result<String, Status> {
+        let claimed = request.get_ref().node_id.clone();
+        if auth::peer_fingerprint(request).is_none() {
+            if !claimed.is_empty() {
+                return Err(Status::permission_denied(
+                    "node_id: joining as a node needs that node's certificate",
+                ));
+            }
+            return Ok(String::new());
+        }
+        if self.book.require_manager(request).is_ok() {
+            return Ok(claimed);
+        }
+        match auth::caller(&self.store, request)? {
+            Caller::Node { id, .. } if claimed.is_empty() || claimed == id => Ok(id),
+            Caller::Node { id, .. } => Err(Status::permission_denied(format!(
+                "node_id: this certificate belongs to node {id}, not {claimed}"
+            ))),
+            Caller::Admin => Err(Status::permission_denied(
+                "an admin certificate cannot join as a manager: join with no certificate, or with a worker node's to promote it",
+            )),
+        }
     }
 
     /// This manager's own status.
@@ -519,7 +574,9 @@ impl Raft for RaftService {
         &self,
         request: Request<JoinManagerRequest>,
     ) -> Result<Response<JoinManagerResponse>, Status> {
-        let req = request.into_inner();
+        let as_node = self.joining_node(&request)?;
+        let mut req = request.into_inner();
+        req.node_id = as_node;
         let st = self.raft.status();
         if st.is_leader {
             return self.admit(req).await.map(Response::new);
@@ -605,21 +662,65 @@ pub async fn manager_view(raft: &RaftNode, store: &Store, dialer: &Dialer) -> Ve
     all
 }
 
-/// The `ClusterAdmin` service (`shoalctl cluster status`).
+/// The `ClusterAdmin` service (`shoalctl cluster status`, `node promote`, `node demote`).
 pub struct ClusterAdminService {
     raft: RaftNode,
     store: Store,
     dialer: Dialer,
+    /// This manager's agent sessions (a promotion needs the node's agent connected to the leader).
+    sessions: crate::dispatcher::Sessions,
 }
 
 impl ClusterAdminService {
-    /// The service over this manager's Raft node.
-    pub fn new(raft: RaftNode, store: Store, dialer: Dialer) -> ClusterAdminService {
+    /// The service over this manager's Raft node and its dispatcher's sessions.
+    pub fn new(
+        raft: RaftNode,
+        store: Store,
+        dialer: Dialer,
+        sessions: crate::dispatcher::Sessions,
+    ) -> ClusterAdminService {
         ClusterAdminService {
             raft,
             store,
             dialer,
+            sessions,
         }
+    }
+
+    /// Refuses callers other than an admin or a manager forwarding an admin's call.
+    fn require_admin<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        if auth::require_admin(&self.store, request).is_ok() {
+            return Ok(());
+        }
+        match auth::caller(&self.store, request)? {
+            Caller::Node {
+                role: NodeRole::RoleManager,
+                ..
+            } => Ok(()),
+            _ => Err(Status::permission_denied(
+                "this call needs the admin certificate (admin.conf)",
+            )),
+        }
+    }
+
+    /// The leader's `ClusterAdmin` client when this manager does not lead, `None` on the leader.
+    async fn leader_client(
+        &self,
+    ) -> Result<Option<shoal_proto::v1::cluster_admin_client::ClusterAdminClient<Channel>>, Status>
+    {
+        if self.raft.status().is_leader {
+            return Ok(None);
+        }
+        let (_, addr) = self
+            .raft
+            .wait_leader()
+            .await
+            .map_err(crate::error::to_status)?;
+        let addr = addr.ok_or_else(|| crate::error::to_status(StoreError::NoQuorum))?;
+        let channel = self.dialer.channel(&addr)?;
+        Ok(Some(
+            shoal_proto::v1::cluster_admin_client::ClusterAdminClient::new(channel),
+        ))
     }
 }
 
@@ -637,11 +738,39 @@ impl shoal_proto::v1::cluster_admin_server::ClusterAdmin for ClusterAdminService
 
     async fn promote_node(
         &self,
-        _request: tonic::Request<shoal_proto::v1::PromoteNodeRequest>,
-    ) -> Result<tonic::Response<shoal_proto::v1::PromoteNodeResponse>, tonic::Status> {
-        Err(tonic::Status::unimplemented(
-            "node promote is not implemented yet",
-        ))
+        request: Request<PromoteNodeRequest>,
+    ) -> Result<Response<PromoteNodeResponse>, Status> {
+        self.require_admin(&request)?;
+        let req = request.into_inner();
+        // The leader holds the agents' sessions: it checks the node's and tells its agent.
+        if let Some(mut leader) = self.leader_client().await? {
+            return leader.promote_node(req).await;
+        }
+        let node = self
+            .store
+            .read(|s| crate::controlapi::find_node(s, &req.node))?;
+        let connected = self.sessions.get(&node.id).is_some();
+        check_promotion(&node, connected).map_err(Status::failed_precondition)?;
+        if node.spec.as_ref().map(|s| s.role) == Some(NodeRole::RoleManager as i32) {
+            // Asked already: the agent was told (and is told again at each session).
+            return Ok(Response::new(PromoteNodeResponse { node_id: node.id }));
+        }
+        // The wish is recorded in the node's spec; the dispatcher tells the agent, which starts
+        // `shoal-manager join` as this node. Its record gets a manager status once it is a voter.
+        let mut wish = node;
+        wish.spec.get_or_insert_with(Default::default).role = NodeRole::RoleManager as i32;
+        if let Some(m) = wish.meta.as_mut() {
+            m.updated_at = shoal_proto::now_ns();
+        }
+        let id = wish.id.clone();
+        self.store
+            .propose(vec![StoreAction {
+                action: Some(Action::PutNode(wish)),
+            }])
+            .await
+            .map_err(crate::error::to_status)?;
+        info!(node.id = %id, "node promotion asked: its agent starts a manager");
+        Ok(Response::new(PromoteNodeResponse { node_id: id }))
     }
 
     async fn demote_manager(
@@ -649,35 +778,28 @@ impl shoal_proto::v1::cluster_admin_server::ClusterAdmin for ClusterAdminService
         request: Request<DemoteManagerRequest>,
     ) -> Result<Response<DemoteManagerResponse>, Status> {
         // An admin, or a follower forwarding an admin's call.
-        if auth::require_admin(&self.store, &request).is_err() {
-            match auth::caller(&self.store, &request)? {
-                Caller::Node {
-                    role: NodeRole::RoleManager,
-                    ..
-                } => {}
-                _ => {
-                    return Err(Status::permission_denied(
-                        "this call needs the admin certificate (admin.conf)",
-                    ))
-                }
-            }
-        }
+        self.require_admin(&request)?;
         let req = request.into_inner();
-        if !self.raft.status().is_leader {
-            let (_, addr) = self
-                .raft
-                .wait_leader()
-                .await
-                .map_err(crate::error::to_status)?;
-            let addr = addr.ok_or_else(|| crate::error::to_status(StoreError::NoQuorum))?;
-            let channel = self.dialer.channel(&addr)?;
-            return shoal_proto::v1::cluster_admin_client::ClusterAdminClient::new(channel)
-                .demote_manager(req)
-                .await;
+        if let Some(mut leader) = self.leader_client().await? {
+            return leader.demote_manager(req).await;
         }
         let mut node = self
             .store
             .read(|s| crate::controlapi::find_node(s, &req.node))?;
+        let pending = node.manager_status.is_none()
+            && node.spec.as_ref().map(|s| s.role) == Some(NodeRole::RoleManager as i32);
+        if pending {
+            // A promotion not done yet: call it off (the agent is told to stop what it started).
+            let id = node.id.clone();
+            self.store
+                .propose(vec![StoreAction {
+                    action: Some(Action::PutNode(crate::manager::demoted_node(&node))),
+                }])
+                .await
+                .map_err(crate::error::to_status)?;
+            info!(node.id = %id, "promotion called off");
+            return Ok(Response::new(DemoteManagerResponse { node_id: id }));
+        }
         let raft_id = node
             .manager_status
             .as_ref()
@@ -692,10 +814,7 @@ impl shoal_proto::v1::cluster_admin_server::ClusterAdmin for ClusterAdminService
             .change_membership(raft_id, false)
             .await
             .map_err(crate::error::to_status)?;
-        if let Some(spec) = node.spec.as_mut() {
-            spec.role = NodeRole::RoleWorker as i32;
-        }
-        node.manager_status = None;
+        node = crate::manager::demoted_node(&node);
         let id = node.id.clone();
         self.store
             .propose(vec![StoreAction {
@@ -706,6 +825,22 @@ impl shoal_proto::v1::cluster_admin_server::ClusterAdmin for ClusterAdminService
         info!(node.id = %id, raft_id, "manager demoted");
         Ok(Response::new(DemoteManagerResponse { node_id: id }))
     }
+}
+
+/// Whether `node` can be promoted: a worker (or one whose promotion is under way) that is up
+/// with its agent connected to the leader, since its agent starts the manager.
+pub fn check_promotion(node: &Node, agent_connected: bool) -> Result<(), String> {
+    if node.manager_status.is_some() {
+        return Err(format!("node {} is already a manager", node.id));
+    }
+    let ready = node.status.as_ref().map(|s| s.state) == Some(NodeState::NodeReady as i32);
+    if !ready || !agent_connected {
+        return Err(format!(
+            "node {} is not ready with its agent connected: its agent starts the manager, so it must be up",
+            node.id
+        ));
+    }
+    Ok(())
 }
 
 /// Whether voter `raft_id` can leave the group the leader sees in `st`: refused for the leader
@@ -746,6 +881,33 @@ mod tests {
             active: active.to_vec(),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn promotion_needs_a_connected_worker() {
+        let mut n = Node {
+            id: "w1".into(),
+            status: Some(NodeStatus {
+                state: NodeState::NodeReady as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert!(check_promotion(&n, true).is_ok());
+        let err = check_promotion(&n, false).expect_err("no session");
+        assert!(err.contains("agent connected"), "{err}");
+        n.status = Some(NodeStatus {
+            state: NodeState::NodeDown as i32,
+            ..Default::default()
+        });
+        assert!(check_promotion(&n, true).is_err(), "down");
+        n.status = Some(NodeStatus {
+            state: NodeState::NodeReady as i32,
+            ..Default::default()
+        });
+        n.manager_status = Some(ManagerStatus::default());
+        let err = check_promotion(&n, true).expect_err("a manager");
+        assert!(err.contains("already a manager"), "{err}");
     }
 
     #[test]
@@ -919,7 +1081,14 @@ where
                 return Ok(forward_to_leader(&raft, &dialer, req).await);
             }
             if let Err(e) = store.linearize().await {
-                return Ok(crate::error::to_status(e).into_http());
+                // Refused before the handler ran: nothing was proposed, so a client may safely
+                // send even a write to another manager.
+                let mut status = crate::error::to_status(e);
+                status.metadata_mut().insert(
+                    shoal_proto::config::NOTHING_PROPOSED_KEY,
+                    tonic::metadata::MetadataValue::from_static("true"),
+                );
+                return Ok(status.into_http());
             }
             inner.call(req).await
         })

@@ -60,8 +60,23 @@ enum Command {
         /// Raft log entries between snapshots (older entries are removed).
         #[arg(long, default_value_t = 10_000)]
         snapshot_interval: u64,
-        /// Address (IP:PORT) of the leader or any manager of the cluster.
-        manager: String,
+        /// Join as the existing worker node whose certificate and key are DIR/node.pem and
+        /// DIR/node-key.pem (an agent's `certs` dir): the node becomes a manager and keeps its id
+        /// (`shoalctl node promote` makes the agent run this).
+        #[arg(long, value_name = "DIR")]
+        node_cert_dir: Option<PathBuf>,
+        /// Addresses (IP:PORT) of the leader or any managers of the cluster, tried in order.
+        #[arg(required = true)]
+        managers: Vec<String>,
+    },
+    /// Restart a manager from DATA_DIR (made by init or join) with the addresses recorded there.
+    Run {
+        /// The manager's data directory.
+        #[arg(long, default_value = "/var/lib/shoal/manager")]
+        data_dir: PathBuf,
+        /// Raft log entries between snapshots (older entries are removed).
+        #[arg(long, default_value_t = 10_000)]
+        snapshot_interval: u64,
     },
 }
 
@@ -89,6 +104,15 @@ fn main() -> std::process::ExitCode {
         .and_then(|rt| rt.block_on(run(cli.command)));
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e)
+            if matches!(
+                e.downcast_ref::<manager::ManagerError>(),
+                Some(manager::ManagerError::Removed)
+            ) =>
+        {
+            eprintln!("{e:#}");
+            std::process::ExitCode::from(manager::EXIT_REMOVED)
+        }
         Err(e) => {
             eprintln!("Error: {e:#}");
             std::process::ExitCode::FAILURE
@@ -98,6 +122,12 @@ fn main() -> std::process::ExitCode {
 
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
+        Command::Run {
+            data_dir,
+            snapshot_interval,
+        } => manager::restart(data_dir, snapshot_interval)
+            .await
+            .context("manager"),
         Command::Init {
             data_dir,
             listen_addr,
@@ -129,8 +159,23 @@ async fn run(command: Command) -> anyhow::Result<()> {
             advertise_addr,
             token,
             snapshot_interval,
-            manager,
+            node_cert_dir,
+            managers,
         } => {
+            let as_node = match node_cert_dir {
+                Some(dir) => {
+                    let read = |name: &str| {
+                        let p = dir.join(name);
+                        std::fs::read_to_string(&p)
+                            .with_context(|| format!("--node-cert-dir: reading {}", p.display()))
+                    };
+                    Some(shoal_proto::pki::Identity {
+                        cert_pem: read("node.pem")?,
+                        key_pem: read("node-key.pem")?,
+                    })
+                }
+                None => None,
+            };
             let advertise_addr = advertise_addr
                 .or_else(|| (!listen_addr.ip().is_unspecified()).then(|| listen_addr.to_string()))
                 .unwrap_or_else(|| format!("{}:{}", guess_address(), listen_addr.port()));
@@ -146,7 +191,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 },
                 manager::JoinOptions {
                     token,
-                    remote: manager,
+                    remotes: managers,
+                    as_node,
                 },
             )
             .await

@@ -58,7 +58,14 @@ pub enum ManagerError {
     /// Leadership was not reached in time.
     #[error("{0}")]
     NotReady(String),
+    /// This manager was removed from the Raft group (`node demote`, `node rm`): it stops.
+    #[error("this manager was removed from the cluster's managers (node demote or node rm); it stops. Remove its data dir: it can no longer rejoin")]
+    Removed,
 }
+
+/// Exit status of `shoal-manager` when it stopped because it was removed from the Raft group, so
+/// a supervisor (an agent that started it for `node promote`) does not start it again.
+pub const EXIT_REMOVED: u8 = 3;
 
 /// What a manager keeps about itself in `DATA_DIR/manager.json` (written last at init, so its
 /// presence marks a complete data dir).
@@ -154,10 +161,67 @@ pub(crate) fn manager_node(
             addr: addr.to_string(),
             leader,
             reachability: "reachable".into(),
+            // Its node certificate is the manager's own.
+            cert_fingerprint: String::new(),
         }),
         cert_fingerprint,
         ..Default::default()
     }
+}
+
+/// The store record of a worker promoted to manager (`node promote`): the same node, keeping its
+/// id, labels, availability, description and status (its agent goes on running its tasks), with
+/// role manager and a manager status carrying the manager process's own certificate.
+pub(crate) fn promoted_node(
+    worker: &Node,
+    addr: &str,
+    raft_id: u64,
+    manager_fingerprint: String,
+    now: i64,
+) -> Node {
+    let mut node = worker.clone();
+    node.spec.get_or_insert_with(Default::default).role = NodeRole::RoleManager as i32;
+    node.manager_status = Some(ManagerStatus {
+        raft_id,
+        addr: addr.to_string(),
+        leader: false,
+        reachability: "reachable".into(),
+        cert_fingerprint: manager_fingerprint,
+    });
+    if let Some(meta) = node.meta.as_mut() {
+        meta.updated_at = now;
+    }
+    node
+}
+
+/// A manager node made a worker again (`node demote`): no manager status (which revokes a
+/// promoted node's manager certificate at once), role worker.
+pub(crate) fn demoted_node(node: &Node) -> Node {
+    let mut node = node.clone();
+    node.spec.get_or_insert_with(Default::default).role = NodeRole::RoleWorker as i32;
+    node.manager_status = None;
+    node
+}
+
+/// The fingerprint of the certificate a manager node's manager process presents.
+pub(crate) fn manager_fingerprint(node: &Node) -> &str {
+    match &node.manager_status {
+        Some(m) if !m.cert_fingerprint.is_empty() => &m.cert_fingerprint,
+        _ => &node.cert_fingerprint,
+    }
+}
+
+/// Whether an agent runs on this node: every worker, and a worker promoted to manager; not a
+/// manager started with `shoal-manager init/join` (its health comes from Raft, it runs no task).
+pub fn runs_agent(node: &Node) -> bool {
+    node.manager_status
+        .as_ref()
+        .is_none_or(|m| !m.cert_fingerprint.is_empty())
+}
+
+/// Whether the Raft status `st` says this member is no longer a voter (it applied its removal).
+pub(crate) fn removed_from_group(st: &crate::raft::RaftStatus) -> bool {
+    st.id != 0 && !st.voters.is_empty() && !st.voters.contains(&st.id)
 }
 
 /// Waits (up to 10 s) until this manager leads; `what` names the step in the error.
@@ -412,7 +476,12 @@ async fn run(
         state.node_id.clone(),
         advertise.clone(),
     );
-    let cluster_admin = ClusterAdminService::new(raft.clone(), store.clone(), dialer.clone());
+    let cluster_admin = ClusterAdminService::new(
+        raft.clone(),
+        store.clone(),
+        dialer.clone(),
+        dispatcher.sessions(),
+    );
 
     let server = tonic::transport::Server::builder()
         .tls_config(pki::server_tls(&ca_pem, &identity))?
@@ -437,9 +506,17 @@ async fn run(
         .add_service(shoal_proto::v1::cluster_admin_server::ClusterAdminServer::new(cluster_admin));
     info!(listen = %opts.listen_addr, advertise = %advertise, node.id = %state.node_id, "manager serving");
     let mut stop = shutdown_rx.clone();
+    let removed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let removed_flag = removed.clone();
+    let watched = raft.clone();
     tokio::spawn(async move {
-        shutdown_signal().await;
-        info!("shutting down");
+        tokio::select! {
+            _ = shutdown_signal() => info!("shutting down"),
+            _ = wait_removed(watched) => {
+                warn!("this manager was removed from the raft group: stopping");
+                removed_flag.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
         let _ = shutdown_tx.send(true);
     });
     let mut stop_wait = shutdown_rx.clone();
@@ -457,7 +534,28 @@ async fn run(
         } => warn!("connections still open after 3 s: stopping anyway"),
     }
     raft.shutdown().await;
+    if removed.load(std::sync::atomic::Ordering::SeqCst) {
+        return Err(ManagerError::Removed);
+    }
     Ok(())
+}
+
+/// Returns once this manager has applied its own removal from the Raft group (seen twice in a
+/// row, half a second apart): a demoted or removed manager has nothing left to do.
+async fn wait_removed(raft: RaftNode) {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let mut strikes = 0;
+    loop {
+        tick.tick().await;
+        if removed_from_group(&raft.status()) {
+            strikes += 1;
+            if strikes >= 2 {
+                return;
+            }
+        } else {
+            strikes = 0;
+        }
+    }
 }
 
 /// Starts the orchestrator and scheduler while this manager leads, and stops them when it doesn't.
@@ -545,13 +643,46 @@ async fn keep_peers_and_admin_conf(
     }
 }
 
+/// `shoal-manager run`: restarts a manager from its data dir, whichever way it was made (`init`
+/// or `join`), with the addresses it recorded there. Agents use it to restart the manager they
+/// started for `node promote`.
+pub async fn restart(data_dir: PathBuf, snapshot_interval: u64) -> Result<(), ManagerError> {
+    let state_path = data_dir.join("manager.json");
+    let state: ManagerState =
+        serde_json::from_str(&read_file(&state_path)?).map_err(|e| ManagerError::DataDir {
+            path: data_dir.clone(),
+            reason: format!("manager.json: {e}"),
+        })?;
+    let listen_addr = state
+        .listen_addr
+        .parse()
+        .map_err(|e| ManagerError::DataDir {
+            path: data_dir.clone(),
+            reason: format!("manager.json: listen_addr {:?}: {e}", state.listen_addr),
+        })?;
+    info!(data_dir = %data_dir.display(), "restarting manager from its data dir");
+    let opts = ManagerOptions {
+        data_dir,
+        listen_addr,
+        advertise_addr: Some(state.advertise_addr.clone()),
+        // The cluster's heartbeat period is in its store; this one is unused after init.
+        heartbeat_period: Duration::from_secs(5),
+        snapshot_interval,
+        force_new_cluster: false,
+    };
+    run(opts, state, None).await
+}
+
 /// What `shoal-manager join` needs besides the usual options.
 #[derive(Debug, Clone)]
 pub struct JoinOptions {
     /// The manager join token.
     pub token: String,
-    /// Address of any manager of the cluster.
-    pub remote: String,
+    /// Addresses of managers of the cluster, tried in order.
+    pub remotes: Vec<String>,
+    /// Join as an existing worker node (`node promote`): that node's current certificate and
+    /// key, presented as the TLS client certificate of the join, which proves the identity.
+    pub as_node: Option<Identity>,
 }
 
 /// `shoal-manager join`: joins an existing cluster as a new Raft voter, or restarts from an
@@ -584,8 +715,11 @@ pub async fn join(opts: ManagerOptions, join: JoinOptions) -> Result<(), Manager
         .advertise_addr
         .clone()
         .unwrap_or_else(|| opts.listen_addr.to_string());
-    let pinned = pki::client_config(&pki::Trust::Pinned(token.ca_fingerprint.clone()), None)?;
-    let channel = pki::connect(&join.remote, std::sync::Arc::new(pinned)).await?;
+    let pinned = pki::client_config(
+        &pki::Trust::Pinned(token.ca_fingerprint.clone()),
+        join.as_node.as_ref(),
+    )?;
+    let channel = pki::connect_any(&join.remotes, std::sync::Arc::new(pinned)).await?;
     let host = hostname();
     let (csr_pem, key_pem) = pki::generate_csr(&host)?;
     let resp = RaftClient::new(channel)
@@ -594,6 +728,8 @@ pub async fn join(opts: ManagerOptions, join: JoinOptions) -> Result<(), Manager
             csr_pem,
             hostname: host,
             addr: advertise.clone(),
+            // The server takes the node from the certificate; this only says what we meant.
+            node_id: String::new(),
         })
         .await
         .map_err(|s| {
@@ -672,8 +808,16 @@ async fn force_new_cluster(
                     .as_ref()
                     .is_some_and(|m| m.raft_id != raft_id)
             })
-            .map(|n| StoreAction {
-                action: Some(Action::RemoveNode(n.id.clone())),
+            .map(|n| {
+                // A promoted worker stays a worker (its agent runs tasks); a manager-only node goes.
+                let action = if runs_agent(n) {
+                    Action::PutNode(demoted_node(n))
+                } else {
+                    Action::RemoveNode(n.id.clone())
+                };
+                StoreAction {
+                    action: Some(action),
+                }
             })
             .collect()
     });
@@ -685,4 +829,102 @@ async fn force_new_cluster(
         store.propose(gone).await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn worker() -> Node {
+        Node {
+            id: "w1".into(),
+            meta: Some(Meta {
+                version: 4,
+                created_at: 10,
+                updated_at: 20,
+            }),
+            spec: Some(NodeSpec {
+                role: NodeRole::RoleWorker as i32,
+                availability: NodeAvailability::AvailabilityActive as i32,
+                labels: [("zone".to_string(), "a".to_string())].into(),
+            }),
+            description: Some(NodeDescription {
+                hostname: "host-a".into(),
+                ..Default::default()
+            }),
+            status: Some(NodeStatus {
+                state: NodeState::NodeReady as i32,
+                addr: "10.0.0.5".into(),
+                ..Default::default()
+            }),
+            cert_fingerprint: "agent-fp".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_promoted_worker_keeps_what_it_was() {
+        let p = promoted_node(&worker(), "10.0.0.5:4242", 4, "manager-fp".into(), 30);
+        assert_eq!(p.id, "w1");
+        let spec = p.spec.as_ref().expect("spec");
+        assert_eq!(spec.role, NodeRole::RoleManager as i32);
+        // Still runs its tasks, with its labels.
+        assert_eq!(
+            spec.availability,
+            NodeAvailability::AvailabilityActive as i32
+        );
+        assert_eq!(spec.labels.get("zone").map(String::as_str), Some("a"));
+        assert_eq!(p.description, worker().description);
+        assert_eq!(p.status, worker().status);
+        // The agent keeps its certificate; the manager process has its own.
+        assert_eq!(p.cert_fingerprint, "agent-fp");
+        assert_eq!(manager_fingerprint(&p), "manager-fp");
+        let ms = p.manager_status.as_ref().expect("manager status");
+        assert_eq!((ms.raft_id, ms.addr.as_str()), (4, "10.0.0.5:4242"));
+        assert_eq!(
+            p.meta.as_ref().map(|m| (m.created_at, m.updated_at)),
+            Some((10, 30))
+        );
+        assert!(runs_agent(&p));
+
+        // Demoted: a worker again, the manager certificate gone with its status.
+        let d = demoted_node(&p);
+        assert_eq!(
+            d.spec.as_ref().map(|s| s.role),
+            Some(NodeRole::RoleWorker as i32)
+        );
+        assert!(d.manager_status.is_none());
+        assert_eq!(d.cert_fingerprint, "agent-fp");
+        assert!(runs_agent(&d));
+    }
+
+    #[test]
+    fn a_manager_only_node_runs_no_agent() {
+        let m = manager_node(
+            "m1",
+            NodeDescription::default(),
+            "10.0.0.1:4242",
+            1,
+            true,
+            "m-fp".into(),
+            1,
+        );
+        assert!(!runs_agent(&m));
+        assert_eq!(manager_fingerprint(&m), "m-fp");
+        assert!(runs_agent(&worker()));
+    }
+
+    #[test]
+    fn removal_is_seen_in_the_voters() {
+        let st = |id, voters: &[u64]| crate::raft::RaftStatus {
+            id,
+            voters: voters.to_vec(),
+            ..Default::default()
+        };
+        assert!(!removed_from_group(&st(2, &[1, 2, 3])));
+        assert!(removed_from_group(&st(2, &[1, 3])));
+        // Not started yet: no configuration is no verdict.
+        assert!(!removed_from_group(&st(2, &[])));
+        assert!(!removed_from_group(&st(0, &[1])));
+    }
 }

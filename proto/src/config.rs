@@ -4,6 +4,11 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+/// Response metadata key a manager sets on an error when the call was refused before anything
+/// was proposed (its read barrier found no quorum): shoalctl may then send even a write to the
+/// next manager of `admin.conf` without risking applying it twice.
+pub const NOTHING_PROPOSED_KEY: &str = "shoal-nothing-proposed";
+
 /// The client configuration written by `shoal-manager init` to `DATA_DIR/admin.conf`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct AdminConfig {

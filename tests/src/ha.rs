@@ -206,6 +206,14 @@ impl Managers {
         Ok(())
     }
 
+    /// Waits (at most `timeout`) for manager `i`'s process to exit on its own; its status.
+    pub fn wait_exit(&self, i: usize, timeout: Duration) -> Result<std::process::ExitStatus> {
+        self.procs[i]
+            .as_ref()
+            .ok_or_else(|| anyhow!("manager m{} was not started", i + 1))?
+            .wait_timeout(timeout)
+    }
+
     /// Whether manager `i`'s process runs.
     pub fn is_running(&self, i: usize) -> bool {
         self.procs[i].as_ref().is_some_and(|p| p.is_running())

@@ -373,7 +373,13 @@ fn demote_refuses_to_lose_quorum_then_demotes() -> Result<()> {
         .ok_or_else(|| anyhow::anyhow!("demoted node gone from node ls: {nodes}"))?;
     ensure!(
         demoted.contains("\"ManagerStatus\":\"\""),
-        "the demoted node still shows a manager status: {demoted}"
+        "the demoted manager still shows a manager status: {demoted}"
+    );
+    // The demoted manager process sees it left the Raft group and exits (status 3: removed).
+    let status = m.wait_exit(f1, DEADLINE)?;
+    ensure!(
+        status.code() == Some(3),
+        "the demoted manager exited with {status}, not 3 (removed)"
     );
     hist.write_until_acked(&m, f2, DEADLINE)?;
     hist.check(&m, f2)?;

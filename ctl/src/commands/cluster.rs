@@ -5,10 +5,9 @@ use shoal_proto::v1::cluster_admin_client::ClusterAdminClient;
 use shoal_proto::v1::{
     ClusterStatusRequest, DemoteManagerRequest, JoinTokenRequest, ManagerInfo, NodeRole,
 };
-use tonic::transport::Channel;
 
 use crate::cli::{Format, JoinTokenArgs, Role};
-use crate::client::Control;
+use crate::client::{Control, ManagerChannel};
 use crate::output;
 
 /// What `join-token` prints without `-q`: the command a new node runs, like docker's.
@@ -98,7 +97,7 @@ pub fn manager_table(managers: &[ManagerInfo]) -> String {
 }
 
 /// `cluster status`: every manager as it reports itself.
-pub async fn status(channel: Channel, format: Format) -> Result<()> {
+pub async fn status(channel: ManagerChannel, format: Format) -> Result<()> {
     let managers = ClusterAdminClient::new(channel)
         .cluster_status(ClusterStatusRequest {})
         .await
@@ -116,7 +115,7 @@ pub async fn status(channel: Channel, format: Format) -> Result<()> {
 }
 
 /// `node demote NODE...`: each manager leaves the Raft group and becomes a worker node.
-pub async fn demote(channel: Channel, nodes: &[String]) -> Result<()> {
+pub async fn demote(channel: ManagerChannel, nodes: &[String]) -> Result<()> {
     let mut client = ClusterAdminClient::new(channel);
     for node in nodes {
         client

@@ -74,6 +74,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             NodeCommand::Update(args) => node::update(c, &args).await,
             NodeCommand::Rm(args) => node::rm(c, channel, &args).await,
             NodeCommand::Demote(args) => cluster::demote(channel, &args.nodes).await,
+            NodeCommand::Promote(args) => node::promote(c, channel, &args).await,
         },
         Command::Cluster(ClusterCommand::JoinToken(args)) => {
             cluster::join_token(c, &args, &manager_addr).await

@@ -1,4 +1,4 @@
-//! `shoalctl node ls|inspect|update|rm`.
+//! `shoalctl node ls|inspect|update|rm|promote`.
 
 use anyhow::{anyhow, Result};
 use serde_json::json;
@@ -7,7 +7,9 @@ use shoal_proto::v1::{
     UpdateNodeRequest,
 };
 
-use crate::cli::{Availability, Format, NodeInspectArgs, NodeLsArgs, NodeRmArgs, NodeUpdateArgs};
+use crate::cli::{
+    Availability, Format, NodeInspectArgs, NodeLsArgs, NodePromoteArgs, NodeRmArgs, NodeUpdateArgs,
+};
 use crate::client::{status, Control};
 use crate::output::{self, json as js, table::Table};
 
@@ -208,7 +210,11 @@ pub async fn update(c: &mut Control, a: &NodeUpdateArgs) -> Result<()> {
 }
 
 /// `node rm NODE...`: removes each, printing its name; keeps going past failures.
-pub async fn rm(c: &mut Control, channel: tonic::transport::Channel, a: &NodeRmArgs) -> Result<()> {
+pub async fn rm(
+    c: &mut Control,
+    channel: crate::client::ManagerChannel,
+    a: &NodeRmArgs,
+) -> Result<()> {
     let mut errors = Vec::new();
     let mut admin = shoal_proto::v1::cluster_admin_client::ClusterAdminClient::new(channel);
     for name in &a.nodes {
@@ -253,6 +259,63 @@ pub async fn rm(c: &mut Control, channel: tonic::transport::Channel, a: &NodeRmA
         Ok(())
     } else {
         Err(anyhow!("{}", errors.join("; ")))
+    }
+}
+
+/// `node promote NODE...`: asks the leader to promote each worker (its agent starts a manager
+/// that joins as the same node), then waits until each is a manager, unless `--detach`.
+pub async fn promote(
+    c: &mut Control,
+    channel: crate::client::ManagerChannel,
+    a: &NodePromoteArgs,
+) -> Result<()> {
+    let mut admin = shoal_proto::v1::cluster_admin_client::ClusterAdminClient::new(channel);
+    for name in &a.nodes {
+        let id = admin
+            .promote_node(shoal_proto::v1::PromoteNodeRequest { node: name.clone() })
+            .await
+            .map_err(status)?
+            .into_inner()
+            .node_id;
+        if !a.detach {
+            wait_manager(c, &id, a.timeout)
+                .await
+                .map_err(|e| anyhow!("{name}: {e}"))?;
+        }
+        output::print(&format!(
+            "Node {name} promoted to a manager in the cluster.\n"
+        ))?;
+    }
+    Ok(())
+}
+
+/// Waits until node `id` is a Raft member (it has a manager status).
+async fn wait_manager(c: &mut Control, id: &str, timeout: std::time::Duration) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let node = c
+            .get_node(GetNodeRequest {
+                name_or_id: id.to_string(),
+            })
+            .await
+            .map_err(status)?
+            .into_inner()
+            .node;
+        match node {
+            Some(n) if n.manager_status.is_some() => return Ok(()),
+            Some(n) if n.spec.as_ref().map(|s| s.role) != Some(NodeRole::RoleManager as i32) => {
+                return Err(anyhow!("the promotion was called off (node demote)"))
+            }
+            Some(_) => {}
+            None => return Err(anyhow!("the node was removed")),
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(anyhow!(
+                "not a manager after {}s: its agent starts `shoal-manager join` on its host; see the agent's log (is shoal-manager installed next to shoal-agent? can the host reach the managers?). `node demote` calls the promotion off",
+                timeout.as_secs()
+            ));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
     }
 }
 

@@ -429,6 +429,7 @@ mod tests {
                 addr: "10.0.0.1:4242".into(),
                 leader: true,
                 reachability: "reachable".into(),
+                ..Default::default()
             }),
             ..Default::default()
         };

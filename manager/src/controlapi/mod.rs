@@ -368,13 +368,14 @@ impl Control for ControlApi {
                 )));
             }
         }
+        let manager_only = !crate::manager::runs_agent(&node);
         let spec = node.spec.get_or_insert_with(Default::default);
         if let Some(a) = req.availability {
             let a = NodeAvailability::try_from(a).map_err(|_| {
                 Status::invalid_argument("--availability: must be active, pause or drain")
             })?;
             if spec.role == NodeRole::RoleManager as i32
-                && node.manager_status.is_some()
+                && manager_only
                 && a != NodeAvailability::AvailabilityDrain
             {
                 return Err(Status::failed_precondition(

@@ -3,6 +3,7 @@
 //! batched Raft writes, watches heartbeats and routes log requests.
 
 pub mod logs;
+pub mod promote;
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -188,8 +189,9 @@ impl Dispatcher {
             let now = Instant::now();
             let ready: Vec<Node> = self.store.read(|s| {
                 s.nodes()
-                    // Managers' health comes from Raft, not from an agent session.
-                    .filter(|n| n.manager_status.is_none())
+                    // A manager-only node's health comes from Raft, not from an agent session
+                    // (a promoted worker's agent is judged like any other).
+                    .filter(|n| crate::manager::runs_agent(n))
                     .filter(|n| {
                         n.status.as_ref().map(|st| st.state) == Some(NodeState::NodeReady as i32)
                     })
@@ -413,6 +415,12 @@ impl DispatcherRpc for Dispatcher {
             .await
             .map_err(|_| Status::cancelled("session closed"))?;
         tokio::spawn(self.clone().push_assignments(node_id.clone(), tx.clone()));
+        tokio::spawn(self.clone().manager_directives(
+            node_id.clone(),
+            session_id.to_string(),
+            period.as_nanos() as i64,
+            tx.clone(),
+        ));
         let me = self.clone();
         let mut ended = end_rx.clone();
         tokio::spawn(async move {
