@@ -533,3 +533,86 @@ fn a_node_allocation_is_dropped_when_ingress_goes() {
     pass(&mut al, &mut s);
     assert!(s.node("n").unwrap().attachments.is_empty());
 }
+
+/// Applies proposals straight to the store, as a lone manager's Raft would.
+struct Direct {
+    store: Store,
+    index: std::sync::atomic::AtomicU64,
+}
+
+impl crate::store::Proposer for Direct {
+    fn propose(
+        &self,
+        req: StoreRequest,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), StoreError>> + Send>> {
+        let index = self.index.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let result = self.store.apply(index, &req);
+        Box::pin(async move { result })
+    }
+}
+
+async fn wait_for(store: &Store, what: &str, f: impl Fn(&State) -> bool) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !store.read(&f) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_driver_makes_missing_networks_then_allocates_on_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store.set_proposer(std::sync::Arc::new(Direct {
+        store: store.clone(),
+        index: 1.into(),
+    }));
+    // A cluster from before networks: no network objects at all.
+    store
+        .propose(vec![action(Action::PutCluster(shoal_proto::v1::Cluster {
+            id: "c".into(),
+            ..Default::default()
+        }))])
+        .await
+        .unwrap();
+    let (stop, stopped) = watch::channel(false);
+    let driver = tokio::spawn(run(store.clone(), stopped));
+    wait_for(&store, "the predefined networks", |s| {
+        ["ingress", "bridge", "host", "none"]
+            .iter()
+            .all(|n| s.network_by_name(n).is_some_and(|n| n.predefined))
+    })
+    .await;
+
+    let ingress = store.read(ingress_id);
+    let svc = service("web", &[], vec![port(80, 0, "")], "");
+    let task = new_task("t", &svc);
+    store
+        .propose(vec![
+            action(Action::CreateService(svc)),
+            action(Action::CreateTask(task)),
+        ])
+        .await
+        .unwrap();
+    wait_for(&store, "the task's allocation", |s| {
+        s.task("t")
+            .is_some_and(|t| task_state(t) == TaskState::TaskPending)
+    })
+    .await;
+    store.read(|s| {
+        let t = s.task("t").unwrap();
+        assert_eq!(t.networks[0].network_id, ingress);
+        assert!(t
+            .endpoint
+            .as_ref()
+            .is_some_and(|e| e.ports[0].published_port == 30000));
+    });
+    stop.send(true).unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(5), driver)
+        .await
+        .expect("the driver stops on shutdown")
+        .unwrap();
+}
