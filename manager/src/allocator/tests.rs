@@ -400,15 +400,17 @@ fn exhaustion_leaves_the_task_new_until_an_address_frees_up() {
 fn many_tasks_in_one_pass_never_share_an_address() {
     let mut s = cluster(&[("big", "overlay", "10.2.0.0/16")]);
     let svc = service("web", &["big"], vec![port(80, 0, "")], "");
-    let ids: Vec<String> = (0..2000).map(|i| format!("t{i:04}")).collect();
+    let ids: Vec<String> = (0..10000).map(|i| format!("t{i:04}")).collect();
     let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
     add(&mut s, &svc, &refs);
     let mut al = Allocator::new();
     let started = std::time::Instant::now();
     let plan = al.plan(&s, NOW);
+    let took = started.elapsed();
+    // Well under a second in a release build; generous here for debug builds on a busy machine.
     assert!(
-        started.elapsed() < std::time::Duration::from_secs(2),
-        "a pass is fast"
+        took < std::time::Duration::from_secs(5),
+        "a pass took {took:?}"
     );
     apply_plan(&mut s, plan);
     let mut seen = HashSet::new();
@@ -426,7 +428,7 @@ fn many_tasks_in_one_pass_never_share_an_address() {
     }
     assert_eq!(
         seen.len(),
-        4000,
+        20000,
         "one address on big and one on ingress per task"
     );
 }
