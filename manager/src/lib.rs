@@ -1,6 +1,7 @@
 //! Shoal manager: the Raft-replicated cluster store, the control API, and (on the leader) the
 //! orchestrator, scheduler and dispatcher.
 
+pub mod allocator;
 pub mod auth;
 pub mod ca;
 pub mod cluster;

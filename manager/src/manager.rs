@@ -349,7 +349,7 @@ pub async fn init(opts: ManagerOptions) -> Result<(), ManagerError> {
     let fp = pki::fingerprint_pem(&ca.cert_pem)?;
     let worker_token = JoinToken::new(&fp, &cluster.worker_token_secret).to_string();
     let manager_token = JoinToken::new(&fp, &cluster.manager_token_secret).to_string();
-    let bootstrap = vec![
+    let mut bootstrap = vec![
         StoreAction {
             action: Some(Action::PutCluster(cluster)),
         },
@@ -357,6 +357,14 @@ pub async fn init(opts: ManagerOptions) -> Result<(), ManagerError> {
             action: Some(Action::PutNode(node)),
         },
     ];
+    // ingress, bridge, host and none exist from the start, written with the cluster.
+    bootstrap.extend(
+        crate::allocator::ipam::predefined_networks(now)
+            .into_iter()
+            .map(|n| StoreAction {
+                action: Some(Action::CreateNetwork(n)),
+            }),
+    );
     let admin_path = opts.data_dir.join("admin.conf");
     let run_state = state.clone();
     let after_bootstrap = move |data_dir: PathBuf| -> Result<(), ManagerError> {
@@ -574,6 +582,7 @@ async fn leader_components(store: Store, raft: RaftNode, mut shutdown: watch::Re
                 store.clone(),
                 stop_rx.clone(),
             ));
+            tokio::spawn(crate::allocator::run(store.clone(), stop_rx.clone()));
             tokio::spawn(crate::leader::run_scheduler(store.clone(), stop_rx));
             tokio::select! {
                 _ = leadership.wait_for(|l| !*l) => {

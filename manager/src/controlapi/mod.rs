@@ -1,6 +1,8 @@
 //! The control API shoalctl speaks: validates what users ask for, writes it through Raft and
 //! answers reads from the store.
 
+pub mod network;
+
 use std::collections::HashMap;
 use std::pin::Pin;
 
@@ -16,7 +18,11 @@ use tracing::info;
 use crate::auth::require_admin;
 use crate::dispatcher::logs::LogBroker;
 use crate::error::to_status;
-use crate::store::{State, Store};
+use crate::store::{State, Store, StoreError};
+use network::{check_endpoint, check_removable, find_network, network_name, resolve_networks};
+
+/// How many times `network create` re-plans after racing another create (same subnet or VNI).
+const CREATE_NETWORK_ATTEMPTS: usize = 3;
 
 /// The gRPC control service.
 pub struct ControlApi {
@@ -137,7 +143,12 @@ impl Control for ControlApi {
             .into_inner()
             .spec
             .ok_or_else(|| Status::invalid_argument("spec: missing"))?;
+        let mut spec = spec;
         validate_service(&spec).map_err(invalid)?;
+        self.store.read(|s| {
+            resolve_networks(s, &mut spec)?;
+            check_endpoint(s, &mut spec, None)
+        })?;
         if self.store.read(|s| s.service_by_name(&spec.name).is_some()) {
             return Err(Status::already_exists(format!(
                 "--name: service name {:?} is already in use",
@@ -225,8 +236,14 @@ impl Control for ControlApi {
         let spec = req
             .spec
             .ok_or_else(|| Status::invalid_argument("spec: missing"))?;
+        let mut spec = spec;
         validate_service(&spec).map_err(invalid)?;
-        let mut service = self.store.read(|s| find_service(s, &req.name_or_id))?;
+        let mut service = self.store.read(|s| {
+            let service = find_service(s, &req.name_or_id)?;
+            resolve_networks(s, &mut spec)?;
+            check_endpoint(s, &mut spec, Some(&service.id))?;
+            Ok::<_, Status>(service)
+        })?;
         let old_name = service
             .spec
             .as_ref()
@@ -237,7 +254,9 @@ impl Control for ControlApi {
                 "--name: a service cannot be renamed",
             ));
         }
-        if service.spec.as_ref().and_then(|s| s.task.clone()) != spec.task {
+        // Every spec change is a new version: the allocator's endpoint is for one version, and
+        // the orchestrator replaces tasks whose template changed.
+        if service.spec.as_ref() != Some(&spec) {
             service.spec_version += 1;
         }
         service.spec = Some(spec);
@@ -268,6 +287,9 @@ impl Control for ControlApi {
         let name = spec.name.clone();
         let from = spec.replicas;
         spec.replicas = req.replicas;
+        if from != req.replicas {
+            service.spec_version += 1;
+        }
         if let Some(m) = service.meta.as_mut() {
             m.updated_at = shoal_proto::now_ns();
         }
@@ -464,30 +486,118 @@ impl Control for ControlApi {
 
     async fn create_network(
         &self,
-        _request: Request<CreateNetworkRequest>,
+        request: Request<CreateNetworkRequest>,
     ) -> Result<Response<CreateNetworkResponse>, Status> {
-        Err(Status::unimplemented("networks are not implemented yet"))
+        require_admin(&self.store, &request)?;
+        let spec = request
+            .into_inner()
+            .spec
+            .ok_or_else(|| Status::invalid_argument("spec: missing"))?;
+        let mut attempt = 0;
+        let network = loop {
+            attempt += 1;
+            let now = shoal_proto::now_ns();
+            let network = self
+                .store
+                .read(|s| network::plan_network(s, spec.clone(), now))?;
+            let written = self
+                .store
+                .propose(vec![StoreAction {
+                    action: Some(Action::CreateNetwork(network.clone())),
+                }])
+                .await;
+            match written {
+                Ok(()) => break network,
+                // Another create took the same subnet or VXLAN id meanwhile: plan again.
+                Err(StoreError::Conflict(_)) if attempt < CREATE_NETWORK_ATTEMPTS => continue,
+                Err(e) => return Err(to_status(e)),
+            }
+        };
+        info!(
+            network.id = %network.id,
+            network.name = %network_name(&network),
+            driver = %network.spec.as_ref().map(|s| s.driver.as_str()).unwrap_or(""),
+            subnet = %network.subnet,
+            vni = network.vni,
+            "network created"
+        );
+        let network = self
+            .store
+            .read(|s| s.network(&network.id).cloned())
+            .unwrap_or(network);
+        Ok(Response::new(CreateNetworkResponse {
+            network: Some(network),
+        }))
     }
 
     async fn get_network(
         &self,
-        _request: Request<GetNetworkRequest>,
+        request: Request<GetNetworkRequest>,
     ) -> Result<Response<GetNetworkResponse>, Status> {
-        Err(Status::unimplemented("networks are not implemented yet"))
+        require_admin(&self.store, &request)?;
+        let name = request.into_inner().name_or_id;
+        let resp = self.store.read(|s| {
+            let network = find_network(s, &name)?;
+            let mut services: Vec<String> = s
+                .services_on_network(&network.id)
+                .filter_map(|svc| svc.spec.as_ref().map(|sp| sp.name.clone()))
+                .collect();
+            if network.spec.as_ref().is_some_and(|sp| sp.ingress) {
+                services.extend(
+                    s.services()
+                        .filter(|svc| {
+                            crate::allocator::publishes_ingress(
+                                svc.spec.as_ref().and_then(|sp| sp.endpoint.as_ref()),
+                            )
+                        })
+                        .filter_map(|svc| svc.spec.as_ref().map(|sp| sp.name.clone())),
+                );
+            }
+            services.sort();
+            services.dedup();
+            Ok::<_, Status>(GetNetworkResponse {
+                network: Some(network),
+                services,
+            })
+        })?;
+        Ok(Response::new(resp))
     }
 
     async fn list_networks(
         &self,
-        _request: Request<ListNetworksRequest>,
+        request: Request<ListNetworksRequest>,
     ) -> Result<Response<ListNetworksResponse>, Status> {
-        Err(Status::unimplemented("networks are not implemented yet"))
+        require_admin(&self.store, &request)?;
+        let mut networks: Vec<Network> = self.store.read(|s| s.networks().cloned().collect());
+        networks.sort_by(|a, b| network_name(a).cmp(network_name(b)).then(a.id.cmp(&b.id)));
+        Ok(Response::new(ListNetworksResponse { networks }))
     }
 
     async fn remove_network(
         &self,
-        _request: Request<RemoveNetworkRequest>,
+        request: Request<RemoveNetworkRequest>,
     ) -> Result<Response<RemoveNetworkResponse>, Status> {
-        Err(Status::unimplemented("networks are not implemented yet"))
+        require_admin(&self.store, &request)?;
+        let name = request.into_inner().name_or_id;
+        let network = self.store.read(|s| {
+            let n = find_network(s, &name)?;
+            check_removable(s, &n)?;
+            Ok::<_, Status>(n)
+        })?;
+        let removed = self
+            .store
+            .propose(vec![StoreAction {
+                action: Some(Action::RemoveNetwork(network.id.clone())),
+            }])
+            .await;
+        match removed {
+            Ok(()) => {}
+            // Still used by a service or a task: the store's message names it.
+            Err(StoreError::Conflict(msg)) => return Err(Status::failed_precondition(msg)),
+            Err(e) => return Err(to_status(e)),
+        }
+        info!(network.id = %network.id, network.name = %network_name(&network), "network removed");
+        Ok(Response::new(RemoveNetworkResponse { id: network.id }))
     }
 
     async fn service_logs(

@@ -10,8 +10,8 @@ pub mod restart;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use shoal_proto::v1::{
-    Meta, Node, NodeAvailability, NodeState, RestartPolicy, Service, ServiceMode, Task, TaskState,
-    TaskStatus,
+    EndpointSpec, Meta, Node, NodeAvailability, NodeState, PortConfig, RestartPolicy, Service,
+    ServiceMode, Task, TaskState, TaskStatus,
 };
 
 use crate::scheduler::constraint;
@@ -31,7 +31,7 @@ pub const DRAIN_HOLD_NS: i64 = 60_000_000_000;
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
-    /// Create this task (pending, to be scheduled).
+    /// Create this task (new: to be allocated, then scheduled).
     CreateTask(Task),
     /// Move a task's desired state forward (to shut it down).
     SetDesired {
@@ -126,6 +126,8 @@ struct SlotGoal<'a> {
     /// replacement does (see [`hold_for_replacement`]).
     draining: &'a dyn Fn(&Task) -> bool,
     restart: &'a RestartPolicy,
+    /// The task was made from an older spec of the service (see [`is_outdated`]).
+    outdated: &'a dyn Fn(&Task) -> bool,
 }
 
 /// Whether `old`, a task of a drained node, keeps running for now because `replacement`, the
@@ -143,7 +145,8 @@ fn hold_for_replacement(
 ) -> Option<i64> {
     let st = replacement.status.as_ref();
     let state = status_state(replacement);
-    let unschedulable = state == TaskState::TaskPending && st.is_some_and(|s| !s.err.is_empty());
+    // Waiting for a node (or for an address) with an error: it may wait for a long time.
+    let unschedulable = state < TaskState::TaskAssigned && st.is_some_and(|s| !s.err.is_empty());
     let until = replacement.meta.map_or(0, |m| m.created_at) + DRAIN_HOLD_NS;
     let hold = goal.wanted
         && (goal.draining)(old)
@@ -202,6 +205,12 @@ fn reconcile_slot(
             }
             plan.create.push(new_task());
         }
+        Some(t) if (goal.outdated)(t) => {
+            // The service changed under its task: replace it (stopped and recreated at once;
+            // there is no rolling update yet).
+            plan.shut_down(t);
+            plan.create.push(new_task());
+        }
         Some(_) => {}
     }
     // History: ended tasks no longer meant to run, including those shut down just now.
@@ -220,7 +229,7 @@ fn reconcile_slot(
     }
 }
 
-/// Makes a new pending task for `service` in `slot` (global: bound to `node_id`).
+/// Makes a new task for `service` (NEW: the allocator gives it its addresses, then it is pending) in `slot` (global: bound to `node_id`).
 fn new_task(service: &Service, slot: u64, node_id: &str, now_ns: i64) -> Task {
     Task {
         id: shoal_proto::new_id(),
@@ -240,14 +249,56 @@ fn new_task(service: &Service, slot: u64, node_id: &str, now_ns: i64) -> Task {
         spec: service.spec.as_ref().and_then(|s| s.task.clone()),
         spec_version: service.spec_version,
         status: Some(TaskStatus {
-            state: TaskState::TaskPending as i32,
+            state: TaskState::TaskNew as i32,
             timestamp: now_ns,
-            message: "pending task scheduling".to_string(),
+            message: "new task".to_string(),
             ..Default::default()
         }),
         desired_state: TaskState::TaskRunning as i32,
         ..Default::default()
     }
+}
+
+/// Whether a port is published through the routing mesh (ingress mode, the default).
+fn is_ingress_port(p: &PortConfig) -> bool {
+    p.publish_mode.is_empty() || p.publish_mode == "ingress"
+}
+
+/// What of an endpoint spec a task depends on: whether it joins `ingress` (the service
+/// publishes ingress-mode ports) and the host-mode ports its node publishes.
+fn endpoint_needs(spec: Option<&EndpointSpec>) -> (bool, Vec<(String, u32, u32)>) {
+    let ports = spec.map(|e| e.ports.as_slice()).unwrap_or_default();
+    let ingress = ports.iter().any(is_ingress_port);
+    let mut host: Vec<(String, u32, u32)> = ports
+        .iter()
+        .filter(|p| !is_ingress_port(p))
+        .map(|p| {
+            let proto = if p.protocol.is_empty() {
+                "tcp"
+            } else {
+                &p.protocol
+            };
+            (proto.to_string(), p.target_port, p.published_port)
+        })
+        .collect();
+    host.sort();
+    (ingress, host)
+}
+
+/// Whether `task` was made from a spec its service no longer has: its task template differs,
+/// or (once allocated) the service's ports now need another network set (ingress joined or
+/// left) or other host-mode ports. Other port changes leave tasks alone: the routing mesh
+/// follows the service's endpoint.
+pub fn is_outdated(service: &Service, task: &Task) -> bool {
+    let spec = service.spec.as_ref();
+    if task.spec.as_ref() != spec.and_then(|s| s.task.as_ref()) {
+        return true;
+    }
+    if status_state(task) == TaskState::TaskNew {
+        return false; // the allocator gives it the service's current endpoint
+    }
+    let had = endpoint_needs(task.endpoint.as_ref().and_then(|e| e.spec.as_ref()));
+    had != endpoint_needs(spec.and_then(|s| s.endpoint.as_ref()))
 }
 
 fn node_state(node: &Node) -> NodeState {
@@ -273,6 +324,7 @@ pub fn reconcile_service(service: &Service, tasks: &[&Task], nodes: &[&Node], no
         .as_ref()
         .and_then(|t| t.restart)
         .unwrap_or_default();
+    let outdated = |t: &Task| is_outdated(service, t);
     let mut plan = Builder::default();
     match spec.mode() {
         ServiceMode::ModeReplicated => {
@@ -302,6 +354,7 @@ pub fn reconcile_service(service: &Service, tasks: &[&Task], nodes: &[&Node], no
                     lost: &lost,
                     draining: &draining,
                     restart: &restart_policy,
+                    outdated: &outdated,
                 };
                 let make = || new_task(service, slot, "", now_ns);
                 reconcile_slot(&mut slot_tasks, &goal, now_ns, &mut plan, &make);
@@ -339,6 +392,7 @@ pub fn reconcile_service(service: &Service, tasks: &[&Task], nodes: &[&Node], no
                     lost: &never_lost,
                     draining: &never_lost,
                     restart: &restart_policy,
+                    outdated: &outdated,
                 };
                 let make = || new_task(service, 0, node_id, now_ns);
                 reconcile_slot(&mut node_tasks, &goal, now_ns, &mut plan, &make);

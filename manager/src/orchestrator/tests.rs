@@ -130,7 +130,19 @@ fn describe(plan: &Plan) -> Vec<String> {
         .collect()
 }
 
+/// Reconciles; fixture tasks without a spec are taken as made from the service's current spec.
 fn reconcile(s: &Service, tasks: &[Task], nodes: &[Node], now: i64) -> Plan {
+    let current = s.spec.as_ref().and_then(|sp| sp.task.clone());
+    let tasks: Vec<Task> = tasks
+        .iter()
+        .cloned()
+        .map(|mut t| {
+            if t.spec.is_none() {
+                t.spec = current.clone();
+            }
+            t
+        })
+        .collect();
     let tasks: Vec<&Task> = tasks.iter().collect();
     let nodes: Vec<&Node> = nodes.iter().collect();
     reconcile_service(s, &tasks, &nodes, now)
@@ -155,9 +167,13 @@ fn created_task_fields() {
     assert_eq!(t.spec_version, 7);
     assert_eq!(t.desired_state(), TaskState::TaskRunning);
     let status = t.status.clone().unwrap_or_default();
-    assert_eq!(status.state(), TaskState::TaskPending);
+    assert_eq!(
+        status.state(),
+        TaskState::TaskNew,
+        "the allocator moves it on"
+    );
     assert_eq!(status.timestamp, NOW);
-    assert_eq!(status.message, "pending task scheduling");
+    assert_eq!(status.message, "new task");
     assert_eq!(
         t.meta.map(|m| (m.created_at, m.updated_at)),
         Some((NOW, NOW))
@@ -613,4 +629,122 @@ fn service_without_spec_is_left_alone() {
         ..Default::default()
     };
     assert!(reconcile(&s, &[run("a", 1, "n1")], &[], NOW).is_empty());
+}
+
+fn with_image(mut s: Service, image: &str) -> Service {
+    if let Some(t) = s.spec.as_mut().and_then(|s| s.task.as_mut()) {
+        t.container = Some(shoal_proto::v1::ContainerSpec {
+            image: image.into(),
+            ..Default::default()
+        });
+    }
+    s
+}
+
+fn with_ports(mut s: Service, ports: &[(u32, u32, &str)]) -> Service {
+    if let Some(spec) = s.spec.as_mut() {
+        spec.endpoint = Some(EndpointSpec {
+            mode: String::new(),
+            ports: ports
+                .iter()
+                .map(|&(target, published, mode)| PortConfig {
+                    target_port: target,
+                    published_port: published,
+                    publish_mode: mode.into(),
+                    ..Default::default()
+                })
+                .collect(),
+        });
+    }
+    s
+}
+
+/// A task made (and allocated) from `s` as it is now.
+fn made_from(mut t: Task, s: &Service) -> Task {
+    let spec = s.spec.as_ref().unwrap();
+    t.spec = spec.task.clone();
+    t.endpoint = spec.endpoint.clone().map(|e| shoal_proto::v1::Endpoint {
+        spec: Some(e),
+        ..Default::default()
+    });
+    t
+}
+
+#[test]
+fn spec_changes_replace_tasks_and_port_changes_only_when_tasks_see_them() {
+    use TaskState::*;
+    let nodes = [ready("n1")];
+    let old = with_image(replicated(2), "busybox:1");
+    let ported = |ports: &[(u32, u32, &str)]| with_ports(old.clone(), ports);
+    // (service now, the service its tasks were made from, the tasks' state, plan)
+    #[rustfmt::skip]
+    let cases: Vec<(Service, Service, TaskState, Vec<&str>)> = vec![
+        (old.clone(), old.clone(), TaskRunning, vec![]),
+        // A new image: every task is replaced, stopped and recreated at once.
+        (with_image(replicated(2), "busybox:2"), old.clone(), TaskRunning,
+            vec!["shutdown a", "shutdown b", "create slot 1", "create slot 2"]),
+        (with_image(replicated(2), "busybox:2"), old.clone(), TaskNew,
+            vec!["shutdown a", "shutdown b", "create slot 1", "create slot 2"]),
+        // Another published port number: the routing mesh follows, tasks stay.
+        (ported(&[(80, 8081, "")]), ported(&[(80, 8080, "")]), TaskRunning, vec![]),
+        (ported(&[(80, 8080, ""), (81, 0, "ingress")]), ported(&[(80, 8080, "")]), TaskRunning, vec![]),
+        // The first ingress port: tasks must join ingress.
+        (ported(&[(80, 8080, "")]), old.clone(), TaskRunning,
+            vec!["shutdown a", "shutdown b", "create slot 1", "create slot 2"]),
+        // The last ingress port gone: tasks leave ingress.
+        (ported(&[(80, 8080, "host")]), ported(&[(80, 8080, "")]), TaskRunning,
+            vec!["shutdown a", "shutdown b", "create slot 1", "create slot 2"]),
+        // A host-mode port changed: the node publishes it per task.
+        (ported(&[(80, 9090, "host")]), ported(&[(80, 8080, "host")]), TaskRunning,
+            vec!["shutdown a", "shutdown b", "create slot 1", "create slot 2"]),
+        // Not allocated yet: the allocator gives it the current endpoint.
+        (ported(&[(80, 8080, "")]), old.clone(), TaskNew, vec![]),
+    ];
+    for (i, (now, from, state, want)) in cases.into_iter().enumerate() {
+        let tasks = [
+            made_from(task("a", 1, "n1", state, 10), &from),
+            made_from(task("b", 2, "n1", state, 10), &from),
+        ];
+        let plan = reconcile(&now, &tasks, &nodes, NOW);
+        assert_eq!(describe(&plan), want, "case {i}");
+        for a in &plan.actions {
+            if let Action::CreateTask(t) = a {
+                assert_eq!(t.spec, now.spec.as_ref().unwrap().task, "case {i}");
+                assert!(!is_outdated(&now, t), "case {i}: a new task is current");
+            }
+        }
+    }
+}
+
+#[test]
+fn global_tasks_are_replaced_on_their_node() {
+    let nodes = [ready("n1"), ready("n2")];
+    let old = with_image(global(), "busybox:1");
+    let now = with_image(global(), "busybox:2");
+    let tasks = [
+        made_from(run("a", 0, "n1"), &old),
+        made_from(run("b", 0, "n2"), &now),
+    ];
+    assert_eq!(
+        describe(&reconcile(&now, &tasks, &nodes, NOW)),
+        ["shutdown a", "create on n1"]
+    );
+}
+
+#[test]
+fn a_replacement_that_cannot_get_an_address_releases_the_drained_task() {
+    use NodeAvailability::*;
+    use NodeState::*;
+    let mut repl = task("r", 1, "", TaskState::TaskNew, 20);
+    if let Some(st) = repl.status.as_mut() {
+        st.err = "no free address on network front (10.1.0.0/24)".into();
+    }
+    let tasks = [run("t", 1, "n1"), repl];
+    let plan = reconcile(
+        &replicated(1),
+        &tasks,
+        &[node("n1", NodeReady, AvailabilityDrain)],
+        NOW,
+    );
+    assert_eq!(describe(&plan), ["shutdown t"]);
 }
