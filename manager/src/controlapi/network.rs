@@ -11,9 +11,6 @@ use tonic::Status;
 use crate::allocator::ipam::{self, Range};
 use crate::store::State;
 
-/// Drivers a network can have.
-const DRIVERS: [&str; 4] = ["overlay", "bridge", "host", "none"];
-
 /// Finds a network by id, name, or unique id prefix.
 pub fn find_network(s: &State, name_or_id: &str) -> Result<Network, Status> {
     if let Some(n) = s
@@ -49,54 +46,25 @@ fn invalid(msg: impl Into<String>) -> Status {
     Status::invalid_argument(msg.into())
 }
 
-fn validate_network_name(name: &str) -> Result<(), Status> {
-    let ok_chars = name
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    let ok_first = name
-        .chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_alphanumeric());
-    if name.is_empty() {
-        return Err(invalid("a network needs a name"));
-    }
-    if name.len() > 63 || !ok_chars || !ok_first {
-        return Err(invalid(format!(
-            "network name {name:?} is not valid: use at most 63 letters, digits, '-', '_' and '.', \
-             starting with a letter or digit"
-        )));
-    }
-    Ok(())
-}
-
 /// The network object `network create` writes for `spec`: validated, with its subnet, gateway and
 /// VXLAN id decided (picked from the pools when not given).
 pub fn plan_network(s: &State, mut spec: NetworkSpec, now_ns: i64) -> Result<Network, Status> {
-    validate_network_name(&spec.name)?;
+    if spec.driver.is_empty() {
+        spec.driver = "overlay".into();
+    }
+    if spec.options.contains_key("encrypted") {
+        spec.encrypted = true;
+    }
+    // The field-level checks shoalctl also makes (name, driver, CIDR form, gateway placement,
+    // encryption only on overlay); what needs the store follows.
+    shoal_proto::spec::validate_network(&spec).map_err(|e| invalid(e.to_string()))?;
     if s.network_by_name(&spec.name).is_some() {
         return Err(Status::already_exists(format!(
             "network name {:?} is already in use",
             spec.name
         )));
     }
-    if spec.driver.is_empty() {
-        spec.driver = "overlay".into();
-    }
-    if !DRIVERS.contains(&spec.driver.as_str()) {
-        return Err(invalid(format!(
-            "--driver: {:?} is not a network driver (overlay, bridge, host or none)",
-            spec.driver
-        )));
-    }
-    if spec.options.contains_key("encrypted") {
-        spec.encrypted = true;
-    }
     let overlay = spec.driver == "overlay";
-    if spec.encrypted && !overlay {
-        return Err(invalid(
-            "--opt encrypted: only overlay networks can be encrypted",
-        ));
-    }
     if spec.ingress {
         if !overlay {
             return Err(invalid(

@@ -457,6 +457,12 @@ impl State {
             }
             Action::PutNode(n) => {
                 let mut n = n.clone();
+                // Addresses are the allocator's (NodeAllocate): a read-modify-write of the node
+                // elsewhere (heartbeats, `node update`) must not undo a fresh allocation.
+                if let Some(old) = self.nodes.get(&n.id) {
+                    n.attachments = old.attachments.clone();
+                    n.mesh_addr = old.mesh_addr.clone();
+                }
                 set_version(&mut n.meta, index);
                 self.write(Object::Node(n), applied);
             }
@@ -485,6 +491,12 @@ impl State {
                     _ => {}
                 }
                 let mut s = s.clone();
+                // The endpoint is the allocator's (ServiceEndpoint): an update read before the
+                // allocator's last write must not bring back stale VIPs or ports.
+                s.endpoint = self
+                    .services
+                    .get(&s.id)
+                    .and_then(|old| old.endpoint.clone());
                 set_version(&mut s.meta, index);
                 self.write(Object::Service(s), applied);
             }

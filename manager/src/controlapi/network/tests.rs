@@ -96,11 +96,11 @@ fn bad_network_specs_are_refused_with_the_flag_named() {
         (spec("", "overlay", "", ""), "needs a name"),
         (spec("bad name", "overlay", "", ""), "not valid"),
         (spec("taken", "overlay", "", ""), "already in use"),
-        (spec("x", "macvlan", "", ""), "--driver"),
+        (spec("x", "macvlan", "", ""), "unknown driver"),
         (spec("x", "overlay", "10.1.0.0", ""), "--subnet"),
         (
             spec("x", "overlay", "10.1.0.5/24", ""),
-            "did you mean 10.1.0.0/24",
+            "it should be 10.1.0.0/24",
         ),
         (spec("x", "overlay", "10.5.3.0/24", ""), "overlaps"),
         (spec("x", "overlay", "10.0.0.0/8", ""), "overlaps"),
@@ -108,17 +108,17 @@ fn bad_network_specs_are_refused_with_the_flag_named() {
         (spec("x", "overlay", "10.88.1.0/24", ""), "bridge"),
         (
             spec("x", "overlay", "10.9.0.0/24", "10.8.0.1"),
-            "not a host address of subnet",
+            "is outside the subnet",
         ),
         (
             spec("x", "overlay", "10.9.0.0/24", "10.9.0.255"),
-            "not a host address",
+            "network or broadcast address",
         ),
         (spec("x", "overlay", "10.9.0.0/24", "nope"), "--gateway"),
         (spec("x", "overlay", "", "10.9.0.1"), "needs --subnet"),
         (spec("x", "host", "", ""), "only one host network"),
         (spec("x", "none", "", ""), "only one none network"),
-        (enc_bridge, "only overlay networks can be encrypted"),
+        (enc_bridge, "encrypted is only for overlay networks"),
         (second_ingress, "already the ingress network"),
     ];
     for (sp, want) in cases {
