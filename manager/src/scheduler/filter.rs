@@ -50,6 +50,21 @@ impl Filter {
     /// The filters that depend only on the node and the constraints, not on what was placed.
     pub const STATIC: [Filter; 3] = [Filter::Ready, Filter::Available, Filter::Constraints];
 
+    /// The dynamic filters that can fail for `req` (a zero reservation, no replica limit or no
+    /// host port always passes): a batch checks only these on each of its candidate nodes.
+    pub(crate) fn dynamic_for(req: &Requirements) -> Vec<Filter> {
+        Filter::DYNAMIC
+            .into_iter()
+            .filter(|f| match f {
+                Filter::Cpu => req.nano_cpus > 0,
+                Filter::Memory => req.memory_bytes > 0,
+                Filter::HostPorts => !req.host_ports.is_empty(),
+                Filter::MaxReplicas => req.max_replicas_per_node > 0,
+                _ => true,
+            })
+            .collect()
+    }
+
     /// How the failure reads in a task's "no suitable node (...)" message.
     pub fn reason(self) -> &'static str {
         match self {
@@ -449,6 +464,35 @@ mod tests {
             r.host_ports = host_ports(Some(&endpoint(&asks)));
             let want = (!passes).then_some(Filter::HostPorts);
             assert_eq!(first_failure(&n, &r, 0), want, "case {i}");
+        }
+    }
+
+    #[test]
+    fn dynamic_filters_left_out_cannot_fail() {
+        let mut full = node(NodeState::NodeReady, NodeAvailability::AvailabilityActive);
+        full.free_cpu = -1;
+        full.free_memory = -1;
+        full.host_ports.insert(
+            HostPort {
+                protocol: Protocol::Tcp,
+                port: 80,
+            },
+            1,
+        );
+        let mut ports = req(0, 0, &[], 0);
+        ports.host_ports = host_ports(Some(&endpoint(&[("tcp", 80, "host")])));
+        for r in [
+            req(0, 0, &[], 0),
+            req(1, 0, &[], 0),
+            req(0, 1, &[], 1),
+            ports,
+        ] {
+            let checked = Filter::dynamic_for(&r);
+            for f in Filter::DYNAMIC {
+                if !checked.contains(&f) {
+                    assert!(f.passes(&full, &r, 1000), "{f:?} left out but fails");
+                }
+            }
         }
     }
 

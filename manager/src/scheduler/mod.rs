@@ -245,12 +245,13 @@ impl Scheduler {
         let counts = service_tasks
             .entry(batch.service_id.to_string())
             .or_default();
+        let dynamic = Filter::dynamic_for(&req);
         let candidates: Vec<Candidate> = eligible
             .iter()
             .filter_map(|&node| {
                 let info = &nodes[node];
                 let service_tasks = counts.get(&node).copied().unwrap_or(0);
-                Filter::DYNAMIC
+                dynamic
                     .iter()
                     .all(|f| f.passes(info, &req, service_tasks))
                     .then_some(Candidate {
@@ -267,7 +268,7 @@ impl Scheduler {
         for &i in &batch.members {
             let task = pending[i];
             let placed = tree.place(&mut |node, service_tasks| {
-                let fits = Filter::DYNAMIC
+                let fits = dynamic
                     .iter()
                     .all(|f| f.passes(&nodes[node], &req, service_tasks));
                 if !fits {
