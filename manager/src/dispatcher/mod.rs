@@ -1,8 +1,9 @@
 //! The dispatcher: one long-lived bidirectional stream per agent. It registers the node, sends it
-//! the complete set of its tasks whenever that set changes, turns the agent's status reports into
-//! batched Raft writes, watches heartbeats and routes log requests.
+//! the complete set of its tasks and the views of their networks whenever they change, turns the
+//! agent's status reports into batched Raft writes, watches heartbeats and routes log requests.
 
 pub mod logs;
+pub mod views;
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -14,13 +15,14 @@ use futures::Stream;
 use shoal_proto::v1::dispatcher_server::Dispatcher as DispatcherRpc;
 use shoal_proto::v1::store_action::Action;
 use shoal_proto::v1::*;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info, warn};
 
 use crate::auth::require_node;
-use crate::store::{Event, Object, Store};
+use crate::store::Store;
 
 /// How long a node whose stream closed may take to reconnect before it is marked down, in
 /// heartbeat periods. An agent restart takes well under one period.
@@ -82,6 +84,8 @@ pub struct Dispatcher {
     /// With several managers: whether this one leads. Only the leader holds sessions and judges
     /// heartbeats; `None` (a lone manager) always serves.
     leadership: Option<tokio::sync::watch::Receiver<bool>>,
+    /// Network views shared by every node's session (many nodes receive the same ones).
+    views: Arc<Mutex<views::Cache>>,
 }
 
 impl Dispatcher {
@@ -110,6 +114,7 @@ impl Dispatcher {
             next_session: Arc::new(AtomicU64::new(1)),
             started: Instant::now(),
             leadership,
+            views: Arc::default(),
         };
         tokio::spawn(d.clone().status_batcher(status_rx, shutdown.clone()));
         tokio::spawn(d.clone().heartbeat_monitor(shutdown));
@@ -234,16 +239,22 @@ impl Dispatcher {
         }
     }
 
-    /// The complete assignment set of a node.
-    fn assignments(&self, node_id: &str) -> Assignments {
-        let mut tasks: Vec<Task> = self
-            .store
-            .read(|s| s.tasks_of_node(node_id).cloned().collect());
-        tasks.sort_by(|a, b| a.id.cmp(&b.id));
-        Assignments {
-            tasks,
-            ..Default::default()
-        }
+    /// The complete assignment set of a node, taking shared network views from the cache when
+    /// they are as recent as `need` says; also what the view depends on.
+    fn node_view(
+        &self,
+        node_id: &str,
+        need: &views::Need,
+        before: &views::Interest,
+    ) -> (views::NodeView, views::Interest) {
+        // Read before the state: whatever is computed below is at least this recent.
+        let index = self.store.applied_index();
+        self.store.read(|s| {
+            // Poisoning only means a panic mid-insert; every entry is whole.
+            let mut cache = self.views.lock().unwrap_or_else(|p| p.into_inner());
+            let mut shared = views::Cached::new(&mut cache, index, need, before);
+            views::node_view(s, node_id, &mut shared)
+        })
     }
 
     async fn register(
@@ -283,10 +294,13 @@ impl Dispatcher {
             .map_err(crate::error::to_status)
     }
 
-    /// Sends the node its assignment set now and whenever a change touches its tasks.
+    /// Sends the node its assignment set now and whenever a change touches its tasks, its node
+    /// or the views of its networks.
     async fn push_assignments(self, node_id: String, tx: mpsc::Sender<ManagerMessage>) {
         let mut events = self.store.watch();
-        let mut last: Option<Assignments> = None;
+        let mut last: Option<views::NodeView> = None;
+        let mut interest = views::Interest::default();
+        let mut need = views::Need::everything();
         loop {
             if self.store.read(|s| s.node(&node_id).is_none()) {
                 // The node was removed: end its session; its certificate is refused from now on.
@@ -298,10 +312,11 @@ impl Dispatcher {
                 self.logs.node_gone(&node_id);
                 return;
             }
-            let current = self.assignments(&node_id);
+            let (current, depends_on) = self.node_view(&node_id, &need, &interest);
+            interest = depends_on;
             if last.as_ref() != Some(&current) {
                 let msg = ManagerMessage {
-                    msg: Some(manager_message::Msg::Assignments(current.clone())),
+                    msg: Some(manager_message::Msg::Assignments(current.to_message())),
                 };
                 if tx.send(msg).await.is_err() {
                     return;
@@ -310,34 +325,40 @@ impl Dispatcher {
             }
             // Wait for a change that concerns this node, then let a burst settle briefly so a
             // service of 100 tasks goes out as one message, not 100.
+            need = views::Need::default();
             loop {
                 match events.recv().await {
-                    Ok(batch) if batch.iter().any(|e| touches_node(e, &node_id)) => break,
-                    Ok(_) => continue,
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => break,
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                    Ok(batch) => {
+                        for e in batch.iter() {
+                            interest.note(&node_id, e, &mut need);
+                        }
+                        if need.any() {
+                            break;
+                        }
+                    }
+                    Err(RecvError::Lagged(_)) => {
+                        need = views::Need::everything();
+                        break;
+                    }
+                    Err(RecvError::Closed) => return,
                 }
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
-            while let Ok(_) | Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) =
-                events.try_recv()
-            {}
+            loop {
+                match events.try_recv() {
+                    Ok(batch) => {
+                        for e in batch.iter() {
+                            interest.note(&node_id, e, &mut need);
+                        }
+                    }
+                    Err(TryRecvError::Lagged(_)) => need = views::Need::everything(),
+                    Err(_) => break,
+                }
+            }
             if tx.is_closed() {
                 return;
             }
         }
-    }
-}
-
-fn touches_node(e: &Event, node_id: &str) -> bool {
-    let is_mine = |o: &Object| match o {
-        Object::Task(t) => t.node_id == node_id,
-        Object::Node(n) => n.id == node_id,
-        _ => false,
-    };
-    match e {
-        Event::Created(o) | Event::Removed(o) => is_mine(o),
-        Event::Updated { old, new } => is_mine(old) || is_mine(new),
     }
 }
 
