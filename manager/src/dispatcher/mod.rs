@@ -250,9 +250,7 @@ impl Dispatcher {
         // Read before the state: whatever is computed below is at least this recent.
         let index = self.store.applied_index();
         self.store.read(|s| {
-            // Poisoning only means a panic mid-insert; every entry is whole.
-            let mut cache = self.views.lock().unwrap_or_else(|p| p.into_inner());
-            let mut shared = views::Cached::new(&mut cache, index, need, before);
+            let mut shared = views::Cached::new(&self.views, index, need, before);
             views::node_view(s, node_id, &mut shared)
         })
     }
@@ -263,29 +261,16 @@ impl Dispatcher {
         peer: Option<std::net::SocketAddr>,
         reg: AgentRegister,
     ) -> Result<(), Status> {
-        let mut node = self
+        let node = self
             .store
             .read(|s| s.node(node_id).cloned())
             .ok_or_else(|| Status::permission_denied("node was removed from the cluster"))?;
-        let mut desc = reg.description.unwrap_or_default();
-        if desc.hostname.is_empty() {
-            desc.hostname = node
-                .description
-                .as_ref()
-                .map(|d| d.hostname.clone())
-                .unwrap_or_default();
-        }
-        node.description = Some(desc);
-        let now = shoal_proto::now_ns();
-        node.status = Some(NodeStatus {
-            state: NodeState::NodeReady as i32,
-            message: String::new(),
-            addr: peer.map(|p| p.ip().to_string()).unwrap_or_default(),
-            last_heartbeat: now,
-        });
-        if let Some(m) = node.meta.as_mut() {
-            m.updated_at = now;
-        }
+        let node = registered(
+            node,
+            reg.description.unwrap_or_default(),
+            peer,
+            shoal_proto::now_ns(),
+        );
         self.store
             .propose(vec![StoreAction {
                 action: Some(Action::PutNode(node)),
@@ -360,6 +345,35 @@ impl Dispatcher {
             }
         }
     }
+}
+
+/// `node` as a registration leaves it: the agent's description (its WireGuard key and port
+/// included), ready, reached from `peer`. Everything else, the manager-allocated attachments and
+/// mesh address included, stays as it was.
+fn registered(
+    mut node: Node,
+    mut desc: NodeDescription,
+    peer: Option<std::net::SocketAddr>,
+    now: i64,
+) -> Node {
+    if desc.hostname.is_empty() {
+        desc.hostname = node
+            .description
+            .as_ref()
+            .map(|d| d.hostname.clone())
+            .unwrap_or_default();
+    }
+    node.description = Some(desc);
+    node.status = Some(NodeStatus {
+        state: NodeState::NodeReady as i32,
+        message: String::new(),
+        addr: peer.map(|p| p.ip().to_string()).unwrap_or_default(),
+        last_heartbeat: now,
+    });
+    if let Some(m) = node.meta.as_mut() {
+        m.updated_at = now;
+    }
+    node
 }
 
 type SessionStream = Pin<Box<dyn Stream<Item = Result<ManagerMessage, Status>> + Send>>;
@@ -499,5 +513,49 @@ impl DispatcherRpc for Dispatcher {
             stream,
             Box::pin(stop),
         ))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registration_keeps_the_allocators_fields() {
+        let attachments = vec![NetworkAttachment {
+            network_id: "ingress".into(),
+            addresses: vec!["10.0.0.7/16".into()],
+            ..Default::default()
+        }];
+        let before = Node {
+            id: "n1".into(),
+            description: Some(NodeDescription {
+                hostname: "h1".into(),
+                ..Default::default()
+            }),
+            attachments: attachments.clone(),
+            mesh_addr: "10.255.0.7/16".into(),
+            cert_fingerprint: "fp".into(),
+            ..Default::default()
+        };
+        let desc = NodeDescription {
+            wg_public_key: "key".into(),
+            wg_port: 51820,
+            ..Default::default()
+        };
+        let peer = "192.168.0.7:40000".parse().ok();
+        let after = registered(before, desc, peer, 5);
+        assert_eq!(after.attachments, attachments);
+        assert_eq!(after.mesh_addr, "10.255.0.7/16");
+        assert_eq!(after.cert_fingerprint, "fp");
+        let d = after.description.unwrap_or_default();
+        // The agent's key and port are taken; a missing hostname keeps the old one.
+        assert_eq!((d.wg_public_key.as_str(), d.wg_port), ("key", 51820));
+        assert_eq!(d.hostname, "h1");
+        let st = after.status.unwrap_or_default();
+        assert_eq!(
+            (st.state(), st.addr.as_str()),
+            (NodeState::NodeReady, "192.168.0.7")
+        );
     }
 }

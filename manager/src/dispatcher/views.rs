@@ -8,7 +8,7 @@
 //! views it takes must be ([`Need`]).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use shoal_proto::v1::{
     Assignments, EndpointView, MeshPeer, Network, NetworkAttachment, NetworkView, Node, Service,
@@ -519,7 +519,9 @@ pub struct Cache {
 /// Takes shared parts from a [`Cache`] when they are at least as recent as a node needs,
 /// otherwise computes them and leaves them there for the next node.
 pub struct Cached<'a> {
-    cache: &'a mut Cache,
+    /// Locked only while a shared part is looked up or computed, so a second node waits for the
+    /// first one's computation and takes it rather than doing it again.
+    cache: &'a Mutex<Cache>,
     /// The store index read before the state: what is computed now is at least this recent.
     index: u64,
     need: &'a Need,
@@ -529,13 +531,18 @@ pub struct Cached<'a> {
 
 impl<'a> Cached<'a> {
     /// `index` must be read from the store before the state the views are computed from.
-    pub fn new(cache: &'a mut Cache, index: u64, need: &'a Need, before: &'a Interest) -> Self {
+    pub fn new(cache: &'a Mutex<Cache>, index: u64, need: &'a Need, before: &'a Interest) -> Self {
         Cached {
             cache,
             index,
             need,
             before,
         }
+    }
+
+    fn lock(&self) -> MutexGuard<'a, Cache> {
+        // Poisoning only means a panic mid-insert; every entry is whole.
+        self.cache.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn required(&self, noted: u64, known_before: bool) -> u64 {
@@ -551,13 +558,14 @@ impl Shared for Cached<'_> {
     fn network(&mut self, state: &State, network: &Network) -> Arc<NetworkView> {
         let noted = self.need.networks.get(&network.id).copied().unwrap_or(0);
         let required = self.required(noted, self.before.networks.contains(&network.id));
-        if let Some((at, view)) = self.cache.networks.get(&network.id) {
+        let mut cache = self.lock();
+        if let Some((at, view)) = cache.networks.get(&network.id) {
             if *at >= required {
                 return view.clone();
             }
         }
         let view = Arc::new(network_view(state, network));
-        let networks = &mut self.cache.networks;
+        let networks = &mut cache.networks;
         networks.insert(network.id.clone(), (self.index, view.clone()));
         if networks.len() > 2 * state.networks().count() + 8 {
             networks.retain(|id, _| state.network(id).is_some());
@@ -567,11 +575,12 @@ impl Shared for Cached<'_> {
 
     fn routing_mesh(&mut self, state: &State) -> Option<String> {
         let required = self.required(self.need.routing_mesh, true);
-        match &self.cache.routing_mesh {
+        let mut cache = self.lock();
+        match &cache.routing_mesh {
             Some((at, id)) if *at >= required => id.clone(),
             _ => {
                 let id = routing_mesh(state);
-                self.cache.routing_mesh = Some((self.index, id.clone()));
+                cache.routing_mesh = Some((self.index, id.clone()));
                 id
             }
         }
@@ -579,11 +588,12 @@ impl Shared for Cached<'_> {
 
     fn mesh_nodes(&mut self, state: &State) -> Arc<Vec<MeshPeer>> {
         let required = self.required(self.need.mesh, self.before.mesh);
-        match &self.cache.mesh {
+        let mut cache = self.lock();
+        match &cache.mesh {
             Some((at, peers)) if *at >= required => peers.clone(),
             _ => {
                 let peers = Arc::new(mesh_nodes(state));
-                self.cache.mesh = Some((self.index, peers.clone()));
+                cache.mesh = Some((self.index, peers.clone()));
                 peers
             }
         }

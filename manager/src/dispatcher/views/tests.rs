@@ -468,18 +468,12 @@ fn ingress_view_goes_to_every_node_while_a_port_is_published() {
 #[test]
 fn cache_serves_views_as_recent_as_needed() {
     let s = state(cluster());
-    let mut cache = Cache::default();
+    let cache = Mutex::new(Cache::default());
     let fresh = |s: &State| assignments(s, "node-1");
-    let view = |cache: &mut Cache, s: &State, index: u64, need: &Need, before: &Interest| {
+    let view = |cache: &Mutex<Cache>, s: &State, index: u64, need: &Need, before: &Interest| {
         node_view(s, "node-1", &mut Cached::new(cache, index, need, before))
     };
-    let (first, interest) = view(
-        &mut cache,
-        &s,
-        10,
-        &Need::everything(),
-        &Interest::default(),
-    );
+    let (first, interest) = view(&cache, &s, 10, &Need::everything(), &Interest::default());
     assert_eq!(first.to_message(), fresh(&s));
 
     // The web task on node 2 stops: a state at index 11.
@@ -496,24 +490,18 @@ fn cache_serves_views_as_recent_as_needed() {
     }
     let later = state(objects);
     // Nothing noted for the network: the cached view is taken (the same Arc).
-    let (same, _) = view(&mut cache, &later, 11, &Need::default(), &interest);
+    let (same, _) = view(&cache, &later, 11, &Need::default(), &interest);
     assert!(Arc::ptr_eq(&same.networks[0], &first.networks[0]));
     // The change noted at index 11: recomputed once, then shared.
     let mut need = Need::default();
     need.networks.insert(PLAIN.into(), 11);
-    let (next, _) = view(&mut cache, &later, 11, &need, &interest);
+    let (next, _) = view(&cache, &later, 11, &need, &interest);
     assert_eq!(next.to_message(), fresh(&later));
     assert_ne!(next, first);
-    let (again, _) = view(&mut cache, &later, 12, &need, &interest);
+    let (again, _) = view(&cache, &later, 12, &need, &interest);
     assert!(Arc::ptr_eq(&again.networks[0], &next.networks[0]));
     // A network new to the node is taken as of now, whatever was noted.
-    let (fresh_again, _) = view(
-        &mut cache,
-        &later,
-        13,
-        &Need::default(),
-        &Interest::default(),
-    );
+    let (fresh_again, _) = view(&cache, &later, 13, &Need::default(), &Interest::default());
     assert!(!Arc::ptr_eq(&fresh_again.networks[0], &next.networks[0]));
 }
 
