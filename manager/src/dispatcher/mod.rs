@@ -1,9 +1,10 @@
 //! The dispatcher: one long-lived bidirectional stream per agent. It registers the node, sends it
-//! the complete set of its tasks whenever that set changes, turns the agent's status reports into
-//! batched Raft writes, watches heartbeats and routes log requests.
+//! the complete set of its tasks and the views of their networks whenever they change, turns the
+//! agent's status reports into batched Raft writes, watches heartbeats and routes log requests.
 
 pub mod logs;
 pub mod promote;
+pub mod views;
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -15,13 +16,14 @@ use futures::Stream;
 use shoal_proto::v1::dispatcher_server::Dispatcher as DispatcherRpc;
 use shoal_proto::v1::store_action::Action;
 use shoal_proto::v1::*;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info, warn};
 
 use crate::auth::require_node;
-use crate::store::{Event, Object, Store};
+use crate::store::Store;
 
 /// How long a node whose stream closed may take to reconnect before it is marked down, in
 /// heartbeat periods. An agent restart takes well under one period.
@@ -83,6 +85,8 @@ pub struct Dispatcher {
     /// With several managers: whether this one leads. Only the leader holds sessions and judges
     /// heartbeats; `None` (a lone manager) always serves.
     leadership: Option<tokio::sync::watch::Receiver<bool>>,
+    /// Network views shared by every node's session (many nodes receive the same ones).
+    views: Arc<Mutex<views::Cache>>,
 }
 
 impl Dispatcher {
@@ -111,6 +115,7 @@ impl Dispatcher {
             next_session: Arc::new(AtomicU64::new(1)),
             started: Instant::now(),
             leadership,
+            views: Arc::default(),
         };
         tokio::spawn(d.clone().status_batcher(status_rx, shutdown.clone()));
         tokio::spawn(d.clone().heartbeat_monitor(shutdown));
@@ -236,16 +241,20 @@ impl Dispatcher {
         }
     }
 
-    /// The complete assignment set of a node.
-    fn assignments(&self, node_id: &str) -> Assignments {
-        let mut tasks: Vec<Task> = self
-            .store
-            .read(|s| s.tasks_of_node(node_id).cloned().collect());
-        tasks.sort_by(|a, b| a.id.cmp(&b.id));
-        Assignments {
-            tasks,
-            ..Default::default()
-        }
+    /// The complete assignment set of a node, taking shared network views from the cache when
+    /// they are as recent as `need` says; also what the view depends on.
+    fn node_view(
+        &self,
+        node_id: &str,
+        need: &views::Need,
+        before: &views::Interest,
+    ) -> (views::NodeView, views::Interest) {
+        // Read before the state: whatever is computed below is at least this recent.
+        let index = self.store.applied_index();
+        self.store.read(|s| {
+            let mut shared = views::Cached::new(&self.views, index, need, before);
+            views::node_view(s, node_id, &mut shared)
+        })
     }
 
     async fn register(
@@ -254,29 +263,16 @@ impl Dispatcher {
         peer: Option<std::net::SocketAddr>,
         reg: AgentRegister,
     ) -> Result<(), Status> {
-        let mut node = self
+        let node = self
             .store
             .read(|s| s.node(node_id).cloned())
             .ok_or_else(|| Status::permission_denied("node was removed from the cluster"))?;
-        let mut desc = reg.description.unwrap_or_default();
-        if desc.hostname.is_empty() {
-            desc.hostname = node
-                .description
-                .as_ref()
-                .map(|d| d.hostname.clone())
-                .unwrap_or_default();
-        }
-        node.description = Some(desc);
-        let now = shoal_proto::now_ns();
-        node.status = Some(NodeStatus {
-            state: NodeState::NodeReady as i32,
-            message: String::new(),
-            addr: peer.map(|p| p.ip().to_string()).unwrap_or_default(),
-            last_heartbeat: now,
-        });
-        if let Some(m) = node.meta.as_mut() {
-            m.updated_at = now;
-        }
+        let node = registered(
+            node,
+            reg.description.unwrap_or_default(),
+            peer,
+            shoal_proto::now_ns(),
+        );
         self.store
             .propose(vec![StoreAction {
                 action: Some(Action::PutNode(node)),
@@ -285,10 +281,13 @@ impl Dispatcher {
             .map_err(crate::error::to_status)
     }
 
-    /// Sends the node its assignment set now and whenever a change touches its tasks.
+    /// Sends the node its assignment set now and whenever a change touches its tasks, its node
+    /// or the views of its networks.
     async fn push_assignments(self, node_id: String, tx: mpsc::Sender<ManagerMessage>) {
         let mut events = self.store.watch();
-        let mut last: Option<Assignments> = None;
+        let mut last: Option<views::NodeView> = None;
+        let mut interest = views::Interest::default();
+        let mut need = views::Need::everything();
         loop {
             if self.store.read(|s| s.node(&node_id).is_none()) {
                 // The node was removed: end its session; its certificate is refused from now on.
@@ -300,10 +299,11 @@ impl Dispatcher {
                 self.logs.node_gone(&node_id);
                 return;
             }
-            let current = self.assignments(&node_id);
+            let (current, depends_on) = self.node_view(&node_id, &need, &interest);
+            interest = depends_on;
             if last.as_ref() != Some(&current) {
                 let msg = ManagerMessage {
-                    msg: Some(manager_message::Msg::Assignments(current.clone())),
+                    msg: Some(manager_message::Msg::Assignments(current.to_message())),
                 };
                 if tx.send(msg).await.is_err() {
                     return;
@@ -312,18 +312,36 @@ impl Dispatcher {
             }
             // Wait for a change that concerns this node, then let a burst settle briefly so a
             // service of 100 tasks goes out as one message, not 100.
+            need = views::Need::default();
             loop {
                 match events.recv().await {
-                    Ok(batch) if batch.iter().any(|e| touches_node(e, &node_id)) => break,
-                    Ok(_) => continue,
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => break,
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                    Ok(batch) => {
+                        for e in batch.iter() {
+                            interest.note(&node_id, e, &mut need);
+                        }
+                        if need.any() {
+                            break;
+                        }
+                    }
+                    Err(RecvError::Lagged(_)) => {
+                        need = views::Need::everything();
+                        break;
+                    }
+                    Err(RecvError::Closed) => return,
                 }
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
-            while let Ok(_) | Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) =
-                events.try_recv()
-            {}
+            loop {
+                match events.try_recv() {
+                    Ok(batch) => {
+                        for e in batch.iter() {
+                            interest.note(&node_id, e, &mut need);
+                        }
+                    }
+                    Err(TryRecvError::Lagged(_)) => need = views::Need::everything(),
+                    Err(_) => break,
+                }
+            }
             if tx.is_closed() {
                 return;
             }
@@ -331,16 +349,33 @@ impl Dispatcher {
     }
 }
 
-fn touches_node(e: &Event, node_id: &str) -> bool {
-    let is_mine = |o: &Object| match o {
-        Object::Task(t) => t.node_id == node_id,
-        Object::Node(n) => n.id == node_id,
-        _ => false,
-    };
-    match e {
-        Event::Created(o) | Event::Removed(o) => is_mine(o),
-        Event::Updated { old, new } => is_mine(old) || is_mine(new),
+/// `node` as a registration leaves it: the agent's description (its WireGuard key and port
+/// included), ready, reached from `peer`. Everything else, the manager-allocated attachments and
+/// mesh address included, stays as it was.
+fn registered(
+    mut node: Node,
+    mut desc: NodeDescription,
+    peer: Option<std::net::SocketAddr>,
+    now: i64,
+) -> Node {
+    if desc.hostname.is_empty() {
+        desc.hostname = node
+            .description
+            .as_ref()
+            .map(|d| d.hostname.clone())
+            .unwrap_or_default();
     }
+    node.description = Some(desc);
+    node.status = Some(NodeStatus {
+        state: NodeState::NodeReady as i32,
+        message: String::new(),
+        addr: peer.map(|p| p.ip().to_string()).unwrap_or_default(),
+        last_heartbeat: now,
+    });
+    if let Some(m) = node.meta.as_mut() {
+        m.updated_at = now;
+    }
+    node
 }
 
 type SessionStream = Pin<Box<dyn Stream<Item = Result<ManagerMessage, Status>> + Send>>;
@@ -486,5 +521,49 @@ impl DispatcherRpc for Dispatcher {
             stream,
             Box::pin(stop),
         ))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registration_keeps_the_allocators_fields() {
+        let attachments = vec![NetworkAttachment {
+            network_id: "ingress".into(),
+            addresses: vec!["10.0.0.7/16".into()],
+            ..Default::default()
+        }];
+        let before = Node {
+            id: "n1".into(),
+            description: Some(NodeDescription {
+                hostname: "h1".into(),
+                ..Default::default()
+            }),
+            attachments: attachments.clone(),
+            mesh_addr: "10.255.0.7/16".into(),
+            cert_fingerprint: "fp".into(),
+            ..Default::default()
+        };
+        let desc = NodeDescription {
+            wg_public_key: "key".into(),
+            wg_port: 51820,
+            ..Default::default()
+        };
+        let peer = "192.168.0.7:40000".parse().ok();
+        let after = registered(before, desc, peer, 5);
+        assert_eq!(after.attachments, attachments);
+        assert_eq!(after.mesh_addr, "10.255.0.7/16");
+        assert_eq!(after.cert_fingerprint, "fp");
+        let d = after.description.unwrap_or_default();
+        // The agent's key and port are taken; a missing hostname keeps the old one.
+        assert_eq!((d.wg_public_key.as_str(), d.wg_port), ("key", 51820));
+        assert_eq!(d.hostname, "h1");
+        let st = after.status.unwrap_or_default();
+        assert_eq!(
+            (st.state(), st.addr.as_str()),
+            (NodeState::NodeReady, "192.168.0.7")
+        );
     }
 }

@@ -9,7 +9,7 @@ use shoal_proto::v1::*;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-use super::{touches_node, Dispatcher, Sessions};
+use super::{Dispatcher, Sessions};
 use crate::store::{Event, Object, Store};
 
 /// What a node's agent should do about a manager process on its host.
@@ -187,5 +187,14 @@ mod tests {
             directive(&node(NodeRole::RoleManager, true)),
             ManagerDirective::Keep
         );
+    }
+}
+
+/// Whether an event changes the record of node `node_id` (what the directive is read from).
+fn touches_node(e: &Event, node_id: &str) -> bool {
+    let is_it = |o: &Object| matches!(o, Object::Node(n) if n.id == node_id);
+    match e {
+        Event::Created(o) | Event::Removed(o) => is_it(o),
+        Event::Updated { old, new } => is_it(old) || is_it(new),
     }
 }

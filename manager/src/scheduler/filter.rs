@@ -1,8 +1,10 @@
 //! The filter pipeline: the checks a node must pass to take a task, in the order docker runs them,
 //! and the "no suitable node (...)" reason built from the nodes that failed.
 
+use std::collections::HashMap;
+
 use shoal_proto::spec::Constraint;
-use shoal_proto::v1::{Node, NodeAvailability, NodeState, Resources, TaskSpec};
+use shoal_proto::v1::{Endpoint, Node, NodeAvailability, NodeState, Resources, TaskSpec};
 
 use super::constraint;
 
@@ -19,26 +21,49 @@ pub enum Filter {
     Memory,
     /// Every placement constraint holds.
     Constraints,
+    /// None of the task's host-mode published ports is taken on the node.
+    HostPorts,
     /// Fewer tasks of this service on the node than `max_replicas_per_node`.
     MaxReplicas,
 }
 
 impl Filter {
     /// Every filter, in pipeline order.
-    pub const PIPELINE: [Filter; 6] = [
+    pub const PIPELINE: [Filter; 7] = [
         Filter::Ready,
         Filter::Available,
         Filter::Cpu,
         Filter::Memory,
         Filter::Constraints,
+        Filter::HostPorts,
         Filter::MaxReplicas,
     ];
 
     /// The filters whose verdict changes as tasks are placed within one batch.
-    pub const DYNAMIC: [Filter; 3] = [Filter::Cpu, Filter::Memory, Filter::MaxReplicas];
+    pub const DYNAMIC: [Filter; 4] = [
+        Filter::Cpu,
+        Filter::Memory,
+        Filter::HostPorts,
+        Filter::MaxReplicas,
+    ];
 
     /// The filters that depend only on the node and the constraints, not on what was placed.
     pub const STATIC: [Filter; 3] = [Filter::Ready, Filter::Available, Filter::Constraints];
+
+    /// The dynamic filters that can fail for `req` (a zero reservation, no replica limit or no
+    /// host port always passes): a batch checks only these on each of its candidate nodes.
+    pub(crate) fn dynamic_for(req: &Requirements) -> Vec<Filter> {
+        Filter::DYNAMIC
+            .into_iter()
+            .filter(|f| match f {
+                Filter::Cpu => req.nano_cpus > 0,
+                Filter::Memory => req.memory_bytes > 0,
+                Filter::HostPorts => !req.host_ports.is_empty(),
+                Filter::MaxReplicas => req.max_replicas_per_node > 0,
+                _ => true,
+            })
+            .collect()
+    }
 
     /// How the failure reads in a task's "no suitable node (...)" message.
     pub fn reason(self) -> &'static str {
@@ -48,6 +73,7 @@ impl Filter {
             Filter::Cpu => "insufficient cpu",
             Filter::Memory => "insufficient memory",
             Filter::Constraints => "constraint not met",
+            Filter::HostPorts => "host-mode port already in use",
             Filter::MaxReplicas => "max replicas per node reached",
         }
     }
@@ -61,6 +87,10 @@ impl Filter {
             Filter::Cpu => req.nano_cpus <= 0 || req.nano_cpus <= node.free_cpu,
             Filter::Memory => req.memory_bytes <= 0 || req.memory_bytes <= node.free_memory,
             Filter::Constraints => constraint::matches_all(&req.constraints, &node.node),
+            Filter::HostPorts => req
+                .host_ports
+                .iter()
+                .all(|p| !node.host_ports.contains_key(p)),
             Filter::MaxReplicas => {
                 req.max_replicas_per_node == 0
                     || u64::from(service_tasks) < req.max_replicas_per_node
@@ -92,6 +122,57 @@ pub(crate) struct NodeInfo {
     pub(crate) free_memory: i64,
     /// Tasks of every service occupying the node.
     pub(crate) tasks: u32,
+    /// Host-mode published ports of the node's tasks that have not ended, with how many tasks
+    /// hold each (more than one only if the store already had a conflict).
+    pub(crate) host_ports: HashMap<HostPort, u32>,
+}
+
+/// A port a task publishes in host mode: it listens on the node itself, so one task per node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct HostPort {
+    /// "tcp", "udp" or "sctp".
+    pub protocol: Protocol,
+    /// The port on the node.
+    pub port: u32,
+}
+
+/// A published port's protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    /// TCP (the default).
+    Tcp,
+    /// UDP.
+    Udp,
+    /// SCTP.
+    Sctp,
+}
+
+/// The host-mode ports a task publishes, from the endpoint the allocator gave it. A host-mode
+/// port published as 0 takes whatever port the node has free: it conflicts with nothing.
+pub fn host_ports(endpoint: Option<&Endpoint>) -> Vec<HostPort> {
+    let Some(endpoint) = endpoint else {
+        return Vec::new();
+    };
+    let ports = if endpoint.ports.is_empty() {
+        endpoint.spec.as_ref().map_or(&[][..], |s| &s.ports[..])
+    } else {
+        &endpoint.ports[..]
+    };
+    let mut out: Vec<HostPort> = ports
+        .iter()
+        .filter(|p| p.publish_mode == "host" && p.published_port != 0)
+        .map(|p| HostPort {
+            protocol: match p.protocol.as_str() {
+                "udp" => Protocol::Udp,
+                "sctp" => Protocol::Sctp,
+                _ => Protocol::Tcp,
+            },
+            port: p.published_port,
+        })
+        .collect();
+    out.sort_by_key(|p| (p.port, p.protocol as u8));
+    out.dedup();
+    out
 }
 
 impl NodeInfo {
@@ -114,6 +195,7 @@ impl NodeInfo {
             free_cpu: capacity.nano_cpus,
             free_memory: capacity.memory_bytes,
             tasks: 0,
+            host_ports: HashMap::new(),
         }
     }
 }
@@ -129,6 +211,8 @@ pub(crate) struct Requirements {
     pub(crate) max_replicas_per_node: u64,
     /// Keys of `spread=` preferences, outermost first.
     pub(crate) spread: Vec<String>,
+    /// Host-mode published ports (see [`host_ports`]); set from the task's endpoint.
+    pub(crate) host_ports: Vec<HostPort>,
 }
 
 impl Requirements {
@@ -150,6 +234,7 @@ impl Requirements {
             constraints_key: placement.constraints,
             max_replicas_per_node: placement.max_replicas_per_node,
             spread,
+            host_ports: Vec::new(),
         })
     }
 }
@@ -297,6 +382,120 @@ mod tests {
         assert_eq!(first_failure(&n, &req(1, 0, &[], 0), 0), Some(Filter::Cpu));
     }
 
+    /// (protocol, published port, publish mode)
+    type Port = (&'static str, u32, &'static str);
+
+    fn endpoint(ports: &[Port]) -> Endpoint {
+        use shoal_proto::v1::PortConfig;
+        Endpoint {
+            ports: ports
+                .iter()
+                .map(|(protocol, published, mode)| PortConfig {
+                    protocol: protocol.to_string(),
+                    target_port: 80,
+                    published_port: *published,
+                    publish_mode: mode.to_string(),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn host_ports_of_an_endpoint() {
+        let tcp = |port| HostPort {
+            protocol: Protocol::Tcp,
+            port,
+        };
+        let udp = |port| HostPort {
+            protocol: Protocol::Udp,
+            port,
+        };
+        // (ports as (protocol, published, mode), host ports taken)
+        #[rustfmt::skip]
+        let cases: Vec<(Vec<Port>, Vec<HostPort>)> = vec![
+            (vec![], vec![]),
+            (vec![("tcp", 8080, "ingress"), ("", 8081, "")], vec![]),
+            (vec![("tcp", 8080, "host")], vec![tcp(8080)]),
+            (vec![("", 8080, "host")], vec![tcp(8080)]),
+            (vec![("udp", 53, "host"), ("tcp", 53, "host")], vec![tcp(53), udp(53)]),
+            // Published 0 in host mode: any free port of the node, never a conflict.
+            (vec![("tcp", 0, "host")], vec![]),
+            (vec![("tcp", 80, "host"), ("tcp", 80, "host")], vec![tcp(80)]),
+        ];
+        for (i, (ports, want)) in cases.into_iter().enumerate() {
+            assert_eq!(host_ports(Some(&endpoint(&ports))), want, "case {i}");
+        }
+        assert_eq!(host_ports(None), vec![]);
+        // Before the allocator filled the ports in, the spec's are used.
+        let spec_only = Endpoint {
+            spec: Some(shoal_proto::v1::EndpointSpec {
+                ports: endpoint(&[("tcp", 80, "host")]).ports,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(host_ports(Some(&spec_only)), vec![tcp(80)]);
+    }
+
+    #[test]
+    fn host_port_filter() {
+        let ready = || node(NodeState::NodeReady, NodeAvailability::AvailabilityActive);
+        // (ports taken on the node, ports the task publishes in host mode, passes)
+        #[rustfmt::skip]
+        let cases: Vec<(Vec<Port>, Vec<Port>, bool)> = vec![
+            (vec![], vec![("tcp", 80, "host")], true),
+            (vec![("tcp", 80, "host")], vec![], true),
+            (vec![("tcp", 80, "host")], vec![("tcp", 80, "host")], false),
+            (vec![("tcp", 80, "host")], vec![("udp", 80, "host")], true),
+            (vec![("tcp", 80, "host")], vec![("tcp", 81, "host")], true),
+            (vec![("tcp", 80, "host")], vec![("tcp", 81, "host"), ("tcp", 80, "host")], false),
+            // Ingress-mode ports are the routing mesh's: they take nothing on the node.
+            (vec![("tcp", 80, "host")], vec![("tcp", 80, "ingress")], true),
+            (vec![("tcp", 80, "ingress")], vec![("tcp", 80, "host")], true),
+        ];
+        for (i, (taken, asks, passes)) in cases.into_iter().enumerate() {
+            let mut n = ready();
+            for p in host_ports(Some(&endpoint(&taken))) {
+                n.host_ports.insert(p, 1);
+            }
+            let mut r = req(0, 0, &[], 0);
+            r.host_ports = host_ports(Some(&endpoint(&asks)));
+            let want = (!passes).then_some(Filter::HostPorts);
+            assert_eq!(first_failure(&n, &r, 0), want, "case {i}");
+        }
+    }
+
+    #[test]
+    fn dynamic_filters_left_out_cannot_fail() {
+        let mut full = node(NodeState::NodeReady, NodeAvailability::AvailabilityActive);
+        full.free_cpu = -1;
+        full.free_memory = -1;
+        full.host_ports.insert(
+            HostPort {
+                protocol: Protocol::Tcp,
+                port: 80,
+            },
+            1,
+        );
+        let mut ports = req(0, 0, &[], 0);
+        ports.host_ports = host_ports(Some(&endpoint(&[("tcp", 80, "host")])));
+        for r in [
+            req(0, 0, &[], 0),
+            req(1, 0, &[], 0),
+            req(0, 1, &[], 1),
+            ports,
+        ] {
+            let checked = Filter::dynamic_for(&r);
+            for f in Filter::DYNAMIC {
+                if !checked.contains(&f) {
+                    assert!(f.passes(&full, &r, 1000), "{f:?} left out but fails");
+                }
+            }
+        }
+    }
+
     #[test]
     fn reason_text() {
         let cases: Vec<(Vec<Filter>, &str)> = vec![
@@ -306,6 +505,10 @@ mod tests {
                 "no suitable node (insufficient memory on 3 nodes; constraint not met on 1 node)",
             ),
             (vec![Filter::Ready], "no suitable node (node not ready on 1 node)"),
+            (
+                vec![Filter::HostPorts],
+                "no suitable node (host-mode port already in use on 1 node)",
+            ),
             (
                 vec![Filter::MaxReplicas, Filter::Available, Filter::Cpu, Filter::Ready],
                 "no suitable node (node not ready on 1 node; node not available (paused or drained) on 1 node; \

@@ -12,9 +12,12 @@ mod tree;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use shoal_proto::v1::{Node, Resources, Task, TaskSpec, TaskState};
+use shoal_proto::v1::{Endpoint, Node, Resources, Task, TaskSpec, TaskState};
 
-use filter::{first_failure, reservations, FailureCounts, Filter, NodeInfo, Requirements};
+use filter::{
+    first_failure, host_ports, reservations, FailureCounts, Filter, HostPort, NodeInfo,
+    Requirements,
+};
 use tree::{Branch, Candidate};
 
 /// What became of one pending task.
@@ -42,6 +45,8 @@ struct Counted {
     node: usize,
     service_id: Arc<str>,
     reserved: Resources,
+    /// Empty for most tasks (no allocation then).
+    host_ports: Vec<HostPort>,
 }
 
 /// Assigns pending tasks to nodes, keeping its own indexes of what each node holds.
@@ -72,6 +77,8 @@ fn task_state(task: &Task) -> TaskState {
 struct Batch<'a> {
     service_id: &'a str,
     spec: Option<&'a TaskSpec>,
+    /// The endpoint the tasks were allocated with (its host-mode ports take room on a node).
+    endpoint: Option<&'a Endpoint>,
     /// Indexes into the pending slice.
     members: Vec<usize>,
 }
@@ -96,14 +103,19 @@ impl Scheduler {
             counted: HashMap::new(),
         };
         for task in tasks {
-            if !occupies_node(task) {
-                continue;
-            }
             let Some(&node) = sched.by_id.get(&task.node_id) else {
                 continue;
             };
+            let ports = host_ports(task.endpoint.as_ref());
+            if !occupies_node(task) {
+                // A task told to shut down still holds its host ports until it has stopped.
+                if !task_state(task).is_terminal() {
+                    add_host_ports(&mut sched.nodes[node], &ports);
+                }
+                continue;
+            }
             let reserved = task.spec.as_ref().map(reservations).unwrap_or_default();
-            sched.add(node, &task.service_id, reserved);
+            sched.add(node, &task.service_id, reserved, &ports);
             if task_state(task) < TaskState::TaskAssigned {
                 sched.counted.insert(
                     task.id.clone(),
@@ -111,6 +123,7 @@ impl Scheduler {
                         node,
                         service_id: Arc::from(task.service_id.as_str()),
                         reserved,
+                        host_ports: ports,
                     },
                 );
             }
@@ -141,17 +154,17 @@ impl Scheduler {
             let same = batch_index
                 .entry((task.service_id.as_str(), task.spec_version))
                 .or_default();
-            match same
-                .iter()
-                .copied()
-                .find(|&b| batches[b].spec == task.spec.as_ref())
-            {
+            match same.iter().copied().find(|&b| {
+                batches[b].spec == task.spec.as_ref()
+                    && batches[b].endpoint == task.endpoint.as_ref()
+            }) {
                 Some(b) => batches[b].members.push(i),
                 None => {
                     same.push(batches.len());
                     batches.push(Batch {
                         service_id: &task.service_id,
                         spec: task.spec.as_ref(),
+                        endpoint: task.endpoint.as_ref(),
                         members: vec![i],
                     });
                 }
@@ -175,10 +188,11 @@ impl Scheduler {
 
     /// Checks a task bound to its node against that node alone.
     fn schedule_on_node(&mut self, task: &Task) -> Outcome {
-        let req = match Requirements::from_spec(task.spec.as_ref()) {
+        let mut req = match Requirements::from_spec(task.spec.as_ref()) {
             Ok(r) => r,
             Err(e) => return Outcome::NoFit(format!("no suitable node ({e})")),
         };
+        req.host_ports = host_ports(task.endpoint.as_ref());
         let Some(&node) = self.by_id.get(&task.node_id) else {
             return Outcome::NoFit(FailureCounts::default().reason());
         };
@@ -205,7 +219,7 @@ impl Scheduler {
         out: &mut [Option<Outcome>],
         eligible: &mut HashMap<Vec<String>, Vec<usize>>,
     ) {
-        let req = match Requirements::from_spec(batch.spec) {
+        let mut req = match Requirements::from_spec(batch.spec) {
             Ok(r) => r,
             Err(e) => {
                 for &i in &batch.members {
@@ -214,6 +228,7 @@ impl Scheduler {
                 return;
             }
         };
+        req.host_ports = host_ports(batch.endpoint);
         let Scheduler {
             nodes,
             service_tasks,
@@ -230,12 +245,13 @@ impl Scheduler {
         let counts = service_tasks
             .entry(batch.service_id.to_string())
             .or_default();
+        let dynamic = Filter::dynamic_for(&req);
         let candidates: Vec<Candidate> = eligible
             .iter()
             .filter_map(|&node| {
                 let info = &nodes[node];
                 let service_tasks = counts.get(&node).copied().unwrap_or(0);
-                Filter::DYNAMIC
+                dynamic
                     .iter()
                     .all(|f| f.passes(info, &req, service_tasks))
                     .then_some(Candidate {
@@ -252,7 +268,7 @@ impl Scheduler {
         for &i in &batch.members {
             let task = pending[i];
             let placed = tree.place(&mut |node, service_tasks| {
-                let fits = Filter::DYNAMIC
+                let fits = dynamic
                     .iter()
                     .all(|f| f.passes(&nodes[node], &req, service_tasks));
                 if !fits {
@@ -264,9 +280,12 @@ impl Scheduler {
                         node,
                         service_id: service_id.clone(),
                         reserved,
+                        host_ports: req.host_ports.clone(),
                     },
                 );
-                Some(record(&mut nodes[node], counts, node, reserved))
+                let info = &mut nodes[node];
+                add_host_ports(info, &req.host_ports);
+                Some(record(info, counts, node, reserved))
             });
             out[i] = Some(match placed {
                 Some(node) => Outcome::Assign(nodes[node].node.id.clone()),
@@ -296,12 +315,13 @@ impl Scheduler {
                 node,
                 service_id: Arc::from(task.service_id.as_str()),
                 reserved,
+                host_ports: req.host_ports.clone(),
             },
         );
-        self.add(node, &task.service_id, reserved);
+        self.add(node, &task.service_id, reserved, &req.host_ports);
     }
 
-    fn add(&mut self, node: usize, service_id: &str, reserved: Resources) {
+    fn add(&mut self, node: usize, service_id: &str, reserved: Resources, ports: &[HostPort]) {
         let counts = match self.service_tasks.get_mut(service_id) {
             Some(c) => c,
             None => self
@@ -309,6 +329,7 @@ impl Scheduler {
                 .entry(service_id.to_string())
                 .or_default(),
         };
+        add_host_ports(&mut self.nodes[node], ports);
         record(&mut self.nodes[node], counts, node, reserved);
     }
 
@@ -324,6 +345,14 @@ impl Scheduler {
             info.tasks = info.tasks.saturating_sub(1);
             info.free_cpu += c.reserved.nano_cpus;
             info.free_memory += c.reserved.memory_bytes;
+            for port in &c.host_ports {
+                if let Some(n) = info.host_ports.get_mut(port) {
+                    *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        info.host_ports.remove(port);
+                    }
+                }
+            }
         }
     }
 }
@@ -338,6 +367,13 @@ fn explain(nodes: &[NodeInfo], service_tasks: &HashMap<usize, u32>, req: &Requir
         }
     }
     failures.reason()
+}
+
+/// Marks `ports` taken on a node.
+fn add_host_ports(info: &mut NodeInfo, ports: &[HostPort]) {
+    for port in ports {
+        *info.host_ports.entry(*port).or_insert(0) += 1;
+    }
 }
 
 /// Counts one more task of a service on a node; returns its new (service tasks, tasks) counts.

@@ -644,3 +644,118 @@ fn heaps_decide_like_a_full_scan() {
         assert_eq!(got, reference(&nodes, &existing, &pend), "round {round}");
     }
 }
+
+fn publishing(mut t: Task, ports: &[(&str, u32, &str)]) -> Task {
+    use shoal_proto::v1::{Endpoint, PortConfig};
+    t.endpoint = Some(Endpoint {
+        ports: ports
+            .iter()
+            .map(|(protocol, published, mode)| PortConfig {
+                protocol: protocol.to_string(),
+                target_port: 80,
+                published_port: *published,
+                publish_mode: mode.to_string(),
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    });
+    t
+}
+
+#[test]
+fn host_mode_ports_take_a_node() {
+    let plain = Spec::default();
+    let host80 = [("tcp", 80, "host")];
+    let nodes = [node("a", &[]), node("b", &[])];
+    let on = |id: &str, n: &str, ports: &[(&str, u32, &str)]| {
+        publishing(running(id, "web", n, &plain), ports)
+    };
+    let stopping = |id: &str, n: &str, state: TaskState| {
+        let mut t = on(id, n, &host80);
+        t.desired_state = TaskState::TaskShutdown as i32;
+        if let Some(st) = t.status.as_mut() {
+            st.state = state as i32;
+        }
+        t
+    };
+    let conflict = "no suitable node (host-mode port already in use on 2 nodes)";
+    // (existing tasks, how many new tasks publishing tcp/80 in host mode, expected outcomes)
+    let cases: Vec<(Vec<Task>, usize, Vec<&str>)> = vec![
+        // Two tasks of one batch never share a node; the third finds none.
+        (vec![], 3, vec!["a", "b", conflict]),
+        // A node already running one is skipped, whatever service the task belongs to.
+        (vec![on("e", "a", &host80)], 1, vec!["b"]),
+        (
+            vec![on("e", "a", &host80), on("f", "b", &host80)],
+            1,
+            vec![conflict],
+        ),
+        // Another port, another protocol or an ingress-mode port do not conflict.
+        (
+            vec![
+                on("e", "a", &[("tcp", 81, "host")]),
+                on("f", "a", &[("udp", 80, "host")]),
+                on("g", "a", &[("tcp", 80, "ingress")]),
+            ],
+            2,
+            vec!["b", "a"],
+        ),
+        // A task told to shut down holds its port until it has stopped.
+        (
+            vec![stopping("e", "a", TaskState::TaskRunning)],
+            1,
+            vec!["b"],
+        ),
+        (
+            vec![stopping("e", "a", TaskState::TaskShutdown)],
+            1,
+            vec!["a"],
+        ),
+        (
+            vec![stopping("e", "a", TaskState::TaskFailed)],
+            1,
+            vec!["a"],
+        ),
+    ];
+    for (i, (existing, n, want)) in cases.into_iter().enumerate() {
+        let pend: Vec<Task> = tasks("t", "web", n, &plain)
+            .into_iter()
+            .map(|t| publishing(t, &host80))
+            .collect();
+        let got: Vec<String> = run(&nodes, &existing, &pend)
+            .into_iter()
+            .map(|d| match d.outcome {
+                Outcome::Assign(n) => n,
+                Outcome::NoFit(r) => r,
+            })
+            .collect();
+        assert_eq!(got, want, "case {i}");
+    }
+}
+
+#[test]
+fn host_mode_ports_of_node_bound_tasks() {
+    let plain = Spec::default();
+    let host80 = [("tcp", 80, "host")];
+    let nodes = [node("a", &[])];
+    let bound = |id: &str| {
+        let mut t = publishing(pending(id, "mon", &plain), &host80);
+        t.node_id = "a".into();
+        t
+    };
+    let mut sched = Scheduler::new(&nodes, &[]);
+    let first = bound("g1");
+    let second = bound("g2");
+    // The same task scheduled again does not conflict with itself; another one does.
+    for _ in 0..2 {
+        assert_eq!(
+            sched.schedule(&[&first])[0].outcome,
+            Outcome::Assign("a".into())
+        );
+    }
+    assert_eq!(
+        sched.schedule(&[&second])[0].outcome,
+        Outcome::NoFit("no suitable node (host-mode port already in use on 1 node)".into())
+    );
+}

@@ -1,0 +1,614 @@
+//! What a node is told besides its tasks: for every network its tasks are on (and `ingress` while
+//! a service publishes an ingress-mode port, since every node serves the routing mesh) who is on
+//! it where and which services it carries; the node's own addresses; its WireGuard mesh peers.
+//!
+//! Everything here is a pure function of the store's state. A network's view is the same for
+//! every node that receives it, so the dispatcher computes it once and shares it ([`Cache`]); each
+//! node's session notes which changes concern it ([`Interest::note`]) and how fresh the shared
+//! views it takes must be ([`Need`]).
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use shoal_proto::v1::{
+    Assignments, EndpointView, MeshPeer, Network, NetworkAttachment, NetworkView, Node, Service,
+    ServiceView, Task, TaskState,
+};
+
+use crate::store::{ip_of, service_network_ids, task_has_ended, Event, Kind, Object, State};
+
+/// A need for "the state as of now": resolved to the store index the views are computed at.
+const NOW: u64 = u64::MAX;
+
+/// WireGuard's usual port, for a node that did not say which it listens on.
+const DEFAULT_WG_PORT: u32 = 51820;
+
+/// A node's complete assignment set, computed from scratch.
+pub fn assignments(state: &State, node_id: &str) -> Assignments {
+    node_view(state, node_id, &mut Fresh).0.to_message()
+}
+
+/// A node's assignment set with the network views shared between nodes (cheap to compare).
+#[derive(Debug, Clone, Default)]
+pub struct NodeView {
+    tasks: Vec<Task>,
+    networks: Vec<Arc<NetworkView>>,
+    node_attachments: Vec<NetworkAttachment>,
+    mesh_addr: String,
+    mesh_peers: Vec<MeshPeer>,
+}
+
+impl PartialEq for NodeView {
+    fn eq(&self, other: &Self) -> bool {
+        self.tasks == other.tasks
+            && self.networks.len() == other.networks.len()
+            && self
+                .networks
+                .iter()
+                .zip(&other.networks)
+                .all(|(a, b)| Arc::ptr_eq(a, b) || a == b)
+            && self.node_attachments == other.node_attachments
+            && self.mesh_addr == other.mesh_addr
+            && self.mesh_peers == other.mesh_peers
+    }
+}
+
+impl NodeView {
+    /// The message sent to the agent.
+    pub fn to_message(&self) -> Assignments {
+        Assignments {
+            tasks: self.tasks.clone(),
+            networks: self.networks.iter().map(|n| (**n).clone()).collect(),
+            node_attachments: self.node_attachments.clone(),
+            mesh_addr: self.mesh_addr.clone(),
+            mesh_peers: self.mesh_peers.clone(),
+        }
+    }
+}
+
+/// The parts of a node's view that several nodes share; [`Fresh`] computes them every time,
+/// [`Cached`] reuses what another node's session computed when it is recent enough.
+pub trait Shared {
+    /// The view of one network.
+    fn network(&mut self, state: &State, network: &Network) -> Arc<NetworkView>;
+    /// The ingress network's id while a service publishes an ingress-mode port.
+    fn routing_mesh(&mut self, state: &State) -> Option<String>;
+    /// Every node of the WireGuard mesh (with a public key and a mesh address).
+    fn mesh_nodes(&mut self, state: &State) -> Arc<Vec<MeshPeer>>;
+}
+
+/// Computes every shared part from the state.
+pub struct Fresh;
+
+impl Shared for Fresh {
+    fn network(&mut self, state: &State, network: &Network) -> Arc<NetworkView> {
+        Arc::new(network_view(state, network))
+    }
+
+    fn routing_mesh(&mut self, state: &State) -> Option<String> {
+        routing_mesh(state)
+    }
+
+    fn mesh_nodes(&mut self, state: &State) -> Arc<Vec<MeshPeer>> {
+        Arc::new(mesh_nodes(state))
+    }
+}
+
+/// A node's view and what it depends on, from `state`.
+pub fn node_view(state: &State, node_id: &str, shared: &mut dyn Shared) -> (NodeView, Interest) {
+    // Only tasks the scheduler has confirmed (ASSIGNED or later): a global task carries its node
+    // from creation, but must not start before the allocator has given it its addresses.
+    let mut tasks: Vec<Task> = state
+        .tasks_of_node(node_id)
+        .filter(|t| {
+            t.status
+                .as_ref()
+                .is_some_and(|s| s.state >= shoal_proto::v1::TaskState::TaskAssigned as i32)
+        })
+        .cloned()
+        .collect();
+    tasks.sort_by(|a, b| a.id.cmp(&b.id));
+    let mut ids: BTreeSet<String> = BTreeSet::new();
+    for t in tasks.iter().filter(|t| !task_has_ended(t)) {
+        ids.extend(t.networks.iter().map(|a| a.network_id.clone()));
+        // Networks without manager-allocated addresses (bridge, host, none) too: the agent needs
+        // their driver and subnet.
+        let spec_networks = t.spec.iter().flat_map(|s| s.networks.iter());
+        ids.extend(spec_networks.map(|n| n.target.clone()));
+    }
+    ids.extend(shared.routing_mesh(state));
+    let mut interest = Interest::default();
+    let mut networks = Vec::with_capacity(ids.len());
+    for id in &ids {
+        let Some(network) = state.network(id) else {
+            continue;
+        };
+        let spec = network.spec.as_ref();
+        interest.mesh |= spec.is_some_and(|s| s.encrypted);
+        if spec.is_some_and(|s| s.ingress) {
+            interest.ingress = Some(id.clone());
+        }
+        networks.push(shared.network(state, network));
+    }
+    let mesh_peers = if interest.mesh {
+        let all = shared.mesh_nodes(state);
+        all.iter()
+            .filter(|p| p.node_id != node_id)
+            .cloned()
+            .collect()
+    } else {
+        Vec::new()
+    };
+    // Networks that do not exist (yet) stay of interest: their creation must reach the node.
+    interest.networks = ids.into_iter().collect();
+    let node = state.node(node_id);
+    let view = NodeView {
+        tasks,
+        networks,
+        node_attachments: node.map(|n| n.attachments.clone()).unwrap_or_default(),
+        mesh_addr: node.map(|n| n.mesh_addr.clone()).unwrap_or_default(),
+        mesh_peers,
+    };
+    (view, interest)
+}
+
+/// Who is on a network where, and which services it carries.
+pub fn network_view(state: &State, network: &Network) -> NetworkView {
+    let spec = network.spec.clone().unwrap_or_default();
+    let mut endpoints = Vec::new();
+    // The address index holds exactly the live (not ended) tasks' addresses, the nodes' own
+    // attachments and the services' VIPs of the network.
+    for ip in state.addresses_in_use(&network.id) {
+        match state.address_holder(&network.id, ip) {
+            Some((Kind::Task, id)) => {
+                let Some(t) = state.task(id) else { continue };
+                if t.node_id.is_empty() || task_has_ended(t) {
+                    continue;
+                }
+                endpoints.push(EndpointView {
+                    task_id: t.id.clone(),
+                    service_id: t.service_id.clone(),
+                    node_id: t.node_id.clone(),
+                    node_addr: node_addr(state, &t.node_id, spec.encrypted),
+                    addr: ip.to_string(),
+                    running: is_running(t),
+                    slot: t.slot,
+                });
+            }
+            Some((Kind::Node, id)) => endpoints.push(EndpointView {
+                node_id: id.clone(),
+                node_addr: node_addr(state, id, spec.encrypted),
+                addr: ip.to_string(),
+                ..Default::default()
+            }),
+            _ => {}
+        }
+    }
+    endpoints
+        .sort_by(|a, b| (&a.task_id, &a.node_id, &a.addr).cmp(&(&b.task_id, &b.node_id, &b.addr)));
+    let services = state
+        .services()
+        .filter(|s| {
+            service_network_ids(s).any(|n| n == network.id)
+                || (spec.ingress && publishes_ingress(s))
+        })
+        .map(|s| service_view(s, &network.id))
+        .collect();
+    NetworkView {
+        network: Some(network.clone()),
+        endpoints,
+        services,
+    }
+}
+
+/// A service as seen on one network.
+fn service_view(s: &Service, network_id: &str) -> ServiceView {
+    let spec = s.spec.clone().unwrap_or_default();
+    let endpoint = s.endpoint.clone().unwrap_or_default();
+    let mode = spec
+        .endpoint
+        .as_ref()
+        .or(endpoint.spec.as_ref())
+        .map(|e| e.mode.as_str())
+        .filter(|m| !m.is_empty())
+        .unwrap_or("vip")
+        .to_string();
+    let vip = if mode == "dnsrr" {
+        String::new()
+    } else {
+        endpoint
+            .virtual_ips
+            .iter()
+            .find(|v| v.network_id == network_id)
+            .map(|v| ip_of(&v.addr).to_string())
+            .unwrap_or_default()
+    };
+    let aliases = spec
+        .task
+        .iter()
+        .flat_map(|t| t.networks.iter())
+        .filter(|n| n.target == network_id)
+        .flat_map(|n| n.aliases.iter().cloned())
+        .collect();
+    ServiceView {
+        service_id: s.id.clone(),
+        name: spec.name,
+        mode,
+        vip,
+        ports: endpoint.ports,
+        aliases,
+    }
+}
+
+/// Whether a task answers for its service: running, and meant to.
+fn is_running(t: &Task) -> bool {
+    t.status.as_ref().map(|s| s.state) == Some(TaskState::TaskRunning as i32)
+        && t.desired_state == TaskState::TaskRunning as i32
+}
+
+/// Where a network's VXLAN reaches a node: its underlay IP, or its mesh IP on an encrypted
+/// network. Empty while unknown (the node never connected, or has no mesh address yet).
+fn node_addr(state: &State, node_id: &str, encrypted: bool) -> String {
+    let Some(node) = state.node(node_id) else {
+        return String::new();
+    };
+    if encrypted {
+        ip_of(&node.mesh_addr).to_string()
+    } else {
+        let addr = node.status.as_ref().map_or("", |s| s.addr.as_str());
+        ip_of(addr).to_string()
+    }
+}
+
+/// Whether a service has an ingress-mode published port allocated (the routing mesh carries it).
+fn publishes_ingress(s: &Service) -> bool {
+    s.endpoint.iter().flat_map(|e| e.ports.iter()).any(|p| {
+        p.published_port != 0 && (p.publish_mode.is_empty() || p.publish_mode == "ingress")
+    })
+}
+
+/// The ingress network's id while a service publishes an ingress-mode port.
+fn routing_mesh(state: &State) -> Option<String> {
+    if !state.services().any(publishes_ingress) {
+        return None;
+    }
+    state
+        .networks()
+        .find(|n| n.spec.as_ref().is_some_and(|s| s.ingress))
+        .map(|n| n.id.clone())
+}
+
+/// Every node with a WireGuard key, a mesh address and a known underlay address.
+fn mesh_nodes(state: &State) -> Vec<MeshPeer> {
+    state
+        .nodes()
+        .filter_map(|n| {
+            let desc = n.description.as_ref()?;
+            let addr = n.status.as_ref().map_or("", |s| s.addr.as_str());
+            if desc.wg_public_key.is_empty() || n.mesh_addr.is_empty() || addr.is_empty() {
+                return None;
+            }
+            let port = if desc.wg_port == 0 {
+                DEFAULT_WG_PORT
+            } else {
+                desc.wg_port
+            };
+            Some(MeshPeer {
+                node_id: n.id.clone(),
+                public_key: desc.wg_public_key.clone(),
+                endpoint: format!("{}:{port}", ip_of(addr)),
+                mesh_addr: n.mesh_addr.clone(),
+            })
+        })
+        .collect()
+}
+
+/// What a node's last view depended on: the changes to look for.
+#[derive(Debug, Clone, Default)]
+pub struct Interest {
+    /// Networks whose views the node receives (or would, once they exist).
+    networks: HashSet<String>,
+    /// The ingress network's id, when the node receives its view.
+    ingress: Option<String>,
+    /// Whether the node receives mesh peers.
+    mesh: bool,
+}
+
+/// What changed for a node since its last view, and how fresh the shared views it takes next
+/// must be: each value is the store index of the newest change that touched that part.
+#[derive(Debug, Clone, Default)]
+pub struct Need {
+    /// The node's own tasks or its node record changed.
+    own: bool,
+    /// Everything must be taken as of now (the first view, or changes were missed).
+    everything: bool,
+    networks: HashMap<String, u64>,
+    routing_mesh: u64,
+    mesh: u64,
+}
+
+impl Need {
+    /// A need for everything as of now.
+    pub fn everything() -> Self {
+        Need {
+            own: true,
+            everything: true,
+            ..Default::default()
+        }
+    }
+
+    /// Whether the node's view must be looked at again.
+    pub fn any(&self) -> bool {
+        self.own
+            || self.everything
+            || !self.networks.is_empty()
+            || self.routing_mesh > 0
+            || self.mesh > 0
+    }
+}
+
+impl Interest {
+    /// Notes in `need` what `event` changes for node `node_id`. Cheap when the node is on no
+    /// network: the task and node checks the dispatcher always made, plus a look at services'
+    /// ingress ports.
+    pub fn note(&self, node_id: &str, event: &Event, need: &mut Need) {
+        let (old, new) = match event {
+            Event::Created(o) => (None, Some(o)),
+            Event::Updated { old, new } => (Some(old), Some(new)),
+            Event::Removed(o) => (Some(o), None),
+        };
+        // The index of the write; a removal carries none, so it asks for "now".
+        let version = new.map_or(NOW, |o| match version_of(o) {
+            0 => NOW,
+            v => v,
+        });
+        let Some(any) = new.or(old) else { return };
+        match any.kind() {
+            Kind::Task => {
+                let (a, b) = (old.and_then(as_task), new.and_then(as_task));
+                if [a, b].iter().flatten().any(|t| t.node_id == node_id) {
+                    need.own = true;
+                }
+                if self.networks.is_empty() || task_part(a) == task_part(b) {
+                    return;
+                }
+                let nets = [a, b].into_iter().flatten().flat_map(|t| &t.networks);
+                for id in nets.map(|n| n.network_id.as_str()) {
+                    self.bump(need, id, version);
+                }
+            }
+            Kind::Service => {
+                let (a, b) = (old.and_then(as_service), new.and_then(as_service));
+                let publishes = |s: Option<&Service>| s.is_some_and(publishes_ingress);
+                if publishes(a) != publishes(b) {
+                    need.routing_mesh = need.routing_mesh.max(version);
+                }
+                if self.networks.is_empty() || service_part(a) == service_part(b) {
+                    return;
+                }
+                for s in [a, b].into_iter().flatten() {
+                    for id in service_network_ids(s) {
+                        self.bump(need, id, version);
+                    }
+                    if publishes_ingress(s) {
+                        if let Some(ingress) = &self.ingress {
+                            self.bump(need, ingress, version);
+                        }
+                    }
+                }
+            }
+            Kind::Network => {
+                self.bump(need, any.id(), version);
+                let (a, b) = (old.and_then(as_network), new.and_then(as_network));
+                let ingress = |n: Option<&Network>| {
+                    n.and_then(|n| n.spec.as_ref()).is_some_and(|s| s.ingress)
+                };
+                if ingress(a) || ingress(b) {
+                    need.routing_mesh = need.routing_mesh.max(version);
+                }
+            }
+            Kind::Node => {
+                if any.id() == node_id {
+                    need.own = true;
+                }
+                if self.networks.is_empty() && !self.mesh {
+                    return;
+                }
+                let (a, b) = (old.and_then(as_node), new.and_then(as_node));
+                if node_part(a) == node_part(b) {
+                    return;
+                }
+                // Any endpoint on the node's networks may live on that node.
+                for id in &self.networks {
+                    self.bump(need, id, version);
+                }
+                if self.mesh {
+                    need.mesh = need.mesh.max(version);
+                }
+            }
+            Kind::Cluster => {}
+        }
+    }
+
+    fn bump(&self, need: &mut Need, network_id: &str, version: u64) {
+        if !self.networks.contains(network_id) {
+            return;
+        }
+        match need.networks.get_mut(network_id) {
+            Some(v) => *v = (*v).max(version),
+            None => {
+                need.networks.insert(network_id.to_string(), version);
+            }
+        }
+    }
+}
+
+fn version_of(o: &Object) -> u64 {
+    let meta = match o {
+        Object::Cluster(c) => c.meta.as_ref(),
+        Object::Node(n) => n.meta.as_ref(),
+        Object::Service(s) => s.meta.as_ref(),
+        Object::Task(t) => t.meta.as_ref(),
+        Object::Network(n) => n.meta.as_ref(),
+    };
+    meta.map_or(0, |m| m.version)
+}
+
+fn as_task(o: &Object) -> Option<&Task> {
+    match o {
+        Object::Task(t) => Some(t),
+        _ => None,
+    }
+}
+
+fn as_service(o: &Object) -> Option<&Service> {
+    match o {
+        Object::Service(s) => Some(s),
+        _ => None,
+    }
+}
+
+fn as_network(o: &Object) -> Option<&Network> {
+    match o {
+        Object::Network(n) => Some(n),
+        _ => None,
+    }
+}
+
+fn as_node(o: &Object) -> Option<&Node> {
+    match o {
+        Object::Node(n) => Some(n),
+        _ => None,
+    }
+}
+
+/// What of a task shows in network views: nothing until it is placed or once it has ended.
+type TaskPart<'a> = Option<(&'a str, &'a [NetworkAttachment], bool, u64)>;
+
+fn task_part(t: Option<&Task>) -> TaskPart<'_> {
+    let t = t?;
+    if t.node_id.is_empty() || task_has_ended(t) {
+        return None;
+    }
+    Some((&t.node_id, &t.networks, is_running(t), t.slot))
+}
+
+/// What of a service shows in network views (its name, mode, networks, aliases, VIPs, ports).
+fn service_part(s: Option<&Service>) -> Option<impl PartialEq + '_> {
+    let s = s?;
+    let spec = s.spec.as_ref();
+    Some((
+        spec.map(|sp| &sp.name),
+        spec.and_then(|sp| sp.endpoint.as_ref()),
+        spec.and_then(|sp| sp.task.as_ref()).map(|t| &t.networks),
+        s.endpoint.as_ref(),
+    ))
+}
+
+/// What of a node shows in network views and mesh peers.
+fn node_part(n: Option<&Node>) -> Option<impl PartialEq + '_> {
+    let n = n?;
+    let desc = n.description.as_ref();
+    Some((
+        n.status.as_ref().map(|s| &s.addr),
+        &n.mesh_addr,
+        &n.attachments,
+        desc.map(|d| (&d.wg_public_key, d.wg_port)),
+    ))
+}
+
+/// The shared parts last computed, each with the store index it was computed at (from a state
+/// at least that recent).
+#[derive(Debug, Default)]
+pub struct Cache {
+    networks: HashMap<String, (u64, Arc<NetworkView>)>,
+    routing_mesh: Option<(u64, Option<String>)>,
+    mesh: Option<(u64, Arc<Vec<MeshPeer>>)>,
+}
+
+/// Takes shared parts from a [`Cache`] when they are at least as recent as a node needs,
+/// otherwise computes them and leaves them there for the next node.
+pub struct Cached<'a> {
+    /// Locked only while a shared part is looked up or computed, so a second node waits for the
+    /// first one's computation and takes it rather than doing it again.
+    cache: &'a Mutex<Cache>,
+    /// The store index read before the state: what is computed now is at least this recent.
+    index: u64,
+    need: &'a Need,
+    /// What the node's previous view depended on: anything new to it must be taken as of now.
+    before: &'a Interest,
+}
+
+impl<'a> Cached<'a> {
+    /// `index` must be read from the store before the state the views are computed from.
+    pub fn new(cache: &'a Mutex<Cache>, index: u64, need: &'a Need, before: &'a Interest) -> Self {
+        Cached {
+            cache,
+            index,
+            need,
+            before,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'a, Cache> {
+        // Poisoning only means a panic mid-insert; every entry is whole.
+        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn required(&self, noted: u64, known_before: bool) -> u64 {
+        if self.need.everything || !known_before {
+            self.index
+        } else {
+            noted.min(self.index)
+        }
+    }
+}
+
+impl Shared for Cached<'_> {
+    fn network(&mut self, state: &State, network: &Network) -> Arc<NetworkView> {
+        let noted = self.need.networks.get(&network.id).copied().unwrap_or(0);
+        let required = self.required(noted, self.before.networks.contains(&network.id));
+        let mut cache = self.lock();
+        if let Some((at, view)) = cache.networks.get(&network.id) {
+            if *at >= required {
+                return view.clone();
+            }
+        }
+        let view = Arc::new(network_view(state, network));
+        let networks = &mut cache.networks;
+        networks.insert(network.id.clone(), (self.index, view.clone()));
+        if networks.len() > 2 * state.networks().count() + 8 {
+            networks.retain(|id, _| state.network(id).is_some());
+        }
+        view
+    }
+
+    fn routing_mesh(&mut self, state: &State) -> Option<String> {
+        let required = self.required(self.need.routing_mesh, true);
+        let mut cache = self.lock();
+        match &cache.routing_mesh {
+            Some((at, id)) if *at >= required => id.clone(),
+            _ => {
+                let id = routing_mesh(state);
+                cache.routing_mesh = Some((self.index, id.clone()));
+                id
+            }
+        }
+    }
+
+    fn mesh_nodes(&mut self, state: &State) -> Arc<Vec<MeshPeer>> {
+        let required = self.required(self.need.mesh, self.before.mesh);
+        let mut cache = self.lock();
+        match &cache.mesh {
+            Some((at, peers)) if *at >= required => peers.clone(),
+            _ => {
+                let peers = Arc::new(mesh_nodes(state));
+                cache.mesh = Some((self.index, peers.clone()));
+                peers
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

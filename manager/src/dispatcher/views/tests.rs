@@ -1,0 +1,653 @@
+use super::*;
+use shoal_proto::v1::{
+    Endpoint, EndpointSpec, Meta, NetworkAttachmentConfig, NetworkSpec, NodeDescription,
+    NodeStatus, PortConfig, ServiceSpec, TaskSpec, TaskStatus, VirtualIp,
+};
+
+const PLAIN: &str = "net-plain";
+const SECRET: &str = "net-secret";
+const INGRESS: &str = "net-ingress";
+
+fn network(id: &str, name: &str, subnet: &str, encrypted: bool, ingress: bool) -> Network {
+    Network {
+        id: id.into(),
+        spec: Some(NetworkSpec {
+            name: name.into(),
+            driver: "overlay".into(),
+            encrypted,
+            ingress,
+            ..Default::default()
+        }),
+        subnet: subnet.into(),
+        ..Default::default()
+    }
+}
+
+fn networks() -> Vec<Network> {
+    vec![
+        network(PLAIN, "backend", "10.1.0.0/24", false, false),
+        network(SECRET, "vault", "10.1.1.0/24", true, false),
+        network(INGRESS, "ingress", "10.0.0.0/16", false, true),
+    ]
+}
+
+/// A node connected from 192.168.0.N, with mesh address 10.255.0.N and a WireGuard key, and
+/// ingress address 10.0.0.N.
+fn node(n: u8) -> Node {
+    Node {
+        id: format!("node-{n}"),
+        description: Some(NodeDescription {
+            hostname: format!("host-{n}"),
+            wg_public_key: format!("key-{n}"),
+            wg_port: if n == 3 { 0 } else { 51000 + u32::from(n) },
+            ..Default::default()
+        }),
+        status: Some(NodeStatus {
+            addr: format!("192.168.0.{n}"),
+            ..Default::default()
+        }),
+        attachments: vec![NetworkAttachment {
+            network_id: INGRESS.into(),
+            addresses: vec![format!("10.0.0.{n}/16")],
+            ..Default::default()
+        }],
+        mesh_addr: format!("10.255.0.{n}/16"),
+        ..Default::default()
+    }
+}
+
+fn service(id: &str, name: &str, nets: &[(&str, &[&str])], mode: &str) -> Service {
+    let vips = if mode == "dnsrr" {
+        Vec::new()
+    } else {
+        nets.iter()
+            .enumerate()
+            .map(|(i, (net, _))| VirtualIp {
+                network_id: net.to_string(),
+                addr: format!("10.9.{i}.2/24"),
+            })
+            .collect()
+    };
+    Service {
+        id: id.into(),
+        spec: Some(ServiceSpec {
+            name: name.into(),
+            task: Some(TaskSpec {
+                networks: nets
+                    .iter()
+                    .map(|(net, aliases)| NetworkAttachmentConfig {
+                        target: net.to_string(),
+                        aliases: aliases.iter().map(|a| a.to_string()).collect(),
+                    })
+                    .collect(),
+                ..Default::default()
+            }),
+            endpoint: Some(EndpointSpec {
+                mode: mode.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        endpoint: Some(Endpoint {
+            virtual_ips: vips,
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn publishing(mut s: Service, published: u32) -> Service {
+    let endpoint = s.endpoint.get_or_insert_with(Default::default);
+    endpoint.ports.push(PortConfig {
+        protocol: "tcp".into(),
+        target_port: 80,
+        published_port: published,
+        ..Default::default()
+    });
+    endpoint.virtual_ips.push(VirtualIp {
+        network_id: INGRESS.into(),
+        addr: "10.0.255.2/16".into(),
+    });
+    s
+}
+
+/// A task of `service` on `node` (empty: not placed) in `state`, with addresses as
+/// (network, "IP/len").
+fn task(id: &str, service: &str, node: &str, state: TaskState, addrs: &[(&str, &str)]) -> Task {
+    Task {
+        id: id.into(),
+        service_id: service.into(),
+        node_id: node.into(),
+        slot: 1,
+        status: Some(TaskStatus {
+            state: state as i32,
+            ..Default::default()
+        }),
+        desired_state: TaskState::TaskRunning as i32,
+        networks: addrs
+            .iter()
+            .map(|(net, addr)| NetworkAttachment {
+                network_id: net.to_string(),
+                addresses: vec![addr.to_string()],
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
+fn state(objects: Vec<Object>) -> State {
+    let mut s = State::default();
+    for o in objects {
+        s.put(o);
+    }
+    s
+}
+
+/// Three nodes; "web" (aliases "www") on the plain network with a running task on node 2, a
+/// starting one on node 3, a failed one on node 3, an unplaced one; a client task on node 1.
+fn cluster() -> Vec<Object> {
+    let mut objects: Vec<Object> = networks().into_iter().map(Object::Network).collect();
+    objects.extend((1..=3).map(|n| Object::Node(node(n))));
+    objects.push(Object::Service(service(
+        "svc-web",
+        "web",
+        &[(PLAIN, &["www"])],
+        "",
+    )));
+    objects.push(Object::Service(service(
+        "svc-client",
+        "client",
+        &[(PLAIN, &[])],
+        "dnsrr",
+    )));
+    let tasks = [
+        task(
+            "t-web-1",
+            "svc-web",
+            "node-2",
+            TaskState::TaskRunning,
+            &[(PLAIN, "10.1.0.11/24")],
+        ),
+        task(
+            "t-web-2",
+            "svc-web",
+            "node-3",
+            TaskState::TaskStarting,
+            &[(PLAIN, "10.1.0.12/24")],
+        ),
+        task(
+            "t-web-3",
+            "svc-web",
+            "node-3",
+            TaskState::TaskFailed,
+            &[(PLAIN, "10.1.0.13/24")],
+        ),
+        task(
+            "t-web-4",
+            "svc-web",
+            "",
+            TaskState::TaskPending,
+            &[(PLAIN, "10.1.0.14/24")],
+        ),
+        task(
+            "t-client",
+            "svc-client",
+            "node-1",
+            TaskState::TaskRunning,
+            &[(PLAIN, "10.1.0.20/24")],
+        ),
+    ];
+    objects.extend(tasks.into_iter().map(Object::Task));
+    objects
+}
+
+fn endpoint(
+    task: &str,
+    service: &str,
+    node: &str,
+    node_addr: &str,
+    addr: &str,
+    running: bool,
+) -> EndpointView {
+    EndpointView {
+        task_id: task.into(),
+        service_id: service.into(),
+        node_id: node.into(),
+        node_addr: node_addr.into(),
+        addr: addr.into(),
+        running,
+        slot: if task.is_empty() { 0 } else { 1 },
+    }
+}
+
+#[test]
+fn no_networks_no_views() {
+    let s = state(vec![
+        Object::Node(node(1)),
+        Object::Task(task("t1", "svc", "node-1", TaskState::TaskRunning, &[])),
+        Object::Task(task("t2", "svc", "node-2", TaskState::TaskRunning, &[])),
+    ]);
+    let a = assignments(&s, "node-1");
+    assert_eq!(
+        a.tasks.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(),
+        ["t1"]
+    );
+    assert!(a.networks.is_empty());
+    assert!(a.mesh_peers.is_empty());
+    // The node's own allocations go along whatever it runs.
+    assert_eq!(a.mesh_addr, "10.255.0.1/16");
+    assert_eq!(a.node_attachments, node(1).attachments);
+}
+
+#[test]
+fn overlay_network_view() {
+    let s = state(cluster());
+    let a = assignments(&s, "node-1");
+    assert_eq!(a.networks.len(), 1, "only the network of its task");
+    let view = &a.networks[0];
+    assert_eq!(view.network.as_ref().map(|n| n.id.as_str()), Some(PLAIN));
+    // Placed tasks that have not ended, with their node's underlay address; running only when
+    // observed and desired running.
+    assert_eq!(
+        view.endpoints,
+        [
+            endpoint(
+                "t-client",
+                "svc-client",
+                "node-1",
+                "192.168.0.1",
+                "10.1.0.20",
+                true
+            ),
+            endpoint(
+                "t-web-1",
+                "svc-web",
+                "node-2",
+                "192.168.0.2",
+                "10.1.0.11",
+                true
+            ),
+            endpoint(
+                "t-web-2",
+                "svc-web",
+                "node-3",
+                "192.168.0.3",
+                "10.1.0.12",
+                false
+            ),
+        ]
+    );
+    assert_eq!(
+        view.services,
+        [
+            ServiceView {
+                service_id: "svc-client".into(),
+                name: "client".into(),
+                mode: "dnsrr".into(),
+                vip: String::new(),
+                ports: vec![],
+                aliases: vec![],
+            },
+            ServiceView {
+                service_id: "svc-web".into(),
+                name: "web".into(),
+                mode: "vip".into(),
+                vip: "10.9.0.2".into(),
+                ports: vec![],
+                aliases: vec!["www".into()],
+            },
+        ]
+    );
+    assert!(a.mesh_peers.is_empty(), "no encrypted network");
+    // Node 3 runs a starting task there: same view. A node with nothing there gets none.
+    assert_eq!(assignments(&s, "node-3").networks, a.networks);
+    let mut empty = cluster();
+    empty.push(Object::Node(Node {
+        id: "node-4".into(),
+        ..Default::default()
+    }));
+    assert!(assignments(&state(empty), "node-4").networks.is_empty());
+}
+
+#[test]
+fn a_task_told_to_stop_is_not_running() {
+    let mut objects = cluster();
+    let mut stopping = task(
+        "t-web-5",
+        "svc-web",
+        "node-2",
+        TaskState::TaskRunning,
+        &[(PLAIN, "10.1.0.15/24")],
+    );
+    stopping.desired_state = TaskState::TaskShutdown as i32;
+    objects.push(Object::Task(stopping));
+    let a = assignments(&state(objects), "node-1");
+    let e = a.networks[0]
+        .endpoints
+        .iter()
+        .find(|e| e.task_id == "t-web-5");
+    assert_eq!(e.map(|e| e.running), Some(false));
+}
+
+#[test]
+fn encrypted_network_uses_mesh_addresses_and_peers() {
+    let mut objects = cluster();
+    objects.push(Object::Service(service(
+        "svc-db",
+        "db",
+        &[(SECRET, &[])],
+        "",
+    )));
+    objects.push(Object::Task(task(
+        "t-db-1",
+        "svc-db",
+        "node-2",
+        TaskState::TaskRunning,
+        &[(SECRET, "10.1.1.5/24")],
+    )));
+    objects.push(Object::Task(task(
+        "t-db-2",
+        "svc-db",
+        "node-3",
+        TaskState::TaskRunning,
+        &[(SECRET, "10.1.1.6/24")],
+    )));
+    // A node without a key is no peer.
+    objects.push(Object::Node(Node {
+        id: "node-9".into(),
+        status: Some(NodeStatus {
+            addr: "192.168.0.9".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }));
+    let s = state(objects);
+    let a = assignments(&s, "node-2");
+    let ids: Vec<&str> = a
+        .networks
+        .iter()
+        .filter_map(|n| n.network.as_ref().map(|n| n.id.as_str()))
+        .collect();
+    assert_eq!(ids, [PLAIN, SECRET]);
+    let secret = &a.networks[1];
+    assert_eq!(
+        secret.endpoints,
+        [
+            endpoint("t-db-1", "svc-db", "node-2", "10.255.0.2", "10.1.1.5", true),
+            endpoint("t-db-2", "svc-db", "node-3", "10.255.0.3", "10.1.1.6", true),
+        ]
+    );
+    assert_eq!(
+        a.mesh_peers,
+        [
+            MeshPeer {
+                node_id: "node-1".into(),
+                public_key: "key-1".into(),
+                endpoint: "192.168.0.1:51001".into(),
+                mesh_addr: "10.255.0.1/16".into(),
+            },
+            MeshPeer {
+                node_id: "node-3".into(),
+                public_key: "key-3".into(),
+                endpoint: "192.168.0.3:51820".into(),
+                mesh_addr: "10.255.0.3/16".into(),
+            },
+        ]
+    );
+    // Node 1 has nothing on the encrypted network: no peers.
+    assert!(assignments(&s, "node-1").mesh_peers.is_empty());
+}
+
+#[test]
+fn ingress_view_goes_to_every_node_while_a_port_is_published() {
+    let mut objects = cluster();
+    objects.push(Object::Node(Node {
+        id: "node-4".into(),
+        ..Default::default()
+    }));
+    assert!(assignments(&state(objects.clone()), "node-4")
+        .networks
+        .is_empty());
+
+    objects.push(Object::Service(publishing(
+        service("svc-api", "api", &[(PLAIN, &[])], ""),
+        30080,
+    )));
+    objects.push(Object::Task(task(
+        "t-api-1",
+        "svc-api",
+        "node-3",
+        TaskState::TaskRunning,
+        &[(PLAIN, "10.1.0.30/24"), (INGRESS, "10.0.1.1/16")],
+    )));
+    let s = state(objects);
+    let a = assignments(&s, "node-4");
+    assert_eq!(a.networks.len(), 1);
+    let ingress = &a.networks[0];
+    assert_eq!(
+        ingress.network.as_ref().map(|n| n.id.as_str()),
+        Some(INGRESS)
+    );
+    // Every node's own ingress address (no task), then the publishing service's tasks.
+    assert_eq!(
+        ingress.endpoints,
+        [
+            endpoint("", "", "node-1", "192.168.0.1", "10.0.0.1", false),
+            endpoint("", "", "node-2", "192.168.0.2", "10.0.0.2", false),
+            endpoint("", "", "node-3", "192.168.0.3", "10.0.0.3", false),
+            endpoint(
+                "t-api-1",
+                "svc-api",
+                "node-3",
+                "192.168.0.3",
+                "10.0.1.1",
+                true
+            ),
+        ]
+    );
+    assert_eq!(ingress.services.len(), 1);
+    let api = &ingress.services[0];
+    assert_eq!((api.name.as_str(), api.vip.as_str()), ("api", "10.0.255.2"));
+    assert_eq!(
+        api.ports
+            .iter()
+            .map(|p| p.published_port)
+            .collect::<Vec<_>>(),
+        [30080]
+    );
+    // Node 1 gets it too, beside its own network's.
+    let ids: Vec<String> = assignments(&s, "node-1")
+        .networks
+        .iter()
+        .filter_map(|n| n.network.as_ref().map(|n| n.id.clone()))
+        .collect();
+    assert_eq!(ids, [INGRESS, PLAIN]);
+}
+
+#[test]
+fn cache_serves_views_as_recent_as_needed() {
+    let s = state(cluster());
+    let cache = Mutex::new(Cache::default());
+    let fresh = |s: &State| assignments(s, "node-1");
+    let view = |cache: &Mutex<Cache>, s: &State, index: u64, need: &Need, before: &Interest| {
+        node_view(s, "node-1", &mut Cached::new(cache, index, need, before))
+    };
+    let (first, interest) = view(&cache, &s, 10, &Need::everything(), &Interest::default());
+    assert_eq!(first.to_message(), fresh(&s));
+
+    // The web task on node 2 stops: a state at index 11.
+    let mut objects = cluster();
+    for o in objects.iter_mut() {
+        if let Object::Task(t) = o {
+            if t.id == "t-web-1" {
+                t.status = Some(TaskStatus {
+                    state: TaskState::TaskFailed as i32,
+                    ..Default::default()
+                });
+            }
+        }
+    }
+    let later = state(objects);
+    // Nothing noted for the network: the cached view is taken (the same Arc).
+    let (same, _) = view(&cache, &later, 11, &Need::default(), &interest);
+    assert!(Arc::ptr_eq(&same.networks[0], &first.networks[0]));
+    // The change noted at index 11: recomputed once, then shared.
+    let mut need = Need::default();
+    need.networks.insert(PLAIN.into(), 11);
+    let (next, _) = view(&cache, &later, 11, &need, &interest);
+    assert_eq!(next.to_message(), fresh(&later));
+    assert_ne!(next, first);
+    let (again, _) = view(&cache, &later, 12, &need, &interest);
+    assert!(Arc::ptr_eq(&again.networks[0], &next.networks[0]));
+    // A network new to the node is taken as of now, whatever was noted.
+    let (fresh_again, _) = view(&cache, &later, 13, &Need::default(), &Interest::default());
+    assert!(!Arc::ptr_eq(&fresh_again.networks[0], &next.networks[0]));
+}
+
+/// The interest of node 1 in `cluster()`.
+fn interest_of_node_1(objects: Vec<Object>) -> Interest {
+    node_view(&state(objects), "node-1", &mut Fresh).1
+}
+
+fn versioned(mut o: Object, v: u64) -> Object {
+    let meta = Some(Meta {
+        version: v,
+        ..Default::default()
+    });
+    match &mut o {
+        Object::Task(t) => t.meta = meta,
+        Object::Service(s) => s.meta = meta,
+        Object::Node(n) => n.meta = meta,
+        Object::Network(n) => n.meta = meta,
+        Object::Cluster(c) => c.meta = meta,
+    }
+    o
+}
+
+fn updated(old: Object, new: Object) -> Event {
+    Event::Updated {
+        old,
+        new: versioned(new, 7),
+    }
+}
+
+#[test]
+fn which_changes_concern_a_node() {
+    let interest = interest_of_node_1(cluster());
+    let web = |state, node: &str| {
+        Object::Task(task(
+            "t-web-1",
+            "svc-web",
+            node,
+            state,
+            &[(PLAIN, "10.1.0.11/24")],
+        ))
+    };
+    let other = |state| {
+        Object::Task(task(
+            "t-x",
+            "svc-x",
+            "node-2",
+            state,
+            &[("net-other", "10.1.5.2/24")],
+        ))
+    };
+    let plain_task = |state| Object::Task(task("t-y", "svc-y", "node-2", state, &[]));
+    let mut moved = node(2);
+    if let Some(st) = moved.status.as_mut() {
+        st.addr = "192.168.7.2".into();
+    }
+    let mut heartbeat = node(2);
+    if let Some(st) = heartbeat.status.as_mut() {
+        st.last_heartbeat = 99;
+    }
+    let scaled = {
+        let mut s = service("svc-web", "web", &[(PLAIN, &["www"])], "");
+        s.spec_version = 2;
+        s
+    };
+    use TaskState::*;
+    // (event, own, networks bumped to index 7, routing mesh noted)
+    #[rustfmt::skip]
+    let cases: Vec<(Event, bool, Vec<&str>, bool)> = vec![
+        // A task on its network starts or stops running, moves or ends: its view changes.
+        (updated(web(TaskStarting, "node-2"), web(TaskRunning, "node-2")), false, vec![PLAIN], false),
+        (updated(web(TaskRunning, "node-2"), web(TaskFailed, "node-2")), false, vec![PLAIN], false),
+        (updated(web(TaskPending, ""), web(TaskAssigned, "node-2")), false, vec![PLAIN], false),
+        // Steps that change nothing a view shows.
+        (updated(web(TaskAssigned, "node-2"), web(TaskPreparing, "node-2")), false, vec![], false),
+        (updated(web(TaskFailed, "node-2"), web(TaskShutdown, "node-2")), false, vec![], false),
+        // Tasks of other networks, or of none.
+        (updated(other(TaskStarting), other(TaskRunning)), false, vec![], false),
+        (updated(plain_task(TaskStarting), plain_task(TaskRunning)), false, vec![], false),
+        // Its own tasks always.
+        (updated(web(TaskPreparing, "node-1"), web(TaskStarting, "node-1")), true, vec![], false),
+        // A node of the cluster changes address: anything of it may show.
+        (updated(Object::Node(node(2)), Object::Node(moved)), false, vec![PLAIN], false),
+        (updated(Object::Node(node(2)), Object::Node(heartbeat)), false, vec![], false),
+        (updated(Object::Node(node(1)), Object::Node(node(1))), true, vec![], false),
+        // Services: a spec change without effect on views (a scale) is not one.
+        (updated(Object::Service(service("svc-web", "web", &[(PLAIN, &[])], "")), Object::Service(scaled.clone())), false, vec![PLAIN], false),
+        (updated(Object::Service(scaled.clone()), Object::Service(scaled.clone())), false, vec![], false),
+        // Publishing an ingress port concerns every node: the routing mesh starts.
+        (updated(Object::Service(scaled.clone()), Object::Service(publishing(scaled, 30080))), false, vec![PLAIN], true),
+        (updated(Object::Network(networks()[0].clone()), Object::Network(networks()[0].clone())), false, vec![PLAIN], false),
+        (updated(Object::Network(networks()[1].clone()), Object::Network(networks()[1].clone())), false, vec![], false),
+        (updated(Object::Network(networks()[2].clone()), Object::Network(networks()[2].clone())), false, vec![], true),
+    ];
+    for (i, (event, own, nets, routing)) in cases.into_iter().enumerate() {
+        let mut need = Need::default();
+        interest.note("node-1", &event, &mut need);
+        assert_eq!(need.own, own, "case {i}: own");
+        let mut got: Vec<(&str, u64)> = need
+            .networks
+            .iter()
+            .map(|(k, v)| (k.as_str(), *v))
+            .collect();
+        got.sort();
+        let want: Vec<(&str, u64)> = nets.into_iter().map(|n| (n, 7)).collect();
+        assert_eq!(got, want, "case {i}: networks");
+        assert_eq!(need.routing_mesh > 0, routing, "case {i}: routing mesh");
+        assert_eq!(
+            need.any(),
+            own || !want.is_empty() || routing,
+            "case {i}: any"
+        );
+    }
+    // A removal carries no index: it asks for "now".
+    let mut need = Need::default();
+    interest.note(
+        "node-1",
+        &Event::Removed(web(TaskRunning, "node-2")),
+        &mut need,
+    );
+    assert_eq!(need.networks.get(PLAIN), Some(&NOW));
+}
+
+#[test]
+fn a_node_on_no_network_ignores_network_changes() {
+    let interest = Interest::default();
+    let t = |state| {
+        Object::Task(task(
+            "t-web-1",
+            "svc-web",
+            "node-2",
+            state,
+            &[(PLAIN, "10.1.0.11/24")],
+        ))
+    };
+    let events = [
+        updated(t(TaskState::TaskStarting), t(TaskState::TaskRunning)),
+        updated(Object::Node(node(2)), Object::Node(node(3))),
+        updated(
+            Object::Network(networks()[0].clone()),
+            Object::Network(networks()[0].clone()),
+        ),
+    ];
+    for e in &events {
+        let mut need = Need::default();
+        interest.note("node-1", e, &mut need);
+        assert!(!need.any(), "{e:?}");
+    }
+}
