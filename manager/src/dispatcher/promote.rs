@@ -151,6 +151,15 @@ impl Dispatcher {
     }
 }
 
+/// Whether an event changes the record of node `node_id` (what the directive is read from).
+fn touches_node(e: &Event, node_id: &str) -> bool {
+    let is_it = |o: &Object| matches!(o, Object::Node(n) if n.id == node_id);
+    match e {
+        Event::Created(o) | Event::Removed(o) => is_it(o),
+        Event::Updated { old, new } => is_it(old) || is_it(new),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -187,14 +196,5 @@ mod tests {
             directive(&node(NodeRole::RoleManager, true)),
             ManagerDirective::Keep
         );
-    }
-}
-
-/// Whether an event changes the record of node `node_id` (what the directive is read from).
-fn touches_node(e: &Event, node_id: &str) -> bool {
-    let is_it = |o: &Object| matches!(o, Object::Node(n) if n.id == node_id);
-    match e {
-        Event::Created(o) | Event::Removed(o) => is_it(o),
-        Event::Updated { old, new } => is_it(old) || is_it(new),
     }
 }
