@@ -9,7 +9,7 @@ use tokio::sync::watch;
 use tracing::info;
 
 use crate::image::ImageStore;
-use crate::network::BridgeNetwork;
+use crate::network::{BridgeNetwork, Networks};
 use crate::runtime::Runtime;
 use crate::worker::Worker;
 
@@ -98,10 +98,11 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
     )?
     .with_netns_dir(opts.data_dir.join("network").join("netns"));
     network.ensure().await?;
+    let networks = Networks::new(&joined.state.node_id, &opts.data_dir, network);
     let (worker, status_rx) = Worker::new(
         runtime,
         images,
-        Some(network),
+        Some(networks),
         opts.insecure_registries.clone(),
     );
     let description = NodeDescription {

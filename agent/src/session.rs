@@ -134,7 +134,13 @@ async fn session_once(
                 let msg = msg?.ok_or(SessionError::Closed)?;
                 match msg.msg {
                     Some(manager_message::Msg::Assignments(a)) => {
-                        debug!(tasks = a.tasks.len(), "assignments");
+                        debug!(tasks = a.tasks.len(), networks = a.networks.len(), "assignments");
+                        // Networks first: a task's attach needs the views of its networks.
+                        if let Some(net) = worker.networks() {
+                            if let Err(e) = net.apply(&a.networks, &a.node_attachments).await {
+                                warn!(error = %e, "applying network views");
+                            }
+                        }
                         worker.assign(a.tasks);
                     }
                     Some(manager_message::Msg::Logs(req)) => {

@@ -68,6 +68,12 @@ pub async fn run(
         // Re-adoption after an agent restart: the container kept running under its shim.
         Ok(ContainerStatus::Running { pid }) => {
             info!(task.id = %id, pid, "re-adopted running container");
+            // Its interfaces are still there; this brings back its resolver and VIP rules.
+            if let Some(net) = &shared.network {
+                if let Err(e) = net.attach(&task).await {
+                    warn!(task.id = %id, error = %e, "re-attaching the networks of a re-adopted task");
+                }
+            }
             shared.report(
                 &id,
                 TaskStatus {
@@ -119,6 +125,9 @@ pub async fn run(
             Phase::Running => {
                 tokio::select! {
                     r = shared.runtime.wait(&id) => {
+                        // Addresses go back before the end is reported: the manager may hand
+                        // them to another task as soon as it hears of it.
+                        release_network(&shared, &id).await;
                         match r {
                             Ok(code) => report_exit(&shared, &id, code),
                             Err(e) => shared.report(&id, failed("wait failed", e.to_string())),
@@ -130,6 +139,7 @@ pub async fn run(
                         if let Err(e) = shared.runtime.stop(&id, grace(&task)).await {
                             warn!(task.id = %id, error = %e, "stop failed");
                         }
+                        release_network(&shared, &id).await;
                         shared.report(&id, status(TaskState::TaskShutdown, "shutdown"));
                         Phase::Done
                     }
@@ -232,6 +242,7 @@ pub fn container_config(task: &Task, image: &Image) -> ContainerConfig {
         nano_cpus: limits.nano_cpus,
         pids_limit: res.pids_limit,
         netns: None,
+        resolv_conf: None,
     }
 }
 
@@ -261,9 +272,13 @@ async fn start(task: &Task, shared: &Arc<Shared>) -> Phase {
     shared.report(&id, status(TaskState::TaskStarting, "starting"));
     let mut cfg = container_config(task, &image);
     if let Some(net) = &shared.network {
-        match net.attach(&id).await {
-            Ok(att) => cfg.netns = Some(att.netns),
+        match net.attach(task).await {
+            Ok(att) => {
+                cfg.netns = Some(att.netns);
+                cfg.resolv_conf = Some(att.resolv_conf);
+            }
             Err(e) => {
+                release_network(shared, &id).await;
                 shared.report(&id, failed("network attach failed", e.to_string()));
                 return Phase::Done;
             }
@@ -284,12 +299,23 @@ async fn start(task: &Task, shared: &Arc<Shared>) -> Phase {
             Phase::Running
         }
         Ok(Err(e)) => {
+            release_network(shared, &id).await;
             shared.report(&id, failed("starting container failed", e.to_string()));
             Phase::Done
         }
         Err(e) => {
+            release_network(shared, &id).await;
             shared.report(&id, failed("starting container failed", e.to_string()));
             Phase::Done
+        }
+    }
+}
+
+/// Unplugs a task from its networks (its container has ended or never started).
+async fn release_network(shared: &Shared, id: &str) {
+    if let Some(net) = &shared.network {
+        if let Err(e) = net.detach(id).await {
+            warn!(task.id = %id, error = %e, "network detach failed");
         }
     }
 }

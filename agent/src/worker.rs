@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
 use crate::image::{Image, ImageStore};
-use crate::network::BridgeNetwork;
+use crate::network::Networks;
 use crate::runtime::{self, Runtime};
 
 /// How long a pulled image is used without asking the registry again.
@@ -32,8 +32,8 @@ pub struct Shared {
     pub runtime: Runtime,
     /// Image store.
     pub images: ImageStore,
-    /// Local bridge network, if enabled.
-    pub network: Option<BridgeNetwork>,
+    /// The node's networks (local bridge, overlays, service plane), if enabled.
+    pub network: Option<Arc<Networks>>,
     /// Registries reachable over plain HTTP.
     pub insecure_registries: Vec<String>,
     status_tx: mpsc::UnboundedSender<TaskStatusUpdate>,
@@ -113,14 +113,14 @@ impl Worker {
     pub fn new(
         runtime: Runtime,
         images: ImageStore,
-        network: Option<BridgeNetwork>,
+        network: Option<Networks>,
         insecure_registries: Vec<String>,
     ) -> (Self, mpsc::UnboundedReceiver<TaskStatusUpdate>) {
         let (status_tx, status_rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             runtime,
             images,
-            network,
+            network: network.map(Arc::new),
             insecure_registries,
             status_tx,
             statuses: Mutex::new(HashMap::new()),
@@ -135,6 +135,11 @@ impl Worker {
             },
             status_rx,
         )
+    }
+
+    /// The node's networks, if enabled.
+    pub fn networks(&self) -> Option<Arc<Networks>> {
+        self.shared.network.clone()
     }
 
     /// Every status reported so far, for resending after a reconnect.

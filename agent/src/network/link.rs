@@ -8,8 +8,16 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::AsRawFd;
 
 use futures::TryStreamExt;
+use rtnetlink::packet_route::address::AddressAttribute;
 use rtnetlink::packet_route::link::{LinkAttribute, LinkMessage};
-use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
+use rtnetlink::packet_route::neighbour::{
+    NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
+};
+use rtnetlink::packet_route::AddressFamily;
+use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, LinkVxlan, RouteMessageBuilder};
+
+/// A MAC address.
+pub type Mac = [u8; 6];
 
 /// Errors of netlink operations.
 #[derive(Debug, thiserror::Error)]
@@ -96,23 +104,237 @@ async fn require(h: &Handle, name: &str) -> Result<u32, LinkError> {
 
 /// Creates bridge `name` unless it exists, brings it up, and returns its index.
 pub async fn ensure_bridge(h: &Handle, name: &str) -> Result<u32, LinkError> {
+    ensure_bridge_with(h, name, None, None).await
+}
+
+/// Creates bridge `name` unless it exists, gives it `mac` and `mtu` when set (also when it
+/// existed), brings it up, and returns its index.
+pub async fn ensure_bridge_with(
+    h: &Handle,
+    name: &str,
+    mac: Option<Mac>,
+    mtu: Option<u32>,
+) -> Result<u32, LinkError> {
     if index_of(h, name).await?.is_none() {
         // A fixed MAC: otherwise the bridge takes the lowest MAC among its ports, and the gateway
         // MAC cached by every container changes whenever a task comes or goes.
-        let tail: [u8; 5] = rand::random();
-        let mut mac = vec![0x02]; // locally administered, unicast
-        mac.extend_from_slice(&tail);
-        let bridge = LinkBridge::new(name).address(mac).build();
+        let mac = mac.unwrap_or_else(|| {
+            let tail: [u8; 5] = rand::random();
+            // locally administered, unicast
+            [0x02, tail[0], tail[1], tail[2], tail[3], tail[4]]
+        });
+        let bridge = LinkBridge::new(name).address(mac.to_vec()).build();
         match h.link().add(bridge).execute().await {
             Ok(()) => {}
             // Created concurrently: fine, it is there.
             Err(e) if errno(&e) == Some(libc::EEXIST) => {}
             Err(e) => return Err(fail("create bridge", name)(e)),
         }
+    } else if let Some(mac) = mac {
+        set_mac(h, require(h, name).await?, name, mac).await?;
     }
     let index = require(h, name).await?;
+    if let Some(mtu) = mtu {
+        // Set explicitly, the bridge keeps it instead of following its ports' smallest MTU.
+        set_mtu(h, index, name, mtu).await?;
+    }
     set_up(h, index, name).await?;
     Ok(index)
+}
+
+/// How a VXLAN device is made (`ip link add NAME type vxlan id VNI dstport PORT nolearning proxy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Vxlan {
+    /// The VXLAN network identifier.
+    pub vni: u32,
+    /// The UDP destination port.
+    pub port: u16,
+    /// The device MTU.
+    pub mtu: u32,
+}
+
+/// Creates VXLAN device `name` unless it exists (no learning, ARP proxy on, no default remote:
+/// only the FDB entries we program send anything), enslaves it to `bridge_index`, brings it up,
+/// and returns its index and whether it already existed.
+pub async fn ensure_vxlan(
+    h: &Handle,
+    name: &str,
+    vxlan: Vxlan,
+    bridge_index: u32,
+) -> Result<(u32, bool), LinkError> {
+    let existed = index_of(h, name).await?.is_some();
+    if !existed {
+        let link = LinkVxlan::new(name, vxlan.vni)
+            .port(vxlan.port)
+            .learning(false)
+            .proxy(true)
+            .mtu(vxlan.mtu)
+            .build();
+        match h.link().add(link).execute().await {
+            Ok(()) => {}
+            Err(e) if errno(&e) == Some(libc::EEXIST) => {}
+            Err(e) => return Err(fail("create vxlan", format!("{name} (vni {})", vxlan.vni))(e)),
+        }
+    }
+    let index = require(h, name).await?;
+    set_mtu(h, index, name, vxlan.mtu).await?;
+    attach_to_bridge(h, name, bridge_index).await?;
+    Ok((index, existed))
+}
+
+/// Sets the MTU of link `index`.
+pub async fn set_mtu(h: &Handle, index: u32, name: &str, mtu: u32) -> Result<(), LinkError> {
+    h.link()
+        .set(LinkUnspec::new_with_index(index).mtu(mtu).build())
+        .execute()
+        .await
+        .map_err(fail("set mtu", format!("{mtu} on {name}")))
+}
+
+/// Sets the MAC address of link `index`.
+pub async fn set_mac(h: &Handle, index: u32, name: &str, mac: Mac) -> Result<(), LinkError> {
+    h.link()
+        .set(LinkUnspec::new_with_index(index).address(mac.to_vec()).build())
+        .execute()
+        .await
+        .map_err(fail("set mac", name))
+}
+
+/// Adds or replaces the FDB entry `mac -> dst` on the VXLAN device `index`
+/// (`bridge fdb replace MAC dev VXLAN dst DST self permanent`).
+pub async fn fdb_set(h: &Handle, index: u32, mac: Mac, dst: Ipv4Addr) -> Result<(), LinkError> {
+    h.neighbours()
+        .add_bridge(index, &mac)
+        .flags(NeighbourFlags::Own)
+        .state(NeighbourState::Permanent)
+        .destination(IpAddr::V4(dst))
+        .replace()
+        .execute()
+        .await
+        .map_err(fail("add fdb entry", format!("{} dst {dst}", fmt_mac(mac))))
+}
+
+/// Deletes every FDB entry for `mac` on the VXLAN device `index`; a missing one is fine.
+pub async fn fdb_del(h: &Handle, index: u32, mac: Mac) -> Result<(), LinkError> {
+    let mut msg = NeighbourMessage::default();
+    msg.header.family = AddressFamily::Bridge;
+    msg.header.ifindex = index;
+    msg.header.flags = NeighbourFlags::Own;
+    msg.attributes
+        .push(NeighbourAttribute::LinkLayerAddress(mac.to_vec()));
+    match h.neighbours().del(msg).execute().await {
+        Ok(()) => Ok(()),
+        Err(e) if errno(&e) == Some(libc::ENOENT) => Ok(()),
+        Err(e) => Err(fail("delete fdb entry", fmt_mac(mac))(e)),
+    }
+}
+
+/// Adds or replaces the permanent neighbour entry `ip -> mac` on link `index`
+/// (`ip neigh replace IP lladdr MAC dev VXLAN nud permanent`).
+pub async fn neigh_set(h: &Handle, index: u32, ip: Ipv4Addr, mac: Mac) -> Result<(), LinkError> {
+    h.neighbours()
+        .add(index, IpAddr::V4(ip))
+        .link_layer_address(&mac)
+        .state(NeighbourState::Permanent)
+        .replace()
+        .execute()
+        .await
+        .map_err(fail("add neighbour", format!("{ip} lladdr {}", fmt_mac(mac))))
+}
+
+/// Deletes the neighbour entry of `ip` on link `index`; a missing one is fine.
+pub async fn neigh_del(h: &Handle, index: u32, ip: Ipv4Addr) -> Result<(), LinkError> {
+    let mut msg = NeighbourMessage::default();
+    msg.header.family = AddressFamily::Inet;
+    msg.header.ifindex = index;
+    msg.attributes
+        .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)));
+    match h.neighbours().del(msg).execute().await {
+        Ok(()) => Ok(()),
+        Err(e) if errno(&e) == Some(libc::ENOENT) => Ok(()),
+        Err(e) => Err(fail("delete neighbour", ip.to_string())(e)),
+    }
+}
+
+/// The FDB entries `mac -> dst` programmed on the VXLAN device `index` (its own table, not the
+/// entries its bridge learned about it).
+pub async fn fdb_list(h: &Handle, index: u32) -> Result<Vec<(Mac, Ipv4Addr)>, LinkError> {
+    let mut dump = h
+        .neighbours()
+        .get()
+        .set_address_family(AddressFamily::Bridge)
+        .execute();
+    let mut out = Vec::new();
+    while let Some(msg) = dump.try_next().await.map_err(fail("list fdb", "all"))? {
+        if msg.header.ifindex != index || msg.header.flags.contains(NeighbourFlags::Controller) {
+            continue;
+        }
+        if let (Some(mac), Some(dst)) = (lladdr_of(&msg), dst_of(&msg)) {
+            out.push((mac, dst));
+        }
+    }
+    Ok(out)
+}
+
+/// The permanent IPv4 neighbour entries `ip -> mac` on link `index`.
+pub async fn neigh_list(h: &Handle, index: u32) -> Result<Vec<(Ipv4Addr, Mac)>, LinkError> {
+    let mut dump = h
+        .neighbours()
+        .get()
+        .set_address_family(AddressFamily::Inet)
+        .execute();
+    let mut out = Vec::new();
+    while let Some(msg) = dump
+        .try_next()
+        .await
+        .map_err(fail("list neighbours", "all"))?
+    {
+        if msg.header.ifindex != index || msg.header.state != NeighbourState::Permanent {
+            continue;
+        }
+        if let (Some(ip), Some(mac)) = (dst_of(&msg), lladdr_of(&msg)) {
+            out.push((ip, mac));
+        }
+    }
+    Ok(out)
+}
+
+fn lladdr_of(msg: &NeighbourMessage) -> Option<Mac> {
+    msg.attributes.iter().find_map(|a| match a {
+        NeighbourAttribute::LinkLayerAddress(b) => Mac::try_from(b.as_slice()).ok(),
+        _ => None,
+    })
+}
+
+fn dst_of(msg: &NeighbourMessage) -> Option<Ipv4Addr> {
+    msg.attributes.iter().find_map(|a| match a {
+        NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(*ip),
+        _ => None,
+    })
+}
+
+/// `02:42:0a:00:01:05`
+pub fn fmt_mac(mac: Mac) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// The names of the links whose name starts with `prefix`.
+pub async fn names_with_prefix(h: &Handle, prefix: &str) -> Result<Vec<String>, LinkError> {
+    let mut links = h.link().get().execute();
+    let mut out = Vec::new();
+    while let Some(link) = links.try_next().await.map_err(fail("list links", "all"))? {
+        for attr in &link.attributes {
+            if let LinkAttribute::IfName(n) = attr {
+                if n.starts_with(prefix) {
+                    out.push(n.clone());
+                }
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Brings link `index` up.
@@ -142,6 +364,57 @@ pub async fn ensure_address(
         Err(e) if errno(&e) == Some(libc::EEXIST) => Ok(()),
         Err(e) => Err(fail("add address", format!("{addr}/{prefix} on {name}"))(e)),
     }
+}
+
+/// The IPv4 addresses (with prefix length) of link `index`.
+pub async fn addresses_of(h: &Handle, index: u32) -> Result<Vec<(Ipv4Addr, u8)>, LinkError> {
+    let mut dump = h
+        .address()
+        .get()
+        .set_link_index_filter(index)
+        .execute();
+    let mut out = Vec::new();
+    while let Some(msg) = dump
+        .try_next()
+        .await
+        .map_err(fail("list addresses", index.to_string()))?
+    {
+        for attr in &msg.attributes {
+            if let AddressAttribute::Address(IpAddr::V4(ip)) = attr {
+                out.push((*ip, msg.header.prefix_len));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Removes `addr/prefix` from link `index`; a missing address is fine.
+pub async fn remove_address(
+    h: &Handle,
+    index: u32,
+    name: &str,
+    addr: Ipv4Addr,
+    prefix: u8,
+) -> Result<(), LinkError> {
+    let mut dump = h
+        .address()
+        .get()
+        .set_link_index_filter(index)
+        .set_address_filter(IpAddr::V4(addr))
+        .set_prefix_length_filter(prefix)
+        .execute();
+    while let Some(msg) = dump
+        .try_next()
+        .await
+        .map_err(fail("list addresses", name))?
+    {
+        match h.address().del(msg).execute().await {
+            Ok(()) => {}
+            Err(e) if errno(&e) == Some(libc::EADDRNOTAVAIL) => {}
+            Err(e) => return Err(fail("remove address", format!("{addr}/{prefix} on {name}"))(e)),
+        }
+    }
+    Ok(())
 }
 
 /// Creates the veth pair `host` <-> `peer` in this namespace.

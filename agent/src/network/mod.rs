@@ -1,4 +1,6 @@
-//! Container networking on the agent: for now the local `bridge` driver every task gets.
+//! Container networking on the agent: the local `bridge` driver every task gets (this file) and
+//! the networks of the cluster, overlay and others (`overlay`, whose `Networks` is what the worker
+//! holds).
 //!
 //! A task is attached by giving it a named network namespace (`/run/netns/shoal-<task>`) whose `eth0`
 //! is one end of a veth pair; the other end is a port of the host bridge (`shoal0`), which holds the
@@ -15,6 +17,7 @@ pub mod lb;
 pub mod link;
 pub mod netns;
 pub mod nft;
+pub mod overlay;
 pub mod resolv;
 
 use std::fs::File;
@@ -31,6 +34,7 @@ pub use ipam::{Ipam, IpamError, IpamStore};
 pub use link::LinkError;
 pub use netns::NetnsError;
 pub use nft::NftError;
+pub use overlay::{Networks, OverlayError, TaskNetworking};
 pub use resolv::resolv_conf;
 
 /// The name of the default bridge.
@@ -64,6 +68,12 @@ pub enum NetworkError {
         task_id: String,
         /// The attached task it clashes with.
         other: String,
+    },
+    /// A task names a network this node has no view of.
+    #[error("network {network_id} is not known on this node (no view of it from the manager)")]
+    UnknownNetwork {
+        /// The network id.
+        network_id: String,
     },
     /// `attach` was called before `ensure` created the bridge.
     #[error("bridge {bridge} does not exist (ensure() creates it)")]
@@ -114,9 +124,19 @@ struct Names {
 
 impl Names {
     fn of(task_id: &str) -> Names {
+        Names::salted(task_id, "")
+    }
+
+    /// The names of a task's attachment to the bridge network salted with `salt` (empty for the
+    /// default bridge): a task on several bridges gets one veth pair per bridge.
+    fn salted(task_id: &str, salt: &str) -> Names {
         // Task ids are validated ASCII, so byte slicing is on char boundaries.
         let short = &task_id[..task_id.len().min(12)];
-        let digest = hex::encode(Sha256::digest(task_id.as_bytes()));
+        let digest = if salt.is_empty() {
+            hex::encode(Sha256::digest(task_id.as_bytes()))
+        } else {
+            hex::encode(Sha256::digest(format!("{task_id}/{salt}").as_bytes()))
+        };
         let tag = &digest[..8];
         Names {
             netns: format!("shoal-{short}"),
@@ -136,6 +156,8 @@ pub struct BridgeNetwork {
     /// Where task namespaces are bind-mounted (`/run/netns` unless the agent keeps them in its
     /// data dir, which keeps several agents on one machine apart).
     netns_dir: PathBuf,
+    /// Salts the veth names (see `Names::salted`); empty for the default bridge.
+    salt: String,
     ipam: Mutex<IpamStore>,
 }
 
@@ -158,6 +180,7 @@ impl BridgeNetwork {
             gateway: store.ipam().gateway(),
             host_netns: None,
             netns_dir: PathBuf::from(netns::NETNS_DIR),
+            salt: String::new(),
             ipam: Mutex::new(store),
         })
     }
@@ -206,6 +229,18 @@ impl BridgeNetwork {
         netns::path_of(&Names::of(task_id).netns)
     }
 
+    /// Names the veths of this network's attachments apart from other bridge networks' ones
+    /// (a task on several bridge networks has one veth pair on each).
+    pub fn with_veth_salt(mut self, salt: &str) -> Self {
+        self.salt = salt.to_string();
+        self
+    }
+
+    /// The host end of a task's veth on this network (a port of the bridge).
+    pub fn veth_name(&self, task_id: &str) -> String {
+        self.names(task_id).veth
+    }
+
     /// Keeps task namespaces in `dir` instead of `/run/netns`.
     pub fn with_netns_dir(mut self, dir: PathBuf) -> Self {
         self.netns_dir = dir;
@@ -233,19 +268,47 @@ impl BridgeNetwork {
         .await
     }
 
-    /// Gives `task_id` an address and a namespace plugged into the bridge; returns where it is.
-    /// Idempotent: an attached task (also one attached before an agent restart) keeps its
-    /// namespace and address.
+    /// Gives `task_id` an address and a namespace plugged into the bridge (as `eth0`, with the
+    /// default route); returns where it is. Idempotent: an attached task (also one attached
+    /// before an agent restart) keeps its namespace and address.
     pub async fn attach(&self, task_id: &str) -> Result<Attachment, NetworkError> {
         validate_task_id(task_id)?;
-        let names = Names::of(task_id);
+        let ns_path = self.task_netns(task_id);
+        if !netns::is_netns(&ns_path) {
+            // Leftovers of an attach cut short (agent crash) would make the creations fail.
+            self.teardown(task_id).await?;
+            netns::create(&ns_path).await?;
+        }
+        let ip = self
+            .plug(task_id, &ns_path, CONTAINER_IFNAME, true, None)
+            .await?;
+        Ok(Attachment {
+            netns: ns_path,
+            ip,
+            gateway: self.gateway,
+        })
+    }
+
+    /// Gives `task_id` an address and plugs it into the bridge as `ifname` inside the existing
+    /// namespace `ns_path`, with the default route via the bridge when `default_route`, and MTU
+    /// `mtu` when set. Returns the address. Idempotent; on failure nothing is left half-built.
+    pub async fn plug(
+        &self,
+        task_id: &str,
+        ns_path: &Path,
+        ifname: &str,
+        default_route: bool,
+        mtu: Option<u32>,
+    ) -> Result<Ipv4Addr, NetworkError> {
+        validate_task_id(task_id)?;
+        let names = self.names(task_id);
         let (ip, fresh) = {
             let mut store = self.lock_ipam();
             if let Some(other) = store
                 .ipam()
                 .allocations()
                 .map(|(t, _)| t)
-                .find(|t| *t != task_id && Names::of(t).clashes(&names))
+                .find(|t| *t != task_id && self.names(t).clashes(&names))
             {
                 return Err(NetworkError::NameClash {
                     task_id: task_id.to_string(),
@@ -255,16 +318,22 @@ impl BridgeNetwork {
             let held = store.ipam().get(task_id);
             (store.allocate(task_id)?, held.is_none())
         };
-        let attachment = Attachment {
-            netns: self.netns_dir.join(&names.netns),
-            ip,
-            gateway: self.gateway,
+        let veth = VethPlug {
+            host: names.veth.clone(),
+            peer: names.peer.clone(),
+            ifname: ifname.to_string(),
+            bridge: self.bridge.clone(),
+            addr: ip,
+            prefix: self.subnet.prefix_len(),
+            mtu,
+            mac: None,
+            gateway: default_route.then_some(self.gateway),
         };
-        match self.plumb(&names, ip).await {
-            Ok(()) => Ok(attachment),
+        match plug_veth(self.host_netns.clone(), ns_path, veth).await {
+            Ok(()) => Ok(ip),
             Err(e) => {
                 // Leave nothing half-built; the original error is the one worth reporting.
-                if let Err(undo) = self.teardown(&names).await {
+                if let Err(undo) = self.delete_veth(&names).await {
                     tracing::warn!(task_id, error = %undo, "undoing a failed attach");
                 }
                 if fresh {
@@ -277,11 +346,20 @@ impl BridgeNetwork {
         }
     }
 
+    /// Removes the task's veth from the bridge and releases its address, leaving its namespace.
+    /// Idempotent.
+    pub async fn unplug(&self, task_id: &str) -> Result<(), NetworkError> {
+        validate_task_id(task_id)?;
+        self.delete_veth(&self.names(task_id)).await?;
+        self.lock_ipam().release(task_id)?;
+        Ok(())
+    }
+
     /// Removes the task's veth and namespace and releases its address. Idempotent; an unknown
     /// task is fine.
     pub async fn detach(&self, task_id: &str) -> Result<(), NetworkError> {
         validate_task_id(task_id)?;
-        self.teardown(&Names::of(task_id)).await?;
+        self.teardown(task_id).await?;
         self.lock_ipam().release(task_id)?;
         Ok(())
     }
@@ -293,6 +371,16 @@ impl BridgeNetwork {
         let tasks: Vec<String> = self.allocations().into_iter().map(|(t, _)| t).collect();
         for task in tasks {
             self.detach(&task).await?;
+        }
+        self.remove_bridge().await
+    }
+
+    /// Removes the bridge (with any ports left) and its nftables chain (and the `ip shoal` table
+    /// once empty), releasing every address but leaving task namespaces alone.
+    pub async fn remove_bridge(&self) -> Result<(), NetworkError> {
+        let tasks: Vec<String> = self.allocations().into_iter().map(|(t, _)| t).collect();
+        for task in tasks {
+            self.unplug(&task).await?;
         }
         let bridge = self.bridge.clone();
         self.in_host("cleanup", move |h| async move {
@@ -311,63 +399,25 @@ impl BridgeNetwork {
         .await
     }
 
-    /// Builds (or finds already built) the namespace and veth of a task.
-    async fn plumb(&self, names: &Names, ip: Ipv4Addr) -> Result<(), NetworkError> {
-        let ns_path = self.netns_dir.join(&names.netns);
-        let bridge = self.bridge.clone();
-        let veth = names.veth.clone();
-        let plugged = self
-            .in_host("attach-check", move |h| async move {
-                let index = bridge_index(&h, &bridge).await?;
-                Ok(link::is_port_of(&h, &veth, index).await?)
-            })
-            .await?;
-        if plugged && netns::is_netns(&ns_path) {
-            return Ok(());
-        }
-
-        // Leftovers of an attach cut short (agent crash) would make the creations below fail.
-        self.teardown(names).await?;
-        netns::create(&ns_path).await?;
-        let ns_file = File::open(&ns_path).map_err(|source| NetnsError::Open {
-            path: ns_path.clone(),
-            source,
-        })?;
-
-        let (bridge, veth, peer) = (self.bridge.clone(), names.veth.clone(), names.peer.clone());
-        self.in_host("attach-veth", move |h| async move {
-            let index = bridge_index(&h, &bridge).await?;
-            link::create_veth(&h, &veth, &peer).await?;
-            link::move_to_netns(&h, &peer, &ns_file).await?;
-            link::attach_to_bridge(&h, &veth, index).await?;
-            Ok(())
-        })
-        .await?;
-
-        let peer = names.peer.clone();
-        let (gateway, prefix) = (self.gateway, self.subnet.prefix_len());
-        netns::on_thread(Some(ns_path), "attach-inside", move || {
-            link::block_on(move |h| async move {
-                let index = link::rename(&h, &peer, CONTAINER_IFNAME).await?;
-                link::ensure_address(&h, index, CONTAINER_IFNAME, ip, prefix).await?;
-                link::set_up(&h, index, CONTAINER_IFNAME).await?;
-                link::loopback_up(&h).await?;
-                link::ensure_default_route(&h, index, gateway).await?;
-                Ok::<(), NetworkError>(())
-            })
-        })
-        .await?
+    /// The veth and namespace names of a task on this network.
+    fn names(&self, task_id: &str) -> Names {
+        Names::salted(task_id, &self.salt)
     }
 
-    /// Deletes the task's veth (both ends) and its namespace file; missing pieces are fine.
-    async fn teardown(&self, names: &Names) -> Result<(), NetworkError> {
+    /// Deletes the task's veth (both ends); a missing one is fine.
+    async fn delete_veth(&self, names: &Names) -> Result<(), NetworkError> {
         let veth = names.veth.clone();
         self.in_host("detach", move |h| async move {
             link::delete(&h, &veth).await?;
             Ok(())
         })
-        .await?;
-        netns::remove(&self.netns_dir.join(&names.netns))?;
+        .await
+    }
+
+    /// Deletes the task's veth (both ends) and its namespace file; missing pieces are fine.
+    async fn teardown(&self, task_id: &str) -> Result<(), NetworkError> {
+        self.delete_veth(&self.names(task_id)).await?;
+        netns::remove(&self.task_netns(task_id))?;
         Ok(())
     }
 
@@ -378,7 +428,7 @@ impl BridgeNetwork {
         F: FnOnce(Handle) -> Fut + Send + 'static,
         Fut: Future<Output = Result<T, NetworkError>>,
     {
-        netns::on_thread(self.host_netns.clone(), what, move || link::block_on(f)).await?
+        netlink_in(self.host_netns.clone(), what, f).await
     }
 
     fn lock_ipam(&self) -> MutexGuard<'_, IpamStore> {
@@ -401,6 +451,122 @@ async fn bridge_index(h: &Handle, bridge: &str) -> Result<u32, NetworkError> {
         .ok_or_else(|| NetworkError::BridgeMissing {
             bridge: bridge.to_string(),
         })
+}
+
+/// One veth pair between a bridge in the host namespace and a task namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct VethPlug {
+    /// The host end, a port of `bridge`.
+    pub host: String,
+    /// The task end's name until it is renamed `ifname` inside the task namespace.
+    pub peer: String,
+    /// The task end's name inside the task namespace.
+    pub ifname: String,
+    /// The bridge in the host namespace.
+    pub bridge: String,
+    /// The task's address on `ifname`.
+    pub addr: Ipv4Addr,
+    /// The prefix length of the network.
+    pub prefix: u8,
+    /// The MTU of both ends, if not the default.
+    pub mtu: Option<u32>,
+    /// The task end's MAC, if not a random one.
+    pub mac: Option<link::Mac>,
+    /// The default route's gateway, when this interface carries it.
+    pub gateway: Option<Ipv4Addr>,
+}
+
+/// Builds (or finds already built) the veth pair `plug` between its bridge in `host_netns` (the
+/// agent's own when `None`) and the task namespace at `ns_path`, which must exist.
+pub(crate) async fn plug_veth(
+    host_netns: Option<PathBuf>,
+    ns_path: &Path,
+    plug: VethPlug,
+) -> Result<(), NetworkError> {
+    let (bridge, host) = (plug.bridge.clone(), plug.host.clone());
+    let plugged = netlink_in(host_netns.clone(), "plug-check", move |h: Handle| async move {
+        let index = bridge_index(&h, &bridge).await?;
+        Ok::<_, NetworkError>(link::is_port_of(&h, &host, index).await?)
+    })
+    .await?;
+    let (ifname, peer) = (plug.ifname.clone(), plug.peer.clone());
+    let inside = netlink_in(Some(ns_path.to_path_buf()), "plug-check", move |h| async move {
+        let present = link::index_of(&h, &ifname).await?.is_some();
+        if !present {
+            // A task end left by an attach cut short would block the rename below.
+            link::delete(&h, &peer).await?;
+        }
+        Ok(present)
+    })
+    .await?;
+    if plugged && inside {
+        return Ok(());
+    }
+
+    // Rebuild: whatever half of the pair is left goes first.
+    let host = plug.host.clone();
+    netlink_in(host_netns.clone(), "plug-clean", move |h: Handle| async move {
+        link::delete(&h, &host).await?;
+        Ok::<_, NetworkError>(())
+    })
+    .await?;
+    let ifname = plug.ifname.clone();
+    netlink_in(Some(ns_path.to_path_buf()), "plug-clean", move |h| async move {
+        link::delete(&h, &ifname).await?;
+        Ok(())
+    })
+    .await?;
+
+    let ns_file = File::open(ns_path).map_err(|source| NetnsError::Open {
+        path: ns_path.to_path_buf(),
+        source,
+    })?;
+    let outside = plug.clone();
+    netlink_in(host_netns, "plug-veth", move |h: Handle| async move {
+        let index = bridge_index(&h, &outside.bridge).await?;
+        link::create_veth(&h, &outside.host, &outside.peer).await?;
+        if let Some(mtu) = outside.mtu {
+            let host_index = link::index_of(&h, &outside.host).await?.unwrap_or_default();
+            link::set_mtu(&h, host_index, &outside.host, mtu).await?;
+        }
+        link::move_to_netns(&h, &outside.peer, &ns_file).await?;
+        link::attach_to_bridge(&h, &outside.host, index).await?;
+        Ok::<_, NetworkError>(())
+    })
+    .await?;
+
+    netlink_in(Some(ns_path.to_path_buf()), "plug-inside", move |h| async move {
+        let index = link::rename(&h, &plug.peer, &plug.ifname).await?;
+        if let Some(mac) = plug.mac {
+            link::set_mac(&h, index, &plug.ifname, mac).await?;
+        }
+        if let Some(mtu) = plug.mtu {
+            link::set_mtu(&h, index, &plug.ifname, mtu).await?;
+        }
+        link::ensure_address(&h, index, &plug.ifname, plug.addr, plug.prefix).await?;
+        link::set_up(&h, index, &plug.ifname).await?;
+        link::loopback_up(&h).await?;
+        if let Some(gateway) = plug.gateway {
+            link::ensure_default_route(&h, index, gateway).await?;
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// Runs netlink work `f` on a dedicated thread inside the namespace at `netns` (the agent's own
+/// when `None`).
+pub(crate) async fn netlink_in<T, F, Fut>(
+    netns: Option<PathBuf>,
+    what: &'static str,
+    f: F,
+) -> Result<T, NetworkError>
+where
+    T: Send + 'static,
+    F: FnOnce(Handle) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<T, NetworkError>>,
+{
+    netns::on_thread(netns, what, move || link::block_on(f)).await?
 }
 
 fn validate_task_id(task_id: &str) -> Result<(), NetworkError> {

@@ -42,6 +42,9 @@ pub enum InitError {
     /// Building the root filesystem failed.
     #[error(transparent)]
     Rootfs(#[from] RootfsError),
+    /// /etc/resolv.conf could not be written.
+    #[error("write /etc/resolv.conf: {0}")]
+    ResolvConf(std::io::Error),
     /// sethostname failed.
     #[error("set hostname {hostname:?}: {source}")]
     Hostname {
@@ -105,6 +108,18 @@ pub struct InitFds<'a> {
     pub netns: Option<&'a OwnedFd>,
 }
 
+/// Replaces the container's /etc/resolv.conf. Runs after the pivot, so a symlink in the image
+/// (to a systemd-resolved stub, say) cannot lead outside the container: it is removed, not followed.
+fn write_resolv_conf(conf: &str) -> std::io::Result<()> {
+    std::fs::create_dir_all("/etc")?;
+    match std::fs::remove_file("/etc/resolv.conf") {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    std::fs::write("/etc/resolv.conf", conf)
+}
+
 /// Entry point of the cloned child: returns only on failure, with the exit status.
 pub fn run(cfg: &ContainerConfig, dir: &ContainerDir, fds: &InitFds<'_>) -> isize {
     let Err(err) = setup_and_exec(cfg, dir, fds);
@@ -138,6 +153,9 @@ fn setup_and_exec(
         namespaces::join_netns(netns.as_fd()).map_err(InitError::Netns)?;
     }
     rootfs::prepare(&cfg.layers, &dir.upper(), &dir.work(), &dir.merged())?;
+    if let Some(conf) = &cfg.resolv_conf {
+        write_resolv_conf(conf).map_err(InitError::ResolvConf)?;
+    }
 
     let hostname = hostname_for(cfg);
     nix::unistd::sethostname(&hostname)

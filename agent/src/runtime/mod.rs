@@ -67,6 +67,9 @@ pub struct ContainerConfig {
     pub pids_limit: i64,
     /// Join this network namespace instead of creating a new one.
     pub netns: Option<PathBuf>,
+    /// Content for the container's /etc/resolv.conf; `None` leaves the image's.
+    #[serde(default)]
+    pub resolv_conf: Option<String>,
 }
 
 /// What a container is doing, as seen from its records and /proc.
