@@ -79,23 +79,39 @@ fn nslookup(c: &Cluster, task_id: &str, name: &str) -> Result<BTreeSet<Ipv4Addr>
         .collect())
 }
 
-/// HTTP GET from inside a task; the body, trimmed.
-fn get_in_task(c: &Cluster, task_id: &str, url: &str) -> Result<String> {
-    Ok(exec_in_task(c, task_id, &format!("wget -T 3 -qO- {url}"))?
-        .trim()
-        .to_string())
+/// The shell command for an HTTP GET of `path` from `host` port 80 inside a task. busybox's
+/// nc, not its wget: the static busybox's wget crashes in a rootfs without glibc's NSS files.
+fn http_get_script(host: &str, path: &str) -> String {
+    format!("printf 'GET {path} HTTP/1.0\\r\\nHost: {host}\\r\\n\\r\\n' | nc -w 3 {host} 80")
 }
 
-/// HTTP GET from a host's own namespace (busybox wget); the body, trimmed.
+/// The body of an HTTP/1.0 response, trimmed; fails unless the status is 200.
+fn http_body(response: &str) -> Result<String> {
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .with_context(|| format!("not an HTTP response: {response:?}"))?;
+    ensure!(
+        head.lines().next().is_some_and(|l| l.contains(" 200 ")),
+        "HTTP status not 200: {head:?}"
+    );
+    Ok(body.trim().to_string())
+}
+
+/// HTTP GET `http://HOST/` from inside a task; the body, trimmed.
+fn get_in_task(c: &Cluster, task_id: &str, host: &str) -> Result<String> {
+    http_body(&exec_in_task(c, task_id, &http_get_script(host, "/"))?)
+}
+
+/// HTTP GET from a host's own namespace (curl); the body, trimmed.
 fn get_on_host(host: &shoal_tests::testbed::Host, url: &str) -> Result<String> {
     let out = host.run_timeout(
-        "/bin/busybox",
-        ["wget", "-T", "3", "-qO-", url],
+        "curl",
+        ["-sS", "--fail", "-m", "3", url],
         Duration::from_secs(10),
     )?;
     if !out.status.success() {
         bail!(
-            "wget {url} on {}: {}",
+            "curl {url} on {}: {}",
             host.name(),
             String::from_utf8_lossy(&out.stderr)
         );
@@ -163,6 +179,51 @@ fn leftovers(c: &Cluster) -> Result<Vec<String>> {
     Ok(left)
 }
 
+/// Prints what a failed connectivity check needs: the client's view of the network and every
+/// host's overlay devices and forwarding entries.
+fn diagnose(c: &Cluster, client_id: &str) {
+    let script = "cat /etc/resolv.conf; ip addr; ip route; ip neigh; \
+                  nslookup web 127.0.0.11; nslookup tasks.web 127.0.0.11; \
+                  for ip in $(nslookup tasks.web 127.0.0.11 | sed -n 's/^Address: //p'); do \
+                  ping -c 1 -W 1 $ip; done; true";
+    match exec_in_task(c, client_id, &format!("exec 2>&1; {script}")) {
+        Ok(out) => eprintln!("--- client {client_id}:\n{out}"),
+        Err(e) => eprintln!("--- client {client_id}: {e:#}"),
+    }
+    if let Ok((_, ct)) = c.container_of(client_id) {
+        if let Some(pid) = ct.pid {
+            if let Ok(out) = c.manager.run(
+                "nsenter",
+                ["-t", &pid.to_string(), "-n", "nft", "list", "ruleset"],
+            ) {
+                eprintln!(
+                    "--- client nft:\n{}{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
+    }
+    for a in &c.agents {
+        for (prog, args) in [
+            ("ip", vec!["-d", "link", "show"]),
+            ("bridge", vec!["fdb", "show"]),
+            ("ip", vec!["neigh", "show"]),
+            ("nft", vec!["list", "ruleset"]),
+        ] {
+            if let Ok(out) = a.host.run(prog, &args) {
+                eprintln!(
+                    "--- {} {prog} {}:\n{}{}",
+                    a.host.name(),
+                    args.join(" "),
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
+    }
+}
+
 fn wait_clean(c: &Cluster) -> Result<()> {
     let mut last = Vec::new();
     let r = Testbed::wait_for(DEADLINE, "no network leftovers on any host", || {
@@ -222,10 +283,14 @@ fn name_resolution_across_hosts(encrypted: bool) -> Result<()> {
     wait_all_answer(
         "client reaches both web tasks via http://web/",
         &expected,
-        || get_in_task(&c, &client_id, "http://web/"),
-    )?;
+        || get_in_task(&c, &client_id, "web"),
+    )
+    .map_err(|e| {
+        diagnose(&c, &client_id);
+        e
+    })?;
     wait_all_answer("web.front resolves too", &expected, || {
-        get_in_task(&c, &client_id, "http://web.front/")
+        get_in_task(&c, &client_id, "web.front")
     })?;
 
     // The encrypted network's payload never crosses the underlay in clear.
@@ -237,7 +302,7 @@ fn name_resolution_across_hosts(encrypted: bool) -> Result<()> {
             let _ = exec_in_task(
                 &c,
                 &client_id,
-                &format!("wget -T 3 -qO- 'http://web/{marker}' || true"),
+                &format!("{} || true", http_get_script("web", &format!("/{marker}"))),
             )?;
         }
         let seen = capture.finish()?;
@@ -250,7 +315,7 @@ fn name_resolution_across_hosts(encrypted: bool) -> Result<()> {
             !seen.contains(marker.as_bytes()),
             "the marker crossed the underlay in clear"
         );
-        let body = get_in_task(&c, &client_id, "http://web/")?;
+        let body = get_in_task(&c, &client_id, "web")?;
         ensure!(expected.contains(&body), "after the capture: {body:?}");
     }
 
@@ -330,14 +395,14 @@ fn plain_overlay_payload_is_visible_on_the_underlay() -> Result<()> {
     let client = c.wait_running("client", 1)?;
     let client_id = client[0].id.clone();
     Testbed::wait_for(DEADLINE, "client reaches web", || {
-        Ok(get_in_task(&c, &client_id, "http://web/")?.starts_with("task "))
+        Ok(get_in_task(&c, &client_id, "web")?.starts_with("task "))
     })?;
     let marker = "SHOAL-MARKER-c1ea2";
     let capture = Capture::start(&c.testbed().switch_netns_path(), "br0")?;
     let _ = exec_in_task(
         &c,
         &client_id,
-        &format!("wget -T 3 -qO- 'http://web/{marker}' || true"),
+        &format!("{} || true", http_get_script("web", &format!("/{marker}"))),
     )?;
     let seen = capture.finish()?;
     ensure!(

@@ -173,7 +173,11 @@ pub async fn ensure_vxlan(
         match h.link().add(link).execute().await {
             Ok(()) => {}
             Err(e) if errno(&e) == Some(libc::EEXIST) => {}
-            Err(e) => return Err(fail("create vxlan", format!("{name} (vni {})", vxlan.vni))(e)),
+            Err(e) => {
+                return Err(fail("create vxlan", format!("{name} (vni {})", vxlan.vni))(
+                    e,
+                ))
+            }
         }
     }
     let index = require(h, name).await?;
@@ -194,7 +198,11 @@ pub async fn set_mtu(h: &Handle, index: u32, name: &str, mtu: u32) -> Result<(),
 /// Sets the MAC address of link `index`.
 pub async fn set_mac(h: &Handle, index: u32, name: &str, mac: Mac) -> Result<(), LinkError> {
     h.link()
-        .set(LinkUnspec::new_with_index(index).address(mac.to_vec()).build())
+        .set(
+            LinkUnspec::new_with_index(index)
+                .address(mac.to_vec())
+                .build(),
+        )
         .execute()
         .await
         .map_err(fail("set mac", name))
@@ -239,7 +247,10 @@ pub async fn neigh_set(h: &Handle, index: u32, ip: Ipv4Addr, mac: Mac) -> Result
         .replace()
         .execute()
         .await
-        .map_err(fail("add neighbour", format!("{ip} lladdr {}", fmt_mac(mac))))
+        .map_err(fail(
+            "add neighbour",
+            format!("{ip} lladdr {}", fmt_mac(mac)),
+        ))
 }
 
 /// Deletes the neighbour entry of `ip` on link `index`; a missing one is fine.
@@ -368,11 +379,7 @@ pub async fn ensure_address(
 
 /// The IPv4 addresses (with prefix length) of link `index`.
 pub async fn addresses_of(h: &Handle, index: u32) -> Result<Vec<(Ipv4Addr, u8)>, LinkError> {
-    let mut dump = h
-        .address()
-        .get()
-        .set_link_index_filter(index)
-        .execute();
+    let mut dump = h.address().get().set_link_index_filter(index).execute();
     let mut out = Vec::new();
     while let Some(msg) = dump
         .try_next()

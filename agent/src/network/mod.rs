@@ -484,20 +484,28 @@ pub(crate) async fn plug_veth(
     plug: VethPlug,
 ) -> Result<(), NetworkError> {
     let (bridge, host) = (plug.bridge.clone(), plug.host.clone());
-    let plugged = netlink_in(host_netns.clone(), "plug-check", move |h: Handle| async move {
-        let index = bridge_index(&h, &bridge).await?;
-        Ok::<_, NetworkError>(link::is_port_of(&h, &host, index).await?)
-    })
+    let plugged = netlink_in(
+        host_netns.clone(),
+        "plug-check",
+        move |h: Handle| async move {
+            let index = bridge_index(&h, &bridge).await?;
+            Ok::<_, NetworkError>(link::is_port_of(&h, &host, index).await?)
+        },
+    )
     .await?;
     let (ifname, peer) = (plug.ifname.clone(), plug.peer.clone());
-    let inside = netlink_in(Some(ns_path.to_path_buf()), "plug-check", move |h| async move {
-        let present = link::index_of(&h, &ifname).await?.is_some();
-        if !present {
-            // A task end left by an attach cut short would block the rename below.
-            link::delete(&h, &peer).await?;
-        }
-        Ok(present)
-    })
+    let inside = netlink_in(
+        Some(ns_path.to_path_buf()),
+        "plug-check",
+        move |h| async move {
+            let present = link::index_of(&h, &ifname).await?.is_some();
+            if !present {
+                // A task end left by an attach cut short would block the rename below.
+                link::delete(&h, &peer).await?;
+            }
+            Ok(present)
+        },
+    )
     .await?;
     if plugged && inside {
         return Ok(());
@@ -505,16 +513,24 @@ pub(crate) async fn plug_veth(
 
     // Rebuild: whatever half of the pair is left goes first.
     let host = plug.host.clone();
-    netlink_in(host_netns.clone(), "plug-clean", move |h: Handle| async move {
-        link::delete(&h, &host).await?;
-        Ok::<_, NetworkError>(())
-    })
+    netlink_in(
+        host_netns.clone(),
+        "plug-clean",
+        move |h: Handle| async move {
+            link::delete(&h, &host).await?;
+            Ok::<_, NetworkError>(())
+        },
+    )
     .await?;
     let ifname = plug.ifname.clone();
-    netlink_in(Some(ns_path.to_path_buf()), "plug-clean", move |h| async move {
-        link::delete(&h, &ifname).await?;
-        Ok(())
-    })
+    netlink_in(
+        Some(ns_path.to_path_buf()),
+        "plug-clean",
+        move |h| async move {
+            link::delete(&h, &ifname).await?;
+            Ok(())
+        },
+    )
     .await?;
 
     let ns_file = File::open(ns_path).map_err(|source| NetnsError::Open {
@@ -535,22 +551,26 @@ pub(crate) async fn plug_veth(
     })
     .await?;
 
-    netlink_in(Some(ns_path.to_path_buf()), "plug-inside", move |h| async move {
-        let index = link::rename(&h, &plug.peer, &plug.ifname).await?;
-        if let Some(mac) = plug.mac {
-            link::set_mac(&h, index, &plug.ifname, mac).await?;
-        }
-        if let Some(mtu) = plug.mtu {
-            link::set_mtu(&h, index, &plug.ifname, mtu).await?;
-        }
-        link::ensure_address(&h, index, &plug.ifname, plug.addr, plug.prefix).await?;
-        link::set_up(&h, index, &plug.ifname).await?;
-        link::loopback_up(&h).await?;
-        if let Some(gateway) = plug.gateway {
-            link::ensure_default_route(&h, index, gateway).await?;
-        }
-        Ok(())
-    })
+    netlink_in(
+        Some(ns_path.to_path_buf()),
+        "plug-inside",
+        move |h| async move {
+            let index = link::rename(&h, &plug.peer, &plug.ifname).await?;
+            if let Some(mac) = plug.mac {
+                link::set_mac(&h, index, &plug.ifname, mac).await?;
+            }
+            if let Some(mtu) = plug.mtu {
+                link::set_mtu(&h, index, &plug.ifname, mtu).await?;
+            }
+            link::ensure_address(&h, index, &plug.ifname, plug.addr, plug.prefix).await?;
+            link::set_up(&h, index, &plug.ifname).await?;
+            link::loopback_up(&h).await?;
+            if let Some(gateway) = plug.gateway {
+                link::ensure_default_route(&h, index, gateway).await?;
+            }
+            Ok(())
+        },
+    )
     .await
 }
 

@@ -283,38 +283,46 @@ impl Networks {
         let ingress = is_ingress(view);
         let known = programmed.map(|p| p.fdb);
         let net_id = net.id.clone();
-        let fdb = netlink_in(self.host_netns.clone(), "overlay", move |h: Handle| async move {
-            // The ingress bridge answers for this node's ingress address: same MAC rule as tasks.
-            let mac = if ingress { own.map(|(ip, _)| mac_of(ip)) } else { None };
-            let br_index = link::ensure_bridge_with(&h, &br, mac, Some(mtu)).await?;
-            let (vx_index, existed) = link::ensure_vxlan(&h, &vx, vxlan, br_index).await?;
-            if let (true, Some((ip, prefix))) = (ingress, own) {
-                link::ensure_address(&h, br_index, &br, ip, prefix).await?;
-            }
-            // What the kernel has: what we programmed, or (new to this process) what it lists.
-            let current: BTreeMap<Ipv4Addr, Ipv4Addr> = match known {
-                Some(k) if existed => k,
-                _ => link::fdb_list(&h, vx_index)
-                    .await?
-                    .into_iter()
-                    .filter_map(|(mac, dst)| Some((ip_of_mac(mac)?, dst)))
-                    .collect(),
-            };
-            for (ip, node) in &wanted {
-                if current.get(ip) != Some(node) {
-                    link::fdb_set(&h, vx_index, mac_of(*ip), *node).await?;
-                    link::neigh_set(&h, vx_index, *ip, mac_of(*ip)).await?;
+        let fdb = netlink_in(
+            self.host_netns.clone(),
+            "overlay",
+            move |h: Handle| async move {
+                // The ingress bridge answers for this node's ingress address: same MAC rule as tasks.
+                let mac = if ingress {
+                    own.map(|(ip, _)| mac_of(ip))
+                } else {
+                    None
+                };
+                let br_index = link::ensure_bridge_with(&h, &br, mac, Some(mtu)).await?;
+                let (vx_index, existed) = link::ensure_vxlan(&h, &vx, vxlan, br_index).await?;
+                if let (true, Some((ip, prefix))) = (ingress, own) {
+                    link::ensure_address(&h, br_index, &br, ip, prefix).await?;
                 }
-            }
-            for ip in current.keys().filter(|ip| !wanted.contains_key(ip)) {
-                link::fdb_del(&h, vx_index, mac_of(*ip)).await?;
-                link::neigh_del(&h, vx_index, *ip).await?;
-            }
-            if current != wanted {
-                debug!(network.id = %net_id, endpoints = wanted.len(), "overlay FDB synced");
-            }
-            Ok::<_, NetworkError>(wanted)
-        })
+                // What the kernel has: what we programmed, or (new to this process) what it lists.
+                let current: BTreeMap<Ipv4Addr, Ipv4Addr> = match known {
+                    Some(k) if existed => k,
+                    _ => link::fdb_list(&h, vx_index)
+                        .await?
+                        .into_iter()
+                        .filter_map(|(mac, dst)| Some((ip_of_mac(mac)?, dst)))
+                        .collect(),
+                };
+                for (ip, node) in &wanted {
+                    if current.get(ip) != Some(node) {
+                        link::fdb_set(&h, vx_index, mac_of(*ip), *node).await?;
+                        link::neigh_set(&h, vx_index, *ip, mac_of(*ip)).await?;
+                    }
+                }
+                for ip in current.keys().filter(|ip| !wanted.contains_key(ip)) {
+                    link::fdb_del(&h, vx_index, mac_of(*ip)).await?;
+                    link::neigh_del(&h, vx_index, *ip).await?;
+                }
+                if current != wanted {
+                    debug!(network.id = %net_id, endpoints = wanted.len(), "overlay FDB synced");
+                }
+                Ok::<_, NetworkError>(wanted)
+            },
+        )
         .await?;
         Ok(Programmed { fdb })
     }
@@ -322,16 +330,20 @@ impl Networks {
     /// Deletes an overlay's VXLAN device and bridge (ports included).
     async fn remove_overlay(&self, network_id: &str) -> Result<(), NetworkError> {
         let (br, vx) = (bridge_name(network_id), vxlan_name(network_id));
-        netlink_in(self.host_netns.clone(), "overlay-rm", move |h: Handle| async move {
-            link::delete(&h, &vx).await?;
-            if let Some(index) = link::index_of(&h, &br).await? {
-                for port in link::ports_of(&h, index).await? {
-                    link::delete(&h, &port).await?;
+        netlink_in(
+            self.host_netns.clone(),
+            "overlay-rm",
+            move |h: Handle| async move {
+                link::delete(&h, &vx).await?;
+                if let Some(index) = link::index_of(&h, &br).await? {
+                    for port in link::ports_of(&h, index).await? {
+                        link::delete(&h, &port).await?;
+                    }
+                    link::delete(&h, &br).await?;
                 }
-                link::delete(&h, &br).await?;
-            }
-            Ok::<_, NetworkError>(())
-        })
+                Ok::<_, NetworkError>(())
+            },
+        )
         .await?;
         info!(network.id = %network_id, "overlay removed from this node");
         Ok(())
@@ -347,10 +359,13 @@ impl Networks {
         if let Some(b) = inner.locals.get(&net.id) {
             return Ok(b.clone());
         }
-        let subnet = net.subnet.parse().map_err(|_| NetworkError::InvalidBridgeName {
-            name: net.id.clone(),
-            reason: "the network has no valid subnet",
-        })?;
+        let subnet = net
+            .subnet
+            .parse()
+            .map_err(|_| NetworkError::InvalidBridgeName {
+                name: net.id.clone(),
+                reason: "the network has no valid subnet",
+            })?;
         let mut b = BridgeNetwork::new(&self.data_dir, &bridge_name(&net.id), subnet)?
             .with_netns_dir(self.default.netns_dir.clone())
             .with_veth_salt(&net.id);
@@ -530,12 +545,16 @@ impl Networks {
             .iter()
             .map(|n| overlay_veth(task_id, n).0)
             .collect();
-        netlink_in(self.host_netns.clone(), "detach-overlay", move |h: Handle| async move {
-            for host in hosts {
-                link::delete(&h, &host).await?;
-            }
-            Ok::<_, NetworkError>(())
-        })
+        netlink_in(
+            self.host_netns.clone(),
+            "detach-overlay",
+            move |h: Handle| async move {
+                for host in hosts {
+                    link::delete(&h, &host).await?;
+                }
+                Ok::<_, NetworkError>(())
+            },
+        )
         .await?;
         for b in inner.locals.values() {
             b.unplug(task_id).await?;
@@ -624,14 +643,18 @@ impl Networks {
             b.cleanup_all().await?;
         }
         inner.overlays.clear();
-        netlink_in(self.host_netns.clone(), "overlay-cleanup", |h: Handle| async move {
-            for prefix in ["svx", "sbr", "vo"] {
-                for name in link::names_with_prefix(&h, prefix).await? {
-                    link::delete(&h, &name).await?;
+        netlink_in(
+            self.host_netns.clone(),
+            "overlay-cleanup",
+            |h: Handle| async move {
+                for prefix in ["svx", "sbr", "vo"] {
+                    for name in link::names_with_prefix(&h, prefix).await? {
+                        link::delete(&h, &name).await?;
+                    }
                 }
-            }
-            Ok::<_, NetworkError>(())
-        })
+                Ok::<_, NetworkError>(())
+            },
+        )
         .await?;
         self.default.cleanup_all().await
     }
