@@ -125,11 +125,6 @@ impl Testbed {
         &self.prefix
     }
 
-    /// The path of the switch namespace, whose bridge `br0` carries every packet between hosts.
-    pub fn switch_netns_path(&self) -> PathBuf {
-        PathBuf::from("/run/netns").join(&self.switch_ns)
-    }
-
     /// The testbed's directory: logs, data dirs; removed on drop.
     pub fn dir(&self) -> &Path {
         &self.dir

@@ -293,10 +293,11 @@ fn name_resolution_across_hosts(encrypted: bool) -> Result<()> {
         get_in_task(&c, &client_id, "web.front")
     })?;
 
-    // The encrypted network's payload never crosses the underlay in clear.
+    // The encrypted network's payload never crosses the underlay in clear (captured on the
+    // client host's link to the switch, which all its traffic to w2 and w3 takes).
     if encrypted {
         let marker = "SHOAL-MARKER-7f3a91c2";
-        let capture = Capture::start(&c.testbed().switch_netns_path(), "br0")?;
+        let capture = Capture::start(&c.agents[0].host.netns_path(), "eth0")?;
         for _ in 0..5 {
             // The marker travels in the request (query string) and in the 404 page echoing it.
             let _ = exec_in_task(
@@ -398,7 +399,7 @@ fn plain_overlay_payload_is_visible_on_the_underlay() -> Result<()> {
         Ok(get_in_task(&c, &client_id, "web")?.starts_with("task "))
     })?;
     let marker = "SHOAL-MARKER-c1ea2";
-    let capture = Capture::start(&c.testbed().switch_netns_path(), "br0")?;
+    let capture = Capture::start(&c.agents[0].host.netns_path(), "eth0")?;
     let _ = exec_in_task(
         &c,
         &client_id,

@@ -254,9 +254,13 @@ impl Control for ControlApi {
                 "--name: a service cannot be renamed",
             ));
         }
-        // Every spec change is a new version: the allocator's endpoint is for one version, and
-        // the orchestrator replaces tasks whose template changed.
-        if service.spec.as_ref() != Some(&spec) {
+        // A change that outdates the tasks is a new version (shoalctl waits for tasks of it);
+        // others keep the running tasks, and the allocator follows the spec whatever the version.
+        if service
+            .spec
+            .as_ref()
+            .is_none_or(|old| crate::orchestrator::needs_new_tasks(old, &spec))
+        {
             service.spec_version += 1;
         }
         service.spec = Some(spec);
@@ -287,9 +291,6 @@ impl Control for ControlApi {
         let name = spec.name.clone();
         let from = spec.replicas;
         spec.replicas = req.replicas;
-        if from != req.replicas {
-            service.spec_version += 1;
-        }
         if let Some(m) = service.meta.as_mut() {
             m.updated_at = shoal_proto::now_ns();
         }

@@ -285,6 +285,18 @@ fn endpoint_needs(spec: Option<&EndpointSpec>) -> (bool, Vec<(String, u32, u32)>
     (ingress, host)
 }
 
+/// Whether going from spec `old` to `new` makes the service's tasks outdated (see
+/// [`is_outdated`]): the task template changed, or the ports now need another network set or
+/// other host-mode ports. Such a change is a new `spec_version`; others (replicas, ingress port
+/// numbers, labels) are not, and keep the running tasks.
+pub fn needs_new_tasks(
+    old: &shoal_proto::v1::ServiceSpec,
+    new: &shoal_proto::v1::ServiceSpec,
+) -> bool {
+    old.task != new.task
+        || endpoint_needs(old.endpoint.as_ref()) != endpoint_needs(new.endpoint.as_ref())
+}
+
 /// Whether `task` was made from a spec its service no longer has: its task template differs,
 /// or (once allocated) the service's ports now need another network set (ingress joined or
 /// left) or other host-mode ports. Other port changes leave tasks alone: the routing mesh
