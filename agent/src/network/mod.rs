@@ -11,6 +11,7 @@
 
 pub mod ipam;
 pub mod link;
+pub mod mesh;
 pub mod netns;
 pub mod nft;
 pub mod resolv;
