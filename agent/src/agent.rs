@@ -9,6 +9,7 @@ use tokio::sync::watch;
 use tracing::info;
 
 use crate::image::ImageStore;
+use crate::network::mesh::Mesh;
 use crate::network::BridgeNetwork;
 use crate::runtime::Runtime;
 use crate::worker::Worker;
@@ -32,6 +33,8 @@ pub struct AgentOptions {
     pub advertise_addr: Option<String>,
     /// Subnet of the local bridge network.
     pub bridge_subnet: ipnet::Ipv4Net,
+    /// UDP port of the WireGuard mesh device; `None` gives the node no mesh (`--no-wg`).
+    pub wg_port: Option<u16>,
 }
 
 /// Errors starting the agent.
@@ -49,6 +52,9 @@ pub enum AgentError {
     /// Network.
     #[error("network: {0}")]
     Network(#[from] crate::network::NetworkError),
+    /// The WireGuard mesh (its key).
+    #[error("WireGuard mesh: {0}")]
+    Mesh(#[from] crate::network::mesh::MeshError),
     /// The session.
     #[error(transparent)]
     Session(#[from] crate::session::SessionError),
@@ -73,6 +79,18 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
             );
             j
         }
+    };
+    // Only the public key leaves the node; the device itself appears with the first mesh
+    // address and peers the dispatcher sends (Mesh::apply, driven by the worker's network
+    // reconciliation). Until then the Mesh just lives as long as the agent runs.
+    let mesh = match opts.wg_port {
+        Some(port) => Some(Mesh::open(
+            &opts.data_dir,
+            &joined.state.node_id,
+            port,
+            None,
+        )?),
+        None => None,
     };
     let images = ImageStore::open(&opts.data_dir.join("images"))?;
     let cgroup_parent = format!("shoal/{}", joined.state.node_id);
@@ -110,7 +128,11 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
         os: std::env::consts::OS.into(),
         architecture: std::env::consts::ARCH.into(),
         agent_version: env!("CARGO_PKG_VERSION").into(),
-        ..Default::default()
+        wg_public_key: mesh
+            .as_ref()
+            .map(|m| m.public_key().to_string())
+            .unwrap_or_default(),
+        wg_port: mesh.as_ref().map(|m| u32::from(m.port())).unwrap_or(0),
     };
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     tokio::spawn(async move {

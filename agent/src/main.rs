@@ -43,6 +43,12 @@ enum Command {
         /// Subnet of the local bridge network containers are attached to.
         #[arg(long, default_value = shoal_agent::network::DEFAULT_SUBNET)]
         bridge_subnet: ipnet::Ipv4Net,
+        /// UDP port of this node's WireGuard mesh device (encrypted overlay networks).
+        #[arg(long, default_value_t = shoal_agent::network::mesh::DEFAULT_PORT)]
+        wg_port: u16,
+        /// Give this node no WireGuard mesh device: it then cannot carry encrypted overlay networks.
+        #[arg(long)]
+        no_wg: bool,
         /// Manager address (IP:PORT).
         manager: String,
     },
@@ -120,6 +126,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
             insecure_registries,
             advertise_addr,
             bridge_subnet,
+            wg_port,
+            no_wg,
             manager,
         } => {
             if token.is_empty() && !data_dir.join("agent.json").exists() {
@@ -136,6 +144,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 insecure_registries,
                 advertise_addr,
                 bridge_subnet,
+                wg_port: (!no_wg).then_some(wg_port),
             })
             .await
             .context("agent")

@@ -562,18 +562,16 @@ async fn the_underlay_never_carries_the_plaintext() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kernel_vxlan_rides_the_mesh() {
-    if !can_run_kernel_tests() {
-        return;
-    }
-    let (mut a, mut b) = two_hosts().await;
-    mesh_up(&mut a, &mut b).await;
-    let inner_a = Ipv4Addr::new(192, 168, 212, 1);
-    let inner_b = Ipv4Addr::new(192, 168, 212, 2);
+/// Inner addresses of the test VXLAN riding the mesh.
+const INNER_A: Ipv4Addr = Ipv4Addr::new(192, 168, 212, 1);
+const INNER_B: Ipv4Addr = Ipv4Addr::new(192, 168, 212, 2);
+
+/// Builds a kernel VXLAN `vxm` (VNI 42, MTU 1370) in both hosts whose remote is the other host's
+/// mesh address, and returns the inner addresses of A and B.
+fn vxlan_over_mesh(a: &mut Host, b: &mut Host) -> (Ipv4Addr, Ipv4Addr) {
     for (host, local, remote, inner) in [
-        (&mut a, MESH_IP_A, MESH_IP_B, inner_a),
-        (&mut b, MESH_IP_B, MESH_IP_A, inner_b),
+        (&mut *a, MESH_IP_A, MESH_IP_B, INNER_A),
+        (&mut *b, MESH_IP_B, MESH_IP_A, INNER_B),
     ] {
         let dev = host.mesh().ifname().to_string();
         ip(&[
@@ -606,6 +604,17 @@ async fn kernel_vxlan_rides_the_mesh() {
             "vxm",
         ]);
     }
+    (INNER_A, INNER_B)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kernel_vxlan_rides_the_mesh() {
+    if !can_run_kernel_tests() {
+        return;
+    }
+    let (mut a, mut b) = two_hosts().await;
+    mesh_up(&mut a, &mut b).await;
+    let (_, inner_b) = vxlan_over_mesh(&mut a, &mut b);
     let out = Command::new("ip")
         .args([
             "netns", "exec", &a.name, "busybox", "ping", "-c", "3", "-W", "5",
@@ -634,9 +643,11 @@ async fn mesh_throughput() {
     }
     let (mut a, mut b) = two_hosts().await;
     mesh_up(&mut a, &mut b).await;
+    let (_, inner_b) = vxlan_over_mesh(&mut a, &mut b);
     for (label, from, target) in [
         ("underlay veth", a.ns(), (b.ns(), UNDERLAY_B)),
         ("wireguard mesh", a.ns(), (b.ns(), MESH_IP_B)),
+        ("vxlan over the mesh", a.ns(), (b.ns(), inner_b)),
     ] {
         let listener = listen_in(target.0, target.1).await;
         let to = listener.local_addr().expect("addr");
