@@ -5,11 +5,14 @@
 //! underlay endpoint and AllowedIPs = its mesh address /32. The VXLAN devices of encrypted overlay
 //! networks use mesh addresses as their remotes, so their packets leave the host only encrypted.
 //!
-//! Where the kernel has WireGuard, the device is a kernel one configured through netlink; otherwise
-//! (this machine) boringtun runs it in-process: its threads serve a TUN device and a UDP socket and
-//! take configuration over the UAPI socket `/var/run/wireguard/<ifname>.sock`. Both backends are
-//! configured the same way, through `wireguard-control`. The interface name carries the node id so
-//! that several test hosts on one machine do not share a UAPI socket.
+//! Where the kernel has WireGuard, the device is a kernel one configured through `wireguard-control`
+//! (netlink); otherwise (this machine) boringtun runs it in-process: its threads serve a TUN device
+//! and a UDP socket, and take configuration in the WireGuard UAPI text protocol over one end of a
+//! socketpair this module holds. Not over boringtun's usual `/var/run/wireguard/<ifname>.sock`:
+//! that listener also makes boringtun read SIGINT/SIGTERM from a signalfd, which can steal the
+//! agent's own shutdown signal, and it is a file several agents on one machine would share.
+//! Closing our end stops the device. The interface name carries the node id so test hosts on one
+//! machine do not collide.
 //!
 //! The private key is generated here and never leaves the data dir (`network/wg.key`, mode 0600);
 //! only the public key goes into the node description.
@@ -17,8 +20,11 @@
 use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::fmt;
+use std::io::{BufRead, BufReader, Write};
 use std::net::{Ipv4Addr, SocketAddr};
+use std::os::fd::IntoRawFd;
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -44,8 +50,8 @@ const KEY_FILE: &str = "network/wg.key";
 /// encrypted on several threads and reach the peer out of order, and TCP throughput halves
 /// (measured on 2 cores: 1 thread ~1.1 Gbit/s, 2 threads ~0.55, 4 threads ~0.65).
 const USERSPACE_THREADS: usize = 1;
-/// Where boringtun puts its UAPI sockets (and wireguard-control looks for them).
-const UAPI_DIR: &str = "/var/run/wireguard";
+/// How long a UAPI request to the userspace device may take.
+const UAPI_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long shutdown waits for the userspace device's threads to end.
 const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(5);
 
@@ -142,15 +148,33 @@ struct PeerPlan {
 enum Engine {
     /// The kernel's WireGuard module.
     Kernel,
-    /// boringtun in this process; dropping the handle stops its threads.
-    Userspace(boringtun::device::DeviceHandle),
+    /// boringtun in this process, configured over `uapi`; closing `uapi` stops its threads.
+    Userspace {
+        handle: boringtun::device::DeviceHandle,
+        uapi: UnixStream,
+    },
+}
+
+/// How a configuration thread reaches the device.
+enum Control {
+    /// wireguard-control over netlink.
+    Kernel,
+    /// The UAPI protocol over (a clone of) the device's socketpair end.
+    Userspace(UnixStream),
 }
 
 impl Engine {
-    fn backend(&self) -> Backend {
+    fn control(&self, ifname: &str) -> Result<Control, MeshError> {
         match self {
-            Engine::Kernel => Backend::Kernel,
-            Engine::Userspace(_) => Backend::Userspace,
+            Engine::Kernel => Ok(Control::Kernel),
+            Engine::Userspace { uapi, .. } => {
+                uapi.try_clone()
+                    .map(Control::Userspace)
+                    .map_err(|source| MeshError::Configure {
+                        ifname: ifname.to_string(),
+                        source,
+                    })
+            }
         }
     }
 }
@@ -186,7 +210,7 @@ impl fmt::Debug for Mesh {
                 "engine",
                 &self.device.as_ref().map(|d| match d.engine {
                     Engine::Kernel => "kernel",
-                    Engine::Userspace(_) => "userspace",
+                    Engine::Userspace { .. } => "userspace",
                 }),
             )
             .finish()
@@ -279,13 +303,16 @@ impl Mesh {
 
         let plan = plan_peers(dev.peers.as_ref(), &desired);
         let set_addr = (dev.addr != Some(addr)).then_some(addr);
-        let (ifname, backend) = (self.ifname.clone(), dev.engine.backend());
-        let result = netns::on_thread(self.host_netns.clone(), "wg-apply", move || {
-            configure(&ifname, backend, set_addr, &plan)
-        })
-        .await
-        .map_err(MeshError::from)
-        .and_then(|r| r);
+        let ifname = self.ifname.clone();
+        let result = match dev.engine.control(&ifname) {
+            Ok(control) => netns::on_thread(self.host_netns.clone(), "wg-apply", move || {
+                configure(&ifname, control, set_addr, &plan)
+            })
+            .await
+            .map_err(MeshError::from)
+            .and_then(|r| r),
+            Err(e) => Err(e),
+        };
         match result {
             Ok(()) => {
                 if dev.addr != Some(addr) {
@@ -305,16 +332,17 @@ impl Mesh {
         }
     }
 
-    /// Removes the device (and, for the userspace one, its threads, UDP socket and UAPI socket).
-    /// Idempotent; also removes a device of this name left by an earlier run.
+    /// Removes the device (and, for the userspace one, stops its threads and closes its UDP
+    /// socket before returning). Idempotent; also removes a device of this name left by an
+    /// earlier run.
     pub async fn shutdown(&mut self) -> Result<(), MeshError> {
-        let handle = match self.device.take().map(|d| d.engine) {
-            Some(Engine::Userspace(handle)) => Some(handle),
+        let userspace = match self.device.take().map(|d| d.engine) {
+            Some(Engine::Userspace { handle, uapi }) => Some((handle, uapi)),
             Some(Engine::Kernel) | None => None,
         };
         let ifname = self.ifname.clone();
         let stop = netns::on_thread(self.host_netns.clone(), "wg-shutdown", move || {
-            stop_device(&ifname, handle)
+            stop_device(&ifname, userspace)
         });
         match tokio::time::timeout(SHUTDOWN_DEADLINE, stop).await {
             Ok(result) => result??,
@@ -351,7 +379,7 @@ impl Mesh {
         .await??;
         let engine = match device.engine {
             Engine::Kernel => "kernel",
-            Engine::Userspace(_) => "userspace (boringtun)",
+            Engine::Userspace { .. } => "userspace (boringtun)",
         };
         tracing::info!(ifname = %self.ifname, port = self.port, engine, public_key = %self.public_key, "mesh device created");
         Ok(device)
@@ -510,19 +538,17 @@ fn interface_name(ifname: &str) -> Result<InterfaceName, MeshError> {
 
 /// On a thread in the host namespace: creates the device with its key and port.
 fn create_device(ifname: &str, port: u16, key: Key) -> Result<Device, MeshError> {
-    let iface = interface_name(ifname)?;
     let configure_err = |source| MeshError::Configure {
         ifname: ifname.to_string(),
         source,
     };
-    let base = || {
-        DeviceUpdate::new()
-            .set_private_key(key.clone())
-            .set_listen_port(port)
-    };
     // Creating a link of kind wireguard is the one reliable test for the module (it may be built
     // in, loaded, or loadable on demand).
-    match base().apply(&iface, Backend::Kernel) {
+    let kernel = DeviceUpdate::new()
+        .set_private_key(key.clone())
+        .set_listen_port(port)
+        .apply(&interface_name(ifname)?, Backend::Kernel);
+    match kernel {
         Ok(()) => {
             return Ok(Device {
                 engine: Engine::Kernel,
@@ -535,25 +561,26 @@ fn create_device(ifname: &str, port: u16, key: Key) -> Result<Device, MeshError>
             tracing::debug!(ifname, error = %e, "no kernel WireGuard; using boringtun");
         }
     }
+    let (ours, theirs) = UnixStream::pair().map_err(configure_err)?;
     let config = boringtun::device::DeviceConfig {
         n_threads: USERSPACE_THREADS,
+        // boringtun owns this end from here on (and closes it when the device goes).
+        uapi_fd: theirs.into_raw_fd(),
         ..Default::default()
     };
-    // boringtun blocks SIGINT/SIGTERM on this thread (inherited by its own threads) to read them
-    // from a signalfd; this thread is ours alone and ends right after, so the agent's own signal
-    // handling is unaffected.
     let handle = boringtun::device::DeviceHandle::new(ifname, config).map_err(|source| {
         MeshError::Userspace {
             ifname: ifname.to_string(),
             source,
         }
     })?;
-    // On failure the handle drops here, which stops the device again.
-    base()
-        .apply(&iface, Backend::Userspace)
+    ours.set_read_timeout(Some(UAPI_TIMEOUT))
+        .and_then(|()| ours.set_write_timeout(Some(UAPI_TIMEOUT)))
         .map_err(configure_err)?;
+    // On failure `ours` and the handle drop here, which stops the device again.
+    uapi_set(&ours, &uapi_device_request(&key, port)).map_err(configure_err)?;
     Ok(Device {
-        engine: Engine::Userspace(handle),
+        engine: Engine::Userspace { handle, uapi: ours },
         addr: None,
         // A fresh boringtun device has no peers.
         peers: Some(BTreeMap::new()),
@@ -564,22 +591,103 @@ fn create_device(ifname: &str, port: u16, key: Key) -> Result<Device, MeshError>
 /// of the link, then the peer changes.
 fn configure(
     ifname: &str,
-    backend: Backend,
+    control: Control,
     addr: Option<Ipv4Net>,
     plan: &PeerPlan,
 ) -> Result<(), MeshError> {
     let name = ifname.to_string();
     link::block_on(move |h| async move { configure_link(&h, &name, addr).await })?;
-    let iface = interface_name(ifname)?;
-    for update in peer_updates(plan) {
-        update
-            .apply(&iface, backend)
-            .map_err(|source| MeshError::Configure {
-                ifname: ifname.to_string(),
-                source,
-            })?;
+    let configure_err = |source| MeshError::Configure {
+        ifname: ifname.to_string(),
+        source,
+    };
+    match control {
+        Control::Kernel => {
+            let iface = interface_name(ifname)?;
+            for update in peer_updates(plan) {
+                update
+                    .apply(&iface, Backend::Kernel)
+                    .map_err(configure_err)?;
+            }
+        }
+        Control::Userspace(uapi) => {
+            for request in uapi_peer_requests(plan) {
+                uapi_set(&uapi, &request).map_err(configure_err)?;
+            }
+        }
     }
     Ok(())
+}
+
+/// The UAPI request setting the device's private key and listen port.
+fn uapi_device_request(key: &Key, port: u16) -> String {
+    format!(
+        "set=1\nprivate_key={}\nlisten_port={port}\n\n",
+        hex::encode(key.as_bytes())
+    )
+}
+
+/// The UAPI requests carrying `plan`, in order (removals apart from additions, as in
+/// `peer_updates`). Keys in the plan are valid base64 (`desired_peers` checked them).
+fn uapi_peer_requests(plan: &PeerPlan) -> Vec<String> {
+    let hex_key = |k: &str| Key::from_base64(k).ok().map(|k| hex::encode(k.as_bytes()));
+    let mut requests = Vec::new();
+    if plan.replace || !plan.remove.is_empty() {
+        let mut r = String::from("set=1\n");
+        if plan.replace {
+            r.push_str("replace_peers=true\n");
+        }
+        for key in plan.remove.iter().filter_map(|k| hex_key(k)) {
+            r.push_str(&format!("public_key={key}\nremove=true\n"));
+        }
+        r.push('\n');
+        requests.push(r);
+    }
+    if !plan.add.is_empty() {
+        let mut r = String::from("set=1\n");
+        for (key, spec) in &plan.add {
+            let Some(key) = hex_key(key) else { continue };
+            r.push_str(&format!(
+                "public_key={key}\nendpoint={}\npersistent_keepalive_interval={KEEPALIVE_SECS}\n\
+                 replace_allowed_ips=true\nallowed_ip={}/32\n",
+                spec.endpoint, spec.mesh_ip
+            ));
+        }
+        r.push('\n');
+        requests.push(r);
+    }
+    requests
+}
+
+/// Sends one UAPI `set` request and reads the device's answer (`errno=0` on success).
+fn uapi_set(mut uapi: &UnixStream, request: &str) -> std::io::Result<()> {
+    uapi.write_all(request.as_bytes())?;
+    let mut reader = BufReader::new(uapi);
+    let mut status = None;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the userspace device closed its configuration socket",
+            ));
+        }
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some(errno) = line.strip_prefix("errno=") {
+            status = errno.parse::<i32>().ok();
+        }
+    }
+    match status {
+        Some(0) => Ok(()),
+        Some(errno) => Err(std::io::Error::from_raw_os_error(errno)),
+        None => Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "the userspace device answered without an errno",
+        )),
+    }
 }
 
 async fn configure_link(h: &Handle, ifname: &str, addr: Option<Ipv4Net>) -> Result<(), MeshError> {
@@ -644,41 +752,26 @@ fn link_index(ifname: &str) -> Option<u32> {
     (index != 0).then_some(index)
 }
 
-/// On a thread in the host namespace: deletes the link and, for a userspace device, waits for
-/// boringtun's threads to end and frees everything they held.
+/// On a thread in the host namespace: for a userspace device, stops boringtun's threads and frees
+/// everything they held; then deletes the link (a kernel device, or one left by an earlier run).
 ///
 /// Dropping a boringtun `DeviceHandle` only asks its threads to exit; it does not wait for them,
-/// and the UDP socket lives until the last one is gone. Deleting the link instead makes every
-/// thread's TUN read fail, which stops the event loops; removing the UAPI socket is the backstop
-/// (boringtun checks for it every second). `wait` then joins the threads, and dropping the handle
-/// afterwards closes the sockets on this thread, before `shutdown` returns.
+/// and the UDP socket lives until the last one is gone. Closing our end of the UAPI socketpair
+/// makes them exit instead (boringtun treats a hung-up UAPI fd as the end of the device); `wait`
+/// joins them, and dropping the handle afterwards closes the TUN device and the sockets on this
+/// thread, before `shutdown` returns.
 fn stop_device(
     ifname: &str,
-    handle: Option<boringtun::device::DeviceHandle>,
+    userspace: Option<(boringtun::device::DeviceHandle, UnixStream)>,
 ) -> Result<(), MeshError> {
-    let name = ifname.to_string();
-    link::block_on(|h| async move { Ok::<_, MeshError>(link::delete(&h, &name).await?) })?;
-    remove_uapi_socket(ifname);
-    if let Some(mut handle) = handle {
+    if let Some((mut handle, uapi)) = userspace {
+        drop(uapi);
         handle.wait();
         drop(handle);
     }
+    let name = ifname.to_string();
+    link::block_on(|h| async move { Ok::<_, MeshError>(link::delete(&h, &name).await?) })?;
     Ok(())
-}
-
-/// The UAPI socket path of userspace device `ifname`.
-fn uapi_socket(ifname: &str) -> PathBuf {
-    Path::new(UAPI_DIR).join(format!("{ifname}.sock"))
-}
-
-/// Removes the UAPI socket of `ifname` if boringtun left it (it removes it on a clean stop).
-fn remove_uapi_socket(ifname: &str) {
-    let path = uapi_socket(ifname);
-    match std::fs::remove_file(&path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => tracing::warn!(path = %path.display(), error = %e, "removing the UAPI socket"),
-    }
 }
 
 #[cfg(test)]

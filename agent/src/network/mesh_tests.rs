@@ -128,7 +128,50 @@ fn peer_plans_touch_only_what_changed() {
     assert!(plan.replace && plan.remove.is_empty() && plan.add.len() == 3);
 }
 
+#[test]
+fn uapi_requests_keep_removals_apart_from_additions() {
+    let k1 = Key::generate_private().get_public();
+    let k2 = Key::generate_private().get_public();
+    let plan = PeerPlan {
+        replace: false,
+        remove: vec![k1.to_base64()],
+        add: vec![
+            (k1.to_base64(), spec("192.0.2.9:51820", [10, 255, 0, 9])),
+            (k2.to_base64(), spec("192.0.2.2:51820", [10, 255, 0, 2])),
+        ],
+    };
+    let requests = uapi_peer_requests(&plan);
+    let (h1, h2) = (hex::encode(k1.as_bytes()), hex::encode(k2.as_bytes()));
+    assert_eq!(requests.len(), 2);
+    assert_eq!(
+        requests[0],
+        format!("set=1\npublic_key={h1}\nremove=true\n\n")
+    );
+    assert_eq!(
+        requests[1],
+        format!(
+            "set=1\n\
+             public_key={h1}\nendpoint=192.0.2.9:51820\npersistent_keepalive_interval=25\n\
+             replace_allowed_ips=true\nallowed_ip=10.255.0.9/32\n\
+             public_key={h2}\nendpoint=192.0.2.2:51820\npersistent_keepalive_interval=25\n\
+             replace_allowed_ips=true\nallowed_ip=10.255.0.2/32\n\n"
+        )
+    );
+    assert!(!requests[1].contains("remove"));
+    assert!(uapi_peer_requests(&PeerPlan::default()).is_empty());
+    let replace = uapi_peer_requests(&PeerPlan {
+        replace: true,
+        ..PeerPlan::default()
+    });
+    assert_eq!(replace, vec!["set=1\nreplace_peers=true\n\n".to_string()]);
+}
+
 // ---- kernel tests ----
+
+/// Where boringtun would put a UAPI socket file if it were asked to (it must not be).
+fn uapi_socket(ifname: &str) -> PathBuf {
+    Path::new("/var/run/wireguard").join(format!("{ifname}.sock"))
+}
 
 /// Whether the kernel tests can run here: root and a TUN device node.
 fn can_run_kernel_tests() -> bool {
@@ -525,7 +568,10 @@ async fn two_hosts_talk_over_the_mesh_and_a_removed_peer_cuts_them_off() {
     .expect("thread");
     assert!(!exists, "device {ifname} still exists");
     assert!(port_free, "the UDP port is still bound");
-    assert!(!uapi_socket(&ifname).exists(), "UAPI socket left behind");
+    assert!(
+        !uapi_socket(&ifname).exists(),
+        "a UAPI socket file appeared"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
