@@ -9,6 +9,7 @@ use tokio::sync::watch;
 use tracing::info;
 
 use crate::image::ImageStore;
+use crate::network::mesh::Mesh;
 use crate::network::{BridgeNetwork, Networks};
 use crate::runtime::Runtime;
 use crate::worker::Worker;
@@ -34,6 +35,8 @@ pub struct AgentOptions {
     pub bridge_subnet: ipnet::Ipv4Net,
     /// Port of the manager this host runs once promoted (`node promote`).
     pub manager_port: u16,
+    /// UDP port of the WireGuard mesh device; `None` gives the node no mesh (`--no-wg`).
+    pub wg_port: Option<u16>,
 }
 
 /// Errors starting the agent.
@@ -51,6 +54,9 @@ pub enum AgentError {
     /// Network.
     #[error("network: {0}")]
     Network(#[from] crate::network::NetworkError),
+    /// The WireGuard mesh (its key).
+    #[error("WireGuard mesh: {0}")]
+    Mesh(#[from] crate::network::mesh::MeshError),
     /// The session.
     #[error(transparent)]
     Session(#[from] crate::session::SessionError),
@@ -76,6 +82,17 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
             j
         }
     };
+    // Only the public key leaves the node; the device itself appears with the first encrypted
+    // network the dispatcher sends, with this node's mesh address and peers (Networks::apply).
+    let mesh = match opts.wg_port {
+        Some(port) => Some(Mesh::open(
+            &opts.data_dir,
+            &joined.state.node_id,
+            port,
+            None,
+        )?),
+        None => None,
+    };
     let images = ImageStore::open(&opts.data_dir.join("images"))?;
     let cgroup_parent = format!("shoal/{}", joined.state.node_id);
     let mut runtime = Runtime::new(&opts.data_dir.join("runtime"), &cgroup_parent)?;
@@ -98,13 +115,6 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
     )?
     .with_netns_dir(opts.data_dir.join("network").join("netns"));
     network.ensure().await?;
-    let networks = Networks::new(&joined.state.node_id, &opts.data_dir, network);
-    let (worker, status_rx) = Worker::new(
-        runtime,
-        images,
-        Some(networks),
-        opts.insecure_registries.clone(),
-    );
     let description = NodeDescription {
         hostname: opts.hostname.clone(),
         resources: Some(machine_resources()),
@@ -113,8 +123,22 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
         os: std::env::consts::OS.into(),
         architecture: std::env::consts::ARCH.into(),
         agent_version: env!("CARGO_PKG_VERSION").into(),
-        ..Default::default()
+        wg_public_key: mesh
+            .as_ref()
+            .map(|m| m.public_key().to_string())
+            .unwrap_or_default(),
+        wg_port: mesh.as_ref().map(|m| u32::from(m.port())).unwrap_or(0),
     };
+    let mut networks = Networks::new(&joined.state.node_id, &opts.data_dir, network);
+    if let Some(mesh) = mesh {
+        networks = networks.with_mesh(mesh);
+    }
+    let (worker, status_rx) = Worker::new(
+        runtime,
+        images,
+        Some(networks),
+        opts.insecure_registries.clone(),
+    );
     // The manager this host runs after `node promote` (started again now if it ran before).
     let manager = crate::manager_proc::ManagerProc::start(
         crate::manager_proc::ManagerSettings::next_to_agent(

@@ -47,6 +47,12 @@ enum Command {
         /// listens on the advertised address, else on the one that reaches the managers.
         #[arg(long, default_value_t = shoal_agent::manager_proc::DEFAULT_MANAGER_PORT)]
         manager_port: u16,
+        /// UDP port of this node's WireGuard mesh device (encrypted overlay networks).
+        #[arg(long, default_value_t = shoal_agent::network::mesh::DEFAULT_PORT)]
+        wg_port: u16,
+        /// Give this node no WireGuard mesh device: it then cannot carry encrypted overlay networks.
+        #[arg(long)]
+        no_wg: bool,
         /// Manager address (IP:PORT).
         manager: String,
     },
@@ -125,6 +131,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
             advertise_addr,
             bridge_subnet,
             manager_port,
+            wg_port,
+            no_wg,
             manager,
         } => {
             if token.is_empty() && !data_dir.join("agent.json").exists() {
@@ -142,6 +150,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 advertise_addr,
                 bridge_subnet,
                 manager_port,
+                wg_port: (!no_wg).then_some(wg_port),
             })
             .await
             .context("agent")

@@ -137,7 +137,10 @@ async fn session_once(
                         debug!(tasks = a.tasks.len(), networks = a.networks.len(), "assignments");
                         // Networks first: a task's attach needs the views of its networks.
                         if let Some(net) = worker.networks() {
-                            if let Err(e) = net.apply(&a.networks, &a.node_attachments).await {
+                            if let Err(e) = net
+                                .apply(&a.networks, &a.node_attachments, &a.mesh_addr, &a.mesh_peers)
+                                .await
+                            {
                                 warn!(error = %e, "applying network views");
                             }
                         }

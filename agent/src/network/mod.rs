@@ -15,6 +15,7 @@ pub mod dns;
 pub mod ipam;
 pub mod lb;
 pub mod link;
+pub mod mesh;
 pub mod netns;
 pub mod nft;
 pub mod overlay;
@@ -69,6 +70,9 @@ pub enum NetworkError {
         /// The attached task it clashes with.
         other: String,
     },
+    /// The WireGuard mesh failed.
+    #[error(transparent)]
+    Mesh(#[from] mesh::MeshError),
     /// A task names a network this node has no view of.
     #[error("network {network_id} is not known on this node (no view of it from the manager)")]
     UnknownNetwork {

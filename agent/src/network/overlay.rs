@@ -26,13 +26,14 @@ use std::sync::Arc;
 
 use rtnetlink::Handle;
 use sha2::{Digest, Sha256};
-use shoal_proto::v1::{NetworkAttachment, NetworkView, Task};
+use shoal_proto::v1::{MeshPeer, NetworkAttachment, NetworkView, Task};
 use tokio::sync::Mutex;
 use tracing::{debug, info, warn};
 
 use super::dns::{self, Resolver, ResolverHandle};
 use super::lb::{self, HostPort, PortRule, Protocol, Vip};
 use super::link::{self, Mac, Vxlan};
+use super::mesh::Mesh;
 use super::{netlink_in, netns, plug_veth, BridgeNetwork, NetworkError, VethPlug};
 
 /// VXLAN UDP port (IANA).
@@ -158,6 +159,8 @@ pub struct Networks {
     host_netns: Option<PathBuf>,
     default: BridgeNetwork,
     upstreams: Vec<SocketAddr>,
+    /// The WireGuard device encrypted overlays ride on (none with `--no-wg`).
+    mesh: Option<Mutex<Mesh>>,
     inner: Mutex<Inner>,
 }
 
@@ -170,8 +173,15 @@ impl Networks {
             host_netns: None,
             default,
             upstreams: dns::host_upstreams(),
+            mesh: None,
             inner: Mutex::new(Inner::default()),
         }
+    }
+
+    /// Carries encrypted overlays over `mesh`.
+    pub fn with_mesh(mut self, mesh: Mesh) -> Networks {
+        self.mesh = Some(Mutex::new(mesh));
+        self
     }
 
     /// Puts every device in the namespace at `netns` instead of the agent's own (tests).
@@ -186,15 +196,26 @@ impl Networks {
         &self.default
     }
 
-    /// Makes the kernel match `views` (and this node's own `attachments`): creates, updates and
-    /// removes overlay devices and FDB entries, then rewrites every task's DNS records and VIPs and
-    /// the node's published ports.
+    /// Makes the kernel match `views` (and this node's own `attachments`, mesh address and mesh
+    /// peers): the WireGuard device while an encrypted network is here, overlay devices and FDB
+    /// entries, then every task's DNS records and VIPs and the node's published ports.
     pub async fn apply(
         &self,
         views: &[NetworkView],
         attachments: &[NetworkAttachment],
+        mesh_addr: &str,
+        mesh_peers: &[MeshPeer],
     ) -> Result<(), NetworkError> {
         let mut inner = self.inner.lock().await;
+        if let Some(mesh) = &self.mesh {
+            let mut mesh = mesh.lock().await;
+            if views.iter().any(encrypted) && !mesh_addr.is_empty() {
+                mesh.apply(mesh_addr, mesh_peers).await?;
+            } else if mesh.is_kernel().is_some() {
+                info!("no encrypted network left on this node: removing the mesh device");
+                mesh.shutdown().await?;
+            }
+        }
         inner.views = views
             .iter()
             .filter_map(|v| Some((v.network.as_ref()?.id.clone(), v.clone())))
@@ -630,6 +651,9 @@ impl Networks {
     /// bridge networks and the default bridge with its tasks. For tests and uninstall.
     pub async fn cleanup_all(&self) -> Result<(), NetworkError> {
         let mut inner = self.inner.lock().await;
+        if let Some(mesh) = &self.mesh {
+            mesh.lock().await.shutdown().await?;
+        }
         for (_, p) in inner.planes.drain() {
             if let Some(r) = p.resolver {
                 r.stop().await;
