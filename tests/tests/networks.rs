@@ -82,7 +82,12 @@ fn nslookup(c: &Cluster, task_id: &str, name: &str) -> Result<BTreeSet<Ipv4Addr>
 /// The shell command for an HTTP GET of `path` from `host` port 80 inside a task. busybox's
 /// nc, not its wget: the static busybox's wget crashes in a rootfs without glibc's NSS files.
 fn http_get_script(host: &str, path: &str) -> String {
-    format!("printf 'GET {path} HTTP/1.0\\r\\nHost: {host}\\r\\n\\r\\n' | nc -w 3 {host} 80")
+    http_get_script_port(host, 80, path)
+}
+
+/// [`http_get_script`] to another port.
+fn http_get_script_port(host: &str, port: u16, path: &str) -> String {
+    format!("printf 'GET {path} HTTP/1.0\\r\\nHost: {host}\\r\\n\\r\\n' | nc -w 3 {host} {port}")
 }
 
 /// The body of an HTTP/1.0 response, trimmed; fails unless the status is 200.
@@ -285,10 +290,7 @@ fn name_resolution_across_hosts(encrypted: bool) -> Result<()> {
         &expected,
         || get_in_task(&c, &client_id, "web"),
     )
-    .map_err(|e| {
-        diagnose(&c, &client_id);
-        e
-    })?;
+    .inspect_err(|_| diagnose(&c, &client_id))?;
     wait_all_answer("web.front resolves too", &expected, || {
         get_in_task(&c, &client_id, "web.front")
     })?;
@@ -468,6 +470,27 @@ fn published_port_routing_mesh() -> Result<()> {
     wait_all_answer("w2 reaches w1:8080", &expected, || {
         get_on_host(&w2, &w1_url)
     })?;
+    // Hairpin: a task reaches its own service's published port through its own node.
+    let inside = &web[0];
+    let own_node = c
+        .agents
+        .iter()
+        .find(|a| a.host.name() == inside.node)
+        .context("the node of a web task")?
+        .host
+        .ip()
+        .to_string();
+    wait_all_answer(
+        "a web task reaches its own published port",
+        &expected,
+        || {
+            http_body(&exec_in_task(
+                &c,
+                &inside.id,
+                &http_get_script_port(&own_node, 8080, "/"),
+            )?)
+        },
+    )?;
 
     // Change the published port on the running service.
     c.ctl_ok([
@@ -557,6 +580,107 @@ fn host_mode_ports_are_conflict_checked() -> Result<()> {
         );
     }
     c.ctl_ok(["service", "rm", "hp"])?;
+    wait_clean(&c)?;
+    c.shutdown()
+}
+
+/// `--network-add` / `--network-rm` on a running service, `--endpoint-mode dnsrr`, and the
+/// node-local drivers (`bridge` networks, `host`, `none`).
+#[test]
+fn network_update_dnsrr_and_local_drivers() -> Result<()> {
+    let c = cluster("net-misc", 2)?;
+    c.ctl_ok(["network", "create", "-d", "overlay", "back"])?;
+    create(
+        &c,
+        "db",
+        &[
+            "--network",
+            "back",
+            "--endpoint-mode",
+            "dnsrr",
+            "--replicas",
+            "2",
+        ],
+        SERVER,
+    )?;
+    create(&c, "client", &[], "exec sleep 3600")?;
+    let db = c.wait_running("db", 2)?;
+
+    // Joining `back` replaces the client's task with one on the network.
+    c.ctl_ok(["service", "update", "--network-add", "back", "client"])?;
+    let client = c.wait_running("client", 1)?;
+    let client_id = client[0].id.clone();
+    let mut want = BTreeSet::new();
+    for t in &db {
+        want.insert(task_addr(&c, &t.id, "eth0")?);
+    }
+    let mut got = BTreeSet::new();
+    Testbed::wait_for(DEADLINE, "dnsrr: db resolves to its tasks", || {
+        got = nslookup(&c, &client_id, "db")?;
+        Ok(got == want)
+    })
+    .with_context(|| format!("db answered {got:?}, its tasks have {want:?}"))?;
+    wait_all_answer(
+        "client reaches both db tasks by name",
+        &answers_of(&db),
+        || get_in_task(&c, &client_id, "db"),
+    )?;
+
+    // Leaving it: the new task has only the local bridge.
+    c.ctl_ok(["service", "update", "--network-rm", "back", "client"])?;
+    Testbed::wait_for(DEADLINE, "client's task replaced", || {
+        let now = c.wait_running("client", 1)?;
+        Ok(now[0].id != client_id)
+    })?;
+    let client = c.wait_running("client", 1)?;
+    let addrs = exec_in_task(&c, &client[0].id, "ip -4 -o addr show")?;
+    ensure!(
+        !addrs.contains("10.1.") && addrs.contains("10.88."),
+        "after --network-rm the task must only have lo and the local bridge: {addrs}"
+    );
+
+    // A node-local bridge network: its own subnet, NAT, no manager addresses.
+    c.ctl_ok([
+        "network",
+        "create",
+        "-d",
+        "bridge",
+        "--subnet",
+        "172.30.7.0/24",
+        "lan",
+    ])?;
+    create(&c, "onlan", &["--network", "lan"], "exec sleep 3600")?;
+    let onlan = c.wait_running("onlan", 1)?;
+    let lan_ip = task_addr(&c, &onlan[0].id, "eth0")?;
+    ensure!(
+        lan_ip.octets()[..3] == [172, 30, 7],
+        "a task on lan must have an address in 172.30.7.0/24, got {lan_ip}"
+    );
+
+    // host: the task shares its node's network namespace; none: loopback only.
+    create(&c, "onhost", &["--network", "host"], "exec sleep 3600")?;
+    create(&c, "onnone", &["--network", "none"], "exec sleep 3600")?;
+    let onhost = c.wait_running("onhost", 1)?;
+    let (agent, ct) = c.container_of(&onhost[0].id)?;
+    let agent_pid = c.agents[agent].proc().context("agent process")?.pid();
+    ensure!(
+        shoal_tests::testbed::ns_of(ct.pid.context("pid")?, "net")?
+            == shoal_tests::testbed::ns_of(agent_pid as i32, "net")?,
+        "a task on the host network must share its node's network namespace"
+    );
+    let onnone = c.wait_running("onnone", 1)?;
+    let links = exec_in_task(&c, &onnone[0].id, "ip -o link show")?;
+    ensure!(
+        links.lines().count() == 1 && links.contains("lo"),
+        "a task on none must have only lo: {links}"
+    );
+
+    c.ctl_ok(["service", "rm", "db", "client", "onlan", "onhost", "onnone"])?;
+    for net in ["back", "lan"] {
+        Testbed::wait_for(DEADLINE, &format!("network rm {net}"), || {
+            Ok(c.ctl(["network", "rm", net])?.status.success())
+        })?;
+    }
     wait_clean(&c)?;
     c.shutdown()
 }
