@@ -122,7 +122,7 @@ YAML
         say "service demo already exists"
     else
         say "creating service demo"
-        ctl service create --name demo --replicas 3 "$REGISTRY/$IMAGE"
+        ctl service create --name demo --replicas 3 --publish 8080:80 "$REGISTRY/$IMAGE"
     fi
     ctl node ls
     ctl service ps demo
@@ -135,6 +135,14 @@ YAML
     for ip in $ips; do
         say "curl http://$ip/"
         curl -s --max-time 3 "http://$ip/" || echo "(no answer from $ip)"
+    done
+    # The published port (routing mesh): any local address, 127.0.0.1 included.
+    say "curl http://127.0.0.1:8080/ (published port, balanced over the tasks)"
+    local tries=0
+    until curl -s --max-time 3 "http://127.0.0.1:8080/"; do
+        tries=$((tries + 1))
+        [ "$tries" -lt 20 ] || { echo "(no answer on 127.0.0.1:8080)"; break; }
+        sleep 0.5
     done
 
     cat <<EOF
@@ -176,8 +184,12 @@ down() {
     for parent in /sys/fs/cgroup/*/shoal /sys/fs/cgroup/shoal; do
         [ -d "$parent" ] && find "$parent" -depth -type d -exec rmdir {} \; 2>/dev/null || true
     done
-    # The agent's local bridge (shoal0) and its nftables table (ip shoal).
+    # The agent's local bridge (shoal0), overlay bridges and VXLAN devices, the WireGuard mesh
+    # device, and its nftables tables (ip shoal, ip shoal_ports).
     ip link del shoal0 2>/dev/null || true
+    for link in $(ip -o link show | awk -F': ' '{print $2}' | cut -d@ -f1 | grep -E '^(sbr|svx|swg)' || true); do
+        ip link del "$link" 2>/dev/null || true
+    done
     for table in $(nft list tables 2>/dev/null | awk '/shoal/ {print $2 " " $3}' | tr ' ' ':'); do
         nft delete table "${table%%:*}" "${table#*:}" 2>/dev/null || true
     done
