@@ -807,8 +807,38 @@ impl shoal_proto::v1::cluster_admin_server::ClusterAdmin for ClusterAdminService
             .ok_or_else(|| {
                 Status::failed_precondition(format!("node {} is not a manager", node.id))
             })?;
-        let st = self.raft.status();
-        check_demotion(&st, raft_id).map_err(Status::failed_precondition)?;
+        // A leader elected a moment ago (after a hand-over, say) has not heard from every voter
+        // yet: give the reachability picture up to 2 s to fill in before refusing.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+        let st = loop {
+            let st = self.raft.status();
+            let ok = check_demotion(&st, raft_id, raft_id == st.id).is_ok();
+            if ok || tokio::time::Instant::now() >= deadline {
+                break st;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        };
+        if raft_id == st.id {
+            // Demoting the leader: hand leadership to the most up-to-date reachable voter, then
+            // let the new leader do the demotion (this manager is then an ordinary member).
+            check_demotion(&st, raft_id, true).map_err(Status::failed_precondition)?;
+            let to = st
+                .voters
+                .iter()
+                .copied()
+                .find(|v| *v != raft_id && st.active.contains(v))
+                .ok_or_else(|| Status::failed_precondition("no other reachable manager"))?;
+            self.raft
+                .transfer_leadership(to)
+                .await
+                .map_err(crate::error::to_status)?;
+            info!(node.id = %node.id, to, "leadership handed over before demoting the leader");
+            let mut leader = self.leader_client().await?.ok_or_else(|| {
+                Status::unavailable("leadership moved but the new leader is not known yet: retry")
+            })?;
+            return leader.demote_manager(req).await;
+        }
+        check_demotion(&st, raft_id, false).map_err(Status::failed_precondition)?;
         // Out of the Raft group first, then the record: a demoted manager never counts for quorum.
         self.raft
             .change_membership(raft_id, false)
@@ -843,11 +873,16 @@ pub fn check_promotion(node: &Node, agent_connected: bool) -> Result<(), String>
     Ok(())
 }
 
-/// Whether voter `raft_id` can leave the group the leader sees in `st`: refused for the leader
-/// itself, the last manager, and when the remaining voters would not have a reachable majority.
-pub fn check_demotion(st: &crate::raft::RaftStatus, raft_id: u64) -> Result<(), String> {
-    if raft_id == st.id {
-        return Err("this manager is the leader: demote the others first, or stop it so that another is elected, then demote it from there".into());
+/// Whether voter `raft_id` can leave the group the leader sees in `st`: refused for the last
+/// manager and when the remaining voters would not have a reachable majority. The leader itself
+/// is refused unless `hand_over` (it first hands leadership to another voter).
+pub fn check_demotion(
+    st: &crate::raft::RaftStatus,
+    raft_id: u64,
+    hand_over: bool,
+) -> Result<(), String> {
+    if raft_id == st.id && !hand_over {
+        return Err("this manager is the leader: it must hand leadership over first".into());
     }
     let remaining: Vec<u64> = st
         .voters
@@ -913,20 +948,23 @@ mod tests {
     #[test]
     fn demotion_keeps_a_reachable_majority() {
         // 3 managers all up: demoting one leaves 2 of 2.
-        assert!(check_demotion(&status(&[1, 2, 3], &[1, 2, 3]), 3).is_ok());
+        assert!(check_demotion(&status(&[1, 2, 3], &[1, 2, 3]), 3, false).is_ok());
         // 3 managers, 2 down... demoting a down one leaves 1 of 2 reachable: refused.
-        let err = check_demotion(&status(&[1, 2, 3], &[1]), 3).expect_err("refused");
+        let err = check_demotion(&status(&[1, 2, 3], &[1]), 3, false).expect_err("refused");
         assert!(err.contains("lose quorum"), "{err}");
         // 5 managers, 1 down: demoting it leaves 4, 4 reachable.
-        assert!(check_demotion(&status(&[1, 2, 3, 4, 5], &[1, 2, 3, 4]), 5).is_ok());
+        assert!(check_demotion(&status(&[1, 2, 3, 4, 5], &[1, 2, 3, 4]), 5, false).is_ok());
         // 4 managers, 2 down: demoting a down one leaves 3, 2 reachable: fine.
-        assert!(check_demotion(&status(&[1, 2, 3, 4], &[1, 2]), 4).is_ok());
+        assert!(check_demotion(&status(&[1, 2, 3, 4], &[1, 2]), 4, false).is_ok());
         // 4 managers, 2 down: demoting an up one leaves 1 of 3 reachable: refused.
-        assert!(check_demotion(&status(&[1, 2, 3, 4], &[1, 2]), 2).is_err());
+        assert!(check_demotion(&status(&[1, 2, 3, 4], &[1, 2]), 2, false).is_err());
         assert!(
-            check_demotion(&status(&[1, 2], &[1, 2]), 1).is_err(),
-            "the leader"
+            check_demotion(&status(&[1, 2], &[1, 2]), 1, false).is_err(),
+            "the leader, without handing over"
         );
+        // The leader hands over first: fine while the others keep a reachable majority.
+        assert!(check_demotion(&status(&[1, 2, 3], &[1, 2, 3]), 1, true).is_ok());
+        assert!(check_demotion(&status(&[1, 2, 3], &[1, 2]), 1, true).is_err());
     }
 }
 

@@ -387,6 +387,40 @@ fn demote_refuses_to_lose_quorum_then_demotes() -> Result<()> {
 }
 
 #[test]
+fn demoting_the_leader_hands_leadership_over_first() -> Result<()> {
+    let m = Managers::start(Testbed::new("hademl")?, 3, &[])?;
+    let mut hist = History::default();
+    let leader = m.wait_converged(&[0, 1, 2])?;
+    let keep = others(&m, leader)[0];
+    hist.write(&m, keep)?;
+    let rows = m.status(leader)?;
+    let leader_id = rows
+        .iter()
+        .find(|r| m.index_of(&r.addr) == Some(leader))
+        .map(|r| r.node_id.clone())
+        .ok_or_else(|| anyhow::anyhow!("m{} not in cluster status: {rows:?}", leader + 1))?;
+    // Asked of the leader itself: it hands leadership to another manager, which demotes it.
+    m.ctl_ok(leader, ["node", "demote", &leader_id])?;
+    let rows = m.status(keep)?;
+    ensure!(
+        rows.len() == 2 && rows.iter().all(|r| r.node_id != leader_id),
+        "cluster status after demoting the leader: {rows:?}"
+    );
+    ensure!(
+        rows.iter().any(|r| r.leader),
+        "a new leader leads: {rows:?}"
+    );
+    let status = m.wait_exit(leader, DEADLINE)?;
+    ensure!(
+        status.code() == Some(3),
+        "the demoted leader exited with {status}, not 3 (removed)"
+    );
+    hist.write_until_acked(&m, keep, DEADLINE)?;
+    hist.check(&m, keep)?;
+    m.shutdown()
+}
+
+#[test]
 fn node_rm_of_a_manager_leaves_the_raft_group_first() -> Result<()> {
     let m = Managers::start(Testbed::new("harm")?, 3, &[])?;
     let mut hist = History::default();

@@ -164,6 +164,10 @@ enum Msg {
         cc: ConfChange,
         reply: oneshot::Sender<Result<(), StoreError>>,
     },
+    /// Hands leadership to voter `to` (raft-rs leader transfer); only on the leader.
+    TransferLeader {
+        to: u64,
+    },
     Shutdown,
 }
 
@@ -433,6 +437,27 @@ impl RaftNode {
             .map_err(|_| StoreError::Stopped)?;
         match tokio::time::timeout(QUORUM_TIMEOUT, rx).await {
             Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(StoreError::Stopped),
+            Err(_) => Err(StoreError::NoQuorum),
+        }
+    }
+
+    /// Hands leadership to voter `to` and waits (at most [`QUORUM_TIMEOUT`]) until this manager
+    /// no longer leads. Used to demote the leader itself, as `docker node demote` allows.
+    pub async fn transfer_leadership(&self, to: u64) -> Result<(), StoreError> {
+        let mut rx = self.watch_status();
+        self.tx
+            .send(Msg::TransferLeader { to })
+            .await
+            .map_err(|_| StoreError::Stopped)?;
+        let me = self.shared.status().id;
+        let moved = tokio::time::timeout(
+            QUORUM_TIMEOUT,
+            rx.wait_for(|s| s.leader_id != 0 && s.leader_id != me),
+        )
+        .await;
+        match moved {
+            Ok(Ok(_)) => Ok(()),
             Ok(Err(_)) => Err(StoreError::Stopped),
             Err(_) => Err(StoreError::NoQuorum),
         }

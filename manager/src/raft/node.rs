@@ -123,6 +123,12 @@ impl Driver {
                 self.parts.raw.read_index(ctx.to_be_bytes().to_vec());
                 self.reads.insert(ctx, reply);
             }
+            Msg::TransferLeader { to } => {
+                if self.parts.raw.raft.state == StateRole::Leader {
+                    tracing::info!(to, "transferring Raft leadership");
+                    self.parts.raw.transfer_leader(to);
+                }
+            }
             Msg::ConfChange { cc, reply } => {
                 let raw = &mut self.parts.raw;
                 if raw.raft.state != StateRole::Leader {
