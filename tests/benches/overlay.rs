@@ -233,6 +233,34 @@ fn main() -> Result<()> {
     r?;
     rows.push(row);
 
+    // Experiment switch: bridged packets skip the IP netfilter hooks (br_netfilter) on both
+    // hosts, to see what conntrack on the overlay bridges costs.
+    if std::env::var_os("SHOAL_BENCH_NO_BR_NETFILTER").is_some() {
+        for h in [&w1, &w2] {
+            ip(&[
+                "netns",
+                "exec",
+                h.netns(),
+                "sysctl",
+                "-qw",
+                "net.bridge.bridge-nf-call-iptables=0",
+            ])
+            .or_else(|_| -> Result<()> {
+                let out = std::process::Command::new("ip")
+                    .args([
+                        "netns",
+                        "exec",
+                        h.netns(),
+                        "sysctl",
+                        "-w",
+                        "net.bridge.bridge-nf-call-iptables=0",
+                    ])
+                    .output()?;
+                bail!("sysctl: {}", String::from_utf8_lossy(&out.stderr))
+            })?;
+        }
+    }
+
     // (3) and (4): Shoal's overlay, plain and encrypted, container to container.
     let image = c.busybox_image();
     for (net, encrypted, label) in [

@@ -150,6 +150,68 @@ struct Inner {
     locals: HashMap<String, Arc<BridgeNetwork>>,
     planes: HashMap<String, Plane>,
     ports: Option<(Option<String>, Vec<PortRule>)>,
+    /// What the `shoal_overlay` notrack rules cover, as last applied.
+    untracked: Option<Untracked>,
+}
+
+/// The nftables table that keeps frames bridged across overlay bridges out of conntrack.
+pub const NOTRACK_TABLE: &str = "shoal_overlay";
+
+/// What the `shoal_overlay` table keeps out of conntrack (see [`notrack_ruleset`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Untracked {
+    /// Overlay bridges, with the node's own address on it (the ingress bridge) if any.
+    pub bridges: Vec<(String, Option<Ipv4Addr>)>,
+    /// Underlay UDP ports of the overlays: VXLAN, and the WireGuard mesh's when it runs.
+    pub udp_ports: Vec<u16>,
+}
+
+/// With br_netfilter loaded (Debian's default), every frame a bridge forwards also runs the IP
+/// hooks, conntrack included; and the underlay's VXLAN and WireGuard datagrams are tracked too
+/// wherever the node has NAT rules. None of it needs tracking: overlay bridges only ever bridge
+/// (tasks route through `shoal0`), and the underlay datagrams are never NATed. Measured here,
+/// tracking cost a fifth of the overlay's throughput and 18 µs of round trip. Frames addressed to
+/// the node itself (its ingress address: the routing mesh's replies) stay tracked.
+pub fn notrack_ruleset(u: &Untracked) -> String {
+    let mut s = format!("table ip {NOTRACK_TABLE}\ndelete table ip {NOTRACK_TABLE}\n");
+    if u.bridges.is_empty() {
+        return s;
+    }
+    let mut pre = Vec::new();
+    let plain: Vec<String> = u
+        .bridges
+        .iter()
+        .filter(|(_, own)| own.is_none())
+        .map(|(b, _)| format!("\"{b}\""))
+        .collect();
+    if !plain.is_empty() {
+        pre.push(format!("iifname {{ {} }} notrack", plain.join(", ")));
+    }
+    for (b, own) in &u.bridges {
+        if let Some(ip) = own {
+            pre.push(format!("iifname \"{b}\" ip daddr != {ip} notrack"));
+        }
+    }
+    let mut out = Vec::new();
+    if !u.udp_ports.is_empty() {
+        let ports: Vec<String> = u.udp_ports.iter().map(u16::to_string).collect();
+        let rule = format!("udp dport {{ {} }} notrack", ports.join(", "));
+        pre.push(rule.clone());
+        out.push(rule);
+    }
+    let chain =
+        |name: &str, hook: &str, rules: &[String]| {
+            format!(
+            "  chain {name} {{\n    type filter hook {hook} priority raw; policy accept;\n{}  }}\n",
+            rules.iter().map(|r| format!("    {r}\n")).collect::<String>()
+        )
+        };
+    s.push_str(&format!(
+        "table ip {NOTRACK_TABLE} {{\n{}{}}}\n",
+        chain("prerouting", "prerouting", &pre),
+        chain("output", "output", &out)
+    ));
+    s
 }
 
 /// The cluster networks of this node.
@@ -272,6 +334,43 @@ impl Networks {
                 if let Err(e) = b.remove_bridge().await {
                     warn!(network.id = %id, error = %e, "removing bridge network failed");
                 }
+            }
+        }
+        let mut wanted = Untracked::default();
+        for id in inner.overlays.keys() {
+            let own = inner
+                .views
+                .get(id)
+                .filter(|v| is_ingress(v))
+                .and_then(|_| attachments.iter().find(|a| a.network_id == *id))
+                .and_then(|a| a.addresses.first())
+                .and_then(|a| parse_ip(a));
+            wanted.bridges.push((bridge_name(id), own));
+        }
+        if !wanted.bridges.is_empty() {
+            wanted.udp_ports.push(VXLAN_PORT);
+            if let Some(mesh) = &self.mesh {
+                let mesh = mesh.lock().await;
+                if mesh.is_kernel().is_some() {
+                    wanted.udp_ports.push(mesh.port());
+                }
+            }
+        }
+        let unchanged = match &inner.untracked {
+            Some(last) => *last == wanted,
+            None => wanted.bridges.is_empty(),
+        };
+        if !unchanged {
+            let ruleset = notrack_ruleset(&wanted);
+            let bridges = wanted;
+            let applied = netns::on_thread(self.host_netns.clone(), "nft-notrack", move || {
+                super::nft::apply(&ruleset)
+            })
+            .await;
+            match applied {
+                Ok(Ok(())) => inner.untracked = Some(bridges),
+                Ok(Err(e)) => warn!(error = %e, "overlay notrack rule not applied"),
+                Err(e) => warn!(error = %e, "overlay notrack rule not applied"),
             }
         }
         self.refresh_planes(&mut inner).await;
@@ -663,6 +762,16 @@ impl Networks {
             warn!(error = %e, "removing published ports failed");
         }
         inner.ports = None;
+        let ruleset = notrack_ruleset(&Untracked::default());
+        match netns::on_thread(self.host_netns.clone(), "nft-notrack", move || {
+            super::nft::apply(&ruleset)
+        })
+        .await
+        {
+            Ok(Ok(())) => inner.untracked = None,
+            Ok(Err(e)) => warn!(error = %e, "removing the overlay notrack rule failed"),
+            Err(e) => warn!(error = %e, "removing the overlay notrack rule failed"),
+        }
         for (_, b) in inner.locals.drain() {
             b.cleanup_all().await?;
         }
@@ -695,6 +804,28 @@ mod tests {
         assert_eq!(mac_of(ip), [0x02, 0x42, 10, 1, 0, 5]);
         assert_eq!(ip_of_mac(mac_of(ip)), Some(ip));
         assert_eq!(ip_of_mac([0x02, 0, 1, 2, 3, 4]), None);
+    }
+
+    #[test]
+    fn notrack_covers_overlay_bridges_and_underlay_ports_but_not_the_node() {
+        let none = notrack_ruleset(&Untracked::default());
+        assert!(none.contains("delete table ip shoal_overlay") && !none.contains("chain"));
+        let two = notrack_ruleset(&Untracked {
+            bridges: vec![
+                ("sbra".into(), None),
+                ("sbrb".into(), None),
+                ("sbri".into(), Some(Ipv4Addr::new(10, 0, 0, 3))),
+            ],
+            udp_ports: vec![4789, 51820],
+        });
+        for rule in [
+            r#"iifname { "sbra", "sbrb" } notrack"#,
+            r#"iifname "sbri" ip daddr != 10.0.0.3 notrack"#,
+            "udp dport { 4789, 51820 } notrack",
+            "type filter hook output priority raw",
+        ] {
+            assert!(two.contains(rule), "{rule} missing from:\n{two}");
+        }
     }
 
     #[test]
