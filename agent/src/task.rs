@@ -334,6 +334,7 @@ pub async fn destroy(shared: &Shared, id: &str, grace: Duration) {
         if let Err(e) = net.detach(id).await {
             warn!(task.id = %id, error = %e, "network detach failed");
         }
+        net.forget(id).await;
     }
     info!(task.id = %id, "task removed from node");
 }

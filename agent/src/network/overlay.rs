@@ -152,6 +152,8 @@ struct Inner {
     ports: Option<(Option<String>, Vec<PortRule>)>,
     /// What the `shoal_overlay` notrack rules cover, as last applied.
     untracked: Option<Untracked>,
+    /// Tasks detached since they last attached (their containers ended), until forgotten.
+    released: std::collections::HashSet<String>,
 }
 
 /// The nftables table that keeps frames bridged across overlay bridges out of conntrack.
@@ -629,6 +631,7 @@ impl Networks {
             OVERLAY_RESOLV_CONF.to_string()
         };
         let mut inner = self.inner.lock().await;
+        inner.released.remove(id);
         if let Some(old) = inner.planes.insert(
             id.to_string(),
             Plane {
@@ -654,36 +657,54 @@ impl Networks {
     /// Unplugs a task from every network, stops its resolver and removes its namespace; frees its
     /// local addresses. Idempotent; an unknown task is fine.
     pub async fn detach(&self, task_id: &str) -> Result<(), NetworkError> {
-        let mut inner = self.inner.lock().await;
-        let plane = inner.planes.remove(task_id);
+        // The lock is held only to take the task's plane and read what to undo: tasks are
+        // unplugged concurrently (a `service rm` of 100 tasks is 100 detaches at once).
+        let (plane, hosts, locals) = {
+            let mut inner = self.inner.lock().await;
+            if inner.released.contains(task_id) {
+                return Ok(()); // released when its container ended; only `forget` is left
+            }
+            let plane = inner.planes.remove(task_id);
+            let hosts: Vec<String> = inner
+                .overlays
+                .keys()
+                .map(|n| overlay_veth(task_id, n).0)
+                .collect();
+            let locals: Vec<Arc<BridgeNetwork>> = inner.locals.values().cloned().collect();
+            (plane, hosts, locals)
+        };
         let had_ports = plane.as_ref().is_some_and(|p| !p.host_ports.is_empty());
         if let Some(r) = plane.and_then(|p| p.resolver) {
             r.stop().await;
         }
-        let overlay_ids: Vec<String> = inner.overlays.keys().cloned().collect();
-        let hosts: Vec<String> = overlay_ids
-            .iter()
-            .map(|n| overlay_veth(task_id, n).0)
-            .collect();
-        netlink_in(
-            self.host_netns.clone(),
-            "detach-overlay",
-            move |h: Handle| async move {
-                for host in hosts {
-                    link::delete(&h, &host).await?;
-                }
-                Ok::<_, NetworkError>(())
-            },
-        )
-        .await?;
-        for b in inner.locals.values() {
+        if !hosts.is_empty() {
+            netlink_in(
+                self.host_netns.clone(),
+                "detach-overlay",
+                move |h: Handle| async move {
+                    for host in hosts {
+                        link::delete(&h, &host).await?;
+                    }
+                    Ok::<_, NetworkError>(())
+                },
+            )
+            .await?;
+        }
+        for b in locals {
             b.unplug(task_id).await?;
         }
         self.default.detach(task_id).await?;
+        let mut inner = self.inner.lock().await;
+        inner.released.insert(task_id.to_string());
         if had_ports {
             self.refresh_planes(&mut inner).await;
         }
         Ok(())
+    }
+
+    /// Forgets a task that left this node for good (after its last `detach`).
+    pub async fn forget(&self, task_id: &str) {
+        self.inner.lock().await.released.remove(task_id);
     }
 
     /// Rewrites every task's DNS records and VIP rules and the node's published ports from the
