@@ -960,6 +960,16 @@ fn cleanup(prefix: &str, dir: &Path, procs: &[Proc]) -> Vec<String> {
             }
         }
     }
+    // The agents' common parent (`shoal`) once nothing else uses it: rmdir fails on a
+    // non-empty one (another testbed, a real agent), which is what should happen then.
+    if !node_ids.is_empty() {
+        if let Ok(controllers) = fs::read_dir("/sys/fs/cgroup") {
+            for c in controllers.flatten() {
+                let _ = fs::remove_dir(c.path().join("shoal"));
+            }
+        }
+        let _ = fs::remove_dir("/sys/fs/cgroup/shoal");
+    }
     // 6. Namespaces: deleting a netns destroys its veths and bridges (and the switch's br0).
     for ns in &namespaces {
         if let Err(e) = ip(&["netns", "del", ns]) {

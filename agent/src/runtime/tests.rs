@@ -41,12 +41,37 @@ extern "C" fn shim_ctor(
 
 const CGROUP_PARENT: &str = "shoal-test";
 
-/// A busybox rootfs in a temporary directory, with a runtime root beside it.
+/// A busybox rootfs in a temporary directory, with a runtime root beside it and its own cgroup
+/// parent (`shoal-test/<unique>`), removed on drop.
 struct Fixture {
     _tmp: tempfile::TempDir,
     rootfs: PathBuf,
     root: PathBuf,
     runtime: Runtime,
+    cgroup_parent: String,
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        // Deepest first: container cgroups a failed test left, then this fixture's parent, then
+        // `shoal-test` itself once no other fixture uses it.
+        for controller in std::fs::read_dir("/sys/fs/cgroup")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .chain(std::iter::once(PathBuf::from("/sys/fs/cgroup")))
+        {
+            let mine = controller.join(&self.cgroup_parent);
+            if let Ok(children) = std::fs::read_dir(&mine) {
+                for child in children.flatten().filter(|c| c.path().is_dir()) {
+                    let _ = std::fs::remove_dir(child.path());
+                }
+            }
+            let _ = std::fs::remove_dir(&mine);
+            let _ = std::fs::remove_dir(controller.join(CGROUP_PARENT));
+        }
+    }
 }
 
 fn fixture() -> Fixture {
@@ -69,12 +94,19 @@ fn fixture() -> Fixture {
     .unwrap();
     std::fs::write(rootfs.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n").unwrap();
     let root = tmp.path().join("containers");
-    let runtime = Runtime::new(&root, CGROUP_PARENT).unwrap();
+    let unique = tmp
+        .path()
+        .file_name()
+        .map(|n| n.to_string_lossy().replace('.', ""))
+        .unwrap_or_default();
+    let cgroup_parent = format!("{CGROUP_PARENT}/{unique}");
+    let runtime = Runtime::new(&root, &cgroup_parent).unwrap();
     Fixture {
         _tmp: tmp,
         rootfs,
         root,
         runtime,
+        cgroup_parent,
     }
 }
 
@@ -366,7 +398,7 @@ async fn second_runtime_readopts_running_container() {
     let cfg = config(&fx, &["sleep", "1000"]);
     let pid = fx.runtime.start(&cfg).unwrap();
 
-    let again = Runtime::new(&fx.root, CGROUP_PARENT).unwrap();
+    let again = Runtime::new(&fx.root, &fx.cgroup_parent).unwrap();
     assert_eq!(
         again.status(&cfg.id).unwrap(),
         ContainerStatus::Running { pid }
