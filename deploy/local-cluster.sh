@@ -77,7 +77,7 @@ install_packages() {
     apt-get install -y -q --no-install-recommends \
         docker-registry busybox-static iproute2 nftables curl ca-certificates \
         build-essential pkg-config libseccomp-dev
-    command -v cargo >/dev/null 2>&1 || die "Rust is not installed: install Rust >= 1.85 (rustup) first"
+    command -v cargo >/dev/null 2>&1 || die "Rust is not installed: install Rust >= 1.88 (rustup) first"
     # Debian's package starts its own registry on :5000 (with htpasswd auth): ours needs the port.
     if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet docker-registry 2>/dev/null; then
         systemctl disable --now docker-registry

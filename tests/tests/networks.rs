@@ -359,10 +359,9 @@ fn name_resolution_across_hosts(encrypted: bool) -> Result<()> {
         "the error must name the service: {err}"
     );
 
+    // Right after `service rm`, as a user would: the manager waits for the tasks to let go.
     c.ctl_ok(["service", "rm", "web", "client"])?;
-    Testbed::wait_for(DEADLINE, "network rm once the services are gone", || {
-        Ok(c.ctl(["network", "rm", "front"])?.status.success())
-    })?;
+    c.ctl_ok(["network", "rm", "front"])?;
     wait_clean(&c)?;
     c.shutdown()
 }
@@ -414,13 +413,7 @@ fn plain_overlay_payload_is_visible_on_the_underlay() -> Result<()> {
         seen.frames
     );
     c.ctl_ok(["service", "rm", "web", "client"])?;
-    c.ctl_ok(["network", "rm", "clear"])
-        .or_else(|_| -> Result<String> {
-            Testbed::wait_for(DEADLINE, "network rm", || {
-                Ok(c.ctl(["network", "rm", "clear"])?.status.success())
-            })?;
-            Ok(String::new())
-        })?;
+    c.ctl_ok(["network", "rm", "clear"])?;
     wait_clean(&c)?;
     c.shutdown()
 }
@@ -676,11 +669,7 @@ fn network_update_dnsrr_and_local_drivers() -> Result<()> {
     );
 
     c.ctl_ok(["service", "rm", "db", "client", "onlan", "onhost", "onnone"])?;
-    for net in ["back", "lan"] {
-        Testbed::wait_for(DEADLINE, &format!("network rm {net}"), || {
-            Ok(c.ctl(["network", "rm", net])?.status.success())
-        })?;
-    }
+    c.ctl_ok(["network", "rm", "back", "lan"])?;
     wait_clean(&c)?;
     c.shutdown()
 }

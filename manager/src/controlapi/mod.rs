@@ -585,6 +585,23 @@ impl Control for ControlApi {
             check_removable(s, &n)?;
             Ok::<_, Status>(n)
         })?;
+        // No service uses it, but tasks of a service just removed hold their addresses until
+        // their containers have stopped: give them a moment, so `service rm X && network rm N`
+        // works as one expects. The store still refuses if one holds on past that.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
+        while tokio::time::Instant::now() < deadline
+            && self.store.read(|s| {
+                s.services_on_network(&network.id).next().is_none()
+                    && s.addresses_in_use(&network.id).any(|ip| {
+                        matches!(
+                            s.address_holder(&network.id, ip),
+                            Some((crate::store::Kind::Task, _))
+                        )
+                    })
+            })
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
         let removed = self
             .store
             .propose(vec![StoreAction {
