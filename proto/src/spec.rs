@@ -118,11 +118,17 @@ pub fn parse_placement_pref(pref: &str) -> Result<String, SpecError> {
 /// Checks a service name the way docker does: 1-63 characters of letters, digits, `-` and `_`,
 /// starting with a letter or digit.
 pub fn validate_name(name: &str) -> Result<(), SpecError> {
+    check_object_name(name, "--name", "a service needs a name (--name NAME)")
+}
+
+/// The naming rule of services and networks (so `SERVICE.NETWORK` stays an unambiguous DNS
+/// name); errors are reported against `field`, `missing` when the name is empty.
+fn check_object_name(name: &str, field: &str, missing: &str) -> Result<(), SpecError> {
     if name.is_empty() {
-        return Err(err("--name", "a service needs a name (--name NAME)"));
+        return Err(err(field, missing));
     }
     if name.len() > 63 {
-        return Err(err("--name", "must be at most 63 characters"));
+        return Err(err(field, "must be at most 63 characters"));
     }
     let ok_chars = name
         .chars()
@@ -133,7 +139,7 @@ pub fn validate_name(name: &str) -> Result<(), SpecError> {
         .is_some_and(|c| c.is_ascii_alphanumeric());
     if !ok_chars || !ok_first {
         return Err(err(
-            "--name",
+            field,
             format!("{name:?} is not valid: use letters, digits, '-' and '_', starting with a letter or digit"),
         ));
     }
@@ -283,26 +289,7 @@ fn mask(prefix: u8) -> u32 {
 /// Checks a network name: like a service name (1-63 letters, digits, `-`, `_`), so that
 /// `SERVICE.NETWORK` stays an unambiguous DNS name.
 pub fn validate_network_name(name: &str) -> Result<(), SpecError> {
-    if name.is_empty() {
-        return Err(err("name", "a network needs a name"));
-    }
-    if name.len() > 63 {
-        return Err(err("name", "must be at most 63 characters"));
-    }
-    let ok_chars = name
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-    let ok_first = name
-        .chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_alphanumeric());
-    if !ok_chars || !ok_first {
-        return Err(err(
-            "name",
-            format!("{name:?} is not valid: use letters, digits, '-' and '_', starting with a letter or digit"),
-        ));
-    }
-    Ok(())
+    check_object_name(name, "name", "a network needs a name")
 }
 
 /// Validates a network spec before it is created (`network create`; the manager calls it too).

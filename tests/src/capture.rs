@@ -96,12 +96,16 @@ fn capture_thread(
     };
     let mut out = Captured::default();
     let mut buf = vec![0u8; 65536];
-    while !stop.load(Ordering::Relaxed) {
+    loop {
+        // Read before looking at the flag's value: frames queued before the stop are kept, and
+        // the loop ends only on a receive timeout (queue drained) after the stop.
+        let stopped = stop.load(Ordering::Relaxed);
         // SAFETY: `buf` is a valid, writable buffer of `buf.len()` bytes for the whole call.
         let n = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
         if n < 0 {
             let err = std::io::Error::last_os_error();
             match err.kind() {
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut if stopped => break,
                 std::io::ErrorKind::WouldBlock
                 | std::io::ErrorKind::TimedOut
                 | std::io::ErrorKind::Interrupted => continue,

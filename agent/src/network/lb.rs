@@ -19,10 +19,8 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io::Write as _;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use shoal_proto::v1::NetworkView;
 
@@ -39,21 +37,13 @@ pub enum LbError {
     /// The namespace could not be entered.
     #[error(transparent)]
     Netns(#[from] NetnsError),
-    /// `nft` could not be run (not installed?).
-    #[error("running nft: {source}")]
-    Spawn {
-        /// The I/O error.
-        source: std::io::Error,
-    },
-    /// `nft` rejected the ruleset.
-    #[error("nft failed in {netns} ({status}): {stderr}")]
+    /// `nft` could not be run, or rejected the ruleset.
+    #[error("nft in {netns}: {source}")]
     Nft {
         /// The namespace it ran in ("host" for the agent's own).
         netns: String,
-        /// Its exit status.
-        status: std::process::ExitStatus,
-        /// What it printed on stderr.
-        stderr: String,
+        /// What went wrong.
+        source: super::nft::NftError,
     },
     /// A sysctl the published ports need could not be set.
     #[error("setting {path}: {source}")]
@@ -452,30 +442,10 @@ async fn run_nft(netns: Option<PathBuf>, ruleset: String, sysctls: bool) -> Resu
 }
 
 fn nft_apply(label: &str, ruleset: &str) -> Result<(), LbError> {
-    let mut child = Command::new("nft")
-        .args(["-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|source| LbError::Spawn { source })?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(ruleset.as_bytes())
-            .map_err(|source| LbError::Spawn { source })?;
-    }
-    let out = child
-        .wait_with_output()
-        .map_err(|source| LbError::Spawn { source })?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(LbError::Nft {
-            netns: label.to_string(),
-            status: out.status,
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        })
-    }
+    super::nft::apply(ruleset).map_err(|source| LbError::Nft {
+        netns: label.to_string(),
+        source,
+    })
 }
 
 #[cfg(test)]

@@ -3,12 +3,10 @@
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Instant;
+
+use shoal_tests::capture::Capture;
 
 use super::*;
 
@@ -376,118 +374,6 @@ async fn send_over(
     server.join().expect("server thread")
 }
 
-/// A raw AF_PACKET capture of every frame on one interface, collecting the bytes until stopped.
-struct Capture {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<Vec<u8>>>,
-}
-
-impl Capture {
-    /// Starts capturing on `ifname` inside `netns`.
-    async fn start(netns: Option<PathBuf>, ifname: &'static str) -> Capture {
-        let fd = netns::on_thread(netns, "test-capture", move || packet_socket(ifname))
-            .await
-            .expect("thread")
-            .expect("packet socket");
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let thread = std::thread::spawn(move || {
-            let mut all = Vec::new();
-            let mut buf = vec![0u8; 65536];
-            loop {
-                // Read before looking at the flag, so frames queued before the stop are kept:
-                // the loop ends only on a receive timeout (queue drained) after the stop.
-                let stopped = flag.load(Ordering::Relaxed);
-                // SAFETY: `buf` is a valid writable buffer of `buf.len()` bytes and `fd` is an
-                // open socket owned by this thread.
-                let n =
-                    unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-                if n > 0 {
-                    all.extend_from_slice(&buf[..n as usize]);
-                } else if stopped {
-                    break;
-                }
-            }
-            all
-        });
-        Capture {
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    /// Stops the capture and returns every byte of every frame seen.
-    fn finish(mut self) -> Vec<u8> {
-        self.stop.store(true, Ordering::Relaxed);
-        self.thread
-            .take()
-            .expect("finish runs once")
-            .join()
-            .expect("capture thread")
-    }
-}
-
-impl Drop for Capture {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-/// An AF_PACKET socket bound to `ifname` in the calling thread's namespace, with a 100 ms receive
-/// timeout so the capture loop can notice it was stopped.
-fn packet_socket(ifname: &str) -> std::io::Result<OwnedFd> {
-    let proto = (libc::ETH_P_ALL as u16).to_be();
-    // SAFETY: plain socket(2) call; the result is checked before use.
-    let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, i32::from(proto)) };
-    if raw < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: `raw` is a freshly created socket nobody else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-    let index = link_index(ifname).ok_or_else(|| std::io::Error::other("no such interface"))?;
-    // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value to fill in.
-    let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-    addr.sll_family = libc::AF_PACKET as u16;
-    addr.sll_protocol = proto;
-    addr.sll_ifindex = index as i32;
-    // SAFETY: `addr` is a valid sockaddr_ll and the length passed is its size.
-    let rc = unsafe {
-        libc::bind(
-            fd.as_raw_fd(),
-            (&addr as *const libc::sockaddr_ll).cast(),
-            std::mem::size_of::<libc::sockaddr_ll>() as u32,
-        )
-    };
-    if rc < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    let timeout = libc::timeval {
-        tv_sec: 0,
-        tv_usec: 100_000,
-    };
-    // SAFETY: `timeout` is a valid timeval and the length passed is its size.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            (&timeout as *const libc::timeval).cast(),
-            std::mem::size_of::<libc::timeval>() as u32,
-        )
-    };
-    if rc < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(fd)
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hosts_talk_over_the_mesh_and_a_removed_peer_cuts_them_off() {
     if !can_run_kernel_tests() {
@@ -584,26 +470,28 @@ async fn the_underlay_never_carries_the_plaintext() {
     let marker = format!("SHOAL-MARKER-{}", shoal_proto::new_id());
 
     // Control: sent on the underlay in clear, the capture sees the marker.
-    let capture = Capture::start(a.ns(), UNDERLAY_IF_A).await;
+    let capture =
+        Capture::start(&a.ns().expect("a test host namespace"), UNDERLAY_IF_A).expect("capture");
     let listener = listen_in(b.ns(), UNDERLAY_B).await;
     let got = send_over(a.ns(), listener, marker.as_bytes()).await;
     assert_eq!(got.as_deref(), Some(marker.as_bytes()));
-    let seen = capture.finish();
-    assert!(contains(&seen, marker.as_bytes()), "the capture must work");
+    let seen = capture.finish().expect("capture");
+    assert!(seen.contains(marker.as_bytes()), "the capture must work");
 
     // Over the mesh: the marker arrives, but the underlay never carries it.
-    let capture = Capture::start(a.ns(), UNDERLAY_IF_A).await;
+    let capture =
+        Capture::start(&a.ns().expect("a test host namespace"), UNDERLAY_IF_A).expect("capture");
     let listener = listen_in(b.ns(), MESH_IP_B).await;
     let payload = marker.repeat(100);
     let got = send_over(a.ns(), listener, payload.as_bytes()).await;
     assert_eq!(got.as_deref(), Some(payload.as_bytes()));
-    let seen = capture.finish();
+    let seen = capture.finish().expect("capture");
     assert!(
-        seen.len() > payload.len(),
+        seen.bytes.len() > payload.len(),
         "the encrypted traffic crossed the underlay"
     );
     assert!(
-        !contains(&seen, marker.as_bytes()),
+        !seen.contains(marker.as_bytes()),
         "plaintext marker seen on the underlay"
     );
 }
