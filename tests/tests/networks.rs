@@ -673,3 +673,65 @@ fn network_update_dnsrr_and_local_drivers() -> Result<()> {
     wait_clean(&c)?;
     c.shutdown()
 }
+
+/// `kill -9` of the agents keeps their tasks and their networking: containers keep their pids, and
+/// once the agents are back the client resolves and reaches the server again over the encrypted
+/// overlay (its DNS server and the WireGuard device live in the agent process).
+#[test]
+fn agent_restart_keeps_overlay_tasks_reachable_by_name() -> Result<()> {
+    let mut c = cluster("net-restart", 2)?;
+    c.ctl_ok([
+        "network",
+        "create",
+        "-d",
+        "overlay",
+        "--opt",
+        "encrypted",
+        "sealed",
+    ])?;
+    create(
+        &c,
+        "web",
+        &["--network", "sealed", "--constraint", "node.hostname==w2"],
+        SERVER,
+    )?;
+    create(
+        &c,
+        "client",
+        &["--network", "sealed", "--constraint", "node.hostname==w1"],
+        "exec sleep 3600",
+    )?;
+    let web = c.wait_running("web", 1)?;
+    let client = c.wait_running("client", 1)?;
+    let client_id = client[0].id.clone();
+    let expected = answers_of(&web);
+    wait_all_answer("client reaches web", &expected, || {
+        get_in_task(&c, &client_id, "web")
+    })?;
+    let pids_before: Vec<Option<i32>> = [&client_id, &web[0].id]
+        .iter()
+        .map(|t| c.container_of(t).map(|(_, ct)| ct.pid))
+        .collect::<Result<_>>()?;
+
+    c.restart_agent(0)?;
+    c.restart_agent(1)?;
+    c.wait_nodes_ready(2)?;
+    wait_all_answer(
+        "client reaches web again after the agents restarted",
+        &expected,
+        || get_in_task(&c, &client_id, "web"),
+    )?;
+    let pids_after: Vec<Option<i32>> = [&client_id, &web[0].id]
+        .iter()
+        .map(|t| c.container_of(t).map(|(_, ct)| ct.pid))
+        .collect::<Result<_>>()?;
+    ensure!(
+        pids_before == pids_after,
+        "the containers must be re-adopted, not restarted: {pids_before:?} -> {pids_after:?}"
+    );
+
+    c.ctl_ok(["service", "rm", "web", "client"])?;
+    c.ctl_ok(["network", "rm", "sealed"])?;
+    wait_clean(&c)?;
+    c.shutdown()
+}
