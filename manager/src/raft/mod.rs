@@ -272,13 +272,14 @@ impl RaftNode {
         }
 
         let applied = store.applied_index();
-        if applied > storage.hard_state().commit {
+        if applied > storage.last_index() {
             return Err(RaftError::Log(format!(
-                "the store has applied index {applied} but the raft log only committed {}: \
+                "the store has applied index {applied} but the raft log ends at {}: \
                  store and raft directories do not belong together",
-                storage.hard_state().commit
+                storage.last_index()
             )));
         }
+        storage.raise_commit(applied)?;
         let config = raft::Config {
             id: cfg.id,
             election_tick: 10,

@@ -145,10 +145,25 @@ impl RaftStorage {
         Ok(())
     }
 
-    /// Saves a new commit index.
+    /// Saves a new commit index, without waiting for the disk: it reaches the disk with the next
+    /// append's flush (or sled's own). A commit index that lags on disk is safe: Raft re-learns
+    /// it, and at start the store's applied index (only ever committed entries) raises it.
     pub fn set_commit(&mut self, commit: u64) -> Result<(), RaftError> {
         let mut hs = self.hard_state.clone();
         hs.commit = commit;
+        self.tree.insert(HARD_STATE, write_pb(&hs)?)?;
+        self.hard_state = hs;
+        Ok(())
+    }
+
+    /// At start: the store applied entries up to `applied`, so they were committed, even if the
+    /// commit index on disk (written lazily, see [`Self::set_commit`]) is older.
+    pub fn raise_commit(&mut self, applied: u64) -> Result<(), RaftError> {
+        if applied <= self.hard_state.commit {
+            return Ok(());
+        }
+        let mut hs = self.hard_state.clone();
+        hs.commit = applied;
         self.append(&[], Some(&hs))
     }
 
