@@ -32,6 +32,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use super::netns::{self, NetnsError};
+use super::parse_ip;
 
 /// Where a task finds its resolver (Docker's embedded DNS address).
 pub const RESOLVER_ADDR: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 11), 53);
@@ -108,11 +109,6 @@ impl Records {
 
 fn normalize(name: &str) -> String {
     name.trim_end_matches('.').to_ascii_lowercase()
-}
-
-/// An address as the views carry it: "IP", tolerating a "/prefix" suffix.
-fn parse_ip(s: &str) -> Option<Ipv4Addr> {
-    s.split('/').next().and_then(|ip| ip.trim().parse().ok())
 }
 
 /// The names a task on `task_networks` (in `Task.networks` order) can resolve by itself.

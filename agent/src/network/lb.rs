@@ -25,6 +25,7 @@ use std::path::{Path, PathBuf};
 use shoal_proto::v1::NetworkView;
 
 use super::netns::{self, NetnsError};
+use super::parse_ip;
 
 /// The table of VIP load balancing inside a task namespace.
 pub const VIP_TABLE: &str = "shoal_vip";
@@ -115,11 +116,6 @@ pub struct HostPort {
     pub addr: Ipv4Addr,
     /// The port in the task.
     pub target_port: u16,
-}
-
-/// An address as the views carry it: "IP", tolerating a "/prefix" suffix.
-fn parse_ip(s: &str) -> Option<Ipv4Addr> {
-    s.split('/').next().and_then(|ip| ip.trim().parse().ok())
 }
 
 /// The running task addresses of `service_id` on the network of `view`, sorted.

@@ -593,6 +593,11 @@ where
     netns::on_thread(netns, what, move || link::block_on(f)).await?
 }
 
+/// An address as the manager's views and attachments carry it: "IP", tolerating a "/prefix".
+pub(crate) fn parse_ip(s: &str) -> Option<Ipv4Addr> {
+    s.split('/').next().and_then(|ip| ip.trim().parse().ok())
+}
+
 fn validate_task_id(task_id: &str) -> Result<(), NetworkError> {
     let ok = !task_id.is_empty()
         && task_id

@@ -34,7 +34,7 @@ use super::dns::{self, Resolver, ResolverHandle};
 use super::lb::{self, HostPort, PortRule, Protocol, Vip};
 use super::link::{self, Mac, Vxlan};
 use super::mesh::Mesh;
-use super::{netlink_in, netns, plug_veth, BridgeNetwork, NetworkError, VethPlug};
+use super::{netlink_in, netns, parse_ip, plug_veth, BridgeNetwork, NetworkError, VethPlug};
 
 /// VXLAN UDP port (IANA).
 pub const VXLAN_PORT: u16 = 4789;
@@ -91,10 +91,6 @@ fn overlay_veth(task_id: &str, network_id: &str) -> (String, String) {
 fn parse_cidr(s: &str) -> Option<(Ipv4Addr, u8)> {
     let (ip, prefix) = s.split_once('/')?;
     Some((ip.parse().ok()?, prefix.parse().ok()?))
-}
-
-fn parse_ip(s: &str) -> Option<Ipv4Addr> {
-    s.split('/').next()?.parse().ok()
 }
 
 fn driver(view: &NetworkView) -> &str {
@@ -363,17 +359,7 @@ impl Networks {
             None => wanted.bridges.is_empty(),
         };
         if !unchanged {
-            let ruleset = notrack_ruleset(&wanted);
-            let bridges = wanted;
-            let applied = netns::on_thread(self.host_netns.clone(), "nft-notrack", move || {
-                super::nft::apply(&ruleset)
-            })
-            .await;
-            match applied {
-                Ok(Ok(())) => inner.untracked = Some(bridges),
-                Ok(Err(e)) => warn!(error = %e, "overlay notrack rule not applied"),
-                Err(e) => warn!(error = %e, "overlay notrack rule not applied"),
-            }
+            self.set_untracked(&mut inner, Some(wanted)).await;
         }
         self.refresh_planes(&mut inner).await;
         if let Some(e) = first_error {
@@ -755,6 +741,21 @@ impl Networks {
         }
     }
 
+    /// Rewrites the `shoal_overlay` table to cover `wanted` (`None`: remove it); remembers what
+    /// was applied, or logs why not.
+    async fn set_untracked(&self, inner: &mut Inner, wanted: Option<Untracked>) {
+        let ruleset = notrack_ruleset(wanted.as_ref().unwrap_or(&Untracked::default()));
+        let applied = netns::on_thread(self.host_netns.clone(), "nft-notrack", move || {
+            super::nft::apply(&ruleset)
+        })
+        .await;
+        match applied {
+            Ok(Ok(())) => inner.untracked = wanted,
+            Ok(Err(e)) => warn!(error = %e, "overlay notrack rules not applied"),
+            Err(e) => warn!(error = %e, "overlay notrack rules not applied"),
+        }
+    }
+
     /// Puts a bridge port in hairpin mode, so a task reaching its own published port through the
     /// host (DNAT back to itself) gets its packets back out of the port they came in on.
     fn hairpin(&self, port: &str) {
@@ -783,16 +784,7 @@ impl Networks {
             warn!(error = %e, "removing published ports failed");
         }
         inner.ports = None;
-        let ruleset = notrack_ruleset(&Untracked::default());
-        match netns::on_thread(self.host_netns.clone(), "nft-notrack", move || {
-            super::nft::apply(&ruleset)
-        })
-        .await
-        {
-            Ok(Ok(())) => inner.untracked = None,
-            Ok(Err(e)) => warn!(error = %e, "removing the overlay notrack rule failed"),
-            Err(e) => warn!(error = %e, "removing the overlay notrack rule failed"),
-        }
+        self.set_untracked(&mut inner, None).await;
         for (_, b) in inner.locals.drain() {
             b.cleanup_all().await?;
         }
