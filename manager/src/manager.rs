@@ -256,16 +256,25 @@ fn print_join_help(node_id: &str, advertise: &str, worker: &str, manager: &str, 
     );
 }
 
+/// The state a manager saved in `data_dir` (`manager.json`), if it ran there before: the same
+/// `init` or `join` command line then restarts it.
+fn saved_state(data_dir: &std::path::Path) -> Result<Option<ManagerState>, ManagerError> {
+    let state_path = data_dir.join("manager.json");
+    if !state_path.exists() {
+        return Ok(None);
+    }
+    info!(data_dir = %data_dir.display(), "restarting manager from its data dir");
+    serde_json::from_str(&read_file(&state_path)?)
+        .map(Some)
+        .map_err(|e| ManagerError::DataDir {
+            path: data_dir.to_path_buf(),
+            reason: format!("manager.json: {e}"),
+        })
+}
+
 /// `shoal-manager init`: creates a cluster in a new data dir, or restarts from an existing one.
 pub async fn init(opts: ManagerOptions) -> Result<(), ManagerError> {
-    let state_path = opts.data_dir.join("manager.json");
-    if state_path.exists() {
-        info!(data_dir = %opts.data_dir.display(), "restarting manager from its data dir");
-        let state: ManagerState =
-            serde_json::from_str(&read_file(&state_path)?).map_err(|e| ManagerError::DataDir {
-                path: opts.data_dir.clone(),
-                reason: format!("manager.json: {e}"),
-            })?;
+    if let Some(state) = saved_state(&opts.data_dir)? {
         return run(opts, state, None).await;
     }
     if opts.force_new_cluster {
@@ -656,12 +665,10 @@ async fn keep_peers_and_admin_conf(
 /// or `join`), with the addresses it recorded there. Agents use it to restart the manager they
 /// started for `node promote`.
 pub async fn restart(data_dir: PathBuf, snapshot_interval: u64) -> Result<(), ManagerError> {
-    let state_path = data_dir.join("manager.json");
-    let state: ManagerState =
-        serde_json::from_str(&read_file(&state_path)?).map_err(|e| ManagerError::DataDir {
-            path: data_dir.clone(),
-            reason: format!("manager.json: {e}"),
-        })?;
+    let state = saved_state(&data_dir)?.ok_or_else(|| ManagerError::DataDir {
+        path: data_dir.clone(),
+        reason: "no manager.json: no manager ever ran here (use init or join)".into(),
+    })?;
     let listen_addr = state
         .listen_addr
         .parse()
@@ -698,14 +705,7 @@ pub struct JoinOptions {
 /// existing data dir (the same command line).
 pub async fn join(opts: ManagerOptions, join: JoinOptions) -> Result<(), ManagerError> {
     use shoal_proto::v1::raft_client::RaftClient;
-    let state_path = opts.data_dir.join("manager.json");
-    if state_path.exists() {
-        info!(data_dir = %opts.data_dir.display(), "restarting manager from its data dir");
-        let state: ManagerState =
-            serde_json::from_str(&read_file(&state_path)?).map_err(|e| ManagerError::DataDir {
-                path: opts.data_dir.clone(),
-                reason: format!("manager.json: {e}"),
-            })?;
+    if let Some(state) = saved_state(&opts.data_dir)? {
         return run(opts, state, None).await;
     }
     if opts.data_dir.exists()
@@ -789,7 +789,7 @@ pub async fn join(opts: ManagerOptions, join: JoinOptions) -> Result<(), Manager
         trusted_fingerprints: resp.manager_fingerprints.clone(),
     };
     write_file(
-        &state_path,
+        &opts.data_dir.join("manager.json"),
         &serde_json::to_string_pretty(&state).unwrap_or_default(),
         0o644,
     )?;

@@ -289,7 +289,7 @@ impl FailureCounts {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use shoal_proto::v1::{
         NodeDescription, NodeRole, NodeSpec, NodeStatus, Placement, ResourceRequirements,
@@ -383,9 +383,10 @@ mod tests {
     }
 
     /// (protocol, published port, publish mode)
-    type Port = (&'static str, u32, &'static str);
+    pub(crate) type Port<'a> = (&'a str, u32, &'a str);
 
-    fn endpoint(ports: &[Port]) -> Endpoint {
+    /// An endpoint publishing `ports` (each to target port 80); shared with the scheduler tests.
+    pub(crate) fn endpoint(ports: &[Port]) -> Endpoint {
         use shoal_proto::v1::PortConfig;
         Endpoint {
             ports: ports

@@ -646,20 +646,7 @@ fn heaps_decide_like_a_full_scan() {
 }
 
 fn publishing(mut t: Task, ports: &[(&str, u32, &str)]) -> Task {
-    use shoal_proto::v1::{Endpoint, PortConfig};
-    t.endpoint = Some(Endpoint {
-        ports: ports
-            .iter()
-            .map(|(protocol, published, mode)| PortConfig {
-                protocol: protocol.to_string(),
-                target_port: 80,
-                published_port: *published,
-                publish_mode: mode.to_string(),
-                ..Default::default()
-            })
-            .collect(),
-        ..Default::default()
-    });
+    t.endpoint = Some(super::filter::tests::endpoint(ports));
     t
 }
 
