@@ -618,6 +618,9 @@ impl Networks {
         };
         let mut inner = self.inner.lock().await;
         inner.released.remove(id);
+        // A task on no overlay and publishing no host port changes no rule: skip the pass over
+        // every task (a 100-replica service attaches 100 of them at once).
+        let mut changes_rules = !overlays.is_empty() || !host_ports.is_empty();
         if let Some(old) = inner.planes.insert(
             id.to_string(),
             Plane {
@@ -628,11 +631,14 @@ impl Networks {
                 host_ports,
             },
         ) {
+            changes_rules |= !old.networks.is_empty() || !old.host_ports.is_empty();
             if let Some(r) = old.resolver {
                 r.stop().await;
             }
         }
-        self.refresh_planes(&mut inner).await;
+        if changes_rules {
+            self.refresh_planes(&mut inner).await;
+        }
         info!(task.id = %id, networks = task.networks.len(), "task attached to its networks");
         Ok(TaskNetworking {
             netns: ns_path,
