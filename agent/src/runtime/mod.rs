@@ -70,6 +70,102 @@ pub struct ContainerConfig {
     /// Content for the container's /etc/resolv.conf; `None` leaves the image's.
     #[serde(default)]
     pub resolv_conf: Option<String>,
+    /// All capabilities, every host device, no seccomp filter, writable /sys and unmasked /proc.
+    #[serde(default)]
+    pub privileged: bool,
+    /// The capability numbers the process keeps; `None` is docker's default set (`caps::DEFAULT_CAPS`).
+    #[serde(default)]
+    pub capabilities: Option<Vec<u32>>,
+    /// The seccomp filter loaded just before `execve` (ignored when privileged).
+    #[serde(default)]
+    pub seccomp: SeccompConfig,
+    /// Sets PR_SET_NO_NEW_PRIVS before `execve`.
+    #[serde(default)]
+    pub no_new_privileges: bool,
+    /// Host devices created in the container's /dev and allowed by its device cgroup, besides
+    /// docker's defaults.
+    #[serde(default)]
+    pub devices: Vec<DeviceNode>,
+    /// Mounts the root filesystem read-only.
+    #[serde(default)]
+    pub read_only: bool,
+    /// Supplementary groups (names resolved in the image's /etc/group, or numbers).
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// Resource limits set with setrlimit before `execve`.
+    #[serde(default)]
+    pub ulimits: Vec<Rlimit>,
+    /// Namespaced sysctls written under the container's /proc/sys (`net.core.somaxconn` = "1024").
+    #[serde(default)]
+    pub sysctls: std::collections::BTreeMap<String, String>,
+    /// Host path of a static init (tini) bind-mounted into the container and run as PID 1.
+    #[serde(default)]
+    pub init: Option<PathBuf>,
+    /// Log rotation of `container.log`.
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+/// Which seccomp filter a container's process runs under.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SeccompConfig {
+    /// Docker's default profile.
+    #[default]
+    Default,
+    /// No filter.
+    Unconfined,
+    /// A profile in docker's JSON format.
+    Custom(String),
+}
+
+/// One device node in the container: created in its /dev and allowed by its device cgroup.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceNode {
+    /// Absolute path inside the container (`/dev/fuse`).
+    pub path: PathBuf,
+    /// `'c'` (character) or `'b'` (block).
+    pub kind: char,
+    /// Device major number.
+    pub major: u64,
+    /// Device minor number.
+    pub minor: u64,
+    /// Permission bits of the node (`0o666`).
+    pub file_mode: u32,
+    /// Owner of the node.
+    pub uid: u32,
+    /// Group of the node.
+    pub gid: u32,
+    /// Cgroup access: any of `r`, `w`, `m`.
+    pub permissions: String,
+}
+
+/// One resource limit (`RLIMIT_<NAME>`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rlimit {
+    /// docker's name: `nofile`, `nproc`, `core`, ...
+    pub name: String,
+    /// Soft limit.
+    pub soft: u64,
+    /// Hard limit.
+    pub hard: u64,
+}
+
+/// Rotation of the container's log file, as docker's json-file driver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogConfig {
+    /// Rotate once the file reaches this size, bytes (0 = never).
+    pub max_size_bytes: u64,
+    /// Files kept, the live one included (at least 1).
+    pub max_files: u32,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            max_size_bytes: 10 * 1024 * 1024,
+            max_files: 3,
+        }
+    }
 }
 
 /// What a container is doing, as seen from its records and /proc.
