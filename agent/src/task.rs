@@ -243,6 +243,7 @@ pub fn container_config(task: &Task, image: &Image) -> ContainerConfig {
         pids_limit: res.pids_limit,
         netns: None,
         resolv_conf: None,
+        ..Default::default()
     }
 }
 
