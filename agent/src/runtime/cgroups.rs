@@ -1,16 +1,19 @@
 //! Container cgroups on cgroup v1 (one hierarchy per controller) or v2 (unified), detected at run time.
 //!
 //! Every file access to `/sys/fs/cgroup` lives here. A container gets `<parent>/<id>` in each v1
-//! controller it needs (memory, cpu, cpuacct, pids), or one v2 directory whose ancestors delegate
-//! the memory, cpu and pids controllers through `cgroup.subtree_control`.
+//! controller it needs (memory, cpu, cpuacct, pids, devices), or one v2 directory whose ancestors
+//! delegate the memory, cpu and pids controllers through `cgroup.subtree_control` (device access
+//! on v2 is an eBPF program attached to that directory, not a controller).
 
 use std::fs;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use super::devices::{self, DeviceError, DeviceRule};
+
 /// The v1 controllers a container is placed in.
-const V1_CONTROLLERS: &[&str] = &["memory", "cpu", "cpuacct", "pids"];
+const V1_CONTROLLERS: &[&str] = &["memory", "cpu", "cpuacct", "pids", "devices"];
 /// The v2 controllers delegated to containers.
 const V2_CONTROLLERS: &[&str] = &["memory", "cpu", "pids"];
 /// CFS period used for cpu limits, microseconds (Docker's default).
@@ -41,6 +44,17 @@ pub enum CgroupError {
     /// The cgroup parent is not a relative path without `..`.
     #[error("invalid cgroup parent {0:?}")]
     InvalidParent(String),
+    /// A v1 host without the `devices` controller cannot restrict device access.
+    #[error("no cgroup v1 devices controller is mounted: containers' device access cannot be restricted")]
+    NoDevicesController,
+    /// The device rules were invalid or the kernel refused the v2 device program.
+    #[error("cgroup {path} devices: {source}")]
+    Devices {
+        /// The container's cgroup directory.
+        path: PathBuf,
+        /// What went wrong.
+        source: DeviceError,
+    },
 }
 
 /// Which cgroup hierarchy the host uses, and where it is mounted.
@@ -221,6 +235,28 @@ impl Cgroup {
         Ok(())
     }
 
+    /// Restricts the devices the cgroup's processes may create, read and write to `rules`
+    /// (`devices::rules_for`). Call it once, after `create` and before the container's process runs.
+    ///
+    /// v1: `a` in `devices.deny` drops the list the new directory inherited from its parent, then
+    /// one line per allow rule. v2: an eBPF device program attached to the directory.
+    pub fn set_devices(&self, rules: &[DeviceRule]) -> Result<(), CgroupError> {
+        let dir = self
+            .controller_path("devices")
+            .ok_or(CgroupError::NoDevicesController)?;
+        let devices_error = |source| CgroupError::Devices {
+            path: dir.clone(),
+            source,
+        };
+        if self.is_v2() {
+            return devices::attach_program(&dir, rules).map_err(devices_error);
+        }
+        for (file, line) in devices::v1_writes(rules).map_err(devices_error)? {
+            write(&dir.join(file), &line)?;
+        }
+        Ok(())
+    }
+
     /// Moves process `pid` into every hierarchy of this cgroup.
     pub fn add_process(&self, pid: i32) -> Result<(), CgroupError> {
         for path in self.paths() {
@@ -393,6 +429,7 @@ mod tests {
 34 30 0:30 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory
 35 30 0:31 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct
 36 30 0:32 / /sys/fs/cgroup/pids rw - cgroup cgroup rw,pids
+37 30 0:33 / /sys/fs/cgroup/devices rw - cgroup cgroup rw,devices
 ";
 
     #[test]
@@ -401,7 +438,7 @@ mod tests {
         let CgroupMode::V1(mounts) = &mode else {
             panic!("expected v1, got {mode:?}");
         };
-        assert_eq!(mounts.len(), 4);
+        assert_eq!(mounts.len(), 5);
         let cg = Cgroup::new(mode.clone(), "shoal", "c1").unwrap();
         assert_eq!(
             cg.paths(),
@@ -409,6 +446,7 @@ mod tests {
                 PathBuf::from("/sys/fs/cgroup/memory/shoal/c1"),
                 PathBuf::from("/sys/fs/cgroup/cpu,cpuacct/shoal/c1"),
                 PathBuf::from("/sys/fs/cgroup/pids/shoal/c1"),
+                PathBuf::from("/sys/fs/cgroup/devices/shoal/c1"),
             ]
         );
     }
@@ -428,6 +466,151 @@ mod tests {
         let mode = CgroupMode::V2(PathBuf::from("/sys/fs/cgroup"));
         assert!(Cgroup::new(mode.clone(), "../x", "c").is_err());
         assert!(Cgroup::new(mode, "shoal/tasks", "c").is_ok());
+    }
+
+    /// The first mount of `fstype` (with `option` among its super options, when given).
+    fn mount_of(fstype: &str, option: Option<&str>) -> Option<PathBuf> {
+        let text = fs::read_to_string("/proc/self/mountinfo").ok()?;
+        text.lines().find_map(|line| {
+            let (left, right) = line.split_once(" - ")?;
+            let mount = left.split_whitespace().nth(4)?;
+            let mut right = right.split_whitespace();
+            if right.next()? != fstype {
+                return None;
+            }
+            let opts = right.nth(1).unwrap_or_default();
+            if option.is_some_and(|o| !opts.split(',').any(|x| x == o)) {
+                return None;
+            }
+            Some(PathBuf::from(mount))
+        })
+    }
+
+    /// The numbers of a block device of this host (a disk or loop device), 7:0 if none is listed.
+    fn host_block_device() -> (u64, u64) {
+        fs::read_dir("/sys/dev/block")
+            .ok()
+            .and_then(|entries| {
+                entries.filter_map(|e| e.ok()).find_map(|e| {
+                    let name = e.file_name().into_string().ok()?;
+                    let (major, minor) = name.split_once(':')?;
+                    Some((major.parse().ok()?, minor.parse().ok()?))
+                })
+            })
+            .unwrap_or((7, 0))
+    }
+
+    /// Runs a shell in `cg` that opens /dev/null, makes a block node for a host disk and opens
+    /// it; returns what it printed. Also checks the node opens (or fails otherwise than EPERM)
+    /// from outside the cgroup, so the EPERM inside comes from the cgroup.
+    fn probe_from_inside(cg: &Cgroup) -> String {
+        use std::io::Write;
+        use std::process::{Command, Stdio};
+        // The node must live on a filesystem without `nodev`, or every open fails with EACCES.
+        let mut dir = tempfile::tempdir().unwrap();
+        let nodev = nix::sys::statvfs::statvfs(dir.path())
+            .unwrap()
+            .flags()
+            .contains(nix::sys::statvfs::FsFlags::ST_NODEV);
+        if nodev {
+            dir = tempfile::tempdir_in("/dev").unwrap();
+        }
+        let (major, minor) = host_block_device();
+        let script = format!(
+            "exec 2>&1; read go; \
+             if (exec 3</dev/null); then echo null:ok; fi; \
+             if mknod \"$1/disk\" b {major} {minor}; then echo mknod:ok; fi; \
+             if (exec 3<\"$1/disk\"); then echo disk:opened; fi"
+        );
+        let mut child = Command::new("sh")
+            .args(["-c", &script, "sh"])
+            .arg(dir.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let moved = cg.add_process(child.id() as i32);
+        if moved.is_err() {
+            let _ = child.kill();
+        }
+        // Only now may the shell go on: it is in the cgroup.
+        let mut stdin = child.stdin.take().unwrap();
+        let _ = stdin.write_all(b"go\n");
+        drop(stdin);
+        let output = child.wait_with_output().unwrap();
+        moved.unwrap();
+        let report = String::from_utf8_lossy(&output.stdout).to_string();
+        match fs::File::open(dir.path().join("disk")) {
+            Ok(_) => {}
+            Err(e) => assert_ne!(
+                e.raw_os_error(),
+                Some(libc::EPERM),
+                "outside the cgroup: {e}"
+            ),
+        }
+        report
+    }
+
+    fn assert_default_policy_enforced(report: &str) {
+        eprintln!("probe report: {report}");
+        assert!(report.contains("null:ok"), "{report}");
+        assert!(report.contains("mknod:ok"), "{report}");
+        assert!(!report.contains("disk:opened"), "{report}");
+        assert!(report.contains("Operation not permitted"), "{report}");
+    }
+
+    #[test]
+    fn v1_devices_controller_enforces_default_rules() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: creating cgroups needs root");
+            return;
+        }
+        let Some(mount) = mount_of("cgroup", Some("devices")) else {
+            eprintln!("skipped: no cgroup v1 devices controller is mounted on this host");
+            return;
+        };
+        let mode = CgroupMode::V1(vec![("devices".to_string(), mount)]);
+        let id = format!("shoal-devtest-{}-v1", std::process::id());
+        let cg = Cgroup::new(mode, "", &id).unwrap();
+        cg.create(&Limits::default()).unwrap();
+        let rules = devices::default_rules();
+        let result = cg.set_devices(&rules).map(|()| {
+            let list = fs::read_to_string(cg.paths()[0].join("devices.list")).unwrap();
+            (list, probe_from_inside(&cg))
+        });
+        cg.remove(Duration::from_secs(5)).unwrap();
+        let (list, report) = result.unwrap();
+        let want: Vec<String> = rules[1..].iter().map(|r| r.to_string()).collect();
+        assert_eq!(list.lines().collect::<Vec<_>>(), want);
+        assert_default_policy_enforced(&report);
+    }
+
+    #[test]
+    fn v2_device_program_enforces_default_rules() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: creating cgroups and loading eBPF programs needs root");
+            return;
+        }
+        let Some(mount) = mount_of("cgroup2", None) else {
+            eprintln!("skipped: no cgroup2 hierarchy is mounted on this host");
+            return;
+        };
+        let id = format!("shoal-devtest-{}-v2", std::process::id());
+        let cg = Cgroup::new(CgroupMode::V2(mount), "", &id).unwrap();
+        cg.create(&Limits::default()).unwrap();
+        let result = cg
+            .set_devices(&devices::default_rules())
+            .map(|()| probe_from_inside(&cg));
+        cg.remove(Duration::from_secs(5)).unwrap();
+        assert_default_policy_enforced(&result.unwrap());
+    }
+
+    #[test]
+    fn set_devices_needs_the_v1_controller() {
+        let mode = CgroupMode::V1(vec![("memory".to_string(), PathBuf::from("/nonexistent"))]);
+        let cg = Cgroup::new(mode, "shoal", "c1").unwrap();
+        let err = cg.set_devices(&devices::default_rules()).unwrap_err();
+        assert!(matches!(err, CgroupError::NoDevicesController), "{err}");
     }
 
     #[test]

@@ -8,6 +8,7 @@
 pub mod bench;
 pub mod caps;
 pub mod cgroups;
+pub mod devices;
 pub mod init;
 pub mod logs;
 pub mod namespaces;
