@@ -301,7 +301,8 @@ struct Segment<R> {
     end: u64,
 }
 
-/// Where a reader stopped in the live file; `follow` continues from there.
+/// Where a reader stopped: a file of the log, held open across renames, and an offset in it;
+/// `follow` continues from there.
 #[derive(Debug)]
 pub struct FollowFrom {
     file: File,
@@ -311,15 +312,15 @@ pub struct FollowFrom {
 
 /// Reads the last `tail` entries (`tail < 0`: all of them) of the log at `path` and its rotated
 /// files, oldest first, handing them to `emit` in chunks of at most [`MAX_CHUNK_BYTES`] of line
-/// data; `emit` returns false to stop. Blocking. Returns where the live file ended, for `follow`
-/// (`None` when there is no live file yet). Undecodable lines are skipped.
+/// data; `emit` returns false to stop. Blocking. Returns where the newest file ended, for
+/// `follow` (`None` when there is no log yet). Undecodable lines are skipped.
 pub fn read_chunks(
     path: &Path,
     tail: i64,
     mut emit: impl FnMut(Vec<LogEntry>) -> bool,
 ) -> Result<Option<FollowFrom>, LogError> {
     let mut segments = Vec::new();
-    let mut live = None;
+    let mut last = None;
     for p in files(path)? {
         let mut file = match File::open(&p) {
             Ok(f) => f,
@@ -332,17 +333,18 @@ pub fn read_chunks(
         if p == path {
             // A last line without its newline is still being written: `follow` will read it.
             end = whole_lines_end(&mut file, end).map_err(io_err(&p))?;
-            let handle = file.try_clone().map_err(io_err(&p))?;
-            live = Some(FollowFrom {
-                file: handle,
-                id: FileId::of(&meta),
-                offset: end,
-            });
         }
+        last = Some(FileId::of(&meta));
         segments.push(Segment { file, end });
     }
     read_segments(&mut segments, tail, &mut emit).map_err(io_err(path))?;
-    Ok(live)
+    // The newest file read; if a rotation left no live file for a moment, `follow` moves on from
+    // this rotated one to whatever comes after it.
+    Ok(segments.pop().zip(last).map(|(seg, id)| FollowFrom {
+        file: seg.file,
+        id,
+        offset: seg.end,
+    }))
 }
 
 /// The last `tail` entries of the log (`tail < 0`: all), collected. For small tails and tests:
@@ -1049,6 +1051,30 @@ mod tests {
         }
         assert_eq!(got, (10..next).collect::<Vec<_>>());
         assert!(rotated(&path, 5).exists());
+        fs::write(dir.path().join("exit.json"), "{}").unwrap();
+        assert!(rx.recv().await.is_none(), "follow must end after exit");
+        task.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn follow_from_a_rotated_file_moves_on_to_the_new_live_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("container.log");
+        // Caught between a rotation's rename and the new file.
+        let old: Vec<u8> = (0..3).flat_map(|i| line(i, 5)).collect();
+        fs::write(rotated(&path, 1), old).unwrap();
+        let mut seen = Vec::new();
+        let from = read_chunks(&path, -1, |c| {
+            seen.extend(stamps(&c));
+            true
+        })
+        .unwrap();
+        assert_eq!(seen, vec![0, 1, 2]);
+        let (tx, mut rx) = mpsc::channel(4);
+        let task = tokio::spawn(follow(path.clone(), from, tx));
+        let new: Vec<u8> = (3..5).flat_map(|i| line(i, 5)).collect();
+        fs::write(&path, new).unwrap();
+        assert_eq!(recv_until(&mut rx, 4).await, vec![3, 4]);
         fs::write(dir.path().join("exit.json"), "{}").unwrap();
         assert!(rx.recv().await.is_none(), "follow must end after exit");
         task.await.unwrap().unwrap();
