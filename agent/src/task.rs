@@ -446,14 +446,8 @@ pub async fn serve_logs(shared: Arc<Shared>, req: LogsRequest, out: mpsc::Sender
                 return;
             }
         }
-        let from = match reader.await {
-            Ok(Ok(from)) => from,
-            Ok(Err(e)) => {
-                let _ = sender
-                    .send(Vec::new(), false, format!("{task_id}: {e}"))
-                    .await;
-                continue;
-            }
+        let from = match reader.await.map_err(logs::LogError::from).and_then(|r| r) {
+            Ok(from) => from,
             Err(e) => {
                 let _ = sender
                     .send(Vec::new(), false, format!("{task_id}: {e}"))
