@@ -8,7 +8,6 @@ use shoal_proto::pki::{self, Trust};
 use shoal_proto::v1::dispatcher_client::DispatcherClient;
 use shoal_proto::v1::*;
 use tokio::sync::{mpsc, watch};
-use tokio_stream::wrappers::ReceiverStream;
 use tracing::{debug, info, warn};
 
 use crate::join::Joined;
@@ -28,6 +27,9 @@ pub enum SessionError {
     #[error("the manager closed the session")]
     Closed,
 }
+
+/// Log chunks waiting for the stream; when full, log requests wait (never heartbeats).
+const LOG_QUEUE: usize = 32;
 
 /// Runs sessions until shutdown, reconnecting with backoff.
 pub async fn run(
@@ -89,7 +91,10 @@ async fn session_once(
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), SessionError> {
     let channel = pki::connect_any(managers, config).await?;
+    // Two queues: control messages (registration, heartbeats, task status) and log chunks. The
+    // stream always takes control messages first, so no log consumer can hold up a heartbeat.
     let (out_tx, out_rx) = mpsc::channel::<AgentMessage>(1024);
+    let (log_tx, log_rx) = mpsc::channel::<AgentLogChunk>(LOG_QUEUE);
     out_tx
         .send(AgentMessage {
             msg: Some(agent_message::Msg::Register(AgentRegister {
@@ -99,7 +104,7 @@ async fn session_once(
         .await
         .map_err(|_| SessionError::Closed)?;
     let mut inbound = DispatcherClient::new(channel)
-        .session(ReceiverStream::new(out_rx))
+        .session(outbound(out_rx, log_rx))
         .await?
         .into_inner();
     let first = inbound.message().await?.ok_or(SessionError::Closed)?;
@@ -127,7 +132,9 @@ async fn session_once(
             })
             .await;
     }
-    let mut heartbeat = tokio::time::interval(period / 2);
+    // Its own task: whatever the loop below awaits (network views, a full status queue) cannot
+    // delay a heartbeat.
+    let _heartbeats = AbortOnDrop(tokio::spawn(heartbeats(out_tx.clone(), period / 2)));
     loop {
         tokio::select! {
             msg = inbound.message() => {
@@ -147,7 +154,7 @@ async fn session_once(
                         worker.assign(a.tasks);
                     }
                     Some(manager_message::Msg::Logs(req)) => {
-                        worker.logs(req, out_tx.clone());
+                        worker.logs(req, log_tx.clone());
                     }
                     Some(manager_message::Msg::CancelLogs(c)) => worker.cancel_logs(c.request_id),
                     Some(manager_message::Msg::Promote(p)) => {
@@ -178,13 +185,136 @@ async fn session_once(
                     .await
                     .map_err(|_| SessionError::Closed)?;
             }
-            _ = heartbeat.tick() => {
-                out_tx
-                    .send(AgentMessage { msg: Some(agent_message::Msg::Heartbeat(AgentHeartbeat {})) })
-                    .await
-                    .map_err(|_| SessionError::Closed)?;
-            }
             _ = shutdown.changed() => return Ok(()),
         }
+    }
+}
+
+/// Aborts a task when dropped (the session it belongs to has ended).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Sends a heartbeat every `every` until the session's control queue closes.
+async fn heartbeats(out: mpsc::Sender<AgentMessage>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        let beat = AgentMessage {
+            msg: Some(agent_message::Msg::Heartbeat(AgentHeartbeat {})),
+        };
+        if out.send(beat).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The session's outgoing stream: every control message that is ready goes before any log
+/// chunk. It ends when the control queue closes (the session is over); log chunks still queued
+/// then are dropped, which ends their requests.
+fn outbound(
+    control: mpsc::Receiver<AgentMessage>,
+    logs: mpsc::Receiver<AgentLogChunk>,
+) -> impl futures::Stream<Item = AgentMessage> + Send + 'static {
+    futures::stream::unfold(
+        (control, Some(logs)),
+        |(mut control, mut logs)| async move {
+            loop {
+                let msg = match logs.as_mut() {
+                    Some(l) => tokio::select! {
+                        biased;
+                        m = control.recv() => m?,
+                        c = l.recv() => match c {
+                            Some(c) => AgentMessage { msg: Some(agent_message::Msg::Logs(c)) },
+                            None => {
+                                logs = None;
+                                continue;
+                            }
+                        },
+                    },
+                    None => control.recv().await?,
+                };
+                return Some((msg, (control, logs)));
+            }
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::StreamExt;
+
+    fn is_heartbeat(m: &AgentMessage) -> bool {
+        matches!(m.msg, Some(agent_message::Msg::Heartbeat(_)))
+    }
+
+    #[tokio::test]
+    async fn control_messages_go_before_queued_log_chunks() {
+        let (ctl_tx, ctl_rx) = mpsc::channel(4);
+        let (log_tx, log_rx) = mpsc::channel(2);
+        for id in [1, 2] {
+            log_tx
+                .try_send(AgentLogChunk {
+                    request_id: id,
+                    ..Default::default()
+                })
+                .unwrap();
+        }
+        // The log queue is full: a log request trying to send more waits, nothing else does.
+        assert!(log_tx.try_send(AgentLogChunk::default()).is_err());
+        ctl_tx
+            .try_send(AgentMessage {
+                msg: Some(agent_message::Msg::Heartbeat(AgentHeartbeat {})),
+            })
+            .unwrap();
+        let mut out = Box::pin(outbound(ctl_rx, log_rx));
+        assert!(is_heartbeat(&out.next().await.unwrap()));
+        assert!(matches!(
+            out.next().await.unwrap().msg,
+            Some(agent_message::Msg::Logs(AgentLogChunk {
+                request_id: 1,
+                ..
+            }))
+        ));
+        // Closing the control queue ends the stream even with log chunks left.
+        drop(ctl_tx);
+        assert!(out.next().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn heartbeats_keep_their_period_while_a_log_request_is_stuck() {
+        let (ctl_tx, ctl_rx) = mpsc::channel(16);
+        let (log_tx, log_rx) = mpsc::channel(1);
+        let _beats = AbortOnDrop(tokio::spawn(heartbeats(ctl_tx, Duration::from_millis(50))));
+        // A log request producing without end: the queue stays full the whole time.
+        let _producer = AbortOnDrop(tokio::spawn(async move {
+            while log_tx.send(AgentLogChunk::default()).await.is_ok() {}
+        }));
+        let mut out = Box::pin(outbound(ctl_rx, log_rx));
+        let started = tokio::time::Instant::now();
+        let mut beats = 0;
+        let mut chunks = 0;
+        let deadline = Duration::from_secs(5);
+        while beats < 5 {
+            let msg = tokio::time::timeout_at(started + deadline, out.next())
+                .await
+                .expect("five heartbeats within the deadline")
+                .unwrap();
+            if is_heartbeat(&msg) {
+                beats += 1;
+            } else {
+                chunks += 1;
+            }
+        }
+        assert!(chunks > 0, "logs flow too");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "heartbeats were held up"
+        );
     }
 }

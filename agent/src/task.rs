@@ -321,15 +321,23 @@ async fn release_network(shared: &Shared, id: &str) {
     }
 }
 
-/// Stops (if needed) and deletes a task's container and network attachment.
-pub async fn destroy(shared: &Shared, id: &str, grace: Duration) {
+/// Stops (if needed) and deletes a task's container and network attachment. Deleting kills,
+/// waits for the shim, unmounts and removes cgroups, which can take seconds: it runs on the
+/// blocking pool, never on an async worker.
+pub async fn destroy(shared: &Arc<Shared>, id: &str, grace: Duration) {
     if let Ok(ContainerStatus::Running { .. }) = shared.runtime.status(id) {
         if let Err(e) = shared.runtime.stop(id, grace).await {
             warn!(task.id = %id, error = %e, "stop failed");
         }
     }
-    if let Err(e) = shared.runtime.delete(id) {
-        warn!(task.id = %id, error = %e, "delete failed");
+    let deleting = {
+        let (shared, id) = (shared.clone(), id.to_string());
+        tokio::task::spawn_blocking(move || shared.runtime.delete(&id))
+    };
+    match deleting.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => warn!(task.id = %id, error = %e, "delete failed"),
+        Err(e) => warn!(task.id = %id, error = %e, "delete task failed"),
     }
     if let Some(net) = &shared.network {
         if let Err(e) = net.detach(id).await {
@@ -351,76 +359,183 @@ fn to_line(task_id: &str, e: logs::LogEntry) -> LogLine {
     }
 }
 
-/// Serves one log request for the tasks of it this node has.
-pub async fn serve_logs(shared: Arc<Shared>, req: LogsRequest, out: mpsc::Sender<AgentMessage>) {
-    let send = |lines: Vec<LogLine>, eof: bool, error: String| {
-        let out = out.clone();
-        async move {
-            out.send(AgentMessage {
-                msg: Some(agent_message::Msg::Logs(AgentLogChunk {
-                    request_id: req.request_id,
-                    lines,
-                    eof,
-                    error,
-                })),
-            })
-            .await
-            .is_ok()
-        }
+/// Log lines gathered up to [`logs::MAX_CHUNK_BYTES`] of encoded size, so every
+/// `AgentLogChunk` (and the manager's response made of it) stays far below gRPC's 4 MiB limit.
+#[derive(Debug, Default)]
+struct LineBatch {
+    lines: Vec<LogLine>,
+    bytes: usize,
+}
+
+impl LineBatch {
+    /// Adds a line; returns the full batch when this line would not fit (it starts the next).
+    fn push(&mut self, line: LogLine) -> Option<Vec<LogLine>> {
+        // The line's bytes plus its field tag and length prefix in the chunk.
+        let size = prost::Message::encoded_len(&line) + 8;
+        let full = if !self.lines.is_empty() && self.bytes + size > logs::MAX_CHUNK_BYTES {
+            self.bytes = 0;
+            Some(std::mem::take(&mut self.lines))
+        } else {
+            None
+        };
+        self.bytes += size;
+        self.lines.push(line);
+        full
+    }
+
+    /// What is gathered, if anything.
+    fn take(&mut self) -> Option<Vec<LogLine>> {
+        self.bytes = 0;
+        Some(std::mem::take(&mut self.lines)).filter(|l| !l.is_empty())
+    }
+}
+
+/// Sends chunks of one log request on the session's log queue. A slow queue holds up this
+/// request only: heartbeats and task status go on their own queue.
+struct LogSender {
+    request_id: u64,
+    out: mpsc::Sender<AgentLogChunk>,
+}
+
+impl LogSender {
+    /// False once the session is gone.
+    async fn send(&self, lines: Vec<LogLine>, eof: bool, error: String) -> bool {
+        let chunk = AgentLogChunk {
+            request_id: self.request_id,
+            lines,
+            eof,
+            error,
+        };
+        self.out.send(chunk).await.is_ok()
+    }
+}
+
+/// Serves one log request for the tasks of it this node has: each task's tail (read on the
+/// blocking pool, chunk by chunk), then, when following, new lines as they are written.
+pub async fn serve_logs(shared: Arc<Shared>, req: LogsRequest, out: mpsc::Sender<AgentLogChunk>) {
+    let sender = LogSender {
+        request_id: req.request_id,
+        out,
     };
-    let (tx, mut rx) = mpsc::channel::<(String, logs::LogEntry)>(1024);
-    let mut followers = Vec::new();
+    let (tx, mut rx) = mpsc::channel::<(String, Vec<logs::LogEntry>)>(16);
+    // Dropped (so aborted) with this request, e.g. when the manager cancels it.
+    let mut followers = tokio::task::JoinSet::new();
     for task_id in &req.task_ids {
-        let path = shared.runtime.log_path(task_id);
-        if !path.exists() {
+        if let Err(e) = crate::runtime::validate_id(task_id) {
+            let _ = sender.send(Vec::new(), false, e.to_string()).await;
             continue;
         }
-        let offset = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-        match logs::read_tail(&path, req.tail) {
-            Ok(entries) => {
-                for chunk in entries.chunks(500) {
-                    let lines = chunk.iter().cloned().map(|e| to_line(task_id, e)).collect();
-                    if !send(lines, false, String::new()).await {
+        let path = shared.runtime.log_path(task_id);
+        let (chunk_tx, mut chunk_rx) = mpsc::channel::<Vec<logs::LogEntry>>(2);
+        let reader = tokio::task::spawn_blocking({
+            let (path, tail) = (path.clone(), req.tail);
+            move || logs::read_chunks(&path, tail, |c| chunk_tx.blocking_send(c).is_ok())
+        });
+        let mut batch = LineBatch::default();
+        while let Some(entries) = chunk_rx.recv().await {
+            for e in entries {
+                if let Some(lines) = batch.push(to_line(task_id, e)) {
+                    if !sender.send(lines, false, String::new()).await {
                         return;
                     }
                 }
             }
-            Err(e) => {
-                let _ = send(Vec::new(), false, format!("{task_id}: {e}")).await;
+        }
+        if let Some(lines) = batch.take() {
+            if !sender.send(lines, false, String::new()).await {
+                return;
             }
         }
+        let from = match reader.await.map_err(logs::LogError::from).and_then(|r| r) {
+            Ok(from) => from,
+            Err(e) => {
+                let _ = sender
+                    .send(Vec::new(), false, format!("{task_id}: {e}"))
+                    .await;
+                continue;
+            }
+        };
         if req.follow {
-            let (etx, mut erx) = mpsc::channel(256);
-            let tx = tx.clone();
-            let tid = task_id.clone();
-            followers.push(tokio::spawn(async move {
-                let fwd = tokio::spawn(async move {
-                    while let Some(e) = erx.recv().await {
-                        if tx.send((tid.clone(), e)).await.is_err() {
+            let (entries_tx, mut entries_rx) = mpsc::channel(4);
+            let (tx, tid) = (tx.clone(), task_id.clone());
+            followers.spawn(async move {
+                let forward = async {
+                    while let Some(entries) = entries_rx.recv().await {
+                        if tx.send((tid.clone(), entries)).await.is_err() {
                             return;
                         }
                     }
-                });
-                logs::follow(&path, offset, etx).await;
-                let _ = fwd.await;
-            }));
+                };
+                let (followed, ()) = tokio::join!(logs::follow(path, from, entries_tx), forward);
+                if let Err(e) = followed {
+                    warn!(task.id = %tid, error = %e, "following the log failed");
+                }
+            });
         }
     }
     drop(tx);
-    while let Some((task_id, e)) = rx.recv().await {
-        let mut lines = vec![to_line(&task_id, e)];
-        while let Ok((t, e)) = rx.try_recv() {
-            lines.push(to_line(&t, e));
-            if lines.len() >= 500 {
+    let mut batch = LineBatch::default();
+    while let Some((task_id, entries)) = rx.recv().await {
+        let mut full = Vec::new();
+        for e in entries {
+            full.extend(batch.push(to_line(&task_id, e)));
+        }
+        // Whatever else is ready goes out together; nothing waits for more.
+        while full.is_empty() {
+            let Ok((task_id, entries)) = rx.try_recv() else {
                 break;
+            };
+            for e in entries {
+                full.extend(batch.push(to_line(&task_id, e)));
             }
         }
-        if !send(lines, false, String::new()).await {
-            for f in followers {
-                f.abort();
+        full.extend(batch.take());
+        for lines in full {
+            if !sender.send(lines, false, String::new()).await {
+                return;
             }
-            return;
         }
     }
-    let _ = send(Vec::new(), true, String::new()).await;
+    let _ = sender.send(Vec::new(), true, String::new()).await;
+}
+
+#[cfg(test)]
+mod logs_tests {
+    use super::*;
+
+    #[test]
+    fn batches_of_500_lines_of_16_kib_stay_under_a_mebibyte() {
+        let mut batch = LineBatch::default();
+        let mut chunks = Vec::new();
+        for i in 0..500 {
+            let entry = logs::LogEntry {
+                timestamp_ns: i,
+                stream: "stdout".into(),
+                data: vec![b'x'; logs::MAX_LINE],
+            };
+            chunks.extend(batch.push(to_line("task1", entry)));
+        }
+        chunks.extend(batch.take());
+        assert!(batch.take().is_none());
+        assert!(chunks.len() >= 8, "{} chunks", chunks.len());
+        let mut n = 0;
+        for lines in chunks {
+            n += lines.len();
+            let chunk = AgentLogChunk {
+                request_id: 1,
+                lines,
+                eof: false,
+                error: String::new(),
+            };
+            let msg = AgentMessage {
+                msg: Some(agent_message::Msg::Logs(chunk)),
+            };
+            let size = prost::Message::encoded_len(&msg);
+            assert!(
+                size <= logs::MAX_CHUNK_BYTES + 64,
+                "message of {size} bytes"
+            );
+        }
+        assert_eq!(n, 500);
+    }
 }

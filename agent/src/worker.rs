@@ -201,25 +201,37 @@ impl Worker {
     }
 
     /// Removes containers left from tasks the cluster no longer has (e.g. removed while we were
-    /// down).
+    /// down). Listing reads every container's records and /proc: it runs on the blocking pool.
     fn collect_orphans(&self, wanted: &std::collections::HashSet<String>) {
-        let list = match self.shared.runtime.list() {
-            Ok(l) => l,
-            Err(e) => {
-                warn!(error = %e, "cannot list containers");
-                return;
+        let shared = self.shared.clone();
+        let wanted = wanted.clone();
+        tokio::spawn(async move {
+            let listing = {
+                let shared = shared.clone();
+                tokio::task::spawn_blocking(move || shared.runtime.list()).await
+            };
+            let list = match listing {
+                Ok(Ok(l)) => l,
+                Ok(Err(e)) => {
+                    warn!(error = %e, "cannot list containers");
+                    return;
+                }
+                Err(e) => {
+                    warn!(error = %e, "listing containers failed");
+                    return;
+                }
+            };
+            for (id, _) in list {
+                if wanted.contains(&id) {
+                    continue;
+                }
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    info!(task.id = %id, "removing container of a task no longer assigned here");
+                    crate::task::destroy(&shared, &id, Duration::from_secs(10)).await;
+                });
             }
-        };
-        for (id, _) in list {
-            if wanted.contains(&id) {
-                continue;
-            }
-            let shared = self.shared.clone();
-            tokio::spawn(async move {
-                info!(task.id = %id, "removing container of a task no longer assigned here");
-                crate::task::destroy(&shared, &id, Duration::from_secs(10)).await;
-            });
-        }
+        });
     }
 
     /// Stops and removes every container on this node (the node left the cluster).
@@ -228,7 +240,14 @@ impl Worker {
         for (_, h) in lock(&self.tasks).iter() {
             let _ = h.remove.send(true);
         }
-        let list = self.shared.runtime.list().unwrap_or_default();
+        let list = {
+            let shared = self.shared.clone();
+            tokio::task::spawn_blocking(move || shared.runtime.list())
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .unwrap_or_default()
+        };
         for (id, _) in list {
             if !handles.contains(&id) {
                 crate::task::destroy(&self.shared, &id, Duration::from_secs(10)).await;
@@ -241,16 +260,20 @@ impl Worker {
         }
     }
 
-    /// Serves a log request: the tail of each task's log, then (when following) new lines.
-    pub fn logs(&self, req: LogsRequest, out: mpsc::Sender<AgentMessage>) {
+    /// Serves a log request: the tail of each task's log, then (when following) new lines, as
+    /// chunks on the session's log queue (`out`), never on the queue of heartbeats and status.
+    pub fn logs(&self, req: LogsRequest, out: mpsc::Sender<AgentLogChunk>) {
         let shared = self.shared.clone();
         let request_id = req.request_id;
         let requests = self.log_requests.clone();
+        // Held while spawning: a request that ends at once must not remove itself before it is
+        // inserted (its entry would then stay forever).
+        let mut map = lock(&self.log_requests);
         let handle = tokio::spawn(async move {
             crate::task::serve_logs(shared, req, out).await;
             lock(&requests).remove(&request_id);
         });
-        lock(&self.log_requests).insert(request_id, handle);
+        map.insert(request_id, handle);
     }
 
     /// Stops a following log request.

@@ -5,8 +5,7 @@
 //! cgroup, reports `ok <pid>` or `err <message>` on the ready fd, then copies the container's
 //! stdout/stderr into `container.log` and records `exit.json` when the init exits.
 
-use std::fs::{self, OpenOptions};
-use std::io::Write;
+use std::fs;
 use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -21,11 +20,11 @@ use nix::unistd::{fork, pipe2, ForkResult, Pid};
 
 use super::cgroups::{self, Cgroup, CgroupError, Limits};
 use super::init::{self, InitFds};
-use super::logs::{self, LineSplitter};
+use super::logs::{self, LineSplitter, RotatingWriter};
 use super::namespaces;
 use super::process;
 use super::state::{read_json, write_json, ContainerDir, ContainerState, ExitState, StateError};
-use super::ContainerConfig;
+use super::{ContainerConfig, LogConfig};
 
 /// How long the shim keeps reading the pipes after the init exited (other holders of the pipes are
 /// killed with the pid namespace, so this is only a safety net).
@@ -218,7 +217,7 @@ fn run(args: &ShimArgs, ready: &mut Option<OwnedFd>) -> Result<i32, ShimError> {
     // Closing it tells the agent the report is complete.
     drop(ready.take());
 
-    let code = supervise(&dir, pid, &pidfd, stdout, stderr);
+    let code = supervise(&dir, cfg.log, pid, &pidfd, stdout, stderr);
     let exit = ExitState {
         code,
         finished_at: shoal_proto::now_ns(),
@@ -319,23 +318,21 @@ struct Stream {
     lines: LineSplitter,
 }
 
-/// Copies the pipes into the log until the init has exited and the pipes are drained; reaps every
-/// child (the shim is the subreaper). Returns the init's exit code.
+/// Copies the pipes into the log (rotated as `log_config` says) until the init has exited and the
+/// pipes are drained; reaps every child (the shim is the subreaper). Returns the init's exit code.
 fn supervise(
     dir: &ContainerDir,
+    log_config: LogConfig,
     pid: Pid,
     pidfd: &OwnedFd,
     stdout: OwnedFd,
     stderr: OwnedFd,
 ) -> i32 {
     let log_path = dir.log();
-    let mut log = match OpenOptions::new().create(true).append(true).open(&log_path) {
-        Ok(f) => Some(f),
+    let mut log = match RotatingWriter::open(&log_path, log_config) {
+        Ok(w) => Some(w),
         Err(e) => {
-            eprintln!(
-                "shoal shim: open {}: {e}; container output is dropped",
-                log_path.display()
-            );
+            eprintln!("shoal shim: {e}; container output is dropped");
             None
         }
     };
@@ -424,9 +421,9 @@ fn supervise(
                 Err(_) => {}
             }
         }
-        if let (Some(file), false) = (log.as_mut(), batch.is_empty()) {
-            if let Err(e) = file.write_all(&batch) {
-                eprintln!("shoal shim: write {}: {e}", log_path.display());
+        if let (Some(log), false) = (log.as_mut(), batch.is_empty()) {
+            if let Err(e) = log.write_lines(&batch) {
+                eprintln!("shoal shim: write log: {e}");
             }
         }
 
@@ -449,8 +446,8 @@ fn supervise(
             .lines
             .finish(|l| batch.extend(logs::encode(now, name, l)));
     }
-    if let (Some(file), false) = (log.as_mut(), batch.is_empty()) {
-        let _ = file.write_all(&batch);
+    if let (Some(log), false) = (log.as_mut(), batch.is_empty()) {
+        let _ = log.write_lines(&batch);
     }
     reap_children(pid, &mut code);
     code.unwrap_or(255)
