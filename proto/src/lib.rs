@@ -9,6 +9,7 @@ pub mod v1 {
 pub mod config;
 pub mod host;
 pub mod pki;
+pub mod seccomp;
 pub mod spec;
 pub mod state;
 pub mod token;
