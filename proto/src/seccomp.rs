@@ -41,7 +41,7 @@ pub const KNOWN_ARCHES: &[&str] = &[
 ];
 
 /// A seccomp profile: a default action and the rules that override it for some syscalls.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Profile {
     /// What happens to a syscall no rule matches.
@@ -76,7 +76,7 @@ pub struct Profile {
 }
 
 /// A native architecture and the sub-architectures a filter for it also covers (x86_64: x86, x32).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ArchMap {
     /// `SCMP_ARCH_*` of the native architecture.
@@ -87,7 +87,7 @@ pub struct ArchMap {
 }
 
 /// One rule: an action for some syscalls, maybe only for some arguments, hosts or capability sets.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Syscall {
     /// Syscall names; names this machine does not know are skipped.
@@ -120,7 +120,7 @@ pub struct Syscall {
 }
 
 /// A comparison of one syscall argument.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Arg {
     /// Which argument, 0 to 5.
@@ -136,7 +136,7 @@ pub struct Arg {
 }
 
 /// Host and container properties a rule depends on (`includes` / `excludes`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Condition {
     /// Capability names (`CAP_SYS_ADMIN`).
