@@ -10,6 +10,7 @@ pub mod config;
 pub mod host;
 pub mod pki;
 pub mod security;
+pub mod seccomp;
 pub mod spec;
 pub mod state;
 pub mod token;

@@ -14,6 +14,7 @@ pub mod logs;
 pub mod namespaces;
 pub mod process;
 pub mod rootfs;
+pub mod seccomp;
 pub mod shim;
 pub mod state;
 
