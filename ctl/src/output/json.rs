@@ -5,10 +5,12 @@
 //! that are empty or zero are left out, except the ones scripts usually read (Image, Mode,
 //! RestartPolicy, Labels).
 
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
 use serde_json::{json, Map, Value};
 use shoal_proto::spec::{endpoint_mode, port_protocol, port_publish_mode};
 use shoal_proto::v1::{
-    EndpointSpec, Network, Node, NodeRole, PortConfig, Resources, Service, ServiceMode,
+    EndpointSpec, Network, Node, NodeRole, PortConfig, Privileges, Resources, Service, ServiceMode,
 };
 
 use super::{availability_name, node_state_name, restart_condition_name, rfc3339};
@@ -83,6 +85,20 @@ fn endpoint_spec(ep: &EndpointSpec) -> Value {
     Value::Object(m)
 }
 
+/// Docker's Privileges: `{Seccomp: {Mode, Profile}, NoNewPrivileges}`; the profile's bytes in
+/// base64, as Go marshals a `[]byte`.
+fn privileges(p: &Privileges) -> Value {
+    let mut m = Map::new();
+    if let Some(sc) = &p.seccomp {
+        let mut seccomp = Map::new();
+        put(&mut seccomp, "Mode", json!(sc.mode));
+        put(&mut seccomp, "Profile", json!(BASE64.encode(&sc.profile)));
+        put(&mut m, "Seccomp", Value::Object(seccomp));
+    }
+    put(&mut m, "NoNewPrivileges", json!(p.no_new_privileges));
+    Value::Object(m)
+}
+
 /// `docker service inspect` document of one service.
 pub fn service(svc: &Service) -> Value {
     let meta = svc.meta.unwrap_or_default();
@@ -103,6 +119,32 @@ pub fn service(svc: &Service) -> Value {
         "StopGracePeriod",
         json!(c.stop_grace_period_ns),
     );
+    put(&mut container, "Groups", json!(c.groups));
+    if let Some(p) = &c.privileges {
+        put(&mut container, "Privileges", privileges(p));
+    }
+    put(&mut container, "CapabilityAdd", json!(c.capability_add));
+    put(&mut container, "CapabilityDrop", json!(c.capability_drop));
+    put(&mut container, "Privileged", json!(c.privileged));
+    let devices: Vec<Value> = c
+        .devices
+        .iter()
+        .map(|d| {
+            json!({"PathOnHost": d.path_on_host, "PathInContainer": d.path_in_container,
+                   "CgroupPermissions": d.cgroup_permissions})
+        })
+        .collect();
+    put(&mut container, "Devices", json!(devices));
+    put(&mut container, "ReadOnly", json!(c.read_only));
+    let ulimits: Vec<Value> = c
+        .ulimits
+        .iter()
+        .map(|u| json!({"Name": u.name, "Soft": u.soft, "Hard": u.hard}))
+        .collect();
+    put(&mut container, "Ulimits", json!(ulimits));
+    put(&mut container, "Sysctls", labels(&c.sysctls));
+    put(&mut container, "Init", json!(c.init));
+    put(&mut container, "StopSignal", json!(c.stop_signal));
 
     let res = task.resources.unwrap_or_default();
     let mut resources_doc = Map::new();
@@ -167,6 +209,12 @@ pub fn service(svc: &Service) -> Value {
         })
         .collect();
     put(&mut template, "Networks", json!(networks));
+    if let Some(d) = &task.log_driver {
+        let mut m = Map::new();
+        m.insert("Name".into(), json!(d.name));
+        put(&mut m, "Options", labels(&d.options));
+        template.insert("LogDriver".into(), Value::Object(m));
+    }
 
     let mut doc = json!({
         "ID": svc.id,
@@ -364,6 +412,7 @@ mod tests {
                         ..Default::default()
                     }),
                     networks: Vec::new(),
+                    log_driver: None,
                 }),
                 ..Default::default()
             }),
