@@ -947,16 +947,17 @@ pub fn parse_capability_update(s: &str) -> Result<String, String> {
 pub fn parse_device(s: &str) -> Result<DeviceMapping, String> {
     let parts: Vec<&str> = s.split(':').collect();
     let is_perms = |p: &str| spec::validate_device_permissions(p).is_ok();
-    let (host, container, perms) =
-        match parts[..] {
-            [host] => (host, host, "rwm"),
-            [host, second] if is_perms(second) => (host, host, second),
-            [host, container] => (host, container, "rwm"),
-            [host, container, perms] => (host, container, perms),
-            _ => return Err(format!(
+    let (host, container, perms) = match parts[..] {
+        [host] => (host, host, "rwm"),
+        [host, second] if is_perms(second) => (host, host, second),
+        [host, container] => (host, container, "rwm"),
+        [host, container, perms] => (host, container, perms),
+        _ => {
+            return Err(format!(
                 "{s:?} is not HOST[:CONTAINER[:PERMS]] (e.g. /dev/fuse or /dev/sda:/dev/xvda:r)"
-            )),
-        };
+            ))
+        }
+    };
     for (what, path) in [("host", host), ("container", container)] {
         if !path.starts_with('/') {
             return Err(format!(
@@ -1320,6 +1321,258 @@ mod tests {
         assert_eq!(cli.format, Format::Json);
         let cli = parse(&["--format", "json", "node", "ls"]).expect("parses");
         assert_eq!(cli.format, Format::Json);
+    }
+
+    fn create(args: &[&str]) -> CreateArgs {
+        let mut all = vec!["service", "create", "--name", "x"];
+        all.extend_from_slice(args);
+        all.push("busybox");
+        match parse(&all).expect("parses").command {
+            Command::Service(ServiceCommand::Create(a)) => *a,
+            _ => panic!("not create"),
+        }
+    }
+
+    fn update(args: &[&str]) -> UpdateArgs {
+        let mut all = vec!["service", "update"];
+        all.extend_from_slice(args);
+        all.push("web");
+        match parse(&all).expect("parses").command {
+            Command::Service(ServiceCommand::Update(a)) => *a,
+            _ => panic!("not update"),
+        }
+    }
+
+    #[test]
+    fn confinement_flags_of_create() {
+        let a = create(&[
+            "--cap-add",
+            "net_admin",
+            "--cap-add",
+            "ALL",
+            "--cap-drop",
+            "CAP_MKNOD",
+            "--privileged",
+            "--device",
+            "/dev/fuse",
+            "--device",
+            "/dev/sda:/dev/xvda:r",
+            "--device",
+            "/dev/sdb:rw",
+            "--security-opt",
+            "no-new-privileges",
+            "--security-opt",
+            "seccomp=unconfined",
+            "--read-only",
+            "-u",
+            "1000:1000",
+            "--group-add",
+            "audio",
+            "--ulimit",
+            "nofile=1024:2048",
+            "--sysctl",
+            "net.core.somaxconn=1024",
+            "--init",
+            "--hostname",
+            "h1",
+            "-w",
+            "/srv",
+            "--entrypoint",
+            "/bin/sh -c 'echo hi'",
+            "--stop-signal",
+            "SIGQUIT",
+            "--log-driver",
+            "json-file",
+            "--log-opt",
+            "max-size=1m",
+            "--log-opt",
+            "max-file=2",
+        ]);
+        assert_eq!(a.cap_add, vec!["CAP_NET_ADMIN", "ALL"]);
+        assert_eq!(a.cap_drop, vec!["CAP_MKNOD"]);
+        assert!(a.privileged && a.read_only && a.init);
+        let dev = |h: &str, c: &str, p: &str| DeviceMapping {
+            path_on_host: h.into(),
+            path_in_container: c.into(),
+            cgroup_permissions: p.into(),
+        };
+        assert_eq!(
+            a.device,
+            vec![
+                dev("/dev/fuse", "/dev/fuse", "rwm"),
+                dev("/dev/sda", "/dev/xvda", "r"),
+                dev("/dev/sdb", "/dev/sdb", "rw"),
+            ]
+        );
+        assert_eq!(
+            a.security_opt,
+            vec![
+                SecurityOpt::NoNewPrivileges(true),
+                SecurityOpt::SeccompUnconfined
+            ]
+        );
+        assert_eq!(a.user.as_deref(), Some("1000:1000"));
+        assert_eq!(a.group_add, vec!["audio"]);
+        assert_eq!(
+            a.ulimit,
+            vec![Ulimit {
+                name: "nofile".into(),
+                soft: 1024,
+                hard: 2048
+            }]
+        );
+        assert_eq!(a.sysctl, vec![("net.core.somaxconn".into(), "1024".into())]);
+        assert_eq!(a.hostname.as_deref(), Some("h1"));
+        assert_eq!(a.workdir.as_deref(), Some("/srv"));
+        assert_eq!(
+            a.entrypoint,
+            Some(Entrypoint(vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                "echo hi".into()
+            ]))
+        );
+        assert_eq!(a.stop_signal.as_deref(), Some("SIGQUIT"));
+        assert_eq!(a.log_driver.as_deref(), Some("json-file"));
+        assert_eq!(a.log_opt.len(), 2);
+
+        let plain = create(&[]);
+        assert!(!plain.privileged && !plain.read_only && !plain.init);
+        assert!(plain.entrypoint.is_none() && plain.security_opt.is_empty());
+        let off = create(&["--privileged=false", "--read-only=true", "--init=false"]);
+        assert!(!off.privileged && off.read_only && !off.init);
+    }
+
+    #[test]
+    fn confinement_flags_of_update() {
+        let a = update(&[
+            "--cap-add",
+            "RESET",
+            "--cap-add",
+            "sys_time",
+            "--cap-drop",
+            "net_raw",
+            "--privileged",
+            "--read-only=false",
+            "--init=true",
+            "--device",
+            "/dev/fuse",
+            "--device-add",
+            "/dev/kvm",
+            "--device-rm",
+            "/dev/sda",
+            "--security-opt",
+            "no-new-privileges=false",
+            "--security-opt",
+            "seccomp=/tmp/p.json",
+            "--user",
+            "",
+            "--group-add",
+            "video",
+            "--group-rm",
+            "audio",
+            "--ulimit",
+            "core=0",
+            "--ulimit-add",
+            "nproc=-1",
+            "--ulimit-rm",
+            "nofile",
+            "--sysctl",
+            "net.ipv4.ip_forward=1",
+            "--sysctl-add",
+            "kernel.shmmax=1",
+            "--sysctl-rm",
+            "net.core.somaxconn",
+            "--hostname",
+            "",
+            "--workdir",
+            "/app",
+            "--entrypoint",
+            "",
+            "--stop-signal",
+            "",
+            "--log-opt",
+            "max-file=5",
+        ]);
+        assert_eq!(a.cap_add, vec!["RESET", "CAP_SYS_TIME"]);
+        assert_eq!(a.cap_drop, vec!["CAP_NET_RAW"]);
+        assert_eq!(
+            (a.privileged, a.read_only, a.init),
+            (Some(true), Some(false), Some(true))
+        );
+        assert_eq!(a.device_add.len(), 2);
+        assert_eq!(a.device_rm, vec!["/dev/sda"]);
+        assert_eq!(
+            a.security_opt,
+            vec![
+                SecurityOpt::NoNewPrivileges(false),
+                SecurityOpt::SeccompProfile(PathBuf::from("/tmp/p.json"))
+            ]
+        );
+        assert_eq!(a.user.as_deref(), Some(""));
+        assert_eq!(a.ulimit_add.len(), 2);
+        assert_eq!(a.ulimit_rm, vec!["nofile"]);
+        assert_eq!(a.sysctl_add.len(), 2);
+        assert_eq!(a.entrypoint, Some(Entrypoint(Vec::new())));
+        assert_eq!(a.stop_signal.as_deref(), Some(""));
+        assert!(!a.changes_nothing());
+        // a bare optional bool does not swallow the service name
+        let a = update(&["--privileged"]);
+        assert_eq!(a.privileged, Some(true));
+        assert!(!a.changes_nothing());
+        for flag in [
+            "--init",
+            "--read-only",
+            "--hostname=h",
+            "--cap-drop=ALL",
+            "--log-driver=json-file",
+        ] {
+            assert!(!update(&[flag]).changes_nothing(), "{flag}");
+        }
+    }
+
+    #[test]
+    fn confinement_value_parsers() {
+        assert_eq!(parse_capability("cap_chown"), Ok("CAP_CHOWN".into()));
+        assert_eq!(parse_capability("all"), Ok("ALL".into()));
+        assert!(parse_capability("RESET").is_err());
+        assert_eq!(parse_capability_update("reset"), Ok("RESET".into()));
+        assert_eq!(
+            parse_security_opt("no-new-privileges:true"),
+            Ok(SecurityOpt::NoNewPrivileges(true))
+        );
+        assert_eq!(
+            parse_security_opt("seccomp=default"),
+            Ok(SecurityOpt::SeccompDefault)
+        );
+        assert_eq!(
+            parse_security_opt("seccomp:unconfined"),
+            Ok(SecurityOpt::SeccompUnconfined)
+        );
+        assert_eq!(
+            parse_device("/dev/sda:/dev/xvda"),
+            Ok(DeviceMapping {
+                path_on_host: "/dev/sda".into(),
+                path_in_container: "/dev/xvda".into(),
+                cgroup_permissions: "rwm".into(),
+            })
+        );
+        assert_eq!(parse_ulimit("nproc=-1").map(|u| u.hard), Ok(-1));
+        assert_eq!(parse_stop_signal("9"), Ok("9".into()));
+        assert_eq!(parse_stop_signal_or_reset(""), Ok(String::new()));
+        assert_eq!(
+            parse_log_opt("max-size=10M"),
+            Ok(("max-size".into(), "10M".into()))
+        );
+        assert_eq!(
+            parse_entrypoint(r#"python -m "http.server" 8000"#),
+            Ok(Entrypoint(vec![
+                "python".into(),
+                "-m".into(),
+                "http.server".into(),
+                "8000".into()
+            ]))
+        );
     }
 
     #[test]

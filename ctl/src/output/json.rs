@@ -450,6 +450,115 @@ mod tests {
     }
 
     #[test]
+    fn confinement_fields_use_dockers_names() {
+        use shoal_proto::v1::{DeviceMapping, Driver, SeccompOpts, Ulimit};
+        let mut s = svc();
+        if let Some(t) = s.spec.as_mut().and_then(|x| x.task.as_mut()) {
+            t.log_driver = Some(Driver {
+                name: "json-file".into(),
+                options: [("max-size".to_string(), "1m".to_string())].into(),
+            });
+            if let Some(c) = t.container.as_mut() {
+                c.command = vec!["/bin/sh".into(), "-c".into()];
+                c.dir = "/srv".into();
+                c.user = "1000:1000".into();
+                c.hostname = "box".into();
+                c.groups = vec!["audio".into()];
+                c.privileges = Some(Privileges {
+                    seccomp: Some(SeccompOpts {
+                        mode: "custom".into(),
+                        profile: b"{}".to_vec(),
+                    }),
+                    no_new_privileges: true,
+                });
+                c.capability_add = vec!["CAP_NET_ADMIN".into()];
+                c.capability_drop = vec!["ALL".into()];
+                c.privileged = true;
+                c.devices = vec![DeviceMapping {
+                    path_on_host: "/dev/fuse".into(),
+                    path_in_container: "/dev/fuse".into(),
+                    cgroup_permissions: "rwm".into(),
+                }];
+                c.read_only = true;
+                c.ulimits = vec![Ulimit {
+                    name: "nofile".into(),
+                    soft: 1024,
+                    hard: 2048,
+                }];
+                c.sysctls = [("net.core.somaxconn".to_string(), "1024".to_string())].into();
+                c.init = true;
+                c.stop_signal = "SIGQUIT".into();
+            }
+        }
+        let v = service(&s);
+        let t = &v["Spec"]["TaskTemplate"];
+        assert_eq!(
+            t["ContainerSpec"],
+            json!({
+                "Image": "busybox",
+                "Command": ["/bin/sh", "-c"],
+                "Args": ["sleep", "3600"],
+                "Dir": "/srv",
+                "User": "1000:1000",
+                "Hostname": "box",
+                "Groups": ["audio"],
+                "Privileges": {
+                    // base64 of the profile's bytes, as Go marshals a []byte
+                    "Seccomp": {"Mode": "custom", "Profile": "e30="},
+                    "NoNewPrivileges": true
+                },
+                "CapabilityAdd": ["CAP_NET_ADMIN"],
+                "CapabilityDrop": ["ALL"],
+                "Privileged": true,
+                "Devices": [{"PathOnHost": "/dev/fuse", "PathInContainer": "/dev/fuse",
+                             "CgroupPermissions": "rwm"}],
+                "ReadOnly": true,
+                "Ulimits": [{"Name": "nofile", "Soft": 1024, "Hard": 2048}],
+                "Sysctls": {"net.core.somaxconn": "1024"},
+                "Init": true,
+                "StopSignal": "SIGQUIT"
+            })
+        );
+        assert_eq!(
+            t["LogDriver"],
+            json!({"Name": "json-file", "Options": {"max-size": "1m"}})
+        );
+
+        // defaults are left out, as docker's omitempty does
+        let plain = service(&svc());
+        let c = &plain["Spec"]["TaskTemplate"]["ContainerSpec"];
+        for absent in [
+            "Privileges",
+            "CapabilityAdd",
+            "Privileged",
+            "Devices",
+            "ReadOnly",
+            "Ulimits",
+            "Sysctls",
+            "Init",
+            "StopSignal",
+            "Groups",
+            "User",
+            "Hostname",
+            "Dir",
+        ] {
+            assert!(c.get(absent).is_none(), "{absent}");
+        }
+        assert!(plain["Spec"]["TaskTemplate"].get("LogDriver").is_none());
+        let unconfined = Privileges {
+            seccomp: Some(SeccompOpts {
+                mode: "unconfined".into(),
+                profile: Vec::new(),
+            }),
+            no_new_privileges: false,
+        };
+        assert_eq!(
+            privileges(&unconfined),
+            json!({"Seccomp": {"Mode": "unconfined"}})
+        );
+    }
+
+    #[test]
     fn node_document() {
         let n = Node {
             id: "n1".into(),
