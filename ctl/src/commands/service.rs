@@ -1991,18 +1991,18 @@ mod confinement_tests {
     #[test]
     fn capabilities_update_like_docker() {
         #[rustfmt::skip]
-        let cases: [(&[&str], &[&str], &[&str], &[&str], &[&str], &[&str]); 7] = [
+        let cases: [[&[&str]; 6]; 7] = [
             // (add, drop, --cap-add, --cap-drop, add after, drop after)
-            (&[], &[], &["CAP_NET_ADMIN"], &[], &["CAP_NET_ADMIN"], &[]),
-            (&[], &["CAP_NET_ADMIN"], &["CAP_NET_ADMIN"], &[], &["CAP_NET_ADMIN"], &[]),
-            (&["CAP_NET_ADMIN"], &[], &[], &["CAP_NET_ADMIN"], &[], &["CAP_NET_ADMIN"]),
-            (&[], &[], &["CAP_CHOWN"], &["CAP_CHOWN"], &["CAP_CHOWN"], &[]),
-            (&["CAP_NET_ADMIN", "CAP_SYS_TIME"], &["CAP_MKNOD"], &["RESET"], &[], &[], &["CAP_MKNOD"]),
-            (&["CAP_NET_ADMIN"], &["CAP_MKNOD"], &["RESET", "CAP_BPF"], &["RESET"], &["CAP_BPF"], &[]),
+            [&[], &[], &["CAP_NET_ADMIN"], &[], &["CAP_NET_ADMIN"], &[]],
+            [&[], &["CAP_NET_ADMIN"], &["CAP_NET_ADMIN"], &[], &["CAP_NET_ADMIN"], &[]],
+            [&["CAP_NET_ADMIN"], &[], &[], &["CAP_NET_ADMIN"], &[], &["CAP_NET_ADMIN"]],
+            [&[], &[], &["CAP_CHOWN"], &["CAP_CHOWN"], &["CAP_CHOWN"], &[]],
+            [&["CAP_NET_ADMIN", "CAP_SYS_TIME"], &["CAP_MKNOD"], &["RESET"], &[], &[], &["CAP_MKNOD"]],
+            [&["CAP_NET_ADMIN"], &["CAP_MKNOD"], &["RESET", "CAP_BPF"], &["RESET"], &["CAP_BPF"], &[]],
             // drop everything but keep what was added: only NET_ADMIN remains in effect
-            (&["CAP_NET_ADMIN"], &["CAP_MKNOD"], &[], &["ALL"], &["CAP_NET_ADMIN"], &["ALL"]),
+            [&["CAP_NET_ADMIN"], &["CAP_MKNOD"], &[], &["ALL"], &["CAP_NET_ADMIN"], &["ALL"]],
         ];
-        for (add, drop, to_add, to_drop, want_add, want_drop) in cases {
+        for [add, drop, to_add, to_drop, want_add, want_drop] in cases {
             let (mut a, mut d) = (strings(add), strings(drop));
             update_capabilities(&mut a, &mut d, &strings(to_add), &strings(to_drop));
             assert_eq!(
