@@ -3,10 +3,11 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
-use shoal_proto::spec::{port_protocol, port_publish_mode};
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
+use shoal_proto::security;
+use shoal_proto::spec::{self, port_protocol, port_publish_mode};
 use shoal_proto::units;
-use shoal_proto::v1::{NetworkAttachmentConfig, PortConfig};
+use shoal_proto::v1::{DeviceMapping, NetworkAttachmentConfig, PortConfig, Ulimit};
 
 /// How listings and inspections are printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
@@ -249,6 +250,80 @@ pub struct CreateArgs {
     #[arg(long, value_enum, default_value_t = EndpointMode::Vip)]
     pub endpoint_mode: EndpointMode,
 
+    /// Add a Linux capability to docker's default set: NET_ADMIN, CAP_SYS_TIME, or ALL
+    /// (repeatable).
+    #[arg(long = "cap-add", value_name = "CAP", value_parser = parse_capability)]
+    pub cap_add: Vec<String>,
+
+    /// Drop a Linux capability from docker's default set, or ALL (repeatable).
+    #[arg(long = "cap-drop", value_name = "CAP", value_parser = parse_capability)]
+    pub cap_drop: Vec<String>,
+
+    /// Give the containers every capability, every host device and no seccomp filter.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", default_value_t = false, action = ArgAction::Set)]
+    pub privileged: bool,
+
+    /// Make a host device available: HOST[:CONTAINER][:PERMS], PERMS a combination of r, w, m
+    /// (default rwm) (repeatable).
+    #[arg(long, value_name = "HOST[:CONTAINER[:PERMS]]", value_parser = parse_device)]
+    pub device: Vec<DeviceMapping>,
+
+    /// Security option: no-new-privileges[=true|false], seccomp=default|unconfined|PATH.json
+    /// (repeatable).
+    #[arg(long = "security-opt", value_name = "OPT", value_parser = parse_security_opt)]
+    pub security_opt: Vec<SecurityOpt>,
+
+    /// Mount the container's root filesystem read-only.
+    #[arg(long = "read-only", value_name = "BOOL", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", default_value_t = false, action = ArgAction::Set)]
+    pub read_only: bool,
+
+    /// User (and group) the command runs as: USER[:GROUP], names or numbers.
+    #[arg(long, short = 'u', value_name = "USER[:GROUP]")]
+    pub user: Option<String>,
+
+    /// Add a supplementary group, a name or number (repeatable).
+    #[arg(long = "group-add", value_name = "GROUP")]
+    pub group_add: Vec<String>,
+
+    /// Resource limit NAME=SOFT[:HARD], e.g. nofile=1024:2048; -1 is unlimited (repeatable).
+    #[arg(long, value_name = "NAME=SOFT[:HARD]", value_parser = parse_ulimit)]
+    pub ulimit: Vec<Ulimit>,
+
+    /// Namespaced kernel parameter K=V, e.g. net.core.somaxconn=1024 (repeatable).
+    #[arg(long, value_name = "K=V", value_parser = parse_sysctl)]
+    pub sysctl: Vec<(String, String)>,
+
+    /// Run a minimal init as PID 1 that reaps zombies and forwards signals.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", default_value_t = false, action = ArgAction::Set)]
+    pub init: bool,
+
+    /// Hostname of the containers.
+    #[arg(long, value_name = "NAME")]
+    pub hostname: Option<String>,
+
+    /// Working directory of the command inside the container (absolute).
+    #[arg(long, short = 'w', value_name = "DIR")]
+    pub workdir: Option<String>,
+
+    /// Replace the image's entrypoint, split like a shell command line (e.g. "/bin/sh -c").
+    #[arg(long, value_name = "CMD", allow_hyphen_values = true, value_parser = parse_entrypoint)]
+    pub entrypoint: Option<Entrypoint>,
+
+    /// Signal that stops a container (default SIGTERM), e.g. SIGQUIT or 3.
+    #[arg(long = "stop-signal", value_name = "SIGNAL", value_parser = parse_stop_signal)]
+    pub stop_signal: Option<String>,
+
+    /// Log driver of the containers (only json-file).
+    #[arg(long = "log-driver", value_name = "DRIVER", value_parser = parse_log_driver)]
+    pub log_driver: Option<String>,
+
+    /// Log driver option: max-size=SIZE (default 10m) or max-file=N (default 3) (repeatable).
+    #[arg(long = "log-opt", value_name = "K=V", value_parser = parse_log_opt)]
+    pub log_opt: Vec<(String, String)>,
+
     /// Return right after the service is created instead of waiting for it to converge.
     #[arg(long, short = 'd')]
     pub detach: bool,
@@ -353,6 +428,99 @@ pub struct UpdateArgs {
     #[arg(long, value_enum)]
     pub endpoint_mode: Option<EndpointMode>,
 
+    /// Add a capability (removing it from the dropped ones): NET_ADMIN, ALL, or RESET to
+    /// clear the added list first (repeatable).
+    #[arg(long = "cap-add", value_name = "CAP", value_parser = parse_capability_update)]
+    pub cap_add: Vec<String>,
+
+    /// Drop a capability (removing it from the added ones): NET_ADMIN, ALL, or RESET to clear
+    /// the dropped list first (repeatable).
+    #[arg(long = "cap-drop", value_name = "CAP", value_parser = parse_capability_update)]
+    pub cap_drop: Vec<String>,
+
+    /// Every capability, every host device, no seccomp filter (--privileged=false undoes it).
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true")]
+    pub privileged: Option<bool>,
+
+    /// Add or replace a host device: HOST[:CONTAINER][:PERMS] (repeatable).
+    #[arg(long = "device-add", visible_alias = "device", value_name = "HOST[:CONTAINER[:PERMS]]",
+          value_parser = parse_device)]
+    pub device_add: Vec<DeviceMapping>,
+
+    /// Remove a device by its host path (repeatable).
+    #[arg(long = "device-rm", value_name = "HOSTPATH")]
+    pub device_rm: Vec<String>,
+
+    /// Set a security option: no-new-privileges[=true|false],
+    /// seccomp=default|unconfined|PATH.json (repeatable).
+    #[arg(long = "security-opt", value_name = "OPT", value_parser = parse_security_opt)]
+    pub security_opt: Vec<SecurityOpt>,
+
+    /// Mount the root filesystem read-only (--read-only=false undoes it).
+    #[arg(long = "read-only", value_name = "BOOL", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true")]
+    pub read_only: Option<bool>,
+
+    /// Run a minimal init as PID 1 (--init=false undoes it).
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true")]
+    pub init: Option<bool>,
+
+    /// User (and group) the command runs as, USER[:GROUP]; "" for the image's.
+    #[arg(long, short = 'u', value_name = "USER[:GROUP]")]
+    pub user: Option<String>,
+
+    /// Add a supplementary group (repeatable).
+    #[arg(long = "group-add", value_name = "GROUP")]
+    pub group_add: Vec<String>,
+
+    /// Remove a supplementary group (repeatable).
+    #[arg(long = "group-rm", value_name = "GROUP")]
+    pub group_rm: Vec<String>,
+
+    /// Add or replace a resource limit NAME=SOFT[:HARD] (repeatable).
+    #[arg(long = "ulimit-add", visible_alias = "ulimit", value_name = "NAME=SOFT[:HARD]",
+          value_parser = parse_ulimit)]
+    pub ulimit_add: Vec<Ulimit>,
+
+    /// Remove a resource limit by name (repeatable).
+    #[arg(long = "ulimit-rm", value_name = "NAME")]
+    pub ulimit_rm: Vec<String>,
+
+    /// Add or replace a namespaced kernel parameter K=V (repeatable).
+    #[arg(long = "sysctl-add", visible_alias = "sysctl", value_name = "K=V",
+          value_parser = parse_sysctl)]
+    pub sysctl_add: Vec<(String, String)>,
+
+    /// Remove a kernel parameter by key (repeatable).
+    #[arg(long = "sysctl-rm", value_name = "KEY")]
+    pub sysctl_rm: Vec<String>,
+
+    /// Hostname of the containers; "" for the default (the container ID).
+    #[arg(long, value_name = "NAME")]
+    pub hostname: Option<String>,
+
+    /// Working directory of the command; "" for the image's.
+    #[arg(long, short = 'w', value_name = "DIR")]
+    pub workdir: Option<String>,
+
+    /// Replace the image's entrypoint, split like a shell command line; "" for the image's.
+    #[arg(long, value_name = "CMD", allow_hyphen_values = true, value_parser = parse_entrypoint)]
+    pub entrypoint: Option<Entrypoint>,
+
+    /// Signal that stops a container; "" for the default (SIGTERM).
+    #[arg(long = "stop-signal", value_name = "SIGNAL", value_parser = parse_stop_signal_or_reset)]
+    pub stop_signal: Option<String>,
+
+    /// Log driver of the containers (only json-file).
+    #[arg(long = "log-driver", value_name = "DRIVER", value_parser = parse_log_driver)]
+    pub log_driver: Option<String>,
+
+    /// Set a log driver option, max-size=SIZE or max-file=N (repeatable).
+    #[arg(long = "log-opt", value_name = "K=V", value_parser = parse_log_opt)]
+    pub log_opt: Vec<(String, String)>,
+
     /// Return right after the update is accepted instead of waiting for the tasks.
     #[arg(long, short = 'd')]
     pub detach: bool,
@@ -380,6 +548,27 @@ impl UpdateArgs {
             && self.publish_add.is_empty()
             && self.publish_rm.is_empty()
             && self.endpoint_mode.is_none()
+            && self.cap_add.is_empty()
+            && self.cap_drop.is_empty()
+            && self.privileged.is_none()
+            && self.device_add.is_empty()
+            && self.device_rm.is_empty()
+            && self.security_opt.is_empty()
+            && self.read_only.is_none()
+            && self.init.is_none()
+            && self.user.is_none()
+            && self.group_add.is_empty()
+            && self.group_rm.is_empty()
+            && self.ulimit_add.is_empty()
+            && self.ulimit_rm.is_empty()
+            && self.sysctl_add.is_empty()
+            && self.sysctl_rm.is_empty()
+            && self.hostname.is_none()
+            && self.workdir.is_none()
+            && self.entrypoint.is_none()
+            && self.stop_signal.is_none()
+            && self.log_driver.is_none()
+            && self.log_opt.is_empty()
     }
 }
 
@@ -671,6 +860,184 @@ pub fn parse_label_key(s: &str) -> Result<String, String> {
     Ok(s.to_string())
 }
 
+/// One `--security-opt` value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecurityOpt {
+    /// `no-new-privileges[=true|false]`: PR_SET_NO_NEW_PRIVS for the container's process.
+    NoNewPrivileges(bool),
+    /// `seccomp=default`: docker's default profile.
+    SeccompDefault,
+    /// `seccomp=unconfined`: no seccomp filter.
+    SeccompUnconfined,
+    /// `seccomp=PATH.json`: a profile in docker's JSON format, read by shoalctl.
+    SeccompProfile(PathBuf),
+}
+
+/// Parses `--security-opt`: `no-new-privileges[=true|false]` or
+/// `seccomp=default|unconfined|PATH.json` (docker's older `KEY:VALUE` spelling too).
+pub fn parse_security_opt(s: &str) -> Result<SecurityOpt, String> {
+    let t = s.trim();
+    let (key, value) = match t.split_once('=') {
+        Some((k, v)) => (k, Some(v)),
+        None => match t.split_once(':') {
+            Some((k, v)) => (k, Some(v)),
+            None => (t, None),
+        },
+    };
+    match (key, value) {
+        ("no-new-privileges", None) => Ok(SecurityOpt::NoNewPrivileges(true)),
+        ("no-new-privileges", Some(v)) => match v.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" => Ok(SecurityOpt::NoNewPrivileges(true)),
+            "false" | "0" => Ok(SecurityOpt::NoNewPrivileges(false)),
+            _ => Err(format!("no-new-privileges takes true or false, not {v:?}")),
+        },
+        ("seccomp", Some("unconfined")) => Ok(SecurityOpt::SeccompUnconfined),
+        ("seccomp", Some("default" | "builtin")) => Ok(SecurityOpt::SeccompDefault),
+        ("seccomp", Some(path)) if !path.trim().is_empty() => {
+            Ok(SecurityOpt::SeccompProfile(PathBuf::from(path)))
+        }
+        ("seccomp", _) => Err(
+            "seccomp needs a value: seccomp=default, seccomp=unconfined or seccomp=PATH.json"
+                .into(),
+        ),
+        _ => Err(format!(
+            "unsupported security option {key:?}: only no-new-privileges and seccomp are supported"
+        )),
+    }
+}
+
+/// A command line split like a shell does (`--entrypoint "/bin/sh -c"`); empty resets to the
+/// image's entrypoint.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Entrypoint(pub Vec<String>);
+
+/// Parses `--entrypoint`: shell-style words, quotes respected.
+pub fn parse_entrypoint(s: &str) -> Result<Entrypoint, String> {
+    shlex::split(s)
+        .map(Entrypoint)
+        .ok_or_else(|| format!("{s:?} has an unterminated quote or a trailing backslash"))
+}
+
+/// Parses `--cap-add`/`--cap-drop` of `service create`: a capability name, with or without
+/// `CAP_`, any case, or ALL; normalized to `CAP_NAME` as docker stores it.
+pub fn parse_capability(s: &str) -> Result<String, String> {
+    let t = s.trim();
+    if t.eq_ignore_ascii_case("ALL") {
+        return Ok("ALL".into());
+    }
+    security::capability_number(t)
+        .and_then(security::capability_name)
+        .map(str::to_string)
+        .ok_or_else(|| {
+            format!("unknown capability {s:?} (use names like NET_ADMIN or CAP_NET_ADMIN, or ALL)")
+        })
+}
+
+/// Parses `--cap-add`/`--cap-drop` of `service update`: as for create, plus RESET (clears the
+/// list before the others apply).
+pub fn parse_capability_update(s: &str) -> Result<String, String> {
+    if s.trim().eq_ignore_ascii_case("RESET") {
+        return Ok("RESET".into());
+    }
+    parse_capability(s).map_err(|e| e.replace(", or ALL)", ", ALL or RESET)"))
+}
+
+/// Parses `--device HOST[:CONTAINER][:PERMS]` as docker does: a second part that is a valid
+/// permission string is the permissions, otherwise the container path.
+pub fn parse_device(s: &str) -> Result<DeviceMapping, String> {
+    let parts: Vec<&str> = s.split(':').collect();
+    let is_perms = |p: &str| spec::validate_device_permissions(p).is_ok();
+    let (host, container, perms) = match parts[..] {
+        [host] => (host, host, "rwm"),
+        [host, second] if is_perms(second) => (host, host, second),
+        [host, container] => (host, container, "rwm"),
+        [host, container, perms] => (host, container, perms),
+        _ => {
+            return Err(format!(
+                "{s:?} is not HOST[:CONTAINER[:PERMS]] (e.g. /dev/fuse or /dev/sda:/dev/xvda:r)"
+            ))
+        }
+    };
+    for (what, path) in [("host", host), ("container", container)] {
+        if !path.starts_with('/') {
+            return Err(format!(
+                "{what} path {path:?} must be absolute (e.g. /dev/fuse)"
+            ));
+        }
+    }
+    spec::validate_device_permissions(perms)?;
+    Ok(DeviceMapping {
+        path_on_host: host.to_string(),
+        path_in_container: container.to_string(),
+        cgroup_permissions: perms.to_string(),
+    })
+}
+
+/// Parses `--ulimit NAME=SOFT[:HARD]` (docker's names, -1 unlimited).
+pub fn parse_ulimit(s: &str) -> Result<Ulimit, String> {
+    security::parse_ulimit(s).map(|(name, soft, hard)| Ulimit { name, soft, hard })
+}
+
+/// Parses `--sysctl K=V`; only namespaced keys (net.*, fs.mqueue.*, kernel IPC) are accepted.
+pub fn parse_sysctl(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} is not KEY=VALUE (e.g. net.core.somaxconn=1024)"))?;
+    let k = k.trim();
+    security::validate_sysctl(k)?;
+    Ok((k.to_string(), v.to_string()))
+}
+
+/// Parses `--stop-signal`: a signal name (SIGTERM, TERM) or number.
+pub fn parse_stop_signal(s: &str) -> Result<String, String> {
+    let t = s.trim();
+    match security::signal_number(t) {
+        Some(_) => Ok(t.to_string()),
+        None => Err(format!(
+            "unknown signal {s:?} (e.g. SIGTERM, SIGQUIT, SIGUSR1 or a number)"
+        )),
+    }
+}
+
+fn parse_stop_signal_or_reset(s: &str) -> Result<String, String> {
+    if s.trim().is_empty() {
+        return Ok(String::new());
+    }
+    parse_stop_signal(s)
+}
+
+/// Parses `--log-driver`: json-file is the only driver the agent writes.
+pub fn parse_log_driver(s: &str) -> Result<String, String> {
+    if s.trim() == spec::LOG_DRIVER {
+        Ok(spec::LOG_DRIVER.to_string())
+    } else {
+        Err(format!(
+            "unsupported log driver {s:?} (only {} is supported)",
+            spec::LOG_DRIVER
+        ))
+    }
+}
+
+/// Parses `--log-opt max-size=SIZE` (b, k, m, g) or `--log-opt max-file=N` (1 or more).
+pub fn parse_log_opt(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} is not KEY=VALUE (e.g. max-size=10m)"))?;
+    let (k, v) = (k.trim(), v.trim());
+    match k {
+        "max-size" => spec::parse_log_size(v).map(|_| ())?,
+        "max-file" => spec::parse_log_max_file(v).map(|_| ())?,
+        other => {
+            return Err(format!(
+                "unknown option {other:?} of the {} log driver (use {})",
+                spec::LOG_DRIVER,
+                spec::LOG_OPTIONS.join(" or ")
+            ))
+        }
+    }
+    Ok((k.to_string(), v.to_string()))
+}
+
 /// Parses `SERVICE=REPLICAS` of `service scale`.
 pub fn parse_scale(s: &str) -> Result<(String, u64), String> {
     let (name, n) = s
@@ -954,6 +1321,258 @@ mod tests {
         assert_eq!(cli.format, Format::Json);
         let cli = parse(&["--format", "json", "node", "ls"]).expect("parses");
         assert_eq!(cli.format, Format::Json);
+    }
+
+    fn create(args: &[&str]) -> CreateArgs {
+        let mut all = vec!["service", "create", "--name", "x"];
+        all.extend_from_slice(args);
+        all.push("busybox");
+        match parse(&all).expect("parses").command {
+            Command::Service(ServiceCommand::Create(a)) => *a,
+            _ => panic!("not create"),
+        }
+    }
+
+    fn update(args: &[&str]) -> UpdateArgs {
+        let mut all = vec!["service", "update"];
+        all.extend_from_slice(args);
+        all.push("web");
+        match parse(&all).expect("parses").command {
+            Command::Service(ServiceCommand::Update(a)) => *a,
+            _ => panic!("not update"),
+        }
+    }
+
+    #[test]
+    fn confinement_flags_of_create() {
+        let a = create(&[
+            "--cap-add",
+            "net_admin",
+            "--cap-add",
+            "ALL",
+            "--cap-drop",
+            "CAP_MKNOD",
+            "--privileged",
+            "--device",
+            "/dev/fuse",
+            "--device",
+            "/dev/sda:/dev/xvda:r",
+            "--device",
+            "/dev/sdb:rw",
+            "--security-opt",
+            "no-new-privileges",
+            "--security-opt",
+            "seccomp=unconfined",
+            "--read-only",
+            "-u",
+            "1000:1000",
+            "--group-add",
+            "audio",
+            "--ulimit",
+            "nofile=1024:2048",
+            "--sysctl",
+            "net.core.somaxconn=1024",
+            "--init",
+            "--hostname",
+            "h1",
+            "-w",
+            "/srv",
+            "--entrypoint",
+            "/bin/sh -c 'echo hi'",
+            "--stop-signal",
+            "SIGQUIT",
+            "--log-driver",
+            "json-file",
+            "--log-opt",
+            "max-size=1m",
+            "--log-opt",
+            "max-file=2",
+        ]);
+        assert_eq!(a.cap_add, vec!["CAP_NET_ADMIN", "ALL"]);
+        assert_eq!(a.cap_drop, vec!["CAP_MKNOD"]);
+        assert!(a.privileged && a.read_only && a.init);
+        let dev = |h: &str, c: &str, p: &str| DeviceMapping {
+            path_on_host: h.into(),
+            path_in_container: c.into(),
+            cgroup_permissions: p.into(),
+        };
+        assert_eq!(
+            a.device,
+            vec![
+                dev("/dev/fuse", "/dev/fuse", "rwm"),
+                dev("/dev/sda", "/dev/xvda", "r"),
+                dev("/dev/sdb", "/dev/sdb", "rw"),
+            ]
+        );
+        assert_eq!(
+            a.security_opt,
+            vec![
+                SecurityOpt::NoNewPrivileges(true),
+                SecurityOpt::SeccompUnconfined
+            ]
+        );
+        assert_eq!(a.user.as_deref(), Some("1000:1000"));
+        assert_eq!(a.group_add, vec!["audio"]);
+        assert_eq!(
+            a.ulimit,
+            vec![Ulimit {
+                name: "nofile".into(),
+                soft: 1024,
+                hard: 2048
+            }]
+        );
+        assert_eq!(a.sysctl, vec![("net.core.somaxconn".into(), "1024".into())]);
+        assert_eq!(a.hostname.as_deref(), Some("h1"));
+        assert_eq!(a.workdir.as_deref(), Some("/srv"));
+        assert_eq!(
+            a.entrypoint,
+            Some(Entrypoint(vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                "echo hi".into()
+            ]))
+        );
+        assert_eq!(a.stop_signal.as_deref(), Some("SIGQUIT"));
+        assert_eq!(a.log_driver.as_deref(), Some("json-file"));
+        assert_eq!(a.log_opt.len(), 2);
+
+        let plain = create(&[]);
+        assert!(!plain.privileged && !plain.read_only && !plain.init);
+        assert!(plain.entrypoint.is_none() && plain.security_opt.is_empty());
+        let off = create(&["--privileged=false", "--read-only=true", "--init=false"]);
+        assert!(!off.privileged && off.read_only && !off.init);
+    }
+
+    #[test]
+    fn confinement_flags_of_update() {
+        let a = update(&[
+            "--cap-add",
+            "RESET",
+            "--cap-add",
+            "sys_time",
+            "--cap-drop",
+            "net_raw",
+            "--privileged",
+            "--read-only=false",
+            "--init=true",
+            "--device",
+            "/dev/fuse",
+            "--device-add",
+            "/dev/kvm",
+            "--device-rm",
+            "/dev/sda",
+            "--security-opt",
+            "no-new-privileges=false",
+            "--security-opt",
+            "seccomp=/tmp/p.json",
+            "--user",
+            "",
+            "--group-add",
+            "video",
+            "--group-rm",
+            "audio",
+            "--ulimit",
+            "core=0",
+            "--ulimit-add",
+            "nproc=-1",
+            "--ulimit-rm",
+            "nofile",
+            "--sysctl",
+            "net.ipv4.ip_forward=1",
+            "--sysctl-add",
+            "kernel.shmmax=1",
+            "--sysctl-rm",
+            "net.core.somaxconn",
+            "--hostname",
+            "",
+            "--workdir",
+            "/app",
+            "--entrypoint",
+            "",
+            "--stop-signal",
+            "",
+            "--log-opt",
+            "max-file=5",
+        ]);
+        assert_eq!(a.cap_add, vec!["RESET", "CAP_SYS_TIME"]);
+        assert_eq!(a.cap_drop, vec!["CAP_NET_RAW"]);
+        assert_eq!(
+            (a.privileged, a.read_only, a.init),
+            (Some(true), Some(false), Some(true))
+        );
+        assert_eq!(a.device_add.len(), 2);
+        assert_eq!(a.device_rm, vec!["/dev/sda"]);
+        assert_eq!(
+            a.security_opt,
+            vec![
+                SecurityOpt::NoNewPrivileges(false),
+                SecurityOpt::SeccompProfile(PathBuf::from("/tmp/p.json"))
+            ]
+        );
+        assert_eq!(a.user.as_deref(), Some(""));
+        assert_eq!(a.ulimit_add.len(), 2);
+        assert_eq!(a.ulimit_rm, vec!["nofile"]);
+        assert_eq!(a.sysctl_add.len(), 2);
+        assert_eq!(a.entrypoint, Some(Entrypoint(Vec::new())));
+        assert_eq!(a.stop_signal.as_deref(), Some(""));
+        assert!(!a.changes_nothing());
+        // a bare optional bool does not swallow the service name
+        let a = update(&["--privileged"]);
+        assert_eq!(a.privileged, Some(true));
+        assert!(!a.changes_nothing());
+        for flag in [
+            "--init",
+            "--read-only",
+            "--hostname=h",
+            "--cap-drop=ALL",
+            "--log-driver=json-file",
+        ] {
+            assert!(!update(&[flag]).changes_nothing(), "{flag}");
+        }
+    }
+
+    #[test]
+    fn confinement_value_parsers() {
+        assert_eq!(parse_capability("cap_chown"), Ok("CAP_CHOWN".into()));
+        assert_eq!(parse_capability("all"), Ok("ALL".into()));
+        assert!(parse_capability("RESET").is_err());
+        assert_eq!(parse_capability_update("reset"), Ok("RESET".into()));
+        assert_eq!(
+            parse_security_opt("no-new-privileges:true"),
+            Ok(SecurityOpt::NoNewPrivileges(true))
+        );
+        assert_eq!(
+            parse_security_opt("seccomp=default"),
+            Ok(SecurityOpt::SeccompDefault)
+        );
+        assert_eq!(
+            parse_security_opt("seccomp:unconfined"),
+            Ok(SecurityOpt::SeccompUnconfined)
+        );
+        assert_eq!(
+            parse_device("/dev/sda:/dev/xvda"),
+            Ok(DeviceMapping {
+                path_on_host: "/dev/sda".into(),
+                path_in_container: "/dev/xvda".into(),
+                cgroup_permissions: "rwm".into(),
+            })
+        );
+        assert_eq!(parse_ulimit("nproc=-1").map(|u| u.hard), Ok(-1));
+        assert_eq!(parse_stop_signal("9"), Ok("9".into()));
+        assert_eq!(parse_stop_signal_or_reset(""), Ok(String::new()));
+        assert_eq!(
+            parse_log_opt("max-size=10M"),
+            Ok(("max-size".into(), "10M".into()))
+        );
+        assert_eq!(
+            parse_entrypoint(r#"python -m "http.server" 8000"#),
+            Ok(Entrypoint(vec![
+                "python".into(),
+                "-m".into(),
+                "http.server".into(),
+                "8000".into()
+            ]))
+        );
     }
 
     #[test]

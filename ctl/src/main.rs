@@ -86,7 +86,8 @@ fn clap_failure(e: clap::Error) -> ExitCode {
 /// The argument an error is about, as the user typed it: "--replicas" from "--replicas <N>".
 fn flag_of(e: &clap::Error) -> Option<String> {
     match e.get(ContextKind::InvalidArg) {
-        Some(ContextValue::String(s)) => s.split([' ', '=']).next().map(str::to_string),
+        // "--privileged[=<BOOL>]" for a flag whose value is optional.
+        Some(ContextValue::String(s)) => s.split([' ', '=', '[']).next().map(str::to_string),
         _ => None,
     }
 }
@@ -196,6 +197,57 @@ mod tests {
         assert!(!unknown.contains('\n'));
         assert!(parse_err(&["service", "scale", "web=-1"]).contains("must be 0 or more"));
         assert!(parse_err(&["service", "logs", "--tail", "x", "web"]).starts_with("--tail: "));
+    }
+
+    #[test]
+    fn confinement_errors_are_one_line_naming_the_flag() {
+        #[rustfmt::skip]
+        let cases: &[(&[&str], &str)] = &[
+            (&["--cap-add", "FLY"], "--cap-add: unknown capability \"FLY\" (use names like NET_ADMIN or CAP_NET_ADMIN, or ALL)"),
+            (&["--cap-drop", "RESET"], "--cap-drop: unknown capability \"RESET\" (use names like NET_ADMIN or CAP_NET_ADMIN, or ALL)"),
+            (&["--device", "dev/fuse"], "--device: host path \"dev/fuse\" must be absolute (e.g. /dev/fuse)"),
+            (&["--device", "/dev/fuse:fuse"], "--device: container path \"fuse\" must be absolute (e.g. /dev/fuse)"),
+            (&["--device", "/dev/sda:/dev/xvda:rx"], "--device: permissions \"rx\" are not a combination of r, w and m (e.g. rwm, r)"),
+            (&["--device", "/a:/b:r:x"], "--device: \"/a:/b:r:x\" is not HOST[:CONTAINER[:PERMS]] (e.g. /dev/fuse or /dev/sda:/dev/xvda:r)"),
+            (&["--security-opt", "apparmor=unconfined"], "--security-opt: unsupported security option \"apparmor\": only no-new-privileges and seccomp are supported"),
+            (&["--security-opt", "label=disable"], "--security-opt: unsupported security option \"label\": only no-new-privileges and seccomp are supported"),
+            (&["--security-opt", "no-new-privileges=maybe"], "--security-opt: no-new-privileges takes true or false, not \"maybe\""),
+            (&["--security-opt", "seccomp"], "--security-opt: seccomp needs a value: seccomp=default, seccomp=unconfined or seccomp=PATH.json"),
+            (&["--ulimit", "nofile=2048:1024"], "--ulimit: nofile: soft limit 2048 is above the hard limit 1024"),
+            (&["--ulimit", "files=1"], "--ulimit: unknown ulimit \"files\" (one of as, core, cpu, data, fsize, locks, memlock, msgqueue, nice, nofile, nproc, rss, rtprio, rttime, sigpending, stack)"),
+            (&["--ulimit", "nofile"], "--ulimit: \"nofile\" is not NAME=SOFT[:HARD] (e.g. nofile=1024:2048)"),
+            (&["--sysctl", "kernel.panic=1"], "--sysctl: kernel.panic is not a namespaced sysctl: it would change the whole node, not just the container (allowed: net.*, fs.mqueue.*, kernel.msg*, kernel.sem, kernel.shm*)"),
+            (&["--sysctl", "net.core.somaxconn"], "--sysctl: \"net.core.somaxconn\" is not KEY=VALUE (e.g. net.core.somaxconn=1024)"),
+            (&["--stop-signal", "SIGNOPE"], "--stop-signal: unknown signal \"SIGNOPE\" (e.g. SIGTERM, SIGQUIT, SIGUSR1 or a number)"),
+            (&["--log-driver", "syslog"], "--log-driver: unsupported log driver \"syslog\" (only json-file is supported)"),
+            (&["--log-opt", "compress=true"], "--log-opt: unknown option \"compress\" of the json-file log driver (use max-size or max-file)"),
+            (&["--log-opt", "max-size=10x"], "--log-opt: \"10x\" is not a size (a number with an optional unit b, k, m or g, e.g. 10m)"),
+            (&["--log-opt", "max-size=0"], "--log-opt: \"0\": max-size must be a positive size"),
+            (&["--log-opt", "max-file=0"], "--log-opt: max-file must be at least 1"),
+            (&["--entrypoint", "sh -c 'oops"], "--entrypoint: \"sh -c 'oops\" has an unterminated quote or a trailing backslash"),
+            (&["--privileged=maybe"], "--privileged: invalid value \"maybe\" (possible values: true, false)"),
+        ];
+        for (flags, want) in cases {
+            let mut args = vec!["service", "create", "--name", "x"];
+            args.extend_from_slice(flags);
+            args.push("busybox");
+            assert_eq!(parse_err(&args), *want, "{flags:?}");
+        }
+        #[rustfmt::skip]
+        let update_cases: &[(&[&str], &str)] = &[
+            (&["--cap-add", "FLY"], "--cap-add: unknown capability \"FLY\" (use names like NET_ADMIN or CAP_NET_ADMIN, ALL or RESET)"),
+            (&["--read-only=yes"], "--read-only: invalid value \"yes\" (possible values: true, false)"),
+            (&["--ulimit-add", "nofile=x"], "--ulimit-add: nofile: \"x\" is not a number (-1 is unlimited)"),
+            (&["--sysctl-add", "vm.swappiness=1"], "--sysctl-add: vm.swappiness is not a namespaced sysctl: it would change the whole node, not just the container (allowed: net.*, fs.mqueue.*, kernel.msg*, kernel.sem, kernel.shm*)"),
+            (&["--device-add", "/dev/fuse:/dev/fuse:q"], "--device-add: permissions \"q\" are not a combination of r, w and m (e.g. rwm, r)"),
+            (&["--stop-signal", "NOPE"], "--stop-signal: unknown signal \"NOPE\" (e.g. SIGTERM, SIGQUIT, SIGUSR1 or a number)"),
+        ];
+        for (flags, want) in update_cases {
+            let mut args = vec!["service", "update"];
+            args.extend_from_slice(flags);
+            args.push("web");
+            assert_eq!(parse_err(&args), *want, "{flags:?}");
+        }
     }
 
     #[test]

@@ -3,7 +3,11 @@
 use std::collections::HashSet;
 use std::net::Ipv4Addr;
 
-use crate::v1::{EndpointSpec, NetworkAttachmentConfig, NetworkSpec, ServiceMode, ServiceSpec};
+use crate::security::{signal_number, validate_capabilities, validate_sysctl, validate_ulimit};
+use crate::v1::{
+    ContainerSpec, DeviceMapping, Driver, EndpointSpec, NetworkAttachmentConfig, NetworkSpec,
+    ServiceMode, ServiceSpec,
+};
 
 /// A spec field that is not acceptable.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -172,6 +176,8 @@ pub fn validate_service(spec: &ServiceSpec) -> Result<(), SpecError> {
             _ => return Err(err("--env", format!("{e:?} is not KEY=VALUE"))),
         }
     }
+    validate_confinement(container)?;
+    log_rotation(task.log_driver.as_ref())?;
     if spec.mode == ServiceMode::ModeGlobal as i32 && spec.replicas != 0 {
         return Err(err("--replicas", "cannot be used with --mode global"));
     }
@@ -216,6 +222,306 @@ pub fn validate_service(spec: &ServiceSpec) -> Result<(), SpecError> {
     validate_attachments(&task.networks)?;
     if let Some(ep) = &spec.endpoint {
         validate_endpoint(ep)?;
+    }
+    Ok(())
+}
+
+/// The seccomp modes of `ContainerSpec.privileges.seccomp.mode` ("" is docker's default profile).
+pub const SECCOMP_MODES: [&str; 4] = ["", "default", "unconfined", "custom"];
+
+/// The only log driver Shoal's agent writes (`--log-driver`).
+pub const LOG_DRIVER: &str = "json-file";
+
+/// The options the json-file log driver takes (`--log-opt KEY=VALUE`).
+pub const LOG_OPTIONS: [&str; 2] = ["max-size", "max-file"];
+
+/// A container log file is rotated past this size unless `--log-opt max-size` says otherwise.
+pub const DEFAULT_LOG_MAX_SIZE: u64 = 10_000_000;
+
+/// How many log files (the live one included) a container keeps unless `--log-opt max-file`
+/// says otherwise.
+pub const DEFAULT_LOG_MAX_FILE: u32 = 3;
+
+/// Parses a log size as docker's json-file driver does (`units.FromHumanSize`): a number, optionally
+/// with a fraction, then an optional unit b, k, m or g (case-insensitive, an optional trailing
+/// "b" as in "10mb"); decimal multiples, so "10m" is 10,000,000 bytes. Zero is refused.
+pub fn parse_log_size(s: &str) -> Result<u64, String> {
+    let bad =
+        || format!("{s:?} is not a size (a number with an optional unit b, k, m or g, e.g. 10m)");
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    if num.is_empty() || num.starts_with('.') || num.ends_with('.') {
+        return Err(bad());
+    }
+    let value: f64 = num.parse().map_err(|_| bad())?;
+    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" => 1e3,
+        "m" | "mb" => 1e6,
+        "g" | "gb" => 1e9,
+        _ => return Err(bad()),
+    };
+    let bytes = (value * mult).round();
+    if !bytes.is_finite() || bytes > u64::MAX as f64 {
+        return Err(bad());
+    }
+    if bytes < 1.0 {
+        return Err(format!("{s:?}: max-size must be a positive size"));
+    }
+    Ok(bytes as u64)
+}
+
+/// Parses `--log-opt max-file`: how many files a container's log is kept in, 1 or more.
+pub fn parse_log_max_file(s: &str) -> Result<u32, String> {
+    match s.trim().parse::<u32>() {
+        Ok(0) => Err("max-file must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("max-file {s:?} is not a whole number (1 or more)")),
+    }
+}
+
+/// How a container's log file rotates: a new file past `max_size` bytes, `max_file` files kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogRotation {
+    /// Bytes after which the log file is rotated.
+    pub max_size: u64,
+    /// Number of files kept, the one being written included.
+    pub max_file: u32,
+}
+
+/// The log rotation a task's log driver asks for, with docker's defaults filled in (json-file,
+/// 10m × 3); refuses other drivers and unknown options, naming the flag.
+pub fn log_rotation(driver: Option<&Driver>) -> Result<LogRotation, SpecError> {
+    let mut rotation = LogRotation {
+        max_size: DEFAULT_LOG_MAX_SIZE,
+        max_file: DEFAULT_LOG_MAX_FILE,
+    };
+    let Some(driver) = driver else {
+        return Ok(rotation);
+    };
+    if !driver.name.is_empty() && driver.name != LOG_DRIVER {
+        return Err(err(
+            "--log-driver",
+            format!(
+                "unsupported log driver {:?} (only {LOG_DRIVER} is supported)",
+                driver.name
+            ),
+        ));
+    }
+    let mut keys: Vec<&String> = driver.options.keys().collect();
+    keys.sort();
+    for key in keys {
+        let value = &driver.options[key];
+        match key.as_str() {
+            "max-size" => {
+                rotation.max_size = parse_log_size(value).map_err(|r| err("--log-opt", r))?
+            }
+            "max-file" => {
+                rotation.max_file = parse_log_max_file(value).map_err(|r| err("--log-opt", r))?
+            }
+            other => {
+                return Err(err(
+                    "--log-opt",
+                    format!(
+                        "unknown option {other:?} of the {LOG_DRIVER} log driver (use {})",
+                        LOG_OPTIONS.join(" or ")
+                    ),
+                ))
+            }
+        }
+    }
+    Ok(rotation)
+}
+
+/// Checks a device's cgroup permissions: a non-empty combination of r, w and m, each once.
+pub fn validate_device_permissions(perms: &str) -> Result<(), String> {
+    let mut seen = String::new();
+    for c in perms.chars() {
+        if !matches!(c, 'r' | 'w' | 'm') || seen.contains(c) {
+            return Err(format!(
+                "permissions {perms:?} are not a combination of r, w and m (e.g. rwm, r)"
+            ));
+        }
+        seen.push(c);
+    }
+    if seen.is_empty() {
+        return Err("permissions must not be empty (a combination of r, w and m)".into());
+    }
+    Ok(())
+}
+
+/// An absolute path without `.`/`..` components, so it cannot leave the root it is joined to.
+fn is_plain_absolute(path: &str) -> bool {
+    path.starts_with('/')
+        && path
+            .split('/')
+            .all(|part| part != ".." && part != "." && !part.contains('\0'))
+}
+
+fn validate_device(d: &DeviceMapping) -> Result<(), SpecError> {
+    if !is_plain_absolute(&d.path_on_host) || d.path_on_host == "/" {
+        return Err(err(
+            "--device",
+            format!(
+                "host path {:?} must be an absolute path to a device (e.g. /dev/fuse)",
+                d.path_on_host
+            ),
+        ));
+    }
+    if !d.path_in_container.is_empty()
+        && (!is_plain_absolute(&d.path_in_container) || d.path_in_container == "/")
+    {
+        return Err(err(
+            "--device",
+            format!(
+                "container path {:?} must be an absolute path without . or .. (e.g. /dev/fuse)",
+                d.path_in_container
+            ),
+        ));
+    }
+    if !d.cgroup_permissions.is_empty() {
+        validate_device_permissions(&d.cgroup_permissions)
+            .map_err(|r| err("--device", format!("{}: {r}", d.path_on_host)))?;
+    }
+    Ok(())
+}
+
+/// Checks a `--user USER[:GROUP]` (names or numbers, resolved in the image at start).
+fn validate_user(user: &str) -> Result<(), SpecError> {
+    if user.is_empty() {
+        return Ok(());
+    }
+    let part_ok = |p: &str| {
+        !p.is_empty()
+            && p.chars()
+                .all(|c| !c.is_whitespace() && !c.is_control() && c != ':')
+    };
+    let ok = match user.split_once(':') {
+        Some((u, g)) => part_ok(u) && part_ok(g),
+        None => part_ok(user),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(err(
+            "--user",
+            format!("{user:?} is not USER[:GROUP] (names or numbers, e.g. 1000:1000 or nobody)"),
+        ))
+    }
+}
+
+/// Checks the confinement knobs of a container spec (capabilities, devices, seccomp, ulimits,
+/// sysctls, groups, user, hostname, workdir, stop signal); errors name the flag.
+fn validate_confinement(c: &ContainerSpec) -> Result<(), SpecError> {
+    for (flag, names) in [
+        ("--cap-add", &c.capability_add),
+        ("--cap-drop", &c.capability_drop),
+    ] {
+        validate_capabilities(flag, names).map_err(|e| {
+            let reason = e.strip_prefix(&format!("{flag}: ")).unwrap_or(&e);
+            err(flag, reason)
+        })?;
+    }
+    let mut container_paths = HashSet::new();
+    for d in &c.devices {
+        validate_device(d)?;
+        let target = if d.path_in_container.is_empty() {
+            &d.path_on_host
+        } else {
+            &d.path_in_container
+        };
+        if !container_paths.insert(target.as_str()) {
+            return Err(err(
+                "--device",
+                format!("container path {target} is given twice"),
+            ));
+        }
+    }
+    if let Some(seccomp) = c.privileges.as_ref().and_then(|p| p.seccomp.as_ref()) {
+        if !SECCOMP_MODES.contains(&seccomp.mode.as_str()) {
+            return Err(err(
+                "--security-opt",
+                format!(
+                    "unknown seccomp mode {:?} (use seccomp=default, seccomp=unconfined or seccomp=PATH.json)",
+                    seccomp.mode
+                ),
+            ));
+        }
+        match (seccomp.mode == "custom", seccomp.profile.is_empty()) {
+            (true, true) => {
+                return Err(err(
+                    "--security-opt",
+                    "a custom seccomp mode needs a profile (seccomp=PATH.json)",
+                ))
+            }
+            (false, false) => {
+                return Err(err(
+                    "--security-opt",
+                    format!(
+                        "seccomp mode {:?} carries a profile: only mode \"custom\" has one",
+                        seccomp.mode
+                    ),
+                ))
+            }
+            _ => {}
+        }
+    }
+    let mut ulimits = HashSet::new();
+    for u in &c.ulimits {
+        validate_ulimit(&u.name, u.soft, u.hard).map_err(|r| err("--ulimit", r))?;
+        if !ulimits.insert(u.name.as_str()) {
+            return Err(err("--ulimit", format!("{} is given twice", u.name)));
+        }
+    }
+    let mut keys: Vec<&String> = c.sysctls.keys().collect();
+    keys.sort();
+    for key in keys {
+        validate_sysctl(key).map_err(|r| err("--sysctl", r))?;
+    }
+    for g in &c.groups {
+        if g.is_empty()
+            || g.chars()
+                .any(|ch| ch.is_whitespace() || ch.is_control() || ch == ':')
+        {
+            return Err(err(
+                "--group-add",
+                format!("{g:?} is not a group name or number"),
+            ));
+        }
+    }
+    validate_user(&c.user)?;
+    if c.hostname.len() > 64
+        || c.hostname.starts_with(['-', '.'])
+        || !c
+            .hostname
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '-' | '_' | '.'))
+    {
+        return Err(err(
+            "--hostname",
+            format!(
+                "{:?} is not a hostname (at most 64 letters, digits, '-', '_' and '.')",
+                c.hostname
+            ),
+        ));
+    }
+    if !c.dir.is_empty() && !c.dir.starts_with('/') {
+        return Err(err(
+            "--workdir",
+            format!("{:?} must be an absolute path", c.dir),
+        ));
+    }
+    if !c.stop_signal.is_empty() && signal_number(&c.stop_signal).is_none() {
+        return Err(err(
+            "--stop-signal",
+            format!(
+                "unknown signal {:?} (e.g. SIGTERM, SIGQUIT, SIGUSR1 or a number)",
+                c.stop_signal
+            ),
+        ));
     }
     Ok(())
 }
@@ -667,6 +973,165 @@ mod tests {
         let mut s = spec("web");
         s.mode = ServiceMode::ModeGlobal as i32;
         assert_eq!(validate_service(&s).unwrap_err().field, "--replicas");
+    }
+
+    fn with_container(f: impl FnOnce(&mut ContainerSpec)) -> ServiceSpec {
+        let mut s = spec("web");
+        if let Some(c) = s.task.as_mut().and_then(|t| t.container.as_mut()) {
+            f(c);
+        }
+        s
+    }
+
+    fn device(host: &str, container: &str, perms: &str) -> DeviceMapping {
+        DeviceMapping {
+            path_on_host: host.into(),
+            path_in_container: container.into(),
+            cgroup_permissions: perms.into(),
+        }
+    }
+
+    fn seccomp(mode: &str, profile: &[u8]) -> Option<crate::v1::Privileges> {
+        Some(crate::v1::Privileges {
+            seccomp: Some(crate::v1::SeccompOpts {
+                mode: mode.into(),
+                profile: profile.to_vec(),
+            }),
+            no_new_privileges: true,
+        })
+    }
+
+    fn ulimit(name: &str, soft: i64, hard: i64) -> crate::v1::Ulimit {
+        crate::v1::Ulimit {
+            name: name.into(),
+            soft,
+            hard,
+        }
+    }
+
+    type Edit = fn(&mut ContainerSpec);
+
+    #[test]
+    fn confinement_knobs() {
+        #[rustfmt::skip]
+        let cases: Vec<(Edit, Option<&str>)> = vec![
+            (|c| c.capability_add = vec!["NET_ADMIN".into(), "CAP_SYS_TIME".into(), "ALL".into()], None),
+            (|c| c.capability_drop = vec!["all".into(), "mknod".into()], None),
+            (|c| c.capability_add = vec!["FLY".into()], Some("--cap-add: unknown capability \"FLY\" (use names like NET_ADMIN or CAP_NET_ADMIN, or ALL)")),
+            (|c| c.capability_drop = vec!["RESET".into()], Some("--cap-drop: unknown capability \"RESET\" (use names like NET_ADMIN or CAP_NET_ADMIN, or ALL)")),
+            (|c| c.devices = vec![device("/dev/fuse", "", "")], None),
+            (|c| c.devices = vec![device("/dev/sda", "/dev/xvda", "r"), device("/dev/sdb", "/dev/xvdb", "rwm")], None),
+            (|c| c.devices = vec![device("dev/fuse", "", "rwm")], Some("--device: host path \"dev/fuse\" must be an absolute path to a device (e.g. /dev/fuse)")),
+            (|c| c.devices = vec![device("/dev/fuse", "/dev/../etc/x", "rwm")], Some("--device: container path \"/dev/../etc/x\" must be an absolute path without . or .. (e.g. /dev/fuse)")),
+            (|c| c.devices = vec![device("/dev/fuse", "", "rx")], Some("--device: /dev/fuse: permissions \"rx\" are not a combination of r, w and m (e.g. rwm, r)")),
+            (|c| c.devices = vec![device("/dev/fuse", "", "rr")], Some("--device: /dev/fuse: permissions \"rr\" are not a combination of r, w and m (e.g. rwm, r)")),
+            (|c| c.devices = vec![device("/dev/a", "/dev/x", "r"), device("/dev/b", "/dev/x", "r")], Some("--device: container path /dev/x is given twice")),
+            (|c| c.privileges = seccomp("", b""), None),
+            (|c| c.privileges = seccomp("default", b""), None),
+            (|c| c.privileges = seccomp("unconfined", b""), None),
+            (|c| c.privileges = seccomp("custom", b"{}"), None),
+            (|c| c.privileges = seccomp("custom", b""), Some("--security-opt: a custom seccomp mode needs a profile (seccomp=PATH.json)")),
+            (|c| c.privileges = seccomp("unconfined", b"{}"), Some("--security-opt: seccomp mode \"unconfined\" carries a profile: only mode \"custom\" has one")),
+            (|c| c.privileges = seccomp("strict", b""), Some("--security-opt: unknown seccomp mode \"strict\" (use seccomp=default, seccomp=unconfined or seccomp=PATH.json)")),
+            (|c| c.ulimits = vec![ulimit("nofile", 1024, 2048), ulimit("core", 0, 0), ulimit("nproc", -1, -1)], None),
+            (|c| c.ulimits = vec![ulimit("nofile", 2048, 1024)], Some("--ulimit: nofile: soft limit 2048 is above the hard limit 1024")),
+            (|c| c.ulimits = vec![ulimit("files", 1, 1)], Some("--ulimit: unknown ulimit \"files\" (one of as, core, cpu, data, fsize, locks, memlock, msgqueue, nice, nofile, nproc, rss, rtprio, rttime, sigpending, stack)")),
+            (|c| c.ulimits = vec![ulimit("nofile", 1, 1), ulimit("nofile", 2, 2)], Some("--ulimit: nofile is given twice")),
+            (|c| { c.sysctls.insert("net.core.somaxconn".into(), "1024".into()); }, None),
+            (|c| { c.sysctls.insert("kernel.panic".into(), "1".into()); }, Some("--sysctl: kernel.panic is not a namespaced sysctl: it would change the whole node, not just the container (allowed: net.*, fs.mqueue.*, kernel.msg*, kernel.sem, kernel.shm*)")),
+            (|c| c.stop_signal = "SIGUSR1".into(), None),
+            (|c| c.stop_signal = "9".into(), None),
+            (|c| c.stop_signal = "SIGNOPE".into(), Some("--stop-signal: unknown signal \"SIGNOPE\" (e.g. SIGTERM, SIGQUIT, SIGUSR1 or a number)")),
+            (|c| c.groups = vec!["audio".into(), "1001".into()], None),
+            (|c| c.groups = vec!["".into()], Some("--group-add: \"\" is not a group name or number")),
+            (|c| c.user = "1000:1000".into(), None),
+            (|c| c.user = "nobody".into(), None),
+            (|c| c.user = "1000:".into(), Some("--user: \"1000:\" is not USER[:GROUP] (names or numbers, e.g. 1000:1000 or nobody)")),
+            (|c| c.user = "a:b:c".into(), Some("--user: \"a:b:c\" is not USER[:GROUP] (names or numbers, e.g. 1000:1000 or nobody)")),
+            (|c| c.hostname = "web-1.local".into(), None),
+            (|c| c.hostname = "has space".into(), Some("--hostname: \"has space\" is not a hostname (at most 64 letters, digits, '-', '_' and '.')")),
+            (|c| c.hostname = "x".repeat(65), Some("--hostname")),
+            (|c| c.dir = "/srv/app".into(), None),
+            (|c| c.dir = "srv".into(), Some("--workdir: \"srv\" must be an absolute path")),
+            (|c| { c.privileged = true; c.read_only = true; c.init = true; c.command = vec!["/bin/sh".into(), "-c".into()]; }, None),
+        ];
+        for (i, (edit, want)) in cases.into_iter().enumerate() {
+            let got = validate_service(&with_container(edit))
+                .err()
+                .map(|e| e.to_string());
+            match (got.as_deref(), want) {
+                (None, None) => {}
+                (Some(g), Some(w))
+                    if g == w || (!w.contains(' ') && g.starts_with(&format!("{w}: "))) => {}
+                (g, w) => panic!("case {i}: got {g:?}, want {w:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn log_sizes_in_dockers_units() {
+        #[rustfmt::skip]
+        let cases: [(&str, Option<u64>); 12] = [
+            ("10m", Some(10_000_000)),
+            ("10M", Some(10_000_000)),
+            ("10mb", Some(10_000_000)),
+            ("512k", Some(512_000)),
+            ("1g", Some(1_000_000_000)),
+            ("1.5k", Some(1500)),
+            ("100", Some(100)),
+            ("100b", Some(100)),
+            ("0", None),
+            ("-1m", None),
+            ("10x", None),
+            ("m", None),
+        ];
+        for (s, want) in cases {
+            assert_eq!(parse_log_size(s).ok(), want, "{s}");
+        }
+        assert_eq!(parse_log_max_file("3"), Ok(3));
+        assert!(parse_log_max_file("0").is_err_and(|e| e.contains("at least 1")));
+        assert!(parse_log_max_file("x").is_err());
+    }
+
+    #[test]
+    fn log_driver_and_options() {
+        let driver = |name: &str, opts: &[(&str, &str)]| Driver {
+            name: name.into(),
+            options: opts
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        let defaults = LogRotation {
+            max_size: 10_000_000,
+            max_file: 3,
+        };
+        assert_eq!(log_rotation(None), Ok(defaults));
+        assert_eq!(log_rotation(Some(&driver("", &[]))), Ok(defaults));
+        assert_eq!(
+            log_rotation(Some(&driver(
+                "json-file",
+                &[("max-size", "1m"), ("max-file", "5")]
+            ))),
+            Ok(LogRotation {
+                max_size: 1_000_000,
+                max_file: 5
+            })
+        );
+        #[rustfmt::skip]
+        let bad: [(Driver, &str); 4] = [
+            (driver("syslog", &[]), "--log-driver: unsupported log driver \"syslog\" (only json-file is supported)"),
+            (driver("json-file", &[("compress", "true")]), "--log-opt: unknown option \"compress\" of the json-file log driver (use max-size or max-file)"),
+            (driver("json-file", &[("max-file", "0")]), "--log-opt: max-file must be at least 1"),
+            (driver("json-file", &[("max-size", "lots")]), "--log-opt: \"lots\" is not a size (a number with an optional unit b, k, m or g, e.g. 10m)"),
+        ];
+        for (d, want) in bad {
+            let mut s = spec("web");
+            if let Some(t) = s.task.as_mut() {
+                t.log_driver = Some(d);
+            }
+            assert_eq!(validate_service(&s).unwrap_err().to_string(), want);
+        }
     }
 
     fn net(name: &str, driver: &str, subnet: &str, gateway: &str) -> NetworkSpec {

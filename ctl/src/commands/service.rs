@@ -1,23 +1,24 @@
 //! `shoalctl service create|ls|ps|inspect|update|scale|rm|logs`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::io::Write;
+use std::path::Path;
 
 use anyhow::{anyhow, Result};
 use serde_json::json;
 use shoal_proto::spec::{endpoint_mode, port_protocol, port_publish_mode, validate_service};
 use shoal_proto::v1::{
-    ContainerSpec, CreateServiceRequest, EndpointSpec, GetNetworkRequest, GetServiceRequest,
-    ListServicesRequest, ListTasksRequest, LogLine, Placement, PortConfig, RemoveServiceRequest,
-    ResourceRequirements, Resources, RestartPolicy, ScaleServiceRequest, Service,
-    ServiceLogsRequest, ServiceMode, ServiceSpec, ServiceSummary, Task, TaskSpec,
-    UpdateServiceRequest,
+    ContainerSpec, CreateServiceRequest, DeviceMapping, Driver, EndpointSpec, GetNetworkRequest,
+    GetServiceRequest, ListServicesRequest, ListTasksRequest, LogLine, Placement, PortConfig,
+    Privileges, RemoveServiceRequest, ResourceRequirements, Resources, RestartPolicy,
+    ScaleServiceRequest, SeccompOpts, Service, ServiceLogsRequest, ServiceMode, ServiceSpec,
+    ServiceSummary, Task, TaskSpec, Ulimit, UpdateServiceRequest,
 };
 
 use super::converge;
 use crate::cli::{
     CreateArgs, Format, InspectArgs, LogsArgs, LsArgs, Mode, PsArgs, RestartCondition, RmArgs,
-    ScaleArgs, UpdateArgs,
+    ScaleArgs, SecurityOpt, UpdateArgs,
 };
 use crate::client::{status, Control};
 use crate::output::{self, json as js, table::Table};
@@ -36,6 +37,7 @@ pub fn build_spec(a: &CreateArgs) -> Result<ServiceSpec> {
         RestartCondition::OnFailure => shoal_proto::v1::RestartCondition::RestartOnFailure,
         RestartCondition::None => shoal_proto::v1::RestartCondition::RestartNone,
     };
+    let (capability_add, capability_drop) = effective_cap_add_drop(&a.cap_add, &a.cap_drop);
     let spec = ServiceSpec {
         name: a.name.clone(),
         labels: HashMap::new(),
@@ -47,6 +49,21 @@ pub fn build_spec(a: &CreateArgs) -> Result<ServiceSpec> {
                 args: a.args.clone(),
                 env: a.env.clone(),
                 stop_grace_period_ns: a.stop_grace_period,
+                command: a.entrypoint.clone().map(|e| e.0).unwrap_or_default(),
+                dir: a.workdir.clone().unwrap_or_default(),
+                user: a.user.clone().unwrap_or_default(),
+                hostname: a.hostname.clone().unwrap_or_default(),
+                groups: dedup(&a.group_add),
+                privileges: privileges(None, &a.security_opt)?,
+                capability_add,
+                capability_drop,
+                privileged: a.privileged,
+                devices: merge_devices(Vec::new(), &a.device),
+                read_only: a.read_only,
+                ulimits: merge_ulimits(Vec::new(), &a.ulimit),
+                sysctls: a.sysctl.iter().cloned().collect(),
+                init: a.init,
+                stop_signal: a.stop_signal.clone().unwrap_or_default(),
                 ..Default::default()
             }),
             resources: Some(ResourceRequirements {
@@ -72,6 +89,7 @@ pub fn build_spec(a: &CreateArgs) -> Result<ServiceSpec> {
                 preferences: a.placement_pref.clone(),
             }),
             networks: a.network.clone(),
+            log_driver: log_driver(None, a.log_driver.as_deref(), &a.log_opt),
         }),
         endpoint: Some(EndpointSpec {
             mode: a.endpoint_mode.as_str().to_string(),
@@ -80,6 +98,241 @@ pub fn build_spec(a: &CreateArgs) -> Result<ServiceSpec> {
     };
     validate_service(&spec)?;
     Ok(spec)
+}
+
+/// The capability lists docker stores for `--cap-add`/`--cap-drop` on create: sorted, each
+/// once, ALL alone when given, and a capability both added and dropped only added.
+pub fn effective_cap_add_drop(add: &[String], drop: &[String]) -> (Vec<String>, Vec<String>) {
+    let add = normalize_caps(add.iter().cloned().collect());
+    let drop = normalize_caps(drop.iter().filter(|c| !add.contains(c)).cloned().collect());
+    (add, drop)
+}
+
+/// Sorted, deduplicated, RESET removed, and only ALL when ALL is in the list.
+fn normalize_caps(caps: BTreeSet<String>) -> Vec<String> {
+    if caps.contains("ALL") {
+        return vec!["ALL".into()];
+    }
+    caps.into_iter().filter(|c| c != "RESET").collect()
+}
+
+/// Docker's `service update --cap-add/--cap-drop`: RESET clears a list first; a dropped
+/// capability leaves the added ones and an added one leaves the dropped ones; adding wins
+/// when both name the same capability.
+pub fn update_capabilities(
+    add: &mut Vec<String>,
+    drop: &mut Vec<String>,
+    to_add: &[String],
+    to_drop: &[String],
+) {
+    let mut cap_add: BTreeSet<String> = add.iter().cloned().collect();
+    let mut cap_drop: BTreeSet<String> = drop.iter().cloned().collect();
+    if to_add.iter().any(|c| c == "RESET") {
+        cap_add.clear();
+    }
+    if to_drop.iter().any(|c| c == "RESET") {
+        cap_drop.clear();
+    }
+    for c in to_drop
+        .iter()
+        .filter(|c| *c != "RESET" && !to_add.contains(c))
+    {
+        cap_add.remove(c);
+        cap_drop.insert(c.clone());
+    }
+    for c in to_add.iter().filter(|c| *c != "RESET") {
+        cap_drop.remove(c);
+        cap_add.insert(c.clone());
+    }
+    *add = normalize_caps(cap_add);
+    *drop = normalize_caps(cap_drop);
+}
+
+/// `values` in order, each once.
+fn dedup(values: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::with_capacity(values.len());
+    for v in values {
+        if !out.contains(v) {
+            out.push(v.clone());
+        }
+    }
+    out
+}
+
+/// Devices with `add` applied: a device for a container path already mapped replaces it.
+fn merge_devices(mut devices: Vec<DeviceMapping>, add: &[DeviceMapping]) -> Vec<DeviceMapping> {
+    let target = |d: &DeviceMapping| {
+        if d.path_in_container.is_empty() {
+            d.path_on_host.clone()
+        } else {
+            d.path_in_container.clone()
+        }
+    };
+    for d in add {
+        devices.retain(|x| target(x) != target(d));
+        devices.push(d.clone());
+    }
+    devices
+}
+
+/// Ulimits with `add` applied: a limit of a name already set replaces it (the last one wins).
+fn merge_ulimits(mut ulimits: Vec<Ulimit>, add: &[Ulimit]) -> Vec<Ulimit> {
+    for u in add {
+        ulimits.retain(|x| x.name != u.name);
+        ulimits.push(u.clone());
+    }
+    ulimits
+}
+
+/// The log driver with `--log-driver`/`--log-opt` applied: options replace the same keys; any
+/// option without a driver means json-file, the only one.
+fn log_driver(
+    current: Option<Driver>,
+    name: Option<&str>,
+    opts: &[(String, String)],
+) -> Option<Driver> {
+    if current.is_none() && name.is_none() && opts.is_empty() {
+        return None;
+    }
+    let mut d = current.unwrap_or_default();
+    if let Some(n) = name {
+        d.name = n.to_string();
+    }
+    if d.name.is_empty() {
+        d.name = shoal_proto::spec::LOG_DRIVER.to_string();
+    }
+    for (k, v) in opts {
+        d.options.insert(k.clone(), v.clone());
+    }
+    Some(d)
+}
+
+/// The seccomp profile at `path`, refused unless it reads and is a JSON object (the manager
+/// checks the profile itself).
+fn read_seccomp_profile(path: &Path) -> Result<Vec<u8>> {
+    let bytes = std::fs::read(path).map_err(|e| {
+        anyhow!(
+            "--security-opt: cannot read seccomp profile {}: {e}",
+            path.display()
+        )
+    })?;
+    match serde_json::from_slice::<serde_json::Value>(&bytes) {
+        Ok(serde_json::Value::Object(_)) => Ok(bytes),
+        Ok(_) => Err(anyhow!(
+            "--security-opt: seccomp profile {} is not a JSON object",
+            path.display()
+        )),
+        Err(e) => Err(anyhow!(
+            "--security-opt: seccomp profile {} is not JSON: {e}",
+            path.display()
+        )),
+    }
+}
+
+/// The privileges with `--security-opt` values applied (None when nothing is set at all);
+/// reads seccomp profile files.
+fn privileges(current: Option<Privileges>, opts: &[SecurityOpt]) -> Result<Option<Privileges>> {
+    if opts.is_empty() {
+        return Ok(current);
+    }
+    let mut p = current.unwrap_or_default();
+    for opt in opts {
+        let mode = |m: &str, profile: Vec<u8>| SeccompOpts {
+            mode: m.to_string(),
+            profile,
+        };
+        match opt {
+            SecurityOpt::NoNewPrivileges(on) => p.no_new_privileges = *on,
+            SecurityOpt::SeccompDefault => p.seccomp = Some(mode("default", Vec::new())),
+            SecurityOpt::SeccompUnconfined => p.seccomp = Some(mode("unconfined", Vec::new())),
+            SecurityOpt::SeccompProfile(path) => {
+                p.seccomp = Some(mode("custom", read_seccomp_profile(path)?))
+            }
+        }
+    }
+    Ok(Some(p))
+}
+
+/// Applies the confinement flags of `service update` to a container spec and the task's log
+/// driver (removals before additions).
+fn apply_confinement(
+    service: &str,
+    c: &mut ContainerSpec,
+    log: &mut Option<Driver>,
+    a: &UpdateArgs,
+) -> Result<()> {
+    update_capabilities(
+        &mut c.capability_add,
+        &mut c.capability_drop,
+        &a.cap_add,
+        &a.cap_drop,
+    );
+    if let Some(v) = a.privileged {
+        c.privileged = v;
+    }
+    if let Some(v) = a.read_only {
+        c.read_only = v;
+    }
+    if let Some(v) = a.init {
+        c.init = v;
+    }
+    for host in &a.device_rm {
+        let before = c.devices.len();
+        c.devices.retain(|d| d.path_on_host != *host);
+        if c.devices.len() == before {
+            return Err(anyhow!(
+                "--device-rm: service {service} has no device {host}"
+            ));
+        }
+    }
+    c.devices = merge_devices(std::mem::take(&mut c.devices), &a.device_add);
+    c.privileges = privileges(c.privileges.take(), &a.security_opt)?;
+    for g in &a.group_rm {
+        let before = c.groups.len();
+        c.groups.retain(|x| x != g);
+        if c.groups.len() == before {
+            return Err(anyhow!("--group-rm: service {service} has no group {g}"));
+        }
+    }
+    for g in &a.group_add {
+        if !c.groups.contains(g) {
+            c.groups.push(g.clone());
+        }
+    }
+    for name in &a.ulimit_rm {
+        let before = c.ulimits.len();
+        c.ulimits.retain(|u| !u.name.eq_ignore_ascii_case(name));
+        if c.ulimits.len() == before {
+            return Err(anyhow!(
+                "--ulimit-rm: service {service} has no ulimit {name}"
+            ));
+        }
+    }
+    c.ulimits = merge_ulimits(std::mem::take(&mut c.ulimits), &a.ulimit_add);
+    for key in &a.sysctl_rm {
+        if c.sysctls.remove(key).is_none() {
+            return Err(anyhow!(
+                "--sysctl-rm: service {service} has no sysctl {key}"
+            ));
+        }
+    }
+    for (k, v) in &a.sysctl_add {
+        c.sysctls.insert(k.clone(), v.clone());
+    }
+    let set = |field: &mut String, value: &Option<String>| {
+        if let Some(v) = value {
+            *field = v.clone();
+        }
+    };
+    set(&mut c.user, &a.user);
+    set(&mut c.hostname, &a.hostname);
+    set(&mut c.dir, &a.workdir);
+    set(&mut c.stop_signal, &a.stop_signal);
+    if let Some(e) = &a.entrypoint {
+        c.command = e.0.clone();
+    }
+    *log = log_driver(log.take(), a.log_driver.as_deref(), &a.log_opt);
+    Ok(())
 }
 
 /// The ID of each network named by `--network-add`/`--network-rm` that the manager knows; the
@@ -113,6 +366,7 @@ pub fn apply_update(spec: &mut ServiceSpec, a: &UpdateArgs, ids: &NetworkIds) ->
         c.env.retain(|x| key(x) != key(e));
         c.env.push(e.clone());
     }
+    apply_confinement(&spec.name, c, &mut task.log_driver, a)?;
     let placement = task.placement.get_or_insert_with(Default::default);
     for expr in &a.constraint_rm {
         placement.constraints.retain(|x| x != expr);
@@ -552,7 +806,8 @@ pub fn pretty(svc: &Service) -> String {
     let meta = svc.meta.unwrap_or_default();
     let mut s = String::new();
     let mut kv = |k: &str, v: String| {
-        let line = format!("{:<16}{v}", format!("{k}:"));
+        // A label longer than the column still gets a space before its value.
+        let line = format!("{:<15} {v}", format!("{k}:"));
         s.push_str(line.trim_end());
         s.push('\n');
     };
@@ -614,6 +869,92 @@ pub fn pretty(svc: &Service) -> String {
         ))
         .to_string(),
     );
+    if !c.command.is_empty() {
+        kv(" Entrypoint", c.command.join(" "));
+    }
+    let mut text = |k: &str, v: &str| {
+        if !v.is_empty() {
+            kv(k, v.to_string());
+        }
+    };
+    text(" Dir", &c.dir);
+    text(" User", &c.user);
+    text(" Groups", &c.groups.join(" "));
+    text(" Hostname", &c.hostname);
+    text(" Stop Signal", &c.stop_signal);
+    for (k, on) in [
+        (" Privileged", c.privileged),
+        (" Read Only", c.read_only),
+        (" Init", c.init),
+    ] {
+        if on {
+            kv(k, "true".into());
+        }
+    }
+    if !c.devices.is_empty() {
+        let devices: Vec<String> = c
+            .devices
+            .iter()
+            .map(|d| {
+                let target = if d.path_in_container.is_empty() {
+                    &d.path_on_host
+                } else {
+                    &d.path_in_container
+                };
+                let perms = if d.cgroup_permissions.is_empty() {
+                    "rwm"
+                } else {
+                    &d.cgroup_permissions
+                };
+                format!("{}:{target}:{perms}", d.path_on_host)
+            })
+            .collect();
+        kv(" Devices", devices.join(" "));
+    }
+    if !c.ulimits.is_empty() {
+        let limits: Vec<String> = c
+            .ulimits
+            .iter()
+            .map(|u| format!("{}={}:{}", u.name, u.soft, u.hard))
+            .collect();
+        kv(" Ulimits", limits.join(" "));
+    }
+    if !c.sysctls.is_empty() {
+        let sorted: std::collections::BTreeMap<_, _> = c.sysctls.iter().collect();
+        let pairs: Vec<String> = sorted.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        kv(" Sysctls", pairs.join(" "));
+    }
+    if !c.capability_add.is_empty() || !c.capability_drop.is_empty() {
+        kv("Capabilities", String::new());
+        if !c.capability_add.is_empty() {
+            kv(" Add", c.capability_add.join(" "));
+        }
+        if !c.capability_drop.is_empty() {
+            kv(" Drop", c.capability_drop.join(" "));
+        }
+    }
+    let p = c.privileges.clone().unwrap_or_default();
+    let seccomp = p.seccomp.map(|sc| sc.mode).unwrap_or_default();
+    if p.no_new_privileges || !matches!(seccomp.as_str(), "" | "default") {
+        kv("Security Options", String::new());
+        if p.no_new_privileges {
+            kv(" No New Privileges", "true".into());
+        }
+        if !matches!(seccomp.as_str(), "" | "default") {
+            kv(" Seccomp", seccomp);
+        }
+    }
+    if let Some(d) = &task.log_driver {
+        kv("Log Driver", String::new());
+        kv(" Name", d.name.clone());
+        if !d.options.is_empty() {
+            kv(" LogOpts", String::new());
+            let sorted: std::collections::BTreeMap<_, _> = d.options.iter().collect();
+            for (k, v) in sorted {
+                kv(&format!("  {k}"), v.clone());
+            }
+        }
+    }
     let res = task.resources.unwrap_or_default();
     let lim = res.limits.unwrap_or_default();
     let rsv = res.reservations.unwrap_or_default();
@@ -1433,5 +1774,479 @@ mod tests {
         assert!(text.contains("Name:           web\n"), "{text}");
         assert!(text.contains(" Replicas:      1\n"));
         assert!(text.contains("  Memory:       64MiB\n"));
+    }
+}
+
+#[cfg(test)]
+mod confinement_tests {
+    use super::*;
+    use clap::Parser;
+
+    fn create_args(args: &[&str]) -> CreateArgs {
+        let cli = crate::cli::Cli::try_parse_from(
+            ["shoalctl", "service", "create", "--name", "web"]
+                .iter()
+                .chain(args.iter())
+                .chain(["busybox"].iter()),
+        )
+        .expect("parses");
+        match cli.command {
+            crate::cli::Command::Service(crate::cli::ServiceCommand::Create(a)) => *a,
+            _ => panic!("not create"),
+        }
+    }
+
+    fn update_args(args: &[&str]) -> UpdateArgs {
+        let cli = crate::cli::Cli::try_parse_from(
+            ["shoalctl", "service", "update"]
+                .iter()
+                .chain(args.iter())
+                .chain(["web"].iter()),
+        )
+        .expect("parses");
+        match cli.command {
+            crate::cli::Command::Service(crate::cli::ServiceCommand::Update(a)) => *a,
+            _ => panic!("not update"),
+        }
+    }
+
+    fn container(spec: &ServiceSpec) -> ContainerSpec {
+        spec.task
+            .as_ref()
+            .and_then(|t| t.container.clone())
+            .expect("container")
+    }
+
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    /// A file under the temp dir, unique to this test process, removed on drop.
+    struct TempFile(std::path::PathBuf);
+
+    impl TempFile {
+        fn new(name: &str, body: &[u8]) -> Self {
+            let path = std::env::temp_dir().join(format!("shoalctl-{}-{name}", std::process::id()));
+            std::fs::write(&path, body).expect("write temp file");
+            TempFile(path)
+        }
+
+        fn path(&self) -> &str {
+            self.0.to_str().expect("utf-8 temp path")
+        }
+    }
+
+    impl Drop for TempFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    #[test]
+    fn create_sends_every_knob() {
+        let profile = TempFile::new("create.json", br#"{"defaultAction":"SCMP_ACT_ERRNO"}"#);
+        let seccomp = format!("seccomp={}", profile.path());
+        let spec = build_spec(&create_args(&[
+            "--cap-add",
+            "net_admin",
+            "--cap-add",
+            "CHOWN",
+            "--cap-drop",
+            "chown",
+            "--cap-drop",
+            "mknod",
+            "--cap-drop",
+            "CAP_MKNOD",
+            "--device",
+            "/dev/fuse",
+            "--device",
+            "/dev/sda:/dev/xvda:r",
+            "--security-opt",
+            "no-new-privileges",
+            "--security-opt",
+            &seccomp,
+            "--read-only",
+            "-u",
+            "1000:100",
+            "--group-add",
+            "audio",
+            "--group-add",
+            "audio",
+            "--ulimit",
+            "nofile=10:20",
+            "--ulimit",
+            "nofile=1024:2048",
+            "--sysctl",
+            "net.core.somaxconn=1024",
+            "--init",
+            "--hostname",
+            "box",
+            "-w",
+            "/srv",
+            "--entrypoint",
+            "/bin/sh -c",
+            "--stop-signal",
+            "SIGQUIT",
+            "--log-opt",
+            "max-size=1m",
+        ]))
+        .expect("valid");
+        let c = container(&spec);
+        // adding wins over dropping the same capability; names are normalized and sorted
+        assert_eq!(c.capability_add, strings(&["CAP_CHOWN", "CAP_NET_ADMIN"]));
+        assert_eq!(c.capability_drop, strings(&["CAP_MKNOD"]));
+        assert_eq!(c.devices.len(), 2);
+        assert_eq!(c.devices[1].path_in_container, "/dev/xvda");
+        let p = c.privileges.clone().expect("privileges");
+        assert!(p.no_new_privileges);
+        let sc = p.seccomp.expect("seccomp");
+        assert_eq!(sc.mode, "custom");
+        assert_eq!(sc.profile, br#"{"defaultAction":"SCMP_ACT_ERRNO"}"#);
+        assert!(c.read_only && c.init && !c.privileged);
+        assert_eq!(c.user, "1000:100");
+        assert_eq!(c.groups, strings(&["audio"]));
+        assert_eq!(
+            c.ulimits,
+            vec![Ulimit {
+                name: "nofile".into(),
+                soft: 1024,
+                hard: 2048
+            }]
+        );
+        assert_eq!(
+            c.sysctls.get("net.core.somaxconn").map(String::as_str),
+            Some("1024")
+        );
+        assert_eq!(c.hostname, "box");
+        assert_eq!(c.dir, "/srv");
+        assert_eq!(c.command, strings(&["/bin/sh", "-c"]));
+        assert_eq!(c.stop_signal, "SIGQUIT");
+        let log = spec.task.as_ref().and_then(|t| t.log_driver.clone());
+        assert_eq!(
+            log,
+            Some(Driver {
+                name: "json-file".into(),
+                options: [("max-size".to_string(), "1m".to_string())].into(),
+            })
+        );
+
+        // nothing asked: nothing set, so the defaults apply on the node
+        let plain = build_spec(&create_args(&[])).expect("valid");
+        let c = container(&plain);
+        assert!(c.privileges.is_none() && c.capability_add.is_empty() && c.command.is_empty());
+        assert!(plain.task.as_ref().expect("task").log_driver.is_none());
+        let all = build_spec(&create_args(&[
+            "--cap-add",
+            "ALL",
+            "--cap-add",
+            "NET_ADMIN",
+        ]))
+        .expect("valid");
+        assert_eq!(container(&all).capability_add, strings(&["ALL"]));
+    }
+
+    #[test]
+    fn create_refuses_what_the_manager_would() {
+        let not_object = TempFile::new("array.json", b"[1, 2]");
+        let not_json = TempFile::new("text.json", b"syscalls: all");
+        let missing =
+            std::env::temp_dir().join(format!("shoalctl-{}-none.json", std::process::id()));
+        let seccomp = |p: &str| format!("seccomp={p}");
+        let cases: Vec<(Vec<String>, String)> = vec![
+            (
+                strings(&["--security-opt", &seccomp(&missing.display().to_string())]),
+                format!(
+                    "--security-opt: cannot read seccomp profile {}: No such file or directory (os error 2)",
+                    missing.display()
+                ),
+            ),
+            (
+                strings(&["--security-opt", &seccomp(not_object.path())]),
+                format!("--security-opt: seccomp profile {} is not a JSON object", not_object.path()),
+            ),
+            (
+                strings(&["--security-opt", &seccomp(not_json.path())]),
+                format!("--security-opt: seccomp profile {} is not JSON: expected value at line 1 column 1", not_json.path()),
+            ),
+            (strings(&["--workdir", "srv"]), "--workdir: \"srv\" must be an absolute path".into()),
+            (strings(&["--user", "a:b:c"]), "--user: \"a:b:c\" is not USER[:GROUP] (names or numbers, e.g. 1000:1000 or nobody)".into()),
+            (strings(&["--hostname", "a b"]), "--hostname: \"a b\" is not a hostname (at most 64 letters, digits, '-', '_' and '.')".into()),
+            (strings(&["--group-add", "a b"]), "--group-add: \"a b\" is not a group name or number".into()),
+            (strings(&["--device", "/dev/a:/dev/x", "--device", "/dev/b:/dev/x"]), "".into()),
+        ];
+        for (args, want) in cases {
+            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+            let got = build_spec(&create_args(&refs))
+                .map(|_| ())
+                .map_err(|e| e.to_string());
+            if want.is_empty() {
+                // a second device for the same container path replaces the first
+                assert!(got.is_ok(), "{args:?}: {got:?}");
+            } else {
+                assert_eq!(got, Err(want), "{args:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn capabilities_update_like_docker() {
+        #[rustfmt::skip]
+        let cases: [[&[&str]; 6]; 7] = [
+            // (add, drop, --cap-add, --cap-drop, add after, drop after)
+            [&[], &[], &["CAP_NET_ADMIN"], &[], &["CAP_NET_ADMIN"], &[]],
+            [&[], &["CAP_NET_ADMIN"], &["CAP_NET_ADMIN"], &[], &["CAP_NET_ADMIN"], &[]],
+            [&["CAP_NET_ADMIN"], &[], &[], &["CAP_NET_ADMIN"], &[], &["CAP_NET_ADMIN"]],
+            [&[], &[], &["CAP_CHOWN"], &["CAP_CHOWN"], &["CAP_CHOWN"], &[]],
+            [&["CAP_NET_ADMIN", "CAP_SYS_TIME"], &["CAP_MKNOD"], &["RESET"], &[], &[], &["CAP_MKNOD"]],
+            [&["CAP_NET_ADMIN"], &["CAP_MKNOD"], &["RESET", "CAP_BPF"], &["RESET"], &["CAP_BPF"], &[]],
+            // drop everything but keep what was added: only NET_ADMIN remains in effect
+            [&["CAP_NET_ADMIN"], &["CAP_MKNOD"], &[], &["ALL"], &["CAP_NET_ADMIN"], &["ALL"]],
+        ];
+        for [add, drop, to_add, to_drop, want_add, want_drop] in cases {
+            let (mut a, mut d) = (strings(add), strings(drop));
+            update_capabilities(&mut a, &mut d, &strings(to_add), &strings(to_drop));
+            assert_eq!(
+                (a, d),
+                (strings(want_add), strings(want_drop)),
+                "{to_add:?} {to_drop:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn update_changes_the_knobs() {
+        let mut spec = build_spec(&create_args(&[
+            "--cap-drop",
+            "NET_RAW",
+            "--device",
+            "/dev/fuse",
+            "--device",
+            "/dev/sda",
+            "--security-opt",
+            "seccomp=unconfined",
+            "--group-add",
+            "audio",
+            "--ulimit",
+            "nofile=1024",
+            "--ulimit",
+            "core=0",
+            "--sysctl",
+            "net.core.somaxconn=1024",
+            "--user",
+            "1000",
+            "--entrypoint",
+            "/bin/app",
+            "--stop-signal",
+            "SIGQUIT",
+            "--hostname",
+            "old",
+            "--log-opt",
+            "max-size=1m",
+        ]))
+        .expect("valid");
+        let profile = TempFile::new("update.json", b"{}");
+        let seccomp = format!("seccomp={}", profile.path());
+        let a = update_args(&[
+            "--cap-add",
+            "net_raw",
+            "--cap-drop",
+            "SYS_CHROOT",
+            "--privileged",
+            "--read-only",
+            "--init",
+            "--device-rm",
+            "/dev/sda",
+            "--device",
+            "/dev/fuse:/dev/fuse:r",
+            "--device-add",
+            "/dev/kvm",
+            "--security-opt",
+            &seccomp,
+            "--security-opt",
+            "no-new-privileges",
+            "--group-rm",
+            "audio",
+            "--group-add",
+            "video",
+            "--ulimit-rm",
+            "core",
+            "--ulimit",
+            "nofile=1:2",
+            "--sysctl-rm",
+            "net.core.somaxconn",
+            "--sysctl",
+            "net.ipv4.ip_forward=1",
+            "--user",
+            "",
+            "--entrypoint",
+            "",
+            "--stop-signal",
+            "TERM",
+            "--hostname",
+            "new",
+            "--workdir",
+            "/w",
+            "--log-opt",
+            "max-file=5",
+        ]);
+        apply_update(&mut spec, &a, &NetworkIds::new()).expect("applies");
+        let c = container(&spec);
+        assert_eq!(c.capability_add, strings(&["CAP_NET_RAW"]));
+        assert_eq!(c.capability_drop, strings(&["CAP_SYS_CHROOT"]));
+        assert!(c.privileged && c.read_only && c.init);
+        let devices: Vec<(&str, &str)> = c
+            .devices
+            .iter()
+            .map(|d| (d.path_on_host.as_str(), d.cgroup_permissions.as_str()))
+            .collect();
+        assert_eq!(devices, vec![("/dev/fuse", "r"), ("/dev/kvm", "rwm")]);
+        let p = c.privileges.clone().expect("privileges");
+        assert!(p.no_new_privileges);
+        assert_eq!(
+            p.seccomp.map(|s| (s.mode, s.profile)),
+            Some(("custom".into(), b"{}".to_vec()))
+        );
+        assert_eq!(c.groups, strings(&["video"]));
+        assert_eq!(
+            c.ulimits,
+            vec![Ulimit {
+                name: "nofile".into(),
+                soft: 1,
+                hard: 2
+            }]
+        );
+        assert_eq!(c.sysctls.len(), 1);
+        assert_eq!(
+            c.sysctls.get("net.ipv4.ip_forward").map(String::as_str),
+            Some("1")
+        );
+        assert_eq!(
+            (c.user.as_str(), c.dir.as_str(), c.hostname.as_str()),
+            ("", "/w", "new")
+        );
+        assert!(
+            c.command.is_empty(),
+            "an empty --entrypoint resets to the image's"
+        );
+        assert_eq!(c.stop_signal, "TERM");
+        let log = spec
+            .task
+            .as_ref()
+            .and_then(|t| t.log_driver.clone())
+            .expect("log driver");
+        assert_eq!(log.options.get("max-size").map(String::as_str), Some("1m"));
+        assert_eq!(log.options.get("max-file").map(String::as_str), Some("5"));
+
+        // undo with explicit false values
+        apply_update(
+            &mut spec,
+            &update_args(&[
+                "--privileged=false",
+                "--read-only=false",
+                "--init=false",
+                "--security-opt",
+                "seccomp=default",
+            ]),
+            &NetworkIds::new(),
+        )
+        .expect("applies");
+        let c = container(&spec);
+        assert!(!c.privileged && !c.read_only && !c.init);
+        assert_eq!(
+            c.privileges.and_then(|p| p.seccomp).map(|s| s.mode),
+            Some("default".into())
+        );
+
+        for (args, want) in [
+            (
+                &["--device-rm", "/dev/nope"][..],
+                "--device-rm: service web has no device /dev/nope",
+            ),
+            (
+                &["--group-rm", "wheel"],
+                "--group-rm: service web has no group wheel",
+            ),
+            (
+                &["--ulimit-rm", "nproc"],
+                "--ulimit-rm: service web has no ulimit nproc",
+            ),
+            (
+                &["--sysctl-rm", "net.x"],
+                "--sysctl-rm: service web has no sysctl net.x",
+            ),
+            (
+                &["--workdir", "rel"],
+                "--workdir: \"rel\" must be an absolute path",
+            ),
+        ] {
+            let mut s = spec.clone();
+            let e =
+                apply_update(&mut s, &update_args(args), &NetworkIds::new()).expect_err("refused");
+            assert_eq!(e.to_string(), want, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn pretty_shows_the_non_defaults() {
+        let spec = build_spec(&create_args(&[
+            "--cap-add",
+            "NET_ADMIN",
+            "--cap-drop",
+            "ALL",
+            "--device",
+            "/dev/fuse",
+            "--security-opt",
+            "no-new-privileges",
+            "--security-opt",
+            "seccomp=unconfined",
+            "--read-only",
+            "--user",
+            "nobody",
+            "--ulimit",
+            "nofile=1024:2048",
+            "--sysctl",
+            "net.core.somaxconn=1024",
+            "--init",
+            "--entrypoint",
+            "/bin/sh -c",
+            "--stop-signal",
+            "SIGQUIT",
+            "--log-opt",
+            "max-file=2",
+        ]))
+        .expect("valid");
+        let text = pretty(&Service {
+            id: "s1".into(),
+            spec: Some(spec),
+            ..Default::default()
+        });
+        for line in [
+            " Entrypoint:    /bin/sh -c\n",
+            " User:          nobody\n",
+            " Stop Signal:   SIGQUIT\n",
+            " Read Only:     true\n",
+            " Init:          true\n",
+            " Devices:       /dev/fuse:/dev/fuse:rwm\n",
+            " Ulimits:       nofile=1024:2048\n",
+            " Sysctls:       net.core.somaxconn=1024\n",
+            "Capabilities:\n Add:           CAP_NET_ADMIN\n Drop:          ALL\n",
+            "Security Options:\n No New Privileges: true\n Seccomp:       unconfined\n",
+            "Log Driver:\n Name:          json-file\n LogOpts:\n  max-file:     2\n",
+        ] {
+            assert!(text.contains(line), "{line:?} not in\n{text}");
+        }
+        let plain = pretty(&Service {
+            spec: Some(build_spec(&create_args(&[])).expect("valid")),
+            ..Default::default()
+        });
+        for absent in [
+            "Capabilities",
+            "Security Options",
+            "Log Driver",
+            "Privileged",
+            "Init",
+        ] {
+            assert!(!plain.contains(absent), "{absent} in\n{plain}");
+        }
     }
 }

@@ -5,10 +5,12 @@
 //! that are empty or zero are left out, except the ones scripts usually read (Image, Mode,
 //! RestartPolicy, Labels).
 
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
 use serde_json::{json, Map, Value};
 use shoal_proto::spec::{endpoint_mode, port_protocol, port_publish_mode};
 use shoal_proto::v1::{
-    EndpointSpec, Network, Node, NodeRole, PortConfig, Resources, Service, ServiceMode,
+    EndpointSpec, Network, Node, NodeRole, PortConfig, Privileges, Resources, Service, ServiceMode,
 };
 
 use super::{availability_name, node_state_name, restart_condition_name, rfc3339};
@@ -83,6 +85,20 @@ fn endpoint_spec(ep: &EndpointSpec) -> Value {
     Value::Object(m)
 }
 
+/// Docker's Privileges: `{Seccomp: {Mode, Profile}, NoNewPrivileges}`; the profile's bytes in
+/// base64, as Go marshals a `[]byte`.
+fn privileges(p: &Privileges) -> Value {
+    let mut m = Map::new();
+    if let Some(sc) = &p.seccomp {
+        let mut seccomp = Map::new();
+        put(&mut seccomp, "Mode", json!(sc.mode));
+        put(&mut seccomp, "Profile", json!(BASE64.encode(&sc.profile)));
+        put(&mut m, "Seccomp", Value::Object(seccomp));
+    }
+    put(&mut m, "NoNewPrivileges", json!(p.no_new_privileges));
+    Value::Object(m)
+}
+
 /// `docker service inspect` document of one service.
 pub fn service(svc: &Service) -> Value {
     let meta = svc.meta.unwrap_or_default();
@@ -103,6 +119,32 @@ pub fn service(svc: &Service) -> Value {
         "StopGracePeriod",
         json!(c.stop_grace_period_ns),
     );
+    put(&mut container, "Groups", json!(c.groups));
+    if let Some(p) = &c.privileges {
+        put(&mut container, "Privileges", privileges(p));
+    }
+    put(&mut container, "CapabilityAdd", json!(c.capability_add));
+    put(&mut container, "CapabilityDrop", json!(c.capability_drop));
+    put(&mut container, "Privileged", json!(c.privileged));
+    let devices: Vec<Value> = c
+        .devices
+        .iter()
+        .map(|d| {
+            json!({"PathOnHost": d.path_on_host, "PathInContainer": d.path_in_container,
+                   "CgroupPermissions": d.cgroup_permissions})
+        })
+        .collect();
+    put(&mut container, "Devices", json!(devices));
+    put(&mut container, "ReadOnly", json!(c.read_only));
+    let ulimits: Vec<Value> = c
+        .ulimits
+        .iter()
+        .map(|u| json!({"Name": u.name, "Soft": u.soft, "Hard": u.hard}))
+        .collect();
+    put(&mut container, "Ulimits", json!(ulimits));
+    put(&mut container, "Sysctls", labels(&c.sysctls));
+    put(&mut container, "Init", json!(c.init));
+    put(&mut container, "StopSignal", json!(c.stop_signal));
 
     let res = task.resources.unwrap_or_default();
     let mut resources_doc = Map::new();
@@ -167,6 +209,12 @@ pub fn service(svc: &Service) -> Value {
         })
         .collect();
     put(&mut template, "Networks", json!(networks));
+    if let Some(d) = &task.log_driver {
+        let mut m = Map::new();
+        m.insert("Name".into(), json!(d.name));
+        put(&mut m, "Options", labels(&d.options));
+        template.insert("LogDriver".into(), Value::Object(m));
+    }
 
     let mut doc = json!({
         "ID": svc.id,
@@ -364,6 +412,7 @@ mod tests {
                         ..Default::default()
                     }),
                     networks: Vec::new(),
+                    log_driver: None,
                 }),
                 ..Default::default()
             }),
@@ -398,6 +447,115 @@ mod tests {
             s.mode = ServiceMode::ModeGlobal as i32;
         }
         assert_eq!(service(&g)["Spec"]["Mode"], json!({"Global": {}}));
+    }
+
+    #[test]
+    fn confinement_fields_use_dockers_names() {
+        use shoal_proto::v1::{DeviceMapping, Driver, SeccompOpts, Ulimit};
+        let mut s = svc();
+        if let Some(t) = s.spec.as_mut().and_then(|x| x.task.as_mut()) {
+            t.log_driver = Some(Driver {
+                name: "json-file".into(),
+                options: [("max-size".to_string(), "1m".to_string())].into(),
+            });
+            if let Some(c) = t.container.as_mut() {
+                c.command = vec!["/bin/sh".into(), "-c".into()];
+                c.dir = "/srv".into();
+                c.user = "1000:1000".into();
+                c.hostname = "box".into();
+                c.groups = vec!["audio".into()];
+                c.privileges = Some(Privileges {
+                    seccomp: Some(SeccompOpts {
+                        mode: "custom".into(),
+                        profile: b"{}".to_vec(),
+                    }),
+                    no_new_privileges: true,
+                });
+                c.capability_add = vec!["CAP_NET_ADMIN".into()];
+                c.capability_drop = vec!["ALL".into()];
+                c.privileged = true;
+                c.devices = vec![DeviceMapping {
+                    path_on_host: "/dev/fuse".into(),
+                    path_in_container: "/dev/fuse".into(),
+                    cgroup_permissions: "rwm".into(),
+                }];
+                c.read_only = true;
+                c.ulimits = vec![Ulimit {
+                    name: "nofile".into(),
+                    soft: 1024,
+                    hard: 2048,
+                }];
+                c.sysctls = [("net.core.somaxconn".to_string(), "1024".to_string())].into();
+                c.init = true;
+                c.stop_signal = "SIGQUIT".into();
+            }
+        }
+        let v = service(&s);
+        let t = &v["Spec"]["TaskTemplate"];
+        assert_eq!(
+            t["ContainerSpec"],
+            json!({
+                "Image": "busybox",
+                "Command": ["/bin/sh", "-c"],
+                "Args": ["sleep", "3600"],
+                "Dir": "/srv",
+                "User": "1000:1000",
+                "Hostname": "box",
+                "Groups": ["audio"],
+                "Privileges": {
+                    // base64 of the profile's bytes, as Go marshals a []byte
+                    "Seccomp": {"Mode": "custom", "Profile": "e30="},
+                    "NoNewPrivileges": true
+                },
+                "CapabilityAdd": ["CAP_NET_ADMIN"],
+                "CapabilityDrop": ["ALL"],
+                "Privileged": true,
+                "Devices": [{"PathOnHost": "/dev/fuse", "PathInContainer": "/dev/fuse",
+                             "CgroupPermissions": "rwm"}],
+                "ReadOnly": true,
+                "Ulimits": [{"Name": "nofile", "Soft": 1024, "Hard": 2048}],
+                "Sysctls": {"net.core.somaxconn": "1024"},
+                "Init": true,
+                "StopSignal": "SIGQUIT"
+            })
+        );
+        assert_eq!(
+            t["LogDriver"],
+            json!({"Name": "json-file", "Options": {"max-size": "1m"}})
+        );
+
+        // defaults are left out, as docker's omitempty does
+        let plain = service(&svc());
+        let c = &plain["Spec"]["TaskTemplate"]["ContainerSpec"];
+        for absent in [
+            "Privileges",
+            "CapabilityAdd",
+            "Privileged",
+            "Devices",
+            "ReadOnly",
+            "Ulimits",
+            "Sysctls",
+            "Init",
+            "StopSignal",
+            "Groups",
+            "User",
+            "Hostname",
+            "Dir",
+        ] {
+            assert!(c.get(absent).is_none(), "{absent}");
+        }
+        assert!(plain["Spec"]["TaskTemplate"].get("LogDriver").is_none());
+        let unconfined = Privileges {
+            seccomp: Some(SeccompOpts {
+                mode: "unconfined".into(),
+                profile: Vec::new(),
+            }),
+            no_new_privileges: false,
+        };
+        assert_eq!(
+            privileges(&unconfined),
+            json!({"Seccomp": {"Mode": "unconfined"}})
+        );
     }
 
     #[test]
