@@ -75,7 +75,7 @@ install_packages() {
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -q
     apt-get install -y -q --no-install-recommends \
-        docker-registry busybox-static iproute2 nftables curl ca-certificates \
+        docker-registry busybox-static tini iproute2 nftables curl ca-certificates \
         build-essential pkg-config libseccomp-dev
     command -v cargo >/dev/null 2>&1 || die "Rust is not installed: install Rust >= 1.88 (rustup) first"
     # Debian's package starts its own registry on :5000 (with htpasswd auth): ours needs the port.

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use shoal_proto::v1::NodeDescription;
 use tokio::sync::watch;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::image::ImageStore;
 use crate::network::mesh::Mesh;
@@ -27,6 +27,10 @@ pub struct AgentOptions {
     pub labels: HashMap<String, String>,
     /// Hostname reported to the cluster.
     pub hostname: String,
+    /// Run containers even where this host cannot enforce the device cgroup or seccomp.
+    pub allow_unconfined: bool,
+    /// The static init binary `--init` runs as PID 1 of a container.
+    pub init_path: PathBuf,
     /// Registries reachable over plain HTTP.
     pub insecure_registries: Vec<String>,
     /// Address reported to the cluster.
@@ -95,7 +99,17 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
     };
     let images = ImageStore::open(&opts.data_dir.join("images"))?;
     let cgroup_parent = format!("shoal/{}", joined.state.node_id);
-    let mut runtime = Runtime::new(&opts.data_dir.join("runtime"), &cgroup_parent)?;
+    let mut runtime = Runtime::new(&opts.data_dir.join("runtime"), &cgroup_parent)?
+        .with_allow_unconfined(opts.allow_unconfined)
+        .with_init_path(&opts.init_path)
+        .with_node_name(&opts.hostname);
+    for missing in runtime.missing_protections() {
+        if opts.allow_unconfined {
+            warn!(protection = %missing, "this host cannot enforce a protection: containers run without it (--allow-unconfined)");
+        } else {
+            warn!(protection = %missing, "this host cannot enforce a protection: containers will be refused (start with --allow-unconfined to run them without it)");
+        }
+    }
     // A dedicated shim binary next to ours keeps each container's shim small; without one, the
     // agent binary itself serves as the shim.
     if let Some(shim) = std::env::current_exe()

@@ -53,6 +53,15 @@ enum Command {
         /// Give this node no WireGuard mesh device: it then cannot carry encrypted overlay networks.
         #[arg(long)]
         no_wg: bool,
+        /// Run containers even where this host cannot enforce a protection every container
+        /// gets (the device cgroup, the seccomp filter); the protection is then left out. Without
+        /// it such a host refuses to start containers, naming what is missing.
+        #[arg(long)]
+        allow_unconfined: bool,
+        /// The static init binary that `service create --init` runs as PID 1 in a container
+        /// (Debian's tini-static).
+        #[arg(long, value_name = "PATH", default_value = shoal_agent::runtime::DEFAULT_INIT_PATH)]
+        init_path: PathBuf,
         /// Manager address (IP:PORT).
         manager: String,
     },
@@ -133,6 +142,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
             manager_port,
             wg_port,
             no_wg,
+            allow_unconfined,
+            init_path,
             manager,
         } => {
             if token.is_empty() && !data_dir.join("agent.json").exists() {
@@ -146,6 +157,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 manager,
                 labels: labels.into_iter().collect::<HashMap<_, _>>(),
                 hostname: hostname.unwrap_or_else(agent::hostname),
+                allow_unconfined,
+                init_path,
                 insecure_registries,
                 advertise_addr,
                 bridge_subnet,

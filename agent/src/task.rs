@@ -9,7 +9,9 @@ use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
 use crate::image::Image;
-use crate::runtime::{logs, ContainerConfig, ContainerStatus};
+use crate::runtime::{
+    devices, logs, ContainerConfig, ContainerStatus, LogConfig, Rlimit, SeccompConfig,
+};
 use crate::worker::Shared;
 
 /// Default time between the stop signal and SIGKILL.
@@ -220,7 +222,7 @@ pub fn container_config(task: &Task, image: &Image) -> ContainerConfig {
     if !env.iter().any(|e| e.starts_with("HOSTNAME=")) {
         env.push(format!("HOSTNAME={hostname}"));
     }
-    ContainerConfig {
+    let mut cfg = ContainerConfig {
         id: task.id.clone(),
         layers: image.layers.clone(),
         args: entrypoint.into_iter().chain(cmd).collect(),
@@ -244,7 +246,96 @@ pub fn container_config(task: &Task, image: &Image) -> ContainerConfig {
         netns: None,
         resolv_conf: None,
         ..Default::default()
+    };
+    confine(&c, spec.log_driver.as_ref(), &mut cfg);
+    cfg
+}
+
+/// The spec's confinement knobs, as docker applies them (validated by the manager already:
+/// unknown names are ignored here rather than failing a task).
+fn confine(c: &ContainerSpec, log_driver: Option<&Driver>, cfg: &mut ContainerConfig) {
+    use shoal_proto::security;
+    cfg.privileged = c.privileged;
+    cfg.capabilities = Some(if c.privileged {
+        security::CAPABILITIES.iter().map(|(n, _)| *n).collect()
+    } else {
+        security::effective_capabilities(&c.capability_add, &c.capability_drop)
+    });
+    let privileges = c.privileges.clone().unwrap_or_default();
+    let seccomp = privileges.seccomp.unwrap_or_default();
+    cfg.seccomp = match seccomp.mode.as_str() {
+        "unconfined" => SeccompConfig::Unconfined,
+        "custom" => SeccompConfig::Custom(String::from_utf8_lossy(&seccomp.profile).into_owned()),
+        _ => SeccompConfig::Default,
+    };
+    cfg.no_new_privileges = privileges.no_new_privileges;
+    cfg.read_only = c.read_only;
+    cfg.groups = c.groups.clone();
+    // -1 is unlimited, RLIM_INFINITY.
+    let limit = |v: i64| u64::try_from(v).unwrap_or(u64::MAX);
+    cfg.ulimits = c
+        .ulimits
+        .iter()
+        .map(|u| Rlimit {
+            name: u.name.clone(),
+            soft: limit(u.soft),
+            hard: limit(u.hard),
+        })
+        .collect();
+    cfg.sysctls = c
+        .sysctls
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    cfg.stop_signal = security::signal_number(&c.stop_signal).unwrap_or(0);
+    // Validated by the manager; a value it refused cannot arrive here, so defaults are a safe fallback.
+    if let Ok(rotation) = shoal_proto::spec::log_rotation(log_driver) {
+        cfg.log = LogConfig {
+            max_size_bytes: rotation.max_size,
+            max_files: rotation.max_file.max(1),
+        };
     }
+}
+
+/// The node-specific parts of the configuration: host devices (all of them when privileged)
+/// and the init binary. Errors name the node and the path, for `service ps`.
+fn node_config(
+    c: &ContainerSpec,
+    shared: &Shared,
+    cfg: &mut ContainerConfig,
+) -> Result<(), String> {
+    let node = shared.runtime.node_name();
+    if c.privileged {
+        cfg.devices = devices::host_devices();
+    }
+    for d in &c.devices {
+        let host = std::path::Path::new(&d.path_on_host);
+        let inside = if d.path_in_container.is_empty() {
+            host
+        } else {
+            std::path::Path::new(&d.path_in_container)
+        };
+        let perms = if d.cgroup_permissions.is_empty() {
+            "rwm"
+        } else {
+            d.cgroup_permissions.as_str()
+        };
+        let dev = devices::device_node(host, inside, perms)
+            .map_err(|e| format!("--device on node {node}: {e}"))?;
+        cfg.devices.retain(|x| x.path != dev.path);
+        cfg.devices.push(dev);
+    }
+    if c.init {
+        let init = shared.runtime.init_path();
+        if !init.is_file() {
+            return Err(format!(
+                "--init: no init binary at {} on node {node} (install Debian's tini package, or start shoal-agent with --init-path)",
+                init.display()
+            ));
+        }
+        cfg.init = Some(init.to_path_buf());
+    }
+    Ok(())
 }
 
 async fn start(task: &Task, shared: &Arc<Shared>) -> Phase {
@@ -272,6 +363,15 @@ async fn start(task: &Task, shared: &Arc<Shared>) -> Phase {
     };
     shared.report(&id, status(TaskState::TaskStarting, "starting"));
     let mut cfg = container_config(task, &image);
+    let spec = task
+        .spec
+        .as_ref()
+        .and_then(|s| s.container.clone())
+        .unwrap_or_default();
+    if let Err(e) = node_config(&spec, shared, &mut cfg) {
+        shared.report(&id, failed("invalid container spec on this node", e));
+        return Phase::Done;
+    }
     if let Some(net) = &shared.network {
         match net.attach(task).await {
             Ok(att) => {

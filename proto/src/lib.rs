@@ -9,8 +9,8 @@ pub mod v1 {
 pub mod config;
 pub mod host;
 pub mod pki;
-pub mod security;
 pub mod seccomp;
+pub mod security;
 pub mod spec;
 pub mod state;
 pub mod token;

@@ -466,6 +466,10 @@ fn validate_confinement(c: &ContainerSpec) -> Result<(), SpecError> {
                     ),
                 ))
             }
+            (true, false) => {
+                crate::seccomp::parse_profile(&seccomp.profile)
+                    .map_err(|e| err("--security-opt", format!("seccomp profile: {e}")))?;
+            }
             _ => {}
         }
     }
@@ -1029,7 +1033,8 @@ mod tests {
             (|c| c.privileges = seccomp("", b""), None),
             (|c| c.privileges = seccomp("default", b""), None),
             (|c| c.privileges = seccomp("unconfined", b""), None),
-            (|c| c.privileges = seccomp("custom", b"{}"), None),
+            (|c| c.privileges = seccomp("custom", b"{\"defaultAction\":\"SCMP_ACT_ALLOW\"}"), None),
+            (|c| c.privileges = seccomp("custom", b"{\"defaultAction\":\"SCMP_ACT_NOPE\"}"), Some("--security-opt: seccomp profile: defaultAction: unknown action \"SCMP_ACT_NOPE\"")),
             (|c| c.privileges = seccomp("custom", b""), Some("--security-opt: a custom seccomp mode needs a profile (seccomp=PATH.json)")),
             (|c| c.privileges = seccomp("unconfined", b"{}"), Some("--security-opt: seccomp mode \"unconfined\" carries a profile: only mode \"custom\" has one")),
             (|c| c.privileges = seccomp("strict", b""), Some("--security-opt: unknown seccomp mode \"strict\" (use seccomp=default, seccomp=unconfined or seccomp=PATH.json)")),

@@ -130,9 +130,36 @@ impl TarBuilder {
             .with_context(|| format!("tar symlink {path}"))
     }
 
+    fn block_device(&mut self, path: &str, major: u32, minor: u32) -> Result<()> {
+        let mut h = Self::header(tar::EntryType::Block, 0o666, 0);
+        h.set_device_major(major).context("tar device major")?;
+        h.set_device_minor(minor).context("tar device minor")?;
+        self.0
+            .append_data(&mut h, path, std::io::empty())
+            .with_context(|| format!("tar device {path}"))
+    }
+
     fn finish(self) -> Result<Layer> {
         Layer::from_tar(self.0.into_inner().context("finish tar")?)
     }
+}
+
+/// A layer that ships a block device node `shipped/disk` (mode 0666) with the given numbers:
+/// an image trying to hand its containers a host disk.
+pub fn shipped_device_layer(major: u32, minor: u32) -> Result<Layer> {
+    let mut t = TarBuilder::new();
+    t.dir("shipped", 0o755)?;
+    t.block_device("shipped/disk", major, minor)?;
+    t.finish()
+}
+
+/// Busybox plus `shipped/disk`, a block device node with the given numbers (Cmd `sh`).
+pub fn shipped_device_image(major: u32, minor: u32) -> Result<BuiltImage> {
+    build_image(
+        vec![busybox_layer()?, shipped_device_layer(major, minor)?],
+        &["sh"],
+        "amd64",
+    )
 }
 
 /// The applets `busybox --list` prints (without `busybox` itself).

@@ -3,23 +3,8 @@
 
 use nix::errno::Errno;
 
-/// Docker's default capabilities (numbers from `linux/capability.h`).
-pub const DEFAULT_CAPS: &[u32] = &[
-    0,  // CAP_CHOWN
-    1,  // CAP_DAC_OVERRIDE
-    3,  // CAP_FOWNER
-    4,  // CAP_FSETID
-    5,  // CAP_KILL
-    6,  // CAP_SETGID
-    7,  // CAP_SETUID
-    8,  // CAP_SETPCAP
-    10, // CAP_NET_BIND_SERVICE
-    13, // CAP_NET_RAW
-    18, // CAP_SYS_CHROOT
-    27, // CAP_MKNOD
-    29, // CAP_AUDIT_WRITE
-    31, // CAP_SETFCAP
-];
+/// Docker's default capabilities (numbers from `linux/capability.h`; the list lives in proto).
+pub const DEFAULT_CAPS: &[u32] = shoal_proto::security::DEFAULT_CAPABILITIES;
 
 /// `_LINUX_CAPABILITY_VERSION_3`: two 32-bit words per set.
 const CAPABILITY_VERSION_3: u32 = 0x2008_0522;
@@ -55,10 +40,10 @@ pub fn mask(caps: &[u32]) -> [u32; 2] {
     words
 }
 
-/// Drops every capability outside `keep` from the bounding set (up to `last`), then sets the
-/// effective, permitted and inheritable sets to `keep`. A later setuid to a non-root user clears the
-/// effective and permitted sets, as with Docker.
-pub fn restrict_to(keep: &[u32], last: u32) -> Result<(), Errno> {
+/// Drops every capability outside `keep` from the bounding set (up to `last`), so no later exec
+/// can regain it. The process's own sets are untouched: it still has what it needs to change its
+/// user and groups.
+pub fn drop_bounding(keep: &[u32], last: u32) -> Result<(), Errno> {
     for cap in (0..=last).filter(|c| !keep.contains(c)) {
         // SAFETY: prctl(PR_CAPBSET_DROP, cap) takes integers only.
         let res = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
@@ -66,6 +51,18 @@ pub fn restrict_to(keep: &[u32], last: u32) -> Result<(), Errno> {
             return Err(Errno::last());
         }
     }
+    Ok(())
+}
+
+/// Whether `cap` is in this process's bounding set.
+pub fn in_bounding_set(cap: u32) -> bool {
+    // SAFETY: prctl(PR_CAPBSET_READ, cap) takes integers only.
+    unsafe { libc::prctl(libc::PR_CAPBSET_READ, cap as libc::c_ulong, 0, 0, 0) == 1 }
+}
+
+/// Sets the effective, permitted and inheritable sets to `keep` (for a root process; a switch to
+/// another user has already cleared them, as docker leaves a non-root user no effective capability).
+pub fn set_process_caps(keep: &[u32]) -> Result<(), Errno> {
     let words = mask(keep);
     let mut data = [CapData::default(); 2];
     for (d, w) in data.iter_mut().zip(words) {

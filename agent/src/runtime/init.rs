@@ -20,9 +20,9 @@ use nix::unistd::{Gid, Uid};
 
 use super::caps;
 use super::namespaces;
-use super::rootfs::{self, RootfsError};
+use super::rootfs::{self, RootfsError, RootfsOptions};
 use super::state::ContainerDir;
-use super::ContainerConfig;
+use super::{ContainerConfig, Rlimit};
 
 /// Search path used when the container's environment has no `PATH` (Docker's default).
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -70,6 +70,20 @@ pub enum InitError {
     /// Restricting capabilities failed.
     #[error("set capabilities: {0}")]
     Capabilities(Errno),
+    /// A resource limit could not be set.
+    #[error("ulimit {name}: {source}")]
+    Ulimit {
+        /// docker's name of the limit.
+        name: String,
+        /// The kernel's error.
+        source: Errno,
+    },
+    /// PR_SET_NO_NEW_PRIVS failed.
+    #[error("set no-new-privileges: {0}")]
+    NoNewPrivileges(Errno),
+    /// The seccomp filter could not be loaded.
+    #[error("load seccomp filter: {0}")]
+    Seccomp(Errno),
     /// setgroups/setgid/setuid failed.
     #[error("set credentials: {0}")]
     Credentials(Errno),
@@ -106,6 +120,8 @@ pub struct InitFds<'a> {
     pub stderr: &'a OwnedFd,
     /// Network namespace to join, if any.
     pub netns: Option<&'a OwnedFd>,
+    /// The seccomp filter, compiled by the shim before the clone (none: unconfined).
+    pub seccomp: Option<&'a super::seccomp::CompiledFilter>,
 }
 
 /// Replaces the container's /etc/resolv.conf. Runs after the pivot, so a symlink in the image
@@ -152,7 +168,13 @@ fn setup_and_exec(
     if let Some(netns) = fds.netns {
         namespaces::join_netns(netns.as_fd()).map_err(InitError::Netns)?;
     }
-    rootfs::prepare(&cfg.layers, &dir.upper(), &dir.work(), &dir.merged())?;
+    let opts = RootfsOptions {
+        privileged: cfg.privileged,
+        devices: &cfg.devices,
+        sysctls: Some(&cfg.sysctls),
+        init: cfg.init.as_deref(),
+    };
+    rootfs::prepare(&cfg.layers, &dir.upper(), &dir.work(), &dir.merged(), &opts)?;
     if let Some(conf) = &cfg.resolv_conf {
         write_resolv_conf(conf).map_err(InitError::ResolvConf)?;
     }
@@ -163,7 +185,13 @@ fn setup_and_exec(
 
     let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
     let group = std::fs::read_to_string("/etc/group").unwrap_or_default();
-    let creds = resolve_user(&cfg.user, &passwd, &group).map_err(InitError::User)?;
+    let mut creds = resolve_user(&cfg.user, &passwd, &group).map_err(InitError::User)?;
+    for extra in &cfg.groups {
+        let gid = resolve_group(extra, &group).map_err(InitError::User)?;
+        if !creds.groups.contains(&gid) {
+            creds.groups.push(gid);
+        }
+    }
 
     let cwd = if cfg.cwd.is_empty() {
         "/"
@@ -176,19 +204,66 @@ fn setup_and_exec(
     };
     std::fs::create_dir_all(cwd).map_err(cwd_err)?;
     std::env::set_current_dir(cwd).map_err(cwd_err)?;
+    // Everything the runtime writes into the root is written: from here on it may be read-only.
+    if cfg.read_only {
+        rootfs::make_root_readonly()?;
+    }
 
     let null = open("/dev/null", OFlag::O_RDWR, Mode::empty()).map_err(InitError::Stdio)?;
     nix::unistd::dup2_stdin(&null).map_err(InitError::Stdio)?;
     nix::unistd::dup2_stdout(fds.stdout).map_err(InitError::Stdio)?;
     nix::unistd::dup2_stderr(fds.stderr).map_err(InitError::Stdio)?;
 
-    caps::restrict_to(caps::DEFAULT_CAPS, last_cap).map_err(InitError::Capabilities)?;
+    // Raising a hard limit needs CAP_SYS_RESOURCE: set them while the init still has it.
+    for limit in &cfg.ulimits {
+        set_rlimit(limit)?;
+    }
+    // Without no-new-privileges, loading a filter needs CAP_SYS_ADMIN, so it goes in before the
+    // capabilities are dropped (the profile allows the capset/setuid calls that follow, as with
+    // runc). With it, the filter is the last thing before execve.
+    if !cfg.no_new_privileges {
+        if let Some(filter) = fds.seccomp {
+            filter.load().map_err(InitError::Seccomp)?;
+        }
+    }
+    // As runc: the bounding set first, then the user (with CAP_SETUID/SETGID still in effect,
+    // whatever the container keeps), then the process's sets. Changing to a non-root user clears
+    // them, so such a user keeps no effective capability, as with docker.
+    let keep = cfg.capabilities.as_deref().unwrap_or(caps::DEFAULT_CAPS);
+    caps::drop_bounding(keep, last_cap).map_err(InitError::Capabilities)?;
     let gids: Vec<Gid> = creds.groups.iter().map(|g| Gid::from_raw(*g)).collect();
     nix::unistd::setgroups(&gids).map_err(InitError::Credentials)?;
     nix::unistd::setgid(Gid::from_raw(creds.gid)).map_err(InitError::Credentials)?;
     nix::unistd::setuid(Uid::from_raw(creds.uid)).map_err(InitError::Credentials)?;
+    if creds.uid == 0 {
+        // A privileged container asks for every capability Shoal knows; it gets those this
+        // process has (its bounding set: the kernel's, less what the agent was started without),
+        // as docker gives it those the daemon has. capset would refuse the whole set otherwise.
+        let known: Vec<u32> = keep
+            .iter()
+            .copied()
+            .filter(|c| *c <= last_cap && caps::in_bounding_set(*c))
+            .collect();
+        caps::set_process_caps(&known).map_err(InitError::Capabilities)?;
+    }
+    if cfg.no_new_privileges {
+        // SAFETY: prctl(PR_SET_NO_NEW_PRIVS, 1) takes integers only.
+        let res = unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
+        Errno::result(res).map_err(InitError::NoNewPrivileges)?;
+        if let Some(filter) = fds.seccomp {
+            filter.load().map_err(InitError::Seccomp)?;
+        }
+    }
 
-    let arg0 = cfg.args.first().ok_or(InitError::NoCommand)?;
+    // With --init, the init binary runs as PID 1 and starts the command as its child.
+    let args: Vec<String> = match &cfg.init {
+        Some(_) => [rootfs::INIT_PATH.to_string(), "--".to_string()]
+            .into_iter()
+            .chain(cfg.args.iter().cloned())
+            .collect(),
+        None => cfg.args.clone(),
+    };
+    let arg0 = args.first().ok_or(InitError::NoCommand)?;
     let path_var = cfg
         .env
         .iter()
@@ -197,7 +272,7 @@ fn setup_and_exec(
     let exe = resolve_executable(arg0, path_var, is_executable)
         .ok_or_else(|| InitError::NotFound(arg0.clone()))?;
     let exe_c = CString::new(exe.as_os_str().as_bytes()).map_err(|_| InitError::Nul)?;
-    let argv = to_cstrings(&cfg.args)?;
+    let argv = to_cstrings(&args)?;
     let envp = to_cstrings(&cfg.env)?;
     let source = match nix::unistd::execve(&exe_c, &argv, &envp) {
         Err(e) => e,
@@ -206,6 +281,40 @@ fn setup_and_exec(
     Err(InitError::Exec {
         path: exe.display().to_string(),
         source,
+    })
+}
+
+/// Sets one resource limit (-1, stored as `u64::MAX`, is unlimited).
+fn set_rlimit(limit: &Rlimit) -> Result<(), InitError> {
+    let err = |source| InitError::Ulimit {
+        name: limit.name.clone(),
+        source,
+    };
+    let resource = rlimit_resource(&limit.name).ok_or(err(Errno::EINVAL))?;
+    nix::sys::resource::setrlimit(resource, limit.soft, limit.hard).map_err(err)
+}
+
+/// The kernel resource of docker's ulimit name.
+pub fn rlimit_resource(name: &str) -> Option<nix::sys::resource::Resource> {
+    use nix::sys::resource::Resource as R;
+    Some(match name {
+        "as" => R::RLIMIT_AS,
+        "core" => R::RLIMIT_CORE,
+        "cpu" => R::RLIMIT_CPU,
+        "data" => R::RLIMIT_DATA,
+        "fsize" => R::RLIMIT_FSIZE,
+        "locks" => R::RLIMIT_LOCKS,
+        "memlock" => R::RLIMIT_MEMLOCK,
+        "msgqueue" => R::RLIMIT_MSGQUEUE,
+        "nice" => R::RLIMIT_NICE,
+        "nofile" => R::RLIMIT_NOFILE,
+        "nproc" => R::RLIMIT_NPROC,
+        "rss" => R::RLIMIT_RSS,
+        "rtprio" => R::RLIMIT_RTPRIO,
+        "rttime" => R::RLIMIT_RTTIME,
+        "sigpending" => R::RLIMIT_SIGPENDING,
+        "stack" => R::RLIMIT_STACK,
+        _ => return None,
     })
 }
 
@@ -302,20 +411,7 @@ pub fn resolve_user(spec: &str, passwd: &str, group: &str) -> Result<Credentials
         }
     };
     if let Some(g) = group_part.filter(|g| !g.is_empty()) {
-        gid = match g.parse::<u32>() {
-            Ok(n) => n,
-            Err(_) => group
-                .lines()
-                .find_map(|line| {
-                    let f: Vec<&str> = line.split(':').collect();
-                    (f.len() >= 3 && f[0] == g)
-                        .then(|| f[2].parse::<u32>().ok())
-                        .flatten()
-                })
-                .ok_or_else(|| {
-                    format!("unable to find group {g}: no matching entries in group file")
-                })?,
-        };
+        gid = resolve_group(g, group)?;
     }
     let mut groups = vec![gid];
     if !name.is_empty() && group_part.is_none() {
@@ -331,6 +427,22 @@ pub fn resolve_user(spec: &str, passwd: &str, group: &str) -> Result<Credentials
         }
     }
     Ok(Credentials { uid, gid, groups })
+}
+
+/// Resolves a `--group-add` entry: a number, or a name in the image's group file.
+pub fn resolve_group(spec: &str, group: &str) -> Result<u32, String> {
+    if let Ok(n) = spec.parse::<u32>() {
+        return Ok(n);
+    }
+    group
+        .lines()
+        .find_map(|line| {
+            let f: Vec<&str> = line.split(':').collect();
+            (f.len() >= 3 && f[0] == spec)
+                .then(|| f[2].parse::<u32>().ok())
+                .flatten()
+        })
+        .ok_or_else(|| format!("unable to find group {spec}: no matching entries in group file"))
 }
 
 #[cfg(test)]
@@ -359,6 +471,20 @@ mod tests {
                 .map(|c| (c.uid, c.gid, c.groups))
                 .map_err(|_| ());
             assert_eq!(&got, want, "user {spec:?}");
+        }
+    }
+
+    #[test]
+    fn added_groups_resolve_by_name_or_number() {
+        assert_eq!(resolve_group("staff", GROUP), Ok(50));
+        assert_eq!(resolve_group("4242", GROUP), Ok(4242));
+        assert!(resolve_group("nogroup", GROUP).is_err());
+    }
+
+    #[test]
+    fn every_docker_ulimit_has_a_resource() {
+        for name in shoal_proto::security::ULIMITS {
+            assert!(rlimit_resource(name).is_some(), "{name}");
         }
     }
 

@@ -35,6 +35,7 @@ use tokio::io::unix::AsyncFd;
 
 use cgroups::{Cgroup, CgroupError, CgroupMode};
 use rootfs::RootfsError;
+use sha2::{Digest, Sha256};
 use state::{read_json, write_json, ContainerDir, ContainerState, ExitState, StateError};
 
 pub use shim::shim_main;
@@ -106,6 +107,16 @@ pub struct ContainerConfig {
     /// Log rotation of `container.log`.
     #[serde(default)]
     pub log: LogConfig,
+    /// Leaves the device cgroup out (only where the host has none and the operator allowed it).
+    #[serde(default)]
+    pub no_device_cgroup: bool,
+    /// The compiled seccomp program (`seccomp::CompiledFilter::to_bytes`), made by the agent so the
+    /// shim does not spend the ~15 ms libseccomp takes; `None` with a filter wanted: the shim compiles.
+    #[serde(default)]
+    pub seccomp_program: Option<PathBuf>,
+    /// The signal `stop` sends first (0: SIGTERM).
+    #[serde(default)]
+    pub stop_signal: i32,
 }
 
 /// Which seccomp filter a container's process runs under.
@@ -164,8 +175,8 @@ pub struct LogConfig {
 impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
-            max_size_bytes: 10 * 1024 * 1024,
-            max_files: 3,
+            max_size_bytes: shoal_proto::spec::DEFAULT_LOG_MAX_SIZE,
+            max_files: shoal_proto::spec::DEFAULT_LOG_MAX_FILE,
         }
     }
 }
@@ -233,6 +244,13 @@ pub enum RuntimeError {
         /// The error as reported by the shim.
         message: String,
     },
+    /// This host cannot enforce a protection every container gets, and the agent was not told
+    /// to run containers without it.
+    #[error("this node cannot confine containers: {missing}; start shoal-agent with --allow-unconfined to run them without that protection")]
+    Unconfined {
+        /// The missing protections, with reasons.
+        missing: String,
+    },
     /// The shim did not report in time.
     #[error("container {id}: shim did not report within {0:?}", START_TIMEOUT)]
     StartTimeout {
@@ -261,6 +279,9 @@ pub enum RuntimeError {
     },
 }
 
+/// Where `--init` finds its init binary unless the agent is told otherwise (Debian's tini).
+pub const DEFAULT_INIT_PATH: &str = "/usr/bin/tini-static";
+
 /// The container runtime of one agent: a root directory of containers and a cgroup parent.
 #[derive(Debug, Clone)]
 pub struct Runtime {
@@ -268,6 +289,12 @@ pub struct Runtime {
     cgroup_parent: String,
     cgroup_mode: CgroupMode,
     shim_exe: PathBuf,
+    /// Protections this host cannot enforce (device cgroup, seccomp), each with the reason.
+    missing: Vec<String>,
+    /// Run containers even without the protections in `missing` (`--allow-unconfined`).
+    allow_unconfined: bool,
+    init_path: PathBuf,
+    node_name: String,
 }
 
 impl Runtime {
@@ -284,12 +311,57 @@ impl Runtime {
         let cgroup_mode = cgroups::detect()?;
         // Validates the parent once, here, rather than at the first start.
         Cgroup::new(cgroup_mode.clone(), cgroup_parent, "x")?;
+        let missing = [
+            devices::check_device_control(&cgroup_mode),
+            seccomp::supported().map_err(|e| e.to_string()),
+        ]
+        .into_iter()
+        .filter_map(Result::err)
+        .collect();
         Ok(Runtime {
             root,
             cgroup_parent: cgroup_parent.trim_matches('/').to_string(),
             cgroup_mode,
             shim_exe: PathBuf::from("/proc/self/exe"),
+            missing,
+            allow_unconfined: false,
+            init_path: PathBuf::from(DEFAULT_INIT_PATH),
+            node_name: String::new(),
         })
+    }
+
+    /// Runs containers even where this host cannot enforce a protection (device cgroup,
+    /// seccomp); the protection is then left out instead of the container refused.
+    pub fn with_allow_unconfined(mut self, allow: bool) -> Runtime {
+        self.allow_unconfined = allow;
+        self
+    }
+
+    /// Uses another init binary for `--init` (a static one: it runs inside the container).
+    pub fn with_init_path(mut self, path: &Path) -> Runtime {
+        self.init_path = path.to_path_buf();
+        self
+    }
+
+    /// Names this node in task errors.
+    pub fn with_node_name(mut self, name: &str) -> Runtime {
+        self.node_name = name.to_string();
+        self
+    }
+
+    /// The init binary of `--init`.
+    pub fn init_path(&self) -> &Path {
+        &self.init_path
+    }
+
+    /// This node's name, for task errors.
+    pub fn node_name(&self) -> &str {
+        &self.node_name
+    }
+
+    /// The protections this host cannot enforce, each with the reason (empty: fully confined).
+    pub fn missing_protections(&self) -> &[String] {
+        &self.missing
     }
 
     /// Uses another executable as the shim (it must run `shim_main` for `<exe> shim ...`).
@@ -326,6 +398,21 @@ impl Runtime {
         if cfg.layers.is_empty() {
             return Err(RuntimeError::InvalidConfig("no layers".into()));
         }
+        if !self.missing.is_empty() && !self.allow_unconfined {
+            return Err(RuntimeError::Unconfined {
+                missing: self.missing.join("; "),
+            });
+        }
+        let mut cfg = cfg.clone();
+        if self.allow_unconfined {
+            // What the host cannot enforce is left out, as the operator chose.
+            if self.missing.iter().any(|m| m.contains("seccomp")) {
+                cfg.seccomp = SeccompConfig::Unconfined;
+            }
+            cfg.no_device_cgroup = self.missing.iter().any(|m| m.contains("device"));
+        }
+        cfg.seccomp_program = self.seccomp_program(&cfg)?;
+        let cfg = &cfg;
         match fs::create_dir(&dir.dir) {
             Ok(()) => {}
             Err(e) if e.kind() == ErrorKind::AlreadyExists => {
@@ -351,6 +438,48 @@ impl Runtime {
             let _ = fs::remove_dir_all(&dir.dir);
         }
         result
+    }
+
+    /// The compiled seccomp program of a container, from the cache in `<root>/.seccomp/` (one file
+    /// per profile and capability set, written atomically) or compiled now; `None` without a filter.
+    fn seccomp_program(&self, cfg: &ContainerConfig) -> Result<Option<PathBuf>, RuntimeError> {
+        let json = match &cfg.seccomp {
+            _ if cfg.privileged => return Ok(None),
+            SeccompConfig::Unconfined => return Ok(None),
+            SeccompConfig::Default => seccomp::DEFAULT_PROFILE_JSON,
+            SeccompConfig::Custom(json) => json.as_str(),
+        };
+        let caps = cfg.capabilities.as_deref().unwrap_or(caps::DEFAULT_CAPS);
+        let mut hasher = Sha256::new();
+        hasher.update(json.as_bytes());
+        for cap in caps {
+            hasher.update(cap.to_le_bytes());
+        }
+        let dir = self.root.join(".seccomp");
+        let path = dir.join(format!("{}.bpf", hex::encode(hasher.finalize())));
+        if path.is_file() {
+            return Ok(Some(path));
+        }
+        let invalid = |e: String| RuntimeError::InvalidConfig(format!("seccomp profile: {e}"));
+        let filter = match &cfg.seccomp {
+            SeccompConfig::Custom(json) => {
+                let profile = shoal_proto::seccomp::parse_profile(json.as_bytes())
+                    .map_err(|e| invalid(e.to_string()))?;
+                seccomp::compile(&profile, caps)
+            }
+            _ => seccomp::compile(seccomp::default_profile(), caps),
+        }
+        .map_err(|e| invalid(e.to_string()))?;
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| RuntimeError::Io { path, source }
+        };
+        fs::create_dir_all(&dir).map_err(io(&dir))?;
+        // Unique per writer: concurrent starts of the same profile must not share a half-written file.
+        let tmp = dir.join(format!(".{:016x}.tmp", rand::random::<u64>()));
+        fs::write(&tmp, filter.to_bytes()).map_err(io(&tmp))?;
+        fs::rename(&tmp, &path).map_err(io(&path))?;
+        Ok(Some(path))
     }
 
     fn spawn_shim(&self, dir: &ContainerDir, id: &str) -> Result<i32, RuntimeError> {
@@ -518,13 +647,16 @@ impl Runtime {
         else {
             return Ok(()); // already gone
         };
+        let wanted = read_json::<ContainerConfig>(&dir.config())?
+            .and_then(|c| Signal::try_from(c.stop_signal).ok())
+            .unwrap_or(Signal::SIGTERM);
         // The init of a pid namespace never gets a signal it does not handle: if it has no
-        // SIGTERM handler, the stop signal is dropped by the kernel and the grace period could
-        // only end in SIGKILL. Kill it at once instead of waiting for nothing.
-        let signal = if process::catches_signal(state.pid, Signal::SIGTERM) {
-            Signal::SIGTERM
+        // handler for the stop signal, the kernel drops it and the grace period could only end
+        // in SIGKILL. Kill it at once instead of waiting for nothing.
+        let signal = if process::catches_signal(state.pid, wanted) {
+            wanted
         } else {
-            tracing::debug!(container.id = %id, "init has no SIGTERM handler: killing at once");
+            tracing::debug!(container.id = %id, signal = %wanted, "init does not handle the stop signal: killing at once");
             Signal::SIGKILL
         };
         process::pidfd_signal(&pidfd, signal).map_err(sys("pidfd_send_signal"))?;

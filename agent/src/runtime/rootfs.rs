@@ -3,14 +3,17 @@
 //! Runs in the container's init, in its fresh mount namespace, before `execve`. All mount syscalls of
 //! the runtime live here.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::symlink;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use nix::errno::Errno;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sys::stat::{makedev, mknod, umask, Mode, SFlag};
-use nix::unistd::{chdir, pivot_root};
+use nix::unistd::{chdir, chown, pivot_root, Gid, Uid};
+
+use super::DeviceNode;
 
 /// Errors preparing the root filesystem.
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +42,17 @@ pub enum RootfsError {
     /// The image has no layers.
     #[error("no layers")]
     NoLayers,
+    /// A sysctl could not be set.
+    #[error("sysctl {key}: {source}")]
+    Sysctl {
+        /// The sysctl, dotted (`net.core.somaxconn`).
+        key: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A path given for the container (device, sysctl) leaves its root.
+    #[error("{0}: must be an absolute path without '..'")]
+    BadPath(PathBuf),
     /// pivot_root or the detach of the old root failed.
     #[error("pivot_root into {root}: {source}")]
     Pivot {
@@ -49,9 +63,12 @@ pub enum RootfsError {
     },
 }
 
-/// Paths hidden behind /dev/null (files) or an empty read-only tmpfs (directories), as runc's default spec.
+/// Paths hidden behind /dev/null (files) or an empty read-only tmpfs (directories), as docker's
+/// default spec.
 const MASKED_PATHS: &[&str] = &[
+    "proc/asound",
     "proc/acpi",
+    "proc/interrupts",
     "proc/kcore",
     "proc/keys",
     "proc/latency_stats",
@@ -60,6 +77,7 @@ const MASKED_PATHS: &[&str] = &[
     "proc/sched_debug",
     "proc/scsi",
     "sys/firmware",
+    "sys/devices/virtual/powercap",
 ];
 /// Paths made read-only.
 const READONLY_PATHS: &[&str] = &[
@@ -69,6 +87,22 @@ const READONLY_PATHS: &[&str] = &[
     "proc/sys",
     "proc/sysrq-trigger",
 ];
+/// Where `--init` puts the init binary in the container (docker's path).
+pub const INIT_PATH: &str = "/sbin/docker-init";
+
+/// What the root filesystem holds besides the image: the confinement choices of the container.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RootfsOptions<'a> {
+    /// No masked or read-only paths, a writable /sys.
+    pub privileged: bool,
+    /// Extra device nodes (all host devices for a privileged container).
+    pub devices: &'a [DeviceNode],
+    /// Namespaced sysctls, written before /proc/sys is made read-only.
+    pub sysctls: Option<&'a BTreeMap<String, String>>,
+    /// Host path of the init binary to bind-mount read-only at `INIT_PATH`.
+    pub init: Option<&'a Path>,
+}
+
 /// Device nodes created in the container's /dev: name, major, minor.
 const DEVICES: &[(&str, u64, u64)] = &[
     ("null", 1, 3),
@@ -114,6 +148,7 @@ pub fn prepare(
     upper: &Path,
     work: &Path,
     merged: &Path,
+    opts: &RootfsOptions<'_>,
 ) -> Result<(), RootfsError> {
     // Nothing mounted from here on may propagate back to the host.
     do_mount(
@@ -135,14 +170,105 @@ pub fn prepare(
     )?;
 
     let old_umask = umask(Mode::empty());
-    let result = populate(merged);
+    let result = populate(merged, opts);
     umask(old_umask);
     result?;
 
     pivot(merged)
 }
 
-fn populate(root: &Path) -> Result<(), RootfsError> {
+/// Remounts the container's root read-only (`--read-only`); runs after the pivot, once every
+/// file the runtime writes into it is written. /dev, /proc and the other mounts stay as they are.
+pub fn make_root_readonly() -> Result<(), RootfsError> {
+    do_mount(
+        None,
+        Path::new("/"),
+        None,
+        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+        None,
+        "remount-ro",
+    )
+}
+
+/// `root` joined with an absolute container path, refusing `..` (the image cannot be trusted, but
+/// these paths come from the spec, so a plain component check is enough).
+fn inside(root: &Path, path: &Path) -> Result<PathBuf, RootfsError> {
+    if !path.is_absolute() || path.components().any(|c| c == Component::ParentDir) {
+        return Err(RootfsError::BadPath(path.to_path_buf()));
+    }
+    Ok(root.join(path.strip_prefix("/").unwrap_or(path)))
+}
+
+/// Creates a device node (and its parent directories) with its owner and mode.
+fn make_device(root: &Path, dev: &DeviceNode) -> Result<(), RootfsError> {
+    let path = inside(root, &dev.path)?;
+    let create = |source: std::io::Error| RootfsError::Create {
+        path: path.clone(),
+        source,
+    };
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent).map_err(create)?;
+    }
+    let kind = if dev.kind == 'b' {
+        SFlag::S_IFBLK
+    } else {
+        SFlag::S_IFCHR
+    };
+    // A node the image (or the defaults) already put there is replaced by the requested one.
+    let _ = fs::remove_file(&path);
+    mknod(
+        &path,
+        kind,
+        Mode::from_bits_truncate(dev.file_mode & 0o7777),
+        makedev(dev.major, dev.minor),
+    )
+    .map_err(|e| create(e.into()))?;
+    chown(
+        &path,
+        Some(Uid::from_raw(dev.uid)),
+        Some(Gid::from_raw(dev.gid)),
+    )
+    .map_err(|e| create(e.into()))
+}
+
+/// Writes namespaced sysctls through the container's own /proc (its network and IPC namespaces).
+fn write_sysctls(proc_dir: &Path, sysctls: &BTreeMap<String, String>) -> Result<(), RootfsError> {
+    for (key, value) in sysctls {
+        let rel = PathBuf::from("/sys").join(key.replace('.', "/"));
+        let path = inside(proc_dir, &rel)?;
+        fs::write(&path, value).map_err(|source| RootfsError::Sysctl {
+            key: key.clone(),
+            source,
+        })?;
+    }
+    Ok(())
+}
+
+/// Bind-mounts the init binary read-only at `INIT_PATH` (created in the container's upper layer).
+fn mount_init(root: &Path, init: &Path) -> Result<(), RootfsError> {
+    let target = inside(root, Path::new(INIT_PATH))?;
+    let create = |source: std::io::Error| RootfsError::Create {
+        path: target.clone(),
+        source,
+    };
+    if let Some(parent) = target.parent() {
+        fs::create_dir_all(parent).map_err(create)?;
+    }
+    if fs::symlink_metadata(&target).is_err() {
+        fs::File::create(&target).map_err(create)?;
+    }
+    do_mount(Some(init), &target, None, MsFlags::MS_BIND, None, "init")?;
+    do_mount(
+        None,
+        &target,
+        None,
+        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID,
+        None,
+        "remount-ro",
+    )
+}
+
+fn populate(root: &Path, opts: &RootfsOptions<'_>) -> Result<(), RootfsError> {
     let nosuid_noexec_nodev = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_NODEV;
 
     let proc_dir = mkdir(root, "proc")?;
@@ -155,12 +281,21 @@ fn populate(root: &Path) -> Result<(), RootfsError> {
         "proc",
     )?;
 
+    if let Some(sysctls) = opts.sysctls {
+        write_sysctls(&proc_dir, sysctls)?;
+    }
+
     let sys = mkdir(root, "sys")?;
+    let sys_flags = if opts.privileged {
+        nosuid_noexec_nodev
+    } else {
+        nosuid_noexec_nodev | MsFlags::MS_RDONLY
+    };
     do_mount(
         Some(Path::new("sysfs")),
         &sys,
         Some("sysfs"),
-        nosuid_noexec_nodev | MsFlags::MS_RDONLY,
+        sys_flags,
         None,
         "sysfs",
     )?;
@@ -187,6 +322,10 @@ fn populate(root: &Path) -> Result<(), RootfsError> {
             source: e.into(),
         })?;
     }
+    // Requested (or, privileged, all host) devices; /dev/ptmx stays the symlink made below.
+    for device in opts.devices {
+        make_device(root, device)?;
+    }
     let pts = mkdir(&dev, "pts")?;
     do_mount(
         Some(Path::new("devpts")),
@@ -205,6 +344,18 @@ fn populate(root: &Path) -> Result<(), RootfsError> {
         Some("mode=1777,size=65536k"),
         "tmpfs",
     )?;
+    let mqueue = mkdir(&dev, "mqueue")?;
+    do_mount(
+        Some(Path::new("mqueue")),
+        &mqueue,
+        Some("mqueue"),
+        nosuid_noexec_nodev,
+        None,
+        "mqueue",
+    )?;
+    if let Some(init) = opts.init {
+        mount_init(root, init)?;
+    }
     for (link, target) in [
         ("ptmx", "pts/ptmx"),
         ("fd", "/proc/self/fd"),
@@ -213,9 +364,13 @@ fn populate(root: &Path) -> Result<(), RootfsError> {
         ("stderr", "/proc/self/fd/2"),
     ] {
         let path = dev.join(link);
+        let _ = fs::remove_file(&path);
         symlink(target, &path).map_err(|source| RootfsError::Create { path, source })?;
     }
 
+    if opts.privileged {
+        return Ok(());
+    }
     for masked in MASKED_PATHS {
         let path = root.join(masked);
         match fs::symlink_metadata(&path) {

@@ -19,12 +19,14 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{fork, pipe2, ForkResult, Pid};
 
 use super::cgroups::{self, Cgroup, CgroupError, Limits};
+use super::devices;
 use super::init::{self, InitFds};
 use super::logs::{self, LineSplitter, RotatingWriter};
 use super::namespaces;
 use super::process;
+use super::seccomp::{self, CompiledFilter};
 use super::state::{read_json, write_json, ContainerDir, ContainerState, ExitState, StateError};
-use super::{ContainerConfig, LogConfig};
+use super::{caps, ContainerConfig, LogConfig, SeccompConfig};
 
 /// How long the shim keeps reading the pipes after the init exited (other holders of the pipes are
 /// killed with the pid namespace, so this is only a safety net).
@@ -61,6 +63,9 @@ pub enum ShimError {
         /// The kernel's error.
         source: Errno,
     },
+    /// The seccomp profile could not be read or compiled.
+    #[error("seccomp: {0}")]
+    Seccomp(String),
     /// The container's init failed before exec (message from the init).
     #[error("{0}")]
     Init(String),
@@ -189,12 +194,20 @@ fn run(args: &ShimArgs, ready: &mut Option<OwnedFd>) -> Result<i32, ShimError> {
     }
 
     let cgroup = Cgroup::new(cgroups::detect()?, &args.cgroup_parent, &args.id)?;
-    cgroup.create(&Limits {
-        memory_bytes: cfg.memory_bytes,
-        nano_cpus: cfg.nano_cpus,
-        pids_limit: cfg.pids_limit,
-    })?;
-    let result = start_container(&cfg, &dir, &cgroup);
+    let confined = cgroup
+        .create(&Limits {
+            memory_bytes: cfg.memory_bytes,
+            nano_cpus: cfg.nano_cpus,
+            pids_limit: cfg.pids_limit,
+        })
+        .and_then(|()| {
+            if cfg.no_device_cgroup {
+                return Ok(());
+            }
+            cgroup.set_devices(&devices::rules_for(&cfg.devices, cfg.privileged))
+        })
+        .map_err(ShimError::from);
+    let result = confined.and_then(|()| start_container(&cfg, &dir, &cgroup));
     let (pid, stdout, stderr) = match result {
         Ok(started) => started,
         Err(e) => {
@@ -227,6 +240,33 @@ fn run(args: &ShimArgs, ready: &mut Option<OwnedFd>) -> Result<i32, ShimError> {
     Ok(0)
 }
 
+/// The seccomp filter of the container, compiled for the capabilities it will have (none when
+/// privileged or unconfined).
+fn seccomp_filter(cfg: &ContainerConfig) -> Result<Option<CompiledFilter>, ShimError> {
+    if let Some(path) = &cfg.seccomp_program {
+        let bytes = fs::read(path).map_err(|source| ShimError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        return CompiledFilter::from_bytes(&bytes)
+            .map(Some)
+            .map_err(|e| ShimError::Seccomp(format!("{}: {e}", path.display())));
+    }
+    let caps = cfg.capabilities.as_deref().unwrap_or(caps::DEFAULT_CAPS);
+    let compile =
+        |profile| seccomp::compile(profile, caps).map_err(|e| ShimError::Seccomp(e.to_string()));
+    match &cfg.seccomp {
+        _ if cfg.privileged => Ok(None),
+        SeccompConfig::Unconfined => Ok(None),
+        SeccompConfig::Default => compile(seccomp::default_profile()).map(Some),
+        SeccompConfig::Custom(json) => {
+            let profile = shoal_proto::seccomp::parse_profile(json.as_bytes())
+                .map_err(|e| ShimError::Seccomp(e.to_string()))?;
+            compile(&profile).map(Some)
+        }
+    }
+}
+
 /// Clones the init, places it in the cgroup, releases it and waits for its exec.
 fn start_container(
     cfg: &ContainerConfig,
@@ -247,6 +287,7 @@ fn start_container(
         ),
         None => None,
     };
+    let filter = seccomp_filter(cfg)?;
     let cloexec = OFlag::O_CLOEXEC;
     let (out_r, out_w) = pipe2(cloexec).map_err(sys("pipe"))?;
     let (err_r, err_w) = pipe2(cloexec).map_err(sys("pipe"))?;
@@ -260,6 +301,7 @@ fn start_container(
         stdout: &out_w,
         stderr: &err_w,
         netns: netns.as_ref(),
+        seccomp: filter.as_ref(),
     };
     let pid = namespaces::clone_init(
         || init::run(cfg, dir, &fds),

@@ -217,16 +217,23 @@ fn read_seccomp_profile(path: &Path) -> Result<Vec<u8>> {
         )
     })?;
     match serde_json::from_slice::<serde_json::Value>(&bytes) {
-        Ok(serde_json::Value::Object(_)) => Ok(bytes),
-        Ok(_) => Err(anyhow!(
-            "--security-opt: seccomp profile {} is not a JSON object",
-            path.display()
-        )),
-        Err(e) => Err(anyhow!(
-            "--security-opt: seccomp profile {} is not JSON: {e}",
-            path.display()
-        )),
+        Ok(serde_json::Value::Object(_)) => {}
+        Ok(_) => {
+            return Err(anyhow!(
+                "--security-opt: seccomp profile {} is not a JSON object",
+                path.display()
+            ))
+        }
+        Err(e) => {
+            return Err(anyhow!(
+                "--security-opt: seccomp profile {} is not JSON: {e}",
+                path.display()
+            ))
+        }
     }
+    shoal_proto::seccomp::parse_profile(&bytes)
+        .map_err(|e| anyhow!("--security-opt: seccomp profile {}: {e}", path.display()))?;
+    Ok(bytes)
 }
 
 /// The privileges with `--security-opt` values applied (None when nothing is set at all);

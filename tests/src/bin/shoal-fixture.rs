@@ -5,6 +5,7 @@
 //! shoal-fixture push-demo    --registry HOST:PORT --image REPO:TAG
 //! shoal-fixture save-busybox --output FILE --image REPO:TAG     (docker save format)
 //! shoal-fixture save-demo    --output FILE --image REPO:TAG
+//! shoal-fixture push-shipped-device --registry HOST:PORT --image REPO:TAG --device MAJOR:MINOR
 //! ```
 //! Pushes print the manifest digest on stdout.
 
@@ -14,13 +15,14 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use shoal_tests::image_fixture;
 
-const USAGE: &str = "usage: shoal-fixture push-busybox|push-demo --registry HOST:PORT --image REPO:TAG\n       shoal-fixture save-busybox|save-demo --output FILE --image REPO:TAG";
+const USAGE: &str = "usage: shoal-fixture push-busybox|push-demo --registry HOST:PORT --image REPO:TAG\n       shoal-fixture push-shipped-device --registry HOST:PORT --image REPO:TAG --device MAJOR:MINOR\n       shoal-fixture save-busybox|save-demo --output FILE --image REPO:TAG";
 
 struct Args {
     command: String,
     registry: Option<String>,
     image: Option<String>,
     output: Option<PathBuf>,
+    device: Option<(u32, u32)>,
 }
 
 fn parse(mut args: impl Iterator<Item = String>) -> Result<Args> {
@@ -30,6 +32,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Args> {
         registry: None,
         image: None,
         output: None,
+        device: None,
     };
     while let Some(flag) = args.next() {
         let (name, inline) = match flag.split_once('=') {
@@ -46,6 +49,14 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Args> {
             "--registry" => parsed.registry = Some(value()?),
             "--image" => parsed.image = Some(value()?),
             "--output" => parsed.output = Some(PathBuf::from(value()?)),
+            "--device" => {
+                let v = value()?;
+                let (major, minor) = v
+                    .split_once(':')
+                    .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)))
+                    .with_context(|| format!("--device {v}: expected MAJOR:MINOR"))?;
+                parsed.device = Some((major, minor));
+            }
             other => bail!("unknown argument {other}"),
         }
     }
@@ -62,6 +73,13 @@ async fn run(args: Args) -> Result<()> {
             } else {
                 image_fixture::push_demo(registry, image).await?
             };
+            println!("{digest}");
+        }
+        "push-shipped-device" => {
+            let registry = args.registry.as_deref().context("--registry is required")?;
+            let (major, minor) = args.device.context("--device MAJOR:MINOR is required")?;
+            let built = image_fixture::shipped_device_image(major, minor)?;
+            let digest = image_fixture::push_image(registry, image, &built).await?;
             println!("{digest}");
         }
         "save-busybox" | "save-demo" => {
