@@ -1956,6 +1956,10 @@ mod confinement_tests {
     fn create_refuses_what_the_manager_would() {
         let not_object = TempFile::new("array.json", b"[1, 2]");
         let not_json = TempFile::new("text.json", b"syscalls: all");
+        let bad_action = TempFile::new(
+            "action.json",
+            br#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["mkdir"],"action":"SCMP_ACT_NOPE"}]}"#,
+        );
         let missing =
             std::env::temp_dir().join(format!("shoalctl-{}-none.json", std::process::id()));
         let seccomp = |p: &str| format!("seccomp={p}");
@@ -1974,6 +1978,10 @@ mod confinement_tests {
             (
                 strings(&["--security-opt", &seccomp(not_json.path())]),
                 format!("--security-opt: seccomp profile {} is not JSON: expected value at line 1 column 1", not_json.path()),
+            ),
+            (
+                strings(&["--security-opt", &seccomp(bad_action.path())]),
+                format!("--security-opt: seccomp profile {}: syscalls[0].action: unknown action \"SCMP_ACT_NOPE\"", bad_action.path()),
             ),
             (strings(&["--workdir", "srv"]), "--workdir: \"srv\" must be an absolute path".into()),
             (strings(&["--user", "a:b:c"]), "--user: \"a:b:c\" is not USER[:GROUP] (names or numbers, e.g. 1000:1000 or nobody)".into()),
@@ -2051,7 +2059,7 @@ mod confinement_tests {
             "max-size=1m",
         ]))
         .expect("valid");
-        let profile = TempFile::new("update.json", b"{}");
+        let profile = TempFile::new("update.json", br#"{"defaultAction":"SCMP_ACT_ALLOW"}"#);
         let seccomp = format!("seccomp={}", profile.path());
         let a = update_args(&[
             "--cap-add",
@@ -2111,7 +2119,10 @@ mod confinement_tests {
         assert!(p.no_new_privileges);
         assert_eq!(
             p.seccomp.map(|s| (s.mode, s.profile)),
-            Some(("custom".into(), b"{}".to_vec()))
+            Some((
+                "custom".into(),
+                br#"{"defaultAction":"SCMP_ACT_ALLOW"}"#.to_vec()
+            ))
         );
         assert_eq!(c.groups, strings(&["video"]));
         assert_eq!(
