@@ -449,7 +449,14 @@ impl Runtime {
             SeccompConfig::Default => seccomp::DEFAULT_PROFILE_JSON,
             SeccompConfig::Custom(json) => json.as_str(),
         };
-        let caps = cfg.capabilities.as_deref().unwrap_or(caps::DEFAULT_CAPS);
+        let mut caps = cfg
+            .capabilities
+            .as_deref()
+            .unwrap_or(caps::DEFAULT_CAPS)
+            .to_vec();
+        caps.sort_unstable();
+        caps.dedup();
+        let caps = caps.as_slice();
         let mut hasher = Sha256::new();
         hasher.update(json.as_bytes());
         for cap in caps {
@@ -647,17 +654,19 @@ impl Runtime {
         else {
             return Ok(()); // already gone
         };
+        // A number, not nix's Signal: real-time signals (SIGRTMIN+3 for systemd) are valid too.
         let wanted = read_json::<ContainerConfig>(&dir.config())?
-            .and_then(|c| Signal::try_from(c.stop_signal).ok())
-            .unwrap_or(Signal::SIGTERM);
+            .map(|c| c.stop_signal)
+            .filter(|s| *s > 0)
+            .unwrap_or(Signal::SIGTERM as i32);
         // The init of a pid namespace never gets a signal it does not handle: if it has no
         // handler for the stop signal, the kernel drops it and the grace period could only end
         // in SIGKILL. Kill it at once instead of waiting for nothing.
         let signal = if process::catches_signal(state.pid, wanted) {
             wanted
         } else {
-            tracing::debug!(container.id = %id, signal = %wanted, "init does not handle the stop signal: killing at once");
-            Signal::SIGKILL
+            tracing::debug!(container.id = %id, signal = wanted, "init does not handle the stop signal: killing at once");
+            Signal::SIGKILL as i32
         };
         process::pidfd_signal(&pidfd, signal).map_err(sys("pidfd_send_signal"))?;
         let pidfd = async_pidfd(pidfd).map_err(|source| RuntimeError::Io {
@@ -665,7 +674,7 @@ impl Runtime {
             source,
         })?;
         if tokio::time::timeout(grace, pidfd.readable()).await.is_err() {
-            process::pidfd_signal(pidfd.get_ref(), Signal::SIGKILL)
+            process::pidfd_signal(pidfd.get_ref(), Signal::SIGKILL as i32)
                 .map_err(sys("pidfd_send_signal"))?;
         }
         drop(pidfd);
@@ -683,7 +692,7 @@ impl Runtime {
         let state = read_json::<ContainerState>(&dir.state()).ok().flatten();
         if let Some(state) = &state {
             if let Ok(Some(pidfd)) = process::pidfd_open(state.pid, state.start_time) {
-                let _ = process::pidfd_signal(&pidfd, Signal::SIGKILL);
+                let _ = process::pidfd_signal(&pidfd, Signal::SIGKILL as i32);
             }
         }
         let cgroup = self.cgroup(id)?;
@@ -692,7 +701,7 @@ impl Runtime {
             if let Ok(Some(shim)) = process::pidfd_open(state.shim_pid, state.shim_start_time) {
                 // The shim records the exit and leaves within milliseconds of its container's death.
                 if !process::pidfd_wait(&shim, DELETE_TIMEOUT).unwrap_or(false) {
-                    let _ = process::pidfd_signal(&shim, Signal::SIGKILL);
+                    let _ = process::pidfd_signal(&shim, Signal::SIGKILL as i32);
                     let _ = process::pidfd_wait(&shim, Duration::from_secs(1));
                 }
             }

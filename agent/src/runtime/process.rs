@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sys::signal::Signal;
 
 /// Start time of `pid` in clock ticks since boot (`/proc/<pid>/stat` field 22), `None` if it is gone.
 pub fn start_time(pid: i32) -> Option<u64> {
@@ -65,14 +64,14 @@ pub fn pidfd_open_child(pid: i32) -> Result<OwnedFd, Errno> {
 }
 
 /// Sends `signal` through a pidfd (never hits a recycled pid).
-pub fn pidfd_signal(pidfd: &OwnedFd, signal: Signal) -> Result<(), Errno> {
+pub fn pidfd_signal(pidfd: &OwnedFd, signal: i32) -> Result<(), Errno> {
     use std::os::fd::AsRawFd;
     // SAFETY: pidfd_send_signal with a valid fd, a signal number, a null siginfo and zero flags.
     let res = unsafe {
         libc::syscall(
             libc::SYS_pidfd_send_signal,
             pidfd.as_raw_fd(),
-            signal as i32,
+            signal,
             std::ptr::null::<libc::siginfo_t>(),
             0,
         )
@@ -122,11 +121,11 @@ mod tests {
 /// Whether process `pid` has a handler installed for `signal` (its `SigCgt` mask in
 /// `/proc/PID/status`). Unknown (process gone, unreadable) counts as handled, so callers fall back
 /// to the graceful path.
-pub fn catches_signal(pid: i32, signal: nix::sys::signal::Signal) -> bool {
+pub fn catches_signal(pid: i32, signal: i32) -> bool {
     let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
         return true;
     };
-    sig_caught(&status, signal as i32).unwrap_or(true)
+    sig_caught(&status, signal).unwrap_or(true)
 }
 
 /// Parses the `SigCgt:` mask of a `/proc/PID/status` text and tests signal number `signo`.

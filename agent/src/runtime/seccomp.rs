@@ -10,10 +10,9 @@
 //! mseal, lsm_*, *xattrat) are skipped like runc's unknown names, so the container gets the
 //! default action (EPERM) for them, where runc's BPF patching would answer ENOSYS.
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::OnceLock;
 use std::time::Instant;
 
 use libseccomp::{ScmpAction, ScmpArch, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext};
@@ -34,9 +33,6 @@ const MAX_INSTRUCTIONS: usize = 4096;
 /// Above this many syscall names, libseccomp is asked for a binary tree instead of a linear list
 /// (as runc; libseccomp up to 2.5.4 misbehaves with the tree and no rules at all).
 const BINARY_TREE_ABOVE: usize = 32;
-
-/// Compiled programs kept by `compile_cached` before it starts over (custom profiles may be many).
-const CACHE_CAPACITY: usize = 32;
 
 /// The oldest libseccomp that has everything used here (`SCMP_ACT_KILL_PROCESS`, optimize level 2).
 const MIN_LIBSECCOMP: (u32, u32) = (2, 5);
@@ -359,7 +355,8 @@ fn scmp_compare(arg: &shoal_proto::seccomp::Arg) -> ScmpArgCompare {
 
 /// Compiles `profile` for this machine and a process holding capabilities `caps` (numbers, see
 /// `caps::DEFAULT_CAPS`). Syscall names libseccomp does not know are skipped, as runc does.
-/// Docker's default profile takes ~15 ms (see `compile_cached`).
+/// Docker's default profile takes ~15 ms, nearly all of it libseccomp generating the program, so
+/// the runtime keeps compiled programs in a cache on disk (`Runtime::seccomp_program`).
 pub fn compile(profile: &Profile, caps: &[u32]) -> Result<CompiledFilter, SeccompError> {
     let started = Instant::now();
     let (arch, native) = native_arch();
@@ -452,36 +449,6 @@ pub fn compile(profile: &Profile, caps: &[u32]) -> Result<CompiledFilter, Seccom
         "seccomp profile compiled"
     );
     Ok(CompiledFilter { program, flags })
-}
-
-/// Like `compile`, but each (profile, capability set) is compiled once per process: Docker's default
-/// profile takes ~15 ms to compile, nearly all of it libseccomp generating the program.
-pub fn compile_cached(
-    profile: &Profile,
-    caps: &[u32],
-) -> Result<Arc<CompiledFilter>, SeccompError> {
-    // By profile, then by capability set: a hit neither clones nor re-serializes the profile.
-    type Cache = Mutex<HashMap<Profile, HashMap<Vec<u32>, Arc<CompiledFilter>>>>;
-    static CACHE: OnceLock<Cache> = OnceLock::new();
-    let cache = CACHE.get_or_init(Cache::default);
-    let mut caps = caps.to_vec();
-    caps.sort_unstable();
-    caps.dedup();
-    // A panic elsewhere cannot leave the map half-updated: every change is one insert or clear.
-    let lock = || cache.lock().unwrap_or_else(PoisonError::into_inner);
-    if let Some(hit) = lock().get(profile).and_then(|by_caps| by_caps.get(&caps)) {
-        return Ok(Arc::clone(hit));
-    }
-    // Compiled outside the lock: two racing starts compile twice rather than wait on each other.
-    let compiled = Arc::new(compile(profile, &caps)?);
-    let mut map = lock();
-    if map.values().map(HashMap::len).sum::<usize>() >= CACHE_CAPACITY {
-        map.clear();
-    }
-    map.entry(profile.clone())
-        .or_default()
-        .insert(caps, Arc::clone(&compiled));
-    Ok(compiled)
 }
 
 /// The BPF program libseccomp generates for `ctx`. The in-memory export needs libseccomp 2.6, so
@@ -751,15 +718,8 @@ mod tests {
     }
 
     #[test]
-    fn cached_and_serialized_programs_are_the_same_program() {
+    fn serialized_programs_are_the_same_program() {
         let fresh = compile(default_profile(), DEFAULT_CAPS).unwrap();
-        let mut shuffled: Vec<u32> = DEFAULT_CAPS.iter().rev().copied().collect();
-        shuffled.push(DEFAULT_CAPS[0]);
-        let first = compile_cached(default_profile(), DEFAULT_CAPS).unwrap();
-        let started = Instant::now();
-        let second = compile_cached(default_profile(), &shuffled).unwrap();
-        println!("cached compile: {:?}", started.elapsed());
-        assert!(Arc::ptr_eq(&first, &second));
         let same = |a: &CompiledFilter, b: &CompiledFilter| {
             a.flags == b.flags
                 && a.len() == b.len()
@@ -768,7 +728,8 @@ mod tests {
                     .zip(b.instructions())
                     .all(|(x, y)| (x.code, x.jt, x.jf, x.k) == (y.code, y.jt, y.jf, y.k))
         };
-        assert!(same(&fresh, &first));
+        let again = compile(default_profile(), DEFAULT_CAPS).unwrap();
+        assert!(same(&fresh, &again), "compiling is deterministic");
         let back = CompiledFilter::from_bytes(&fresh.to_bytes()).unwrap();
         assert!(same(&fresh, &back));
         let bytes = fresh.to_bytes();
@@ -780,8 +741,8 @@ mod tests {
             .copied()
             .chain([CAP_SYS_ADMIN])
             .collect();
-        let other = compile_cached(default_profile(), &admin).unwrap();
-        assert!(!same(&first, &other));
+        let other = compile(default_profile(), &admin).unwrap();
+        assert!(!same(&fresh, &other));
     }
 
     #[test]

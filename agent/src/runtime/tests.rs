@@ -427,3 +427,76 @@ fn ids_are_directory_names() {
         assert!(validate_id(bad).is_err(), "{bad:?}");
     }
 }
+
+#[tokio::test]
+async fn a_host_missing_a_protection_refuses_containers_unless_allowed() {
+    let mut fx = fixture();
+    // As a host without seccomp filters would report it.
+    fx.runtime.missing = vec!["seccomp: this kernel cannot load seccomp filters".to_string()];
+    let cfg = config(&fx, &["sh", "-c", "grep Seccomp: /proc/self/status"]);
+    let err = fx.runtime.start(&cfg).unwrap_err().to_string();
+    assert!(
+        err.contains("cannot confine containers")
+            && err.contains("seccomp")
+            && err.contains("--allow-unconfined"),
+        "{err}"
+    );
+    assert!(
+        !fx.root.join(&cfg.id).exists(),
+        "a refused container left its directory"
+    );
+
+    // The operator's opt-out: the container runs, without the missing protection only.
+    fx.runtime = fx.runtime.clone().with_allow_unconfined(true);
+    fx.runtime.start(&cfg).unwrap();
+    assert_eq!(fx.runtime.wait(&cfg.id).await.unwrap(), 0);
+    let lines = log_lines(&fx, &cfg.id);
+    assert_eq!(
+        lines,
+        vec![("stdout".to_string(), "Seccomp:\t0".to_string())]
+    );
+    fx.runtime.delete(&cfg.id).unwrap();
+}
+
+#[tokio::test]
+async fn a_chatty_container_s_log_rotates() {
+    let fx = fixture();
+    // ~40 KiB of output into files of at most 8 KiB, three kept.
+    let mut cfg = config(
+        &fx,
+        &[
+            "sh",
+            "-c",
+            "i=0; while [ $i -lt 1000 ]; do echo line-$i-padding-padding; i=$((i+1)); done",
+        ],
+    );
+    cfg.log = LogConfig {
+        max_size_bytes: 8 * 1024,
+        max_files: 3,
+    };
+    fx.runtime.start(&cfg).unwrap();
+    assert_eq!(fx.runtime.wait(&cfg.id).await.unwrap(), 0);
+    let log = fx.runtime.log_path(&cfg.id);
+    let rotated = |n: u32| PathBuf::from(format!("{}.{n}", log.display()));
+    for path in [log.clone(), rotated(1), rotated(2)] {
+        let size = std::fs::metadata(&path).unwrap().len();
+        assert!(size <= 8 * 1024, "{}: {size} bytes", path.display());
+    }
+    assert!(!rotated(3).exists(), "more than max_files files kept");
+    // The newest lines survive, in order, ending with the last one written.
+    let lines = log_lines(&fx, &cfg.id);
+    assert_eq!(
+        lines.last().map(|l| l.1.as_str()),
+        Some("line-999-padding-padding")
+    );
+    let tail = logs::read_tail(&log, 2).unwrap();
+    let tail: Vec<String> = tail
+        .into_iter()
+        .map(|e| String::from_utf8(e.data).unwrap())
+        .collect();
+    assert_eq!(
+        tail,
+        ["line-998-padding-padding", "line-999-padding-padding"]
+    );
+    fx.runtime.delete(&cfg.id).unwrap();
+}
