@@ -295,6 +295,9 @@ pub struct Runtime {
     allow_unconfined: bool,
     init_path: PathBuf,
     node_name: String,
+    /// One seccomp compile at a time: concurrent starts of a new profile wait for the first one's
+    /// program instead of each compiling (and growing the heap) in its own thread.
+    seccomp_compile: std::sync::Arc<std::sync::Mutex<()>>,
 }
 
 impl Runtime {
@@ -327,6 +330,7 @@ impl Runtime {
             allow_unconfined: false,
             init_path: PathBuf::from(DEFAULT_INIT_PATH),
             node_name: String::new(),
+            seccomp_compile: Default::default(),
         })
     }
 
@@ -467,6 +471,14 @@ impl Runtime {
         if path.is_file() {
             return Ok(Some(path));
         }
+        // Poisoning only means another compile panicked; the cache file is written atomically.
+        let _one_at_a_time = self
+            .seccomp_compile
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if path.is_file() {
+            return Ok(Some(path));
+        }
         let invalid = |e: String| RuntimeError::InvalidConfig(format!("seccomp profile: {e}"));
         let filter = match &cfg.seccomp {
             SeccompConfig::Custom(json) => {
@@ -477,6 +489,10 @@ impl Runtime {
             _ => seccomp::compile(seccomp::default_profile(), caps),
         }
         .map_err(|e| invalid(e.to_string()))?;
+        // libseccomp's work space (a few MiB for Docker's profile) is free again but would stay
+        // in the agent's heap: hand it back to the kernel. Once per profile and capability set.
+        // SAFETY: malloc_trim only releases memory the allocator holds free; no pointer is touched.
+        unsafe { libc::malloc_trim(0) };
         let io = |path: &Path| {
             let path = path.to_path_buf();
             move |source| RuntimeError::Io { path, source }
