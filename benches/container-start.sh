@@ -26,7 +26,8 @@ RUNS=${RUNS:-50}
 WARMUP=${WARMUP:-5}
 WORK=${WORK:-$(mktemp -d /tmp/shoal-bench.XXXXXX)}
 SHOAL=$(realpath "$SHOAL")
-trap 'rm -rf "$WORK"' EXIT
+# The runtime's cgroup parent goes too (bench-run removes each container's own cgroups).
+trap 'rm -rf "$WORK"; rmdir /sys/fs/cgroup/*/shoal-bench /sys/fs/cgroup/shoal-bench 2>/dev/null || true' EXIT
 
 bundle=$WORK/bundle
 rootfs=$bundle/rootfs
