@@ -14,6 +14,14 @@
 //!   node, and so is DNATed traffic from 127.0.0.0/8 and from a backend to itself (hairpin). A
 //!   published port with no backend is rejected.
 //!
+//! 127.0.0.1:PORT needs `route_localnet`: without it the kernel refuses to route a packet with a
+//! loopback source out of a bridge (before postrouting can masquerade it), and the reply, whose
+//! destination conntrack turns back into 127.0.0.1 on the way in, as a martian. The same switch
+//! would let a LAN neighbour reach anything listening on the node's 127.0.0.1 (CVE-2020-8558);
+//! what makes it safe is [`super::guard`]'s rule dropping every packet to or from 127.0.0.0/8
+//! that did not arrive on `lo`, applied before any port is published. The switch is on only
+//! while a port is published.
+//!
 //! The generators are pure; `apply_*` run `nft -f -` on a thread inside the namespace. The `ip
 //! shoal` table of the bridge networks is never touched.
 
@@ -375,7 +383,7 @@ pub fn cleanup_ruleset() -> String {
 /// the VIPs or running sets the task sees change (and once when it starts).
 pub async fn apply_vip(task_id: &str, netns: &Path, vips: &[Vip]) -> Result<(), LbError> {
     let ruleset = vip_ruleset(vips);
-    run_nft(Some(netns.to_path_buf()), ruleset, false).await?;
+    run_nft(Some(netns.to_path_buf()), ruleset, None).await?;
     tracing::info!(
         task_id,
         vips = vips.len(),
@@ -387,7 +395,8 @@ pub async fn apply_vip(task_id: &str, netns: &Path, vips: &[Vip]) -> Result<(), 
 
 /// Makes `ip shoal_ports` in the host namespace (`host_netns`, or the agent's own when `None`)
 /// publish exactly `rules`. Also turns on IPv4 forwarding and `route_localnet` (for
-/// 127.0.0.1:PORT) when there is any rule.
+/// 127.0.0.1:PORT) when there is any rule, and `route_localnet` off again when there is none.
+/// The caller puts [`super::guard`]'s loopback rule in place first.
 pub async fn apply_ports(
     host_netns: Option<&Path>,
     ingress_bridge: Option<&str>,
@@ -397,7 +406,7 @@ pub async fn apply_ports(
     run_nft(
         host_netns.map(Path::to_path_buf),
         ruleset,
-        !rules.is_empty(),
+        Some(!rules.is_empty()),
     )
     .await?;
     tracing::info!(
@@ -409,30 +418,41 @@ pub async fn apply_ports(
 }
 
 /// Removes `ip shoal_vip` and `ip shoal_ports` from the namespace at `netns` (the agent's own
-/// when `None`); missing tables are fine.
+/// when `None`), and turns `route_localnet` off; missing tables are fine.
 pub async fn cleanup(netns: Option<&Path>) -> Result<(), LbError> {
-    run_nft(netns.map(Path::to_path_buf), cleanup_ruleset(), false).await?;
+    run_nft(netns.map(Path::to_path_buf), cleanup_ruleset(), Some(false)).await?;
     tracing::info!(netns = ?netns, "load-balancing tables removed");
     Ok(())
 }
 
+const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
+const ROUTE_LOCALNET: &str = "/proc/sys/net/ipv4/conf/all/route_localnet";
+
 /// Runs `nft -f -` with `ruleset` on a thread inside `netns` (the child inherits the thread's
-/// namespace), after the sysctls published ports need when `sysctls`.
-async fn run_nft(netns: Option<PathBuf>, ruleset: String, sysctls: bool) -> Result<(), LbError> {
+/// namespace). `published`: `Some(true)` turns on the sysctls published ports need first,
+/// `Some(false)` turns `route_localnet` off after the rules are gone, `None` leaves them.
+async fn run_nft(
+    netns: Option<PathBuf>,
+    ruleset: String,
+    published: Option<bool>,
+) -> Result<(), LbError> {
     let label = netns
         .as_ref()
         .map_or_else(|| "host".to_string(), |p| p.display().to_string());
+    // Sysctls under /proc/sys/net follow the namespace of the thread that opens them.
+    let set = |path: &'static str, value: &[u8]| {
+        std::fs::write(path, value).map_err(|source| LbError::Sysctl { path, source })
+    };
     netns::on_thread(netns, "nft-lb", move || {
-        if sysctls {
-            // Sysctls under /proc/sys/net follow the namespace of the thread that opens them.
-            for path in [
-                "/proc/sys/net/ipv4/ip_forward",
-                "/proc/sys/net/ipv4/conf/all/route_localnet",
-            ] {
-                std::fs::write(path, b"1\n").map_err(|source| LbError::Sysctl { path, source })?;
-            }
+        if published == Some(true) {
+            set(IP_FORWARD, b"1\n")?;
+            set(ROUTE_LOCALNET, b"1\n")?;
         }
-        nft_apply(&label, &ruleset)
+        nft_apply(&label, &ruleset)?;
+        if published == Some(false) {
+            set(ROUTE_LOCALNET, b"0\n")?;
+        }
+        Ok(())
     })
     .await?
 }

@@ -697,6 +697,14 @@ async fn published_ports_reach_backends_from_outside_and_from_the_host_itself() 
         addr: ip("10.88.0.5"),
         target_port: 90,
     }]));
+    // As the agent does: the loopback guard first; every path below must work behind it.
+    use crate::network::guard;
+    guard::apply(
+        Some(host.path()),
+        guard::ruleset(&guard::Guard::default(), true),
+    )
+    .await
+    .expect("apply the exposure rules");
     apply_ports(Some(&host.path()), Some(ingress_bridge), &rules)
         .await
         .expect("apply published ports");
@@ -777,6 +785,7 @@ async fn published_ports_reach_backends_from_outside_and_from_the_host_itself() 
     cleanup(Some(&host.path()))
         .await
         .expect("cleanup is idempotent");
+    assert_eq!(host.sysctl("net/ipv4/conf/all/route_localnet"), "0");
     let out = host.exec("nft", &["list", "tables"]);
     let tables = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(

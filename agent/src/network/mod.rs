@@ -12,6 +12,7 @@
 //! unless `with_host_netns` names another one, which is how the tests stay off the real host.
 
 pub mod dns;
+pub mod guard;
 pub mod ipam;
 pub mod lb;
 pub mod link;

@@ -18,6 +18,9 @@
 //! `shoal0` with the default route. Tasks on an overlay get the service plane: a DNS server at
 //! 127.0.0.11 ([`super::dns`]) and VIP load balancing ([`super::lb`]), both rewritten whenever
 //! the views change; host-mode and ingress published ports live in the node's `shoal_ports`.
+//! What the node accepts from outside (VXLAN from cluster peers only, nothing to its loopback)
+//! is [`super::guard`]'s table, refreshed from the same views; no port is published before it is
+//! in place.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -31,6 +34,7 @@ use tokio::sync::Mutex;
 use tracing::{debug, info, warn};
 
 use super::dns::{self, Resolver, ResolverHandle};
+use super::guard::{self, Guard, MeshIf};
 use super::lb::{self, HostPort, PortRule, Protocol, Vip};
 use super::link::{self, Mac, Vxlan};
 use super::mesh::Mesh;
@@ -150,6 +154,8 @@ struct Inner {
     untracked: Option<Untracked>,
     /// Tasks detached since they last attached (their containers ended), until forgotten.
     released: std::collections::HashSet<String>,
+    /// What the `shoal_guard` table lets in, as last applied; `None` until it is in place.
+    guard: Option<Guard>,
 }
 
 /// The nftables table that keeps frames bridged across overlay bridges out of conntrack.
@@ -267,6 +273,7 @@ impl Networks {
         mesh_peers: &[MeshPeer],
     ) -> Result<(), NetworkError> {
         let mut inner = self.inner.lock().await;
+        let mut mesh_if = None;
         if let Some(mesh) = &self.mesh {
             let mut mesh = mesh.lock().await;
             if views.iter().any(encrypted) && !mesh_addr.is_empty() {
@@ -274,6 +281,12 @@ impl Networks {
             } else if mesh.is_kernel().is_some() {
                 info!("no encrypted network left on this node: removing the mesh device");
                 mesh.shutdown().await?;
+            }
+            if mesh.is_kernel().is_some() {
+                mesh_if = parse_ip(mesh_addr).map(|addr| MeshIf {
+                    ifname: mesh.ifname().to_string(),
+                    addr,
+                });
             }
         }
         inner.views = views
@@ -360,6 +373,11 @@ impl Networks {
         };
         if !unchanged {
             self.set_untracked(&mut inner, Some(wanted)).await;
+        }
+        let views: Vec<NetworkView> = inner.views.values().cloned().collect();
+        let wanted = Guard::from_views(&views, &self.node_id, mesh_if);
+        if inner.guard.as_ref() != Some(&wanted) {
+            self.set_guard(&mut inner, wanted).await;
         }
         self.refresh_planes(&mut inner).await;
         if let Some(e) = first_error {
@@ -739,7 +757,10 @@ impl Networks {
             Some(last) => *last == wanted,
             None => wanted.1.is_empty(),
         };
-        if !unchanged {
+        if !unchanged && !wanted.1.is_empty() && inner.guard.is_none() {
+            // Publishing turns on route_localnet, safe only behind the guard's loopback rule.
+            warn!("published ports not applied: the exposure rules are not in place");
+        } else if !unchanged {
             match lb::apply_ports(self.host_netns.as_deref(), bridge.as_deref(), &wanted.1).await {
                 Ok(()) => inner.ports = Some(wanted),
                 Err(e) => warn!(error = %e, "published ports not applied"),
@@ -759,6 +780,28 @@ impl Networks {
             Ok(Ok(())) => inner.untracked = wanted,
             Ok(Err(e)) => warn!(error = %e, "overlay notrack rules not applied"),
             Err(e) => warn!(error = %e, "overlay notrack rules not applied"),
+        }
+    }
+
+    /// Makes the `shoal_guard` table let in what `wanted` says (built afresh on the first call
+    /// of this process); remembers what was applied, or logs why not.
+    async fn set_guard(&self, inner: &mut Inner, wanted: Guard) {
+        let ruleset = guard::ruleset(&wanted, inner.guard.is_none());
+        match guard::apply(self.host_netns.clone(), ruleset).await {
+            Ok(()) => {
+                debug!(
+                    vxlan_peers = wanted.vxlan_peers.len(),
+                    encrypted_vnis = wanted.encrypted_vnis.len(),
+                    mesh = ?wanted.mesh.as_ref().map(|m| &m.ifname),
+                    "exposure rules applied"
+                );
+                inner.guard = Some(wanted);
+            }
+            Err(e) => {
+                warn!(error = %e, "exposure rules not applied");
+                // What the table holds is unknown: rebuild it whole next time.
+                inner.guard = None;
+            }
         }
     }
 
@@ -791,6 +834,11 @@ impl Networks {
         }
         inner.ports = None;
         self.set_untracked(&mut inner, None).await;
+        // Only after the ports: route_localnet is on until they are gone, the loopback rule with it.
+        if let Err(e) = guard::apply(self.host_netns.clone(), guard::remove_ruleset()).await {
+            warn!(error = %e, "removing the exposure rules failed");
+        }
+        inner.guard = None;
         for (_, b) in inner.locals.drain() {
             b.cleanup_all().await?;
         }
