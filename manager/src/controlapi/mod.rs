@@ -7,7 +7,9 @@ use std::collections::HashMap;
 use std::pin::Pin;
 
 use futures::Stream;
-use shoal_proto::spec::validate_service;
+use shoal_proto::spec::{
+    check_label, check_label_count, check_label_key, check_replicas, validate_service,
+};
 use shoal_proto::token::JoinToken;
 use shoal_proto::v1::control_server::Control;
 use shoal_proto::v1::store_action::Action;
@@ -104,6 +106,33 @@ pub fn find_node(s: &State, name_or_id: &str) -> Result<Node, Status> {
         ))),
         _ => Err(Status::not_found(format!("node {name_or_id:?} not found"))),
     }
+}
+
+/// Checks the labels a `node update` adds and removes, before the node is even looked up; the
+/// count is checked once they are applied.
+fn check_node_labels(req: &UpdateNodeRequest) -> Result<(), Status> {
+    let bad = |flag: &str, reason: String| Status::invalid_argument(format!("{flag}: {reason}"));
+    // More than the limit in one request can only end over it; refused before any sorting.
+    check_label_count("--label-add", req.labels_add.len()).map_err(invalid)?;
+    if req.labels_rm.len() > shoal_proto::limits::MAX_LABELS {
+        return Err(bad(
+            "--label-rm",
+            format!(
+                "{} labels are more than the limit of {} per object",
+                req.labels_rm.len(),
+                shoal_proto::limits::MAX_LABELS
+            ),
+        ));
+    }
+    let mut added: Vec<(&String, &String)> = req.labels_add.iter().collect();
+    added.sort();
+    for (k, v) in added {
+        check_label(k, v).map_err(|r| bad("--label-add", r))?;
+    }
+    for k in &req.labels_rm {
+        check_label_key(k).map_err(|r| bad("--label-rm", r))?;
+    }
+    Ok(())
 }
 
 fn invalid(e: shoal_proto::spec::SpecError) -> Status {
@@ -280,6 +309,9 @@ impl Control for ControlApi {
     ) -> Result<Response<ScaleServiceResponse>, Status> {
         require_admin(&self.store, &request)?;
         let req = request.into_inner();
+        // Refused before anything else: the orchestrator plans one slot per replica.
+        check_replicas(req.replicas)
+            .map_err(|r| Status::invalid_argument(format!("scale: {r}")))?;
         let mut service = self.store.read(|s| find_service(s, &req.name_or_id))?;
         let spec = service.spec.get_or_insert_with(Default::default);
         if spec.mode == ServiceMode::ModeGlobal as i32 {
@@ -383,14 +415,8 @@ impl Control for ControlApi {
     ) -> Result<Response<UpdateNodeResponse>, Status> {
         require_admin(&self.store, &request)?;
         let req = request.into_inner();
+        check_node_labels(&req)?;
         let mut node = self.store.read(|s| find_node(s, &req.name_or_id))?;
-        for key in req.labels_add.keys().chain(req.labels_rm.iter()) {
-            if key.is_empty() || key.contains(char::is_whitespace) {
-                return Err(Status::invalid_argument(format!(
-                    "--label-add/--label-rm: invalid label key {key:?}"
-                )));
-            }
-        }
         let manager_only = !crate::manager::runs_agent(&node);
         let spec = node.spec.get_or_insert_with(Default::default);
         if let Some(a) = req.availability {
@@ -413,6 +439,7 @@ impl Control for ControlApi {
         for (k, v) in req.labels_add {
             spec.labels.insert(k, v);
         }
+        check_label_count("--label-add", spec.labels.len()).map_err(invalid)?;
         if let Some(m) = node.meta.as_mut() {
             m.updated_at = shoal_proto::now_ns();
         }
