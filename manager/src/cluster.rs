@@ -920,8 +920,113 @@ pub fn check_demotion(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tower::Service as _;
+
+    /// A proposer that only counts what it is asked: a read barrier or a proposal is work.
+    #[derive(Default)]
+    pub(crate) struct Counting {
+        pub(crate) barriers: AtomicUsize,
+        pub(crate) proposals: AtomicUsize,
+    }
+
+    impl Proposer for Counting {
+        fn propose(
+            &self,
+            _req: StoreRequest,
+        ) -> Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send>> {
+            self.proposals.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async { Ok(()) })
+        }
+
+        fn read_barrier(&self) -> Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send>> {
+            self.barriers.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    /// A store whose every Raft call is counted.
+    pub(crate) fn counted_store(dir: &std::path::Path) -> (Store, Arc<Counting>) {
+        let store = Store::open(dir).expect("open store");
+        let counting = Arc::new(Counting::default());
+        store.set_proposer(counting.clone());
+        (store, counting)
+    }
+
+    /// A stand-in for a generated gRPC server that counts the calls it gets.
+    fn counted_service(
+        calls: Arc<AtomicUsize>,
+    ) -> impl tower::Service<
+        http::Request<tonic::body::Body>,
+        Response = http::Response<tonic::body::Body>,
+        Error = std::convert::Infallible,
+        Future = impl Future<
+            Output = Result<http::Response<tonic::body::Body>, std::convert::Infallible>,
+        > + Send,
+    > + Clone
+           + Send
+           + 'static {
+        tower::service_fn(move |_req: http::Request<tonic::body::Body>| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            async { Ok(http::Response::new(tonic::body::Body::empty())) }
+        })
+    }
+
+    fn grpc_request(path: &str) -> http::Request<tonic::body::Body> {
+        http::Request::builder()
+            .uri(path)
+            .body(tonic::body::Body::empty())
+            .expect("a valid request")
+    }
+
+    #[tokio::test]
+    async fn a_control_call_without_a_certificate_gets_no_read_barrier() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, counting) = counted_store(dir.path());
+        let calls = Arc::new(AtomicUsize::new(0));
+        let mut linearized = Linearized::new(counted_service(calls.clone()), store);
+        for path in [
+            "/shoal.v1.Control/ListServices",
+            "/shoal.v1.Control/CreateService",
+        ] {
+            let resp = linearized
+                .call(grpc_request(path))
+                .await
+                .expect("infallible");
+            let code = resp
+                .headers()
+                .get("grpc-status")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<i32>().ok())
+                .map(Code::from_i32);
+            assert_eq!(code, Some(Code::Unauthenticated), "{path}");
+        }
+        assert_eq!(counting.barriers.load(Ordering::SeqCst), 0, "read barriers");
+        assert_eq!(counting.proposals.load(Ordering::SeqCst), 0, "proposals");
+        assert_eq!(calls.load(Ordering::SeqCst), 0, "handler calls");
+    }
+
+    #[tokio::test]
+    async fn the_raft_service_gives_strangers_the_small_limit() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, counting) = counted_store(dir.path());
+        let book = PeerBook::new(store, &[], vec![]);
+        let managers = Arc::new(AtomicUsize::new(0));
+        let others = Arc::new(AtomicUsize::new(0));
+        let mut gate = RaftGate::new(
+            counted_service(managers.clone()),
+            counted_service(others.clone()),
+            book,
+        );
+        for path in ["/shoal.v1.Raft/JoinManager", "/shoal.v1.Raft/Send"] {
+            gate.call(grpc_request(path)).await.expect("infallible");
+        }
+        assert_eq!(managers.load(Ordering::SeqCst), 0);
+        assert_eq!(others.load(Ordering::SeqCst), 2);
+        assert_eq!(counting.barriers.load(Ordering::SeqCst), 0);
+    }
 
     fn status(voters: &[u64], active: &[u64]) -> crate::raft::RaftStatus {
         crate::raft::RaftStatus {
