@@ -109,6 +109,8 @@ pub async fn join(
     let channel = pki::connect(manager, Arc::new(config)).await?;
     let (csr_pem, key_pem) = pki::generate_csr(hostname)?;
     let resp = CaClient::new(channel)
+        .max_encoding_message_size(shoal_proto::limits::MAX_CA_MESSAGE_BYTES)
+        .max_decoding_message_size(shoal_proto::limits::MAX_CA_MESSAGE_BYTES)
         .issue_certificate(IssueCertificateRequest {
             token: token.to_string(),
             csr_pem,

@@ -104,6 +104,8 @@ async fn session_once(
         .await
         .map_err(|_| SessionError::Closed)?;
     let mut inbound = DispatcherClient::new(channel)
+        .max_encoding_message_size(shoal_proto::limits::MAX_AGENT_MESSAGE_BYTES)
+        .max_decoding_message_size(shoal_proto::limits::MAX_ASSIGNMENTS_MESSAGE_BYTES)
         .session(outbound(out_rx, log_rx))
         .await?
         .into_inner();

@@ -779,9 +779,22 @@ pub struct JoinTokenArgs {
     pub quiet: bool,
 }
 
-/// Parses a replica count: a whole number, 0 or more.
+/// Parses a replica count: a whole number from 0 to the limit of replicas per service.
 pub fn parse_replicas(s: &str) -> Result<u64, String> {
-    parse_non_negative(s)
+    let t = s.trim();
+    let n = match parse_non_negative(t) {
+        Ok(n) => n,
+        // Digits only, yet no u64: far over the limit, and the limit is what the user needs.
+        Err(_) if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) => u64::MAX,
+        Err(e) => return Err(e),
+    };
+    spec::check_replicas(n).map_err(|_| {
+        format!(
+            "{t} is more than the limit of {} replicas per service",
+            shoal_proto::limits::MAX_REPLICAS
+        )
+    })?;
+    Ok(n)
 }
 
 fn parse_max_attempts(s: &str) -> Result<u64, String> {
@@ -828,10 +841,8 @@ fn parse_timeout(s: &str) -> Result<Duration, String> {
 }
 
 fn parse_env(s: &str) -> Result<String, String> {
-    match s.split_once('=') {
-        Some((k, _)) if !k.is_empty() => Ok(s.to_string()),
-        _ => Err(format!("{s:?} is not KEY=VALUE")),
-    }
+    spec::check_env_entry(s)?;
+    Ok(s.to_string())
 }
 
 /// Parses `--placement-pref spread=node.labels.K` (also node.id, node.hostname, node.role,
@@ -845,18 +856,13 @@ pub fn parse_placement_pref(s: &str) -> Result<String, String> {
 /// Parses a node label `K=V` of `--label-add` (the value may be empty).
 pub fn parse_label(s: &str) -> Result<(String, String), String> {
     let (k, v) = s.split_once('=').unwrap_or((s, ""));
-    let k = parse_label_key(k)?;
-    Ok((k, v.to_string()))
+    spec::check_label(k, v)?;
+    Ok((k.to_string(), v.to_string()))
 }
 
-/// Parses a label key: not empty, no whitespace, no `=`.
+/// Parses a label key: not empty, no whitespace, no `=`, within the key length limit.
 pub fn parse_label_key(s: &str) -> Result<String, String> {
-    if s.is_empty() {
-        return Err("a label key must not be empty (e.g. zone=a)".into());
-    }
-    if s.contains(char::is_whitespace) || s.contains('=') {
-        return Err(format!("invalid label key {s:?}: no whitespace or '='"));
-    }
+    spec::check_label_key(s)?;
     Ok(s.to_string())
 }
 
@@ -1046,7 +1052,10 @@ pub fn parse_scale(s: &str) -> Result<(String, u64), String> {
     if name.is_empty() {
         return Err(format!("{s:?} has no service name (e.g. web=3)"));
     }
-    let n = parse_non_negative(n).map_err(|e| format!("{s:?}: replicas {e}"))?;
+    let n = match parse_non_negative(n) {
+        Err(e) if n.trim_start().starts_with('-') => return Err(format!("{s:?}: replicas {e}")),
+        _ => parse_replicas(n).map_err(|e| format!("{s:?}: replicas {e}"))?,
+    };
     Ok((name.to_string(), n))
 }
 
@@ -1282,6 +1291,87 @@ mod tests {
         assert_eq!(a.restart_delay, 5_000_000_000);
         assert_eq!(a.timeout, Duration::from_secs(120));
         assert_eq!(a.restart_condition, RestartCondition::Any);
+    }
+
+    /// `service scale` input and what parse_scale makes of it.
+    type ScaleCase = (&'static str, Result<(String, u64), &'static str>);
+
+    #[test]
+    fn limits_are_refused_with_the_flag_and_the_limit() {
+        let e = parse(&[
+            "service",
+            "create",
+            "--name",
+            "x",
+            "--replicas",
+            "100000000000",
+            "busybox",
+        ])
+        .expect_err("over the limit");
+        assert_eq!(e.kind(), clap::error::ErrorKind::ValueValidation);
+        assert!(
+            e.to_string().contains(
+                "for '--replicas <N>': 100000000000 is more than the limit of 100000 replicas per service"
+            ),
+            "{e}"
+        );
+        #[rustfmt::skip]
+        let replicas: [(&str, Result<u64, &str>); 5] = [
+            ("100000", Ok(100_000)),
+            ("100001", Err("100001 is more than the limit of 100000 replicas per service")),
+            ("99999999999999999999999999", Err("99999999999999999999999999 is more than the limit of 100000 replicas per service")),
+            ("-1", Err("must be 0 or more")),
+            ("ten", Err("invalid number \"ten\": expected a whole number, 0 or more")),
+        ];
+        for (s, want) in replicas {
+            assert_eq!(parse_replicas(s), want.map_err(String::from), "{s}");
+        }
+        #[rustfmt::skip]
+        let scales: [ScaleCase; 4] = [
+            ("web=100000", Ok(("web".into(), 100_000))),
+            ("web=100000000000", Err("\"web=100000000000\": replicas 100000000000 is more than the limit of 100000 replicas per service")),
+            ("web=-1", Err("\"web=-1\": replicas must be 0 or more")),
+            ("web=x", Err("\"web=x\": replicas invalid number \"x\": expected a whole number, 0 or more")),
+        ];
+        for (s, want) in scales {
+            assert_eq!(parse_scale(s), want.map_err(String::from), "{s}");
+        }
+        let key = |n: usize| "k".repeat(n);
+        assert!(parse_label(&format!("{}=v", key(128))).is_ok());
+        assert_eq!(
+            parse_label(&format!("{}=v", key(129))),
+            Err(format!(
+                "label key \"{}\"… is 129 bytes, more than the limit of 128 bytes",
+                key(24)
+            ))
+        );
+        assert!(parse_label(&format!("zone={}", "v".repeat(4096))).is_ok());
+        assert_eq!(
+            parse_label(&format!("zone={}", "v".repeat(4097))),
+            Err(
+                "the value of label \"zone\" is 4097 bytes, more than the limit of 4096 bytes"
+                    .into()
+            )
+        );
+        assert!(parse_label_key(&key(129)).is_err_and(|e| e.contains("limit of 128 bytes")));
+        assert!(parse_env(&format!("A={}", "x".repeat(32 * 1024 - 2))).is_ok());
+        assert!(
+            parse_env(&format!("A={}", "x".repeat(32 * 1024 - 1))).is_err_and(
+                |e| e.ends_with("is 32769 bytes, more than the limit of 32768 bytes per entry")
+            )
+        );
+        let e = parse(&[
+            "node",
+            "update",
+            "--label-add",
+            &format!("{}=v", key(200)),
+            "n1",
+        ])
+        .expect_err("key over the limit");
+        assert!(
+            e.to_string().contains("for '--label-add <K=V>': label key"),
+            "{e}"
+        );
     }
 
     #[test]

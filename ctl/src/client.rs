@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use anyhow::{anyhow, Context, Result};
 use shoal_proto::config::{AdminConfig, NOTHING_PROPOSED_KEY};
+use shoal_proto::limits;
 use shoal_proto::pki::{self, Identity, Trust};
 use shoal_proto::v1::control_client::ControlClient;
 use tonic::transport::Channel;
@@ -225,7 +226,9 @@ pub async fn connect(explicit_config: Option<&Path>) -> Result<Connection> {
             Ok(channel) => {
                 let channel = ManagerChannel::new(cfg.managers.clone(), tls, at, channel);
                 return Ok(Connection {
-                    control: ControlClient::new(channel.clone()),
+                    control: ControlClient::new(channel.clone())
+                        .max_encoding_message_size(limits::MAX_CONTROL_REQUEST_BYTES)
+                        .max_decoding_message_size(limits::MAX_CONTROL_RESPONSE_BYTES),
                     manager_addr: addr.clone(),
                     channel,
                 });
@@ -234,6 +237,15 @@ pub async fn connect(explicit_config: Option<&Path>) -> Result<Connection> {
         }
     }
     Err(anyhow!("no manager reachable: {}", failures.join("; ")))
+}
+
+/// A `ClusterAdmin` client on `channel`, with the control API's message limits.
+pub fn cluster_admin(
+    channel: ManagerChannel,
+) -> shoal_proto::v1::cluster_admin_client::ClusterAdminClient<ManagerChannel> {
+    shoal_proto::v1::cluster_admin_client::ClusterAdminClient::new(channel)
+        .max_encoding_message_size(limits::MAX_CONTROL_REQUEST_BYTES)
+        .max_decoding_message_size(limits::MAX_CONTROL_RESPONSE_BYTES)
 }
 
 /// Turns a gRPC status into an error whose text is the manager's message (which names the field).

@@ -33,8 +33,9 @@ const PEER_QUEUE: usize = 4096;
 /// How long `cluster status` waits for each manager's answer.
 const STATUS_TIMEOUT: Duration = Duration::from_millis(800);
 
-/// Largest Raft message (a store snapshot) a manager accepts.
-pub const MAX_RAFT_MESSAGE: usize = 512 * 1024 * 1024;
+/// Largest Raft message (a store snapshot) a manager accepts; see
+/// [`shoal_proto::limits::MAX_RAFT_MESSAGE_BYTES`].
+pub const MAX_RAFT_MESSAGE: usize = shoal_proto::limits::MAX_RAFT_MESSAGE_BYTES;
 
 /// Where managers are: addresses by Raft id, learnt from the join and from the store's manager
 /// nodes; and which certificate fingerprints belong to managers.
@@ -209,7 +210,9 @@ impl Dialer {
 
     /// A `Raft` client for the manager at `addr`.
     pub fn raft(&self, addr: &str) -> Result<RaftClient<Channel>, Status> {
-        Ok(RaftClient::new(self.channel(addr)?))
+        Ok(RaftClient::new(self.channel(addr)?)
+            .max_encoding_message_size(MAX_RAFT_MESSAGE)
+            .max_decoding_message_size(MAX_RAFT_MESSAGE))
     }
 
     /// A channel to the manager at `addr`.
@@ -351,12 +354,7 @@ impl RaftService {
     /// Records the new manager, then adds it as a voter; on the leader only.
     async fn admit(&self, req: JoinManagerRequest) -> Result<JoinManagerResponse, Status> {
         let _one = self.joining.lock().await;
-        let (role, ca) = crate::ca::check_token(&self.store, &req.token)?;
-        if role != NodeRole::RoleManager {
-            return Err(Status::permission_denied(
-                "this is a worker token: `shoal-manager join` needs the manager token (`shoalctl cluster join-token manager`)",
-            ));
-        }
+        let ca = check_manager_token(&self.store, &req.token)?;
         let addr = req.addr.trim().to_string();
         if addr.parse::<std::net::SocketAddr>().is_err() {
             return Err(Status::invalid_argument(format!(
@@ -533,6 +531,17 @@ impl RaftService {
     }
 }
 
+/// Checks that `token` is this cluster's manager join token; returns the CA that signs.
+fn check_manager_token(store: &Store, token: &str) -> Result<pki::Identity, Status> {
+    let (role, ca) = crate::ca::check_token(store, token)?;
+    if role != NodeRole::RoleManager {
+        return Err(Status::permission_denied(
+            "this is a worker token: `shoal-manager join` needs the manager token (`shoalctl cluster join-token manager`)",
+        ));
+    }
+    Ok(ca)
+}
+
 #[tonic::async_trait]
 impl Raft for RaftService {
     async fn send(
@@ -576,6 +585,10 @@ impl Raft for RaftService {
     ) -> Result<Response<JoinManagerResponse>, Status> {
         let as_node = self.joining_node(&request)?;
         let mut req = request.into_inner();
+        // The token is what authenticates a joiner without a certificate: check it before any
+        // work (waiting for a leader, forwarding, the one-join-at-a-time lock). This manager's
+        // copy of the cluster may lag a token rotation by a moment; the leader checks again.
+        check_manager_token(&self.store, &req.token)?;
         req.node_id = as_node;
         let st = self.raft.status();
         if st.is_leader {
@@ -719,7 +732,9 @@ impl ClusterAdminService {
         let addr = addr.ok_or_else(|| crate::error::to_status(StoreError::NoQuorum))?;
         let channel = self.dialer.channel(&addr)?;
         Ok(Some(
-            shoal_proto::v1::cluster_admin_client::ClusterAdminClient::new(channel),
+            shoal_proto::v1::cluster_admin_client::ClusterAdminClient::new(channel)
+                .max_encoding_message_size(shoal_proto::limits::MAX_CONTROL_REQUEST_BYTES)
+                .max_decoding_message_size(shoal_proto::limits::MAX_CONTROL_RESPONSE_BYTES),
         ))
     }
 }
@@ -905,8 +920,113 @@ pub fn check_demotion(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tower::Service as _;
+
+    /// A proposer that only counts what it is asked: a read barrier or a proposal is work.
+    #[derive(Default)]
+    pub(crate) struct Counting {
+        pub(crate) barriers: AtomicUsize,
+        pub(crate) proposals: AtomicUsize,
+    }
+
+    impl Proposer for Counting {
+        fn propose(
+            &self,
+            _req: StoreRequest,
+        ) -> Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send>> {
+            self.proposals.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async { Ok(()) })
+        }
+
+        fn read_barrier(&self) -> Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send>> {
+            self.barriers.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    /// A store whose every Raft call is counted.
+    pub(crate) fn counted_store(dir: &std::path::Path) -> (Store, Arc<Counting>) {
+        let store = Store::open(dir).expect("open store");
+        let counting = Arc::new(Counting::default());
+        store.set_proposer(counting.clone());
+        (store, counting)
+    }
+
+    /// A stand-in for a generated gRPC server that counts the calls it gets.
+    fn counted_service(
+        calls: Arc<AtomicUsize>,
+    ) -> impl tower::Service<
+        http::Request<tonic::body::Body>,
+        Response = http::Response<tonic::body::Body>,
+        Error = std::convert::Infallible,
+        Future = impl Future<
+            Output = Result<http::Response<tonic::body::Body>, std::convert::Infallible>,
+        > + Send,
+    > + Clone
+           + Send
+           + 'static {
+        tower::service_fn(move |_req: http::Request<tonic::body::Body>| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            async { Ok(http::Response::new(tonic::body::Body::empty())) }
+        })
+    }
+
+    fn grpc_request(path: &str) -> http::Request<tonic::body::Body> {
+        http::Request::builder()
+            .uri(path)
+            .body(tonic::body::Body::empty())
+            .expect("a valid request")
+    }
+
+    #[tokio::test]
+    async fn a_control_call_without_a_certificate_gets_no_read_barrier() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, counting) = counted_store(dir.path());
+        let calls = Arc::new(AtomicUsize::new(0));
+        let mut linearized = Linearized::new(counted_service(calls.clone()), store);
+        for path in [
+            "/shoal.v1.Control/ListServices",
+            "/shoal.v1.Control/CreateService",
+        ] {
+            let resp = linearized
+                .call(grpc_request(path))
+                .await
+                .expect("infallible");
+            let code = resp
+                .headers()
+                .get("grpc-status")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<i32>().ok())
+                .map(Code::from_i32);
+            assert_eq!(code, Some(Code::Unauthenticated), "{path}");
+        }
+        assert_eq!(counting.barriers.load(Ordering::SeqCst), 0, "read barriers");
+        assert_eq!(counting.proposals.load(Ordering::SeqCst), 0, "proposals");
+        assert_eq!(calls.load(Ordering::SeqCst), 0, "handler calls");
+    }
+
+    #[tokio::test]
+    async fn the_raft_service_gives_strangers_the_small_limit() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, counting) = counted_store(dir.path());
+        let book = PeerBook::new(store, &[], vec![]);
+        let managers = Arc::new(AtomicUsize::new(0));
+        let others = Arc::new(AtomicUsize::new(0));
+        let mut gate = RaftGate::new(
+            counted_service(managers.clone()),
+            counted_service(others.clone()),
+            book,
+        );
+        for path in ["/shoal.v1.Raft/JoinManager", "/shoal.v1.Raft/Send"] {
+            gate.call(grpc_request(path)).await.expect("infallible");
+        }
+        assert_eq!(managers.load(Ordering::SeqCst), 0);
+        assert_eq!(others.load(Ordering::SeqCst), 2);
+        assert_eq!(counting.barriers.load(Ordering::SeqCst), 0);
+    }
 
     fn status(voters: &[u64], active: &[u64]) -> crate::raft::RaftStatus {
         crate::raft::RaftStatus {
@@ -1118,6 +1238,10 @@ where
                 }
                 return Ok(forward_to_leader(&raft, &dialer, req).await);
             }
+            // Nobody gets a read barrier (a Raft round) before they are authenticated.
+            if let Err(s) = admitted_before_barrier(&store, &req) {
+                return Ok(s.into_http());
+            }
             if let Err(e) = store.linearize().await {
                 // Refused before the handler ran: nothing was proposed, so a client may safely
                 // send even a write to another manager.
@@ -1133,9 +1257,9 @@ where
     }
 }
 
-/// Checks that an HTTP-level request carries the admin certificate.
-fn admin_of_http(store: &Store, req: &http::Request<tonic::body::Body>) -> Result<(), Status> {
-    // tonic keeps the peer certificates in the request extensions; rebuild a tonic request view.
+/// A tonic request view of an HTTP-level request, carrying its TLS peer certificates (tonic
+/// keeps them in the request extensions), for the checks in [`auth`].
+fn probe_of<B>(req: &http::Request<B>) -> Request<()> {
     let mut probe = Request::new(());
     if let Some(certs) = req
         .extensions()
@@ -1143,7 +1267,88 @@ fn admin_of_http(store: &Store, req: &http::Request<tonic::body::Body>) -> Resul
     {
         probe.extensions_mut().insert(certs.clone());
     }
-    auth::require_admin(store, &probe)
+    probe
+}
+
+/// Checks that an HTTP-level request carries the admin certificate.
+fn admin_of_http(store: &Store, req: &http::Request<tonic::body::Body>) -> Result<(), Status> {
+    auth::require_admin(store, &probe_of(req))
+}
+
+/// Whether a control call may have its read barrier: refused at once without a client
+/// certificate, or with a worker node's; an admin's or a manager's passes. A certificate our CA
+/// signed that this manager's store does not know yet (one issued a moment ago on the leader)
+/// passes too: the TLS handshake verified it, and after the barrier the handler checks it again
+/// against an up-to-date store.
+fn admitted_before_barrier<B>(store: &Store, req: &http::Request<B>) -> Result<(), Status> {
+    match auth::caller(store, &probe_of(req)) {
+        Ok(Caller::Admin)
+        | Ok(Caller::Node {
+            role: NodeRole::RoleManager,
+            ..
+        }) => Ok(()),
+        Ok(Caller::Node { .. }) => Err(Status::permission_denied(
+            "this call needs the admin certificate (admin.conf)",
+        )),
+        Err(s) if s.code() == Code::PermissionDenied => Ok(()),
+        Err(s) => Err(s),
+    }
+}
+
+/// Routes `Raft` calls by caller: a manager's to `managers`, whose decoding limit is a whole
+/// snapshot ([`MAX_RAFT_MESSAGE`]); anyone else's (a joiner with a token, an admin asking for
+/// status, a stranger) to `others`, the same service with a limit of
+/// [`shoal_proto::limits::MAX_UNAUTHENTICATED_RAFT_REQUEST_BYTES`]. tonic refuses a larger
+/// message from its 5-byte header (`OUT_OF_RANGE`), before it reserves room for it: only
+/// managers can make another manager buffer a snapshot.
+#[derive(Clone)]
+pub struct RaftGate<S> {
+    managers: S,
+    others: S,
+    book: Arc<PeerBook>,
+}
+
+impl<S> RaftGate<S> {
+    /// Routes between the two configurations of one service, recognising managers with `book`.
+    pub fn new(managers: S, others: S, book: Arc<PeerBook>) -> RaftGate<S> {
+        RaftGate {
+            managers,
+            others,
+            book,
+        }
+    }
+}
+
+impl<S: tonic::server::NamedService> tonic::server::NamedService for RaftGate<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S> tower::Service<http::Request<tonic::body::Body>> for RaftGate<S>
+where
+    S: tower::Service<http::Request<tonic::body::Body>> + Clone,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        // Both are tonic's generated servers, always ready; ask both so either may be called.
+        match self.managers.poll_ready(cx) {
+            std::task::Poll::Ready(Ok(())) => self.others.poll_ready(cx),
+            other => other,
+        }
+    }
+
+    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+        if self.book.require_manager(&probe_of(&req)).is_ok() {
+            self.managers.call(req)
+        } else {
+            self.others.call(req)
+        }
+    }
 }
 
 /// Sends an HTTP-level gRPC request to the leader as it is and returns its answer.

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use shoal_proto::config::AdminConfig;
+use shoal_proto::limits;
 use shoal_proto::pki::{self, CertRole, Identity};
 use shoal_proto::token::JoinToken;
 use shoal_proto::v1::store_action::Action;
@@ -15,8 +16,8 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::cluster::{
-    ClusterAdminService, ClusterProposer, Dialer, GrpcTransport, Linearized, PeerBook, RaftService,
-    MAX_RAFT_MESSAGE,
+    ClusterAdminService, ClusterProposer, Dialer, GrpcTransport, Linearized, PeerBook, RaftGate,
+    RaftService, MAX_RAFT_MESSAGE,
 };
 use crate::raft::{RaftConfig, RaftNode};
 use crate::store::Store;
@@ -485,14 +486,14 @@ async fn run(
         raft.clone(),
         shutdown_rx.clone(),
     ));
-    let raft_service = RaftService::new(
+    let raft_service = std::sync::Arc::new(RaftService::new(
         raft.clone(),
         store.clone(),
-        book,
+        book.clone(),
         dialer.clone(),
         state.node_id.clone(),
         advertise.clone(),
-    );
+    ));
     let cluster_admin = ClusterAdminService::new(
         raft.clone(),
         store.clone(),
@@ -506,21 +507,37 @@ async fn run(
         .http2_keepalive_timeout(Some(Duration::from_secs(5)))
         .add_service(
             Linearized::new(
-                shoal_proto::v1::control_server::ControlServer::new(control),
+                shoal_proto::v1::control_server::ControlServer::new(control)
+                    .max_decoding_message_size(limits::MAX_CONTROL_REQUEST_BYTES)
+                    .max_encoding_message_size(limits::MAX_CONTROL_RESPONSE_BYTES),
                 store.clone(),
             )
             .forward_logs(raft.clone(), dialer.clone()),
         )
-        .add_service(shoal_proto::v1::ca_server::CaServer::new(ca))
-        .add_service(shoal_proto::v1::dispatcher_server::DispatcherServer::new(
-            dispatcher,
-        ))
         .add_service(
-            shoal_proto::v1::raft_server::RaftServer::new(raft_service)
+            shoal_proto::v1::ca_server::CaServer::new(ca)
+                .max_decoding_message_size(limits::MAX_CA_MESSAGE_BYTES)
+                .max_encoding_message_size(limits::MAX_CA_MESSAGE_BYTES),
+        )
+        .add_service(
+            shoal_proto::v1::dispatcher_server::DispatcherServer::new(dispatcher)
+                .max_decoding_message_size(limits::MAX_AGENT_MESSAGE_BYTES)
+                .max_encoding_message_size(limits::MAX_ASSIGNMENTS_MESSAGE_BYTES),
+        )
+        .add_service(RaftGate::new(
+            shoal_proto::v1::raft_server::RaftServer::from_arc(raft_service.clone())
                 .max_decoding_message_size(MAX_RAFT_MESSAGE)
                 .max_encoding_message_size(MAX_RAFT_MESSAGE),
-        )
-        .add_service(shoal_proto::v1::cluster_admin_server::ClusterAdminServer::new(cluster_admin));
+            shoal_proto::v1::raft_server::RaftServer::from_arc(raft_service)
+                .max_decoding_message_size(limits::MAX_UNAUTHENTICATED_RAFT_REQUEST_BYTES)
+                .max_encoding_message_size(MAX_RAFT_MESSAGE),
+            book,
+        ))
+        .add_service(
+            shoal_proto::v1::cluster_admin_server::ClusterAdminServer::new(cluster_admin)
+                .max_decoding_message_size(limits::MAX_CONTROL_REQUEST_BYTES)
+                .max_encoding_message_size(limits::MAX_CONTROL_RESPONSE_BYTES),
+        );
     info!(listen = %opts.listen_addr, advertise = %advertise, node.id = %state.node_id, "manager serving");
     let mut stop = shutdown_rx.clone();
     let removed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -732,6 +749,8 @@ pub async fn join(opts: ManagerOptions, join: JoinOptions) -> Result<(), Manager
     let host = hostname();
     let (csr_pem, key_pem) = pki::generate_csr(&host)?;
     let resp = RaftClient::new(channel)
+        .max_encoding_message_size(limits::MAX_UNAUTHENTICATED_RAFT_REQUEST_BYTES)
+        .max_decoding_message_size(limits::MAX_CA_MESSAGE_BYTES)
         .join_manager(JoinManagerRequest {
             token: join.token.clone(),
             csr_pem,

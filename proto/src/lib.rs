@@ -8,6 +8,7 @@ pub mod v1 {
 
 pub mod config;
 pub mod host;
+pub mod limits;
 pub mod pki;
 pub mod seccomp;
 pub mod security;

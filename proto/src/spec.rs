@@ -3,6 +3,12 @@
 use std::collections::HashSet;
 use std::net::Ipv4Addr;
 
+use prost::Message as _;
+
+use crate::limits::{
+    MAX_ENV_ENTRIES, MAX_ENV_ENTRY_BYTES, MAX_LABELS, MAX_LABEL_KEY_BYTES, MAX_LABEL_VALUE_BYTES,
+    MAX_NETWORK_OPTIONS, MAX_REPLICAS, MAX_SPEC_BYTES,
+};
 use crate::security::{signal_number, validate_capabilities, validate_sysctl, validate_ulimit};
 use crate::v1::{
     ContainerSpec, DeviceMapping, Driver, EndpointSpec, NetworkAttachmentConfig, NetworkSpec,
@@ -150,9 +156,140 @@ fn check_object_name(name: &str, field: &str, missing: &str) -> Result<(), SpecE
     Ok(())
 }
 
+/// At most this many characters of an over-long string go into an error message.
+const PREVIEW_CHARS: usize = 24;
+
+/// The start of `s` for an error message: a refused 100 KiB value is not echoed back whole.
+fn preview(s: &str) -> String {
+    match s.char_indices().nth(PREVIEW_CHARS) {
+        Some((cut, _)) => format!("{:?}…", &s[..cut]),
+        None => format!("{s:?}"),
+    }
+}
+
+/// Checks a replica count against [`MAX_REPLICAS`]; the reason names the limit.
+pub fn check_replicas(replicas: u64) -> Result<(), String> {
+    if replicas > MAX_REPLICAS {
+        return Err(format!(
+            "{replicas} is more than the limit of {MAX_REPLICAS} replicas per service"
+        ));
+    }
+    Ok(())
+}
+
+/// Checks one label: a key of 1 to [`MAX_LABEL_KEY_BYTES`] bytes without whitespace or `=`, a
+/// value of at most [`MAX_LABEL_VALUE_BYTES`] bytes.
+pub fn check_label(key: &str, value: &str) -> Result<(), String> {
+    check_label_key(key)?;
+    if value.len() > MAX_LABEL_VALUE_BYTES {
+        return Err(format!(
+            "the value of label {} is {} bytes, more than the limit of {MAX_LABEL_VALUE_BYTES} bytes",
+            preview(key),
+            value.len()
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a label key: 1 to [`MAX_LABEL_KEY_BYTES`] bytes, no whitespace, no `=`.
+pub fn check_label_key(key: &str) -> Result<(), String> {
+    if key.is_empty() {
+        return Err("a label key must not be empty (e.g. zone=a)".into());
+    }
+    if key.len() > MAX_LABEL_KEY_BYTES {
+        return Err(format!(
+            "label key {} is {} bytes, more than the limit of {MAX_LABEL_KEY_BYTES} bytes",
+            preview(key),
+            key.len()
+        ));
+    }
+    if key.contains(char::is_whitespace) || key.contains('=') {
+        return Err(format!("invalid label key {key:?}: no whitespace or '='"));
+    }
+    Ok(())
+}
+
+/// Checks the labels of one object (a service, a network, a node): each label, and at most
+/// [`MAX_LABELS`] of them; errors are reported against `field`.
+pub fn validate_labels<'a>(
+    field: &str,
+    labels: impl ExactSizeIterator<Item = (&'a String, &'a String)>,
+) -> Result<(), SpecError> {
+    check_label_count(field, labels.len())?;
+    let mut labels: Vec<(&String, &String)> = labels.collect();
+    // Report the same label first whatever the map's order.
+    labels.sort();
+    for (k, v) in labels {
+        check_label(k, v).map_err(|r| err(field, r))?;
+    }
+    Ok(())
+}
+
+/// Refuses more than [`MAX_LABELS`] labels on one object.
+pub fn check_label_count(field: &str, count: usize) -> Result<(), SpecError> {
+    if count > MAX_LABELS {
+        return Err(err(
+            field,
+            format!("{count} labels are more than the limit of {MAX_LABELS} per object"),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks environment entries: at most [`MAX_ENV_ENTRIES`], each `KEY=VALUE` with a key and at
+/// most [`MAX_ENV_ENTRY_BYTES`] bytes.
+pub fn validate_env(env: &[String]) -> Result<(), SpecError> {
+    if env.len() > MAX_ENV_ENTRIES {
+        return Err(err(
+            "--env",
+            format!(
+                "{} entries are more than the limit of {MAX_ENV_ENTRIES}",
+                env.len()
+            ),
+        ));
+    }
+    for e in env {
+        check_env_entry(e).map_err(|r| err("--env", r))?;
+    }
+    Ok(())
+}
+
+/// Checks one environment entry: `KEY=VALUE` with a non-empty key, at most
+/// [`MAX_ENV_ENTRY_BYTES`] bytes.
+pub fn check_env_entry(e: &str) -> Result<(), String> {
+    if e.len() > MAX_ENV_ENTRY_BYTES {
+        return Err(format!(
+            "{} is {} bytes, more than the limit of {MAX_ENV_ENTRY_BYTES} bytes per entry",
+            preview(e),
+            e.len()
+        ));
+    }
+    match e.split_once('=') {
+        Some((k, _)) if !k.is_empty() => Ok(()),
+        _ => Err(format!("{e:?} is not KEY=VALUE")),
+    }
+}
+
+/// Refuses a spec whose encoding is larger than [`MAX_SPEC_BYTES`]; `what` names it.
+fn check_spec_size(what: &str, encoded: usize) -> Result<(), SpecError> {
+    if encoded > MAX_SPEC_BYTES {
+        return Err(err(
+            "spec",
+            format!(
+                "the {what} spec is {encoded} bytes encoded, more than the limit of {MAX_SPEC_BYTES} bytes ({} KiB)",
+                MAX_SPEC_BYTES / 1024
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Validates a whole service spec before anything is written.
 pub fn validate_service(spec: &ServiceSpec) -> Result<(), SpecError> {
+    // The size first: every other check walks the spec.
+    check_spec_size("service", spec.encoded_len())?;
     validate_name(&spec.name)?;
+    validate_labels("--label", spec.labels.iter())?;
     let task = spec
         .task
         .as_ref()
@@ -170,12 +307,7 @@ pub fn validate_service(spec: &ServiceSpec) -> Result<(), SpecError> {
             format!("{:?} contains whitespace", container.image),
         ));
     }
-    for e in &container.env {
-        match e.split_once('=') {
-            Some((k, _)) if !k.is_empty() => {}
-            _ => return Err(err("--env", format!("{e:?} is not KEY=VALUE"))),
-        }
-    }
+    validate_env(&container.env)?;
     validate_confinement(container)?;
     log_rotation(task.log_driver.as_ref())?;
     if spec.mode == ServiceMode::ModeGlobal as i32 && spec.replicas != 0 {
@@ -184,6 +316,7 @@ pub fn validate_service(spec: &ServiceSpec) -> Result<(), SpecError> {
     if ServiceMode::try_from(spec.mode).is_err() {
         return Err(err("--mode", "must be replicated or global"));
     }
+    check_replicas(spec.replicas).map_err(|r| err("--replicas", r))?;
     if let Some(res) = &task.resources {
         let lim = res.limits.unwrap_or_default();
         let rsv = res.reservations.unwrap_or_default();
@@ -605,6 +738,7 @@ pub fn validate_network_name(name: &str) -> Result<(), SpecError> {
 /// Validates a network spec before it is created (`network create`; the manager calls it too).
 /// Overlaps with other networks are the manager's to check: they need the store.
 pub fn validate_network(spec: &NetworkSpec) -> Result<(), SpecError> {
+    check_spec_size("network", spec.encoded_len())?;
     validate_network_name(&spec.name)?;
     let driver = spec.driver.as_str();
     if !NETWORK_DRIVERS.contains(&driver) {
@@ -678,9 +812,11 @@ pub fn validate_network(spec: &NetworkSpec) -> Result<(), SpecError> {
     if spec.options.keys().any(|k| k.trim().is_empty()) {
         return Err(err("--opt", "an option needs a name (KEY or KEY=VALUE)"));
     }
+    validate_network_options(spec)?;
     if spec.labels.keys().any(|k| k.trim().is_empty()) {
         return Err(err("--label", "a label needs a key (KEY=VALUE)"));
     }
+    validate_labels("--label", spec.labels.iter())?;
     if spec.ingress {
         if driver != "overlay" {
             return Err(err(
@@ -692,6 +828,43 @@ pub fn validate_network(spec: &NetworkSpec) -> Result<(), SpecError> {
             return Err(err(
                 "--attachable",
                 "the ingress network cannot be attachable",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Driver options are bounded as labels are: at most [`MAX_NETWORK_OPTIONS`], keys and values
+/// of label size.
+fn validate_network_options(spec: &NetworkSpec) -> Result<(), SpecError> {
+    let count = spec.options.len();
+    if count > MAX_NETWORK_OPTIONS {
+        return Err(err(
+            "--opt",
+            format!("{count} options are more than the limit of {MAX_NETWORK_OPTIONS} per network"),
+        ));
+    }
+    let mut options: Vec<(&String, &String)> = spec.options.iter().collect();
+    options.sort();
+    for (k, v) in options {
+        if k.len() > MAX_LABEL_KEY_BYTES {
+            return Err(err(
+                "--opt",
+                format!(
+                    "option name {} is {} bytes, more than the limit of {MAX_LABEL_KEY_BYTES} bytes",
+                    preview(k),
+                    k.len()
+                ),
+            ));
+        }
+        if v.len() > MAX_LABEL_VALUE_BYTES {
+            return Err(err(
+                "--opt",
+                format!(
+                    "the value of option {} is {} bytes, more than the limit of {MAX_LABEL_VALUE_BYTES} bytes",
+                    preview(k),
+                    v.len()
+                ),
             ));
         }
     }
@@ -900,6 +1073,108 @@ mod tests {
             }),
             ..Default::default()
         }
+    }
+
+    /// (what the case changes, the error it must give or None).
+    type Case = (Box<dyn Fn(&mut ServiceSpec)>, Option<String>);
+
+    /// (what the case changes in a network spec, the error it must give or None).
+    type NetCase = (Box<dyn Fn(&mut NetworkSpec)>, Option<&'static str>);
+
+    fn env_of(s: &mut ServiceSpec) -> &mut Vec<String> {
+        &mut s
+            .task
+            .as_mut()
+            .and_then(|t| t.container.as_mut())
+            .expect("test spec has a container")
+            .env
+    }
+
+    #[test]
+    fn service_limits_just_under_pass_just_over_fail() {
+        let labels = |n: usize| -> std::collections::HashMap<String, String> {
+            (0..n).map(|i| (format!("k{i:03}"), "v".into())).collect()
+        };
+        let long_env = |bytes: usize| format!("K={}", "x".repeat(bytes - 2));
+        #[rustfmt::skip]
+        let cases: Vec<Case> = vec![
+            (Box::new(|s| s.replicas = MAX_REPLICAS), None),
+            (Box::new(|s| s.replicas = MAX_REPLICAS + 1),
+             Some("--replicas: 100001 is more than the limit of 100000 replicas per service".into())),
+            (Box::new(|s| s.replicas = 100_000_000_000),
+             Some("--replicas: 100000000000 is more than the limit of 100000 replicas per service".into())),
+            (Box::new(move |s| s.labels = labels(MAX_LABELS)), None),
+            (Box::new(move |s| s.labels = labels(MAX_LABELS + 1)),
+             Some("--label: 65 labels are more than the limit of 64 per object".into())),
+            (Box::new(|s| { s.labels.insert("k".repeat(MAX_LABEL_KEY_BYTES), "v".into()); }), None),
+            (Box::new(|s| { s.labels.insert("k".repeat(MAX_LABEL_KEY_BYTES + 1), "v".into()); }),
+             Some(format!("--label: label key \"{}\"… is 129 bytes, more than the limit of 128 bytes", "k".repeat(24)))),
+            (Box::new(|s| { s.labels.insert("zone".into(), "v".repeat(MAX_LABEL_VALUE_BYTES)); }), None),
+            (Box::new(|s| { s.labels.insert("zone".into(), "v".repeat(MAX_LABEL_VALUE_BYTES + 1)); }),
+             Some("--label: the value of label \"zone\" is 4097 bytes, more than the limit of 4096 bytes".into())),
+            (Box::new(|s| *env_of(s) = vec!["A=1".into(); MAX_ENV_ENTRIES]), None),
+            (Box::new(|s| *env_of(s) = vec!["A=1".into(); MAX_ENV_ENTRIES + 1]),
+             Some("--env: 1001 entries are more than the limit of 1000".into())),
+            (Box::new(move |s| *env_of(s) = vec![long_env(MAX_ENV_ENTRY_BYTES)]), None),
+            (Box::new(move |s| *env_of(s) = vec![long_env(MAX_ENV_ENTRY_BYTES + 1)]),
+             Some(format!("--env: \"K={}\"… is 32769 bytes, more than the limit of 32768 bytes per entry", "x".repeat(22)))),
+            // 15 entries of 32 KiB stay under the spec limit, 17 go over it.
+            (Box::new(move |s| *env_of(s) = vec![long_env(MAX_ENV_ENTRY_BYTES); 15]), None),
+            (Box::new(move |s| *env_of(s) = vec![long_env(MAX_ENV_ENTRY_BYTES); 17]),
+             Some("spec: the service spec is 557148 bytes encoded, more than the limit of 524288 bytes (512 KiB)".into())),
+        ];
+        for (i, (edit, want)) in cases.into_iter().enumerate() {
+            let mut s = spec("web");
+            edit(&mut s);
+            let got = validate_service(&s).err().map(|e| e.to_string());
+            assert_eq!(got, want, "case {i}");
+        }
+    }
+
+    #[test]
+    fn network_limits_just_under_pass_just_over_fail() {
+        let many = |n: usize| -> std::collections::HashMap<String, String> {
+            (0..n).map(|i| (format!("k{i:03}"), "v".into())).collect()
+        };
+        #[rustfmt::skip]
+        let cases: Vec<NetCase> = vec![
+            (Box::new(move |n| n.labels = many(MAX_LABELS)), None),
+            (Box::new(move |n| n.labels = many(MAX_LABELS + 1)), Some("--label: 65 labels are more than the limit of 64 per object")),
+            (Box::new(|n| { n.labels.insert("a b".into(), "v".into()); }), Some("--label: invalid label key \"a b\": no whitespace or '='")),
+            (Box::new(|n| { n.labels.insert("team".into(), "v".repeat(MAX_LABEL_VALUE_BYTES + 1)); }), Some("--label: the value of label \"team\" is 4097 bytes, more than the limit of 4096 bytes")),
+            (Box::new(move |n| n.options = many(MAX_NETWORK_OPTIONS)), None),
+            (Box::new(move |n| n.options = many(MAX_NETWORK_OPTIONS + 1)), Some("--opt: 65 options are more than the limit of 64 per network")),
+            (Box::new(|n| { n.options.insert("o".repeat(MAX_LABEL_KEY_BYTES + 1), String::new()); }), Some("--opt: option name \"oooooooooooooooooooooooo\"… is 129 bytes, more than the limit of 128 bytes")),
+            (Box::new(|n| { n.options.insert("mtu".into(), "1".repeat(MAX_LABEL_VALUE_BYTES + 1)); }), Some("--opt: the value of option \"mtu\" is 4097 bytes, more than the limit of 4096 bytes")),
+            (Box::new(|n| n.name = "x".repeat(MAX_SPEC_BYTES)), Some("spec: the network spec is 524301 bytes encoded, more than the limit of 524288 bytes (512 KiB)")),
+        ];
+        for (i, (edit, want)) in cases.into_iter().enumerate() {
+            let mut n = net("front", "overlay", "", "");
+            edit(&mut n);
+            let got = validate_network(&n).err().map(|e| e.to_string());
+            assert_eq!(got.as_deref(), want, "case {i}");
+        }
+    }
+
+    #[test]
+    fn single_label_and_replica_checks() {
+        assert_eq!(check_replicas(0), Ok(()));
+        assert_eq!(check_replicas(MAX_REPLICAS), Ok(()));
+        assert!(check_replicas(u64::MAX).is_err_and(|e| e.contains("limit of 100000")));
+        assert_eq!(check_label("zone", ""), Ok(()));
+        assert!(check_label("", "a").is_err_and(|e| e.contains("must not be empty")));
+        assert!(check_label("a=b", "a").is_err());
+        assert!(check_label_count("--label-add", MAX_LABELS).is_ok());
+        assert_eq!(
+            check_label_count("--label-add", MAX_LABELS + 1)
+                .unwrap_err()
+                .to_string(),
+            "--label-add: 65 labels are more than the limit of 64 per object"
+        );
+        // A multi-byte character is never cut in half in an error.
+        assert!(check_label_key(&"é".repeat(100)).is_err_and(|e| e.contains("is 200 bytes")));
+        assert_eq!(check_env_entry("A="), Ok(()));
+        assert!(check_env_entry("=A").is_err());
     }
 
     #[test]

@@ -1,7 +1,6 @@
 //! `shoalctl cluster join-token`, `cluster status`.
 
 use anyhow::Result;
-use shoal_proto::v1::cluster_admin_client::ClusterAdminClient;
 use shoal_proto::v1::{
     ClusterStatusRequest, DemoteManagerRequest, JoinTokenRequest, ManagerInfo, NodeRole,
 };
@@ -98,7 +97,7 @@ pub fn manager_table(managers: &[ManagerInfo]) -> String {
 
 /// `cluster status`: every manager as it reports itself.
 pub async fn status(channel: ManagerChannel, format: Format) -> Result<()> {
-    let managers = ClusterAdminClient::new(channel)
+    let managers = crate::client::cluster_admin(channel)
         .cluster_status(ClusterStatusRequest {})
         .await
         .map_err(status_err)?
@@ -116,7 +115,7 @@ pub async fn status(channel: ManagerChannel, format: Format) -> Result<()> {
 
 /// `node demote NODE...`: each manager leaves the Raft group and becomes a worker node.
 pub async fn demote(channel: ManagerChannel, nodes: &[String]) -> Result<()> {
-    let mut client = ClusterAdminClient::new(channel);
+    let mut client = crate::client::cluster_admin(channel);
     for node in nodes {
         client
             .demote_manager(DemoteManagerRequest { node: node.clone() })

@@ -216,7 +216,7 @@ pub async fn rm(
     a: &NodeRmArgs,
 ) -> Result<()> {
     let mut errors = Vec::new();
-    let mut admin = shoal_proto::v1::cluster_admin_client::ClusterAdminClient::new(channel);
+    let mut admin = crate::client::cluster_admin(channel);
     for name in &a.nodes {
         // A manager leaves the Raft group first (refused if that would lose quorum); its record
         // goes next, whatever its status, since removing that manager is what was asked.
@@ -269,7 +269,7 @@ pub async fn promote(
     channel: crate::client::ManagerChannel,
     a: &NodePromoteArgs,
 ) -> Result<()> {
-    let mut admin = shoal_proto::v1::cluster_admin_client::ClusterAdminClient::new(channel);
+    let mut admin = crate::client::cluster_admin(channel);
     for name in &a.nodes {
         let id = admin
             .promote_node(shoal_proto::v1::PromoteNodeRequest { node: name.clone() })

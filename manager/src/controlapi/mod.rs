@@ -7,7 +7,9 @@ use std::collections::HashMap;
 use std::pin::Pin;
 
 use futures::Stream;
-use shoal_proto::spec::validate_service;
+use shoal_proto::spec::{
+    check_label, check_label_count, check_label_key, check_replicas, validate_service,
+};
 use shoal_proto::token::JoinToken;
 use shoal_proto::v1::control_server::Control;
 use shoal_proto::v1::store_action::Action;
@@ -104,6 +106,33 @@ pub fn find_node(s: &State, name_or_id: &str) -> Result<Node, Status> {
         ))),
         _ => Err(Status::not_found(format!("node {name_or_id:?} not found"))),
     }
+}
+
+/// Checks the labels a `node update` adds and removes, before the node is even looked up; the
+/// count is checked once they are applied.
+fn check_node_labels(req: &UpdateNodeRequest) -> Result<(), Status> {
+    let bad = |flag: &str, reason: String| Status::invalid_argument(format!("{flag}: {reason}"));
+    // More than the limit in one request can only end over it; refused before any sorting.
+    check_label_count("--label-add", req.labels_add.len()).map_err(invalid)?;
+    if req.labels_rm.len() > shoal_proto::limits::MAX_LABELS {
+        return Err(bad(
+            "--label-rm",
+            format!(
+                "{} labels are more than the limit of {} per object",
+                req.labels_rm.len(),
+                shoal_proto::limits::MAX_LABELS
+            ),
+        ));
+    }
+    let mut added: Vec<(&String, &String)> = req.labels_add.iter().collect();
+    added.sort();
+    for (k, v) in added {
+        check_label(k, v).map_err(|r| bad("--label-add", r))?;
+    }
+    for k in &req.labels_rm {
+        check_label_key(k).map_err(|r| bad("--label-rm", r))?;
+    }
+    Ok(())
 }
 
 fn invalid(e: shoal_proto::spec::SpecError) -> Status {
@@ -280,6 +309,9 @@ impl Control for ControlApi {
     ) -> Result<Response<ScaleServiceResponse>, Status> {
         require_admin(&self.store, &request)?;
         let req = request.into_inner();
+        // Refused before anything else: the orchestrator plans one slot per replica.
+        check_replicas(req.replicas)
+            .map_err(|r| Status::invalid_argument(format!("scale: {r}")))?;
         let mut service = self.store.read(|s| find_service(s, &req.name_or_id))?;
         let spec = service.spec.get_or_insert_with(Default::default);
         if spec.mode == ServiceMode::ModeGlobal as i32 {
@@ -383,14 +415,8 @@ impl Control for ControlApi {
     ) -> Result<Response<UpdateNodeResponse>, Status> {
         require_admin(&self.store, &request)?;
         let req = request.into_inner();
+        check_node_labels(&req)?;
         let mut node = self.store.read(|s| find_node(s, &req.name_or_id))?;
-        for key in req.labels_add.keys().chain(req.labels_rm.iter()) {
-            if key.is_empty() || key.contains(char::is_whitespace) {
-                return Err(Status::invalid_argument(format!(
-                    "--label-add/--label-rm: invalid label key {key:?}"
-                )));
-            }
-        }
         let manager_only = !crate::manager::runs_agent(&node);
         let spec = node.spec.get_or_insert_with(Default::default);
         if let Some(a) = req.availability {
@@ -413,6 +439,7 @@ impl Control for ControlApi {
         for (k, v) in req.labels_add {
             spec.labels.insert(k, v);
         }
+        check_label_count("--label-add", spec.labels.len()).map_err(invalid)?;
         if let Some(m) = node.meta.as_mut() {
             m.updated_at = shoal_proto::now_ns();
         }
@@ -638,5 +665,112 @@ impl Control for ControlApi {
             .open(&service, tasks, req.follow, req.tail)
             .await?;
         Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::tests::counted_store;
+    use std::sync::atomic::Ordering;
+
+    fn spec() -> ServiceSpec {
+        ServiceSpec {
+            name: "web".into(),
+            replicas: 1,
+            task: Some(TaskSpec {
+                container: Some(ContainerSpec {
+                    image: "busybox".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// Without a client certificate every handler answers `Unauthenticated` and does nothing:
+    /// no proposal, no read barrier (and no validation: even a huge scale is not looked at).
+    #[tokio::test]
+    async fn handlers_refuse_a_caller_without_a_certificate_before_any_work() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, counting) = counted_store(dir.path());
+        let api = ControlApi::new(
+            store,
+            LogBroker::new(crate::dispatcher::Sessions::default()),
+            "127.0.0.1:4242".into(),
+        );
+        let codes = [
+            api.create_service(Request::new(CreateServiceRequest { spec: Some(spec()) }))
+                .await
+                .err()
+                .map(|s| s.code()),
+            api.update_service(Request::new(UpdateServiceRequest {
+                name_or_id: "web".into(),
+                spec: Some(spec()),
+            }))
+            .await
+            .err()
+            .map(|s| s.code()),
+            api.scale_service(Request::new(ScaleServiceRequest {
+                name_or_id: "web".into(),
+                replicas: 100_000_000_000,
+            }))
+            .await
+            .err()
+            .map(|s| s.code()),
+            api.update_node(Request::new(UpdateNodeRequest {
+                name_or_id: "n1".into(),
+                labels_add: [("zone".to_string(), "a".to_string())].into(),
+                ..Default::default()
+            }))
+            .await
+            .err()
+            .map(|s| s.code()),
+            api.join_token(Request::new(JoinTokenRequest {
+                role: NodeRole::RoleWorker as i32,
+                rotate: true,
+            }))
+            .await
+            .err()
+            .map(|s| s.code()),
+            api.list_services(Request::new(ListServicesRequest {}))
+                .await
+                .err()
+                .map(|s| s.code()),
+        ];
+        for (i, code) in codes.into_iter().enumerate() {
+            assert_eq!(code, Some(tonic::Code::Unauthenticated), "call {i}");
+        }
+        assert_eq!(counting.proposals.load(Ordering::SeqCst), 0);
+        assert_eq!(counting.barriers.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn node_label_updates_are_bounded() {
+        let req = |add: Vec<(String, String)>, rm: Vec<String>| UpdateNodeRequest {
+            name_or_id: "n1".into(),
+            labels_add: add.into_iter().collect(),
+            labels_rm: rm,
+            ..Default::default()
+        };
+        let many = |n: usize| (0..n).map(|i| (format!("k{i}"), "v".to_string())).collect();
+        #[rustfmt::skip]
+        let cases: Vec<(UpdateNodeRequest, Option<&str>)> = vec![
+            (req(many(64), vec![]), None),
+            (req(many(65), vec![]), Some("--label-add: 65 labels are more than the limit of 64 per object")),
+            (req(vec![("zone".into(), "v".repeat(4097))], vec![]), Some("--label-add: the value of label \"zone\" is 4097 bytes, more than the limit of 4096 bytes")),
+            (req(vec![("a b".into(), String::new())], vec![]), Some("--label-add: invalid label key \"a b\": no whitespace or '='")),
+            (req(vec![], vec!["k".repeat(128)]), None),
+            (req(vec![], vec!["k".repeat(129)]), Some("--label-rm: label key \"kkkkkkkkkkkkkkkkkkkkkkkk\"… is 129 bytes, more than the limit of 128 bytes")),
+            (req(vec![], vec![String::new()]), Some("--label-rm: a label key must not be empty (e.g. zone=a)")),
+        ];
+        for (i, (r, want)) in cases.into_iter().enumerate() {
+            let got = check_node_labels(&r).err();
+            assert_eq!(got.as_ref().map(|s| s.message()), want, "case {i}");
+            if let Some(s) = got {
+                assert_eq!(s.code(), tonic::Code::InvalidArgument);
+            }
+        }
     }
 }
