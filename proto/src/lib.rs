@@ -10,6 +10,7 @@ pub mod config;
 pub mod host;
 pub mod pki;
 pub mod seccomp;
+pub mod secure_file;
 pub mod security;
 pub mod spec;
 pub mod state;
