@@ -37,12 +37,7 @@ pub fn machine_resources() -> Resources {
 /// or the new ones, never a torn file. Files holding secrets use
 /// [`crate::secure_file::write_private`].
 pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> std::io::Result<()> {
-    crate::secure_file::write_atomic(path, contents, mode).map_err(|e| match e {
-        crate::secure_file::SecureFileError::Io { ref source, .. } => {
-            std::io::Error::new(source.kind(), e.to_string())
-        }
-        other => std::io::Error::other(other.to_string()),
-    })
+    Ok(crate::secure_file::write_atomic(path, contents, mode)?)
 }
 
 /// Resolves on the first SIGTERM or SIGINT (never, if the handlers cannot be installed).

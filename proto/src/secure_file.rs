@@ -54,6 +54,18 @@ pub enum SecureFileError {
     },
 }
 
+impl From<SecureFileError> for io::Error {
+    /// For callers whose errors carry an `io::Error`: the kind is kept, the message names the path.
+    fn from(e: SecureFileError) -> io::Error {
+        let kind = match &e {
+            SecureFileError::Io { source, .. } => source.kind(),
+            SecureFileError::NotADirectory { .. } => io::ErrorKind::NotADirectory,
+            SecureFileError::EmptyTokenFile { .. } => io::ErrorKind::InvalidData,
+        };
+        io::Error::new(kind, e.to_string())
+    }
+}
+
 fn io_err<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(io::Error) -> SecureFileError + 'a {
     move |source| SecureFileError::Io {
         path: path.to_path_buf(),
