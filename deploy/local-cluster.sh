@@ -112,9 +112,9 @@ YAML
     start manager "$BIN/shoal-manager" init --data-dir "$STATE/manager" --listen-addr "$MANAGER"
     wait_until 60 "$ADMIN_CONF" test -s "$ADMIN_CONF"
     wait_until 60 "the manager" ctl node ls
-    local token
-    token=$(ctl cluster join-token worker -q)
-    start agent "$BIN/shoal-agent" join --data-dir "$STATE/agent" --token "$token" \
+    # The token goes through a root-only file, not the command line (which every user can read).
+    (umask 077 && ctl cluster join-token worker -q >"$STATE/join-token")
+    start agent "$BIN/shoal-agent" join --data-dir "$STATE/agent" --token-file "$STATE/join-token" \
         --insecure-registry "$REGISTRY" "$MANAGER"
     wait_until 60 "the node to be Ready" sh -c "'$BIN/shoalctl' --config '$ADMIN_CONF' node ls | grep -q Ready"
 

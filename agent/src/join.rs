@@ -30,6 +30,9 @@ pub enum JoinError {
         /// The error.
         source: std::io::Error,
     },
+    /// A private file or directory of the data dir could not be written or secured.
+    #[error(transparent)]
+    Private(#[from] shoal_proto::secure_file::SecureFileError),
     /// agent.json is corrupt.
     #[error("{path}: {reason}")]
     State {
@@ -67,12 +70,28 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> JoinError + '_ {
     }
 }
 
-fn write_private(path: &Path, contents: &str, mode: u32) -> Result<(), JoinError> {
-    shoal_proto::host::write_atomic(path, contents.as_bytes(), mode).map_err(io(path))
+/// Writes a file of the agent's identity owner-only (0600) from its first byte.
+fn write_private(path: &Path, contents: &str) -> Result<(), JoinError> {
+    Ok(shoal_proto::secure_file::write_private(
+        path,
+        contents.as_bytes(),
+    )?)
 }
 
-/// Loads a previous join from the data dir, if there was one.
+/// Makes the data dir owner-only (0700, created if missing) and takes group and other access
+/// away from the identity files an older version left open (`certs/`, `agent.json`). Images and
+/// container files keep their own modes: the directory's mode is what keeps others out of them.
+pub fn secure_data_dir(data_dir: &Path) -> Result<(), JoinError> {
+    use shoal_proto::secure_file::{ensure_private_dir, tighten, tighten_tree};
+    ensure_private_dir(data_dir)?;
+    tighten_tree(&data_dir.join("certs"))?;
+    tighten(&data_dir.join("agent.json"))?;
+    Ok(())
+}
+
+/// Loads a previous join from the data dir, if there was one, after [`secure_data_dir`].
 pub fn load(data_dir: &Path) -> Result<Option<Joined>, JoinError> {
+    secure_data_dir(data_dir)?;
     let state_path = data_dir.join("agent.json");
     if !state_path.exists() {
         return Ok(None);
@@ -131,10 +150,11 @@ pub async fn join(
         managers.insert(0, manager.to_string());
     }
     let certs = data_dir.join("certs");
-    std::fs::create_dir_all(&certs).map_err(io(&certs))?;
-    write_private(&certs.join("ca.pem"), &resp.ca_cert_pem, 0o644)?;
-    write_private(&certs.join("node.pem"), &resp.cert_pem, 0o644)?;
-    write_private(&certs.join("node-key.pem"), &key_pem, 0o600)?;
+    secure_data_dir(data_dir)?;
+    shoal_proto::secure_file::ensure_private_dir(&certs)?;
+    write_private(&certs.join("ca.pem"), &resp.ca_cert_pem)?;
+    write_private(&certs.join("node.pem"), &resp.cert_pem)?;
+    write_private(&certs.join("node-key.pem"), &key_pem)?;
     let state = AgentState {
         node_id: resp.node_id.clone(),
         managers,
@@ -144,7 +164,7 @@ pub async fn join(
         path: state_path.clone(),
         reason: e.to_string(),
     })?;
-    write_private(&state_path, &text, 0o644)?;
+    write_private(&state_path, &text)?;
     Ok(Joined {
         state,
         ca_pem: resp.ca_cert_pem,
@@ -153,4 +173,43 @@ pub async fn join(
             key_pem,
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt as _;
+
+    fn mode(p: &Path) -> u32 {
+        std::fs::metadata(p).expect("stat").permissions().mode() & 0o7777
+    }
+
+    #[test]
+    fn an_old_open_data_dir_is_made_private_and_images_keep_their_modes() {
+        let base = tempfile::tempdir().expect("tempdir");
+        let data = base.path().join("agent");
+        std::fs::create_dir_all(data.join("certs")).expect("mkdir");
+        std::fs::create_dir_all(data.join("images")).expect("mkdir");
+        for (p, m) in [
+            (data.join("certs/node-key.pem"), 0o644),
+            (data.join("certs/node.pem"), 0o644),
+            (data.join("agent.json"), 0o644),
+            (data.join("images/layer"), 0o755),
+        ] {
+            std::fs::write(&p, b"x").expect("write");
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(m)).expect("chmod");
+        }
+        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        secure_data_dir(&data).expect("secure");
+        assert_eq!(mode(&data), 0o700);
+        assert_eq!(mode(&data.join("certs")), 0o700);
+        assert_eq!(mode(&data.join("certs/node-key.pem")), 0o600);
+        assert_eq!(mode(&data.join("certs/node.pem")), 0o600);
+        assert_eq!(mode(&data.join("agent.json")), 0o600);
+        assert_eq!(mode(&data.join("images/layer")), 0o755);
+        // Not joined yet: nothing to load, but the data dir is made, private, all the same.
+        let fresh = base.path().join("fresh");
+        assert!(load(&fresh).expect("load").is_none());
+        assert_eq!(mode(&fresh), 0o700);
+    }
 }

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use shoal_agent::agent::{self, AgentOptions};
+use shoal_proto::secure_file::{TokenSource, JOIN_TOKEN_ENV, TOKEN_ON_COMMAND_LINE_WARNING};
 
 /// A Shoal agent: runs the cluster's tasks on this host as containers.
 #[derive(Parser)]
@@ -25,9 +26,14 @@ enum Command {
         /// Directory for the agent's state (certificates, images, containers).
         #[arg(long, default_value = "/var/lib/shoal/agent")]
         data_dir: PathBuf,
-        /// Worker join token (`shoalctl cluster join-token worker`); unused on restart.
-        #[arg(long, env = "SHOAL_JOIN_TOKEN", default_value = "")]
-        token: String,
+        /// File whose first line is the worker join token (`shoalctl cluster join-token worker
+        /// -q`); or set SHOAL_JOIN_TOKEN. Unused on restart.
+        #[arg(long, value_name = "PATH", conflicts_with = "token")]
+        token_file: Option<PathBuf>,
+        /// The worker join token. Deprecated: every user of the host can read a command line;
+        /// use --token-file or SHOAL_JOIN_TOKEN.
+        #[arg(long)]
+        token: Option<String>,
         /// Agent label, matched by `engine.labels.KEY` constraints (repeatable).
         #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
         labels: Vec<(String, String)>,
@@ -95,6 +101,10 @@ fn main() -> std::process::ExitCode {
         _ => {}
     }
     let cli = Cli::parse();
+    // Read once and removed while this is the only thread: no shim, container or promoted
+    // manager inherits the worker token.
+    let env_token = std::env::var(JOIN_TOKEN_ENV).ok();
+    std::env::remove_var(JOIN_TOKEN_ENV);
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.log_level));
     tracing_subscriber::fmt()
@@ -106,7 +116,7 @@ fn main() -> std::process::ExitCode {
         .enable_all()
         .build()
         .context("starting the async runtime")
-        .and_then(|rt| rt.block_on(run(cli.command)));
+        .and_then(|rt| rt.block_on(run(cli.command, env_token)));
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
@@ -116,7 +126,7 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-async fn run(command: Command) -> anyhow::Result<()> {
+async fn run(command: Command, env_token: Option<String>) -> anyhow::Result<()> {
     match command {
         Command::Load { data_dir, input } => {
             let store = shoal_agent::image::ImageStore::open(&data_dir.join("images"))
@@ -133,6 +143,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Join {
             data_dir,
+            token_file,
             token,
             labels,
             hostname,
@@ -146,11 +157,24 @@ async fn run(command: Command) -> anyhow::Result<()> {
             init_path,
             manager,
         } => {
-            if token.is_empty() && !data_dir.join("agent.json").exists() {
-                anyhow::bail!(
-                    "--token: required to join (get it with `shoalctl cluster join-token worker`)"
-                );
-            }
+            let token = match shoal_proto::secure_file::join_token(
+                token.as_deref(),
+                token_file.as_deref(),
+                env_token.as_deref(),
+            )
+            .context("--token-file")?
+            {
+                Some((token, source)) => {
+                    if source == TokenSource::CommandLine {
+                        eprintln!("{TOKEN_ON_COMMAND_LINE_WARNING}");
+                    }
+                    token
+                }
+                None if data_dir.join("agent.json").exists() => String::new(),
+                None => anyhow::bail!(
+                    "a worker join token is required to join: --token-file PATH (its first line) or the {JOIN_TOKEN_ENV} environment variable (get it with `shoalctl cluster join-token worker -q`)"
+                ),
+            };
             agent::run(AgentOptions {
                 data_dir,
                 token,

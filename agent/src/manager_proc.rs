@@ -13,6 +13,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use shoal_proto::secure_file::JOIN_TOKEN_ENV;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
@@ -125,21 +126,15 @@ pub fn listen_ip(advertise: Option<&str>, managers: &[String]) -> Option<IpAddr>
     })
 }
 
-/// The arguments of `shoal-manager` for a fresh join as this node, or for a restart.
-fn join_args(
-    s: &ManagerSettings,
-    listen: SocketAddr,
-    token: &str,
-    managers: &[String],
-) -> Vec<OsString> {
+/// The arguments of `shoal-manager` for a fresh join as this node. The token is not among them
+/// (every user of the host can read a command line): [`spawn`] hands it over in the environment.
+fn join_args(s: &ManagerSettings, listen: SocketAddr, managers: &[String]) -> Vec<OsString> {
     let mut args: Vec<OsString> = vec![
         "join".into(),
         "--data-dir".into(),
         s.dir().into(),
         "--listen-addr".into(),
         listen.to_string().into(),
-        "--token".into(),
-        token.into(),
         "--node-cert-dir".into(),
         s.agent_data_dir.join("certs").into(),
     ];
@@ -242,17 +237,22 @@ fn wipe(s: &ManagerSettings) {
     let _ = std::fs::remove_file(s.pid_file());
 }
 
-/// Starts `shoal-manager ARGS` in a process group of its own and records its pid.
-fn spawn(s: &ManagerSettings, args: &[OsString]) -> Result<Watched, String> {
+/// Starts `shoal-manager ARGS` in a process group of its own and records its pid; `token`, for a
+/// join, goes in its environment (`SHOAL_JOIN_TOKEN`), which only its owner can read.
+fn spawn(s: &ManagerSettings, args: &[OsString], token: Option<&str>) -> Result<Watched, String> {
     let exe = s.exe.as_ref().ok_or_else(|| {
         "cannot start a manager for `node promote`: shoal-manager is not installed next to shoal-agent"
             .to_string()
     })?;
     let mut cmd = tokio::process::Command::new(exe);
     cmd.args(args)
+        .env_remove(JOIN_TOKEN_ENV)
         .stdin(std::process::Stdio::null())
         // Its own group: a signal to the agent's group (a terminal's ^C) does not stop it.
         .process_group(0);
+    if let Some(token) = token {
+        cmd.env(JOIN_TOKEN_ENV, token);
+    }
     let child = cmd
         .spawn()
         .map_err(|e| format!("starting {}: {e}", exe.display()))?;
@@ -295,7 +295,7 @@ enum Restart {
 
 fn start(s: &ManagerSettings, restart: &Restart) -> Result<Watched, String> {
     match restart {
-        Restart::Run if s.dir().join("manager.json").exists() => spawn(s, &run_args(s)),
+        Restart::Run if s.dir().join("manager.json").exists() => spawn(s, &run_args(s), None),
         // The join did not finish: start it again from an empty dir.
         Restart::Run => Err("the manager's data dir holds no manager state".into()),
         Restart::Join {
@@ -304,10 +304,10 @@ fn start(s: &ManagerSettings, restart: &Restart) -> Result<Watched, String> {
             managers,
         } => {
             if s.dir().join("manager.json").exists() {
-                return spawn(s, &run_args(s));
+                return spawn(s, &run_args(s), None);
             }
             wipe(s);
-            spawn(s, &join_args(s, *listen, token, managers))
+            spawn(s, &join_args(s, *listen, managers), Some(token))
         }
     }
 }
@@ -471,7 +471,6 @@ mod tests {
         let args = join_args(
             &s,
             "10.0.0.5:4242".parse().expect("addr"),
-            "SHLTKN-1-a-b",
             &["10.0.0.1:4242".into(), "10.0.0.2:4242".into()],
         );
         let args: Vec<String> = args
@@ -486,8 +485,6 @@ mod tests {
                 "/var/lib/shoal/agent/manager",
                 "--listen-addr",
                 "10.0.0.5:4242",
-                "--token",
-                "SHLTKN-1-a-b",
                 "--node-cert-dir",
                 "/var/lib/shoal/agent/certs",
                 "10.0.0.1:4242",
@@ -509,8 +506,57 @@ mod tests {
             port: 4242,
             exe: None,
         };
-        let err = spawn(&s, &run_args(&s)).err().expect("refused");
+        let err = spawn(&s, &run_args(&s), None).err().expect("refused");
         assert!(err.contains("shoal-manager is not installed"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn the_join_token_goes_in_the_environment_not_on_the_command_line() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().expect("tempdir");
+        // A stand-in for shoal-manager that records what it was given.
+        let exe = dir.path().join("shoal-manager");
+        std::fs::write(
+            &exe,
+            "#!/bin/sh\nd=$(dirname \"$0\")\nprintf '%s\\n' \"$@\" > \"$d/args\"\nprintf '%s' \"${SHOAL_JOIN_TOKEN-unset}\" > \"$d/env\"\n",
+        )
+        .expect("write");
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let s = ManagerSettings {
+            agent_data_dir: dir.path().to_path_buf(),
+            advertise_addr: None,
+            port: 4242,
+            exe: Some(exe),
+        };
+        let token = "SHLTKN-1-secretsecretsecret";
+        let args = join_args(
+            &s,
+            "10.0.0.5:4242".parse().expect("addr"),
+            &["10.0.0.1:4242".into()],
+        );
+        let mut proc = spawn(&s, &args, Some(token)).expect("spawn");
+        tokio::time::timeout(Duration::from_secs(10), proc.wait())
+            .await
+            .expect("the stand-in exits");
+        let argv = std::fs::read_to_string(dir.path().join("args")).expect("args");
+        assert!(
+            !argv.contains("secret"),
+            "token on the command line: {argv}"
+        );
+        assert!(argv.starts_with("join\n"), "{argv}");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("env")).expect("env"),
+            token
+        );
+        // A restart (`run`) gets no token at all.
+        let mut proc = spawn(&s, &run_args(&s), None).expect("spawn");
+        tokio::time::timeout(Duration::from_secs(10), proc.wait())
+            .await
+            .expect("the stand-in exits");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("env")).expect("env"),
+            "unset"
+        );
     }
 
     #[test]

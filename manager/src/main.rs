@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use shoal_manager::manager::{self, ManagerOptions};
+use shoal_proto::secure_file::{TokenSource, JOIN_TOKEN_ENV, TOKEN_ON_COMMAND_LINE_WARNING};
 
 /// A Shoal manager: keeps the cluster state in Raft, schedules services, serves shoalctl.
 #[derive(Parser)]
@@ -54,9 +55,14 @@ enum Command {
         /// Address other nodes use to reach this manager (default: the listen address).
         #[arg(long)]
         advertise_addr: Option<String>,
-        /// The manager join token (`shoalctl cluster join-token manager -q`).
+        /// File whose first line is the manager join token (`shoalctl cluster join-token
+        /// manager -q`); or set SHOAL_JOIN_TOKEN. Unused on restart.
+        #[arg(long, value_name = "PATH", conflicts_with = "token")]
+        token_file: Option<PathBuf>,
+        /// The manager join token. Deprecated: every user of the host can read a command line;
+        /// use --token-file or SHOAL_JOIN_TOKEN.
         #[arg(long)]
-        token: String,
+        token: Option<String>,
         /// Raft log entries between snapshots (older entries are removed).
         #[arg(long, default_value_t = 10_000)]
         snapshot_interval: u64,
@@ -90,6 +96,12 @@ fn humantime_duration(s: &str) -> Result<std::time::Duration, String> {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    // Everything a manager writes is private, the Raft and store databases (which hold the CA key)
+    // included, and those are created by a library that does not choose their modes.
+    shoal_proto::secure_file::restrict_umask();
+    // Read once and removed while this is the only thread, so no child inherits the token.
+    let env_token = std::env::var(JOIN_TOKEN_ENV).ok();
+    std::env::remove_var(JOIN_TOKEN_ENV);
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.log_level));
     tracing_subscriber::fmt()
@@ -101,7 +113,7 @@ fn main() -> std::process::ExitCode {
         .enable_all()
         .build()
         .context("starting the async runtime")
-        .and_then(|rt| rt.block_on(run(cli.command)));
+        .and_then(|rt| rt.block_on(run(cli.command, env_token)));
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e)
@@ -120,7 +132,29 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-async fn run(command: Command) -> anyhow::Result<()> {
+/// The token of `join`: `--token` (with a warning), `--token-file` or SHOAL_JOIN_TOKEN; empty
+/// when none is given, which only a restart from an existing data dir accepts.
+fn join_token(
+    flag: Option<&str>,
+    file: Option<&std::path::Path>,
+    env: Option<&str>,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<String> {
+    match shoal_proto::secure_file::join_token(flag, file, env).context("--token-file")? {
+        Some((token, source)) => {
+            if source == TokenSource::CommandLine {
+                eprintln!("{TOKEN_ON_COMMAND_LINE_WARNING}");
+            }
+            Ok(token)
+        }
+        None if data_dir.join("manager.json").exists() => Ok(String::new()),
+        None => anyhow::bail!(
+            "a manager join token is required to join: --token-file PATH (its first line) or the {JOIN_TOKEN_ENV} environment variable (get it with `shoalctl cluster join-token manager -q`)"
+        ),
+    }
+}
+
+async fn run(command: Command, env_token: Option<String>) -> anyhow::Result<()> {
     match command {
         Command::Run {
             data_dir,
@@ -157,11 +191,18 @@ async fn run(command: Command) -> anyhow::Result<()> {
             data_dir,
             listen_addr,
             advertise_addr,
+            token_file,
             token,
             snapshot_interval,
             node_cert_dir,
             managers,
         } => {
+            let token = join_token(
+                token.as_deref(),
+                token_file.as_deref(),
+                env_token.as_deref(),
+                &data_dir,
+            )?;
             let as_node = match node_cert_dir {
                 Some(dir) => {
                     let read = |name: &str| {

@@ -56,6 +56,9 @@ pub enum ManagerError {
     /// Joining a cluster failed.
     #[error("join: {0}")]
     Join(String),
+    /// A private file or directory of the data dir could not be written or secured.
+    #[error(transparent)]
+    Private(#[from] shoal_proto::secure_file::SecureFileError),
     /// Leadership was not reached in time.
     #[error("{0}")]
     NotReady(String),
@@ -117,8 +120,26 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ManagerError + '_ {
     }
 }
 
-fn write_file(path: &Path, contents: &str, mode: u32) -> Result<(), ManagerError> {
-    shoal_proto::host::write_atomic(path, contents.as_bytes(), mode).map_err(io_err(path))
+/// Writes a file of the data dir owner-only (0600) from its first byte: everything a manager
+/// keeps is private (its key, admin.conf, the peers it trusts), certificates included, so one
+/// rule covers the whole directory.
+fn write_private(path: &Path, contents: &str) -> Result<(), ManagerError> {
+    Ok(shoal_proto::secure_file::write_private(
+        path,
+        contents.as_bytes(),
+    )?)
+}
+
+/// Makes the data dir owner-only (0700), creating it if missing, and takes group and other
+/// access away from everything already in it (what an older version left open, the Raft and
+/// store databases included: they hold the CA key and the join-token secrets).
+pub fn secure_data_dir(data_dir: &Path) -> Result<(), ManagerError> {
+    shoal_proto::secure_file::ensure_private_dir(data_dir)?;
+    let changed = shoal_proto::secure_file::tighten_tree(data_dir)?;
+    if changed > 0 {
+        info!(data_dir = %data_dir.display(), changed, "data dir made private to its owner");
+    }
+    Ok(())
 }
 
 fn read_file(path: &Path) -> Result<String, ManagerError> {
@@ -245,11 +266,15 @@ async fn wait_for_leadership(raft: &RaftNode, what: &str) -> Result<(), ManagerE
 /// The join instructions `init` prints.
 fn print_join_help(node_id: &str, advertise: &str, worker: &str, manager: &str, admin: &Path) {
     println!("Cluster initialized: current node ({node_id}) is now a manager.\n");
-    println!("To add a worker to this cluster, run the following command:\n");
-    println!("    shoal-agent join --data-dir /var/lib/shoal/agent --token {worker} {advertise}\n");
-    println!("To add a manager to this cluster, run the following command:\n");
+    // The token goes into a root-only file (echo is a shell builtin: it never shows in ps), not
+    // on the join command line, where every user of the host could read it.
+    println!("To add a worker to this cluster, run the following commands:\n");
+    println!("    (umask 077; echo {worker} > /etc/shoal/join-token)");
+    println!("    shoal-agent join --data-dir /var/lib/shoal/agent --token-file /etc/shoal/join-token {advertise}\n");
+    println!("To add a manager to this cluster, run the following commands:\n");
+    println!("    (umask 077; echo {manager} > /etc/shoal/join-token)");
     println!(
-        "    shoal-manager join --data-dir /var/lib/shoal/manager --listen-addr IP:4242 --token {manager} {advertise}\n"
+        "    shoal-manager join --data-dir /var/lib/shoal/manager --listen-addr IP:4242 --token-file /etc/shoal/join-token {advertise}\n"
     );
     println!(
         "To manage the cluster, point shoalctl at the admin configuration:\n\n    export SHOAL_CONFIG={}\n",
@@ -275,6 +300,7 @@ fn saved_state(data_dir: &std::path::Path) -> Result<Option<ManagerState>, Manag
 
 /// `shoal-manager init`: creates a cluster in a new data dir, or restarts from an existing one.
 pub async fn init(opts: ManagerOptions) -> Result<(), ManagerError> {
+    secure_data_dir(&opts.data_dir)?;
     if let Some(state) = saved_state(&opts.data_dir)? {
         return run(opts, state, None).await;
     }
@@ -295,7 +321,7 @@ pub async fn init(opts: ManagerOptions) -> Result<(), ManagerError> {
             reason: "is not empty but holds no manager state (manager.json): a previous init did not finish; remove the directory and run init again".into(),
         });
     }
-    std::fs::create_dir_all(opts.data_dir.join("certs")).map_err(io_err(&opts.data_dir))?;
+    shoal_proto::secure_file::ensure_private_dir(&opts.data_dir.join("certs"))?;
     let cluster_id = shoal_proto::new_id();
     let node_id = shoal_proto::new_id();
     let ca = pki::generate_ca(&cluster_id)?;
@@ -306,9 +332,9 @@ pub async fn init(opts: ManagerOptions) -> Result<(), ManagerError> {
         .clone()
         .unwrap_or_else(|| opts.listen_addr.to_string());
     let certs = opts.data_dir.join("certs");
-    write_file(&certs.join("ca.pem"), &ca.cert_pem, 0o644)?;
-    write_file(&certs.join("node.pem"), &manager_id.cert_pem, 0o644)?;
-    write_file(&certs.join("node-key.pem"), &manager_id.key_pem, 0o600)?;
+    write_private(&certs.join("ca.pem"), &ca.cert_pem)?;
+    write_private(&certs.join("node.pem"), &manager_id.cert_pem)?;
+    write_private(&certs.join("node-key.pem"), &manager_id.key_pem)?;
     let state = ManagerState {
         cluster_id: cluster_id.clone(),
         node_id: node_id.clone(),
@@ -384,10 +410,9 @@ pub async fn init(opts: ManagerOptions) -> Result<(), ManagerError> {
                 path: data_dir.clone(),
                 reason: e.to_string(),
             })?;
-        write_file(
+        write_private(
             &data_dir.join("manager.json"),
             &serde_json::to_string_pretty(&state).unwrap_or_default(),
-            0o644,
         )?;
         print_join_help(
             &node_id,
@@ -682,6 +707,7 @@ async fn keep_peers_and_admin_conf(
 /// or `join`), with the addresses it recorded there. Agents use it to restart the manager they
 /// started for `node promote`.
 pub async fn restart(data_dir: PathBuf, snapshot_interval: u64) -> Result<(), ManagerError> {
+    secure_data_dir(&data_dir)?;
     let state = saved_state(&data_dir)?.ok_or_else(|| ManagerError::DataDir {
         path: data_dir.clone(),
         reason: "no manager.json: no manager ever ran here (use init or join)".into(),
@@ -722,6 +748,7 @@ pub struct JoinOptions {
 /// existing data dir (the same command line).
 pub async fn join(opts: ManagerOptions, join: JoinOptions) -> Result<(), ManagerError> {
     use shoal_proto::v1::raft_client::RaftClient;
+    secure_data_dir(&opts.data_dir)?;
     if let Some(state) = saved_state(&opts.data_dir)? {
         return run(opts, state, None).await;
     }
@@ -770,10 +797,10 @@ pub async fn join(opts: ManagerOptions, join: JoinOptions) -> Result<(), Manager
         ));
     }
     let certs = opts.data_dir.join("certs");
-    std::fs::create_dir_all(&certs).map_err(io_err(&certs))?;
-    write_file(&certs.join("ca.pem"), &resp.ca_cert_pem, 0o644)?;
-    write_file(&certs.join("node.pem"), &resp.cert_pem, 0o644)?;
-    write_file(&certs.join("node-key.pem"), &key_pem, 0o600)?;
+    shoal_proto::secure_file::ensure_private_dir(&certs)?;
+    write_private(&certs.join("ca.pem"), &resp.ca_cert_pem)?;
+    write_private(&certs.join("node.pem"), &resp.cert_pem)?;
+    write_private(&certs.join("node-key.pem"), &key_pem)?;
     let mut managers = vec![advertise.clone()];
     managers.extend(
         resp.peers
@@ -807,10 +834,9 @@ pub async fn join(opts: ManagerOptions, join: JoinOptions) -> Result<(), Manager
             .collect(),
         trusted_fingerprints: resp.manager_fingerprints.clone(),
     };
-    write_file(
+    write_private(
         &opts.data_dir.join("manager.json"),
         &serde_json::to_string_pretty(&state).unwrap_or_default(),
-        0o644,
     )?;
     println!(
         "This node ({}) joined the cluster as a manager (raft id {}).\n\nTo manage the cluster, point shoalctl at the admin configuration:\n\n    export SHOAL_CONFIG={}\n",

@@ -33,6 +33,9 @@ pub enum ConfigError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// Writing the file owner-only failed.
+    #[error(transparent)]
+    Private(#[from] crate::secure_file::SecureFileError),
     /// The file is not a valid admin.conf.
     #[error("{path}: not a valid admin.conf: {source}")]
     Parse {
@@ -58,14 +61,10 @@ impl AdminConfig {
 
     /// Writes an admin.conf readable by its owner only (it holds a private key).
     pub fn save(&self, path: &Path) -> Result<(), ConfigError> {
-        let io = |source| ConfigError::Io {
-            path: path.display().to_string(),
-            source,
-        };
         let text = serde_json::to_string_pretty(self).map_err(|source| ConfigError::Parse {
             path: path.display().to_string(),
             source,
         })?;
-        crate::host::write_atomic(path, text.as_bytes(), 0o600).map_err(io)
+        Ok(crate::secure_file::write_private(path, text.as_bytes())?)
     }
 }

@@ -1,7 +1,5 @@
 //! Facts about this machine and small file helpers that managers and agents share.
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use crate::v1::Resources;
@@ -35,21 +33,11 @@ pub fn machine_resources() -> Resources {
     }
 }
 
-/// Writes a file atomically with the given mode: a temporary file beside it, fsync, rename. A
-/// crash leaves either the old contents or the new ones, never a torn file.
+/// Writes a file atomically with exactly the given mode: a crash leaves either the old contents
+/// or the new ones, never a torn file. Files holding secrets use
+/// [`crate::secure_file::write_private`].
 pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> std::io::Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = std::path::PathBuf::from(tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&tmp)?;
-    f.write_all(contents)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
+    Ok(crate::secure_file::write_atomic(path, contents, mode)?)
 }
 
 /// Resolves on the first SIGTERM or SIGINT (never, if the handlers cannot be installed).

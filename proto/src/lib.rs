@@ -11,6 +11,7 @@ pub mod host;
 pub mod limits;
 pub mod pki;
 pub mod seccomp;
+pub mod secure_file;
 pub mod security;
 pub mod spec;
 pub mod state;

@@ -13,9 +13,11 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use serde::Deserialize;
 
+use shoal_proto::secure_file::JOIN_TOKEN_ENV;
+
 use crate::testbed::{
-    check_output, fatal, start_registry, stderr_of, Binaries, Host, Proc, Testbed, DEADLINE,
-    MANAGER_PORT, REGISTRY_PORT,
+    check_output, fatal, start_registry, stderr_of, token_file_for, write_token_file, Binaries,
+    Host, Proc, Testbed, DEADLINE, MANAGER_PORT, REGISTRY_PORT,
 };
 
 /// How long one shoalctl call may take before it counts as not acknowledged.
@@ -119,7 +121,8 @@ impl Managers {
         let mut args: Vec<String> = if i == 0 {
             vec!["init".into()]
         } else {
-            vec!["join".into(), "--token".into(), self.token.clone()]
+            // The token comes through the environment (`spawn`), never the command line.
+            vec!["join".into()]
         };
         args.extend(["--data-dir".into(), dir, "--listen-addr".into(), listen]);
         args.extend(self.extra_args.iter().cloned());
@@ -164,7 +167,14 @@ impl Managers {
 
     fn spawn(&mut self, i: usize) -> Result<()> {
         let log = format!("manager-{}.log", self.hosts[i].name());
-        let proc = self.hosts[i].spawn(&self.bins.manager, self.args(i), &log)?;
+        // Joining managers get their token in the environment (the agents of `add_agent` use
+        // a file), so the suite runs both ways that keep it off the command line.
+        let env: Vec<(&str, &str)> = if i == 0 {
+            Vec::new()
+        } else {
+            vec![(JOIN_TOKEN_ENV, self.token.as_str())]
+        };
+        let proc = self.hosts[i].spawn_env(&self.bins.manager, self.args(i), &env, &log)?;
         self.procs[i] = Some(proc);
         Ok(())
     }
@@ -331,12 +341,15 @@ impl Managers {
         let ip = host.ip().to_string();
         let dir = data_dir.to_string_lossy().into_owned();
         let manager = self.addr(via);
+        let token_file = token_file_for(&data_dir);
+        write_token_file(&token_file, token.trim())?;
+        let token_file = token_file.to_string_lossy().into_owned();
         let args = [
             "join",
             "--data-dir",
             &dir,
-            "--token",
-            token.trim(),
+            "--token-file",
+            &token_file,
             "--hostname",
             name,
             "--insecure-registry",

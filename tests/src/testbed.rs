@@ -420,6 +420,22 @@ impl Host {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
+        self.spawn_env(program, args, &[], log_file)
+    }
+
+    /// Like `spawn`, with extra environment variables (not written to the log: they may be
+    /// secrets, such as `SHOAL_JOIN_TOKEN`).
+    pub fn spawn_env<I, S>(
+        &self,
+        program: impl AsRef<OsStr>,
+        args: I,
+        env: &[(&str, &str)],
+        log_file: &str,
+    ) -> Result<Proc>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
         let program = program.as_ref();
         let args: Vec<OsString> = args.into_iter().map(|a| a.as_ref().to_owned()).collect();
         let log_path = self.dir.join("logs").join(log_file);
@@ -437,6 +453,7 @@ impl Host {
         )?;
         let (mut cmd, _ns) = self.command(program)?;
         cmd.args(&args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
@@ -1228,6 +1245,23 @@ impl ClusterOptions {
     }
 }
 
+/// Where the join token of the node with data dir `data_dir` is kept: `<data_dir>.join-token`,
+/// beside the data dir (a data dir must be empty for a first join).
+pub fn token_file_for(data_dir: &Path) -> PathBuf {
+    let mut name = data_dir.as_os_str().to_owned();
+    name.push(".join-token");
+    PathBuf::from(name)
+}
+
+/// Writes `token` to `path`, owner-only, as `--token-file` reads it.
+pub fn write_token_file(path: &Path, token: &str) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir)?;
+    }
+    shoal_proto::secure_file::write_private(path, format!("{token}\n").as_bytes())?;
+    Ok(())
+}
+
 /// A running Shoal cluster on a testbed: a registry host, a manager host, agents.
 pub struct Cluster {
     /// The binaries under test.
@@ -1395,15 +1429,21 @@ impl Cluster {
         Ok(token.to_string())
     }
 
-    /// The arguments of `shoal-agent join` for an agent on `host` with `data_dir` and `token`.
+    /// The arguments of `shoal-agent join` for an agent on `host` with `data_dir` and `token`. The
+    /// token goes through a file beside the data dir (`--token-file`), never on the command
+    /// line, as an operator should do it.
     pub fn agent_join_args(&self, host: &Host, data_dir: &Path, token: &str) -> Vec<OsString> {
         let ip = host.ip().to_string();
+        let token_file = token_file_for(data_dir);
+        // Only a broken test directory fails this, and then nothing else could work either.
+        write_token_file(&token_file, token)
+            .unwrap_or_else(|e| panic!("writing {}: {e:#}", token_file.display()));
         [
             "join",
             "--data-dir",
             &data_dir.to_string_lossy(),
-            "--token",
-            token,
+            "--token-file",
+            &token_file.to_string_lossy(),
             "--hostname",
             host.name(),
             "--insecure-registry",

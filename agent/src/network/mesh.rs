@@ -23,7 +23,6 @@ use std::fmt;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::os::fd::IntoRawFd;
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -388,7 +387,7 @@ impl Mesh {
 
 /// Reads the base64 private key at `path`, or generates one and writes it there (mode 0600).
 fn load_or_create_key(path: &Path) -> Result<Key, MeshError> {
-    let key_err = |source| MeshError::KeyFile {
+    let key_err = |source: std::io::Error| MeshError::KeyFile {
         path: path.to_path_buf(),
         source,
     };
@@ -398,15 +397,7 @@ fn load_or_create_key(path: &Path) -> Result<Key, MeshError> {
                 path: path.to_path_buf(),
             })?;
             // A key readable by others is not secret any more; at least stop it from staying so.
-            let mode = std::fs::metadata(path)
-                .map_err(key_err)?
-                .permissions()
-                .mode();
-            if mode & 0o077 != 0 {
-                tracing::warn!(path = %path.display(), mode = format!("{mode:o}"), "WireGuard key was readable by others; setting mode 0600");
-                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-                    .map_err(key_err)?;
-            }
+            shoal_proto::secure_file::tighten(path).map_err(|e| key_err(e.into()))?;
             Ok(key)
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -415,7 +406,8 @@ fn load_or_create_key(path: &Path) -> Result<Key, MeshError> {
             }
             let key = Key::generate_private();
             let text = format!("{}\n", key.to_base64());
-            shoal_proto::host::write_atomic(path, text.as_bytes(), 0o600).map_err(key_err)?;
+            shoal_proto::secure_file::write_private(path, text.as_bytes())
+                .map_err(|e| key_err(e.into()))?;
             tracing::info!(path = %path.display(), "generated the node's WireGuard key");
             Ok(key)
         }

@@ -9,6 +9,7 @@ use std::time::Instant;
 use shoal_tests::capture::Capture;
 
 use super::*;
+use std::os::unix::fs::PermissionsExt as _;
 
 fn peer(node: &str, key: &str, endpoint: &str, mesh_addr: &str) -> MeshPeer {
     MeshPeer {

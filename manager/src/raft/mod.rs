@@ -238,10 +238,16 @@ impl RaftNode {
         transport: Arc<dyn Transport>,
     ) -> Result<RaftNode, RaftError> {
         let dir = cfg.data_dir.join("raft");
-        std::fs::create_dir_all(&dir).map_err(|source| RaftError::Dir {
-            path: dir.clone(),
-            source,
-        })?;
+        // Owner-only: the log and snapshots hold the CA key and the join-token secrets.
+        use std::os::unix::fs::DirBuilderExt as _;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|source| RaftError::Dir {
+                path: dir.clone(),
+                source,
+            })?;
         let mut storage = RaftStorage::open(&dir, store.clone())?;
         if storage.is_new() {
             let mut voters: Vec<u64> = std::iter::once(cfg.id)
