@@ -15,11 +15,13 @@ pub fn join_instructions(role: Role, token: &str, manager_addr: &str) -> String 
         Role::Worker => ("worker", "shoal-agent join --data-dir /var/lib/shoal/agent"),
         Role::Manager => (
             "manager",
-            "shoal-manager join --data-dir /var/lib/shoal/manager",
+            "shoal-manager join --data-dir /var/lib/shoal/manager --listen-addr IP:4242",
         ),
     };
+    // As `shoal-manager init` prints it: the token goes into a root-only file (echo is a shell
+    // builtin, so it never shows in ps), not onto the join command line every user can read.
     format!(
-        "To add a {who} to this cluster, run the following command:\n\n    {command} --token {token} {manager_addr}\n\n"
+        "To add a {who} to this cluster, run the following commands:\n\n    (umask 077; echo {token} > /etc/shoal/join-token)\n    {command} --token-file /etc/shoal/join-token {manager_addr}\n\n"
     )
 }
 
@@ -138,7 +140,7 @@ mod tests {
     fn instructions() {
         assert_eq!(
             join_instructions(Role::Worker, "SHOAL-1-abc", "10.0.0.1:4242"),
-            "To add a worker to this cluster, run the following command:\n\n    shoal-agent join --data-dir /var/lib/shoal/agent --token SHOAL-1-abc 10.0.0.1:4242\n\n"
+            "To add a worker to this cluster, run the following commands:\n\n    (umask 077; echo SHOAL-1-abc > /etc/shoal/join-token)\n    shoal-agent join --data-dir /var/lib/shoal/agent --token-file /etc/shoal/join-token 10.0.0.1:4242\n\n"
         );
         assert!(join_instructions(Role::Manager, "t", "a:1").starts_with("To add a manager"));
     }
