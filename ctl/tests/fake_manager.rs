@@ -840,8 +840,13 @@ async fn shoalctl_against_a_fake_manager() {
     let r = shoalctl(&conf, &["cluster", "join-token", "worker", "-q"]).await;
     assert_eq!(r.stdout, "SHOAL-TOKEN-0\n");
     let r = shoalctl(&conf, &["cluster", "join-token", "worker"]).await;
+    // The token goes through a root-only file, never onto the join command line.
     assert!(
-        r.stdout.contains(&format!("--token SHOAL-TOKEN-0 {addr}")),
+        r.stdout
+            .contains("echo SHOAL-TOKEN-0 > /etc/shoal/join-token")
+            && r.stdout
+                .contains(&format!("--token-file /etc/shoal/join-token {addr}"))
+            && !r.stdout.contains("--token SHOAL"),
         "{}",
         r.stdout
     );
