@@ -247,6 +247,9 @@ impl ClusterProposer {
 
 /// A forwarded call's error, back in store terms.
 fn from_status(s: Status) -> StoreError {
+    if let Some(e) = crate::error::out_of_sequence(&s) {
+        return e;
+    }
     match s.code() {
         Code::AlreadyExists => StoreError::Conflict(s.message().to_string()),
         Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown => {

@@ -2,12 +2,32 @@
 
 use tonic::Status;
 
-use crate::store::StoreError;
+use crate::store::{Kind, StoreError};
+
+/// Metadata key carrying an out-of-sequence refusal's fields ("kind/id/expected/found"), so a
+/// follower that forwarded the write gets [`StoreError::OutOfSequence`] back and can retry.
+const OUT_OF_SEQUENCE_KEY: &str = "shoal-out-of-sequence";
 
 /// Maps a store error to the status a client sees.
 pub fn to_status(e: StoreError) -> Status {
     match e {
         StoreError::Conflict(msg) => Status::already_exists(msg),
+        e @ StoreError::OutOfSequence { .. } => {
+            let mut status = Status::aborted(e.to_string());
+            if let StoreError::OutOfSequence {
+                kind,
+                id,
+                expected,
+                found,
+            } = &e
+            {
+                let fields = format!("{}/{id}/{expected}/{found}", *kind as u8);
+                if let Ok(v) = fields.parse() {
+                    status.metadata_mut().insert(OUT_OF_SEQUENCE_KEY, v);
+                }
+            }
+            status
+        }
         StoreError::NotLeader { leader } => Status::unavailable(match leader {
             Some(l) => format!("this manager is not the leader (leader: {l})"),
             None => {
@@ -19,5 +39,65 @@ pub fn to_status(e: StoreError) -> Status {
             "no quorum: writes are refused until a majority of managers is reachable",
         ),
         other => Status::internal(other.to_string()),
+    }
+}
+
+impl From<StoreError> for Status {
+    fn from(e: StoreError) -> Status {
+        to_status(e)
+    }
+}
+
+/// The out-of-sequence refusal a forwarded write's status carries, if it is one.
+pub fn out_of_sequence(s: &Status) -> Option<StoreError> {
+    if s.code() != tonic::Code::Aborted {
+        return None;
+    }
+    let fields = s.metadata().get(OUT_OF_SEQUENCE_KEY)?.to_str().ok()?;
+    // The id never holds '/', but split from both ends anyway so it could.
+    let (kind, rest) = fields.split_once('/')?;
+    let (rest, found) = rest.rsplit_once('/')?;
+    let (id, expected) = rest.rsplit_once('/')?;
+    let kind = match kind.parse::<u8>().ok()? {
+        0 => Kind::Cluster,
+        1 => Kind::Node,
+        2 => Kind::Service,
+        3 => Kind::Task,
+        5 => Kind::Network,
+        _ => return None,
+    };
+    Some(StoreError::OutOfSequence {
+        kind,
+        id: id.to_string(),
+        expected: expected.parse().ok()?,
+        found: found.parse().ok()?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn out_of_sequence_survives_a_forward() {
+        let e = StoreError::OutOfSequence {
+            kind: Kind::Node,
+            id: "n1".into(),
+            expected: 4,
+            found: 9,
+        };
+        let status = to_status(e);
+        assert_eq!(status.code(), tonic::Code::Aborted);
+        assert!(status.message().starts_with("update out of sequence"));
+        match out_of_sequence(&status) {
+            Some(StoreError::OutOfSequence {
+                kind: Kind::Node,
+                id,
+                expected: 4,
+                found: 9,
+            }) => assert_eq!(id, "n1"),
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(out_of_sequence(&Status::aborted("other")).is_none());
     }
 }

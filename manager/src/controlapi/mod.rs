@@ -57,6 +57,13 @@ impl ControlApi {
     }
 }
 
+/// Wraps one action for a request.
+fn store_action(action: Action) -> StoreAction {
+    StoreAction {
+        action: Some(action),
+    }
+}
+
 /// Finds a service by id, name, or unique id prefix.
 pub fn find_service(s: &State, name_or_id: &str) -> Result<Service, Status> {
     if let Some(svc) = s.service(name_or_id) {
@@ -265,38 +272,46 @@ impl Control for ControlApi {
         let spec = req
             .spec
             .ok_or_else(|| Status::invalid_argument("spec: missing"))?;
-        let mut spec = spec;
         validate_service(&spec).map_err(invalid)?;
-        let mut service = self.store.read(|s| {
-            let service = find_service(s, &req.name_or_id)?;
-            resolve_networks(s, &mut spec)?;
-            check_endpoint(s, &mut spec, Some(&service.id))?;
-            Ok::<_, Status>(service)
-        })?;
-        let old_name = service
-            .spec
-            .as_ref()
-            .map(|s| s.name.clone())
-            .unwrap_or_default();
-        if spec.name != old_name {
-            return Err(Status::invalid_argument(
-                "--name: a service cannot be renamed",
-            ));
-        }
-        // A change that outdates the tasks is a new version (shoalctl waits for tasks of it);
-        // others keep the running tasks, and the allocator follows the spec whatever the version.
-        if service
-            .spec
-            .as_ref()
-            .is_none_or(|old| crate::orchestrator::needs_new_tasks(old, &spec))
-        {
-            service.spec_version += 1;
-        }
-        service.spec = Some(spec);
-        if let Some(m) = service.meta.as_mut() {
-            m.updated_at = shoal_proto::now_ns();
-        }
-        self.write(Action::UpdateService(service.clone())).await?;
+        // shoalctl sends no version: the spec applies to the service as it is now, read again if
+        // another write (the allocator's endpoint, a scale) lands between this read and the put.
+        let (service, old_name) = self
+            .store
+            .propose_fresh(|s| {
+                let mut spec = spec.clone();
+                let mut service = find_service(s, &req.name_or_id)?;
+                resolve_networks(s, &mut spec)?;
+                check_endpoint(s, &mut spec, Some(&service.id))?;
+                let old_name = service
+                    .spec
+                    .as_ref()
+                    .map(|s| s.name.clone())
+                    .unwrap_or_default();
+                if spec.name != old_name {
+                    return Err(Status::invalid_argument(
+                        "--name: a service cannot be renamed",
+                    ));
+                }
+                // A change that outdates the tasks is a new version (shoalctl waits for tasks of
+                // it); others keep the running tasks, and the allocator follows the spec whatever
+                // the version.
+                if service
+                    .spec
+                    .as_ref()
+                    .is_none_or(|old| crate::orchestrator::needs_new_tasks(old, &spec))
+                {
+                    service.spec_version += 1;
+                }
+                service.spec = Some(spec);
+                if let Some(m) = service.meta.as_mut() {
+                    m.updated_at = shoal_proto::now_ns();
+                }
+                Ok((
+                    vec![store_action(Action::UpdateService(service.clone()))],
+                    (service, old_name),
+                ))
+            })
+            .await?;
         info!(service.id = %service.id, service.name = %old_name, "service updated");
         Ok(Response::new(UpdateServiceResponse {
             service: Some(service),
@@ -312,21 +327,29 @@ impl Control for ControlApi {
         // Refused before anything else: the orchestrator plans one slot per replica.
         check_replicas(req.replicas)
             .map_err(|r| Status::invalid_argument(format!("scale: {r}")))?;
-        let mut service = self.store.read(|s| find_service(s, &req.name_or_id))?;
-        let spec = service.spec.get_or_insert_with(Default::default);
-        if spec.mode == ServiceMode::ModeGlobal as i32 {
-            return Err(Status::failed_precondition(format!(
-                "scale: service {:?} is global; only replicated services can be scaled",
-                spec.name
-            )));
-        }
-        let name = spec.name.clone();
-        let from = spec.replicas;
-        spec.replicas = req.replicas;
-        if let Some(m) = service.meta.as_mut() {
-            m.updated_at = shoal_proto::now_ns();
-        }
-        self.write(Action::UpdateService(service.clone())).await?;
+        let (service, name, from) = self
+            .store
+            .propose_fresh(|s| {
+                let mut service = find_service(s, &req.name_or_id)?;
+                let spec = service.spec.get_or_insert_with(Default::default);
+                if spec.mode == ServiceMode::ModeGlobal as i32 {
+                    return Err(Status::failed_precondition(format!(
+                        "scale: service {:?} is global; only replicated services can be scaled",
+                        spec.name
+                    )));
+                }
+                let name = spec.name.clone();
+                let from = spec.replicas;
+                spec.replicas = req.replicas;
+                if let Some(m) = service.meta.as_mut() {
+                    m.updated_at = shoal_proto::now_ns();
+                }
+                Ok((
+                    vec![store_action(Action::UpdateService(service.clone()))],
+                    (service, name, from),
+                ))
+            })
+            .await?;
         info!(service.id = %service.id, service.name = %name, from, to = req.replicas, "service scaled");
         Ok(Response::new(ScaleServiceResponse {
             service: Some(service),
@@ -416,9 +439,10 @@ impl Control for ControlApi {
         require_admin(&self.store, &request)?;
         let req = request.into_inner();
         check_node_labels(&req)?;
-        let mut node = self.store.read(|s| find_node(s, &req.name_or_id))?;
+        let node = self.store.read(|s| find_node(s, &req.name_or_id))?;
         let manager_only = !crate::manager::runs_agent(&node);
-        let spec = node.spec.get_or_insert_with(Default::default);
+        let spec = node.spec.clone().unwrap_or_default();
+        let mut availability = None;
         if let Some(a) = req.availability {
             let a = NodeAvailability::try_from(a).map_err(|_| {
                 Status::invalid_argument("--availability: must be active, pause or drain")
@@ -431,19 +455,27 @@ impl Control for ControlApi {
                     "--availability: this node is a manager process without an agent; it runs no tasks and stays drained (join an agent on that host instead)",
                 ));
             }
-            spec.availability = a as i32;
+            availability = Some(a as i32);
         }
+        let mut labels = spec.labels;
         for k in &req.labels_rm {
-            spec.labels.remove(k);
+            labels.remove(k);
         }
-        for (k, v) in req.labels_add {
-            spec.labels.insert(k, v);
-        }
-        check_label_count("--label-add", spec.labels.len()).map_err(invalid)?;
-        if let Some(m) = node.meta.as_mut() {
-            m.updated_at = shoal_proto::now_ns();
-        }
-        self.write(Action::PutNode(node.clone())).await?;
+        labels.extend(req.labels_add.clone());
+        check_label_count("--label-add", labels.len()).map_err(invalid)?;
+        // A delta, applied to the node as it is when the write is applied: concurrent label
+        // edits, heartbeats and role changes all land instead of one undoing another.
+        self.write(Action::NodeSpecUpdate(NodeSpecUpdate {
+            node_id: node.id.clone(),
+            availability,
+            labels_add: req.labels_add,
+            labels_rm: req.labels_rm,
+        }))
+        .await?;
+        let node = self
+            .store
+            .read(|s| s.node(&node.id).cloned())
+            .unwrap_or(node);
         info!(node.id = %node.id, availability = ?node.spec.as_ref().map(|s| s.availability), labels = ?node.spec.as_ref().map(|s| &s.labels), "node updated");
         Ok(Response::new(UpdateNodeResponse { node: Some(node) }))
     }
@@ -479,19 +511,30 @@ impl Control for ControlApi {
     ) -> Result<Response<JoinTokenResponse>, Status> {
         require_admin(&self.store, &request)?;
         let req = request.into_inner();
-        let mut cluster = self
-            .store
-            .read(|s| s.cluster().cloned())
-            .ok_or_else(|| Status::unavailable("the cluster is not initialised yet"))?;
         let manager = req.role == NodeRole::RoleManager as i32;
+        let cluster = self
+            .store
+            .propose_fresh(|s| {
+                let mut cluster = s
+                    .cluster()
+                    .cloned()
+                    .ok_or_else(|| Status::unavailable("the cluster is not initialised yet"))?;
+                if !req.rotate {
+                    return Ok::<_, Status>((Vec::new(), cluster));
+                }
+                let secret = shoal_proto::token::new_secret();
+                if manager {
+                    cluster.manager_token_secret = secret;
+                } else {
+                    cluster.worker_token_secret = secret;
+                }
+                Ok((
+                    vec![store_action(Action::PutCluster(cluster.clone()))],
+                    cluster,
+                ))
+            })
+            .await?;
         if req.rotate {
-            let secret = shoal_proto::token::new_secret();
-            if manager {
-                cluster.manager_token_secret = secret;
-            } else {
-                cluster.worker_token_secret = secret;
-            }
-            self.write(Action::PutCluster(cluster.clone())).await?;
             info!(
                 role = if manager { "manager" } else { "worker" },
                 "join token rotated"

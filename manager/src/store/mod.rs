@@ -27,6 +27,10 @@ pub use state::{
     MESH_NETWORK,
 };
 
+/// How many times a read-modify-write ([`Store::propose_fresh`]) is built from a fresh read
+/// before an out-of-sequence refusal is handed to the caller.
+pub const FRESH_ATTEMPTS: usize = 8;
+
 /// How many applied requests a slow watcher may fall behind before it sees `Lagged`.
 const WATCH_CAPACITY: usize = 4096;
 
@@ -45,6 +49,19 @@ pub enum StoreError {
     /// A precondition of the request failed; nothing of it was applied.
     #[error("{0}")]
     Conflict(String),
+    /// A read-modify-write was based on an older version of the object than the stored one: the
+    /// object changed since it was read (docker's "update out of sequence"). Read it again.
+    #[error("update out of sequence: {kind:?} {id} is at version {found}, the update was based on version {expected}")]
+    OutOfSequence {
+        /// The object's kind.
+        kind: Kind,
+        /// The object's id.
+        id: String,
+        /// The version the writer read (and sent).
+        expected: u64,
+        /// The version stored when the write was applied.
+        found: u64,
+    },
     /// The sled database failed.
     #[error("store database: {0}")]
     Storage(#[from] sled::Error),
@@ -67,6 +84,13 @@ pub enum StoreError {
     /// The proposer (Raft node) has stopped.
     #[error("the raft node has stopped")]
     Stopped,
+}
+
+impl StoreError {
+    /// Whether the write lost a race with another write of the same object (read it again).
+    pub fn is_out_of_sequence(&self) -> bool {
+        matches!(self, StoreError::OutOfSequence { .. })
+    }
 }
 
 /// Carries a `StoreRequest` to consensus; implemented by the Raft node.
@@ -213,6 +237,33 @@ impl Store {
         proposer.propose(req).await
     }
 
+    /// A read-modify-write that survives concurrent writers: `build` makes the actions from the
+    /// current state (whole-object puts carry the version they read) and returns them with a
+    /// value for the caller; when the store refuses them as out of sequence they are built again
+    /// from a fresh read, up to [`FRESH_ATTEMPTS`] times. No actions means nothing to write.
+    pub async fn propose_fresh<T, E: From<StoreError>>(
+        &self,
+        mut build: impl FnMut(&State) -> Result<(Vec<StoreAction>, T), E>,
+    ) -> Result<T, E> {
+        let mut attempt = 1;
+        loop {
+            let (actions, value) = self.read(&mut build)?;
+            if actions.is_empty() {
+                return Ok(value);
+            }
+            match self.propose(actions).await {
+                Ok(()) => return Ok(value),
+                // The refused request consumed its index and changed nothing. A follower may not
+                // have applied the write that beat it yet: catch up before reading again.
+                Err(e) if e.is_out_of_sequence() && attempt < FRESH_ATTEMPTS => {
+                    attempt += 1;
+                    self.linearize().await?;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
     /// Waits until reads here are linearizable: everything acknowledged cluster-wide before the
     /// call is applied on this manager. Fails with `NoQuorum` when no leader answers in time.
     pub async fn linearize(&self) -> Result<(), StoreError> {
@@ -242,10 +293,10 @@ impl Store {
         }
         let applied = match guard.state.apply_request(index, req) {
             Ok(applied) => applied,
-            Err(msg) => {
+            Err(e) => {
                 self.inner.disk.write(index, &[])?;
                 guard.index = index;
-                return Err(StoreError::Conflict(msg));
+                return Err(e);
             }
         };
         let writes = writes_for(&guard.state, &applied.touched);
@@ -294,7 +345,7 @@ impl Store {
                     }
                     results.push(Ok(()));
                 }
-                Err(msg) => results.push(Err(StoreError::Conflict(msg))),
+                Err(e) => results.push(Err(e)),
             }
         }
         if last == guard.index {

@@ -7,10 +7,13 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use shoal_proto::v1::store_action::Action;
+use shoal_proto::v1::NodeAvailability;
 use shoal_proto::v1::{
     Cluster, Meta, Network, NetworkAttachment, Node, Service, StoreRequest, Task, TaskState,
     TaskStatus,
 };
+
+use super::StoreError;
 
 /// A store object of any kind.
 #[derive(Debug, Clone, PartialEq)]
@@ -429,18 +432,66 @@ impl State {
         &mut self,
         index: u64,
         req: &StoreRequest,
-    ) -> Result<Applied, String> {
+    ) -> Result<Applied, StoreError> {
         let mut applied = Applied::default();
         for action in &req.actions {
             let Some(action) = &action.action else {
                 continue;
             };
-            if let Err(msg) = self.apply_action(index, action, &mut applied) {
+            let result = self.check_version(action).and_then(|()| {
+                self.apply_action(index, action, &mut applied)
+                    .map_err(StoreError::Conflict)
+            });
+            if let Err(e) = result {
                 self.rollback(std::mem::take(&mut applied.undo));
-                return Err(msg);
+                return Err(e);
             }
         }
         Ok(applied)
+    }
+
+    /// Compare-and-set for whole-object puts: a put of an existing object must carry the version
+    /// it was read at, so a read-modify-write never silently undoes a write it did not see. Done
+    /// at apply time, so every replica (and every future leader) decides the same.
+    fn check_version(&self, action: &Action) -> Result<(), StoreError> {
+        let (key, sent, stored) = match action {
+            Action::PutCluster(c) => (
+                (Kind::Cluster, &c.id),
+                &c.meta,
+                self.clusters.get(&c.id).map(|o| &o.meta),
+            ),
+            Action::PutNode(n) => (
+                (Kind::Node, &n.id),
+                &n.meta,
+                self.nodes.get(&n.id).map(|o| &o.meta),
+            ),
+            Action::UpdateService(s) => (
+                (Kind::Service, &s.id),
+                &s.meta,
+                self.services.get(&s.id).map(|o| &o.meta),
+            ),
+            Action::UpdateNetwork(n) => (
+                (Kind::Network, &n.id),
+                &n.meta,
+                self.networks.get(&n.id).map(|o| &o.meta),
+            ),
+            _ => return Ok(()),
+        };
+        // A put of an object that does not exist creates it (or fails its own precondition).
+        let Some(stored) = stored else {
+            return Ok(());
+        };
+        let version = |m: &Option<Meta>| m.as_ref().map_or(0, |m| m.version);
+        let (expected, found) = (version(sent), version(stored));
+        if expected != found {
+            return Err(StoreError::OutOfSequence {
+                kind: key.0,
+                id: key.1.clone(),
+                expected,
+                found,
+            });
+        }
+        Ok(())
     }
 
     fn apply_action(
@@ -653,6 +704,29 @@ impl State {
                 }
                 set_version(&mut s.meta, index);
                 self.write(Object::Service(s), applied);
+            }
+            Action::NodeSpecUpdate(update) => {
+                let Some(node) = self.nodes.get(&update.node_id) else {
+                    return Ok(()); // removed meanwhile: nothing left to edit
+                };
+                let mut n = node.clone();
+                let spec = n.spec.get_or_insert_with(Default::default);
+                if let Some(a) = update.availability {
+                    let a = NodeAvailability::try_from(a)
+                        .map_err(|_| format!("node availability {a} is not known"))?;
+                    spec.availability = a as i32;
+                }
+                for k in &update.labels_rm {
+                    spec.labels.remove(k);
+                }
+                for (k, v) in &update.labels_add {
+                    spec.labels.insert(k.clone(), v.clone());
+                }
+                // Concurrent adds each passed the caller's check; the sum must pass too.
+                shoal_proto::spec::check_label_count("--label-add", spec.labels.len())
+                    .map_err(|e| e.to_string())?;
+                set_version(&mut n.meta, index);
+                self.write(Object::Node(n), applied);
             }
             Action::NodeAllocate(alloc) => {
                 let Some(node) = self.nodes.get(&alloc.node_id) else {
