@@ -408,51 +408,79 @@ impl RaftService {
             .map_err(|e| Status::internal(format!("admin certificate: {e}")))?;
         let admin_fp = pki::fingerprint_pem(&admin.cert_pem)
             .map_err(|e| Status::internal(format!("admin certificate: {e}")))?;
-        let mut cluster = self
-            .store
-            .read(|s| s.cluster().cloned())
-            .ok_or_else(|| Status::unavailable("the cluster is not initialised yet"))?;
-        cluster.admin_fingerprints.push(admin_fp);
         let now = shoal_proto::now_ns();
-        let node = match &worker {
-            Some(w) => crate::manager::promoted_node(w, &addr, raft_id, fingerprint, now),
-            None => crate::manager::manager_node(
-                &node_id,
-                NodeDescription {
-                    hostname: req.hostname.trim().to_string(),
-                    ..Default::default()
-                },
-                &addr,
-                raft_id,
-                false,
-                fingerprint,
-                now,
-            ),
-        };
         // The record first, so every manager knows the new member's address (and trusts its
-        // certificate) by the time Raft starts talking to it.
-        self.store
-            .propose(vec![
-                StoreAction {
-                    action: Some(Action::PutNode(node)),
-                },
-                StoreAction {
-                    action: Some(Action::PutCluster(cluster)),
-                },
-            ])
-            .await
-            .map_err(crate::error::to_status)?;
+        // certificate) by the time Raft starts talking to it. Built from a fresh read each time
+        // a concurrent write (a heartbeat, another join) makes it out of sequence.
+        let worker = self
+            .store
+            .propose_fresh(|s| {
+                let mut cluster = s
+                    .cluster()
+                    .cloned()
+                    .ok_or_else(|| Status::unavailable("the cluster is not initialised yet"))?;
+                cluster.admin_fingerprints.push(admin_fp.clone());
+                let worker = match &worker {
+                    Some(w) => {
+                        let fresh = s.node(&w.id).cloned().ok_or_else(|| {
+                            Status::not_found(format!("node {} is not in the cluster", w.id))
+                        })?;
+                        if fresh.manager_status.is_some() {
+                            return Err(Status::already_exists(format!(
+                                "node {} is already a manager",
+                                fresh.id
+                            )));
+                        }
+                        Some(fresh)
+                    }
+                    None => None,
+                };
+                let node = match &worker {
+                    Some(w) => {
+                        crate::manager::promoted_node(w, &addr, raft_id, fingerprint.clone(), now)
+                    }
+                    None => crate::manager::manager_node(
+                        &node_id,
+                        NodeDescription {
+                            hostname: req.hostname.trim().to_string(),
+                            ..Default::default()
+                        },
+                        &addr,
+                        raft_id,
+                        false,
+                        fingerprint.clone(),
+                        now,
+                    ),
+                };
+                let actions = vec![
+                    StoreAction {
+                        action: Some(Action::PutNode(node)),
+                    },
+                    StoreAction {
+                        action: Some(Action::PutCluster(cluster)),
+                    },
+                ];
+                Ok((actions, worker))
+            })
+            .await?;
         self.raft.set_peer(raft_id, addr.clone());
         if let Err(e) = self.raft.change_membership(raft_id, true).await {
             // Leave no member record for a manager that is not in the group (a promoted worker
             // goes back to what it was).
-            let undo = match &worker {
-                Some(w) => Action::PutNode(w.clone()),
-                None => Action::RemoveNode(node_id.clone()),
-            };
             let _ = self
                 .store
-                .propose(vec![StoreAction { action: Some(undo) }])
+                .propose_fresh(|s| {
+                    let undo = match (&worker, s.node(&node_id)) {
+                        // The worker as it was, over whatever version the promotion left.
+                        (Some(w), Some(now)) => Action::PutNode(Node {
+                            meta: now.meta.clone(),
+                            ..w.clone()
+                        }),
+                        (Some(_), None) => return Ok::<_, StoreError>((Vec::new(), ())),
+                        (None, _) => Action::RemoveNode(node_id.clone()),
+                    };
+                    Ok((vec![StoreAction { action: Some(undo) }], ()))
+                })
                 .await;
             return Err(crate::error::to_status(e));
         }
@@ -775,18 +803,26 @@ impl shoal_proto::v1::cluster_admin_server::ClusterAdmin for ClusterAdminService
         }
         // The wish is recorded in the node's spec; the dispatcher tells the agent, which starts
         // `shoal-manager join` as this node. Its record gets a manager status once it is a voter.
-        let mut wish = node;
-        wish.spec.get_or_insert_with(Default::default).role = NodeRole::RoleManager as i32;
-        if let Some(m) = wish.meta.as_mut() {
-            m.updated_at = shoal_proto::now_ns();
-        }
-        let id = wish.id.clone();
+        let id = node.id.clone();
         self.store
-            .propose(vec![StoreAction {
-                action: Some(Action::PutNode(wish)),
-            }])
-            .await
-            .map_err(crate::error::to_status)?;
+            .propose_fresh(|s| {
+                let mut wish = s
+                    .node(&id)
+                    .cloned()
+                    .ok_or_else(|| Status::not_found(format!("node {id} was removed")))?;
+                check_promotion(&wish, connected).map_err(Status::failed_precondition)?;
+                wish.spec.get_or_insert_with(Default::default).role = NodeRole::RoleManager as i32;
+                if let Some(m) = wish.meta.as_mut() {
+                    m.updated_at = shoal_proto::now_ns();
+                }
+                Ok::<_, Status>((
+                    vec![StoreAction {
+                        action: Some(Action::PutNode(wish)),
+                    }],
+                    (),
+                ))
+            })
+            .await?;
         info!(node.id = %id, "node promotion asked: its agent starts a manager");
         Ok(Response::new(PromoteNodeResponse { node_id: id }))
     }
@@ -801,7 +837,7 @@ impl shoal_proto::v1::cluster_admin_server::ClusterAdmin for ClusterAdminService
         if let Some(mut leader) = self.leader_client().await? {
             return leader.demote_manager(req).await;
         }
-        let mut node = self
+        let node = self
             .store
             .read(|s| crate::controlapi::find_node(s, &req.node))?;
         let pending = node.manager_status.is_none()
@@ -810,11 +846,16 @@ impl shoal_proto::v1::cluster_admin_server::ClusterAdmin for ClusterAdminService
             // A promotion not done yet: call it off (the agent is told to stop what it started).
             let id = node.id.clone();
             self.store
-                .propose(vec![StoreAction {
-                    action: Some(Action::PutNode(crate::manager::demoted_node(&node))),
-                }])
-                .await
-                .map_err(crate::error::to_status)?;
+                .propose_fresh(|s| {
+                    let actions = match s.node(&id) {
+                        Some(n) => vec![StoreAction {
+                            action: Some(Action::PutNode(crate::manager::demoted_node(n))),
+                        }],
+                        None => Vec::new(),
+                    };
+                    Ok::<_, Status>((actions, ()))
+                })
+                .await?;
             info!(node.id = %id, "promotion called off");
             return Ok(Response::new(DemoteManagerResponse { node_id: id }));
         }
@@ -862,14 +903,18 @@ impl shoal_proto::v1::cluster_admin_server::ClusterAdmin for ClusterAdminService
             .change_membership(raft_id, false)
             .await
             .map_err(crate::error::to_status)?;
-        node = crate::manager::demoted_node(&node);
         let id = node.id.clone();
         self.store
-            .propose(vec![StoreAction {
-                action: Some(Action::PutNode(node)),
-            }])
-            .await
-            .map_err(crate::error::to_status)?;
+            .propose_fresh(|s| {
+                let actions = match s.node(&id) {
+                    Some(n) => vec![StoreAction {
+                        action: Some(Action::PutNode(crate::manager::demoted_node(n))),
+                    }],
+                    None => Vec::new(),
+                };
+                Ok::<_, Status>((actions, ()))
+            })
+            .await?;
         info!(node.id = %id, raft_id, "manager demoted");
         Ok(Response::new(DemoteManagerResponse { node_id: id }))
     }

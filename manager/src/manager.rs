@@ -855,32 +855,34 @@ async fn force_new_cluster(
     raft_id: u64,
 ) -> Result<(), ManagerError> {
     wait_for_leadership(raft, "--force-new-cluster").await?;
-    let gone: Vec<StoreAction> = store.read(|s| {
-        s.nodes()
-            .filter(|n| {
-                n.manager_status
-                    .as_ref()
-                    .is_some_and(|m| m.raft_id != raft_id)
-            })
-            .map(|n| {
-                // A promoted worker stays a worker (its agent runs tasks); a manager-only node goes.
-                let action = if runs_agent(n) {
-                    Action::PutNode(demoted_node(n))
-                } else {
-                    Action::RemoveNode(n.id.clone())
-                };
-                StoreAction {
-                    action: Some(action),
-                }
-            })
-            .collect()
-    });
-    if !gone.is_empty() {
-        warn!(
-            removed = gone.len(),
-            "--force-new-cluster: removing the other managers"
-        );
-        store.propose(gone).await?;
+    let removed = store
+        .propose_fresh(|s| {
+            let gone: Vec<StoreAction> = s
+                .nodes()
+                .filter(|n| {
+                    n.manager_status
+                        .as_ref()
+                        .is_some_and(|m| m.raft_id != raft_id)
+                })
+                .map(|n| {
+                    // A promoted worker stays a worker (its agent runs tasks); a manager-only
+                    // node goes.
+                    let action = if runs_agent(n) {
+                        Action::PutNode(demoted_node(n))
+                    } else {
+                        Action::RemoveNode(n.id.clone())
+                    };
+                    StoreAction {
+                        action: Some(action),
+                    }
+                })
+                .collect();
+            let removed = gone.len();
+            Ok::<_, ManagerError>((gone, removed))
+        })
+        .await?;
+    if removed > 0 {
+        warn!(removed, "--force-new-cluster: removed the other managers");
     }
     Ok(())
 }

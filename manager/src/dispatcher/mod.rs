@@ -234,8 +234,14 @@ impl Dispatcher {
                 }
             }
             if !actions.is_empty() {
-                if let Err(e) = self.store.propose(actions).await {
-                    warn!(error = %e, "could not mark nodes down");
+                match self.store.propose(actions).await {
+                    Ok(()) => {}
+                    // A node changed since the read (a heartbeat, a label edit): nothing was
+                    // written, and the next tick reads again and judges it afresh.
+                    Err(e) if e.is_out_of_sequence() => {
+                        debug!(error = %e, "nodes changed while being marked down; next tick retries");
+                    }
+                    Err(e) => warn!(error = %e, "could not mark nodes down"),
                 }
             }
         }
@@ -263,22 +269,22 @@ impl Dispatcher {
         peer: Option<std::net::SocketAddr>,
         reg: AgentRegister,
     ) -> Result<(), Status> {
-        let node = self
-            .store
-            .read(|s| s.node(node_id).cloned())
-            .ok_or_else(|| Status::permission_denied("node was removed from the cluster"))?;
-        let node = registered(
-            node,
-            reg.description.unwrap_or_default(),
-            peer,
-            shoal_proto::now_ns(),
-        );
+        let description = reg.description.unwrap_or_default();
+        let now = shoal_proto::now_ns();
         self.store
-            .propose(vec![StoreAction {
-                action: Some(Action::PutNode(node)),
-            }])
+            .propose_fresh(|s| {
+                let node = s.node(node_id).cloned().ok_or_else(|| {
+                    Status::permission_denied("node was removed from the cluster")
+                })?;
+                let node = registered(node, description.clone(), peer, now);
+                Ok((
+                    vec![StoreAction {
+                        action: Some(Action::PutNode(node)),
+                    }],
+                    (),
+                ))
+            })
             .await
-            .map_err(crate::error::to_status)
     }
 
     /// Sends the node its assignment set now and whenever a change touches its tasks, its node
