@@ -29,7 +29,7 @@ pub use state::{
 
 /// How many times a read-modify-write ([`Store::propose_fresh`]) is built from a fresh read
 /// before an out-of-sequence refusal is handed to the caller.
-pub const FRESH_ATTEMPTS: usize = 8;
+pub const FRESH_ATTEMPTS: usize = 32;
 
 /// How many applied requests a slow watcher may fall behind before it sees `Lagged`.
 const WATCH_CAPACITY: usize = 4096;
