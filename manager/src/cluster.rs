@@ -473,7 +473,7 @@ impl RaftService {
                     let undo = match (&worker, s.node(&node_id)) {
                         // The worker as it was, over whatever version the promotion left.
                         (Some(w), Some(now)) => Action::PutNode(Node {
-                            meta: now.meta.clone(),
+                            meta: now.meta,
                             ..w.clone()
                         }),
                         (Some(_), None) => return Ok::<_, StoreError>((Vec::new(), ())),

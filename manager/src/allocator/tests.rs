@@ -285,7 +285,7 @@ fn updates_keep_vips_and_ports_and_release_the_rest() {
     );
     updated.spec_version = 2;
     updated.endpoint = s.service("web").unwrap().endpoint.clone();
-    updated.meta = s.service("web").unwrap().meta.clone();
+    updated.meta = s.service("web").unwrap().meta;
     apply(&mut s, vec![Action::UpdateService(updated)]);
     pass(&mut al, &mut s);
     let after = s.service("web").unwrap().endpoint.clone().unwrap();
@@ -300,7 +300,7 @@ fn updates_keep_vips_and_ports_and_release_the_rest() {
     let mut updated = service("web", &["b"], vec![], "");
     updated.spec_version = 3;
     updated.endpoint = s.service("web").unwrap().endpoint.clone();
-    updated.meta = s.service("web").unwrap().meta.clone();
+    updated.meta = s.service("web").unwrap().meta;
     apply(&mut s, vec![Action::UpdateService(updated)]);
     pass(&mut al, &mut s);
     let last = s.service("web").unwrap().endpoint.clone().unwrap();

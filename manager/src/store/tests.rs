@@ -110,7 +110,7 @@ fn create_update_remove_service_and_indexes() {
     });
 
     let mut renamed = service("s1", "api");
-    renamed.meta = store.read(|s| s.service("s1").and_then(|s| s.meta.clone()));
+    renamed.meta = store.read(|s| s.service("s1").and_then(|s| s.meta));
     store
         .apply(2, &req(vec![Action::UpdateService(renamed)]))
         .expect("rename");
@@ -137,7 +137,7 @@ fn create_update_remove_service_and_indexes() {
         .apply(4, &req(vec![Action::CreateService(service("s2", "web"))]))
         .expect("old name is free again");
     let mut onto = service("s2", "api");
-    onto.meta = store.read(|s| s.service("s2").and_then(|s| s.meta.clone()));
+    onto.meta = store.read(|s| s.service("s2").and_then(|s| s.meta));
     let err = store
         .apply(5, &req(vec![Action::UpdateService(onto)]))
         .expect_err("rename onto a taken name");
@@ -220,7 +220,7 @@ fn nodes_and_cluster_upsert_and_fingerprint_index() {
         )
         .expect("put");
     let mut fresh = node("n1", "fp2");
-    fresh.meta = store.read(|s| s.node("n1").and_then(|n| n.meta.clone()));
+    fresh.meta = store.read(|s| s.node("n1").and_then(|n| n.meta));
     store
         .apply(2, &req(vec![Action::PutNode(fresh)]))
         .expect("upsert");
