@@ -122,6 +122,30 @@ pub enum ClusterCommand {
     /// Show every manager: Raft id, address, leader, term, commit and applied indexes.
     #[command(alias = "inspect")]
     Status,
+    /// List or revoke the admin credentials (admin.conf certificates) the cluster accepts.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+/// `shoalctl cluster admin ...`
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// List admin credentials: short fingerprint, holder ("init", or the manager node it was
+    /// issued to at join) and when it was issued; `*` marks the one this call uses.
+    #[command(visible_alias = "list")]
+    Ls,
+    /// Revoke an admin credential: every manager refuses it as soon as it applies the change.
+    Revoke(AdminRevokeArgs),
+}
+
+/// Arguments of `cluster admin revoke`.
+#[derive(Debug, Args)]
+pub struct AdminRevokeArgs {
+    /// Fingerprint of the credential, or a prefix naming only one (as `cluster admin ls` shows).
+    pub fingerprint_prefix: String,
+    /// Revoke it even if it is the credential this shoalctl uses (you lose admin access).
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// Service mode.

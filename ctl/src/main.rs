@@ -151,6 +151,24 @@ mod tests {
     }
 
     #[test]
+    fn cluster_admin_commands_parse() {
+        let parse = |args: &[&str]| {
+            cli::Cli::try_parse_from(std::iter::once("shoalctl").chain(args.iter().copied()))
+        };
+        assert!(parse(&["cluster", "admin", "ls"]).is_ok());
+        assert!(parse(&["cluster", "admin", "list", "--format", "json"]).is_ok());
+        let revoke = parse(&["cluster", "admin", "revoke", "ab12", "--force"]).expect("parses");
+        match revoke.command {
+            cli::Command::Cluster(cli::ClusterCommand::Admin(cli::AdminCommand::Revoke(a))) => {
+                assert_eq!(a.fingerprint_prefix, "ab12");
+                assert!(a.force);
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+        assert!(parse_err(&["cluster", "admin", "revoke"]).contains("FINGERPRINT_PREFIX"));
+    }
+
+    #[test]
     fn parse_errors_are_one_line_naming_the_field() {
         assert_eq!(
             parse_err(&[

@@ -1,12 +1,14 @@
 //! Who is calling: every RPC but certificate issuance needs a client certificate from our CA whose
 //! fingerprint the store knows (an admin's, or a node's current one). A removed node's certificate
-//! is therefore refused at once, without a revocation list.
+//! is therefore refused at once, without a revocation list. Admin certificates are listed with
+//! their holder (`Cluster.admin_credentials`): revoking one, demoting or removing the manager it
+//! was issued to takes it out of the list, and every manager refuses it once it applied that.
 
 use shoal_proto::pki::fingerprint_der;
-use shoal_proto::v1::{Node, NodeRole};
+use shoal_proto::v1::{AdminCredential, Cluster, Node, NodeRole};
 use tonic::{Request, Status};
 
-use crate::store::Store;
+use crate::store::{State, Store};
 
 /// An authenticated caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,34 +37,35 @@ pub fn caller<T>(store: &Store, req: &Request<T>) -> Result<Caller, Status> {
             "no client certificate: use the admin.conf written by `shoal-manager init` (shoalctl --config) or join the node with a token",
         )
     })?;
-    store.read(|s| {
-        if s.cluster()
-            .is_some_and(|c| c.admin_fingerprints.contains(&fp))
-        {
-            return Ok(Caller::Admin);
-        }
-        if let Some(node) = s.node_by_fingerprint(&fp) {
-            return Ok(Caller::Node {
-                id: node.id.clone(),
-                role: node_cert_role(node),
-            });
-        }
-        // A promoted worker's manager process has a certificate of its own, recorded in its
-        // manager status (few nodes are managers: a scan is cheap, and only on this path).
-        match s.nodes().find(|n| {
-            n.manager_status
-                .as_ref()
-                .is_some_and(|m| !m.cert_fingerprint.is_empty() && m.cert_fingerprint == fp)
-        }) {
-            Some(node) => Ok(Caller::Node {
-                id: node.id.clone(),
-                role: NodeRole::RoleManager,
-            }),
-            None => Err(Status::permission_denied(
-                "certificate is not (or no longer) valid in this cluster: the node was removed or the certificate replaced",
-            )),
-        }
-    })
+    store.read(|s| caller_of(s, &fp))
+}
+
+/// Who holds the certificate with fingerprint `fp` in state `s`, or why it is refused.
+pub fn caller_of(s: &State, fp: &str) -> Result<Caller, Status> {
+    if s.cluster().is_some_and(|c| is_admin(c, fp)) {
+        return Ok(Caller::Admin);
+    }
+    if let Some(node) = s.node_by_fingerprint(fp) {
+        return Ok(Caller::Node {
+            id: node.id.clone(),
+            role: node_cert_role(node),
+        });
+    }
+    // A promoted worker's manager process has a certificate of its own, recorded in its
+    // manager status (few nodes are managers: a scan is cheap, and only on this path).
+    match s.nodes().find(|n| {
+        n.manager_status
+            .as_ref()
+            .is_some_and(|m| !m.cert_fingerprint.is_empty() && m.cert_fingerprint == fp)
+    }) {
+        Some(node) => Ok(Caller::Node {
+            id: node.id.clone(),
+            role: NodeRole::RoleManager,
+        }),
+        None => Err(Status::permission_denied(
+            "certificate is not (or no longer) valid in this cluster: the node was removed or demoted, or the certificate replaced or revoked",
+        )),
+    }
 }
 
 /// The role a node's own certificate (`Node::cert_fingerprint`) carries: manager only for a
@@ -101,10 +104,199 @@ pub fn require_node<T>(store: &Store, req: &Request<T>) -> Result<String, Status
     }
 }
 
+/// Holder of the admin credential written by `shoal-manager init`.
+pub const INIT_HOLDER: &str = "init";
+
+/// Holder of a credential migrated from the holder-less list, whose holder nobody recorded.
+pub const UNKNOWN_HOLDER: &str = "unknown";
+
+/// Whether `fp` is one of the cluster's admin credentials.
+pub fn is_admin(cluster: &Cluster, fp: &str) -> bool {
+    cluster
+        .admin_credentials
+        .iter()
+        .any(|c| c.fingerprint == fp)
+}
+
+/// Moves a cluster object's holder-less admin fingerprints (written before credentials had
+/// holders) into its admin credentials; the first was `init`'s, the others' holders are unknown.
+/// Idempotent; the old list is left empty so revoking a credential cannot miss a copy of it.
+pub fn migrate_admin_credentials(cluster: &mut Cluster) {
+    let created = cluster.meta.as_ref().map_or(0, |m| m.created_at);
+    for (i, fp) in std::mem::take(&mut cluster.admin_fingerprints)
+        .into_iter()
+        .enumerate()
+    {
+        if is_admin(cluster, &fp) {
+            continue;
+        }
+        let (holder, issued_at) = if i == 0 {
+            (INIT_HOLDER, created)
+        } else {
+            (UNKNOWN_HOLDER, 0)
+        };
+        cluster.admin_credentials.push(AdminCredential {
+            fingerprint: fp,
+            holder: holder.to_string(),
+            issued_at,
+        });
+    }
+}
+
+/// Removes the admin credentials with one of `fingerprints` and, when `holder` is not empty,
+/// every one held by `holder`; returns whether any was removed.
+pub fn revoke_admin_credentials(
+    cluster: &mut Cluster,
+    fingerprints: &[String],
+    holder: &str,
+) -> bool {
+    let before = cluster.admin_credentials.len();
+    cluster.admin_credentials.retain(|c| {
+        !fingerprints.contains(&c.fingerprint) && (holder.is_empty() || c.holder != holder)
+    });
+    cluster.admin_credentials.len() != before
+}
+
+/// Why a fingerprint prefix names no single admin credential.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PrefixError {
+    /// Nothing given.
+    #[error("a fingerprint prefix is needed")]
+    Empty,
+    /// No credential starts with it.
+    #[error("no admin credential has a fingerprint starting with {prefix:?}")]
+    NotFound {
+        /// The prefix asked for.
+        prefix: String,
+    },
+    /// Several do.
+    #[error(
+        "{prefix:?} is ambiguous: it starts {count} admin credential fingerprints, give more of it"
+    )]
+    Ambiguous {
+        /// The prefix asked for.
+        prefix: String,
+        /// How many credentials it matches.
+        count: usize,
+    },
+}
+
+/// The one admin credential whose fingerprint starts with `prefix` (case-insensitive; an exact
+/// fingerprint always wins).
+pub fn find_admin_credential<'a>(
+    creds: &'a [AdminCredential],
+    prefix: &str,
+) -> Result<&'a AdminCredential, PrefixError> {
+    let prefix = prefix.trim().to_ascii_lowercase();
+    if prefix.is_empty() {
+        return Err(PrefixError::Empty);
+    }
+    if let Some(c) = creds
+        .iter()
+        .find(|c| c.fingerprint.eq_ignore_ascii_case(&prefix))
+    {
+        return Ok(c);
+    }
+    let matching: Vec<&AdminCredential> = creds
+        .iter()
+        .filter(|c| c.fingerprint.to_ascii_lowercase().starts_with(&prefix))
+        .collect();
+    match matching.as_slice() {
+        [one] => Ok(one),
+        [] => Err(PrefixError::NotFound { prefix }),
+        many => Err(PrefixError::Ambiguous {
+            prefix,
+            count: many.len(),
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use shoal_proto::v1::ManagerStatus;
+
+    fn cred(fp: &str, holder: &str) -> AdminCredential {
+        AdminCredential {
+            fingerprint: fp.into(),
+            holder: holder.into(),
+            issued_at: 1,
+        }
+    }
+
+    #[test]
+    fn the_old_fingerprint_list_becomes_credentials_once() {
+        let mut c = Cluster {
+            meta: Some(shoal_proto::v1::Meta {
+                created_at: 7,
+                ..Default::default()
+            }),
+            admin_fingerprints: vec!["aa".into(), "bb".into()],
+            ..Default::default()
+        };
+        migrate_admin_credentials(&mut c);
+        assert!(c.admin_fingerprints.is_empty());
+        assert_eq!(
+            c.admin_credentials,
+            vec![
+                AdminCredential {
+                    fingerprint: "aa".into(),
+                    holder: INIT_HOLDER.into(),
+                    issued_at: 7
+                },
+                AdminCredential {
+                    fingerprint: "bb".into(),
+                    holder: UNKNOWN_HOLDER.into(),
+                    issued_at: 0
+                },
+            ]
+        );
+        assert!(is_admin(&c, "aa") && is_admin(&c, "bb"));
+        // An old writer's list again (a store replayed from before): no duplicates.
+        c.admin_fingerprints = vec!["aa".into()];
+        migrate_admin_credentials(&mut c);
+        assert_eq!(c.admin_credentials.len(), 2);
+    }
+
+    #[test]
+    fn a_revoked_credential_is_no_longer_an_admin() {
+        let mut c = Cluster {
+            admin_credentials: vec![cred("aa", "init"), cred("bb", "n2"), cred("cc", "n2")],
+            ..Default::default()
+        };
+        assert!(revoke_admin_credentials(&mut c, &["aa".into()], ""));
+        assert!(!is_admin(&c, "aa"));
+        assert!(is_admin(&c, "bb"));
+        // A demoted or removed manager: every credential it holds goes.
+        assert!(revoke_admin_credentials(&mut c, &[], "n2"));
+        assert!(c.admin_credentials.is_empty());
+        assert!(!revoke_admin_credentials(&mut c, &["zz".into()], "n9"));
+    }
+
+    #[test]
+    fn a_prefix_names_one_credential_or_is_refused() {
+        let creds = vec![cred("ab12", "init"), cred("ab34", "n2"), cred("cd", "n3")];
+        assert_eq!(
+            find_admin_credential(&creds, "AB3").map(|c| &*c.holder),
+            Ok("n2")
+        );
+        assert_eq!(
+            find_admin_credential(&creds, "cd").map(|c| &*c.holder),
+            Ok("n3")
+        );
+        assert_eq!(
+            find_admin_credential(&creds, "ab"),
+            Err(PrefixError::Ambiguous {
+                prefix: "ab".into(),
+                count: 2
+            })
+        );
+        assert!(matches!(
+            find_admin_credential(&creds, "ff"),
+            Err(PrefixError::NotFound { .. })
+        ));
+        assert_eq!(find_admin_credential(&creds, " "), Err(PrefixError::Empty));
+    }
 
     #[test]
     fn only_a_manager_only_node_certificate_is_a_managers() {

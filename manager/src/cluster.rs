@@ -44,6 +44,8 @@ pub struct PeerBook {
     addrs: RwLock<HashMap<u64, String>>,
     /// Fingerprints trusted before the store knows them (a new manager catching up).
     bootstrap_fingerprints: HashSet<String>,
+    /// Set once the store held a manager record: the join-time trust has ended for good.
+    caught_up: std::sync::atomic::AtomicBool,
 }
 
 impl PeerBook {
@@ -53,6 +55,7 @@ impl PeerBook {
             store,
             addrs: RwLock::new(peers.iter().cloned().collect()),
             bootstrap_fingerprints: fingerprints.into_iter().collect(),
+            caught_up: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -75,10 +78,51 @@ impl PeerBook {
         }
     }
 
+    /// Whether the join-time trust still counts: only until the store holds any manager record
+    /// (a joiner's first snapshot has them all); from then on the store alone decides.
+    fn store_knows_managers(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        if self.caught_up.load(Ordering::Relaxed) {
+            return true;
+        }
+        let knows = self
+            .store
+            .read(|s| s.nodes().any(|n| n.manager_status.is_some()));
+        if knows {
+            self.caught_up.store(true, Ordering::Relaxed);
+        }
+        knows
+    }
+
+    /// The Raft id a peer presenting certificate `fp` may send as, looked up afresh: the store's
+    /// manager records, or before they arrived, the join-time view.
+    pub fn sender_of(&self, fp: &str) -> Sender {
+        let stored = self.store.read(|s| {
+            s.nodes()
+                .filter(|n| n.manager_status.is_some())
+                .find(|n| crate::manager::manager_fingerprint(n) == fp)
+                .and_then(|n| n.manager_status.as_ref().map(|m| m.raft_id))
+        });
+        match stored {
+            Some(id) => Sender::Member(id),
+            None if !self.store_knows_managers() && self.bootstrap_fingerprints.contains(fp) => {
+                Sender::Bootstrap(
+                    self.addrs
+                        .read()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .keys()
+                        .copied()
+                        .collect(),
+                )
+            }
+            None => Sender::Stranger,
+        }
+    }
+
     /// Refuses a caller that is not a manager of this cluster.
     fn require_manager<T>(&self, req: &Request<T>) -> Result<(), Status> {
         if let Some(fp) = auth::peer_fingerprint(req) {
-            if self.bootstrap_fingerprints.contains(&fp) {
+            if self.bootstrap_fingerprints.contains(&fp) && !self.store_knows_managers() {
                 return Ok(());
             }
         }
@@ -90,6 +134,83 @@ impl PeerBook {
             _ => Err(Status::permission_denied(
                 "the raft service is for managers only",
             )),
+        }
+    }
+}
+
+/// Who a Raft peer's certificate lets it speak as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sender {
+    /// A manager of the store: exactly this Raft id.
+    Member(u64),
+    /// Trusted from the join response, before the store caught up: one of these peers' ids.
+    Bootstrap(HashSet<u64>),
+    /// No (longer a) manager.
+    Stranger,
+}
+
+/// Why a received Raft message is refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SenderError {
+    /// The message claims another manager's id than the certificate's.
+    #[error("raft message from {claimed} on the connection of manager {expected:?}")]
+    Mismatch {
+        /// `Message.from`.
+        claimed: u64,
+        /// The Raft id(s) the certificate may speak as.
+        expected: Vec<u64>,
+    },
+    /// The certificate is no (longer a) manager's.
+    #[error("the peer's certificate is not a manager's of this cluster (any more)")]
+    NotAManager,
+}
+
+/// The check of every message on one inbound `Raft.Send` stream: the sender id must be the raft
+/// id of the manager whose certificate is on the connection. The answer is cached per store
+/// applied index, so a demotion or removal counts from the next message after it is applied.
+pub struct SenderCheck {
+    book: Arc<PeerBook>,
+    fingerprint: String,
+    cached: Option<(u64, Sender)>,
+}
+
+impl SenderCheck {
+    /// The check for a connection presenting the certificate with fingerprint `fingerprint`.
+    pub fn new(book: Arc<PeerBook>, fingerprint: String) -> SenderCheck {
+        SenderCheck {
+            book,
+            fingerprint,
+            cached: None,
+        }
+    }
+
+    /// Whether a message claiming to be from `from` may be stepped.
+    pub fn check(&mut self, from: u64) -> Result<(), SenderError> {
+        let applied = self.book.store.applied_index();
+        let sender = match &self.cached {
+            Some((at, sender)) if *at == applied => sender.clone(),
+            _ => {
+                let sender = self.book.sender_of(&self.fingerprint);
+                self.cached = Some((applied, sender.clone()));
+                sender
+            }
+        };
+        match sender {
+            Sender::Member(id) if id == from => Ok(()),
+            Sender::Member(id) => Err(SenderError::Mismatch {
+                claimed: from,
+                expected: vec![id],
+            }),
+            Sender::Bootstrap(ids) if ids.contains(&from) => Ok(()),
+            Sender::Bootstrap(ids) => {
+                let mut expected: Vec<u64> = ids.into_iter().collect();
+                expected.sort_unstable();
+                Err(SenderError::Mismatch {
+                    claimed: from,
+                    expected,
+                })
+            }
+            Sender::Stranger => Err(SenderError::NotAManager),
         }
     }
 }
@@ -419,7 +540,11 @@ impl RaftService {
                     .cluster()
                     .cloned()
                     .ok_or_else(|| Status::unavailable("the cluster is not initialised yet"))?;
-                cluster.admin_fingerprints.push(admin_fp.clone());
+                cluster.admin_credentials.push(AdminCredential {
+                    fingerprint: admin_fp.clone(),
+                    holder: node_id.clone(),
+                    issued_at: now,
+                });
                 let worker = match &worker {
                     Some(w) => {
                         let fresh = s.node(&w.id).cloned().ok_or_else(|| {
@@ -580,10 +705,23 @@ impl Raft for RaftService {
         request: Request<Streaming<RaftMessage>>,
     ) -> Result<Response<RaftAck>, Status> {
         self.book.require_manager(&request)?;
+        let fingerprint = auth::peer_fingerprint(&request).unwrap_or_default();
+        let mut check = SenderCheck::new(self.book.clone(), fingerprint);
         let mut inbound = request.into_inner();
         while let Some(m) = inbound.message().await? {
             match Message::parse_from_bytes(&m.data) {
                 Ok(msg) => {
+                    match check.check(msg.from) {
+                        Ok(()) => {}
+                        Err(e @ SenderError::Mismatch { .. }) => {
+                            warn!(error = %e, "raft message with a forged sender dropped");
+                            continue;
+                        }
+                        Err(e @ SenderError::NotAManager) => {
+                            warn!(claimed = msg.from, error = %e, "raft stream refused");
+                            return Err(Status::permission_denied(e.to_string()));
+                        }
+                    }
                     if self.raft.step(msg).await.is_err() {
                         return Err(Status::unavailable("this manager is stopping"));
                     }
@@ -918,6 +1056,68 @@ impl shoal_proto::v1::cluster_admin_server::ClusterAdmin for ClusterAdminService
         info!(node.id = %id, raft_id, "manager demoted");
         Ok(Response::new(DemoteManagerResponse { node_id: id }))
     }
+
+    async fn list_admin_credentials(
+        &self,
+        request: Request<ListAdminCredentialsRequest>,
+    ) -> Result<Response<ListAdminCredentialsResponse>, Status> {
+        self.require_admin(&request)?;
+        let caller = auth::peer_fingerprint(&request).unwrap_or_default();
+        let credentials = self
+            .store
+            .read(|s| s.cluster().map(|c| c.admin_credentials.clone()))
+            .unwrap_or_default();
+        let caller_fingerprint = if credentials.iter().any(|c| c.fingerprint == caller) {
+            caller
+        } else {
+            String::new()
+        };
+        Ok(Response::new(ListAdminCredentialsResponse {
+            credentials,
+            caller_fingerprint,
+        }))
+    }
+
+    async fn revoke_admin_credential(
+        &self,
+        request: Request<RevokeAdminCredentialRequest>,
+    ) -> Result<Response<RevokeAdminCredentialResponse>, Status> {
+        self.require_admin(&request)?;
+        let caller = auth::peer_fingerprint(&request).unwrap_or_default();
+        let req = request.into_inner();
+        let cred = self.store.read(|s| {
+            let creds = s
+                .cluster()
+                .map(|c| c.admin_credentials.as_slice())
+                .unwrap_or(&[]);
+            auth::find_admin_credential(creds, &req.fingerprint_prefix)
+                .cloned()
+                .map_err(|e| match e {
+                    auth::PrefixError::NotFound { .. } => Status::not_found(e.to_string()),
+                    _ => Status::invalid_argument(e.to_string()),
+                })
+        })?;
+        if cred.fingerprint == caller && !req.force {
+            return Err(Status::failed_precondition(
+                "this is the credential this call is made with: revoking it locks you out (use --force to do it anyway)",
+            ));
+        }
+        // The proposal goes to the leader through the store; once applied, every manager
+        // refuses the certificate.
+        self.store
+            .propose(vec![StoreAction {
+                action: Some(Action::RevokeAdmin(AdminRevocation {
+                    fingerprints: vec![cred.fingerprint.clone()],
+                    holder: String::new(),
+                })),
+            }])
+            .await
+            .map_err(crate::error::to_status)?;
+        info!(fingerprint = %cred.fingerprint, holder = %cred.holder, "admin credential revoked");
+        Ok(Response::new(RevokeAdminCredentialResponse {
+            revoked: Some(cred),
+        }))
+    }
 }
 
 /// Whether `node` can be promoted: a worker (or one whose promotion is under way) that is up
@@ -1084,6 +1284,183 @@ pub(crate) mod tests {
             active: active.to_vec(),
             ..Default::default()
         }
+    }
+
+    fn apply(store: &Store, index: u64, actions: Vec<Action>) {
+        let req = StoreRequest {
+            request_id: index,
+            actions: actions
+                .into_iter()
+                .map(|a| StoreAction { action: Some(a) })
+                .collect(),
+        };
+        store.apply(index, &req).expect("apply");
+    }
+
+    fn manager(id: &str, fp: &str, raft_id: u64) -> Node {
+        Node {
+            id: id.into(),
+            cert_fingerprint: fp.into(),
+            manager_status: Some(ManagerStatus {
+                raft_id,
+                addr: format!("10.0.0.{raft_id}:4242"),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_raft_message_must_come_from_the_certificates_manager() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open store");
+        // A joiner before its store caught up: the join response's managers, by their ids.
+        let book = PeerBook::new(
+            store.clone(),
+            &[(1, "10.0.0.1:4242".into()), (2, "10.0.0.2:4242".into())],
+            vec!["fp1".into(), "fp2".into()],
+        );
+        let mut one = SenderCheck::new(book.clone(), "fp1".into());
+        assert_eq!(one.check(1), Ok(()));
+        assert!(matches!(
+            one.check(9),
+            Err(SenderError::Mismatch { claimed: 9, .. })
+        ));
+        let mut stranger = SenderCheck::new(book.clone(), "nobody".into());
+        assert_eq!(stranger.check(1), Err(SenderError::NotAManager));
+
+        // The store knows better: fp1 is manager 1 only, and fp2 is no manager at all.
+        apply(&store, 1, vec![Action::PutNode(manager("n1", "fp1", 1))]);
+        assert_eq!(one.check(1), Ok(()));
+        assert_eq!(
+            one.check(2),
+            Err(SenderError::Mismatch {
+                claimed: 2,
+                expected: vec![1]
+            })
+        );
+        let mut two = SenderCheck::new(book.clone(), "fp2".into());
+        assert_eq!(two.check(2), Err(SenderError::NotAManager));
+
+        // Demoted: from the next message on, its stream is refused. (The stored record: a put
+        // carries the version it read.)
+        let stored = store.read(|s| s.node("n1").cloned()).expect("n1 is stored");
+        apply(
+            &store,
+            2,
+            vec![Action::PutNode(crate::manager::demoted_node(&stored))],
+        );
+        assert_eq!(one.check(1), Err(SenderError::NotAManager));
+    }
+
+    #[test]
+    fn a_demoted_managers_node_and_admin_certificates_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open store");
+        let cluster = Cluster {
+            id: "c".into(),
+            admin_credentials: vec![
+                AdminCredential {
+                    fingerprint: "admin-init".into(),
+                    holder: auth::INIT_HOLDER.into(),
+                    issued_at: 1,
+                },
+                AdminCredential {
+                    fingerprint: "admin-n2".into(),
+                    holder: "n2".into(),
+                    issued_at: 2,
+                },
+                AdminCredential {
+                    fingerprint: "admin-n3".into(),
+                    holder: "n3".into(),
+                    issued_at: 3,
+                },
+            ],
+            ..Default::default()
+        };
+        apply(
+            &store,
+            1,
+            vec![
+                Action::PutCluster(cluster),
+                Action::PutNode(manager("n1", "fp1", 1)),
+                Action::PutNode(manager("n2", "fp2", 2)),
+                Action::PutNode(manager("n3", "fp3", 3)),
+            ],
+        );
+        let caller = |fp: &str| store.read(|s| auth::caller_of(s, fp));
+        assert_eq!(caller("admin-n2").ok(), Some(Caller::Admin));
+        assert!(matches!(
+            caller("fp2"),
+            Ok(Caller::Node {
+                role: NodeRole::RoleManager,
+                ..
+            })
+        ));
+
+        let n2 = store.read(|s| s.node("n2").cloned()).expect("n2");
+        apply(
+            &store,
+            2,
+            vec![Action::PutNode(crate::manager::demoted_node(&n2))],
+        );
+        assert_eq!(
+            caller("admin-n2").map_err(|s| s.code()),
+            Err(Code::PermissionDenied)
+        );
+        assert_eq!(
+            caller("fp2").map_err(|s| s.code()),
+            Err(Code::PermissionDenied)
+        );
+        assert_eq!(caller("admin-init").ok(), Some(Caller::Admin));
+
+        // Removal does the same for a manager removed outright.
+        apply(&store, 3, vec![Action::RemoveNode("n3".into())]);
+        assert_eq!(
+            caller("admin-n3").map_err(|s| s.code()),
+            Err(Code::PermissionDenied)
+        );
+
+        // Revoked by fingerprint: refused at once.
+        apply(
+            &store,
+            4,
+            vec![Action::RevokeAdmin(AdminRevocation {
+                fingerprints: vec!["admin-init".into()],
+                holder: String::new(),
+            })],
+        );
+        assert_eq!(
+            caller("admin-init").map_err(|s| s.code()),
+            Err(Code::PermissionDenied)
+        );
+    }
+
+    #[test]
+    fn a_store_written_before_holders_migrates_its_admin_list() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let store = Store::open(dir.path()).expect("open store");
+            apply(
+                &store,
+                1,
+                vec![Action::PutCluster(Cluster {
+                    id: "c".into(),
+                    admin_fingerprints: vec!["old-admin".into()],
+                    ..Default::default()
+                })],
+            );
+            store.flush().expect("flush");
+        }
+        let store = Store::open(dir.path()).expect("reopen store");
+        let c = store.read(|s| s.cluster().cloned()).expect("cluster");
+        assert!(c.admin_fingerprints.is_empty());
+        assert_eq!(c.admin_credentials.len(), 1);
+        assert_eq!(c.admin_credentials[0].holder, auth::INIT_HOLDER);
+        assert_eq!(
+            store.read(|s| auth::caller_of(s, "old-admin")).ok(),
+            Some(Caller::Admin)
+        );
     }
 
     #[test]

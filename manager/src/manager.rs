@@ -221,7 +221,15 @@ pub(crate) fn promoted_node(
 pub(crate) fn demoted_node(node: &Node) -> Node {
     let mut node = node.clone();
     node.spec.get_or_insert_with(Default::default).role = NodeRole::RoleWorker as i32;
-    node.manager_status = None;
+    // A manager started with init/join has no agent: its node certificate is its manager's,
+    // which must stop working with the demotion (a promoted worker's agent keeps its own).
+    if node
+        .manager_status
+        .take()
+        .is_some_and(|m| m.cert_fingerprint.is_empty())
+    {
+        node.cert_fingerprint.clear();
+    }
     node
 }
 
@@ -358,7 +366,12 @@ pub async fn init(opts: ManagerOptions) -> Result<(), ManagerError> {
         worker_token_secret: shoal_proto::token::new_secret(),
         manager_token_secret: shoal_proto::token::new_secret(),
         heartbeat_period_ns: opts.heartbeat_period.as_nanos() as i64,
-        admin_fingerprints: vec![pki::fingerprint_pem(&admin_id.cert_pem)?],
+        admin_fingerprints: Vec::new(),
+        admin_credentials: vec![shoal_proto::v1::AdminCredential {
+            fingerprint: pki::fingerprint_pem(&admin_id.cert_pem)?,
+            holder: crate::auth::INIT_HOLDER.into(),
+            issued_at: now,
+        }],
     };
     let node = manager_node(
         &node_id,

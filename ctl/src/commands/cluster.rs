@@ -1,11 +1,12 @@
-//! `shoalctl cluster join-token`, `cluster status`.
+//! `shoalctl cluster join-token`, `cluster status`, `cluster admin ls|revoke`.
 
 use anyhow::Result;
 use shoal_proto::v1::{
-    ClusterStatusRequest, DemoteManagerRequest, JoinTokenRequest, ManagerInfo, NodeRole,
+    AdminCredential, ClusterStatusRequest, DemoteManagerRequest, JoinTokenRequest,
+    ListAdminCredentialsRequest, ManagerInfo, NodeRole, RevokeAdminCredentialRequest,
 };
 
-use crate::cli::{Format, JoinTokenArgs, Role};
+use crate::cli::{AdminRevokeArgs, Format, JoinTokenArgs, Role};
 use crate::client::{Control, ManagerChannel};
 use crate::output;
 
@@ -128,6 +129,72 @@ pub async fn demote(channel: ManagerChannel, nodes: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// How many hex digits of a fingerprint the admin table shows.
+const SHORT_FINGERPRINT: usize = 12;
+
+/// The `--format json` object of one admin credential.
+pub fn admin_json(c: &AdminCredential) -> serde_json::Value {
+    serde_json::json!({
+        "Fingerprint": c.fingerprint, "Holder": c.holder, "IssuedAt": output::rfc3339(c.issued_at),
+    })
+}
+
+/// The table `cluster admin ls` prints; `caller` (the fingerprint in use) is marked `*`.
+pub fn admin_table(creds: &[AdminCredential], caller: &str) -> String {
+    let mut t = output::table::Table::new(&["ID", "HOLDER", "ISSUED"]);
+    for c in creds {
+        let short: String = c.fingerprint.chars().take(SHORT_FINGERPRINT).collect();
+        let id = if !caller.is_empty() && c.fingerprint == caller {
+            format!("{short} *")
+        } else {
+            short
+        };
+        let issued = if c.issued_at > 0 {
+            output::rfc3339(c.issued_at)
+        } else {
+            "unknown".into()
+        };
+        t.row(vec![id, c.holder.clone(), issued]);
+    }
+    t.render()
+}
+
+/// `cluster admin ls`: every admin credential the cluster accepts.
+pub async fn admin_ls(channel: ManagerChannel, format: Format) -> Result<()> {
+    let resp = crate::client::cluster_admin(channel)
+        .list_admin_credentials(ListAdminCredentialsRequest {})
+        .await
+        .map_err(status_err)?
+        .into_inner();
+    let text = match format {
+        Format::Json => resp
+            .credentials
+            .iter()
+            .map(|c| output::json::line(&admin_json(c)))
+            .collect(),
+        Format::Table => admin_table(&resp.credentials, &resp.caller_fingerprint),
+    };
+    Ok(output::print(&text)?)
+}
+
+/// `cluster admin revoke FINGERPRINT_PREFIX [--force]`.
+pub async fn admin_revoke(channel: ManagerChannel, a: &AdminRevokeArgs) -> Result<()> {
+    let revoked = crate::client::cluster_admin(channel)
+        .revoke_admin_credential(RevokeAdminCredentialRequest {
+            fingerprint_prefix: a.fingerprint_prefix.clone(),
+            force: a.force,
+        })
+        .await
+        .map_err(status_err)?
+        .into_inner()
+        .revoked
+        .unwrap_or_default();
+    Ok(output::print(&format!(
+        "Admin credential {} (holder {}) revoked.\n",
+        revoked.fingerprint, revoked.holder
+    ))?)
+}
+
 fn status_err(s: tonic::Status) -> anyhow::Error {
     crate::client::status(s)
 }
@@ -143,6 +210,37 @@ mod tests {
             "To add a worker to this cluster, run the following commands:\n\n    (umask 077; echo SHOAL-1-abc > /etc/shoal/join-token)\n    shoal-agent join --data-dir /var/lib/shoal/agent --token-file /etc/shoal/join-token 10.0.0.1:4242\n\n"
         );
         assert!(join_instructions(Role::Manager, "t", "a:1").starts_with("To add a manager"));
+    }
+
+    #[test]
+    fn admin_rows() {
+        let creds = vec![
+            AdminCredential {
+                fingerprint: "0123456789abcdef0123".into(),
+                holder: "init".into(),
+                issued_at: 1_700_000_000_000_000_000,
+            },
+            AdminCredential {
+                fingerprint: "fedcba9876543210fedc".into(),
+                holder: "n2".into(),
+                issued_at: 0,
+            },
+        ];
+        let text = admin_table(&creds, "fedcba9876543210fedc");
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(
+            lines[0].starts_with("ID")
+                && lines[0].contains("HOLDER")
+                && lines[0].contains("ISSUED")
+        );
+        assert!(lines[1].starts_with("0123456789ab ") && lines[1].contains("init"));
+        assert!(lines[2].starts_with("fedcba987654 *") && lines[2].contains("unknown"));
+        let j = admin_json(&creds[0]);
+        assert_eq!(j["Fingerprint"], "0123456789abcdef0123");
+        assert_eq!(j["Holder"], "init");
+        assert!(j["IssuedAt"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("2023-")));
     }
 
     #[test]

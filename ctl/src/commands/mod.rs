@@ -8,7 +8,9 @@ pub mod service;
 
 use anyhow::{anyhow, Result};
 
-use crate::cli::{Cli, ClusterCommand, Command, NetworkCommand, NodeCommand, ServiceCommand};
+use crate::cli::{
+    AdminCommand, Cli, ClusterCommand, Command, NetworkCommand, NodeCommand, ServiceCommand,
+};
 use crate::client::{self, Connection};
 
 /// Runs one command line against the cluster.
@@ -80,5 +82,11 @@ pub async fn run(cli: Cli) -> Result<()> {
             cluster::join_token(c, &args, &manager_addr).await
         }
         Command::Cluster(ClusterCommand::Status) => cluster::status(channel, format).await,
+        Command::Cluster(ClusterCommand::Admin(AdminCommand::Ls)) => {
+            cluster::admin_ls(channel, format).await
+        }
+        Command::Cluster(ClusterCommand::Admin(AdminCommand::Revoke(args))) => {
+            cluster::admin_revoke(channel, &args).await
+        }
     }
 }

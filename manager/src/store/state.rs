@@ -280,7 +280,10 @@ impl State {
     pub(crate) fn put(&mut self, obj: Object) -> Option<Object> {
         let old = self.remove(&obj.key());
         match obj {
-            Object::Cluster(c) => {
+            Object::Cluster(mut c) => {
+                // On load and on apply alike: a store or entry written before admin credentials
+                // had holders still grants exactly the admins it did.
+                crate::auth::migrate_admin_credentials(&mut c);
                 self.clusters.insert(c.id.clone(), c);
             }
             Object::Node(n) => {
@@ -514,10 +517,26 @@ impl State {
                     n.attachments = old.attachments.clone();
                     n.mesh_addr = old.mesh_addr.clone();
                 }
+                // A manager demoted: the admin certificates issued to it go in the same apply.
+                let demoted = n.manager_status.is_none()
+                    && self
+                        .nodes
+                        .get(&n.id)
+                        .is_some_and(|old| old.manager_status.is_some());
+                let id = n.id.clone();
                 set_version(&mut n.meta, index);
                 self.write(Object::Node(n), applied);
+                if demoted {
+                    self.revoke_admins(index, &[], &id, applied);
+                }
             }
-            Action::RemoveNode(id) => self.delete(&(Kind::Node, id.clone()), applied),
+            Action::RemoveNode(id) => {
+                self.delete(&(Kind::Node, id.clone()), applied);
+                self.revoke_admins(index, &[], id, applied);
+            }
+            Action::RevokeAdmin(r) => {
+                self.revoke_admins(index, &r.fingerprints, &r.holder, applied)
+            }
             Action::CreateService(s) => {
                 let name = service_name(s);
                 if self.services.contains_key(&s.id) {
@@ -778,6 +797,24 @@ impl State {
             }
         }
         Ok(())
+    }
+
+    /// Removes admin credentials (see [`crate::auth::revoke_admin_credentials`]), writing the
+    /// cluster object only if one went.
+    fn revoke_admins(
+        &mut self,
+        index: u64,
+        fingerprints: &[String],
+        holder: &str,
+        applied: &mut Applied,
+    ) {
+        let Some(mut c) = self.cluster().cloned() else {
+            return;
+        };
+        if crate::auth::revoke_admin_credentials(&mut c, fingerprints, holder) {
+            set_version(&mut c.meta, index);
+            self.write(Object::Cluster(c), applied);
+        }
     }
 
     /// Upserts `obj`, recording the event and the undo entry.
