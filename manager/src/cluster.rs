@@ -983,17 +983,7 @@ impl shoal_proto::v1::cluster_admin_server::ClusterAdmin for ClusterAdminService
         if pending {
             // A promotion not done yet: call it off (the agent is told to stop what it started).
             let id = node.id.clone();
-            self.store
-                .propose_fresh(|s| {
-                    let actions = match s.node(&id) {
-                        Some(n) => vec![StoreAction {
-                            action: Some(Action::PutNode(crate::manager::demoted_node(n))),
-                        }],
-                        None => Vec::new(),
-                    };
-                    Ok::<_, Status>((actions, ()))
-                })
-                .await?;
+            put_demoted(&self.store, &id).await?;
             info!(node.id = %id, "promotion called off");
             return Ok(Response::new(DemoteManagerResponse { node_id: id }));
         }
@@ -1042,17 +1032,7 @@ impl shoal_proto::v1::cluster_admin_server::ClusterAdmin for ClusterAdminService
             .await
             .map_err(crate::error::to_status)?;
         let id = node.id.clone();
-        self.store
-            .propose_fresh(|s| {
-                let actions = match s.node(&id) {
-                    Some(n) => vec![StoreAction {
-                        action: Some(Action::PutNode(crate::manager::demoted_node(n))),
-                    }],
-                    None => Vec::new(),
-                };
-                Ok::<_, Status>((actions, ()))
-            })
-            .await?;
+        put_demoted(&self.store, &id).await?;
         info!(node.id = %id, raft_id, "manager demoted");
         Ok(Response::new(DemoteManagerResponse { node_id: id }))
     }
@@ -1165,6 +1145,22 @@ pub fn check_demotion(
         ));
     }
     Ok(())
+}
+
+/// Writes node `id` back as a worker (a demotion, or a promotion called off), built from a fresh
+/// read each time a concurrent write makes it out of sequence; a node gone meanwhile is left alone.
+async fn put_demoted(store: &Store, id: &str) -> Result<(), Status> {
+    store
+        .propose_fresh(|s| {
+            let actions = match s.node(id) {
+                Some(n) => vec![StoreAction {
+                    action: Some(Action::PutNode(crate::manager::demoted_node(n))),
+                }],
+                None => Vec::new(),
+            };
+            Ok::<_, Status>((actions, ()))
+        })
+        .await
 }
 
 #[cfg(test)]

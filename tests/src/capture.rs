@@ -122,13 +122,14 @@ fn capture_thread(
 }
 
 /// Enters `netns` (this thread only) and opens a raw packet socket bound to `ifname`.
-fn open_socket(netns: &Path, ifname: &str) -> Result<OwnedFd> {
+/// An AF_PACKET socket for `protocol` (network byte order; 0 receives nothing) inside `netns`,
+/// entered by the calling thread, and the index of `ifname` there.
+fn packet_socket(netns: &Path, ifname: &str, protocol: u16) -> Result<(OwnedFd, i32)> {
     let ns = File::open(netns).with_context(|| format!("opening {}", netns.display()))?;
     nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
         .with_context(|| format!("entering {}", netns.display()))?;
-    let proto = (libc::ETH_P_ALL as u16).to_be();
     // SAFETY: plain socket(2) call; the result is checked before use.
-    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, i32::from(proto)) };
+    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, i32::from(protocol)) };
     if fd < 0 {
         return Err(std::io::Error::last_os_error()).context("socket(AF_PACKET)");
     }
@@ -140,11 +141,17 @@ fn open_socket(netns: &Path, ifname: &str) -> Result<OwnedFd> {
     if index == 0 {
         bail!("no interface {ifname} in {}", netns.display());
     }
+    Ok((sock, index as i32))
+}
+
+fn open_socket(netns: &Path, ifname: &str) -> Result<OwnedFd> {
+    let proto = (libc::ETH_P_ALL as u16).to_be();
+    let (sock, index) = packet_socket(netns, ifname, proto)?;
     // SAFETY: sockaddr_ll is plain old data; all-zero is a valid starting value.
     let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
     addr.sll_family = libc::AF_PACKET as u16;
     addr.sll_protocol = proto;
-    addr.sll_ifindex = index as i32;
+    addr.sll_ifindex = index;
     // SAFETY: `addr` is a valid sockaddr_ll and the length passed is its size.
     let rc = unsafe {
         libc::bind(
@@ -267,27 +274,12 @@ pub fn send_frame(netns: &Path, ifname: &str, frame: &[u8]) -> Result<()> {
 }
 
 fn send_frame_here(netns: &Path, ifname: &str, frame: &[u8]) -> Result<()> {
-    let ns = File::open(netns).with_context(|| format!("opening {}", netns.display()))?;
-    nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
-        .with_context(|| format!("entering {}", netns.display()))?;
     // Protocol 0: this socket only sends, and receives nothing.
-    // SAFETY: plain socket(2) call; the result is checked before use.
-    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error()).context("socket(AF_PACKET)");
-    }
-    // SAFETY: `fd` was just returned by socket(2) and is owned by nothing else.
-    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
-    let cname = std::ffi::CString::new(ifname).context("interface name")?;
-    // SAFETY: `cname` is a valid NUL-terminated string for the duration of the call.
-    let index = unsafe { libc::if_nametoindex(cname.as_ptr()) };
-    if index == 0 {
-        bail!("no interface {ifname} in {}", netns.display());
-    }
+    let (sock, index) = packet_socket(netns, ifname, 0)?;
     // SAFETY: sockaddr_ll is plain old data; all-zero is a valid starting value.
     let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
     addr.sll_family = libc::AF_PACKET as u16;
-    addr.sll_ifindex = index as i32;
+    addr.sll_ifindex = index;
     addr.sll_halen = 6;
     addr.sll_addr[..6].copy_from_slice(&frame[..6.min(frame.len())]);
     // SAFETY: `frame` is valid for `frame.len()` bytes, `addr` is a valid sockaddr_ll and the
