@@ -17,6 +17,7 @@ pub mod spec;
 pub mod state;
 pub mod token;
 pub mod units;
+pub mod wire;
 
 /// A new random object id: 25 lower-case alphanumerics, as swarm's ids.
 pub fn new_id() -> String {

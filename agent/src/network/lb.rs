@@ -179,7 +179,7 @@ pub fn ingress_port_rules(ingress: &NetworkView) -> Vec<PortRule> {
     for service in &ingress.services {
         let addrs = running_addrs(ingress, &service.service_id);
         for port in &service.ports {
-            if !(port.publish_mode.is_empty() || port.publish_mode == "ingress") {
+            if !port.is_ingress() {
                 continue;
             }
             let (Some(protocol), Ok(published_port), Ok(target_port)) = (

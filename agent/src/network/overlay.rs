@@ -608,7 +608,7 @@ impl Networks {
             .endpoint
             .iter()
             .flat_map(|e| e.ports.iter())
-            .filter(|p| p.publish_mode == "host" && p.published_port != 0)
+            .filter(|p| p.is_host_mode() && p.published_port != 0)
             .filter_map(|p| {
                 Some(HostPort {
                     protocol: Protocol::parse(&p.protocol)?,

@@ -56,11 +56,6 @@ pub struct Snapshot {
     pub desired: usize,
 }
 
-fn state_of(t: &Task) -> TaskState {
-    let s = t.status.as_ref().map(|s| s.state).unwrap_or_default();
-    TaskState::try_from(s).unwrap_or(TaskState::TaskNew)
-}
-
 fn wants_running(t: &Task) -> bool {
     TaskState::try_from(t.desired_state).is_ok_and(|d| d <= TaskState::TaskRunning)
 }
@@ -74,18 +69,21 @@ fn slot_of(label: String, tasks: &[&Task]) -> Slot {
         tasks
             .iter()
             .filter(|t| pred(t))
-            .max_by_key(|t| (created(t), state_of(t)))
+            .max_by_key(|t| (created(t), t.observed_state()))
             .copied()
     };
     let current = newest(&wants_running).or_else(|| newest(&|_| true));
-    let ended = tasks.iter().filter(|t| state_of(t).is_terminal()).count() as u64;
+    let ended = tasks
+        .iter()
+        .filter(|t| t.observed_state().is_terminal())
+        .count() as u64;
     match current {
         Some(t) => {
             let st = t.status.clone().unwrap_or_default();
             Slot {
                 label,
                 task_id: t.id.clone(),
-                state: Some(state_of(t)),
+                state: Some(t.observed_state()),
                 err: st.err,
                 message: st.message,
                 exit_code: st.exit_code,

@@ -31,11 +31,6 @@ pub const MAX_ACTIONS_PER_WRITE: usize = 500;
 /// The message of a task waiting for its addresses.
 const ALLOCATING: &str = "waiting for network addresses";
 
-/// The publish mode of a port ("ingress" unless it says "host").
-pub fn is_ingress_port(p: &PortConfig) -> bool {
-    p.publish_mode.is_empty() || p.publish_mode == "ingress"
-}
-
 fn protocol(p: &PortConfig) -> &str {
     if p.protocol.is_empty() {
         "tcp"
@@ -46,7 +41,7 @@ fn protocol(p: &PortConfig) -> &str {
 
 /// Whether an endpoint spec publishes a port in ingress mode (its tasks join `ingress`).
 pub fn publishes_ingress(spec: Option<&EndpointSpec>) -> bool {
-    spec.is_some_and(|e| e.ports.iter().any(is_ingress_port))
+    spec.is_some_and(|e| e.ports.iter().any(PortConfig::is_ingress))
 }
 
 /// The network holding the routing mesh, if it exists.
@@ -61,10 +56,6 @@ fn network_name(n: &Network) -> &str {
 
 fn is_overlay(n: &Network) -> bool {
     n.spec.as_ref().is_some_and(|s| s.driver == "overlay")
-}
-
-fn task_state(t: &Task) -> TaskState {
-    t.status.as_ref().map_or(TaskState::TaskNew, |s| s.state())
 }
 
 fn exhausted(n: &Network, range: &Range) -> String {
@@ -236,7 +227,7 @@ impl Pass<'_> {
         let explicit: HashSet<(&str, u32)> = spec
             .ports
             .iter()
-            .filter(|p| is_ingress_port(p) && p.published_port != 0)
+            .filter(|p| p.is_ingress() && p.published_port != 0)
             .map(|p| (protocol(p), p.published_port))
             .collect();
         for (proto, port) in &explicit {
@@ -258,10 +249,10 @@ impl Pass<'_> {
         let mut out = Vec::new();
         for p in &spec.ports {
             let mut q = p.clone();
-            if is_ingress_port(p) && p.published_port == 0 {
+            if p.is_ingress() && p.published_port == 0 {
                 let old = current.ports.iter().enumerate().find(|(i, o)| {
                     !reused.contains(i)
-                        && is_ingress_port(o)
+                        && o.is_ingress()
                         && o.name == p.name
                         && protocol(o) == protocol(p)
                         && o.target_port == p.target_port
@@ -439,7 +430,7 @@ impl Allocator {
         let mut endpoints: HashMap<&str, Result<Option<Endpoint>, String>> = HashMap::new();
         let has_new_tasks: HashSet<&str> = s
             .tasks()
-            .filter(|t| task_state(t) == TaskState::TaskNew)
+            .filter(|t| t.observed_state() == TaskState::TaskNew)
             .map(|t| t.service_id.as_str())
             .collect();
         for svc in s.services() {
@@ -463,7 +454,10 @@ impl Allocator {
             endpoints.insert(svc.id.as_str(), planned);
         }
 
-        for t in s.tasks().filter(|t| task_state(t) == TaskState::TaskNew) {
+        for t in s
+            .tasks()
+            .filter(|t| t.observed_state() == TaskState::TaskNew)
+        {
             if t.desired_state > TaskState::TaskRunning as i32 {
                 // Shut down before it got its addresses: it ends here.
                 out.push(action(Action::TaskStatus(TaskStatusUpdate {

@@ -143,7 +143,7 @@ fn addrs(t: &Task) -> Vec<(String, Vec<String>)> {
 }
 
 fn state_of(s: &State, id: &str) -> TaskState {
-    task_state(s.task(id).unwrap())
+    s.task(id).unwrap().observed_state()
 }
 
 #[test]
@@ -418,7 +418,7 @@ fn many_tasks_in_one_pass_never_share_an_address() {
     let mut seen = HashSet::new();
     for id in &ids {
         let t = s.task(id).unwrap();
-        assert_eq!(task_state(t), TaskState::TaskPending);
+        assert_eq!(t.observed_state(), TaskState::TaskPending);
         for a in &t.networks {
             for addr in &a.addresses {
                 assert!(
@@ -603,7 +603,7 @@ async fn the_driver_makes_missing_networks_then_allocates_on_events() {
         .unwrap();
     wait_for(&store, "the task's allocation", |s| {
         s.task("t")
-            .is_some_and(|t| task_state(t) == TaskState::TaskPending)
+            .is_some_and(|t| t.observed_state() == TaskState::TaskPending)
     })
     .await;
     store.read(|s| {

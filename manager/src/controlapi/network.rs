@@ -299,7 +299,7 @@ pub fn check_endpoint(
                             .and_then(|sp| sp.endpoint.as_ref())
                             .is_some_and(|e| {
                                 e.ports.iter().any(|q| {
-                                    crate::allocator::is_ingress_port(q)
+                                    q.is_ingress()
                                         && q.published_port == p.published_port
                                         && (q.protocol == p.protocol
                                             || (q.protocol.is_empty() && p.protocol == "tcp"))

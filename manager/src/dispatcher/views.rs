@@ -262,9 +262,10 @@ fn node_addr(state: &State, node_id: &str, encrypted: bool) -> String {
 
 /// Whether a service has an ingress-mode published port allocated (the routing mesh carries it).
 fn publishes_ingress(s: &Service) -> bool {
-    s.endpoint.iter().flat_map(|e| e.ports.iter()).any(|p| {
-        p.published_port != 0 && (p.publish_mode.is_empty() || p.publish_mode == "ingress")
-    })
+    s.endpoint
+        .iter()
+        .flat_map(|e| e.ports.iter())
+        .any(|p| p.published_port != 0 && p.is_ingress())
 }
 
 /// The ingress network's id while a service publishes an ingress-mode port.

@@ -60,13 +60,6 @@ impl Plan {
     }
 }
 
-/// A task's observed state (`TASK_NEW` when it has no status yet).
-fn status_state(task: &Task) -> TaskState {
-    task.status
-        .as_ref()
-        .map_or(TaskState::TaskNew, |s| s.state())
-}
-
 /// Newest last: by creation time, then id.
 fn age_key(task: &Task) -> (i64, &str) {
     (task.meta.map_or(0, |m| m.created_at), task.id.as_str())
@@ -144,13 +137,13 @@ fn hold_for_replacement(
     now_ns: i64,
 ) -> Option<i64> {
     let st = replacement.status.as_ref();
-    let state = status_state(replacement);
+    let state = replacement.observed_state();
     // Waiting for a node (or for an address) with an error: it may wait for a long time.
     let unschedulable = state < TaskState::TaskAssigned && st.is_some_and(|s| !s.err.is_empty());
     let until = replacement.meta.map_or(0, |m| m.created_at) + DRAIN_HOLD_NS;
     let hold = goal.wanted
         && (goal.draining)(old)
-        && !status_state(old).is_terminal()
+        && !old.observed_state().is_terminal()
         && state < TaskState::TaskRunning
         && !unschedulable
         && now_ns < until;
@@ -187,7 +180,7 @@ fn reconcile_slot(
             }
         }
         None => plan.create.push(new_task()),
-        Some(t) if status_state(t).is_terminal() => {
+        Some(t) if t.observed_state().is_terminal() => {
             match restart::decide(goal.restart, t, tasks, now_ns) {
                 Restart::Now => {
                     plan.shut_down(t);
@@ -216,7 +209,7 @@ fn reconcile_slot(
     // History: ended tasks no longer meant to run, including those shut down just now.
     let mut history: Vec<&Task> = tasks
         .iter()
-        .filter(|t| status_state(t).is_terminal())
+        .filter(|t| t.observed_state().is_terminal())
         .filter(|t| t.desired_state() >= TaskState::TaskShutdown || plan.shutdown.contains(&t.id))
         .copied()
         .collect();
@@ -259,19 +252,14 @@ fn new_task(service: &Service, slot: u64, node_id: &str, now_ns: i64) -> Task {
     }
 }
 
-/// Whether a port is published through the routing mesh (ingress mode, the default).
-fn is_ingress_port(p: &PortConfig) -> bool {
-    p.publish_mode.is_empty() || p.publish_mode == "ingress"
-}
-
 /// What of an endpoint spec a task depends on: whether it joins `ingress` (the service
 /// publishes ingress-mode ports) and the host-mode ports its node publishes.
 fn endpoint_needs(spec: Option<&EndpointSpec>) -> (bool, Vec<(String, u32, u32)>) {
     let ports = spec.map(|e| e.ports.as_slice()).unwrap_or_default();
-    let ingress = ports.iter().any(is_ingress_port);
+    let ingress = ports.iter().any(PortConfig::is_ingress);
     let mut host: Vec<(String, u32, u32)> = ports
         .iter()
-        .filter(|p| !is_ingress_port(p))
+        .filter(|p| !p.is_ingress())
         .map(|p| {
             let proto = if p.protocol.is_empty() {
                 "tcp"
@@ -306,7 +294,7 @@ pub fn is_outdated(service: &Service, task: &Task) -> bool {
     if task.spec.as_ref() != spec.and_then(|s| s.task.as_ref()) {
         return true;
     }
-    if status_state(task) == TaskState::TaskNew {
+    if task.observed_state() == TaskState::TaskNew {
         return false; // the allocator gives it the service's current endpoint
     }
     let had = endpoint_needs(task.endpoint.as_ref().and_then(|e| e.spec.as_ref()));
@@ -419,7 +407,7 @@ pub fn reconcile_service(service: &Service, tasks: &[&Task], nodes: &[&Node], no
 pub fn reconcile_removed(tasks: &[&Task]) -> Plan {
     let mut plan = Builder::default();
     for t in tasks {
-        if status_state(t).is_terminal() || t.node_id.is_empty() {
+        if t.observed_state().is_terminal() || t.node_id.is_empty() {
             plan.remove.insert(t.id.clone());
         } else {
             plan.shut_down(t);

@@ -2,8 +2,6 @@
 
 use shoal_proto::v1::{RestartCondition, RestartPolicy, Task, TaskState};
 
-use super::status_state;
-
 /// What the restart policy says about a slot whose current task ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Restart {
@@ -22,7 +20,7 @@ pub enum Restart {
 /// slot's other tasks that ended within the window are the earlier attempts, so `max_attempts = 1`
 /// lets the first task be replaced once.
 pub fn decide(policy: &RestartPolicy, ended: &Task, history: &[&Task], now_ns: i64) -> Restart {
-    let state = status_state(ended);
+    let state = ended.observed_state();
     let exit_code = ended.status.as_ref().map_or(0, |s| s.exit_code);
     let failed = matches!(
         state,
@@ -39,7 +37,7 @@ pub fn decide(policy: &RestartPolicy, ended: &Task, history: &[&Task], now_ns: i
     if policy.max_attempts > 0 {
         let earlier = history
             .iter()
-            .filter(|t| t.id != ended.id && status_state(t).is_terminal())
+            .filter(|t| t.id != ended.id && t.observed_state().is_terminal())
             .filter(|t| policy.window_ns <= 0 || now_ns - ended_at(t) <= policy.window_ns)
             .count();
         if earlier as u64 >= policy.max_attempts {

@@ -160,7 +160,7 @@ pub fn host_ports(endpoint: Option<&Endpoint>) -> Vec<HostPort> {
     };
     let mut out: Vec<HostPort> = ports
         .iter()
-        .filter(|p| p.publish_mode == "host" && p.published_port != 0)
+        .filter(|p| p.is_host_mode() && p.published_port != 0)
         .map(|p| HostPort {
             protocol: match p.protocol.as_str() {
                 "udp" => Protocol::Udp,

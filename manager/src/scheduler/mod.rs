@@ -64,13 +64,7 @@ pub struct Scheduler {
 pub fn occupies_node(task: &Task) -> bool {
     !task.node_id.is_empty()
         && task.desired_state() <= TaskState::TaskRunning
-        && !task_state(task).is_terminal()
-}
-
-fn task_state(task: &Task) -> TaskState {
-    task.status
-        .as_ref()
-        .map_or(TaskState::TaskNew, |s| s.state())
+        && !task.observed_state().is_terminal()
 }
 
 /// Pending tasks of one service with one spec, placed together.
@@ -109,14 +103,14 @@ impl Scheduler {
             let ports = host_ports(task.endpoint.as_ref());
             if !occupies_node(task) {
                 // A task told to shut down still holds its host ports until it has stopped.
-                if !task_state(task).is_terminal() {
+                if !task.observed_state().is_terminal() {
                     add_host_ports(&mut sched.nodes[node], &ports);
                 }
                 continue;
             }
             let reserved = task.spec.as_ref().map(reservations).unwrap_or_default();
             sched.add(node, &task.service_id, reserved, &ports);
-            if task_state(task) < TaskState::TaskAssigned {
+            if task.observed_state() < TaskState::TaskAssigned {
                 sched.counted.insert(
                     task.id.clone(),
                     Counted {

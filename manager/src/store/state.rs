@@ -587,7 +587,8 @@ impl State {
                 let Some(status) = &update.status else {
                     return Ok(());
                 };
-                let (Ok(next), current) = (TaskState::try_from(status.state), task_state(task))
+                let (Ok(next), current) =
+                    (TaskState::try_from(status.state), task.observed_state())
                 else {
                     return Ok(()); // an unknown state number cannot be ordered: ignore it
                 };
@@ -628,7 +629,7 @@ impl State {
                 };
                 // Global tasks come with their node preset; the scheduler confirms it fits.
                 let preset_here = task.node_id.is_empty() || task.node_id == assign.node_id;
-                if task_state(task) != TaskState::TaskPending || !preset_here {
+                if task.observed_state() != TaskState::TaskPending || !preset_here {
                     return Ok(()); // already scheduled (or gone further): a stale decision
                 }
                 let mut t = task.clone();
@@ -685,7 +686,7 @@ impl State {
                 let Some(task) = self.tasks.get(&alloc.task_id) else {
                     return Ok(());
                 };
-                if task_state(task) != TaskState::TaskNew {
+                if task.observed_state() != TaskState::TaskNew {
                     return Ok(()); // allocated already: a stale decision
                 }
                 let mut t = task.clone();
@@ -850,16 +851,9 @@ fn service_name(s: &Service) -> &str {
     s.spec.as_ref().map(|sp| sp.name.as_str()).unwrap_or("")
 }
 
-fn task_state(t: &Task) -> TaskState {
-    t.status
-        .as_ref()
-        .and_then(|s| TaskState::try_from(s.state).ok())
-        .unwrap_or(TaskState::TaskNew)
-}
-
 /// Whether a task's observed state has ended (its addresses are free again).
 pub fn task_has_ended(t: &Task) -> bool {
-    task_state(t) >= TaskState::TaskComplete
+    t.observed_state() >= TaskState::TaskComplete
 }
 
 /// (network id, IP) pairs of a list of attachments.
@@ -904,9 +898,7 @@ fn ingress_ports(s: &Service) -> Vec<(String, u32)> {
     s.endpoint
         .iter()
         .flat_map(|e| e.ports.iter())
-        .filter(|p| {
-            p.published_port != 0 && (p.publish_mode.is_empty() || p.publish_mode == "ingress")
-        })
+        .filter(|p| p.published_port != 0 && p.is_ingress())
         .map(|p| {
             let proto = if p.protocol.is_empty() {
                 "tcp"

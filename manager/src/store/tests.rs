@@ -83,9 +83,7 @@ fn assign(id: &str, node_id: &str) -> Action {
 fn state_of(store: &Store, id: &str) -> TaskState {
     store.read(|s| {
         s.task(id)
-            .and_then(|t| t.status.as_ref())
-            .and_then(|st| TaskState::try_from(st.state).ok())
-            .unwrap_or(TaskState::TaskNew)
+            .map_or(TaskState::TaskNew, |t| t.observed_state())
     })
 }
 
