@@ -28,7 +28,7 @@ use shoal_proto::v1::NetworkView;
 
 use super::netns::{self, NetnsError};
 use super::nft::NftError;
-use super::overlay::VXLAN_PORT;
+use super::overlay::{driver, encrypted, VXLAN_PORT};
 use super::parse_ip;
 
 /// The table of the node's exposure rules.
@@ -78,20 +78,6 @@ pub struct Guard {
     pub mesh: Option<MeshIf>,
 }
 
-fn encrypted(view: &NetworkView) -> bool {
-    view.network
-        .as_ref()
-        .and_then(|n| n.spec.as_ref())
-        .is_some_and(|s| s.encrypted)
-}
-
-fn overlay(view: &NetworkView) -> bool {
-    view.network
-        .as_ref()
-        .and_then(|n| n.spec.as_ref())
-        .is_some_and(|s| s.driver == "overlay")
-}
-
 impl Guard {
     /// The guard for `views` on node `node_id`: the peers are the nodes the plain overlays' views
     /// place endpoints on (the same entries the VXLAN FDBs are programmed from; the ingress view
@@ -101,7 +87,7 @@ impl Guard {
             mesh,
             ..Guard::default()
         };
-        for view in views.iter().filter(|v| overlay(v)) {
+        for view in views.iter().filter(|v| driver(v) == "overlay") {
             if encrypted(view) {
                 if let Some(n) = &view.network {
                     guard.encrypted_vnis.insert(n.vni);

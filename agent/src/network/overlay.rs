@@ -97,14 +97,16 @@ fn parse_cidr(s: &str) -> Option<(Ipv4Addr, u8)> {
     Some((ip.parse().ok()?, prefix.parse().ok()?))
 }
 
-fn driver(view: &NetworkView) -> &str {
+/// The driver of a view's network ("" when the view has no spec).
+pub(super) fn driver(view: &NetworkView) -> &str {
     view.network
         .as_ref()
         .and_then(|n| n.spec.as_ref())
         .map_or("", |s| s.driver.as_str())
 }
 
-fn encrypted(view: &NetworkView) -> bool {
+/// Whether a view's network is encrypted (`--opt encrypted`).
+pub(super) fn encrypted(view: &NetworkView) -> bool {
     view.network
         .as_ref()
         .and_then(|n| n.spec.as_ref())
