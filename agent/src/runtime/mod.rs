@@ -110,8 +110,8 @@ pub struct ContainerConfig {
     /// Leaves the device cgroup out (only where the host has none and the operator allowed it).
     #[serde(default)]
     pub no_device_cgroup: bool,
-    /// The compiled seccomp program (`seccomp::CompiledFilter::to_bytes`), made by the agent so the
-    /// shim does not spend the ~15 ms libseccomp takes; `None` with a filter wanted: the shim compiles.
+    /// The compiled seccomp program (`seccomp::CompiledFilter::to_bytes`), set by `Runtime::start`
+    /// so the shim does not spend the ~15 ms libseccomp takes; `None`: no filter.
     #[serde(default)]
     pub seccomp_program: Option<PathBuf>,
     /// The signal `stop` sends first (0: SIGTERM).

@@ -24,9 +24,9 @@ use super::init::{self, InitFds};
 use super::logs::{self, LineSplitter, RotatingWriter};
 use super::namespaces;
 use super::process;
-use super::seccomp::{self, CompiledFilter};
+use super::seccomp::CompiledFilter;
 use super::state::{read_json, write_json, ContainerDir, ContainerState, ExitState, StateError};
-use super::{caps, ContainerConfig, LogConfig, SeccompConfig};
+use super::{ContainerConfig, LogConfig};
 
 /// How long the shim keeps reading the pipes after the init exited (other holders of the pipes are
 /// killed with the pid namespace, so this is only a safety net).
@@ -240,31 +240,19 @@ fn run(args: &ShimArgs, ready: &mut Option<OwnedFd>) -> Result<i32, ShimError> {
     Ok(0)
 }
 
-/// The seccomp filter of the container, compiled for the capabilities it will have (none when
-/// privileged or unconfined).
+/// The seccomp program `Runtime::start` compiled (or found in its cache) for this container;
+/// `None` when the container runs without a filter (privileged, unconfined, or opted out).
 fn seccomp_filter(cfg: &ContainerConfig) -> Result<Option<CompiledFilter>, ShimError> {
-    if let Some(path) = &cfg.seccomp_program {
-        let bytes = fs::read(path).map_err(|source| ShimError::Io {
-            path: path.clone(),
-            source,
-        })?;
-        return CompiledFilter::from_bytes(&bytes)
-            .map(Some)
-            .map_err(|e| ShimError::Seccomp(format!("{}: {e}", path.display())));
-    }
-    let caps = cfg.capabilities.as_deref().unwrap_or(caps::DEFAULT_CAPS);
-    let compile =
-        |profile| seccomp::compile(profile, caps).map_err(|e| ShimError::Seccomp(e.to_string()));
-    match &cfg.seccomp {
-        _ if cfg.privileged => Ok(None),
-        SeccompConfig::Unconfined => Ok(None),
-        SeccompConfig::Default => compile(seccomp::default_profile()).map(Some),
-        SeccompConfig::Custom(json) => {
-            let profile = shoal_proto::seccomp::parse_profile(json.as_bytes())
-                .map_err(|e| ShimError::Seccomp(e.to_string()))?;
-            compile(&profile).map(Some)
-        }
-    }
+    let Some(path) = &cfg.seccomp_program else {
+        return Ok(None);
+    };
+    let bytes = fs::read(path).map_err(|source| ShimError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    CompiledFilter::from_bytes(&bytes)
+        .map(Some)
+        .map_err(|e| ShimError::Seccomp(format!("{}: {e}", path.display())))
 }
 
 /// Clones the init, places it in the cgroup, releases it and waits for its exec.
