@@ -164,6 +164,8 @@ async fn session_once(
                         manager.promote(p.token, p.managers);
                     }
                     Some(manager_message::Msg::StopManager(_)) => manager.stop(),
+                    // Certificate renewal and CA rotation (certs.rs) handle these.
+                    Some(manager_message::Msg::Trust(_)) => {}
                     // Sent again when the managers change: learn the new ones for failover.
                     Some(manager_message::Msg::Session(s)) => {
                         for m in s.managers {

@@ -139,6 +139,7 @@ pub fn migrate_admin_credentials(cluster: &mut Cluster) {
             fingerprint: fp,
             holder: holder.to_string(),
             issued_at,
+            expires_at: 0,
         });
     }
 }

@@ -82,6 +82,13 @@ pub fn check_token(store: &Store, token: &str) -> Result<(NodeRole, Identity), S
 
 #[tonic::async_trait]
 impl Ca for CaService {
+    async fn renew_certificate(
+        &self,
+        _request: Request<shoal_proto::v1::RenewCertificateRequest>,
+    ) -> Result<Response<shoal_proto::v1::RenewCertificateResponse>, Status> {
+        Err(Status::unimplemented("not yet"))
+    }
+
     async fn issue_certificate(
         &self,
         request: Request<IssueCertificateRequest>,

@@ -544,6 +544,7 @@ impl RaftService {
                     fingerprint: admin_fp.clone(),
                     holder: node_id.clone(),
                     issued_at: now,
+                    expires_at: 0,
                 });
                 let worker = match &worker {
                     Some(w) => {
@@ -1097,6 +1098,67 @@ impl shoal_proto::v1::cluster_admin_server::ClusterAdmin for ClusterAdminService
         Ok(Response::new(RevokeAdminCredentialResponse {
             revoked: Some(cred),
         }))
+    }
+
+    async fn renew_admin_certificate(
+        &self,
+        request: Request<RenewAdminCertificateRequest>,
+    ) -> Result<Response<RenewAdminCertificateResponse>, Status> {
+        crate::certs::renew_admin(&self.store, request)
+            .await
+            .map(Response::new)
+    }
+
+    async fn get_cluster(
+        &self,
+        request: Request<GetClusterRequest>,
+    ) -> Result<Response<GetClusterResponse>, Status> {
+        self.require_admin(&request)?;
+        crate::certs::cluster_info(&self.store).map(Response::new)
+    }
+
+    async fn update_cluster(
+        &self,
+        request: Request<UpdateClusterRequest>,
+    ) -> Result<Response<UpdateClusterResponse>, Status> {
+        self.require_admin(&request)?;
+        let req = request.into_inner();
+        if let Some(ns) = req.cert_expiry_ns {
+            crate::certs::set_cert_expiry(&self.store, ns).await?;
+        }
+        let mut unlock_key = String::new();
+        if let Some(on) = req.autolock {
+            unlock_key = crate::lock::set_autolock(&self.store, on).await?;
+        }
+        Ok(Response::new(UpdateClusterResponse { unlock_key }))
+    }
+
+    async fn rotate_ca(
+        &self,
+        request: Request<RotateCaRequest>,
+    ) -> Result<Response<RotateCaResponse>, Status> {
+        self.require_admin(&request)?;
+        crate::certs::start_rotation(&self.store)
+            .await
+            .map(Response::new)
+    }
+
+    async fn unlock(
+        &self,
+        _request: Request<UnlockRequest>,
+    ) -> Result<Response<UnlockResponse>, Status> {
+        Err(Status::failed_precondition("this manager is not locked"))
+    }
+
+    async fn unlock_key(
+        &self,
+        request: Request<UnlockKeyRequest>,
+    ) -> Result<Response<UnlockKeyResponse>, Status> {
+        self.require_admin(&request)?;
+        let req = request.into_inner();
+        crate::lock::unlock_key(&self.store, req.rotate)
+            .await
+            .map(|unlock_key| Response::new(UnlockKeyResponse { unlock_key }))
     }
 }
 

@@ -4,11 +4,13 @@
 pub mod allocator;
 pub mod auth;
 pub mod ca;
+pub mod certs;
 pub mod cluster;
 pub mod controlapi;
 pub mod dispatcher;
 pub mod error;
 pub mod leader;
+pub mod lock;
 pub mod manager;
 pub mod orchestrator;
 pub mod raft;

@@ -185,6 +185,7 @@ pub(crate) fn manager_node(
             reachability: "reachable".into(),
             // Its node certificate is the manager's own.
             cert_fingerprint: String::new(),
+            ..Default::default()
         }),
         cert_fingerprint,
         ..Default::default()
@@ -209,6 +210,7 @@ pub(crate) fn promoted_node(
         leader: false,
         reachability: "reachable".into(),
         cert_fingerprint: manager_fingerprint,
+        ..Default::default()
     });
     if let Some(meta) = node.meta.as_mut() {
         meta.updated_at = now;
@@ -371,7 +373,9 @@ pub async fn init(opts: ManagerOptions) -> Result<(), ManagerError> {
             fingerprint: pki::fingerprint_pem(&admin_id.cert_pem)?,
             holder: crate::auth::INIT_HOLDER.into(),
             issued_at: now,
+            expires_at: 0,
         }],
+        ..Default::default()
     };
     let node = manager_node(
         &node_id,

@@ -58,3 +58,40 @@ pub const MAX_RAFT_MESSAGE_BYTES: usize = 512 * 1024 * 1024;
 /// Largest request the Raft service reads from a caller that is not a manager (a manager
 /// joining with a token, a status probe): like the CA's, small, because nobody vouched for it.
 pub const MAX_UNAUTHENTICATED_RAFT_REQUEST_BYTES: usize = 64 * 1024;
+
+/// Shortest certificate lifetime `--cert-expiry` accepts (short ones are for tests).
+pub const MIN_CERT_EXPIRY_NS: i64 = 60 * 1_000_000_000;
+
+/// Longest certificate lifetime `--cert-expiry` accepts: 10 years.
+pub const MAX_CERT_EXPIRY_NS: i64 = 10 * 365 * 24 * 3600 * 1_000_000_000;
+
+/// Lifetime of node and admin certificates when the cluster sets none: 90 days, as swarm.
+pub const DEFAULT_CERT_EXPIRY_NS: i64 = 90 * 24 * 3600 * 1_000_000_000;
+
+/// A certificate lifetime out of bounds.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cert-expiry: {given_s} s is outside the accepted range of 1 minute to 10 years")]
+pub struct CertExpiryError {
+    /// The lifetime given, seconds.
+    pub given_s: i64,
+}
+
+/// Checks a certificate lifetime (nanoseconds) against the bounds.
+pub fn check_cert_expiry(ns: i64) -> Result<(), CertExpiryError> {
+    if (MIN_CERT_EXPIRY_NS..=MAX_CERT_EXPIRY_NS).contains(&ns) {
+        Ok(())
+    } else {
+        Err(CertExpiryError {
+            given_s: ns / 1_000_000_000,
+        })
+    }
+}
+
+/// The certificate lifetime a cluster object's `cert_expiry_ns` stands for.
+pub fn cert_expiry_or_default(ns: i64) -> i64 {
+    if ns > 0 {
+        ns
+    } else {
+        DEFAULT_CERT_EXPIRY_NS
+    }
+}

@@ -1,7 +1,9 @@
 //! One module per noun, one function per verb; `run` dispatches a parsed command line.
 
+pub mod ca;
 pub mod cluster;
 pub mod converge;
+pub mod lock;
 pub mod network;
 pub mod node;
 pub mod service;
@@ -35,6 +37,10 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Network(NetworkCommand::Create(args)) => Some(network::build_spec(args)?),
         _ => None,
     };
+    // A locked manager answers nothing but Unlock: this one dials the managers itself.
+    if let Command::Cluster(ClusterCommand::Unlock(args)) = &cli.command {
+        return lock::unlock(config.as_deref(), args).await;
+    }
     let Connection {
         mut control,
         manager_addr,
@@ -87,6 +93,18 @@ pub async fn run(cli: Cli) -> Result<()> {
         }
         Command::Cluster(ClusterCommand::Admin(AdminCommand::Revoke(args))) => {
             cluster::admin_revoke(channel, &args).await
+        }
+        Command::Cluster(ClusterCommand::Admin(AdminCommand::Renew)) => {
+            ca::admin_renew(config.as_deref(), channel).await
+        }
+        Command::Cluster(ClusterCommand::Update(args)) => ca::update(channel, &args).await,
+        Command::Cluster(ClusterCommand::Ca(args)) => {
+            ca::ca(config.as_deref(), channel, &args, format).await
+        }
+        // Answered before any connection is made (below).
+        Command::Cluster(ClusterCommand::Unlock(_)) => Ok(()),
+        Command::Cluster(ClusterCommand::UnlockKey(args)) => {
+            lock::unlock_key(channel, &args, format).await
         }
     }
 }
