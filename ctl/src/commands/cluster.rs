@@ -219,11 +219,13 @@ mod tests {
                 fingerprint: "0123456789abcdef0123".into(),
                 holder: "init".into(),
                 issued_at: 1_700_000_000_000_000_000,
+                expires_at: 0,
             },
             AdminCredential {
                 fingerprint: "fedcba9876543210fedc".into(),
                 holder: "n2".into(),
                 issued_at: 0,
+                expires_at: 0,
             },
         ];
         let text = admin_table(&creds, "fedcba9876543210fedc");
