@@ -222,6 +222,7 @@ mod tests {
             fingerprint: fp.into(),
             holder: holder.into(),
             issued_at: 1,
+            expires_at: 0,
         }
     }
 
@@ -243,12 +244,14 @@ mod tests {
                 AdminCredential {
                     fingerprint: "aa".into(),
                     holder: INIT_HOLDER.into(),
-                    issued_at: 7
+                    issued_at: 7,
+                    expires_at: 0,
                 },
                 AdminCredential {
                     fingerprint: "bb".into(),
                     holder: UNKNOWN_HOLDER.into(),
-                    issued_at: 0
+                    issued_at: 0,
+                    expires_at: 0,
                 },
             ]
         );

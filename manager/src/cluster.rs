@@ -1422,16 +1422,19 @@ pub(crate) mod tests {
                     fingerprint: "admin-init".into(),
                     holder: auth::INIT_HOLDER.into(),
                     issued_at: 1,
+                    expires_at: 0,
                 },
                 AdminCredential {
                     fingerprint: "admin-n2".into(),
                     holder: "n2".into(),
                     issued_at: 2,
+                    expires_at: 0,
                 },
                 AdminCredential {
                     fingerprint: "admin-n3".into(),
                     holder: "n3".into(),
                     issued_at: 3,
+                    expires_at: 0,
                 },
             ],
             ..Default::default()
