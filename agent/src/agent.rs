@@ -64,6 +64,9 @@ pub enum AgentError {
     /// The session.
     #[error(transparent)]
     Session(#[from] crate::session::SessionError),
+    /// The node's certificate.
+    #[error(transparent)]
+    Cert(#[from] crate::certs::CertError),
 }
 
 pub use shoal_proto::host::{hostname, machine_resources};
@@ -86,6 +89,8 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
             j
         }
     };
+    crate::certs::check_not_expired(&joined, &opts.data_dir)?;
+    let certs = crate::certs::NodeCerts::new(&joined, &opts.data_dir)?;
     // Only the public key leaves the node; the device itself appears with the first encrypted
     // network the dispatcher sends, with this node's mesh address and peers (Networks::apply).
     let mesh = match opts.wg_port {
@@ -167,8 +172,10 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
         info!("shutting down (containers keep running under their shims)");
         let _ = shutdown_tx.send(true);
     });
+    tokio::spawn(certs.clone().run(shutdown_rx.clone()));
     let result = crate::session::run(
         joined,
+        certs,
         description,
         worker.clone(),
         manager,

@@ -4,12 +4,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use shoal_proto::pki::{self, Trust};
+use shoal_proto::pki;
 use shoal_proto::v1::dispatcher_client::DispatcherClient;
 use shoal_proto::v1::*;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
+use crate::certs::NodeCerts;
 use crate::join::Joined;
 use crate::manager_proc::ManagerProc;
 use crate::worker::Worker;
@@ -26,6 +27,9 @@ pub enum SessionError {
     /// The manager closed the stream.
     #[error("the manager closed the session")]
     Closed,
+    /// The node's certificate or trusted CAs changed: reconnect with the new ones.
+    #[error("credentials changed")]
+    CredentialsChanged,
 }
 
 /// Log chunks waiting for the stream; when full, log requests wait (never heartbeats).
@@ -34,16 +38,13 @@ const LOG_QUEUE: usize = 32;
 /// Runs sessions until shutdown, reconnecting with backoff.
 pub async fn run(
     joined: Joined,
+    certs: Arc<NodeCerts>,
     description: NodeDescription,
     worker: Worker,
     manager: ManagerProc,
     mut status_rx: mpsc::UnboundedReceiver<TaskStatusUpdate>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), SessionError> {
-    let config = Arc::new(pki::client_config(
-        &Trust::Ca(joined.ca_pem.clone()),
-        Some(&joined.identity),
-    )?);
     let mut backoff = Duration::from_millis(100);
     // Managers to try, in order; after a failure the next one goes first, so an agent whose first
     // manager is a follower (which refuses sessions) or gone reaches the leader.
@@ -51,7 +52,7 @@ pub async fn run(
     loop {
         let attempt = session_once(
             &mut managers,
-            config.clone(),
+            &certs,
             &description,
             &worker,
             &manager,
@@ -60,6 +61,11 @@ pub async fn run(
         );
         match attempt.await {
             Ok(()) => return Ok(()),
+            Err(SessionError::CredentialsChanged) => {
+                info!("reconnecting with the node's new credentials");
+                backoff = Duration::from_millis(100);
+                continue;
+            }
             Err(SessionError::Rpc(s)) if s.code() == tonic::Code::PermissionDenied => {
                 warn!(error = %s.message(), "the cluster refused this node");
                 return Err(SessionError::Rpc(s));
@@ -83,13 +89,18 @@ pub async fn run(
 
 async fn session_once(
     managers: &mut Vec<String>,
-    config: Arc<rustls::ClientConfig>,
+    certs: &NodeCerts,
     description: &NodeDescription,
     worker: &Worker,
     manager: &ManagerProc,
     status_rx: &mut mpsc::UnboundedReceiver<TaskStatusUpdate>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), SessionError> {
+    // Subscribed before connecting: a change during the handshake still ends this session.
+    let mut credentials = certs.live().subscribe();
+    credentials.mark_unchanged();
+    // Reads the current certificate and CAs at every handshake (renewal, CA rotation).
+    let config = Arc::new(certs.live().client_config()?);
     let channel = pki::connect_any(managers, config).await?;
     // Two queues: control messages (registration, heartbeats, task status) and log chunks. The
     // stream always takes control messages first, so no log consumer can hold up a heartbeat.
@@ -113,6 +124,7 @@ async fn session_once(
     let period = match first.msg {
         Some(manager_message::Msg::Session(s)) => {
             info!(node.id = %s.node_id, session = %s.session_id, "session established");
+            certs.learn_managers(&s.managers);
             // Learn managers that joined since; keep the one that answered first.
             for m in s.managers {
                 if !managers.contains(&m) {
@@ -164,10 +176,10 @@ async fn session_once(
                         manager.promote(p.token, p.managers);
                     }
                     Some(manager_message::Msg::StopManager(_)) => manager.stop(),
-                    // Certificate renewal and CA rotation (certs.rs) handle these.
-                    Some(manager_message::Msg::Trust(_)) => {}
+                    Some(manager_message::Msg::Trust(t)) => certs.trust(&t),
                     // Sent again when the managers change: learn the new ones for failover.
                     Some(manager_message::Msg::Session(s)) => {
+                        certs.learn_managers(&s.managers);
                         for m in s.managers {
                             if !managers.contains(&m) {
                                 debug!(manager = %m, "learnt a new manager");
@@ -190,6 +202,7 @@ async fn session_once(
                     .map_err(|_| SessionError::Closed)?;
             }
             _ = shutdown.changed() => return Ok(()),
+            _ = credentials.changed() => return Err(SessionError::CredentialsChanged),
         }
     }
 }

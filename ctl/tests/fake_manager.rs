@@ -649,8 +649,20 @@ impl Served {
 async fn serve(test: &str) -> Served {
     let fake = Fake::new();
     let ca = pki::generate_ca("test-cluster").expect("ca");
-    let server_id = pki::issue(&ca, "manager-1", CertRole::Manager).expect("manager cert");
-    let admin = pki::issue(&ca, "admin", CertRole::Admin).expect("admin cert");
+    let server_id = pki::issue(
+        &ca,
+        "manager-1",
+        CertRole::Manager,
+        std::time::Duration::from_secs(86_400),
+    )
+    .expect("manager cert");
+    let admin = pki::issue(
+        &ca,
+        "admin",
+        CertRole::Admin,
+        std::time::Duration::from_secs(86_400),
+    )
+    .expect("admin cert");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");

@@ -33,7 +33,14 @@ async fn main() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let ca = pki::generate_ca("bench")?;
     let ids: Vec<pki::Identity> = (1..=3)
-        .map(|i| pki::issue(&ca, &format!("m{i}"), CertRole::Manager))
+        .map(|i| {
+            pki::issue(
+                &ca,
+                &format!("m{i}"),
+                CertRole::Manager,
+                std::time::Duration::from_secs(86_400),
+            )
+        })
         .collect::<Result<_, _>>()?;
     let fps: Vec<String> = ids
         .iter()

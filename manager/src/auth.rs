@@ -54,9 +54,10 @@ pub fn caller_of(s: &State, fp: &str) -> Result<Caller, Status> {
     // A promoted worker's manager process has a certificate of its own, recorded in its
     // manager status (few nodes are managers: a scan is cheap, and only on this path).
     match s.nodes().find(|n| {
-        n.manager_status
-            .as_ref()
-            .is_some_and(|m| !m.cert_fingerprint.is_empty() && m.cert_fingerprint == fp)
+        n.manager_status.as_ref().is_some_and(|m| {
+            !m.cert_fingerprint.is_empty()
+                && (m.cert_fingerprint == fp || m.previous_cert_fingerprint == fp)
+        })
     }) {
         Some(node) => Ok(Caller::Node {
             id: node.id.clone(),

@@ -2,11 +2,11 @@
 
 use std::sync::Arc;
 
-use shoal_proto::pki::{self, CertRole, Identity};
+use shoal_proto::pki::{self, CertRole};
 use shoal_proto::token::{secrets_match, JoinToken};
 use shoal_proto::v1::ca_server::Ca;
 use shoal_proto::v1::{
-    store_action::Action, IssueCertificateRequest, IssueCertificateResponse, Meta, Node,
+    store_action::Action, Cluster, IssueCertificateRequest, IssueCertificateResponse, Meta, Node,
     NodeAvailability, NodeDescription, NodeRole, NodeSpec, NodeState, NodeStatus, StoreAction,
 };
 use tonic::{Request, Response, Status};
@@ -50,7 +50,7 @@ impl CaService {
 }
 
 /// Checks a join token against the cluster; returns the role it grants.
-pub fn check_token(store: &Store, token: &str) -> Result<(NodeRole, Identity), Status> {
+pub fn check_token(store: &Store, token: &str) -> Result<(NodeRole, Cluster), Status> {
     let token = JoinToken::parse(token).map_err(|e| Status::invalid_argument(e.to_string()))?;
     let cluster = store
         .read(|s| s.cluster().cloned())
@@ -71,22 +71,18 @@ pub fn check_token(store: &Store, token: &str) -> Result<(NodeRole, Identity), S
             "invalid join token: it was rotated or never valid; get the current one with `shoalctl cluster join-token worker`",
         ));
     };
-    Ok((
-        role,
-        Identity {
-            cert_pem: cluster.ca_cert_pem,
-            key_pem: cluster.ca_key_pem,
-        },
-    ))
+    Ok((role, cluster))
 }
 
 #[tonic::async_trait]
 impl Ca for CaService {
     async fn renew_certificate(
         &self,
-        _request: Request<shoal_proto::v1::RenewCertificateRequest>,
+        request: Request<shoal_proto::v1::RenewCertificateRequest>,
     ) -> Result<Response<shoal_proto::v1::RenewCertificateResponse>, Status> {
-        Err(Status::unimplemented("not yet"))
+        crate::certs::renew_node(&self.store, request)
+            .await
+            .map(Response::new)
     }
 
     async fn issue_certificate(
@@ -98,7 +94,7 @@ impl Ca for CaService {
             .map(|a| a.ip().to_string())
             .unwrap_or_default();
         let req = request.into_inner();
-        let (role, ca) = check_token(&self.store, &req.token)?;
+        let (role, cluster) = check_token(&self.store, &req.token)?;
         if role == NodeRole::RoleManager {
             return Err(Status::failed_precondition(
                 "this is a manager token: managers join with `shoal-manager join`; agents use the worker token",
@@ -109,8 +105,17 @@ impl Ca for CaService {
             return Err(Status::invalid_argument("hostname: must not be empty"));
         }
         let node_id = shoal_proto::new_id();
-        let cert_pem = pki::sign_csr(&ca, &req.csr_pem, &node_id, CertRole::Worker)
-            .map_err(|e| Status::invalid_argument(format!("csr: {e}")))?;
+        let cert_pem = pki::sign_csr(
+            &crate::certs::signing_ca(&cluster),
+            &req.csr_pem,
+            &node_id,
+            CertRole::Worker,
+            crate::certs::lifetime(&cluster),
+        )
+        .map_err(|e| Status::invalid_argument(format!("csr: {e}")))?;
+        let expires_at = pki::validity(&cert_pem)
+            .map_err(|e| Status::internal(format!("issued certificate: {e}")))?
+            .not_after_ns();
         let fingerprint = pki::fingerprint_pem(&cert_pem)
             .map_err(|e| Status::internal(format!("issued certificate: {e}")))?;
         let now = shoal_proto::now_ns();
@@ -138,6 +143,8 @@ impl Ca for CaService {
             }),
             manager_status: None,
             cert_fingerprint: fingerprint,
+            cert_issuer_fingerprint: crate::certs::ca_fingerprint(&cluster),
+            cert_expires_at: expires_at,
             ..Default::default()
         };
         self.store
@@ -150,7 +157,7 @@ impl Ca for CaService {
         Ok(Response::new(IssueCertificateResponse {
             node_id,
             cert_pem,
-            ca_cert_pem: ca.cert_pem,
+            ca_cert_pem: crate::certs::trust_bundle(&cluster),
             role: NodeRole::RoleWorker as i32,
             managers: self.manager_addrs(),
         }))

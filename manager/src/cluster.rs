@@ -100,7 +100,7 @@ impl PeerBook {
         let stored = self.store.read(|s| {
             s.nodes()
                 .filter(|n| n.manager_status.is_some())
-                .find(|n| crate::manager::manager_fingerprint(n) == fp)
+                .find(|n| crate::manager::is_manager_fingerprint(n, fp))
                 .and_then(|n| n.manager_status.as_ref().map(|m| m.raft_id))
         });
         match stored {
@@ -221,6 +221,9 @@ pub struct GrpcTransport {
     book: Arc<PeerBook>,
     tls: Arc<ClientConfig>,
     peers: Mutex<HashMap<u64, mpsc::Sender<Message>>>,
+    /// Bumped when this manager's certificate or trusted CAs change: streams are reopened, so no
+    /// connection outlives the credentials it was authenticated with.
+    changes: Option<tokio::sync::watch::Receiver<u64>>,
 }
 
 impl GrpcTransport {
@@ -230,6 +233,21 @@ impl GrpcTransport {
             book,
             tls,
             peers: Mutex::new(HashMap::new()),
+            changes: None,
+        })
+    }
+
+    /// A transport whose streams are reopened whenever `changes` ticks (renewal, CA rotation).
+    pub fn reconnecting(
+        book: Arc<PeerBook>,
+        tls: Arc<ClientConfig>,
+        changes: tokio::sync::watch::Receiver<u64>,
+    ) -> Arc<GrpcTransport> {
+        Arc::new(GrpcTransport {
+            book,
+            tls,
+            peers: Mutex::new(HashMap::new()),
+            changes: Some(changes),
         })
     }
 }
@@ -244,7 +262,13 @@ impl Transport for GrpcTransport {
             let to = m.to;
             let tx = peers.entry(to).or_insert_with(|| {
                 let (tx, rx) = mpsc::channel(PEER_QUEUE);
-                tokio::spawn(peer_loop(to, self.book.clone(), self.tls.clone(), rx));
+                tokio::spawn(peer_loop(
+                    to,
+                    self.book.clone(),
+                    self.tls.clone(),
+                    self.changes.clone(),
+                    rx,
+                ));
                 tx
             });
             if tx.try_send(m).is_err() {
@@ -259,6 +283,7 @@ async fn peer_loop(
     id: u64,
     book: Arc<PeerBook>,
     tls: Arc<ClientConfig>,
+    mut changes: Option<tokio::sync::watch::Receiver<u64>>,
     mut rx: mpsc::Receiver<Message>,
 ) {
     loop {
@@ -286,6 +311,15 @@ async fn peer_loop(
                         if let Err(e) = r {
                             debug!(peer = id, error = %e, "raft stream to peer ended");
                         }
+                        break;
+                    }
+                    Some(Ok(())) = async {
+                        match changes.as_mut() {
+                            Some(c) => Some(c.changed().await),
+                            None => None,
+                        }
+                    } => {
+                        debug!(peer = id, "credentials changed: reopening the raft stream");
                         break;
                     }
                     m = rx.recv() => {
@@ -327,6 +361,20 @@ impl Dialer {
             tls,
             channels: Arc::new(Mutex::new(HashMap::new())),
         }
+    }
+
+    /// Forgets every channel whenever `changes` ticks (renewal, CA rotation), so calls after it
+    /// open connections with the new credentials.
+    pub fn reset_on(&self, mut changes: tokio::sync::watch::Receiver<u64>) {
+        let channels = self.channels.clone();
+        tokio::spawn(async move {
+            while changes.changed().await.is_ok() {
+                channels
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clear();
+            }
+        });
     }
 
     /// A `Raft` client for the manager at `addr`.
@@ -478,7 +526,9 @@ impl RaftService {
     /// Records the new manager, then adds it as a voter; on the leader only.
     async fn admit(&self, req: JoinManagerRequest) -> Result<JoinManagerResponse, Status> {
         let _one = self.joining.lock().await;
-        let ca = check_manager_token(&self.store, &req.token)?;
+        let cluster = check_manager_token(&self.store, &req.token)?;
+        let ca = crate::certs::signing_ca(&cluster);
+        let lifetime = crate::certs::lifetime(&cluster);
         let addr = req.addr.trim().to_string();
         if addr.parse::<std::net::SocketAddr>().is_err() {
             return Err(Status::invalid_argument(format!(
@@ -521,14 +571,18 @@ impl RaftService {
             Some(w) => w.id.clone(),
             None => shoal_proto::new_id(),
         };
-        let cert_pem = pki::sign_csr(&ca, &req.csr_pem, &node_id, CertRole::Manager)
+        let cert_pem = pki::sign_csr(&ca, &req.csr_pem, &node_id, CertRole::Manager, lifetime)
             .map_err(|e| Status::invalid_argument(format!("csr: {e}")))?;
         let fingerprint = pki::fingerprint_pem(&cert_pem)
             .map_err(|e| Status::internal(format!("issued certificate: {e}")))?;
-        let admin = pki::issue(&ca, "admin", CertRole::Admin)
+        let admin = pki::issue(&ca, "admin", CertRole::Admin, lifetime)
             .map_err(|e| Status::internal(format!("admin certificate: {e}")))?;
         let admin_fp = pki::fingerprint_pem(&admin.cert_pem)
             .map_err(|e| Status::internal(format!("admin certificate: {e}")))?;
+        let admin_expires = pki::validity(&admin.cert_pem)
+            .map_err(|e| Status::internal(format!("admin certificate: {e}")))?
+            .not_after_ns();
+        let issuer = crate::certs::ca_fingerprint(&cluster);
         let now = shoal_proto::now_ns();
         // The record first, so every manager knows the new member's address (and trusts its
         // certificate) by the time Raft starts talking to it. Built from a fresh read each time
@@ -544,7 +598,7 @@ impl RaftService {
                     fingerprint: admin_fp.clone(),
                     holder: node_id.clone(),
                     issued_at: now,
-                    expires_at: 0,
+                    expires_at: admin_expires,
                 });
                 let worker = match &worker {
                     Some(w) => {
@@ -561,7 +615,7 @@ impl RaftService {
                     }
                     None => None,
                 };
-                let node = match &worker {
+                let mut node = match &worker {
                     Some(w) => {
                         crate::manager::promoted_node(w, &addr, raft_id, fingerprint.clone(), now)
                     }
@@ -578,6 +632,13 @@ impl RaftService {
                         now,
                     ),
                 };
+                // Which CA signed the manager's certificate (CA rotation progress).
+                match node.manager_status.as_mut() {
+                    Some(m) if !m.cert_fingerprint.is_empty() => {
+                        m.cert_issuer_fingerprint = issuer.clone()
+                    }
+                    _ => node.cert_issuer_fingerprint = issuer.clone(),
+                }
                 let actions = vec![
                     StoreAction {
                         action: Some(Action::PutNode(node)),
@@ -634,7 +695,7 @@ impl RaftService {
         Ok(JoinManagerResponse {
             node_id,
             cert_pem,
-            ca_cert_pem: ca.cert_pem,
+            ca_cert_pem: crate::certs::trust_bundle(&cluster),
             raft_id,
             cluster_id,
             peers,
@@ -689,14 +750,14 @@ impl RaftService {
 }
 
 /// Checks that `token` is this cluster's manager join token; returns the CA that signs.
-fn check_manager_token(store: &Store, token: &str) -> Result<pki::Identity, Status> {
-    let (role, ca) = crate::ca::check_token(store, token)?;
+fn check_manager_token(store: &Store, token: &str) -> Result<Cluster, Status> {
+    let (role, cluster) = crate::ca::check_token(store, token)?;
     if role != NodeRole::RoleManager {
         return Err(Status::permission_denied(
             "this is a worker token: `shoal-manager join` needs the manager token (`shoalctl cluster join-token manager`)",
         ));
     }
-    Ok(ca)
+    Ok(cluster)
 }
 
 #[tonic::async_trait]

@@ -15,4 +15,5 @@ pub mod manager;
 pub mod orchestrator;
 pub mod raft;
 pub mod scheduler;
+pub mod serve;
 pub mod store;

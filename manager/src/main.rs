@@ -43,6 +43,11 @@ enum Command {
         /// be wiped and join again.
         #[arg(long)]
         force_new_cluster: bool,
+        /// Lifetime of node and admin certificates (default 90d; at least 1m). Every node renews
+        /// its own at a random point between 50 % and 80 % of it; change it later with
+        /// `shoalctl cluster update --cert-expiry`. Unused on restart.
+        #[arg(long, value_name = "DURATION", value_parser = cert_expiry)]
+        cert_expiry: Option<std::time::Duration>,
     },
     /// Join an existing cluster as an additional manager (a Raft voter), or restart from DATA_DIR.
     Join {
@@ -84,6 +89,12 @@ enum Command {
         #[arg(long, default_value_t = 10_000)]
         snapshot_interval: u64,
     },
+}
+
+fn cert_expiry(s: &str) -> Result<std::time::Duration, String> {
+    let ns = shoal_proto::units::parse_duration_ns(s).map_err(|e| e.to_string())?;
+    shoal_proto::limits::check_cert_expiry(ns).map_err(|e| e.to_string())?;
+    Ok(std::time::Duration::from_nanos(ns as u64))
 }
 
 fn humantime_duration(s: &str) -> Result<std::time::Duration, String> {
@@ -169,6 +180,7 @@ async fn run(command: Command, env_token: Option<String>) -> anyhow::Result<()> 
             heartbeat_period,
             snapshot_interval,
             force_new_cluster,
+            cert_expiry,
         } => {
             let advertise_addr = advertise_addr
                 .or_else(|| (!listen_addr.ip().is_unspecified()).then(|| listen_addr.to_string()));
@@ -183,6 +195,7 @@ async fn run(command: Command, env_token: Option<String>) -> anyhow::Result<()> 
                 heartbeat_period,
                 snapshot_interval,
                 force_new_cluster,
+                cert_expiry,
             })
             .await
             .context("manager")
@@ -229,6 +242,7 @@ async fn run(command: Command, env_token: Option<String>) -> anyhow::Result<()> 
                     heartbeat_period: std::time::Duration::from_secs(5),
                     snapshot_interval,
                     force_new_cluster: false,
+                    cert_expiry: None,
                 },
                 manager::JoinOptions {
                     token,

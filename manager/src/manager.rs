@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use shoal_proto::config::AdminConfig;
 use shoal_proto::limits;
+use shoal_proto::live_tls::LiveTls;
 use shoal_proto::pki::{self, CertRole, Identity};
 use shoal_proto::token::JoinToken;
 use shoal_proto::v1::store_action::Action;
@@ -53,6 +54,14 @@ pub enum ManagerError {
     /// The gRPC server.
     #[error("server: {0}")]
     Serve(#[from] tonic::transport::Error),
+    /// The listen address cannot be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// The error.
+        source: std::io::Error,
+    },
     /// Joining a cluster failed.
     #[error("join: {0}")]
     Join(String),
@@ -111,6 +120,9 @@ pub struct ManagerOptions {
     pub snapshot_interval: u64,
     /// Restart an existing data dir as a new single-manager cluster (disaster recovery).
     pub force_new_cluster: bool,
+    /// `init --cert-expiry`: lifetime of the certificates the new cluster issues (default 90
+    /// days); unused on restart and join.
+    pub cert_expiry: Option<Duration>,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ManagerError + '_ {
@@ -231,6 +243,7 @@ pub(crate) fn demoted_node(node: &Node) -> Node {
         .is_some_and(|m| m.cert_fingerprint.is_empty())
     {
         node.cert_fingerprint.clear();
+        node.previous_cert_fingerprint.clear();
     }
     node
 }
@@ -240,6 +253,20 @@ pub(crate) fn manager_fingerprint(node: &Node) -> &str {
     match &node.manager_status {
         Some(m) if !m.cert_fingerprint.is_empty() => &m.cert_fingerprint,
         _ => &node.cert_fingerprint,
+    }
+}
+
+/// Whether `fp` is the certificate of a manager node's manager process, or the one it replaced
+/// at its last renewal (still accepted: its renewal answer may have been lost).
+pub(crate) fn is_manager_fingerprint(node: &Node, fp: &str) -> bool {
+    if fp.is_empty() {
+        return false;
+    }
+    match &node.manager_status {
+        Some(m) if !m.cert_fingerprint.is_empty() => {
+            m.cert_fingerprint == fp || m.previous_cert_fingerprint == fp
+        }
+        _ => node.cert_fingerprint == fp || node.previous_cert_fingerprint == fp,
     }
 }
 
@@ -335,8 +362,12 @@ pub async fn init(opts: ManagerOptions) -> Result<(), ManagerError> {
     let cluster_id = shoal_proto::new_id();
     let node_id = shoal_proto::new_id();
     let ca = pki::generate_ca(&cluster_id)?;
-    let manager_id = pki::issue(&ca, &node_id, CertRole::Manager)?;
-    let admin_id = pki::issue(&ca, "admin", CertRole::Admin)?;
+    let cert_expiry_ns = opts.cert_expiry.map_or(0, |d| d.as_nanos() as i64);
+    let lifetime =
+        Duration::from_nanos(shoal_proto::limits::cert_expiry_or_default(cert_expiry_ns) as u64);
+    let manager_id = pki::issue(&ca, &node_id, CertRole::Manager, lifetime)?;
+    let admin_id = pki::issue(&ca, "admin", CertRole::Admin, lifetime)?;
+    let ca_fp = pki::fingerprint_pem(&ca.cert_pem)?;
     let advertise = opts
         .advertise_addr
         .clone()
@@ -373,11 +404,12 @@ pub async fn init(opts: ManagerOptions) -> Result<(), ManagerError> {
             fingerprint: pki::fingerprint_pem(&admin_id.cert_pem)?,
             holder: crate::auth::INIT_HOLDER.into(),
             issued_at: now,
-            expires_at: 0,
+            expires_at: pki::validity(&admin_id.cert_pem)?.not_after_ns(),
         }],
+        cert_expiry_ns,
         ..Default::default()
     };
-    let node = manager_node(
+    let mut node = manager_node(
         &node_id,
         NodeDescription {
             hostname: hostname(),
@@ -393,13 +425,15 @@ pub async fn init(opts: ManagerOptions) -> Result<(), ManagerError> {
         pki::fingerprint_pem(&manager_id.cert_pem)?,
         now,
     );
+    node.cert_issuer_fingerprint = ca_fp.clone();
+    node.cert_expires_at = pki::validity(&manager_id.cert_pem)?.not_after_ns();
     let admin_conf = AdminConfig {
         managers: vec![advertise.clone()],
         ca_cert: ca.cert_pem.clone(),
         cert: admin_id.cert_pem.clone(),
         key: admin_id.key_pem.clone(),
     };
-    let fp = pki::fingerprint_pem(&ca.cert_pem)?;
+    let fp = ca_fp;
     let worker_token = JoinToken::new(&fp, &cluster.worker_token_secret).to_string();
     let manager_token = JoinToken::new(&fp, &cluster.manager_token_secret).to_string();
     let mut bootstrap = vec![
@@ -463,10 +497,10 @@ async fn run(
         key_pem: read_file(&certs.join("node-key.pem"))?,
     };
     let store = Store::open(&opts.data_dir.join("store"))?;
-    let tls = std::sync::Arc::new(pki::client_config(
-        &pki::Trust::Ca(ca_pem.clone()),
-        Some(&identity),
-    )?);
+    // The certificate and trusted CAs change at run time (renewal, CA rotation): every TLS
+    // configuration of this process reads them from here at each handshake.
+    let live = LiveTls::new(identity, &ca_pem)?;
+    let tls = std::sync::Arc::new(live.client_config()?);
     let book = PeerBook::new(
         store.clone(),
         &state.peers,
@@ -482,12 +516,13 @@ async fn run(
             force_new_cluster: opts.force_new_cluster,
         },
         store.clone(),
-        GrpcTransport::new(book.clone(), tls.clone()),
+        GrpcTransport::reconnecting(book.clone(), tls.clone(), live.subscribe()),
     )?;
     for (id, addr) in &state.peers {
         raft.set_peer(*id, addr.clone());
     }
     let dialer = Dialer::new(tls);
+    dialer.reset_on(live.subscribe());
     // Followers forward writes to the leader; reads wait for a ReadIndex round.
     store.set_proposer(std::sync::Arc::new(ClusterProposer::new(
         raft.clone(),
@@ -506,6 +541,15 @@ async fn run(
         .advertise_addr
         .clone()
         .unwrap_or_else(|| opts.listen_addr.to_string());
+    tokio::spawn(crate::certs::keep_certificates(
+        store.clone(),
+        live.clone(),
+        opts.data_dir.clone(),
+    ));
+    tokio::spawn(crate::certs::finish_rotations(
+        store.clone(),
+        raft.leadership(),
+    ));
     // Manager addresses of the store's manager nodes are Raft peers' addresses too.
     tokio::spawn(keep_peers_and_admin_conf(
         store.clone(),
@@ -543,8 +587,14 @@ async fn run(
         dispatcher.sessions(),
     );
 
+    let listener = crate::serve::bind(opts.listen_addr)
+        .await
+        .map_err(|source| ManagerError::Listen {
+            addr: opts.listen_addr,
+            source,
+        })?;
+    let incoming = crate::serve::tls_incoming(listener, std::sync::Arc::new(live.server_config()?));
     let server = tonic::transport::Server::builder()
-        .tls_config(pki::server_tls(&ca_pem, &identity))?
         .http2_keepalive_interval(Some(Duration::from_secs(5)))
         .http2_keepalive_timeout(Some(Duration::from_secs(5)))
         .add_service(
@@ -596,7 +646,7 @@ async fn run(
         let _ = shutdown_tx.send(true);
     });
     let mut stop_wait = shutdown_rx.clone();
-    let serve = server.serve_with_shutdown(opts.listen_addr, async move {
+    let serve = server.serve_with_incoming_shutdown(incoming, async move {
         let _ = stop.wait_for(|s| *s).await;
     });
     // Graceful shutdown waits for every connection to end, and other managers' Raft streams and
@@ -745,6 +795,7 @@ pub async fn restart(data_dir: PathBuf, snapshot_interval: u64) -> Result<(), Ma
         heartbeat_period: Duration::from_secs(5),
         snapshot_interval,
         force_new_cluster: false,
+        cert_expiry: None,
     };
     run(opts, state, None).await
 }

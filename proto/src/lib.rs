@@ -9,6 +9,7 @@ pub mod v1 {
 pub mod config;
 pub mod host;
 pub mod limits;
+pub mod live_tls;
 pub mod pki;
 pub mod seccomp;
 pub mod secure_file;

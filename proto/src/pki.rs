@@ -5,6 +5,7 @@
 //! its PEM) or, before joining, pin it by the SHA-256 fingerprint carried in a join token.
 
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
@@ -78,7 +79,7 @@ pub fn fingerprint_pem(pem: &str) -> Result<String, PkiError> {
     Ok(fingerprint_der(first.as_ref()))
 }
 
-fn certs_from_pem(pem: &str) -> Result<Vec<CertificateDer<'static>>, PkiError> {
+pub(crate) fn certs_from_pem(pem: &str) -> Result<Vec<CertificateDer<'static>>, PkiError> {
     rustls_pemfile::certs(&mut pem.as_bytes())
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| PkiError::Pem {
@@ -87,7 +88,7 @@ fn certs_from_pem(pem: &str) -> Result<Vec<CertificateDer<'static>>, PkiError> {
         })
 }
 
-fn key_from_pem(pem: &str) -> Result<PrivateKeyDer<'static>, PkiError> {
+pub(crate) fn key_from_pem(pem: &str) -> Result<PrivateKeyDer<'static>, PkiError> {
     rustls_pemfile::private_key(&mut pem.as_bytes())
         .map_err(|e| PkiError::Pem {
             what: "private key",
@@ -101,11 +102,46 @@ fn key_from_pem(pem: &str) -> Result<PrivateKeyDer<'static>, PkiError> {
 
 /// Creates a new self-signed root CA for a cluster.
 pub fn generate_ca(cluster_id: &str) -> Result<Identity, PkiError> {
+    let (key, params) = ca_params(cluster_id)?;
+    let cert = params.self_signed(&key)?;
+    Ok(Identity {
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+    })
+}
+
+/// A new root CA to replace `old` (`cluster ca --rotate`), and the new CA's certificate signed by
+/// the old one (same subject and key): presented after a leaf, it lets a node that trusts only
+/// the old CA verify certificates of the new one.
+pub fn generate_rotation_ca(
+    cluster_id: &str,
+    old: &Identity,
+) -> Result<(Identity, String), PkiError> {
+    let (key, params) = ca_params(cluster_id)?;
+    let cert = params.self_signed(&key)?;
+    let old_issuer = Issuer::from_ca_cert_pem(&old.cert_pem, KeyPair::from_pem(&old.key_pem)?)?;
+    let cross = params.signed_by(&key, &old_issuer)?;
+    Ok((
+        Identity {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        },
+        cross.pem(),
+    ))
+}
+
+/// Key and parameters of a root CA. Each CA gets a subject of its own (a random serial-like
+/// unit), so certificates of the old and the new CA of a rotation never look alike by name.
+fn ca_params(cluster_id: &str) -> Result<(KeyPair, CertificateParams), PkiError> {
     let key = KeyPair::generate()?;
     let mut params = CertificateParams::new(Vec::<String>::new())?;
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, "shoal-root-ca");
     dn.push(DnType::OrganizationName, cluster_id);
+    dn.push(
+        DnType::OrganizationalUnitName,
+        format!("ca-{}", &crate::new_id()[..12]),
+    );
     params.distinguished_name = dn;
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     params.key_usages = vec![
@@ -114,11 +150,7 @@ pub fn generate_ca(cluster_id: &str) -> Result<Identity, PkiError> {
         KeyUsagePurpose::DigitalSignature,
     ];
     params.not_after = rcgen::date_time_ymd(2046, 1, 1);
-    let cert = params.self_signed(&key)?;
-    Ok(Identity {
-        cert_pem: cert.pem(),
-        key_pem: key.serialize_pem(),
-    })
+    Ok((key, params))
 }
 
 /// A fresh key and a certificate signing request for it; the key stays with the caller.
@@ -159,6 +191,7 @@ pub fn sign_csr(
     csr_pem: &str,
     subject: &str,
     role: CertRole,
+    lifetime: Duration,
 ) -> Result<String, PkiError> {
     let ca_key = KeyPair::from_pem(&ca.key_pem)?;
     let issuer = Issuer::from_ca_cert_pem(&ca.cert_pem, ca_key)?;
@@ -183,20 +216,128 @@ pub fn sign_csr(
         ],
         _ => vec![ExtendedKeyUsagePurpose::ClientAuth],
     };
-    let now = std::time::SystemTime::now();
-    csr.params.not_before = (now - std::time::Duration::from_secs(3600)).into();
-    csr.params.not_after = (now + std::time::Duration::from_secs(90 * 24 * 3600)).into();
+    let now = SystemTime::now();
+    csr.params.not_before = (now - backdate(lifetime)).into();
+    csr.params.not_after = (now + lifetime).into();
     let cert = csr.signed_by(&issuer)?;
     Ok(format!("{}{}", cert.pem(), ca.cert_pem))
 }
 
+/// How far before its issue a certificate is valid from: clock skew between hosts, up to an hour,
+/// but never more than a tenth of the lifetime (short test lifetimes keep their renewal point).
+fn backdate(lifetime: Duration) -> Duration {
+    (lifetime / 10).min(Duration::from_secs(3600))
+}
+
 /// Makes a key and a CA-signed certificate in one step (for the manager's own and admin certs).
-pub fn issue(ca: &Identity, subject: &str, role: CertRole) -> Result<Identity, PkiError> {
+pub fn issue(
+    ca: &Identity,
+    subject: &str,
+    role: CertRole,
+    lifetime: Duration,
+) -> Result<Identity, PkiError> {
     let (csr, key_pem) = generate_csr(subject)?;
     Ok(Identity {
-        cert_pem: sign_csr(ca, &csr, subject, role)?,
+        cert_pem: sign_csr(ca, &csr, subject, role, lifetime)?,
         key_pem,
     })
+}
+
+/// When a certificate (the first of a PEM) is valid from and until.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Validity {
+    /// Not before.
+    pub not_before: SystemTime,
+    /// Not after.
+    pub not_after: SystemTime,
+}
+
+impl Validity {
+    /// The point at `fraction` (0..=1) of the lifetime.
+    pub fn at_fraction(&self, fraction: f64) -> SystemTime {
+        let life = self
+            .not_after
+            .duration_since(self.not_before)
+            .unwrap_or_default();
+        self.not_before + life.mul_f64(fraction.clamp(0.0, 1.0))
+    }
+
+    /// Whether the certificate has expired at `now`.
+    pub fn expired_at(&self, now: SystemTime) -> bool {
+        now >= self.not_after
+    }
+
+    /// `not_after` as Unix nanoseconds.
+    pub fn not_after_ns(&self) -> i64 {
+        self.not_after
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as i64)
+            .unwrap_or(0)
+    }
+}
+
+/// The validity of the first certificate in a PEM.
+pub fn validity(pem: &str) -> Result<Validity, PkiError> {
+    let certs = certs_from_pem(pem)?;
+    let first = certs.first().ok_or(PkiError::Pem {
+        what: "certificate",
+        reason: "no certificate found".into(),
+    })?;
+    let (_, cert) =
+        x509_parser::parse_x509_certificate(first.as_ref()).map_err(|e| PkiError::Pem {
+            what: "certificate",
+            reason: e.to_string(),
+        })?;
+    let at = |t: x509_parser::time::ASN1Time| {
+        let secs = t.timestamp();
+        if secs >= 0 {
+            SystemTime::UNIX_EPOCH + Duration::from_secs(secs as u64)
+        } else {
+            SystemTime::UNIX_EPOCH
+        }
+    };
+    Ok(Validity {
+        not_before: at(cert.validity().not_before),
+        not_after: at(cert.validity().not_after),
+    })
+}
+
+/// Whether the first certificate of `cert_pem` was issued by the CA `ca_pem` (its issuer is the
+/// CA's subject; CA subjects are unique per CA, see [`generate_ca`]).
+pub fn issued_by(cert_pem: &str, ca_pem: &str) -> Result<bool, PkiError> {
+    let leaf = certs_from_pem(cert_pem)?;
+    let ca = certs_from_pem(ca_pem)?;
+    let (Some(leaf), Some(ca)) = (leaf.first(), ca.first()) else {
+        return Ok(false);
+    };
+    let parse = |der: &[u8]| {
+        x509_parser::parse_x509_certificate(der)
+            .map(|(_, c)| (c.issuer().as_raw().to_vec(), c.subject().as_raw().to_vec()))
+            .map_err(|e| PkiError::Pem {
+                what: "certificate",
+                reason: e.to_string(),
+            })
+    };
+    let (leaf_issuer, _) = parse(leaf.as_ref())?;
+    let (_, ca_subject) = parse(ca.as_ref())?;
+    Ok(leaf_issuer == ca_subject)
+}
+
+/// Fingerprint of the CA a `leaf + CA` chain carries (the second certificate), if it has one.
+pub fn issuer_fingerprint(chain_pem: &str) -> Result<Option<String>, PkiError> {
+    Ok(certs_from_pem(chain_pem)?
+        .get(1)
+        .map(|c| fingerprint_der(c.as_ref())))
+}
+
+/// The first certificate of each PEM, concatenated: a trust bundle (during a CA rotation the new
+/// and the old CA). Empty inputs are skipped.
+pub fn bundle(pems: &[&str]) -> String {
+    pems.iter()
+        .map(|p| p.trim())
+        .filter(|p| !p.is_empty())
+        .map(|p| format!("{p}\n"))
+        .collect()
 }
 
 /// The TLS settings for a manager's gRPC server: client certificates from our CA are verified when
@@ -402,7 +543,7 @@ mod tests {
         let ca = generate_ca("c1").expect("ca");
         let fp = fingerprint_pem(&ca.cert_pem).expect("fp");
         assert_eq!(fp.len(), 64);
-        let id = issue(&ca, "node1", CertRole::Worker).expect("issue");
+        let id = issue(&ca, "node1", CertRole::Worker, Duration::from_secs(600)).expect("issue");
         assert!(id.cert_pem.contains("BEGIN CERTIFICATE"));
         // the chain carries the CA second, which is how a pinned client finds it
         let chain = certs_from_pem(&id.cert_pem).expect("chain");

@@ -41,11 +41,22 @@ pub async fn run(cli: Cli) -> Result<()> {
     if let Command::Cluster(ClusterCommand::Unlock(args)) = &cli.command {
         return lock::unlock(config.as_deref(), args).await;
     }
+    let mut connection = client::connect(config.as_deref()).await?;
+    // An admin certificate near its expiry is renewed in place first (the connection is then
+    // made again with the new one); `cluster ca` and `admin renew` renew it themselves.
+    let renews_itself = matches!(
+        &cli.command,
+        Command::Cluster(ClusterCommand::Ca(_))
+            | Command::Cluster(ClusterCommand::Admin(AdminCommand::Renew))
+    );
+    if !renews_itself && ca::renew_if_due(config.as_deref(), connection.channel.clone()).await {
+        connection = client::connect(config.as_deref()).await?;
+    }
     let Connection {
         mut control,
         manager_addr,
         channel,
-    } = client::connect(config.as_deref()).await?;
+    } = connection;
     let c = &mut control;
     match cli.command {
         Command::Service(cmd) => match cmd {

@@ -88,7 +88,21 @@ impl Dispatcher {
         let mut events = self.store.watch();
         let mut last: Option<ManagerDirective> = None;
         let mut managers = manager_addrs(&self.store);
+        let mut trust: Option<TrustUpdate> = None;
         loop {
+            // What the node must trust, at once and after every CA change (a rotation).
+            let now_trust = self
+                .store
+                .read(|s| s.cluster().map(crate::certs::trust_update));
+            if now_trust.is_some() && now_trust != trust {
+                let msg = ManagerMessage {
+                    msg: now_trust.clone().map(manager_message::Msg::Trust),
+                };
+                if tx.send(msg).await.is_err() {
+                    return;
+                }
+                trust = now_trust;
+            }
             let Some(node) = self.store.read(|s| s.node(&node_id).cloned()) else {
                 return;
             };
@@ -129,9 +143,11 @@ impl Dispatcher {
             loop {
                 match events.recv().await {
                     Ok(batch)
-                        if batch
-                            .iter()
-                            .any(|e| touches_node(e, &node_id) || is_membership_change(e)) =>
+                        if batch.iter().any(|e| {
+                            touches_node(e, &node_id)
+                                || is_membership_change(e)
+                                || is_cluster_change(e)
+                        }) =>
                     {
                         break
                     }
@@ -148,6 +164,14 @@ impl Dispatcher {
                 return;
             }
         }
+    }
+}
+
+/// Whether an event changes the cluster object (its CA: what nodes trust).
+fn is_cluster_change(e: &Event) -> bool {
+    match e {
+        Event::Created(o) | Event::Removed(o) => matches!(o, Object::Cluster(_)),
+        Event::Updated { new, .. } => matches!(new, Object::Cluster(_)),
     }
 }
 

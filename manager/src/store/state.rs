@@ -148,7 +148,8 @@ impl State {
         self.nodes.values()
     }
 
-    /// The node whose current certificate has this SHA-256 fingerprint.
+    /// The node whose current certificate (or the one it replaced at its last renewal) has this
+    /// SHA-256 fingerprint.
     pub fn node_by_fingerprint(&self, fp: &str) -> Option<&Node> {
         self.node_by_fingerprint
             .get(fp)
@@ -287,9 +288,11 @@ impl State {
                 self.clusters.insert(c.id.clone(), c);
             }
             Object::Node(n) => {
-                if !n.cert_fingerprint.is_empty() {
-                    self.node_by_fingerprint
-                        .insert(n.cert_fingerprint.clone(), n.id.clone());
+                // The current certificate, and the one it replaced at the last renewal.
+                for fp in [&n.cert_fingerprint, &n.previous_cert_fingerprint] {
+                    if !fp.is_empty() {
+                        self.node_by_fingerprint.insert(fp.clone(), n.id.clone());
+                    }
                 }
                 let holder = (Kind::Node, n.id.clone());
                 for (net, ip) in node_addresses(&n) {
@@ -346,8 +349,10 @@ impl State {
             Kind::Cluster => self.clusters.remove(id).map(Object::Cluster),
             Kind::Node => {
                 let n = self.nodes.remove(id)?;
-                if self.node_by_fingerprint.get(&n.cert_fingerprint) == Some(&n.id) {
-                    self.node_by_fingerprint.remove(&n.cert_fingerprint);
+                for fp in [&n.cert_fingerprint, &n.previous_cert_fingerprint] {
+                    if self.node_by_fingerprint.get(fp) == Some(&n.id) {
+                        self.node_by_fingerprint.remove(fp);
+                    }
                 }
                 self.release(node_addresses(&n), &(Kind::Node, n.id.clone()));
                 Some(Object::Node(n))
