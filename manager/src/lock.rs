@@ -62,6 +62,12 @@ pub enum SealError {
     /// The system's random generator failed (no nonce or key could be drawn).
     #[error("the system random generator failed")]
     Random,
+    /// ring refused an operation its inputs should always allow.
+    #[error("cannot {op}")]
+    Crypto {
+        /// The operation.
+        op: &'static str,
+    },
     /// The value is shorter than a sealed value can be, or lacks the sealed prefix.
     #[error("not a sealed value ({len} bytes)")]
     Malformed {
@@ -149,7 +155,9 @@ impl DataKey {
 
     /// The key made of these bytes.
     pub fn from_bytes(raw: [u8; KEY_LEN]) -> Result<DataKey, SealError> {
-        let unbound = UnboundKey::new(&AES_256_GCM, &raw).map_err(|_| SealError::Random)?;
+        let unbound = UnboundKey::new(&AES_256_GCM, &raw).map_err(|_| SealError::Crypto {
+            op: "make an AES-256-GCM key",
+        })?;
         Ok(DataKey {
             inner: Arc::new(KeyInner {
                 raw,
@@ -224,7 +232,7 @@ fn seal_with(key: &LessSafeKey, aad: &[u8], plain: &[u8]) -> Result<Vec<u8>, Sea
         Aad::from(aad),
         &mut body,
     )
-    .map_err(|_| SealError::Random)?;
+    .map_err(|_| SealError::Crypto { op: "seal" })?;
     out.extend_from_slice(&body);
     Ok(out)
 }
@@ -272,7 +280,9 @@ fn key_encryption_key(secret: &[u8], salt: &[u8]) -> Result<LessSafeKey, SealErr
     let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, salt).extract(secret);
     let okm = prk
         .expand(&[KEK_INFO], &AES_256_GCM)
-        .map_err(|_| SealError::Random)?;
+        .map_err(|_| SealError::Crypto {
+            op: "derive a key from the unlock key",
+        })?;
     Ok(LessSafeKey::new(UnboundKey::from(okm)))
 }
 
@@ -416,14 +426,14 @@ pub fn create_data_key(data_dir: &Path) -> Result<DataKey, LockError> {
 /// current one when it was on already) or off (returns "").
 pub async fn set_autolock(store: &Store, on: bool) -> Result<String, Status> {
     let fresh = new_unlock_key().map_err(|e| Status::internal(e.to_string()))?;
-    let key = store
+    let (key, changed) = store
         .propose_fresh(|s| -> Result<_, Status> {
             let mut cluster = s
                 .cluster()
                 .cloned()
                 .ok_or_else(|| Status::unavailable("the cluster is not initialised yet"))?;
             if cluster.autolock == on {
-                return Ok((Vec::new(), cluster.unlock_key.clone()));
+                return Ok((Vec::new(), (cluster.unlock_key.clone(), false)));
             }
             cluster.autolock = on;
             cluster.unlock_key = if on { fresh.clone() } else { String::new() };
@@ -432,11 +442,17 @@ pub async fn set_autolock(store: &Store, on: bool) -> Result<String, Status> {
                 vec![StoreAction {
                     action: Some(Action::PutCluster(cluster)),
                 }],
-                key,
+                (key, true),
             ))
         })
         .await?;
-    info!(autolock = on, "autolock changed");
+    if changed {
+        info!(
+            autolock = on,
+            "autolock turned {}",
+            if on { "on" } else { "off" }
+        );
+    }
     Ok(key)
 }
 
