@@ -48,6 +48,9 @@ pub enum ManagerError {
     /// The store.
     #[error("store: {0}")]
     Store(#[from] crate::store::StoreError),
+    /// The data key, autolock, or the wait to be unlocked.
+    #[error(transparent)]
+    Lock(#[from] crate::lock::LockError),
     /// Raft.
     #[error("raft: {0}")]
     Raft(#[from] crate::raft::RaftError),
@@ -376,6 +379,7 @@ pub async fn init(opts: ManagerOptions) -> Result<(), ManagerError> {
     write_private(&certs.join("ca.pem"), &ca.cert_pem)?;
     write_private(&certs.join("node.pem"), &manager_id.cert_pem)?;
     write_private(&certs.join("node-key.pem"), &manager_id.key_pem)?;
+    crate::lock::create_data_key(&opts.data_dir)?;
     let state = ManagerState {
         cluster_id: cluster_id.clone(),
         node_id: node_id.clone(),
@@ -496,7 +500,8 @@ async fn run(
         cert_pem: read_file(&certs.join("node.pem"))?,
         key_pem: read_file(&certs.join("node-key.pem"))?,
     };
-    let store = Store::open(&opts.data_dir.join("store"))?;
+    // Waits here, serving only `Unlock`, while autolock keeps the data key sealed.
+    let store = crate::lock::open_store(&opts.data_dir, opts.listen_addr).await?;
     // The certificate and trusted CAs change at run time (renewal, CA rotation): every TLS
     // configuration of this process reads them from here at each handshake.
     let live = LiveTls::new(identity, &ca_pem)?;
@@ -869,6 +874,7 @@ pub async fn join(opts: ManagerOptions, join: JoinOptions) -> Result<(), Manager
     write_private(&certs.join("ca.pem"), &resp.ca_cert_pem)?;
     write_private(&certs.join("node.pem"), &resp.cert_pem)?;
     write_private(&certs.join("node-key.pem"), &key_pem)?;
+    crate::lock::create_data_key(&opts.data_dir)?;
     let mut managers = vec![advertise.clone()];
     managers.extend(
         resp.peers

@@ -524,6 +524,58 @@ impl Host {
         })
     }
 
+    /// Like `run_timeout`, with `input` written to the program's stdin (then closed): for
+    /// secrets that must never be on a command line, such as `cluster unlock`'s key.
+    pub fn run_input<I, S>(
+        &self,
+        program: impl AsRef<OsStr>,
+        args: I,
+        input: &[u8],
+        timeout: Duration,
+    ) -> Result<Output>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let program = program.as_ref();
+        let args: Vec<OsString> = args.into_iter().map(|a| a.as_ref().to_owned()).collect();
+        let what = format!(
+            "[{}] {} {} (with input)",
+            self.name,
+            program.to_string_lossy(),
+            join_args(&args)
+        );
+        let (mut cmd, _ns) = self.command(program)?;
+        cmd.args(&args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().with_context(|| format!("starting {what}"))?;
+        let stdout = read_all(child.stdout.take());
+        let stderr = read_all(child.stderr.take());
+        if let Some(mut stdin) = child.stdin.take() {
+            // A program that exits without reading gives EPIPE: its output says why.
+            let _ = stdin.write_all(input);
+        }
+        let start = Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait()? {
+                break status;
+            }
+            if start.elapsed() >= timeout {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!("{what}: still running after {timeout:?}, killed");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        Ok(Output {
+            status,
+            stdout: join_reader(stdout),
+            stderr: join_reader(stderr),
+        })
+    }
+
     /// Kills (SIGKILL) every process `spawn` started on this host and reaps it.
     pub fn kill_all(&self) -> Result<()> {
         let procs: Vec<Proc> = lock(&self.procs)

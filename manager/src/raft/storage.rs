@@ -3,6 +3,9 @@
 //! One tree: entries under `e` + big-endian index (so key order is log order), and the fixed
 //! keys below for the rest. Every mutating call ends with a sled flush: Raft may only act on (and
 //! acknowledge) what survives a `kill -9`.
+//!
+//! When the store was opened with the manager's data key ([`Store::open_sealed`]), every value
+//! here is sealed with it too (entries carry the CA key and join-token secrets the store writes).
 
 use std::path::Path;
 
@@ -11,6 +14,7 @@ use raft::prelude::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
 use raft::{GetEntriesContext, RaftState, StorageError};
 
 use super::RaftError;
+use crate::lock::{self, DataKey};
 use crate::store::Store;
 
 const ENTRY_PREFIX: u8 = b'e';
@@ -36,16 +40,24 @@ pub struct RaftStorage {
     /// Index of the last entry, or the snapshot index when the log after it is empty.
     last: u64,
     store: Store,
+    /// The store's data key; `None` keeps values in clear.
+    key: Option<DataKey>,
 }
 
 impl RaftStorage {
-    /// Opens (or creates) the Raft database in `dir`.
+    /// Opens (or creates) the Raft database in `dir`, sealed with the store's data key when it
+    /// has one (values an older version wrote in clear are sealed first).
     pub fn open(dir: &Path, store: Store) -> Result<RaftStorage, RaftError> {
         let db = crate::store::open_sled(dir)?;
         let tree = db.open_tree("raft")?;
-        let hard_state: HardState = read_pb(&tree, HARD_STATE)?.unwrap_or_default();
-        let conf_state: ConfState = read_pb(&tree, CONF_STATE)?.unwrap_or_default();
-        let snapshot: Option<Snapshot> = read_pb(&tree, SNAPSHOT)?;
+        let key = store.data_key();
+        if let Some(key) = &key {
+            seal_legacy(&db, &tree, key)?;
+        }
+        let k = key.as_ref();
+        let hard_state: HardState = read_pb(k, &tree, HARD_STATE)?.unwrap_or_default();
+        let conf_state: ConfState = read_pb(k, &tree, CONF_STATE)?.unwrap_or_default();
+        let snapshot: Option<Snapshot> = read_pb(k, &tree, SNAPSHOT)?;
         let snapshot_meta = snapshot.map(|mut s| s.take_metadata()).unwrap_or_default();
         let last_entry = match tree.scan_prefix([ENTRY_PREFIX]).next_back() {
             Some(item) => {
@@ -62,6 +74,7 @@ impl RaftStorage {
             last: last_entry.max(snapshot_meta.index),
             snapshot_meta,
             store,
+            key,
         })
     }
 
@@ -89,7 +102,7 @@ impl RaftStorage {
 
     /// The last snapshot with its data, if there is one.
     pub fn load_snapshot(&self) -> Result<Option<Snapshot>, RaftError> {
-        read_pb(&self.tree, SNAPSHOT)
+        read_pb(self.key.as_ref(), &self.tree, SNAPSHOT)
     }
 
     /// Index of the first entry still in the log.
@@ -104,7 +117,8 @@ impl RaftStorage {
 
     /// Records the initial membership of a new cluster.
     pub fn bootstrap(&mut self, conf_state: ConfState) -> Result<(), RaftError> {
-        self.tree.insert(CONF_STATE, write_pb(&conf_state)?)?;
+        self.tree
+            .insert(CONF_STATE, self.write_pb(CONF_STATE, &conf_state)?)?;
         self.flush()?;
         self.conf_state = conf_state;
         Ok(())
@@ -129,12 +143,13 @@ impl RaftStorage {
                 batch.remove(&entry_key(index));
             }
             for e in entries {
-                batch.insert(&entry_key(e.index), write_pb(e)?);
+                let key = entry_key(e.index);
+                batch.insert(&key, self.write_pb(&key, e)?);
                 last = e.index;
             }
         }
         if let Some(hs) = hs {
-            batch.insert(HARD_STATE, write_pb(hs)?);
+            batch.insert(HARD_STATE, self.write_pb(HARD_STATE, hs)?);
         }
         self.tree.apply_batch(batch)?;
         self.flush()?;
@@ -151,7 +166,8 @@ impl RaftStorage {
     pub fn set_commit(&mut self, commit: u64) -> Result<(), RaftError> {
         let mut hs = self.hard_state.clone();
         hs.commit = commit;
-        self.tree.insert(HARD_STATE, write_pb(&hs)?)?;
+        self.tree
+            .insert(HARD_STATE, self.write_pb(HARD_STATE, &hs)?)?;
         self.hard_state = hs;
         Ok(())
     }
@@ -183,9 +199,9 @@ impl RaftStorage {
         for index in self.first_index()..=self.last {
             batch.remove(&entry_key(index));
         }
-        batch.insert(SNAPSHOT, write_pb(snap)?);
-        batch.insert(HARD_STATE, write_pb(&hs)?);
-        batch.insert(CONF_STATE, write_pb(&cs)?);
+        batch.insert(SNAPSHOT, self.write_pb(SNAPSHOT, snap)?);
+        batch.insert(HARD_STATE, self.write_pb(HARD_STATE, &hs)?);
+        batch.insert(CONF_STATE, self.write_pb(CONF_STATE, &cs)?);
         self.tree.apply_batch(batch)?;
         self.flush()?;
         self.hard_state = hs;
@@ -210,7 +226,7 @@ impl RaftStorage {
         for index in self.first_index()..=meta.index {
             batch.remove(&entry_key(index));
         }
-        batch.insert(SNAPSHOT, write_pb(snap)?);
+        batch.insert(SNAPSHOT, self.write_pb(SNAPSHOT, snap)?);
         self.tree.apply_batch(batch)?;
         self.flush()?;
         self.snapshot_meta = meta.clone();
@@ -224,11 +240,21 @@ impl RaftStorage {
     }
 
     fn entry(&self, index: u64) -> raft::Result<Entry> {
-        match read_pb(&self.tree, &entry_key(index)) {
+        match read_pb(self.key.as_ref(), &self.tree, &entry_key(index)) {
             Ok(Some(e)) => Ok(e),
             Ok(None) => Err(raft::Error::Store(StorageError::Unavailable)),
             Err(e) => Err(other(e)),
         }
+    }
+
+    /// Encodes `m` to be stored under `key`, sealed when there is a data key.
+    fn write_pb<M: protobuf::Message>(&self, key: &[u8], m: &M) -> Result<Vec<u8>, RaftError> {
+        let plain = m.write_to_bytes().map_err(|source| RaftError::Codec {
+            what: m.descriptor().name().to_string(),
+            source,
+        })?;
+        lock::seal_stored(self.key.as_ref(), &value_aad(key), &plain)
+            .map_err(|e| seal_error(key, e))
     }
 
     /// A Raft snapshot of the store as it is now (its applied index), with the membership.
@@ -273,7 +299,8 @@ impl raft::Storage for RaftStorage {
         }
         let mut entries = Vec::with_capacity((high - low) as usize);
         for item in self.tree.range(entry_key(low)..entry_key(high)) {
-            let (_, value) = item.map_err(other)?;
+            let (key, value) = item.map_err(other)?;
+            let value = unseal(self.key.as_ref(), &key, &value).map_err(other)?;
             entries.push(Entry::parse_from_bytes(&value).map_err(other)?);
         }
         if entries.len() as u64 != high - low {
@@ -340,21 +367,164 @@ fn index_of(key: &[u8]) -> Result<u64, RaftError> {
         .ok_or_else(|| RaftError::Log(format!("malformed log key {key:?}")))
 }
 
-fn read_pb<M: protobuf::Message>(tree: &sled::Tree, key: &[u8]) -> Result<Option<M>, RaftError> {
-    match tree.get(key)? {
-        Some(bytes) => M::parse_from_bytes(&bytes)
+/// The additional data a value is sealed with: its key, so a value moved elsewhere (an entry to
+/// another index, a snapshot into the hard state) no longer opens.
+fn value_aad(key: &[u8]) -> Vec<u8> {
+    let mut aad = b"raft/".to_vec();
+    aad.extend_from_slice(key);
+    aad
+}
+
+fn seal_error(key: &[u8], e: lock::SealError) -> RaftError {
+    RaftError::Log(format!(
+        "{}: data key: {e}",
+        String::from_utf8_lossy(key).escape_debug()
+    ))
+}
+
+fn unseal(key: Option<&DataKey>, k: &[u8], value: &[u8]) -> Result<Vec<u8>, RaftError> {
+    lock::unseal_stored(key, &value_aad(k), value).map_err(|e| seal_error(k, e))
+}
+
+/// The migration to encryption at rest: seals every value an older version wrote in clear, then
+/// flushes. Idempotent. sled may keep the old plaintext in log segments it has not compacted yet:
+/// they are reclaimed as sled rewrites its segments, not at once.
+fn seal_legacy(db: &sled::Db, tree: &sled::Tree, key: &DataKey) -> Result<(), RaftError> {
+    let mut batch = sled::Batch::default();
+    let mut sealed = 0usize;
+    for item in tree.iter() {
+        let (k, v) = item?;
+        if lock::is_sealed(&v) {
+            continue;
+        }
+        let value = key
+            .seal(&value_aad(&k), &v)
+            .map_err(|e| seal_error(&k, e))?;
+        batch.insert(k, value);
+        sealed += 1;
+    }
+    if sealed > 0 {
+        tree.apply_batch(batch)?;
+        db.flush()?;
+        tracing::info!(
+            values = sealed,
+            "raft log: values kept in clear sealed with the data key"
+        );
+    }
+    Ok(())
+}
+
+fn read_pb<M: protobuf::Message>(
+    key: Option<&DataKey>,
+    tree: &sled::Tree,
+    k: &[u8],
+) -> Result<Option<M>, RaftError> {
+    match tree.get(k)? {
+        Some(bytes) => M::parse_from_bytes(&unseal(key, k, &bytes)?)
             .map(Some)
             .map_err(|source| RaftError::Codec {
-                what: String::from_utf8_lossy(key).into_owned(),
+                what: String::from_utf8_lossy(k).into_owned(),
                 source,
             }),
         None => Ok(None),
     }
 }
 
-fn write_pb<M: protobuf::Message>(m: &M) -> Result<Vec<u8>, RaftError> {
-    m.write_to_bytes().map_err(|source| RaftError::Codec {
-        what: m.descriptor().name().to_string(),
-        source,
-    })
+#[cfg(test)]
+mod tests {
+    use raft::prelude::{Entry, HardState};
+    use raft::{GetEntriesContext, Storage as _};
+
+    use super::RaftStorage;
+    use crate::lock::DataKey;
+    use crate::store::Store;
+
+    const SECRET: &[u8] = b"-----BEGIN PRIVATE KEY-----";
+
+    fn entries() -> Vec<Entry> {
+        (1..=3)
+            .map(|index| Entry {
+                index,
+                term: 1,
+                data: SECRET.to_vec().into(),
+                ..Entry::default()
+            })
+            .collect()
+    }
+
+    fn append(storage: &mut RaftStorage) {
+        let hs = HardState {
+            term: 1,
+            vote: 1,
+            commit: 3,
+            ..HardState::default()
+        };
+        storage.append(&entries(), Some(&hs)).unwrap();
+    }
+
+    fn read_back(storage: &RaftStorage) -> Vec<Entry> {
+        storage
+            .entries(1, 4, None, GetEntriesContext::empty(false))
+            .unwrap()
+    }
+
+    fn raw_values(dir: &std::path::Path) -> Vec<Vec<u8>> {
+        let db = crate::store::open_sled(dir).unwrap();
+        let tree = db.open_tree("raft").unwrap();
+        tree.iter().map(|i| i.unwrap().1.to_vec()).collect()
+    }
+
+    #[test]
+    fn the_log_is_sealed_with_the_stores_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = DataKey::generate().unwrap();
+        let raft_dir = dir.path().join("raft");
+        {
+            let store = Store::open_sealed(&dir.path().join("store"), key.clone()).unwrap();
+            let mut storage = RaftStorage::open(&raft_dir, store).unwrap();
+            append(&mut storage);
+        }
+        let values = raw_values(&raft_dir);
+        assert_eq!(values.len(), 4, "three entries and the hard state");
+        for v in &values {
+            assert!(crate::lock::is_sealed(v));
+            assert!(!v.windows(SECRET.len()).any(|w| w == SECRET));
+        }
+        {
+            let store = Store::open_sealed(&dir.path().join("store"), key).unwrap();
+            let storage = RaftStorage::open(&raft_dir, store).unwrap();
+            assert_eq!(storage.hard_state().commit, 3);
+            assert_eq!(read_back(&storage), entries());
+        }
+        let other = Store::open_sealed(
+            &dir.path().join("other-store"),
+            DataKey::generate().unwrap(),
+        )
+        .unwrap();
+        assert!(RaftStorage::open(&raft_dir, other).is_err());
+    }
+
+    #[test]
+    fn a_log_in_clear_is_sealed_when_opened_with_a_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let raft_dir = dir.path().join("raft");
+        {
+            let store = Store::open(&dir.path().join("store")).unwrap();
+            let mut storage = RaftStorage::open(&raft_dir, store).unwrap();
+            append(&mut storage);
+        }
+        assert!(raw_values(&raft_dir)
+            .iter()
+            .any(|v| v.windows(SECRET.len()).any(|w| w == SECRET)));
+        let key = DataKey::generate().unwrap();
+        {
+            let store = Store::open_sealed(&dir.path().join("store"), key).unwrap();
+            let storage = RaftStorage::open(&raft_dir, store).unwrap();
+            assert_eq!(storage.last_index(), 3);
+            assert_eq!(read_back(&storage), entries());
+        }
+        for v in raw_values(&raft_dir) {
+            assert!(crate::lock::is_sealed(&v), "a value left in clear");
+        }
+    }
 }

@@ -155,9 +155,25 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
-    /// Opens the store kept in the sled database at `dir` (created if missing).
+    /// Opens the store kept in the sled database at `dir` (created if missing), values in clear
+    /// (tests and benches; a manager opens it with [`Store::open_sealed`]).
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
-        let disk = disk::Disk::open(dir)?;
+        Self::with_disk(disk::Disk::open(dir)?)
+    }
+
+    /// Opens the store at `dir` with every value sealed by the manager's data key; what an older
+    /// version wrote in clear is sealed first. The Raft log opened with this store
+    /// ([`crate::raft::RaftStorage::open`]) is sealed with the same key.
+    pub fn open_sealed(dir: &Path, key: crate::lock::DataKey) -> Result<Store, StoreError> {
+        Self::with_disk(disk::Disk::open_sealed(dir, key)?)
+    }
+
+    /// The data key sealing what this manager writes to disk, if it has one.
+    pub(crate) fn data_key(&self) -> Option<crate::lock::DataKey> {
+        self.inner.disk.key().cloned()
+    }
+
+    fn with_disk(disk: disk::Disk) -> Result<Store, StoreError> {
         let (state, index) = disk.load()?;
         let (events, _) = broadcast::channel(WATCH_CAPACITY);
         // Request ids only need to be unique among in-flight proposals cluster-wide: a random
