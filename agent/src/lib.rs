@@ -2,6 +2,7 @@
 //! shims, so containers outlive an agent restart.
 
 pub mod agent;
+pub mod executor;
 pub mod image;
 pub mod join;
 pub mod manager_proc;

@@ -1,21 +1,82 @@
 //! One actor per task: prepares the image, starts the container, watches it, and stops and removes
 //! it when told. Each transition is reported once and only forward.
+//!
+//! The actor reaches the node only through an [`Executor`], so this file knows nothing of the
+//! worker, the runtime or the networks, and its lifecycle is tested against a fake executor.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use shoal_proto::v1::*;
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
-use crate::image::Image;
-use crate::runtime::{
-    devices, logs, ContainerConfig, ContainerStatus, LogConfig, Rlimit, SeccompConfig,
-};
-use crate::worker::Shared;
+use crate::executor::{ContainerStatus, Executor, ExecutorError};
+use crate::runtime::logs;
 
 /// Default time between the stop signal and SIGKILL.
-const DEFAULT_GRACE: Duration = Duration::from_secs(10);
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(10);
+
+/// What every task actor of a node shares: the executor and the reports going to the manager.
+pub struct Shared {
+    /// Runs the containers.
+    pub executor: Arc<dyn Executor>,
+    status_tx: mpsc::UnboundedSender<TaskStatusUpdate>,
+    statuses: Mutex<HashMap<String, TaskStatus>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Poisoning only means a panic elsewhere; the map stays valid entry by entry.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Shared {
+    /// Shared state over `executor`; status updates come out of the returned receiver.
+    pub fn new(executor: Arc<dyn Executor>) -> (Shared, mpsc::UnboundedReceiver<TaskStatusUpdate>) {
+        let (status_tx, status_rx) = mpsc::unbounded_channel();
+        let shared = Shared {
+            executor,
+            status_tx,
+            statuses: Mutex::new(HashMap::new()),
+        };
+        (shared, status_rx)
+    }
+
+    /// Reports a status, forward-only: a state at or behind the last reported one is dropped.
+    pub fn report(&self, task_id: &str, status: TaskStatus) {
+        {
+            let mut map = lock(&self.statuses);
+            if let Some(prev) = map.get(task_id) {
+                if status.state <= prev.state {
+                    return;
+                }
+            }
+            map.insert(task_id.to_string(), status.clone());
+        }
+        info!(task.id = %task_id, state = ?TaskState::try_from(status.state).unwrap_or(TaskState::TaskNew), msg = %status.message, err = %status.err, "task state");
+        let _ = self.status_tx.send(TaskStatusUpdate {
+            task_id: task_id.to_string(),
+            status: Some(status),
+        });
+    }
+
+    /// The last state reported for a task.
+    pub fn reported(&self, task_id: &str) -> Option<TaskStatus> {
+        lock(&self.statuses).get(task_id).cloned()
+    }
+
+    /// Every status reported so far, for resending after a reconnect.
+    pub fn all_reported(&self) -> Vec<TaskStatusUpdate> {
+        lock(&self.statuses)
+            .iter()
+            .map(|(id, st)| TaskStatusUpdate {
+                task_id: id.clone(),
+                status: Some(st.clone()),
+            })
+            .collect()
+    }
+}
 
 fn status(state: TaskState, message: &str) -> TaskStatus {
     TaskStatus {
@@ -33,7 +94,8 @@ fn failed(message: &str, err: String) -> TaskStatus {
     }
 }
 
-fn grace(task: &Task) -> Duration {
+/// The time a task's container gets between its stop signal and SIGKILL.
+pub fn grace(task: &Task) -> Duration {
     let ns = task
         .spec
         .as_ref()
@@ -65,16 +127,14 @@ pub async fn run(
     mut remove: watch::Receiver<bool>,
 ) {
     let id = task.id.clone();
+    let exec = shared.executor.clone();
     let known = task.status.as_ref().map(|s| s.state).unwrap_or(0);
-    let mut phase = match shared.runtime.status(&id) {
+    let mut phase = match exec.inspect(&id).await {
         // Re-adoption after an agent restart: the container kept running under its shim.
         Ok(ContainerStatus::Running { pid }) => {
             info!(task.id = %id, pid, "re-adopted running container");
-            // Its interfaces are still there; this brings back its resolver and VIP rules.
-            if let Some(net) = &shared.network {
-                if let Err(e) = net.attach(&task).await {
-                    warn!(task.id = %id, error = %e, "re-attaching the networks of a re-adopted task");
-                }
+            if let Err(e) = exec.reattach(&task).await {
+                warn!(task.id = %id, error = %e, "re-attaching the networks of a re-adopted task");
             }
             shared.report(
                 &id,
@@ -117,7 +177,7 @@ pub async fn run(
                     tokio::select! {
                         p = start(&task, &shared) => p,
                         _ = removed(&mut remove) => {
-                            destroy(&shared, &id, grace(&task)).await;
+                            exec.remove(&id, grace(&task)).await;
                             return;
                         }
                     }
@@ -126,10 +186,10 @@ pub async fn run(
             // Running: until it exits, or the manager wants it stopped or removed.
             Phase::Running => {
                 tokio::select! {
-                    r = shared.runtime.wait(&id) => {
+                    r = exec.wait(&id) => {
                         // Addresses go back before the end is reported: the manager may hand
                         // them to another task as soon as it hears of it.
-                        release_network(&shared, &id).await;
+                        release_network(exec.as_ref(), &id).await;
                         match r {
                             Ok(code) => report_exit(&shared, &id, code),
                             Err(e) => shared.report(&id, failed("wait failed", e.to_string())),
@@ -138,15 +198,15 @@ pub async fn run(
                     }
                     _ = stop_wanted(&mut desired) => {
                         info!(task.id = %id, "stopping task");
-                        if let Err(e) = shared.runtime.stop(&id, grace(&task)).await {
+                        if let Err(e) = exec.stop(&id, grace(&task)).await {
                             warn!(task.id = %id, error = %e, "stop failed");
                         }
-                        release_network(&shared, &id).await;
+                        release_network(exec.as_ref(), &id).await;
                         shared.report(&id, status(TaskState::TaskShutdown, "shutdown"));
                         Phase::Done
                     }
                     _ = removed(&mut remove) => {
-                        destroy(&shared, &id, grace(&task)).await;
+                        exec.remove(&id, grace(&task)).await;
                         return;
                     }
                 }
@@ -154,7 +214,7 @@ pub async fn run(
             // Done: keep the container (and its logs) until the task is removed.
             Phase::Done => {
                 removed(&mut remove).await;
-                destroy(&shared, &id, grace(&task)).await;
+                exec.remove(&id, grace(&task)).await;
                 return;
             }
         };
@@ -194,152 +254,11 @@ fn report_exit(shared: &Shared, id: &str, code: i32) {
     );
 }
 
-/// Builds the container configuration from the task and its image, as docker does: the task's
-/// command replaces the image's Entrypoint, its args replace Cmd, env is appended by key.
-pub fn container_config(task: &Task, image: &Image) -> ContainerConfig {
-    let spec = task.spec.clone().unwrap_or_default();
-    let c = spec.container.unwrap_or_default();
-    let res = spec.resources.unwrap_or_default();
-    let limits = res.limits.unwrap_or_default();
-    let (entrypoint, cmd) = if !c.command.is_empty() {
-        (c.command.clone(), c.args.clone())
-    } else if !c.args.is_empty() {
-        (image.config.entrypoint.clone(), c.args.clone())
-    } else {
-        (image.config.entrypoint.clone(), image.config.cmd.clone())
-    };
-    let mut env: Vec<String> = image.config.env.clone();
-    for kv in &c.env {
-        let key = kv.split('=').next().unwrap_or_default();
-        env.retain(|e| e.split('=').next() != Some(key));
-        env.push(kv.clone());
-    }
-    let hostname = if c.hostname.is_empty() {
-        task.id.chars().take(12).collect()
-    } else {
-        c.hostname.clone()
-    };
-    if !env.iter().any(|e| e.starts_with("HOSTNAME=")) {
-        env.push(format!("HOSTNAME={hostname}"));
-    }
-    let mut cfg = ContainerConfig {
-        id: task.id.clone(),
-        layers: image.layers.clone(),
-        args: entrypoint.into_iter().chain(cmd).collect(),
-        env,
-        cwd: if !c.dir.is_empty() {
-            c.dir.clone()
-        } else if !image.config.working_dir.is_empty() {
-            image.config.working_dir.clone()
-        } else {
-            "/".into()
-        },
-        user: if c.user.is_empty() {
-            image.config.user.clone()
-        } else {
-            c.user.clone()
-        },
-        hostname,
-        memory_bytes: limits.memory_bytes,
-        nano_cpus: limits.nano_cpus,
-        pids_limit: res.pids_limit,
-        netns: None,
-        resolv_conf: None,
-        ..Default::default()
-    };
-    confine(&c, spec.log_driver.as_ref(), &mut cfg);
-    cfg
-}
-
-/// The spec's confinement knobs, as docker applies them (validated by the manager already:
-/// unknown names are ignored here rather than failing a task).
-fn confine(c: &ContainerSpec, log_driver: Option<&Driver>, cfg: &mut ContainerConfig) {
-    use shoal_proto::security;
-    cfg.privileged = c.privileged;
-    cfg.capabilities = Some(if c.privileged {
-        security::CAPABILITIES.iter().map(|(n, _)| *n).collect()
-    } else {
-        security::effective_capabilities(&c.capability_add, &c.capability_drop)
-    });
-    let privileges = c.privileges.clone().unwrap_or_default();
-    let seccomp = privileges.seccomp.unwrap_or_default();
-    cfg.seccomp = match seccomp.mode.as_str() {
-        "unconfined" => SeccompConfig::Unconfined,
-        "custom" => SeccompConfig::Custom(String::from_utf8_lossy(&seccomp.profile).into_owned()),
-        _ => SeccompConfig::Default,
-    };
-    cfg.no_new_privileges = privileges.no_new_privileges;
-    cfg.read_only = c.read_only;
-    cfg.groups = c.groups.clone();
-    // -1 is unlimited, RLIM_INFINITY.
-    let limit = |v: i64| u64::try_from(v).unwrap_or(u64::MAX);
-    cfg.ulimits = c
-        .ulimits
-        .iter()
-        .map(|u| Rlimit {
-            name: u.name.clone(),
-            soft: limit(u.soft),
-            hard: limit(u.hard),
-        })
-        .collect();
-    cfg.sysctls = c
-        .sysctls
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    cfg.stop_signal = security::signal_number(&c.stop_signal).unwrap_or(0);
-    // Validated by the manager; a value it refused cannot arrive here, so defaults are a safe fallback.
-    if let Ok(rotation) = shoal_proto::spec::log_rotation(log_driver) {
-        cfg.log = LogConfig {
-            max_size_bytes: rotation.max_size,
-            max_files: rotation.max_file.max(1),
-        };
-    }
-}
-
-/// The node-specific parts of the configuration: host devices (all of them when privileged)
-/// and the init binary. Errors name the node and the path, for `service ps`.
-fn node_config(
-    c: &ContainerSpec,
-    shared: &Shared,
-    cfg: &mut ContainerConfig,
-) -> Result<(), String> {
-    let node = shared.runtime.node_name();
-    if c.privileged {
-        cfg.devices = devices::host_devices();
-    }
-    for d in &c.devices {
-        let host = std::path::Path::new(&d.path_on_host);
-        let inside = if d.path_in_container.is_empty() {
-            host
-        } else {
-            std::path::Path::new(&d.path_in_container)
-        };
-        let perms = if d.cgroup_permissions.is_empty() {
-            "rwm"
-        } else {
-            d.cgroup_permissions.as_str()
-        };
-        let dev = devices::device_node(host, inside, perms)
-            .map_err(|e| format!("--device on node {node}: {e}"))?;
-        cfg.devices.retain(|x| x.path != dev.path);
-        cfg.devices.push(dev);
-    }
-    if c.init {
-        let init = shared.runtime.init_path();
-        if !init.is_file() {
-            return Err(format!(
-                "--init: no init binary at {} on node {node} (install Debian's tini package, or start shoal-agent with --init-path)",
-                init.display()
-            ));
-        }
-        cfg.init = Some(init.to_path_buf());
-    }
-    Ok(())
-}
-
+/// ACCEPTED -> PREPARING (image) -> STARTING (configuration, networks, container) -> RUNNING; a
+/// failed step ends the task with the status the manager shows in `service ps`.
 async fn start(task: &Task, shared: &Arc<Shared>) -> Phase {
     let id = task.id.clone();
+    let exec = shared.executor.as_ref();
     shared.report(&id, status(TaskState::TaskAccepted, "accepted"));
     let image_ref = task
         .spec
@@ -348,13 +267,13 @@ async fn start(task: &Task, shared: &Arc<Shared>) -> Phase {
         .map(|c| c.image.clone())
         .unwrap_or_default();
     shared.report(&id, status(TaskState::TaskPreparing, "preparing"));
-    let image = match shared.image(&image_ref).await {
+    let image = match exec.pull(&image_ref).await {
         Ok(i) => i,
         Err(e) => {
             shared.report(
                 &id,
                 TaskStatus {
-                    err: format!("pull {image_ref}: {e}"),
+                    err: e.to_string(),
                     ..status(TaskState::TaskRejected, "image pull failed")
                 },
             );
@@ -362,33 +281,22 @@ async fn start(task: &Task, shared: &Arc<Shared>) -> Phase {
         }
     };
     shared.report(&id, status(TaskState::TaskStarting, "starting"));
-    let mut cfg = container_config(task, &image);
-    let spec = task
-        .spec
-        .as_ref()
-        .and_then(|s| s.container.clone())
-        .unwrap_or_default();
-    if let Err(e) = node_config(&spec, shared, &mut cfg) {
-        shared.report(&id, failed("invalid container spec on this node", e));
-        return Phase::Done;
-    }
-    if let Some(net) = &shared.network {
-        match net.attach(task).await {
-            Ok(att) => {
-                cfg.netns = Some(att.netns);
-                cfg.resolv_conf = Some(att.resolv_conf);
-            }
-            Err(e) => {
-                release_network(shared, &id).await;
-                shared.report(&id, failed("network attach failed", e.to_string()));
-                return Phase::Done;
-            }
+    let cfg = match exec.prepare(task, &image).await {
+        Ok(cfg) => cfg,
+        Err(e @ ExecutorError::Network(_)) => {
+            shared.report(&id, failed("network attach failed", e.to_string()));
+            return Phase::Done;
         }
-    }
-    let shared2 = shared.clone();
-    let started = tokio::task::spawn_blocking(move || shared2.runtime.start(&cfg)).await;
-    match started {
-        Ok(Ok(pid)) => {
+        Err(e) => {
+            shared.report(
+                &id,
+                failed("invalid container spec on this node", e.to_string()),
+            );
+            return Phase::Done;
+        }
+    };
+    match exec.start(cfg).await {
+        Ok(pid) => {
             shared.report(
                 &id,
                 TaskStatus {
@@ -399,13 +307,8 @@ async fn start(task: &Task, shared: &Arc<Shared>) -> Phase {
             );
             Phase::Running
         }
-        Ok(Err(e)) => {
-            release_network(shared, &id).await;
-            shared.report(&id, failed("starting container failed", e.to_string()));
-            Phase::Done
-        }
         Err(e) => {
-            release_network(shared, &id).await;
+            release_network(exec, &id).await;
             shared.report(&id, failed("starting container failed", e.to_string()));
             Phase::Done
         }
@@ -413,39 +316,10 @@ async fn start(task: &Task, shared: &Arc<Shared>) -> Phase {
 }
 
 /// Unplugs a task from its networks (its container has ended or never started).
-async fn release_network(shared: &Shared, id: &str) {
-    if let Some(net) = &shared.network {
-        if let Err(e) = net.detach(id).await {
-            warn!(task.id = %id, error = %e, "network detach failed");
-        }
+async fn release_network(exec: &dyn Executor, id: &str) {
+    if let Err(e) = exec.detach(id).await {
+        warn!(task.id = %id, error = %e, "network detach failed");
     }
-}
-
-/// Stops (if needed) and deletes a task's container and network attachment. Deleting kills,
-/// waits for the shim, unmounts and removes cgroups, which can take seconds: it runs on the
-/// blocking pool, never on an async worker.
-pub async fn destroy(shared: &Arc<Shared>, id: &str, grace: Duration) {
-    if let Ok(ContainerStatus::Running { .. }) = shared.runtime.status(id) {
-        if let Err(e) = shared.runtime.stop(id, grace).await {
-            warn!(task.id = %id, error = %e, "stop failed");
-        }
-    }
-    let deleting = {
-        let (shared, id) = (shared.clone(), id.to_string());
-        tokio::task::spawn_blocking(move || shared.runtime.delete(&id))
-    };
-    match deleting.await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => warn!(task.id = %id, error = %e, "delete failed"),
-        Err(e) => warn!(task.id = %id, error = %e, "delete task failed"),
-    }
-    if let Some(net) = &shared.network {
-        if let Err(e) = net.detach(id).await {
-            warn!(task.id = %id, error = %e, "network detach failed");
-        }
-        net.forget(id).await;
-    }
-    info!(task.id = %id, "task removed from node");
 }
 
 fn to_line(task_id: &str, e: logs::LogEntry) -> LogLine {
@@ -521,11 +395,13 @@ pub async fn serve_logs(shared: Arc<Shared>, req: LogsRequest, out: mpsc::Sender
     // Dropped (so aborted) with this request, e.g. when the manager cancels it.
     let mut followers = tokio::task::JoinSet::new();
     for task_id in &req.task_ids {
-        if let Err(e) = crate::runtime::validate_id(task_id) {
-            let _ = sender.send(Vec::new(), false, e.to_string()).await;
-            continue;
-        }
-        let path = shared.runtime.log_path(task_id);
+        let path = match shared.executor.log_path(task_id) {
+            Ok(path) => path,
+            Err(e) => {
+                let _ = sender.send(Vec::new(), false, e.to_string()).await;
+                continue;
+            }
+        };
         let (chunk_tx, mut chunk_rx) = mpsc::channel::<Vec<logs::LogEntry>>(2);
         let reader = tokio::task::spawn_blocking({
             let (path, tail) = (path.clone(), req.tail);
