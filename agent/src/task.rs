@@ -515,3 +515,363 @@ mod logs_tests {
         assert_eq!(n, 500);
     }
 }
+
+#[cfg(test)]
+mod lifecycle_tests {
+    use super::*;
+    use crate::executor::fake::{
+        next_update, state, task, Call, FakeExecutor, IMAGE, STOPPED_EXIT_CODE,
+    };
+    use TaskState::*;
+
+    /// One task actor over a fake executor, with the controls the worker holds.
+    struct Actor {
+        id: String,
+        fake: Arc<FakeExecutor>,
+        shared: Arc<Shared>,
+        rx: mpsc::UnboundedReceiver<TaskStatusUpdate>,
+        desired: watch::Sender<i32>,
+        remove: watch::Sender<bool>,
+        handle: tokio::task::JoinHandle<()>,
+    }
+
+    fn spawn(task: Task, fake: Arc<FakeExecutor>) -> Actor {
+        let (shared, rx) = Shared::new(fake.clone());
+        let shared = Arc::new(shared);
+        let (desired, desired_rx) = watch::channel(task.desired_state);
+        let (remove, remove_rx) = watch::channel(false);
+        let id = task.id.clone();
+        let handle = tokio::spawn(run(task, shared.clone(), desired_rx, remove_rx));
+        Actor {
+            id,
+            fake,
+            shared,
+            rx,
+            desired,
+            remove,
+            handle,
+        }
+    }
+
+    impl Actor {
+        /// The next reported status of this actor's task.
+        async fn next(&mut self) -> TaskStatus {
+            let (id, st) = next_update(&mut self.rx).await;
+            assert_eq!(id, self.id);
+            st
+        }
+
+        /// The states reported up to and including `last`.
+        async fn states_until(&mut self, last: TaskState) -> Vec<TaskState> {
+            let mut seen = Vec::new();
+            loop {
+                let s = state(&self.next().await);
+                seen.push(s);
+                if s == last {
+                    return seen;
+                }
+            }
+        }
+
+        /// Takes the task out of the assignment set and waits for the actor to end.
+        async fn remove_and_join(
+            self,
+        ) -> (Arc<FakeExecutor>, mpsc::UnboundedReceiver<TaskStatusUpdate>) {
+            let _ = self.remove.send(true);
+            let joined = tokio::time::timeout(Duration::from_secs(10), self.handle).await;
+            assert!(
+                matches!(joined, Ok(Ok(()))),
+                "actor did not end: {joined:?}"
+            );
+            (self.fake, self.rx)
+        }
+
+        fn count(&self, call: &Call) -> usize {
+            self.fake.count(|c| c == call)
+        }
+    }
+
+    fn with_grace(mut t: Task, grace: Duration) -> Task {
+        if let Some(c) = t.spec.as_mut().and_then(|s| s.container.as_mut()) {
+            c.stop_grace_period_ns = grace.as_nanos() as i64;
+        }
+        t
+    }
+
+    #[tokio::test]
+    async fn a_task_runs_through_its_states_to_complete_and_is_not_restarted_here() {
+        let mut a = spawn(task("t1"), Arc::new(FakeExecutor::default()));
+        assert_eq!(
+            a.states_until(TaskRunning).await,
+            [TaskAccepted, TaskPreparing, TaskStarting, TaskRunning]
+        );
+        let running = a.shared.reported("t1").unwrap();
+        assert_eq!((running.pid, running.container_id.as_str()), (1000, "t1"));
+        assert_eq!(running.message, "started");
+        a.fake.exit("t1", 0);
+        let done = a.next().await;
+        assert_eq!(state(&done), TaskComplete);
+        assert_eq!((done.exit_code, done.message.as_str()), (0, "finished"));
+        // The addresses went back before the end was reported.
+        assert_eq!(a.count(&Call::Detach("t1".into())), 1);
+        // Restarting is the orchestrator's business (a new task): wanting it running again
+        // changes nothing here.
+        a.desired.send_replace(TaskRunning as i32);
+        let (fake, mut rx) = a.remove_and_join().await;
+        assert_eq!(
+            fake.calls(),
+            [
+                Call::Inspect("t1".into()),
+                Call::Pull(IMAGE.into()),
+                Call::Prepare("t1".into()),
+                Call::Start("t1".into()),
+                Call::Wait("t1".into()),
+                Call::Detach("t1".into()),
+                Call::Remove("t1".into(), DEFAULT_GRACE),
+            ]
+        );
+        assert!(rx.try_recv().is_err(), "nothing reported after the end");
+    }
+
+    #[tokio::test]
+    async fn a_non_zero_exit_fails_the_task_with_its_code() {
+        let mut a = spawn(task("t1"), Arc::new(FakeExecutor::default()));
+        a.states_until(TaskRunning).await;
+        a.fake.exit("t1", 3);
+        let st = a.next().await;
+        assert_eq!(state(&st), TaskFailed);
+        assert_eq!(st.exit_code, 3);
+        assert_eq!(st.message, "failed");
+        assert_eq!(st.err, "task: non-zero exit (3)");
+        a.remove_and_join().await;
+    }
+
+    #[tokio::test]
+    async fn an_image_that_cannot_be_pulled_rejects_the_task() {
+        let fake = Arc::new(FakeExecutor::default());
+        fake.fail_pull(IMAGE);
+        let mut a = spawn(task("t1"), fake);
+        assert_eq!(
+            a.states_until(TaskRejected).await,
+            [TaskAccepted, TaskPreparing, TaskRejected]
+        );
+        let st = a.shared.reported("t1").unwrap();
+        assert_eq!(st.message, "image pull failed");
+        assert_eq!(
+            st.err,
+            "pull busybox: no linux/amd64 manifest in the index of busybox"
+        );
+        let (fake, _) = a.remove_and_join().await;
+        assert_eq!(
+            fake.count(|c| matches!(c, Call::Prepare(_) | Call::Start(_))),
+            0
+        );
+    }
+
+    #[tokio::test]
+    async fn a_spec_this_node_cannot_honour_fails_the_task_before_the_start() {
+        let fake = Arc::new(FakeExecutor::default());
+        fake.fail_node_config("t1", "--device on node n1: /dev/nope: not found");
+        let mut a = spawn(task("t1"), fake);
+        assert_eq!(
+            a.states_until(TaskFailed).await,
+            [TaskAccepted, TaskPreparing, TaskStarting, TaskFailed]
+        );
+        let st = a.shared.reported("t1").unwrap();
+        assert_eq!(st.message, "invalid container spec on this node");
+        assert_eq!(st.err, "--device on node n1: /dev/nope: not found");
+        let (fake, _) = a.remove_and_join().await;
+        assert_eq!(fake.count(|c| matches!(c, Call::Start(_))), 0);
+    }
+
+    #[tokio::test]
+    async fn a_failed_network_attach_fails_the_task() {
+        let fake = Arc::new(FakeExecutor::default());
+        fake.fail_network("t1", "net9");
+        let mut a = spawn(task("t1"), fake);
+        a.states_until(TaskFailed).await;
+        let st = a.shared.reported("t1").unwrap();
+        assert_eq!(st.message, "network attach failed");
+        assert!(st.err.contains("net9"), "{}", st.err);
+        let (fake, _) = a.remove_and_join().await;
+        assert_eq!(fake.count(|c| matches!(c, Call::Start(_))), 0);
+    }
+
+    #[tokio::test]
+    async fn a_container_that_fails_to_start_fails_the_task_and_gives_its_addresses_back() {
+        let fake = Arc::new(FakeExecutor::default());
+        fake.fail_start("t1", "exec /bin/nope: no such file");
+        let mut a = spawn(task("t1"), fake);
+        a.states_until(TaskFailed).await;
+        let st = a.shared.reported("t1").unwrap();
+        assert_eq!(st.message, "starting container failed");
+        assert_eq!(
+            st.err,
+            "container t1 failed to start: exec /bin/nope: no such file"
+        );
+        assert_eq!(a.count(&Call::Detach("t1".into())), 1);
+        a.remove_and_join().await;
+    }
+
+    #[tokio::test]
+    async fn shutting_down_a_running_task_stops_it_with_its_grace_period() {
+        let grace = Duration::from_secs(3);
+        let mut a = spawn(
+            with_grace(task("t1"), grace),
+            Arc::new(FakeExecutor::default()),
+        );
+        a.states_until(TaskRunning).await;
+        a.desired.send_replace(TaskShutdown as i32);
+        let st = a.next().await;
+        assert_eq!(
+            (state(&st), st.message.as_str()),
+            (TaskShutdown, "shutdown")
+        );
+        assert_eq!(a.count(&Call::Stop("t1".into(), grace)), 1);
+        assert_eq!(a.count(&Call::Detach("t1".into())), 1);
+        assert_eq!(
+            a.fake.container("t1"),
+            Some(ContainerStatus::Exited {
+                code: STOPPED_EXIT_CODE
+            })
+        );
+        // Its container (and log) stays until the task leaves the set.
+        let (fake, _) = a.remove_and_join().await;
+        assert_eq!(fake.count(|c| *c == Call::Remove("t1".into(), grace)), 1);
+    }
+
+    #[tokio::test]
+    async fn without_a_grace_period_in_the_spec_stop_waits_ten_seconds() {
+        let mut a = spawn(task("t1"), Arc::new(FakeExecutor::default()));
+        a.states_until(TaskRunning).await;
+        a.desired.send_replace(TaskShutdown as i32);
+        a.states_until(TaskShutdown).await;
+        assert_eq!(
+            a.count(&Call::Stop("t1".into(), Duration::from_secs(10))),
+            1
+        );
+        a.remove_and_join().await;
+    }
+
+    #[tokio::test]
+    async fn shutdown_is_reported_only_once_the_stop_has_returned() {
+        let fake = Arc::new(FakeExecutor::default());
+        fake.hold_stops();
+        let mut a = spawn(task("t1"), fake);
+        a.states_until(TaskRunning).await;
+        a.desired.send_replace(TaskShutdown as i32);
+        a.fake.until(Call::Stop("t1".into(), DEFAULT_GRACE)).await;
+        // The container ignores its signal: the task is still running for the manager.
+        assert_eq!(state(&a.shared.reported("t1").unwrap()), TaskRunning);
+        assert!(a.rx.try_recv().is_err());
+        a.fake.release_stops();
+        assert_eq!(state(&a.next().await), TaskShutdown);
+        a.remove_and_join().await;
+    }
+
+    #[tokio::test]
+    async fn a_task_wanted_down_before_it_started_is_never_started() {
+        let mut t = task("t1");
+        t.desired_state = TaskShutdown as i32;
+        let mut a = spawn(t, Arc::new(FakeExecutor::default()));
+        let st = a.next().await;
+        assert_eq!(
+            (state(&st), st.message.as_str()),
+            (TaskShutdown, "shutdown before start")
+        );
+        let (fake, _) = a.remove_and_join().await;
+        assert_eq!(
+            fake.calls(),
+            [
+                Call::Inspect("t1".into()),
+                Call::Remove("t1".into(), DEFAULT_GRACE)
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_running_task_removed_from_the_set_is_removed_without_a_report() {
+        let mut a = spawn(task("t1"), Arc::new(FakeExecutor::default()));
+        a.states_until(TaskRunning).await;
+        let (fake, mut rx) = a.remove_and_join().await;
+        assert_eq!(
+            fake.count(|c| *c == Call::Remove("t1".into(), DEFAULT_GRACE)),
+            1
+        );
+        assert_eq!(fake.count(|c| matches!(c, Call::Stop(..))), 0);
+        assert!(rx.try_recv().is_err());
+    }
+
+    #[tokio::test]
+    async fn after_an_agent_restart_a_running_container_is_adopted_not_restarted() {
+        let fake = Arc::new(FakeExecutor::default());
+        fake.found_running("t1", 42);
+        let mut t = task("t1");
+        t.status = Some(status(TaskRunning, "started"));
+        let mut a = spawn(t, fake);
+        let st = a.next().await;
+        assert_eq!(state(&st), TaskRunning);
+        assert_eq!((st.pid, st.container_id.as_str()), (42, "t1"));
+        assert_eq!(a.count(&Call::Reattach("t1".into())), 1);
+        a.fake.exit("t1", 0);
+        assert_eq!(state(&a.next().await), TaskComplete);
+        let (fake, _) = a.remove_and_join().await;
+        assert_eq!(
+            fake.count(|c| matches!(c, Call::Pull(_) | Call::Prepare(_) | Call::Start(_))),
+            0
+        );
+    }
+
+    #[tokio::test]
+    async fn after_an_agent_restart_an_exited_container_reports_its_exit() {
+        let fake = Arc::new(FakeExecutor::default());
+        fake.found_exited("t1", 2);
+        let mut t = task("t1");
+        t.status = Some(status(TaskRunning, "started"));
+        let mut a = spawn(t, fake);
+        let st = a.next().await;
+        assert_eq!((state(&st), st.exit_code), (TaskFailed, 2));
+        let (fake, _) = a.remove_and_join().await;
+        assert_eq!(fake.count(|c| matches!(c, Call::Start(_))), 0);
+    }
+
+    #[tokio::test]
+    async fn after_an_agent_restart_a_started_task_without_container_is_gone() {
+        let mut t = task("t1");
+        t.status = Some(status(TaskRunning, "started"));
+        let mut a = spawn(t, Arc::new(FakeExecutor::default()));
+        let st = a.next().await;
+        assert_eq!(state(&st), TaskFailed);
+        assert_eq!(
+            (st.message.as_str(), st.err.as_str()),
+            ("container gone", "container not found on node")
+        );
+        let (fake, _) = a.remove_and_join().await;
+        assert_eq!(fake.count(|c| matches!(c, Call::Start(_))), 0);
+    }
+
+    #[tokio::test]
+    async fn after_an_agent_restart_a_finished_task_without_container_stays_quiet() {
+        let mut t = task("t1");
+        t.status = Some(status(TaskComplete, "finished"));
+        let a = spawn(t, Arc::new(FakeExecutor::default()));
+        let (fake, mut rx) = a.remove_and_join().await;
+        assert!(rx.try_recv().is_err(), "a finished task reports nothing");
+        assert_eq!(fake.count(|c| matches!(c, Call::Start(_))), 0);
+    }
+
+    #[test]
+    fn reports_only_move_forward() {
+        let (shared, mut rx) = Shared::new(Arc::new(FakeExecutor::default()));
+        shared.report("t1", status(TaskRunning, "started"));
+        shared.report("t1", status(TaskStarting, "starting"));
+        shared.report("t1", status(TaskRunning, "again"));
+        shared.report("t1", status(TaskComplete, "finished"));
+        let states: Vec<_> = std::iter::from_fn(|| rx.try_recv().ok())
+            .map(|u| state(&u.status.unwrap()))
+            .collect();
+        assert_eq!(states, [TaskRunning, TaskComplete]);
+        assert_eq!(shared.all_reported().len(), 1);
+        assert_eq!(shared.reported("t1").unwrap().message, "finished");
+    }
+}

@@ -334,3 +334,39 @@ impl Executor for FakeExecutor {
         Ok(std::env::temp_dir().join("shoal-fake-logs").join(task_id))
     }
 }
+
+/// The image the tasks of [`task`] run.
+pub const IMAGE: &str = "busybox";
+
+/// A task as the dispatcher assigns it: wanted running, image [`IMAGE`], never started.
+pub fn task(id: &str) -> Task {
+    use shoal_proto::v1::{ContainerSpec, TaskSpec, TaskState};
+    Task {
+        id: id.to_string(),
+        desired_state: TaskState::TaskRunning as i32,
+        spec: Some(TaskSpec {
+            container: Some(ContainerSpec {
+                image: IMAGE.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The next status update reported; fails the test if none comes before a deadline.
+pub async fn next_update(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<shoal_proto::v1::TaskStatusUpdate>,
+) -> (String, shoal_proto::v1::TaskStatus) {
+    match tokio::time::timeout(DEADLINE, rx.recv()).await {
+        Ok(Some(u)) => (u.task_id, u.status.unwrap_or_default()),
+        Ok(None) => panic!("status channel closed"),
+        Err(_) => panic!("no status update within {DEADLINE:?}"),
+    }
+}
+
+/// The state of a reported status, for readable assertions.
+pub fn state(st: &shoal_proto::v1::TaskStatus) -> shoal_proto::v1::TaskState {
+    shoal_proto::v1::TaskState::try_from(st.state).unwrap_or(shoal_proto::v1::TaskState::TaskNew)
+}
