@@ -206,3 +206,134 @@ pub fn exit_code(st: &runtime::ContainerStatus) -> Option<i32> {
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::executor::fake::{next_update, state, task, Call, FakeExecutor};
+    use TaskState::*;
+
+    fn worker(fake: &Arc<FakeExecutor>) -> (Worker, mpsc::UnboundedReceiver<TaskStatusUpdate>) {
+        Worker::with_executor(fake.clone(), None)
+    }
+
+    /// Reads updates until every task in `ids` has reported `want`.
+    async fn until_all(
+        rx: &mut mpsc::UnboundedReceiver<TaskStatusUpdate>,
+        ids: &[&str],
+        want: TaskState,
+    ) {
+        let mut left: HashSet<String> = ids.iter().map(|s| s.to_string()).collect();
+        while !left.is_empty() {
+            let (id, st) = next_update(rx).await;
+            if state(&st) == want {
+                left.remove(&id);
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_new_assignment_set_starts_new_tasks_removes_gone_ones_and_leaves_the_rest() {
+        let fake = Arc::new(FakeExecutor::default());
+        let (w, mut rx) = worker(&fake);
+        w.assign(vec![task("a"), task("b")]);
+        until_all(&mut rx, &["a", "b"], TaskRunning).await;
+        fake.until(Call::List).await;
+        w.assign(vec![task("a"), task("c")]);
+        until_all(&mut rx, &["c"], TaskRunning).await;
+        fake.until(Call::Remove("b".into(), task::DEFAULT_GRACE))
+            .await;
+        for c in [Call::Inspect("a".into()), Call::Start("a".into())] {
+            assert_eq!(fake.count(|x| *x == c), 1, "{c:?}");
+        }
+        assert_eq!(
+            fake.count(|x| matches!(x, Call::Remove(id, _) if id == "a")),
+            0
+        );
+        assert_eq!(fake.count(|x| matches!(x, Call::Stop(..))), 0);
+        // The second set did not look for orphans again.
+        assert_eq!(fake.count(|x| *x == Call::List), 1);
+    }
+
+    #[tokio::test]
+    async fn a_desired_state_change_in_the_set_reaches_the_task() {
+        let fake = Arc::new(FakeExecutor::default());
+        let (w, mut rx) = worker(&fake);
+        w.assign(vec![task("a")]);
+        until_all(&mut rx, &["a"], TaskRunning).await;
+        let mut down = task("a");
+        down.desired_state = TaskShutdown as i32;
+        w.assign(vec![down]);
+        until_all(&mut rx, &["a"], TaskShutdown).await;
+        assert_eq!(
+            fake.count(|x| *x == Call::Stop("a".into(), task::DEFAULT_GRACE)),
+            1
+        );
+    }
+
+    #[tokio::test]
+    async fn after_an_agent_restart_running_containers_are_adopted_and_orphans_removed() {
+        let fake = Arc::new(FakeExecutor::default());
+        fake.found_running("a", 42);
+        // Sorted after "a": once its removal is seen, "a" was passed over.
+        fake.found_exited("z-orphan", 0);
+        let (w, mut rx) = worker(&fake);
+        let mut a = task("a");
+        a.status = Some(TaskStatus {
+            state: TaskRunning as i32,
+            ..Default::default()
+        });
+        w.assign(vec![a]);
+        let (id, st) = next_update(&mut rx).await;
+        assert_eq!((id.as_str(), state(&st), st.pid), ("a", TaskRunning, 42));
+        fake.until(Call::Remove("z-orphan".into(), task::DEFAULT_GRACE))
+            .await;
+        assert_eq!(
+            fake.count(|x| matches!(x, Call::Remove(id, _) if id == "a")),
+            0
+        );
+        assert_eq!(
+            fake.count(|x| matches!(x, Call::Start(_) | Call::Pull(_))),
+            0
+        );
+        assert_eq!(fake.count(|x| *x == Call::Reattach("a".into())), 1);
+        // What the manager hears again after a reconnect.
+        let known = w.current_statuses();
+        assert_eq!(known.len(), 1);
+        assert_eq!(known[0].task_id, "a");
+    }
+
+    #[tokio::test]
+    async fn a_failed_listing_leaves_every_container_alone() {
+        let fake = Arc::new(FakeExecutor::default());
+        fake.found_exited("orphan", 0);
+        fake.fail_list();
+        let (w, mut rx) = worker(&fake);
+        w.assign(vec![task("a")]);
+        until_all(&mut rx, &["a"], TaskRunning).await;
+        fake.until(Call::List).await;
+        assert_eq!(fake.count(|x| matches!(x, Call::Remove(..))), 0);
+    }
+
+    #[tokio::test]
+    async fn leaving_the_cluster_removes_every_container() {
+        let fake = Arc::new(FakeExecutor::default());
+        let (w, mut rx) = worker(&fake);
+        w.assign(vec![task("a"), task("b")]);
+        until_all(&mut rx, &["a", "b"], TaskRunning).await;
+        // The first set's look for orphans is over before the stray container appears.
+        fake.until(Call::List).await;
+        // Left by a task the worker does not know (e.g. from before a wiped data dir).
+        fake.found_exited("stray", 1);
+        let removing = tokio::time::timeout(Duration::from_secs(10), w.remove_all()).await;
+        assert!(removing.is_ok(), "remove_all did not return");
+        for id in ["a", "b", "stray"] {
+            assert_eq!(
+                fake.count(|x| *x == Call::Remove(id.into(), task::DEFAULT_GRACE)),
+                1,
+                "{id}"
+            );
+        }
+        assert!(lock(&w.tasks).is_empty());
+    }
+}
