@@ -5,6 +5,7 @@ pub mod agent;
 pub mod executor;
 pub mod image;
 pub mod join;
+pub mod logs;
 pub mod manager_proc;
 pub mod network;
 pub mod runtime;

@@ -178,14 +178,14 @@ impl Worker {
     /// Serves a log request: the tail of each task's log, then (when following) new lines, as
     /// chunks on the session's log queue (`out`), never on the queue of heartbeats and status.
     pub fn logs(&self, req: LogsRequest, out: mpsc::Sender<AgentLogChunk>) {
-        let shared = self.shared.clone();
+        let executor = self.shared.executor.clone();
         let request_id = req.request_id;
         let requests = self.log_requests.clone();
         // Held while spawning: a request that ends at once must not remove itself before it is
         // inserted (its entry would then stay forever).
         let mut map = lock(&self.log_requests);
         let handle = tokio::spawn(async move {
-            task::serve_logs(shared, req, out).await;
+            crate::logs::serve_logs(executor, req, out).await;
             lock(&requests).remove(&request_id);
         });
         map.insert(request_id, handle);
