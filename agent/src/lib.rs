@@ -3,8 +3,10 @@
 
 pub mod agent;
 pub mod certs;
+pub mod executor;
 pub mod image;
 pub mod join;
+pub mod logs;
 pub mod manager_proc;
 pub mod network;
 pub mod runtime;

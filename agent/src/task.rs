@@ -1,21 +1,81 @@
 //! One actor per task: prepares the image, starts the container, watches it, and stops and removes
 //! it when told. Each transition is reported once and only forward.
+//!
+//! The actor reaches the node only through an [`Executor`], so this file knows nothing of the
+//! worker, the runtime or the networks, and its lifecycle is tested against a fake executor.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use shoal_proto::v1::*;
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
-use crate::image::Image;
-use crate::runtime::{
-    devices, logs, ContainerConfig, ContainerStatus, LogConfig, Rlimit, SeccompConfig,
-};
-use crate::worker::Shared;
+use crate::executor::{ContainerStatus, Executor, ExecutorError};
 
 /// Default time between the stop signal and SIGKILL.
-const DEFAULT_GRACE: Duration = Duration::from_secs(10);
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(10);
+
+/// What every task actor of a node shares: the executor and the reports going to the manager.
+pub struct Shared {
+    /// Runs the containers.
+    pub executor: Arc<dyn Executor>,
+    status_tx: mpsc::UnboundedSender<TaskStatusUpdate>,
+    statuses: Mutex<HashMap<String, TaskStatus>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Poisoning only means a panic elsewhere; the map stays valid entry by entry.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Shared {
+    /// Shared state over `executor`; status updates come out of the returned receiver.
+    pub fn new(executor: Arc<dyn Executor>) -> (Shared, mpsc::UnboundedReceiver<TaskStatusUpdate>) {
+        let (status_tx, status_rx) = mpsc::unbounded_channel();
+        let shared = Shared {
+            executor,
+            status_tx,
+            statuses: Mutex::new(HashMap::new()),
+        };
+        (shared, status_rx)
+    }
+
+    /// Reports a status, forward-only: a state at or behind the last reported one is dropped.
+    pub fn report(&self, task_id: &str, status: TaskStatus) {
+        {
+            let mut map = lock(&self.statuses);
+            if let Some(prev) = map.get(task_id) {
+                if status.state <= prev.state {
+                    return;
+                }
+            }
+            map.insert(task_id.to_string(), status.clone());
+        }
+        info!(task.id = %task_id, state = ?TaskState::try_from(status.state).unwrap_or(TaskState::TaskNew), msg = %status.message, err = %status.err, "task state");
+        let _ = self.status_tx.send(TaskStatusUpdate {
+            task_id: task_id.to_string(),
+            status: Some(status),
+        });
+    }
+
+    /// The last state reported for a task.
+    pub fn reported(&self, task_id: &str) -> Option<TaskStatus> {
+        lock(&self.statuses).get(task_id).cloned()
+    }
+
+    /// Every status reported so far, for resending after a reconnect.
+    pub fn all_reported(&self) -> Vec<TaskStatusUpdate> {
+        lock(&self.statuses)
+            .iter()
+            .map(|(id, st)| TaskStatusUpdate {
+                task_id: id.clone(),
+                status: Some(st.clone()),
+            })
+            .collect()
+    }
+}
 
 fn status(state: TaskState, message: &str) -> TaskStatus {
     TaskStatus {
@@ -33,7 +93,8 @@ fn failed(message: &str, err: String) -> TaskStatus {
     }
 }
 
-fn grace(task: &Task) -> Duration {
+/// The time a task's container gets between its stop signal and SIGKILL.
+pub fn grace(task: &Task) -> Duration {
     let ns = task
         .spec
         .as_ref()
@@ -65,16 +126,14 @@ pub async fn run(
     mut remove: watch::Receiver<bool>,
 ) {
     let id = task.id.clone();
+    let exec = shared.executor.clone();
     let known = task.status.as_ref().map(|s| s.state).unwrap_or(0);
-    let mut phase = match shared.runtime.status(&id) {
+    let mut phase = match exec.inspect(&id).await {
         // Re-adoption after an agent restart: the container kept running under its shim.
         Ok(ContainerStatus::Running { pid }) => {
             info!(task.id = %id, pid, "re-adopted running container");
-            // Its interfaces are still there; this brings back its resolver and VIP rules.
-            if let Some(net) = &shared.network {
-                if let Err(e) = net.attach(&task).await {
-                    warn!(task.id = %id, error = %e, "re-attaching the networks of a re-adopted task");
-                }
+            if let Err(e) = exec.reattach(&task).await {
+                warn!(task.id = %id, error = %e, "re-attaching the networks of a re-adopted task");
             }
             shared.report(
                 &id,
@@ -117,7 +176,7 @@ pub async fn run(
                     tokio::select! {
                         p = start(&task, &shared) => p,
                         _ = removed(&mut remove) => {
-                            destroy(&shared, &id, grace(&task)).await;
+                            exec.remove(&id, grace(&task)).await;
                             return;
                         }
                     }
@@ -126,10 +185,10 @@ pub async fn run(
             // Running: until it exits, or the manager wants it stopped or removed.
             Phase::Running => {
                 tokio::select! {
-                    r = shared.runtime.wait(&id) => {
+                    r = exec.wait(&id) => {
                         // Addresses go back before the end is reported: the manager may hand
                         // them to another task as soon as it hears of it.
-                        release_network(&shared, &id).await;
+                        release_network(exec.as_ref(), &id).await;
                         match r {
                             Ok(code) => report_exit(&shared, &id, code),
                             Err(e) => shared.report(&id, failed("wait failed", e.to_string())),
@@ -138,15 +197,15 @@ pub async fn run(
                     }
                     _ = stop_wanted(&mut desired) => {
                         info!(task.id = %id, "stopping task");
-                        if let Err(e) = shared.runtime.stop(&id, grace(&task)).await {
+                        if let Err(e) = exec.stop(&id, grace(&task)).await {
                             warn!(task.id = %id, error = %e, "stop failed");
                         }
-                        release_network(&shared, &id).await;
+                        release_network(exec.as_ref(), &id).await;
                         shared.report(&id, status(TaskState::TaskShutdown, "shutdown"));
                         Phase::Done
                     }
                     _ = removed(&mut remove) => {
-                        destroy(&shared, &id, grace(&task)).await;
+                        exec.remove(&id, grace(&task)).await;
                         return;
                     }
                 }
@@ -154,7 +213,7 @@ pub async fn run(
             // Done: keep the container (and its logs) until the task is removed.
             Phase::Done => {
                 removed(&mut remove).await;
-                destroy(&shared, &id, grace(&task)).await;
+                exec.remove(&id, grace(&task)).await;
                 return;
             }
         };
@@ -194,152 +253,11 @@ fn report_exit(shared: &Shared, id: &str, code: i32) {
     );
 }
 
-/// Builds the container configuration from the task and its image, as docker does: the task's
-/// command replaces the image's Entrypoint, its args replace Cmd, env is appended by key.
-pub fn container_config(task: &Task, image: &Image) -> ContainerConfig {
-    let spec = task.spec.clone().unwrap_or_default();
-    let c = spec.container.unwrap_or_default();
-    let res = spec.resources.unwrap_or_default();
-    let limits = res.limits.unwrap_or_default();
-    let (entrypoint, cmd) = if !c.command.is_empty() {
-        (c.command.clone(), c.args.clone())
-    } else if !c.args.is_empty() {
-        (image.config.entrypoint.clone(), c.args.clone())
-    } else {
-        (image.config.entrypoint.clone(), image.config.cmd.clone())
-    };
-    let mut env: Vec<String> = image.config.env.clone();
-    for kv in &c.env {
-        let key = kv.split('=').next().unwrap_or_default();
-        env.retain(|e| e.split('=').next() != Some(key));
-        env.push(kv.clone());
-    }
-    let hostname = if c.hostname.is_empty() {
-        task.id.chars().take(12).collect()
-    } else {
-        c.hostname.clone()
-    };
-    if !env.iter().any(|e| e.starts_with("HOSTNAME=")) {
-        env.push(format!("HOSTNAME={hostname}"));
-    }
-    let mut cfg = ContainerConfig {
-        id: task.id.clone(),
-        layers: image.layers.clone(),
-        args: entrypoint.into_iter().chain(cmd).collect(),
-        env,
-        cwd: if !c.dir.is_empty() {
-            c.dir.clone()
-        } else if !image.config.working_dir.is_empty() {
-            image.config.working_dir.clone()
-        } else {
-            "/".into()
-        },
-        user: if c.user.is_empty() {
-            image.config.user.clone()
-        } else {
-            c.user.clone()
-        },
-        hostname,
-        memory_bytes: limits.memory_bytes,
-        nano_cpus: limits.nano_cpus,
-        pids_limit: res.pids_limit,
-        netns: None,
-        resolv_conf: None,
-        ..Default::default()
-    };
-    confine(&c, spec.log_driver.as_ref(), &mut cfg);
-    cfg
-}
-
-/// The spec's confinement knobs, as docker applies them (validated by the manager already:
-/// unknown names are ignored here rather than failing a task).
-fn confine(c: &ContainerSpec, log_driver: Option<&Driver>, cfg: &mut ContainerConfig) {
-    use shoal_proto::security;
-    cfg.privileged = c.privileged;
-    cfg.capabilities = Some(if c.privileged {
-        security::CAPABILITIES.iter().map(|(n, _)| *n).collect()
-    } else {
-        security::effective_capabilities(&c.capability_add, &c.capability_drop)
-    });
-    let privileges = c.privileges.clone().unwrap_or_default();
-    let seccomp = privileges.seccomp.unwrap_or_default();
-    cfg.seccomp = match seccomp.mode.as_str() {
-        "unconfined" => SeccompConfig::Unconfined,
-        "custom" => SeccompConfig::Custom(String::from_utf8_lossy(&seccomp.profile).into_owned()),
-        _ => SeccompConfig::Default,
-    };
-    cfg.no_new_privileges = privileges.no_new_privileges;
-    cfg.read_only = c.read_only;
-    cfg.groups = c.groups.clone();
-    // -1 is unlimited, RLIM_INFINITY.
-    let limit = |v: i64| u64::try_from(v).unwrap_or(u64::MAX);
-    cfg.ulimits = c
-        .ulimits
-        .iter()
-        .map(|u| Rlimit {
-            name: u.name.clone(),
-            soft: limit(u.soft),
-            hard: limit(u.hard),
-        })
-        .collect();
-    cfg.sysctls = c
-        .sysctls
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    cfg.stop_signal = security::signal_number(&c.stop_signal).unwrap_or(0);
-    // Validated by the manager; a value it refused cannot arrive here, so defaults are a safe fallback.
-    if let Ok(rotation) = shoal_proto::spec::log_rotation(log_driver) {
-        cfg.log = LogConfig {
-            max_size_bytes: rotation.max_size,
-            max_files: rotation.max_file.max(1),
-        };
-    }
-}
-
-/// The node-specific parts of the configuration: host devices (all of them when privileged)
-/// and the init binary. Errors name the node and the path, for `service ps`.
-fn node_config(
-    c: &ContainerSpec,
-    shared: &Shared,
-    cfg: &mut ContainerConfig,
-) -> Result<(), String> {
-    let node = shared.runtime.node_name();
-    if c.privileged {
-        cfg.devices = devices::host_devices();
-    }
-    for d in &c.devices {
-        let host = std::path::Path::new(&d.path_on_host);
-        let inside = if d.path_in_container.is_empty() {
-            host
-        } else {
-            std::path::Path::new(&d.path_in_container)
-        };
-        let perms = if d.cgroup_permissions.is_empty() {
-            "rwm"
-        } else {
-            d.cgroup_permissions.as_str()
-        };
-        let dev = devices::device_node(host, inside, perms)
-            .map_err(|e| format!("--device on node {node}: {e}"))?;
-        cfg.devices.retain(|x| x.path != dev.path);
-        cfg.devices.push(dev);
-    }
-    if c.init {
-        let init = shared.runtime.init_path();
-        if !init.is_file() {
-            return Err(format!(
-                "--init: no init binary at {} on node {node} (install Debian's tini package, or start shoal-agent with --init-path)",
-                init.display()
-            ));
-        }
-        cfg.init = Some(init.to_path_buf());
-    }
-    Ok(())
-}
-
+/// ACCEPTED -> PREPARING (image) -> STARTING (configuration, networks, container) -> RUNNING; a
+/// failed step ends the task with the status the manager shows in `service ps`.
 async fn start(task: &Task, shared: &Arc<Shared>) -> Phase {
     let id = task.id.clone();
+    let exec = shared.executor.as_ref();
     shared.report(&id, status(TaskState::TaskAccepted, "accepted"));
     let image_ref = task
         .spec
@@ -348,13 +266,13 @@ async fn start(task: &Task, shared: &Arc<Shared>) -> Phase {
         .map(|c| c.image.clone())
         .unwrap_or_default();
     shared.report(&id, status(TaskState::TaskPreparing, "preparing"));
-    let image = match shared.image(&image_ref).await {
+    let image = match exec.pull(&image_ref).await {
         Ok(i) => i,
         Err(e) => {
             shared.report(
                 &id,
                 TaskStatus {
-                    err: format!("pull {image_ref}: {e}"),
+                    err: e.to_string(),
                     ..status(TaskState::TaskRejected, "image pull failed")
                 },
             );
@@ -362,33 +280,22 @@ async fn start(task: &Task, shared: &Arc<Shared>) -> Phase {
         }
     };
     shared.report(&id, status(TaskState::TaskStarting, "starting"));
-    let mut cfg = container_config(task, &image);
-    let spec = task
-        .spec
-        .as_ref()
-        .and_then(|s| s.container.clone())
-        .unwrap_or_default();
-    if let Err(e) = node_config(&spec, shared, &mut cfg) {
-        shared.report(&id, failed("invalid container spec on this node", e));
-        return Phase::Done;
-    }
-    if let Some(net) = &shared.network {
-        match net.attach(task).await {
-            Ok(att) => {
-                cfg.netns = Some(att.netns);
-                cfg.resolv_conf = Some(att.resolv_conf);
-            }
-            Err(e) => {
-                release_network(shared, &id).await;
-                shared.report(&id, failed("network attach failed", e.to_string()));
-                return Phase::Done;
-            }
+    let cfg = match exec.prepare(task, &image).await {
+        Ok(cfg) => cfg,
+        Err(e @ ExecutorError::Network(_)) => {
+            shared.report(&id, failed("network attach failed", e.to_string()));
+            return Phase::Done;
         }
-    }
-    let shared2 = shared.clone();
-    let started = tokio::task::spawn_blocking(move || shared2.runtime.start(&cfg)).await;
-    match started {
-        Ok(Ok(pid)) => {
+        Err(e) => {
+            shared.report(
+                &id,
+                failed("invalid container spec on this node", e.to_string()),
+            );
+            return Phase::Done;
+        }
+    };
+    match exec.start(cfg).await {
+        Ok(pid) => {
             shared.report(
                 &id,
                 TaskStatus {
@@ -399,13 +306,8 @@ async fn start(task: &Task, shared: &Arc<Shared>) -> Phase {
             );
             Phase::Running
         }
-        Ok(Err(e)) => {
-            release_network(shared, &id).await;
-            shared.report(&id, failed("starting container failed", e.to_string()));
-            Phase::Done
-        }
         Err(e) => {
-            release_network(shared, &id).await;
+            release_network(exec, &id).await;
             shared.report(&id, failed("starting container failed", e.to_string()));
             Phase::Done
         }
@@ -413,229 +315,368 @@ async fn start(task: &Task, shared: &Arc<Shared>) -> Phase {
 }
 
 /// Unplugs a task from its networks (its container has ended or never started).
-async fn release_network(shared: &Shared, id: &str) {
-    if let Some(net) = &shared.network {
-        if let Err(e) = net.detach(id).await {
-            warn!(task.id = %id, error = %e, "network detach failed");
-        }
+async fn release_network(exec: &dyn Executor, id: &str) {
+    if let Err(e) = exec.detach(id).await {
+        warn!(task.id = %id, error = %e, "network detach failed");
     }
-}
-
-/// Stops (if needed) and deletes a task's container and network attachment. Deleting kills,
-/// waits for the shim, unmounts and removes cgroups, which can take seconds: it runs on the
-/// blocking pool, never on an async worker.
-pub async fn destroy(shared: &Arc<Shared>, id: &str, grace: Duration) {
-    if let Ok(ContainerStatus::Running { .. }) = shared.runtime.status(id) {
-        if let Err(e) = shared.runtime.stop(id, grace).await {
-            warn!(task.id = %id, error = %e, "stop failed");
-        }
-    }
-    let deleting = {
-        let (shared, id) = (shared.clone(), id.to_string());
-        tokio::task::spawn_blocking(move || shared.runtime.delete(&id))
-    };
-    match deleting.await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => warn!(task.id = %id, error = %e, "delete failed"),
-        Err(e) => warn!(task.id = %id, error = %e, "delete task failed"),
-    }
-    if let Some(net) = &shared.network {
-        if let Err(e) = net.detach(id).await {
-            warn!(task.id = %id, error = %e, "network detach failed");
-        }
-        net.forget(id).await;
-    }
-    info!(task.id = %id, "task removed from node");
-}
-
-fn to_line(task_id: &str, e: logs::LogEntry) -> LogLine {
-    LogLine {
-        task_id: task_id.to_string(),
-        task_name: String::new(),
-        node_id: String::new(),
-        stream: e.stream,
-        timestamp: e.timestamp_ns,
-        data: e.data,
-    }
-}
-
-/// Log lines gathered up to [`logs::MAX_CHUNK_BYTES`] of encoded size, so every
-/// `AgentLogChunk` (and the manager's response made of it) stays far below gRPC's 4 MiB limit.
-#[derive(Debug, Default)]
-struct LineBatch {
-    lines: Vec<LogLine>,
-    bytes: usize,
-}
-
-impl LineBatch {
-    /// Adds a line; returns the full batch when this line would not fit (it starts the next).
-    fn push(&mut self, line: LogLine) -> Option<Vec<LogLine>> {
-        // The line's bytes plus its field tag and length prefix in the chunk.
-        let size = prost::Message::encoded_len(&line) + 8;
-        let full = if !self.lines.is_empty() && self.bytes + size > logs::MAX_CHUNK_BYTES {
-            self.bytes = 0;
-            Some(std::mem::take(&mut self.lines))
-        } else {
-            None
-        };
-        self.bytes += size;
-        self.lines.push(line);
-        full
-    }
-
-    /// What is gathered, if anything.
-    fn take(&mut self) -> Option<Vec<LogLine>> {
-        self.bytes = 0;
-        Some(std::mem::take(&mut self.lines)).filter(|l| !l.is_empty())
-    }
-}
-
-/// Sends chunks of one log request on the session's log queue. A slow queue holds up this
-/// request only: heartbeats and task status go on their own queue.
-struct LogSender {
-    request_id: u64,
-    out: mpsc::Sender<AgentLogChunk>,
-}
-
-impl LogSender {
-    /// False once the session is gone.
-    async fn send(&self, lines: Vec<LogLine>, eof: bool, error: String) -> bool {
-        let chunk = AgentLogChunk {
-            request_id: self.request_id,
-            lines,
-            eof,
-            error,
-        };
-        self.out.send(chunk).await.is_ok()
-    }
-}
-
-/// Serves one log request for the tasks of it this node has: each task's tail (read on the
-/// blocking pool, chunk by chunk), then, when following, new lines as they are written.
-pub async fn serve_logs(shared: Arc<Shared>, req: LogsRequest, out: mpsc::Sender<AgentLogChunk>) {
-    let sender = LogSender {
-        request_id: req.request_id,
-        out,
-    };
-    let (tx, mut rx) = mpsc::channel::<(String, Vec<logs::LogEntry>)>(16);
-    // Dropped (so aborted) with this request, e.g. when the manager cancels it.
-    let mut followers = tokio::task::JoinSet::new();
-    for task_id in &req.task_ids {
-        if let Err(e) = crate::runtime::validate_id(task_id) {
-            let _ = sender.send(Vec::new(), false, e.to_string()).await;
-            continue;
-        }
-        let path = shared.runtime.log_path(task_id);
-        let (chunk_tx, mut chunk_rx) = mpsc::channel::<Vec<logs::LogEntry>>(2);
-        let reader = tokio::task::spawn_blocking({
-            let (path, tail) = (path.clone(), req.tail);
-            move || logs::read_chunks(&path, tail, |c| chunk_tx.blocking_send(c).is_ok())
-        });
-        let mut batch = LineBatch::default();
-        while let Some(entries) = chunk_rx.recv().await {
-            for e in entries {
-                if let Some(lines) = batch.push(to_line(task_id, e)) {
-                    if !sender.send(lines, false, String::new()).await {
-                        return;
-                    }
-                }
-            }
-        }
-        if let Some(lines) = batch.take() {
-            if !sender.send(lines, false, String::new()).await {
-                return;
-            }
-        }
-        let from = match reader.await.map_err(logs::LogError::from).and_then(|r| r) {
-            Ok(from) => from,
-            Err(e) => {
-                let _ = sender
-                    .send(Vec::new(), false, format!("{task_id}: {e}"))
-                    .await;
-                continue;
-            }
-        };
-        if req.follow {
-            let (entries_tx, mut entries_rx) = mpsc::channel(4);
-            let (tx, tid) = (tx.clone(), task_id.clone());
-            followers.spawn(async move {
-                let forward = async {
-                    while let Some(entries) = entries_rx.recv().await {
-                        if tx.send((tid.clone(), entries)).await.is_err() {
-                            return;
-                        }
-                    }
-                };
-                let (followed, ()) = tokio::join!(logs::follow(path, from, entries_tx), forward);
-                if let Err(e) = followed {
-                    warn!(task.id = %tid, error = %e, "following the log failed");
-                }
-            });
-        }
-    }
-    drop(tx);
-    let mut batch = LineBatch::default();
-    while let Some((task_id, entries)) = rx.recv().await {
-        let mut full = Vec::new();
-        for e in entries {
-            full.extend(batch.push(to_line(&task_id, e)));
-        }
-        // Whatever else is ready goes out together; nothing waits for more.
-        while full.is_empty() {
-            let Ok((task_id, entries)) = rx.try_recv() else {
-                break;
-            };
-            for e in entries {
-                full.extend(batch.push(to_line(&task_id, e)));
-            }
-        }
-        full.extend(batch.take());
-        for lines in full {
-            if !sender.send(lines, false, String::new()).await {
-                return;
-            }
-        }
-    }
-    let _ = sender.send(Vec::new(), true, String::new()).await;
 }
 
 #[cfg(test)]
-mod logs_tests {
+mod lifecycle_tests {
     use super::*;
+    use crate::executor::fake::{
+        next_update, state, task, Call, FakeExecutor, IMAGE, STOPPED_EXIT_CODE,
+    };
+    use TaskState::*;
+
+    /// One task actor over a fake executor, with the controls the worker holds.
+    struct Actor {
+        id: String,
+        fake: Arc<FakeExecutor>,
+        shared: Arc<Shared>,
+        rx: mpsc::UnboundedReceiver<TaskStatusUpdate>,
+        desired: watch::Sender<i32>,
+        remove: watch::Sender<bool>,
+        handle: tokio::task::JoinHandle<()>,
+    }
+
+    fn spawn(task: Task, fake: Arc<FakeExecutor>) -> Actor {
+        let (shared, rx) = Shared::new(fake.clone());
+        let shared = Arc::new(shared);
+        let (desired, desired_rx) = watch::channel(task.desired_state);
+        let (remove, remove_rx) = watch::channel(false);
+        let id = task.id.clone();
+        let handle = tokio::spawn(run(task, shared.clone(), desired_rx, remove_rx));
+        Actor {
+            id,
+            fake,
+            shared,
+            rx,
+            desired,
+            remove,
+            handle,
+        }
+    }
+
+    impl Actor {
+        /// The next reported status of this actor's task.
+        async fn next(&mut self) -> TaskStatus {
+            let (id, st) = next_update(&mut self.rx).await;
+            assert_eq!(id, self.id);
+            st
+        }
+
+        /// The states reported up to and including `last`.
+        async fn states_until(&mut self, last: TaskState) -> Vec<TaskState> {
+            let mut seen = Vec::new();
+            loop {
+                let s = state(&self.next().await);
+                seen.push(s);
+                if s == last {
+                    return seen;
+                }
+            }
+        }
+
+        /// Takes the task out of the assignment set and waits for the actor to end.
+        async fn remove_and_join(
+            self,
+        ) -> (Arc<FakeExecutor>, mpsc::UnboundedReceiver<TaskStatusUpdate>) {
+            let _ = self.remove.send(true);
+            let joined = tokio::time::timeout(Duration::from_secs(10), self.handle).await;
+            assert!(
+                matches!(joined, Ok(Ok(()))),
+                "actor did not end: {joined:?}"
+            );
+            (self.fake, self.rx)
+        }
+
+        fn count(&self, call: &Call) -> usize {
+            self.fake.count(|c| c == call)
+        }
+    }
+
+    fn with_grace(mut t: Task, grace: Duration) -> Task {
+        if let Some(c) = t.spec.as_mut().and_then(|s| s.container.as_mut()) {
+            c.stop_grace_period_ns = grace.as_nanos() as i64;
+        }
+        t
+    }
+
+    #[tokio::test]
+    async fn a_task_runs_through_its_states_to_complete_and_is_not_restarted_here() {
+        let mut a = spawn(task("t1"), Arc::new(FakeExecutor::default()));
+        assert_eq!(
+            a.states_until(TaskRunning).await,
+            [TaskAccepted, TaskPreparing, TaskStarting, TaskRunning]
+        );
+        let running = a.shared.reported("t1").unwrap();
+        assert_eq!((running.pid, running.container_id.as_str()), (1000, "t1"));
+        assert_eq!(running.message, "started");
+        a.fake.exit("t1", 0);
+        let done = a.next().await;
+        assert_eq!(state(&done), TaskComplete);
+        assert_eq!((done.exit_code, done.message.as_str()), (0, "finished"));
+        // The addresses went back before the end was reported.
+        assert_eq!(a.count(&Call::Detach("t1".into())), 1);
+        // Restarting is the orchestrator's business (a new task): wanting it running again
+        // changes nothing here.
+        a.desired.send_replace(TaskRunning as i32);
+        let (fake, mut rx) = a.remove_and_join().await;
+        assert_eq!(
+            fake.calls(),
+            [
+                Call::Inspect("t1".into()),
+                Call::Pull(IMAGE.into()),
+                Call::Prepare("t1".into()),
+                Call::Start("t1".into()),
+                Call::Wait("t1".into()),
+                Call::Detach("t1".into()),
+                Call::Remove("t1".into(), DEFAULT_GRACE),
+            ]
+        );
+        assert!(rx.try_recv().is_err(), "nothing reported after the end");
+    }
+
+    #[tokio::test]
+    async fn a_non_zero_exit_fails_the_task_with_its_code() {
+        let mut a = spawn(task("t1"), Arc::new(FakeExecutor::default()));
+        a.states_until(TaskRunning).await;
+        a.fake.exit("t1", 3);
+        let st = a.next().await;
+        assert_eq!(state(&st), TaskFailed);
+        assert_eq!(st.exit_code, 3);
+        assert_eq!(st.message, "failed");
+        assert_eq!(st.err, "task: non-zero exit (3)");
+        a.remove_and_join().await;
+    }
+
+    #[tokio::test]
+    async fn an_image_that_cannot_be_pulled_rejects_the_task() {
+        let fake = Arc::new(FakeExecutor::default());
+        fake.fail_pull(IMAGE);
+        let mut a = spawn(task("t1"), fake);
+        assert_eq!(
+            a.states_until(TaskRejected).await,
+            [TaskAccepted, TaskPreparing, TaskRejected]
+        );
+        let st = a.shared.reported("t1").unwrap();
+        assert_eq!(st.message, "image pull failed");
+        assert_eq!(
+            st.err,
+            "pull busybox: no linux/amd64 manifest in the index of busybox"
+        );
+        let (fake, _) = a.remove_and_join().await;
+        assert_eq!(
+            fake.count(|c| matches!(c, Call::Prepare(_) | Call::Start(_))),
+            0
+        );
+    }
+
+    #[tokio::test]
+    async fn a_spec_this_node_cannot_honour_fails_the_task_before_the_start() {
+        let fake = Arc::new(FakeExecutor::default());
+        fake.fail_node_config("t1", "--device on node n1: /dev/nope: not found");
+        let mut a = spawn(task("t1"), fake);
+        assert_eq!(
+            a.states_until(TaskFailed).await,
+            [TaskAccepted, TaskPreparing, TaskStarting, TaskFailed]
+        );
+        let st = a.shared.reported("t1").unwrap();
+        assert_eq!(st.message, "invalid container spec on this node");
+        assert_eq!(st.err, "--device on node n1: /dev/nope: not found");
+        let (fake, _) = a.remove_and_join().await;
+        assert_eq!(fake.count(|c| matches!(c, Call::Start(_))), 0);
+    }
+
+    #[tokio::test]
+    async fn a_failed_network_attach_fails_the_task() {
+        let fake = Arc::new(FakeExecutor::default());
+        fake.fail_network("t1", "net9");
+        let mut a = spawn(task("t1"), fake);
+        a.states_until(TaskFailed).await;
+        let st = a.shared.reported("t1").unwrap();
+        assert_eq!(st.message, "network attach failed");
+        assert!(st.err.contains("net9"), "{}", st.err);
+        let (fake, _) = a.remove_and_join().await;
+        assert_eq!(fake.count(|c| matches!(c, Call::Start(_))), 0);
+    }
+
+    #[tokio::test]
+    async fn a_container_that_fails_to_start_fails_the_task_and_gives_its_addresses_back() {
+        let fake = Arc::new(FakeExecutor::default());
+        fake.fail_start("t1", "exec /bin/nope: no such file");
+        let mut a = spawn(task("t1"), fake);
+        a.states_until(TaskFailed).await;
+        let st = a.shared.reported("t1").unwrap();
+        assert_eq!(st.message, "starting container failed");
+        assert_eq!(
+            st.err,
+            "container t1 failed to start: exec /bin/nope: no such file"
+        );
+        assert_eq!(a.count(&Call::Detach("t1".into())), 1);
+        a.remove_and_join().await;
+    }
+
+    #[tokio::test]
+    async fn shutting_down_a_running_task_stops_it_with_its_grace_period() {
+        let grace = Duration::from_secs(3);
+        let mut a = spawn(
+            with_grace(task("t1"), grace),
+            Arc::new(FakeExecutor::default()),
+        );
+        a.states_until(TaskRunning).await;
+        a.desired.send_replace(TaskShutdown as i32);
+        let st = a.next().await;
+        assert_eq!(
+            (state(&st), st.message.as_str()),
+            (TaskShutdown, "shutdown")
+        );
+        assert_eq!(a.count(&Call::Stop("t1".into(), grace)), 1);
+        assert_eq!(a.count(&Call::Detach("t1".into())), 1);
+        assert_eq!(
+            a.fake.container("t1"),
+            Some(ContainerStatus::Exited {
+                code: STOPPED_EXIT_CODE
+            })
+        );
+        // Its container (and log) stays until the task leaves the set.
+        let (fake, _) = a.remove_and_join().await;
+        assert_eq!(fake.count(|c| *c == Call::Remove("t1".into(), grace)), 1);
+    }
+
+    #[tokio::test]
+    async fn without_a_grace_period_in_the_spec_stop_waits_ten_seconds() {
+        let mut a = spawn(task("t1"), Arc::new(FakeExecutor::default()));
+        a.states_until(TaskRunning).await;
+        a.desired.send_replace(TaskShutdown as i32);
+        a.states_until(TaskShutdown).await;
+        assert_eq!(
+            a.count(&Call::Stop("t1".into(), Duration::from_secs(10))),
+            1
+        );
+        a.remove_and_join().await;
+    }
+
+    #[tokio::test]
+    async fn shutdown_is_reported_only_once_the_stop_has_returned() {
+        let fake = Arc::new(FakeExecutor::default());
+        fake.hold_stops();
+        let mut a = spawn(task("t1"), fake);
+        a.states_until(TaskRunning).await;
+        a.desired.send_replace(TaskShutdown as i32);
+        a.fake.until(Call::Stop("t1".into(), DEFAULT_GRACE)).await;
+        // The container ignores its signal: the task is still running for the manager.
+        assert_eq!(state(&a.shared.reported("t1").unwrap()), TaskRunning);
+        assert!(a.rx.try_recv().is_err());
+        a.fake.release_stops();
+        assert_eq!(state(&a.next().await), TaskShutdown);
+        a.remove_and_join().await;
+    }
+
+    #[tokio::test]
+    async fn a_task_wanted_down_before_it_started_is_never_started() {
+        let mut t = task("t1");
+        t.desired_state = TaskShutdown as i32;
+        let mut a = spawn(t, Arc::new(FakeExecutor::default()));
+        let st = a.next().await;
+        assert_eq!(
+            (state(&st), st.message.as_str()),
+            (TaskShutdown, "shutdown before start")
+        );
+        let (fake, _) = a.remove_and_join().await;
+        assert_eq!(
+            fake.calls(),
+            [
+                Call::Inspect("t1".into()),
+                Call::Remove("t1".into(), DEFAULT_GRACE)
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_running_task_removed_from_the_set_is_removed_without_a_report() {
+        let mut a = spawn(task("t1"), Arc::new(FakeExecutor::default()));
+        a.states_until(TaskRunning).await;
+        let (fake, mut rx) = a.remove_and_join().await;
+        assert_eq!(
+            fake.count(|c| *c == Call::Remove("t1".into(), DEFAULT_GRACE)),
+            1
+        );
+        assert_eq!(fake.count(|c| matches!(c, Call::Stop(..))), 0);
+        assert!(rx.try_recv().is_err());
+    }
+
+    #[tokio::test]
+    async fn after_an_agent_restart_a_running_container_is_adopted_not_restarted() {
+        let fake = Arc::new(FakeExecutor::default());
+        fake.found_running("t1", 42);
+        let mut t = task("t1");
+        t.status = Some(status(TaskRunning, "started"));
+        let mut a = spawn(t, fake);
+        let st = a.next().await;
+        assert_eq!(state(&st), TaskRunning);
+        assert_eq!((st.pid, st.container_id.as_str()), (42, "t1"));
+        assert_eq!(a.count(&Call::Reattach("t1".into())), 1);
+        a.fake.exit("t1", 0);
+        assert_eq!(state(&a.next().await), TaskComplete);
+        let (fake, _) = a.remove_and_join().await;
+        assert_eq!(
+            fake.count(|c| matches!(c, Call::Pull(_) | Call::Prepare(_) | Call::Start(_))),
+            0
+        );
+    }
+
+    #[tokio::test]
+    async fn after_an_agent_restart_an_exited_container_reports_its_exit() {
+        let fake = Arc::new(FakeExecutor::default());
+        fake.found_exited("t1", 2);
+        let mut t = task("t1");
+        t.status = Some(status(TaskRunning, "started"));
+        let mut a = spawn(t, fake);
+        let st = a.next().await;
+        assert_eq!((state(&st), st.exit_code), (TaskFailed, 2));
+        let (fake, _) = a.remove_and_join().await;
+        assert_eq!(fake.count(|c| matches!(c, Call::Start(_))), 0);
+    }
+
+    #[tokio::test]
+    async fn after_an_agent_restart_a_started_task_without_container_is_gone() {
+        let mut t = task("t1");
+        t.status = Some(status(TaskRunning, "started"));
+        let mut a = spawn(t, Arc::new(FakeExecutor::default()));
+        let st = a.next().await;
+        assert_eq!(state(&st), TaskFailed);
+        assert_eq!(
+            (st.message.as_str(), st.err.as_str()),
+            ("container gone", "container not found on node")
+        );
+        let (fake, _) = a.remove_and_join().await;
+        assert_eq!(fake.count(|c| matches!(c, Call::Start(_))), 0);
+    }
+
+    #[tokio::test]
+    async fn after_an_agent_restart_a_finished_task_without_container_stays_quiet() {
+        let mut t = task("t1");
+        t.status = Some(status(TaskComplete, "finished"));
+        let a = spawn(t, Arc::new(FakeExecutor::default()));
+        let (fake, mut rx) = a.remove_and_join().await;
+        assert!(rx.try_recv().is_err(), "a finished task reports nothing");
+        assert_eq!(fake.count(|c| matches!(c, Call::Start(_))), 0);
+    }
 
     #[test]
-    fn batches_of_500_lines_of_16_kib_stay_under_a_mebibyte() {
-        let mut batch = LineBatch::default();
-        let mut chunks = Vec::new();
-        for i in 0..500 {
-            let entry = logs::LogEntry {
-                timestamp_ns: i,
-                stream: "stdout".into(),
-                data: vec![b'x'; logs::MAX_LINE],
-            };
-            chunks.extend(batch.push(to_line("task1", entry)));
-        }
-        chunks.extend(batch.take());
-        assert!(batch.take().is_none());
-        assert!(chunks.len() >= 8, "{} chunks", chunks.len());
-        let mut n = 0;
-        for lines in chunks {
-            n += lines.len();
-            let chunk = AgentLogChunk {
-                request_id: 1,
-                lines,
-                eof: false,
-                error: String::new(),
-            };
-            let msg = AgentMessage {
-                msg: Some(agent_message::Msg::Logs(chunk)),
-            };
-            let size = prost::Message::encoded_len(&msg);
-            assert!(
-                size <= logs::MAX_CHUNK_BYTES + 64,
-                "message of {size} bytes"
-            );
-        }
-        assert_eq!(n, 500);
+    fn reports_only_move_forward() {
+        let (shared, mut rx) = Shared::new(Arc::new(FakeExecutor::default()));
+        shared.report("t1", status(TaskRunning, "started"));
+        shared.report("t1", status(TaskStarting, "starting"));
+        shared.report("t1", status(TaskRunning, "again"));
+        shared.report("t1", status(TaskComplete, "finished"));
+        let states: Vec<_> = std::iter::from_fn(|| rx.try_recv().ok())
+            .map(|u| state(&u.status.unwrap()))
+            .collect();
+        assert_eq!(states, [TaskRunning, TaskComplete]);
+        assert_eq!(shared.all_reported().len(), 1);
+        assert_eq!(shared.reported("t1").unwrap().message, "finished");
     }
 }

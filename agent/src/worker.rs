@@ -1,7 +1,7 @@
 //! The worker reconciles the dispatcher's assignment set with what runs here: one actor per task,
 //! started, told of desired-state changes, and removed when the task leaves the set.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -10,15 +10,11 @@ use shoal_proto::v1::*;
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
-use crate::image::{Image, ImageStore};
+use crate::executor::{Executor, RuntimeExecutor};
+use crate::image::ImageStore;
 use crate::network::Networks;
 use crate::runtime::{self, Runtime};
-
-/// How long a pulled image is used without asking the registry again.
-const PULL_FRESHNESS: Duration = Duration::from_secs(30);
-
-/// The last pull of one image reference, shared by the tasks that need it.
-type PullSlot = Arc<tokio::sync::Mutex<Option<(Instant, Image)>>>;
+use crate::task::{self, Shared, DEFAULT_GRACE};
 
 /// A running task actor's controls.
 struct TaskHandle {
@@ -26,109 +22,50 @@ struct TaskHandle {
     remove: watch::Sender<bool>,
 }
 
-/// Everything task actors share.
-pub struct Shared {
-    /// Container runtime.
-    pub runtime: Runtime,
-    /// Image store.
-    pub images: ImageStore,
-    /// The node's networks (local bridge, overlays, service plane), if enabled.
-    pub network: Option<Arc<Networks>>,
-    /// Registries reachable over plain HTTP.
-    pub insecure_registries: Vec<String>,
-    status_tx: mpsc::UnboundedSender<TaskStatusUpdate>,
-    statuses: Mutex<HashMap<String, TaskStatus>>,
-    pulls: Mutex<HashMap<String, PullSlot>>,
-}
-
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // Poisoning only means a panic elsewhere; the maps stay valid entry by entry.
     m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-impl Shared {
-    /// Reports a status, forward-only: a state at or behind the last reported one is dropped.
-    pub fn report(&self, task_id: &str, status: TaskStatus) {
-        {
-            let mut map = lock(&self.statuses);
-            if let Some(prev) = map.get(task_id) {
-                if status.state <= prev.state {
-                    return;
-                }
-            }
-            map.insert(task_id.to_string(), status.clone());
-        }
-        info!(task.id = %task_id, state = ?TaskState::try_from(status.state).unwrap_or(TaskState::TaskNew), msg = %status.message, err = %status.err, "task state");
-        let _ = self.status_tx.send(TaskStatusUpdate {
-            task_id: task_id.to_string(),
-            status: Some(status),
-        });
-    }
-
-    /// The last state reported for a task.
-    pub fn reported(&self, task_id: &str) -> Option<TaskStatus> {
-        lock(&self.statuses).get(task_id).cloned()
-    }
-
-    /// Pulls an image once for all the tasks that need it at the same time.
-    pub async fn image(&self, reference: &str) -> Result<Image, crate::image::ImageError> {
-        let slot = lock(&self.pulls)
-            .entry(reference.to_string())
-            .or_default()
-            .clone();
-        let mut guard = slot.lock().await;
-        if let Some((at, img)) = guard.as_ref() {
-            if at.elapsed() < PULL_FRESHNESS {
-                return Ok(img.clone());
-            }
-        }
-        match self.images.pull(reference, &self.insecure_registries).await {
-            Ok(img) => {
-                *guard = Some((Instant::now(), img.clone()));
-                Ok(img)
-            }
-            // A registry that is unreachable does not stop a task whose image we already have.
-            Err(e) => match self.images.get(reference) {
-                Ok(Some(img)) => {
-                    warn!(image = %reference, error = %e, "pull failed; using the local copy");
-                    Ok(img)
-                }
-                _ => Err(e),
-            },
-        }
-    }
 }
 
 /// The worker: a cloneable handle.
 #[derive(Clone)]
 pub struct Worker {
     shared: Arc<Shared>,
+    network: Option<Arc<Networks>>,
     tasks: Arc<Mutex<HashMap<String, TaskHandle>>>,
     first_assignment: Arc<AtomicBool>,
     log_requests: Arc<Mutex<HashMap<u64, tokio::task::JoinHandle<()>>>>,
 }
 
 impl Worker {
-    /// Makes a worker; status updates come out of the returned receiver.
+    /// Makes a worker that runs tasks with the node's runtime, image store and networks; status
+    /// updates come out of the returned receiver.
     pub fn new(
         runtime: Runtime,
         images: ImageStore,
         network: Option<Networks>,
         insecure_registries: Vec<String>,
     ) -> (Self, mpsc::UnboundedReceiver<TaskStatusUpdate>) {
-        let (status_tx, status_rx) = mpsc::unbounded_channel();
-        let shared = Arc::new(Shared {
-            runtime,
-            images,
-            network: network.map(Arc::new),
-            insecure_registries,
-            status_tx,
-            statuses: Mutex::new(HashMap::new()),
-            pulls: Mutex::new(HashMap::new()),
-        });
+        let network = network.map(Arc::new);
+        let executor = RuntimeExecutor::new(runtime, images, network.clone(), insecure_registries);
+        Worker::with_executor(Arc::new(executor), network)
+    }
+
+    /// Makes a worker over any executor (tests use a fake one); `network` is what
+    /// [`Worker::networks`] hands to the session.
+    ///
+    /// The executor is a trait object rather than a type parameter: the worker is cloned into
+    /// the session and the agent, which would otherwise all carry the parameter, and one
+    /// indirect call is nothing next to the fork, mount or pull behind it.
+    pub fn with_executor(
+        executor: Arc<dyn Executor>,
+        network: Option<Arc<Networks>>,
+    ) -> (Self, mpsc::UnboundedReceiver<TaskStatusUpdate>) {
+        let (shared, status_rx) = Shared::new(executor);
         (
             Worker {
-                shared,
+                shared: Arc::new(shared),
+                network,
                 tasks: Arc::new(Mutex::new(HashMap::new())),
                 first_assignment: Arc::new(AtomicBool::new(true)),
                 log_requests: Arc::new(Mutex::new(HashMap::new())),
@@ -139,26 +76,19 @@ impl Worker {
 
     /// The node's networks, if enabled.
     pub fn networks(&self) -> Option<Arc<Networks>> {
-        self.shared.network.clone()
+        self.network.clone()
     }
 
     /// Every status reported so far, for resending after a reconnect.
     pub fn current_statuses(&self) -> Vec<TaskStatusUpdate> {
-        lock(&self.shared.statuses)
-            .iter()
-            .map(|(id, st)| TaskStatusUpdate {
-                task_id: id.clone(),
-                status: Some(st.clone()),
-            })
-            .collect()
+        self.shared.all_reported()
     }
 
     /// Applies a complete assignment set.
     pub fn assign(&self, tasks: Vec<Task>) {
         let first = self.first_assignment.swap(false, Ordering::SeqCst);
         let mut map = lock(&self.tasks);
-        let wanted: std::collections::HashSet<String> =
-            tasks.iter().map(|t| t.id.clone()).collect();
+        let wanted: HashSet<String> = tasks.iter().map(|t| t.id.clone()).collect();
         for task in tasks {
             match map.get(&task.id) {
                 Some(h) => {
@@ -176,7 +106,7 @@ impl Worker {
                     let shared = self.shared.clone();
                     let tasks = self.tasks.clone();
                     tokio::spawn(async move {
-                        crate::task::run(task, shared, desired_rx, remove_rx).await;
+                        task::run(task, shared, desired_rx, remove_rx).await;
                         lock(&tasks).remove(&id);
                     });
                     map.insert(
@@ -201,23 +131,15 @@ impl Worker {
     }
 
     /// Removes containers left from tasks the cluster no longer has (e.g. removed while we were
-    /// down). Listing reads every container's records and /proc: it runs on the blocking pool.
-    fn collect_orphans(&self, wanted: &std::collections::HashSet<String>) {
+    /// down). Runs on its own task: listing reads every container's records and /proc.
+    fn collect_orphans(&self, wanted: &HashSet<String>) {
         let shared = self.shared.clone();
         let wanted = wanted.clone();
         tokio::spawn(async move {
-            let listing = {
-                let shared = shared.clone();
-                tokio::task::spawn_blocking(move || shared.runtime.list()).await
-            };
-            let list = match listing {
-                Ok(Ok(l)) => l,
-                Ok(Err(e)) => {
-                    warn!(error = %e, "cannot list containers");
-                    return;
-                }
+            let list = match shared.executor.list().await {
+                Ok(l) => l,
                 Err(e) => {
-                    warn!(error = %e, "listing containers failed");
+                    warn!(error = %e, "cannot list containers");
                     return;
                 }
             };
@@ -228,7 +150,7 @@ impl Worker {
                 let shared = shared.clone();
                 tokio::spawn(async move {
                     info!(task.id = %id, "removing container of a task no longer assigned here");
-                    crate::task::destroy(&shared, &id, Duration::from_secs(10)).await;
+                    shared.executor.remove(&id, DEFAULT_GRACE).await;
                 });
             }
         });
@@ -240,17 +162,10 @@ impl Worker {
         for (_, h) in lock(&self.tasks).iter() {
             let _ = h.remove.send(true);
         }
-        let list = {
-            let shared = self.shared.clone();
-            tokio::task::spawn_blocking(move || shared.runtime.list())
-                .await
-                .ok()
-                .and_then(Result::ok)
-                .unwrap_or_default()
-        };
+        let list = self.shared.executor.list().await.unwrap_or_default();
         for (id, _) in list {
             if !handles.contains(&id) {
-                crate::task::destroy(&self.shared, &id, Duration::from_secs(10)).await;
+                self.shared.executor.remove(&id, DEFAULT_GRACE).await;
             }
         }
         // The actors remove themselves from the map once their container is gone.
@@ -263,14 +178,14 @@ impl Worker {
     /// Serves a log request: the tail of each task's log, then (when following) new lines, as
     /// chunks on the session's log queue (`out`), never on the queue of heartbeats and status.
     pub fn logs(&self, req: LogsRequest, out: mpsc::Sender<AgentLogChunk>) {
-        let shared = self.shared.clone();
+        let executor = self.shared.executor.clone();
         let request_id = req.request_id;
         let requests = self.log_requests.clone();
         // Held while spawning: a request that ends at once must not remove itself before it is
         // inserted (its entry would then stay forever).
         let mut map = lock(&self.log_requests);
         let handle = tokio::spawn(async move {
-            crate::task::serve_logs(shared, req, out).await;
+            crate::logs::serve_logs(executor, req, out).await;
             lock(&requests).remove(&request_id);
         });
         map.insert(request_id, handle);
@@ -289,5 +204,136 @@ pub fn exit_code(st: &runtime::ContainerStatus) -> Option<i32> {
     match st {
         runtime::ContainerStatus::Exited { code } => Some(*code),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::executor::fake::{next_update, state, task, Call, FakeExecutor};
+    use TaskState::*;
+
+    fn worker(fake: &Arc<FakeExecutor>) -> (Worker, mpsc::UnboundedReceiver<TaskStatusUpdate>) {
+        Worker::with_executor(fake.clone(), None)
+    }
+
+    /// Reads updates until every task in `ids` has reported `want`.
+    async fn until_all(
+        rx: &mut mpsc::UnboundedReceiver<TaskStatusUpdate>,
+        ids: &[&str],
+        want: TaskState,
+    ) {
+        let mut left: HashSet<String> = ids.iter().map(|s| s.to_string()).collect();
+        while !left.is_empty() {
+            let (id, st) = next_update(rx).await;
+            if state(&st) == want {
+                left.remove(&id);
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_new_assignment_set_starts_new_tasks_removes_gone_ones_and_leaves_the_rest() {
+        let fake = Arc::new(FakeExecutor::default());
+        let (w, mut rx) = worker(&fake);
+        w.assign(vec![task("a"), task("b")]);
+        until_all(&mut rx, &["a", "b"], TaskRunning).await;
+        fake.until(Call::List).await;
+        w.assign(vec![task("a"), task("c")]);
+        until_all(&mut rx, &["c"], TaskRunning).await;
+        fake.until(Call::Remove("b".into(), task::DEFAULT_GRACE))
+            .await;
+        for c in [Call::Inspect("a".into()), Call::Start("a".into())] {
+            assert_eq!(fake.count(|x| *x == c), 1, "{c:?}");
+        }
+        assert_eq!(
+            fake.count(|x| matches!(x, Call::Remove(id, _) if id == "a")),
+            0
+        );
+        assert_eq!(fake.count(|x| matches!(x, Call::Stop(..))), 0);
+        // The second set did not look for orphans again.
+        assert_eq!(fake.count(|x| *x == Call::List), 1);
+    }
+
+    #[tokio::test]
+    async fn a_desired_state_change_in_the_set_reaches_the_task() {
+        let fake = Arc::new(FakeExecutor::default());
+        let (w, mut rx) = worker(&fake);
+        w.assign(vec![task("a")]);
+        until_all(&mut rx, &["a"], TaskRunning).await;
+        let mut down = task("a");
+        down.desired_state = TaskShutdown as i32;
+        w.assign(vec![down]);
+        until_all(&mut rx, &["a"], TaskShutdown).await;
+        assert_eq!(
+            fake.count(|x| *x == Call::Stop("a".into(), task::DEFAULT_GRACE)),
+            1
+        );
+    }
+
+    #[tokio::test]
+    async fn after_an_agent_restart_running_containers_are_adopted_and_orphans_removed() {
+        let fake = Arc::new(FakeExecutor::default());
+        fake.found_running("a", 42);
+        // Sorted after "a": once its removal is seen, "a" was passed over.
+        fake.found_exited("z-orphan", 0);
+        let (w, mut rx) = worker(&fake);
+        let mut a = task("a");
+        a.status = Some(TaskStatus {
+            state: TaskRunning as i32,
+            ..Default::default()
+        });
+        w.assign(vec![a]);
+        let (id, st) = next_update(&mut rx).await;
+        assert_eq!((id.as_str(), state(&st), st.pid), ("a", TaskRunning, 42));
+        fake.until(Call::Remove("z-orphan".into(), task::DEFAULT_GRACE))
+            .await;
+        assert_eq!(
+            fake.count(|x| matches!(x, Call::Remove(id, _) if id == "a")),
+            0
+        );
+        assert_eq!(
+            fake.count(|x| matches!(x, Call::Start(_) | Call::Pull(_))),
+            0
+        );
+        assert_eq!(fake.count(|x| *x == Call::Reattach("a".into())), 1);
+        // What the manager hears again after a reconnect.
+        let known = w.current_statuses();
+        assert_eq!(known.len(), 1);
+        assert_eq!(known[0].task_id, "a");
+    }
+
+    #[tokio::test]
+    async fn a_failed_listing_leaves_every_container_alone() {
+        let fake = Arc::new(FakeExecutor::default());
+        fake.found_exited("orphan", 0);
+        fake.fail_list();
+        let (w, mut rx) = worker(&fake);
+        w.assign(vec![task("a")]);
+        until_all(&mut rx, &["a"], TaskRunning).await;
+        fake.until(Call::List).await;
+        assert_eq!(fake.count(|x| matches!(x, Call::Remove(..))), 0);
+    }
+
+    #[tokio::test]
+    async fn leaving_the_cluster_removes_every_container() {
+        let fake = Arc::new(FakeExecutor::default());
+        let (w, mut rx) = worker(&fake);
+        w.assign(vec![task("a"), task("b")]);
+        until_all(&mut rx, &["a", "b"], TaskRunning).await;
+        // The first set's look for orphans is over before the stray container appears.
+        fake.until(Call::List).await;
+        // Left by a task the worker does not know (e.g. from before a wiped data dir).
+        fake.found_exited("stray", 1);
+        let removing = tokio::time::timeout(Duration::from_secs(10), w.remove_all()).await;
+        assert!(removing.is_ok(), "remove_all did not return");
+        for id in ["a", "b", "stray"] {
+            assert_eq!(
+                fake.count(|x| *x == Call::Remove(id.into(), task::DEFAULT_GRACE)),
+                1,
+                "{id}"
+            );
+        }
+        assert!(lock(&w.tasks).is_empty());
     }
 }

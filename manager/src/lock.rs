@@ -940,8 +940,20 @@ mod tests {
         let certs = dir.path().join("certs");
         std::fs::create_dir_all(&certs).unwrap();
         let ca = pki::generate_ca("c1").unwrap();
-        let node = pki::issue(&ca, "n1", CertRole::Manager).unwrap();
-        let admin = pki::issue(&ca, "admin", CertRole::Admin).unwrap();
+        let node = pki::issue(
+            &ca,
+            "n1",
+            CertRole::Manager,
+            std::time::Duration::from_secs(3600),
+        )
+        .unwrap();
+        let admin = pki::issue(
+            &ca,
+            "admin",
+            CertRole::Admin,
+            std::time::Duration::from_secs(3600),
+        )
+        .unwrap();
         std::fs::write(certs.join("ca.pem"), &ca.cert_pem).unwrap();
         std::fs::write(certs.join("node.pem"), &node.cert_pem).unwrap();
         std::fs::write(certs.join("node-key.pem"), &node.key_pem).unwrap();

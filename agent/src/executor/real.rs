@@ -1,0 +1,211 @@
+//! The executor of a real node: today's runtime (containers under shims), image store and
+//! networks. Whatever reads files, walks /proc or /dev, forks or deletes runs on the blocking
+//! pool, so a slow disk or a dying container never holds up an async worker (and with it the
+//! session's heartbeats).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use shoal_proto::v1::Task;
+use tracing::{info, warn};
+
+use super::config::{container_config, node_config};
+use super::{ContainerConfig, ContainerStatus, Executor, ExecutorError};
+use crate::image::{Image, ImageStore};
+use crate::network::Networks;
+use crate::runtime::{self, Runtime};
+
+/// How long a pulled image is used without asking the registry again.
+const PULL_FRESHNESS: Duration = Duration::from_secs(30);
+
+/// The last pull of one image reference, shared by the tasks that need it.
+type PullSlot = Arc<tokio::sync::Mutex<Option<(Instant, Image)>>>;
+
+/// Runs tasks with the node's runtime, image store and networks.
+pub struct RuntimeExecutor {
+    runtime: Arc<Runtime>,
+    images: ImageStore,
+    network: Option<Arc<Networks>>,
+    insecure_registries: Vec<String>,
+    pulls: Mutex<HashMap<String, PullSlot>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Poisoning only means a panic elsewhere; the map stays valid entry by entry.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Runs `f` on the blocking pool; `op` names it in the error if it panics.
+async fn blocking<T, F>(op: &'static str, f: F) -> Result<T, ExecutorError>
+where
+    F: FnOnce() -> Result<T, ExecutorError> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|source| ExecutorError::Blocking { op, source })?
+}
+
+impl RuntimeExecutor {
+    /// An executor over `runtime`, pulling into `images` (plain HTTP to `insecure_registries`)
+    /// and plugging tasks into `network` when the node has networks.
+    pub fn new(
+        runtime: Runtime,
+        images: ImageStore,
+        network: Option<Arc<Networks>>,
+        insecure_registries: Vec<String>,
+    ) -> RuntimeExecutor {
+        RuntimeExecutor {
+            runtime: Arc::new(runtime),
+            images,
+            network,
+            insecure_registries,
+            pulls: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The local copy of an image, read on the blocking pool.
+    async fn local_image(&self, reference: &str) -> Option<Image> {
+        let (images, reference) = (self.images.clone(), reference.to_string());
+        blocking("read image record", move || {
+            Ok(images.get(&reference).ok().flatten())
+        })
+        .await
+        .ok()
+        .flatten()
+    }
+}
+
+#[async_trait::async_trait]
+impl Executor for RuntimeExecutor {
+    async fn inspect(&self, task_id: &str) -> Result<ContainerStatus, ExecutorError> {
+        let (runtime, id) = (self.runtime.clone(), task_id.to_string());
+        blocking("container status", move || Ok(runtime.status(&id)?)).await
+    }
+
+    async fn list(&self) -> Result<Vec<(String, ContainerStatus)>, ExecutorError> {
+        let runtime = self.runtime.clone();
+        blocking("list containers", move || Ok(runtime.list()?)).await
+    }
+
+    /// Pulls an image once for all the tasks that need it at the same time.
+    async fn pull(&self, reference: &str) -> Result<Image, ExecutorError> {
+        let slot = lock(&self.pulls)
+            .entry(reference.to_string())
+            .or_default()
+            .clone();
+        let mut guard = slot.lock().await;
+        if let Some((at, img)) = guard.as_ref() {
+            if at.elapsed() < PULL_FRESHNESS {
+                return Ok(img.clone());
+            }
+        }
+        match self.images.pull(reference, &self.insecure_registries).await {
+            Ok(img) => {
+                *guard = Some((Instant::now(), img.clone()));
+                Ok(img)
+            }
+            // A registry that is unreachable does not stop a task whose image we already have.
+            Err(source) => match self.local_image(reference).await {
+                Some(img) => {
+                    warn!(image = %reference, error = %source, "pull failed; using the local copy");
+                    Ok(img)
+                }
+                None => Err(ExecutorError::Pull {
+                    reference: reference.to_string(),
+                    source,
+                }),
+            },
+        }
+    }
+
+    async fn prepare(&self, task: &Task, image: &Image) -> Result<ContainerConfig, ExecutorError> {
+        let mut cfg = container_config(task, image);
+        let spec = task
+            .spec
+            .as_ref()
+            .and_then(|s| s.container.clone())
+            .unwrap_or_default();
+        // Stats device nodes (all of /dev when privileged) and the init binary.
+        let runtime = self.runtime.clone();
+        let mut cfg = blocking("node config", move || {
+            node_config(&spec, runtime.node_name(), runtime.init_path(), &mut cfg)
+                .map_err(|reason| ExecutorError::NodeConfig { reason })?;
+            Ok(cfg)
+        })
+        .await?;
+        if let Some(net) = &self.network {
+            match net.attach(task).await {
+                Ok(att) => {
+                    cfg.netns = Some(att.netns);
+                    cfg.resolv_conf = Some(att.resolv_conf);
+                }
+                Err(e) => {
+                    // A partial attach holds addresses the manager may hand out again.
+                    if let Err(d) = net.detach(&task.id).await {
+                        warn!(task.id = %task.id, error = %d, "network detach failed");
+                    }
+                    return Err(e.into());
+                }
+            }
+        }
+        Ok(cfg)
+    }
+
+    async fn reattach(&self, task: &Task) -> Result<(), ExecutorError> {
+        if let Some(net) = &self.network {
+            net.attach(task).await?;
+        }
+        Ok(())
+    }
+
+    async fn start(&self, config: ContainerConfig) -> Result<i32, ExecutorError> {
+        let runtime = self.runtime.clone();
+        blocking("start container", move || Ok(runtime.start(&config)?)).await
+    }
+
+    // `wait` and `stop` stay on the async worker: they read a few small records and otherwise
+    // wait on a pidfd through the reactor, which blocks nothing.
+    async fn wait(&self, task_id: &str) -> Result<i32, ExecutorError> {
+        Ok(self.runtime.wait(task_id).await?)
+    }
+
+    async fn stop(&self, task_id: &str, grace: Duration) -> Result<(), ExecutorError> {
+        Ok(self.runtime.stop(task_id, grace).await?)
+    }
+
+    async fn detach(&self, task_id: &str) -> Result<(), ExecutorError> {
+        if let Some(net) = &self.network {
+            net.detach(task_id).await?;
+        }
+        Ok(())
+    }
+
+    /// Deleting kills, waits for the shim, unmounts and removes cgroups, which can take seconds:
+    /// it runs on the blocking pool.
+    async fn remove(&self, task_id: &str, grace: Duration) {
+        if let Ok(ContainerStatus::Running { .. }) = self.inspect(task_id).await {
+            if let Err(e) = self.stop(task_id, grace).await {
+                warn!(task.id = %task_id, error = %e, "stop failed");
+            }
+        }
+        let (runtime, id) = (self.runtime.clone(), task_id.to_string());
+        if let Err(e) = blocking("delete container", move || Ok(runtime.delete(&id)?)).await {
+            warn!(task.id = %task_id, error = %e, "delete failed");
+        }
+        if let Some(net) = &self.network {
+            if let Err(e) = net.detach(task_id).await {
+                warn!(task.id = %task_id, error = %e, "network detach failed");
+            }
+            net.forget(task_id).await;
+        }
+        info!(task.id = %task_id, "task removed from node");
+    }
+
+    fn log_path(&self, task_id: &str) -> Result<PathBuf, ExecutorError> {
+        runtime::validate_id(task_id)?;
+        Ok(self.runtime.log_path(task_id))
+    }
+}
