@@ -85,7 +85,10 @@ enum Command {
 
 fn parse_label(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
-        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        Some((k, v)) if !k.is_empty() => {
+            shoal_proto::spec::check_label(k, v)?;
+            Ok((k.to_string(), v.to_string()))
+        }
         _ => Err(format!("{s:?} is not KEY=VALUE")),
     }
 }

@@ -270,6 +270,9 @@ impl Dispatcher {
         reg: AgentRegister,
     ) -> Result<(), Status> {
         let description = reg.description.unwrap_or_default();
+        // The agent checks its --label flags; a node must not store what a service may not.
+        shoal_proto::spec::validate_labels("engine labels", description.engine_labels.iter())
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let now = shoal_proto::now_ns();
         self.store
             .propose_fresh(|s| {
