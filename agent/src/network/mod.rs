@@ -19,8 +19,10 @@ pub mod link;
 pub mod mesh;
 pub mod netns;
 pub mod nft;
+mod notrack;
 pub mod overlay;
 pub mod resolv;
+mod vxlan;
 
 use std::fs::File;
 use std::future::Future;
