@@ -1,7 +1,14 @@
-//! The `--pretty` form of `service inspect`.
+//! The `--pretty` form of `service inspect`: one section per part of the spec, each written only
+//! when it holds something other than the defaults (as docker's does).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
 
 use shoal_proto::spec::{endpoint_mode, port_protocol, port_publish_mode};
-use shoal_proto::v1::{Resources, Service, ServiceMode};
+use shoal_proto::v1::{
+    ContainerSpec, DeviceMapping, Driver, Placement, PortConfig, ResourceRequirements, Resources,
+    RestartPolicy, Service, ServiceMode,
+};
 
 use super::tables::published_ports;
 use crate::output;
@@ -11,30 +18,87 @@ pub fn pretty(svc: &Service) -> String {
     let spec = svc.spec.clone().unwrap_or_default();
     let task = spec.task.clone().unwrap_or_default();
     let c = task.container.clone().unwrap_or_default();
-    let meta = svc.meta.unwrap_or_default();
-    let mut s = String::new();
-    let mut kv = |k: &str, v: String| {
+    let mut out = Pretty::default();
+    out.service(svc);
+    if let Some(p) = &task.placement {
+        out.placement(p);
+    }
+    out.restart_policy(&task.restart.unwrap_or_default());
+    out.container(&c);
+    out.capabilities(&c);
+    out.security_options(&c);
+    if let Some(d) = &task.log_driver {
+        out.log_driver(d);
+    }
+    out.resources(&task.resources.unwrap_or_default());
+    if !task.networks.is_empty() {
+        let names: Vec<&str> = task.networks.iter().map(|n| n.target.as_str()).collect();
+        out.kv("Networks", names.join(" "));
+    }
+    let ep = spec.endpoint.clone().unwrap_or_default();
+    out.kv("Endpoint Mode", endpoint_mode(&ep.mode).to_string());
+    out.ports(&published_ports(svc));
+    out.0
+}
+
+/// The text being written.
+#[derive(Default)]
+struct Pretty(String);
+
+impl Pretty {
+    /// One `Key: value` line, the values in a column.
+    fn kv(&mut self, k: &str, v: String) {
         // A label longer than the column still gets a space before its value.
         let line = format!("{:<15} {v}", format!("{k}:"));
-        s.push_str(line.trim_end());
-        s.push('\n');
-    };
-    kv("ID", svc.id.clone());
-    kv("Name", spec.name.clone());
-    if spec.mode == ServiceMode::ModeGlobal as i32 {
-        kv("Service Mode", "Global".into());
-    } else {
-        kv("Service Mode", "Replicated".into());
-        kv(" Replicas", spec.replicas.to_string());
+        self.0.push_str(line.trim_end());
+        self.0.push('\n');
     }
-    kv("Created", output::rfc3339(meta.created_at));
-    kv("Updated", output::rfc3339(meta.updated_at));
-    if let Some(p) = task.placement.as_ref().filter(|p| {
-        !p.constraints.is_empty() || !p.preferences.is_empty() || p.max_replicas_per_node > 0
-    }) {
-        kv("Placement", String::new());
+
+    /// A `Key: value` line unless the value is empty.
+    fn text(&mut self, k: &str, v: &str) {
+        if !v.is_empty() {
+            self.kv(k, v.to_string());
+        }
+    }
+
+    /// A `Key: a b c` line unless the list is empty.
+    fn list(&mut self, k: &str, v: &[String]) {
+        if !v.is_empty() {
+            self.kv(k, v.join(" "));
+        }
+    }
+
+    /// A `Key: true` line for a flag that is on.
+    fn flag(&mut self, k: &str, on: bool) {
+        if on {
+            self.kv(k, "true".into());
+        }
+    }
+
+    /// ID, name, mode and timestamps.
+    fn service(&mut self, svc: &Service) {
+        let spec = svc.spec.clone().unwrap_or_default();
+        let meta = svc.meta.unwrap_or_default();
+        self.kv("ID", svc.id.clone());
+        self.kv("Name", spec.name.clone());
+        if spec.mode == ServiceMode::ModeGlobal as i32 {
+            self.kv("Service Mode", "Global".into());
+        } else {
+            self.kv("Service Mode", "Replicated".into());
+            self.kv(" Replicas", spec.replicas.to_string());
+        }
+        self.kv("Created", output::rfc3339(meta.created_at));
+        self.kv("Updated", output::rfc3339(meta.updated_at));
+    }
+
+    /// Constraints, preferences and the per-node maximum, if any is set.
+    fn placement(&mut self, p: &Placement) {
+        if p.constraints.is_empty() && p.preferences.is_empty() && p.max_replicas_per_node == 0 {
+            return;
+        }
+        self.kv("Placement", String::new());
         if !p.constraints.is_empty() {
-            kv(" Constraints", format!("[{}]", p.constraints.join(" ")));
+            self.kv(" Constraints", format!("[{}]", p.constraints.join(" ")));
         }
         if !p.preferences.is_empty() {
             let prefs: Vec<String> = p
@@ -42,172 +106,130 @@ pub fn pretty(svc: &Service) -> String {
                 .iter()
                 .map(|x| format!("Spread={}", x.strip_prefix("spread=").unwrap_or(x)))
                 .collect();
-            kv(" Preferences", format!("[{}]", prefs.join(" ")));
+            self.kv(" Preferences", format!("[{}]", prefs.join(" ")));
         }
         if p.max_replicas_per_node > 0 {
-            kv(" Max Replicas", p.max_replicas_per_node.to_string());
+            self.kv(" Max Replicas", p.max_replicas_per_node.to_string());
         }
     }
-    let r = task.restart.unwrap_or_default();
-    kv("RestartPolicy", String::new());
-    kv(
-        " Condition",
-        output::restart_condition_name(r.condition).into(),
-    );
-    kv(
-        " Delay",
-        humantime::format_duration(std::time::Duration::from_nanos(r.delay_ns.max(0) as u64))
-            .to_string(),
-    );
-    if r.max_attempts > 0 {
-        kv(" Max Attempts", r.max_attempts.to_string());
-    }
-    kv("ContainerSpec", String::new());
-    kv(" Image", c.image.clone());
-    if !c.args.is_empty() {
-        kv(" Args", c.args.join(" "));
-    }
-    if !c.env.is_empty() {
-        kv(" Env", c.env.join(" "));
-    }
-    kv(
-        " Grace Period",
-        humantime::format_duration(std::time::Duration::from_nanos(
-            c.stop_grace_period_ns.max(0) as u64,
-        ))
-        .to_string(),
-    );
-    if !c.command.is_empty() {
-        kv(" Entrypoint", c.command.join(" "));
-    }
-    let mut text = |k: &str, v: &str| {
-        if !v.is_empty() {
-            kv(k, v.to_string());
-        }
-    };
-    text(" Dir", &c.dir);
-    text(" User", &c.user);
-    text(" Groups", &c.groups.join(" "));
-    text(" Hostname", &c.hostname);
-    text(" Stop Signal", &c.stop_signal);
-    for (k, on) in [
-        (" Privileged", c.privileged),
-        (" Read Only", c.read_only),
-        (" Init", c.init),
-    ] {
-        if on {
-            kv(k, "true".into());
+
+    fn restart_policy(&mut self, r: &RestartPolicy) {
+        self.kv("RestartPolicy", String::new());
+        self.kv(
+            " Condition",
+            output::restart_condition_name(r.condition).into(),
+        );
+        self.kv(" Delay", nanos(r.delay_ns));
+        if r.max_attempts > 0 {
+            self.kv(" Max Attempts", r.max_attempts.to_string());
         }
     }
-    if !c.devices.is_empty() {
-        let devices: Vec<String> = c
-            .devices
-            .iter()
-            .map(|d| {
-                let target = if d.path_in_container.is_empty() {
-                    &d.path_on_host
-                } else {
-                    &d.path_in_container
-                };
-                let perms = if d.cgroup_permissions.is_empty() {
-                    "rwm"
-                } else {
-                    &d.cgroup_permissions
-                };
-                format!("{}:{target}:{perms}", d.path_on_host)
-            })
-            .collect();
-        kv(" Devices", devices.join(" "));
-    }
-    if !c.ulimits.is_empty() {
+
+    /// Image, command, environment and the process knobs that are set.
+    fn container(&mut self, c: &ContainerSpec) {
+        self.kv("ContainerSpec", String::new());
+        self.kv(" Image", c.image.clone());
+        self.list(" Args", &c.args);
+        self.list(" Env", &c.env);
+        self.kv(" Grace Period", nanos(c.stop_grace_period_ns));
+        self.list(" Entrypoint", &c.command);
+        self.text(" Dir", &c.dir);
+        self.text(" User", &c.user);
+        self.text(" Groups", &c.groups.join(" "));
+        self.text(" Hostname", &c.hostname);
+        self.text(" Stop Signal", &c.stop_signal);
+        self.flag(" Privileged", c.privileged);
+        self.flag(" Read Only", c.read_only);
+        self.flag(" Init", c.init);
+        let devices: Vec<String> = c.devices.iter().map(device).collect();
+        self.text(" Devices", &devices.join(" "));
         let limits: Vec<String> = c
             .ulimits
             .iter()
             .map(|u| format!("{}={}:{}", u.name, u.soft, u.hard))
             .collect();
-        kv(" Ulimits", limits.join(" "));
-    }
-    if !c.sysctls.is_empty() {
-        let sorted: std::collections::BTreeMap<_, _> = c.sysctls.iter().collect();
+        self.text(" Ulimits", &limits.join(" "));
+        let sorted: BTreeMap<_, _> = c.sysctls.iter().collect();
         let pairs: Vec<String> = sorted.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        kv(" Sysctls", pairs.join(" "));
+        self.text(" Sysctls", &pairs.join(" "));
     }
-    if !c.capability_add.is_empty() || !c.capability_drop.is_empty() {
-        kv("Capabilities", String::new());
-        if !c.capability_add.is_empty() {
-            kv(" Add", c.capability_add.join(" "));
+
+    /// Capabilities added and dropped, if any.
+    fn capabilities(&mut self, c: &ContainerSpec) {
+        if c.capability_add.is_empty() && c.capability_drop.is_empty() {
+            return;
         }
-        if !c.capability_drop.is_empty() {
-            kv(" Drop", c.capability_drop.join(" "));
+        self.kv("Capabilities", String::new());
+        self.list(" Add", &c.capability_add);
+        self.list(" Drop", &c.capability_drop);
+    }
+
+    /// No-new-privileges and a seccomp mode other than the default, if set.
+    fn security_options(&mut self, c: &ContainerSpec) {
+        let p = c.privileges.clone().unwrap_or_default();
+        let seccomp = p.seccomp.map(|sc| sc.mode).unwrap_or_default();
+        let custom_seccomp = !matches!(seccomp.as_str(), "" | "default");
+        if !p.no_new_privileges && !custom_seccomp {
+            return;
+        }
+        self.kv("Security Options", String::new());
+        self.flag(" No New Privileges", p.no_new_privileges);
+        if custom_seccomp {
+            self.kv(" Seccomp", seccomp);
         }
     }
-    let p = c.privileges.clone().unwrap_or_default();
-    let seccomp = p.seccomp.map(|sc| sc.mode).unwrap_or_default();
-    if p.no_new_privileges || !matches!(seccomp.as_str(), "" | "default") {
-        kv("Security Options", String::new());
-        if p.no_new_privileges {
-            kv(" No New Privileges", "true".into());
-        }
-        if !matches!(seccomp.as_str(), "" | "default") {
-            kv(" Seccomp", seccomp);
-        }
-    }
-    if let Some(d) = &task.log_driver {
-        kv("Log Driver", String::new());
-        kv(" Name", d.name.clone());
+
+    fn log_driver(&mut self, d: &Driver) {
+        self.kv("Log Driver", String::new());
+        self.kv(" Name", d.name.clone());
         if !d.options.is_empty() {
-            kv(" LogOpts", String::new());
-            let sorted: std::collections::BTreeMap<_, _> = d.options.iter().collect();
+            self.kv(" LogOpts", String::new());
+            let sorted: BTreeMap<_, _> = d.options.iter().collect();
             for (k, v) in sorted {
-                kv(&format!("  {k}"), v.clone());
+                self.kv(&format!("  {k}"), v.clone());
             }
         }
     }
-    let res = task.resources.unwrap_or_default();
-    let lim = res.limits.unwrap_or_default();
-    let rsv = res.reservations.unwrap_or_default();
-    if lim != Resources::default() || rsv != Resources::default() || res.pids_limit > 0 {
-        kv("Resources", String::new());
-        let cpu = |n: i64| format!("{}", n as f64 / 1e9);
+
+    /// Reservations and limits, if any is set.
+    fn resources(&mut self, res: &ResourceRequirements) {
+        let lim = res.limits.unwrap_or_default();
+        let rsv = res.reservations.unwrap_or_default();
+        let has_limits = lim != Resources::default() || res.pids_limit > 0;
+        if rsv == Resources::default() && !has_limits {
+            return;
+        }
+        self.kv("Resources", String::new());
         if rsv != Resources::default() {
-            kv(" Reservations", String::new());
-            if rsv.nano_cpus > 0 {
-                kv("  CPU", cpu(rsv.nano_cpus));
-            }
-            if rsv.memory_bytes > 0 {
-                kv(
-                    "  Memory",
-                    shoal_proto::units::format_bytes(rsv.memory_bytes),
-                );
-            }
+            self.kv(" Reservations", String::new());
+            self.cpu_and_memory(&rsv);
         }
-        if lim != Resources::default() || res.pids_limit > 0 {
-            kv(" Limits", String::new());
-            if lim.nano_cpus > 0 {
-                kv("  CPU", cpu(lim.nano_cpus));
-            }
-            if lim.memory_bytes > 0 {
-                kv(
-                    "  Memory",
-                    shoal_proto::units::format_bytes(lim.memory_bytes),
-                );
-            }
+        if has_limits {
+            self.kv(" Limits", String::new());
+            self.cpu_and_memory(&lim);
             if res.pids_limit > 0 {
-                kv("  Pids", res.pids_limit.to_string());
+                self.kv("  Pids", res.pids_limit.to_string());
             }
         }
     }
-    if !task.networks.is_empty() {
-        let names: Vec<&str> = task.networks.iter().map(|n| n.target.as_str()).collect();
-        kv("Networks", names.join(" "));
+
+    fn cpu_and_memory(&mut self, r: &Resources) {
+        if r.nano_cpus > 0 {
+            self.kv("  CPU", format!("{}", r.nano_cpus as f64 / 1e9));
+        }
+        if r.memory_bytes > 0 {
+            self.kv("  Memory", shoal_proto::units::format_bytes(r.memory_bytes));
+        }
     }
-    let ep = spec.endpoint.clone().unwrap_or_default();
-    kv("Endpoint Mode", endpoint_mode(&ep.mode).to_string());
-    let ports = published_ports(svc);
-    if !ports.is_empty() {
-        kv("Ports", String::new());
-        for p in &ports {
-            s.push_str(&format!(
+
+    /// The published ports, docker's multi-line form.
+    fn ports(&mut self, ports: &[PortConfig]) {
+        if ports.is_empty() {
+            return;
+        }
+        self.kv("Ports", String::new());
+        for p in ports {
+            self.0.push_str(&format!(
                 " PublishedPort = {}\n  Protocol = {}\n  TargetPort = {}\n  PublishMode = {}\n",
                 p.published_port,
                 port_protocol(&p.protocol),
@@ -216,5 +238,24 @@ pub fn pretty(svc: &Service) -> String {
             ));
         }
     }
-    s
+}
+
+/// A duration in nanoseconds as humantime writes it (negative: zero).
+fn nanos(ns: i64) -> String {
+    humantime::format_duration(Duration::from_nanos(ns.max(0) as u64)).to_string()
+}
+
+/// `--device` as the user wrote it: host path, container path, cgroup permissions.
+fn device(d: &DeviceMapping) -> String {
+    let target = if d.path_in_container.is_empty() {
+        &d.path_on_host
+    } else {
+        &d.path_in_container
+    };
+    let perms = if d.cgroup_permissions.is_empty() {
+        "rwm"
+    } else {
+        &d.cgroup_permissions
+    };
+    format!("{}:{target}:{perms}", d.path_on_host)
 }
