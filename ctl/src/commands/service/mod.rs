@@ -1,6 +1,6 @@
 //! `shoalctl service create|ls|ps|inspect|update|scale|rm|logs`: the verbs (this file), the
-//! spec built from `create` flags ([`spec`]), `update` flags applied to a spec ([`update`]), the
-//! `ls`/`ps` tables ([`tables`]) and `inspect --pretty` ([`pretty`]).
+//! spec built from `create` flags (`spec`), `update` flags applied to a spec (`update`), the
+//! `ls`/`ps` tables (`tables`) and `inspect --pretty` (`pretty`).
 
 mod pretty;
 mod spec;
