@@ -33,13 +33,17 @@ use shoal_proto::v1::{MeshPeer, NetworkAttachment, NetworkView, Task};
 use tokio::sync::Mutex;
 use tracing::{debug, info, warn};
 
-use super::dns::{self, Resolver, ResolverHandle};
+use super::dns;
 use super::guard::{self, Guard, MeshIf};
-use super::lb::{self, HostPort, PortRule, Protocol, Vip};
+use super::lb::{self, PortRule};
 use super::link::{self, Mac};
 use super::mesh::Mesh;
 use super::vxlan::{self, Programmed};
+
+mod plane;
+
 use super::{netlink_in, netns, parse_ip, plug_veth, BridgeNetwork, NetworkError, VethPlug};
+use plane::{host_ports, Plane};
 
 pub use super::notrack::{notrack_ruleset, Untracked, NOTRACK_TABLE};
 
@@ -171,30 +175,21 @@ async fn loopback_only(ns_path: &Path) -> Result<(), NetworkError> {
     .await
 }
 
-/// The task's host-mode published ports, forwarded to `local_ip` (its default-bridge address).
-fn host_ports(task: &Task, local_ip: Ipv4Addr) -> Vec<HostPort> {
-    task.endpoint
-        .iter()
-        .flat_map(|e| e.ports.iter())
-        .filter(|p| p.is_host_mode() && p.published_port != 0)
-        .filter_map(|p| {
-            Some(HostPort {
-                protocol: Protocol::parse(&p.protocol)?,
-                published_port: u16::try_from(p.published_port).ok()?,
-                addr: local_ip,
-                target_port: u16::try_from(p.target_port).ok()?,
-            })
-        })
-        .collect()
-}
-
-/// A task's service plane: its resolver and what was last applied.
-struct Plane {
-    netns: PathBuf,
-    networks: Vec<String>,
-    resolver: Option<ResolverHandle>,
-    vips: Option<Vec<Vip>>,
-    host_ports: Vec<HostPort>,
+/// Removes the bridge-driver networks no view names any more.
+async fn remove_stale_bridges(inner: &mut Inner) {
+    let gone: Vec<String> = inner
+        .locals
+        .keys()
+        .filter(|id| !inner.views.contains_key(*id))
+        .cloned()
+        .collect();
+    for id in gone {
+        if let Some(b) = inner.locals.remove(&id) {
+            if let Err(e) = b.remove_bridge().await {
+                warn!(network.id = %id, error = %e, "removing bridge network failed");
+            }
+        }
+    }
 }
 
 #[derive(Default)]
@@ -267,28 +262,66 @@ impl Networks {
         mesh_peers: &[MeshPeer],
     ) -> Result<(), NetworkError> {
         let mut inner = self.inner.lock().await;
-        let mut mesh_if = None;
-        if let Some(mesh) = &self.mesh {
-            let mut mesh = mesh.lock().await;
-            if views.iter().any(encrypted) && !mesh_addr.is_empty() {
-                mesh.apply(mesh_addr, mesh_peers).await?;
-            } else if mesh.is_kernel().is_some() {
-                info!("no encrypted network left on this node: removing the mesh device");
-                mesh.shutdown().await?;
-            }
-            if mesh.is_kernel().is_some() {
-                mesh_if = parse_ip(mesh_addr).map(|addr| MeshIf {
-                    ifname: mesh.ifname().to_string(),
-                    addr,
-                });
-            }
-        }
+        let mesh_if = self.sync_mesh(views, mesh_addr, mesh_peers).await?;
         inner.views = views
             .iter()
             .filter_map(|v| Some((v.network.as_ref()?.id.clone(), v.clone())))
             .collect();
+        // A failed overlay does not hold up the others, nor the rules: it is reported at the end.
+        let programmed = self.program_overlays(&mut inner, attachments).await;
+        self.remove_stale_overlays(&mut inner).await;
+        remove_stale_bridges(&mut inner).await;
+        let wanted = self.untracked_wanted(&inner, attachments).await;
+        let unchanged = match &inner.untracked {
+            Some(last) => *last == wanted,
+            None => wanted.bridges.is_empty(),
+        };
+        if !unchanged {
+            self.set_untracked(&mut inner, Some(wanted)).await;
+        }
+        let views: Vec<NetworkView> = inner.views.values().cloned().collect();
+        let wanted = Guard::from_views(&views, &self.node_id, mesh_if);
+        if inner.guard.as_ref() != Some(&wanted) {
+            self.set_guard(&mut inner, wanted).await;
+        }
+        self.refresh_planes(&mut inner).await;
+        programmed
+    }
+
+    /// Runs the WireGuard mesh while an encrypted network is here (and this node has a mesh
+    /// address), removes it otherwise; returns the mesh interface the guard must let in.
+    async fn sync_mesh(
+        &self,
+        views: &[NetworkView],
+        mesh_addr: &str,
+        mesh_peers: &[MeshPeer],
+    ) -> Result<Option<MeshIf>, NetworkError> {
+        let Some(mesh) = &self.mesh else {
+            return Ok(None);
+        };
+        let mut mesh = mesh.lock().await;
+        if views.iter().any(encrypted) && !mesh_addr.is_empty() {
+            mesh.apply(mesh_addr, mesh_peers).await?;
+        } else if mesh.is_kernel().is_some() {
+            info!("no encrypted network left on this node: removing the mesh device");
+            mesh.shutdown().await?;
+        }
+        if mesh.is_kernel().is_none() {
+            return Ok(None);
+        }
+        Ok(parse_ip(mesh_addr).map(|addr| MeshIf {
+            ifname: mesh.ifname().to_string(),
+            addr,
+        }))
+    }
+
+    /// Programs the devices and FDB of every overlay in the views; returns the first failure.
+    async fn program_overlays(
+        &self,
+        inner: &mut Inner,
+        attachments: &[NetworkAttachment],
+    ) -> Result<(), NetworkError> {
         let mut first_error = None;
-        // Overlays: program the wanted ones, remove the others.
         let wanted: Vec<NetworkView> = inner
             .views
             .values()
@@ -305,15 +338,8 @@ impl Networks {
                 .and_then(|a| a.addresses.first())
                 .and_then(|a| parse_cidr(a));
             let programmed = inner.overlays.remove(&net.id);
-            match vxlan::program(
-                self.host_netns.clone(),
-                &self.node_id,
-                view,
-                own,
-                programmed,
-            )
-            .await
-            {
+            let host_netns = self.host_netns.clone();
+            match vxlan::program(host_netns, &self.node_id, view, own, programmed).await {
                 Ok(p) => {
                     inner.overlays.insert(net.id.clone(), p);
                 }
@@ -323,6 +349,11 @@ impl Networks {
                 }
             }
         }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Removes the overlays no view names any more.
+    async fn remove_stale_overlays(&self, inner: &mut Inner) {
         let gone: Vec<String> = inner
             .overlays
             .keys()
@@ -335,20 +366,15 @@ impl Networks {
                 warn!(network.id = %id, error = %e, "removing overlay failed");
             }
         }
-        // Bridge-driver networks nobody uses any more.
-        let gone: Vec<String> = inner
-            .locals
-            .keys()
-            .filter(|id| !inner.views.contains_key(*id))
-            .cloned()
-            .collect();
-        for id in gone {
-            if let Some(b) = inner.locals.remove(&id) {
-                if let Err(e) = b.remove_bridge().await {
-                    warn!(network.id = %id, error = %e, "removing bridge network failed");
-                }
-            }
-        }
+    }
+
+    /// What the notrack table must cover: every programmed overlay's bridge (the ingress one
+    /// with this node's address), and the VXLAN and mesh ports while there is one.
+    async fn untracked_wanted(
+        &self,
+        inner: &Inner,
+        attachments: &[NetworkAttachment],
+    ) -> Untracked {
         let mut wanted = Untracked::default();
         for id in inner.overlays.keys() {
             let own = inner
@@ -369,23 +395,7 @@ impl Networks {
                 }
             }
         }
-        let unchanged = match &inner.untracked {
-            Some(last) => *last == wanted,
-            None => wanted.bridges.is_empty(),
-        };
-        if !unchanged {
-            self.set_untracked(&mut inner, Some(wanted)).await;
-        }
-        let views: Vec<NetworkView> = inner.views.values().cloned().collect();
-        let wanted = Guard::from_views(&views, &self.node_id, mesh_if);
-        if inner.guard.as_ref() != Some(&wanted) {
-            self.set_guard(&mut inner, wanted).await;
-        }
-        self.refresh_planes(&mut inner).await;
-        if let Some(e) = first_error {
-            return Err(e);
-        }
-        Ok(())
+        wanted
     }
 
     /// The node-local bridge of a bridge-driver network, created on first use.
@@ -565,37 +575,6 @@ impl Networks {
         Ok(())
     }
 
-    /// Starts the task's DNS resolver at 127.0.0.11; a task whose resolver fails still runs
-    /// (without service discovery), so the failure is logged, not returned.
-    async fn start_resolver(&self, task_id: &str, ns_path: &Path) -> Option<ResolverHandle> {
-        match Resolver::start(task_id, ns_path, self.upstreams.clone()).await {
-            Ok(r) => Some(r),
-            Err(e) => {
-                warn!(task.id = %task_id, error = %e, "DNS resolver did not start");
-                None
-            }
-        }
-    }
-
-    /// Records the task's service plane (replacing and stopping an earlier one) and rewrites the
-    /// rules if it changes any.
-    async fn install_plane(&self, task_id: &str, plane: Plane) {
-        let mut inner = self.inner.lock().await;
-        inner.released.remove(task_id);
-        // A task on no overlay and publishing no host port changes no rule: skip the pass over
-        // every task (a 100-replica service attaches 100 of them at once).
-        let mut changes_rules = !plane.networks.is_empty() || !plane.host_ports.is_empty();
-        if let Some(old) = inner.planes.insert(task_id.to_string(), plane) {
-            changes_rules |= !old.networks.is_empty() || !old.host_ports.is_empty();
-            if let Some(r) = old.resolver {
-                r.stop().await;
-            }
-        }
-        if changes_rules {
-            self.refresh_planes(&mut inner).await;
-        }
-    }
-
     /// Unplugs a task from every network, stops its resolver and removes its namespace; frees its
     /// local addresses. Idempotent; an unknown task is fine.
     pub async fn detach(&self, task_id: &str) -> Result<(), NetworkError> {
@@ -647,57 +626,6 @@ impl Networks {
     /// Forgets a task that left this node for good (after its last `detach`).
     pub async fn forget(&self, task_id: &str) {
         self.inner.lock().await.released.remove(task_id);
-    }
-
-    /// Rewrites every task's DNS records and VIP rules and the node's published ports from the
-    /// current views; only what changed is applied. Failures are logged, not fatal.
-    async fn refresh_planes(&self, inner: &mut Inner) {
-        let views = inner.views.clone();
-        for (task_id, plane) in inner.planes.iter_mut() {
-            if plane.networks.is_empty() {
-                continue;
-            }
-            let mine: Vec<NetworkView> = plane
-                .networks
-                .iter()
-                .filter_map(|n| views.get(n).cloned())
-                .collect();
-            if let Some(r) = &plane.resolver {
-                r.update(dns::records_for(&mine));
-            }
-            let vips = lb::vips_for(&mine);
-            if plane.vips.as_ref() != Some(&vips) {
-                match lb::apply_vip(task_id, &plane.netns, &vips).await {
-                    Ok(()) => plane.vips = Some(vips),
-                    Err(e) => warn!(task.id = %task_id, error = %e, "VIP rules not applied"),
-                }
-            }
-        }
-        let ingress = views.values().find(|v| is_ingress(v));
-        let mut rules = ingress.map(lb::ingress_port_rules).unwrap_or_default();
-        let host: Vec<HostPort> = inner
-            .planes
-            .values()
-            .flat_map(|p| p.host_ports.iter().cloned())
-            .collect();
-        rules.extend(lb::host_port_rules(&host));
-        let bridge = ingress
-            .and_then(|v| v.network.as_ref())
-            .map(|n| bridge_name(&n.id));
-        let wanted = (bridge.clone(), rules);
-        let unchanged = match &inner.ports {
-            Some(last) => *last == wanted,
-            None => wanted.1.is_empty(),
-        };
-        if !unchanged && !wanted.1.is_empty() && inner.guard.is_none() {
-            // Publishing turns on route_localnet, safe only behind the guard's loopback rule.
-            warn!("published ports not applied: the exposure rules are not in place");
-        } else if !unchanged {
-            match lb::apply_ports(self.host_netns.as_deref(), bridge.as_deref(), &wanted.1).await {
-                Ok(()) => inner.ports = Some(wanted),
-                Err(e) => warn!(error = %e, "published ports not applied"),
-            }
-        }
     }
 
     /// Rewrites the `shoal_overlay` table to cover `wanted` (`None`: remove it); remembers what
