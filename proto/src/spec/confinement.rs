@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 
 use crate::security::{signal_number, validate_capabilities, validate_sysctl, validate_ulimit};
-use crate::v1::{ContainerSpec, DeviceMapping};
+use crate::v1::{ContainerSpec, DeviceMapping, SeccompOpts, Ulimit};
 
 use super::{err, SpecError};
 
@@ -91,6 +91,40 @@ fn validate_user(user: &str) -> Result<(), SpecError> {
 /// Checks the confinement knobs of a container spec (capabilities, devices, seccomp, ulimits,
 /// sysctls, groups, user, hostname, workdir, stop signal); errors name the flag.
 pub(super) fn validate_confinement(c: &ContainerSpec) -> Result<(), SpecError> {
+    validate_capability_flags(c)?;
+    validate_devices(&c.devices)?;
+    if let Some(seccomp) = c.privileges.as_ref().and_then(|p| p.seccomp.as_ref()) {
+        validate_seccomp(seccomp)?;
+    }
+    validate_ulimits(&c.ulimits)?;
+    let mut keys: Vec<&String> = c.sysctls.keys().collect();
+    keys.sort();
+    for key in keys {
+        validate_sysctl(key).map_err(|r| err("--sysctl", r))?;
+    }
+    validate_groups(&c.groups)?;
+    validate_user(&c.user)?;
+    validate_hostname(&c.hostname)?;
+    if !c.dir.is_empty() && !c.dir.starts_with('/') {
+        return Err(err(
+            "--workdir",
+            format!("{:?} must be an absolute path", c.dir),
+        ));
+    }
+    if !c.stop_signal.is_empty() && signal_number(&c.stop_signal).is_none() {
+        return Err(err(
+            "--stop-signal",
+            format!(
+                "unknown signal {:?} (e.g. SIGTERM, SIGQUIT, SIGUSR1 or a number)",
+                c.stop_signal
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// `--cap-add` and `--cap-drop`: known capability names (or ALL).
+fn validate_capability_flags(c: &ContainerSpec) -> Result<(), SpecError> {
     for (flag, names) in [
         ("--cap-add", &c.capability_add),
         ("--cap-drop", &c.capability_drop),
@@ -100,8 +134,13 @@ pub(super) fn validate_confinement(c: &ContainerSpec) -> Result<(), SpecError> {
             err(flag, reason)
         })?;
     }
+    Ok(())
+}
+
+/// Each `--device` on its own, and no container path twice.
+fn validate_devices(devices: &[DeviceMapping]) -> Result<(), SpecError> {
     let mut container_paths = HashSet::new();
-    for d in &c.devices {
+    for d in devices {
         validate_device(d)?;
         let target = if d.path_in_container.is_empty() {
             &d.path_on_host
@@ -115,52 +154,55 @@ pub(super) fn validate_confinement(c: &ContainerSpec) -> Result<(), SpecError> {
             ));
         }
     }
-    if let Some(seccomp) = c.privileges.as_ref().and_then(|p| p.seccomp.as_ref()) {
-        if !SECCOMP_MODES.contains(&seccomp.mode.as_str()) {
-            return Err(err(
-                "--security-opt",
-                format!(
-                    "unknown seccomp mode {:?} (use seccomp=default, seccomp=unconfined or seccomp=PATH.json)",
-                    seccomp.mode
-                ),
-            ));
-        }
-        match (seccomp.mode == "custom", seccomp.profile.is_empty()) {
-            (true, true) => {
-                return Err(err(
-                    "--security-opt",
-                    "a custom seccomp mode needs a profile (seccomp=PATH.json)",
-                ))
-            }
-            (false, false) => {
-                return Err(err(
-                    "--security-opt",
-                    format!(
-                        "seccomp mode {:?} carries a profile: only mode \"custom\" has one",
-                        seccomp.mode
-                    ),
-                ))
-            }
-            (true, false) => {
-                crate::seccomp::parse_profile(&seccomp.profile)
-                    .map_err(|e| err("--security-opt", format!("seccomp profile: {e}")))?;
-            }
-            _ => {}
-        }
+    Ok(())
+}
+
+/// `--security-opt seccomp=...`: a known mode, and a profile (that parses) exactly when the mode
+/// is "custom".
+fn validate_seccomp(seccomp: &SeccompOpts) -> Result<(), SpecError> {
+    if !SECCOMP_MODES.contains(&seccomp.mode.as_str()) {
+        return Err(err(
+            "--security-opt",
+            format!(
+                "unknown seccomp mode {:?} (use seccomp=default, seccomp=unconfined or seccomp=PATH.json)",
+                seccomp.mode
+            ),
+        ));
     }
-    let mut ulimits = HashSet::new();
-    for u in &c.ulimits {
+    match (seccomp.mode == "custom", seccomp.profile.is_empty()) {
+        (true, true) => Err(err(
+            "--security-opt",
+            "a custom seccomp mode needs a profile (seccomp=PATH.json)",
+        )),
+        (false, false) => Err(err(
+            "--security-opt",
+            format!(
+                "seccomp mode {:?} carries a profile: only mode \"custom\" has one",
+                seccomp.mode
+            ),
+        )),
+        (true, false) => crate::seccomp::parse_profile(&seccomp.profile)
+            .map(|_| ())
+            .map_err(|e| err("--security-opt", format!("seccomp profile: {e}"))),
+        (false, true) => Ok(()),
+    }
+}
+
+/// Each `--ulimit` valid, and none given twice.
+fn validate_ulimits(ulimits: &[Ulimit]) -> Result<(), SpecError> {
+    let mut names = HashSet::new();
+    for u in ulimits {
         validate_ulimit(&u.name, u.soft, u.hard).map_err(|r| err("--ulimit", r))?;
-        if !ulimits.insert(u.name.as_str()) {
+        if !names.insert(u.name.as_str()) {
             return Err(err("--ulimit", format!("{} is given twice", u.name)));
         }
     }
-    let mut keys: Vec<&String> = c.sysctls.keys().collect();
-    keys.sort();
-    for key in keys {
-        validate_sysctl(key).map_err(|r| err("--sysctl", r))?;
-    }
-    for g in &c.groups {
+    Ok(())
+}
+
+/// `--group-add`: names or numbers, no whitespace, control characters or ':'.
+fn validate_groups(groups: &[String]) -> Result<(), SpecError> {
+    for g in groups {
         if g.is_empty()
             || g.chars()
                 .any(|ch| ch.is_whitespace() || ch.is_control() || ch == ':')
@@ -171,34 +213,21 @@ pub(super) fn validate_confinement(c: &ContainerSpec) -> Result<(), SpecError> {
             ));
         }
     }
-    validate_user(&c.user)?;
-    if c.hostname.len() > 64
-        || c.hostname.starts_with(['-', '.'])
-        || !c
-            .hostname
+    Ok(())
+}
+
+/// `--hostname`: at most 64 letters, digits, '-', '_' and '.', not starting with '-' or '.'.
+fn validate_hostname(hostname: &str) -> Result<(), SpecError> {
+    if hostname.len() > 64
+        || hostname.starts_with(['-', '.'])
+        || !hostname
             .chars()
             .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '-' | '_' | '.'))
     {
         return Err(err(
             "--hostname",
             format!(
-                "{:?} is not a hostname (at most 64 letters, digits, '-', '_' and '.')",
-                c.hostname
-            ),
-        ));
-    }
-    if !c.dir.is_empty() && !c.dir.starts_with('/') {
-        return Err(err(
-            "--workdir",
-            format!("{:?} must be an absolute path", c.dir),
-        ));
-    }
-    if !c.stop_signal.is_empty() && signal_number(&c.stop_signal).is_none() {
-        return Err(err(
-            "--stop-signal",
-            format!(
-                "unknown signal {:?} (e.g. SIGTERM, SIGQUIT, SIGUSR1 or a number)",
-                c.stop_signal
+                "{hostname:?} is not a hostname (at most 64 letters, digits, '-', '_' and '.')"
             ),
         ));
     }

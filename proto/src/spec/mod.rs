@@ -16,7 +16,7 @@ use crate::limits::{
     MAX_ENV_ENTRIES, MAX_ENV_ENTRY_BYTES, MAX_LABELS, MAX_LABEL_KEY_BYTES, MAX_LABEL_VALUE_BYTES,
     MAX_REPLICAS, MAX_SPEC_BYTES,
 };
-use crate::v1::{ServiceMode, ServiceSpec};
+use crate::v1::{Placement, ResourceRequirements, ServiceMode, ServiceSpec};
 
 pub use confinement::{validate_device_permissions, SECCOMP_MODES};
 pub use logs::{
@@ -223,15 +223,7 @@ pub fn validate_service(spec: &ServiceSpec) -> Result<(), SpecError> {
         .container
         .as_ref()
         .ok_or_else(|| err("image", "missing container spec"))?;
-    if container.image.trim().is_empty() {
-        return Err(err("image", "an image is required (e.g. busybox:latest)"));
-    }
-    if container.image.chars().any(char::is_whitespace) {
-        return Err(err(
-            "image",
-            format!("{:?} contains whitespace", container.image),
-        ));
-    }
+    validate_image(&container.image)?;
     validate_env(&container.env)?;
     validate_confinement(container)?;
     log_rotation(task.log_driver.as_ref())?;
@@ -243,23 +235,7 @@ pub fn validate_service(spec: &ServiceSpec) -> Result<(), SpecError> {
     }
     check_replicas(spec.replicas).map_err(|r| err("--replicas", r))?;
     if let Some(res) = &task.resources {
-        let lim = res.limits.unwrap_or_default();
-        let rsv = res.reservations.unwrap_or_default();
-        if lim.memory_bytes < 0 || rsv.memory_bytes < 0 || lim.nano_cpus < 0 || rsv.nano_cpus < 0 {
-            return Err(err("resources", "must not be negative"));
-        }
-        if lim.memory_bytes > 0 && lim.memory_bytes < 4 * 1024 * 1024 {
-            return Err(err("--limit-memory", "must be at least 4MiB"));
-        }
-        if lim.memory_bytes > 0 && rsv.memory_bytes > lim.memory_bytes {
-            return Err(err("--reserve-memory", "must not exceed --limit-memory"));
-        }
-        if lim.nano_cpus > 0 && rsv.nano_cpus > lim.nano_cpus {
-            return Err(err("--reserve-cpu", "must not exceed --limit-cpu"));
-        }
-        if res.pids_limit < 0 {
-            return Err(err("--limit-pids", "must not be negative"));
-        }
+        validate_resources(res)?;
     }
     if container.stop_grace_period_ns < 0 {
         return Err(err("--stop-grace-period", "must not be negative"));
@@ -270,16 +246,55 @@ pub fn validate_service(spec: &ServiceSpec) -> Result<(), SpecError> {
         }
     }
     if let Some(p) = &task.placement {
-        for c in &p.constraints {
-            Constraint::parse(c)?;
-        }
-        for pref in &p.preferences {
-            parse_placement_pref(pref)?;
-        }
+        validate_placement(p)?;
     }
     validate_attachments(&task.networks)?;
     if let Some(ep) = &spec.endpoint {
         validate_endpoint(ep)?;
+    }
+    Ok(())
+}
+
+/// The image reference: given, without whitespace (the agent resolves it when pulling).
+fn validate_image(image: &str) -> Result<(), SpecError> {
+    if image.trim().is_empty() {
+        return Err(err("image", "an image is required (e.g. busybox:latest)"));
+    }
+    if image.chars().any(char::is_whitespace) {
+        return Err(err("image", format!("{image:?} contains whitespace")));
+    }
+    Ok(())
+}
+
+/// Limits and reservations: not negative, at least 4MiB of memory, reservations within limits.
+fn validate_resources(res: &ResourceRequirements) -> Result<(), SpecError> {
+    let lim = res.limits.unwrap_or_default();
+    let rsv = res.reservations.unwrap_or_default();
+    if lim.memory_bytes < 0 || rsv.memory_bytes < 0 || lim.nano_cpus < 0 || rsv.nano_cpus < 0 {
+        return Err(err("resources", "must not be negative"));
+    }
+    if lim.memory_bytes > 0 && lim.memory_bytes < 4 * 1024 * 1024 {
+        return Err(err("--limit-memory", "must be at least 4MiB"));
+    }
+    if lim.memory_bytes > 0 && rsv.memory_bytes > lim.memory_bytes {
+        return Err(err("--reserve-memory", "must not exceed --limit-memory"));
+    }
+    if lim.nano_cpus > 0 && rsv.nano_cpus > lim.nano_cpus {
+        return Err(err("--reserve-cpu", "must not exceed --limit-cpu"));
+    }
+    if res.pids_limit < 0 {
+        return Err(err("--limit-pids", "must not be negative"));
+    }
+    Ok(())
+}
+
+/// Every placement constraint and preference parses.
+fn validate_placement(p: &Placement) -> Result<(), SpecError> {
+    for c in &p.constraints {
+        Constraint::parse(c)?;
+    }
+    for pref in &p.preferences {
+        parse_placement_pref(pref)?;
     }
     Ok(())
 }

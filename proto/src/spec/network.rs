@@ -88,67 +88,10 @@ pub fn validate_network(spec: &NetworkSpec) -> Result<(), SpecError> {
     check_spec_size("network", spec.encoded_len())?;
     validate_network_name(&spec.name)?;
     let driver = spec.driver.as_str();
-    if !NETWORK_DRIVERS.contains(&driver) {
-        let what = if driver.is_empty() {
-            "a driver is required".to_string()
-        } else {
-            format!("unknown driver {driver:?}")
-        };
-        return Err(err(
-            "--driver",
-            format!("{what} (use overlay, bridge, host or none)"),
-        ));
-    }
-    let addressless = matches!(driver, "host" | "none");
-    let subnet = if spec.subnet.trim().is_empty() {
-        None
-    } else {
-        if addressless {
-            return Err(err(
-                "--subnet",
-                format!("a {driver} network has no addresses of its own"),
-            ));
-        }
-        let net = Ipv4Cidr::parse(&spec.subnet).map_err(|r| err("--subnet", r))?;
-        if net.prefix < 8 {
-            return Err(err(
-                "--subnet",
-                format!("{net} is too large (at most a /8)"),
-            ));
-        }
-        if net.prefix > 30 {
-            return Err(err(
-                "--subnet",
-                format!("{net} is too small (at least a /30: a gateway and one task)"),
-            ));
-        }
-        Some(net)
-    };
+    validate_driver(driver)?;
+    let subnet = parse_subnet(&spec.subnet, driver)?;
     if !spec.gateway.trim().is_empty() {
-        let Some(net) = subnet else {
-            return Err(err(
-                "--gateway",
-                "needs --subnet (the gateway must be an address inside it)",
-            ));
-        };
-        let gw: Ipv4Addr = spec.gateway.trim().parse().map_err(|_| {
-            err(
-                "--gateway",
-                format!("{:?} is not an IPv4 address", spec.gateway),
-            )
-        })?;
-        if !net.contains(gw) {
-            return Err(err(
-                "--gateway",
-                format!("{gw} is outside the subnet {net}"),
-            ));
-        }
-        if gw == net.addr || gw == net.broadcast() {
-            return Err(err(
-                "--gateway",
-                format!("{gw} is the network or broadcast address of {net}"),
-            ));
-        }
+        validate_gateway(&spec.gateway, subnet)?;
     }
     if spec.encrypted && driver != "overlay" {
         return Err(err(
@@ -165,18 +108,95 @@ pub fn validate_network(spec: &NetworkSpec) -> Result<(), SpecError> {
     }
     validate_labels("--label", spec.labels.iter())?;
     if spec.ingress {
-        if driver != "overlay" {
-            return Err(err(
-                "--ingress",
-                "the ingress network must use the overlay driver",
-            ));
-        }
-        if spec.attachable {
-            return Err(err(
-                "--attachable",
-                "the ingress network cannot be attachable",
-            ));
-        }
+        validate_ingress(spec)?;
+    }
+    Ok(())
+}
+
+/// `--driver`: one of [`NETWORK_DRIVERS`].
+fn validate_driver(driver: &str) -> Result<(), SpecError> {
+    if NETWORK_DRIVERS.contains(&driver) {
+        return Ok(());
+    }
+    let what = if driver.is_empty() {
+        "a driver is required".to_string()
+    } else {
+        format!("unknown driver {driver:?}")
+    };
+    Err(err(
+        "--driver",
+        format!("{what} (use overlay, bridge, host or none)"),
+    ))
+}
+
+/// `--subnet` (none when empty): a CIDR between a /8 and a /30, on a driver that has addresses.
+fn parse_subnet(subnet: &str, driver: &str) -> Result<Option<Ipv4Cidr>, SpecError> {
+    if subnet.trim().is_empty() {
+        return Ok(None);
+    }
+    if matches!(driver, "host" | "none") {
+        return Err(err(
+            "--subnet",
+            format!("a {driver} network has no addresses of its own"),
+        ));
+    }
+    let net = Ipv4Cidr::parse(subnet).map_err(|r| err("--subnet", r))?;
+    if net.prefix < 8 {
+        return Err(err(
+            "--subnet",
+            format!("{net} is too large (at most a /8)"),
+        ));
+    }
+    if net.prefix > 30 {
+        return Err(err(
+            "--subnet",
+            format!("{net} is too small (at least a /30: a gateway and one task)"),
+        ));
+    }
+    Ok(Some(net))
+}
+
+/// `--gateway`: an address inside `subnet` (which must be given), neither its network nor its
+/// broadcast address.
+fn validate_gateway(gateway: &str, subnet: Option<Ipv4Cidr>) -> Result<(), SpecError> {
+    let Some(net) = subnet else {
+        return Err(err(
+            "--gateway",
+            "needs --subnet (the gateway must be an address inside it)",
+        ));
+    };
+    let gw: Ipv4Addr = gateway
+        .trim()
+        .parse()
+        .map_err(|_| err("--gateway", format!("{gateway:?} is not an IPv4 address")))?;
+    if !net.contains(gw) {
+        return Err(err(
+            "--gateway",
+            format!("{gw} is outside the subnet {net}"),
+        ));
+    }
+    if gw == net.addr || gw == net.broadcast() {
+        return Err(err(
+            "--gateway",
+            format!("{gw} is the network or broadcast address of {net}"),
+        ));
+    }
+    Ok(())
+}
+
+/// The ingress network: an overlay, not attachable.
+fn validate_ingress(spec: &NetworkSpec) -> Result<(), SpecError> {
+    if spec.driver != "overlay" {
+        return Err(err(
+            "--ingress",
+            "the ingress network must use the overlay driver",
+        ));
+    }
+    if spec.attachable {
+        return Err(err(
+            "--attachable",
+            "the ingress network cannot be attachable",
+        ));
     }
     Ok(())
 }

@@ -2,7 +2,7 @@
 
 use std::collections::HashSet;
 
-use crate::v1::EndpointSpec;
+use crate::v1::{EndpointSpec, PortConfig};
 
 use super::{err, SpecError};
 
@@ -45,44 +45,7 @@ pub(super) fn validate_endpoint(ep: &EndpointSpec) -> Result<(), SpecError> {
     }
     let mut published = HashSet::new();
     for p in &ep.ports {
-        let protocol = port_protocol(&p.protocol);
-        if !matches!(protocol, "tcp" | "udp") {
-            return Err(err(
-                "--publish",
-                format!("unknown protocol {protocol:?} (use tcp or udp)"),
-            ));
-        }
-        let publish_mode = port_publish_mode(&p.publish_mode);
-        if !matches!(publish_mode, "ingress" | "host") {
-            return Err(err(
-                "--publish",
-                format!("unknown mode {publish_mode:?} (use ingress or host)"),
-            ));
-        }
-        if p.target_port == 0 || p.target_port > 65535 {
-            return Err(err(
-                "--publish",
-                format!("target port {} is out of range (1-65535)", p.target_port),
-            ));
-        }
-        if p.published_port > 65535 {
-            return Err(err(
-                "--publish",
-                format!(
-                    "published port {} is out of range (1-65535, or 0 to let the manager pick)",
-                    p.published_port
-                ),
-            ));
-        }
-        if p.published_port == 0 && publish_mode == "host" {
-            return Err(err(
-                "--publish",
-                format!(
-                    "target port {}/{protocol} in host mode needs a published port",
-                    p.target_port
-                ),
-            ));
-        }
+        let protocol = validate_port(p)?;
         if p.published_port != 0 && !published.insert((p.published_port, protocol)) {
             return Err(err(
                 "--publish",
@@ -92,7 +55,7 @@ pub(super) fn validate_endpoint(ep: &EndpointSpec) -> Result<(), SpecError> {
                 ),
             ));
         }
-        if mode == "dnsrr" && publish_mode == "ingress" {
+        if mode == "dnsrr" && port_publish_mode(&p.publish_mode) == "ingress" {
             return Err(err(
                 "--endpoint-mode",
                 format!(
@@ -103,4 +66,48 @@ pub(super) fn validate_endpoint(ep: &EndpointSpec) -> Result<(), SpecError> {
         }
     }
     Ok(())
+}
+
+/// One `--publish` on its own: known protocol and mode, ports in range, a published port in
+/// host mode. Returns the protocol with its default filled in.
+fn validate_port(p: &PortConfig) -> Result<&str, SpecError> {
+    let protocol = port_protocol(&p.protocol);
+    if !matches!(protocol, "tcp" | "udp") {
+        return Err(err(
+            "--publish",
+            format!("unknown protocol {protocol:?} (use tcp or udp)"),
+        ));
+    }
+    let publish_mode = port_publish_mode(&p.publish_mode);
+    if !matches!(publish_mode, "ingress" | "host") {
+        return Err(err(
+            "--publish",
+            format!("unknown mode {publish_mode:?} (use ingress or host)"),
+        ));
+    }
+    if p.target_port == 0 || p.target_port > 65535 {
+        return Err(err(
+            "--publish",
+            format!("target port {} is out of range (1-65535)", p.target_port),
+        ));
+    }
+    if p.published_port > 65535 {
+        return Err(err(
+            "--publish",
+            format!(
+                "published port {} is out of range (1-65535, or 0 to let the manager pick)",
+                p.published_port
+            ),
+        ));
+    }
+    if p.published_port == 0 && publish_mode == "host" {
+        return Err(err(
+            "--publish",
+            format!(
+                "target port {}/{protocol} in host mode needs a published port",
+                p.target_port
+            ),
+        ));
+    }
+    Ok(protocol)
 }
