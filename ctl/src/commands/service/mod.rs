@@ -7,6 +7,7 @@ mod spec;
 mod tables;
 mod update;
 
+use std::collections::HashMap;
 use std::io::Write;
 
 use anyhow::{anyhow, Result};
@@ -330,33 +331,46 @@ pub async fn logs(c: &mut Control, a: &LogsArgs) -> Result<()> {
     while let Some(resp) = stream.message().await.map_err(status)? {
         for line in &resp.lines {
             if !line.node_id.is_empty() && !node_names.contains_key(&line.node_id) {
-                // A task on a node we have not seen yet (follow mode): refresh the names once.
-                if let Ok(r) = c
-                    .list_tasks(ListTasksRequest {
-                        service: svc.id.clone(),
-                        node: String::new(),
-                    })
-                    .await
-                {
-                    node_names.extend(r.into_inner().node_names);
-                }
-                node_names
-                    .entry(line.node_id.clone())
-                    .or_insert_with(|| output::short_id(&line.node_id, false).to_string());
+                learn_node_name(c, &svc.id, &line.node_id, &mut node_names).await;
             }
             let host = node_names
                 .get(&line.node_id)
                 .map(String::as_str)
                 .unwrap_or("");
             let prefix = log_prefix(line, &name, host, slot_width, a.no_trunc);
-            let text = log_text(&prefix, line, a.timestamps);
-            if line.stream == "stderr" {
-                let mut err = std::io::stderr().lock();
-                writeln!(err, "{text}")?;
-            } else {
-                output::print(&format!("{text}\n"))?;
-            }
+            print_log_line(&log_text(&prefix, line, a.timestamps), &line.stream)?;
         }
+    }
+    Ok(())
+}
+
+/// A task on a node not seen yet (follow mode): refreshes the node names once, falling back to
+/// the node's short ID.
+async fn learn_node_name(
+    c: &mut Control,
+    service_id: &str,
+    node_id: &str,
+    node_names: &mut HashMap<String, String>,
+) {
+    let tasks = ListTasksRequest {
+        service: service_id.to_string(),
+        node: String::new(),
+    };
+    if let Ok(r) = c.list_tasks(tasks).await {
+        node_names.extend(r.into_inner().node_names);
+    }
+    node_names
+        .entry(node_id.to_string())
+        .or_insert_with(|| output::short_id(node_id, false).to_string());
+}
+
+/// Writes a log line where the container wrote it: stderr lines to stderr, the rest to stdout.
+fn print_log_line(text: &str, stream: &str) -> Result<()> {
+    if stream == "stderr" {
+        let mut err = std::io::stderr().lock();
+        writeln!(err, "{text}")?;
+    } else {
+        output::print(&format!("{text}\n"))?;
     }
     Ok(())
 }

@@ -23,57 +23,15 @@ pub fn build_spec(a: &CreateArgs) -> Result<ServiceSpec> {
         (Mode::Global, None) => (ServiceMode::ModeGlobal, 0),
         (Mode::Replicated, n) => (ServiceMode::ModeReplicated, n.unwrap_or(1)),
     };
-    let condition = match a.restart_condition {
-        RestartCondition::Any => shoal_proto::v1::RestartCondition::RestartAny,
-        RestartCondition::OnFailure => shoal_proto::v1::RestartCondition::RestartOnFailure,
-        RestartCondition::None => shoal_proto::v1::RestartCondition::RestartNone,
-    };
-    let (capability_add, capability_drop) = effective_cap_add_drop(&a.cap_add, &a.cap_drop);
     let spec = ServiceSpec {
         name: a.name.clone(),
         labels: HashMap::new(),
         mode: mode as i32,
         replicas,
         task: Some(TaskSpec {
-            container: Some(ContainerSpec {
-                image: a.image.clone(),
-                args: a.args.clone(),
-                env: a.env.clone(),
-                stop_grace_period_ns: a.stop_grace_period,
-                command: a.entrypoint.clone().map(|e| e.0).unwrap_or_default(),
-                dir: a.workdir.clone().unwrap_or_default(),
-                user: a.user.clone().unwrap_or_default(),
-                hostname: a.hostname.clone().unwrap_or_default(),
-                groups: dedup(&a.group_add),
-                privileges: privileges(None, &a.security_opt)?,
-                capability_add,
-                capability_drop,
-                privileged: a.privileged,
-                devices: merge_devices(Vec::new(), &a.device),
-                read_only: a.read_only,
-                ulimits: merge_ulimits(Vec::new(), &a.ulimit),
-                sysctls: a.sysctl.iter().cloned().collect(),
-                init: a.init,
-                stop_signal: a.stop_signal.clone().unwrap_or_default(),
-                ..Default::default()
-            }),
-            resources: Some(ResourceRequirements {
-                limits: Some(Resources {
-                    nano_cpus: a.limit_cpu.unwrap_or(0),
-                    memory_bytes: a.limit_memory.unwrap_or(0),
-                }),
-                reservations: Some(Resources {
-                    nano_cpus: a.reserve_cpu.unwrap_or(0),
-                    memory_bytes: a.reserve_memory.unwrap_or(0),
-                }),
-                pids_limit: a.limit_pids.unwrap_or(0),
-            }),
-            restart: Some(RestartPolicy {
-                condition: condition as i32,
-                delay_ns: a.restart_delay,
-                max_attempts: a.restart_max_attempts.unwrap_or(0),
-                window_ns: 0,
-            }),
+            container: Some(container_spec(a)?),
+            resources: Some(resources(a)),
+            restart: Some(restart_policy(a)),
             placement: Some(Placement {
                 constraints: a.constraint.clone(),
                 max_replicas_per_node: a.max_replicas_per_node.unwrap_or(0),
@@ -89,6 +47,63 @@ pub fn build_spec(a: &CreateArgs) -> Result<ServiceSpec> {
     };
     validate_service(&spec)?;
     Ok(spec)
+}
+
+/// The container part of `service create`'s flags; reads a seccomp profile file if one is named.
+fn container_spec(a: &CreateArgs) -> Result<ContainerSpec> {
+    let (capability_add, capability_drop) = effective_cap_add_drop(&a.cap_add, &a.cap_drop);
+    Ok(ContainerSpec {
+        image: a.image.clone(),
+        args: a.args.clone(),
+        env: a.env.clone(),
+        stop_grace_period_ns: a.stop_grace_period,
+        command: a.entrypoint.clone().map(|e| e.0).unwrap_or_default(),
+        dir: a.workdir.clone().unwrap_or_default(),
+        user: a.user.clone().unwrap_or_default(),
+        hostname: a.hostname.clone().unwrap_or_default(),
+        groups: dedup(&a.group_add),
+        privileges: privileges(None, &a.security_opt)?,
+        capability_add,
+        capability_drop,
+        privileged: a.privileged,
+        devices: merge_devices(Vec::new(), &a.device),
+        read_only: a.read_only,
+        ulimits: merge_ulimits(Vec::new(), &a.ulimit),
+        sysctls: a.sysctl.iter().cloned().collect(),
+        init: a.init,
+        stop_signal: a.stop_signal.clone().unwrap_or_default(),
+        ..Default::default()
+    })
+}
+
+/// `--limit-*` and `--reserve-*` (0: no limit).
+fn resources(a: &CreateArgs) -> ResourceRequirements {
+    ResourceRequirements {
+        limits: Some(Resources {
+            nano_cpus: a.limit_cpu.unwrap_or(0),
+            memory_bytes: a.limit_memory.unwrap_or(0),
+        }),
+        reservations: Some(Resources {
+            nano_cpus: a.reserve_cpu.unwrap_or(0),
+            memory_bytes: a.reserve_memory.unwrap_or(0),
+        }),
+        pids_limit: a.limit_pids.unwrap_or(0),
+    }
+}
+
+/// `--restart-condition`, `--restart-delay` and `--restart-max-attempts`.
+fn restart_policy(a: &CreateArgs) -> RestartPolicy {
+    let condition = match a.restart_condition {
+        RestartCondition::Any => shoal_proto::v1::RestartCondition::RestartAny,
+        RestartCondition::OnFailure => shoal_proto::v1::RestartCondition::RestartOnFailure,
+        RestartCondition::None => shoal_proto::v1::RestartCondition::RestartNone,
+    };
+    RestartPolicy {
+        condition: condition as i32,
+        delay_ns: a.restart_delay,
+        max_attempts: a.restart_max_attempts.unwrap_or(0),
+        window_ns: 0,
+    }
 }
 
 /// The capability lists docker stores for `--cap-add`/`--cap-drop` on create: sorted, each
@@ -275,22 +290,20 @@ pub(super) fn apply_confinement(
         c.init = v;
     }
     for host in &a.device_rm {
-        let before = c.devices.len();
-        c.devices.retain(|d| d.path_on_host != *host);
-        if c.devices.len() == before {
-            return Err(anyhow!(
-                "--device-rm: service {service} has no device {host}"
-            ));
-        }
+        let what = format!("device {host}");
+        remove_or_fail(
+            &mut c.devices,
+            |d| d.path_on_host == *host,
+            "--device-rm",
+            service,
+            &what,
+        )?;
     }
     c.devices = merge_devices(std::mem::take(&mut c.devices), &a.device_add);
     c.privileges = privileges(c.privileges.take(), &a.security_opt)?;
     for g in &a.group_rm {
-        let before = c.groups.len();
-        c.groups.retain(|x| x != g);
-        if c.groups.len() == before {
-            return Err(anyhow!("--group-rm: service {service} has no group {g}"));
-        }
+        let what = format!("group {g}");
+        remove_or_fail(&mut c.groups, |x| x == g, "--group-rm", service, &what)?;
     }
     for g in &a.group_add {
         if !c.groups.contains(g) {
@@ -298,13 +311,9 @@ pub(super) fn apply_confinement(
         }
     }
     for name in &a.ulimit_rm {
-        let before = c.ulimits.len();
-        c.ulimits.retain(|u| !u.name.eq_ignore_ascii_case(name));
-        if c.ulimits.len() == before {
-            return Err(anyhow!(
-                "--ulimit-rm: service {service} has no ulimit {name}"
-            ));
-        }
+        let what = format!("ulimit {name}");
+        let named = |u: &Ulimit| u.name.eq_ignore_ascii_case(name);
+        remove_or_fail(&mut c.ulimits, named, "--ulimit-rm", service, &what)?;
     }
     c.ulimits = merge_ulimits(std::mem::take(&mut c.ulimits), &a.ulimit_add);
     for key in &a.sysctl_rm {
@@ -317,18 +326,37 @@ pub(super) fn apply_confinement(
     for (k, v) in &a.sysctl_add {
         c.sysctls.insert(k.clone(), v.clone());
     }
-    let set = |field: &mut String, value: &Option<String>| {
-        if let Some(v) = value {
-            *field = v.clone();
-        }
-    };
-    set(&mut c.user, &a.user);
-    set(&mut c.hostname, &a.hostname);
-    set(&mut c.dir, &a.workdir);
-    set(&mut c.stop_signal, &a.stop_signal);
+    set_if_given(&mut c.user, &a.user);
+    set_if_given(&mut c.hostname, &a.hostname);
+    set_if_given(&mut c.dir, &a.workdir);
+    set_if_given(&mut c.stop_signal, &a.stop_signal);
     if let Some(e) = &a.entrypoint {
         c.command = e.0.clone();
     }
     *log = log_driver(log.take(), a.log_driver.as_deref(), &a.log_opt);
     Ok(())
+}
+
+/// Removes the items that `matches`; when none does, an error names the flag and what the
+/// service lacks (a `*-rm` of something the service does not have is a typo worth reporting).
+fn remove_or_fail<T>(
+    items: &mut Vec<T>,
+    matches: impl Fn(&T) -> bool,
+    flag: &str,
+    service: &str,
+    what: &str,
+) -> Result<()> {
+    let before = items.len();
+    items.retain(|x| !matches(x));
+    if items.len() == before {
+        return Err(anyhow!("{flag}: service {service} has no {what}"));
+    }
+    Ok(())
+}
+
+/// Replaces `field` with the flag's value when the flag was given.
+fn set_if_given(field: &mut String, value: &Option<String>) {
+    if let Some(v) = value {
+        *field = v.clone();
+    }
 }
