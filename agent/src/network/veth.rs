@@ -48,15 +48,27 @@ pub(crate) async fn plug_veth(
     ns_path: &Path,
     plug: VethPlug,
 ) -> Result<(), NetworkError> {
+    if is_plugged(host_netns.clone(), ns_path, &plug).await? {
+        return Ok(());
+    }
+    remove_leftovers(host_netns.clone(), ns_path, &plug).await?;
+    create_pair(host_netns, ns_path, plug.clone()).await?;
+    configure_inside(ns_path, plug).await
+}
+
+/// Whether both ends are in place: the host end a port of the bridge, the task end renamed
+/// inside the namespace. A task end left unrenamed (an attach cut short) is deleted, as it
+/// would block the rename of a new one.
+async fn is_plugged(
+    host_netns: Option<PathBuf>,
+    ns_path: &Path,
+    plug: &VethPlug,
+) -> Result<bool, NetworkError> {
     let (bridge, host) = (plug.bridge.clone(), plug.host.clone());
-    let plugged = netlink_in(
-        host_netns.clone(),
-        "plug-check",
-        move |h: Handle| async move {
-            let index = bridge_index(&h, &bridge).await?;
-            Ok::<_, NetworkError>(link::is_port_of(&h, &host, index).await?)
-        },
-    )
+    let outside = netlink_in(host_netns, "plug-check", move |h: Handle| async move {
+        let index = bridge_index(&h, &bridge).await?;
+        Ok::<_, NetworkError>(link::is_port_of(&h, &host, index).await?)
+    })
     .await?;
     let (ifname, peer) = (plug.ifname.clone(), plug.peer.clone());
     let inside = netlink_in(
@@ -65,27 +77,26 @@ pub(crate) async fn plug_veth(
         move |h| async move {
             let present = link::index_of(&h, &ifname).await?.is_some();
             if !present {
-                // A task end left by an attach cut short would block the rename below.
                 link::delete(&h, &peer).await?;
             }
             Ok(present)
         },
     )
     .await?;
-    if plugged && inside {
-        return Ok(());
-    }
+    Ok(outside && inside)
+}
 
-    // Rebuild: whatever half of the pair is left goes first.
+/// Deletes whatever half of the pair is left, so it can be built afresh.
+async fn remove_leftovers(
+    host_netns: Option<PathBuf>,
+    ns_path: &Path,
+    plug: &VethPlug,
+) -> Result<(), NetworkError> {
     let host = plug.host.clone();
-    netlink_in(
-        host_netns.clone(),
-        "plug-clean",
-        move |h: Handle| async move {
-            link::delete(&h, &host).await?;
-            Ok::<_, NetworkError>(())
-        },
-    )
+    netlink_in(host_netns, "plug-clean", move |h: Handle| async move {
+        link::delete(&h, &host).await?;
+        Ok::<_, NetworkError>(())
+    })
     .await?;
     let ifname = plug.ifname.clone();
     netlink_in(
@@ -96,26 +107,37 @@ pub(crate) async fn plug_veth(
             Ok(())
         },
     )
-    .await?;
+    .await
+}
 
+/// Creates the pair in the host namespace, moves the task end into the task's namespace and
+/// makes the host end a port of the bridge.
+async fn create_pair(
+    host_netns: Option<PathBuf>,
+    ns_path: &Path,
+    plug: VethPlug,
+) -> Result<(), NetworkError> {
     let ns_file = File::open(ns_path).map_err(|source| NetnsError::Open {
         path: ns_path.to_path_buf(),
         source,
     })?;
-    let outside = plug.clone();
     netlink_in(host_netns, "plug-veth", move |h: Handle| async move {
-        let index = bridge_index(&h, &outside.bridge).await?;
-        link::create_veth(&h, &outside.host, &outside.peer).await?;
-        if let Some(mtu) = outside.mtu {
-            let host_index = link::index_of(&h, &outside.host).await?.unwrap_or_default();
-            link::set_mtu(&h, host_index, &outside.host, mtu).await?;
+        let index = bridge_index(&h, &plug.bridge).await?;
+        link::create_veth(&h, &plug.host, &plug.peer).await?;
+        if let Some(mtu) = plug.mtu {
+            let host_index = link::index_of(&h, &plug.host).await?.unwrap_or_default();
+            link::set_mtu(&h, host_index, &plug.host, mtu).await?;
         }
-        link::move_to_netns(&h, &outside.peer, &ns_file).await?;
-        link::attach_to_bridge(&h, &outside.host, index).await?;
+        link::move_to_netns(&h, &plug.peer, &ns_file).await?;
+        link::attach_to_bridge(&h, &plug.host, index).await?;
         Ok::<_, NetworkError>(())
     })
-    .await?;
+    .await
+}
 
+/// Inside the task's namespace: renames the task end, sets its MAC, MTU and address, brings it
+/// and `lo` up, and adds the default route when this interface carries it.
+async fn configure_inside(ns_path: &Path, plug: VethPlug) -> Result<(), NetworkError> {
     netlink_in(
         Some(ns_path.to_path_buf()),
         "plug-inside",
