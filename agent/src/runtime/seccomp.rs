@@ -365,21 +365,8 @@ pub fn compile(profile: &Profile, caps: &[u32]) -> Result<CompiledFilter, Seccom
         caps,
         kernel: kernel_version()?,
     };
-    let lib = |step| move |source| SeccompError::Library { step, source };
-
     let default_action = scmp_action(profile.default_action, profile.default_errno_ret);
-    let mut ctx = ScmpFilterContext::new(default_action).map_err(lib("create filter"))?;
-    for name in filter_arches(profile, native) {
-        let scmp: ScmpArch = name.parse().map_err(|source| SeccompError::Arch {
-            arch: name.to_string(),
-            source,
-        })?;
-        ctx.add_arch(scmp).map_err(|source| SeccompError::Arch {
-            arch: name.to_string(),
-            source,
-        })?;
-    }
-
+    let mut ctx = new_filter(profile, native, default_action)?;
     let rules: Vec<(usize, &Syscall)> = profile
         .syscalls
         .iter()
@@ -399,56 +386,97 @@ pub fn compile(profile: &Profile, caps: &[u32]) -> Result<CompiledFilter, Seccom
             // libseccomp refuses rules that repeat the default action; they change nothing.
             continue;
         }
-        let conditions: Vec<ScmpArgCompare> = rule.args.iter().map(scmp_compare).collect();
-        // libseccomp cannot AND two conditions on one argument: as runc, such a rule becomes one
-        // rule per condition (OR), which is what Docker's profiles mean by them.
-        let same_arg_twice = rule
-            .args
-            .iter()
-            .enumerate()
-            .any(|(i, a)| rule.args[..i].iter().any(|b| b.index == a.index));
-        for name in &rule.names {
-            let Ok(syscall) = ScmpSyscall::from_name(name) else {
-                tracing::debug!(syscall = %name, "seccomp: syscall unknown to libseccomp, rule skipped");
-                continue;
-            };
-            let result = if conditions.is_empty() {
-                ctx.add_rule(action, syscall).map(drop)
-            } else if same_arg_twice {
-                conditions.iter().try_for_each(|c| {
-                    ctx.add_rule_conditional(action, syscall, std::slice::from_ref(c))
-                        .map(drop)
-                })
-            } else {
-                ctx.add_rule_conditional(action, syscall, &conditions)
-                    .map(drop)
-            };
-            result.map_err(|source| SeccompError::Rule {
-                index,
-                syscall: name.to_string(),
-                source,
-            })?;
-        }
+        add_rule(&mut ctx, index, rule, action)?;
     }
-
     let program = export(&ctx)?;
     if program.len() > MAX_INSTRUCTIONS {
         return Err(SeccompError::TooLong { len: program.len() });
     }
-    let flags = profile.flags.iter().fold(0, |acc, flag| {
+    tracing::debug!(
+        instructions = program.len(),
+        elapsed = ?started.elapsed(),
+        "seccomp profile compiled"
+    );
+    Ok(CompiledFilter {
+        program,
+        flags: filter_flags(profile),
+    })
+}
+
+/// An empty filter taking `default_action`, for the architectures the profile names that fit
+/// this machine's `native` one.
+fn new_filter(
+    profile: &Profile,
+    native: &str,
+    default_action: ScmpAction,
+) -> Result<ScmpFilterContext, SeccompError> {
+    let mut ctx =
+        ScmpFilterContext::new(default_action).map_err(|source| SeccompError::Library {
+            step: "create filter",
+            source,
+        })?;
+    for name in filter_arches(profile, native) {
+        let arch_error = |source| SeccompError::Arch {
+            arch: name.to_string(),
+            source,
+        };
+        let scmp: ScmpArch = name.parse().map_err(arch_error)?;
+        ctx.add_arch(scmp).map_err(arch_error)?;
+    }
+    Ok(ctx)
+}
+
+/// Adds profile rule `index` (its syscalls, with `action` and the rule's conditions) to the
+/// filter. Syscall names libseccomp does not know are skipped.
+fn add_rule(
+    ctx: &mut ScmpFilterContext,
+    index: usize,
+    rule: &Syscall,
+    action: ScmpAction,
+) -> Result<(), SeccompError> {
+    let conditions: Vec<ScmpArgCompare> = rule.args.iter().map(scmp_compare).collect();
+    // libseccomp cannot AND two conditions on one argument: as runc, such a rule becomes one
+    // rule per condition (OR), which is what Docker's profiles mean by them.
+    let same_arg_twice = rule
+        .args
+        .iter()
+        .enumerate()
+        .any(|(i, a)| rule.args[..i].iter().any(|b| b.index == a.index));
+    for name in &rule.names {
+        let Ok(syscall) = ScmpSyscall::from_name(name) else {
+            tracing::debug!(syscall = %name, "seccomp: syscall unknown to libseccomp, rule skipped");
+            continue;
+        };
+        let result = if conditions.is_empty() {
+            ctx.add_rule(action, syscall).map(drop)
+        } else if same_arg_twice {
+            conditions.iter().try_for_each(|c| {
+                ctx.add_rule_conditional(action, syscall, std::slice::from_ref(c))
+                    .map(drop)
+            })
+        } else {
+            ctx.add_rule_conditional(action, syscall, &conditions)
+                .map(drop)
+        };
+        result.map_err(|source| SeccompError::Rule {
+            index,
+            syscall: name.to_string(),
+            source,
+        })?;
+    }
+    Ok(())
+}
+
+/// The `seccomp(2)` flags the profile asks for.
+fn filter_flags(profile: &Profile) -> u32 {
+    profile.flags.iter().fold(0, |acc, flag| {
         acc | match flag {
             // The container's init is single-threaded when it loads the filter.
             Flag::Tsync => 0,
             Flag::Log => libc::SECCOMP_FILTER_FLAG_LOG as u32,
             Flag::SpecAllow => libc::SECCOMP_FILTER_FLAG_SPEC_ALLOW as u32,
         }
-    });
-    tracing::debug!(
-        instructions = program.len(),
-        elapsed = ?started.elapsed(),
-        "seccomp profile compiled"
-    );
-    Ok(CompiledFilter { program, flags })
+    })
 }
 
 /// The BPF program libseccomp generates for `ctx`. The in-memory export needs libseccomp 2.6, so
