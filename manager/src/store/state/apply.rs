@@ -120,9 +120,7 @@ impl State {
     }
 
     fn put_cluster(&mut self, index: u64, c: &Cluster, applied: &mut Applied) {
-        let mut c = c.clone();
-        set_version(&mut c.meta, index);
-        self.write(Object::Cluster(c), applied);
+        self.write(index, Object::Cluster(c.clone()), applied);
     }
 
     fn put_node(&mut self, index: u64, n: &Node, applied: &mut Applied) {
@@ -140,8 +138,7 @@ impl State {
                 .get(&n.id)
                 .is_some_and(|old| old.manager_status.is_some());
         let id = n.id.clone();
-        set_version(&mut n.meta, index);
-        self.write(Object::Node(n), applied);
+        self.write(index, Object::Node(n), applied);
         if demoted {
             self.revoke_admins(index, &[], &id, applied);
         }
@@ -177,8 +174,7 @@ impl State {
         // Concurrent adds each passed the caller's check; the sum must pass too.
         shoal_proto::spec::check_label_count("--label-add", spec.labels.len())
             .map_err(|e| e.to_string())?;
-        set_version(&mut n.meta, index);
-        self.write(Object::Node(n), applied);
+        self.write(index, Object::Node(n), applied);
         Ok(())
     }
 
@@ -195,8 +191,7 @@ impl State {
         n.attachments = alloc.attachments.clone();
         n.mesh_addr = alloc.mesh_addr.clone();
         self.check_free(&node_addresses(&n), &(Kind::Node, n.id.clone()))?;
-        set_version(&mut n.meta, index);
-        self.write(Object::Node(n), applied);
+        self.write(index, Object::Node(n), applied);
         Ok(())
     }
 
@@ -213,9 +208,7 @@ impl State {
         if self.service_by_name.contains_key(name) {
             return Err(format!("service name {name:?} is already in use"));
         }
-        let mut s = s.clone();
-        set_version(&mut s.meta, index);
-        self.write(Object::Service(s), applied);
+        self.write(index, Object::Service(s.clone()), applied);
         Ok(())
     }
 
@@ -242,8 +235,7 @@ impl State {
             .services
             .get(&s.id)
             .and_then(|old| old.endpoint.clone());
-        set_version(&mut s.meta, index);
-        self.write(Object::Service(s), applied);
+        self.write(index, Object::Service(s), applied);
         Ok(())
     }
 
@@ -263,8 +255,7 @@ impl State {
         s.endpoint = update.endpoint.clone();
         self.check_free(&service_addresses(&s), &(Kind::Service, s.id.clone()))?;
         self.check_ingress_ports_free(&s)?;
-        set_version(&mut s.meta, index);
-        self.write(Object::Service(s), applied);
+        self.write(index, Object::Service(s), applied);
         Ok(())
     }
 
@@ -288,9 +279,7 @@ impl State {
         if self.tasks.contains_key(&t.id) {
             return Err(format!("task id {:?} already exists", t.id));
         }
-        let mut t = t.clone();
-        set_version(&mut t.meta, index);
-        self.write(Object::Task(t), applied);
+        self.write(index, Object::Task(t.clone()), applied);
         Ok(())
     }
 
@@ -316,8 +305,7 @@ impl State {
         }
         let mut t = task.clone();
         t.status = Some(status.clone());
-        set_version(&mut t.meta, index);
-        self.write(Object::Task(t), applied);
+        self.write(index, Object::Task(t), applied);
     }
 
     fn task_desired(&mut self, index: u64, update: &TaskDesiredUpdate, applied: &mut Applied) {
@@ -333,8 +321,7 @@ impl State {
         }
         let mut t = task.clone();
         t.desired_state = next as i32;
-        set_version(&mut t.meta, index);
-        self.write(Object::Task(t), applied);
+        self.write(index, Object::Task(t), applied);
     }
 
     fn task_assign(&mut self, index: u64, assign: &TaskAssignment, applied: &mut Applied) {
@@ -352,8 +339,7 @@ impl State {
         status.state = TaskState::TaskAssigned as i32;
         status.message = "assigned".to_string();
         status.err.clear();
-        set_version(&mut t.meta, index);
-        self.write(Object::Task(t), applied);
+        self.write(index, Object::Task(t), applied);
     }
 
     fn task_allocate(
@@ -376,8 +362,7 @@ impl State {
         status.state = TaskState::TaskPending as i32;
         status.message = "pending task scheduling".to_string();
         status.err.clear();
-        set_version(&mut t.meta, index);
-        self.write(Object::Task(t), applied);
+        self.write(index, Object::Task(t), applied);
         Ok(())
     }
 
@@ -391,9 +376,7 @@ impl State {
             return Err(format!("network id {:?} already exists", n.id));
         }
         self.check_network(n)?;
-        let mut n = n.clone();
-        set_version(&mut n.meta, index);
-        self.write(Object::Network(n), applied);
+        self.write(index, Object::Network(n.clone()), applied);
         Ok(())
     }
 
@@ -407,9 +390,7 @@ impl State {
             return Err(format!("network {:?} does not exist", n.id));
         }
         self.check_network(n)?;
-        let mut n = n.clone();
-        set_version(&mut n.meta, index);
-        self.write(Object::Network(n), applied);
+        self.write(index, Object::Network(n.clone()), applied);
         Ok(())
     }
 
@@ -489,13 +470,14 @@ impl State {
             return;
         };
         if crate::auth::revoke_admin_credentials(&mut c, fingerprints, holder) {
-            set_version(&mut c.meta, index);
-            self.write(Object::Cluster(c), applied);
+            self.write(index, Object::Cluster(c), applied);
         }
     }
 
-    /// Upserts `obj`, recording the event and the undo entry.
-    fn write(&mut self, obj: Object, applied: &mut Applied) {
+    /// Upserts `obj` with its version set to the raft `index` that writes it, recording the
+    /// event and the undo entry.
+    fn write(&mut self, index: u64, mut obj: Object, applied: &mut Applied) {
+        meta_mut(&mut obj).get_or_insert_with(Meta::default).version = index;
         let key = obj.key();
         let old = self.put(obj.clone());
         applied.events.push(match &old {
@@ -519,6 +501,13 @@ impl State {
     }
 }
 
-fn set_version(meta: &mut Option<Meta>, index: u64) {
-    meta.get_or_insert_with(Meta::default).version = index;
+/// The object's metadata, whatever its kind.
+fn meta_mut(obj: &mut Object) -> &mut Option<Meta> {
+    match obj {
+        Object::Cluster(o) => &mut o.meta,
+        Object::Node(o) => &mut o.meta,
+        Object::Service(o) => &mut o.meta,
+        Object::Task(o) => &mut o.meta,
+        Object::Network(o) => &mut o.meta,
+    }
 }
