@@ -175,15 +175,17 @@ async fn loopback_only(ns_path: &Path) -> Result<(), NetworkError> {
     .await
 }
 
+/// The network ids among `ids` that no view names any more.
+fn not_in_views<'a>(
+    ids: impl Iterator<Item = &'a String>,
+    views: &BTreeMap<String, NetworkView>,
+) -> Vec<String> {
+    ids.filter(|id| !views.contains_key(*id)).cloned().collect()
+}
+
 /// Removes the bridge-driver networks no view names any more.
 async fn remove_stale_bridges(inner: &mut Inner) {
-    let gone: Vec<String> = inner
-        .locals
-        .keys()
-        .filter(|id| !inner.views.contains_key(*id))
-        .cloned()
-        .collect();
-    for id in gone {
+    for id in not_in_views(inner.locals.keys(), &inner.views) {
         if let Some(b) = inner.locals.remove(&id) {
             if let Err(e) = b.remove_bridge().await {
                 warn!(network.id = %id, error = %e, "removing bridge network failed");
@@ -354,13 +356,7 @@ impl Networks {
 
     /// Removes the overlays no view names any more.
     async fn remove_stale_overlays(&self, inner: &mut Inner) {
-        let gone: Vec<String> = inner
-            .overlays
-            .keys()
-            .filter(|id| !inner.views.contains_key(*id))
-            .cloned()
-            .collect();
-        for id in gone {
+        for id in not_in_views(inner.overlays.keys(), &inner.views) {
             inner.overlays.remove(&id);
             if let Err(e) = vxlan::remove(self.host_netns.clone(), &id).await {
                 warn!(network.id = %id, error = %e, "removing overlay failed");
