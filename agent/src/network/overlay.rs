@@ -33,12 +33,19 @@ use shoal_proto::v1::{MeshPeer, NetworkAttachment, NetworkView, Task};
 use tokio::sync::Mutex;
 use tracing::{debug, info, warn};
 
-use super::dns::{self, Resolver, ResolverHandle};
+use super::dns;
 use super::guard::{self, Guard, MeshIf};
-use super::lb::{self, HostPort, PortRule, Protocol, Vip};
-use super::link::{self, Mac, Vxlan};
+use super::lb::{self, PortRule};
+use super::link::{self, Mac};
 use super::mesh::Mesh;
+use super::vxlan::{self, Programmed};
+
+mod plane;
+
 use super::{netlink_in, netns, parse_ip, plug_veth, BridgeNetwork, NetworkError, VethPlug};
+use plane::{host_ports, Plane};
+
+pub use super::notrack::{notrack_ruleset, Untracked, NOTRACK_TABLE};
 
 /// VXLAN UDP port (IANA).
 pub const VXLAN_PORT: u16 = 4789;
@@ -68,7 +75,7 @@ pub fn mac_of(ip: Ipv4Addr) -> Mac {
 }
 
 /// The address an overlay MAC was derived from.
-fn ip_of_mac(mac: Mac) -> Option<Ipv4Addr> {
+pub(super) fn ip_of_mac(mac: Mac) -> Option<Ipv4Addr> {
     (mac[0] == 0x02 && mac[1] == 0x42).then(|| Ipv4Addr::new(mac[2], mac[3], mac[4], mac[5]))
 }
 
@@ -113,11 +120,21 @@ pub(super) fn encrypted(view: &NetworkView) -> bool {
         .is_some_and(|s| s.encrypted)
 }
 
-fn is_ingress(view: &NetworkView) -> bool {
+/// Whether a view's network is the routing mesh's `ingress`.
+pub(super) fn is_ingress(view: &NetworkView) -> bool {
     view.network
         .as_ref()
         .and_then(|n| n.spec.as_ref())
         .is_some_and(|s| s.ingress)
+}
+
+/// The MTU of a view's overlay: smaller when encrypted, for WireGuard's header.
+pub(super) fn overlay_mtu(view: &NetworkView) -> u32 {
+    if encrypted(view) {
+        ENCRYPTED_MTU
+    } else {
+        OVERLAY_MTU
+    }
 }
 
 /// The FDB a node needs for one overlay: remote endpoint address -> its node's address.
@@ -129,20 +146,52 @@ pub fn remote_endpoints(view: &NetworkView, node_id: &str) -> BTreeMap<Ipv4Addr,
         .collect()
 }
 
-/// An overlay as programmed in the kernel.
-#[derive(Debug, Default)]
-struct Programmed {
-    /// Remote endpoint address -> node address, as in the VXLAN device's FDB.
-    fdb: BTreeMap<Ipv4Addr, Ipv4Addr>,
+/// One of a task's networks as [`Networks::attach`] plugs it.
+struct Planned {
+    att: NetworkAttachment,
+    view: NetworkView,
+    /// The node-local bridge, for a bridge-driver network with a subnet.
+    local: Option<Arc<BridgeNetwork>>,
 }
 
-/// A task's service plane: its resolver and what was last applied.
-struct Plane {
-    netns: PathBuf,
-    networks: Vec<String>,
-    resolver: Option<ResolverHandle>,
-    vips: Option<Vec<Vip>>,
-    host_ports: Vec<HostPort>,
+/// A task's interface on an overlay.
+struct OverlayPlug<'a> {
+    network_id: &'a str,
+    ifname: String,
+    addr: (Ipv4Addr, u8),
+    mtu: u32,
+}
+
+/// Brings up `lo` in a task's namespace: all a task on `none` gets.
+async fn loopback_only(ns_path: &Path) -> Result<(), NetworkError> {
+    netlink_in(
+        Some(ns_path.to_path_buf()),
+        "lo-up",
+        |h: Handle| async move {
+            link::loopback_up(&h).await?;
+            Ok::<_, NetworkError>(())
+        },
+    )
+    .await
+}
+
+/// The network ids among `ids` that no view names any more.
+fn not_in_views<'a>(
+    ids: impl Iterator<Item = &'a String>,
+    views: &BTreeMap<String, NetworkView>,
+) -> Vec<String> {
+    ids.filter(|id| !views.contains_key(*id)).cloned().collect()
+}
+
+/// Removes the bridge-driver networks no view names any more.
+async fn remove_stale_bridges(inner: &mut Inner) {
+    for id in not_in_views(inner.locals.keys(), &inner.views) {
+        if let Some(b) = inner.locals.remove(&id) {
+            if let Err(e) = b.remove_bridge().await {
+                warn!(network.id = %id, error = %e, "removing bridge network failed");
+            }
+        }
+    }
 }
 
 #[derive(Default)]
@@ -158,66 +207,6 @@ struct Inner {
     released: std::collections::HashSet<String>,
     /// What the `shoal_guard` table lets in, as last applied; `None` until it is in place.
     guard: Option<Guard>,
-}
-
-/// The nftables table that keeps frames bridged across overlay bridges out of conntrack.
-pub const NOTRACK_TABLE: &str = "shoal_overlay";
-
-/// What the `shoal_overlay` table keeps out of conntrack (see [`notrack_ruleset`]).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Untracked {
-    /// Overlay bridges, with the node's own address on it (the ingress bridge) if any.
-    pub bridges: Vec<(String, Option<Ipv4Addr>)>,
-    /// Underlay UDP ports of the overlays: VXLAN, and the WireGuard mesh's when it runs.
-    pub udp_ports: Vec<u16>,
-}
-
-/// With br_netfilter loaded (Debian's default), every frame a bridge forwards also runs the IP
-/// hooks, conntrack included; and the underlay's VXLAN and WireGuard datagrams are tracked too
-/// wherever the node has NAT rules. None of it needs tracking: overlay bridges only ever bridge
-/// (tasks route through `shoal0`), and the underlay datagrams are never NATed. Measured here,
-/// tracking cost a fifth of the overlay's throughput and 18 µs of round trip. Frames addressed to
-/// the node itself (its ingress address: the routing mesh's replies) stay tracked.
-pub fn notrack_ruleset(u: &Untracked) -> String {
-    let mut s = format!("table ip {NOTRACK_TABLE}\ndelete table ip {NOTRACK_TABLE}\n");
-    if u.bridges.is_empty() {
-        return s;
-    }
-    let mut pre = Vec::new();
-    let plain: Vec<String> = u
-        .bridges
-        .iter()
-        .filter(|(_, own)| own.is_none())
-        .map(|(b, _)| format!("\"{b}\""))
-        .collect();
-    if !plain.is_empty() {
-        pre.push(format!("iifname {{ {} }} notrack", plain.join(", ")));
-    }
-    for (b, own) in &u.bridges {
-        if let Some(ip) = own {
-            pre.push(format!("iifname \"{b}\" ip daddr != {ip} notrack"));
-        }
-    }
-    let mut out = Vec::new();
-    if !u.udp_ports.is_empty() {
-        let ports: Vec<String> = u.udp_ports.iter().map(u16::to_string).collect();
-        let rule = format!("udp dport {{ {} }} notrack", ports.join(", "));
-        pre.push(rule.clone());
-        out.push(rule);
-    }
-    let chain =
-        |name: &str, hook: &str, rules: &[String]| {
-            format!(
-            "  chain {name} {{\n    type filter hook {hook} priority raw; policy accept;\n{}  }}\n",
-            rules.iter().map(|r| format!("    {r}\n")).collect::<String>()
-        )
-        };
-    s.push_str(&format!(
-        "table ip {NOTRACK_TABLE} {{\n{}{}}}\n",
-        chain("prerouting", "prerouting", &pre),
-        chain("output", "output", &out)
-    ));
-    s
 }
 
 /// The cluster networks of this node.
@@ -275,28 +264,66 @@ impl Networks {
         mesh_peers: &[MeshPeer],
     ) -> Result<(), NetworkError> {
         let mut inner = self.inner.lock().await;
-        let mut mesh_if = None;
-        if let Some(mesh) = &self.mesh {
-            let mut mesh = mesh.lock().await;
-            if views.iter().any(encrypted) && !mesh_addr.is_empty() {
-                mesh.apply(mesh_addr, mesh_peers).await?;
-            } else if mesh.is_kernel().is_some() {
-                info!("no encrypted network left on this node: removing the mesh device");
-                mesh.shutdown().await?;
-            }
-            if mesh.is_kernel().is_some() {
-                mesh_if = parse_ip(mesh_addr).map(|addr| MeshIf {
-                    ifname: mesh.ifname().to_string(),
-                    addr,
-                });
-            }
-        }
+        let mesh_if = self.sync_mesh(views, mesh_addr, mesh_peers).await?;
         inner.views = views
             .iter()
             .filter_map(|v| Some((v.network.as_ref()?.id.clone(), v.clone())))
             .collect();
+        // A failed overlay does not hold up the others, nor the rules: it is reported at the end.
+        let programmed = self.program_overlays(&mut inner, attachments).await;
+        self.remove_stale_overlays(&mut inner).await;
+        remove_stale_bridges(&mut inner).await;
+        let wanted = self.untracked_wanted(&inner, attachments).await;
+        let unchanged = match &inner.untracked {
+            Some(last) => *last == wanted,
+            None => wanted.bridges.is_empty(),
+        };
+        if !unchanged {
+            self.set_untracked(&mut inner, Some(wanted)).await;
+        }
+        let views: Vec<NetworkView> = inner.views.values().cloned().collect();
+        let wanted = Guard::from_views(&views, &self.node_id, mesh_if);
+        if inner.guard.as_ref() != Some(&wanted) {
+            self.set_guard(&mut inner, wanted).await;
+        }
+        self.refresh_planes(&mut inner).await;
+        programmed
+    }
+
+    /// Runs the WireGuard mesh while an encrypted network is here (and this node has a mesh
+    /// address), removes it otherwise; returns the mesh interface the guard must let in.
+    async fn sync_mesh(
+        &self,
+        views: &[NetworkView],
+        mesh_addr: &str,
+        mesh_peers: &[MeshPeer],
+    ) -> Result<Option<MeshIf>, NetworkError> {
+        let Some(mesh) = &self.mesh else {
+            return Ok(None);
+        };
+        let mut mesh = mesh.lock().await;
+        if views.iter().any(encrypted) && !mesh_addr.is_empty() {
+            mesh.apply(mesh_addr, mesh_peers).await?;
+        } else if mesh.is_kernel().is_some() {
+            info!("no encrypted network left on this node: removing the mesh device");
+            mesh.shutdown().await?;
+        }
+        if mesh.is_kernel().is_none() {
+            return Ok(None);
+        }
+        Ok(parse_ip(mesh_addr).map(|addr| MeshIf {
+            ifname: mesh.ifname().to_string(),
+            addr,
+        }))
+    }
+
+    /// Programs the devices and FDB of every overlay in the views; returns the first failure.
+    async fn program_overlays(
+        &self,
+        inner: &mut Inner,
+        attachments: &[NetworkAttachment],
+    ) -> Result<(), NetworkError> {
         let mut first_error = None;
-        // Overlays: program the wanted ones, remove the others.
         let wanted: Vec<NetworkView> = inner
             .views
             .values()
@@ -313,7 +340,8 @@ impl Networks {
                 .and_then(|a| a.addresses.first())
                 .and_then(|a| parse_cidr(a));
             let programmed = inner.overlays.remove(&net.id);
-            match self.program_overlay(view, own, programmed).await {
+            let host_netns = self.host_netns.clone();
+            match vxlan::program(host_netns, &self.node_id, view, own, programmed).await {
                 Ok(p) => {
                     inner.overlays.insert(net.id.clone(), p);
                 }
@@ -323,32 +351,26 @@ impl Networks {
                 }
             }
         }
-        let gone: Vec<String> = inner
-            .overlays
-            .keys()
-            .filter(|id| !inner.views.contains_key(*id))
-            .cloned()
-            .collect();
-        for id in gone {
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Removes the overlays no view names any more.
+    async fn remove_stale_overlays(&self, inner: &mut Inner) {
+        for id in not_in_views(inner.overlays.keys(), &inner.views) {
             inner.overlays.remove(&id);
-            if let Err(e) = self.remove_overlay(&id).await {
+            if let Err(e) = vxlan::remove(self.host_netns.clone(), &id).await {
                 warn!(network.id = %id, error = %e, "removing overlay failed");
             }
         }
-        // Bridge-driver networks nobody uses any more.
-        let gone: Vec<String> = inner
-            .locals
-            .keys()
-            .filter(|id| !inner.views.contains_key(*id))
-            .cloned()
-            .collect();
-        for id in gone {
-            if let Some(b) = inner.locals.remove(&id) {
-                if let Err(e) = b.remove_bridge().await {
-                    warn!(network.id = %id, error = %e, "removing bridge network failed");
-                }
-            }
-        }
+    }
+
+    /// What the notrack table must cover: every programmed overlay's bridge (the ingress one
+    /// with this node's address), and the VXLAN and mesh ports while there is one.
+    async fn untracked_wanted(
+        &self,
+        inner: &Inner,
+        attachments: &[NetworkAttachment],
+    ) -> Untracked {
         let mut wanted = Untracked::default();
         for id in inner.overlays.keys() {
             let own = inner
@@ -369,112 +391,7 @@ impl Networks {
                 }
             }
         }
-        let unchanged = match &inner.untracked {
-            Some(last) => *last == wanted,
-            None => wanted.bridges.is_empty(),
-        };
-        if !unchanged {
-            self.set_untracked(&mut inner, Some(wanted)).await;
-        }
-        let views: Vec<NetworkView> = inner.views.values().cloned().collect();
-        let wanted = Guard::from_views(&views, &self.node_id, mesh_if);
-        if inner.guard.as_ref() != Some(&wanted) {
-            self.set_guard(&mut inner, wanted).await;
-        }
-        self.refresh_planes(&mut inner).await;
-        if let Some(e) = first_error {
-            return Err(e);
-        }
-        Ok(())
-    }
-
-    /// Builds or updates one overlay's bridge, VXLAN device and FDB.
-    async fn program_overlay(
-        &self,
-        view: &NetworkView,
-        own: Option<(Ipv4Addr, u8)>,
-        programmed: Option<Programmed>,
-    ) -> Result<Programmed, NetworkError> {
-        let net = view.network.clone().unwrap_or_default();
-        let mtu = if encrypted(view) {
-            ENCRYPTED_MTU
-        } else {
-            OVERLAY_MTU
-        };
-        let (br, vx) = (bridge_name(&net.id), vxlan_name(&net.id));
-        let vxlan = Vxlan {
-            vni: net.vni,
-            port: VXLAN_PORT,
-            mtu,
-        };
-        let wanted = remote_endpoints(view, &self.node_id);
-        let ingress = is_ingress(view);
-        let known = programmed.map(|p| p.fdb);
-        let net_id = net.id.clone();
-        let fdb = netlink_in(
-            self.host_netns.clone(),
-            "overlay",
-            move |h: Handle| async move {
-                // The ingress bridge answers for this node's ingress address: same MAC rule as tasks.
-                let mac = if ingress {
-                    own.map(|(ip, _)| mac_of(ip))
-                } else {
-                    None
-                };
-                let br_index = link::ensure_bridge_with(&h, &br, mac, Some(mtu)).await?;
-                let (vx_index, existed) = link::ensure_vxlan(&h, &vx, vxlan, br_index).await?;
-                if let (true, Some((ip, prefix))) = (ingress, own) {
-                    link::ensure_address(&h, br_index, &br, ip, prefix).await?;
-                }
-                // What the kernel has: what we programmed, or (new to this process) what it lists.
-                let current: BTreeMap<Ipv4Addr, Ipv4Addr> = match known {
-                    Some(k) if existed => k,
-                    _ => link::fdb_list(&h, vx_index)
-                        .await?
-                        .into_iter()
-                        .filter_map(|(mac, dst)| Some((ip_of_mac(mac)?, dst)))
-                        .collect(),
-                };
-                for (ip, node) in &wanted {
-                    if current.get(ip) != Some(node) {
-                        link::fdb_set(&h, vx_index, mac_of(*ip), *node).await?;
-                        link::neigh_set(&h, vx_index, *ip, mac_of(*ip)).await?;
-                    }
-                }
-                for ip in current.keys().filter(|ip| !wanted.contains_key(ip)) {
-                    link::fdb_del(&h, vx_index, mac_of(*ip)).await?;
-                    link::neigh_del(&h, vx_index, *ip).await?;
-                }
-                if current != wanted {
-                    debug!(network.id = %net_id, endpoints = wanted.len(), "overlay FDB synced");
-                }
-                Ok::<_, NetworkError>(wanted)
-            },
-        )
-        .await?;
-        Ok(Programmed { fdb })
-    }
-
-    /// Deletes an overlay's VXLAN device and bridge (ports included).
-    async fn remove_overlay(&self, network_id: &str) -> Result<(), NetworkError> {
-        let (br, vx) = (bridge_name(network_id), vxlan_name(network_id));
-        netlink_in(
-            self.host_netns.clone(),
-            "overlay-rm",
-            move |h: Handle| async move {
-                link::delete(&h, &vx).await?;
-                if let Some(index) = link::index_of(&h, &br).await? {
-                    for port in link::ports_of(&h, index).await? {
-                        link::delete(&h, &port).await?;
-                    }
-                    link::delete(&h, &br).await?;
-                }
-                Ok::<_, NetworkError>(())
-            },
-        )
-        .await?;
-        info!(network.id = %network_id, "overlay removed from this node");
-        Ok(())
+        wanted
     }
 
     /// The node-local bridge of a bridge-driver network, created on first use.
@@ -510,29 +427,8 @@ impl Networks {
     /// applied last); returns where the runtime finds them. Idempotent (re-adoption).
     pub async fn attach(&self, task: &Task) -> Result<TaskNetworking, NetworkError> {
         let id = task.id.as_str();
-        // The lock is held only to read the views (and make a bridge network's bridge): tasks
-        // are plumbed concurrently.
-        let mut plan: Vec<(NetworkAttachment, NetworkView, Option<Arc<BridgeNetwork>>)> =
-            Vec::new();
-        {
-            let mut inner = self.inner.lock().await;
-            for att in &task.networks {
-                let view = inner.views.get(&att.network_id).cloned().ok_or_else(|| {
-                    NetworkError::UnknownNetwork {
-                        network_id: att.network_id.clone(),
-                    }
-                })?;
-                let local = if driver(&view) == "bridge"
-                    && !view.network.as_ref().is_some_and(|n| n.subnet.is_empty())
-                {
-                    Some(self.local_bridge(&mut inner, &view).await?)
-                } else {
-                    None
-                };
-                plan.push((att.clone(), view, local));
-            }
-        }
-        if plan.iter().any(|(_, v, _)| driver(v) == "host") {
+        let plan = self.plan_attachments(task).await?;
+        if plan.iter().any(|p| driver(&p.view) == "host") {
             info!(task.id = %id, "task uses the host network");
             return Ok(TaskNetworking {
                 netns: PathBuf::from("/proc/self/ns/net"),
@@ -543,127 +439,136 @@ impl Networks {
         if !netns::is_netns(&ns_path) {
             netns::create(&ns_path).await?;
         }
-        let none_only = !plan.is_empty() && plan.iter().all(|(_, v, _)| driver(v) == "none");
-        if none_only {
-            netlink_in(Some(ns_path.clone()), "lo-up", |h: Handle| async move {
-                link::loopback_up(&h).await?;
-                Ok::<_, NetworkError>(())
-            })
-            .await?;
+        if !plan.is_empty() && plan.iter().all(|p| driver(&p.view) == "none") {
+            loopback_only(&ns_path).await?;
             return Ok(TaskNetworking {
                 netns: ns_path,
                 resolv_conf: super::resolv_conf(),
             });
         }
+        let (overlays, next_if) = self.plug_networks(id, &ns_path, &plan).await?;
+        // The default bridge comes last and carries the default route.
+        let local_ip = self
+            .default
+            .plug(id, &ns_path, &format!("eth{next_if}"), true, None)
+            .await?;
+        self.hairpin(&self.default.veth_name(id));
+        let host_ports = host_ports(task, local_ip);
+        let (resolver, resolv_conf) = if overlays.is_empty() {
+            (None, super::resolv_conf())
+        } else {
+            let resolver = self.start_resolver(id, &ns_path).await;
+            (resolver, OVERLAY_RESOLV_CONF.to_string())
+        };
+        let plane = Plane {
+            netns: ns_path.clone(),
+            networks: overlays,
+            resolver,
+            vips: None,
+            host_ports,
+        };
+        self.install_plane(id, plane).await;
+        info!(task.id = %id, networks = task.networks.len(), "task attached to its networks");
+        Ok(TaskNetworking {
+            netns: ns_path,
+            resolv_conf,
+        })
+    }
+
+    /// The view of each of `task`'s networks, with the node-local bridge of each bridge-driver
+    /// network (made on first use). The lock is held only for this: tasks are plumbed
+    /// concurrently.
+    async fn plan_attachments(&self, task: &Task) -> Result<Vec<Planned>, NetworkError> {
+        let mut inner = self.inner.lock().await;
+        let mut plan = Vec::with_capacity(task.networks.len());
+        for att in &task.networks {
+            let view = inner.views.get(&att.network_id).cloned().ok_or_else(|| {
+                NetworkError::UnknownNetwork {
+                    network_id: att.network_id.clone(),
+                }
+            })?;
+            let local = if driver(&view) == "bridge"
+                && !view.network.as_ref().is_some_and(|n| n.subnet.is_empty())
+            {
+                Some(self.local_bridge(&mut inner, &view).await?)
+            } else {
+                None
+            };
+            plan.push(Planned {
+                att: att.clone(),
+                view,
+                local,
+            });
+        }
+        Ok(plan)
+    }
+
+    /// Gives the task one interface per overlay or bridge-driver network, in order (eth0,
+    /// eth1, ...); returns the overlays it joined and the number of the next interface.
+    async fn plug_networks(
+        &self,
+        task_id: &str,
+        ns_path: &Path,
+        plan: &[Planned],
+    ) -> Result<(Vec<String>, usize), NetworkError> {
         let mut overlays = Vec::new();
         let mut ifindex = 0usize;
-        for (att, view, local) in &plan {
+        for Planned { att, view, local } in plan {
             let ifname = format!("eth{ifindex}");
-            match driver(view) {
-                "overlay" => {
+            match (driver(view), local) {
+                ("overlay", _) => {
                     let Some((ip, prefix)) = att.addresses.first().and_then(|a| parse_cidr(a))
                     else {
                         continue;
                     };
-                    let (host, peer) = overlay_veth(id, &att.network_id);
-                    let mtu = if encrypted(view) {
-                        ENCRYPTED_MTU
-                    } else {
-                        OVERLAY_MTU
+                    let plug = OverlayPlug {
+                        network_id: &att.network_id,
+                        ifname,
+                        addr: (ip, prefix),
+                        mtu: overlay_mtu(view),
                     };
-                    plug_veth(
-                        self.host_netns.clone(),
-                        &ns_path,
-                        VethPlug {
-                            host: host.clone(),
-                            peer,
-                            ifname,
-                            bridge: bridge_name(&att.network_id),
-                            addr: ip,
-                            prefix,
-                            mtu: Some(mtu),
-                            mac: Some(mac_of(ip)),
-                            gateway: None,
-                        },
-                    )
-                    .await?;
-                    self.hairpin(&host);
+                    self.plug_overlay(task_id, ns_path, plug).await?;
                     overlays.push(att.network_id.clone());
                 }
-                "bridge" if local.is_some() => {
-                    if let Some(b) = local {
-                        b.plug(id, &ns_path, &ifname, false, None).await?;
-                    }
+                ("bridge", Some(b)) => {
+                    b.plug(task_id, ns_path, &ifname, false, None).await?;
                 }
                 // The predefined `bridge` is the default bridge every task gets anyway.
                 _ => continue,
             }
             ifindex += 1;
         }
-        let local_ip = self
-            .default
-            .plug(id, &ns_path, &format!("eth{ifindex}"), true, None)
-            .await?;
-        self.hairpin(&self.default.veth_name(id));
+        Ok((overlays, ifindex))
+    }
 
-        let host_ports: Vec<HostPort> = task
-            .endpoint
-            .iter()
-            .flat_map(|e| e.ports.iter())
-            .filter(|p| p.is_host_mode() && p.published_port != 0)
-            .filter_map(|p| {
-                Some(HostPort {
-                    protocol: Protocol::parse(&p.protocol)?,
-                    published_port: u16::try_from(p.published_port).ok()?,
-                    addr: local_ip,
-                    target_port: u16::try_from(p.target_port).ok()?,
-                })
-            })
-            .collect();
-        let resolver = if overlays.is_empty() {
-            None
-        } else {
-            match Resolver::start(id, &ns_path, self.upstreams.clone()).await {
-                Ok(r) => Some(r),
-                Err(e) => {
-                    warn!(task.id = %id, error = %e, "DNS resolver did not start");
-                    None
-                }
-            }
-        };
-        let resolv_conf = if overlays.is_empty() {
-            super::resolv_conf()
-        } else {
-            OVERLAY_RESOLV_CONF.to_string()
-        };
-        let mut inner = self.inner.lock().await;
-        inner.released.remove(id);
-        // A task on no overlay and publishing no host port changes no rule: skip the pass over
-        // every task (a 100-replica service attaches 100 of them at once).
-        let mut changes_rules = !overlays.is_empty() || !host_ports.is_empty();
-        if let Some(old) = inner.planes.insert(
-            id.to_string(),
-            Plane {
-                netns: ns_path.clone(),
-                networks: overlays,
-                resolver,
-                vips: None,
-                host_ports,
+    /// Plugs a veth from the task's namespace into an overlay's bridge, with the MAC its address
+    /// derives from.
+    async fn plug_overlay(
+        &self,
+        task_id: &str,
+        ns_path: &Path,
+        plug: OverlayPlug<'_>,
+    ) -> Result<(), NetworkError> {
+        let (host, peer) = overlay_veth(task_id, plug.network_id);
+        let (ip, prefix) = plug.addr;
+        plug_veth(
+            self.host_netns.clone(),
+            ns_path,
+            VethPlug {
+                host: host.clone(),
+                peer,
+                ifname: plug.ifname,
+                bridge: bridge_name(plug.network_id),
+                addr: ip,
+                prefix,
+                mtu: Some(plug.mtu),
+                mac: Some(mac_of(ip)),
+                gateway: None,
             },
-        ) {
-            changes_rules |= !old.networks.is_empty() || !old.host_ports.is_empty();
-            if let Some(r) = old.resolver {
-                r.stop().await;
-            }
-        }
-        if changes_rules {
-            self.refresh_planes(&mut inner).await;
-        }
-        info!(task.id = %id, networks = task.networks.len(), "task attached to its networks");
-        Ok(TaskNetworking {
-            netns: ns_path,
-            resolv_conf,
-        })
+        )
+        .await?;
+        self.hairpin(&host);
+        Ok(())
     }
 
     /// Unplugs a task from every network, stops its resolver and removes its namespace; frees its
@@ -717,57 +622,6 @@ impl Networks {
     /// Forgets a task that left this node for good (after its last `detach`).
     pub async fn forget(&self, task_id: &str) {
         self.inner.lock().await.released.remove(task_id);
-    }
-
-    /// Rewrites every task's DNS records and VIP rules and the node's published ports from the
-    /// current views; only what changed is applied. Failures are logged, not fatal.
-    async fn refresh_planes(&self, inner: &mut Inner) {
-        let views = inner.views.clone();
-        for (task_id, plane) in inner.planes.iter_mut() {
-            if plane.networks.is_empty() {
-                continue;
-            }
-            let mine: Vec<NetworkView> = plane
-                .networks
-                .iter()
-                .filter_map(|n| views.get(n).cloned())
-                .collect();
-            if let Some(r) = &plane.resolver {
-                r.update(dns::records_for(&mine));
-            }
-            let vips = lb::vips_for(&mine);
-            if plane.vips.as_ref() != Some(&vips) {
-                match lb::apply_vip(task_id, &plane.netns, &vips).await {
-                    Ok(()) => plane.vips = Some(vips),
-                    Err(e) => warn!(task.id = %task_id, error = %e, "VIP rules not applied"),
-                }
-            }
-        }
-        let ingress = views.values().find(|v| is_ingress(v));
-        let mut rules = ingress.map(lb::ingress_port_rules).unwrap_or_default();
-        let host: Vec<HostPort> = inner
-            .planes
-            .values()
-            .flat_map(|p| p.host_ports.iter().cloned())
-            .collect();
-        rules.extend(lb::host_port_rules(&host));
-        let bridge = ingress
-            .and_then(|v| v.network.as_ref())
-            .map(|n| bridge_name(&n.id));
-        let wanted = (bridge.clone(), rules);
-        let unchanged = match &inner.ports {
-            Some(last) => *last == wanted,
-            None => wanted.1.is_empty(),
-        };
-        if !unchanged && !wanted.1.is_empty() && inner.guard.is_none() {
-            // Publishing turns on route_localnet, safe only behind the guard's loopback rule.
-            warn!("published ports not applied: the exposure rules are not in place");
-        } else if !unchanged {
-            match lb::apply_ports(self.host_netns.as_deref(), bridge.as_deref(), &wanted.1).await {
-                Ok(()) => inner.ports = Some(wanted),
-                Err(e) => warn!(error = %e, "published ports not applied"),
-            }
-        }
     }
 
     /// Rewrites the `shoal_overlay` table to cover `wanted` (`None`: remove it); remembers what
@@ -863,83 +717,5 @@ impl Networks {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use shoal_proto::v1::{EndpointView, Network, NetworkSpec};
-
-    #[test]
-    fn macs_derive_from_addresses_and_back() {
-        let ip = Ipv4Addr::new(10, 1, 0, 5);
-        assert_eq!(mac_of(ip), [0x02, 0x42, 10, 1, 0, 5]);
-        assert_eq!(ip_of_mac(mac_of(ip)), Some(ip));
-        assert_eq!(ip_of_mac([0x02, 0, 1, 2, 3, 4]), None);
-    }
-
-    #[test]
-    fn notrack_covers_overlay_bridges_and_underlay_ports_but_not_the_node() {
-        let none = notrack_ruleset(&Untracked::default());
-        assert!(none.contains("delete table ip shoal_overlay") && !none.contains("chain"));
-        let two = notrack_ruleset(&Untracked {
-            bridges: vec![
-                ("sbra".into(), None),
-                ("sbrb".into(), None),
-                ("sbri".into(), Some(Ipv4Addr::new(10, 0, 0, 3))),
-            ],
-            udp_ports: vec![4789, 51820],
-        });
-        for rule in [
-            r#"iifname { "sbra", "sbrb" } notrack"#,
-            r#"iifname "sbri" ip daddr != 10.0.0.3 notrack"#,
-            "udp dport { 4789, 51820 } notrack",
-            "type filter hook output priority raw",
-        ] {
-            assert!(two.contains(rule), "{rule} missing from:\n{two}");
-        }
-    }
-
-    #[test]
-    fn names_fit_linux_interface_names() {
-        let id = "k3j4h5g6f7d8s9a0";
-        assert_eq!(bridge_name(id), "sbrk3j4h5g6");
-        assert_eq!(vxlan_name(id), "svxk3j4h5g6");
-        let (host, peer) = overlay_veth("task0123456789", id);
-        assert!(host.len() <= 15 && peer.len() <= 15, "{host} {peer}");
-        assert_ne!(overlay_veth("task0123456789", "other").0, host);
-    }
-
-    #[test]
-    fn remote_endpoints_leave_out_this_node_and_unknown_addresses() {
-        let ep = |task: &str, node: &str, node_addr: &str, addr: &str| EndpointView {
-            task_id: task.into(),
-            node_id: node.into(),
-            node_addr: node_addr.into(),
-            addr: addr.into(),
-            ..Default::default()
-        };
-        let view = NetworkView {
-            network: Some(Network {
-                id: "n1".into(),
-                spec: Some(NetworkSpec {
-                    driver: "overlay".into(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            endpoints: vec![
-                ep("t1", "me", "192.168.1.1", "10.1.0.2"),
-                ep("t2", "b", "192.168.1.2", "10.1.0.3"),
-                ep("", "c", "192.168.1.3", "10.1.0.4"),
-                ep("t4", "d", "", "10.1.0.5"),
-            ],
-            services: Vec::new(),
-        };
-        let fdb = remote_endpoints(&view, "me");
-        assert_eq!(
-            fdb.into_iter().collect::<Vec<_>>(),
-            vec![
-                (Ipv4Addr::new(10, 1, 0, 3), Ipv4Addr::new(192, 168, 1, 2)),
-                (Ipv4Addr::new(10, 1, 0, 4), Ipv4Addr::new(192, 168, 1, 3)),
-            ]
-        );
-    }
-}
+#[path = "overlay_tests.rs"]
+mod tests;

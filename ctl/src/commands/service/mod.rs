@@ -1,0 +1,381 @@
+//! `shoalctl service create|ls|ps|inspect|update|scale|rm|logs`: the verbs (this file), the
+//! spec built from `create` flags (`spec`), `update` flags applied to a spec (`update`), the
+//! `ls`/`ps` tables (`tables`) and `inspect --pretty` (`pretty`).
+
+mod pretty;
+mod spec;
+mod tables;
+mod update;
+
+use std::collections::HashMap;
+use std::io::Write;
+
+use anyhow::{anyhow, Result};
+use shoal_proto::v1::{
+    CreateServiceRequest, GetNetworkRequest, GetServiceRequest, ListServicesRequest,
+    ListTasksRequest, LogLine, RemoveServiceRequest, ScaleServiceRequest, Service,
+    ServiceLogsRequest, ServiceSpec, ServiceSummary, UpdateServiceRequest,
+};
+
+use crate::cli::{
+    CreateArgs, Format, InspectArgs, LogsArgs, LsArgs, PsArgs, RmArgs, ScaleArgs, UpdateArgs,
+};
+use crate::client::{status, Control};
+use crate::commands::converge;
+use crate::output::{self, json as js, table::Table};
+
+pub use pretty::pretty;
+pub use spec::build_spec;
+pub use tables::{task_rows, ServiceRow};
+pub use update::{apply_update, NetworkIds};
+
+use tables::spec_name;
+
+/// `service update`: reads the service, applies the flags, sends the new spec, prints the
+/// service name and waits until the tasks run the new spec (unless `--detach`).
+pub async fn update(c: &mut Control, a: &UpdateArgs) -> Result<()> {
+    let svc = get_service(c, &a.service).await?;
+    let mut ids = NetworkIds::new();
+    for name in a.network_add.iter().map(|n| &n.target).chain(&a.network_rm) {
+        match c
+            .get_network(GetNetworkRequest {
+                name_or_id: name.clone(),
+            })
+            .await
+        {
+            Ok(r) => {
+                if let Some(n) = r.into_inner().network {
+                    ids.insert(name.clone(), n.id);
+                }
+            }
+            // A network that is gone can still be detached by the ID the spec holds.
+            Err(s) if s.code() == tonic::Code::NotFound && a.network_rm.contains(name) => {}
+            Err(s) => return Err(status(s).context(format!("network {name}"))),
+        }
+    }
+    let mut spec = svc.spec.clone().unwrap_or_default();
+    apply_update(&mut spec, a, &ids)?;
+    let updated = c
+        .update_service(UpdateServiceRequest {
+            name_or_id: svc.id.clone(),
+            spec: Some(spec),
+        })
+        .await
+        .map_err(status)?
+        .into_inner()
+        .service
+        .ok_or_else(|| anyhow!("the manager answered without the updated service"))?;
+    output::print(&format!("{}\n", a.service))?;
+    if a.detach {
+        return Ok(());
+    }
+    converge::wait_updated(c, &updated, a.timeout).await
+}
+
+/// `service create`: creates the service, prints its ID, and waits for convergence unless
+/// `--detach`.
+pub async fn create(c: &mut Control, spec: ServiceSpec, a: &CreateArgs) -> Result<()> {
+    let svc = c
+        .create_service(CreateServiceRequest { spec: Some(spec) })
+        .await
+        .map_err(status)?
+        .into_inner()
+        .service
+        .ok_or_else(|| anyhow!("the manager answered without the created service"))?;
+    output::print(&format!("{}\n", svc.id))?;
+    if a.detach {
+        return Ok(());
+    }
+    converge::wait(c, &svc, a.timeout).await
+}
+
+/// `service ls`.
+pub async fn ls(c: &mut Control, a: &LsArgs, format: Format) -> Result<()> {
+    let mut services = c
+        .list_services(ListServicesRequest {})
+        .await
+        .map_err(status)?
+        .into_inner()
+        .services;
+    services.sort_by(|x, y| {
+        let name = |s: &ServiceSummary| s.service.as_ref().map(spec_name).unwrap_or("").to_string();
+        name(x).cmp(&name(y))
+    });
+    let mut out = String::new();
+    if a.quiet {
+        for s in &services {
+            if let Some(svc) = &s.service {
+                out.push_str(&svc.id);
+                out.push('\n');
+            }
+        }
+        return Ok(output::print(&out)?);
+    }
+    let rows: Vec<ServiceRow> = services.iter().map(ServiceRow::of).collect();
+    match format {
+        Format::Json => rows.iter().for_each(|r| out.push_str(&js::line(&r.json()))),
+        Format::Table => {
+            let mut t = Table::new(&["ID", "NAME", "MODE", "REPLICAS", "IMAGE", "PORTS"]);
+            rows.iter().for_each(|r| t.row(r.cells()));
+            out = t.render();
+        }
+    }
+    Ok(output::print(&out)?)
+}
+
+/// Reads one service by name or ID.
+pub async fn get_service(c: &mut Control, name_or_id: &str) -> Result<Service> {
+    c.get_service(GetServiceRequest {
+        name_or_id: name_or_id.to_string(),
+    })
+    .await
+    .map_err(status)?
+    .into_inner()
+    .service
+    .ok_or_else(|| anyhow!("no such service: {name_or_id}"))
+}
+
+/// `service ps SERVICE`.
+pub async fn ps(c: &mut Control, a: &PsArgs, format: Format) -> Result<()> {
+    let svc = get_service(c, &a.service).await?;
+    let resp = c
+        .list_tasks(ListTasksRequest {
+            service: svc.id.clone(),
+            node: String::new(),
+        })
+        .await
+        .map_err(status)?
+        .into_inner();
+    let rows = task_rows(
+        spec_name(&svc),
+        &resp.tasks,
+        &resp.node_names,
+        shoal_proto::now_ns(),
+        a.no_trunc,
+    );
+    let mut out = String::new();
+    if a.quiet {
+        rows.iter()
+            .for_each(|r| out.push_str(&format!("{}\n", r.id)));
+        return Ok(output::print(&out)?);
+    }
+    match format {
+        Format::Json => rows.iter().for_each(|r| out.push_str(&js::line(&r.json()))),
+        Format::Table => {
+            let mut t = Table::new(&[
+                "ID",
+                "NAME",
+                "IMAGE",
+                "NODE",
+                "DESIRED STATE",
+                "CURRENT STATE",
+                "ERROR",
+            ]);
+            rows.iter().for_each(|r| t.row(r.cells(a.no_trunc)));
+            out = t.render();
+        }
+    }
+    Ok(output::print(&out)?)
+}
+
+/// `service inspect SERVICE...`: a JSON array of the services found; an error names the others.
+pub async fn inspect(c: &mut Control, a: &InspectArgs) -> Result<()> {
+    let mut found = Vec::new();
+    let mut errors = Vec::new();
+    for name in &a.services {
+        match get_service(c, name).await {
+            Ok(s) => found.push(s),
+            Err(e) => errors.push(format!("{e}")),
+        }
+    }
+    if a.pretty {
+        let text: Vec<String> = found.iter().map(pretty).collect();
+        if !text.is_empty() {
+            output::print(&text.join("\n"))?;
+        }
+    } else {
+        output::print(&js::pretty_array(found.iter().map(js::service).collect()))?;
+    }
+    fail_if_any(errors)
+}
+
+fn fail_if_any(errors: Vec<String>) -> Result<()> {
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(anyhow!("{}", errors.join("; ")))
+    }
+}
+
+/// `service scale SERVICE=N...`: scales each service, then waits for each unless `--detach`.
+pub async fn scale(c: &mut Control, a: &ScaleArgs) -> Result<()> {
+    let mut errors = Vec::new();
+    let mut scaled = Vec::new();
+    for (name, replicas) in &a.targets {
+        let res = c
+            .scale_service(ScaleServiceRequest {
+                name_or_id: name.clone(),
+                replicas: *replicas,
+            })
+            .await;
+        match res {
+            Ok(r) => {
+                output::print(&format!("{name} scaled to {replicas}\n"))?;
+                if let Some(svc) = r.into_inner().service {
+                    scaled.push(svc);
+                }
+            }
+            Err(s) => errors.push(format!("{name}: {}", status(s))),
+        }
+    }
+    if !a.detach {
+        for svc in &scaled {
+            if let Err(e) = converge::wait(c, svc, a.timeout).await {
+                errors.push(crate::error_chain(&e));
+            }
+        }
+    }
+    fail_if_any(errors)
+}
+
+/// `service rm SERVICE...`: removes each, printing its name; keeps going past failures.
+pub async fn rm(c: &mut Control, a: &RmArgs) -> Result<()> {
+    let mut errors = Vec::new();
+    for name in &a.services {
+        let res = c
+            .remove_service(RemoveServiceRequest {
+                name_or_id: name.clone(),
+            })
+            .await;
+        match res {
+            Ok(_) => output::print(&format!("{name}\n"))?,
+            Err(s) => errors.push(format!("{name}: {}", status(s))),
+        }
+    }
+    fail_if_any(errors)
+}
+
+/// The `web.1.abcdef123456@host1` part of a log line, padded so slot numbers of different widths
+/// line up (`slot_width` is the width of the largest slot number).
+pub fn log_prefix(
+    line: &LogLine,
+    service_name: &str,
+    hostname: &str,
+    slot_width: usize,
+    no_trunc: bool,
+) -> String {
+    let short = output::short_id(&line.task_id, no_trunc);
+    let task_name = if line.task_name.is_empty() {
+        format!("{service_name}.{short}")
+    } else if !line.task_id.is_empty() && line.task_name.ends_with(&line.task_id) {
+        let head = &line.task_name[..line.task_name.len() - line.task_id.len()];
+        format!("{head}{short}")
+    } else {
+        line.task_name.clone()
+    };
+    // "web.12.xxx" -> slot "12"; global tasks have no numeric slot.
+    let slot_len = task_name
+        .strip_prefix(service_name)
+        .and_then(|r| r.strip_prefix('.'))
+        .and_then(|r| r.split('.').next())
+        .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+        .map(str::len)
+        .unwrap_or(slot_width);
+    let pad = " ".repeat(slot_width.saturating_sub(slot_len));
+    format!("{task_name}@{hostname}{pad}")
+}
+
+/// One printed log line, without the trailing newline of the data.
+pub fn log_text(prefix: &str, line: &LogLine, timestamps: bool) -> String {
+    let data = String::from_utf8_lossy(&line.data);
+    let data = data.strip_suffix('\n').unwrap_or(&data);
+    let data = data.strip_suffix('\r').unwrap_or(data);
+    if timestamps {
+        format!("{} {prefix}    | {data}", output::rfc3339(line.timestamp))
+    } else {
+        format!("{prefix}    | {data}")
+    }
+}
+
+/// `service logs SERVICE`: streams the tasks' output; stderr lines go to stderr.
+pub async fn logs(c: &mut Control, a: &LogsArgs) -> Result<()> {
+    let svc = get_service(c, &a.service).await?;
+    let name = spec_name(&svc).to_string();
+    let tasks = c
+        .list_tasks(ListTasksRequest {
+            service: svc.id.clone(),
+            node: String::new(),
+        })
+        .await
+        .map_err(status)?
+        .into_inner();
+    let mut node_names = tasks.node_names;
+    let max_slot = tasks
+        .tasks
+        .iter()
+        .map(|t| t.slot)
+        .max()
+        .unwrap_or(1)
+        .max(svc.spec.as_ref().map(|s| s.replicas).unwrap_or(1));
+    let slot_width = max_slot.to_string().len();
+    let mut stream = c
+        .service_logs(ServiceLogsRequest {
+            service: svc.id.clone(),
+            follow: a.follow,
+            tail: a.tail,
+            timestamps: a.timestamps,
+        })
+        .await
+        .map_err(status)?
+        .into_inner();
+    while let Some(resp) = stream.message().await.map_err(status)? {
+        for line in &resp.lines {
+            if !line.node_id.is_empty() && !node_names.contains_key(&line.node_id) {
+                learn_node_name(c, &svc.id, &line.node_id, &mut node_names).await;
+            }
+            let host = node_names
+                .get(&line.node_id)
+                .map(String::as_str)
+                .unwrap_or("");
+            let prefix = log_prefix(line, &name, host, slot_width, a.no_trunc);
+            print_log_line(&log_text(&prefix, line, a.timestamps), &line.stream)?;
+        }
+    }
+    Ok(())
+}
+
+/// A task on a node not seen yet (follow mode): refreshes the node names once, falling back to
+/// the node's short ID.
+async fn learn_node_name(
+    c: &mut Control,
+    service_id: &str,
+    node_id: &str,
+    node_names: &mut HashMap<String, String>,
+) {
+    let tasks = ListTasksRequest {
+        service: service_id.to_string(),
+        node: String::new(),
+    };
+    if let Ok(r) = c.list_tasks(tasks).await {
+        node_names.extend(r.into_inner().node_names);
+    }
+    node_names
+        .entry(node_id.to_string())
+        .or_insert_with(|| output::short_id(node_id, false).to_string());
+}
+
+/// Writes a log line where the container wrote it: stderr lines to stderr, the rest to stdout.
+fn print_log_line(text: &str, stream: &str) -> Result<()> {
+    if stream == "stderr" {
+        let mut err = std::io::stderr().lock();
+        writeln!(err, "{text}")?;
+    } else {
+        output::print(&format!("{text}\n"))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod confinement_tests;
+#[cfg(test)]
+mod tests;

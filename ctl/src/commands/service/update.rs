@@ -1,0 +1,125 @@
+//! `service update` flags applied to an existing spec.
+
+use std::collections::HashMap;
+
+use anyhow::{anyhow, Result};
+use shoal_proto::spec::{port_protocol, validate_service};
+use shoal_proto::v1::{NetworkAttachmentConfig, PortConfig, ServiceMode, ServiceSpec};
+
+use super::spec::apply_confinement;
+use crate::cli::UpdateArgs;
+
+/// The ID of each network named by `--network-add`/`--network-rm` that the manager knows; the
+/// spec stores network IDs, the user types names.
+pub type NetworkIds = HashMap<String, String>;
+
+/// Whether an attachment's target is the network the user named.
+fn same_network(target: &str, named: &str, ids: &NetworkIds) -> bool {
+    target == named || ids.get(named).is_some_and(|id| id == target)
+}
+
+/// Applies `service update` flags to a spec (removals before additions, as docker does) and
+/// checks the result the way the manager will.
+pub fn apply_update(spec: &mut ServiceSpec, a: &UpdateArgs, ids: &NetworkIds) -> Result<()> {
+    if let Some(n) = a.replicas {
+        if spec.mode == ServiceMode::ModeGlobal as i32 {
+            return Err(anyhow!("--replicas: cannot be used with a global service"));
+        }
+        spec.replicas = n;
+    }
+    let task = spec.task.get_or_insert_with(Default::default);
+    let c = task.container.get_or_insert_with(Default::default);
+    if let Some(image) = &a.image {
+        c.image = image.clone();
+    }
+    update_env(&mut c.env, a);
+    apply_confinement(&spec.name, c, &mut task.log_driver, a)?;
+    let placement = task.placement.get_or_insert_with(Default::default);
+    for expr in &a.constraint_rm {
+        placement.constraints.retain(|x| x != expr);
+    }
+    for expr in &a.constraint_add {
+        if !placement.constraints.contains(expr) {
+            placement.constraints.push(expr.clone());
+        }
+    }
+    update_networks(&spec.name, &mut task.networks, a, ids)?;
+    let ep = spec.endpoint.get_or_insert_with(Default::default);
+    update_ports(&spec.name, &mut ep.ports, a)?;
+    if let Some(mode) = a.endpoint_mode {
+        ep.mode = mode.as_str().to_string();
+    }
+    if ep.mode.is_empty() {
+        ep.mode = "vip".into();
+    }
+    validate_service(spec)?;
+    Ok(())
+}
+
+/// `--env-rm KEY` and `--env-add KEY=VALUE` (an added key replaces the entry it had).
+fn update_env(env: &mut Vec<String>, a: &UpdateArgs) {
+    let key = |e: &str| e.split_once('=').map(|(k, _)| k).unwrap_or(e).to_string();
+    for k in &a.env_rm {
+        env.retain(|e| key(e) != *k);
+    }
+    for e in &a.env_add {
+        env.retain(|x| key(x) != key(e));
+        env.push(e.clone());
+    }
+}
+
+/// `--network-rm` (by name or ID; the service must be attached) and `--network-add` (the
+/// service must not be attached yet).
+fn update_networks(
+    service: &str,
+    networks: &mut Vec<NetworkAttachmentConfig>,
+    a: &UpdateArgs,
+    ids: &NetworkIds,
+) -> Result<()> {
+    for name in &a.network_rm {
+        let before = networks.len();
+        networks.retain(|n| !same_network(&n.target, name, ids));
+        if networks.len() == before {
+            return Err(anyhow!(
+                "--network-rm: service {service} is not attached to network {name}"
+            ));
+        }
+    }
+    for add in &a.network_add {
+        if networks
+            .iter()
+            .any(|n| same_network(&n.target, &add.target, ids))
+        {
+            return Err(anyhow!(
+                "--network-add: service {service} is already attached to network {}",
+                add.target
+            ));
+        }
+        networks.push(add.clone());
+    }
+    Ok(())
+}
+
+/// `--publish-rm` (something must match) and `--publish-add`.
+fn update_ports(service: &str, ports: &mut Vec<PortConfig>, a: &UpdateArgs) -> Result<()> {
+    for m in &a.publish_rm {
+        let before = ports.len();
+        ports.retain(|p| !m.matches(p));
+        if ports.len() == before {
+            return Err(anyhow!(
+                "--publish-rm: service {service} publishes no port matching {m}"
+            ));
+        }
+    }
+    for add in &a.publish_add {
+        // Docker's "add or update": the same published port and protocol is replaced.
+        if add.published_port != 0 {
+            ports.retain(|p| {
+                p.published_port != add.published_port
+                    || port_protocol(&p.protocol) != port_protocol(&add.protocol)
+            });
+        }
+        ports.push(add.clone());
+    }
+    Ok(())
+}
