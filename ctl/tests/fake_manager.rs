@@ -239,6 +239,7 @@ impl Control for Fake {
             spec: Some(spec),
             spec_version: 1,
             endpoint: Some(endpoint),
+            ..Default::default()
         };
         st.services.push(svc.clone());
         make_tasks(&mut st, &svc);

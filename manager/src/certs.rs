@@ -537,7 +537,9 @@ fn write(path: &Path, contents: &str) -> Result<(), Status> {
 }
 
 /// The chain a manager presents: its leaf, and during a rotation the new CA cross-signed by the
-/// old one (so nodes that still trust only the old CA verify it).
+/// old one (so nodes that still trust only the old CA verify it), then the new CA itself (so a
+/// node joining with a token, which pins the new CA by fingerprint, finds it). See
+/// `shoal_proto::pki::tests::a_rotation_chain_verifies_under_old_new_and_pinned_trust`.
 fn presented_chain(leaf_chain: &str, cluster: &Cluster) -> String {
     if cluster.rotation_cross_signed_pem.is_empty() {
         return leaf_chain.to_string();
@@ -547,7 +549,11 @@ fn presented_chain(leaf_chain: &str, cluster: &Cluster) -> String {
         .next()
         .unwrap_or(leaf_chain)
         .trim();
-    format!("{leaf}\n{}", cluster.rotation_cross_signed_pem.trim())
+    format!(
+        "{leaf}\n{}\n{}\n",
+        cluster.rotation_cross_signed_pem.trim(),
+        cluster.ca_cert_pem.trim()
+    )
 }
 
 /// Keeps a manager's TLS material current: trusts the CAs the store lists, renews the manager's

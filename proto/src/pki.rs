@@ -552,4 +552,53 @@ mod tests {
         client_config(&Trust::Pinned(fp), None).expect("pinned config");
         client_config(&Trust::Ca(ca.cert_pem.clone()), Some(&id)).expect("ca config");
     }
+
+    /// A manager's chain during a CA rotation (leaf of the new CA, the new CA cross-signed by the
+    /// old one, the new CA) verifies for a client trusting only the old CA, only the new one, and
+    /// for a joiner pinning the new CA by fingerprint; a leaf of the new CA alone does not verify
+    /// under the old CA.
+    #[test]
+    fn a_rotation_chain_verifies_under_old_new_and_pinned_trust() {
+        let old = generate_ca("c1").expect("old ca");
+        let (new, cross) = generate_rotation_ca("c1", &old).expect("rotation ca");
+        let leaf = issue(&new, "m1", CertRole::Manager, Duration::from_secs(600)).expect("leaf");
+        let leaf_only = leaf
+            .cert_pem
+            .split_inclusive("-----END CERTIFICATE-----")
+            .next()
+            .expect("leaf");
+        let chain = format!("{leaf_only}\n{cross}{}", new.cert_pem);
+        let certs = certs_from_pem(&chain).expect("chain");
+        let name = ServerName::try_from(SERVER_NAME).expect("name");
+        let now = UnixTime::now();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let verify = |roots_pem: &str, certs: &[CertificateDer<'static>]| {
+            let mut roots = RootCertStore::empty();
+            for c in certs_from_pem(roots_pem).expect("roots") {
+                roots.add(c).expect("root");
+            }
+            rustls::client::WebPkiServerVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider.clone(),
+            )
+            .build()
+            .expect("verifier")
+            .verify_server_cert(&certs[0], &certs[1..], &name, &[], now)
+        };
+        verify(&old.cert_pem, &certs).expect("trusting only the old CA");
+        verify(&new.cert_pem, &certs).expect("trusting only the new CA");
+        let pinned = PinnedCa {
+            fingerprint: fingerprint_pem(&new.cert_pem).expect("fp"),
+            provider: provider.clone(),
+        };
+        pinned
+            .verify_server_cert(&certs[0], &certs[1..], &name, &[], now)
+            .expect("pinning the new CA");
+        assert!(
+            verify(&old.cert_pem, &certs[..1]).is_err(),
+            "a new-CA leaf without the cross-signed CA must not verify under the old CA"
+        );
+        assert!(issued_by(&leaf.cert_pem, &new.cert_pem).expect("issued_by"));
+        assert!(!issued_by(&leaf.cert_pem, &old.cert_pem).expect("issued_by"));
+    }
 }

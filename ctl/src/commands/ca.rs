@@ -217,7 +217,13 @@ pub async fn ca(
                 c.ca_fingerprint
             ));
         }
-        let Some(r) = c.rotation else { break };
+        let Some(r) = c.rotation else {
+            if last.is_empty() {
+                // Done before the first look: say so rather than show nothing.
+                eprintln!("all node certificates on the new CA");
+            }
+            break;
+        };
         let line = progress_line(&r);
         if line != last {
             eprintln!("{line}");

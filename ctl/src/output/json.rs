@@ -413,11 +413,12 @@ mod tests {
                     }),
                     networks: Vec::new(),
                     log_driver: None,
+                    force_update: 0,
                 }),
                 ..Default::default()
             }),
             spec_version: 1,
-            endpoint: None,
+            ..Default::default()
         }
     }
 

@@ -201,7 +201,7 @@ impl Control for ControlApi {
             }),
             spec: Some(spec),
             spec_version: 1,
-            endpoint: None,
+            ..Default::default()
         };
         self.write(Action::CreateService(service.clone())).await?;
         let name = service
@@ -751,6 +751,7 @@ mod tests {
             api.update_service(Request::new(UpdateServiceRequest {
                 name_or_id: "web".into(),
                 spec: Some(spec()),
+                ..Default::default()
             }))
             .await
             .err()

@@ -20,7 +20,7 @@ fn service(id: &str, name: &str) -> Service {
             ..ServiceSpec::default()
         }),
         spec_version: 1,
-        endpoint: None,
+        ..Default::default()
     }
 }
 

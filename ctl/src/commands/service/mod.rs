@@ -59,6 +59,9 @@ pub async fn update(c: &mut Control, a: &UpdateArgs) -> Result<()> {
         .update_service(UpdateServiceRequest {
             name_or_id: svc.id.clone(),
             spec: Some(spec),
+            // A read-modify-write: refused if someone changed the service since it was read.
+            version: svc.meta.map_or(0, |m| m.version),
+            rollback: String::new(),
         })
         .await
         .map_err(status)?

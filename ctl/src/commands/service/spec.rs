@@ -39,11 +39,14 @@ pub fn build_spec(a: &CreateArgs) -> Result<ServiceSpec> {
             }),
             networks: a.network.clone(),
             log_driver: log_driver(None, a.log_driver.as_deref(), &a.log_opt),
+            force_update: 0,
         }),
         endpoint: Some(EndpointSpec {
             mode: a.endpoint_mode.as_str().to_string(),
             ports: a.publish.clone(),
         }),
+        update: None,
+        rollback: None,
     };
     validate_service(&spec)?;
     Ok(spec)
