@@ -458,7 +458,7 @@ pub async fn set_autolock(store: &Store, on: bool) -> Result<String, Status> {
 
 /// `UnlockKey`: the current unlock key, or a new one when `rotate`.
 pub async fn unlock_key(store: &Store, rotate: bool) -> Result<String, Status> {
-    store.linearize().await.map_err(crate::error::to_status)?;
+    store.linearize().await?;
     let fresh = new_unlock_key().map_err(|e| Status::internal(e.to_string()))?;
     let key = store
         .propose_fresh(|s| -> Result<_, Status> {

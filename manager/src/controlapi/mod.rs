@@ -1,7 +1,10 @@
 //! The control API shoalctl speaks: validates what users ask for, writes it through Raft and
 //! answers reads from the store.
 
+pub mod linearized;
 pub mod network;
+
+pub use linearized::Linearized;
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -19,7 +22,6 @@ use tracing::info;
 
 use crate::auth::require_admin;
 use crate::dispatcher::logs::LogBroker;
-use crate::error::to_status;
 use crate::store::{State, Store, StoreError};
 use network::{check_endpoint, check_removable, find_network, network_name, resolve_networks};
 
@@ -53,7 +55,7 @@ impl ControlApi {
                 action: Some(action),
             }])
             .await
-            .map_err(to_status)
+            .map_err(Status::from)
     }
 }
 
@@ -440,7 +442,7 @@ impl Control for ControlApi {
         let req = request.into_inner();
         check_node_labels(&req)?;
         let node = self.store.read(|s| find_node(s, &req.name_or_id))?;
-        let manager_only = !crate::manager::runs_agent(&node);
+        let manager_only = !crate::node_record::runs_agent(&node);
         let spec = node.spec.clone().unwrap_or_default();
         let mut availability = None;
         if let Some(a) = req.availability {
@@ -581,7 +583,7 @@ impl Control for ControlApi {
                 Ok(()) => break network,
                 // Another create took the same subnet or VXLAN id meanwhile: plan again.
                 Err(StoreError::Conflict(_)) if attempt < CREATE_NETWORK_ATTEMPTS => continue,
-                Err(e) => return Err(to_status(e)),
+                Err(e) => return Err(e.into()),
             }
         };
         info!(
@@ -682,7 +684,7 @@ impl Control for ControlApi {
             Ok(()) => {}
             // Still used by a service or a task: the store's message names it.
             Err(StoreError::Conflict(msg)) => return Err(Status::failed_precondition(msg)),
-            Err(e) => return Err(to_status(e)),
+            Err(e) => return Err(e.into()),
         }
         info!(network.id = %network.id, network.name = %network_name(&network), "network removed");
         Ok(Response::new(RemoveNetworkResponse { id: network.id }))
@@ -714,7 +716,7 @@ impl Control for ControlApi {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::tests::counted_store;
+    use crate::test_support::counted_store;
     use std::sync::atomic::Ordering;
 
     fn spec() -> ServiceSpec {
