@@ -553,14 +553,18 @@ fn touches_cluster(e: &Event) -> bool {
 /// At the start of a manager: loads the data key (creating it for a data dir from before
 /// encryption at rest), waits to be unlocked when autolock sealed it, opens the store with it
 /// (sealing whatever an older version left in clear) and keeps the key file in line with
-/// autolock from then on.
-pub async fn open_store(data_dir: &Path, listen_addr: SocketAddr) -> Result<Store, LockError> {
+/// autolock from then on. A locked manager stops waiting when `shutdown` turns true.
+pub async fn open_store(
+    data_dir: &Path,
+    listen_addr: SocketAddr,
+    shutdown: watch::Receiver<bool>,
+) -> Result<Store, LockError> {
     let path = data_key_path(data_dir);
     let key = match read_data_key(&path)? {
         Some(StoredDataKey::Clear(key)) => key,
         Some(StoredDataKey::Sealed(sealed)) => {
             warn!(listen = %listen_addr, "this manager is locked (autolock): waiting for `shoalctl cluster unlock`");
-            let key = serve_locked(data_dir, listen_addr, sealed).await?;
+            let key = serve_locked(data_dir, listen_addr, sealed, shutdown).await?;
             info!("unlocked: starting");
             key
         }
@@ -580,11 +584,12 @@ pub async fn open_store(data_dir: &Path, listen_addr: SocketAddr) -> Result<Stor
 }
 
 /// Serves `Unlock` (and "locked" to everything else) on `listen_addr` until the right unlock key
-/// arrives; returns the data key it opened.
+/// arrives (or `shutdown` turns true); returns the data key it opened.
 async fn serve_locked(
     data_dir: &Path,
     listen_addr: SocketAddr,
     sealed: SealedDataKey,
+    mut shutdown: watch::Receiver<bool>,
 ) -> Result<DataKey, LockError> {
     let certs = data_dir.join("certs");
     let read = |name: &str| {
@@ -614,7 +619,7 @@ async fn serve_locked(
         });
     tokio::select! {
         r = server => r?,
-        _ = shoal_proto::host::shutdown_signal() => return Err(LockError::StoppedLocked),
+        _ = crate::serve::stopped(&mut shutdown) => return Err(LockError::StoppedLocked),
         // The graceful shutdown waits for open connections (other managers and agents retrying
         // keep some): once unlocked, give them a moment, then go on regardless.
         _ = async {
@@ -971,7 +976,9 @@ mod tests {
             .local_addr()
             .unwrap();
         let data_dir = dir.path().to_path_buf();
-        let server = tokio::spawn(async move { serve_locked(&data_dir, addr, sealed).await });
+        let (_stop, stop_rx) = watch::channel(false);
+        let server =
+            tokio::spawn(async move { serve_locked(&data_dir, addr, sealed, stop_rx).await });
 
         let with_cert =
             Arc::new(pki::client_config(&Trust::Ca(ca.cert_pem.clone()), Some(&admin)).unwrap());
