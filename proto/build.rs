@@ -4,7 +4,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protoc = protoc_bin_vendored::protoc_bin_path()?;
     // SAFETY: a build script is single-threaded, so nothing reads the environment concurrently.
     unsafe { std::env::set_var("PROTOC", protoc) };
-    tonic_prost_build::configure().compile_protos(&["proto/shoal.proto"], &["proto"])?;
+    tonic_prost_build::configure()
+        // A service carries its previous spec only after an update: boxed, so every Service (and
+        // the store's object enum) does not grow by a whole spec.
+        .boxed(".shoal.v1.Service.previous_spec")
+        .compile_protos(&["proto/shoal.proto"], &["proto"])?;
     println!("cargo:rerun-if-changed=proto/shoal.proto");
     Ok(())
 }

@@ -71,16 +71,36 @@ pub enum AgentError {
 
 pub use shoal_proto::host::{hostname, machine_resources};
 
-/// Runs the agent until SIGINT/SIGTERM.
-pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
+/// Runs the agent until `shutdown` completes (SIGINT/SIGTERM in the binary). Containers keep
+/// running under their shims.
+pub async fn run(
+    opts: AgentOptions,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), AgentError> {
+    let (shutdown_tx, mut shutdown_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = shutdown => {
+                info!("shutting down (containers keep running under their shims)");
+                let _ = shutdown_tx.send(true);
+            }
+            // The agent stopped on its own: nobody waits any more.
+            _ = shutdown_tx.closed() => {}
+        }
+    });
     let joined = match crate::join::load(&opts.data_dir)? {
         Some(j) => {
             info!(node.id = %j.state.node_id, "restarting agent from its data dir");
             j
         }
         None => {
-            let j = crate::join::join(&opts.data_dir, &opts.token, &opts.manager, &opts.hostname)
-                .await?;
+            let join =
+                crate::join::join(&opts.data_dir, &opts.token, &opts.manager, &opts.hostname);
+            let j = tokio::select! {
+                j = join => j?,
+                // Stopped before it joined: nothing to run.
+                Ok(()) = async { shutdown_rx.wait_for(|s| *s).await.map(|_| ()) } => return Ok(()),
+            };
             info!(node.id = %j.state.node_id, manager = %opts.manager, "joined the cluster");
             println!(
                 "This node joined the cluster as a worker ({}).",
@@ -166,12 +186,6 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
             opts.manager_port,
         ),
     );
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    tokio::spawn(async move {
-        shutdown_signal().await;
-        info!("shutting down (containers keep running under their shims)");
-        let _ = shutdown_tx.send(true);
-    });
     tokio::spawn(certs.clone().run(shutdown_rx.clone()));
     let result = crate::session::run(
         joined,
@@ -194,5 +208,3 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
     result?;
     Ok(())
 }
-
-use shoal_proto::host::shutdown_signal;

@@ -178,20 +178,23 @@ async fn run(command: Command, env_token: Option<String>) -> anyhow::Result<()> 
                     "a worker join token is required to join: --token-file PATH (its first line) or the {JOIN_TOKEN_ENV} environment variable (get it with `shoalctl cluster join-token worker -q`)"
                 ),
             };
-            agent::run(AgentOptions {
-                data_dir,
-                token,
-                manager,
-                labels: labels.into_iter().collect::<HashMap<_, _>>(),
-                hostname: hostname.unwrap_or_else(agent::hostname),
-                allow_unconfined,
-                init_path,
-                insecure_registries,
-                advertise_addr,
-                bridge_subnet,
-                manager_port,
-                wg_port: (!no_wg).then_some(wg_port),
-            })
+            agent::run(
+                AgentOptions {
+                    data_dir,
+                    token,
+                    manager,
+                    labels: labels.into_iter().collect::<HashMap<_, _>>(),
+                    hostname: hostname.unwrap_or_else(agent::hostname),
+                    allow_unconfined,
+                    init_path,
+                    insecure_registries,
+                    advertise_addr,
+                    bridge_subnet,
+                    manager_port,
+                    wg_port: (!no_wg).then_some(wg_port),
+                },
+                shoal_proto::host::shutdown_signal(),
+            )
             .await
             .context("agent")
         }

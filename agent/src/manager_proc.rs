@@ -13,13 +13,13 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use shoal_proto::manager_dir;
 use shoal_proto::secure_file::JOIN_TOKEN_ENV;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-/// Exit status of `shoal-manager` removed from the Raft group (`shoal_manager::manager::EXIT_REMOVED`;
-/// the agent does not depend on the manager crate): such a manager is not started again.
-const EXIT_REMOVED: i32 = 3;
+/// Exit status of `shoal-manager` removed from the Raft group: such a manager is not started again.
+const EXIT_REMOVED: i32 = manager_dir::EXIT_REMOVED as i32;
 
 /// Default port of a promoted manager (`--manager-port`).
 pub const DEFAULT_MANAGER_PORT: u16 = 4242;
@@ -295,7 +295,7 @@ enum Restart {
 
 fn start(s: &ManagerSettings, restart: &Restart) -> Result<Watched, String> {
     match restart {
-        Restart::Run if s.dir().join("manager.json").exists() => spawn(s, &run_args(s), None),
+        Restart::Run if manager_dir::is_member(&s.dir()) => spawn(s, &run_args(s), None),
         // The join did not finish: start it again from an empty dir.
         Restart::Run => Err("the manager's data dir holds no manager state".into()),
         Restart::Join {
@@ -303,7 +303,7 @@ fn start(s: &ManagerSettings, restart: &Restart) -> Result<Watched, String> {
             token,
             managers,
         } => {
-            if s.dir().join("manager.json").exists() {
+            if manager_dir::is_member(&s.dir()) {
                 return spawn(s, &run_args(s), None);
             }
             wipe(s);
@@ -322,7 +322,7 @@ fn initial(s: &ManagerSettings) -> State {
             restart: Restart::Run,
         };
     }
-    if s.dir().join("manager.json").exists() {
+    if manager_dir::is_member(&s.dir()) {
         info!(dir = %s.dir().display(), "starting this host's manager again");
         return match start(s, &Restart::Run) {
             Ok(proc) => State::Running {
@@ -389,7 +389,7 @@ async fn actor(s: ManagerSettings, mut rx: mpsc::UnboundedReceiver<Cmd>) {
                         } else {
                             warn!(?code, "this host's manager exited: starting it again in 1 s");
                             // A member runs again from its data dir; a join that got that far too.
-                            let restart = if s.dir().join("manager.json").exists() { Restart::Run } else { restart };
+                            let restart = if manager_dir::is_member(&s.dir()) { Restart::Run } else { restart };
                             State::Backoff { at: tokio::time::Instant::now() + Duration::from_secs(1), restart, delay: Duration::from_secs(1) }
                         }
                     }
@@ -415,7 +415,7 @@ async fn actor(s: ManagerSettings, mut rx: mpsc::UnboundedReceiver<Cmd>) {
                         let next = (delay * 2).min(Duration::from_secs(30));
                         match start(&s, &restart) {
                             Ok(proc) => State::Running { proc, restart },
-                            Err(e) if matches!(restart, Restart::Run) && !s.dir().join("manager.json").exists() => {
+                            Err(e) if matches!(restart, Restart::Run) && !manager_dir::is_member(&s.dir()) => {
                                 warn!(error = %e, "giving up on this host's manager");
                                 wipe(&s);
                                 State::Idle

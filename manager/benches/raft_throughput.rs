@@ -11,7 +11,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Result};
-use shoal_manager::cluster::{Dialer, GrpcTransport, PeerBook, RaftService, MAX_RAFT_MESSAGE};
+use shoal_manager::membership::RaftService;
+use shoal_manager::raft::{Dialer, GrpcTransport, PeerBook, MAX_RAFT_MESSAGE};
 use shoal_manager::raft::{RaftConfig, RaftNode};
 use shoal_manager::store::Store;
 use shoal_proto::pki::{self, CertRole};

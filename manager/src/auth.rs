@@ -24,6 +24,19 @@ pub enum Caller {
     },
 }
 
+/// A tonic request view of an HTTP-level request, carrying its TLS peer certificates (tonic
+/// keeps them in the request extensions), for the checks of this module in a tower layer.
+pub fn probe_of<B>(req: &http::Request<B>) -> Request<()> {
+    let mut probe = Request::new(());
+    if let Some(certs) = req
+        .extensions()
+        .get::<tonic::transport::server::TlsConnectInfo<tonic::transport::server::TcpConnectInfo>>()
+    {
+        probe.extensions_mut().insert(certs.clone());
+    }
+    probe
+}
+
 /// The SHA-256 fingerprint of the peer's leaf certificate, if it presented one.
 pub fn peer_fingerprint<T>(req: &Request<T>) -> Option<String> {
     let certs = req.peer_certs()?;

@@ -151,8 +151,7 @@ impl Ca for CaService {
             .propose(vec![StoreAction {
                 action: Some(Action::PutNode(node)),
             }])
-            .await
-            .map_err(crate::error::to_status)?;
+            .await?;
         info!(node.id = %node_id, %hostname, "node joined as worker");
         Ok(Response::new(IssueCertificateResponse {
             node_id,

@@ -1,6 +1,7 @@
-//! The one place store errors become gRPC statuses.
+//! The one place store errors become gRPC statuses, and a forwarded call's status becomes a
+//! store error again: every handler returns `StoreError`s with `?` (or `Status::from`).
 
-use tonic::Status;
+use tonic::{Code, Status};
 
 use crate::store::{Kind, StoreError};
 
@@ -8,9 +9,10 @@ use crate::store::{Kind, StoreError};
 /// follower that forwarded the write gets [`StoreError::OutOfSequence`] back and can retry.
 const OUT_OF_SEQUENCE_KEY: &str = "shoal-out-of-sequence";
 
-/// Maps a store error to the status a client sees.
-pub fn to_status(e: StoreError) -> Status {
-    match e {
+/// A store error as the status a client sees.
+impl From<StoreError> for Status {
+    fn from(e: StoreError) -> Status {
+        match e {
         StoreError::Conflict(msg) => Status::already_exists(msg),
         e @ StoreError::OutOfSequence { .. } => {
             let mut status = Status::aborted(e.to_string());
@@ -40,17 +42,27 @@ pub fn to_status(e: StoreError) -> Status {
         ),
         other => Status::internal(other.to_string()),
     }
+    }
 }
 
-impl From<StoreError> for Status {
-    fn from(e: StoreError) -> Status {
-        to_status(e)
+/// A forwarded call's error, back in store terms (the inverse of `From<StoreError> for Status`
+/// for what a leader answers).
+pub fn from_status(s: Status) -> StoreError {
+    if let Some(e) = out_of_sequence(&s) {
+        return e;
+    }
+    match s.code() {
+        Code::AlreadyExists => StoreError::Conflict(s.message().to_string()),
+        Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown => {
+            StoreError::NoQuorum
+        }
+        _ => StoreError::Conflict(s.message().to_string()),
     }
 }
 
 /// The out-of-sequence refusal a forwarded write's status carries, if it is one.
 pub fn out_of_sequence(s: &Status) -> Option<StoreError> {
-    if s.code() != tonic::Code::Aborted {
+    if s.code() != Code::Aborted {
         return None;
     }
     let fields = s.metadata().get(OUT_OF_SEQUENCE_KEY)?.to_str().ok()?;
@@ -86,7 +98,7 @@ mod tests {
             expected: 4,
             found: 9,
         };
-        let status = to_status(e);
+        let status = Status::from(e);
         assert_eq!(status.code(), tonic::Code::Aborted);
         assert!(status.message().starts_with("update out of sequence"));
         match out_of_sequence(&status) {

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use shoal_manager::manager::{self, ManagerOptions};
+use shoal_proto::host::shutdown_signal;
 use shoal_proto::secure_file::{TokenSource, JOIN_TOKEN_ENV, TOKEN_ON_COMMAND_LINE_WARNING};
 
 /// A Shoal manager: keeps the cluster state in Raft, schedules services, serves shoalctl.
@@ -158,7 +159,7 @@ fn join_token(
             }
             Ok(token)
         }
-        None if data_dir.join("manager.json").exists() => Ok(String::new()),
+        None if shoal_proto::manager_dir::is_member(data_dir) => Ok(String::new()),
         None => anyhow::bail!(
             "a manager join token is required to join: --token-file PATH (its first line) or the {JOIN_TOKEN_ENV} environment variable (get it with `shoalctl cluster join-token manager -q`)"
         ),
@@ -170,7 +171,7 @@ async fn run(command: Command, env_token: Option<String>) -> anyhow::Result<()> 
         Command::Run {
             data_dir,
             snapshot_interval,
-        } => manager::restart(data_dir, snapshot_interval)
+        } => manager::restart(data_dir, snapshot_interval, shutdown_signal())
             .await
             .context("manager"),
         Command::Init {
@@ -188,15 +189,18 @@ async fn run(command: Command, env_token: Option<String>) -> anyhow::Result<()> 
                 Some(a) => Some(a),
                 None => Some(format!("{}:{}", guess_address(), listen_addr.port())),
             };
-            manager::init(ManagerOptions {
-                data_dir,
-                listen_addr,
-                advertise_addr,
-                heartbeat_period,
-                snapshot_interval,
-                force_new_cluster,
-                cert_expiry,
-            })
+            manager::init(
+                ManagerOptions {
+                    data_dir,
+                    listen_addr,
+                    advertise_addr,
+                    heartbeat_period,
+                    snapshot_interval,
+                    force_new_cluster,
+                    cert_expiry,
+                },
+                shutdown_signal(),
+            )
             .await
             .context("manager")
         }
@@ -249,6 +253,7 @@ async fn run(command: Command, env_token: Option<String>) -> anyhow::Result<()> 
                     remotes: managers,
                     as_node,
                 },
+                shutdown_signal(),
             )
             .await
             .context("manager")

@@ -63,3 +63,28 @@ pub fn tls_incoming(
     });
     ReceiverStream::new(rx)
 }
+
+/// The shutdown signal a manager runs with, as a watch every part of it can wait on: true once
+/// `shutdown` completed (SIGINT/SIGTERM in the binary, whatever a test chooses in-process).
+pub fn shutdown_watch(
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> tokio::sync::watch::Receiver<bool> {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = shutdown => {
+                let _ = tx.send(true);
+            }
+            // Nobody waits for it any more: the manager stopped on its own.
+            _ = tx.closed() => {}
+        }
+    });
+    rx
+}
+
+/// Returns once `shutdown` turns true; never when its sender is gone without saying so.
+pub async fn stopped(shutdown: &mut tokio::sync::watch::Receiver<bool>) {
+    if shutdown.wait_for(|s| *s).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}

@@ -10,6 +10,7 @@ pub mod config;
 pub mod host;
 pub mod limits;
 pub mod live_tls;
+pub mod manager_dir;
 pub mod pki;
 pub mod seccomp;
 pub mod secure_file;

@@ -196,7 +196,7 @@ impl Dispatcher {
                 s.nodes()
                     // A manager-only node's health comes from Raft, not from an agent session
                     // (a promoted worker's agent is judged like any other).
-                    .filter(|n| crate::manager::runs_agent(n))
+                    .filter(|n| crate::node_record::runs_agent(n))
                     .filter(|n| {
                         n.status.as_ref().map(|st| st.state) == Some(NodeState::NodeReady as i32)
                     })

@@ -6,10 +6,15 @@
 //! runs the ready cycle: persist entries and hard state (flushed), send messages, apply committed
 //! entries to the [`Store`], and every `snapshot_interval` applied entries snapshot the store and
 //! drop the log before it.
+//!
+//! Between managers: [`transport`] carries the messages (and checks who sends them), and
+//! [`forward`] takes a follower's writes and leader-only calls to the leader.
 
+pub mod forward;
 mod logger;
 mod node;
 mod storage;
+pub mod transport;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -26,7 +31,9 @@ use tokio::task::JoinHandle;
 
 use crate::store::{Proposer, Store, StoreError};
 
+pub use forward::{ClusterProposer, Dialer};
 pub use storage::RaftStorage;
+pub use transport::{GrpcTransport, PeerBook, RaftGate, MAX_RAFT_MESSAGE};
 
 /// Default number of applied entries between two snapshots.
 pub const DEFAULT_SNAPSHOT_INTERVAL: u64 = 10_000;
