@@ -67,6 +67,18 @@ fn plan_actions(plan: Plan, out: &mut Vec<StoreAction>) {
                 debug!(task.id = %id, "task removed");
                 Action::RemoveTask(id)
             }
+            orchestrator::Action::PutService(svc) => {
+                let st = svc.update_status.clone().unwrap_or_default();
+                info!(
+                    service.id = %svc.id,
+                    service.name = %svc.spec.as_ref().map(|s| s.name.as_str()).unwrap_or(""),
+                    spec_version = svc.spec_version,
+                    state = ?st.state(),
+                    message = %st.message,
+                    "service update status"
+                );
+                Action::UpdateService(*svc)
+            }
         };
         out.push(StoreAction {
             action: Some(action),
@@ -74,23 +86,39 @@ fn plan_actions(plan: Plan, out: &mut Vec<StoreAction>) {
     }
 }
 
-/// Reconciles every service into tasks until shutdown.
+/// Reconciles every service into tasks, and rolls out its spec changes (the updater), until
+/// shutdown.
 pub async fn run_orchestrator(store: Store, mut shutdown: watch::Receiver<bool>) {
     let mut events = store.watch();
     let mut wake_at: Option<i64> = None;
+    let mut memory = orchestrator::update::Memory::default();
     loop {
         let now = shoal_proto::now_ns();
         let mut actions = Vec::new();
+        // A service write is a compare-and-set: it goes with its service's task decisions in a
+        // write of their own, so a lost race drops only that service's round.
+        let mut own_writes: Vec<Vec<StoreAction>> = Vec::new();
         let mut next_wake: Option<i64> = None;
         store.read(|s| {
+            memory.observe(s.tasks(), now);
             let nodes: Vec<&Node> = s.nodes().collect();
             for svc in s.services() {
                 let tasks: Vec<&Task> = s.tasks_of_service(&svc.id).collect();
-                let plan = orchestrator::reconcile_service(svc, &tasks, &nodes, now);
+                let plan = orchestrator::plan_service(svc, &tasks, &nodes, now, &memory);
                 if let Some(w) = plan.wake_at_ns {
                     next_wake = Some(next_wake.map_or(w, |n: i64| n.min(w)));
                 }
-                plan_actions(plan, &mut actions);
+                if plan
+                    .actions
+                    .iter()
+                    .any(|a| matches!(a, orchestrator::Action::PutService(_)))
+                {
+                    let mut own = Vec::new();
+                    plan_actions(plan, &mut own);
+                    own_writes.push(own);
+                } else {
+                    plan_actions(plan, &mut actions);
+                }
             }
             // Tasks whose service is gone.
             let mut orphans: std::collections::BTreeMap<&str, Vec<&Task>> = Default::default();
@@ -106,6 +134,9 @@ pub async fn run_orchestrator(store: Store, mut shutdown: watch::Receiver<bool>)
         wake_at = next_wake.or(wake_at.filter(|w| *w > now));
         if !actions.is_empty() {
             write(&store, actions, "orchestrator").await;
+        }
+        for own in own_writes {
+            write(&store, own, "updater").await;
         }
         if !next_round(&mut events, &mut shutdown, wake_at).await {
             return;

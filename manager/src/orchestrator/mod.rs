@@ -6,6 +6,7 @@
 //! *current* task) plus a short history of ended tasks; a restart is a new task in the same slot.
 
 pub mod restart;
+pub mod update;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -16,6 +17,7 @@ use shoal_proto::v1::{
 
 use crate::scheduler::constraint;
 use restart::Restart;
+use update::Memory;
 
 /// How many ended tasks a slot keeps for `service ps` before the oldest are removed.
 pub const TASK_HISTORY_LIMIT: usize = 5;
@@ -24,6 +26,10 @@ pub const TASK_HISTORY_LIMIT: usize = 5;
 /// RUNNING elsewhere (pulling an image included); past this it is stopped anyway, since a drain
 /// must end.
 pub const DRAIN_HOLD_NS: i64 = 60_000_000_000;
+
+/// How long a slot's replacement waits for its old task to stop (stop-first): swarm's
+/// `defaultOldTaskTimeout`. Past it, or as soon as the old task's node is down, it starts anyway.
+pub const OLD_TASK_TIMEOUT_NS: i64 = 60_000_000_000;
 
 /// One change the orchestrator wants written to the store.
 // `CreateTask(Task)` is the agreed interface (INTERFACES.md); plans are short-lived, so the size
@@ -42,6 +48,9 @@ pub enum Action {
     },
     /// Delete an ended task from the store.
     RemoveTask(String),
+    /// Write the service (its update status, or its spec for an automatic rollback); a
+    /// whole-object put carrying the version it was read at.
+    PutService(Box<Service>),
 }
 
 /// What to do for a service now, and when to look again.
@@ -121,6 +130,34 @@ struct SlotGoal<'a> {
     restart: &'a RestartPolicy,
     /// The task was made from an older spec of the service (see [`is_outdated`]).
     outdated: &'a dyn Fn(&Task) -> bool,
+    /// When the orchestrator first saw this task asked to stop while it still ran.
+    stop_seen: &'a dyn Fn(&Task) -> i64,
+}
+
+/// Whether `old`, a task of an older spec, keeps running because `replacement` (made from the
+/// current spec) is not RUNNING yet: the updater's start-first order. It ends when the
+/// replacement runs (or when a rollback makes `old` current again); a replacement that fails is
+/// restarted by the restart policy while `old` keeps serving.
+fn start_first_hold(old: &Task, replacement: &Task, goal: &SlotGoal) -> bool {
+    goal.wanted
+        && (goal.outdated)(old)
+        && !(goal.outdated)(replacement)
+        && !(goal.lost)(old)
+        && !old.observed_state().is_terminal()
+        && replacement.observed_state() != TaskState::TaskRunning
+}
+
+/// When a slot without a task meant to run may get its new one: a task of the slot still
+/// stopping (stop-first) is waited for, until it stops, its node is lost, or
+/// [`OLD_TASK_TIMEOUT_NS`] after its stop was seen. `None`: now.
+fn stop_first_wait(tasks: &[&Task], goal: &SlotGoal, now_ns: i64) -> Option<i64> {
+    tasks
+        .iter()
+        .filter(|t| t.desired_state() >= TaskState::TaskShutdown)
+        .filter(|t| !t.observed_state().is_terminal() && !(goal.lost)(t))
+        .map(|t| (goal.stop_seen)(t).saturating_add(OLD_TASK_TIMEOUT_NS))
+        .filter(|until| now_ns < *until)
+        .max()
 }
 
 /// Whether `old`, a task of a drained node, keeps running for now because `replacement`, the
@@ -164,12 +201,19 @@ fn reconcile_slot(
         .filter(|t| t.desired_state() <= TaskState::TaskRunning)
         .copied()
         .collect::<Vec<_>>();
-    let current = runnable.pop();
-    // Two tasks meant to run in one slot: keep the newest, unless an older one is a drained
-    // node's task waiting for the newest (its replacement) to run.
+    // The slot's current task: the newest made from the current spec, else the newest.
+    let pick = runnable
+        .iter()
+        .rposition(|t| !(goal.outdated)(t))
+        .or(runnable.len().checked_sub(1));
+    let current = pick.map(|i| runnable.remove(i));
+    // Two tasks meant to run in one slot: keep the current one, unless an older one is a
+    // drained node's task, or an old-spec task of a start-first update, waiting for the
+    // current one (its replacement) to run.
     for t in runnable {
         match current.and_then(|c| hold_for_replacement(t, c, goal, now_ns)) {
             Some(until) => plan.wake_at(until),
+            None if current.is_some_and(|c| start_first_hold(t, c, goal)) => {}
             None => plan.shut_down(t),
         }
     }
@@ -179,7 +223,10 @@ fn reconcile_slot(
                 plan.shut_down(t);
             }
         }
-        None => plan.create.push(new_task()),
+        None => match stop_first_wait(tasks, goal, now_ns) {
+            Some(until) => plan.wake_at(until),
+            None => plan.create.push(new_task()),
+        },
         Some(t) if t.observed_state().is_terminal() => {
             match restart::decide(goal.restart, t, tasks, now_ns) {
                 Restart::Now => {
@@ -198,12 +245,7 @@ fn reconcile_slot(
             }
             plan.create.push(new_task());
         }
-        Some(t) if (goal.outdated)(t) => {
-            // The service changed under its task: replace it (stopped and recreated at once;
-            // there is no rolling update yet).
-            plan.shut_down(t);
-            plan.create.push(new_task());
-        }
+        // A task of an older spec is the updater's to replace, at its pace (update.rs).
         Some(_) => {}
     }
     // History: ended tasks no longer meant to run, including those shut down just now.
@@ -223,7 +265,7 @@ fn reconcile_slot(
 }
 
 /// Makes a new task for `service` (NEW: the allocator gives it its addresses, then it is pending) in `slot` (global: bound to `node_id`).
-fn new_task(service: &Service, slot: u64, node_id: &str, now_ns: i64) -> Task {
+pub(crate) fn new_task(service: &Service, slot: u64, node_id: &str, now_ns: i64) -> Task {
     Task {
         id: shoal_proto::new_id(),
         meta: Some(Meta {
@@ -313,8 +355,21 @@ fn node_availability(node: &Node) -> NodeAvailability {
         .map_or(NodeAvailability::AvailabilityActive, |s| s.availability())
 }
 
-/// Reconciles a service (replicated or global) with its tasks and the cluster's nodes.
+/// Reconciles a service (replicated or global) with its tasks and the cluster's nodes, with
+/// nothing remembered from earlier rounds (see [`reconcile_with`]).
 pub fn reconcile_service(service: &Service, tasks: &[&Task], nodes: &[&Node], now_ns: i64) -> Plan {
+    reconcile_with(service, tasks, nodes, now_ns, &Memory::default())
+}
+
+/// Reconciles a service (replicated or global) with its tasks and the cluster's nodes: scale,
+/// restarts, lost nodes. Tasks of an older spec are left to the updater ([`plan_service`]).
+pub fn reconcile_with(
+    service: &Service,
+    tasks: &[&Task],
+    nodes: &[&Node],
+    now_ns: i64,
+    memory: &Memory,
+) -> Plan {
     let Some(spec) = service.spec.as_ref() else {
         // A service without a spec is not something to act on.
         return Plan::default();
@@ -325,6 +380,7 @@ pub fn reconcile_service(service: &Service, tasks: &[&Task], nodes: &[&Node], no
         .and_then(|t| t.restart)
         .unwrap_or_default();
     let outdated = |t: &Task| is_outdated(service, t);
+    let stop_seen = |t: &Task| memory.stop_seen(&t.id).unwrap_or(now_ns);
     let mut plan = Builder::default();
     match spec.mode() {
         ServiceMode::ModeReplicated => {
@@ -355,6 +411,7 @@ pub fn reconcile_service(service: &Service, tasks: &[&Task], nodes: &[&Node], no
                     draining: &draining,
                     restart: &restart_policy,
                     outdated: &outdated,
+                    stop_seen: &stop_seen,
                 };
                 let make = || new_task(service, slot, "", now_ns);
                 reconcile_slot(&mut slot_tasks, &goal, now_ns, &mut plan, &make);
@@ -393,6 +450,7 @@ pub fn reconcile_service(service: &Service, tasks: &[&Task], nodes: &[&Node], no
                     draining: &never_lost,
                     restart: &restart_policy,
                     outdated: &outdated,
+                    stop_seen: &stop_seen,
                 };
                 let make = || new_task(service, 0, node_id, now_ns);
                 reconcile_slot(&mut node_tasks, &goal, now_ns, &mut plan, &make);
@@ -400,6 +458,37 @@ pub fn reconcile_service(service: &Service, tasks: &[&Task], nodes: &[&Node], no
         }
     }
     plan.finish()
+}
+
+/// Everything to do for a service now: reconciliation first, then the rolling update of the
+/// slots reconciliation left alone (the one place the two are coordinated).
+pub fn plan_service(
+    service: &Service,
+    tasks: &[&Task],
+    nodes: &[&Node],
+    now_ns: i64,
+    memory: &Memory,
+) -> Plan {
+    let mut plan = reconcile_with(service, tasks, nodes, now_ns, memory);
+    let touched: BTreeSet<update::SlotKey> = plan
+        .actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::CreateTask(t) => Some(update::slot_key(t)),
+            Action::SetDesired { task_id, .. } => tasks
+                .iter()
+                .find(|t| &t.id == task_id)
+                .map(|t| update::slot_key(t)),
+            _ => None,
+        })
+        .collect();
+    let more = update::plan_update(service, tasks, now_ns, memory, &touched);
+    plan.actions.extend(more.actions);
+    plan.wake_at_ns = match (plan.wake_at_ns, more.wake_at_ns) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    plan
 }
 
 /// Winds down the tasks of a service that no longer exists: tasks still meant to run are shut
