@@ -3,6 +3,7 @@
 
 pub mod linearized;
 pub mod network;
+pub mod service;
 
 pub use linearized::Linearized;
 
@@ -183,6 +184,7 @@ impl Control for ControlApi {
             .ok_or_else(|| Status::invalid_argument("spec: missing"))?;
         let mut spec = spec;
         validate_service(&spec).map_err(invalid)?;
+        service::check_update_configs(&spec)?;
         self.store.read(|s| {
             resolve_networks(s, &mut spec)?;
             check_endpoint(s, &mut spec, None)
@@ -271,53 +273,75 @@ impl Control for ControlApi {
     ) -> Result<Response<UpdateServiceResponse>, Status> {
         require_admin(&self.store, &request)?;
         let req = request.into_inner();
-        let spec = req
-            .spec
-            .ok_or_else(|| Status::invalid_argument("spec: missing"))?;
-        validate_service(&spec).map_err(invalid)?;
-        // shoalctl sends no version: the spec applies to the service as it is now, read again if
-        // another write (the allocator's endpoint, a scale) lands between this read and the put.
-        let (service, old_name) = self
+        let rollback = match req.rollback.as_str() {
+            "" => false,
+            "previous" => true,
+            other => {
+                return Err(Status::invalid_argument(format!(
+                    "rollback: {other:?} is not a rollback target; only \"previous\" is"
+                )))
+            }
+        };
+        // A rollback ignores the spec sent with it (docker sends the current one).
+        let spec = if rollback {
+            None
+        } else {
+            let spec = req
+                .spec
+                .ok_or_else(|| Status::invalid_argument("spec: missing"))?;
+            validate_service(&spec).map_err(invalid)?;
+            service::check_update_configs(&spec)?;
+            Some(spec)
+        };
+        // Without a version (0) the spec applies to the service as it is now, read again if
+        // another write (the allocator's endpoint, a scale, the updater's status) lands between
+        // this read and the put; with one, a change since is refused ("out of sequence").
+        let (svc, name) = self
             .store
             .propose_fresh(|s| {
-                let mut spec = spec.clone();
                 let mut service = find_service(s, &req.name_or_id)?;
-                resolve_networks(s, &mut spec)?;
-                check_endpoint(s, &mut spec, Some(&service.id))?;
-                let old_name = service
+                service::check_version(&service, req.version)?;
+                let name = service
                     .spec
                     .as_ref()
                     .map(|s| s.name.clone())
                     .unwrap_or_default();
-                if spec.name != old_name {
-                    return Err(Status::invalid_argument(
-                        "--name: a service cannot be renamed",
-                    ));
-                }
-                // A change that outdates the tasks is a new version (shoalctl waits for tasks of
-                // it); others keep the running tasks, and the allocator follows the spec whatever
-                // the version.
-                if service
-                    .spec
-                    .as_ref()
-                    .is_none_or(|old| crate::orchestrator::needs_new_tasks(old, &spec))
-                {
-                    service.spec_version += 1;
-                }
-                service.spec = Some(spec);
-                if let Some(m) = service.meta.as_mut() {
-                    m.updated_at = shoal_proto::now_ns();
+                let tasks: Vec<&Task> = s.tasks_of_service(&service.id).collect();
+                let now = shoal_proto::now_ns();
+                match &spec {
+                    None => service::apply_rollback(&mut service, &tasks, now)?,
+                    Some(spec) => {
+                        let mut spec = spec.clone();
+                        resolve_networks(s, &mut spec)?;
+                        check_endpoint(s, &mut spec, Some(&service.id))?;
+                        if spec.name != name {
+                            return Err(Status::invalid_argument(
+                                "--name: a service cannot be renamed",
+                            ));
+                        }
+                        service::apply_update(&mut service, spec, &tasks, now);
+                    }
                 }
                 Ok((
                     vec![store_action(Action::UpdateService(service.clone()))],
-                    (service, old_name),
+                    (service, name),
                 ))
             })
-            .await?;
-        info!(service.id = %service.id, service.name = %old_name, "service updated");
-        Ok(Response::new(UpdateServiceResponse {
-            service: Some(service),
-        }))
+            .await
+            .map_err(|e: Status| {
+                // The store's compare-and-set refused a versioned update: the same answer.
+                if req.version != 0 && e.message().contains("out of sequence") {
+                    Status::failed_precondition(service::OUT_OF_SEQUENCE)
+                } else {
+                    e
+                }
+            })?;
+        if rollback {
+            info!(service.id = %svc.id, service.name = %name, spec_version = svc.spec_version, "service rollback requested");
+        } else {
+            info!(service.id = %svc.id, service.name = %name, spec_version = svc.spec_version, previous_spec_version = svc.previous_spec_version, "service updated");
+        }
+        Ok(Response::new(UpdateServiceResponse { service: Some(svc) }))
     }
 
     async fn scale_service(

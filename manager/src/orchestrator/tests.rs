@@ -1,5 +1,7 @@
 use super::*;
-use shoal_proto::v1::{NodeSpec, NodeStatus, Placement, RestartCondition, ServiceSpec, TaskSpec};
+use shoal_proto::v1::{
+    NodeSpec, NodeStatus, Placement, RestartCondition, ServiceSpec, TaskSpec, UpdateConfig,
+};
 
 const S: i64 = 1_000_000_000;
 const NOW: i64 = 1_000 * S;
@@ -126,6 +128,33 @@ fn describe(plan: &Plan) -> Vec<String> {
             Action::CreateTask(t) if t.node_id.is_empty() => format!("create slot {}", t.slot),
             Action::CreateTask(t) => format!("create on {}", t.node_id),
             Action::RemoveTask(id) => format!("remove {id}"),
+            Action::PutService(s) => {
+                let st = s.update_status.clone().unwrap_or_default();
+                format!("status {} {}", st.state().as_str_name(), st.message)
+            }
+        })
+        .collect()
+}
+
+/// Reconciles and updates (no memory); fixture tasks without a spec are taken as made from the
+/// service's current spec.
+fn plan_all(s: &Service, tasks: &[Task], nodes: &[Node], now: i64) -> Plan {
+    let tasks = with_specs(s, tasks);
+    let tasks: Vec<&Task> = tasks.iter().collect();
+    let nodes: Vec<&Node> = nodes.iter().collect();
+    plan_service(s, &tasks, &nodes, now, &update::Memory::default())
+}
+
+fn with_specs(s: &Service, tasks: &[Task]) -> Vec<Task> {
+    let current = s.spec.as_ref().and_then(|sp| sp.task.clone());
+    tasks
+        .iter()
+        .cloned()
+        .map(|mut t| {
+            if t.spec.is_none() {
+                t.spec = current.clone();
+            }
+            t
         })
         .collect()
 }
@@ -670,6 +699,13 @@ fn made_from(mut t: Task, s: &Service) -> Task {
     t
 }
 
+/// An update of both slots starting, all at once, stop-first.
+const DIRTY: [&str; 3] = [
+    "status UPDATING update in progress",
+    "shutdown a",
+    "shutdown b",
+];
+
 #[test]
 fn spec_changes_replace_tasks_and_port_changes_only_when_tasks_see_them() {
     use TaskState::*;
@@ -680,32 +716,33 @@ fn spec_changes_replace_tasks_and_port_changes_only_when_tasks_see_them() {
     #[rustfmt::skip]
     let cases: Vec<(Service, Service, TaskState, Vec<&str>)> = vec![
         (old.clone(), old.clone(), TaskRunning, vec![]),
-        // A new image: every task is replaced, stopped and recreated at once.
-        (with_image(replicated(2), "busybox:2"), old.clone(), TaskRunning,
-            vec!["shutdown a", "shutdown b", "create slot 1", "create slot 2"]),
-        (with_image(replicated(2), "busybox:2"), old.clone(), TaskNew,
-            vec!["shutdown a", "shutdown b", "create slot 1", "create slot 2"]),
+        // A new image: every task is replaced (all at once here, stop-first: the new tasks
+        // come once the old ones stopped).
+        (with_image(replicated(2), "busybox:2"), old.clone(), TaskRunning, DIRTY.to_vec()),
+        (with_image(replicated(2), "busybox:2"), old.clone(), TaskNew, DIRTY.to_vec()),
         // Another published port number: the routing mesh follows, tasks stay.
         (ported(&[(80, 8081, "")]), ported(&[(80, 8080, "")]), TaskRunning, vec![]),
         (ported(&[(80, 8080, ""), (81, 0, "ingress")]), ported(&[(80, 8080, "")]), TaskRunning, vec![]),
         // The first ingress port: tasks must join ingress.
-        (ported(&[(80, 8080, "")]), old.clone(), TaskRunning,
-            vec!["shutdown a", "shutdown b", "create slot 1", "create slot 2"]),
+        (ported(&[(80, 8080, "")]), old.clone(), TaskRunning, DIRTY.to_vec()),
         // The last ingress port gone: tasks leave ingress.
-        (ported(&[(80, 8080, "host")]), ported(&[(80, 8080, "")]), TaskRunning,
-            vec!["shutdown a", "shutdown b", "create slot 1", "create slot 2"]),
+        (ported(&[(80, 8080, "host")]), ported(&[(80, 8080, "")]), TaskRunning, DIRTY.to_vec()),
         // A host-mode port changed: the node publishes it per task.
-        (ported(&[(80, 9090, "host")]), ported(&[(80, 8080, "host")]), TaskRunning,
-            vec!["shutdown a", "shutdown b", "create slot 1", "create slot 2"]),
+        (ported(&[(80, 9090, "host")]), ported(&[(80, 8080, "host")]), TaskRunning, DIRTY.to_vec()),
         // Not allocated yet: the allocator gives it the current endpoint.
         (ported(&[(80, 8080, "")]), old.clone(), TaskNew, vec![]),
     ];
-    for (i, (now, from, state, want)) in cases.into_iter().enumerate() {
+    for (i, (mut now, from, state, want)) in cases.into_iter().enumerate() {
+        if let Some(sp) = now.spec.as_mut() {
+            sp.update = Some(UpdateConfig::default()); // parallelism 0: all at once
+        }
         let tasks = [
             made_from(task("a", 1, "n1", state, 10), &from),
             made_from(task("b", 2, "n1", state, 10), &from),
         ];
-        let plan = reconcile(&now, &tasks, &nodes, NOW);
+        // Reconciliation alone leaves old-spec tasks to the updater.
+        assert!(reconcile(&now, &tasks, &nodes, NOW).is_empty(), "case {i}");
+        let plan = plan_all(&now, &tasks, &nodes, NOW);
         assert_eq!(describe(&plan), want, "case {i}");
         for a in &plan.actions {
             if let Action::CreateTask(t) = a {
@@ -726,8 +763,8 @@ fn global_tasks_are_replaced_on_their_node() {
         made_from(run("b", 0, "n2"), &now),
     ];
     assert_eq!(
-        describe(&reconcile(&now, &tasks, &nodes, NOW)),
-        ["shutdown a", "create on n1"]
+        describe(&plan_all(&now, &tasks, &nodes, NOW)),
+        ["status UPDATING update in progress", "shutdown a"]
     );
 }
 

@@ -293,18 +293,26 @@ impl State {
         let (Ok(next), current) = (TaskState::try_from(status.state), task.observed_state()) else {
             return; // an unknown state number cannot be ordered: ignore it
         };
-        // Forward moves only; a report in the same state may refresh its message/err
-        // (e.g. why a pending task cannot be placed) but never its timestamp alone.
+        // Forward moves only; a report in the same state may refresh its message/err (e.g.
+        // why a pending task cannot be placed) or its health (a healthcheck's progress), but
+        // never its timestamp: that stays the time of the state change (the updater's monitor
+        // window counts from the time a task reached RUNNING).
         let same_with_news = next == current
-            && task
-                .status
-                .as_ref()
-                .is_some_and(|s| s.message != status.message || s.err != status.err);
+            && task.status.as_ref().is_some_and(|s| {
+                s.message != status.message || s.err != status.err || s.health != status.health
+            });
         if !current.can_transition_to(next) && !same_with_news {
             return;
         }
+        let mut status = status.clone();
+        if next == current {
+            status.timestamp = task
+                .status
+                .as_ref()
+                .map_or(status.timestamp, |s| s.timestamp);
+        }
         let mut t = task.clone();
-        t.status = Some(status.clone());
+        t.status = Some(status);
         self.write(index, Object::Task(t), applied);
     }
 
