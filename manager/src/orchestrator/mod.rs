@@ -470,15 +470,13 @@ pub fn plan_service(
     memory: &Memory,
 ) -> Plan {
     let mut plan = reconcile_with(service, tasks, nodes, now_ns, memory);
+    // Slots getting a new task from reconciliation (restart, lost node, stop-first
+    // replacement): busy this round, whatever the updater would do with them.
     let touched: BTreeSet<update::SlotKey> = plan
         .actions
         .iter()
         .filter_map(|a| match a {
             Action::CreateTask(t) => Some(update::slot_key(t)),
-            Action::SetDesired { task_id, .. } => tasks
-                .iter()
-                .find(|t| &t.id == task_id)
-                .map(|t| update::slot_key(t)),
             _ => None,
         })
         .collect();

@@ -785,3 +785,5 @@ fn a_replacement_that_cannot_get_an_address_releases_the_drained_task() {
     );
     assert_eq!(describe(&plan), ["shutdown t"]);
 }
+
+mod updater;

@@ -123,7 +123,7 @@ impl Effective {
     /// Fills in swarm's defaults: an unset config is parallelism 1, pause, monitor 5 s,
     /// stop-first; a monitor of 0 is 5 s.
     pub fn of(config: Option<&UpdateConfig>) -> Effective {
-        let c = config.cloned().unwrap_or(UpdateConfig {
+        let c = config.copied().unwrap_or(UpdateConfig {
             parallelism: 1,
             ..Default::default()
         });
@@ -281,8 +281,8 @@ fn status(state: State, message: String, started_at: i64, completed_at: i64) -> 
     }
 }
 
-/// The updater's decisions for a service now. `touched` are the slots reconciliation acts on
-/// this round (scale, restart, lost node): left alone until the next round.
+/// The updater's decisions for a service now. `touched` are the slots reconciliation gives a
+/// new task this round (restart, lost node, stop-first replacement): busy, left alone.
 pub fn plan_update(
     service: &Service,
     tasks: &[&Task],
@@ -330,10 +330,14 @@ pub fn plan_update(
         {
             dispatched += 1;
         }
+        if touched.contains(key) {
+            busy += 1; // reconciliation gives it a new task this round
+            continue;
+        }
         match (current, mine) {
             // Stop-first: the old task is stopping; reconciliation starts the new one after.
             (None, _) if slot.stopping_old(service) => busy += 1,
-            (None, _) if !old_live.is_empty() && !touched.contains(key) => dirty.push((key, slot)),
+            (None, _) if !old_live.is_empty() => dirty.push((key, slot)),
             (None, _) => {}
             (Some(_), None) => {}
             (Some(t), Some(_)) if t.observed_state() == TaskState::TaskRunning => {
