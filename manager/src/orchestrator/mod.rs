@@ -148,13 +148,13 @@ fn start_first_hold(old: &Task, replacement: &Task, goal: &SlotGoal) -> bool {
 }
 
 /// When a slot without a task meant to run may get its new one: an old-spec task of the slot
-/// still stopping (a stop-first update) is waited for, until it stops, its node is lost, or
+/// still stopping on its node (a stop-first update) is waited for, until it stops, its node is lost, or
 /// [`OLD_TASK_TIMEOUT_NS`] after its stop was seen. `None`: now.
 fn stop_first_wait(tasks: &[&Task], goal: &SlotGoal, now_ns: i64) -> Option<i64> {
     tasks
         .iter()
         .filter(|t| t.desired_state() >= TaskState::TaskShutdown && (goal.outdated)(t))
-        .filter(|t| !t.observed_state().is_terminal() && !(goal.lost)(t))
+        .filter(|t| t.observed_state().is_active() && !(goal.lost)(t))
         .map(|t| (goal.stop_seen)(t).saturating_add(OLD_TASK_TIMEOUT_NS))
         .filter(|until| now_ns < *until)
         .max()

@@ -252,11 +252,12 @@ impl<'a> Slot<'a> {
             .copied()
     }
 
-    /// An old-spec task stopped for this slot's replacement that has not stopped yet.
+    /// An old-spec task stopped for this slot's replacement that has not stopped yet on its
+    /// node (one that never reached a node has nothing to wait for).
     fn stopping_old(&self, service: &Service) -> bool {
         self.tasks.iter().any(|t| {
             t.desired_state() >= TaskState::TaskShutdown
-                && !t.observed_state().is_terminal()
+                && t.observed_state().is_active()
                 && is_outdated(service, t)
         })
     }

@@ -519,3 +519,69 @@ fn meta_mut(obj: &mut Object) -> &mut Option<Meta> {
         Object::Network(o) => &mut o.meta,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use shoal_proto::v1::store_action::Action;
+    use shoal_proto::v1::{HealthStatus, Task, TaskState, TaskStatus, TaskStatusUpdate};
+
+    use crate::store::Store;
+    use crate::test_support::apply;
+
+    fn report(state: TaskState, at: i64, health: &str) -> Action {
+        Action::TaskStatus(TaskStatusUpdate {
+            task_id: "t".into(),
+            status: Some(TaskStatus {
+                state: state as i32,
+                timestamp: at,
+                message: "started".into(),
+                health: Some(HealthStatus {
+                    status: health.into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+        })
+    }
+
+    /// Health reports in the same state are kept (`service ps` shows them), but the timestamp
+    /// stays the time the task reached its state (the updater's monitor window counts from it).
+    #[test]
+    fn health_in_the_same_state_is_kept_with_the_state_timestamp() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open store");
+        let task = Task {
+            id: "t".into(),
+            status: Some(TaskStatus {
+                state: TaskState::TaskStarting as i32,
+                ..Default::default()
+            }),
+            desired_state: TaskState::TaskRunning as i32,
+            ..Default::default()
+        };
+        apply(&store, 1, vec![Action::CreateTask(task)]);
+        apply(
+            &store,
+            2,
+            vec![report(TaskState::TaskRunning, 10, "healthy")],
+        );
+        apply(
+            &store,
+            3,
+            vec![report(TaskState::TaskRunning, 20, "unhealthy")],
+        );
+        let st = store
+            .read(|s| s.task("t").and_then(|t| t.status.clone()))
+            .expect("task");
+        assert_eq!(st.timestamp, 10);
+        assert_eq!(st.health.map(|h| h.status).as_deref(), Some("unhealthy"));
+        // The same report again changes nothing.
+        apply(
+            &store,
+            4,
+            vec![report(TaskState::TaskRunning, 30, "unhealthy")],
+        );
+        let v = store.read(|s| s.task("t").and_then(|t| t.meta).map(|m| m.version));
+        assert_eq!(v, Some(3));
+    }
+}
