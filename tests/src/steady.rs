@@ -138,7 +138,7 @@ impl SteadyClient {
                     let index = w as u64 + k * n as u64;
                     let target = targets[(index % targets.len() as u64) as usize];
                     let sent = Instant::now();
-                    let answer = get_once(target, timeout);
+                    let answer = get(target, timeout);
                     let sample = Sample {
                         sent,
                         took: sent.elapsed(),
@@ -216,12 +216,25 @@ impl Drop for SteadyClient {
     }
 }
 
-/// One `GET /` on a new connection.
-fn get_once(target: SocketAddrV4, timeout: Duration) -> Answer {
+/// One `GET /` to `target` on a new connection, from the calling thread's network namespace.
+pub fn get(target: SocketAddrV4, timeout: Duration) -> Answer {
     match try_get(target, timeout) {
         Ok(a) => a,
         Err(e) => Answer::Failed(format!("{e:#}")),
     }
+}
+
+/// [`get`] from inside the network namespace at `netns` (on a short-lived thread that enters it).
+pub fn get_from(netns: &Path, target: SocketAddrV4, timeout: Duration) -> Result<Answer> {
+    let netns = netns.to_path_buf();
+    std::thread::spawn(move || -> Result<Answer> {
+        let ns = File::open(&netns).with_context(|| format!("opening {}", netns.display()))?;
+        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
+            .with_context(|| format!("entering {}", netns.display()))?;
+        Ok(get(target, timeout))
+    })
+    .join()
+    .map_err(|_| anyhow!("the GET thread panicked"))?
 }
 
 fn try_get(target: SocketAddrV4, timeout: Duration) -> Result<Answer> {
