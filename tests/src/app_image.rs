@@ -76,12 +76,31 @@ pub fn base_layer_path() -> PathBuf {
     cache_dir().join(format!("{}.tar", cache_key()))
 }
 
+/// The cached gzip of the base layer at `base` (what is pushed), beside it.
+fn gz_path(base: &Path) -> PathBuf {
+    let mut p = base.as_os_str().to_owned();
+    p.push(".gz");
+    PathBuf::from(p)
+}
+
+/// The cached diff id (`sha256:` of the uncompressed tar) of the base layer at `base`.
+fn diff_id_path(base: &Path) -> PathBuf {
+    let mut p = base.as_os_str().to_owned();
+    p.push(".diffid");
+    PathBuf::from(p)
+}
+
+/// Whether the cache holds everything for `base` (the gzip is renamed into place last).
+fn cached(base: &Path) -> bool {
+    base.is_file() && diff_id_path(base).is_file() && gz_path(base).is_file()
+}
+
 /// Makes sure the Debian base layer is in the cache, building it with mmdebstrap if needed (a
-/// minute, once per machine; concurrent callers wait for one build); returns its path. Fails
-/// with [`Unavailable`] when it cannot be built here.
+/// minute, once per machine; concurrent callers wait for one build); returns the path of its
+/// tar. Fails with [`Unavailable`] when it cannot be built here.
 pub fn prepare() -> Result<PathBuf> {
     let path = base_layer_path();
-    if path.is_file() {
+    if cached(&path) {
         return Ok(path);
     }
     let dir = cache_dir();
@@ -97,17 +116,35 @@ pub fn prepare() -> Result<PathBuf> {
     // Two test processes may both miss the cache: one builds, the other waits for it here.
     let _lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusive)
         .map_err(|(_, e)| anyhow!("locking {}: {e}", lock_path.display()))?;
-    if path.is_file() {
+    if cached(&path) {
         return Ok(path);
     }
-    let mmdebstrap = which("mmdebstrap").ok_or_else(|| {
-        Unavailable("mmdebstrap is not installed (apt-get install mmdebstrap)".into())
-    })?;
     let work = tempfile::Builder::new()
         .prefix(".build-")
         .tempdir_in(&dir)
         .context("creating a build directory in the image cache")?;
-    let raw = work.path().join("debian.tar");
+    if !path.is_file() {
+        build_base(work.path(), &path)?;
+    }
+    // Gzipped once here: the test binaries are unoptimised, and gzip of the Debian tree in
+    // every test would cost seconds each.
+    let layer =
+        Layer::from_tar(fs::read(&path).with_context(|| format!("reading {}", path.display()))?)?;
+    let tmp_id = work.path().join("diffid");
+    fs::write(&tmp_id, format!("{}\n", layer.diff_id)).context("writing the diff id")?;
+    fs::rename(&tmp_id, diff_id_path(&path)).context("caching the diff id")?;
+    let tmp_gz = work.path().join("base.tar.gz");
+    fs::write(&tmp_gz, &layer.gz).context("writing the gzipped layer")?;
+    fs::rename(&tmp_gz, gz_path(&path)).context("caching the gzipped layer")?;
+    Ok(path)
+}
+
+/// Runs mmdebstrap in `work` and leaves the filtered tree at `path`.
+fn build_base(work: &Path, path: &Path) -> Result<()> {
+    let mmdebstrap = which("mmdebstrap").ok_or_else(|| {
+        Unavailable("mmdebstrap is not installed (apt-get install mmdebstrap)".into())
+    })?;
+    let raw = work.join("debian.tar");
     let out = Command::new(&mmdebstrap)
         .arg("--variant=extract")
         .arg(format!("--include={}", PACKAGES.join(",")))
@@ -130,12 +167,39 @@ pub fn prepare() -> Result<PathBuf> {
         ))
         .into());
     }
-    let filtered = work.path().join("base.tar");
+    let filtered = work.join("base.tar");
     filter_tree(&raw, &filtered)?;
     // Renamed into place whole, so a reader never sees half a layer.
-    fs::rename(&filtered, &path)
+    fs::rename(&filtered, path)
         .with_context(|| format!("moving the base layer to {}", path.display()))?;
-    Ok(path)
+    Ok(())
+}
+
+/// The cached base layer at `base` as pushed: its gzip and diff id from the cache (prepared by
+/// [`prepare`]); `tar` is left empty (read the file at `base` for the tree itself).
+pub fn base_layer(base: &Path) -> Result<Layer> {
+    let gz = fs::read(gz_path(base)).with_context(|| {
+        format!(
+            "reading {} (run app_image::prepare first)",
+            gz_path(base).display()
+        )
+    })?;
+    let diff_id = fs::read_to_string(diff_id_path(base))
+        .with_context(|| format!("reading {}", diff_id_path(base).display()))?
+        .trim()
+        .to_string();
+    if !diff_id.starts_with("sha256:") {
+        bail!(
+            "{}: not a diff id: {diff_id:?}",
+            diff_id_path(base).display()
+        );
+    }
+    Ok(Layer {
+        tar: Vec::new(),
+        digest: sha256(&gz),
+        gz,
+        diff_id,
+    })
 }
 
 /// Whether a path of the Debian tree stays in the image: no device nodes (the runtime gives its
@@ -253,8 +317,7 @@ pub fn app_layer() -> Result<Layer> {
 /// The app image from the cached base layer at `base`: Debian, then the app layer; `Cmd` runs the
 /// server, `Env` has `PATH` and `PYTHONUNBUFFERED`.
 pub fn app_image(base: &Path) -> Result<BuiltImage> {
-    let tar = fs::read(base).with_context(|| format!("reading {}", base.display()))?;
-    let layers = vec![Layer::from_tar(tar)?, app_layer()?];
+    let layers = vec![base_layer(base)?, app_layer()?];
     let diff_ids: Vec<&str> = layers.iter().map(|l| l.diff_id.as_str()).collect();
     let config = serde_json::to_vec(&json!({
         "architecture": "amd64",
@@ -264,7 +327,6 @@ pub fn app_image(base: &Path) -> Result<BuiltImage> {
             "Env": [image_fixture::PATH_ENV, "PYTHONUNBUFFERED=1"],
             "Cmd": APP_CMD,
             "WorkingDir": "/app",
-            "ExposedPorts": { format!("{APP_PORT}/tcp"): {} },
         },
         "rootfs": { "type": "layers", "diff_ids": diff_ids },
         "history": [
@@ -383,6 +445,51 @@ mod tests {
         assert!(found, "app/server.py missing");
     }
 
+    /// The image goes into a real registry (Debian's docker-registry on loopback) and its
+    /// manifest comes back with the same digest: what `shoal-fixture push-app` does.
+    #[test]
+    fn app_image_pushes_to_a_registry() {
+        if !crate::registry::available() {
+            eprintln!("skipping: docker-registry is not installed");
+            return;
+        }
+        let base = match prepare() {
+            Ok(p) => p,
+            Err(e) if is_unavailable(&e) => {
+                eprintln!("skipping: {e:#}");
+                return;
+            }
+            Err(e) => panic!("{e:#}"),
+        };
+        let image = app_image(&base).expect("image");
+        let reg = crate::registry::Registry::start().expect("registry");
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let digest = rt
+            .block_on(image_fixture::push_image(reg.addr(), APP_REPO, &image))
+            .expect("push");
+        assert_eq!(digest, image.manifest_digest);
+        let mut s = TcpStream::connect(reg.addr()).expect("connect");
+        s.write_all(
+            format!(
+                "GET /v2/shoal/app/manifests/latest HTTP/1.0\r\nHost: {}\r\nAccept: {}\r\n\r\n",
+                reg.addr(),
+                image_fixture::media::MANIFEST
+            )
+            .as_bytes(),
+        )
+        .expect("write");
+        let mut text = String::new();
+        s.read_to_string(&mut text).expect("read");
+        assert!(
+            text.to_ascii_lowercase()
+                .contains(&format!("docker-content-digest: {}", image.manifest_digest)),
+            "{text}"
+        );
+    }
+
     /// One HTTP/1.0 GET; (status line, body).
     fn get(port: u16, path: &str) -> std::io::Result<(String, String)> {
         let mut s = TcpStream::connect_timeout(
@@ -427,8 +534,10 @@ mod tests {
         let image = app_image(&base).expect("image");
         assert_eq!(image.layers.len(), 2);
         let root = tempfile::tempdir().expect("tempdir");
-        for layer in &image.layers {
-            tar::Archive::new(&layer.tar[..])
+        let base_tar = fs::read(&base).expect("base tar");
+        assert_eq!(image.layers[0].diff_id, sha256(&base_tar));
+        for tar in [&base_tar, &image.layers[1].tar] {
+            tar::Archive::new(&tar[..])
                 .unpack(root.path())
                 .expect("unpack");
         }
