@@ -554,6 +554,9 @@ fn always_unhealthy_service_never_runs() -> Result<()> {
         "1s",
         "--health-retries",
         "2",
+        // busybox sleep as pid 1 ignores SIGTERM: do not wait 10 s for each SIGKILL.
+        "--stop-grace-period",
+        "2s",
         &image,
         "sleep",
         "3600",
