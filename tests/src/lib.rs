@@ -1,7 +1,9 @@
 //! Shoal testbed: network-namespace hosts, registry fixture, end-to-end helpers.
 
+pub mod app_image;
 pub mod capture;
 pub mod ha;
 pub mod image_fixture;
 pub mod registry;
+pub mod steady;
 pub mod testbed;

@@ -6,16 +6,19 @@
 //! shoal-fixture save-busybox --output FILE --image REPO:TAG     (docker save format)
 //! shoal-fixture save-demo    --output FILE --image REPO:TAG
 //! shoal-fixture push-shipped-device --registry HOST:PORT --image REPO:TAG --device MAJOR:MINOR
+//! shoal-fixture push-app     --registry HOST:PORT --image REPO:TAG --base FILE
 //! ```
-//! Pushes print the manifest digest on stdout.
+//! Pushes print the manifest digest on stdout. `push-app` pushes the python3 app of the update
+//! tests on top of the Debian base layer `FILE` (built beforehand by `app_image::prepare`, outside
+//! the registry's namespace, which has no route to the Debian mirror).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
-use shoal_tests::image_fixture;
+use shoal_tests::{app_image, image_fixture};
 
-const USAGE: &str = "usage: shoal-fixture push-busybox|push-demo --registry HOST:PORT --image REPO:TAG\n       shoal-fixture push-shipped-device --registry HOST:PORT --image REPO:TAG --device MAJOR:MINOR\n       shoal-fixture save-busybox|save-demo --output FILE --image REPO:TAG";
+const USAGE: &str = "usage: shoal-fixture push-busybox|push-demo --registry HOST:PORT --image REPO:TAG\n       shoal-fixture push-app --registry HOST:PORT --image REPO:TAG --base FILE\n       shoal-fixture push-shipped-device --registry HOST:PORT --image REPO:TAG --device MAJOR:MINOR\n       shoal-fixture save-busybox|save-demo --output FILE --image REPO:TAG";
 
 struct Args {
     command: String,
@@ -23,6 +26,7 @@ struct Args {
     image: Option<String>,
     output: Option<PathBuf>,
     device: Option<(u32, u32)>,
+    base: Option<PathBuf>,
 }
 
 fn parse(mut args: impl Iterator<Item = String>) -> Result<Args> {
@@ -33,6 +37,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Args> {
         image: None,
         output: None,
         device: None,
+        base: None,
     };
     while let Some(flag) = args.next() {
         let (name, inline) = match flag.split_once('=') {
@@ -49,6 +54,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Args> {
             "--registry" => parsed.registry = Some(value()?),
             "--image" => parsed.image = Some(value()?),
             "--output" => parsed.output = Some(PathBuf::from(value()?)),
+            "--base" => parsed.base = Some(PathBuf::from(value()?)),
             "--device" => {
                 let v = value()?;
                 let (major, minor) = v
@@ -79,6 +85,13 @@ async fn run(args: Args) -> Result<()> {
             let registry = args.registry.as_deref().context("--registry is required")?;
             let (major, minor) = args.device.context("--device MAJOR:MINOR is required")?;
             let built = image_fixture::shipped_device_image(major, minor)?;
+            let digest = image_fixture::push_image(registry, image, &built).await?;
+            println!("{digest}");
+        }
+        "push-app" => {
+            let registry = args.registry.as_deref().context("--registry is required")?;
+            let base = args.base.as_deref().context("--base FILE is required")?;
+            let built = app_image::app_image(base)?;
             let digest = image_fixture::push_image(registry, image, &built).await?;
             println!("{digest}");
         }

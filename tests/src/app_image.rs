@@ -1,0 +1,631 @@
+//! The real application of the rolling-update tests: Debian bookworm's python3 (built from Debian
+//! packages with `mmdebstrap`) running `/app/server.py` (`app_server.py` beside this file), an HTTP
+//! server that answers with its version and hostname.
+//!
+//! The Debian part is built once per machine and cached outside the repository, keyed by the
+//! package list ([`cache_dir`]); the app layer on top is small and rebuilt every time, so editing
+//! the script never needs the network. When `mmdebstrap` or the Debian mirror is unavailable,
+//! [`prepare`] returns [`Unavailable`] and the tests that need the image skip with its reason.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde_json::json;
+
+use crate::image_fixture::{self, sha256, BuiltImage, Layer};
+use crate::testbed::{check_output, Cluster, Host, REGISTRY_PORT};
+
+/// The Debian suite the image is made of.
+pub const SUITE: &str = "bookworm";
+/// The packages `mmdebstrap --variant=extract` unpacks (with their dependencies): python3 and a
+/// `/bin/sh` for `--health-cmd` (CMD-SHELL).
+pub const PACKAGES: &[&str] = &["python3-minimal", "dash"];
+/// The server script, baked in as `/app/server.py`.
+pub const SERVER_PY: &str = include_str!("app_server.py");
+/// The image's command.
+pub const APP_CMD: [&str; 2] = ["/usr/bin/python3", "/app/server.py"];
+/// The port the app listens on inside its container (env `PORT` changes it).
+pub const APP_PORT: u16 = 80;
+/// A `--health-cmd` that passes once `/healthz` answers 200.
+pub const HEALTH_CMD: &str = "python3 /app/server.py check";
+/// The repository the tests push the app to.
+pub const APP_REPO: &str = "shoal/app:latest";
+/// Bump when the filtering of the Debian tree changes, so caches built before are not reused.
+const FILTER_REVISION: u32 = 1;
+
+/// The image cannot be built on this machine (no mmdebstrap, no mirror); tests skip with it.
+#[derive(Debug)]
+pub struct Unavailable(pub String);
+
+impl std::fmt::Display for Unavailable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the python3 app image is unavailable: {}", self.0)
+    }
+}
+
+impl std::error::Error for Unavailable {}
+
+/// Whether `e` says the image cannot be built here (rather than a bug).
+pub fn is_unavailable(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<Unavailable>().is_some()
+}
+
+/// Where built Debian trees are kept: `$SHOAL_IMAGE_CACHE`, else `/var/cache/shoal-test-images`.
+pub fn cache_dir() -> PathBuf {
+    std::env::var_os("SHOAL_IMAGE_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/cache/shoal-test-images"))
+}
+
+/// The cache key: what the Debian tree is made of and how it is filtered.
+fn cache_key() -> String {
+    let what = format!(
+        "{SUITE}|extract|{}|filter{FILTER_REVISION}",
+        PACKAGES.join(",")
+    );
+    let digest = sha256(what.as_bytes());
+    let hex = digest.trim_start_matches("sha256:");
+    format!("python3-{SUITE}-{}", &hex[..16])
+}
+
+/// The path of the cached base layer (an uncompressed tar) for the current package list.
+pub fn base_layer_path() -> PathBuf {
+    cache_dir().join(format!("{}.tar", cache_key()))
+}
+
+/// The cached gzip of the base layer at `base` (what is pushed), beside it.
+fn gz_path(base: &Path) -> PathBuf {
+    let mut p = base.as_os_str().to_owned();
+    p.push(".gz");
+    PathBuf::from(p)
+}
+
+/// The cached diff id (`sha256:` of the uncompressed tar) of the base layer at `base`.
+fn diff_id_path(base: &Path) -> PathBuf {
+    let mut p = base.as_os_str().to_owned();
+    p.push(".diffid");
+    PathBuf::from(p)
+}
+
+/// Whether the cache holds everything for `base` (the gzip is renamed into place last).
+fn cached(base: &Path) -> bool {
+    base.is_file() && diff_id_path(base).is_file() && gz_path(base).is_file()
+}
+
+/// Makes sure the Debian base layer is in the cache, building it with mmdebstrap if needed (a
+/// minute, once per machine; concurrent callers wait for one build); returns the path of its
+/// tar. Fails with [`Unavailable`] when it cannot be built here.
+pub fn prepare() -> Result<PathBuf> {
+    let path = base_layer_path();
+    if cached(&path) {
+        return Ok(path);
+    }
+    let dir = cache_dir();
+    fs::create_dir_all(&dir)
+        .map_err(|e| Unavailable(format!("cannot create the cache {}: {e}", dir.display())))?;
+    let lock_path = dir.join(format!("{}.lock", cache_key()));
+    let lock_file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .with_context(|| format!("opening {}", lock_path.display()))?;
+    // Two test processes may both miss the cache: one builds, the other waits for it here.
+    let _lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| anyhow!("locking {}: {e}", lock_path.display()))?;
+    if cached(&path) {
+        return Ok(path);
+    }
+    let work = tempfile::Builder::new()
+        .prefix(".build-")
+        .tempdir_in(&dir)
+        .context("creating a build directory in the image cache")?;
+    if !path.is_file() {
+        build_base(work.path(), &path)?;
+    }
+    // Gzipped once here: the test binaries are unoptimised, and gzip of the Debian tree in
+    // every test would cost seconds each.
+    let layer =
+        Layer::from_tar(fs::read(&path).with_context(|| format!("reading {}", path.display()))?)?;
+    let tmp_id = work.path().join("diffid");
+    fs::write(&tmp_id, format!("{}\n", layer.diff_id)).context("writing the diff id")?;
+    fs::rename(&tmp_id, diff_id_path(&path)).context("caching the diff id")?;
+    let tmp_gz = work.path().join("base.tar.gz");
+    fs::write(&tmp_gz, &layer.gz).context("writing the gzipped layer")?;
+    fs::rename(&tmp_gz, gz_path(&path)).context("caching the gzipped layer")?;
+    Ok(path)
+}
+
+/// Runs mmdebstrap in `work` and leaves the filtered tree at `path`.
+fn build_base(work: &Path, path: &Path) -> Result<()> {
+    let mmdebstrap = which("mmdebstrap").ok_or_else(|| {
+        Unavailable("mmdebstrap is not installed (apt-get install mmdebstrap)".into())
+    })?;
+    let raw = work.join("debian.tar");
+    let out = Command::new(&mmdebstrap)
+        .arg("--variant=extract")
+        .arg(format!("--include={}", PACKAGES.join(",")))
+        .arg("--dpkgopt=path-exclude=/usr/share/doc/*")
+        .arg("--dpkgopt=path-exclude=/usr/share/man/*")
+        .arg("--dpkgopt=path-exclude=/usr/share/locale/*")
+        .arg(SUITE)
+        .arg(&raw)
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running {}", mmdebstrap.display()))?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let tail: Vec<&str> = stderr.lines().rev().take(8).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        return Err(Unavailable(format!(
+            "mmdebstrap {SUITE} failed ({}), is the Debian mirror reachable? {}",
+            out.status,
+            tail.join(" | ")
+        ))
+        .into());
+    }
+    let filtered = work.join("base.tar");
+    filter_tree(&raw, &filtered)?;
+    // Renamed into place whole, so a reader never sees half a layer.
+    fs::rename(&filtered, path)
+        .with_context(|| format!("moving the base layer to {}", path.display()))?;
+    Ok(())
+}
+
+/// The cached base layer at `base` as pushed: its gzip and diff id from the cache (prepared by
+/// [`prepare`]); `tar` is left empty (read the file at `base` for the tree itself).
+pub fn base_layer(base: &Path) -> Result<Layer> {
+    let gz = fs::read(gz_path(base)).with_context(|| {
+        format!(
+            "reading {} (run app_image::prepare first)",
+            gz_path(base).display()
+        )
+    })?;
+    let diff_id = fs::read_to_string(diff_id_path(base))
+        .with_context(|| format!("reading {}", diff_id_path(base).display()))?
+        .trim()
+        .to_string();
+    if !diff_id.starts_with("sha256:") {
+        bail!(
+            "{}: not a diff id: {diff_id:?}",
+            diff_id_path(base).display()
+        );
+    }
+    Ok(Layer {
+        tar: Vec::new(),
+        digest: sha256(&gz),
+        gz,
+        diff_id,
+    })
+}
+
+/// Whether a path of the Debian tree stays in the image: no device nodes (the runtime gives its
+/// own /dev), no docs or package-manager leftovers.
+fn keep(path: &str, kind: tar::EntryType) -> bool {
+    if matches!(
+        kind,
+        tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo
+    ) {
+        return false;
+    }
+    const DROPPED: [&str; 6] = [
+        "dev/",
+        "usr/share/doc/",
+        "usr/share/man/",
+        "usr/share/locale/",
+        "var/cache/apt/",
+        "var/lib/apt/lists/",
+    ];
+    !path.is_empty() && !DROPPED.iter().any(|d| path.starts_with(d))
+}
+
+/// Copies mmdebstrap's tar to `to` with relative paths (no `./`) and only what [`keep`] keeps.
+fn filter_tree(from: &Path, to: &Path) -> Result<()> {
+    let input = File::open(from).with_context(|| format!("opening {}", from.display()))?;
+    let mut archive = tar::Archive::new(input);
+    let output = File::create(to).with_context(|| format!("creating {}", to.display()))?;
+    let mut builder = tar::Builder::new(output);
+    for entry in archive.entries().context("reading mmdebstrap's tar")? {
+        let mut entry = entry.context("reading mmdebstrap's tar")?;
+        let raw_path = entry.path().context("entry path")?.into_owned();
+        let path = raw_path
+            .to_string_lossy()
+            .trim_start_matches("./")
+            .to_string();
+        let kind = entry.header().entry_type();
+        if !keep(&path, kind) {
+            continue;
+        }
+        let mut header = entry.header().clone();
+        match kind {
+            tar::EntryType::Symlink | tar::EntryType::Link => {
+                let target = entry
+                    .link_name()
+                    .context("link target")?
+                    .ok_or_else(|| anyhow!("{path}: link without a target"))?
+                    .into_owned();
+                let target = match kind {
+                    // Hard link targets are archive paths: relative like every other path.
+                    tar::EntryType::Link => {
+                        PathBuf::from(target.to_string_lossy().trim_start_matches("./"))
+                    }
+                    _ => target,
+                };
+                builder
+                    .append_link(&mut header, &path, &target)
+                    .with_context(|| format!("copying link {path}"))?;
+            }
+            _ => {
+                let mut data = Vec::new();
+                entry
+                    .read_to_end(&mut data)
+                    .with_context(|| format!("reading {path}"))?;
+                header.set_size(data.len() as u64);
+                builder
+                    .append_data(&mut header, &path, &data[..])
+                    .with_context(|| format!("copying {path}"))?;
+            }
+        }
+    }
+    builder.finish().context("finishing the base layer")?;
+    Ok(())
+}
+
+/// The app layer: `/app/server.py`, and the `/etc/passwd` and `/etc/group` an extracted (not
+/// installed) Debian tree lacks.
+pub fn app_layer() -> Result<Layer> {
+    let mut b = tar::Builder::new(Vec::new());
+    b.mode(tar::HeaderMode::Deterministic);
+    let mut add = |path: &str, kind: tar::EntryType, mode: u32, data: &[u8]| -> Result<()> {
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(kind);
+        h.set_mode(mode);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.set_size(data.len() as u64);
+        b.append_data(&mut h, path, data)
+            .with_context(|| format!("app layer: {path}"))
+    };
+    add("app", tar::EntryType::Directory, 0o755, b"")?;
+    add(
+        "app/server.py",
+        tar::EntryType::Regular,
+        0o755,
+        SERVER_PY.as_bytes(),
+    )?;
+    add("etc", tar::EntryType::Directory, 0o755, b"")?;
+    add(
+        "etc/passwd",
+        tar::EntryType::Regular,
+        0o644,
+        b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
+    )?;
+    add(
+        "etc/group",
+        tar::EntryType::Regular,
+        0o644,
+        b"root:x:0:\nnogroup:x:65534:\n",
+    )?;
+    add("root", tar::EntryType::Directory, 0o700, b"")?;
+    Layer::from_tar(b.into_inner().context("app layer")?)
+}
+
+/// The app image from the cached base layer at `base`: Debian, then the app layer; `Cmd` runs the
+/// server, `Env` has `PATH` and `PYTHONUNBUFFERED`.
+pub fn app_image(base: &Path) -> Result<BuiltImage> {
+    let layers = vec![base_layer(base)?, app_layer()?];
+    let diff_ids: Vec<&str> = layers.iter().map(|l| l.diff_id.as_str()).collect();
+    let config = serde_json::to_vec(&json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "created": "1970-01-01T00:00:00Z",
+        "config": {
+            "Env": [image_fixture::PATH_ENV, "PYTHONUNBUFFERED=1"],
+            "Cmd": APP_CMD,
+            "WorkingDir": "/app",
+        },
+        "rootfs": { "type": "layers", "diff_ids": diff_ids },
+        "history": [
+            {"created_by": format!("mmdebstrap --variant=extract --include={} {SUITE}", PACKAGES.join(","))},
+            {"created_by": "shoal-fixture: /app/server.py"},
+        ],
+    }))
+    .context("encode config")?;
+    let config_digest = sha256(&config);
+    let manifest = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": image_fixture::media::MANIFEST,
+        "config": { "mediaType": image_fixture::media::CONFIG, "digest": config_digest, "size": config.len() },
+        "layers": layers.iter().map(|l| json!({
+            "mediaType": image_fixture::media::LAYER_GZIP, "digest": l.digest, "size": l.gz.len()
+        })).collect::<Vec<_>>(),
+    }))
+    .context("encode manifest")?;
+    Ok(BuiltImage {
+        manifest_digest: sha256(&manifest),
+        layers,
+        config,
+        config_digest,
+        manifest,
+    })
+}
+
+/// Builds (or finds in the cache) the app image and pushes it to the test registry running on
+/// `registry` as [`APP_REPO`] (`shoal-fixture push-app` inside the registry host, which alone
+/// reaches it); returns the image reference as agents pull it. [`Unavailable`] when the image
+/// cannot be built here.
+pub fn push_app(fixture: &Path, registry: &Host) -> Result<String> {
+    let base = prepare()?;
+    let reg = format!("{}:{REGISTRY_PORT}", registry.ip());
+    let out = registry.run(
+        fixture,
+        [
+            "push-app",
+            "--registry",
+            &reg,
+            "--image",
+            APP_REPO,
+            "--base",
+            &base.to_string_lossy(),
+        ],
+    )?;
+    check_output(&out, "shoal-fixture push-app")?;
+    Ok(format!("{reg}/{APP_REPO}"))
+}
+
+/// [`push_app`] to a `Cluster`'s registry.
+pub fn push_app_to(c: &Cluster) -> Result<String> {
+    push_app(&c.bins.fixture, &c.registry)
+}
+
+fn which(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|d| d.join(program))
+        .find(|p| p.is_file())
+}
+
+/// Fails unless `e` is [`Unavailable`]; prints why a test is skipped when it is.
+pub fn skip_if_unavailable(test: &str, e: anyhow::Error) -> Result<()> {
+    if is_unavailable(&e) {
+        eprintln!("skipping {test}: {e:#}");
+        return Ok(());
+    }
+    bail!(e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::net::{SocketAddr, TcpListener, TcpStream};
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn keep_drops_devices_docs_and_apt_leftovers() {
+        assert!(keep("usr/bin/python3.11", tar::EntryType::Regular));
+        assert!(!keep("dev/null", tar::EntryType::Char));
+        assert!(!keep("dev/fd", tar::EntryType::Symlink));
+        assert!(!keep(
+            "usr/share/doc/dash/copyright",
+            tar::EntryType::Regular
+        ));
+        assert!(!keep("var/lib/apt/lists/x", tar::EntryType::Regular));
+        assert!(!keep("", tar::EntryType::Directory));
+    }
+
+    #[test]
+    fn cache_key_names_suite_and_changes_with_packages() {
+        let k = cache_key();
+        assert!(k.starts_with("python3-bookworm-"), "{k}");
+        assert_eq!(k, cache_key());
+        assert!(base_layer_path().starts_with(cache_dir()));
+    }
+
+    #[test]
+    fn app_layer_is_deterministic_and_holds_the_script() {
+        let a = app_layer().expect("layer");
+        let b = app_layer().expect("layer");
+        assert_eq!(a.digest, b.digest);
+        let mut archive = tar::Archive::new(&a.tar[..]);
+        let mut found = false;
+        for entry in archive.entries().expect("entries") {
+            let mut entry = entry.expect("entry");
+            if entry.path().expect("path").to_string_lossy() == "app/server.py" {
+                let mut text = String::new();
+                entry.read_to_string(&mut text).expect("read");
+                assert_eq!(text, SERVER_PY);
+                found = true;
+            }
+        }
+        assert!(found, "app/server.py missing");
+    }
+
+    /// The image goes into a real registry (Debian's docker-registry on loopback) and its
+    /// manifest comes back with the same digest: what `shoal-fixture push-app` does.
+    #[test]
+    fn app_image_pushes_to_a_registry() {
+        if !crate::registry::available() {
+            eprintln!("skipping: docker-registry is not installed");
+            return;
+        }
+        let base = match prepare() {
+            Ok(p) => p,
+            Err(e) if is_unavailable(&e) => {
+                eprintln!("skipping: {e:#}");
+                return;
+            }
+            Err(e) => panic!("{e:#}"),
+        };
+        let image = app_image(&base).expect("image");
+        let reg = crate::registry::Registry::start().expect("registry");
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let digest = rt
+            .block_on(image_fixture::push_image(reg.addr(), APP_REPO, &image))
+            .expect("push");
+        assert_eq!(digest, image.manifest_digest);
+        let mut s = TcpStream::connect(reg.addr()).expect("connect");
+        s.write_all(
+            format!(
+                "GET /v2/shoal/app/manifests/latest HTTP/1.0\r\nHost: {}\r\nAccept: {}\r\n\r\n",
+                reg.addr(),
+                image_fixture::media::MANIFEST
+            )
+            .as_bytes(),
+        )
+        .expect("write");
+        let mut text = String::new();
+        s.read_to_string(&mut text).expect("read");
+        assert!(
+            text.to_ascii_lowercase()
+                .contains(&format!("docker-content-digest: {}", image.manifest_digest)),
+            "{text}"
+        );
+    }
+
+    /// One HTTP/1.0 GET; (status line, body).
+    fn get(port: u16, path: &str) -> std::io::Result<(String, String)> {
+        let mut s = TcpStream::connect_timeout(
+            &SocketAddr::from(([127, 0, 0, 1], port)),
+            Duration::from_secs(2),
+        )?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: t\r\n\r\n").as_bytes())?;
+        let mut text = String::new();
+        s.read_to_string(&mut text)?;
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        Ok((
+            head.lines().next().unwrap_or("").to_string(),
+            body.to_string(),
+        ))
+    }
+
+    fn free_port() -> u16 {
+        TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port()
+    }
+
+    /// Builds the real image (mmdebstrap, once per machine), unpacks its layers and runs the
+    /// server in a chroot of them on loopback: answers, counts, health both ways, SIGTERM.
+    #[test]
+    fn image_builds_and_the_server_answers_in_a_chroot_of_it() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipping: needs root (mmdebstrap, chroot)");
+            return;
+        }
+        let base = match prepare() {
+            Ok(p) => p,
+            Err(e) if is_unavailable(&e) => {
+                eprintln!("skipping: {e:#}");
+                return;
+            }
+            Err(e) => panic!("{e:#}"),
+        };
+        let image = app_image(&base).expect("image");
+        assert_eq!(image.layers.len(), 2);
+        let root = tempfile::tempdir().expect("tempdir");
+        let base_tar = fs::read(&base).expect("base tar");
+        assert_eq!(image.layers[0].diff_id, sha256(&base_tar));
+        for tar in [&base_tar, &image.layers[1].tar] {
+            tar::Archive::new(&tar[..])
+                .unpack(root.path())
+                .expect("unpack");
+        }
+        assert!(root.path().join("bin/sh").exists(), "no /bin/sh");
+        assert!(root.path().join("usr/bin/python3").exists(), "no python3");
+        assert!(
+            !root.path().join("dev/null").exists(),
+            "device nodes shipped"
+        );
+
+        let chroot = which("chroot").expect("chroot (coreutils) in PATH");
+        for (healthy, want) in [("always", " 200 "), ("never", " 503 ")] {
+            let port = free_port();
+            let mut server = Command::new(&chroot)
+                .arg(root.path())
+                .args(APP_CMD)
+                .env_clear()
+                .env("PATH", "/usr/bin:/bin")
+                .env("VERSION", "v7")
+                .env("HEALTHY", healthy)
+                .env("PORT", port.to_string())
+                .stdout(Stdio::piped())
+                .spawn()
+                .expect("chroot python3");
+            let start = Instant::now();
+            let (status, body) = loop {
+                match get(port, "/") {
+                    Ok(r) => break r,
+                    Err(e) if start.elapsed() < Duration::from_secs(20) => {
+                        let _ = e;
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                    Err(e) => {
+                        let _ = server.kill();
+                        panic!("the server never answered: {e}");
+                    }
+                }
+            };
+            assert!(status.contains(" 200 "), "{status}");
+            assert!(body.starts_with("v7 "), "{body:?}");
+            get(port, "/").expect("second GET");
+            let (_, count) = get(port, "/count").expect("count");
+            assert_eq!(count.trim(), "v7 2");
+            let (health, _) = get(port, "/healthz").expect("healthz");
+            assert!(health.contains(want), "HEALTHY={healthy}: {health}");
+            let check = Command::new(&chroot)
+                .arg(root.path())
+                .args(["/bin/sh", "-c", HEALTH_CMD])
+                .env_clear()
+                .env("PATH", "/usr/bin:/bin")
+                .env("PORT", port.to_string())
+                .output()
+                .expect("health check");
+            assert_eq!(
+                check.status.success(),
+                healthy == "always",
+                "HEALTHY={healthy}: check said {}",
+                String::from_utf8_lossy(&check.stdout)
+            );
+
+            // SIGTERM: a request sent just before is still answered, then the server exits 0.
+            let mut pending = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(server.id() as i32),
+                nix::sys::signal::SIGTERM,
+            )
+            .expect("SIGTERM");
+            pending
+                .write_all(b"GET / HTTP/1.0\r\nHost: t\r\n\r\n")
+                .expect("write");
+            pending
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .expect("timeout");
+            let mut answer = String::new();
+            pending.read_to_string(&mut answer).expect("read");
+            assert!(
+                answer.contains("v7 "),
+                "in-flight request dropped: {answer:?}"
+            );
+            let deadline = Instant::now() + Duration::from_secs(15);
+            let status = loop {
+                if let Some(s) = server.try_wait().expect("wait") {
+                    break s;
+                }
+                assert!(Instant::now() < deadline, "server ignored SIGTERM");
+                std::thread::sleep(Duration::from_millis(50));
+            };
+            assert!(status.success(), "exit {status}");
+        }
+    }
+}
