@@ -1,5 +1,12 @@
-//! One actor per task: prepares the image, starts the container, watches it, and stops and removes
-//! it when told. Each transition is reported once and only forward.
+//! One actor per task: prepares the image, starts the container, watches it (and its health),
+//! and stops and removes it when told. Each transition is reported once and only forward; a
+//! health change is reported in the same state.
+//!
+//! With a healthcheck a started task stays STARTING until its first successful probe, then it is
+//! RUNNING; once unhealthy its container is stopped and the task FAILED (docker's executor does
+//! the same). A RUNNING task that must stop first waits a drain period: the manager has taken it
+//! out of every node's load-balancing views, and the wait lets that reach them and in-flight
+//! requests finish before the stop signal.
 //!
 //! The actor reaches the node only through an [`Executor`], so this file knows nothing of the
 //! worker, the runtime or the networks, and its lifecycle is tested against a fake executor.
@@ -10,12 +17,23 @@ use std::time::Duration;
 
 use shoal_proto::v1::*;
 use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
 use tracing::{info, warn};
 
+use crate::executor::health::{self, Health, HealthMonitor};
 use crate::executor::{ContainerStatus, Executor, ExecutorError};
 
 /// Default time between the stop signal and SIGKILL.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(10);
+
+/// The longest drain: the wait between the manager taking a RUNNING task out of the
+/// load-balancing views (DNS, VIPs, routing mesh) on every node and its stop signal. The views
+/// reach the nodes within a dispatcher round trip; a second also lets short requests in flight
+/// finish. Never longer than the task's stop grace period (see [`drain_period`]).
+pub const MAX_DRAIN: Duration = Duration::from_secs(1);
+
+/// The error of a task whose container turned unhealthy (docker: "unhealthy container").
+pub const UNHEALTHY_ERR: &str = "unhealthy container";
 
 /// What every task actor of a node shares: the executor and the reports going to the manager.
 pub struct Shared {
@@ -42,12 +60,14 @@ impl Shared {
         (shared, status_rx)
     }
 
-    /// Reports a status, forward-only: a state at or behind the last reported one is dropped.
+    /// Reports a status, forward-only: a state behind the last reported one is dropped, and so
+    /// is one in the same state unless its health changed.
     pub fn report(&self, task_id: &str, status: TaskStatus) {
         {
             let mut map = lock(&self.statuses);
             if let Some(prev) = map.get(task_id) {
-                if status.state <= prev.state {
+                let health_news = status.state == prev.state && status.health != prev.health;
+                if status.state < prev.state || (status.state == prev.state && !health_news) {
                     return;
                 }
             }
@@ -108,14 +128,53 @@ pub fn grace(task: &Task) -> Duration {
     }
 }
 
+/// How long a RUNNING task waits between leaving the load-balancing views and its stop signal:
+/// [`MAX_DRAIN`], or its stop grace period if shorter.
+pub fn drain_period(task: &Task) -> Duration {
+    grace(task).min(MAX_DRAIN)
+}
+
+/// The healthcheck of a task's container: the spec's merged with the image's (`None`: the image
+/// is not at hand, after an agent restart).
+fn healthcheck(task: &Task, image: Option<&crate::image::Image>) -> Option<health::Healthcheck> {
+    let spec = task
+        .spec
+        .as_ref()
+        .and_then(|s| s.container.as_ref())
+        .and_then(|c| c.healthcheck.as_ref());
+    health::resolve(spec, image.and_then(|i| i.config.healthcheck.as_ref()))
+}
+
+/// A running container's health and when to probe it next.
+struct Monitor {
+    health: HealthMonitor,
+    /// When the container started (or was re-adopted): the start period counts from here.
+    started: Instant,
+    next_probe: Instant,
+}
+
+impl Monitor {
+    fn new(health: HealthMonitor) -> Monitor {
+        let started = Instant::now();
+        let next_probe = started + health.next_interval(Duration::ZERO);
+        Monitor {
+            health,
+            started,
+            next_probe,
+        }
+    }
+}
+
 /// The lifecycle phases of a task on this node.
 enum Phase {
     /// Not started yet: prepare and start unless told to stop first.
     Start,
-    /// The container runs with this pid.
-    Running,
+    /// The container runs; with a healthcheck, probed by its monitor.
+    Running(Option<Monitor>),
     /// Nothing runs: wait to be removed.
     Done,
+    /// The task left the set and its container is gone: the actor ends.
+    Removed,
 }
 
 /// Runs a task's lifecycle until the task leaves the assignment set.
@@ -135,18 +194,36 @@ pub async fn run(
             if let Err(e) = exec.reattach(&task).await {
                 warn!(task.id = %id, error = %e, "re-attaching the networks of a re-adopted task");
             }
+            // Only the spec's healthcheck is at hand here (the image's needs the image record);
+            // a task already RUNNING was healthy, one still STARTING is gated again.
+            let was_running = known >= TaskState::TaskRunning as i32;
+            let monitor = healthcheck(&task, None).map(|check| {
+                let start = if was_running {
+                    Health::Healthy
+                } else {
+                    Health::Starting
+                };
+                Monitor::new(HealthMonitor::with_status(check, start))
+            });
+            let (state, message) = match &monitor {
+                Some(m) if m.health.status() == Health::Starting => {
+                    (TaskState::TaskStarting, "starting")
+                }
+                _ => (TaskState::TaskRunning, "started"),
+            };
             shared.report(
                 &id,
                 TaskStatus {
                     pid,
                     container_id: id.clone(),
-                    ..status(TaskState::TaskRunning, "started")
+                    health: monitor.as_ref().map(|m| m.health.report()),
+                    ..status(state, message)
                 },
             );
-            Phase::Running
+            Phase::Running(monitor)
         }
         Ok(ContainerStatus::Exited { code }) => {
-            report_exit(&shared, &id, code);
+            report_exit(&shared, &id, code, None);
             Phase::Done
         }
         _ if known >= TaskState::TaskComplete as i32 => Phase::Done,
@@ -182,33 +259,9 @@ pub async fn run(
                     }
                 }
             }
-            // Running: until it exits, or the manager wants it stopped or removed.
-            Phase::Running => {
-                tokio::select! {
-                    r = exec.wait(&id) => {
-                        // Addresses go back before the end is reported: the manager may hand
-                        // them to another task as soon as it hears of it.
-                        release_network(exec.as_ref(), &id).await;
-                        match r {
-                            Ok(code) => report_exit(&shared, &id, code),
-                            Err(e) => shared.report(&id, failed("wait failed", e.to_string())),
-                        }
-                        Phase::Done
-                    }
-                    _ = stop_wanted(&mut desired) => {
-                        info!(task.id = %id, "stopping task");
-                        if let Err(e) = exec.stop(&id, grace(&task)).await {
-                            warn!(task.id = %id, error = %e, "stop failed");
-                        }
-                        release_network(exec.as_ref(), &id).await;
-                        shared.report(&id, status(TaskState::TaskShutdown, "shutdown"));
-                        Phase::Done
-                    }
-                    _ = removed(&mut remove) => {
-                        exec.remove(&id, grace(&task)).await;
-                        return;
-                    }
-                }
+            // Running: until it exits, turns unhealthy, or the manager wants it stopped or removed.
+            Phase::Running(monitor) => {
+                supervise(&task, &shared, &mut desired, &mut remove, monitor).await
             }
             // Done: keep the container (and its logs) until the task is removed.
             Phase::Done => {
@@ -216,7 +269,177 @@ pub async fn run(
                 exec.remove(&id, grace(&task)).await;
                 return;
             }
+            Phase::Removed => return,
         };
+    }
+}
+
+/// Watches a running container until it exits, turns unhealthy, or the manager wants it
+/// stopped or removed; probes it on its healthcheck's schedule meanwhile.
+async fn supervise(
+    task: &Task,
+    shared: &Arc<Shared>,
+    desired: &mut watch::Receiver<i32>,
+    remove: &mut watch::Receiver<bool>,
+    mut monitor: Option<Monitor>,
+) -> Phase {
+    let id = task.id.as_str();
+    let exec = shared.executor.clone();
+    // One wait for the container's whole life: probes come and go around it.
+    let wait = exec.wait(id);
+    tokio::pin!(wait);
+    loop {
+        let due = monitor
+            .as_ref()
+            .map(|m| (m.next_probe, m.started, m.health.probe()));
+        let health_now = monitor.as_ref().map(|m| m.health.report());
+        tokio::select! {
+            r = &mut wait => {
+                // Addresses go back before the end is reported: the manager may hand them to
+                // another task as soon as it hears of it.
+                release_network(exec.as_ref(), id).await;
+                match r {
+                    Ok(code) => report_exit(shared, id, code, health_now),
+                    Err(e) => shared.report(id, TaskStatus {
+                        health: health_now,
+                        ..failed("wait failed", e.to_string())
+                    }),
+                }
+                return Phase::Done;
+            }
+            _ = stop_wanted(desired) => {
+                drain(task, shared, "stop").await;
+                info!(task.id = %id, "stopping task");
+                if let Err(e) = exec.stop(id, grace(task)).await {
+                    warn!(task.id = %id, error = %e, "stop failed");
+                }
+                release_network(exec.as_ref(), id).await;
+                shared.report(id, TaskStatus {
+                    health: health_now,
+                    ..status(TaskState::TaskShutdown, "shutdown")
+                });
+                return Phase::Done;
+            }
+            _ = removed(remove) => {
+                // Only a task taken out of the set drains; a worker that is going away (the
+                // agent shutting down) leaves its containers as they are.
+                if *remove.borrow() {
+                    drain(task, shared, "removal").await;
+                }
+                exec.remove(id, grace(task)).await;
+                return Phase::Removed;
+            }
+            (result, since_start) = async {
+                let Some((at, started, probe)) = due.clone() else {
+                    return std::future::pending().await;
+                };
+                tokio::time::sleep_until(at).await;
+                let since_start = Instant::now() - started;
+                (exec.probe(id, &probe).await, since_start)
+            }, if due.is_some() => {
+                let Some(m) = monitor.as_mut() else { continue };
+                if let Some(phase) = on_probe(task, shared, m, result, since_start).await {
+                    return phase;
+                }
+            }
+        }
+    }
+}
+
+/// Takes one probe result: reports a health change, RUNNING on the first healthy probe, and
+/// stops the container once it is unhealthy (then the task has FAILED).
+async fn on_probe(
+    task: &Task,
+    shared: &Arc<Shared>,
+    m: &mut Monitor,
+    result: health::ProbeResult,
+    since_start: Duration,
+) -> Option<Phase> {
+    let id = task.id.as_str();
+    let before = m.health.status();
+    let changed = m.health.record(result, since_start);
+    m.next_probe = Instant::now() + m.health.next_interval(Instant::now() - m.started);
+    let now = m.health.status();
+    if now != before {
+        info!(task.id = %id, from = before.as_str(), to = now.as_str(), "task health changed");
+    }
+    let last = shared.reported(id).unwrap_or_default();
+    let starting = last.state == TaskState::TaskStarting as i32;
+    match now {
+        // Healthy at last: the task is RUNNING (and may enter the load-balancing views).
+        Health::Healthy if starting => shared.report(
+            id,
+            TaskStatus {
+                health: Some(m.health.report()),
+                ..status(TaskState::TaskRunning, "started")
+            }
+            .with_container(&last),
+        ),
+        Health::Unhealthy => {
+            // Said at once in the current state, so the manager knows before the stop ends.
+            shared.report(
+                id,
+                TaskStatus {
+                    health: Some(m.health.report()),
+                    timestamp: shoal_proto::now_ns(),
+                    ..last.clone()
+                },
+            );
+            // Failing already: no drain; the stop signal, then SIGKILL after the grace.
+            warn!(task.id = %id, "container unhealthy: stopping it");
+            let exec = shared.executor.as_ref();
+            if let Err(e) = exec.stop(id, grace(task)).await {
+                warn!(task.id = %id, error = %e, "stop failed");
+            }
+            release_network(exec, id).await;
+            shared.report(
+                id,
+                TaskStatus {
+                    health: Some(m.health.report()),
+                    ..failed("unhealthy", UNHEALTHY_ERR.to_string())
+                }
+                .with_container(&last),
+            );
+            return Some(Phase::Done);
+        }
+        _ if changed => shared.report(
+            id,
+            TaskStatus {
+                health: Some(m.health.report()),
+                timestamp: shoal_proto::now_ns(),
+                ..last
+            },
+        ),
+        _ => {}
+    }
+    None
+}
+
+/// Waits the drain period before stopping a task the manager saw RUNNING (it was in the
+/// load-balancing views); a task that never got there has nothing to drain.
+async fn drain(task: &Task, shared: &Shared, why: &str) {
+    let running = shared
+        .reported(&task.id)
+        .is_some_and(|s| s.state == TaskState::TaskRunning as i32);
+    if running {
+        let period = drain_period(task);
+        info!(task.id = %task.id, ?period, why, "draining before the stop signal");
+        tokio::time::sleep(period).await;
+    }
+}
+
+/// Copies the container's pid and id from an earlier status.
+trait WithContainer {
+    fn with_container(self, from: &TaskStatus) -> Self;
+}
+
+impl WithContainer for TaskStatus {
+    fn with_container(self, from: &TaskStatus) -> TaskStatus {
+        TaskStatus {
+            pid: from.pid,
+            container_id: from.container_id.clone(),
+            ..self
+        }
     }
 }
 
@@ -234,7 +457,7 @@ async fn stop_wanted(desired: &mut watch::Receiver<i32>) {
         .map(|_| ());
 }
 
-fn report_exit(shared: &Shared, id: &str, code: i32) {
+fn report_exit(shared: &Shared, id: &str, code: i32, health: Option<HealthStatus>) {
     let st = if code == 0 {
         status(TaskState::TaskComplete, "finished")
     } else {
@@ -248,6 +471,7 @@ fn report_exit(shared: &Shared, id: &str, code: i32) {
         id,
         TaskStatus {
             exit_code: code,
+            health,
             ..st
         },
     );
@@ -296,15 +520,23 @@ async fn start(task: &Task, shared: &Arc<Shared>) -> Phase {
     };
     match exec.start(cfg).await {
         Ok(pid) => {
+            let monitor =
+                healthcheck(task, Some(&image)).map(|c| Monitor::new(HealthMonitor::new(c)));
+            // With a healthcheck the task stays STARTING until its first healthy probe.
+            let (state, message) = match &monitor {
+                Some(_) => (TaskState::TaskStarting, "starting"),
+                None => (TaskState::TaskRunning, "started"),
+            };
             shared.report(
                 &id,
                 TaskStatus {
                     pid,
                     container_id: id.clone(),
-                    ..status(TaskState::TaskRunning, "started")
+                    health: monitor.as_ref().map(|m| m.health.report()),
+                    ..status(state, message)
                 },
             );
-            Phase::Running
+            Phase::Running(monitor)
         }
         Err(e) => {
             release_network(exec, &id).await;
@@ -663,6 +895,227 @@ mod lifecycle_tests {
         let (fake, mut rx) = a.remove_and_join().await;
         assert!(rx.try_recv().is_err(), "a finished task reports nothing");
         assert_eq!(fake.count(|c| matches!(c, Call::Start(_))), 0);
+    }
+
+    /// A healthcheck probing every 20 ms, unhealthy after `retries` failures.
+    fn with_health(mut t: Task, retries: i32) -> Task {
+        if let Some(c) = t.spec.as_mut().and_then(|s| s.container.as_mut()) {
+            c.healthcheck = Some(HealthConfig {
+                test: vec!["CMD".into(), "check".into()],
+                interval_ns: 20_000_000,
+                timeout_ns: 1_000_000_000,
+                retries,
+                ..Default::default()
+            });
+        }
+        t
+    }
+
+    fn health_of(st: &TaskStatus) -> (String, i32) {
+        let h = st.health.clone().unwrap_or_default();
+        (h.status, h.failing_streak)
+    }
+
+    #[tokio::test]
+    async fn with_a_healthcheck_a_task_is_starting_until_its_first_healthy_probe() {
+        let fake = Arc::new(FakeExecutor::default());
+        fake.script_probes("t1", &[1, 1]);
+        let mut a = spawn(with_health(task("t1"), 3), fake);
+        assert_eq!(
+            a.states_until(TaskStarting).await,
+            [TaskAccepted, TaskPreparing, TaskStarting]
+        );
+        // Started, not yet healthy: still STARTING, now with the container and its health.
+        let st = a.next().await;
+        assert_eq!(
+            (state(&st), st.message.as_str()),
+            (TaskStarting, "starting")
+        );
+        assert_eq!((st.pid, st.container_id.as_str()), (1000, "t1"));
+        assert_eq!(health_of(&st), ("starting".into(), 0));
+        for streak in [1, 2] {
+            let st = a.next().await;
+            assert_eq!(state(&st), TaskStarting);
+            assert_eq!(health_of(&st), ("starting".into(), streak));
+        }
+        let st = a.next().await;
+        assert_eq!((state(&st), st.message.as_str()), (TaskRunning, "started"));
+        assert_eq!((st.pid, st.container_id.as_str()), (1000, "t1"));
+        assert_eq!(health_of(&st), ("healthy".into(), 0));
+        let log = st.health.unwrap_or_default().log;
+        assert_eq!(
+            log.iter().map(|r| r.exit_code).collect::<Vec<_>>(),
+            [1, 1, 0]
+        );
+        assert_eq!(log[2].output, "probe exit 0");
+        assert!(a.count(&Call::Probe("t1".into(), vec!["check".into()])) >= 3);
+        // Healthy probes after that change nothing worth a report.
+        a.fake.until(Call::Wait("t1".into())).await;
+        a.fake.exit("t1", 0);
+        let done = a.next().await;
+        assert_eq!(state(&done), TaskComplete);
+        assert_eq!(health_of(&done).0, "healthy");
+        a.remove_and_join().await;
+    }
+
+    #[tokio::test]
+    async fn a_container_that_never_gets_healthy_is_stopped_and_its_task_failed() {
+        let grace = Duration::from_secs(4);
+        let fake = Arc::new(FakeExecutor::default());
+        fake.probes_default_to(1);
+        let mut a = spawn(with_grace(with_health(task("t1"), 2), grace), fake);
+        let states = a.states_until(TaskFailed).await;
+        assert!(!states.contains(&TaskRunning), "{states:?}");
+        let st = a.shared.reported("t1").unwrap();
+        assert_eq!(st.message, "unhealthy");
+        assert_eq!(st.err, UNHEALTHY_ERR);
+        assert!(st.err.contains("unhealthy"));
+        assert_eq!(health_of(&st), ("unhealthy".into(), 2));
+        assert_eq!(st.container_id, "t1");
+        // Its stop signal with the grace period, and its addresses back before the report.
+        assert_eq!(a.count(&Call::Stop("t1".into(), grace)), 1);
+        assert_eq!(a.count(&Call::Detach("t1".into())), 1);
+        assert_eq!(
+            a.fake.container("t1"),
+            Some(ContainerStatus::Exited {
+                code: STOPPED_EXIT_CODE
+            })
+        );
+        let (fake, _) = a.remove_and_join().await;
+        assert_eq!(fake.count(|c| matches!(c, Call::Start(_))), 1);
+    }
+
+    #[tokio::test]
+    async fn a_running_task_that_turns_unhealthy_fails_without_a_drain() {
+        // A grace of 4 s would mean a 1 s drain.
+        let fake = Arc::new(FakeExecutor::default());
+        fake.script_probes("t1", &[0]);
+        fake.probes_default_to(7);
+        let mut a = spawn(
+            with_grace(with_health(task("t1"), 2), Duration::from_secs(4)),
+            fake,
+        );
+        a.states_until(TaskRunning).await;
+        let st = a.next().await;
+        assert_eq!(
+            (state(&st), health_of(&st)),
+            (TaskRunning, ("healthy".into(), 1))
+        );
+        let st = a.next().await;
+        assert_eq!(
+            (state(&st), health_of(&st)),
+            (TaskRunning, ("unhealthy".into(), 2))
+        );
+        let unhealthy_at = std::time::Instant::now();
+        let st = a.next().await;
+        assert_eq!((state(&st), st.err.as_str()), (TaskFailed, UNHEALTHY_ERR));
+        assert!(
+            unhealthy_at.elapsed() < Duration::from_millis(500),
+            "no drain for a failing task"
+        );
+        assert_eq!(
+            st.health
+                .unwrap_or_default()
+                .log
+                .last()
+                .map(|r| r.exit_code),
+            Some(7)
+        );
+        a.remove_and_join().await;
+    }
+
+    #[tokio::test]
+    async fn a_running_task_drains_before_its_stop_signal() {
+        let grace = Duration::from_millis(300);
+        let mut a = spawn(
+            with_grace(task("t1"), grace),
+            Arc::new(FakeExecutor::default()),
+        );
+        a.states_until(TaskRunning).await;
+        assert_eq!(drain_period(&with_grace(task("x"), grace)), grace);
+        assert_eq!(drain_period(&task("x")), MAX_DRAIN);
+        let asked = std::time::Instant::now();
+        a.desired.send_replace(TaskShutdown as i32);
+        a.fake.until(Call::Stop("t1".into(), grace)).await;
+        assert!(
+            asked.elapsed() >= grace,
+            "stopped after {:?}",
+            asked.elapsed()
+        );
+        assert_eq!(state(&a.next().await), TaskShutdown);
+        a.remove_and_join().await;
+    }
+
+    #[tokio::test]
+    async fn a_running_task_taken_out_of_the_set_drains_before_it_is_removed() {
+        let grace = Duration::from_millis(300);
+        let mut a = spawn(
+            with_grace(task("t1"), grace),
+            Arc::new(FakeExecutor::default()),
+        );
+        a.states_until(TaskRunning).await;
+        let asked = std::time::Instant::now();
+        let (fake, _) = a.remove_and_join().await;
+        assert!(
+            asked.elapsed() >= grace,
+            "removed after {:?}",
+            asked.elapsed()
+        );
+        assert_eq!(fake.count(|c| *c == Call::Remove("t1".into(), grace)), 1);
+    }
+
+    #[tokio::test]
+    async fn no_drain_for_a_task_that_exited_or_never_became_healthy() {
+        let grace = Duration::from_secs(4);
+        // Exited: nothing left to drain when it is removed.
+        let mut a = spawn(
+            with_grace(task("t1"), grace),
+            Arc::new(FakeExecutor::default()),
+        );
+        a.states_until(TaskRunning).await;
+        a.fake.exit("t1", 0);
+        a.states_until(TaskComplete).await;
+        let asked = std::time::Instant::now();
+        a.remove_and_join().await;
+        assert!(asked.elapsed() < Duration::from_millis(500));
+        // Still starting (never in the views): stopped at once.
+        let fake = Arc::new(FakeExecutor::default());
+        fake.probes_default_to(1);
+        let mut a = spawn(with_grace(with_health(task("t2"), 1000), grace), fake);
+        let st = loop {
+            let st = a.next().await;
+            if st.health.is_some() {
+                break st;
+            }
+        };
+        assert_eq!(state(&st), TaskStarting);
+        let asked = std::time::Instant::now();
+        a.desired.send_replace(TaskShutdown as i32);
+        a.fake.until(Call::Stop("t2".into(), grace)).await;
+        assert!(asked.elapsed() < Duration::from_millis(500));
+        a.remove_and_join().await;
+    }
+
+    #[test]
+    fn a_health_change_is_reported_in_the_same_state() {
+        let (shared, mut rx) = Shared::new(Arc::new(FakeExecutor::default()));
+        let healthy = |streak| HealthStatus {
+            status: "healthy".into(),
+            failing_streak: streak,
+            log: Vec::new(),
+        };
+        let running = |streak| TaskStatus {
+            health: Some(healthy(streak)),
+            ..status(TaskRunning, "started")
+        };
+        shared.report("t1", running(0));
+        shared.report("t1", running(0));
+        shared.report("t1", running(1));
+        shared.report("t1", status(TaskStarting, "back"));
+        let streaks: Vec<_> = std::iter::from_fn(|| rx.try_recv().ok())
+            .map(|u| u.status.unwrap().health.unwrap().failing_streak)
+            .collect();
+        assert_eq!(streaks, [0, 1]);
     }
 
     #[test]
