@@ -134,8 +134,17 @@ pub fn drain_period(task: &Task) -> Duration {
     grace(task).min(MAX_DRAIN)
 }
 
-/// The healthcheck of a task's container: the spec's merged with the image's (`None`: the image
-/// is not at hand, after an agent restart).
+/// The image reference of a task's spec.
+fn image_ref(task: &Task) -> String {
+    task.spec
+        .as_ref()
+        .and_then(|s| s.container.as_ref())
+        .map(|c| c.image.clone())
+        .unwrap_or_default()
+}
+
+/// The healthcheck of a task's container: the spec's merged with the image's (`None`: the
+/// image's record is gone).
 fn healthcheck(task: &Task, image: Option<&crate::image::Image>) -> Option<health::Healthcheck> {
     let spec = task
         .spec
@@ -194,10 +203,11 @@ pub async fn run(
             if let Err(e) = exec.reattach(&task).await {
                 warn!(task.id = %id, error = %e, "re-attaching the networks of a re-adopted task");
             }
-            // Only the spec's healthcheck is at hand here (the image's needs the image record);
-            // a task already RUNNING was healthy, one still STARTING is gated again.
+            // The image's HEALTHCHECK from the local record (no pull: the container already
+            // runs). A task already RUNNING was healthy; one still STARTING is gated again.
             let was_running = known >= TaskState::TaskRunning as i32;
-            let monitor = healthcheck(&task, None).map(|check| {
+            let image = exec.local_image(&image_ref(&task)).await;
+            let monitor = healthcheck(&task, image.as_ref()).map(|check| {
                 let start = if was_running {
                     Health::Healthy
                 } else {
@@ -483,12 +493,7 @@ async fn start(task: &Task, shared: &Arc<Shared>) -> Phase {
     let id = task.id.clone();
     let exec = shared.executor.as_ref();
     shared.report(&id, status(TaskState::TaskAccepted, "accepted"));
-    let image_ref = task
-        .spec
-        .as_ref()
-        .and_then(|s| s.container.as_ref())
-        .map(|c| c.image.clone())
-        .unwrap_or_default();
+    let image_ref = image_ref(task);
     shared.report(&id, status(TaskState::TaskPreparing, "preparing"));
     let image = match exec.pull(&image_ref).await {
         Ok(i) => i,
@@ -1094,6 +1099,77 @@ mod lifecycle_tests {
         a.fake.until(Call::Stop("t2".into(), grace)).await;
         assert!(asked.elapsed() < Duration::from_millis(500));
         a.remove_and_join().await;
+    }
+
+    fn image_check(test: &[&str]) -> crate::image::ImageHealthcheck {
+        crate::image::ImageHealthcheck {
+            test: test.iter().map(|s| s.to_string()).collect(),
+            interval_ns: 20_000_000,
+            retries: 1,
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn the_images_healthcheck_gates_running_and_no_healthcheck_disables_it() {
+        let fake = Arc::new(FakeExecutor::default());
+        fake.image_healthcheck(IMAGE, image_check(&["CMD-SHELL", "wget -q -O- localhost"]));
+        fake.script_probes("t1", &[0]);
+        let mut a = spawn(task("t1"), fake.clone());
+        a.states_until(TaskRunning).await;
+        assert_eq!(health_of(&a.shared.reported("t1").unwrap()).0, "healthy");
+        let shell = ["/bin/sh", "-c", "wget -q -O- localhost"]
+            .map(String::from)
+            .to_vec();
+        assert!(a.count(&Call::Probe("t1".into(), shell)) >= 1);
+        a.remove_and_join().await;
+
+        // --no-healthcheck: RUNNING at once, never probed.
+        let mut t = task("t2");
+        if let Some(c) = t.spec.as_mut().and_then(|s| s.container.as_mut()) {
+            c.healthcheck = Some(HealthConfig {
+                test: vec!["NONE".into()],
+                ..Default::default()
+            });
+        }
+        let mut a = spawn(t, fake);
+        let st = loop {
+            let st = a.next().await;
+            if state(&st) == TaskRunning {
+                break st;
+            }
+        };
+        assert_eq!(st.health, None);
+        let (fake, _) = a.remove_and_join().await;
+        assert_eq!(
+            fake.count(|c| matches!(c, Call::Probe(id, _) if id == "t2")),
+            0
+        );
+    }
+
+    #[tokio::test]
+    async fn a_re_adopted_container_is_still_probed_with_its_images_healthcheck() {
+        let fake = Arc::new(FakeExecutor::default());
+        fake.image_healthcheck(IMAGE, image_check(&["CMD", "check"]));
+        fake.found_running("t1", 42);
+        fake.probes_default_to(1);
+        let mut t = task("t1");
+        t.status = Some(status(TaskRunning, "started"));
+        let mut a = spawn(t, fake);
+        let st = a.next().await;
+        assert_eq!(
+            (state(&st), health_of(&st)),
+            (TaskRunning, ("healthy".into(), 0))
+        );
+        // Unhealthy after one failure (retries 1): stopped and failed, as for a fresh start.
+        a.states_until(TaskFailed).await;
+        assert_eq!(a.shared.reported("t1").unwrap().err, UNHEALTHY_ERR);
+        let (fake, _) = a.remove_and_join().await;
+        assert_eq!(
+            fake.count(|c| matches!(c, Call::Pull(_) | Call::Start(_))),
+            0
+        );
+        assert_eq!(fake.count(|c| *c == Call::LocalImage(IMAGE.into())), 1);
     }
 
     #[test]

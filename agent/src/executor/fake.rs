@@ -12,7 +12,7 @@ use tokio::sync::watch;
 
 use super::config::container_config;
 use super::{ContainerConfig, ContainerStatus, Executor, ExecutorError, HealthProbe, ProbeResult};
-use crate::image::{Image, ImageError};
+use crate::image::{Image, ImageConfig, ImageError, ImageHealthcheck};
 use crate::network::NetworkError;
 use crate::runtime::{self, RuntimeError};
 
@@ -34,6 +34,8 @@ pub enum Call {
     List,
     /// `pull(reference)`.
     Pull(String),
+    /// `local_image(reference)`.
+    LocalImage(String),
     /// `prepare(task, _)`, by task id.
     Prepare(String),
     /// `reattach(task)`, by task id.
@@ -75,6 +77,8 @@ struct Script {
     probe_results: HashMap<String, std::collections::VecDeque<i32>>,
     /// The exit code of an unscripted probe.
     probe_default: i32,
+    /// The HEALTHCHECK of images, by reference.
+    image_healthchecks: HashMap<String, ImageHealthcheck>,
 }
 
 /// An executor whose outcomes a test scripts and whose calls it reads back.
@@ -99,6 +103,7 @@ impl Default for FakeExecutor {
                 next_pid: FIRST_PID,
                 probe_results: HashMap::new(),
                 probe_default: 0,
+                image_healthchecks: HashMap::new(),
             }),
             calls: watch::channel(Vec::new()).0,
             stops_held: watch::channel(false).0,
@@ -181,6 +186,26 @@ impl FakeExecutor {
             .extend(codes.iter().copied());
     }
 
+    /// Image `reference` has this HEALTHCHECK.
+    pub fn image_healthcheck(&self, reference: &str, check: ImageHealthcheck) {
+        self.script()
+            .image_healthchecks
+            .insert(reference.to_string(), check);
+    }
+
+    /// The image every pull of `reference` gives.
+    fn image(&self, reference: &str) -> Image {
+        Image {
+            reference: reference.to_string(),
+            digest: format!("sha256:{}", "0".repeat(64)),
+            config: ImageConfig {
+                healthcheck: self.script().image_healthchecks.get(reference).cloned(),
+                ..Default::default()
+            },
+            layers: Vec::new(),
+        }
+    }
+
     /// Probes nobody scripted exit with `code` (0 until set).
     pub fn probes_default_to(&self, code: i32) {
         self.script().probe_default = code;
@@ -261,12 +286,13 @@ impl Executor for FakeExecutor {
                 },
             });
         }
-        Ok(Image {
-            reference: reference.to_string(),
-            digest: format!("sha256:{}", "0".repeat(64)),
-            config: Default::default(),
-            layers: Vec::new(),
-        })
+        Ok(self.image(reference))
+    }
+
+    async fn local_image(&self, reference: &str) -> Option<Image> {
+        self.record(Call::LocalImage(reference.to_string()));
+        let missing = self.script().pull_failures.contains(reference);
+        (!missing).then(|| self.image(reference))
     }
 
     async fn prepare(&self, task: &Task, image: &Image) -> Result<ContainerConfig, ExecutorError> {

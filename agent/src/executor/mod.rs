@@ -72,6 +72,9 @@ pub trait Executor: Send + Sync + 'static {
     /// The image `reference` names, pulled (or, with the registry unreachable, found locally).
     async fn pull(&self, reference: &str) -> Result<Image, ExecutorError>;
 
+    /// The local copy of an image, without asking a registry (`None`: not on this node).
+    async fn local_image(&self, reference: &str) -> Option<Image>;
+
     /// Everything before the start: the container's configuration from the task and its image,
     /// this node's part of it (devices, init), then the task's networks. Leaves no network
     /// plumbing behind when it fails.

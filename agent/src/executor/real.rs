@@ -66,17 +66,6 @@ impl RuntimeExecutor {
             pulls: Mutex::new(HashMap::new()),
         }
     }
-
-    /// The local copy of an image, read on the blocking pool.
-    async fn local_image(&self, reference: &str) -> Option<Image> {
-        let (images, reference) = (self.images.clone(), reference.to_string());
-        blocking("read image record", move || {
-            Ok(images.get(&reference).ok().flatten())
-        })
-        .await
-        .ok()
-        .flatten()
-    }
 }
 
 #[async_trait::async_trait]
@@ -120,6 +109,17 @@ impl Executor for RuntimeExecutor {
                 }),
             },
         }
+    }
+
+    /// Reads the image record on the blocking pool.
+    async fn local_image(&self, reference: &str) -> Option<Image> {
+        let (images, reference) = (self.images.clone(), reference.to_string());
+        blocking("read image record", move || {
+            Ok(images.get(&reference).ok().flatten())
+        })
+        .await
+        .ok()
+        .flatten()
     }
 
     async fn prepare(&self, task: &Task, image: &Image) -> Result<ContainerConfig, ExecutorError> {
