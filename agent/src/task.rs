@@ -1,5 +1,12 @@
-//! One actor per task: prepares the image, starts the container, watches it, and stops and removes
-//! it when told. Each transition is reported once and only forward.
+//! One actor per task: prepares the image, starts the container, watches it (and its health),
+//! and stops and removes it when told. Each transition is reported once and only forward; a
+//! health change is reported in the same state.
+//!
+//! With a healthcheck a started task stays STARTING until its first successful probe, then it is
+//! RUNNING; once unhealthy its container is stopped and the task FAILED (docker's executor does
+//! the same). A RUNNING task that must stop first waits a drain period: the manager has taken it
+//! out of every node's load-balancing views, and the wait lets that reach them and in-flight
+//! requests finish before the stop signal.
 //!
 //! The actor reaches the node only through an [`Executor`], so this file knows nothing of the
 //! worker, the runtime or the networks, and its lifecycle is tested against a fake executor.
@@ -10,12 +17,23 @@ use std::time::Duration;
 
 use shoal_proto::v1::*;
 use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
 use tracing::{info, warn};
 
+use crate::executor::health::{self, Health, HealthMonitor};
 use crate::executor::{ContainerStatus, Executor, ExecutorError};
 
 /// Default time between the stop signal and SIGKILL.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(10);
+
+/// The longest drain: the wait between the manager taking a RUNNING task out of the
+/// load-balancing views (DNS, VIPs, routing mesh) on every node and its stop signal. The views
+/// reach the nodes within a dispatcher round trip; a second also lets short requests in flight
+/// finish. Never longer than the task's stop grace period (see [`drain_period`]).
+pub const MAX_DRAIN: Duration = Duration::from_secs(1);
+
+/// The error of a task whose container turned unhealthy (docker: "unhealthy container").
+pub const UNHEALTHY_ERR: &str = "unhealthy container";
 
 /// What every task actor of a node shares: the executor and the reports going to the manager.
 pub struct Shared {
@@ -42,12 +60,14 @@ impl Shared {
         (shared, status_rx)
     }
 
-    /// Reports a status, forward-only: a state at or behind the last reported one is dropped.
+    /// Reports a status, forward-only: a state behind the last reported one is dropped, and so
+    /// is one in the same state unless its health changed.
     pub fn report(&self, task_id: &str, status: TaskStatus) {
         {
             let mut map = lock(&self.statuses);
             if let Some(prev) = map.get(task_id) {
-                if status.state <= prev.state {
+                let health_news = status.state == prev.state && status.health != prev.health;
+                if status.state < prev.state || (status.state == prev.state && !health_news) {
                     return;
                 }
             }
@@ -108,14 +128,62 @@ pub fn grace(task: &Task) -> Duration {
     }
 }
 
+/// How long a RUNNING task waits between leaving the load-balancing views and its stop signal:
+/// [`MAX_DRAIN`], or its stop grace period if shorter.
+pub fn drain_period(task: &Task) -> Duration {
+    grace(task).min(MAX_DRAIN)
+}
+
+/// The image reference of a task's spec.
+fn image_ref(task: &Task) -> String {
+    task.spec
+        .as_ref()
+        .and_then(|s| s.container.as_ref())
+        .map(|c| c.image.clone())
+        .unwrap_or_default()
+}
+
+/// The healthcheck of a task's container: the spec's merged with the image's (`None`: the
+/// image's record is gone).
+fn healthcheck(task: &Task, image: Option<&crate::image::Image>) -> Option<health::Healthcheck> {
+    let spec = task
+        .spec
+        .as_ref()
+        .and_then(|s| s.container.as_ref())
+        .and_then(|c| c.healthcheck.as_ref());
+    health::resolve(spec, image.and_then(|i| i.config.healthcheck.as_ref()))
+}
+
+/// A running container's health and when to probe it next.
+struct Monitor {
+    health: HealthMonitor,
+    /// When the container started (or was re-adopted): the start period counts from here.
+    started: Instant,
+    next_probe: Instant,
+}
+
+impl Monitor {
+    fn new(health: HealthMonitor) -> Monitor {
+        let started = Instant::now();
+        let next_probe = started + health.next_interval(Duration::ZERO);
+        Monitor {
+            health,
+            started,
+            next_probe,
+        }
+    }
+}
+
 /// The lifecycle phases of a task on this node.
 enum Phase {
     /// Not started yet: prepare and start unless told to stop first.
     Start,
-    /// The container runs with this pid.
-    Running,
+    /// The container runs; with a healthcheck, probed by its monitor.
+    Running(Option<Monitor>),
     /// Nothing runs: wait to be removed.
     Done,
+    /// The task left the set and its container is gone: the actor ends.
+    Removed,
 }
 
 /// Runs a task's lifecycle until the task leaves the assignment set.
@@ -135,18 +203,37 @@ pub async fn run(
             if let Err(e) = exec.reattach(&task).await {
                 warn!(task.id = %id, error = %e, "re-attaching the networks of a re-adopted task");
             }
+            // The image's HEALTHCHECK from the local record (no pull: the container already
+            // runs). A task already RUNNING was healthy; one still STARTING is gated again.
+            let was_running = known >= TaskState::TaskRunning as i32;
+            let image = exec.local_image(&image_ref(&task)).await;
+            let monitor = healthcheck(&task, image.as_ref()).map(|check| {
+                let start = if was_running {
+                    Health::Healthy
+                } else {
+                    Health::Starting
+                };
+                Monitor::new(HealthMonitor::with_status(check, start))
+            });
+            let (state, message) = match &monitor {
+                Some(m) if m.health.status() == Health::Starting => {
+                    (TaskState::TaskStarting, "starting")
+                }
+                _ => (TaskState::TaskRunning, "started"),
+            };
             shared.report(
                 &id,
                 TaskStatus {
                     pid,
                     container_id: id.clone(),
-                    ..status(TaskState::TaskRunning, "started")
+                    health: monitor.as_ref().map(|m| m.health.report()),
+                    ..status(state, message)
                 },
             );
-            Phase::Running
+            Phase::Running(monitor)
         }
         Ok(ContainerStatus::Exited { code }) => {
-            report_exit(&shared, &id, code);
+            report_exit(&shared, &id, code, None);
             Phase::Done
         }
         _ if known >= TaskState::TaskComplete as i32 => Phase::Done,
@@ -182,33 +269,9 @@ pub async fn run(
                     }
                 }
             }
-            // Running: until it exits, or the manager wants it stopped or removed.
-            Phase::Running => {
-                tokio::select! {
-                    r = exec.wait(&id) => {
-                        // Addresses go back before the end is reported: the manager may hand
-                        // them to another task as soon as it hears of it.
-                        release_network(exec.as_ref(), &id).await;
-                        match r {
-                            Ok(code) => report_exit(&shared, &id, code),
-                            Err(e) => shared.report(&id, failed("wait failed", e.to_string())),
-                        }
-                        Phase::Done
-                    }
-                    _ = stop_wanted(&mut desired) => {
-                        info!(task.id = %id, "stopping task");
-                        if let Err(e) = exec.stop(&id, grace(&task)).await {
-                            warn!(task.id = %id, error = %e, "stop failed");
-                        }
-                        release_network(exec.as_ref(), &id).await;
-                        shared.report(&id, status(TaskState::TaskShutdown, "shutdown"));
-                        Phase::Done
-                    }
-                    _ = removed(&mut remove) => {
-                        exec.remove(&id, grace(&task)).await;
-                        return;
-                    }
-                }
+            // Running: until it exits, turns unhealthy, or the manager wants it stopped or removed.
+            Phase::Running(monitor) => {
+                supervise(&task, &shared, &mut desired, &mut remove, monitor).await
             }
             // Done: keep the container (and its logs) until the task is removed.
             Phase::Done => {
@@ -216,7 +279,177 @@ pub async fn run(
                 exec.remove(&id, grace(&task)).await;
                 return;
             }
+            Phase::Removed => return,
         };
+    }
+}
+
+/// Watches a running container until it exits, turns unhealthy, or the manager wants it
+/// stopped or removed; probes it on its healthcheck's schedule meanwhile.
+async fn supervise(
+    task: &Task,
+    shared: &Arc<Shared>,
+    desired: &mut watch::Receiver<i32>,
+    remove: &mut watch::Receiver<bool>,
+    mut monitor: Option<Monitor>,
+) -> Phase {
+    let id = task.id.as_str();
+    let exec = shared.executor.clone();
+    // One wait for the container's whole life: probes come and go around it.
+    let wait = exec.wait(id);
+    tokio::pin!(wait);
+    loop {
+        let due = monitor
+            .as_ref()
+            .map(|m| (m.next_probe, m.started, m.health.probe()));
+        let health_now = monitor.as_ref().map(|m| m.health.report());
+        tokio::select! {
+            r = &mut wait => {
+                // Addresses go back before the end is reported: the manager may hand them to
+                // another task as soon as it hears of it.
+                release_network(exec.as_ref(), id).await;
+                match r {
+                    Ok(code) => report_exit(shared, id, code, health_now),
+                    Err(e) => shared.report(id, TaskStatus {
+                        health: health_now,
+                        ..failed("wait failed", e.to_string())
+                    }),
+                }
+                return Phase::Done;
+            }
+            _ = stop_wanted(desired) => {
+                drain(task, shared, "stop").await;
+                info!(task.id = %id, "stopping task");
+                if let Err(e) = exec.stop(id, grace(task)).await {
+                    warn!(task.id = %id, error = %e, "stop failed");
+                }
+                release_network(exec.as_ref(), id).await;
+                shared.report(id, TaskStatus {
+                    health: health_now,
+                    ..status(TaskState::TaskShutdown, "shutdown")
+                });
+                return Phase::Done;
+            }
+            _ = removed(remove) => {
+                // Only a task taken out of the set drains; a worker that is going away (the
+                // agent shutting down) leaves its containers as they are.
+                if *remove.borrow() {
+                    drain(task, shared, "removal").await;
+                }
+                exec.remove(id, grace(task)).await;
+                return Phase::Removed;
+            }
+            (result, since_start) = async {
+                let Some((at, started, probe)) = due.clone() else {
+                    return std::future::pending().await;
+                };
+                tokio::time::sleep_until(at).await;
+                let since_start = Instant::now() - started;
+                (exec.probe(id, &probe).await, since_start)
+            }, if due.is_some() => {
+                let Some(m) = monitor.as_mut() else { continue };
+                if let Some(phase) = on_probe(task, shared, m, result, since_start).await {
+                    return phase;
+                }
+            }
+        }
+    }
+}
+
+/// Takes one probe result: reports a health change, RUNNING on the first healthy probe, and
+/// stops the container once it is unhealthy (then the task has FAILED).
+async fn on_probe(
+    task: &Task,
+    shared: &Arc<Shared>,
+    m: &mut Monitor,
+    result: health::ProbeResult,
+    since_start: Duration,
+) -> Option<Phase> {
+    let id = task.id.as_str();
+    let before = m.health.status();
+    let changed = m.health.record(result, since_start);
+    m.next_probe = Instant::now() + m.health.next_interval(Instant::now() - m.started);
+    let now = m.health.status();
+    if now != before {
+        info!(task.id = %id, from = before.as_str(), to = now.as_str(), "task health changed");
+    }
+    let last = shared.reported(id).unwrap_or_default();
+    let starting = last.state == TaskState::TaskStarting as i32;
+    match now {
+        // Healthy at last: the task is RUNNING (and may enter the load-balancing views).
+        Health::Healthy if starting => shared.report(
+            id,
+            TaskStatus {
+                health: Some(m.health.report()),
+                ..status(TaskState::TaskRunning, "started")
+            }
+            .with_container(&last),
+        ),
+        Health::Unhealthy => {
+            // Said at once in the current state, so the manager knows before the stop ends.
+            shared.report(
+                id,
+                TaskStatus {
+                    health: Some(m.health.report()),
+                    timestamp: shoal_proto::now_ns(),
+                    ..last.clone()
+                },
+            );
+            // Failing already: no drain; the stop signal, then SIGKILL after the grace.
+            warn!(task.id = %id, "container unhealthy: stopping it");
+            let exec = shared.executor.as_ref();
+            if let Err(e) = exec.stop(id, grace(task)).await {
+                warn!(task.id = %id, error = %e, "stop failed");
+            }
+            release_network(exec, id).await;
+            shared.report(
+                id,
+                TaskStatus {
+                    health: Some(m.health.report()),
+                    ..failed("unhealthy", UNHEALTHY_ERR.to_string())
+                }
+                .with_container(&last),
+            );
+            return Some(Phase::Done);
+        }
+        _ if changed => shared.report(
+            id,
+            TaskStatus {
+                health: Some(m.health.report()),
+                timestamp: shoal_proto::now_ns(),
+                ..last
+            },
+        ),
+        _ => {}
+    }
+    None
+}
+
+/// Waits the drain period before stopping a task the manager saw RUNNING (it was in the
+/// load-balancing views); a task that never got there has nothing to drain.
+async fn drain(task: &Task, shared: &Shared, why: &str) {
+    let running = shared
+        .reported(&task.id)
+        .is_some_and(|s| s.state == TaskState::TaskRunning as i32);
+    if running {
+        let period = drain_period(task);
+        info!(task.id = %task.id, ?period, why, "draining before the stop signal");
+        tokio::time::sleep(period).await;
+    }
+}
+
+/// Copies the container's pid and id from an earlier status.
+trait WithContainer {
+    fn with_container(self, from: &TaskStatus) -> Self;
+}
+
+impl WithContainer for TaskStatus {
+    fn with_container(self, from: &TaskStatus) -> TaskStatus {
+        TaskStatus {
+            pid: from.pid,
+            container_id: from.container_id.clone(),
+            ..self
+        }
     }
 }
 
@@ -234,7 +467,7 @@ async fn stop_wanted(desired: &mut watch::Receiver<i32>) {
         .map(|_| ());
 }
 
-fn report_exit(shared: &Shared, id: &str, code: i32) {
+fn report_exit(shared: &Shared, id: &str, code: i32, health: Option<HealthStatus>) {
     let st = if code == 0 {
         status(TaskState::TaskComplete, "finished")
     } else {
@@ -248,6 +481,7 @@ fn report_exit(shared: &Shared, id: &str, code: i32) {
         id,
         TaskStatus {
             exit_code: code,
+            health,
             ..st
         },
     );
@@ -259,12 +493,7 @@ async fn start(task: &Task, shared: &Arc<Shared>) -> Phase {
     let id = task.id.clone();
     let exec = shared.executor.as_ref();
     shared.report(&id, status(TaskState::TaskAccepted, "accepted"));
-    let image_ref = task
-        .spec
-        .as_ref()
-        .and_then(|s| s.container.as_ref())
-        .map(|c| c.image.clone())
-        .unwrap_or_default();
+    let image_ref = image_ref(task);
     shared.report(&id, status(TaskState::TaskPreparing, "preparing"));
     let image = match exec.pull(&image_ref).await {
         Ok(i) => i,
@@ -296,15 +525,23 @@ async fn start(task: &Task, shared: &Arc<Shared>) -> Phase {
     };
     match exec.start(cfg).await {
         Ok(pid) => {
+            let monitor =
+                healthcheck(task, Some(&image)).map(|c| Monitor::new(HealthMonitor::new(c)));
+            // With a healthcheck the task stays STARTING until its first healthy probe.
+            let (state, message) = match &monitor {
+                Some(_) => (TaskState::TaskStarting, "starting"),
+                None => (TaskState::TaskRunning, "started"),
+            };
             shared.report(
                 &id,
                 TaskStatus {
                     pid,
                     container_id: id.clone(),
-                    ..status(TaskState::TaskRunning, "started")
+                    health: monitor.as_ref().map(|m| m.health.report()),
+                    ..status(state, message)
                 },
             );
-            Phase::Running
+            Phase::Running(monitor)
         }
         Err(e) => {
             release_network(exec, &id).await;
@@ -322,361 +559,5 @@ async fn release_network(exec: &dyn Executor, id: &str) {
 }
 
 #[cfg(test)]
-mod lifecycle_tests {
-    use super::*;
-    use crate::executor::fake::{
-        next_update, state, task, Call, FakeExecutor, IMAGE, STOPPED_EXIT_CODE,
-    };
-    use TaskState::*;
-
-    /// One task actor over a fake executor, with the controls the worker holds.
-    struct Actor {
-        id: String,
-        fake: Arc<FakeExecutor>,
-        shared: Arc<Shared>,
-        rx: mpsc::UnboundedReceiver<TaskStatusUpdate>,
-        desired: watch::Sender<i32>,
-        remove: watch::Sender<bool>,
-        handle: tokio::task::JoinHandle<()>,
-    }
-
-    fn spawn(task: Task, fake: Arc<FakeExecutor>) -> Actor {
-        let (shared, rx) = Shared::new(fake.clone());
-        let shared = Arc::new(shared);
-        let (desired, desired_rx) = watch::channel(task.desired_state);
-        let (remove, remove_rx) = watch::channel(false);
-        let id = task.id.clone();
-        let handle = tokio::spawn(run(task, shared.clone(), desired_rx, remove_rx));
-        Actor {
-            id,
-            fake,
-            shared,
-            rx,
-            desired,
-            remove,
-            handle,
-        }
-    }
-
-    impl Actor {
-        /// The next reported status of this actor's task.
-        async fn next(&mut self) -> TaskStatus {
-            let (id, st) = next_update(&mut self.rx).await;
-            assert_eq!(id, self.id);
-            st
-        }
-
-        /// The states reported up to and including `last`.
-        async fn states_until(&mut self, last: TaskState) -> Vec<TaskState> {
-            let mut seen = Vec::new();
-            loop {
-                let s = state(&self.next().await);
-                seen.push(s);
-                if s == last {
-                    return seen;
-                }
-            }
-        }
-
-        /// Takes the task out of the assignment set and waits for the actor to end.
-        async fn remove_and_join(
-            self,
-        ) -> (Arc<FakeExecutor>, mpsc::UnboundedReceiver<TaskStatusUpdate>) {
-            let _ = self.remove.send(true);
-            let joined = tokio::time::timeout(Duration::from_secs(10), self.handle).await;
-            assert!(
-                matches!(joined, Ok(Ok(()))),
-                "actor did not end: {joined:?}"
-            );
-            (self.fake, self.rx)
-        }
-
-        fn count(&self, call: &Call) -> usize {
-            self.fake.count(|c| c == call)
-        }
-    }
-
-    fn with_grace(mut t: Task, grace: Duration) -> Task {
-        if let Some(c) = t.spec.as_mut().and_then(|s| s.container.as_mut()) {
-            c.stop_grace_period_ns = grace.as_nanos() as i64;
-        }
-        t
-    }
-
-    #[tokio::test]
-    async fn a_task_runs_through_its_states_to_complete_and_is_not_restarted_here() {
-        let mut a = spawn(task("t1"), Arc::new(FakeExecutor::default()));
-        assert_eq!(
-            a.states_until(TaskRunning).await,
-            [TaskAccepted, TaskPreparing, TaskStarting, TaskRunning]
-        );
-        let running = a.shared.reported("t1").unwrap();
-        assert_eq!((running.pid, running.container_id.as_str()), (1000, "t1"));
-        assert_eq!(running.message, "started");
-        a.fake.exit("t1", 0);
-        let done = a.next().await;
-        assert_eq!(state(&done), TaskComplete);
-        assert_eq!((done.exit_code, done.message.as_str()), (0, "finished"));
-        // The addresses went back before the end was reported.
-        assert_eq!(a.count(&Call::Detach("t1".into())), 1);
-        // Restarting is the orchestrator's business (a new task): wanting it running again
-        // changes nothing here.
-        a.desired.send_replace(TaskRunning as i32);
-        let (fake, mut rx) = a.remove_and_join().await;
-        assert_eq!(
-            fake.calls(),
-            [
-                Call::Inspect("t1".into()),
-                Call::Pull(IMAGE.into()),
-                Call::Prepare("t1".into()),
-                Call::Start("t1".into()),
-                Call::Wait("t1".into()),
-                Call::Detach("t1".into()),
-                Call::Remove("t1".into(), DEFAULT_GRACE),
-            ]
-        );
-        assert!(rx.try_recv().is_err(), "nothing reported after the end");
-    }
-
-    #[tokio::test]
-    async fn a_non_zero_exit_fails_the_task_with_its_code() {
-        let mut a = spawn(task("t1"), Arc::new(FakeExecutor::default()));
-        a.states_until(TaskRunning).await;
-        a.fake.exit("t1", 3);
-        let st = a.next().await;
-        assert_eq!(state(&st), TaskFailed);
-        assert_eq!(st.exit_code, 3);
-        assert_eq!(st.message, "failed");
-        assert_eq!(st.err, "task: non-zero exit (3)");
-        a.remove_and_join().await;
-    }
-
-    #[tokio::test]
-    async fn an_image_that_cannot_be_pulled_rejects_the_task() {
-        let fake = Arc::new(FakeExecutor::default());
-        fake.fail_pull(IMAGE);
-        let mut a = spawn(task("t1"), fake);
-        assert_eq!(
-            a.states_until(TaskRejected).await,
-            [TaskAccepted, TaskPreparing, TaskRejected]
-        );
-        let st = a.shared.reported("t1").unwrap();
-        assert_eq!(st.message, "image pull failed");
-        assert_eq!(
-            st.err,
-            "pull busybox: no linux/amd64 manifest in the index of busybox"
-        );
-        let (fake, _) = a.remove_and_join().await;
-        assert_eq!(
-            fake.count(|c| matches!(c, Call::Prepare(_) | Call::Start(_))),
-            0
-        );
-    }
-
-    #[tokio::test]
-    async fn a_spec_this_node_cannot_honour_fails_the_task_before_the_start() {
-        let fake = Arc::new(FakeExecutor::default());
-        fake.fail_node_config("t1", "--device on node n1: /dev/nope: not found");
-        let mut a = spawn(task("t1"), fake);
-        assert_eq!(
-            a.states_until(TaskFailed).await,
-            [TaskAccepted, TaskPreparing, TaskStarting, TaskFailed]
-        );
-        let st = a.shared.reported("t1").unwrap();
-        assert_eq!(st.message, "invalid container spec on this node");
-        assert_eq!(st.err, "--device on node n1: /dev/nope: not found");
-        let (fake, _) = a.remove_and_join().await;
-        assert_eq!(fake.count(|c| matches!(c, Call::Start(_))), 0);
-    }
-
-    #[tokio::test]
-    async fn a_failed_network_attach_fails_the_task() {
-        let fake = Arc::new(FakeExecutor::default());
-        fake.fail_network("t1", "net9");
-        let mut a = spawn(task("t1"), fake);
-        a.states_until(TaskFailed).await;
-        let st = a.shared.reported("t1").unwrap();
-        assert_eq!(st.message, "network attach failed");
-        assert!(st.err.contains("net9"), "{}", st.err);
-        let (fake, _) = a.remove_and_join().await;
-        assert_eq!(fake.count(|c| matches!(c, Call::Start(_))), 0);
-    }
-
-    #[tokio::test]
-    async fn a_container_that_fails_to_start_fails_the_task_and_gives_its_addresses_back() {
-        let fake = Arc::new(FakeExecutor::default());
-        fake.fail_start("t1", "exec /bin/nope: no such file");
-        let mut a = spawn(task("t1"), fake);
-        a.states_until(TaskFailed).await;
-        let st = a.shared.reported("t1").unwrap();
-        assert_eq!(st.message, "starting container failed");
-        assert_eq!(
-            st.err,
-            "container t1 failed to start: exec /bin/nope: no such file"
-        );
-        assert_eq!(a.count(&Call::Detach("t1".into())), 1);
-        a.remove_and_join().await;
-    }
-
-    #[tokio::test]
-    async fn shutting_down_a_running_task_stops_it_with_its_grace_period() {
-        let grace = Duration::from_secs(3);
-        let mut a = spawn(
-            with_grace(task("t1"), grace),
-            Arc::new(FakeExecutor::default()),
-        );
-        a.states_until(TaskRunning).await;
-        a.desired.send_replace(TaskShutdown as i32);
-        let st = a.next().await;
-        assert_eq!(
-            (state(&st), st.message.as_str()),
-            (TaskShutdown, "shutdown")
-        );
-        assert_eq!(a.count(&Call::Stop("t1".into(), grace)), 1);
-        assert_eq!(a.count(&Call::Detach("t1".into())), 1);
-        assert_eq!(
-            a.fake.container("t1"),
-            Some(ContainerStatus::Exited {
-                code: STOPPED_EXIT_CODE
-            })
-        );
-        // Its container (and log) stays until the task leaves the set.
-        let (fake, _) = a.remove_and_join().await;
-        assert_eq!(fake.count(|c| *c == Call::Remove("t1".into(), grace)), 1);
-    }
-
-    #[tokio::test]
-    async fn without_a_grace_period_in_the_spec_stop_waits_ten_seconds() {
-        let mut a = spawn(task("t1"), Arc::new(FakeExecutor::default()));
-        a.states_until(TaskRunning).await;
-        a.desired.send_replace(TaskShutdown as i32);
-        a.states_until(TaskShutdown).await;
-        assert_eq!(
-            a.count(&Call::Stop("t1".into(), Duration::from_secs(10))),
-            1
-        );
-        a.remove_and_join().await;
-    }
-
-    #[tokio::test]
-    async fn shutdown_is_reported_only_once_the_stop_has_returned() {
-        let fake = Arc::new(FakeExecutor::default());
-        fake.hold_stops();
-        let mut a = spawn(task("t1"), fake);
-        a.states_until(TaskRunning).await;
-        a.desired.send_replace(TaskShutdown as i32);
-        a.fake.until(Call::Stop("t1".into(), DEFAULT_GRACE)).await;
-        // The container ignores its signal: the task is still running for the manager.
-        assert_eq!(state(&a.shared.reported("t1").unwrap()), TaskRunning);
-        assert!(a.rx.try_recv().is_err());
-        a.fake.release_stops();
-        assert_eq!(state(&a.next().await), TaskShutdown);
-        a.remove_and_join().await;
-    }
-
-    #[tokio::test]
-    async fn a_task_wanted_down_before_it_started_is_never_started() {
-        let mut t = task("t1");
-        t.desired_state = TaskShutdown as i32;
-        let mut a = spawn(t, Arc::new(FakeExecutor::default()));
-        let st = a.next().await;
-        assert_eq!(
-            (state(&st), st.message.as_str()),
-            (TaskShutdown, "shutdown before start")
-        );
-        let (fake, _) = a.remove_and_join().await;
-        assert_eq!(
-            fake.calls(),
-            [
-                Call::Inspect("t1".into()),
-                Call::Remove("t1".into(), DEFAULT_GRACE)
-            ]
-        );
-    }
-
-    #[tokio::test]
-    async fn a_running_task_removed_from_the_set_is_removed_without_a_report() {
-        let mut a = spawn(task("t1"), Arc::new(FakeExecutor::default()));
-        a.states_until(TaskRunning).await;
-        let (fake, mut rx) = a.remove_and_join().await;
-        assert_eq!(
-            fake.count(|c| *c == Call::Remove("t1".into(), DEFAULT_GRACE)),
-            1
-        );
-        assert_eq!(fake.count(|c| matches!(c, Call::Stop(..))), 0);
-        assert!(rx.try_recv().is_err());
-    }
-
-    #[tokio::test]
-    async fn after_an_agent_restart_a_running_container_is_adopted_not_restarted() {
-        let fake = Arc::new(FakeExecutor::default());
-        fake.found_running("t1", 42);
-        let mut t = task("t1");
-        t.status = Some(status(TaskRunning, "started"));
-        let mut a = spawn(t, fake);
-        let st = a.next().await;
-        assert_eq!(state(&st), TaskRunning);
-        assert_eq!((st.pid, st.container_id.as_str()), (42, "t1"));
-        assert_eq!(a.count(&Call::Reattach("t1".into())), 1);
-        a.fake.exit("t1", 0);
-        assert_eq!(state(&a.next().await), TaskComplete);
-        let (fake, _) = a.remove_and_join().await;
-        assert_eq!(
-            fake.count(|c| matches!(c, Call::Pull(_) | Call::Prepare(_) | Call::Start(_))),
-            0
-        );
-    }
-
-    #[tokio::test]
-    async fn after_an_agent_restart_an_exited_container_reports_its_exit() {
-        let fake = Arc::new(FakeExecutor::default());
-        fake.found_exited("t1", 2);
-        let mut t = task("t1");
-        t.status = Some(status(TaskRunning, "started"));
-        let mut a = spawn(t, fake);
-        let st = a.next().await;
-        assert_eq!((state(&st), st.exit_code), (TaskFailed, 2));
-        let (fake, _) = a.remove_and_join().await;
-        assert_eq!(fake.count(|c| matches!(c, Call::Start(_))), 0);
-    }
-
-    #[tokio::test]
-    async fn after_an_agent_restart_a_started_task_without_container_is_gone() {
-        let mut t = task("t1");
-        t.status = Some(status(TaskRunning, "started"));
-        let mut a = spawn(t, Arc::new(FakeExecutor::default()));
-        let st = a.next().await;
-        assert_eq!(state(&st), TaskFailed);
-        assert_eq!(
-            (st.message.as_str(), st.err.as_str()),
-            ("container gone", "container not found on node")
-        );
-        let (fake, _) = a.remove_and_join().await;
-        assert_eq!(fake.count(|c| matches!(c, Call::Start(_))), 0);
-    }
-
-    #[tokio::test]
-    async fn after_an_agent_restart_a_finished_task_without_container_stays_quiet() {
-        let mut t = task("t1");
-        t.status = Some(status(TaskComplete, "finished"));
-        let a = spawn(t, Arc::new(FakeExecutor::default()));
-        let (fake, mut rx) = a.remove_and_join().await;
-        assert!(rx.try_recv().is_err(), "a finished task reports nothing");
-        assert_eq!(fake.count(|c| matches!(c, Call::Start(_))), 0);
-    }
-
-    #[test]
-    fn reports_only_move_forward() {
-        let (shared, mut rx) = Shared::new(Arc::new(FakeExecutor::default()));
-        shared.report("t1", status(TaskRunning, "started"));
-        shared.report("t1", status(TaskStarting, "starting"));
-        shared.report("t1", status(TaskRunning, "again"));
-        shared.report("t1", status(TaskComplete, "finished"));
-        let states: Vec<_> = std::iter::from_fn(|| rx.try_recv().ok())
-            .map(|u| state(&u.status.unwrap()))
-            .collect();
-        assert_eq!(states, [TaskRunning, TaskComplete]);
-        assert_eq!(shared.all_reported().len(), 1);
-        assert_eq!(shared.reported("t1").unwrap().message, "finished");
-    }
-}
+#[path = "task_tests.rs"]
+mod lifecycle_tests;

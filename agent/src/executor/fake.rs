@@ -11,8 +11,8 @@ use shoal_proto::v1::Task;
 use tokio::sync::watch;
 
 use super::config::container_config;
-use super::{ContainerConfig, ContainerStatus, Executor, ExecutorError};
-use crate::image::{Image, ImageError};
+use super::{ContainerConfig, ContainerStatus, Executor, ExecutorError, HealthProbe, ProbeResult};
+use crate::image::{Image, ImageConfig, ImageError, ImageHealthcheck};
 use crate::network::NetworkError;
 use crate::runtime::{self, RuntimeError};
 
@@ -34,6 +34,8 @@ pub enum Call {
     List,
     /// `pull(reference)`.
     Pull(String),
+    /// `local_image(reference)`.
+    LocalImage(String),
     /// `prepare(task, _)`, by task id.
     Prepare(String),
     /// `reattach(task)`, by task id.
@@ -48,6 +50,8 @@ pub enum Call {
     Detach(String),
     /// `remove(task_id, grace)`.
     Remove(String, Duration),
+    /// `probe(task_id, probe)`, with the probe's command.
+    Probe(String, Vec<String>),
 }
 
 /// How a scripted `prepare` fails.
@@ -69,6 +73,12 @@ struct Script {
     start_failures: HashMap<String, String>,
     list_fails: bool,
     next_pid: i32,
+    /// Exit codes the next probes of a task give, in order; once empty, `probe_default`.
+    probe_results: HashMap<String, std::collections::VecDeque<i32>>,
+    /// The exit code of an unscripted probe.
+    probe_default: i32,
+    /// The HEALTHCHECK of images, by reference.
+    image_healthchecks: HashMap<String, ImageHealthcheck>,
 }
 
 /// An executor whose outcomes a test scripts and whose calls it reads back.
@@ -91,6 +101,9 @@ impl Default for FakeExecutor {
                 start_failures: HashMap::new(),
                 list_fails: false,
                 next_pid: FIRST_PID,
+                probe_results: HashMap::new(),
+                probe_default: 0,
+                image_healthchecks: HashMap::new(),
             }),
             calls: watch::channel(Vec::new()).0,
             stops_held: watch::channel(false).0,
@@ -162,6 +175,40 @@ impl FakeExecutor {
         self.script()
             .start_failures
             .insert(id.to_string(), message.to_string());
+    }
+
+    /// The next probes of task `id` exit with `codes`, in order (-1: timed out).
+    pub fn script_probes(&self, id: &str, codes: &[i32]) {
+        self.script()
+            .probe_results
+            .entry(id.to_string())
+            .or_default()
+            .extend(codes.iter().copied());
+    }
+
+    /// Image `reference` has this HEALTHCHECK.
+    pub fn image_healthcheck(&self, reference: &str, check: ImageHealthcheck) {
+        self.script()
+            .image_healthchecks
+            .insert(reference.to_string(), check);
+    }
+
+    /// The image every pull of `reference` gives.
+    fn image(&self, reference: &str) -> Image {
+        Image {
+            reference: reference.to_string(),
+            digest: format!("sha256:{}", "0".repeat(64)),
+            config: ImageConfig {
+                healthcheck: self.script().image_healthchecks.get(reference).cloned(),
+                ..Default::default()
+            },
+            layers: Vec::new(),
+        }
+    }
+
+    /// Probes nobody scripted exit with `code` (0 until set).
+    pub fn probes_default_to(&self, code: i32) {
+        self.script().probe_default = code;
     }
 
     /// Listing the node's containers fails.
@@ -239,12 +286,13 @@ impl Executor for FakeExecutor {
                 },
             });
         }
-        Ok(Image {
-            reference: reference.to_string(),
-            digest: format!("sha256:{}", "0".repeat(64)),
-            config: Default::default(),
-            layers: Vec::new(),
-        })
+        Ok(self.image(reference))
+    }
+
+    async fn local_image(&self, reference: &str) -> Option<Image> {
+        self.record(Call::LocalImage(reference.to_string()));
+        let missing = self.script().pull_failures.contains(reference);
+        (!missing).then(|| self.image(reference))
     }
 
     async fn prepare(&self, task: &Task, image: &Image) -> Result<ContainerConfig, ExecutorError> {
@@ -327,6 +375,25 @@ impl Executor for FakeExecutor {
     async fn remove(&self, task_id: &str, grace: Duration) {
         self.record(Call::Remove(task_id.to_string(), grace));
         self.script().containers.remove(task_id);
+    }
+
+    async fn probe(&self, task_id: &str, probe: &HealthProbe) -> ProbeResult {
+        self.record(Call::Probe(task_id.to_string(), probe.args.clone()));
+        let exit_code = {
+            let mut s = self.script();
+            let default = s.probe_default;
+            s.probe_results
+                .get_mut(task_id)
+                .and_then(|q| q.pop_front())
+                .unwrap_or(default)
+        };
+        let now = shoal_proto::now_ns();
+        ProbeResult {
+            start_ns: now,
+            end_ns: now,
+            exit_code,
+            output: format!("probe exit {exit_code}"),
+        }
     }
 
     fn log_path(&self, task_id: &str) -> Result<PathBuf, ExecutorError> {

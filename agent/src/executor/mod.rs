@@ -9,6 +9,7 @@
 pub mod config;
 #[cfg(test)]
 pub mod fake;
+pub mod health;
 mod real;
 
 use std::path::PathBuf;
@@ -21,6 +22,7 @@ use crate::network::NetworkError;
 use crate::runtime::RuntimeError;
 
 pub use crate::runtime::{ContainerConfig, ContainerStatus};
+pub use health::{HealthProbe, ProbeResult};
 pub use real::RuntimeExecutor;
 
 /// Errors of an executor, by the step that failed.
@@ -70,6 +72,9 @@ pub trait Executor: Send + Sync + 'static {
     /// The image `reference` names, pulled (or, with the registry unreachable, found locally).
     async fn pull(&self, reference: &str) -> Result<Image, ExecutorError>;
 
+    /// The local copy of an image, without asking a registry (`None`: not on this node).
+    async fn local_image(&self, reference: &str) -> Option<Image>;
+
     /// Everything before the start: the container's configuration from the task and its image,
     /// this node's part of it (devices, init), then the task's networks. Leaves no network
     /// plumbing behind when it fails.
@@ -94,6 +99,12 @@ pub trait Executor: Send + Sync + 'static {
     /// Stops the container if it still runs (within `grace`), deletes it and forgets its
     /// networks. Best effort: what fails is logged, the rest still goes.
     async fn remove(&self, task_id: &str, grace: Duration);
+
+    /// Runs one healthcheck probe inside the task's running container (its namespaces, cgroup,
+    /// user, environment, working directory and confinement), killed after the probe's timeout.
+    /// Never fails: a probe that cannot run is a failed result (exit code -1, the reason as its
+    /// output), as docker records it.
+    async fn probe(&self, task_id: &str, probe: &HealthProbe) -> ProbeResult;
 
     /// The file a task's log is written to.
     fn log_path(&self, task_id: &str) -> Result<PathBuf, ExecutorError>;

@@ -12,7 +12,8 @@ use shoal_proto::v1::Task;
 use tracing::{info, warn};
 
 use super::config::{container_config, node_config};
-use super::{ContainerConfig, ContainerStatus, Executor, ExecutorError};
+use super::health::{limit_output, MAX_OUTPUT_BYTES};
+use super::{ContainerConfig, ContainerStatus, Executor, ExecutorError, HealthProbe, ProbeResult};
 use crate::image::{Image, ImageStore};
 use crate::network::Networks;
 use crate::runtime::{self, Runtime};
@@ -65,17 +66,6 @@ impl RuntimeExecutor {
             pulls: Mutex::new(HashMap::new()),
         }
     }
-
-    /// The local copy of an image, read on the blocking pool.
-    async fn local_image(&self, reference: &str) -> Option<Image> {
-        let (images, reference) = (self.images.clone(), reference.to_string());
-        blocking("read image record", move || {
-            Ok(images.get(&reference).ok().flatten())
-        })
-        .await
-        .ok()
-        .flatten()
-    }
 }
 
 #[async_trait::async_trait]
@@ -119,6 +109,17 @@ impl Executor for RuntimeExecutor {
                 }),
             },
         }
+    }
+
+    /// Reads the image record on the blocking pool.
+    async fn local_image(&self, reference: &str) -> Option<Image> {
+        let (images, reference) = (self.images.clone(), reference.to_string());
+        blocking("read image record", move || {
+            Ok(images.get(&reference).ok().flatten())
+        })
+        .await
+        .ok()
+        .flatten()
     }
 
     async fn prepare(&self, task: &Task, image: &Image) -> Result<ContainerConfig, ExecutorError> {
@@ -202,6 +203,35 @@ impl Executor for RuntimeExecutor {
             net.forget(task_id).await;
         }
         info!(task.id = %task_id, "task removed from node");
+    }
+
+    /// Forks, joins and waits on the blocking pool: a probe may take its whole timeout.
+    async fn probe(&self, task_id: &str, probe: &HealthProbe) -> ProbeResult {
+        let (runtime, id, probe) = (self.runtime.clone(), task_id.to_string(), probe.clone());
+        let start_ns = shoal_proto::now_ns();
+        let ran = blocking("healthcheck probe", move || {
+            Ok(runtime.exec(&id, &probe.args, probe.timeout, MAX_OUTPUT_BYTES)?)
+                .map(|outcome| (outcome, probe.timeout))
+        })
+        .await;
+        let (exit_code, output) = match ran {
+            // docker's words for a probe killed at its timeout.
+            Ok((o, timeout)) if o.timed_out => (
+                -1,
+                format!(
+                    "Health check exceeded timeout ({})",
+                    humantime::format_duration(timeout)
+                ),
+            ),
+            Ok((o, _)) => (o.exit_code, limit_output(&o.output)),
+            Err(e) => (-1, e.to_string()),
+        };
+        ProbeResult {
+            start_ns,
+            end_ns: shoal_proto::now_ns(),
+            exit_code,
+            output,
+        }
     }
 
     fn log_path(&self, task_id: &str) -> Result<PathBuf, ExecutorError> {

@@ -6,7 +6,7 @@
 use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
 
-use super::{ImageConfig, ImageError};
+use super::{ImageConfig, ImageError, ImageHealthcheck};
 
 /// OCI image manifest media type.
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -162,6 +162,26 @@ struct ContainerConfig {
     working_dir: Option<String>,
     #[serde(default)]
     user: Option<String>,
+    #[serde(default)]
+    healthcheck: Option<Healthcheck>,
+}
+
+/// docker's `config.Healthcheck` (oci-spec's ImageConfiguration does not model it).
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase")]
+struct Healthcheck {
+    #[serde(default)]
+    test: Option<Vec<String>>,
+    #[serde(default)]
+    interval: Option<i64>,
+    #[serde(default)]
+    timeout: Option<i64>,
+    #[serde(default)]
+    start_period: Option<i64>,
+    #[serde(default)]
+    start_interval: Option<i64>,
+    #[serde(default)]
+    retries: Option<i32>,
 }
 
 #[derive(Deserialize)]
@@ -195,6 +215,14 @@ pub fn parse_config(bytes: &[u8]) -> Result<(ImageConfig, Vec<String>), ImageErr
             env: c.env.unwrap_or_default(),
             working_dir: c.working_dir.unwrap_or_default(),
             user: c.user.unwrap_or_default(),
+            healthcheck: c.healthcheck.map(|h| ImageHealthcheck {
+                test: h.test.unwrap_or_default(),
+                interval_ns: h.interval.unwrap_or_default(),
+                timeout_ns: h.timeout.unwrap_or_default(),
+                start_period_ns: h.start_period.unwrap_or_default(),
+                start_interval_ns: h.start_interval.unwrap_or_default(),
+                retries: h.retries.unwrap_or_default(),
+            }),
         },
         file.rootfs.diff_ids,
     ))
@@ -252,6 +280,24 @@ mod tests {
         assert_eq!(cfg.cmd, vec!["sh"]);
         assert!(cfg.entrypoint.is_empty());
         assert!(diff_ids.is_empty());
+    }
+
+    #[test]
+    fn the_images_healthcheck_is_carried() {
+        let c = br#"{"config":{"Cmd":["sh"],"Healthcheck":{"Test":["CMD-SHELL","wget -q localhost"],"Interval":2000000000,"Retries":4,"StartPeriod":null}},"rootfs":{"type":"layers","diff_ids":[]}}"#;
+        let (cfg, _) = parse_config(c).expect("config");
+        assert_eq!(
+            cfg.healthcheck,
+            Some(ImageHealthcheck {
+                test: vec!["CMD-SHELL".into(), "wget -q localhost".into()],
+                interval_ns: 2_000_000_000,
+                retries: 4,
+                ..Default::default()
+            })
+        );
+        let (cfg, _) =
+            parse_config(br#"{"config":{"Cmd":["sh"]},"rootfs":{"diff_ids":[]}}"#).expect("config");
+        assert_eq!(cfg.healthcheck, None);
     }
 
     #[test]

@@ -50,4 +50,25 @@ pub struct ImageConfig {
     pub working_dir: String,
     /// `User` ("" = root).
     pub user: String,
+    /// `Healthcheck` (the Dockerfile's HEALTHCHECK); `None` when the image has none. Records
+    /// written before it existed read as `None`.
+    #[serde(default)]
+    pub healthcheck: Option<ImageHealthcheck>,
+}
+
+/// The image config's `Healthcheck`, as docker writes it (durations in nanoseconds; 0 = unset).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageHealthcheck {
+    /// `Test`: `[]` inherit, `["NONE"]`, `["CMD", arg...]` or `["CMD-SHELL", command]`.
+    pub test: Vec<String>,
+    /// `Interval`.
+    pub interval_ns: i64,
+    /// `Timeout`.
+    pub timeout_ns: i64,
+    /// `StartPeriod`.
+    pub start_period_ns: i64,
+    /// `StartInterval`.
+    pub start_interval_ns: i64,
+    /// `Retries`.
+    pub retries: i32,
 }

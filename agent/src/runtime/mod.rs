@@ -9,6 +9,7 @@ pub mod bench;
 pub mod caps;
 pub mod cgroups;
 pub mod devices;
+pub mod exec;
 pub mod init;
 pub mod logs;
 pub mod namespaces;
@@ -277,6 +278,9 @@ pub enum RuntimeError {
         /// The kernel's error.
         source: Errno,
     },
+    /// Running a command in a container (a healthcheck probe) failed.
+    #[error(transparent)]
+    Exec(#[from] exec::ExecError),
 }
 
 /// Where `--init` finds its init binary unless the agent is told otherwise (Debian's tini).
