@@ -240,10 +240,15 @@ fn service_view(s: &Service, network_id: &str) -> ServiceView {
     }
 }
 
-/// Whether a task answers for its service: running, and meant to.
+/// Whether a task answers for its service: running, meant to, and not reported unhealthy (an
+/// unhealthy task is still RUNNING while its agent stops it: it leaves rotation at once).
 fn is_running(t: &Task) -> bool {
-    t.status.as_ref().map(|s| s.state) == Some(TaskState::TaskRunning as i32)
+    let status = t.status.as_ref();
+    status.map(|s| s.state) == Some(TaskState::TaskRunning as i32)
         && t.desired_state == TaskState::TaskRunning as i32
+        && status
+            .and_then(|s| s.health.as_ref())
+            .is_none_or(|h| h.status != "unhealthy")
 }
 
 /// Where a network's VXLAN reaches a node: its underlay IP, or its mesh IP on an encrypted
