@@ -7,6 +7,7 @@ mod cluster;
 mod network;
 mod node;
 mod parse;
+mod rollout;
 mod service;
 
 use std::path::PathBuf;
@@ -17,6 +18,7 @@ pub use cluster::*;
 pub use network::*;
 pub use node::*;
 pub use parse::*;
+pub use rollout::*;
 pub use service::*;
 
 /// How listings and inspections are printed.

@@ -6,6 +6,7 @@ use clap::{ArgAction, Args, Subcommand, ValueEnum};
 use shoal_proto::v1::{DeviceMapping, NetworkAttachmentConfig, PortConfig, Ulimit};
 
 use super::parse::*;
+use super::rollout::{HealthArgs, RollbackConfigArgs, UpdateConfigArgs};
 
 /// `shoalctl service ...`
 #[derive(Debug, Subcommand)]
@@ -19,9 +20,11 @@ pub enum ServiceCommand {
     Ps(PsArgs),
     /// Show services in detail (JSON array like docker).
     Inspect(InspectArgs),
-    /// Change a service (image, replicas, networks, published ports, ...) and wait until its
-    /// tasks run the new spec (unless --detach).
+    /// Change a service (image, replicas, networks, published ports, ...) and follow the
+    /// rolling update until it completes (unless --detach).
     Update(Box<UpdateArgs>),
+    /// Go back to the service's previous spec and follow the rollback (unless --detach).
+    Rollback(RollbackArgs),
     /// Scale one or more replicated services (NAME=REPLICAS).
     Scale(ScaleArgs),
     /// Remove one or more services.
@@ -231,6 +234,18 @@ pub struct CreateArgs {
     #[arg(long = "log-opt", value_name = "K=V", value_parser = parse_log_opt)]
     pub log_opt: Vec<(String, String)>,
 
+    /// Healthcheck flags.
+    #[command(flatten)]
+    pub health: HealthArgs,
+
+    /// How updates replace tasks.
+    #[command(flatten)]
+    pub update_config: UpdateConfigArgs,
+
+    /// How rollbacks replace tasks.
+    #[command(flatten)]
+    pub rollback_config: RollbackConfigArgs,
+
     /// Return right after the service is created instead of waiting for it to converge.
     #[arg(long, short = 'd')]
     pub detach: bool,
@@ -428,11 +443,35 @@ pub struct UpdateArgs {
     #[arg(long = "log-opt", value_name = "K=V", value_parser = parse_log_opt)]
     pub log_opt: Vec<(String, String)>,
 
-    /// Return right after the update is accepted instead of waiting for the tasks.
+    /// Healthcheck flags.
+    #[command(flatten)]
+    pub health: HealthArgs,
+
+    /// How updates replace tasks.
+    #[command(flatten)]
+    pub update_config: UpdateConfigArgs,
+
+    /// How rollbacks replace tasks.
+    #[command(flatten)]
+    pub rollback_config: RollbackConfigArgs,
+
+    /// Replace every task once, even if nothing changed (the rolling update settings apply).
+    #[arg(long)]
+    pub force: bool,
+
+    /// Go back to the previous spec (only with --detach, --quiet and --timeout).
+    #[arg(long)]
+    pub rollback: bool,
+
+    /// Return right after the update is accepted instead of following it.
     #[arg(long, short = 'd')]
     pub detach: bool,
 
-    /// How long to wait for the service to converge (without --detach).
+    /// Print no progress while following the update.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+
+    /// How long to wait while the update makes no progress (without --detach).
     #[arg(long, value_name = "DURATION", default_value = "120s", value_parser = parse_timeout)]
     pub timeout: Duration,
 
@@ -476,7 +515,49 @@ impl UpdateArgs {
             && self.stop_signal.is_none()
             && self.log_driver.is_none()
             && self.log_opt.is_empty()
+            && self.health.is_empty()
+            && self.update_config.is_empty()
+            && self.rollback_config.is_empty()
     }
+
+    /// Refuses flag combinations before anything is sent: `--rollback` beside a change,
+    /// `--no-healthcheck` beside `--health-*`, and no change at all.
+    pub fn check(&self) -> Result<(), String> {
+        if self.rollback {
+            if self.force || !self.changes_nothing() {
+                return Err("other flags may not be combined with --rollback".into());
+            }
+            return Ok(());
+        }
+        self.health.check()?;
+        if !self.force && self.changes_nothing() {
+            return Err(
+                "nothing to update: give at least one flag (see shoalctl service update --help)"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Arguments of `service rollback`.
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// Return right after the rollback is accepted instead of following it.
+    #[arg(long, short = 'd')]
+    pub detach: bool,
+
+    /// Print no progress while following the rollback.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+
+    /// How long to wait while the rollback makes no progress (without --detach).
+    #[arg(long, value_name = "DURATION", default_value = "120s", value_parser = parse_timeout)]
+    pub timeout: Duration,
+
+    /// Service name or ID.
+    #[arg(value_name = "SERVICE")]
+    pub service: String,
 }
 
 /// Arguments of `service scale`.
