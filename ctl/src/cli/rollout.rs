@@ -232,3 +232,239 @@ pub fn parse_ratio(s: &str) -> Result<f32, String> {
     }
     Ok(r)
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::{Cli, Command, CreateArgs, ServiceCommand, UpdateArgs};
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("shoalctl").chain(args.iter().copied()))
+    }
+
+    fn create(args: &[&str]) -> Result<CreateArgs, clap::Error> {
+        let mut all = vec!["service", "create", "--name", "x"];
+        all.extend_from_slice(args);
+        all.push("busybox");
+        match parse(&all)?.command {
+            Command::Service(ServiceCommand::Create(a)) => Ok(*a),
+            _ => panic!("not create"),
+        }
+    }
+
+    fn update(args: &[&str]) -> Result<UpdateArgs, clap::Error> {
+        let mut all = vec!["service", "update"];
+        all.extend_from_slice(args);
+        all.push("web");
+        match parse(&all)?.command {
+            Command::Service(ServiceCommand::Update(a)) => Ok(*a),
+            _ => panic!("not update"),
+        }
+    }
+
+    #[test]
+    fn health_flags() {
+        let a = create(&[
+            "--health-cmd",
+            "curl -f http://localhost/ || exit 1",
+            "--health-interval",
+            "2s",
+            "--health-timeout",
+            "1s",
+            "--health-retries",
+            "4",
+            "--health-start-period",
+            "10s",
+            "--health-start-interval",
+            "500ms",
+        ])
+        .expect("parses");
+        let h = &a.health;
+        assert_eq!(
+            h.cmd.as_deref(),
+            Some("curl -f http://localhost/ || exit 1")
+        );
+        assert_eq!(h.interval, Some(2_000_000_000));
+        assert_eq!(h.timeout, Some(1_000_000_000));
+        assert_eq!(h.retries, Some(4));
+        assert_eq!(h.start_period, Some(10_000_000_000));
+        assert_eq!(h.start_interval, Some(500_000_000));
+        assert!(!h.no_healthcheck && h.check().is_ok());
+
+        let a = create(&["--no-healthcheck"]).expect("parses");
+        assert!(a.health.no_healthcheck && a.health.check().is_ok());
+        let a = create(&["--no-healthcheck", "--health-retries", "2"]).expect("parses");
+        assert_eq!(
+            a.health.check(),
+            Err("--no-healthcheck conflicts with --health-* options".into())
+        );
+        // `--health-cmd ""` is an update's way back to the image's test.
+        let a = update(&["--health-cmd", ""]).expect("parses");
+        assert_eq!(a.health.cmd.as_deref(), Some(""));
+        assert!(!a.changes_nothing());
+    }
+
+    #[test]
+    fn bad_values_name_the_flag() {
+        let cases: &[(&[&str], &str)] = &[
+            (&["--health-interval", "-1s"], "--health-interval"),
+            (&["--health-retries", "-1"], "--health-retries"),
+            (&["--update-delay", "-5s"], "--update-delay"),
+            (&["--update-monitor", "-1s"], "--update-monitor"),
+            (&["--rollback-delay", "-1s"], "--rollback-delay"),
+            (&["--update-parallelism", "-1"], "--update-parallelism"),
+            (
+                &["--update-max-failure-ratio", "1.5"],
+                "--update-max-failure-ratio",
+            ),
+            (
+                &["--rollback-max-failure-ratio", "-0.1"],
+                "--rollback-max-failure-ratio",
+            ),
+            (
+                &["--update-max-failure-ratio", "half"],
+                "--update-max-failure-ratio",
+            ),
+            (
+                &["--update-failure-action", "explode"],
+                "--update-failure-action",
+            ),
+            (
+                &["--rollback-failure-action", "rollback"],
+                "--rollback-failure-action",
+            ),
+            (&["--update-order", "random"], "--update-order"),
+            (&["--rollback-order", "last-first"], "--rollback-order"),
+        ];
+        for (args, flag) in cases {
+            for e in [create(args).err(), update(args).err()] {
+                let text = e.unwrap_or_else(|| panic!("{args:?} accepted")).to_string();
+                assert!(text.contains(flag), "{args:?}: {text}");
+            }
+        }
+        let e = create(&["--update-max-failure-ratio", "1.5"])
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(e.contains("outside 0..1"), "{e}");
+        let e = create(&["--update-delay", "-5s"])
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(e.contains("must not be negative"), "{e}");
+    }
+
+    #[test]
+    fn update_and_rollback_flags() {
+        let a = update(&[
+            "--update-parallelism",
+            "2",
+            "--update-delay",
+            "10s",
+            "--update-failure-action",
+            "rollback",
+            "--update-monitor",
+            "30s",
+            "--update-max-failure-ratio",
+            "0.25",
+            "--update-order",
+            "start-first",
+            "--rollback-parallelism",
+            "0",
+            "--rollback-delay",
+            "1s",
+            "--rollback-failure-action",
+            "continue",
+            "--rollback-monitor",
+            "2s",
+            "--rollback-max-failure-ratio",
+            "1",
+            "--rollback-order",
+            "stop-first",
+        ])
+        .expect("parses");
+        let u = &a.update_config;
+        assert_eq!(u.parallelism, Some(2));
+        assert_eq!(u.delay, Some(10_000_000_000));
+        assert_eq!(u.failure_action, Some(UpdateFailureAction::Rollback));
+        assert_eq!(u.monitor, Some(30_000_000_000));
+        assert_eq!(u.max_failure_ratio, Some(0.25));
+        assert_eq!(u.order, Some(UpdateOrder::StartFirst));
+        let r = &a.rollback_config;
+        assert_eq!(r.parallelism, Some(0));
+        assert_eq!(r.delay, Some(1_000_000_000));
+        assert_eq!(r.failure_action, Some(RollbackFailureAction::Continue));
+        assert_eq!(r.monitor, Some(2_000_000_000));
+        assert_eq!(r.max_failure_ratio, Some(1.0));
+        assert_eq!(r.order, Some(UpdateOrder::StopFirst));
+        assert!(a.check().is_ok());
+        // Each flag alone is a change.
+        for flag in [
+            ["--update-parallelism", "0"],
+            ["--update-order", "stop-first"],
+            ["--rollback-monitor", "0s"],
+            ["--health-retries", "1"],
+        ] {
+            assert!(
+                !update(&flag).expect("parses").changes_nothing(),
+                "{flag:?}"
+            );
+        }
+        assert!(!update(&["--no-healthcheck"])
+            .expect("parses")
+            .changes_nothing());
+    }
+
+    #[test]
+    fn force_rollback_and_the_combination_rule() {
+        let a = update(&["--force"]).expect("parses");
+        assert!(a.force && a.changes_nothing() && a.check().is_ok());
+        let a = update(&["--rollback"]).expect("parses");
+        assert!(a.rollback && a.check().is_ok());
+        let a = update(&["--rollback", "-d", "-q", "--timeout", "5m"]).expect("parses");
+        assert!(a.detach && a.quiet && a.check().is_ok());
+        let refused = "other flags may not be combined with --rollback";
+        for extra in [
+            &["--image", "busybox:2"][..],
+            &["--force"],
+            &["--update-parallelism", "2"],
+            &["--health-cmd", "true"],
+            &["--replicas", "3"],
+        ] {
+            let mut args = vec!["--rollback"];
+            args.extend_from_slice(extra);
+            assert_eq!(
+                update(&args).expect("parses").check(),
+                Err(refused.into()),
+                "{extra:?}"
+            );
+        }
+        let a = update(&["--no-healthcheck", "--health-cmd", "true"]).expect("parses");
+        assert_eq!(
+            a.check(),
+            Err("--no-healthcheck conflicts with --health-* options".into())
+        );
+        let a = update(&["-d"]).expect("parses");
+        assert!(a.check().is_err_and(|e| e.starts_with("nothing to update")));
+    }
+
+    #[test]
+    fn rollback_command() {
+        let cli = parse(&["service", "rollback", "-d", "web"]).expect("parses");
+        let Command::Service(ServiceCommand::Rollback(a)) = cli.command else {
+            panic!("not rollback")
+        };
+        assert!(a.detach && !a.quiet);
+        assert_eq!(a.service, "web");
+        assert_eq!(a.timeout, std::time::Duration::from_secs(120));
+        let cli = parse(&["service", "rollback", "--quiet", "web"]).expect("parses");
+        let Command::Service(ServiceCommand::Rollback(a)) = cli.command else {
+            panic!("not rollback")
+        };
+        assert!(a.quiet && !a.detach);
+        assert!(parse(&["service", "rollback", "--image", "x", "web"]).is_err());
+        assert!(parse(&["service", "rollback"]).is_err());
+    }
+}

@@ -285,3 +285,240 @@ async fn global_desired(c: &mut Control, svc: &Service) -> Result<Option<u64>> {
         .find(|s| s.service.as_ref().is_some_and(|x| x.id == svc.id))
         .map(|s| s.desired_tasks))
 }
+
+#[cfg(test)]
+mod tests {
+    use shoal_proto::v1::{ContainerSpec, ServiceSpec, TaskSpec, TaskState};
+
+    use super::*;
+    use crate::commands::converge::Slot;
+    use update_status::State;
+
+    fn st(state: State, message: &str, started_at: i64) -> UpdateStatus {
+        UpdateStatus {
+            state: state as i32,
+            started_at,
+            completed_at: 0,
+            message: message.into(),
+        }
+    }
+
+    fn slot(label: &str, state: TaskState) -> Slot {
+        Slot {
+            label: label.into(),
+            task_id: format!("t{label}"),
+            state: Some(state),
+            err: String::new(),
+            message: String::new(),
+            exit_code: 0,
+            ended: 0,
+        }
+    }
+
+    fn snap(running: usize, desired: usize) -> Snapshot {
+        let slots = (1..=desired)
+            .map(|i| {
+                let state = if i <= running {
+                    TaskState::TaskRunning
+                } else {
+                    TaskState::TaskStarting
+                };
+                slot(&format!("{i}/{desired}"), state)
+            })
+            .collect();
+        Snapshot {
+            slots,
+            running,
+            desired,
+        }
+    }
+
+    fn secs(s: u64) -> Duration {
+        Duration::from_secs(s)
+    }
+
+    #[test]
+    fn phases() {
+        assert_eq!(phase(None, None), Phase::NoUpdate);
+        let done = st(State::Completed, "update completed", 1);
+        // The status of an earlier update is not this one's verdict ...
+        assert_eq!(phase(Some(&done), Some(&done)), Phase::NoUpdate);
+        let paused = st(State::Paused, "update paused due to failure of task x", 1);
+        assert_eq!(phase(Some(&paused), Some(&paused)), Phase::NoUpdate);
+        // ... but a new one is.
+        let done2 = st(State::Completed, "update completed", 2);
+        assert_eq!(phase(Some(&done2), Some(&done)), Phase::Completed);
+        assert_eq!(phase(Some(&done), None), Phase::Completed);
+        let updating = st(State::Updating, "update in progress", 1);
+        assert_eq!(phase(Some(&updating), Some(&updating)), Phase::Updating);
+        assert_eq!(
+            phase(Some(&st(State::RollbackStarted, "why", 3)), None),
+            Phase::RollingBack("why".into())
+        );
+        assert_eq!(
+            phase(Some(&st(State::RollbackPaused, "why", 3)), None),
+            Phase::RollbackPaused("why".into())
+        );
+        assert_eq!(
+            phase(Some(&st(State::Unknown, "", 3)), None),
+            Phase::NoUpdate
+        );
+    }
+
+    #[test]
+    fn update_completes() {
+        let mut f = Follower::new("web", false, None, RestartRules::default());
+        let updating = st(State::Updating, "update in progress", 5);
+        assert_eq!(
+            f.observe(Some(&updating), &snap(1, 4), secs(0)),
+            Outcome::Waiting
+        );
+        // All running is not enough while the updater still works (monitor period).
+        assert_eq!(
+            f.observe(Some(&updating), &snap(4, 4), secs(9)),
+            Outcome::Waiting
+        );
+        let done = st(State::Completed, "update completed", 5);
+        assert_eq!(f.observe(Some(&done), &snap(4, 4), secs(10)), Outcome::Done);
+        let block = f.lines(&snap(4, 4), &Outcome::Done);
+        assert_eq!(block[0], "overall progress: 4 out of 4 tasks");
+        assert_eq!(
+            block.last().map(String::as_str),
+            Some("verify: Service converged")
+        );
+    }
+
+    #[test]
+    fn update_pauses() {
+        let before = st(State::Completed, "update completed", 1);
+        let mut f = Follower::new("web", false, Some(before), RestartRules::default());
+        let msg = "update paused due to failure or early termination of task abc";
+        assert_eq!(
+            f.observe(Some(&st(State::Paused, msg, 7)), &snap(1, 4), secs(3)),
+            Outcome::Failed(format!("service update paused: {msg}"))
+        );
+    }
+
+    #[test]
+    fn automatic_rollback_is_an_error() {
+        let mut f = Follower::new("web", false, None, RestartRules::default());
+        let why = "update rolled back due to failure or early termination of task abc";
+        let started = st(State::RollbackStarted, why, 7);
+        assert_eq!(
+            f.observe(Some(&started), &snap(2, 4), secs(3)),
+            Outcome::Waiting
+        );
+        let block = f.lines(&snap(2, 4), &Outcome::Waiting);
+        assert_eq!(block[0], format!("rollback: {why}"));
+        assert_eq!(block[1], "rolling back update: 2 out of 4 tasks");
+        let done = st(State::RollbackCompleted, "rollback completed", 7);
+        assert_eq!(
+            f.observe(Some(&done), &snap(4, 4), secs(9)),
+            Outcome::Failed(format!("service update rolled back: {why}"))
+        );
+        // Seen only once finished: the completed message is all there is.
+        let mut f = Follower::new("web", false, None, RestartRules::default());
+        assert_eq!(
+            f.observe(Some(&done), &snap(4, 4), secs(1)),
+            Outcome::Failed("service update rolled back: rollback completed".into())
+        );
+    }
+
+    #[test]
+    fn requested_rollback() {
+        let before = st(State::Completed, "update completed", 1);
+        let mut f = Follower::new("web", true, Some(before), RestartRules::default());
+        let started = st(State::RollbackStarted, "manually requested rollback", 8);
+        assert_eq!(
+            f.observe(Some(&started), &snap(0, 2), secs(0)),
+            Outcome::Waiting
+        );
+        let block = f.lines(&snap(0, 2), &Outcome::Waiting);
+        assert_eq!(block[0], "rollback: manually requested rollback");
+        assert_eq!(block[1], "rolling back update: 0 out of 2 tasks");
+        let done = st(State::RollbackCompleted, "rollback completed", 8);
+        assert_eq!(f.observe(Some(&done), &snap(2, 2), secs(4)), Outcome::Done);
+        let msg = "rollback paused due to failure or early termination of task x";
+        let mut f = Follower::new("web", true, None, RestartRules::default());
+        assert_eq!(
+            f.observe(
+                Some(&st(State::RollbackPaused, msg, 8)),
+                &snap(0, 2),
+                secs(4)
+            ),
+            Outcome::Failed(format!("service rollback paused: {msg}"))
+        );
+    }
+
+    #[test]
+    fn without_a_rolling_update_convergence_decides() {
+        // Only replicas changed: no update status comes; the tasks converging is the end.
+        let before = st(State::Completed, "update completed", 1);
+        let mut f = Follower::new("web", false, Some(before.clone()), RestartRules::default());
+        assert_eq!(
+            f.observe(Some(&before), &snap(2, 3), secs(0)),
+            Outcome::Waiting
+        );
+        assert_eq!(
+            f.observe(Some(&before), &snap(3, 3), secs(1)),
+            Outcome::Waiting
+        );
+        assert_eq!(
+            f.observe(Some(&before), &snap(3, 3), secs(2)),
+            Outcome::Done
+        );
+        // A paused update the next `service update` resumes: the old PAUSED is no verdict.
+        let paused = st(State::Paused, "update paused", 1);
+        let mut f = Follower::new("web", false, Some(paused.clone()), RestartRules::default());
+        assert_eq!(
+            f.observe(Some(&paused), &snap(1, 3), secs(0)),
+            Outcome::Waiting
+        );
+        let updating = st(State::Updating, "update in progress", 2);
+        assert_eq!(
+            f.observe(Some(&updating), &snap(1, 3), secs(1)),
+            Outcome::Waiting
+        );
+        // Tasks that cannot run end the wait with the reason.
+        let rules = RestartRules {
+            condition: shoal_proto::v1::RestartCondition::RestartNone as i32,
+            ..Default::default()
+        };
+        let mut f = Follower::new("web", false, None, rules);
+        let mut s = snap(0, 1);
+        s.slots[0].state = Some(TaskState::TaskFailed);
+        s.slots[0].exit_code = 1;
+        match f.observe(None, &s, secs(1)) {
+            Outcome::Failed(m) => assert!(m.starts_with("service web cannot converge"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn current_tasks_run_the_current_template() {
+        let template = |image: &str| TaskSpec {
+            container: Some(ContainerSpec {
+                image: image.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let svc = Service {
+            spec: Some(ServiceSpec {
+                task: Some(template("app:2")),
+                ..Default::default()
+            }),
+            spec_version: 3,
+            ..Default::default()
+        };
+        let task = |spec: Option<TaskSpec>, version| Task {
+            spec,
+            spec_version: version,
+            ..Default::default()
+        };
+        assert!(is_current(&svc, &task(Some(template("app:2")), 1)));
+        assert!(!is_current(&svc, &task(Some(template("app:1")), 3)));
+        assert!(is_current(&svc, &task(None, 3)));
+        assert!(!is_current(&svc, &task(None, 2)));
+    }
+}

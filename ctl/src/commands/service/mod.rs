@@ -408,4 +408,6 @@ fn print_log_line(text: &str, stream: &str) -> Result<()> {
 #[cfg(test)]
 mod confinement_tests;
 #[cfg(test)]
+mod rollout_tests;
+#[cfg(test)]
 mod tests;
