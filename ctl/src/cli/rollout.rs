@@ -345,13 +345,11 @@ mod tests {
             }
         }
         let e = create(&["--update-max-failure-ratio", "1.5"])
-            .err()
-            .expect("refused")
+            .expect_err("refused")
             .to_string();
         assert!(e.contains("outside 0..1"), "{e}");
         let e = create(&["--update-delay", "-5s"])
-            .err()
-            .expect("refused")
+            .expect_err("refused")
             .to_string();
         assert!(e.contains("must not be negative"), "{e}");
     }
