@@ -114,11 +114,25 @@ pub fn snapshot(
     node_names: &HashMap<String, String>,
     since: u64,
 ) -> Snapshot {
+    snapshot_where(service, tasks, global_desired, node_names, &|t: &Task| {
+        t.spec_version == 0 || t.spec_version >= since
+    })
+}
+
+/// [`snapshot`] counting only the tasks `counts` accepts (say, those of the spec an update
+/// goes to).
+pub fn snapshot_where(
+    service: &Service,
+    tasks: &[Task],
+    global_desired: Option<u64>,
+    node_names: &HashMap<String, String>,
+    counts: &dyn Fn(&Task) -> bool,
+) -> Snapshot {
     let spec = service.spec.clone().unwrap_or_default();
     let mine: Vec<&Task> = tasks
         .iter()
         .filter(|t| t.service_id == service.id)
-        .filter(|t| t.spec_version == 0 || t.spec_version >= since)
+        .filter(|t| counts(t))
         .collect();
     let slots: Vec<Slot> = if spec.mode == ServiceMode::ModeGlobal as i32 {
         // One line per node that should run a task.
@@ -339,15 +353,6 @@ impl Tracker {
 /// progress on stdout.
 pub async fn wait(control: &mut Control, service: &Service, timeout: Duration) -> Result<()> {
     wait_since(control, service, timeout, 0).await
-}
-
-/// [`wait`] after an update: only tasks made from the service's current spec version count.
-pub async fn wait_updated(
-    control: &mut Control,
-    service: &Service,
-    timeout: Duration,
-) -> Result<()> {
-    wait_since(control, service, timeout, service.spec_version).await
 }
 
 async fn wait_since(

@@ -6,6 +6,7 @@ pub mod converge;
 pub mod lock;
 pub mod network;
 pub mod node;
+pub mod rollout;
 pub mod service;
 
 use anyhow::{anyhow, Result};
@@ -22,10 +23,9 @@ pub async fn run(cli: Cli) -> Result<()> {
     // Check what can be checked before dialling a manager, so bad input fails fast and offline.
     let spec = match &cli.command {
         Command::Service(ServiceCommand::Create(args)) => Some(service::build_spec(args)?),
-        Command::Service(ServiceCommand::Update(args)) if args.changes_nothing() => {
-            return Err(anyhow!(
-                "nothing to update: give at least one flag (see shoalctl service update --help)"
-            ));
+        Command::Service(ServiceCommand::Update(args)) => {
+            args.check().map_err(|e| anyhow!(e))?;
+            None
         }
         Command::Node(NodeCommand::Update(args)) => {
             node::update_request(args)?;
@@ -70,7 +70,17 @@ pub async fn run(cli: Cli) -> Result<()> {
             ServiceCommand::Ls(args) => service::ls(c, &args, format).await,
             ServiceCommand::Ps(args) => service::ps(c, &args, format).await,
             ServiceCommand::Inspect(args) => service::inspect(c, &args).await,
+            ServiceCommand::Update(args) if args.rollback => {
+                let rollback = crate::cli::RollbackArgs {
+                    detach: args.detach,
+                    quiet: args.quiet,
+                    timeout: args.timeout,
+                    service: args.service.clone(),
+                };
+                service::rollback(c, &rollback).await
+            }
             ServiceCommand::Update(args) => service::update(c, &args).await,
+            ServiceCommand::Rollback(args) => service::rollback(c, &args).await,
             ServiceCommand::Scale(args) => service::scale(c, &args).await,
             ServiceCommand::Rm(args) => service::rm(c, &args).await,
             ServiceCommand::Logs(args) => service::logs(c, &args).await,

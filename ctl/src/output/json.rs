@@ -11,8 +11,10 @@ use serde_json::{json, Map, Value};
 use shoal_proto::spec::{endpoint_mode, port_protocol, port_publish_mode};
 use shoal_proto::v1::{
     EndpointSpec, Network, Node, NodeRole, PortConfig, Privileges, Resources, Service, ServiceMode,
+    ServiceSpec,
 };
 
+use super::rollout;
 use super::{availability_name, node_state_name, restart_condition_name, rfc3339};
 
 /// One JSON object on one line (the `--format json` form of a table row).
@@ -103,6 +105,43 @@ fn privileges(p: &Privileges) -> Value {
 pub fn service(svc: &Service) -> Value {
     let meta = svc.meta.unwrap_or_default();
     let spec = svc.spec.clone().unwrap_or_default();
+    let mut doc = json!({
+        "ID": svc.id,
+        "Version": {"Index": meta.version},
+        "CreatedAt": rfc3339(meta.created_at),
+        "UpdatedAt": rfc3339(meta.updated_at),
+        "Spec": spec_doc(&spec),
+    });
+    let Some(obj) = doc.as_object_mut() else {
+        return doc;
+    };
+    if let Some(prev) = &svc.previous_spec {
+        obj.insert("PreviousSpec".into(), spec_doc(prev));
+    }
+    if let Some(ep) = &svc.endpoint {
+        let mut m = Map::new();
+        m.insert(
+            "Spec".into(),
+            endpoint_spec(&ep.spec.clone().unwrap_or_default()),
+        );
+        let ports: Vec<Value> = ep.ports.iter().map(port).collect();
+        put(&mut m, "Ports", json!(ports));
+        let vips: Vec<Value> = ep
+            .virtual_ips
+            .iter()
+            .map(|v| json!({"NetworkID": v.network_id, "Addr": v.addr}))
+            .collect();
+        put(&mut m, "VirtualIPs", json!(vips));
+        obj.insert("Endpoint".into(), Value::Object(m));
+    }
+    if let Some(st) = &svc.update_status {
+        obj.insert("UpdateStatus".into(), rollout::update_status_json(st));
+    }
+    doc
+}
+
+/// A service spec as docker's `Spec` (also `PreviousSpec`).
+fn spec_doc(spec: &ServiceSpec) -> Value {
     let task = spec.task.clone().unwrap_or_default();
     let c = task.container.clone().unwrap_or_default();
 
@@ -145,6 +184,9 @@ pub fn service(svc: &Service) -> Value {
     put(&mut container, "Sysctls", labels(&c.sysctls));
     put(&mut container, "Init", json!(c.init));
     put(&mut container, "StopSignal", json!(c.stop_signal));
+    if let Some(h) = &c.healthcheck {
+        container.insert("Healthcheck".into(), rollout::healthcheck_json(h));
+    }
 
     let res = task.resources.unwrap_or_default();
     let mut resources_doc = Map::new();
@@ -216,36 +258,15 @@ pub fn service(svc: &Service) -> Value {
         template.insert("LogDriver".into(), Value::Object(m));
     }
 
-    let mut doc = json!({
-        "ID": svc.id,
-        "Version": {"Index": meta.version},
-        "CreatedAt": rfc3339(meta.created_at),
-        "UpdatedAt": rfc3339(meta.updated_at),
-        "Spec": {
-            "Name": spec.name,
-            "Labels": labels(&spec.labels),
-            "TaskTemplate": template,
-            "Mode": mode,
-            "EndpointSpec": endpoint_spec(&spec.endpoint.clone().unwrap_or_default()),
-        },
-    });
-    if let (Some(ep), Some(obj)) = (&svc.endpoint, doc.as_object_mut()) {
-        let mut m = Map::new();
-        m.insert(
-            "Spec".into(),
-            endpoint_spec(&ep.spec.clone().unwrap_or_default()),
-        );
-        let ports: Vec<Value> = ep.ports.iter().map(port).collect();
-        put(&mut m, "Ports", json!(ports));
-        let vips: Vec<Value> = ep
-            .virtual_ips
-            .iter()
-            .map(|v| json!({"NetworkID": v.network_id, "Addr": v.addr}))
-            .collect();
-        put(&mut m, "VirtualIPs", json!(vips));
-        obj.insert("Endpoint".into(), Value::Object(m));
-    }
-    doc
+    json!({
+        "Name": spec.name,
+        "Labels": labels(&spec.labels),
+        "TaskTemplate": template,
+        "Mode": mode,
+        "UpdateConfig": rollout::update_config_json(spec.update.as_ref()),
+        "RollbackConfig": rollout::update_config_json(spec.rollback.as_ref()),
+        "EndpointSpec": endpoint_spec(&spec.endpoint.clone().unwrap_or_default()),
+    })
 }
 
 /// "swarm" for overlay networks (they span the cluster), "local" for the others.

@@ -3,6 +3,7 @@
 
 pub mod json;
 pub mod progress;
+pub mod rollout;
 pub mod table;
 
 use std::io::Write;

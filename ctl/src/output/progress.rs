@@ -151,11 +151,15 @@ impl Progress {
 
     /// Draws the state of one poll.
     pub fn draw(&mut self, snap: &Snapshot, verdict: &Verdict) -> std::io::Result<()> {
-        let block = lines(snap, verdict);
+        self.draw_lines(&lines(snap, verdict))
+    }
+
+    /// Draws a block made elsewhere (an update's progress).
+    pub fn draw_lines(&mut self, block: &[String]) -> std::io::Result<()> {
         let mut out = std::io::stdout().lock();
         match self {
-            Progress::Tty(r) => r.render(&mut out, &block),
-            Progress::Plain(p) => p.render(&mut out, &block),
+            Progress::Tty(r) => r.render(&mut out, block),
+            Progress::Plain(p) => p.render(&mut out, block),
         }
     }
 }

@@ -3,6 +3,7 @@
 //! `ls`/`ps` tables (`tables`) and `inspect --pretty` (`pretty`).
 
 mod pretty;
+mod rollout_spec;
 mod spec;
 mod tables;
 mod update;
@@ -18,10 +19,11 @@ use shoal_proto::v1::{
 };
 
 use crate::cli::{
-    CreateArgs, Format, InspectArgs, LogsArgs, LsArgs, PsArgs, RmArgs, ScaleArgs, UpdateArgs,
+    CreateArgs, Format, InspectArgs, LogsArgs, LsArgs, PsArgs, RmArgs, RollbackArgs, ScaleArgs,
+    UpdateArgs,
 };
 use crate::client::{status, Control};
-use crate::commands::converge;
+use crate::commands::{converge, rollout};
 use crate::output::{self, json as js, table::Table};
 
 pub use pretty::pretty;
@@ -55,24 +57,49 @@ pub async fn update(c: &mut Control, a: &UpdateArgs) -> Result<()> {
     }
     let mut spec = svc.spec.clone().unwrap_or_default();
     apply_update(&mut spec, a, &ids)?;
-    let updated = c
-        .update_service(UpdateServiceRequest {
-            name_or_id: svc.id.clone(),
-            spec: Some(spec),
-            // A read-modify-write: refused if someone changed the service since it was read.
-            version: svc.meta.map_or(0, |m| m.version),
-            rollback: String::new(),
-        })
-        .await
-        .map_err(status)?
-        .into_inner()
-        .service
-        .ok_or_else(|| anyhow!("the manager answered without the updated service"))?;
+    let request = UpdateServiceRequest {
+        name_or_id: svc.id.clone(),
+        spec: Some(spec),
+        // A read-modify-write: refused if someone changed the service since it was read.
+        version: svc.meta.map_or(0, |m| m.version),
+        rollback: String::new(),
+    };
+    send_update(c, request, &a.service).await?;
     output::print(&format!("{}\n", a.service))?;
     if a.detach {
         return Ok(());
     }
-    converge::wait_updated(c, &updated, a.timeout).await
+    rollout::follow(c, &svc.id, svc.update_status, false, a.timeout, a.quiet).await
+}
+
+/// `service rollback` and `service update --rollback`: asks the manager to swap the spec with
+/// the previous one, prints the service name, and follows the rollback unless `detach`.
+pub async fn rollback(c: &mut Control, a: &RollbackArgs) -> Result<()> {
+    let svc = get_service(c, &a.service).await?;
+    let request = UpdateServiceRequest {
+        name_or_id: svc.id.clone(),
+        spec: svc.spec.clone(),
+        version: svc.meta.map_or(0, |m| m.version),
+        rollback: "previous".into(),
+    };
+    send_update(c, request, &a.service).await?;
+    output::print(&format!("{}\n", a.service))?;
+    if a.detach {
+        return Ok(());
+    }
+    rollout::follow(c, &svc.id, svc.update_status, true, a.timeout, a.quiet).await
+}
+
+/// Sends an update; a lost read-modify-write race is said in the user's words.
+async fn send_update(c: &mut Control, request: UpdateServiceRequest, name: &str) -> Result<()> {
+    match c.update_service(request).await {
+        Ok(_) => Ok(()),
+        Err(s) if s.message().contains("out of sequence") => Err(anyhow!(
+            "service {name} changed while this update was prepared (update out of sequence): \
+             run the command again"
+        )),
+        Err(s) => Err(status(s)),
+    }
 }
 
 /// `service create`: creates the service, prints its ID, and waits for convergence unless
@@ -380,5 +407,7 @@ fn print_log_line(text: &str, stream: &str) -> Result<()> {
 
 #[cfg(test)]
 mod confinement_tests;
+#[cfg(test)]
+mod rollout_tests;
 #[cfg(test)]
 mod tests;

@@ -6,12 +6,13 @@ use std::time::Duration;
 
 use shoal_proto::spec::{endpoint_mode, port_protocol, port_publish_mode};
 use shoal_proto::v1::{
-    ContainerSpec, DeviceMapping, Driver, Placement, PortConfig, ResourceRequirements, Resources,
-    RestartPolicy, Service, ServiceMode,
+    ContainerSpec, DeviceMapping, Driver, HealthConfig, Placement, PortConfig,
+    ResourceRequirements, Resources, RestartPolicy, Service, ServiceMode, UpdateConfig,
+    UpdateStatus,
 };
 
 use super::tables::published_ports;
-use crate::output;
+use crate::output::{self, rollout};
 
 /// The `--pretty` form of `service inspect`.
 pub fn pretty(svc: &Service) -> String {
@@ -20,11 +21,19 @@ pub fn pretty(svc: &Service) -> String {
     let c = task.container.clone().unwrap_or_default();
     let mut out = Pretty::default();
     out.service(svc);
+    if let Some(st) = &svc.update_status {
+        out.update_status(st);
+    }
     if let Some(p) = &task.placement {
         out.placement(p);
     }
     out.restart_policy(&task.restart.unwrap_or_default());
+    out.update_config("UpdateConfig", "Update order", spec.update.as_ref());
+    out.update_config("RollbackConfig", "Rollback order", spec.rollback.as_ref());
     out.container(&c);
+    if let Some(h) = &c.healthcheck {
+        out.healthcheck(h);
+    }
     out.capabilities(&c);
     out.security_options(&c);
     if let Some(d) = &task.log_driver {
@@ -89,6 +98,62 @@ impl Pretty {
         }
         self.kv("Created", output::rfc3339(meta.created_at));
         self.kv("Updated", output::rfc3339(meta.updated_at));
+    }
+
+    /// The last update: state, when it started and ended, and why it is where it is.
+    fn update_status(&mut self, st: &UpdateStatus) {
+        self.kv("UpdateStatus", String::new());
+        self.kv(" State", rollout::update_state_name(st.state).into());
+        if st.started_at != 0 {
+            self.kv(" Started", output::rfc3339(st.started_at));
+        }
+        if st.completed_at != 0 {
+            self.kv(" Completed", output::rfc3339(st.completed_at));
+        }
+        self.kv(" Message", st.message.clone());
+    }
+
+    /// An update or rollback config as it applies (swarm's defaults when unset).
+    fn update_config(&mut self, title: &str, order_label: &str, cfg: Option<&UpdateConfig>) {
+        let c = rollout::effective(cfg);
+        self.kv(title, String::new());
+        self.kv(" Parallelism", c.parallelism.to_string());
+        if c.delay_ns > 0 {
+            self.kv(" Delay", nanos(c.delay_ns));
+        }
+        self.kv(
+            " On failure",
+            rollout::failure_action_name(c.failure_action).into(),
+        );
+        self.kv(" Monitoring Period", nanos(c.monitor_ns));
+        self.kv(" Max failure ratio", c.max_failure_ratio.to_string());
+        self.kv(
+            &format!(" {order_label}"),
+            rollout::order_name(c.order).into(),
+        );
+    }
+
+    /// The service's own healthcheck; the fields it leaves out come from the image.
+    fn healthcheck(&mut self, h: &HealthConfig) {
+        self.kv("Healthcheck", String::new());
+        if h.test.first().is_some_and(|t| t == "NONE") {
+            self.kv(" Disabled", "true".into());
+            return;
+        }
+        self.list(" Test", &h.test);
+        for (k, v) in [
+            (" Interval", h.interval_ns),
+            (" Timeout", h.timeout_ns),
+            (" Start Period", h.start_period_ns),
+            (" Start Interval", h.start_interval_ns),
+        ] {
+            if v > 0 {
+                self.kv(k, nanos(v));
+            }
+        }
+        if h.retries > 0 {
+            self.kv(" Retries", h.retries.to_string());
+        }
     }
 
     /// Constraints, preferences and the per-node maximum, if any is set.

@@ -23,7 +23,7 @@ pub fn build_spec(a: &CreateArgs) -> Result<ServiceSpec> {
         (Mode::Global, None) => (ServiceMode::ModeGlobal, 0),
         (Mode::Replicated, n) => (ServiceMode::ModeReplicated, n.unwrap_or(1)),
     };
-    let spec = ServiceSpec {
+    let mut spec = ServiceSpec {
         name: a.name.clone(),
         labels: HashMap::new(),
         mode: mode as i32,
@@ -48,6 +48,8 @@ pub fn build_spec(a: &CreateArgs) -> Result<ServiceSpec> {
         update: None,
         rollback: None,
     };
+    super::rollout_spec::merge_update_config(&mut spec.update, &a.update_config);
+    super::rollout_spec::merge_rollback_config(&mut spec.rollback, &a.rollback_config);
     validate_service(&spec)?;
     Ok(spec)
 }
@@ -75,6 +77,7 @@ fn container_spec(a: &CreateArgs) -> Result<ContainerSpec> {
         sysctls: a.sysctl.iter().cloned().collect(),
         init: a.init,
         stop_signal: a.stop_signal.clone().unwrap_or_default(),
+        healthcheck: super::rollout_spec::health_on_create(&a.health)?,
         ..Default::default()
     })
 }

@@ -2,11 +2,11 @@
 
 use std::collections::HashMap;
 
-use serde_json::json;
+use serde_json::{json, Value};
 use shoal_proto::spec::{port_protocol, port_publish_mode};
 use shoal_proto::v1::{PortConfig, Service, ServiceSummary, Task, TaskSpec};
 
-use crate::output;
+use crate::output::{self, rollout};
 
 /// The ports a service publishes: the allocated ones once the manager filled them in, else
 /// those of the spec.
@@ -84,12 +84,15 @@ pub struct ServiceRow {
     pub name: String,
     /// "replicated" | "global".
     pub mode: String,
-    /// "running/desired".
+    /// "running/desired", with the update state while one is not completed: "2/4 (updating)".
     pub replicas: String,
     /// Image reference.
     pub image: String,
     /// Published ingress ports, docker's way (`*:8080->80/tcp`).
     pub ports: String,
+    /// The last update's `{State, Message}` (docker's names), or null before any (then left
+    /// out of the JSON).
+    pub update_status: serde_json::Value,
 }
 
 impl ServiceRow {
@@ -101,9 +104,16 @@ impl ServiceRow {
             id: output::short_id(&svc.id, false).to_string(),
             name: spec.name.clone(),
             mode: output::mode_name(spec.mode).to_string(),
-            replicas: format!("{}/{}", sum.running_tasks, sum.desired_tasks),
+            replicas: match rollout::unfinished_update(svc.update_status.as_ref()) {
+                Some(state) => format!("{}/{} ({state})", sum.running_tasks, sum.desired_tasks),
+                None => format!("{}/{}", sum.running_tasks, sum.desired_tasks),
+            },
             image: image_of(spec.task.as_ref()).to_string(),
             ports: ports_column(&svc),
+            update_status: svc.update_status.as_ref().map_or(
+                Value::Null,
+                |st| json!({"State": rollout::update_state_name(st.state), "Message": st.message}),
+            ),
         }
     }
 
@@ -121,8 +131,12 @@ impl ServiceRow {
 
     /// The `--format json` object.
     pub fn json(&self) -> serde_json::Value {
-        json!({"ID": self.id, "Name": self.name, "Mode": self.mode,
-               "Replicas": self.replicas, "Image": self.image, "Ports": self.ports})
+        let mut v = json!({"ID": self.id, "Name": self.name, "Mode": self.mode,
+                           "Replicas": self.replicas, "Image": self.image, "Ports": self.ports});
+        if let (false, Some(m)) = (self.update_status.is_null(), v.as_object_mut()) {
+            m.insert("UpdateStatus".into(), self.update_status.clone());
+        }
+        v
     }
 }
 
@@ -141,8 +155,11 @@ pub struct TaskRow {
     pub node: String,
     /// "Running", "Shutdown", ...
     pub desired_state: String,
-    /// "Running 5 seconds ago".
+    /// "Running 5 seconds ago", with the health as `docker ps` shows it:
+    /// "Starting 3 seconds ago (health: starting)".
     pub current_state: String,
+    /// "starting" | "healthy" | "unhealthy", or empty without a healthcheck.
+    pub health: String,
     /// The task's error, untruncated.
     pub error: String,
 }
@@ -170,7 +187,7 @@ impl TaskRow {
     pub fn json(&self) -> serde_json::Value {
         json!({"ID": self.id, "Name": self.name, "Image": self.image, "Node": self.node,
                "DesiredState": self.desired_state, "CurrentState": self.current_state,
-               "Error": self.error})
+               "Health": self.health, "Error": self.error})
     }
 }
 
@@ -219,7 +236,16 @@ pub fn task_rows(
                 .cloned()
                 .unwrap_or_else(|| output::short_id(&t.node_id, no_trunc).to_string()),
             desired_state: output::capitalize(&output::task_state_name(t.desired_state)),
-            current_state: output::current_state(st.state, st.timestamp, now_ns),
+            current_state: format!(
+                "{}{}",
+                output::current_state(st.state, st.timestamp, now_ns),
+                rollout::health_suffix(st.health.as_ref())
+            ),
+            health: st
+                .health
+                .as_ref()
+                .map(|h| h.status.clone())
+                .unwrap_or_default(),
             error: st.err,
         });
         prev = Some(name);

@@ -6,6 +6,7 @@ use anyhow::{anyhow, Result};
 use shoal_proto::spec::{port_protocol, validate_service};
 use shoal_proto::v1::{NetworkAttachmentConfig, PortConfig, ServiceMode, ServiceSpec};
 
+use super::rollout_spec as rollout;
 use super::spec::apply_confinement;
 use crate::cli::UpdateArgs;
 
@@ -33,6 +34,11 @@ pub fn apply_update(spec: &mut ServiceSpec, a: &UpdateArgs, ids: &NetworkIds) ->
         c.image = image.clone();
     }
     update_env(&mut c.env, a);
+    rollout::update_health(&mut c.healthcheck, &a.health)?;
+    if a.force {
+        // Swarm's --force: a new task template, so every task is replaced once.
+        task.force_update = task.force_update.wrapping_add(1);
+    }
     apply_confinement(&spec.name, c, &mut task.log_driver, a)?;
     let placement = task.placement.get_or_insert_with(Default::default);
     for expr in &a.constraint_rm {
@@ -52,6 +58,8 @@ pub fn apply_update(spec: &mut ServiceSpec, a: &UpdateArgs, ids: &NetworkIds) ->
     if ep.mode.is_empty() {
         ep.mode = "vip".into();
     }
+    rollout::merge_update_config(&mut spec.update, &a.update_config);
+    rollout::merge_rollback_config(&mut spec.rollback, &a.rollback_config);
     validate_service(spec)?;
     Ok(())
 }
