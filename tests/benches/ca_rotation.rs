@@ -105,6 +105,8 @@ struct LoadgenView {
     renewed: Vec<(Instant, usize)>,
     /// Sessions lost so far.
     lost: usize,
+    /// Failed attempts to open a session again so far.
+    retried: usize,
     /// Per CA fingerprint: (when, nodes holding a certificate it issued).
     issued: HashMap<String, Vec<(Instant, i64)>>,
     exited: bool,
@@ -331,11 +333,47 @@ impl RssPeak {
     }
 }
 
+/// `perf record` of a process while alive, with `SHOAL_BENCH_PERF` set; stopped (SIGINT, so it
+/// writes its file) on drop.
+struct Perf(Option<Child>);
+
+impl Perf {
+    fn start(pid: u32, out: &Path) -> Result<Perf> {
+        if std::env::var_os("SHOAL_BENCH_PERF").is_none() {
+            return Ok(Perf(None));
+        }
+        let child = Command::new("perf")
+            .args(["record", "-F", "499", "-g", "-p", &pid.to_string(), "-o"])
+            .arg(out)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting perf record")?;
+        Ok(Perf(Some(child)))
+    }
+}
+
+impl Drop for Perf {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            if let Ok(pid) = i32::try_from(c.id()) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGINT,
+                );
+            }
+            let _ = c.wait();
+        }
+    }
+}
+
 /// A manager with `agents` simulated agents (and a service of `replicas` tasks) up and Ready.
 struct Cluster {
     bench: Bench,
     view: View,
     manager_pid: u32,
+    loadgen_pid: u32,
     /// Seconds from starting the load generator to every node Ready.
     setup: f64,
 }
@@ -380,6 +418,7 @@ fn start_cluster(
         .spawn()
         .context("starting shoal-loadgen")?;
     let stdout = child.stdout.take().context("shoal-loadgen stdout")?;
+    let loadgen_pid = child.id();
     children.0.push(child);
     let view: View = Arc::default();
     {
@@ -403,6 +442,7 @@ fn start_cluster(
                         }
                     }
                     ["lost", n] => v.lost = n.parse().unwrap_or(v.lost),
+                    ["retried", n] => v.retried = n.parse().unwrap_or(v.retried),
                     ["issued", fp, n] => {
                         if let Ok(n) = n.parse() {
                             v.issued.entry(fp.to_string()).or_default().push((now, n));
@@ -447,6 +487,7 @@ fn start_cluster(
             bench,
             view,
             manager_pid,
+            loadgen_pid,
             setup,
         };
         tasks_all_running(&cluster, replicas)?;
@@ -456,6 +497,7 @@ fn start_cluster(
         bench,
         view,
         manager_pid,
+        loadgen_pid,
         setup,
     })
 }
@@ -476,14 +518,19 @@ fn tasks_all_running(c: &Cluster, replicas: usize) -> Result<()> {
 
 /// One rotation's figures.
 struct Rotation {
-    /// Seconds from the call until it returned (the rotation complete).
+    /// Seconds from the call until it returned (the rotation complete); when the call failed,
+    /// until `cluster ca` showed no rotation under way.
     complete: f64,
+    /// Why `cluster ca --rotate` failed, if it did.
+    rotate_error: Option<String>,
     /// Seconds until the first and the last node held a certificate from the new CA.
     first_renewed: f64,
     all_renewed: f64,
     renewals: usize,
     lost: usize,
+    retried: usize,
     cpu: f64,
+    loadgen_cpu: f64,
     rss_peak: f64,
 }
 
@@ -494,7 +541,9 @@ struct Renewal {
     renewals: usize,
     max_per_second: usize,
     lost: usize,
+    retried: usize,
     cpu: f64,
+    loadgen_cpu: f64,
     rss_peak: f64,
 }
 
@@ -558,7 +607,7 @@ fn main() -> Result<()> {
     println!("{agents} simulated agents, a service of {replicas} tasks; all Ready in {setup:.1} s");
     println!();
     let col = |f: fn(&Rotation) -> f64| rounds_data.iter().map(f).collect::<Vec<f64>>();
-    let rows: [(&str, Vec<f64>, usize); 7] = [
+    let rows: [(&str, Vec<f64>, usize); 9] = [
         (
             "**`cluster ca --rotate` returns (rotation complete)**",
             col(|r| r.complete),
@@ -584,7 +633,17 @@ fn main() -> Result<()> {
             col(|r| r.lost as f64),
             0,
         ),
+        (
+            "failed attempts to reopen a session",
+            col(|r| r.retried as f64),
+            0,
+        ),
         ("leader CPU during the rotation (s)", col(|r| r.cpu), 1),
+        (
+            "load generator CPU during the rotation (s)",
+            col(|r| r.loadgen_cpu),
+            1,
+        ),
         (
             "leader peak RSS during the rotation (MiB)",
             col(|r| r.rss_peak),
@@ -596,6 +655,11 @@ fn main() -> Result<()> {
     for (what, v, prec) in rows {
         let all: Vec<String> = v.iter().map(|x| format!("{x:.prec$}")).collect();
         println!("| {what} | {:.prec$} | {} |", median(&v), all.join(", "));
+    }
+    for (i, r) in rounds_data.iter().enumerate() {
+        if let Some(e) = &r.rotate_error {
+            println!("round {}: `cluster ca --rotate` failed: {e}", i + 1);
+        }
     }
     if let Some(r) = renewal {
         println!();
@@ -611,12 +675,14 @@ fn main() -> Result<()> {
         );
         println!("| most renewals in any 1 s window | {} |", r.max_per_second);
         println!("| **sessions lost** | {} |", r.lost);
+        println!("| failed attempts to reopen a session | {} |", r.retried);
         println!(
             "| leader CPU (s, and share of one core) | {:.1} ({:.1} %) |",
             r.cpu,
             100.0 * r.cpu / r.secs
         );
         println!("| leader peak RSS (MiB) | {:.0} |", r.rss_peak);
+        println!("| load generator CPU (s) | {:.1} |", r.loadgen_cpu);
     }
     let lost: usize = rounds_data.iter().map(|r| r.lost).sum();
     if lost > 0 {
@@ -654,19 +720,37 @@ fn run_rotations(
     let c = start_cluster(dir, children, bins, expiry, agents, replicas)?;
     let mut results = Vec::new();
     for round in 1..=rounds {
-        let (renewed0, lost0) = {
+        let (renewed0, lost0, retried0) = {
             let v = look(&c.view);
-            (v.renewed(), v.lost)
+            (v.renewed(), v.lost, v.retried)
         };
-        let cpu0 = cpu_seconds(c.manager_pid)?;
+        let (cpu0, lcpu0) = (cpu_seconds(c.manager_pid)?, cpu_seconds(c.loadgen_pid)?);
         let rss = RssPeak::start(c.manager_pid);
+        let perf = Perf::start(c.manager_pid, &dir.join(format!("perf-{round}.data")))?;
+        let log = format!("rotate-{round}.log");
         let t0 = Instant::now();
-        let fp = c
-            .bench
-            .rotate(log_file(dir, &format!("rotate-{round}.log"))?)?;
+        let (fp, rotate_error) = match c.bench.rotate(log_file(dir, &log)?) {
+            Ok(fp) => (fp, None),
+            Err(e) => {
+                // The rotation goes on without its caller: time it from the cluster's side.
+                let text = std::fs::read_to_string(dir.join(&log)).unwrap_or_default();
+                let why = text.lines().last().unwrap_or_default().to_string();
+                eprintln!("round {round}: {e:#}: {why}");
+                let mut fp = String::new();
+                wait_for("the rotation to complete", || {
+                    let out = c.bench.ctl(["cluster", "ca", "--format", "json"])?;
+                    let v: serde_json::Value = serde_json::from_str(out.trim())?;
+                    fp = v["CAFingerprint"].as_str().unwrap_or_default().to_string();
+                    Ok(v["Rotation"].is_null())
+                })?;
+                (fp, Some(why))
+            }
+        };
         let complete = t0.elapsed().as_secs_f64();
         let cpu = cpu_seconds(c.manager_pid)? - cpu0;
+        let loadgen_cpu = cpu_seconds(c.loadgen_pid)? - lcpu0;
         let rss_peak = rss.stop();
+        drop(perf);
         let n = agents as i64;
         wait_for("every simulated node on the new CA", || {
             Ok(look(&c.view).issued_now(&fp) >= n)
@@ -681,22 +765,26 @@ fn run_rotations(
         };
         // Outside the timing: the tasks are still there and running, as the agents see them.
         tasks_all_running(&c, replicas)?;
-        let (renewals, lost) = {
+        let (renewals, lost, retried) = {
             let v = look(&c.view);
-            (v.renewed() - renewed0, v.lost - lost0)
+            (v.renewed() - renewed0, v.lost - lost0, v.retried - retried0)
         };
         eprintln!(
-            "round {round}: rotation complete in {complete:.2} s (first node renewed {first_renewed:.2} s, \
-             all {all_renewed:.2} s); {renewals} renewals, {lost} sessions lost, leader CPU {cpu:.1} s, \
-             peak RSS {rss_peak:.0} MiB"
+            "round {round}: rotation complete in {complete:.2} s (first node renewed \
+             {first_renewed:.2} s, all {all_renewed:.2} s); {renewals} renewals, {lost} sessions \
+             lost, {retried} failed reconnects, leader CPU {cpu:.1} s, loadgen CPU \
+             {loadgen_cpu:.1} s, peak RSS {rss_peak:.0} MiB"
         );
         results.push(Rotation {
             complete,
+            rotate_error,
             first_renewed,
             all_renewed,
             renewals,
             lost,
+            retried,
             cpu,
+            loadgen_cpu,
             rss_peak,
         });
     }
@@ -713,8 +801,11 @@ fn run_renewal(
     watch: Duration,
 ) -> Result<Renewal> {
     let c = start_cluster(dir, children, bins, expiry, agents, replicas)?;
-    let lost0 = look(&c.view).lost;
-    let cpu0 = cpu_seconds(c.manager_pid)?;
+    let (lost0, retried0) = {
+        let v = look(&c.view);
+        (v.lost, v.retried)
+    };
+    let (cpu0, lcpu0) = (cpu_seconds(c.manager_pid)?, cpu_seconds(c.loadgen_pid)?);
     let rss = RssPeak::start(c.manager_pid);
     let t0 = Instant::now();
     while t0.elapsed() < watch {
@@ -725,6 +816,7 @@ fn run_renewal(
     }
     let t1 = Instant::now();
     let cpu = cpu_seconds(c.manager_pid)? - cpu0;
+    let loadgen_cpu = cpu_seconds(c.loadgen_pid)? - lcpu0;
     let rss_peak = rss.stop();
     tasks_all_running(&c, replicas)?;
     let v = look(&c.view);
@@ -735,12 +827,15 @@ fn run_renewal(
         renewals,
         max_per_second,
         lost: v.lost - lost0,
+        retried: v.retried - retried0,
         cpu,
+        loadgen_cpu,
         rss_peak,
     };
     eprintln!(
-        "renewal: {} renewals in {:.0} s (max {} in 1 s), {} sessions lost, leader CPU {:.1} s",
-        r.renewals, r.secs, r.max_per_second, r.lost, r.cpu
+        "renewal: {} renewals in {:.0} s (max {} in 1 s), {} sessions lost, {} failed reconnects, \
+         leader CPU {:.1} s, loadgen CPU {:.1} s",
+        r.renewals, r.secs, r.max_per_second, r.lost, r.retried, r.cpu, r.loadgen_cpu
     );
     Ok(r)
 }

@@ -20,10 +20,10 @@
 //!
 //! Stdout, for a driving benchmark: `ready N` once all N sessions are established, then
 //! `tasks HELD RUNNING` whenever the total of assigned tasks or of those reported running changes;
-//! `renewed N` (renewals so far, all nodes), `lost N` (sessions that ended, or could not be opened
-//! again, for any other reason than a credential change) and `issued CA_FINGERPRINT N` (how many
-//! nodes hold a certificate issued by that CA, one line per CA whose count changed) whenever they
-//! change. Checked every 10 ms. Runs until killed.
+//! `renewed N` (renewals so far, all nodes), `lost N` (established sessions that ended for any
+//! other reason than a credential change), `retried N` (attempts to open a session again that
+//! failed, after the node's first session) and `issued CA_FINGERPRINT N` (how many nodes hold a
+//! certificate issued by that CA, one line per CA whose count changed) whenever they change. Checked every 10 ms. Runs until killed.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -98,8 +98,10 @@ struct Totals {
     running: AtomicI64,
     /// Certificate renewals so far.
     renewed: AtomicUsize,
-    /// Sessions ended (or not reopened) for another reason than a credential change.
+    /// Established sessions that ended for another reason than a credential change.
     lost: AtomicUsize,
+    /// Failed attempts to open a session again, once the node had one.
+    retried: AtomicUsize,
     /// Nodes per fingerprint of the CA that issued their current certificate.
     issuers: Mutex<HashMap<String, i64>>,
 }
@@ -154,7 +156,7 @@ async fn run(cli: Cli) -> Result<()> {
 
     let mut announced = false;
     let mut last = (-1, -1);
-    let (mut last_renewed, mut last_lost) = (0, 0);
+    let (mut last_renewed, mut last_lost, mut last_retried) = (0, 0, 0);
     let mut last_issuers: HashMap<String, i64> = HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_millis(10));
     loop {
@@ -190,6 +192,11 @@ async fn run(cli: Cli) -> Result<()> {
         if lost != last_lost {
             writeln!(out, "lost {lost}")?;
             last_lost = lost;
+        }
+        let retried = totals.retried.load(Ordering::Relaxed);
+        if retried != last_retried {
+            writeln!(out, "retried {retried}")?;
+            last_retried = retried;
         }
         for (fp, n) in &issuers {
             if last_issuers.get(fp) != Some(n) {
@@ -239,6 +246,7 @@ async fn sim_node(
         let mut established = false;
         let mut backoff = Duration::from_millis(100);
         loop {
+            let mut opened = false;
             let result = session(
                 cli,
                 &node,
@@ -246,6 +254,7 @@ async fn sim_node(
                 &mut tasks,
                 &mut permit,
                 &mut established,
+                &mut opened,
             )
             .await;
             match result {
@@ -256,8 +265,10 @@ async fn sim_node(
                     continue;
                 }
                 Err(SessionEnd::Lost(e)) => {
-                    if established {
+                    if opened {
                         totals.lost.fetch_add(1, Ordering::Relaxed);
+                    } else if established {
+                        totals.retried.fetch_add(1, Ordering::Relaxed);
                     }
                     eprintln!("{hostname}: session lost ({e:#}); reconnecting");
                 }
@@ -551,7 +562,8 @@ fn update(task_id: &str, state: TaskState, message: &str) -> TaskStatusUpdate {
 }
 
 /// One session: register, then answer assignments and heartbeat until the stream breaks or the
-/// node's credentials change.
+/// node's credentials change. `established` says whether the node ever had a session, `opened`
+/// whether this one was established.
 async fn session(
     cli: &Cli,
     node: &SimNode,
@@ -559,6 +571,7 @@ async fn session(
     held: &mut Tasks<'_>,
     permit: &mut Option<tokio::sync::SemaphorePermit<'_>>,
     established: &mut bool,
+    opened: &mut bool,
 ) -> Result<Infallible, SessionEnd> {
     // Subscribed before connecting: a change during the handshake still ends this session.
     let mut credentials = node.live.subscribe();
@@ -597,6 +610,7 @@ async fn session(
         }
     };
     // Established: let the next node set up, and count this one once.
+    *opened = true;
     permit.take();
     if !*established {
         *established = true;
