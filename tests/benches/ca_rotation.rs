@@ -508,12 +508,36 @@ fn tasks_all_running(c: &Cluster, replicas: usize) -> Result<()> {
         return Ok(());
     }
     let want = format!("{replicas}/{replicas}");
-    wait_for(&format!("load {want}"), || {
+    let r = replicas as i64;
+    let start = Instant::now();
+    loop {
         let rows: Vec<ServiceRow> = c.bench.rows(&["service", "ls"])?;
-        let r = replicas as i64;
-        Ok(rows.iter().any(|s| s.name == "load" && s.replicas == want)
-            && look(&c.view).last_tasks() == (r, r))
-    })
+        let shown = rows
+            .iter()
+            .find(|s| s.name == "load")
+            .map(|s| s.replicas.clone())
+            .unwrap_or_default();
+        let held = look(&c.view).last_tasks();
+        if shown == want && held == (r, r) {
+            return Ok(());
+        }
+        if start.elapsed() > DEADLINE {
+            bail!(
+                "after {DEADLINE:?}, `service ls` shows load {shown} and the agents hold {} tasks, \
+                 {} reported running; expected {want} and {replicas}",
+                held.0,
+                held.1
+            );
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// How many times the manager has marked a node down for missed heartbeats so far (its log).
+fn marked_down(dir: &Path) -> usize {
+    std::fs::read_to_string(dir.join("manager.log"))
+        .map(|t| t.matches("missed its heartbeats: marking it down").count())
+        .unwrap_or(0)
 }
 
 /// One rotation's figures.
@@ -529,6 +553,10 @@ struct Rotation {
     renewals: usize,
     lost: usize,
     retried: usize,
+    /// Nodes the manager marked down for missed heartbeats.
+    down: usize,
+    /// Set when the service's tasks were not all running again after the round.
+    tasks_error: Option<String>,
     cpu: f64,
     loadgen_cpu: f64,
     rss_peak: f64,
@@ -542,6 +570,7 @@ struct Renewal {
     max_per_second: usize,
     lost: usize,
     retried: usize,
+    down: usize,
     cpu: f64,
     loadgen_cpu: f64,
     rss_peak: f64,
@@ -607,7 +636,7 @@ fn main() -> Result<()> {
     println!("{agents} simulated agents, a service of {replicas} tasks; all Ready in {setup:.1} s");
     println!();
     let col = |f: fn(&Rotation) -> f64| rounds_data.iter().map(f).collect::<Vec<f64>>();
-    let rows: [(&str, Vec<f64>, usize); 9] = [
+    let rows: [(&str, Vec<f64>, usize); 10] = [
         (
             "**`cluster ca --rotate` returns (rotation complete)**",
             col(|r| r.complete),
@@ -638,6 +667,11 @@ fn main() -> Result<()> {
             col(|r| r.retried as f64),
             0,
         ),
+        (
+            "nodes marked down (missed heartbeats)",
+            col(|r| r.down as f64),
+            0,
+        ),
         ("leader CPU during the rotation (s)", col(|r| r.cpu), 1),
         (
             "load generator CPU during the rotation (s)",
@@ -660,6 +694,9 @@ fn main() -> Result<()> {
         if let Some(e) = &r.rotate_error {
             println!("round {}: `cluster ca --rotate` failed: {e}", i + 1);
         }
+        if let Some(e) = &r.tasks_error {
+            println!("round {}: {e}", i + 1);
+        }
     }
     if let Some(r) = renewal {
         println!();
@@ -676,6 +713,7 @@ fn main() -> Result<()> {
         println!("| most renewals in any 1 s window | {} |", r.max_per_second);
         println!("| **sessions lost** | {} |", r.lost);
         println!("| failed attempts to reopen a session | {} |", r.retried);
+        println!("| nodes marked down (missed heartbeats) | {} |", r.down);
         println!(
             "| leader CPU (s, and share of one core) | {:.1} ({:.1} %) |",
             r.cpu,
@@ -684,9 +722,9 @@ fn main() -> Result<()> {
         println!("| leader peak RSS (MiB) | {:.0} |", r.rss_peak);
         println!("| load generator CPU (s) | {:.1} |", r.loadgen_cpu);
     }
-    let lost: usize = rounds_data.iter().map(|r| r.lost).sum();
+    let lost: usize = rounds_data.iter().map(|r| r.lost + r.down).sum();
     if lost > 0 {
-        bail!("{lost} sessions lost during the rotations");
+        bail!("{lost} sessions lost or nodes marked down during the rotations");
     }
     Ok(())
 }
@@ -724,6 +762,7 @@ fn run_rotations(
             let v = look(&c.view);
             (v.renewed(), v.lost, v.retried)
         };
+        let down0 = marked_down(dir);
         let (cpu0, lcpu0) = (cpu_seconds(c.manager_pid)?, cpu_seconds(c.loadgen_pid)?);
         let rss = RssPeak::start(c.manager_pid);
         let perf = Perf::start(c.manager_pid, &dir.join(format!("perf-{round}.data")))?;
@@ -764,7 +803,13 @@ fn run_rotations(
             (at(1), at(n))
         };
         // Outside the timing: the tasks are still there and running, as the agents see them.
-        tasks_all_running(&c, replicas)?;
+        let tasks_error = tasks_all_running(&c, replicas)
+            .err()
+            .map(|e| format!("{e:#}"));
+        if let Some(e) = &tasks_error {
+            eprintln!("round {round}: {e}");
+        }
+        let down = marked_down(dir) - down0;
         let (renewals, lost, retried) = {
             let v = look(&c.view);
             (v.renewed() - renewed0, v.lost - lost0, v.retried - retried0)
@@ -772,7 +817,7 @@ fn run_rotations(
         eprintln!(
             "round {round}: rotation complete in {complete:.2} s (first node renewed \
              {first_renewed:.2} s, all {all_renewed:.2} s); {renewals} renewals, {lost} sessions \
-             lost, {retried} failed reconnects, leader CPU {cpu:.1} s, loadgen CPU \
+             lost, {retried} failed reconnects, {down} nodes marked down, leader CPU {cpu:.1} s, loadgen CPU \
              {loadgen_cpu:.1} s, peak RSS {rss_peak:.0} MiB"
         );
         results.push(Rotation {
@@ -783,6 +828,8 @@ fn run_rotations(
             renewals,
             lost,
             retried,
+            down,
+            tasks_error,
             cpu,
             loadgen_cpu,
             rss_peak,
@@ -806,6 +853,7 @@ fn run_renewal(
         (v.lost, v.retried)
     };
     let (cpu0, lcpu0) = (cpu_seconds(c.manager_pid)?, cpu_seconds(c.loadgen_pid)?);
+    let down0 = marked_down(dir);
     let rss = RssPeak::start(c.manager_pid);
     let t0 = Instant::now();
     while t0.elapsed() < watch {
@@ -818,7 +866,10 @@ fn run_renewal(
     let cpu = cpu_seconds(c.manager_pid)? - cpu0;
     let loadgen_cpu = cpu_seconds(c.loadgen_pid)? - lcpu0;
     let rss_peak = rss.stop();
-    tasks_all_running(&c, replicas)?;
+    let down = marked_down(dir) - down0;
+    if let Err(e) = tasks_all_running(&c, replicas) {
+        eprintln!("renewal: {e:#}");
+    }
     let v = look(&c.view);
     let (renewals, max_per_second) = v.renewals_between(t0, t1);
     let r = Renewal {
@@ -828,6 +879,7 @@ fn run_renewal(
         max_per_second,
         lost: v.lost - lost0,
         retried: v.retried - retried0,
+        down,
         cpu,
         loadgen_cpu,
         rss_peak,
