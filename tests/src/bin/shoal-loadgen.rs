@@ -7,29 +7,42 @@
 //! connection: the manager knows a node by its client certificate), opens one dispatcher session,
 //! heartbeats, and answers every new task of its assignment set with ACCEPTED, STARTING and
 //! RUNNING in one status message, without starting anything. A task whose desired state becomes
-//! SHUTDOWN is reported SHUTDOWN. With `--data-dir`, identities are kept there and reused by the
-//! next run, which then skips joining.
+//! SHUTDOWN is reported SHUTDOWN. Tasks are remembered across sessions, as a real worker keeps its
+//! containers, and their last state is sent again when a session starts. With `--data-dir`,
+//! identities are kept there (renewed ones too) and reused by the next run, which then skips
+//! joining.
+//!
+//! Certificates behave as a real agent's (`agent/src/certs.rs`): each node keeps its identity in a
+//! [`LiveTls`], renews it at a random point between 50 % and 80 % of its lifetime and at once when
+//! a `Trust` message names another CA than its certificate's issuer as the one signing now, and
+//! applies the CA bundles it is sent. After a renewal or a trust change the session is opened
+//! again with the new credentials; that is not a lost session.
 //!
 //! Stdout, for a driving benchmark: `ready N` once all N sessions are established, then
-//! `tasks HELD RUNNING` whenever the total of assigned tasks or of those reported running changes
-//! (checked every 10 ms). Runs until killed.
+//! `tasks HELD RUNNING` whenever the total of assigned tasks or of those reported running changes;
+//! `renewed N` (renewals so far, all nodes), `lost N` (established sessions that ended for any
+//! other reason than a credential change), `retried N` (attempts to open a session again that
+//! failed, after the node's first session) and `issued CA_FINGERPRINT N` (how many nodes hold a
+//! certificate issued by that CA, one line per CA whose count changed) whenever they change. Checked every 10 ms. Runs until killed.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
+use rand::Rng as _;
+use shoal_proto::live_tls::LiveTls;
 use shoal_proto::pki::{self, Identity, Trust};
 use shoal_proto::token::JoinToken;
 use shoal_proto::v1::ca_client::CaClient;
 use shoal_proto::v1::dispatcher_client::DispatcherClient;
 use shoal_proto::v1::*;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, Notify, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
 
 /// Simulated agents for the 1,000-node benchmark.
@@ -56,12 +69,23 @@ struct Cli {
     data_dir: Option<PathBuf>,
 }
 
-/// A simulated node's identity, as a real agent keeps it.
-struct SimNode {
+/// A simulated node's identity as joining (or loading) gives it.
+struct Joined {
     hostname: String,
     node_id: String,
     ca_pem: String,
     identity: Identity,
+}
+
+/// A running simulated node: its live credentials and what keeps them current.
+struct SimNode {
+    hostname: String,
+    node_id: String,
+    /// Where its identity is saved, with `--data-dir`.
+    dir: Option<PathBuf>,
+    live: Arc<LiveTls>,
+    /// Rung when a `Trust` message asks for a renewal now.
+    renew_now: Notify,
 }
 
 /// Totals over all simulated nodes, printed for the benchmark.
@@ -72,6 +96,33 @@ struct Totals {
     held: AtomicI64,
     /// Held tasks this process reported RUNNING and not yet SHUTDOWN.
     running: AtomicI64,
+    /// Certificate renewals so far.
+    renewed: AtomicUsize,
+    /// Established sessions that ended for another reason than a credential change.
+    lost: AtomicUsize,
+    /// Failed attempts to open a session again, once the node had one.
+    retried: AtomicUsize,
+    /// Nodes per fingerprint of the CA that issued their current certificate.
+    issuers: Mutex<HashMap<String, i64>>,
+}
+
+impl Totals {
+    fn issuers(&self) -> std::sync::MutexGuard<'_, HashMap<String, i64>> {
+        self.issuers.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Moves a node from the issuer of `old` (if any) to the issuer of `new`.
+    fn reissued(&self, old: Option<&str>, new: &str) {
+        let fp = |pem: &str| pki::issuer_fingerprint(pem).ok().flatten();
+        let (old, new) = (old.and_then(fp), fp(new));
+        let mut issuers = self.issuers();
+        if let Some(o) = old {
+            *issuers.entry(o).or_default() -= 1;
+        }
+        if let Some(n) = new {
+            *issuers.entry(n).or_default() += 1;
+        }
+    }
 }
 
 fn main() -> Result<()> {
@@ -105,6 +156,8 @@ async fn run(cli: Cli) -> Result<()> {
 
     let mut announced = false;
     let mut last = (-1, -1);
+    let (mut last_renewed, mut last_lost, mut last_retried) = (0, 0, 0);
+    let mut last_issuers: HashMap<String, i64> = HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_millis(10));
     loop {
         tokio::select! {
@@ -116,6 +169,7 @@ async fn run(cli: Cli) -> Result<()> {
             _ = tokio::signal::ctrl_c() => return Ok(()),
         }
         let established = totals.established.load(Ordering::Relaxed);
+        let issuers = totals.issuers().clone();
         let mut out = std::io::stdout().lock();
         if !announced && established >= cli.agents {
             writeln!(out, "ready {established}")?;
@@ -129,11 +183,32 @@ async fn run(cli: Cli) -> Result<()> {
             writeln!(out, "tasks {} {}", now.0, now.1)?;
             last = now;
         }
+        let renewed = totals.renewed.load(Ordering::Relaxed);
+        if renewed != last_renewed {
+            writeln!(out, "renewed {renewed}")?;
+            last_renewed = renewed;
+        }
+        let lost = totals.lost.load(Ordering::Relaxed);
+        if lost != last_lost {
+            writeln!(out, "lost {lost}")?;
+            last_lost = lost;
+        }
+        let retried = totals.retried.load(Ordering::Relaxed);
+        if retried != last_retried {
+            writeln!(out, "retried {retried}")?;
+            last_retried = retried;
+        }
+        for (fp, n) in &issuers {
+            if last_issuers.get(fp) != Some(n) {
+                writeln!(out, "issued {fp} {n}")?;
+            }
+        }
+        last_issuers = issuers;
         out.flush()?;
     }
 }
 
-/// One simulated node: join (or load), then sessions until a permanent refusal.
+/// One simulated node: join (or load), then sessions and renewals until a permanent refusal.
 async fn sim_node(
     cli: &Cli,
     token: &JoinToken,
@@ -143,47 +218,196 @@ async fn sim_node(
 ) -> Result<()> {
     let permit = gate.acquire().await?;
     let dir = cli.data_dir.as_ref().map(|d| d.join(hostname));
-    let node = match dir.as_deref().map(load).transpose()?.flatten() {
-        Some(node) => node,
+    let joined = match dir.as_deref().map(load).transpose()?.flatten() {
+        Some(joined) => joined,
         None => {
-            let node = join(&cli.manager, token, hostname).await?;
+            let joined = join(&cli.manager, token, hostname).await?;
             if let Some(dir) = &dir {
-                save(dir, &node)?;
+                save(dir, &joined)?;
             }
-            node
+            joined
         }
     };
-    let config = Arc::new(pki::client_config(
-        &Trust::Ca(node.ca_pem.clone()),
-        Some(&node.identity),
-    )?);
-    let mut permit = Some(permit);
-    let mut counted = false;
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        let result = session(
-            cli,
-            &node,
-            config.clone(),
+    totals.reissued(None, &joined.identity.cert_pem);
+    let node = SimNode {
+        live: LiveTls::new(joined.identity, &joined.ca_pem)?,
+        hostname: joined.hostname,
+        node_id: joined.node_id,
+        dir,
+        renew_now: Notify::new(),
+    };
+    let config = Arc::new(node.live.client_config()?);
+    let sessions = async {
+        let mut permit = Some(permit);
+        let mut tasks = Tasks {
             totals,
-            &mut permit,
-            &mut counted,
-        )
-        .await;
-        match result {
-            Ok(never) => match never {},
-            Err(SessionEnd::Refused(s)) => bail!("{}: {}", node.node_id, s.message()),
-            Err(SessionEnd::Lost(e)) => {
-                eprintln!("{hostname}: session lost ({e:#}); reconnecting");
+            tasks: HashMap::new(),
+        };
+        let mut established = false;
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let mut opened = false;
+            let result = session(
+                cli,
+                &node,
+                config.clone(),
+                &mut tasks,
+                &mut permit,
+                &mut established,
+                &mut opened,
+            )
+            .await;
+            match result {
+                Ok(never) => match never {},
+                Err(SessionEnd::Refused(s)) => bail!("{}: {}", node.node_id, s.message()),
+                Err(SessionEnd::CredentialsChanged) => {
+                    backoff = Duration::from_millis(100);
+                    continue;
+                }
+                Err(SessionEnd::Lost(e)) => {
+                    if opened {
+                        totals.lost.fetch_add(1, Ordering::Relaxed);
+                    } else if established {
+                        totals.retried.fetch_add(1, Ordering::Relaxed);
+                    }
+                    eprintln!("{hostname}: session lost ({e:#}); reconnecting");
+                }
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+        }
+    };
+    tokio::select! {
+        r = sessions => r,
+        never = renewals(cli, &node, config.clone(), totals) => match never {},
+    }
+}
+
+/// Renews the node's certificate at its renewal point or when a `Trust` message asks, forever;
+/// a failed renewal is retried with backoff, as the agent does.
+async fn renewals(
+    cli: &Cli,
+    node: &SimNode,
+    config: Arc<rustls::ClientConfig>,
+    totals: &Totals,
+) -> Infallible {
+    let mut retry = Duration::from_secs(1);
+    loop {
+        let at = renewal_point(&node.live.identity().cert_pem);
+        let wait = at.duration_since(SystemTime::now()).unwrap_or_default();
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = node.renew_now.notified() => {}
+        }
+        loop {
+            match renew(cli, node, config.clone(), totals).await {
+                Ok(()) => {
+                    retry = Duration::from_secs(1);
+                    break;
+                }
+                Err(e) => {
+                    eprintln!(
+                        "{}: certificate renewal failed ({e:#}); retrying in {retry:?}",
+                        node.hostname
+                    );
+                    tokio::time::sleep(retry).await;
+                    retry = (retry * 2).min(Duration::from_secs(60));
+                }
             }
         }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
+/// A random point between 50 % and 80 % of a certificate's lifetime (now if unreadable).
+fn renewal_point(cert_pem: &str) -> SystemTime {
+    match pki::validity(cert_pem) {
+        Ok(v) => v.at_fraction(rand::rng().random_range(0.5..0.8)),
+        Err(_) => SystemTime::now(),
+    }
+}
+
+/// One renewal as the agent does it: a new key, `Ca.RenewCertificate` authenticated by the
+/// current certificate over a new connection, saved, then put in use (the session reconnects).
+async fn renew(
+    cli: &Cli,
+    node: &SimNode,
+    config: Arc<rustls::ClientConfig>,
+    totals: &Totals,
+) -> Result<()> {
+    let (csr_pem, key_pem) = pki::generate_csr("renewal")?;
+    let channel = pki::connect(&cli.manager, config).await?;
+    let resp = CaClient::new(channel)
+        .max_decoding_message_size(shoal_proto::limits::MAX_CA_MESSAGE_BYTES)
+        .max_encoding_message_size(shoal_proto::limits::MAX_CA_MESSAGE_BYTES)
+        .renew_certificate(RenewCertificateRequest { csr_pem })
+        .await
+        .map_err(|s| anyhow::anyhow!("renewal refused: {}", s.message()))?
+        .into_inner();
+    let old = node.live.identity().cert_pem;
+    let identity = Identity {
+        cert_pem: resp.cert_pem,
+        key_pem,
+    };
+    if let Some(dir) = &node.dir {
+        save(
+            dir,
+            &Joined {
+                hostname: node.hostname.clone(),
+                node_id: node.node_id.clone(),
+                ca_pem: resp.ca_bundle_pem.clone(),
+                identity: identity.clone(),
+            },
+        )?;
+    }
+    totals.reissued(Some(&old), &identity.cert_pem);
+    node.live
+        .update(Some(identity), Some(&resp.ca_bundle_pem))?;
+    totals.renewed.fetch_add(1, Ordering::Relaxed);
+    Ok(())
+}
+
+impl SimNode {
+    /// Applies a `Trust` message as the agent does: trusts its bundle, and asks for a renewal now
+    /// when the node's certificate comes from another CA than the one signing now.
+    fn trust(&self, update: &TrustUpdate) {
+        if update.ca_bundle_pem.trim().is_empty() {
+            return;
+        }
+        if update.ca_bundle_pem != self.live.roots_pem() {
+            if let Err(e) = self.live.update(None, Some(&update.ca_bundle_pem)) {
+                eprintln!(
+                    "{}: the cluster's CA bundle is unusable: {e}",
+                    self.hostname
+                );
+                return;
+            }
+            if let Some(dir) = &self.dir {
+                let p = dir.join(FILES[1]);
+                if let Err(e) = std::fs::write(&p, &update.ca_bundle_pem) {
+                    eprintln!("{}: writing {}: {e}", self.hostname, p.display());
+                }
+            }
+        }
+        if !self.issued_by_signing_ca(&update.ca_bundle_pem, &update.ca_fingerprint) {
+            self.renew_now.notify_one();
+        }
+    }
+
+    /// Whether the node's certificate was issued by the CA with fingerprint `fp` (found in
+    /// `bundle`); true when that CA is not in the bundle (nothing to renew towards).
+    fn issued_by_signing_ca(&self, bundle: &str, fp: &str) -> bool {
+        let cert = self.live.identity().cert_pem;
+        bundle
+            .split_inclusive("-----END CERTIFICATE-----")
+            .map(str::trim)
+            .filter(|p| p.starts_with("-----BEGIN CERTIFICATE-----"))
+            .find(|p| pki::fingerprint_pem(p).is_ok_and(|f| f == fp))
+            .is_none_or(|ca| pki::issued_by(&cert, ca).unwrap_or(true))
     }
 }
 
 /// Gets a certificate for a fresh key, as `shoal-agent join` does.
-async fn join(manager: &str, token: &JoinToken, hostname: &str) -> Result<SimNode> {
+async fn join(manager: &str, token: &JoinToken, hostname: &str) -> Result<Joined> {
     let config = pki::client_config(&Trust::Pinned(token.ca_fingerprint.clone()), None)?;
     let channel = pki::connect(manager, Arc::new(config)).await?;
     let (csr_pem, key_pem) = pki::generate_csr(hostname)?;
@@ -200,7 +424,7 @@ async fn join(manager: &str, token: &JoinToken, hostname: &str) -> Result<SimNod
     if pki::fingerprint_pem(&resp.ca_cert_pem)? != token.ca_fingerprint {
         bail!("the manager sent a CA that does not match the join token");
     }
-    Ok(SimNode {
+    Ok(Joined {
         hostname: hostname.to_string(),
         node_id: resp.node_id,
         ca_pem: resp.ca_cert_pem,
@@ -213,7 +437,7 @@ async fn join(manager: &str, token: &JoinToken, hostname: &str) -> Result<SimNod
 
 const FILES: [&str; 4] = ["node-id", "ca.pem", "node.pem", "node-key.pem"];
 
-fn load(dir: &Path) -> Result<Option<SimNode>> {
+fn load(dir: &Path) -> Result<Option<Joined>> {
     if !dir.join(FILES[0]).exists() {
         return Ok(None);
     }
@@ -221,7 +445,7 @@ fn load(dir: &Path) -> Result<Option<SimNode>> {
         let p = dir.join(name);
         std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))
     };
-    Ok(Some(SimNode {
+    Ok(Some(Joined {
         hostname: dir
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -235,16 +459,18 @@ fn load(dir: &Path) -> Result<Option<SimNode>> {
     }))
 }
 
-fn save(dir: &Path, node: &SimNode) -> Result<()> {
+fn save(dir: &Path, node: &Joined) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    // The node id goes last: its presence marks a complete identity.
+    // The key goes before its certificate (a crash between them leaves a mismatch the next
+    // start reports, never a key lost), and the node id last: its presence marks a complete
+    // identity.
     let contents = [
-        &node.ca_pem,
-        &node.identity.cert_pem,
-        &node.identity.key_pem,
-        &node.node_id,
+        (FILES[1], &node.ca_pem),
+        (FILES[3], &node.identity.key_pem),
+        (FILES[2], &node.identity.cert_pem),
+        (FILES[0], &node.node_id),
     ];
-    for (name, text) in FILES[1..].iter().chain(&FILES[..1]).zip(contents) {
+    for (name, text) in contents {
         let p = dir.join(name);
         std::fs::write(&p, text).with_context(|| format!("writing {}", p.display()))?;
     }
@@ -255,6 +481,8 @@ fn save(dir: &Path, node: &SimNode) -> Result<()> {
 enum SessionEnd {
     /// The cluster refused the node for good.
     Refused(tonic::Status),
+    /// The node's certificate or trusted CAs changed: reconnect with the new ones.
+    CredentialsChanged,
     /// The connection or stream broke; try again.
     Lost(anyhow::Error),
 }
@@ -282,22 +510,35 @@ enum Reported {
     Shutdown,
 }
 
-/// Removes a node's tasks from the totals when its session ends, however it ends.
-struct Held<'a> {
+/// A node's tasks, kept across its sessions as a real worker keeps its containers; removed from
+/// the totals when the node stops.
+struct Tasks<'a> {
     totals: &'a Totals,
     tasks: HashMap<String, Reported>,
 }
 
-impl Held<'_> {
+impl Tasks<'_> {
     fn running(&self) -> i64 {
         self.tasks
             .values()
             .filter(|r| **r == Reported::Running)
             .count() as i64
     }
+
+    /// The last state of every task, sent again when a session starts (the manager may have
+    /// missed updates while the node was away).
+    fn statuses(&self) -> Vec<TaskStatusUpdate> {
+        self.tasks
+            .iter()
+            .map(|(id, r)| match r {
+                Reported::Running => update(id, TaskState::TaskRunning, "started"),
+                Reported::Shutdown => update(id, TaskState::TaskShutdown, "shutdown"),
+            })
+            .collect()
+    }
 }
 
-impl Drop for Held<'_> {
+impl Drop for Tasks<'_> {
     fn drop(&mut self) {
         self.totals
             .held
@@ -320,15 +561,21 @@ fn update(task_id: &str, state: TaskState, message: &str) -> TaskStatusUpdate {
     }
 }
 
-/// One session: register, then answer assignments and heartbeat until the stream breaks.
+/// One session: register, then answer assignments and heartbeat until the stream breaks or the
+/// node's credentials change. `established` says whether the node ever had a session, `opened`
+/// whether this one was established.
 async fn session(
     cli: &Cli,
     node: &SimNode,
     config: Arc<rustls::ClientConfig>,
-    totals: &Totals,
+    held: &mut Tasks<'_>,
     permit: &mut Option<tokio::sync::SemaphorePermit<'_>>,
-    counted: &mut bool,
+    established: &mut bool,
+    opened: &mut bool,
 ) -> Result<Infallible, SessionEnd> {
+    // Subscribed before connecting: a change during the handshake still ends this session.
+    let mut credentials = node.live.subscribe();
+    credentials.mark_unchanged();
     let channel = pki::connect(&cli.manager, config).await?;
     let (out_tx, out_rx) = mpsc::channel::<AgentMessage>(64);
     let register = AgentMessage {
@@ -363,21 +610,31 @@ async fn session(
         }
     };
     // Established: let the next node set up, and count this one once.
+    *opened = true;
     permit.take();
-    if !*counted {
-        *counted = true;
-        totals.established.fetch_add(1, Ordering::Relaxed);
+    if !*established {
+        *established = true;
+        held.totals.established.fetch_add(1, Ordering::Relaxed);
     }
-    let mut held = Held {
-        totals,
-        tasks: HashMap::new(),
-    };
+    let known = held.statuses();
+    if !known.is_empty() {
+        let msg = AgentMessage {
+            msg: Some(agent_message::Msg::Status(AgentTaskStatus {
+                updates: known,
+            })),
+        };
+        out_tx.send(msg).await.map_err(|_| lost())?;
+    }
     let mut heartbeat = tokio::time::interval(period / 2);
     heartbeat.tick().await; // the first tick is immediate; registering was our first sign of life
     loop {
         let assignments = tokio::select! {
             msg = inbound.message() => match msg?.and_then(|m| m.msg) {
                 Some(manager_message::Msg::Assignments(a)) => a,
+                Some(manager_message::Msg::Trust(t)) => {
+                    node.trust(&t);
+                    continue;
+                }
                 Some(_) => continue, // logs requests: simulated tasks have no output
                 None => return Err(SessionEnd::Lost(anyhow::anyhow!("the manager closed the session"))),
             },
@@ -386,6 +643,7 @@ async fn session(
                 out_tx.send(beat).await.map_err(|_| lost())?;
                 continue;
             }
+            _ = credentials.changed() => return Err(SessionEnd::CredentialsChanged),
         };
         let (held_before, running_before) = (held.tasks.len() as i64, held.running());
         let mut updates = Vec::new();
@@ -409,10 +667,10 @@ async fn session(
         }
         // Tasks missing from the set are forgotten, as the real worker removes them.
         held.tasks = current;
-        totals
+        held.totals
             .held
             .fetch_add(held.tasks.len() as i64 - held_before, Ordering::Relaxed);
-        totals
+        held.totals
             .running
             .fetch_add(held.running() - running_before, Ordering::Relaxed);
         if !updates.is_empty() {
