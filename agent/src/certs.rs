@@ -135,6 +135,20 @@ impl NodeCerts {
         }
     }
 
+    /// Whether the certificate must be renewed now: past its renewal point `at`, or issued by
+    /// another CA than the one the dispatcher last named as signing.
+    fn needs_renewal(&self, at: SystemTime) -> bool {
+        if SystemTime::now() >= at {
+            return true;
+        }
+        let signing = self
+            .signing_ca
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        signing.is_empty() || !self.issued_by_signing_ca(&self.live.roots_pem(), &signing)
+    }
+
     /// Whether the node's certificate was issued by the CA with fingerprint `fp` (found in
     /// `bundle`).
     fn issued_by_signing_ca(&self, bundle: &str, fp: &str) -> bool {
@@ -155,7 +169,13 @@ impl NodeCerts {
             let wait = at.duration_since(SystemTime::now()).unwrap_or_default();
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
-                _ = self.renew_now.notified() => {}
+                _ = self.renew_now.notified() => {
+                    // The same trust arrives again with every session (and the session reopens
+                    // after a renewal): renew only if the certificate still needs it.
+                    if !self.needs_renewal(at) {
+                        continue;
+                    }
+                }
                 _ = shutdown.changed() => return,
             }
             loop {

@@ -97,7 +97,7 @@ async fn session_once(
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), SessionError> {
     // Subscribed before connecting: a change during the handshake still ends this session.
-    let mut credentials = certs.live().subscribe();
+    let mut credentials = certs.live().subscribe_identity();
     credentials.mark_unchanged();
     // Reads the current certificate and CAs at every handshake (renewal, CA rotation).
     let config = Arc::new(certs.live().client_config()?);

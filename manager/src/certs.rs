@@ -726,7 +726,7 @@ async fn renew_admin_conf_if_due(
     slot: &mut Option<(String, SystemTime)>,
 ) -> Result<Duration, Status> {
     let idle = Duration::from_secs(3600);
-    let Ok(mut conf) = AdminConfig::load(&paths.admin_conf) else {
+    let Ok(conf) = AdminConfig::load(&paths.admin_conf) else {
         return Ok(idle);
     };
     if conf.cert.trim().is_empty() {
@@ -738,27 +738,43 @@ async fn renew_admin_conf_if_due(
         return Ok(idle);
     }
     let (now, at) = due(&conf.cert, cluster, slot);
+    // Written under the file's lock, and only while it still holds the certificate looked at
+    // here: shoalctl may be renewing the same file.
+    let same_cert = |c: &AdminConfig| pki::fingerprint_pem(&c.cert).is_ok_and(|f| f == fp);
     if !now {
         if conf.ca_cert != bundle {
-            conf.ca_cert = bundle.to_string();
-            save_admin_conf(&conf, &paths.admin_conf)?;
+            update_admin_conf(&paths.admin_conf, |c| {
+                if !same_cert(c) || c.ca_cert == bundle {
+                    return false;
+                }
+                c.ca_cert = bundle.to_string();
+                true
+            })?;
         }
         return Ok(until(at));
     }
     let (csr, key_pem) =
         pki::generate_csr("admin").map_err(|e| Status::internal(format!("csr: {e}")))?;
     let issued = renew_admin_cert(store, &fp, &csr).await?;
-    conf.cert = issued.cert_pem.clone();
-    conf.key = key_pem;
-    conf.ca_cert = issued.bundle;
-    save_admin_conf(&conf, &paths.admin_conf)?;
+    update_admin_conf(&paths.admin_conf, |c| {
+        if !same_cert(c) {
+            return false;
+        }
+        c.cert = issued.cert_pem.clone();
+        c.key = key_pem;
+        c.ca_cert = issued.bundle.clone();
+        true
+    })?;
     *slot = None;
     let next = renewal_point(&issued.cert_pem);
     info!(path = %paths.admin_conf.display(), "admin.conf certificate renewed");
     Ok(until(next))
 }
 
-fn save_admin_conf(conf: &AdminConfig, path: &Path) -> Result<(), Status> {
-    conf.save(path)
+fn update_admin_conf(
+    path: &Path,
+    change: impl FnOnce(&mut AdminConfig) -> bool,
+) -> Result<bool, Status> {
+    AdminConfig::update(path, change)
         .map_err(|e| Status::internal(format!("{}: {e}", path.display())))
 }

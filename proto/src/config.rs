@@ -67,4 +67,37 @@ impl AdminConfig {
         })?;
         Ok(crate::secure_file::write_private(path, text.as_bytes())?)
     }
+
+    /// Reads, changes and writes an admin.conf under an exclusive lock (`PATH.lock`), so two
+    /// writers (a manager renewing its data dir's admin.conf, shoalctl renewing the one it uses)
+    /// never lose each other's change. `change` sees the file as it is now and returns whether to
+    /// write it back; so does this function.
+    pub fn update(
+        path: &Path,
+        change: impl FnOnce(&mut AdminConfig) -> bool,
+    ) -> Result<bool, ConfigError> {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let io = |source| ConfigError::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        let mut lock_path = path.as_os_str().to_owned();
+        lock_path.push(".lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(std::path::Path::new(&lock_path))
+            .map_err(io)?;
+        lock.lock().map_err(io)?;
+        let mut conf = AdminConfig::load(path)?;
+        let write = change(&mut conf);
+        if write {
+            conf.save(path)?;
+        }
+        // Dropping the file releases the lock.
+        drop(lock);
+        Ok(write)
+    }
 }

@@ -38,6 +38,8 @@ pub struct LiveTls {
     current: RwLock<Arc<Material>>,
     /// Bumped at every change, so holders of long-lived connections can reconnect.
     changes: watch::Sender<u64>,
+    /// Bumped only when the identity changes (a renewal), not for trust alone.
+    identity_changes: watch::Sender<u64>,
 }
 
 impl std::fmt::Debug for LiveTls {
@@ -59,6 +61,7 @@ impl LiveTls {
             provider,
             current: RwLock::new(Arc::new(material)),
             changes: watch::channel(0).0,
+            identity_changes: watch::channel(0).0,
         }))
     }
 
@@ -76,11 +79,15 @@ impl LiveTls {
         roots_pem: Option<&str>,
     ) -> Result<(), PkiError> {
         let now = self.material();
+        let new_identity = identity.is_some();
         let identity = identity.unwrap_or_else(|| now.identity.clone());
         let roots = roots_pem.unwrap_or(&now.roots_pem);
         let material = build(&self.provider, identity, roots)?;
         *self.current.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(material);
         self.changes.send_modify(|n| *n += 1);
+        if new_identity {
+            self.identity_changes.send_modify(|n| *n += 1);
+        }
         Ok(())
     }
 
@@ -97,6 +104,13 @@ impl LiveTls {
     /// Notified at every change of identity or trust.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.changes.subscribe()
+    }
+
+    /// Notified when the identity changes (a renewal); a change of trust alone does not notify.
+    /// A connection made with the old identity is still valid while a CA is added, and by the
+    /// time a CA is dropped every holder has renewed under the new one.
+    pub fn subscribe_identity(&self) -> watch::Receiver<u64> {
+        self.identity_changes.subscribe()
     }
 
     /// A client configuration that presents the current identity and trusts the current CAs.

@@ -28,23 +28,76 @@ const AUTO_RENEW_FRACTION: f64 = 2.0 / 3.0;
 /// Renews the admin certificate of the config at `path` through `channel` and writes the config
 /// in place (cert, key and trusted CAs); returns when the new certificate expires.
 async fn renew_admin_conf(path: &Path, channel: ManagerChannel) -> Result<SystemTime> {
-    let mut conf = AdminConfig::load(path)?;
     let (csr, key_pem) = pki::generate_csr("admin")?;
     let resp = crate::client::cluster_admin(channel)
         .renew_admin_certificate(RenewAdminCertificateRequest { csr_pem: csr })
         .await
         .map_err(status_err)?
         .into_inner();
-    conf.cert = resp.cert_pem;
-    conf.key = key_pem;
-    conf.ca_cert = resp.ca_bundle_pem;
-    conf.save(path)
-        .with_context(|| format!("writing the renewed certificate to {}", path.display()))?;
+    // Under the file's lock: a manager may be rewriting the same admin.conf (its data dir's).
+    AdminConfig::update(path, |conf| {
+        conf.cert = resp.cert_pem;
+        conf.key = key_pem;
+        conf.ca_cert = resp.ca_bundle_pem;
+        true
+    })
+    .with_context(|| format!("writing the renewed certificate to {}", path.display()))?;
     Ok(SystemTime::UNIX_EPOCH + Duration::from_nanos(resp.expires_at.max(0) as u64))
 }
 
 fn config_path(config: Option<&Path>) -> Result<PathBuf> {
     crate::client::find_config(config)
+}
+
+/// Renews the admin.conf at `path` during a rotation to CA `ca_fp`. A manager renews the
+/// admin.conf of its own data dir by itself at the same moment: when this renewal is refused
+/// because that already happened (the file now holds another certificate, from the new CA),
+/// the file is as wanted.
+async fn renew_during_rotation(path: &Path, channel: ManagerChannel, ca_fp: &str) -> Result<()> {
+    let before = AdminConfig::load(path)?.cert;
+    match renew_admin_conf(path, channel).await {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            let now = AdminConfig::load(path)?;
+            let renewed_elsewhere = now.cert != before
+                && now
+                    .ca_cert
+                    .split_inclusive("-----END CERTIFICATE-----")
+                    .filter(|p| p.contains("BEGIN CERTIFICATE"))
+                    .any(|ca| {
+                        pki::fingerprint_pem(ca).is_ok_and(|f| f == ca_fp)
+                            && pki::issued_by(&now.cert, ca).unwrap_or(false)
+                    });
+            if renewed_elsewhere {
+                Ok(())
+            } else {
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Connects with the renewed admin.conf. Right after a rotation started, a manager may not
+/// trust the new CA yet (it applies the change a moment later): retry for a few seconds.
+async fn connect_after_rotation(config: Option<&Path>) -> Result<ManagerChannel> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match crate::client::connect(config).await {
+            Ok(c) => return Ok(c.channel),
+            Err(e) if std::time::Instant::now() < deadline => {
+                tracing_free_debug(&e);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// shoalctl has no logger: a retried failure is silent unless SHOAL_DEBUG is set.
+fn tracing_free_debug(e: &anyhow::Error) {
+    if std::env::var_os("SHOAL_DEBUG").is_some() {
+        eprintln!("(retrying: {})", crate::error_chain(e));
+    }
 }
 
 /// `cluster admin renew`.
@@ -201,13 +254,13 @@ pub async fn ca(
     // The admin.conf in use gets a certificate from the new CA at once; the old one was
     // replaced, so the rest of this command talks over a new connection.
     let path = config_path(config)?;
-    renew_admin_conf(&path, channel).await?;
+    renew_during_rotation(&path, channel, &fp).await?;
     eprintln!("{}: renewed under the new CA", path.display());
     if a.detach {
         println!("{fp}");
         return Ok(());
     }
-    let channel = crate::client::connect(config).await?.channel;
+    let channel = connect_after_rotation(config).await?;
     let mut last = String::new();
     loop {
         let c = get_cluster(channel.clone()).await?;
@@ -232,7 +285,7 @@ pub async fn ca(
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     // Done: trust only the new CA from now on (the renewal answer carries the trust of now).
-    renew_admin_conf(&path, channel).await?;
+    renew_during_rotation(&path, channel, &fp).await?;
     eprintln!("CA rotation complete: every node holds a certificate from the new CA, and the old CA is trusted nowhere.");
     println!("{fp}");
     Ok(())

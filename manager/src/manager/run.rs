@@ -296,14 +296,16 @@ async fn keep_peers_and_admin_conf(
         others.sort();
         addrs.extend(others);
         if addrs != last && addrs.len() > 1 {
-            match AdminConfig::load(&admin_conf) {
-                Ok(mut conf) if conf.managers != addrs => {
+            // Under the file's lock: certificate renewal rewrites the same file.
+            if admin_conf.exists() {
+                let update = AdminConfig::update(&admin_conf, |conf| {
+                    let changed = conf.managers != addrs;
                     conf.managers = addrs.clone();
-                    if let Err(e) = conf.save(&admin_conf) {
-                        warn!(error = %e, "could not update admin.conf");
-                    }
+                    changed
+                });
+                if let Err(e) = update {
+                    warn!(error = %e, "could not update admin.conf");
                 }
-                _ => {}
             }
             last = addrs;
         }
