@@ -86,6 +86,8 @@ struct SimNode {
     live: Arc<LiveTls>,
     /// Rung when a `Trust` message asks for a renewal now.
     renew_now: Notify,
+    /// Fingerprint of the CA the dispatcher last named as signing.
+    signing_ca: std::sync::Mutex<String>,
 }
 
 /// Totals over all simulated nodes, printed for the benchmark.
@@ -235,6 +237,7 @@ async fn sim_node(
         node_id: joined.node_id,
         dir,
         renew_now: Notify::new(),
+        signing_ca: std::sync::Mutex::new(String::new()),
     };
     let config = Arc::new(node.live.client_config()?);
     let sessions = async {
@@ -297,7 +300,13 @@ async fn renewals(
         let wait = at.duration_since(SystemTime::now()).unwrap_or_default();
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
-            _ = node.renew_now.notified() => {}
+            _ = node.renew_now.notified() => {
+                // As the agent: a repeated trust message renews only a certificate that still
+                // needs it.
+                if !node.needs_renewal(at) {
+                    continue;
+                }
+            }
         }
         loop {
             match renew(cli, node, config.clone(), totals).await {
@@ -388,9 +397,27 @@ impl SimNode {
                 }
             }
         }
+        *self
+            .signing_ca
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = update.ca_fingerprint.clone();
         if !self.issued_by_signing_ca(&update.ca_bundle_pem, &update.ca_fingerprint) {
             self.renew_now.notify_one();
         }
+    }
+
+    /// Whether the certificate must be renewed now (past `at`, or from another CA than the
+    /// signing one), as the agent decides.
+    fn needs_renewal(&self, at: SystemTime) -> bool {
+        if SystemTime::now() >= at {
+            return true;
+        }
+        let signing = self
+            .signing_ca
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        signing.is_empty() || !self.issued_by_signing_ca(&self.live.roots_pem(), &signing)
     }
 
     /// Whether the node's certificate was issued by the CA with fingerprint `fp` (found in
@@ -574,7 +601,7 @@ async fn session(
     opened: &mut bool,
 ) -> Result<Infallible, SessionEnd> {
     // Subscribed before connecting: a change during the handshake still ends this session.
-    let mut credentials = node.live.subscribe();
+    let mut credentials = node.live.subscribe_identity();
     credentials.mark_unchanged();
     let channel = pki::connect(&cli.manager, config).await?;
     let (out_tx, out_rx) = mpsc::channel::<AgentMessage>(64);
