@@ -58,20 +58,27 @@ async fn renew_during_rotation(path: &Path, channel: ManagerChannel, ca_fp: &str
     match renew_admin_conf(path, channel).await {
         Ok(_) => Ok(()),
         Err(e) => {
-            let now = AdminConfig::load(path)?;
-            let renewed_elsewhere = now.cert != before
-                && now
-                    .ca_cert
-                    .split_inclusive("-----END CERTIFICATE-----")
-                    .filter(|p| p.contains("BEGIN CERTIFICATE"))
-                    .any(|ca| {
-                        pki::fingerprint_pem(ca).is_ok_and(|f| f == ca_fp)
-                            && pki::issued_by(&now.cert, ca).unwrap_or(false)
-                    });
-            if renewed_elsewhere {
-                Ok(())
-            } else {
-                Err(e)
+            // The manager's renewal may have won in the store a moment before it writes the
+            // file: give it a few seconds to land.
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            loop {
+                let now = AdminConfig::load(path)?;
+                let renewed_elsewhere = now.cert != before
+                    && now
+                        .ca_cert
+                        .split_inclusive("-----END CERTIFICATE-----")
+                        .filter(|p| p.contains("BEGIN CERTIFICATE"))
+                        .any(|ca| {
+                            pki::fingerprint_pem(ca).is_ok_and(|f| f == ca_fp)
+                                && pki::issued_by(&now.cert, ca).unwrap_or(false)
+                        });
+                if renewed_elsewhere {
+                    return Ok(());
+                }
+                if std::time::Instant::now() >= deadline {
+                    return Err(e);
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
     }
