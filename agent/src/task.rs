@@ -129,8 +129,13 @@ pub fn grace(task: &Task) -> Duration {
 }
 
 /// How long a RUNNING task waits between leaving the load-balancing views and its stop signal:
-/// [`MAX_DRAIN`], or its stop grace period if shorter.
+/// [`MAX_DRAIN`], or its stop grace period if shorter. None for a task that is in no view: no
+/// network of the cluster (DNS, VIP) and no published port.
 pub fn drain_period(task: &Task) -> Duration {
+    let published = task.endpoint.as_ref().is_some_and(|e| !e.ports.is_empty());
+    if task.networks.is_empty() && !published {
+        return Duration::ZERO;
+    }
     grace(task).min(MAX_DRAIN)
 }
 

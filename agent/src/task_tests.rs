@@ -469,16 +469,28 @@ async fn a_running_task_that_turns_unhealthy_fails_without_a_drain() {
     a.remove_and_join().await;
 }
 
+/// The task on a cluster network: in DNS and VIP views, so it drains before stopping.
+fn in_view(mut t: Task) -> Task {
+    t.networks.push(shoal_proto::v1::NetworkAttachment {
+        network_id: "n1".into(),
+        addresses: vec!["10.0.1.5/24".into()],
+        aliases: Vec::new(),
+    });
+    t
+}
+
 #[tokio::test]
 async fn a_running_task_drains_before_its_stop_signal() {
     let grace = Duration::from_millis(300);
     let mut a = spawn(
-        with_grace(task("t1"), grace),
+        in_view(with_grace(task("t1"), grace)),
         Arc::new(FakeExecutor::default()),
     );
     a.states_until(TaskRunning).await;
-    assert_eq!(drain_period(&with_grace(task("x"), grace)), grace);
-    assert_eq!(drain_period(&task("x")), MAX_DRAIN);
+    assert_eq!(drain_period(&in_view(with_grace(task("x"), grace))), grace);
+    assert_eq!(drain_period(&in_view(task("x"))), MAX_DRAIN);
+    // In no view (no cluster network, no published port): nothing to drain from.
+    assert_eq!(drain_period(&task("x")), Duration::ZERO);
     let asked = std::time::Instant::now();
     a.desired.send_replace(TaskShutdown as i32);
     a.fake.until(Call::Stop("t1".into(), grace)).await;
@@ -495,7 +507,7 @@ async fn a_running_task_drains_before_its_stop_signal() {
 async fn a_running_task_taken_out_of_the_set_drains_before_it_is_removed() {
     let grace = Duration::from_millis(300);
     let mut a = spawn(
-        with_grace(task("t1"), grace),
+        in_view(with_grace(task("t1"), grace)),
         Arc::new(FakeExecutor::default()),
     );
     a.states_until(TaskRunning).await;
