@@ -417,12 +417,11 @@ fn middle(plan: &Plan, out_w: RawFd, report_w: RawFd) -> ! {
     // agent's memory holds unchanged; nothing allocates or takes a lock.
     unsafe {
         libc::signal(libc::SIGCHLD, libc::SIG_DFL);
-        for fd in &plan.cgroup_procs {
-            // "0" is the writing process itself, in v1 and v2 alike.
-            if libc::write(fd.as_raw_fd(), b"0".as_ptr().cast(), 1) < 0 {
-                fail(report_w, STEP_CGROUP);
-            }
-        }
+        // Dies with the agent (the forking thread waits for this process, so it outlives it).
+        // This process stays in the agent's pid namespace and cgroup: only the probe, forked
+        // below inside the container's pid namespace, joins the container's cgroup, so the
+        // container's end kills every probe process and leaves its cgroups empty.
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
         for (fd, flag) in &plan.namespaces {
             if libc::setns(fd.as_raw_fd(), flag.bits()) < 0 {
                 fail(report_w, STEP_SETNS);
@@ -502,6 +501,12 @@ fn middle(plan: &Plan, out_w: RawFd, report_w: RawFd) -> ! {
 fn probe(plan: &Plan, report_w: RawFd) -> ! {
     // SAFETY (whole function): as in `middle`: system calls on prepared memory only.
     unsafe {
+        for fd in &plan.cgroup_procs {
+            // "0" is the writing process itself, in v1 and v2 alike.
+            if libc::write(fd.as_raw_fd(), b"0".as_ptr().cast(), 1) < 0 {
+                fail(report_w, STEP_CGROUP);
+            }
+        }
         // Dispositions the agent ignores (SIGPIPE) would survive the exec; none of its handlers
         // or its signal mask belongs in the container.
         for sig in 1..libc::SIGRTMAX() {
