@@ -8,7 +8,9 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::v1::{EndpointSpec, ManagerStatus, NetworkSpec, PortConfig, Task, TaskState};
+use crate::v1::{
+    EndpointSpec, ManagerStatus, NetworkSpec, PortConfig, ServiceView, Task, TaskState,
+};
 
 /// A wire word that names none of the values its field allows.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -196,6 +198,13 @@ impl EndpointSpec {
     }
 }
 
+impl ServiceView {
+    /// The service's endpoint mode as the dispatcher sent it, empty read as vip.
+    pub fn mode_kind(&self) -> Result<EndpointMode, WireError> {
+        EndpointMode::from_wire(&self.mode)
+    }
+}
+
 impl ManagerStatus {
     /// The manager's reachability as the leader last saw it, empty read as unknown.
     pub fn reachability_kind(&self) -> Result<Reachability, WireError> {
@@ -260,6 +269,7 @@ mod tests {
         assert_eq!(port.protocol_kind(), Ok(Protocol::Tcp));
         assert_eq!(port.publish_mode_kind(), Ok(PublishMode::Ingress));
         assert_eq!(EndpointSpec::default().mode_kind(), Ok(EndpointMode::Vip));
+        assert_eq!(ServiceView::default().mode_kind(), Ok(EndpointMode::Vip));
         assert_eq!(
             ManagerStatus::default().reachability_kind(),
             Ok(Reachability::Unknown)
