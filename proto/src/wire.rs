@@ -260,6 +260,12 @@ mod tests {
     }
 
     #[test]
+    fn spec_validation_knows_the_same_drivers() {
+        let words: Vec<&str> = NetworkDriver::ALL.iter().map(|d| d.as_str()).collect();
+        assert_eq!(words, crate::spec::NETWORK_DRIVERS);
+    }
+
+    #[test]
     fn empty_fields_read_as_todays_defaults() {
         assert_eq!(
             NetworkSpec::default().driver_kind(),
