@@ -3,6 +3,7 @@
 //! [`Node`], shared by membership, the Raft transport, the dispatcher and the control API.
 
 use shoal_proto::v1::*;
+use shoal_proto::wire::Reachability;
 
 /// The store record of a manager: role manager, drained (the manager process runs no containers;
 /// an agent on its host joins as a node of its own), ready, with its Raft id and address.
@@ -38,7 +39,7 @@ pub fn manager_node(
             raft_id,
             addr: addr.to_string(),
             leader,
-            reachability: "reachable".into(),
+            reachability: Reachability::Reachable.as_wire().into(),
             // Its node certificate is the manager's own.
             cert_fingerprint: String::new(),
             ..Default::default()
@@ -64,7 +65,7 @@ pub fn promoted_node(
         raft_id,
         addr: addr.to_string(),
         leader: false,
-        reachability: "reachable".into(),
+        reachability: Reachability::Reachable.as_wire().into(),
         cert_fingerprint: manager_fingerprint,
         ..Default::default()
     });

@@ -1,17 +1,214 @@
 //! Typed accessors for wire fields that every crate reads the same way: one place each for "is
-//! this an ingress port" and "the observed state of a task".
+//! this an ingress port", "the observed state of a task", and the words the stringly typed fields
+//! carry (network driver, publish mode, protocol, endpoint mode, manager reachability).
+//!
+//! The strings stay on the wire (the Docker API maps them 1:1); these enums are how Rust code
+//! reads and writes them, so a misspelt word is a compile error instead of a silent mismatch.
 
-use crate::v1::{PortConfig, Task, TaskState};
+use std::fmt;
+use std::str::FromStr;
+
+use crate::v1::{
+    EndpointSpec, ManagerStatus, NetworkSpec, PortConfig, ServiceView, Task, TaskState,
+};
+
+/// A wire word that names none of the values its field allows.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    /// The field holds a word this version does not know.
+    #[error("unknown {field} {value:?}")]
+    Unknown {
+        /// Which field it came from ("network driver", "protocol", ...).
+        field: &'static str,
+        /// The word as found.
+        value: String,
+    },
+}
+
+/// Defines a closed set of wire words: the enum, its spelling both ways, and the value an empty
+/// field means. One definition so the five vocabularies cannot drift apart in behaviour.
+macro_rules! wire_words {
+    (
+        $(#[$doc:meta])*
+        $name:ident, $field:literal, default $default:ident {
+            $( $(#[$vdoc:meta])* $variant:ident => $word:literal, )+
+        }
+    ) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $(
+                $(#[$vdoc])*
+                $variant,
+            )+
+        }
+
+        impl $name {
+            /// Every value, in the order the field's documentation lists them.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// The wire spelling.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $word,)+
+                }
+            }
+
+            /// Reads the field as sent: an empty string is the default, anything else must be
+            /// one of the known words.
+            pub fn from_wire(value: &str) -> Result<Self, WireError> {
+                if value.is_empty() {
+                    Ok(Self::default())
+                } else {
+                    value.parse()
+                }
+            }
+        }
+
+        impl Default for $name {
+            /// The value an empty field means.
+            fn default() -> Self {
+                $name::$default
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = WireError;
+
+            /// Parses one of the known words exactly (an empty string is not one of them).
+            fn from_str(value: &str) -> Result<Self, WireError> {
+                match value {
+                    $($word => Ok($name::$variant),)+
+                    _ => Err(WireError::Unknown {
+                        field: $field,
+                        value: value.to_string(),
+                    }),
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+wire_words! {
+    /// A network's driver (`NetworkSpec.driver`); empty means overlay, as `network create` does.
+    NetworkDriver, "network driver", default Overlay {
+        /// Cluster-wide VXLAN network.
+        Overlay => "overlay",
+        /// Node-local bridge with NAT to the outside.
+        Bridge => "bridge",
+        /// The node's own network namespace.
+        Host => "host",
+        /// A namespace with loopback only.
+        None => "none",
+    }
+}
+
+wire_words! {
+    /// How a port is published (`PortConfig.publish_mode`); empty means ingress.
+    PublishMode, "publish mode", default Ingress {
+        /// Through the routing mesh on every node.
+        Ingress => "ingress",
+        /// On the node of each task only.
+        Host => "host",
+    }
+}
+
+wire_words! {
+    /// A port's transport protocol (`PortConfig.protocol`); empty means tcp.
+    Protocol, "protocol", default Tcp {
+        /// TCP.
+        Tcp => "tcp",
+        /// UDP.
+        Udp => "udp",
+    }
+}
+
+wire_words! {
+    /// How a service is reached (`EndpointSpec.mode`); empty means vip.
+    EndpointMode, "endpoint mode", default Vip {
+        /// One virtual IP per network, load-balanced to the tasks.
+        Vip => "vip",
+        /// DNS round robin over the task addresses, no virtual IP.
+        Dnsrr => "dnsrr",
+    }
+}
+
+wire_words! {
+    /// Whether the leader can reach a manager (`ManagerStatus.reachability`); empty means the
+    /// leader has not said yet.
+    Reachability, "reachability", default Unknown {
+        /// Not reported yet (an empty field; never written to the wire as a word).
+        Unknown => "unknown",
+        /// The leader hears from it.
+        Reachable => "reachable",
+        /// The leader does not hear from it.
+        Unreachable => "unreachable",
+    }
+}
+
+impl Reachability {
+    /// The spelling to store: empty for `Unknown`, so the wire keeps its two words.
+    pub fn as_wire(self) -> &'static str {
+        match self {
+            Reachability::Unknown => "",
+            known => known.as_str(),
+        }
+    }
+}
+
+impl NetworkSpec {
+    /// The network's driver, empty read as overlay.
+    pub fn driver_kind(&self) -> Result<NetworkDriver, WireError> {
+        NetworkDriver::from_wire(&self.driver)
+    }
+}
 
 impl PortConfig {
+    /// The port's publish mode, empty read as ingress.
+    pub fn publish_mode_kind(&self) -> Result<PublishMode, WireError> {
+        PublishMode::from_wire(&self.publish_mode)
+    }
+
+    /// The port's protocol, empty read as tcp.
+    pub fn protocol_kind(&self) -> Result<Protocol, WireError> {
+        Protocol::from_wire(&self.protocol)
+    }
+
     /// Whether the port is published through the routing mesh (`mode=ingress`, the default).
     pub fn is_ingress(&self) -> bool {
-        self.publish_mode.is_empty() || self.publish_mode == "ingress"
+        self.publish_mode_kind() == Ok(PublishMode::Ingress)
     }
 
     /// Whether the port is published on the node of each task only (`mode=host`).
     pub fn is_host_mode(&self) -> bool {
-        self.publish_mode == "host"
+        self.publish_mode_kind() == Ok(PublishMode::Host)
+    }
+}
+
+impl EndpointSpec {
+    /// The endpoint mode, empty read as vip.
+    pub fn mode_kind(&self) -> Result<EndpointMode, WireError> {
+        EndpointMode::from_wire(&self.mode)
+    }
+}
+
+impl ServiceView {
+    /// The service's endpoint mode as the dispatcher sent it, empty read as vip.
+    pub fn mode_kind(&self) -> Result<EndpointMode, WireError> {
+        EndpointMode::from_wire(&self.mode)
+    }
+}
+
+impl ManagerStatus {
+    /// The manager's reachability as the leader last saw it, empty read as unknown.
+    pub fn reachability_kind(&self) -> Result<Reachability, WireError> {
+        Reachability::from_wire(&self.reachability)
     }
 }
 
@@ -38,6 +235,74 @@ mod tests {
         assert!(port("").is_ingress() && port("ingress").is_ingress());
         assert!(!port("host").is_ingress() && port("host").is_host_mode());
         assert!(!port("").is_host_mode());
+        assert!(!port("local").is_ingress() && !port("local").is_host_mode());
+        assert_eq!(port("").publish_mode_kind(), Ok(PublishMode::Ingress));
+        assert_eq!(port("host").publish_mode_kind(), Ok(PublishMode::Host));
+    }
+
+    #[test]
+    fn every_word_round_trips() {
+        fn check<T>(all: &[T])
+        where
+            T: Copy + PartialEq + fmt::Debug + fmt::Display + FromStr<Err = WireError>,
+        {
+            for &v in all {
+                assert_eq!(v.to_string().parse::<T>(), Ok(v));
+            }
+        }
+        check(NetworkDriver::ALL);
+        check(PublishMode::ALL);
+        check(Protocol::ALL);
+        check(EndpointMode::ALL);
+        check(Reachability::ALL);
+        assert_eq!(NetworkDriver::ALL.len(), 4);
+        assert_eq!(NetworkDriver::None.as_str(), "none");
+    }
+
+    #[test]
+    fn spec_validation_knows_the_same_drivers() {
+        let words: Vec<&str> = NetworkDriver::ALL.iter().map(|d| d.as_str()).collect();
+        assert_eq!(words, crate::spec::NETWORK_DRIVERS);
+    }
+
+    #[test]
+    fn empty_fields_read_as_todays_defaults() {
+        assert_eq!(
+            NetworkSpec::default().driver_kind(),
+            Ok(NetworkDriver::Overlay)
+        );
+        let port = PortConfig::default();
+        assert_eq!(port.protocol_kind(), Ok(Protocol::Tcp));
+        assert_eq!(port.publish_mode_kind(), Ok(PublishMode::Ingress));
+        assert_eq!(EndpointSpec::default().mode_kind(), Ok(EndpointMode::Vip));
+        assert_eq!(ServiceView::default().mode_kind(), Ok(EndpointMode::Vip));
+        assert_eq!(
+            ManagerStatus::default().reachability_kind(),
+            Ok(Reachability::Unknown)
+        );
+        assert_eq!(Reachability::Unknown.as_wire(), "");
+        assert_eq!(Reachability::Unreachable.as_wire(), "unreachable");
+    }
+
+    #[test]
+    fn unknown_words_are_errors_naming_the_field() {
+        let port = PortConfig {
+            protocol: "sctp".into(),
+            ..Default::default()
+        };
+        let err = port.protocol_kind().unwrap_err();
+        assert_eq!(
+            err,
+            WireError::Unknown {
+                field: "protocol",
+                value: "sctp".into()
+            }
+        );
+        assert_eq!(err.to_string(), "unknown protocol \"sctp\"");
+        // Case matters on the wire, as it does for docker.
+        assert!("TCP".parse::<Protocol>().is_err());
+        assert!("".parse::<EndpointMode>().is_err());
+        assert!(EndpointMode::from_wire("rr").is_err());
     }
 
     #[test]

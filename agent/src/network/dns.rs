@@ -27,6 +27,7 @@ use hickory_server::zone_handler::MessageResponseBuilder;
 use hickory_server::Server;
 use rand::seq::SliceRandom;
 use shoal_proto::v1::NetworkView;
+use shoal_proto::wire::EndpointMode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -147,7 +148,7 @@ pub fn records_for(task_networks: &[NetworkView]) -> Records {
                 .collect();
             tasks.sort();
             tasks.dedup();
-            let answer = if service.mode == "dnsrr" {
+            let answer = if service.mode_kind() == Ok(EndpointMode::Dnsrr) {
                 tasks.clone()
             } else {
                 parse_ip(&service.vip).into_iter().collect()

@@ -25,6 +25,7 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
 use shoal_proto::v1::NetworkView;
+use shoal_proto::wire::NetworkDriver;
 
 use super::netns::{self, NetnsError};
 use super::nft::NftError;
@@ -87,7 +88,10 @@ impl Guard {
             mesh,
             ..Guard::default()
         };
-        for view in views.iter().filter(|v| driver(v) == "overlay") {
+        for view in views
+            .iter()
+            .filter(|v| driver(v) == Some(NetworkDriver::Overlay))
+        {
             if encrypted(view) {
                 if let Some(n) = &view.network {
                     guard.encrypted_vnis.insert(n.vni);

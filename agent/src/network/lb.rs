@@ -31,6 +31,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 
 use shoal_proto::v1::NetworkView;
+use shoal_proto::wire::{self, EndpointMode};
 
 use super::netns::{self, NetnsError};
 use super::parse_ip;
@@ -87,10 +88,10 @@ pub enum Protocol {
 impl Protocol {
     /// Parses `PortConfig.protocol` ("" means tcp); `None` for one nftables rules here do not cover.
     pub fn parse(s: &str) -> Option<Protocol> {
-        match s.to_ascii_lowercase().as_str() {
-            "" | "tcp" => Some(Protocol::Tcp),
-            "udp" => Some(Protocol::Udp),
-            _ => None,
+        // Any case, as nftables reads it.
+        match wire::Protocol::from_wire(&s.to_ascii_lowercase()).ok()? {
+            wire::Protocol::Tcp => Some(Protocol::Tcp),
+            wire::Protocol::Udp => Some(Protocol::Udp),
         }
     }
 
@@ -153,7 +154,7 @@ pub fn vips_for(task_networks: &[NetworkView]) -> Vec<Vip> {
             continue;
         }
         for service in &view.services {
-            if service.mode == "dnsrr" {
+            if service.mode_kind() == Ok(EndpointMode::Dnsrr) {
                 continue;
             }
             let Some(vip) = parse_ip(&service.vip) else {

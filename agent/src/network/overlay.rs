@@ -30,6 +30,7 @@ use std::sync::Arc;
 use rtnetlink::Handle;
 use sha2::{Digest, Sha256};
 use shoal_proto::v1::{MeshPeer, NetworkAttachment, NetworkView, Task};
+use shoal_proto::wire::NetworkDriver;
 use tokio::sync::Mutex;
 use tracing::{debug, info, warn};
 
@@ -104,12 +105,13 @@ fn parse_cidr(s: &str) -> Option<(Ipv4Addr, u8)> {
     Some((ip.parse().ok()?, prefix.parse().ok()?))
 }
 
-/// The driver of a view's network ("" when the view has no spec).
-pub(super) fn driver(view: &NetworkView) -> &str {
+/// The driver of a view's network (`None` when the view has no spec or a word this version does
+/// not know).
+pub(super) fn driver(view: &NetworkView) -> Option<NetworkDriver> {
     view.network
         .as_ref()
         .and_then(|n| n.spec.as_ref())
-        .map_or("", |s| s.driver.as_str())
+        .and_then(|s| s.driver_kind().ok())
 }
 
 /// Whether a view's network is encrypted (`--opt encrypted`).
@@ -327,7 +329,7 @@ impl Networks {
         let wanted: Vec<NetworkView> = inner
             .views
             .values()
-            .filter(|v| driver(v) == "overlay")
+            .filter(|v| driver(v) == Some(NetworkDriver::Overlay))
             .cloned()
             .collect();
         for view in &wanted {
@@ -428,7 +430,10 @@ impl Networks {
     pub async fn attach(&self, task: &Task) -> Result<TaskNetworking, NetworkError> {
         let id = task.id.as_str();
         let plan = self.plan_attachments(task).await?;
-        if plan.iter().any(|p| driver(&p.view) == "host") {
+        if plan
+            .iter()
+            .any(|p| driver(&p.view) == Some(NetworkDriver::Host))
+        {
             info!(task.id = %id, "task uses the host network");
             return Ok(TaskNetworking {
                 netns: PathBuf::from("/proc/self/ns/net"),
@@ -439,7 +444,11 @@ impl Networks {
         if !netns::is_netns(&ns_path) {
             netns::create(&ns_path).await?;
         }
-        if !plan.is_empty() && plan.iter().all(|p| driver(&p.view) == "none") {
+        if !plan.is_empty()
+            && plan
+                .iter()
+                .all(|p| driver(&p.view) == Some(NetworkDriver::None))
+        {
             loopback_only(&ns_path).await?;
             return Ok(TaskNetworking {
                 netns: ns_path,
@@ -487,7 +496,7 @@ impl Networks {
                     network_id: att.network_id.clone(),
                 }
             })?;
-            let local = if driver(&view) == "bridge"
+            let local = if driver(&view) == Some(NetworkDriver::Bridge)
                 && !view.network.as_ref().is_some_and(|n| n.subnet.is_empty())
             {
                 Some(self.local_bridge(&mut inner, &view).await?)
@@ -516,7 +525,7 @@ impl Networks {
         for Planned { att, view, local } in plan {
             let ifname = format!("eth{ifindex}");
             match (driver(view), local) {
-                ("overlay", _) => {
+                (Some(NetworkDriver::Overlay), _) => {
                     let Some((ip, prefix)) = att.addresses.first().and_then(|a| parse_cidr(a))
                     else {
                         continue;
@@ -530,7 +539,7 @@ impl Networks {
                     self.plug_overlay(task_id, ns_path, plug).await?;
                     overlays.push(att.network_id.clone());
                 }
-                ("bridge", Some(b)) => {
+                (Some(NetworkDriver::Bridge), Some(b)) => {
                     b.plug(task_id, ns_path, &ifname, false, None).await?;
                 }
                 // The predefined `bridge` is the default bridge every task gets anyway.

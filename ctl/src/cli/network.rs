@@ -1,6 +1,7 @@
 //! `shoalctl network ...`.
 
 use clap::{Args, Subcommand, ValueEnum};
+use shoal_proto::wire;
 
 use super::parse::{parse_label, parse_option};
 
@@ -36,11 +37,17 @@ pub enum NetworkDriver {
 impl NetworkDriver {
     /// The wire spelling.
     pub fn as_str(self) -> &'static str {
-        match self {
-            NetworkDriver::Overlay => "overlay",
-            NetworkDriver::Bridge => "bridge",
-            NetworkDriver::Host => "host",
-            NetworkDriver::None => "none",
+        wire::NetworkDriver::from(self).as_str()
+    }
+}
+
+impl From<NetworkDriver> for wire::NetworkDriver {
+    fn from(driver: NetworkDriver) -> Self {
+        match driver {
+            NetworkDriver::Overlay => wire::NetworkDriver::Overlay,
+            NetworkDriver::Bridge => wire::NetworkDriver::Bridge,
+            NetworkDriver::Host => wire::NetworkDriver::Host,
+            NetworkDriver::None => wire::NetworkDriver::None,
         }
     }
 }

@@ -7,6 +7,7 @@ use shoal_proto::security;
 use shoal_proto::spec::{self, port_protocol, port_publish_mode};
 use shoal_proto::units;
 use shoal_proto::v1::{DeviceMapping, NetworkAttachmentConfig, PortConfig, Ulimit};
+use shoal_proto::wire::{Protocol, PublishMode};
 
 /// Parses a replica count: a whole number from 0 to the limit of replicas per service.
 pub fn parse_replicas(s: &str) -> Result<u64, String> {
@@ -350,18 +351,20 @@ pub(super) fn parse_port(what: &str, s: &str) -> Result<u32, String> {
         .map_err(|_| format!("invalid {what} port {s:?}: expected a number 1-65535"))
 }
 
+/// A `protocol=` or `/proto` as given, in any case; returns the wire spelling.
 pub(super) fn parse_protocol(s: &str) -> Result<String, String> {
-    match s.trim().to_ascii_lowercase().as_str() {
-        p @ ("tcp" | "udp") => Ok(p.to_string()),
-        other => Err(format!("unknown protocol {other:?} (use tcp or udp)")),
-    }
+    let word = s.trim().to_ascii_lowercase();
+    word.parse::<Protocol>()
+        .map(|p| p.as_str().to_string())
+        .map_err(|_| format!("unknown protocol {word:?} (use tcp or udp)"))
 }
 
+/// A `mode=` as given, in any case; returns the wire spelling.
 pub(super) fn parse_publish_mode(s: &str) -> Result<String, String> {
-    match s.trim().to_ascii_lowercase().as_str() {
-        m @ ("ingress" | "host") => Ok(m.to_string()),
-        other => Err(format!("unknown mode {other:?} (use ingress or host)")),
-    }
+    let word = s.trim().to_ascii_lowercase();
+    word.parse::<PublishMode>()
+        .map(|m| m.as_str().to_string())
+        .map_err(|_| format!("unknown mode {word:?} (use ingress or host)"))
 }
 
 /// Which ports `--publish-rm` removes: every field given must match.
@@ -461,10 +464,14 @@ pub fn parse_publish(s: &str) -> Result<PortConfig, String> {
         .ok_or_else(|| format!("{s:?} has no target port (e.g. published=8080,target=80)"))?;
     Ok(PortConfig {
         name: String::new(),
-        protocol: m.protocol.unwrap_or_else(|| "tcp".into()),
+        protocol: m
+            .protocol
+            .unwrap_or_else(|| Protocol::default().as_str().into()),
         target_port: target,
         published_port: m.published.unwrap_or(0),
-        publish_mode: m.mode.unwrap_or_else(|| "ingress".into()),
+        publish_mode: m
+            .mode
+            .unwrap_or_else(|| PublishMode::default().as_str().into()),
     })
 }
 

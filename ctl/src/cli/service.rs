@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use clap::{ArgAction, Args, Subcommand, ValueEnum};
 use shoal_proto::v1::{DeviceMapping, NetworkAttachmentConfig, PortConfig, Ulimit};
+use shoal_proto::wire;
 
 use super::parse::*;
 use super::rollout::{HealthArgs, RollbackConfigArgs, UpdateConfigArgs};
@@ -69,9 +70,15 @@ pub enum EndpointMode {
 impl EndpointMode {
     /// The wire spelling ("vip" | "dnsrr").
     pub fn as_str(self) -> &'static str {
-        match self {
-            EndpointMode::Vip => "vip",
-            EndpointMode::Dnsrr => "dnsrr",
+        wire::EndpointMode::from(self).as_str()
+    }
+}
+
+impl From<EndpointMode> for wire::EndpointMode {
+    fn from(mode: EndpointMode) -> Self {
+        match mode {
+            EndpointMode::Vip => wire::EndpointMode::Vip,
+            EndpointMode::Dnsrr => wire::EndpointMode::Dnsrr,
         }
     }
 }

@@ -6,6 +6,7 @@ use shoal_proto::v1::{
     GetNodeRequest, ListNodesRequest, Node, NodeAvailability, NodeRole, RemoveNodeRequest,
     UpdateNodeRequest,
 };
+use shoal_proto::wire::Reachability;
 
 use crate::cli::{
     Availability, Format, NodeInspectArgs, NodeLsArgs, NodePromoteArgs, NodeRmArgs, NodeUpdateArgs,
@@ -40,7 +41,9 @@ pub fn manager_status(n: &Node) -> String {
         .is_some_and(|s| s.role == NodeRole::RoleManager as i32);
     match &n.manager_status {
         Some(ms) if ms.leader => "Leader".into(),
-        Some(ms) if !ms.reachability.is_empty() => output::capitalize(&ms.reachability),
+        Some(ms) if ms.reachability_kind() != Ok(Reachability::Unknown) => {
+            output::capitalize(&ms.reachability)
+        }
         Some(_) => "Unknown".into(),
         None if is_manager => "Unknown".into(),
         None => String::new(),

@@ -13,6 +13,7 @@ use shoal_proto::v1::{
     EndpointSpec, Network, Node, NodeRole, PortConfig, Privileges, Resources, Service, ServiceMode,
     ServiceSpec,
 };
+use shoal_proto::wire::NetworkDriver;
 
 use super::rollout;
 use super::{availability_name, node_state_name, restart_condition_name, rfc3339};
@@ -271,7 +272,7 @@ fn spec_doc(spec: &ServiceSpec) -> Value {
 
 /// "swarm" for overlay networks (they span the cluster), "local" for the others.
 pub fn network_scope(driver: &str) -> &'static str {
-    if driver == "overlay" {
+    if driver.parse() == Ok(NetworkDriver::Overlay) {
         "swarm"
     } else {
         "local"

@@ -5,6 +5,7 @@ use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
 use shoal_proto::v1::{Meta, Network, NetworkSpec};
+use shoal_proto::wire::NetworkDriver;
 
 /// The routing-mesh network made by `init`.
 pub const INGRESS_SUBNET: &str = "10.0.0.0/16";
@@ -166,7 +167,7 @@ impl Range {
 
 /// The networks `init` makes: ingress, the local bridge, host and none.
 pub fn predefined_networks(now_ns: i64) -> Vec<Network> {
-    let make = |name: &str, driver: &str, subnet: &str, vni: u32, ingress: bool| {
+    let make = |name: &str, driver: NetworkDriver, subnet: &str, vni: u32, ingress: bool| {
         let gateway = subnet
             .parse::<Ipv4Net>()
             .map(|s| first_host(&s).to_string())
@@ -180,7 +181,7 @@ pub fn predefined_networks(now_ns: i64) -> Vec<Network> {
             }),
             spec: Some(NetworkSpec {
                 name: name.into(),
-                driver: driver.into(),
+                driver: driver.as_str().into(),
                 subnet: subnet.into(),
                 gateway: gateway.clone(),
                 ingress,
@@ -193,10 +194,22 @@ pub fn predefined_networks(now_ns: i64) -> Vec<Network> {
         }
     };
     vec![
-        make("ingress", "overlay", INGRESS_SUBNET, INGRESS_VNI, true),
-        make("bridge", "bridge", LOCAL_BRIDGE_SUBNET, 0, false),
-        make("host", "host", "", 0, false),
-        make("none", "none", "", 0, false),
+        make(
+            "ingress",
+            NetworkDriver::Overlay,
+            INGRESS_SUBNET,
+            INGRESS_VNI,
+            true,
+        ),
+        make(
+            "bridge",
+            NetworkDriver::Bridge,
+            LOCAL_BRIDGE_SUBNET,
+            0,
+            false,
+        ),
+        make("host", NetworkDriver::Host, "", 0, false),
+        make("none", NetworkDriver::None, "", 0, false),
     ]
 }
 

@@ -13,12 +13,14 @@ use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
+use shoal_proto::spec::port_protocol;
 use shoal_proto::v1::store_action::Action;
 use shoal_proto::v1::{
     Endpoint, EndpointSpec, Network, NetworkAttachment, Node, NodeAllocation, PortConfig, Service,
     ServiceEndpointUpdate, StoreAction, Task, TaskAllocation, TaskState, TaskStatus,
     TaskStatusUpdate, VirtualIp,
 };
+use shoal_proto::wire::{EndpointMode, NetworkDriver};
 use tokio::sync::{broadcast, watch};
 use tracing::{debug, info, warn};
 
@@ -31,12 +33,9 @@ pub const MAX_ACTIONS_PER_WRITE: usize = 500;
 /// The message of a task waiting for its addresses.
 const ALLOCATING: &str = "waiting for network addresses";
 
+/// The port's protocol as spelt on the wire, the default filled in (an unknown word kept as is).
 fn protocol(p: &PortConfig) -> &str {
-    if p.protocol.is_empty() {
-        "tcp"
-    } else {
-        &p.protocol
-    }
+    port_protocol(&p.protocol)
 }
 
 /// Whether an endpoint spec publishes a port in ingress mode (its tasks join `ingress`).
@@ -55,7 +54,9 @@ fn network_name(n: &Network) -> &str {
 }
 
 fn is_overlay(n: &Network) -> bool {
-    n.spec.as_ref().is_some_and(|s| s.driver == "overlay")
+    n.spec
+        .as_ref()
+        .is_some_and(|s| s.driver_kind() == Ok(NetworkDriver::Overlay))
 }
 
 fn exhausted(n: &Network, range: &Range) -> String {
@@ -164,7 +165,9 @@ impl Pass<'_> {
             .filter_map(|c| self.s.network(&c.target))
             .filter(|n| is_overlay(n))
             .collect();
-        let vip_mode = ep_spec.as_ref().is_none_or(|e| e.mode != "dnsrr");
+        let vip_mode = ep_spec
+            .as_ref()
+            .is_none_or(|e| e.mode_kind() != Ok(EndpointMode::Dnsrr));
         let mut vip_nets: Vec<&Network> = if vip_mode { nets } else { Vec::new() };
         if publishes_ingress(ep_spec.as_ref()) {
             if let Some(ingress) = ingress_network(self.s) {

@@ -6,6 +6,7 @@ use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
 use shoal_proto::v1::{EndpointSpec, Meta, Network, NetworkSpec, ServiceSpec};
+use shoal_proto::wire::{EndpointMode, NetworkDriver, Protocol, PublishMode};
 use tonic::Status;
 
 use crate::allocator::ipam::{self, Range};
@@ -38,8 +39,15 @@ pub fn network_name(n: &Network) -> &str {
     n.spec.as_ref().map_or(n.id.as_str(), |s| s.name.as_str())
 }
 
-fn driver(n: &Network) -> &str {
-    n.spec.as_ref().map_or("", |s| s.driver.as_str())
+/// The network's driver; `None` for a network without a spec or with a word this version does
+/// not know, which no driver-specific rule applies to.
+fn driver(n: &Network) -> Option<NetworkDriver> {
+    n.spec.as_ref().and_then(|s| s.driver_kind().ok())
+}
+
+/// Whether the driver allows one network of its kind only, with no addresses (host, none).
+fn is_singleton(driver: NetworkDriver) -> bool {
+    matches!(driver, NetworkDriver::Host | NetworkDriver::None)
 }
 
 fn invalid(msg: impl Into<String>) -> Status {
@@ -50,7 +58,7 @@ fn invalid(msg: impl Into<String>) -> Status {
 /// VXLAN id decided (picked from the pools when not given).
 pub fn plan_network(s: &State, mut spec: NetworkSpec, now_ns: i64) -> Result<Network, Status> {
     if spec.driver.is_empty() {
-        spec.driver = "overlay".into();
+        spec.driver = NetworkDriver::default().as_str().into();
     }
     if spec.options.contains_key("encrypted") {
         spec.encrypted = true;
@@ -64,7 +72,8 @@ pub fn plan_network(s: &State, mut spec: NetworkSpec, now_ns: i64) -> Result<Net
             spec.name
         )));
     }
-    let overlay = spec.driver == "overlay";
+    let kind = spec.driver_kind().map_err(|e| invalid(e.to_string()))?;
+    let overlay = kind == NetworkDriver::Overlay;
     if spec.ingress {
         if !overlay {
             return Err(invalid(
@@ -81,8 +90,8 @@ pub fn plan_network(s: &State, mut spec: NetworkSpec, now_ns: i64) -> Result<Net
             )));
         }
     }
-    if matches!(spec.driver.as_str(), "host" | "none") {
-        if let Some(other) = s.networks().find(|n| driver(n) == spec.driver) {
+    if is_singleton(kind) {
+        if let Some(other) = s.networks().find(|n| driver(n) == Some(kind)) {
             return Err(Status::already_exists(format!(
                 "only one {} network can exist, and {} is one",
                 spec.driver,
@@ -241,7 +250,7 @@ pub fn resolve_networks(s: &State, spec: &mut ServiceSpec) -> Result<(), Status>
                 "--network: {name} is the routing mesh; a service joins it by publishing ports (--publish)"
             )));
         }
-        if matches!(driver(&n), "host" | "none") && count > 1 {
+        if driver(&n).is_some_and(is_singleton) && count > 1 {
             return Err(invalid(format!(
                 "--network: a service on the {name} network cannot be on other networks"
             )));
@@ -267,8 +276,8 @@ pub fn check_endpoint(
     normalize_endpoint(ep)?;
     let mut seen = HashSet::new();
     for p in &ep.ports {
-        let ingress = p.publish_mode == "ingress";
-        if ep.mode == "dnsrr" && ingress {
+        let ingress = p.is_ingress();
+        if ep.mode_kind() == Ok(EndpointMode::Dnsrr) && ingress {
             return Err(invalid(
                 "--endpoint-mode dnsrr: ports cannot be published in ingress mode with it (use mode=host)",
             ));
@@ -301,8 +310,7 @@ pub fn check_endpoint(
                                 e.ports.iter().any(|q| {
                                     q.is_ingress()
                                         && q.published_port == p.published_port
-                                        && (q.protocol == p.protocol
-                                            || (q.protocol.is_empty() && p.protocol == "tcp"))
+                                        && q.protocol_kind() == p.protocol_kind()
                                 })
                             })
                 })
@@ -323,34 +331,28 @@ pub fn check_endpoint(
 
 /// Fills in the defaults (vip, tcp, ingress) and checks every value.
 fn normalize_endpoint(ep: &mut EndpointSpec) -> Result<(), Status> {
-    match ep.mode.as_str() {
-        "" => ep.mode = "vip".into(),
-        "vip" | "dnsrr" => {}
-        other => {
-            return Err(invalid(format!(
-                "--endpoint-mode: {other:?} is not vip or dnsrr"
-            )))
-        }
-    }
+    let mode = ep.mode_kind().map_err(|_| {
+        invalid(format!(
+            "--endpoint-mode: {:?} is not vip or dnsrr",
+            ep.mode
+        ))
+    })?;
+    ep.mode = mode.as_str().into();
     for p in &mut ep.ports {
-        if p.protocol.is_empty() {
-            p.protocol = "tcp".into();
-        }
-        if p.publish_mode.is_empty() {
-            p.publish_mode = "ingress".into();
-        }
-        if !matches!(p.protocol.as_str(), "tcp" | "udp") {
-            return Err(invalid(format!(
+        let protocol: Protocol = p.protocol_kind().map_err(|_| {
+            invalid(format!(
                 "--publish: protocol {:?} is not tcp or udp",
                 p.protocol
-            )));
-        }
-        if !matches!(p.publish_mode.as_str(), "ingress" | "host") {
-            return Err(invalid(format!(
+            ))
+        })?;
+        let publish_mode: PublishMode = p.publish_mode_kind().map_err(|_| {
+            invalid(format!(
                 "--publish: mode {:?} is not ingress or host",
                 p.publish_mode
-            )));
-        }
+            ))
+        })?;
+        p.protocol = protocol.as_str().into();
+        p.publish_mode = publish_mode.as_str().into();
         if p.target_port == 0 || p.target_port > 65535 {
             return Err(invalid(format!(
                 "--publish: target port {} is not a port (1-65535)",

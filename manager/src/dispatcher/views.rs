@@ -11,9 +11,10 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use shoal_proto::v1::{
-    Assignments, EndpointView, MeshPeer, Network, NetworkAttachment, NetworkView, Node, Service,
-    ServiceView, Task, TaskState,
+    Assignments, EndpointSpec, EndpointView, MeshPeer, Network, NetworkAttachment, NetworkView,
+    Node, Service, ServiceView, Task, TaskState,
 };
+use shoal_proto::wire::EndpointMode;
 
 use crate::store::{ip_of, service_network_ids, task_has_ended, Event, Kind, Object, State};
 
@@ -205,15 +206,14 @@ pub fn network_view(state: &State, network: &Network) -> NetworkView {
 fn service_view(s: &Service, network_id: &str) -> ServiceView {
     let spec = s.spec.clone().unwrap_or_default();
     let endpoint = s.endpoint.clone().unwrap_or_default();
-    let mode = spec
-        .endpoint
-        .as_ref()
-        .or(endpoint.spec.as_ref())
-        .map(|e| e.mode.as_str())
-        .filter(|m| !m.is_empty())
-        .unwrap_or("vip")
-        .to_string();
-    let vip = if mode == "dnsrr" {
+    let ep = spec.endpoint.as_ref().or(endpoint.spec.as_ref());
+    let kind = ep.map_or(Ok(EndpointMode::default()), EndpointSpec::mode_kind);
+    // The default filled in; an unknown word goes to the agent as is, which serves it like vip.
+    let mode = match kind {
+        Ok(m) => m.as_str().to_string(),
+        Err(_) => ep.map(|e| e.mode.clone()).unwrap_or_default(),
+    };
+    let vip = if kind == Ok(EndpointMode::Dnsrr) {
         String::new()
     } else {
         endpoint

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use shoal_proto::v1::store_action::Action;
 use shoal_proto::v1::*;
+use shoal_proto::wire::Reachability;
 use tracing::{debug, info, warn};
 
 use crate::raft::forward::Dialer;
@@ -101,15 +102,15 @@ pub async fn run_manager_status(
                 known.push(ms.raft_id);
                 let leader = ms.raft_id == st.id;
                 let reachability = if st.active.contains(&ms.raft_id) {
-                    "reachable"
+                    Reachability::Reachable
                 } else {
-                    "unreachable"
+                    Reachability::Unreachable
                 };
-                if ms.leader != leader || ms.reachability != reachability {
+                if ms.leader != leader || ms.reachability_kind() != Ok(reachability) {
                     let mut n = n.clone();
                     if let Some(m) = n.manager_status.as_mut() {
                         m.leader = leader;
-                        m.reachability = reachability.into();
+                        m.reachability = reachability.as_wire().into();
                     }
                     updates.push(StoreAction {
                         action: Some(Action::PutNode(n)),

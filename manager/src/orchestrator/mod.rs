@@ -10,6 +10,7 @@ pub mod update;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use shoal_proto::spec::port_protocol;
 use shoal_proto::v1::{
     EndpointSpec, Meta, Node, NodeAvailability, NodeState, PortConfig, RestartPolicy, Service,
     ServiceMode, Task, TaskState, TaskStatus,
@@ -303,11 +304,7 @@ fn endpoint_needs(spec: Option<&EndpointSpec>) -> (bool, Vec<(String, u32, u32)>
         .iter()
         .filter(|p| !p.is_ingress())
         .map(|p| {
-            let proto = if p.protocol.is_empty() {
-                "tcp"
-            } else {
-                &p.protocol
-            };
+            let proto = port_protocol(&p.protocol);
             (proto.to_string(), p.target_port, p.published_port)
         })
         .collect();

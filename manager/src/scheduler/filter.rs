@@ -130,22 +130,14 @@ pub(crate) struct NodeInfo {
 /// A port a task publishes in host mode: it listens on the node itself, so one task per node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct HostPort {
-    /// "tcp", "udp" or "sctp".
+    /// Its transport protocol.
     pub protocol: Protocol,
     /// The port on the node.
     pub port: u32,
 }
 
-/// A published port's protocol.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Protocol {
-    /// TCP (the default).
-    Tcp,
-    /// UDP.
-    Udp,
-    /// SCTP.
-    Sctp,
-}
+/// A published port's protocol (the wire vocabulary's).
+pub use shoal_proto::wire::Protocol;
 
 /// The host-mode ports a task publishes, from the endpoint the allocator gave it. A host-mode
 /// port published as 0 takes whatever port the node has free: it conflicts with nothing.
@@ -162,11 +154,9 @@ pub fn host_ports(endpoint: Option<&Endpoint>) -> Vec<HostPort> {
         .iter()
         .filter(|p| p.is_host_mode() && p.published_port != 0)
         .map(|p| HostPort {
-            protocol: match p.protocol.as_str() {
-                "udp" => Protocol::Udp,
-                "sctp" => Protocol::Sctp,
-                _ => Protocol::Tcp,
-            },
+            // Spec validation admits tcp and udp only; read anything else as the default, as
+            // the port conflicts it could cause are the safe side.
+            protocol: p.protocol_kind().unwrap_or_default(),
             port: p.published_port,
         })
         .collect();

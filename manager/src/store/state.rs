@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use shoal_proto::spec::port_protocol;
 use shoal_proto::v1::{Cluster, Network, NetworkAttachment, Node, Service, Task, TaskState};
 
 mod apply;
@@ -483,11 +484,7 @@ fn ingress_ports(s: &Service) -> Vec<(String, u32)> {
         .flat_map(|e| e.ports.iter())
         .filter(|p| p.published_port != 0 && p.is_ingress())
         .map(|p| {
-            let proto = if p.protocol.is_empty() {
-                "tcp"
-            } else {
-                p.protocol.as_str()
-            };
+            let proto = port_protocol(&p.protocol);
             (proto.to_string(), p.published_port)
         })
         .collect()

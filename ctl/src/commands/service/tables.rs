@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use serde_json::{json, Value};
-use shoal_proto::spec::{port_protocol, port_publish_mode};
+use shoal_proto::spec::port_protocol;
 use shoal_proto::v1::{PortConfig, Service, ServiceSummary, Task, TaskSpec};
 
 use crate::output::{self, rollout};
@@ -27,7 +27,7 @@ pub(super) fn published_ports(svc: &Service) -> Vec<PortConfig> {
 pub fn ports_column(svc: &Service) -> String {
     let mut ports: Vec<PortConfig> = published_ports(svc)
         .into_iter()
-        .filter(|p| port_publish_mode(&p.publish_mode) == "ingress" && p.published_port != 0)
+        .filter(|p| p.is_ingress() && p.published_port != 0)
         .collect();
     ports.sort_by(|a, b| {
         (port_protocol(&a.protocol), a.published_port)

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use anyhow::{anyhow, Result};
 use shoal_proto::spec::{port_protocol, validate_service};
 use shoal_proto::v1::{NetworkAttachmentConfig, PortConfig, ServiceMode, ServiceSpec};
+use shoal_proto::wire;
 
 use super::rollout_spec as rollout;
 use super::spec::apply_confinement;
@@ -56,7 +57,7 @@ pub fn apply_update(spec: &mut ServiceSpec, a: &UpdateArgs, ids: &NetworkIds) ->
         ep.mode = mode.as_str().to_string();
     }
     if ep.mode.is_empty() {
-        ep.mode = "vip".into();
+        ep.mode = wire::EndpointMode::default().as_str().into();
     }
     rollout::merge_update_config(&mut spec.update, &a.update_config);
     rollout::merge_rollback_config(&mut spec.rollback, &a.rollback_config);
