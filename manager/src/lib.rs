@@ -16,6 +16,7 @@ pub mod node_record;
 pub mod orchestrator;
 pub mod raft;
 pub mod scheduler;
+pub mod seal;
 pub mod serve;
 pub mod store;
 #[cfg(test)]

@@ -21,60 +21,24 @@ use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
+use shoal_tests::bench_support::{
+    bin_dir, cpu_seconds, env_or, find, free_port, log_file, median, wait_for, Children, Perf,
+    RssPeak, DEADLINE, POLL,
+};
 use shoal_tests::testbed::{NodeRow, ServiceRow};
 
-const DEADLINE: Duration = Duration::from_secs(180);
 /// How long one rotation may take before the bench gives up on it.
 const ROTATION_DEADLINE: Duration = Duration::from_secs(600);
-const POLL: Duration = Duration::from_millis(50);
 /// How long the idle leader's CPU use is measured.
 const IDLE: Duration = Duration::from_secs(10);
 
-fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn env_str(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_string())
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
-
-/// The binaries this bench drives: `SHOAL_BIN_DIR`, or the profile directory above this bench.
-fn bin_dir() -> Result<PathBuf> {
-    if let Some(d) = std::env::var_os("SHOAL_BIN_DIR") {
-        return Ok(PathBuf::from(d));
-    }
-    let exe = std::env::current_exe()?;
-    // target/release/deps/ca_rotation-<hash> -> target/release
-    exe.parent()
-        .and_then(Path::parent)
-        .map(Path::to_path_buf)
-        .ok_or_else(|| anyhow!("cannot place {}", exe.display()))
-}
-
-fn find(dir: &Path, name: &str) -> Result<PathBuf> {
-    let p = dir.join(name);
-    if !p.is_file() {
-        bail!(
-            "{name} not found in {}: run `cargo build --release -p shoal-manager -p shoalctl -p shoal-tests` first",
-            dir.display()
-        );
-    }
-    Ok(p)
 }
 
 /// The binaries, in the order `(manager, shoalctl, loadgen)`.
@@ -82,19 +46,6 @@ struct Bins {
     manager: PathBuf,
     ctl: PathBuf,
     loadgen: PathBuf,
-}
-
-/// The processes started here; killed (and reaped) on drop, whatever happened.
-#[derive(Default)]
-struct Children(Vec<Child>);
-
-impl Drop for Children {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
 }
 
 /// What the load generator printed, with when.
@@ -245,127 +196,6 @@ impl Bench {
                 bail!("the rotation did not complete within {ROTATION_DEADLINE:?}");
             }
             std::thread::sleep(Duration::from_millis(5));
-        }
-    }
-}
-
-fn wait_for(what: &str, mut check: impl FnMut() -> Result<bool>) -> Result<()> {
-    let start = Instant::now();
-    loop {
-        if check()? {
-            return Ok(());
-        }
-        if start.elapsed() > DEADLINE {
-            bail!("timed out after {DEADLINE:?} waiting for {what}");
-        }
-        std::thread::sleep(POLL);
-    }
-}
-
-fn free_port() -> Result<u16> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(l.local_addr()?.port())
-}
-
-fn log_file(dir: &Path, name: &str) -> Result<std::fs::File> {
-    let p = dir.join(name);
-    std::fs::File::create(&p).with_context(|| format!("creating {}", p.display()))
-}
-
-/// CPU seconds (user + system) a process has used so far.
-fn cpu_seconds(pid: u32) -> Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the command name, which may hold spaces but ends at the last ')'.
-    let rest = stat
-        .rsplit_once(')')
-        .map(|(_, r)| r)
-        .ok_or_else(|| anyhow!("unreadable /proc/{pid}/stat"))?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of stat(5); `rest` starts at field 3.
-    let ticks = |i: usize| -> Result<f64> {
-        Ok(fields
-            .get(i)
-            .ok_or_else(|| anyhow!("short /proc/{pid}/stat"))?
-            .parse::<f64>()?)
-    };
-    // SAFETY: sysconf only reads a configuration value.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    let hz = if hz > 0 { hz as f64 } else { 100.0 };
-    Ok((ticks(11)? + ticks(12)?) / hz)
-}
-
-/// Resident memory of a process now, MiB.
-fn rss_mib(pid: u32) -> Result<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let kib = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse::<f64>().ok())
-        .ok_or_else(|| anyhow!("no VmRSS in /proc/{pid}/status"))?;
-    Ok(kib / 1024.0)
-}
-
-/// Samples a process's RSS every 100 ms until stopped; the peak, MiB.
-struct RssPeak {
-    stop: Arc<AtomicBool>,
-    thread: std::thread::JoinHandle<f64>,
-}
-
-impl RssPeak {
-    fn start(pid: u32) -> RssPeak {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let thread = std::thread::spawn(move || {
-            let mut peak: f64 = 0.0;
-            while !flag.load(Ordering::Relaxed) {
-                if let Ok(r) = rss_mib(pid) {
-                    peak = peak.max(r);
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            peak
-        });
-        RssPeak { stop, thread }
-    }
-
-    fn stop(self) -> f64 {
-        self.stop.store(true, Ordering::Relaxed);
-        self.thread.join().unwrap_or(f64::NAN)
-    }
-}
-
-/// `perf record` of a process while alive, with `SHOAL_BENCH_PERF` set; stopped (SIGINT, so it
-/// writes its file) on drop.
-struct Perf(Option<Child>);
-
-impl Perf {
-    fn start(pid: u32, out: &Path) -> Result<Perf> {
-        if std::env::var_os("SHOAL_BENCH_PERF").is_none() {
-            return Ok(Perf(None));
-        }
-        let child = Command::new("perf")
-            .args(["record", "-F", "499", "-g", "-p", &pid.to_string(), "-o"])
-            .arg(out)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting perf record")?;
-        Ok(Perf(Some(child)))
-    }
-}
-
-impl Drop for Perf {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.0.take() {
-            if let Ok(pid) = i32::try_from(c.id()) {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGINT,
-                );
-            }
-            let _ = c.wait();
         }
     }
 }

@@ -10,65 +10,15 @@
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use anyhow::{anyhow, bail, ensure, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
+use shoal_tests::bench_support::{
+    bin_dir, env_or, find, free_port, log_file, median, wait_for, Children,
+};
 use shoal_tests::testbed::{NodeRow, ServiceRow, TaskRow};
-
-const DEADLINE: Duration = Duration::from_secs(180);
-const POLL: Duration = Duration::from_millis(50);
-
-fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
-
-/// The binaries this bench drives: `SHOAL_BIN_DIR`, or the profile directory above this bench.
-fn bin_dir() -> Result<PathBuf> {
-    if let Some(d) = std::env::var_os("SHOAL_BIN_DIR") {
-        return Ok(PathBuf::from(d));
-    }
-    let exe = std::env::current_exe()?;
-    // target/release/deps/scale_1000-<hash> -> target/release
-    exe.parent()
-        .and_then(Path::parent)
-        .map(Path::to_path_buf)
-        .ok_or_else(|| anyhow!("cannot place {}", exe.display()))
-}
-
-fn find(dir: &Path, name: &str) -> Result<PathBuf> {
-    let p = dir.join(name);
-    if !p.is_file() {
-        bail!(
-            "{name} not found in {}: run `cargo build --release -p shoal-manager -p shoalctl -p shoal-tests` first",
-            dir.display()
-        );
-    }
-    Ok(p)
-}
-
-/// The processes started here; killed (and reaped) on drop, whatever happened.
-#[derive(Default)]
-struct Children(Vec<Child>);
-
-impl Drop for Children {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
 
 /// What the load generator last printed, with when.
 #[derive(Default)]
@@ -128,29 +78,6 @@ impl Bench {
             .map(|l| serde_json::from_str(l).with_context(|| format!("parsing {l:?}")))
             .collect()
     }
-}
-
-fn wait_for(what: &str, mut check: impl FnMut() -> Result<bool>) -> Result<()> {
-    let start = Instant::now();
-    loop {
-        if check()? {
-            return Ok(());
-        }
-        if start.elapsed() > DEADLINE {
-            bail!("timed out after {DEADLINE:?} waiting for {what}");
-        }
-        std::thread::sleep(POLL);
-    }
-}
-
-fn free_port() -> Result<u16> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(l.local_addr()?.port())
-}
-
-fn log_file(dir: &Path, name: &str) -> Result<std::fs::File> {
-    let p = dir.join(name);
-    std::fs::File::create(&p).with_context(|| format!("creating {}", p.display()))
 }
 
 /// One round's figures, seconds from the `service create` call.

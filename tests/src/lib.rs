@@ -1,6 +1,7 @@
 //! Shoal testbed: network-namespace hosts, registry fixture, end-to-end helpers.
 
 pub mod app_image;
+pub mod bench_support;
 pub mod capture;
 pub mod ha;
 pub mod image_fixture;

@@ -1,3 +1,4 @@
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -97,7 +98,7 @@ fn data_key_file_round_trip_clear_and_sealed() {
     write_data_key(&path, &key, Some(&unlock)).unwrap();
     let text = std::fs::read_to_string(&path).unwrap();
     assert!(text.contains("\"sealed\": true"));
-    assert!(!text.contains(&base64::engine::general_purpose::STANDARD.encode(key.inner.raw)));
+    assert!(!text.contains(&base64::engine::general_purpose::STANDARD.encode(key.raw())));
     let StoredDataKey::Sealed(sealed) = read_data_key(&path).unwrap().unwrap() else {
         panic!("expected a sealed key");
     };

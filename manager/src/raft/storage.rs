@@ -14,7 +14,7 @@ use raft::prelude::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
 use raft::{GetEntriesContext, RaftState, StorageError};
 
 use super::RaftError;
-use crate::lock::{self, DataKey};
+use crate::seal::{self, DataKey};
 use crate::store::Store;
 
 const ENTRY_PREFIX: u8 = b'e';
@@ -253,7 +253,7 @@ impl RaftStorage {
             what: m.descriptor().name().to_string(),
             source,
         })?;
-        lock::seal_stored(self.key.as_ref(), &value_aad(key), &plain)
+        seal::seal_stored(self.key.as_ref(), &value_aad(key), &plain)
             .map_err(|e| seal_error(key, e))
     }
 
@@ -375,7 +375,7 @@ fn value_aad(key: &[u8]) -> Vec<u8> {
     aad
 }
 
-fn seal_error(key: &[u8], e: lock::SealError) -> RaftError {
+fn seal_error(key: &[u8], e: seal::SealError) -> RaftError {
     RaftError::Log(format!(
         "{}: data key: {e}",
         String::from_utf8_lossy(key).escape_debug()
@@ -383,7 +383,7 @@ fn seal_error(key: &[u8], e: lock::SealError) -> RaftError {
 }
 
 fn unseal(key: Option<&DataKey>, k: &[u8], value: &[u8]) -> Result<Vec<u8>, RaftError> {
-    lock::unseal_stored(key, &value_aad(k), value).map_err(|e| seal_error(k, e))
+    seal::unseal_stored(key, &value_aad(k), value).map_err(|e| seal_error(k, e))
 }
 
 /// The migration to encryption at rest: seals every value an older version wrote in clear, then
@@ -394,7 +394,7 @@ fn seal_legacy(db: &sled::Db, tree: &sled::Tree, key: &DataKey) -> Result<(), Ra
     let mut sealed = 0usize;
     for item in tree.iter() {
         let (k, v) = item?;
-        if lock::is_sealed(&v) {
+        if seal::is_sealed(&v) {
             continue;
         }
         let value = key
@@ -436,7 +436,7 @@ mod tests {
     use raft::{GetEntriesContext, Storage as _};
 
     use super::RaftStorage;
-    use crate::lock::DataKey;
+    use crate::seal::DataKey;
     use crate::store::Store;
 
     const SECRET: &[u8] = b"-----BEGIN PRIVATE KEY-----";
@@ -487,7 +487,7 @@ mod tests {
         let values = raw_values(&raft_dir);
         assert_eq!(values.len(), 4, "three entries and the hard state");
         for v in &values {
-            assert!(crate::lock::is_sealed(v));
+            assert!(crate::seal::is_sealed(v));
             assert!(!v.windows(SECRET.len()).any(|w| w == SECRET));
         }
         {
@@ -524,7 +524,7 @@ mod tests {
             assert_eq!(read_back(&storage), entries());
         }
         for v in raw_values(&raft_dir) {
-            assert!(crate::lock::is_sealed(&v), "a value left in clear");
+            assert!(crate::seal::is_sealed(&v), "a value left in clear");
         }
     }
 }

@@ -12,7 +12,7 @@ use sled::Transactional;
 
 use super::state::{Kind, Object, State};
 use super::StoreError;
-use crate::lock::{self, DataKey};
+use crate::seal::{self, DataKey};
 
 /// Tree names, indexed by `Kind as usize`; the meta tree sits at index 4 (kinds added later come
 /// after it, so existing databases keep their tree numbering).
@@ -90,7 +90,7 @@ impl Disk {
             let mut batch = sled::Batch::default();
             for item in tree.iter() {
                 let (k, v) = item?;
-                if lock::is_sealed(&v) {
+                if seal::is_sealed(&v) {
                     continue;
                 }
                 let aad = value_aad(t, &k);
@@ -199,12 +199,12 @@ impl Disk {
 
 impl Disk {
     fn seal(&self, tree: usize, key: &[u8], plain: &[u8]) -> Result<Vec<u8>, StoreError> {
-        lock::seal_stored(self.key.as_ref(), &value_aad(tree, key), plain)
+        seal::seal_stored(self.key.as_ref(), &value_aad(tree, key), plain)
             .map_err(|e| seal_error(tree, key, e))
     }
 
     fn unseal(&self, tree: usize, key: &[u8], value: &[u8]) -> Result<Vec<u8>, StoreError> {
-        lock::unseal_stored(self.key.as_ref(), &value_aad(tree, key), value)
+        seal::unseal_stored(self.key.as_ref(), &value_aad(tree, key), value)
             .map_err(|e| seal_error(tree, key, e))
     }
 }
@@ -217,7 +217,7 @@ fn value_aad(tree: usize, key: &[u8]) -> Vec<u8> {
     aad
 }
 
-fn seal_error(tree: usize, key: &[u8], e: lock::SealError) -> StoreError {
+fn seal_error(tree: usize, key: &[u8], e: seal::SealError) -> StoreError {
     StoreError::Corrupt {
         what: format!(
             "{} {}",
@@ -266,7 +266,7 @@ mod tests {
     use shoal_proto::v1::store_action::Action;
     use shoal_proto::v1::{Cluster, StoreAction, StoreRequest};
 
-    use crate::lock::DataKey;
+    use crate::seal::DataKey;
     use crate::store::{Store, StoreError};
 
     const SECRET: &str = "-----BEGIN PRIVATE KEY-----not really-----END PRIVATE KEY-----";
@@ -313,7 +313,7 @@ mod tests {
         let values = raw_values(&path);
         assert!(!values.is_empty());
         for v in &values {
-            assert!(crate::lock::is_sealed(v), "a value in clear: {v:?}");
+            assert!(crate::seal::is_sealed(v), "a value in clear: {v:?}");
             assert!(!contains(v, b"PRIVATE KEY"));
         }
         {
@@ -349,7 +349,7 @@ mod tests {
             assert!(store.read(|s| s.cluster().is_some()));
         }
         for v in raw_values(&path) {
-            assert!(crate::lock::is_sealed(&v), "a value left in clear: {v:?}");
+            assert!(crate::seal::is_sealed(&v), "a value left in clear: {v:?}");
         }
         // Migrating again is a no-op.
         let store = Store::open_sealed(&path, key).unwrap();

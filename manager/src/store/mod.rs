@@ -7,6 +7,7 @@
 //! Components write with [`Store::propose`], which goes through the [`Proposer`] (Raft) and
 //! returns once the request has been applied here.
 
+pub mod admin_credentials;
 mod disk;
 pub(crate) use disk::open_sled;
 mod state;
@@ -164,12 +165,12 @@ impl Store {
     /// Opens the store at `dir` with every value sealed by the manager's data key; what an older
     /// version wrote in clear is sealed first. The Raft log opened with this store
     /// ([`crate::raft::RaftStorage::open`]) is sealed with the same key.
-    pub fn open_sealed(dir: &Path, key: crate::lock::DataKey) -> Result<Store, StoreError> {
+    pub fn open_sealed(dir: &Path, key: crate::seal::DataKey) -> Result<Store, StoreError> {
         Self::with_disk(disk::Disk::open_sealed(dir, key)?)
     }
 
     /// The data key sealing what this manager writes to disk, if it has one.
-    pub(crate) fn data_key(&self) -> Option<crate::lock::DataKey> {
+    pub(crate) fn data_key(&self) -> Option<crate::seal::DataKey> {
         self.inner.disk.key().cloned()
     }
 

@@ -280,7 +280,7 @@ impl State {
             Object::Cluster(mut c) => {
                 // On load and on apply alike: a store or entry written before admin credentials
                 // had holders still grants exactly the admins it did.
-                crate::auth::migrate_admin_credentials(&mut c);
+                super::admin_credentials::migrate_admin_credentials(&mut c);
                 self.clusters.insert(c.id.clone(), c);
             }
             Object::Node(n) => {

@@ -465,7 +465,7 @@ impl State {
         Ok(())
     }
 
-    /// Removes admin credentials (see [`crate::auth::revoke_admin_credentials`]), writing the
+    /// Removes admin credentials (see [`crate::store::admin_credentials::revoke_admin_credentials`]), writing the
     /// cluster object only if one went.
     fn revoke_admins(
         &mut self,
@@ -477,7 +477,7 @@ impl State {
         let Some(mut c) = self.cluster().cloned() else {
             return;
         };
-        if crate::auth::revoke_admin_credentials(&mut c, fingerprints, holder) {
+        if crate::store::admin_credentials::revoke_admin_credentials(&mut c, fingerprints, holder) {
             self.write(index, Object::Cluster(c), applied);
         }
     }
