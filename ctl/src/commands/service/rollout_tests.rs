@@ -308,7 +308,12 @@ fn ps_shows_health() {
             health: health.map(|h| HealthStatus {
                 status: h.into(),
                 failing_streak: 1,
-                log: Vec::new(),
+                log: vec![shoal_proto::v1::HealthResult {
+                    start: 2_000_000_000,
+                    end: 2_100_000_000,
+                    exit_code: 1,
+                    output: "connection refused".into(),
+                }],
             }),
             ..Default::default()
         }),
@@ -334,6 +339,13 @@ fn ps_shows_health() {
     );
     assert_eq!(rows[0].json()["Health"], "starting");
     assert_eq!(rows[3].json()["Health"], "");
+    // The whole health, in docker's State.Health shape: streak and the last probes' outputs.
+    let detail = &rows[2].json()["HealthDetail"];
+    assert_eq!(detail["Status"], "unhealthy");
+    assert_eq!(detail["FailingStreak"], 1);
+    assert_eq!(detail["Log"][0]["ExitCode"], 1);
+    assert_eq!(detail["Log"][0]["Output"], "connection refused");
+    assert!(rows[3].json()["HealthDetail"].is_null());
 }
 
 #[test]

@@ -141,7 +141,7 @@ impl ServiceRow {
 }
 
 /// A `service ps` row.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TaskRow {
     /// Task ID (short unless --no-trunc).
     pub id: String,
@@ -160,6 +160,8 @@ pub struct TaskRow {
     pub current_state: String,
     /// "starting" | "healthy" | "unhealthy", or empty without a healthcheck.
     pub health: String,
+    /// The whole health as the agent reported it (failing streak, last probes).
+    pub health_detail: Option<shoal_proto::v1::HealthStatus>,
     /// The task's error, untruncated.
     pub error: String,
 }
@@ -185,9 +187,22 @@ impl TaskRow {
 
     /// The `--format json` object.
     pub fn json(&self) -> serde_json::Value {
+        // `HealthDetail` has docker's `State.Health` shape (`docker inspect` of a container).
+        let detail = self.health_detail.as_ref().map(|h| {
+            json!({
+                "Status": h.status,
+                "FailingStreak": h.failing_streak,
+                "Log": h.log.iter().map(|r| json!({
+                    "Start": output::rfc3339(r.start),
+                    "End": output::rfc3339(r.end),
+                    "ExitCode": r.exit_code,
+                    "Output": r.output,
+                })).collect::<Vec<_>>(),
+            })
+        });
         json!({"ID": self.id, "Name": self.name, "Image": self.image, "Node": self.node,
                "DesiredState": self.desired_state, "CurrentState": self.current_state,
-               "Health": self.health, "Error": self.error})
+               "Health": self.health, "HealthDetail": detail, "Error": self.error})
     }
 }
 
@@ -246,6 +261,7 @@ pub fn task_rows(
                 .as_ref()
                 .map(|h| h.status.clone())
                 .unwrap_or_default(),
+            health_detail: st.health.clone(),
             error: st.err,
         });
         prev = Some(name);
