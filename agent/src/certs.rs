@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
-use rand::Rng as _;
 use shoal_proto::live_tls::LiveTls;
 use shoal_proto::pki::{self, Identity, PkiError};
 use shoal_proto::v1::ca_client::CaClient;
@@ -153,19 +152,14 @@ impl NodeCerts {
     /// `bundle`).
     fn issued_by_signing_ca(&self, bundle: &str, fp: &str) -> bool {
         let cert = self.live.identity().cert_pem;
-        bundle
-            .split_inclusive("-----END CERTIFICATE-----")
-            .map(str::trim)
-            .filter(|p| p.starts_with("-----BEGIN CERTIFICATE-----"))
-            .find(|p| pki::fingerprint_pem(p).is_ok_and(|f| f == fp))
-            .is_none_or(|ca| pki::issued_by(&cert, ca).unwrap_or(true))
+        pki::find_in_bundle(bundle, fp).is_none_or(|ca| pki::issued_by(&cert, ca).unwrap_or(true))
     }
 
     /// Renews the certificate at its renewal point (or when told to), until `shutdown`.
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let mut retry = Duration::from_secs(1);
         loop {
-            let at = renewal_point(&self.live.identity().cert_pem);
+            let at = pki::renewal_point(&self.live.identity().cert_pem);
             let wait = at.duration_since(SystemTime::now()).unwrap_or_default();
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
@@ -245,14 +239,6 @@ fn short(fp: &str) -> &str {
     &fp[..fp.len().min(12)]
 }
 
-/// A random point between 50 % and 80 % of a certificate's lifetime (now if unreadable).
-pub fn renewal_point(cert_pem: &str) -> SystemTime {
-    match pki::validity(cert_pem) {
-        Ok(v) => v.at_fraction(rand::rng().random_range(0.5..0.8)),
-        Err(_) => SystemTime::now(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -264,7 +250,7 @@ mod tests {
         let id = pki::issue(&ca, "n", CertRole::Worker, Duration::from_secs(1000)).expect("issue");
         let v = pki::validity(&id.cert_pem).expect("validity");
         for _ in 0..50 {
-            let at = renewal_point(&id.cert_pem);
+            let at = pki::renewal_point(&id.cert_pem);
             assert!(at >= v.at_fraction(0.5) && at <= v.at_fraction(0.8));
         }
         // Short lifetimes are backdated little, so the point stays well before expiry.

@@ -17,7 +17,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use rand::Rng as _;
 use shoal_proto::config::AdminConfig;
 use shoal_proto::live_tls::LiveTls;
 use shoal_proto::pki::{self, CertRole, Identity};
@@ -502,15 +501,6 @@ async fn end_rotation(store: &Store) -> Result<(), Status> {
         .await
 }
 
-/// A random point between 50 % and 80 % of a certificate's lifetime, when its holder renews it.
-pub fn renewal_point(cert_pem: &str) -> SystemTime {
-    match pki::validity(cert_pem) {
-        Ok(v) => v.at_fraction(rand::rng().random_range(0.5..0.8)),
-        // Unreadable: renew now.
-        Err(_) => SystemTime::now(),
-    }
-}
-
 /// Paths of a manager's own certificates in its data dir.
 struct Paths {
     ca: PathBuf,
@@ -544,11 +534,7 @@ fn presented_chain(leaf_chain: &str, cluster: &Cluster) -> String {
     if cluster.rotation_cross_signed_pem.is_empty() {
         return leaf_chain.to_string();
     }
-    let leaf = leaf_chain
-        .split_inclusive("-----END CERTIFICATE-----")
-        .next()
-        .unwrap_or(leaf_chain)
-        .trim();
+    let leaf = pki::leaf_pem(leaf_chain);
     format!(
         "{leaf}\n{}\n{}\n",
         cluster.rotation_cross_signed_pem.trim(),
@@ -648,7 +634,7 @@ fn due(
     let at = match slot {
         Some((f, t)) if *f == fp => *t,
         _ => {
-            let t = renewal_point(cert_pem);
+            let t = pki::renewal_point(cert_pem);
             *slot = Some((fp, t));
             t
         }
@@ -710,7 +696,7 @@ async fn renew_own_if_due(
     live.update(Some(identity), Some(&issued.bundle))
         .map_err(|e| Status::internal(format!("new certificate: {e}")))?;
     *slot = None;
-    let next = renewal_point(&issued.cert_pem);
+    let next = pki::renewal_point(&issued.cert_pem);
     info!(
         renews_in_s = until(next).as_secs(),
         "this manager's certificate renewed"
@@ -766,7 +752,7 @@ async fn renew_admin_conf_if_due(
         true
     })?;
     *slot = None;
-    let next = renewal_point(&issued.cert_pem);
+    let next = pki::renewal_point(&issued.cert_pem);
     info!(path = %paths.admin_conf.display(), "admin.conf certificate renewed");
     Ok(until(next))
 }

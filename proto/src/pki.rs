@@ -323,6 +323,35 @@ pub fn issued_by(cert_pem: &str, ca_pem: &str) -> Result<bool, PkiError> {
     Ok(leaf_issuer == ca_subject)
 }
 
+/// The certificate of a PEM bundle whose fingerprint is `fp` (a CA bundle during a rotation holds
+/// two), as its own PEM block.
+pub fn find_in_bundle<'a>(bundle: &'a str, fp: &str) -> Option<&'a str> {
+    bundle
+        .split_inclusive("-----END CERTIFICATE-----")
+        .map(str::trim)
+        .filter(|p| p.starts_with("-----BEGIN CERTIFICATE-----"))
+        .find(|p| fingerprint_pem(p).is_ok_and(|f| f == fp))
+}
+
+/// The first certificate of a chain PEM (the leaf), as its own PEM block.
+pub fn leaf_pem(chain: &str) -> &str {
+    chain
+        .split_inclusive("-----END CERTIFICATE-----")
+        .next()
+        .unwrap_or(chain)
+        .trim()
+}
+
+/// When a certificate's holder renews it: a random point between 50 % and 80 % of its lifetime
+/// (so a thousand nodes do not renew in the same second); now if the certificate is unreadable.
+pub fn renewal_point(cert_pem: &str) -> SystemTime {
+    use rand::Rng as _;
+    match validity(cert_pem) {
+        Ok(v) => v.at_fraction(rand::rng().random_range(0.5..0.8)),
+        Err(_) => SystemTime::now(),
+    }
+}
+
 /// Fingerprint of the CA a `leaf + CA` chain carries (the second certificate), if it has one.
 pub fn issuer_fingerprint(chain_pem: &str) -> Result<Option<String>, PkiError> {
     Ok(certs_from_pem(chain_pem)?

@@ -64,14 +64,8 @@ async fn renew_during_rotation(path: &Path, channel: ManagerChannel, ca_fp: &str
             loop {
                 let now = AdminConfig::load(path)?;
                 let renewed_elsewhere = now.cert != before
-                    && now
-                        .ca_cert
-                        .split_inclusive("-----END CERTIFICATE-----")
-                        .filter(|p| p.contains("BEGIN CERTIFICATE"))
-                        .any(|ca| {
-                            pki::fingerprint_pem(ca).is_ok_and(|f| f == ca_fp)
-                                && pki::issued_by(&now.cert, ca).unwrap_or(false)
-                        });
+                    && pki::find_in_bundle(&now.ca_cert, ca_fp)
+                        .is_some_and(|ca| pki::issued_by(&now.cert, ca).unwrap_or(false));
                 if renewed_elsewhere {
                     return Ok(());
                 }

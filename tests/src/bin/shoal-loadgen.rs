@@ -35,7 +35,6 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use rand::Rng as _;
 use shoal_proto::live_tls::LiveTls;
 use shoal_proto::pki::{self, Identity, Trust};
 use shoal_proto::token::JoinToken;
@@ -296,7 +295,7 @@ async fn renewals(
 ) -> Infallible {
     let mut retry = Duration::from_secs(1);
     loop {
-        let at = renewal_point(&node.live.identity().cert_pem);
+        let at = pki::renewal_point(&node.live.identity().cert_pem);
         let wait = at.duration_since(SystemTime::now()).unwrap_or_default();
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
@@ -324,14 +323,6 @@ async fn renewals(
                 }
             }
         }
-    }
-}
-
-/// A random point between 50 % and 80 % of a certificate's lifetime (now if unreadable).
-fn renewal_point(cert_pem: &str) -> SystemTime {
-    match pki::validity(cert_pem) {
-        Ok(v) => v.at_fraction(rand::rng().random_range(0.5..0.8)),
-        Err(_) => SystemTime::now(),
     }
 }
 
@@ -424,12 +415,7 @@ impl SimNode {
     /// `bundle`); true when that CA is not in the bundle (nothing to renew towards).
     fn issued_by_signing_ca(&self, bundle: &str, fp: &str) -> bool {
         let cert = self.live.identity().cert_pem;
-        bundle
-            .split_inclusive("-----END CERTIFICATE-----")
-            .map(str::trim)
-            .filter(|p| p.starts_with("-----BEGIN CERTIFICATE-----"))
-            .find(|p| pki::fingerprint_pem(p).is_ok_and(|f| f == fp))
-            .is_none_or(|ca| pki::issued_by(&cert, ca).unwrap_or(true))
+        pki::find_in_bundle(bundle, fp).is_none_or(|ca| pki::issued_by(&cert, ca).unwrap_or(true))
     }
 }
 
