@@ -176,6 +176,10 @@ async fn session_once(
                         manager.promote(p.token, p.managers);
                     }
                     Some(manager_message::Msg::StopManager(_)) => manager.stop(),
+                    // `volume ls|rm|prune` (not answered yet).
+                    Some(manager_message::Msg::Volumes(req)) => {
+                        debug!(request = req.request_id, "volume request ignored");
+                    }
                     Some(manager_message::Msg::Trust(t)) => certs.trust(&t),
                     // Sent again when the managers change: learn the new ones for failover.
                     Some(manager_message::Msg::Session(s)) => {

@@ -5,6 +5,10 @@
 mod cli;
 mod client;
 mod commands;
+#[allow(dead_code)] // TEMP: until stack deploy uses it (issue 12 in progress)
+mod compose;
+#[allow(dead_code)] // TEMP: until --with-registry-auth uses it
+mod docker_config;
 mod output;
 
 use std::process::ExitCode;

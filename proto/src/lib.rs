@@ -17,6 +17,7 @@ pub mod secure_file;
 pub mod security;
 pub mod spec;
 pub mod state;
+pub mod template;
 pub mod token;
 pub mod units;
 pub mod wire;

@@ -601,4 +601,81 @@ impl Control for Fake {
         };
         Ok(Response::new(Box::pin(tokio_stream::iter(vec![Ok(resp)]))))
     }
+
+    async fn create_secret(
+        &self,
+        _req: Request<CreateSecretRequest>,
+    ) -> Result<Response<CreateSecretResponse>, Status> {
+        Err(Status::unimplemented("create_secret"))
+    }
+
+    async fn get_secret(
+        &self,
+        _req: Request<GetSecretRequest>,
+    ) -> Result<Response<GetSecretResponse>, Status> {
+        Err(Status::unimplemented("get_secret"))
+    }
+
+    async fn list_secrets(
+        &self,
+        _req: Request<ListSecretsRequest>,
+    ) -> Result<Response<ListSecretsResponse>, Status> {
+        Err(Status::unimplemented("list_secrets"))
+    }
+
+    async fn remove_secret(
+        &self,
+        _req: Request<RemoveSecretRequest>,
+    ) -> Result<Response<RemoveSecretResponse>, Status> {
+        Err(Status::unimplemented("remove_secret"))
+    }
+
+    async fn create_config(
+        &self,
+        _req: Request<CreateConfigRequest>,
+    ) -> Result<Response<CreateConfigResponse>, Status> {
+        Err(Status::unimplemented("create_config"))
+    }
+
+    async fn get_config(
+        &self,
+        _req: Request<GetConfigRequest>,
+    ) -> Result<Response<GetConfigResponse>, Status> {
+        Err(Status::unimplemented("get_config"))
+    }
+
+    async fn list_configs(
+        &self,
+        _req: Request<ListConfigsRequest>,
+    ) -> Result<Response<ListConfigsResponse>, Status> {
+        Err(Status::unimplemented("list_configs"))
+    }
+
+    async fn remove_config(
+        &self,
+        _req: Request<RemoveConfigRequest>,
+    ) -> Result<Response<RemoveConfigResponse>, Status> {
+        Err(Status::unimplemented("remove_config"))
+    }
+
+    async fn list_volumes(
+        &self,
+        _req: Request<ListVolumesRequest>,
+    ) -> Result<Response<ListVolumesResponse>, Status> {
+        Err(Status::unimplemented("list_volumes"))
+    }
+
+    async fn remove_volume(
+        &self,
+        _req: Request<RemoveVolumeRequest>,
+    ) -> Result<Response<RemoveVolumeResponse>, Status> {
+        Err(Status::unimplemented("remove_volume"))
+    }
+
+    async fn prune_volumes(
+        &self,
+        _req: Request<PruneVolumesRequest>,
+    ) -> Result<Response<PruneVolumesResponse>, Status> {
+        Err(Status::unimplemented("prune_volumes"))
+    }
 }

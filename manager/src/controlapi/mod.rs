@@ -1,9 +1,12 @@
 //! The control API shoalctl speaks: validates what users ask for, writes it through Raft and
 //! answers reads from the store.
 
+pub mod config;
 pub mod linearized;
 pub mod network;
+pub mod secret;
 pub mod service;
+pub mod volume;
 
 pub use linearized::Linearized;
 
@@ -734,6 +737,83 @@ impl Control for ControlApi {
             .open(&service, tasks, req.follow, req.tail)
             .await?;
         Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn create_secret(
+        &self,
+        request: Request<CreateSecretRequest>,
+    ) -> Result<Response<CreateSecretResponse>, Status> {
+        secret::create_secret(self, request).await
+    }
+
+    async fn get_secret(
+        &self,
+        request: Request<GetSecretRequest>,
+    ) -> Result<Response<GetSecretResponse>, Status> {
+        secret::get_secret(self, request).await
+    }
+
+    async fn list_secrets(
+        &self,
+        request: Request<ListSecretsRequest>,
+    ) -> Result<Response<ListSecretsResponse>, Status> {
+        secret::list_secrets(self, request).await
+    }
+
+    async fn remove_secret(
+        &self,
+        request: Request<RemoveSecretRequest>,
+    ) -> Result<Response<RemoveSecretResponse>, Status> {
+        secret::remove_secret(self, request).await
+    }
+
+    async fn create_config(
+        &self,
+        request: Request<CreateConfigRequest>,
+    ) -> Result<Response<CreateConfigResponse>, Status> {
+        config::create_config(self, request).await
+    }
+
+    async fn get_config(
+        &self,
+        request: Request<GetConfigRequest>,
+    ) -> Result<Response<GetConfigResponse>, Status> {
+        config::get_config(self, request).await
+    }
+
+    async fn list_configs(
+        &self,
+        request: Request<ListConfigsRequest>,
+    ) -> Result<Response<ListConfigsResponse>, Status> {
+        config::list_configs(self, request).await
+    }
+
+    async fn remove_config(
+        &self,
+        request: Request<RemoveConfigRequest>,
+    ) -> Result<Response<RemoveConfigResponse>, Status> {
+        config::remove_config(self, request).await
+    }
+
+    async fn list_volumes(
+        &self,
+        request: Request<ListVolumesRequest>,
+    ) -> Result<Response<ListVolumesResponse>, Status> {
+        volume::list_volumes(self, request).await
+    }
+
+    async fn remove_volume(
+        &self,
+        request: Request<RemoveVolumeRequest>,
+    ) -> Result<Response<RemoveVolumeResponse>, Status> {
+        volume::remove_volume(self, request).await
+    }
+
+    async fn prune_volumes(
+        &self,
+        request: Request<PruneVolumesRequest>,
+    ) -> Result<Response<PruneVolumesResponse>, Status> {
+        volume::prune_volumes(self, request).await
     }
 }
 

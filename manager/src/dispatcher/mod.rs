@@ -496,6 +496,8 @@ impl DispatcherRpc for Dispatcher {
                         }
                     }
                     Some(agent_message::Msg::Logs(chunk)) => me.logs.deliver(&node_id, chunk).await,
+                    // Answers to `volume ls|rm|prune` (not routed yet).
+                    Some(agent_message::Msg::Volumes(_)) => {}
                     Some(agent_message::Msg::Register(_)) | None => {}
                 }
             }

@@ -63,6 +63,8 @@ impl NodeView {
             node_attachments: self.node_attachments.clone(),
             mesh_addr: self.mesh_addr.clone(),
             mesh_peers: self.mesh_peers.clone(),
+            secrets: Vec::new(),
+            configs: Vec::new(),
         }
     }
 }

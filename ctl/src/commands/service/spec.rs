@@ -47,6 +47,7 @@ pub fn build_spec(a: &CreateArgs) -> Result<ServiceSpec> {
         }),
         update: None,
         rollback: None,
+        depends_on: Vec::new(),
     };
     super::rollout_spec::merge_update_config(&mut spec.update, &a.update_config);
     super::rollout_spec::merge_rollback_config(&mut spec.rollback, &a.rollback_config);

@@ -115,6 +115,12 @@ impl State {
             Action::CreateNetwork(n) => return self.create_network(index, n, applied),
             Action::UpdateNetwork(n) => return self.update_network(index, n, applied),
             Action::RemoveNetwork(id) => return self.remove_network(id, applied),
+            Action::CreateSecret(_)
+            | Action::RemoveSecret(_)
+            | Action::CreateConfig(_)
+            | Action::RemoveConfig(_) => {
+                return Err("secrets and configs are not supported yet".into())
+            }
         }
         Ok(())
     }
