@@ -6,13 +6,18 @@
 //! every node that receives it, so the dispatcher computes it once and shares it ([`Cache`]); each
 //! node's session notes which changes concern it ([`Interest::note`]) and how fresh the shared
 //! views it takes must be ([`Need`]).
+//!
+//! A node also receives the secrets and configs its tasks mount, with their data, and no others.
+//! A task needs its files until its observed state has ended (COMPLETE or later): a task told to
+//! stop is still running, and may still read them while it shuts down. Once the last such task
+//! ends, the next view omits them and the agent forgets them.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use shoal_proto::v1::{
-    Assignments, EndpointSpec, EndpointView, MeshPeer, Network, NetworkAttachment, NetworkView,
-    Node, Service, ServiceView, Task, TaskState,
+    Assignments, Config, EndpointSpec, EndpointView, MeshPeer, Network, NetworkAttachment,
+    NetworkView, Node, Secret, Service, ServiceView, Task, TaskState,
 };
 use shoal_proto::wire::EndpointMode;
 
@@ -37,6 +42,8 @@ pub struct NodeView {
     node_attachments: Vec<NetworkAttachment>,
     mesh_addr: String,
     mesh_peers: Vec<MeshPeer>,
+    secrets: Vec<Secret>,
+    configs: Vec<Config>,
 }
 
 impl PartialEq for NodeView {
@@ -51,6 +58,8 @@ impl PartialEq for NodeView {
             && self.node_attachments == other.node_attachments
             && self.mesh_addr == other.mesh_addr
             && self.mesh_peers == other.mesh_peers
+            && self.secrets == other.secrets
+            && self.configs == other.configs
     }
 }
 
@@ -63,8 +72,8 @@ impl NodeView {
             node_attachments: self.node_attachments.clone(),
             mesh_addr: self.mesh_addr.clone(),
             mesh_peers: self.mesh_peers.clone(),
-            secrets: Vec::new(),
-            configs: Vec::new(),
+            secrets: self.secrets.clone(),
+            configs: self.configs.clone(),
         }
     }
 }
@@ -112,7 +121,15 @@ pub fn node_view(state: &State, node_id: &str, shared: &mut dyn Shared) -> (Node
         .collect();
     tasks.sort_by(|a, b| a.id.cmp(&b.id));
     let mut ids: BTreeSet<String> = BTreeSet::new();
+    let mut interest = Interest::default();
     for t in tasks.iter().filter(|t| !task_has_ended(t)) {
+        let container = t.spec.as_ref().and_then(|s| s.container.as_ref());
+        if let Some(c) = container {
+            let secrets = c.secrets.iter().map(|r| r.secret_id.clone());
+            interest.secrets.extend(secrets);
+            let configs = c.configs.iter().map(|r| r.config_id.clone());
+            interest.configs.extend(configs);
+        }
         ids.extend(t.networks.iter().map(|a| a.network_id.clone()));
         // Networks without manager-allocated addresses (bridge, host, none) too: the agent needs
         // their driver and subnet.
@@ -120,7 +137,19 @@ pub fn node_view(state: &State, node_id: &str, shared: &mut dyn Shared) -> (Node
         ids.extend(spec_networks.map(|n| n.target.clone()));
     }
     ids.extend(shared.routing_mesh(state));
-    let mut interest = Interest::default();
+    // Ordered by id (the sets are); one that does not exist (any more) is left out.
+    let secrets: BTreeSet<&String> = interest.secrets.iter().collect();
+    let secrets = secrets
+        .into_iter()
+        .filter_map(|id| state.secret(id))
+        .cloned()
+        .collect();
+    let configs: BTreeSet<&String> = interest.configs.iter().collect();
+    let configs = configs
+        .into_iter()
+        .filter_map(|id| state.config(id))
+        .cloned()
+        .collect();
     let mut networks = Vec::with_capacity(ids.len());
     for id in &ids {
         let Some(network) = state.network(id) else {
@@ -151,6 +180,8 @@ pub fn node_view(state: &State, node_id: &str, shared: &mut dyn Shared) -> (Node
         node_attachments: node.map(|n| n.attachments.clone()).unwrap_or_default(),
         mesh_addr: node.map(|n| n.mesh_addr.clone()).unwrap_or_default(),
         mesh_peers,
+        secrets,
+        configs,
     };
     (view, interest)
 }
@@ -320,6 +351,9 @@ pub struct Interest {
     ingress: Option<String>,
     /// Whether the node receives mesh peers.
     mesh: bool,
+    /// Secrets and configs the node's live tasks mount (by id).
+    secrets: HashSet<String>,
+    configs: HashSet<String>,
 }
 
 /// What changed for a node since its last view, and how fresh the shared views it takes next
@@ -434,6 +468,16 @@ impl Interest {
                     need.mesh = need.mesh.max(version);
                 }
             }
+            Kind::Secret => {
+                if self.secrets.contains(any.id()) {
+                    need.own = true;
+                }
+            }
+            Kind::Config => {
+                if self.configs.contains(any.id()) {
+                    need.own = true;
+                }
+            }
             Kind::Cluster => {}
         }
     }
@@ -458,6 +502,8 @@ fn version_of(o: &Object) -> u64 {
         Object::Service(s) => s.meta.as_ref(),
         Object::Task(t) => t.meta.as_ref(),
         Object::Network(n) => n.meta.as_ref(),
+        Object::Secret(s) => s.meta.as_ref(),
+        Object::Config(c) => c.meta.as_ref(),
     };
     meta.map_or(0, |m| m.version)
 }

@@ -16,7 +16,9 @@ use crate::seal::{self, DataKey};
 
 /// Tree names, indexed by `Kind as usize`; the meta tree sits at index 4 (kinds added later come
 /// after it, so existing databases keep their tree numbering).
-const TREES: [&str; 6] = ["cluster", "node", "service", "task", "meta", "network"];
+const TREES: [&str; 8] = [
+    "cluster", "node", "service", "task", "meta", "network", "secret", "config",
+];
 const META: usize = 4;
 const APPLIED_INDEX: &[u8] = b"applied_index";
 
@@ -117,6 +119,8 @@ impl Disk {
             Kind::Cluster,
             Kind::Node,
             Kind::Network,
+            Kind::Secret,
+            Kind::Config,
             Kind::Service,
             Kind::Task,
         ] {
@@ -236,6 +240,8 @@ pub(crate) fn encode(obj: &Object) -> Vec<u8> {
         Object::Service(o) => o.encode_to_vec(),
         Object::Task(o) => o.encode_to_vec(),
         Object::Network(o) => o.encode_to_vec(),
+        Object::Secret(o) => o.encode_to_vec(),
+        Object::Config(o) => o.encode_to_vec(),
     }
 }
 
@@ -250,6 +256,8 @@ fn decode(kind: Kind, key: &[u8], value: &[u8]) -> Result<Object, StoreError> {
         Kind::Service => Object::Service(prost::Message::decode(value).map_err(codec)?),
         Kind::Task => Object::Task(prost::Message::decode(value).map_err(codec)?),
         Kind::Network => Object::Network(prost::Message::decode(value).map_err(codec)?),
+        Kind::Secret => Object::Secret(prost::Message::decode(value).map_err(codec)?),
+        Kind::Config => Object::Config(prost::Message::decode(value).map_err(codec)?),
     })
 }
 

@@ -20,7 +20,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
 use prost::Message as _;
-use shoal_proto::v1::{Cluster, Network, Node, Service, StoreAction, StoreRequest, Task};
+use shoal_proto::v1::{
+    Cluster, Config, Network, Node, Secret, Service, StoreAction, StoreRequest, Task,
+};
 use tokio::sync::broadcast;
 
 pub use state::{
@@ -125,6 +127,10 @@ struct SnapshotData {
     tasks: Vec<Task>,
     #[prost(message, repeated, tag = "6")]
     networks: Vec<Network>,
+    #[prost(message, repeated, tag = "7")]
+    secrets: Vec<Secret>,
+    #[prost(message, repeated, tag = "8")]
+    configs: Vec<Config>,
 }
 
 /// Memory state and the index it reflects; always changed together under one lock.
@@ -399,6 +405,8 @@ impl Store {
                 Object::Service(o) => data.services.push(o),
                 Object::Task(o) => data.tasks.push(o),
                 Object::Network(o) => data.networks.push(o),
+                Object::Secret(o) => data.secrets.push(o),
+                Object::Config(o) => data.configs.push(o),
             }
         }
         Ok((guard.index, data.encode_to_vec()))
@@ -415,6 +423,8 @@ impl Store {
         let objects = (snap.clusters.into_iter().map(Object::Cluster))
             .chain(snap.nodes.into_iter().map(Object::Node))
             .chain(snap.networks.into_iter().map(Object::Network))
+            .chain(snap.secrets.into_iter().map(Object::Secret))
+            .chain(snap.configs.into_iter().map(Object::Config))
             .chain(snap.services.into_iter().map(Object::Service))
             .chain(snap.tasks.into_iter().map(Object::Task));
         for obj in objects {

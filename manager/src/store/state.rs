@@ -7,7 +7,9 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use shoal_proto::spec::port_protocol;
-use shoal_proto::v1::{Cluster, Network, NetworkAttachment, Node, Service, Task, TaskState};
+use shoal_proto::v1::{
+    Cluster, Config, Network, NetworkAttachment, Node, Secret, Service, Task, TaskState,
+};
 
 mod apply;
 
@@ -24,6 +26,10 @@ pub enum Object {
     Task(Task),
     /// A network.
     Network(Network),
+    /// A secret (its data is sealed at rest like every value).
+    Secret(Secret),
+    /// A config.
+    Config(Config),
 }
 
 /// One change made by an applied request.
@@ -58,6 +64,10 @@ pub enum Kind {
     Task = 3,
     /// [`Network`] (tree 5: tree 4 is the store's meta tree).
     Network = 5,
+    /// [`Secret`].
+    Secret = 6,
+    /// [`Config`].
+    Config = 7,
 }
 
 /// Who holds an address or a published port: the object's kind and id.
@@ -78,6 +88,8 @@ impl Object {
             Object::Service(_) => Kind::Service,
             Object::Task(_) => Kind::Task,
             Object::Network(_) => Kind::Network,
+            Object::Secret(_) => Kind::Secret,
+            Object::Config(_) => Kind::Config,
         }
     }
 
@@ -89,6 +101,8 @@ impl Object {
             Object::Service(o) => &o.id,
             Object::Task(o) => &o.id,
             Object::Network(o) => &o.id,
+            Object::Secret(o) => &o.id,
+            Object::Config(o) => &o.id,
         }
     }
 
@@ -126,6 +140,10 @@ pub struct State {
     addresses: HashMap<(String, String), Holder>,
     /// ("tcp"|"udp", published port) -> service, for ingress-mode published ports.
     ingress_ports: HashMap<(String, u32), String>,
+    secrets: BTreeMap<String, Secret>,
+    secret_by_name: HashMap<String, String>,
+    configs: BTreeMap<String, Config>,
+    config_by_name: HashMap<String, String>,
 }
 
 impl State {
@@ -214,6 +232,71 @@ impl State {
         self.networks.values()
     }
 
+    /// A secret by id.
+    pub fn secret(&self, id: &str) -> Option<&Secret> {
+        self.secrets.get(id)
+    }
+
+    /// A secret by its (unique) name.
+    pub fn secret_by_name(&self, name: &str) -> Option<&Secret> {
+        self.secret_by_name
+            .get(name)
+            .and_then(|id| self.secrets.get(id))
+    }
+
+    /// A secret by id, name or unique id prefix (in that order, as docker resolves them);
+    /// `Err` lists how many secrets an ambiguous prefix matched.
+    pub fn find_secret(&self, name_or_id: &str) -> Result<Option<&Secret>, usize> {
+        if let Some(s) = self.secret(name_or_id).or(self.secret_by_name(name_or_id)) {
+            return Ok(Some(s));
+        }
+        unique_prefix(&self.secrets, name_or_id)
+    }
+
+    /// All secrets, ordered by id.
+    pub fn secrets(&self) -> impl Iterator<Item = &Secret> {
+        self.secrets.values()
+    }
+
+    /// A config by id.
+    pub fn config(&self, id: &str) -> Option<&Config> {
+        self.configs.get(id)
+    }
+
+    /// A config by its (unique) name.
+    pub fn config_by_name(&self, name: &str) -> Option<&Config> {
+        self.config_by_name
+            .get(name)
+            .and_then(|id| self.configs.get(id))
+    }
+
+    /// A config by id, name or unique id prefix; `Err` as [`State::find_secret`].
+    pub fn find_config(&self, name_or_id: &str) -> Result<Option<&Config>, usize> {
+        if let Some(c) = self.config(name_or_id).or(self.config_by_name(name_or_id)) {
+            return Ok(Some(c));
+        }
+        unique_prefix(&self.configs, name_or_id)
+    }
+
+    /// All configs, ordered by id.
+    pub fn configs(&self) -> impl Iterator<Item = &Config> {
+        self.configs.values()
+    }
+
+    /// The services whose spec mounts secret `id`, ordered by id.
+    pub fn services_using_secret<'a>(&'a self, id: &'a str) -> impl Iterator<Item = &'a Service> {
+        self.services.values().filter(move |s| {
+            container_of(s).is_some_and(|c| c.secrets.iter().any(|r| r.secret_id == id))
+        })
+    }
+
+    /// The services whose spec mounts config `id`, ordered by id.
+    pub fn services_using_config<'a>(&'a self, id: &'a str) -> impl Iterator<Item = &'a Service> {
+        self.services.values().filter(move |s| {
+            container_of(s).is_some_and(|c| c.configs.iter().any(|r| r.config_id == id))
+        })
+    }
+
     /// The holder of `ip` (no prefix) on `network_id`: a live task, a service's VIP or a node's
     /// attachment (mesh addresses are held on [`MESH_NETWORK`]). A task holds its addresses until
     /// its observed state is terminal.
@@ -247,16 +330,20 @@ impl State {
             .filter(move |s| service_network_ids(s).any(|n| n == network_id))
     }
 
-    /// Every object, clusters first, then nodes, networks, services and tasks.
+    /// Every object, clusters first, then nodes, networks, secrets, configs, services and tasks.
     pub fn objects(&self) -> impl Iterator<Item = Object> + '_ {
         let clusters = self.clusters.values().cloned().map(Object::Cluster);
         let nodes = self.nodes.values().cloned().map(Object::Node);
         let networks = self.networks.values().cloned().map(Object::Network);
+        let secrets = self.secrets.values().cloned().map(Object::Secret);
+        let configs = self.configs.values().cloned().map(Object::Config);
         let services = self.services.values().cloned().map(Object::Service);
         let tasks = self.tasks.values().cloned().map(Object::Task);
         clusters
             .chain(nodes)
             .chain(networks)
+            .chain(secrets)
+            .chain(configs)
             .chain(services)
             .chain(tasks)
     }
@@ -270,6 +357,8 @@ impl State {
             Kind::Service => self.services.get(id).cloned().map(Object::Service),
             Kind::Task => self.tasks.get(id).cloned().map(Object::Task),
             Kind::Network => self.networks.get(id).cloned().map(Object::Network),
+            Kind::Secret => self.secrets.get(id).cloned().map(Object::Secret),
+            Kind::Config => self.configs.get(id).cloned().map(Object::Config),
         }
     }
 
@@ -300,6 +389,24 @@ impl State {
                 let name = n.spec.as_ref().map(|s| s.name.clone()).unwrap_or_default();
                 self.network_by_name.insert(name, n.id.clone());
                 self.networks.insert(n.id.clone(), n);
+            }
+            Object::Secret(s) => {
+                let name = s
+                    .spec
+                    .as_ref()
+                    .map(|sp| sp.name.clone())
+                    .unwrap_or_default();
+                self.secret_by_name.insert(name, s.id.clone());
+                self.secrets.insert(s.id.clone(), s);
+            }
+            Object::Config(c) => {
+                let name = c
+                    .spec
+                    .as_ref()
+                    .map(|sp| sp.name.clone())
+                    .unwrap_or_default();
+                self.config_by_name.insert(name, c.id.clone());
+                self.configs.insert(c.id.clone(), c);
             }
             Object::Service(s) => {
                 let name = s
@@ -382,6 +489,22 @@ impl State {
                 }
                 Some(Object::Network(n))
             }
+            Kind::Secret => {
+                let s = self.secrets.remove(id)?;
+                let name = s.spec.as_ref().map(|sp| sp.name.as_str()).unwrap_or("");
+                if self.secret_by_name.get(name) == Some(&s.id) {
+                    self.secret_by_name.remove(name);
+                }
+                Some(Object::Secret(s))
+            }
+            Kind::Config => {
+                let c = self.configs.remove(id)?;
+                let name = c.spec.as_ref().map(|sp| sp.name.as_str()).unwrap_or("");
+                if self.config_by_name.get(name) == Some(&c.id) {
+                    self.config_by_name.remove(name);
+                }
+                Some(Object::Config(c))
+            }
         }
     }
 
@@ -429,6 +552,29 @@ impl State {
             }
         }
     }
+}
+
+/// The object of a unique id prefix: `Ok(None)` if none matches, `Err(n)` if `n` > 1 do.
+fn unique_prefix<'a, T>(
+    map: &'a BTreeMap<String, T>,
+    prefix: &str,
+) -> Result<Option<&'a T>, usize> {
+    if prefix.is_empty() {
+        return Ok(None);
+    }
+    let mut hits = map
+        .range(prefix.to_string()..)
+        .take_while(|(id, _)| id.starts_with(prefix));
+    match (hits.next(), hits.count()) {
+        (None, _) => Ok(None),
+        (Some((_, v)), 0) => Ok(Some(v)),
+        (Some(_), more) => Err(more + 1),
+    }
+}
+
+/// A service's container spec, if it has one.
+fn container_of(s: &Service) -> Option<&shoal_proto::v1::ContainerSpec> {
+    s.spec.as_ref()?.task.as_ref()?.container.as_ref()
 }
 
 fn service_name(s: &Service) -> &str {

@@ -521,6 +521,8 @@ fn versioned(mut o: Object, v: u64) -> Object {
         Object::Node(n) => n.meta = meta,
         Object::Network(n) => n.meta = meta,
         Object::Cluster(c) => c.meta = meta,
+        Object::Secret(x) => x.meta = meta,
+        Object::Config(x) => x.meta = meta,
     }
     o
 }
@@ -650,4 +652,153 @@ fn a_node_on_no_network_ignores_network_changes() {
         interest.note("node-1", e, &mut need);
         assert!(!need.any(), "{e:?}");
     }
+}
+
+fn secret(id: &str, name: &str, data: &[u8]) -> Secret {
+    Secret {
+        id: id.into(),
+        spec: Some(shoal_proto::v1::SecretSpec {
+            name: name.into(),
+            data: data.to_vec(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn config(id: &str, name: &str, data: &[u8]) -> Config {
+    Config {
+        id: id.into(),
+        spec: Some(shoal_proto::v1::ConfigSpec {
+            name: name.into(),
+            data: data.to_vec(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// A task of "svc-db" on `node` mounting the given secrets and configs (by id).
+fn mounting(id: &str, node: &str, state: TaskState, secrets: &[&str], configs: &[&str]) -> Task {
+    let mut t = task(id, "svc-db", node, state, &[]);
+    t.spec = Some(TaskSpec {
+        container: Some(shoal_proto::v1::ContainerSpec {
+            secrets: secrets
+                .iter()
+                .map(|s| shoal_proto::v1::SecretReference {
+                    secret_id: s.to_string(),
+                    ..Default::default()
+                })
+                .collect(),
+            configs: configs
+                .iter()
+                .map(|c| shoal_proto::v1::ConfigReference {
+                    config_id: c.to_string(),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    t
+}
+
+fn secrets_and_configs() -> Vec<Object> {
+    vec![
+        Object::Secret(secret("s-pw", "db_pw", b"hunter2")),
+        Object::Secret(secret("s-key", "api_key", b"k")),
+        Object::Secret(secret("s-unused", "unused", b"u")),
+        Object::Config(config("c-conf", "db_conf", b"port=5432")),
+        Object::Config(config("c-unused", "other", b"x")),
+    ]
+}
+
+fn ids<T>(items: &[T], id: impl Fn(&T) -> &str) -> Vec<&str> {
+    items.iter().map(id).collect()
+}
+
+#[test]
+fn a_node_receives_exactly_the_secrets_and_configs_its_live_tasks_mount() {
+    let mut objects = secrets_and_configs();
+    objects.push(Object::Node(node(1)));
+    objects.push(Object::Node(node(2)));
+    let running = mounting(
+        "t-1",
+        "node-1",
+        TaskState::TaskRunning,
+        &["s-pw"],
+        &["c-conf"],
+    );
+    // A task told to stop but still running keeps its files until it has ended.
+    let mut stopping = mounting("t-2", "node-1", TaskState::TaskRunning, &["s-key"], &[]);
+    stopping.desired_state = TaskState::TaskShutdown as i32;
+    // An ended task's secrets go; a task not yet assigned gets nothing yet.
+    let ended = mounting("t-3", "node-1", TaskState::TaskFailed, &["s-unused"], &[]);
+    let pending = mounting(
+        "t-4",
+        "",
+        TaskState::TaskPending,
+        &["s-unused"],
+        &["c-unused"],
+    );
+    let elsewhere = mounting("t-5", "node-2", TaskState::TaskRunning, &["s-unused"], &[]);
+    for t in [running, stopping, ended, pending, elsewhere] {
+        objects.push(Object::Task(t));
+    }
+    let st = state(objects);
+    let msg = assignments(&st, "node-1");
+    assert_eq!(ids(&msg.secrets, |s| &s.id), ["s-key", "s-pw"]);
+    assert_eq!(
+        msg.secrets[1].spec.as_ref().map(|s| s.data.as_slice()),
+        Some(&b"hunter2"[..])
+    );
+    assert_eq!(ids(&msg.configs, |c| &c.id), ["c-conf"]);
+    assert_eq!(
+        msg.configs[0].spec.as_ref().map(|s| s.data.as_slice()),
+        Some(&b"port=5432"[..])
+    );
+    let other = assignments(&st, "node-2");
+    assert_eq!(ids(&other.secrets, |s| &s.id), ["s-unused"]);
+    assert!(other.configs.is_empty());
+}
+
+#[test]
+fn secrets_go_with_the_last_task_that_mounts_them() {
+    let mut objects = secrets_and_configs();
+    objects.push(Object::Node(node(1)));
+    let t = mounting(
+        "t-1",
+        "node-1",
+        TaskState::TaskRunning,
+        &["s-pw"],
+        &["c-conf"],
+    );
+    objects.push(Object::Task(t.clone()));
+    let mut st = state(objects);
+    let (before, interest) = node_view(&st, "node-1", &mut Fresh);
+    assert_eq!(before.secrets.len(), 1);
+
+    let mut done = t;
+    if let Some(s) = done.status.as_mut() {
+        s.state = TaskState::TaskComplete as i32;
+    }
+    st.put(Object::Task(done));
+    let (after, _) = node_view(&st, "node-1", &mut Fresh);
+    assert_ne!(before, after, "the view must change so the agent is told");
+    let msg = after.to_message();
+    assert!(msg.secrets.is_empty() && msg.configs.is_empty());
+
+    // A secret's removal concerns a node that mounts it; another's does not.
+    let mut need = Need::default();
+    let gone = Event::Removed(Object::Secret(secret("s-unused", "unused", b"u")));
+    interest.note("node-1", &gone, &mut need);
+    assert!(!need.any());
+    let gone = Event::Removed(Object::Secret(secret("s-pw", "db_pw", b"hunter2")));
+    interest.note("node-1", &gone, &mut need);
+    assert!(need.any());
+    let mut need = Need::default();
+    let gone = Event::Removed(Object::Config(config("c-conf", "db_conf", b"")));
+    interest.note("node-1", &gone, &mut need);
+    assert!(need.any());
 }

@@ -3,9 +3,9 @@
 
 use shoal_proto::v1::store_action::Action;
 use shoal_proto::v1::{
-    Cluster, Meta, Network, Node, NodeAllocation, NodeAvailability, NodeSpecUpdate, Service,
-    ServiceEndpointUpdate, StoreRequest, Task, TaskAllocation, TaskAssignment, TaskDesiredUpdate,
-    TaskState, TaskStatus, TaskStatusUpdate,
+    Cluster, Config, Meta, Network, Node, NodeAllocation, NodeAvailability, NodeSpecUpdate, Secret,
+    Service, ServiceEndpointUpdate, StoreRequest, Task, TaskAllocation, TaskAssignment,
+    TaskDesiredUpdate, TaskState, TaskStatus, TaskStatusUpdate,
 };
 
 use super::{
@@ -115,12 +115,10 @@ impl State {
             Action::CreateNetwork(n) => return self.create_network(index, n, applied),
             Action::UpdateNetwork(n) => return self.update_network(index, n, applied),
             Action::RemoveNetwork(id) => return self.remove_network(id, applied),
-            Action::CreateSecret(_)
-            | Action::RemoveSecret(_)
-            | Action::CreateConfig(_)
-            | Action::RemoveConfig(_) => {
-                return Err("secrets and configs are not supported yet".into())
-            }
+            Action::CreateSecret(sec) => return self.create_secret(index, sec, applied),
+            Action::RemoveSecret(id) => return self.remove_secret(id, applied),
+            Action::CreateConfig(c) => return self.create_config(index, c, applied),
+            Action::RemoveConfig(id) => return self.remove_config(id, applied),
         }
         Ok(())
     }
@@ -471,6 +469,77 @@ impl State {
         Ok(())
     }
 
+    /// Secrets are immutable: created once under a name no other secret has.
+    fn create_secret(
+        &mut self,
+        index: u64,
+        sec: &Secret,
+        applied: &mut Applied,
+    ) -> Result<(), String> {
+        let name = sec.spec.as_ref().map(|s| s.name.as_str()).unwrap_or("");
+        if self.secrets.contains_key(&sec.id) {
+            return Err(format!("secret id {:?} already exists", sec.id));
+        }
+        if self.secret_by_name.contains_key(name) {
+            return Err(format!("secret {name} already exists"));
+        }
+        self.write(index, Object::Secret(sec.clone()), applied);
+        Ok(())
+    }
+
+    /// Removes a secret no service's current spec mounts (a `previous_spec` does not count,
+    /// as in docker: a rollback to it then fails to resolve instead).
+    fn remove_secret(&mut self, id: &str, applied: &mut Applied) -> Result<(), String> {
+        let Some(sec) = self.secrets.get(id) else {
+            return Ok(());
+        };
+        let users: Vec<&str> = self.services_using_secret(id).map(service_name).collect();
+        if !users.is_empty() {
+            let name = sec.spec.as_ref().map(|s| s.name.as_str()).unwrap_or(id);
+            return Err(format!(
+                "secret {name} is in use by service {}",
+                users.join(", ")
+            ));
+        }
+        self.delete(&(Kind::Secret, id.to_string()), applied);
+        Ok(())
+    }
+
+    /// Configs are immutable: created once under a name no other config has.
+    fn create_config(
+        &mut self,
+        index: u64,
+        c: &Config,
+        applied: &mut Applied,
+    ) -> Result<(), String> {
+        let name = c.spec.as_ref().map(|s| s.name.as_str()).unwrap_or("");
+        if self.configs.contains_key(&c.id) {
+            return Err(format!("config id {:?} already exists", c.id));
+        }
+        if self.config_by_name.contains_key(name) {
+            return Err(format!("config {name} already exists"));
+        }
+        self.write(index, Object::Config(c.clone()), applied);
+        Ok(())
+    }
+
+    /// Removes a config no service's current spec mounts.
+    fn remove_config(&mut self, id: &str, applied: &mut Applied) -> Result<(), String> {
+        let Some(c) = self.configs.get(id) else {
+            return Ok(());
+        };
+        let users: Vec<&str> = self.services_using_config(id).map(service_name).collect();
+        if !users.is_empty() {
+            let name = c.spec.as_ref().map(|s| s.name.as_str()).unwrap_or(id);
+            return Err(format!(
+                "config {name} is in use by service {}",
+                users.join(", ")
+            ));
+        }
+        self.delete(&(Kind::Config, id.to_string()), applied);
+        Ok(())
+    }
+
     /// Removes admin credentials (see [`crate::store::admin_credentials::revoke_admin_credentials`]), writing the
     /// cluster object only if one went.
     fn revoke_admins(
@@ -523,6 +592,8 @@ fn meta_mut(obj: &mut Object) -> &mut Option<Meta> {
         Object::Service(o) => &mut o.meta,
         Object::Task(o) => &mut o.meta,
         Object::Network(o) => &mut o.meta,
+        Object::Secret(o) => &mut o.meta,
+        Object::Config(o) => &mut o.meta,
     }
 }
 

@@ -126,4 +126,5 @@ fn allocate(task_id: &str, net: &str, addr: &str) -> Action {
 mod networks;
 mod objects;
 mod persistence;
+mod secrets;
 mod versions;
