@@ -30,6 +30,13 @@ pub const MAX_ENV_ENTRY_BYTES: usize = 32 * 1024;
 /// largest part of a usual spec, is about 30 KiB).
 pub const MAX_SPEC_BYTES: usize = 512 * 1024;
 
+/// Largest secret (`secret create`), as docker: secrets are small (keys, passwords), and every
+/// node running a task that mounts one holds it in memory.
+pub const SECRET_MAX_BYTES: usize = 500 * 1024;
+
+/// Largest config (`config create`), as docker's 1000 KiB.
+pub const CONFIG_MAX_BYTES: usize = 1000 * 1024;
+
 /// Largest request a manager's control API and cluster-admin service decode: a spec at its
 /// limit fits twice over, so only something that was never a valid request is cut off (with
 /// `OUT_OF_RANGE`, after reading the 5-byte frame header and nothing more).

@@ -1,11 +1,12 @@
 //! Validation of what users ask for: every error names the field, says why, and what to do.
 //!
-//! By topic: `placement`, `confinement`, `logs`, `network` and `ports`; their public items are
+//! By topic: `placement`, `confinement`, `logs`, `mounts`, `network` and `ports`; their public items are
 //! re-exported here, so `shoal_proto::spec::*` names them all. This file holds the error type,
 //! names, labels, environment and the whole-service check.
 
 mod confinement;
 mod logs;
+mod mounts;
 mod network;
 mod placement;
 mod ports;
@@ -22,6 +23,10 @@ pub use confinement::{validate_device_permissions, SECCOMP_MODES};
 pub use logs::{
     log_rotation, parse_log_max_file, parse_log_size, LogRotation, DEFAULT_LOG_MAX_FILE,
     DEFAULT_LOG_MAX_SIZE, LOG_DRIVER, LOG_OPTIONS,
+};
+pub use mounts::{
+    config_target, is_volume_name, secret_target, validate_data, validate_data_name,
+    validate_mount, BIND_PROPAGATIONS, LOCAL_VOLUME_DRIVER, MAX_DATA_NAME_CHARS, SECRETS_DIR,
 };
 pub use network::{
     validate_network, validate_network_name, validate_service_networks, Ipv4Cidr, NETWORK_DRIVERS,
@@ -226,6 +231,7 @@ pub fn validate_service(spec: &ServiceSpec) -> Result<(), SpecError> {
     validate_image(&container.image)?;
     validate_env(&container.env)?;
     validate_confinement(container)?;
+    mounts::validate_files(spec, container)?;
     log_rotation(task.log_driver.as_ref())?;
     if spec.mode == ServiceMode::ModeGlobal as i32 && spec.replicas != 0 {
         return Err(err("--replicas", "cannot be used with --mode global"));

@@ -541,3 +541,322 @@ fn service_networks() {
     assert!(validate_service_networks(&s, &[front.clone(), ingress]).is_err());
     assert!(validate_service_networks(&s, &[front]).is_err());
 }
+
+mod files {
+    use super::*;
+    use crate::limits::{CONFIG_MAX_BYTES, SECRET_MAX_BYTES};
+    use crate::v1::{
+        BindOptions, ConfigReference, Driver, FileTarget, Mount, MountType, SecretReference,
+        ServiceDependency, TmpfsOptions, VolumeOptions,
+    };
+
+    fn mount(kind: MountType, source: &str, target: &str) -> Mount {
+        Mount {
+            r#type: kind as i32,
+            source: source.into(),
+            target: target.into(),
+            ..Default::default()
+        }
+    }
+
+    fn secret(name: &str, target: &str) -> SecretReference {
+        SecretReference {
+            secret_name: name.into(),
+            file: Some(FileTarget {
+                name: target.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn config(name: &str, target: &str) -> ConfigReference {
+        ConfigReference {
+            config_name: name.into(),
+            file: Some(FileTarget {
+                name: target.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn check(f: impl FnOnce(&mut ContainerSpec)) -> Result<(), String> {
+        validate_service(&with_container(f)).map_err(|e| e.to_string())
+    }
+
+    fn mounts(m: Vec<Mount>) -> Result<(), String> {
+        check(|c| c.mounts = m)
+    }
+
+    #[test]
+    fn targets_are_absolute_and_given_once_across_mounts_secrets_and_configs() {
+        use MountType::*;
+        assert_eq!(mounts(vec![mount(MountBind, "/srv", "/data")]), Ok(()));
+        assert_eq!(
+            mounts(vec![mount(MountBind, "/srv", "data")]),
+            Err("--mount: target \"data\" must be an absolute path".into())
+        );
+        assert_eq!(
+            mounts(vec![mount(MountTmpfs, "", "")]),
+            Err("--mount: a mount needs a target (target=/PATH)".into())
+        );
+        assert_eq!(
+            mounts(vec![mount(MountBind, "/a", "/data"), mount(MountVolume, "v1", "/data/")]),
+            Err("--mount: target /data is given more than once (mounts, secrets and configs share the container's paths)".into())
+        );
+        // A secret's default target is /run/secrets/NAME; a config's is /NAME.
+        let clash = check(|c| {
+            c.mounts = vec![mount(MountTmpfs, "", "/run/secrets/db_pw")];
+            c.secrets = vec![secret("db_pw", "")];
+        });
+        assert_eq!(clash, Err("--secret: target /run/secrets/db_pw is given more than once (mounts, secrets and configs share the container's paths)".into()));
+        let clash = check(|c| {
+            c.secrets = vec![secret("a", "/etc/app.conf")];
+            c.configs = vec![config("app.conf", "/etc/app.conf")];
+        });
+        assert_eq!(clash, Err("--config: target /etc/app.conf is given more than once (mounts, secrets and configs share the container's paths)".into()));
+        let clash = check(|c| c.configs = vec![config("a", "/x"), config("b", "x")]);
+        assert_eq!(clash, Err("--config: target /x is given more than once (mounts, secrets and configs share the container's paths)".into()));
+        assert_eq!(
+            check(|c| c.secrets = vec![secret("a", ""), secret("b", "a2")]),
+            Ok(())
+        );
+        assert_eq!(
+            check(|c| c.secrets = vec![secret("a", "../etc/passwd")]),
+            Err("--secret: target \"/run/secrets/../etc/passwd\" must not contain \"..\"".into())
+        );
+        assert_eq!(
+            check(|c| c.secrets = vec![SecretReference::default()]),
+            Err("--secret: a secret reference needs a source (source=NAME)".into())
+        );
+        let bad_uid = check(|c| {
+            let mut r = secret("a", "");
+            if let Some(f) = r.file.as_mut() {
+                f.uid = "root".into();
+            }
+            c.secrets = vec![r];
+        });
+        assert_eq!(
+            bad_uid,
+            Err("--secret: uid \"root\" must be a number".into())
+        );
+    }
+
+    #[test]
+    fn default_targets() {
+        assert_eq!(secret_target(&secret("db_pw", "")), "/run/secrets/db_pw");
+        assert_eq!(secret_target(&secret("db_pw", "pw")), "/run/secrets/pw");
+        assert_eq!(secret_target(&secret("db_pw", "/etc/pw")), "/etc/pw");
+        assert_eq!(config_target(&config("nginx.conf", "")), "/nginx.conf");
+        assert_eq!(
+            config_target(&config("c", "/etc/nginx.conf")),
+            "/etc/nginx.conf"
+        );
+    }
+
+    #[test]
+    fn sources_fit_the_mount_type() {
+        use MountType::*;
+        assert_eq!(
+            mounts(vec![mount(MountBind, "", "/d")]),
+            Err("--mount: a bind mount needs a source (source=/HOST/PATH)".into())
+        );
+        assert_eq!(
+            mounts(vec![mount(MountBind, "srv/{{.Task.Slot}}", "/d")]),
+            Err("--mount: bind source \"srv/{{.Task.Slot}}\" must be an absolute path".into())
+        );
+        assert_eq!(
+            mounts(vec![mount(MountBind, "/srv/{{.Task.Slot}}", "/d")]),
+            Ok(())
+        );
+        assert_eq!(
+            mounts(vec![mount(MountVolume, "", "/d")]),
+            Ok(()),
+            "anonymous volume"
+        );
+        assert_eq!(
+            mounts(vec![mount(MountVolume, "db-data_1.x", "/d")]),
+            Ok(())
+        );
+        assert_eq!(
+            mounts(vec![mount(MountVolume, "data-{{.Task.Slot}}", "/d")]),
+            Ok(())
+        );
+        for bad in ["a", "-data", "da/ta", "data dir"] {
+            let got = mounts(vec![mount(MountVolume, bad, "/d")]);
+            assert!(
+                got.as_ref().is_err_and(
+                    |e| e.starts_with(&format!("--mount: volume name {bad:?} is not valid"))
+                ),
+                "{bad}: {got:?}"
+            );
+        }
+        assert_eq!(
+            mounts(vec![mount(MountTmpfs, "/x", "/d")]),
+            Err("--mount: a tmpfs mount takes no source".into())
+        );
+        assert_eq!(
+            mounts(vec![Mount {
+                r#type: 9,
+                target: "/d".into(),
+                ..Default::default()
+            }]),
+            Err("--mount: mount type 9 is not bind, volume or tmpfs".into())
+        );
+    }
+
+    #[test]
+    fn options_only_on_their_type() {
+        use MountType::*;
+        let bind = |p: &str| BindOptions {
+            propagation: p.into(),
+        };
+        let with = |mut m: Mount, f: &dyn Fn(&mut Mount)| {
+            f(&mut m);
+            mounts(vec![m])
+        };
+        for p in BIND_PROPAGATIONS {
+            assert_eq!(
+                with(mount(MountBind, "/s", "/d"), &|m| m.bind_options =
+                    Some(bind(p))),
+                Ok(())
+            );
+        }
+        assert_eq!(
+            with(mount(MountBind, "/s", "/d"), &|m| m.bind_options = Some(bind("bogus"))),
+            Err("--mount: bind-propagation \"bogus\" is not one of rprivate, private, rshared, shared, rslave, slave".into())
+        );
+        assert_eq!(
+            with(mount(MountVolume, "v1", "/d"), &|m| m.bind_options =
+                Some(bind("shared"))),
+            Err("--mount: bind-propagation is only valid with type=bind".into())
+        );
+        let tmpfs = TmpfsOptions {
+            size_bytes: 1 << 20,
+            mode: 0,
+        };
+        assert_eq!(
+            with(mount(MountBind, "/s", "/d"), &|m| m.tmpfs_options =
+                Some(tmpfs)),
+            Err("--mount: tmpfs-size is only valid with type=tmpfs".into())
+        );
+        assert_eq!(
+            with(mount(MountTmpfs, "", "/d"), &|m| m.tmpfs_options =
+                Some(tmpfs)),
+            Ok(())
+        );
+        assert_eq!(
+            with(mount(MountTmpfs, "", "/d"), &|m| m.tmpfs_options =
+                Some(TmpfsOptions {
+                    size_bytes: -1,
+                    mode: 0
+                })),
+            Err("--mount: tmpfs-size must not be negative".into())
+        );
+        let nocopy = VolumeOptions {
+            no_copy: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            with(mount(MountTmpfs, "", "/d"), &|m| m.volume_options =
+                Some(nocopy.clone())),
+            Err("--mount: volume-nocopy is only valid with type=volume".into())
+        );
+        assert_eq!(
+            with(mount(MountVolume, "v1", "/d"), &|m| m.volume_options =
+                Some(nocopy.clone())),
+            Ok(())
+        );
+        let driver = |name: &str| VolumeOptions {
+            driver_config: Some(Driver {
+                name: name.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(
+            with(mount(MountVolume, "v1", "/d"), &|m| m.volume_options =
+                Some(driver("local"))),
+            Ok(())
+        );
+        assert_eq!(
+            with(mount(MountVolume, "v1", "/d"), &|m| m.volume_options =
+                Some(driver("nfs"))),
+            Err("--mount: volume driver \"nfs\" is not supported: only \"local\"".into())
+        );
+        // Empty option messages (as a loader may leave them) are no options.
+        assert_eq!(
+            with(mount(MountBind, "/s", "/d"), &|m| {
+                m.volume_options = Some(VolumeOptions::default());
+                m.tmpfs_options = Some(TmpfsOptions::default());
+            }),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn depends_on_names_other_services_once() {
+        let dep = |name: &str| ServiceDependency {
+            service: name.into(),
+            condition: 0,
+        };
+        let check = |deps: Vec<ServiceDependency>| {
+            let mut s = spec("web");
+            s.depends_on = deps;
+            validate_service(&s).map_err(|e| e.to_string())
+        };
+        assert_eq!(check(vec![dep("db"), dep("cache")]), Ok(()));
+        assert_eq!(
+            check(vec![dep("")]),
+            Err("depends_on: a dependency needs a service name".into())
+        );
+        assert_eq!(
+            check(vec![dep("web")]),
+            Err("depends_on: service web cannot depend on itself".into())
+        );
+        assert_eq!(
+            check(vec![dep("db"), dep("db")]),
+            Err("depends_on: service db is listed more than once".into())
+        );
+        let mut odd = dep("db");
+        odd.condition = 7;
+        assert_eq!(
+            check(vec![odd]),
+            Err("depends_on: condition 7 of db is not known".into())
+        );
+    }
+
+    #[test]
+    fn secret_and_config_names_and_data() {
+        for ok in ["a", "db_pw", "db.pw-2", &"x".repeat(64)] {
+            assert_eq!(validate_data_name("secret", ok), Ok(()), "{ok}");
+        }
+        assert_eq!(
+            validate_data_name("secret", "").map_err(|e| e.to_string()),
+            Err("name: a secret needs a name".into())
+        );
+        for bad in ["-a", "a-", "a b", "a/b", "_a"] {
+            assert_eq!(
+                validate_data_name("config", bad).map_err(|e| e.to_string()),
+                Err(format!("name: config name {bad:?} is not valid: use letters, digits, '-', '_' and '.', starting and ending with a letter or digit"))
+            );
+        }
+        assert!(validate_data_name("secret", &"x".repeat(65))
+            .is_err_and(|e| e.reason.contains("longer than 64 characters")));
+        assert_eq!(validate_data("secret", &vec![1; SECRET_MAX_BYTES]), Ok(()));
+        assert_eq!(
+            validate_data("secret", &vec![1; 600 * 1024]).map_err(|e| e.to_string()),
+            Err("data: secret data is 600 KiB: secrets are limited to 500 KiB".into())
+        );
+        assert_eq!(validate_data("config", &vec![1; CONFIG_MAX_BYTES]), Ok(()));
+        assert_eq!(
+            validate_data("config", &vec![1; CONFIG_MAX_BYTES + 1]).map_err(|e| e.to_string()),
+            Err("data: config data is 1001 KiB: configs are limited to 1000 KiB".into())
+        );
+        assert_eq!(
+            validate_data("config", b"").map_err(|e| e.to_string()),
+            Err("data: config data must not be empty".into())
+        );
+    }
+}
