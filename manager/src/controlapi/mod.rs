@@ -190,6 +190,7 @@ impl Control for ControlApi {
         service::check_update_configs(&spec)?;
         self.store.read(|s| {
             resolve_networks(s, &mut spec)?;
+            service::resolve_files(s, &mut spec)?;
             check_endpoint(s, &mut spec, None)
         })?;
         if self.store.read(|s| s.service_by_name(&spec.name).is_some()) {
@@ -222,7 +223,7 @@ impl Control for ControlApi {
             .read(|s| s.service(&service.id).cloned())
             .unwrap_or(service);
         Ok(Response::new(CreateServiceResponse {
-            service: Some(service),
+            service: Some(service::without_registry_auth(service)),
         }))
     }
 
@@ -234,7 +235,7 @@ impl Control for ControlApi {
         let name = request.into_inner().name_or_id;
         let service = self.store.read(|s| find_service(s, &name))?;
         Ok(Response::new(GetServiceResponse {
-            service: Some(service),
+            service: Some(service::without_registry_auth(service)),
         }))
     }
 
@@ -249,7 +250,7 @@ impl Control for ControlApi {
                 .map(|svc| {
                     let (running, desired) = task_counts(s, svc);
                     ServiceSummary {
-                        service: Some(svc.clone()),
+                        service: Some(service::without_registry_auth(svc.clone())),
                         running_tasks: running,
                         desired_tasks: desired,
                     }
@@ -316,6 +317,8 @@ impl Control for ControlApi {
                     Some(spec) => {
                         let mut spec = spec.clone();
                         resolve_networks(s, &mut spec)?;
+                        service::resolve_files(s, &mut spec)?;
+                        service::keep_registry_auth(service.spec.as_ref(), &mut spec);
                         check_endpoint(s, &mut spec, Some(&service.id))?;
                         if spec.name != name {
                             return Err(Status::invalid_argument(
@@ -344,7 +347,9 @@ impl Control for ControlApi {
         } else {
             info!(service.id = %svc.id, service.name = %name, spec_version = svc.spec_version, previous_spec_version = svc.previous_spec_version, "service updated");
         }
-        Ok(Response::new(UpdateServiceResponse { service: Some(svc) }))
+        Ok(Response::new(UpdateServiceResponse {
+            service: Some(service::without_registry_auth(svc)),
+        }))
     }
 
     async fn scale_service(
@@ -420,6 +425,7 @@ impl Control for ControlApi {
                 .filter(|t| service_id.as_ref().is_none_or(|id| &t.service_id == id))
                 .filter(|t| node_id.as_ref().is_none_or(|id| &t.node_id == id))
                 .cloned()
+                .map(service::task_without_registry_auth)
                 .collect();
             let node_names: HashMap<String, String> = s
                 .nodes()

@@ -212,6 +212,7 @@ impl State {
         if self.service_by_name.contains_key(name) {
             return Err(format!("service name {name:?} is already in use"));
         }
+        self.check_files_exist(None, s)?;
         self.write(index, Object::Service(s.clone()), applied);
         Ok(())
     }
@@ -232,6 +233,7 @@ impl State {
             }
             _ => {}
         }
+        self.check_files_exist(self.services.get(&s.id), s)?;
         let mut s = s.clone();
         // The endpoint is the allocator's (ServiceEndpoint): an update read before the
         // allocator's last write must not bring back stale VIPs or ports.
@@ -464,6 +466,42 @@ impl State {
                         "subnet {a} overlaps subnet {b} of network {other_name}"
                     ));
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// Every secret and config `new` mounts that `old` did not must exist: a `secret rm` that
+    /// raced the control API's resolution cannot leave a service mounting nothing. What `old`
+    /// mounted cannot have gone (its removal was refused); what only its previous spec mounted
+    /// may have (as in docker), and a rollback to it is not refused here.
+    fn check_files_exist(&self, old: Option<&Service>, new: &Service) -> Result<(), String> {
+        let Some(c) = super::container_of(new) else {
+            return Ok(());
+        };
+        let previous = old
+            .and_then(|o| o.previous_spec.as_deref())
+            .and_then(|sp| sp.task.as_ref())
+            .and_then(|t| t.container.as_ref());
+        let olds: Vec<&shoal_proto::v1::ContainerSpec> = old
+            .and_then(super::container_of)
+            .into_iter()
+            .chain(previous)
+            .collect();
+        for r in &c.secrets {
+            let known = olds
+                .iter()
+                .any(|o| o.secrets.iter().any(|x| x.secret_id == r.secret_id));
+            if !known && !self.secrets.contains_key(&r.secret_id) {
+                return Err(format!("secret not found: {}", r.secret_name));
+            }
+        }
+        for r in &c.configs {
+            let known = olds
+                .iter()
+                .any(|o| o.configs.iter().any(|x| x.config_id == r.config_id));
+            if !known && !self.configs.contains_key(&r.config_id) {
+                return Err(format!("config not found: {}", r.config_name));
             }
         }
         Ok(())

@@ -225,3 +225,53 @@ fn secret_data_is_sealed_on_disk() {
     });
     assert_eq!(data.as_deref(), Some(&needle[..]));
 }
+
+#[test]
+fn a_service_cannot_mount_a_secret_that_is_gone() {
+    let (_dir, store) = open();
+    let mut svc = mounting("svc1", "app_db", &["s1"], &[]);
+    if let Some(r) = svc
+        .spec
+        .as_mut()
+        .and_then(|s| s.task.as_mut())
+        .and_then(|t| t.container.as_mut())
+        .and_then(|c| c.secrets.first_mut())
+    {
+        r.secret_name = "db_pw".into();
+    }
+    let msg = conflict(store.apply(1, &req(vec![Action::CreateService(svc.clone())])));
+    assert_eq!(msg, "secret not found: db_pw");
+    store
+        .apply(
+            2,
+            &req(vec![
+                Action::CreateSecret(secret("s1", "db_pw")),
+                Action::CreateService(svc.clone()),
+            ]),
+        )
+        .expect("create with the secret");
+    // An update that keeps the secret, e.g. a scale, needs nothing new.
+    let mut scaled = store.read(|s| s.service("svc1").cloned()).expect("stored");
+    if let Some(spec) = scaled.spec.as_mut() {
+        spec.replicas = 3;
+    }
+    store
+        .apply(3, &req(vec![Action::UpdateService(scaled.clone())]))
+        .expect("update keeping the secret");
+    let mut more = scaled;
+    more.meta = store.read(|s| s.service("svc1").and_then(|x| x.meta));
+    if let Some(c) = more
+        .spec
+        .as_mut()
+        .and_then(|s| s.task.as_mut())
+        .and_then(|t| t.container.as_mut())
+    {
+        c.configs.push(ConfigReference {
+            config_id: "c9".into(),
+            config_name: "gone".into(),
+            ..ConfigReference::default()
+        });
+    }
+    let msg = conflict(store.apply(4, &req(vec![Action::UpdateService(more)])));
+    assert_eq!(msg, "config not found: gone");
+}
