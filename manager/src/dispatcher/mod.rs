@@ -5,6 +5,7 @@
 pub mod logs;
 pub mod promote;
 pub mod views;
+pub mod volumes;
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -496,8 +497,9 @@ impl DispatcherRpc for Dispatcher {
                         }
                     }
                     Some(agent_message::Msg::Logs(chunk)) => me.logs.deliver(&node_id, chunk).await,
-                    // Answers to `volume ls|rm|prune` (not routed yet).
-                    Some(agent_message::Msg::Volumes(_)) => {}
+                    Some(agent_message::Msg::Volumes(reply)) => {
+                        me.logs.volumes().deliver(&node_id, reply)
+                    }
                     Some(agent_message::Msg::Register(_)) | None => {}
                 }
             }
