@@ -51,6 +51,15 @@ async fn ask(
         .await
 }
 
+/// A call aimed at one node fails when that node gave no answer: there is nothing else to
+/// report (a cluster-wide call goes on with the nodes that answered).
+fn named_node_answered(node: &str, answers: &[Answer]) -> Result<(), Status> {
+    match answers {
+        [(_, Err(e))] if !node.is_empty() => Err(Status::unavailable(e.to_string())),
+        _ => Ok(()),
+    }
+}
+
 /// Volumes as their node gave them, marked with the node that answered (an agent cannot speak
 /// for another).
 fn from_node(node_id: &str, volumes: Vec<Volume>) -> impl Iterator<Item = Volume> + '_ {
@@ -200,6 +209,7 @@ pub(super) async fn remove_volume(
         },
     )
     .await;
+    named_node_answered(&req.node, &answers)?;
     let removed = merge_remove(&req.name, req.force, answers)?;
     if !removed.nodes.is_empty() {
         info!(volume.name = %req.name, nodes = ?removed.nodes, "volume removed");
@@ -226,6 +236,7 @@ pub(super) async fn prune_volumes(
         },
     )
     .await;
+    named_node_answered(&req.node, &answers)?;
     let pruned = merge_prune(answers);
     for v in &pruned.removed {
         info!(volume.name = %v.name, node.id = %v.node_id, "volume pruned");
@@ -376,6 +387,13 @@ mod tests {
         let err = merge_remove("db", true, answers).unwrap_err();
         assert_eq!(err.code(), Code::FailedPrecondition);
         assert_eq!(err.message(), "volume db is in use by task t1");
+    }
+
+    #[test]
+    fn a_call_aimed_at_a_silent_node_is_unavailable() {
+        let err = named_node_answered("h3", &[timeout("n3")]).unwrap_err();
+        assert_eq!(err.code(), Code::Unavailable);
+        assert!(named_node_answered("", &[timeout("n3")]).is_ok());
     }
 
     #[test]

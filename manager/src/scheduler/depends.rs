@@ -445,6 +445,37 @@ mod tests {
     }
 
     #[test]
+    fn the_store_state_answers_the_lookups() {
+        use shoal_proto::v1::{store_action::Action, StoreAction, StoreRequest};
+        let mut state = State::default();
+        let mut db = task("db", 1, TaskRunning);
+        db.id = "db1".into();
+        let mut app = task("app", 1, TaskPending);
+        app.id = "app1".into();
+        let actions = [
+            Action::CreateService(service("db", 1, &[])),
+            Action::CreateService(service("app", 1, &[("db", DependsStarted)])),
+            Action::CreateTask(db),
+            Action::CreateTask(app),
+        ];
+        let req = StoreRequest {
+            request_id: 1,
+            actions: actions
+                .into_iter()
+                .map(|a| StoreAction { action: Some(a) })
+                .collect(),
+        };
+        if let Err(e) = state.apply_request(1, &req) {
+            panic!("apply failed: {e}");
+        }
+        let s = &state;
+        let pending: Vec<&Task> = s.task("app1").into_iter().collect();
+        let held = hold_back(&s, pending);
+        assert!(held.waiting.is_empty(), "{:?}", held.waiting);
+        assert_eq!(held.ready.len(), 1);
+    }
+
+    #[test]
     fn a_dependency_scaled_to_zero_is_not_waited_for() {
         assert_eq!(wait_of(DependsStarted, 0, vec![]), None);
     }
