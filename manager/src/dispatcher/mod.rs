@@ -1,6 +1,7 @@
 //! The dispatcher: one long-lived bidirectional stream per agent. It registers the node, sends it
 //! the complete set of its tasks and the views of their networks whenever they change, turns the
-//! agent's status reports into batched Raft writes, watches heartbeats and routes log requests.
+//! agent's status reports into batched Raft writes, watches heartbeats and routes log and volume
+//! requests.
 
 pub mod logs;
 pub mod promote;
