@@ -10,7 +10,7 @@ use tokio::sync::{broadcast, watch};
 use tracing::{debug, info, warn};
 
 use crate::orchestrator::{self, Plan};
-use crate::scheduler::{Outcome, Scheduler};
+use crate::scheduler::{depends, Outcome, Scheduler};
 use crate::store::Store;
 
 /// Most actions in one Raft write: keeps entries small enough to replicate quickly.
@@ -160,8 +160,36 @@ pub async fn run_scheduler(store: Store, mut shutdown: watch::Receiver<bool>) {
             if pending.is_empty() {
                 return Vec::new();
             }
-            let mut sched = Scheduler::new(s.nodes(), s.tasks());
+            // Tasks whose services wait for a dependency (depends_on) are not placed yet; any
+            // store event (a dependency's task changing state) brings them up again.
+            let held = depends::hold_back(&s, pending);
             let mut actions = Vec::new();
+            for (task, why) in held.waiting {
+                // Written once: an unchanged message would only wake this loop again.
+                let unchanged = task
+                    .status
+                    .as_ref()
+                    .is_some_and(|st| st.message == why && st.err.is_empty());
+                if !unchanged {
+                    info!(task.id = %task.id, service.name = %task.service_name, reason = %why, "task waits for a dependency");
+                    actions.push(StoreAction {
+                        action: Some(Action::TaskStatus(TaskStatusUpdate {
+                            task_id: task.id.clone(),
+                            status: Some(TaskStatus {
+                                state: TaskState::TaskPending as i32,
+                                timestamp: now,
+                                message: why,
+                                ..Default::default()
+                            }),
+                        })),
+                    });
+                }
+            }
+            let pending = held.ready;
+            if pending.is_empty() {
+                return actions;
+            }
+            let mut sched = Scheduler::new(s.nodes(), s.tasks());
             for d in sched.schedule(&pending) {
                 match d.outcome {
                     Outcome::Assign(node_id) => {

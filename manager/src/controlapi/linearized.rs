@@ -24,8 +24,14 @@ pub struct Linearized<S> {
     leader_only: Option<(RaftNode, Dialer)>,
 }
 
-/// The Control call that only the leader serves: log streams come from agents' sessions.
-const SERVICE_LOGS_PATH: &str = "/shoal.v1.Control/ServiceLogs";
+/// The Control calls that only the leader serves: log streams and volume answers come from
+/// agents' sessions, which only the leader holds.
+const LEADER_ONLY_PATHS: [&str; 4] = [
+    "/shoal.v1.Control/ServiceLogs",
+    "/shoal.v1.Control/ListVolumes",
+    "/shoal.v1.Control/RemoveVolume",
+    "/shoal.v1.Control/PruneVolumes",
+];
 
 impl<S> Linearized<S> {
     /// Wraps `inner`.
@@ -37,7 +43,8 @@ impl<S> Linearized<S> {
         }
     }
 
-    /// Forwards `service logs` to the leader when this manager does not lead.
+    /// Forwards `service logs` and `volume ls|rm|prune` to the leader when this manager does
+    /// not lead.
     pub fn forward_logs(mut self, raft: RaftNode, dialer: Dialer) -> Linearized<S> {
         self.leader_only = Some((raft, dialer));
         self
@@ -75,10 +82,9 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let store = self.store.clone();
-        let forward = self
-            .leader_only
-            .clone()
-            .filter(|(raft, _)| req.uri().path() == SERVICE_LOGS_PATH && !raft.status().is_leader);
+        let forward = self.leader_only.clone().filter(|(raft, _)| {
+            LEADER_ONLY_PATHS.contains(&req.uri().path()) && !raft.status().is_leader
+        });
         Box::pin(async move {
             if let Some((raft, dialer)) = forward {
                 // Authenticate here: the leader sees this manager's certificate, not the admin's.

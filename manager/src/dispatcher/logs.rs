@@ -23,6 +23,7 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::Status;
 use tracing::{debug, warn};
 
+use super::volumes::VolumeBroker;
 use super::Sessions;
 
 /// Encoded bytes of lines one call may hold for a client that has not read them yet.
@@ -52,6 +53,8 @@ pub struct LogBroker {
     sessions: Sessions,
     next_id: Arc<AtomicU64>,
     pending: Arc<Mutex<HashMap<u64, Pending>>>,
+    /// Volume questions ride the same sessions; the control API reaches them through here.
+    volumes: VolumeBroker,
 }
 
 /// Docker's task name: `service.slot.taskid` (global tasks: `service.nodeid.taskid`).
@@ -67,10 +70,16 @@ impl LogBroker {
     /// A broker over the dispatcher's session table.
     pub fn new(sessions: Sessions) -> Self {
         LogBroker {
+            volumes: VolumeBroker::new(sessions.clone()),
             sessions,
             next_id: Arc::new(AtomicU64::new(1)),
             pending: Arc::new(Mutex::new(HashMap::new())),
         }
+    }
+
+    /// The volume broker over the same sessions (`volume ls|rm|prune`).
+    pub fn volumes(&self) -> VolumeBroker {
+        self.volumes.clone()
     }
 
     /// Opens a log stream over the given tasks.
@@ -201,9 +210,10 @@ impl LogBroker {
         });
     }
 
-    /// Ends every request routed to a node whose session went away.
+    /// Ends every request (logs and volume questions) routed to a node whose session went away.
     pub fn node_gone(&self, node_id: &str) {
         self.lock().retain(|_, p| p.node_id != node_id);
+        self.volumes.node_gone(node_id);
     }
 }
 

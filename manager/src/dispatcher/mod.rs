@@ -1,10 +1,12 @@
 //! The dispatcher: one long-lived bidirectional stream per agent. It registers the node, sends it
 //! the complete set of its tasks and the views of their networks whenever they change, turns the
-//! agent's status reports into batched Raft writes, watches heartbeats and routes log requests.
+//! agent's status reports into batched Raft writes, watches heartbeats and routes log and volume
+//! requests.
 
 pub mod logs;
 pub mod promote;
 pub mod views;
+pub mod volumes;
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -496,8 +498,9 @@ impl DispatcherRpc for Dispatcher {
                         }
                     }
                     Some(agent_message::Msg::Logs(chunk)) => me.logs.deliver(&node_id, chunk).await,
-                    // Answers to `volume ls|rm|prune` (not routed yet).
-                    Some(agent_message::Msg::Volumes(_)) => {}
+                    Some(agent_message::Msg::Volumes(reply)) => {
+                        me.logs.volumes().deliver(&node_id, reply)
+                    }
                     Some(agent_message::Msg::Register(_)) | None => {}
                 }
             }

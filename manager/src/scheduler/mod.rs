@@ -6,6 +6,7 @@
 //! placement costs a few heap operations however many nodes there are.
 
 pub mod constraint;
+pub mod depends;
 pub mod filter;
 mod tree;
 
