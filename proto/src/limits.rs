@@ -38,9 +38,11 @@ pub const SECRET_MAX_BYTES: usize = 500 * 1024;
 pub const CONFIG_MAX_BYTES: usize = 1000 * 1024;
 
 /// Largest request a manager's control API and cluster-admin service decode: a spec at its
-/// limit fits twice over, so only something that was never a valid request is cut off (with
-/// `OUT_OF_RANGE`, after reading the 5-byte frame header and nothing more).
-pub const MAX_CONTROL_REQUEST_BYTES: usize = 1024 * 1024;
+/// limit fits many times over, and a config several times its limit still arrives whole, so
+/// its size is refused by `config create` with a message naming the limit. Only something that
+/// was never a valid request is cut off (with `OUT_OF_RANGE`, after reading the 5-byte frame
+/// header and nothing more).
+pub const MAX_CONTROL_REQUEST_BYTES: usize = 4 * 1024 * 1024;
 
 /// Largest reply of the control API (encoded by the manager, decoded by shoalctl): `task ls`
 /// or `service ls` of a cluster at its limits (hundreds of thousands of tasks) still fits.

@@ -386,7 +386,7 @@ impl Control for ControlApi {
             .await?;
         info!(service.id = %service.id, service.name = %name, from, to = req.replicas, "service scaled");
         Ok(Response::new(ScaleServiceResponse {
-            service: Some(service),
+            service: Some(service::without_registry_auth(service)),
         }))
     }
 
