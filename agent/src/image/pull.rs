@@ -1,38 +1,176 @@
-//! Pulling an image from an OCI distribution registry.
+//! Pulling an image from an OCI distribution registry, with the task's credentials, through the
+//! node's Docker Hub mirrors first.
 
 use oci_client::client::{ClientConfig, ClientProtocol, LayerDescriptor};
 use oci_client::errors::{DigestError, OciDistributionError};
-use oci_client::secrets::RegistryAuth;
+use oci_client::secrets::RegistryAuth as OciAuth;
 use oci_client::{Client, Reference};
+use shoal_proto::v1::RegistryAuth;
+use tracing::{debug, info, warn};
 
+use super::auth::{credentials_for, oci_auth, Redacted, RegistryMirror};
 use super::manifest::{self, Document, Manifest, ACCEPTED_MANIFESTS};
 use super::store::{check_layer_count, ImageRecord};
 use super::{Image, ImageError, ImageRef, ImageStore};
 
-impl ImageStore {
-    /// Pulls `reference` (anonymously) unless its layers are already here, verifying every digest.
-    ///
-    /// Registries on loopback and those listed in `insecure` (`host:port`) are spoken to over
-    /// plain HTTP; all others over HTTPS. Nothing is recorded unless every blob checked out.
-    pub async fn pull(&self, reference: &str, insecure: &[String]) -> Result<Image, ImageError> {
-        let image_ref = ImageRef::parse(reference)?;
-        let normalized = image_ref.to_string();
-        let oci_ref: Reference = normalized
-            .parse()
-            .map_err(|e| ImageError::InvalidReference {
+/// Where one attempt pulls from: the image's own registry or a mirror, and how to speak to it.
+struct Source {
+    /// The reference on that registry (the mirror's host for a mirror).
+    oci_ref: Reference,
+    /// Registries spoken to over plain HTTP.
+    plain_http: Vec<String>,
+    /// What is sent.
+    auth: OciAuth,
+    /// Whether `auth` holds credentials (for the error when the registry refuses them).
+    credentials_sent: bool,
+}
+
+impl Source {
+    /// The image's own registry: plain HTTP to loopback and `insecure` ones, the task's
+    /// credentials when they are for this registry.
+    fn direct(
+        image_ref: &ImageRef,
+        insecure: &[String],
+        auth: Option<&RegistryAuth>,
+    ) -> Result<Source, ImageError> {
+        let oci_ref = oci_reference(image_ref)?;
+        let mut plain_http: Vec<String> = insecure.to_vec();
+        if image_ref.is_loopback_registry() {
+            plain_http.push(image_ref.registry.clone());
+            plain_http.push(oci_ref.resolve_registry().to_string());
+        }
+        let creds = credentials_for(&image_ref.registry, auth);
+        Ok(Source {
+            oci_ref,
+            plain_http,
+            auth: oci_auth(creds),
+            credentials_sent: creds.is_some(),
+        })
+    }
+
+    /// A mirror of Docker Hub. Hub credentials are not sent to it: a mirror is another party,
+    /// and a private image it cannot serve still comes from Hub with them.
+    fn mirror(image_ref: &ImageRef, mirror: &RegistryMirror) -> Result<Option<Source>, ImageError> {
+        let Some(mirrored) = mirror.rewrite(image_ref) else {
+            return Ok(None);
+        };
+        let oci_ref = oci_reference(&mirrored)?;
+        let plain_http = if mirror.plain_http {
+            vec![mirror.host.clone(), oci_ref.resolve_registry().to_string()]
+        } else {
+            Vec::new()
+        };
+        Ok(Some(Source {
+            oci_ref,
+            plain_http,
+            auth: OciAuth::Anonymous,
+            credentials_sent: false,
+        }))
+    }
+
+    fn client(&self) -> Client {
+        // Several users may race to install it; a second install fails harmlessly.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        Client::new(ClientConfig {
+            protocol: ClientProtocol::HttpsExcept(self.plain_http.clone()),
+            platform_resolver: Some(Box::new(oci_client::client::linux_amd64_resolver)),
+            ..Default::default()
+        })
+    }
+
+    /// Maps the client's errors: its digest check failures and refusals into ours.
+    fn error(&self, reference: &str, what: &str, e: OciDistributionError) -> ImageError {
+        match e {
+            OciDistributionError::DigestError(DigestError::VerificationError {
+                expected,
+                actual,
+            }) => ImageError::DigestMismatch {
+                what: what.to_string(),
+                expected,
+                actual,
+            },
+            // A 401 from the registry, or its token service refusing the credentials.
+            OciDistributionError::UnauthorizedError { .. }
+            | OciDistributionError::AuthenticationFailure(_) => ImageError::Unauthorized {
                 reference: reference.to_string(),
-                reason: format!("{e}"),
-            })?;
-        let client = client_for(&image_ref, &oci_ref, insecure);
+                registry: self.oci_ref.registry().to_string(),
+                credentials_sent: self.credentials_sent,
+            },
+            other => ImageError::Registry {
+                reference: reference.to_string(),
+                what: what.to_string(),
+                source: Box::new(other),
+            },
+        }
+    }
+}
+
+/// The client's form of a reference.
+fn oci_reference(image_ref: &ImageRef) -> Result<Reference, ImageError> {
+    let text = image_ref.to_string();
+    text.parse().map_err(|e| ImageError::InvalidReference {
+        reference: text.clone(),
+        reason: format!("{e}"),
+    })
+}
+
+impl ImageStore {
+    /// Pulls `reference` anonymously; see [`ImageStore::pull_with_auth`].
+    pub async fn pull(&self, reference: &str, insecure: &[String]) -> Result<Image, ImageError> {
+        self.pull_with_auth(reference, insecure, None).await
+    }
+
+    /// Pulls `reference` unless its layers are already here, verifying every digest; `auth` is
+    /// sent only when its server is the image's registry.
+    ///
+    /// Docker Hub images go through the store's registry mirrors in order first, then Hub
+    /// itself when every mirror failed; the image is recorded under its own reference either
+    /// way. Registries on loopback and those listed in `insecure` (`host:port`) are spoken to
+    /// over plain HTTP; all others over HTTPS. Nothing is recorded unless every blob checked out.
+    pub async fn pull_with_auth(
+        &self,
+        reference: &str,
+        insecure: &[String],
+        auth: Option<&RegistryAuth>,
+    ) -> Result<Image, ImageError> {
+        let image_ref = ImageRef::parse(reference)?;
+        for mirror in self.registry_mirrors() {
+            let Some(source) = Source::mirror(&image_ref, mirror)? else {
+                break;
+            };
+            match self.pull_from(&image_ref, &source).await {
+                Ok(image) => {
+                    info!(image = %image_ref, %mirror, "pulled through a registry mirror");
+                    return Ok(image);
+                }
+                Err(error) => {
+                    warn!(image = %image_ref, %mirror, %error, "registry mirror failed; trying the next source");
+                }
+            }
+        }
+        let source = Source::direct(&image_ref, insecure, auth)?;
+        debug!(
+            image = %image_ref,
+            credentials = %Redacted(credentials_for(&image_ref.registry, auth)),
+            "pulling"
+        );
+        self.pull_from(&image_ref, &source).await
+    }
+
+    /// One attempt from one source; the record is named after `image_ref`.
+    async fn pull_from(&self, image_ref: &ImageRef, source: &Source) -> Result<Image, ImageError> {
+        let normalized = image_ref.to_string();
+        let oci_ref = &source.oci_ref;
+        let client = source.client();
         let fail = |what: &str| {
             let what = what.to_string();
             let reference = normalized.clone();
-            move |e: OciDistributionError| registry_error(&reference, &what, e)
+            move |e: OciDistributionError| source.error(&reference, &what, e)
         };
 
         // The top-level document: an image manifest or an index.
         let (bytes, reported) = client
-            .pull_manifest_raw(&oci_ref, &RegistryAuth::Anonymous, ACCEPTED_MANIFESTS)
+            .pull_manifest_raw(oci_ref, &source.auth, ACCEPTED_MANIFESTS)
             .await
             .map_err(fail("manifest"))?;
         let digest = manifest::sha256_digest(&bytes);
@@ -57,7 +195,7 @@ impl ImageStore {
                     }
                 })?;
                 let sub = self
-                    .fetch_manifest(&client, &oci_ref, &entry.digest, &normalized)
+                    .fetch_manifest(&client, source, &entry.digest, &normalized)
                     .await?;
                 self.write_blob("index", &digest, &bytes)?;
                 (entry.digest.clone(), sub)
@@ -71,7 +209,7 @@ impl ImageStore {
         } else {
             let mut buf = Vec::new();
             client
-                .pull_blob(&oci_ref, &descriptor(&config_digest), &mut buf)
+                .pull_blob(oci_ref, &descriptor(&config_digest), &mut buf)
                 .await
                 .map_err(fail("config"))?;
             self.write_blob("config", &config_digest, &buf)?;
@@ -91,7 +229,7 @@ impl ImageStore {
                     .await
                     .map_err(ImageError::io("create", tmp.path()))?;
                 client
-                    .pull_blob(&oci_ref, &descriptor(&desc.digest), &mut file)
+                    .pull_blob(oci_ref, &descriptor(&desc.digest), &mut file)
                     .await
                     .map_err(fail(&format!("layer {}", desc.digest)))?;
                 drop(file);
@@ -123,19 +261,20 @@ impl ImageStore {
     async fn fetch_manifest(
         &self,
         client: &Client,
-        oci_ref: &Reference,
+        source: &Source,
         digest: &str,
         normalized: &str,
     ) -> Result<Manifest, ImageError> {
+        let oci_ref = &source.oci_ref;
         let by_digest = Reference::with_digest(
             oci_ref.registry().to_string(),
             oci_ref.repository().to_string(),
             digest.to_string(),
         );
         let (bytes, _) = client
-            .pull_manifest_raw(&by_digest, &RegistryAuth::Anonymous, ACCEPTED_MANIFESTS)
+            .pull_manifest_raw(&by_digest, &source.auth, ACCEPTED_MANIFESTS)
             .await
-            .map_err(|e| registry_error(normalized, "platform manifest", e))?;
+            .map_err(|e| source.error(normalized, "platform manifest", e))?;
         self.write_blob("platform manifest", digest, &bytes)?;
         match manifest::parse_document(&bytes, "platform manifest")? {
             Document::Manifest(m) => Ok(m),
@@ -147,44 +286,10 @@ impl ImageStore {
     }
 }
 
-/// An anonymous client speaking plain HTTP to loopback and `insecure` registries only.
-fn client_for(image_ref: &ImageRef, oci_ref: &Reference, insecure: &[String]) -> Client {
-    // Several users may race to install it; a second install fails harmlessly.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let mut plain_http: Vec<String> = insecure.to_vec();
-    if image_ref.is_loopback_registry() {
-        plain_http.push(image_ref.registry.clone());
-        plain_http.push(oci_ref.resolve_registry().to_string());
-    }
-    Client::new(ClientConfig {
-        protocol: ClientProtocol::HttpsExcept(plain_http),
-        platform_resolver: Some(Box::new(oci_client::client::linux_amd64_resolver)),
-        ..Default::default()
-    })
-}
-
 fn descriptor(digest: &str) -> LayerDescriptor<'_> {
     LayerDescriptor {
         digest,
         urls: &None,
-    }
-}
-
-/// Maps the client's errors, turning its digest check failures into ours.
-fn registry_error(reference: &str, what: &str, e: OciDistributionError) -> ImageError {
-    match e {
-        OciDistributionError::DigestError(DigestError::VerificationError { expected, actual }) => {
-            ImageError::DigestMismatch {
-                what: what.to_string(),
-                expected,
-                actual,
-            }
-        }
-        other => ImageError::Registry {
-            reference: reference.to_string(),
-            what: what.to_string(),
-            source: Box::new(other),
-        },
     }
 }
 
