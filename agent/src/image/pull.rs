@@ -300,3 +300,154 @@ async fn blocking<T: Send + 'static>(
         .await
         .map_err(|e| ImageError::Task(e.to_string()))?
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_tests::image_fixture;
+    use shoal_tests::registry::{self, Registry, RegistryOptions};
+
+    fn registry_missing() -> bool {
+        if registry::available() {
+            return false;
+        }
+        eprintln!(
+            "skipping: {} is not installed (apt-get install docker-registry)",
+            registry::REGISTRY_BIN
+        );
+        true
+    }
+
+    fn credentials(server: &str, password: &str) -> RegistryAuth {
+        RegistryAuth {
+            server: server.to_string(),
+            username: "alice".to_string(),
+            password: password.to_string(),
+            ..Default::default()
+        }
+    }
+
+    /// A loopback address nothing listens on.
+    fn dead_addr() -> String {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").to_string()
+    }
+
+    #[tokio::test]
+    async fn private_registry_wants_the_right_credentials() {
+        if registry_missing() {
+            return;
+        }
+        // Pushes are anonymous: fill the storage with an open registry, then serve it with auth.
+        let data = tempfile::tempdir().expect("tempdir");
+        let open = Registry::start_with(RegistryOptions {
+            data_dir: Some(data.path().to_path_buf()),
+            ..RegistryOptions::default()
+        })
+        .expect("start registry");
+        image_fixture::push_busybox(open.addr(), "shoal/private:1")
+            .await
+            .expect("push");
+        drop(open);
+        let reg = Registry::start_with_basic_auth("alice", "s3cret", Some(data.path().into()))
+            .expect("start registry with auth");
+        let addr = reg.addr().to_string();
+        let reference = format!("{addr}/shoal/private:1");
+        let root = tempfile::tempdir().expect("tempdir");
+        let store = ImageStore::open(root.path()).expect("open store");
+
+        // No credentials, and credentials for another registry (never sent here).
+        let hub = credentials("https://index.docker.io/v1/", "s3cret");
+        for auth in [None, Some(&hub)] {
+            let err = store
+                .pull_with_auth(&reference, &[], auth)
+                .await
+                .expect_err("pull without credentials");
+            assert!(
+                matches!(
+                    err,
+                    ImageError::Unauthorized {
+                        credentials_sent: false,
+                        ..
+                    }
+                ),
+                "{err:?}"
+            );
+            assert_eq!(
+                err.to_string(),
+                format!("unauthorized: authentication required (no credentials were sent for {addr}; use shoalctl login and --with-registry-auth)")
+            );
+        }
+
+        let wrong = credentials(&addr, "wrong");
+        let err = store
+            .pull_with_auth(&reference, &[], Some(&wrong))
+            .await
+            .expect_err("pull with a wrong password");
+        assert_eq!(
+            err.to_string(),
+            format!("unauthorized: incorrect username or password for {addr}")
+        );
+        assert!(!err.to_string().contains("wrong"));
+        assert!(store.get(&reference).expect("get").is_none());
+
+        // The server as `docker login` may write it.
+        let right = credentials(&format!("http://{addr}/"), "s3cret");
+        let image = store
+            .pull_with_auth(&reference, &[], Some(&right))
+            .await
+            .unwrap_or_else(|e| panic!("pull with credentials: {e}\n{}", reg.log()));
+        assert_eq!(image.reference, reference);
+        assert_eq!(image.config.cmd, vec!["sh".to_string()]);
+        assert!(store.get(&reference).expect("get").is_some());
+    }
+
+    #[tokio::test]
+    async fn docker_hub_images_come_through_the_mirrors_in_order() {
+        if registry_missing() {
+            return;
+        }
+        let mirror = Registry::start().expect("start mirror");
+        image_fixture::push_busybox(mirror.addr(), "library/busybox:mirrored")
+            .await
+            .expect("push");
+        let index_digest = image_fixture::push_multiarch_busybox(mirror.addr(), "user/multi:1")
+            .await
+            .expect("push index");
+        let root = tempfile::tempdir().expect("tempdir");
+        let mirrors = [
+            format!("http://{}", dead_addr()),
+            format!("http://{}/", mirror.addr()),
+        ]
+        .iter()
+        .map(|m| RegistryMirror::parse(m).expect("mirror"))
+        .collect();
+        let store = ImageStore::open(root.path())
+            .expect("open store")
+            .with_registry_mirrors(mirrors);
+
+        // The dead mirror fails, the second serves; the image is Docker Hub's by name.
+        let image = store
+            .pull("busybox:mirrored", &[])
+            .await
+            .unwrap_or_else(|e| panic!("pull through the mirror: {e}\n{}", mirror.log()));
+        assert_eq!(image.reference, "docker.io/library/busybox:mirrored");
+        let local = store
+            .get("busybox:mirrored")
+            .expect("get")
+            .expect("recorded");
+        assert_eq!(local.digest, image.digest);
+
+        // An index through a mirror still resolves to linux/amd64 (the arm64 decoy runs `false`).
+        let multi = store.pull("user/multi:1", &[]).await.expect("pull index");
+        assert_eq!(multi.reference, "docker.io/user/multi:1");
+        assert_eq!(multi.digest, index_digest);
+        assert_eq!(multi.config.cmd, vec!["sh".to_string()]);
+
+        // Another registry's image never goes through a mirror, though the mirror has it.
+        let other = format!("{}/library/busybox:mirrored", dead_addr());
+        let err = store.pull(&other, &[]).await.expect_err("not mirrored");
+        assert!(matches!(err, ImageError::Registry { .. }), "{err:?}");
+        assert!(store.get(&other).expect("get").is_none());
+    }
+}
