@@ -50,12 +50,156 @@ pub fn credentials_for<'a>(
 }
 
 /// What the registry client sends: a registry token as a bearer token, else username and
-/// password (the client turns them into a bearer token when the registry asks for one).
+/// password (the client turns them into a bearer token when the registry asks for one). An
+/// identity token must first be exchanged (`exchange_identity_token`).
 pub(crate) fn oci_auth(auth: Option<&RegistryAuth>) -> OciAuth {
     match auth {
         None => OciAuth::Anonymous,
         Some(a) if !a.registry_token.is_empty() => OciAuth::Bearer(a.registry_token.clone()),
         Some(a) => OciAuth::Basic(a.username.clone(), a.password.clone()),
+    }
+}
+
+/// The OAuth2 client id sent with token requests (docker sends its own name too).
+const CLIENT_ID: &str = "shoal";
+
+/// The parameters of a `WWW-Authenticate: Bearer realm="…",service="…"` challenge.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct BearerChallenge {
+    /// The token endpoint.
+    pub realm: String,
+    /// The `service` to ask a token for.
+    pub service: Option<String>,
+}
+
+/// Parses a Bearer challenge; `None` for any other scheme (e.g. `Basic`).
+pub(crate) fn parse_bearer_challenge(header: &str) -> Option<BearerChallenge> {
+    let header = header.trim();
+    let (scheme, params) = header.split_once(char::is_whitespace)?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    let mut challenge = BearerChallenge::default();
+    let mut rest = params.trim_start();
+    while !rest.is_empty() {
+        let (key, after) = rest.split_once('=')?;
+        let key = key.trim().to_ascii_lowercase();
+        let after = after.trim_start();
+        // A value is a quoted string (with `\` escapes) or a token up to the next comma.
+        let (value, after) = if let Some(quoted) = after.strip_prefix('"') {
+            let mut value = String::new();
+            let mut chars = quoted.char_indices();
+            let mut end = None;
+            while let Some((i, c)) = chars.next() {
+                match c {
+                    '\\' => value.extend(chars.next().map(|(_, c)| c)),
+                    '"' => {
+                        end = Some(i + 1);
+                        break;
+                    }
+                    c => value.push(c),
+                }
+            }
+            (value, &quoted[end?..])
+        } else {
+            let end = after.find(',').unwrap_or(after.len());
+            (after[..end].trim().to_string(), &after[end..])
+        };
+        match key.as_str() {
+            "realm" => challenge.realm = value,
+            "service" => challenge.service = Some(value),
+            _ => {}
+        }
+        rest = after.trim_start().trim_start_matches(',').trim_start();
+    }
+    (!challenge.realm.is_empty()).then_some(challenge)
+}
+
+/// Exchanges a docker identity token (an OAuth2 refresh token from `docker login`) for an access
+/// token to pull `repository` from `registry`, as dockerd does: the registry's Bearer challenge
+/// names the token endpoint, which gets a `refresh_token` grant. The token never reaches a log.
+pub(crate) async fn exchange_identity_token(
+    scheme: &str,
+    registry: &str,
+    repository: &str,
+    identity_token: &str,
+) -> Result<String, ImageError> {
+    let failed = |reason: String| ImageError::TokenExchange {
+        registry: registry.to_string(),
+        reason,
+    };
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(30))
+        .build()
+        .map_err(|e| failed(format!("http client: {e}")))?;
+    let ping = client
+        .get(format!("{scheme}://{registry}/v2/"))
+        .send()
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+    let challenge = ping
+        .headers()
+        .get_all(reqwest::header::WWW_AUTHENTICATE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(parse_bearer_challenge)
+        .ok_or_else(|| {
+            failed("the registry asks for no bearer token; an identity token cannot be used".into())
+        })?;
+    let scope = format!("repository:{repository}:pull");
+    // Built in one go: the serializer is not `Send` and must not live across an await.
+    let body = {
+        let mut form = form_urlencoded::Serializer::new(String::new());
+        form.append_pair("grant_type", "refresh_token")
+            .append_pair("refresh_token", identity_token)
+            .append_pair("client_id", CLIENT_ID)
+            .append_pair("scope", &scope);
+        if let Some(service) = &challenge.service {
+            form.append_pair("service", service);
+        }
+        form.finish()
+    };
+    let answer = client
+        .post(&challenge.realm)
+        .header(
+            reqwest::header::CONTENT_TYPE,
+            "application/x-www-form-urlencoded",
+        )
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+    let status = answer.status();
+    if matches!(
+        status,
+        reqwest::StatusCode::UNAUTHORIZED
+            | reqwest::StatusCode::FORBIDDEN
+            | reqwest::StatusCode::BAD_REQUEST
+    ) {
+        return Err(ImageError::Unauthorized {
+            reference: format!("{registry}/{repository}"),
+            registry: registry.to_string(),
+            credentials_sent: true,
+        });
+    }
+    if !status.is_success() {
+        return Err(failed(format!("token endpoint answered {status}")));
+    }
+    #[derive(serde::Deserialize)]
+    struct TokenReply {
+        #[serde(default)]
+        access_token: String,
+        #[serde(default)]
+        token: String,
+    }
+    let reply: TokenReply = answer
+        .json()
+        .await
+        .map_err(|e| failed(format!("token reply: {e}")))?;
+    match (reply.access_token, reply.token) {
+        (a, _) if !a.is_empty() => Ok(a),
+        (_, t) if !t.is_empty() => Ok(t),
+        _ => Err(failed("the token reply holds no token".into())),
     }
 }
 
@@ -213,6 +357,26 @@ mod tests {
         assert!(matches!(oci_auth(Some(&token)), OciAuth::Bearer(t) if t == "t"));
         assert_eq!(Redacted(Some(&token)).to_string(), "registry token");
         assert!(!Redacted(Some(&auth("x"))).to_string().contains('p'));
+    }
+
+    #[test]
+    fn bearer_challenges_parse() {
+        let c = parse_bearer_challenge(
+            r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/busybox:pull""#,
+        )
+        .expect("bearer");
+        assert_eq!(c.realm, "https://auth.docker.io/token");
+        assert_eq!(c.service.as_deref(), Some("registry.docker.io"));
+        let c =
+            parse_bearer_challenge(r#"bearer service="a\"b", realm=http://x/t"#).expect("bearer");
+        assert_eq!(c.realm, "http://x/t");
+        assert_eq!(c.service.as_deref(), Some("a\"b"));
+        assert_eq!(parse_bearer_challenge(r#"Basic realm="r""#), None);
+        assert_eq!(parse_bearer_challenge("Bearer service=\"s\""), None);
+        assert_eq!(
+            parse_bearer_challenge(r#"Bearer realm="unterminated"#),
+            None
+        );
     }
 
     #[test]

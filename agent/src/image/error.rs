@@ -50,6 +50,14 @@ pub enum ImageError {
         /// Whether credentials were sent (they were then refused).
         credentials_sent: bool,
     },
+    /// An identity token could not be exchanged for an access token.
+    #[error("identity token for {registry}: {reason}")]
+    TokenExchange {
+        /// The registry (`host[:port]`).
+        registry: String,
+        /// What went wrong (never the token).
+        reason: String,
+    },
     /// A `--registry-mirror` is not an `http(s)://host[:port]` URL.
     #[error("invalid registry mirror {mirror:?}: {reason}")]
     InvalidMirror {

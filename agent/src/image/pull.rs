@@ -8,7 +8,7 @@ use oci_client::{Client, Reference};
 use shoal_proto::v1::RegistryAuth;
 use tracing::{debug, info, warn};
 
-use super::auth::{credentials_for, oci_auth, Redacted, RegistryMirror};
+use super::auth::{credentials_for, exchange_identity_token, oci_auth, Redacted, RegistryMirror};
 use super::manifest::{self, Document, Manifest, ACCEPTED_MANIFESTS};
 use super::store::{check_layer_count, ImageRecord};
 use super::{Image, ImageError, ImageRef, ImageStore};
@@ -27,8 +27,9 @@ struct Source {
 
 impl Source {
     /// The image's own registry: plain HTTP to loopback and `insecure` ones, the task's
-    /// credentials when they are for this registry.
-    fn direct(
+    /// credentials when they are for this registry (an identity token exchanged for an access
+    /// token first).
+    async fn direct(
         image_ref: &ImageRef,
         insecure: &[String],
         auth: Option<&RegistryAuth>,
@@ -40,10 +41,29 @@ impl Source {
             plain_http.push(oci_ref.resolve_registry().to_string());
         }
         let creds = credentials_for(&image_ref.registry, auth);
+        let auth = match creds {
+            Some(c) if c.registry_token.is_empty() && !c.identity_token.is_empty() => {
+                let registry = oci_ref.resolve_registry();
+                let scheme = if plain_http.iter().any(|h| h == registry) {
+                    "http"
+                } else {
+                    "https"
+                };
+                let token = exchange_identity_token(
+                    scheme,
+                    registry,
+                    oci_ref.repository(),
+                    &c.identity_token,
+                )
+                .await?;
+                OciAuth::Bearer(token)
+            }
+            creds => oci_auth(creds),
+        };
         Ok(Source {
             oci_ref,
             plain_http,
-            auth: oci_auth(creds),
+            auth,
             credentials_sent: creds.is_some(),
         })
     }
@@ -148,7 +168,7 @@ impl ImageStore {
                 }
             }
         }
-        let source = Source::direct(&image_ref, insecure, auth)?;
+        let source = Source::direct(&image_ref, insecure, auth).await?;
         debug!(
             image = %image_ref,
             credentials = %Redacted(credentials_for(&image_ref.registry, auth)),
@@ -449,5 +469,198 @@ mod tests {
         let err = store.pull(&other, &[]).await.expect_err("not mirrored");
         assert!(matches!(err, ImageError::Registry { .. }), "{err:?}");
         assert!(store.get(&other).expect("get").is_none());
+    }
+
+    /// A registry with docker's token auth, in memory: `/v2/` and the image want a bearer token
+    /// that its `/token` endpoint gives for alice's password (GET, basic auth) or her identity
+    /// token (POST, OAuth2 refresh grant). Counts the tokens it issued.
+    struct TokenRegistry {
+        addr: String,
+        issued: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    const TOKEN: &str = "access-T1";
+    const IDENTITY_TOKEN: &str = "refresh-R1";
+    const ALICE_BASIC: &str = "Basic YWxpY2U6czNjcmV0"; // alice:s3cret
+
+    impl TokenRegistry {
+        async fn start(image: image_fixture::BuiltImage) -> TokenRegistry {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            let addr = listener.local_addr().expect("addr").to_string();
+            let issued = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let image = std::sync::Arc::new(image);
+            let (a, n) = (addr.clone(), issued.clone());
+            tokio::spawn(async move {
+                while let Ok((conn, _)) = listener.accept().await {
+                    tokio::spawn(serve(conn, a.clone(), image.clone(), n.clone()));
+                }
+            });
+            TokenRegistry { addr, issued }
+        }
+    }
+
+    /// One request per connection (answered with `Connection: close`).
+    async fn serve(
+        mut conn: tokio::net::TcpStream,
+        addr: String,
+        image: std::sync::Arc<image_fixture::BuiltImage>,
+        issued: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    ) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut buf = Vec::new();
+        let head_end = loop {
+            let mut chunk = [0u8; 4096];
+            let n = match conn.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            buf.extend_from_slice(&chunk[..n]);
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+        let mut lines = head.split("\r\n");
+        let request_line = lines.next().unwrap_or_default().to_string();
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+            .collect();
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default()
+        };
+        let length: usize = header("content-length").parse().unwrap_or(0);
+        while buf.len() < head_end + length {
+            let mut chunk = [0u8; 4096];
+            match conn.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        let body = String::from_utf8_lossy(&buf[head_end..]).to_string();
+        let mut parts = request_line.split(' ');
+        let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+        let path = target.split('?').next().unwrap_or("");
+        let bearer_ok = header("authorization") == format!("Bearer {TOKEN}");
+        let challenge = format!(
+            "WWW-Authenticate: Bearer realm=\"http://{addr}/token\",service=\"fake-registry\"\r\n"
+        );
+        let token_json = format!("{{\"token\":\"{TOKEN}\",\"access_token\":\"{TOKEN}\"}}");
+        let form: Vec<(String, String)> = form_urlencoded::parse(body.as_bytes())
+            .into_owned()
+            .collect();
+        let has = |k: &str, v: &str| form.iter().any(|(fk, fv)| fk == k && fv == v);
+        let blob = |digest: &str| -> Option<Vec<u8>> {
+            if digest == image.config_digest {
+                return Some(image.config.clone());
+            }
+            image
+                .layers
+                .iter()
+                .find(|l| l.digest == digest)
+                .map(|l| l.gz.clone())
+        };
+        let (status, extra, content): (&str, String, Vec<u8>) = match (method, path) {
+            ("GET", "/token") if header("authorization") == ALICE_BASIC => {
+                issued.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                ("200 OK", String::new(), token_json.into_bytes())
+            }
+            ("POST", "/token")
+                if has("grant_type", "refresh_token")
+                    && has("refresh_token", IDENTITY_TOKEN)
+                    && has("service", "fake-registry")
+                    && has("scope", "repository:shoal/tok:pull") =>
+            {
+                issued.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                ("200 OK", String::new(), token_json.into_bytes())
+            }
+            (_, "/token") => ("401 Unauthorized", String::new(), Vec::new()),
+            _ if !bearer_ok => ("401 Unauthorized", challenge, Vec::new()),
+            ("GET", "/v2/") => ("200 OK", String::new(), b"{}".to_vec()),
+            ("GET", "/v2/shoal/tok/manifests/1") => (
+                "200 OK",
+                format!(
+                    "Content-Type: {}\r\nDocker-Content-Digest: {}\r\n",
+                    image_fixture::media::MANIFEST,
+                    image.manifest_digest
+                ),
+                image.manifest.clone(),
+            ),
+            ("GET", p) => match p.strip_prefix("/v2/shoal/tok/blobs/").and_then(blob) {
+                Some(b) => ("200 OK", String::new(), b),
+                None => ("404 Not Found", String::new(), Vec::new()),
+            },
+            _ => ("404 Not Found", String::new(), Vec::new()),
+        };
+        let reply = format!(
+            "HTTP/1.1 {status}\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n",
+            content.len()
+        );
+        let _ = conn.write_all(reply.as_bytes()).await;
+        let _ = conn.write_all(&content).await;
+        let _ = conn.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn token_auth_registries_get_a_token_for_a_password_or_an_identity_token() {
+        let reg = TokenRegistry::start(image_fixture::busybox_image().expect("image")).await;
+        let addr = reg.addr.clone();
+        let reference = format!("{addr}/shoal/tok:1");
+
+        for (auth, sent) in [
+            (None, false),
+            (Some(credentials(&addr, "wrong")), true),
+            (
+                Some(RegistryAuth {
+                    server: addr.clone(),
+                    identity_token: "stale".into(),
+                    ..Default::default()
+                }),
+                true,
+            ),
+        ] {
+            let root = tempfile::tempdir().expect("tempdir");
+            let store = ImageStore::open(root.path()).expect("open store");
+            let err = store
+                .pull_with_auth(&reference, &[], auth.as_ref())
+                .await
+                .expect_err("refused");
+            assert!(
+                matches!(&err, ImageError::Unauthorized { credentials_sent, .. } if *credentials_sent == sent),
+                "{err:?}"
+            );
+            assert!(err.to_string().starts_with("unauthorized: "), "{err}");
+        }
+        assert_eq!(reg.issued.load(std::sync::atomic::Ordering::SeqCst), 0);
+
+        let right = credentials(&addr, "s3cret");
+        let identity = RegistryAuth {
+            server: addr.clone(),
+            identity_token: IDENTITY_TOKEN.into(),
+            ..Default::default()
+        };
+        let bearer = RegistryAuth {
+            server: addr.clone(),
+            registry_token: TOKEN.into(),
+            ..Default::default()
+        };
+        for (n, auth) in [right, identity, bearer].iter().enumerate() {
+            let root = tempfile::tempdir().expect("tempdir");
+            let store = ImageStore::open(root.path()).expect("open store");
+            let image = store
+                .pull_with_auth(&reference, &[], Some(auth))
+                .await
+                .unwrap_or_else(|e| panic!("pull {n}: {e}"));
+            assert_eq!(image.config.cmd, vec!["sh".to_string()]);
+        }
+        // The password and the identity token were each traded for a token; the registry token
+        // went as is.
+        assert_eq!(reg.issued.load(std::sync::atomic::Ordering::SeqCst), 2);
     }
 }
