@@ -33,6 +33,8 @@ pub struct AgentOptions {
     pub init_path: PathBuf,
     /// Registries reachable over plain HTTP.
     pub insecure_registries: Vec<String>,
+    /// Docker Hub mirrors pulls try first, in order (`--registry-mirror`).
+    pub registry_mirrors: Vec<crate::image::RegistryMirror>,
     /// Address reported to the cluster.
     pub advertise_addr: Option<String>,
     /// Subnet of the local bridge network.
@@ -122,7 +124,8 @@ pub async fn run(
         )?),
         None => None,
     };
-    let images = ImageStore::open(&opts.data_dir.join("images"))?;
+    let images = ImageStore::open(&opts.data_dir.join("images"))?
+        .with_registry_mirrors(opts.registry_mirrors.clone());
     let cgroup_parent = format!("shoal/{}", joined.state.node_id);
     let mut runtime = Runtime::new(&opts.data_dir.join("runtime"), &cgroup_parent)?
         .with_allow_unconfined(opts.allow_unconfined)

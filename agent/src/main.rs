@@ -19,6 +19,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once at startup: the size of `Join` next to `Load` costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Join a cluster (or restart from DATA_DIR) and run its tasks here.
@@ -43,6 +45,10 @@ enum Command {
         /// Registry to reach over plain HTTP (loopback registries always are; repeatable).
         #[arg(long = "insecure-registry", value_name = "HOST:PORT")]
         insecure_registries: Vec<String>,
+        /// Docker Hub mirror to pull through before Docker Hub itself (`http://HOST:PORT` or
+        /// `https://HOST[:PORT]`; repeatable, tried in order).
+        #[arg(long = "registry-mirror", value_name = "URL")]
+        registry_mirrors: Vec<shoal_agent::image::RegistryMirror>,
         /// Address to report to the cluster.
         #[arg(long)]
         advertise_addr: Option<String>,
@@ -151,6 +157,7 @@ async fn run(command: Command, env_token: Option<String>) -> anyhow::Result<()> 
             labels,
             hostname,
             insecure_registries,
+            registry_mirrors,
             advertise_addr,
             bridge_subnet,
             manager_port,
@@ -188,6 +195,7 @@ async fn run(command: Command, env_token: Option<String>) -> anyhow::Result<()> 
                     allow_unconfined,
                     init_path,
                     insecure_registries,
+                    registry_mirrors,
                     advertise_addr,
                     bridge_subnet,
                     manager_port,

@@ -500,7 +500,12 @@ async fn start(task: &Task, shared: &Arc<Shared>) -> Phase {
     shared.report(&id, status(TaskState::TaskAccepted, "accepted"));
     let image_ref = image_ref(task);
     shared.report(&id, status(TaskState::TaskPreparing, "preparing"));
-    let image = match exec.pull(&image_ref).await {
+    let auth = task
+        .spec
+        .as_ref()
+        .and_then(|s| s.container.as_ref())
+        .and_then(|c| c.registry_auth.as_ref());
+    let image = match exec.pull(&image_ref, auth).await {
         Ok(i) => i,
         Err(e) => {
             shared.report(

@@ -8,6 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use base64::Engine as _;
 
 /// Where Debian's `docker-registry` package installs the registry.
 pub const REGISTRY_BIN: &str = "/usr/bin/docker-registry";
@@ -31,6 +32,35 @@ pub struct RegistryOptions {
     pub command_prefix: Vec<String>,
     /// How long to wait for `GET /v2/` to answer.
     pub timeout: Duration,
+    /// Require HTTP basic authentication (an htpasswd file with this one user); `None`: open.
+    pub basic_auth: Option<BasicAuth>,
+}
+
+/// The one user of a registry started with `RegistryOptions::basic_auth`.
+#[derive(Clone)]
+pub struct BasicAuth {
+    /// User name.
+    pub username: String,
+    /// Password (stored bcrypt-hashed in the registry's htpasswd file).
+    pub password: String,
+}
+
+impl std::fmt::Debug for BasicAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BasicAuth")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+/// The registry's htpasswd line for `auth` (bcrypt, the only scheme the registry accepts).
+fn htpasswd_line(auth: &BasicAuth) -> Result<String> {
+    // The lowest cost bcrypt allows: these are throwaway test passwords.
+    let hash = bcrypt::hash_with_result(&auth.password, 4)
+        .context("bcrypt the registry password")?
+        .format_for_version(bcrypt::Version::TwoY);
+    Ok(format!("{}:{hash}\n", auth.username))
 }
 
 impl Default for RegistryOptions {
@@ -40,6 +70,7 @@ impl Default for RegistryOptions {
             data_dir: None,
             command_prefix: Vec::new(),
             timeout: Duration::from_secs(20),
+            basic_auth: None,
         }
     }
 }
@@ -48,6 +79,7 @@ impl Default for RegistryOptions {
 pub struct Registry {
     child: Child,
     addr: String,
+    basic_auth: Option<BasicAuth>,
     data_dir: PathBuf,
     dir: tempfile::TempDir,
 }
@@ -82,8 +114,17 @@ impl Registry {
             .context("create registry temp dir")?;
         let data_dir = opts.data_dir.unwrap_or_else(|| dir.path().join("data"));
         fs::create_dir_all(&data_dir).with_context(|| format!("create {}", data_dir.display()))?;
+        let htpasswd = match &opts.basic_auth {
+            Some(auth) => {
+                let path = dir.path().join("htpasswd");
+                fs::write(&path, htpasswd_line(auth)?).context("write htpasswd")?;
+                Some(path)
+            }
+            None => None,
+        };
         let config = dir.path().join("config.yml");
-        fs::write(&config, config_yaml(&addr, &data_dir)).context("write registry config")?;
+        fs::write(&config, config_yaml(&addr, &data_dir, htpasswd.as_deref()))
+            .context("write registry config")?;
         let log_path = dir.path().join("registry.log");
         let log = fs::File::create(&log_path).context("create registry log")?;
         let log_err = log.try_clone().context("dup registry log")?;
@@ -100,11 +141,39 @@ impl Registry {
         let mut registry = Registry {
             child,
             addr,
+            basic_auth: opts.basic_auth,
             data_dir,
             dir,
         };
         registry.wait_ready(&opts.command_prefix, opts.timeout)?;
         Ok(registry)
+    }
+
+    /// Starts a registry on a free port of 127.0.0.1 that serves only `username` with `password`
+    /// (HTTP basic authentication), keeping its blobs in `data_dir` when given: a registry
+    /// started earlier on the same `data_dir` can have filled it, since pushes are anonymous.
+    pub fn start_with_basic_auth(
+        username: &str,
+        password: &str,
+        data_dir: Option<PathBuf>,
+    ) -> Result<Registry> {
+        let opts = RegistryOptions {
+            data_dir,
+            basic_auth: Some(BasicAuth {
+                username: username.to_string(),
+                password: password.to_string(),
+            }),
+            ..RegistryOptions::default()
+        };
+        // As `start`: the free port may be taken between finding and binding it.
+        let mut last = None;
+        for _ in 0..3 {
+            match Registry::start_with(opts.clone()) {
+                Ok(r) => return Ok(r),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| anyhow::anyhow!("registry did not start")))
     }
 
     /// `IP:PORT` the registry listens on, as used in image references.
@@ -131,7 +200,7 @@ impl Registry {
                     self.log()
                 );
             }
-            if probe(prefix, &self.addr) {
+            if probe(prefix, &self.addr, self.basic_auth.as_ref()) {
                 return Ok(());
             }
             if Instant::now() > deadline {
@@ -153,14 +222,21 @@ impl Drop for Registry {
     }
 }
 
-fn config_yaml(addr: &str, data_dir: &Path) -> String {
-    format!(
+fn config_yaml(addr: &str, data_dir: &Path, htpasswd: Option<&Path>) -> String {
+    let mut yaml = format!(
         "version: 0.1\n\
          log:\n  level: warn\n  accesslog:\n    disabled: true\n\
          storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n\
          http:\n  addr: {addr}\n",
         data_dir.display()
-    )
+    );
+    if let Some(path) = htpasswd {
+        yaml.push_str(&format!(
+            "auth:\n  htpasswd:\n    realm: shoal-test-registry\n    path: {}\n",
+            path.display()
+        ));
+    }
+    yaml
 }
 
 fn command(prefix: &[String], program: &str) -> Command {
@@ -179,16 +255,19 @@ fn free_loopback_port() -> Result<SocketAddr> {
     l.local_addr().context("find a free port")
 }
 
-/// One `GET /v2/`: true on HTTP 200.
-fn probe(prefix: &[String], addr: &str) -> bool {
+/// One `GET /v2/` (with `auth` when the registry wants it): true on HTTP 200.
+fn probe(prefix: &[String], addr: &str, auth: Option<&BasicAuth>) -> bool {
     if !prefix.is_empty() {
+        let userinfo = auth
+            .map(|a| format!("{}:{}@", a.username, a.password))
+            .unwrap_or_default();
         let mut cmd = command(prefix, BUSYBOX);
         cmd.args([
             "wget",
             "-q",
             "-O",
             "/dev/null",
-            &format!("http://{addr}/v2/"),
+            &format!("http://{userinfo}{addr}/v2/"),
         ])
         .stdout(Stdio::null())
         .stderr(Stdio::null());
@@ -201,7 +280,14 @@ fn probe(prefix: &[String], addr: &str) -> bool {
         return false;
     };
     let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    let req = format!("GET /v2/ HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+    let authorization = auth
+        .map(|a| {
+            let credentials = format!("{}:{}", a.username, a.password);
+            let basic = base64::engine::general_purpose::STANDARD.encode(credentials);
+            format!("Authorization: Basic {basic}\r\n")
+        })
+        .unwrap_or_default();
+    let req = format!("GET /v2/ HTTP/1.0\r\nHost: {addr}\r\n{authorization}\r\n");
     if s.write_all(req.as_bytes()).is_err() {
         return false;
     }
@@ -215,10 +301,48 @@ mod tests {
 
     #[test]
     fn config_names_addr_and_storage() {
-        let y = config_yaml("127.0.0.1:5000", Path::new("/d"));
+        let y = config_yaml("127.0.0.1:5000", Path::new("/d"), None);
         assert!(y.contains("addr: 127.0.0.1:5000"));
         assert!(y.contains("rootdirectory: /d"));
         assert!(y.starts_with("version: 0.1"));
+        assert!(!y.contains("auth:"));
+        let y = config_yaml("127.0.0.1:5000", Path::new("/d"), Some(Path::new("/h")));
+        assert!(y.ends_with("auth:\n  htpasswd:\n    realm: shoal-test-registry\n    path: /h\n"));
+    }
+
+    #[test]
+    fn htpasswd_line_is_bcrypt_2y_and_verifies() {
+        let auth = BasicAuth {
+            username: "alice".into(),
+            password: "s3cret".into(),
+        };
+        let line = htpasswd_line(&auth).expect("htpasswd");
+        let (user, hash) = line.trim_end().split_once(':').expect("user:hash");
+        assert_eq!(user, "alice");
+        assert!(hash.starts_with("$2y$"), "{hash}");
+        assert!(bcrypt::verify("s3cret", hash).expect("verify"));
+        assert!(!bcrypt::verify("wrong", hash).expect("verify"));
+        assert!(!format!("{auth:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn basic_auth_registry_wants_the_password() {
+        if !available() {
+            eprintln!("skipping: {REGISTRY_BIN} is not installed");
+            return;
+        }
+        let r = Registry::start_with_basic_auth("alice", "s3cret", None).expect("start registry");
+        let good = BasicAuth {
+            username: "alice".into(),
+            password: "s3cret".into(),
+        };
+        let bad = BasicAuth {
+            password: "nope".into(),
+            ..good.clone()
+        };
+        assert!(probe(&[], r.addr(), Some(&good)), "{}", r.log());
+        assert!(!probe(&[], r.addr(), None));
+        assert!(!probe(&[], r.addr(), Some(&bad)));
     }
 
     #[test]
@@ -228,9 +352,9 @@ mod tests {
             return;
         }
         let r = Registry::start().expect("start registry");
-        assert!(probe(&[], r.addr()));
+        assert!(probe(&[], r.addr(), None));
         let addr = r.addr().to_string();
         drop(r);
-        assert!(!probe(&[], &addr));
+        assert!(!probe(&[], &addr, None));
     }
 }

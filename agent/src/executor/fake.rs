@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use shoal_proto::v1::Task;
+use shoal_proto::v1::{RegistryAuth, Task};
 use tokio::sync::watch;
 
 use super::config::container_config;
@@ -276,7 +276,11 @@ impl Executor for FakeExecutor {
         Ok(out)
     }
 
-    async fn pull(&self, reference: &str) -> Result<Image, ExecutorError> {
+    async fn pull(
+        &self,
+        reference: &str,
+        _auth: Option<&RegistryAuth>,
+    ) -> Result<Image, ExecutorError> {
         self.record(Call::Pull(reference.to_string()));
         if self.script().pull_failures.contains(reference) {
             return Err(ExecutorError::Pull {

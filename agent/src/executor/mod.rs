@@ -15,7 +15,7 @@ mod real;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use shoal_proto::v1::Task;
+use shoal_proto::v1::{RegistryAuth, Task};
 
 use crate::image::{Image, ImageError};
 use crate::network::NetworkError;
@@ -69,8 +69,13 @@ pub trait Executor: Send + Sync + 'static {
     /// Every container on this node with its status, by task id.
     async fn list(&self) -> Result<Vec<(String, ContainerStatus)>, ExecutorError>;
 
-    /// The image `reference` names, pulled (or, with the registry unreachable, found locally).
-    async fn pull(&self, reference: &str) -> Result<Image, ExecutorError>;
+    /// The image `reference` names, pulled (or, with the registry unreachable, found locally),
+    /// with `auth` (the task's `--with-registry-auth` credentials) when it is for its registry.
+    async fn pull(
+        &self,
+        reference: &str,
+        auth: Option<&RegistryAuth>,
+    ) -> Result<Image, ExecutorError>;
 
     /// The local copy of an image, without asking a registry (`None`: not on this node).
     async fn local_image(&self, reference: &str) -> Option<Image>;

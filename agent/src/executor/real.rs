@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use shoal_proto::v1::Task;
+use shoal_proto::v1::{RegistryAuth, Task};
 use tracing::{info, warn};
 
 use super::config::{container_config, node_config};
@@ -81,7 +81,11 @@ impl Executor for RuntimeExecutor {
     }
 
     /// Pulls an image once for all the tasks that need it at the same time.
-    async fn pull(&self, reference: &str) -> Result<Image, ExecutorError> {
+    async fn pull(
+        &self,
+        reference: &str,
+        auth: Option<&RegistryAuth>,
+    ) -> Result<Image, ExecutorError> {
         let slot = lock(&self.pulls)
             .entry(reference.to_string())
             .or_default()
@@ -92,7 +96,11 @@ impl Executor for RuntimeExecutor {
                 return Ok(img.clone());
             }
         }
-        match self.images.pull(reference, &self.insecure_registries).await {
+        match self
+            .images
+            .pull_with_auth(reference, &self.insecure_registries, auth)
+            .await
+        {
             Ok(img) => {
                 *guard = Some((Instant::now(), img.clone()));
                 Ok(img)

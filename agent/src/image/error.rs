@@ -40,6 +40,32 @@ pub enum ImageError {
         #[source]
         source: Box<oci_client::errors::OciDistributionError>,
     },
+    /// The registry refused the pull: credentials were missing, wrong or not enough.
+    #[error("{}", unauthorized_message(registry, *credentials_sent))]
+    Unauthorized {
+        /// The normalized reference being pulled.
+        reference: String,
+        /// The registry that refused (`host[:port]`).
+        registry: String,
+        /// Whether credentials were sent (they were then refused).
+        credentials_sent: bool,
+    },
+    /// An identity token could not be exchanged for an access token.
+    #[error("identity token for {registry}: {reason}")]
+    TokenExchange {
+        /// The registry (`host[:port]`).
+        registry: String,
+        /// What went wrong (never the token).
+        reason: String,
+    },
+    /// A `--registry-mirror` is not an `http(s)://host[:port]` URL.
+    #[error("invalid registry mirror {mirror:?}: {reason}")]
+    InvalidMirror {
+        /// The mirror as given.
+        mirror: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// A manifest, index or config could not be parsed.
     #[error("malformed {what}: {reason}")]
     Malformed {
@@ -101,6 +127,17 @@ pub enum ImageError {
     /// A blocking task panicked or was cancelled.
     #[error("background task failed: {0}")]
     Task(String),
+}
+
+/// docker's wording, plus what to do about it when nothing was sent.
+fn unauthorized_message(registry: &str, credentials_sent: bool) -> String {
+    if credentials_sent {
+        format!("unauthorized: incorrect username or password for {registry}")
+    } else {
+        format!(
+            "unauthorized: authentication required (no credentials were sent for {registry}; use shoalctl login and --with-registry-auth)"
+        )
+    }
 }
 
 impl ImageError {

@@ -8,6 +8,7 @@
 //! - `tmp/`: work in progress, emptied on open.
 
 mod archive;
+mod auth;
 mod error;
 pub mod manifest;
 mod pull;
@@ -19,6 +20,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+pub use auth::{credentials_for, normalize_server, RegistryMirror};
 pub use error::ImageError;
 pub use reference::{normalize, ImageRef, DEFAULT_REGISTRY, DEFAULT_TAG};
 pub use store::ImageStore;

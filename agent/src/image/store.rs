@@ -3,10 +3,12 @@
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
+use super::auth::RegistryMirror;
 use super::manifest::{self, Descriptor};
 use super::unpack::{open_layer, unpack_layer};
 use super::{reference, Image, ImageConfig, ImageError};
@@ -15,6 +17,8 @@ use super::{reference, Image, ImageConfig, ImageError};
 #[derive(Debug, Clone)]
 pub struct ImageStore {
     root: PathBuf,
+    /// Docker Hub mirrors pulls try first, in order (shared: the store is cloned per blocking call).
+    mirrors: Arc<[RegistryMirror]>,
 }
 
 /// What an image record file holds.
@@ -58,10 +62,22 @@ impl Drop for TmpPath {
 }
 
 impl ImageStore {
+    /// The same store, pulling Docker Hub images through `mirrors` first (`--registry-mirror`).
+    pub fn with_registry_mirrors(mut self, mirrors: Vec<RegistryMirror>) -> ImageStore {
+        self.mirrors = Arc::from(mirrors);
+        self
+    }
+
+    /// The Docker Hub mirrors, in the order they are tried.
+    pub fn registry_mirrors(&self) -> &[RegistryMirror] {
+        &self.mirrors
+    }
+
     /// Opens (creating if needed) a store under `root` and clears leftovers of interrupted work.
     pub fn open(root: &Path) -> Result<ImageStore, ImageError> {
         let store = ImageStore {
             root: root.to_path_buf(),
+            mirrors: Arc::from(Vec::new()),
         };
         let tmp = store.root.join("tmp");
         if tmp.exists() {
