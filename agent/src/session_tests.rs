@@ -181,10 +181,16 @@ impl Harness {
         }
     }
 
-    /// The next session, registered and established.
-    async fn established(&mut self) -> Opened {
+    /// The next session, its first message read (which must be the registration).
+    async fn registered(&mut self) -> Opened {
         let mut s = self.opened().await;
         assert!(matches!(s.first().await, agent_message::Msg::Register(_)));
+        s
+    }
+
+    /// The next session, registered and established.
+    async fn established(&mut self) -> Opened {
+        let s = self.registered().await;
         s.establish();
         s
     }
@@ -303,16 +309,11 @@ async fn registers_with_its_description_then_beats_at_the_announced_period() {
 #[tokio::test]
 async fn a_session_not_established_first_is_dropped_and_opened_again() {
     let mut h = start(None).await;
-    let mut s = h.opened().await;
-    assert!(matches!(s.first().await, agent_message::Msg::Register(_)));
+    let s = h.registered().await;
     // Assignments before SessionEstablished: the agent must not act on them.
     s.assign(vec![task("t1")]);
     s.until_closed().await;
-    let mut again = h.opened().await;
-    assert!(matches!(
-        again.first().await,
-        agent_message::Msg::Register(_)
-    ));
+    let _again = h.registered().await;
     assert_eq!(h.fake.count(|c| matches!(c, Call::Start(_))), 0);
     h.stop().await.unwrap();
 }
@@ -343,8 +344,7 @@ async fn after_a_broken_stream_the_agent_registers_again_and_resends_known_statu
         .send(Err(tonic::Status::unavailable("leader lost")))
         .unwrap();
     drop(s);
-    let mut s = h.opened().await;
-    assert!(matches!(s.first().await, agent_message::Msg::Register(_)));
+    let mut s = h.registered().await;
     s.establish();
     match s.next().await {
         agent_message::Msg::Status(st) => {
@@ -421,8 +421,7 @@ async fn a_new_certificate_reopens_the_session_with_it() {
 #[tokio::test]
 async fn shutdown_ends_the_loop_while_waiting_for_session_established() {
     let mut h = start(None).await;
-    let mut s = h.opened().await;
-    assert!(matches!(s.first().await, agent_message::Msg::Register(_)));
+    let s = h.registered().await;
     // The dispatcher never answers the registration.
     h.stop().await.unwrap();
     s.until_closed().await;
