@@ -100,12 +100,16 @@ fn leaf_fingerprint(id: &Identity) -> String {
     pki::fingerprint_pem(pki::leaf_pem(&id.cert_pem)).unwrap()
 }
 
-/// Starts the fake dispatcher (refusing every session with `refuse`, if given) and the agent's
-/// session loop against it.
-async fn start(refuse: Option<tonic::Code>) -> Harness {
-    let ca = pki::generate_ca("session-test").unwrap();
-    let server_id = pki::issue(&ca, "m1", CertRole::Manager, Duration::from_secs(3600)).unwrap();
-    let identity = pki::issue(&ca, "n1", CertRole::Worker, Duration::from_secs(3600)).unwrap();
+/// One fake dispatcher listening on loopback with a manager certificate of `ca`.
+struct Served {
+    addr: String,
+    attempts: mpsc::UnboundedReceiver<Attempt>,
+    refuse: Arc<Mutex<Option<tonic::Code>>>,
+    server: AbortOnDrop,
+}
+
+async fn serve(ca: &Identity, refuse: Option<tonic::Code>) -> Served {
+    let server_id = pki::issue(ca, "m1", CertRole::Manager, Duration::from_secs(3600)).unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let (attempts_tx, attempts) = mpsc::unbounded_channel();
@@ -122,6 +126,25 @@ async fn start(refuse: Option<tonic::Code>) -> Harness {
     let server = AbortOnDrop(tokio::spawn(async move {
         let _ = server.await;
     }));
+    Served {
+        addr,
+        attempts,
+        refuse,
+        server,
+    }
+}
+
+/// Starts the fake dispatcher (refusing every session with `refuse`, if given) and the agent's
+/// session loop against it.
+async fn start(refuse: Option<tonic::Code>) -> Harness {
+    let ca = pki::generate_ca("session-test").unwrap();
+    let identity = pki::issue(&ca, "n1", CertRole::Worker, Duration::from_secs(3600)).unwrap();
+    let Served {
+        addr,
+        attempts,
+        refuse,
+        server,
+    } = serve(&ca, refuse).await;
     let dir = tempfile::tempdir().unwrap();
     let joined = Joined {
         state: AgentState {
@@ -425,4 +448,33 @@ async fn shutdown_ends_the_loop_while_waiting_for_session_established() {
     // The dispatcher never answers the registration.
     h.stop().await.unwrap();
     s.until_closed().await;
+}
+
+#[tokio::test]
+async fn managers_named_by_session_established_are_tried_next_after_a_failure() {
+    let mut h = start(None).await;
+    let mut other = serve(&h.ca, None).await;
+    let first = h.registered().await;
+    first.send(manager_message::Msg::Session(SessionEstablished {
+        node_id: "n1".into(),
+        heartbeat_period_ns: PERIOD.as_nanos() as i64,
+        session_id: "s1".into(),
+        managers: vec![other.addr.clone()],
+    }));
+    // The first manager ends the session (a follower now): the agent goes to the one it learnt.
+    drop(first);
+    let opened = tokio::time::timeout(DEADLINE, other.attempts.recv())
+        .await
+        .expect("a session with the learnt manager")
+        .expect("the second dispatcher is gone");
+    let Attempt::Opened(mut s) = opened else {
+        panic!("the second dispatcher refused")
+    };
+    assert!(matches!(s.first().await, agent_message::Msg::Register(_)));
+    assert!(
+        h.attempts.try_recv().is_err(),
+        "the first manager was not tried first"
+    );
+    drop(other.server);
+    h.stop().await.unwrap();
 }
