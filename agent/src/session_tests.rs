@@ -323,9 +323,9 @@ async fn registers_with_its_description_then_beats_at_the_announced_period() {
     for _ in 0..3 {
         assert!(matches!(s.first().await, agent_message::Msg::Heartbeat(_)));
     }
-    // Three beats at half the period: the first at once, the third one period later. Far less
-    // than the 10 s a default period would give.
-    assert!(established.elapsed() < PERIOD * 5);
+    // Three beats at half the period: the first at once, the third one period later (the
+    // bound leaves room for a loaded machine, and is still far below any default period).
+    assert!(established.elapsed() < PERIOD * 10);
     h.stop().await.unwrap();
 }
 
