@@ -49,6 +49,9 @@ pub async fn run(
     // Managers to try, in order; after a failure the next one goes first, so an agent whose first
     // manager is a follower (which refuses sessions) or gone reaches the leader.
     let mut managers = joined.state.managers.clone();
+    // Connecting and waiting for SessionEstablished happen outside the session's own select:
+    // shutdown must end them too (a manager that accepts and never answers held the agent).
+    let mut stop = shutdown.clone();
     loop {
         let attempt = session_once(
             &mut managers,
@@ -59,7 +62,11 @@ pub async fn run(
             &mut status_rx,
             &mut shutdown,
         );
-        match attempt.await {
+        let result = tokio::select! {
+            r = attempt => r,
+            _ = stop.changed() => return Ok(()),
+        };
+        match result {
             Ok(()) => return Ok(()),
             Err(SessionError::CredentialsChanged) => {
                 info!("reconnecting with the node's new credentials");
@@ -339,3 +346,7 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+#[path = "session_tests.rs"]
+mod dispatcher_tests;

@@ -11,9 +11,9 @@ use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
     DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
 };
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::danger::{ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::{ClientConfig, RootCertStore};
 use sha2::{Digest, Sha256};
 use tonic::transport::{Channel, Endpoint};
 
@@ -420,6 +420,46 @@ pub fn client_config(trust: &Trust, identity: Option<&Identity>) -> Result<Clien
     Ok(config)
 }
 
+/// The signature methods of a rustls certificate verifier, checked with a crypto provider's
+/// algorithms as rustls's own verifiers do: every verifier here differs only in how it checks
+/// the chain. `$provider` is the `Arc<CryptoProvider>` as `$self` reaches it.
+macro_rules! provider_signatures {
+    ($self:ident => $provider:expr) => {
+        fn verify_tls12_signature(
+            &$self,
+            message: &[u8],
+            cert: &::rustls::pki_types::CertificateDer<'_>,
+            dss: &::rustls::DigitallySignedStruct,
+        ) -> Result<::rustls::client::danger::HandshakeSignatureValid, ::rustls::Error> {
+            ::rustls::crypto::verify_tls12_signature(
+                message,
+                cert,
+                dss,
+                &$provider.signature_verification_algorithms,
+            )
+        }
+
+        fn verify_tls13_signature(
+            &$self,
+            message: &[u8],
+            cert: &::rustls::pki_types::CertificateDer<'_>,
+            dss: &::rustls::DigitallySignedStruct,
+        ) -> Result<::rustls::client::danger::HandshakeSignatureValid, ::rustls::Error> {
+            ::rustls::crypto::verify_tls13_signature(
+                message,
+                cert,
+                dss,
+                &$provider.signature_verification_algorithms,
+            )
+        }
+
+        fn supported_verify_schemes(&$self) -> Vec<::rustls::SignatureScheme> {
+            $provider.signature_verification_algorithms.supported_schemes()
+        }
+    };
+}
+pub(crate) use provider_signatures;
+
 /// Verifies a manager's chain against the CA found in the chain whose fingerprint was pinned.
 #[derive(Debug)]
 struct PinnedCa {
@@ -455,39 +495,7 @@ impl ServerCertVerifier for PinnedCa {
         verifier.verify_server_cert(end_entity, &[], server_name, ocsp_response, now)
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
+    provider_signatures!(self => self.provider);
 }
 
 type Connector = tower::util::BoxCloneSyncService<

@@ -16,13 +16,24 @@ use crate::v1::{
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WireError {
     /// The field holds a word this version does not know.
-    #[error("unknown {field} {value:?}")]
+    #[error("unknown {field} {value:?} (use {})", one_of(.allowed))]
     Unknown {
         /// Which field it came from ("network driver", "protocol", ...).
         field: &'static str,
         /// The word as found.
         value: String,
+        /// The words the field allows (the vocabulary's `WORDS`).
+        allowed: &'static [&'static str],
     },
+}
+
+/// Words as a message offers them: `tcp or udp`, `overlay, bridge, host or none`.
+pub fn one_of(words: &[&str]) -> String {
+    match words {
+        [] => String::new(),
+        [only] => (*only).to_string(),
+        [init @ .., last] => format!("{} or {last}", init.join(", ")),
+    }
 }
 
 /// Defines a closed set of wire words: the enum, its spelling both ways, and the value an empty
@@ -46,6 +57,24 @@ macro_rules! wire_words {
         impl $name {
             /// Every value, in the order the field's documentation lists them.
             pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// Every wire spelling, in the order of [`Self::ALL`].
+            pub const WORDS: &'static [&'static str] = &[$($word),+];
+
+            /// The allowed words as an error message offers them ("tcp or udp").
+            pub fn allowed() -> String {
+                one_of(Self::WORDS)
+            }
+
+            /// The field as shown to people: the default's word when empty, else as sent (an
+            /// unknown word is shown as it is, not hidden).
+            pub fn or_default(value: &str) -> &str {
+                if value.is_empty() {
+                    Self::default().as_str()
+                } else {
+                    value
+                }
+            }
 
             /// The wire spelling.
             pub fn as_str(self) -> &'static str {
@@ -82,6 +111,7 @@ macro_rules! wire_words {
                     _ => Err(WireError::Unknown {
                         field: $field,
                         value: value.to_string(),
+                        allowed: Self::WORDS,
                     }),
                 }
             }
@@ -149,6 +179,14 @@ wire_words! {
         Reachable => "reachable",
         /// The leader does not hear from it.
         Unreachable => "unreachable",
+    }
+}
+
+impl NetworkDriver {
+    /// Whether a network of this driver must be a task's only one and has no addresses of its
+    /// own (`host`, `none`): the task gets the node's namespace or loopback only.
+    pub fn stands_alone(self) -> bool {
+        matches!(self, NetworkDriver::Host | NetworkDriver::None)
     }
 }
 
@@ -263,6 +301,7 @@ mod tests {
     fn spec_validation_knows_the_same_drivers() {
         let words: Vec<&str> = NetworkDriver::ALL.iter().map(|d| d.as_str()).collect();
         assert_eq!(words, crate::spec::NETWORK_DRIVERS);
+        assert_eq!(words, NetworkDriver::WORDS);
     }
 
     #[test]
@@ -295,14 +334,42 @@ mod tests {
             err,
             WireError::Unknown {
                 field: "protocol",
-                value: "sctp".into()
+                value: "sctp".into(),
+                allowed: &["tcp", "udp"],
             }
         );
-        assert_eq!(err.to_string(), "unknown protocol \"sctp\"");
+        assert_eq!(
+            err.to_string(),
+            "unknown protocol \"sctp\" (use tcp or udp)"
+        );
         // Case matters on the wire, as it does for docker.
         assert!("TCP".parse::<Protocol>().is_err());
         assert!("".parse::<EndpointMode>().is_err());
         assert!(EndpointMode::from_wire("rr").is_err());
+    }
+
+    #[test]
+    fn allowed_words_are_listed_from_the_vocabulary() {
+        assert_eq!(NetworkDriver::allowed(), "overlay, bridge, host or none");
+        assert_eq!(PublishMode::allowed(), "ingress or host");
+        assert_eq!(EndpointMode::allowed(), "vip or dnsrr");
+        assert_eq!(one_of(&["only"]), "only");
+        assert_eq!(one_of(&[]), "");
+        assert_eq!(
+            "macvlan".parse::<NetworkDriver>().unwrap_err().to_string(),
+            "unknown network driver \"macvlan\" (use overlay, bridge, host or none)"
+        );
+        assert!(NetworkDriver::Host.stands_alone() && NetworkDriver::None.stands_alone());
+        assert!(!NetworkDriver::Overlay.stands_alone() && !NetworkDriver::Bridge.stands_alone());
+    }
+
+    #[test]
+    fn shown_values_fill_in_the_default_and_keep_unknown_words() {
+        assert_eq!(Protocol::or_default(""), "tcp");
+        assert_eq!(Protocol::or_default("udp"), "udp");
+        assert_eq!(PublishMode::or_default(""), "ingress");
+        assert_eq!(EndpointMode::or_default(""), "vip");
+        assert_eq!(Protocol::or_default("sctp"), "sctp");
     }
 
     #[test]

@@ -7,11 +7,12 @@ use prost::Message as _;
 
 use crate::limits::{MAX_LABEL_KEY_BYTES, MAX_LABEL_VALUE_BYTES, MAX_NETWORK_OPTIONS};
 use crate::v1::{NetworkAttachmentConfig, NetworkSpec, ServiceSpec};
+use crate::wire::NetworkDriver;
 
 use super::{check_object_name, check_spec_size, err, preview, validate_labels, SpecError};
 
 /// The network drivers Shoal knows, as `network create --driver` spells them.
-pub const NETWORK_DRIVERS: [&str; 4] = ["overlay", "bridge", "host", "none"];
+pub const NETWORK_DRIVERS: &[&str] = NetworkDriver::WORDS;
 
 /// An IPv4 subnet in CIDR form (`10.1.0.0/24`); the address is the network address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,13 +88,12 @@ pub fn validate_network_name(name: &str) -> Result<(), SpecError> {
 pub fn validate_network(spec: &NetworkSpec) -> Result<(), SpecError> {
     check_spec_size("network", spec.encoded_len())?;
     validate_network_name(&spec.name)?;
-    let driver = spec.driver.as_str();
-    validate_driver(driver)?;
+    let driver = validate_driver(&spec.driver)?;
     let subnet = parse_subnet(&spec.subnet, driver)?;
     if !spec.gateway.trim().is_empty() {
         validate_gateway(&spec.gateway, subnet)?;
     }
-    if spec.encrypted && driver != "overlay" {
+    if spec.encrypted && driver != NetworkDriver::Overlay {
         return Err(err(
             "--opt",
             format!("encrypted is only for overlay networks, not {driver}"),
@@ -108,33 +108,33 @@ pub fn validate_network(spec: &NetworkSpec) -> Result<(), SpecError> {
     }
     validate_labels("--label", spec.labels.iter())?;
     if spec.ingress {
-        validate_ingress(spec)?;
+        validate_ingress(spec, driver)?;
     }
     Ok(())
 }
 
-/// `--driver`: one of [`NETWORK_DRIVERS`].
-fn validate_driver(driver: &str) -> Result<(), SpecError> {
-    if NETWORK_DRIVERS.contains(&driver) {
-        return Ok(());
-    }
-    let what = if driver.is_empty() {
-        "a driver is required".to_string()
-    } else {
-        format!("unknown driver {driver:?}")
-    };
-    Err(err(
-        "--driver",
-        format!("{what} (use overlay, bridge, host or none)"),
-    ))
+/// `--driver`: one of [`NetworkDriver`]'s words, given (the empty default is the client's to
+/// fill in, as `network create` does).
+fn validate_driver(driver: &str) -> Result<NetworkDriver, SpecError> {
+    driver.parse().map_err(|_| {
+        let what = if driver.is_empty() {
+            "a driver is required".to_string()
+        } else {
+            format!("unknown driver {driver:?}")
+        };
+        err(
+            "--driver",
+            format!("{what} (use {})", NetworkDriver::allowed()),
+        )
+    })
 }
 
 /// `--subnet` (none when empty): a CIDR between a /8 and a /30, on a driver that has addresses.
-fn parse_subnet(subnet: &str, driver: &str) -> Result<Option<Ipv4Cidr>, SpecError> {
+fn parse_subnet(subnet: &str, driver: NetworkDriver) -> Result<Option<Ipv4Cidr>, SpecError> {
     if subnet.trim().is_empty() {
         return Ok(None);
     }
-    if matches!(driver, "host" | "none") {
+    if driver.stands_alone() {
         return Err(err(
             "--subnet",
             format!("a {driver} network has no addresses of its own"),
@@ -185,8 +185,8 @@ fn validate_gateway(gateway: &str, subnet: Option<Ipv4Cidr>) -> Result<(), SpecE
 }
 
 /// The ingress network: an overlay, not attachable.
-fn validate_ingress(spec: &NetworkSpec) -> Result<(), SpecError> {
-    if spec.driver != "overlay" {
+fn validate_ingress(spec: &NetworkSpec, driver: NetworkDriver) -> Result<(), SpecError> {
+    if driver != NetworkDriver::Overlay {
         return Err(err(
             "--ingress",
             "the ingress network must use the overlay driver",
@@ -310,7 +310,8 @@ pub fn validate_service_networks(
                 ),
             ));
         }
-        if matches!(n.driver.as_str(), "host" | "none") && resolved.len() > 1 {
+        let alone = n.driver_kind().is_ok_and(NetworkDriver::stands_alone);
+        if alone && resolved.len() > 1 {
             return Err(err(
                 "--network",
                 format!(
@@ -321,4 +322,49 @@ pub fn validate_service_networks(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(driver: &str) -> String {
+        validate_network(&NetworkSpec {
+            name: "front".into(),
+            driver: driver.into(),
+            ..Default::default()
+        })
+        .unwrap_err()
+        .to_string()
+    }
+
+    #[test]
+    fn driver_messages_list_the_known_drivers() {
+        assert_eq!(
+            message("macvlan"),
+            "--driver: unknown driver \"macvlan\" (use overlay, bridge, host or none)"
+        );
+        assert_eq!(
+            message(""),
+            "--driver: a driver is required (use overlay, bridge, host or none)"
+        );
+        assert_eq!(NETWORK_DRIVERS, ["overlay", "bridge", "host", "none"]);
+    }
+
+    #[test]
+    fn host_and_none_have_no_subnet() {
+        for driver in NetworkDriver::ALL {
+            let spec = NetworkSpec {
+                name: "n".into(),
+                driver: driver.to_string(),
+                subnet: "10.9.0.0/24".into(),
+                ..Default::default()
+            };
+            assert_eq!(
+                validate_network(&spec).is_err(),
+                driver.stands_alone(),
+                "{driver}"
+            );
+        }
+    }
 }
