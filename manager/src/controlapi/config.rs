@@ -9,7 +9,7 @@ use tracing::info;
 
 use super::{invalid, ControlApi};
 use crate::auth::require_admin;
-use crate::store::{State, StoreError};
+use crate::store::State;
 
 /// Finds a config by id, name or unique id prefix.
 pub fn find_config(s: &State, name_or_id: &str) -> Result<Config, Status> {
@@ -93,18 +93,9 @@ pub(super) async fn remove_config(
     require_admin(&api.store, &request)?;
     let name = request.into_inner().name_or_id;
     let config = api.store.read(|s| find_config(s, &name))?;
-    let removed = api
-        .store
-        .propose(vec![StoreAction {
-            action: Some(Action::RemoveConfig(config.id.clone())),
-        }])
-        .await;
-    match removed {
-        Ok(()) => {}
-        // "config NAME is in use by service S"
-        Err(StoreError::Conflict(msg)) => return Err(Status::failed_precondition(msg)),
-        Err(e) => return Err(e.into()),
-    }
+    // Refused while a service mounts it: "config NAME is in use by service S".
+    api.write_removal(Action::RemoveConfig(config.id.clone()))
+        .await?;
     info!(config.id = %config.id, config.name = %config_name(&config), "config removed");
     Ok(Response::new(RemoveConfigResponse { id: config.id }))
 }

@@ -63,6 +63,18 @@ impl ControlApi {
     }
 }
 
+impl ControlApi {
+    /// Writes a removal the store refuses while something still uses the object; the store's
+    /// message names the user ("secret db_pw is in use by service app_db").
+    async fn write_removal(&self, action: Action) -> Result<(), Status> {
+        match self.store.propose(vec![store_action(action)]).await {
+            Ok(()) => Ok(()),
+            Err(StoreError::Conflict(msg)) => Err(Status::failed_precondition(msg)),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
 /// Wraps one action for a request.
 fn store_action(action: Action) -> StoreAction {
     StoreAction {
@@ -707,18 +719,9 @@ impl Control for ControlApi {
         {
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
-        let removed = self
-            .store
-            .propose(vec![StoreAction {
-                action: Some(Action::RemoveNetwork(network.id.clone())),
-            }])
-            .await;
-        match removed {
-            Ok(()) => {}
-            // Still used by a service or a task: the store's message names it.
-            Err(StoreError::Conflict(msg)) => return Err(Status::failed_precondition(msg)),
-            Err(e) => return Err(e.into()),
-        }
+        // Still used by a service or a task: the store's message names it.
+        self.write_removal(Action::RemoveNetwork(network.id.clone()))
+            .await?;
         info!(network.id = %network.id, network.name = %network_name(&network), "network removed");
         Ok(Response::new(RemoveNetworkResponse { id: network.id }))
     }

@@ -10,7 +10,7 @@ use tracing::info;
 
 use super::{invalid, ControlApi};
 use crate::auth::require_admin;
-use crate::store::{State, StoreError};
+use crate::store::State;
 
 /// Finds a secret by id, name or unique id prefix.
 pub fn find_secret(s: &State, name_or_id: &str) -> Result<Secret, Status> {
@@ -104,18 +104,9 @@ pub(super) async fn remove_secret(
     require_admin(&api.store, &request)?;
     let name = request.into_inner().name_or_id;
     let secret = api.store.read(|s| find_secret(s, &name))?;
-    let removed = api
-        .store
-        .propose(vec![StoreAction {
-            action: Some(Action::RemoveSecret(secret.id.clone())),
-        }])
-        .await;
-    match removed {
-        Ok(()) => {}
-        // "secret NAME is in use by service S"
-        Err(StoreError::Conflict(msg)) => return Err(Status::failed_precondition(msg)),
-        Err(e) => return Err(e.into()),
-    }
+    // Refused while a service mounts it: "secret NAME is in use by service S".
+    api.write_removal(Action::RemoveSecret(secret.id.clone()))
+        .await?;
     info!(secret.id = %secret.id, secret.name = %secret_name(&secret), "secret removed");
     Ok(Response::new(RemoveSecretResponse { id: secret.id }))
 }
