@@ -5,9 +5,8 @@
 mod cli;
 mod client;
 mod commands;
-#[allow(dead_code)] // TEMP: until stack deploy uses it (issue 12 in progress)
+#[allow(dead_code)] // TEMP: the loader's private model is unused while its functions are stubs
 mod compose;
-#[allow(dead_code)] // TEMP: until --with-registry-auth uses it
 mod docker_config;
 mod output;
 

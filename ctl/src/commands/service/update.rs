@@ -4,7 +4,9 @@ use std::collections::HashMap;
 
 use anyhow::{anyhow, Result};
 use shoal_proto::spec::{port_protocol, validate_service};
-use shoal_proto::v1::{NetworkAttachmentConfig, PortConfig, ServiceMode, ServiceSpec};
+use shoal_proto::v1::{
+    ContainerSpec, NetworkAttachmentConfig, PortConfig, ServiceMode, ServiceSpec,
+};
 use shoal_proto::wire;
 
 use super::rollout_spec as rollout;
@@ -41,6 +43,7 @@ pub fn apply_update(spec: &mut ServiceSpec, a: &UpdateArgs, ids: &NetworkIds) ->
         task.force_update = task.force_update.wrapping_add(1);
     }
     apply_confinement(&spec.name, c, &mut task.log_driver, a)?;
+    update_files(&spec.name, c, a)?;
     let placement = task.placement.get_or_insert_with(Default::default);
     for expr in &a.constraint_rm {
         placement.constraints.retain(|x| x != expr);
@@ -62,6 +65,54 @@ pub fn apply_update(spec: &mut ServiceSpec, a: &UpdateArgs, ids: &NetworkIds) ->
     rollout::merge_update_config(&mut spec.update, &a.update_config);
     rollout::merge_rollback_config(&mut spec.rollback, &a.rollback_config);
     validate_service(spec)?;
+    Ok(())
+}
+
+/// `--secret-rm`/`--secret-add`, `--config-rm`/`--config-add` and `--mount-rm`/`--mount-add`:
+/// removals by name (or ID) and target first; an addition replaces the entry with its target.
+fn update_files(service: &str, c: &mut ContainerSpec, a: &UpdateArgs) -> Result<()> {
+    let target = |f: &Option<shoal_proto::v1::FileTarget>| {
+        f.as_ref().map(|f| f.name.clone()).unwrap_or_default()
+    };
+    for name in &a.secret_rm {
+        let before = c.secrets.len();
+        c.secrets
+            .retain(|s| s.secret_name != *name && (s.secret_id.is_empty() || s.secret_id != *name));
+        if c.secrets.len() == before {
+            return Err(anyhow!(
+                "--secret-rm: service {service} uses no secret {name}"
+            ));
+        }
+    }
+    for add in &a.secret_add {
+        c.secrets.retain(|s| target(&s.file) != target(&add.file));
+        c.secrets.push(add.clone());
+    }
+    for name in &a.config_rm {
+        let before = c.configs.len();
+        c.configs
+            .retain(|s| s.config_name != *name && (s.config_id.is_empty() || s.config_id != *name));
+        if c.configs.len() == before {
+            return Err(anyhow!(
+                "--config-rm: service {service} uses no config {name}"
+            ));
+        }
+    }
+    for add in &a.config_add {
+        c.configs.retain(|s| target(&s.file) != target(&add.file));
+        c.configs.push(add.clone());
+    }
+    for t in &a.mount_rm {
+        let before = c.mounts.len();
+        c.mounts.retain(|m| m.target != *t);
+        if c.mounts.len() == before {
+            return Err(anyhow!("--mount-rm: service {service} has no mount at {t}"));
+        }
+    }
+    for add in &a.mount_add {
+        c.mounts.retain(|m| m.target != add.target);
+        c.mounts.push(add.clone());
+    }
     Ok(())
 }
 
