@@ -18,6 +18,8 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand, ValueEnum};
 
 pub use cluster::*;
+#[cfg(test)]
+pub use mounts::{parse_mount, parse_secret};
 pub use network::*;
 pub use node::*;
 pub use parse::*;

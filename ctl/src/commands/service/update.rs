@@ -183,3 +183,83 @@ fn update_ports(service: &str, ports: &mut Vec<PortConfig>, a: &UpdateArgs) -> R
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+    use shoal_proto::v1::{ContainerSpec, TaskSpec};
+
+    fn update_args(args: &[&str]) -> UpdateArgs {
+        let cli = crate::cli::Cli::try_parse_from(
+            ["shoalctl", "service", "update"]
+                .iter()
+                .chain(args.iter())
+                .chain(["web"].iter()),
+        )
+        .expect("parses");
+        match cli.command {
+            crate::cli::Command::Service(crate::cli::ServiceCommand::Update(a)) => *a,
+            _ => panic!("not service update"),
+        }
+    }
+
+    fn spec() -> ServiceSpec {
+        let mut c = ContainerSpec {
+            image: "nginx".into(),
+            ..Default::default()
+        };
+        c.secrets
+            .push(crate::cli::parse_secret("source=pw1,target=pw").unwrap());
+        c.mounts
+            .push(crate::cli::parse_mount("src=data,dst=/data").unwrap());
+        ServiceSpec {
+            name: "web".into(),
+            replicas: 1,
+            task: Some(TaskSpec {
+                container: Some(c),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn secrets_and_mounts_are_replaced_by_target() {
+        let mut s = spec();
+        let a = update_args(&[
+            "--secret-rm",
+            "pw1",
+            "--secret-add",
+            "source=pw2,target=pw",
+            "--mount-add",
+            "src=other,dst=/data",
+            "--config-add",
+            "conf",
+        ]);
+        apply_update(&mut s, &a, &NetworkIds::new()).unwrap();
+        let c = s.task.unwrap().container.unwrap();
+        assert_eq!(c.secrets.len(), 1);
+        assert_eq!(c.secrets[0].secret_name, "pw2");
+        assert_eq!(c.mounts.len(), 1);
+        assert_eq!(c.mounts[0].source, "other");
+        assert_eq!(c.configs[0].file.as_ref().unwrap().name, "/conf");
+        let mut s = spec();
+        let e = apply_update(
+            &mut s,
+            &update_args(&["--mount-rm", "/nope"]),
+            &NetworkIds::new(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(e, "--mount-rm: service web has no mount at /nope");
+        let e = apply_update(
+            &mut s,
+            &update_args(&["--secret-rm", "x"]),
+            &NetworkIds::new(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(e, "--secret-rm: service web uses no secret x");
+    }
+}
