@@ -18,10 +18,10 @@ use crate::cli::{DataCreateArgs, DataInspectArgs, DataLsArgs, DataRmArgs, Format
 use crate::client::{status, Control};
 use crate::output::{self, json as js, table::Table};
 
-/// Largest secret (the manager refuses larger ones with the same message).
+/// Secrets must be smaller than this (the manager refuses larger ones too).
 // TEMP: until shoal_proto::limits::SECRET_MAX_BYTES lands (issue 12, another branch).
 pub const SECRET_MAX_BYTES: usize = 500 * 1024;
-/// Largest config.
+/// Configs must be smaller than this.
 // TEMP: until shoal_proto::limits::CONFIG_MAX_BYTES lands.
 pub const CONFIG_MAX_BYTES: usize = 1000 * 1024;
 
@@ -155,9 +155,11 @@ pub fn check_size(kind: Kind, name: &str, len: usize) -> Result<()> {
         return Err(anyhow!("{} {name}: the data is empty", kind.noun()));
     }
     let max = kind.max_bytes();
-    if len > max {
+    // Swarm's bound is strict: exactly 500 KiB is already too large.
+    if len >= max {
         return Err(anyhow!(
-            "{} {name}: the data is {len} bytes, more than the limit of {} KiB ({max} bytes)",
+            "{} {name}: the data is {len} bytes; {}s must be less than {} KiB ({max} bytes)",
+            kind.noun(),
             kind.noun(),
             max / 1024
         ));
@@ -365,12 +367,15 @@ mod tests {
     #[test]
     fn size_limits_name_the_limit() {
         assert!(check_size(Kind::Secret, "pw", 10).is_ok());
-        assert!(check_size(Kind::Secret, "pw", SECRET_MAX_BYTES).is_ok());
-        let e = check_size(Kind::Secret, "pw", SECRET_MAX_BYTES + 1)
+        assert!(check_size(Kind::Secret, "pw", SECRET_MAX_BYTES - 1).is_ok());
+        let e = check_size(Kind::Secret, "pw", SECRET_MAX_BYTES)
             .unwrap_err()
             .to_string();
-        assert!(e.contains("limit of 500 KiB"), "{e}");
-        let e = check_size(Kind::Config, "c", CONFIG_MAX_BYTES + 1)
+        assert!(
+            e.contains("secrets must be less than 500 KiB (512000 bytes)"),
+            "{e}"
+        );
+        let e = check_size(Kind::Config, "c", CONFIG_MAX_BYTES)
             .unwrap_err()
             .to_string();
         assert!(e.contains("config c") && e.contains("1000 KiB"), "{e}");

@@ -312,10 +312,38 @@ async fn ensure_data<S>(
     Ok(ids)
 }
 
-/// `stack deploy`: networks, secrets and configs first, then each service created or updated
-/// (only when its spec changed), dependencies first; `--prune` removes the stack's services
-/// that are no longer in the files.
+/// `stack deploy`: `--prune` removes the stack's services that are no longer in the files;
+/// then networks, secrets and configs, then each service created or updated (only when its spec
+/// changed), dependencies first.
 pub async fn deploy(c: &mut Control, plan: StackPlan, a: &StackDeployArgs) -> Result<()> {
+    // As docker: prune first, then networks, secrets, configs and services.
+    let existing: BTreeMap<String, Service> = all_services(c)
+        .await?
+        .into_iter()
+        .filter_map(|s| s.service)
+        .map(|s| {
+            (
+                s.spec.as_ref().map(|x| x.name.clone()).unwrap_or_default(),
+                s,
+            )
+        })
+        .collect();
+    if a.prune {
+        let planned: HashSet<&str> = plan.services.iter().map(|s| s.name.as_str()).collect();
+        for svc in existing.values() {
+            let spec = svc.spec.clone().unwrap_or_default();
+            if stack_of(&spec.labels) == Some(a.stack.as_str())
+                && !planned.contains(spec.name.as_str())
+            {
+                output::print(&format!("Removing service {}\n", spec.name))?;
+                c.remove_service(RemoveServiceRequest {
+                    name_or_id: svc.id.clone(),
+                })
+                .await
+                .map_err(|s| status(s).context(format!("removing service {}", spec.name)))?;
+            }
+        }
+    }
     let mut refs = Refs::default();
     // Networks: external ones must exist before anything is created.
     let networks = c
@@ -366,17 +394,6 @@ pub async fn deploy(c: &mut Control, plan: StackPlan, a: &StackDeployArgs) -> Re
     })
     .await?;
 
-    let existing: BTreeMap<String, Service> = all_services(c)
-        .await?
-        .into_iter()
-        .filter_map(|s| s.service)
-        .map(|s| {
-            (
-                s.spec.as_ref().map(|x| x.name.clone()).unwrap_or_default(),
-                s,
-            )
-        })
-        .collect();
     for i in deploy_order(&plan.services)? {
         let mut spec = plan.services[i].clone();
         refs.resolve(&mut spec)?;
@@ -412,22 +429,6 @@ pub async fn deploy(c: &mut Control, plan: StackPlan, a: &StackDeployArgs) -> Re
                 c.create_service(CreateServiceRequest { spec: Some(spec) })
                     .await
                     .map_err(|s| status(s).context(format!("creating service {name}")))?;
-            }
-        }
-    }
-    if a.prune {
-        let planned: HashSet<&str> = plan.services.iter().map(|s| s.name.as_str()).collect();
-        for svc in existing.values() {
-            let spec = svc.spec.clone().unwrap_or_default();
-            if stack_of(&spec.labels) == Some(a.stack.as_str())
-                && !planned.contains(spec.name.as_str())
-            {
-                output::print(&format!("Removing service {}\n", spec.name))?;
-                c.remove_service(RemoveServiceRequest {
-                    name_or_id: svc.id.clone(),
-                })
-                .await
-                .map_err(|s| status(s).context(format!("removing service {}", spec.name)))?;
             }
         }
     }
