@@ -401,7 +401,8 @@ pub async fn deploy(c: &mut Control, plan: StackPlan, a: &StackDeployArgs) -> Re
         match existing.get(&name) {
             Some(svc) => {
                 let stored = svc.spec.clone().unwrap_or_default();
-                if !refs.changed(&spec, &stored) && !a.with_registry_auth {
+                // Fresh credentials alone do not roll a service: they go with the next change.
+                if !refs.changed(&spec, &stored) {
                     continue;
                 }
                 // `--force` counts stay as they are: a redeploy is not a forced update.
