@@ -705,4 +705,46 @@ mod tests {
         assert_eq!(line(&json!({"ID": "x"})), "{\"ID\":\"x\"}\n");
         assert!(pretty_array(vec![]).starts_with("[]"));
     }
+
+    #[test]
+    fn secrets_configs_and_mounts_in_dockers_shape() {
+        let mut s = svc();
+        let c = s
+            .spec
+            .as_mut()
+            .and_then(|x| x.task.as_mut())
+            .and_then(|t| t.container.as_mut())
+            .expect("container");
+        c.secrets.push(shoal_proto::v1::SecretReference {
+            secret_id: "sid".into(),
+            secret_name: "pw".into(),
+            file: Some(shoal_proto::v1::FileTarget {
+                name: "pw".into(),
+                uid: "0".into(),
+                gid: "0".into(),
+                mode: 0o444,
+            }),
+        });
+        c.mounts.push(shoal_proto::v1::Mount {
+            r#type: shoal_proto::v1::MountType::MountTmpfs as i32,
+            target: "/tmp".into(),
+            tmpfs_options: Some(shoal_proto::v1::TmpfsOptions {
+                size_bytes: 1024,
+                mode: 0,
+            }),
+            ..Default::default()
+        });
+        let v = service(&s);
+        let cs = &v["Spec"]["TaskTemplate"]["ContainerSpec"];
+        assert_eq!(
+            cs["Secrets"],
+            json!([{"File": {"Name": "pw", "UID": "0", "GID": "0", "Mode": 292},
+                    "SecretID": "sid", "SecretName": "pw"}])
+        );
+        assert_eq!(
+            cs["Mounts"],
+            json!([{"Type": "tmpfs", "Target": "/tmp", "TmpfsOptions": {"SizeBytes": 1024}}])
+        );
+        assert!(cs.get("Configs").is_none());
+    }
 }
