@@ -61,7 +61,7 @@ pub struct StackDeployArgs {
     #[arg(long, short = 'd', value_name = "BOOL", num_args = 0..=1, require_equals = true,
           default_missing_value = "true", default_value_t = true, action = ArgAction::Set)]
     pub detach: bool,
-    /// Print no progress.
+    /// Print no "Creating ..."/"Updating ..." lines.
     #[arg(long, short = 'q')]
     pub quiet: bool,
     /// Stack name.

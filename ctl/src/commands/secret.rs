@@ -167,19 +167,27 @@ pub fn check_size(kind: Kind, len: usize) -> Result<()> {
     Ok(())
 }
 
-/// Reads a file, or standard input for "-", refusing more than the limit without reading it all.
+/// Reads a file, or standard input for "-"; a file over the limit is refused by its size
+/// without being read.
 pub fn read_data(kind: Kind, file: &Path) -> Result<Vec<u8>> {
-    let limit = kind.max_bytes() as u64 + 1;
     let mut data = Vec::new();
     if file.as_os_str() == "-" {
+        // Far above any limit, so the message still says how large the input was.
+        let cap = kind.max_bytes() as u64 * 16;
         std::io::stdin()
             .lock()
-            .take(limit)
+            .take(cap)
             .read_to_end(&mut data)
             .context("cannot read standard input")?;
     } else {
-        std::fs::File::open(file)
-            .and_then(|f| f.take(limit).read_to_end(&mut data))
+        let mut f =
+            std::fs::File::open(file).with_context(|| format!("cannot read {}", file.display()))?;
+        let len = f
+            .metadata()
+            .with_context(|| format!("cannot read {}", file.display()))?
+            .len();
+        check_size(kind, usize::try_from(len).unwrap_or(usize::MAX).max(1))?;
+        f.read_to_end(&mut data)
             .with_context(|| format!("cannot read {}", file.display()))?;
     }
     check_size(kind, data.len())?;

@@ -75,6 +75,14 @@ pub fn load_plan(a: &StackDeployArgs) -> Result<StackPlan> {
     Ok(plan)
 }
 
+/// A `Creating ...` line of `stack deploy`, unless `--quiet`.
+fn progress(quiet: bool, line: &str) -> Result<()> {
+    if !quiet {
+        output::print(line)?;
+    }
+    Ok(())
+}
+
 /// The order to create services in: each after the stack services it depends on, otherwise as
 /// given. A cycle is an error naming the services in it.
 pub fn deploy_order(services: &[ServiceSpec]) -> Result<Vec<usize>> {
@@ -271,6 +279,7 @@ fn data_map(objects: &[DataObject]) -> HashMap<String, String> {
 /// it (a secret's data is never returned, so an existing secret is kept as it is).
 async fn ensure_data<S>(
     c: &mut Control,
+    quiet: bool,
     kind: Kind,
     wanted: &[Resource<S>],
     split: impl Fn(&S) -> (String, HashMap<String, String>, Vec<u8>),
@@ -303,7 +312,7 @@ async fn ensure_data<S>(
                     }
                     continue;
                 }
-                output::print(&format!("Creating {} {name}\n", kind.noun()))?;
+                progress(quiet, &format!("Creating {} {name}\n", kind.noun()))?;
                 let id = data::create_data(c, kind, &name, labels, bytes).await?;
                 ids.insert(name, id);
             }
@@ -335,7 +344,7 @@ pub async fn deploy(c: &mut Control, plan: StackPlan, a: &StackDeployArgs) -> Re
             if stack_of(&spec.labels) == Some(a.stack.as_str())
                 && !planned.contains(spec.name.as_str())
             {
-                output::print(&format!("Removing service {}\n", spec.name))?;
+                progress(a.quiet, &format!("Removing service {}\n", spec.name))?;
                 c.remove_service(RemoveServiceRequest {
                     name_or_id: svc.id.clone(),
                 })
@@ -372,7 +381,7 @@ pub async fn deploy(c: &mut Control, plan: StackPlan, a: &StackDeployArgs) -> Re
             if refs.networks.contains_key(&spec.name) {
                 continue;
             }
-            output::print(&format!("Creating network {}\n", spec.name))?;
+            progress(a.quiet, &format!("Creating network {}\n", spec.name))?;
             let net = c
                 .create_network(CreateNetworkRequest {
                     spec: Some(spec.clone()),
@@ -385,11 +394,11 @@ pub async fn deploy(c: &mut Control, plan: StackPlan, a: &StackDeployArgs) -> Re
             refs.networks.insert(spec.name.clone(), net.id);
         }
     }
-    refs.secrets = ensure_data(c, Kind::Secret, &plan.secrets, |s| {
+    refs.secrets = ensure_data(c, a.quiet, Kind::Secret, &plan.secrets, |s| {
         (s.name.clone(), s.labels.clone(), s.data.clone())
     })
     .await?;
-    refs.configs = ensure_data(c, Kind::Config, &plan.configs, |s| {
+    refs.configs = ensure_data(c, a.quiet, Kind::Config, &plan.configs, |s| {
         (s.name.clone(), s.labels.clone(), s.data.clone())
     })
     .await?;
@@ -412,7 +421,10 @@ pub async fn deploy(c: &mut Control, plan: StackPlan, a: &StackDeployArgs) -> Re
                 if a.with_registry_auth {
                     service::attach_registry_auth(&mut spec)?;
                 }
-                output::print(&format!("Updating service {name} (id: {})\n", svc.id))?;
+                progress(
+                    a.quiet,
+                    &format!("Updating service {name} (id: {})\n", svc.id),
+                )?;
                 c.update_service(UpdateServiceRequest {
                     name_or_id: svc.id.clone(),
                     spec: Some(spec),
@@ -426,7 +438,7 @@ pub async fn deploy(c: &mut Control, plan: StackPlan, a: &StackDeployArgs) -> Re
                 if a.with_registry_auth {
                     service::attach_registry_auth(&mut spec)?;
                 }
-                output::print(&format!("Creating service {name}\n"))?;
+                progress(a.quiet, &format!("Creating service {name}\n"))?;
                 c.create_service(CreateServiceRequest { spec: Some(spec) })
                     .await
                     .map_err(|s| status(s).context(format!("creating service {name}")))?;
