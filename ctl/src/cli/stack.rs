@@ -1,8 +1,11 @@
 //! `shoalctl stack ...`.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{ArgAction, Args, Subcommand, ValueEnum};
+
+use super::parse::parse_timeout;
 
 /// `shoalctl stack ...`
 #[derive(Debug, Subcommand)]
@@ -56,11 +59,14 @@ pub struct StackDeployArgs {
     /// Send the credentials `shoalctl login` stored for each image's registry to the nodes.
     #[arg(long)]
     pub with_registry_auth: bool,
-    /// Return without waiting for the services to converge (the only mode for now, as docker's
-    /// default).
+    /// Return without waiting for the services to converge (docker's default); --detach=false
+    /// waits for each service created or updated, as `service create`/`update` do.
     #[arg(long, short = 'd', value_name = "BOOL", num_args = 0..=1, require_equals = true,
           default_missing_value = "true", default_value_t = true, action = ArgAction::Set)]
     pub detach: bool,
+    /// How long to wait for each service (with --detach=false).
+    #[arg(long, value_name = "DURATION", default_value = "120s", value_parser = parse_timeout)]
+    pub timeout: Duration,
     /// Print no "Creating ..."/"Updating ..." lines.
     #[arg(long, short = 'q')]
     pub quiet: bool,

@@ -15,6 +15,7 @@ use shoal_proto::wire;
 
 use super::secret::{self as data, DataObject, Kind};
 use super::service::{self, ServiceRow};
+use super::{converge, rollout};
 use crate::cli::{
     Format, StackConfigArgs, StackDeployArgs, StackPsArgs, StackRmArgs, StackServicesArgs,
 };
@@ -403,6 +404,9 @@ pub async fn deploy(c: &mut Control, plan: StackPlan, a: &StackDeployArgs) -> Re
     })
     .await?;
 
+    // What --detach=false waits for, in deploy order.
+    let mut created: Vec<Service> = Vec::new();
+    let mut updated: Vec<(String, Option<shoal_proto::v1::UpdateStatus>)> = Vec::new();
     for i in deploy_order(&plan.services)? {
         let mut spec = plan.services[i].clone();
         refs.resolve(&mut spec)?;
@@ -433,17 +437,31 @@ pub async fn deploy(c: &mut Control, plan: StackPlan, a: &StackDeployArgs) -> Re
                 })
                 .await
                 .map_err(|s| status(s).context(format!("updating service {name}")))?;
+                updated.push((svc.id.clone(), svc.update_status.clone()));
             }
             None => {
                 if a.with_registry_auth {
                     service::attach_registry_auth(&mut spec)?;
                 }
                 progress(a.quiet, &format!("Creating service {name}\n"))?;
-                c.create_service(CreateServiceRequest { spec: Some(spec) })
+                let svc = c
+                    .create_service(CreateServiceRequest { spec: Some(spec) })
                     .await
-                    .map_err(|s| status(s).context(format!("creating service {name}")))?;
+                    .map_err(|s| status(s).context(format!("creating service {name}")))?
+                    .into_inner()
+                    .service;
+                created.extend(svc);
             }
         }
+    }
+    if a.detach {
+        return Ok(());
+    }
+    for svc in &created {
+        converge::wait(c, svc, a.timeout).await?;
+    }
+    for (id, before) in updated {
+        rollout::follow(c, &id, before, false, a.timeout, a.quiet).await?;
     }
     Ok(())
 }
