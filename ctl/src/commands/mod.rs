@@ -55,6 +55,16 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Stack(StackCommand::Config(args)) => return stack::config(args),
         _ => {}
     }
+    // Secret and config data is read (and its size checked) before dialling, too.
+    let data = match &cli.command {
+        Command::Secret(SecretCommand::Create(a)) => {
+            Some(secret::read_data(secret::Kind::Secret, &a.file)?)
+        }
+        Command::ConfigObj(ConfigCommand::Create(a)) => {
+            Some(secret::read_data(secret::Kind::Config, &a.file)?)
+        }
+        _ => None,
+    };
     let stack_plan = match &cli.command {
         Command::Stack(StackCommand::Deploy(args)) => Some(stack::load_plan(args)?),
         _ => None,
@@ -151,7 +161,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Secret(cmd) => {
             let kind = secret::Kind::Secret;
             match cmd {
-                SecretCommand::Create(args) => secret::create(c, kind, &args).await,
+                SecretCommand::Create(args) => secret::create(c, kind, &args, data).await,
                 SecretCommand::Ls(args) => secret::ls(c, kind, &args, format).await,
                 SecretCommand::Inspect(args) => secret::inspect(c, kind, &args).await,
                 SecretCommand::Rm(args) => secret::rm(c, kind, &args).await,
@@ -160,7 +170,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::ConfigObj(cmd) => {
             let kind = secret::Kind::Config;
             match cmd {
-                ConfigCommand::Create(args) => secret::create(c, kind, &args).await,
+                ConfigCommand::Create(args) => secret::create(c, kind, &args, data).await,
                 ConfigCommand::Ls(args) => secret::ls(c, kind, &args, format).await,
                 ConfigCommand::Inspect(args) => secret::inspect(c, kind, &args).await,
                 ConfigCommand::Rm(args) => secret::rm(c, kind, &args).await,

@@ -234,9 +234,18 @@ pub async fn create_data(
     id.ok_or_else(|| anyhow!("the manager answered without the created {}", kind.noun()))
 }
 
-/// `secret create` / `config create`: prints the new ID.
-pub async fn create(c: &mut Control, kind: Kind, a: &DataCreateArgs) -> Result<()> {
-    let data = read_data(kind, &a.file)?;
+/// `secret create` / `config create`: prints the new ID. `data` is the file's content when the
+/// caller read it already.
+pub async fn create(
+    c: &mut Control,
+    kind: Kind,
+    a: &DataCreateArgs,
+    data: Option<Vec<u8>>,
+) -> Result<()> {
+    let data = match data {
+        Some(d) => d,
+        None => read_data(kind, &a.file)?,
+    };
     let id = create_data(c, kind, &a.name, a.label.iter().cloned().collect(), data).await?;
     output::print(&format!("{id}\n"))?;
     Ok(())
