@@ -5,9 +5,8 @@
 mod cli;
 mod client;
 mod commands;
-#[allow(dead_code)] // TEMP: until stack deploy uses it (issue 12 in progress)
+#[allow(dead_code)] // TEMP: the loader's private model is unused while its functions are stubs
 mod compose;
-#[allow(dead_code)] // TEMP: until --with-registry-auth uses it
 mod docker_config;
 mod output;
 
@@ -269,6 +268,21 @@ mod tests {
             args.extend_from_slice(flags);
             args.push("web");
             assert_eq!(parse_err(&args), *want, "{flags:?}");
+        }
+    }
+
+    #[test]
+    fn file_and_mount_errors_are_one_line_naming_the_flag() {
+        #[rustfmt::skip]
+        let cases: &[(&[&str], &str)] = &[
+            (&["service", "create", "--name", "x", "--mount", "type=bind,dst=/x", "i"], "--mount: \"type=bind,dst=/x\": a bind mount needs source=HOSTPATH"),
+            (&["service", "create", "--name", "x", "--secret", "source=pw,mode=rw", "i"], "--secret: mode \"rw\" is not an octal file mode (e.g. 0440)"),
+            (&["service", "create", "--name", "x", "--config", "target=/x", "i"], "--config: \"target=/x\" has no source=NAME"),
+            (&["service", "update", "--mount-add", "type=tmpfs,src=a,dst=/t", "web"], "--mount-add: \"type=tmpfs,src=a,dst=/t\": a tmpfs mount takes no source"),
+            (&["stack", "deploy", "-c", "a.yml", "--resolve-image", "sometimes", "app"], "--resolve-image: invalid value \"sometimes\" (possible values: always, changed, never)"),
+        ];
+        for (args, want) in cases {
+            assert_eq!(parse_err(args), *want, "{args:?}");
         }
     }
 

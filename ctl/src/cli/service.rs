@@ -3,9 +3,13 @@
 use std::time::Duration;
 
 use clap::{ArgAction, Args, Subcommand, ValueEnum};
-use shoal_proto::v1::{DeviceMapping, NetworkAttachmentConfig, PortConfig, Ulimit};
+use shoal_proto::v1::{
+    ConfigReference, DeviceMapping, Mount, NetworkAttachmentConfig, PortConfig, SecretReference,
+    Ulimit,
+};
 use shoal_proto::wire;
 
+use super::mounts::{parse_config, parse_mount, parse_secret};
 use super::parse::*;
 use super::rollout::{HealthArgs, RollbackConfigArgs, UpdateConfigArgs};
 
@@ -241,6 +245,27 @@ pub struct CreateArgs {
     #[arg(long = "log-opt", value_name = "K=V", value_parser = parse_log_opt)]
     pub log_opt: Vec<(String, String)>,
 
+    /// Give the tasks a secret: NAME (the file /run/secrets/NAME), or
+    /// source=NAME,target=T,uid=U,gid=G,mode=0440 (repeatable).
+    #[arg(long, value_name = "SECRET", value_parser = parse_secret)]
+    pub secret: Vec<SecretReference>,
+
+    /// Give the tasks a config file: NAME (the file /NAME), or
+    /// source=NAME,target=/PATH,uid=U,gid=G,mode=0440 (repeatable).
+    #[arg(long = "config", value_name = "CONFIG", value_parser = parse_config)]
+    pub config_ref: Vec<ConfigReference>,
+
+    /// Mount a volume, a host path or a tmpfs: type=bind|volume|tmpfs,source=SRC,target=/PATH
+    /// [,readonly][,volume-driver=local][,volume-opt=K=V][,volume-label=K=V][,volume-nocopy]
+    /// [,tmpfs-size=64m][,tmpfs-mode=1770][,bind-propagation=rshared] (repeatable).
+    #[arg(long, value_name = "MOUNT", value_parser = parse_mount)]
+    pub mount: Vec<Mount>,
+
+    /// Send the credentials `shoalctl login` stored for the image's registry to the nodes that
+    /// pull it.
+    #[arg(long)]
+    pub with_registry_auth: bool,
+
     /// Healthcheck flags.
     #[command(flatten)]
     pub health: HealthArgs,
@@ -450,6 +475,37 @@ pub struct UpdateArgs {
     #[arg(long = "log-opt", value_name = "K=V", value_parser = parse_log_opt)]
     pub log_opt: Vec<(String, String)>,
 
+    /// Add or replace a secret (same forms as `service create --secret`; replaces the one with
+    /// the same target) (repeatable).
+    #[arg(long = "secret-add", value_name = "SECRET", value_parser = parse_secret)]
+    pub secret_add: Vec<SecretReference>,
+
+    /// Remove a secret by name (repeatable).
+    #[arg(long = "secret-rm", value_name = "SECRET")]
+    pub secret_rm: Vec<String>,
+
+    /// Add or replace a config (same forms as `service create --config`) (repeatable).
+    #[arg(long = "config-add", value_name = "CONFIG", value_parser = parse_config)]
+    pub config_add: Vec<ConfigReference>,
+
+    /// Remove a config by name (repeatable).
+    #[arg(long = "config-rm", value_name = "CONFIG")]
+    pub config_rm: Vec<String>,
+
+    /// Add or replace a mount (same form as `service create --mount`; replaces the one at the
+    /// same target) (repeatable).
+    #[arg(long = "mount-add", value_name = "MOUNT", value_parser = parse_mount)]
+    pub mount_add: Vec<Mount>,
+
+    /// Remove the mount at a target path (repeatable).
+    #[arg(long = "mount-rm", value_name = "TARGET")]
+    pub mount_rm: Vec<String>,
+
+    /// Send the credentials `shoalctl login` stored for the image's registry to the nodes that
+    /// pull it.
+    #[arg(long)]
+    pub with_registry_auth: bool,
+
     /// Healthcheck flags.
     #[command(flatten)]
     pub health: HealthArgs,
@@ -522,6 +578,13 @@ impl UpdateArgs {
             && self.stop_signal.is_none()
             && self.log_driver.is_none()
             && self.log_opt.is_empty()
+            && self.secret_add.is_empty()
+            && self.secret_rm.is_empty()
+            && self.config_add.is_empty()
+            && self.config_rm.is_empty()
+            && self.mount_add.is_empty()
+            && self.mount_rm.is_empty()
+            && !self.with_registry_auth
             && self.health.is_empty()
             && self.update_config.is_empty()
             && self.rollback_config.is_empty()

@@ -609,3 +609,132 @@ fn node_update_and_rm() {
     assert_eq!(a.nodes, vec!["w1", "w2"]);
     assert!(parse(&["node", "update", "--availability", "gone", "w1"]).is_err());
 }
+
+#[test]
+fn config_before_the_noun_is_admin_conf_after_it_a_service_config() {
+    let cli = parse(&[
+        "--config",
+        "/etc/admin.conf",
+        "service",
+        "create",
+        "--name",
+        "web",
+        "--config",
+        "source=nginx_conf,target=/etc/nginx/nginx.conf",
+        "--secret",
+        "db_pass",
+        "--mount",
+        "type=volume,src=data,dst=/data",
+        "--with-registry-auth",
+        "--hostname",
+        "{{.Service.Name}}-{{.Task.Slot}}",
+        "nginx",
+    ])
+    .expect("parses");
+    assert_eq!(
+        cli.config.as_deref(),
+        Some(std::path::Path::new("/etc/admin.conf"))
+    );
+    let Command::Service(ServiceCommand::Create(a)) = cli.command else {
+        panic!("not create")
+    };
+    assert_eq!(a.config_ref[0].config_name, "nginx_conf");
+    assert_eq!(a.secret[0].secret_name, "db_pass");
+    assert_eq!(a.mount[0].target, "/data");
+    assert!(a.with_registry_auth);
+    assert_eq!(
+        a.hostname.as_deref(),
+        Some("{{.Service.Name}}-{{.Task.Slot}}")
+    );
+}
+
+#[test]
+fn update_takes_add_and_rm_of_secrets_configs_and_mounts() {
+    let cli = parse(&[
+        "service",
+        "update",
+        "--secret-add",
+        "source=pw2,target=pw",
+        "--secret-rm",
+        "pw1",
+        "--config-add",
+        "c2",
+        "--config-rm",
+        "c1",
+        "--mount-add",
+        "type=tmpfs,dst=/tmp",
+        "--mount-rm",
+        "/old",
+        "web",
+    ])
+    .expect("parses");
+    let Command::Service(ServiceCommand::Update(a)) = cli.command else {
+        panic!("not update")
+    };
+    assert_eq!(a.secret_rm, vec!["pw1"]);
+    assert_eq!(a.config_add[0].config_name, "c2");
+    assert_eq!(a.mount_rm, vec!["/old"]);
+    assert!(!a.changes_nothing());
+    assert!(a.check().is_ok());
+}
+
+#[test]
+fn secret_config_volume_stack_and_login_commands_parse() {
+    let ok = |args: &[&str]| parse(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    let cli = ok(&["secret", "create", "--label", "a=b", "pw", "-"]);
+    let Command::Secret(SecretCommand::Create(a)) = cli.command else {
+        panic!("not secret create")
+    };
+    assert_eq!((a.name.as_str(), a.file.to_str()), ("pw", Some("-")));
+    assert_eq!(a.label, vec![("a".to_string(), "b".to_string())]);
+    ok(&["secret", "ls", "-q"]);
+    ok(&["secret", "inspect", "a", "b"]);
+    ok(&["secret", "rm", "a"]);
+    ok(&["config", "create", "c", "/etc/hosts"]);
+    ok(&["config", "ls", "--format", "json"]);
+    ok(&["config", "inspect", "c"]);
+    ok(&["config", "rm", "c"]);
+    ok(&["volume", "ls", "--node", "host1", "-q"]);
+    ok(&["volume", "inspect", "--node", "host1", "data"]);
+    ok(&["volume", "rm", "-f", "--node", "host1", "data", "more"]);
+    let cli = ok(&["volume", "prune", "-a", "-f"]);
+    let Command::Volume(VolumeCommand::Prune(p)) = cli.command else {
+        panic!("not prune")
+    };
+    assert!(p.all && p.force && p.node.is_none());
+    let cli = ok(&[
+        "stack",
+        "deploy",
+        "-c",
+        "a.yml",
+        "-c",
+        "b.yml",
+        "--prune",
+        "--resolve-image",
+        "never",
+        "--with-registry-auth",
+        "app",
+    ]);
+    let Command::Stack(StackCommand::Deploy(d)) = cli.command else {
+        panic!("not deploy")
+    };
+    assert_eq!(d.compose_files.len(), 2);
+    assert!(d.prune && d.with_registry_auth && d.detach);
+    assert_eq!(d.resolve_image, ResolveImage::Never);
+    assert_eq!(d.stack, "app");
+    ok(&["stack", "ls"]);
+    ok(&["stack", "services", "-q", "app"]);
+    ok(&["stack", "ps", "--no-trunc", "app"]);
+    ok(&["stack", "rm", "app", "other"]);
+    ok(&["stack", "config", "-c", "a.yml", "-c", "b.yml"]);
+    assert!(parse(&["stack", "deploy", "app"]).is_err());
+    let cli = ok(&["login", "-u", "me", "--password-stdin", "127.0.0.1:5000"]);
+    let Command::Login(l) = cli.command else {
+        panic!("not login")
+    };
+    assert_eq!(l.registry.as_deref(), Some("127.0.0.1:5000"));
+    assert!(l.password_stdin);
+    assert!(parse(&["login", "-p", "x", "--password-stdin"]).is_err());
+    ok(&["logout"]);
+    ok(&["logout", "127.0.0.1:5000"]);
+}

@@ -4,15 +4,20 @@ pub mod ca;
 pub mod cluster;
 pub mod converge;
 pub mod lock;
+pub mod login;
 pub mod network;
 pub mod node;
 pub mod rollout;
+pub mod secret;
 pub mod service;
+pub mod stack;
+pub mod volume;
 
 use anyhow::{anyhow, Result};
 
 use crate::cli::{
-    AdminCommand, Cli, ClusterCommand, Command, NetworkCommand, NodeCommand, ServiceCommand,
+    AdminCommand, Cli, ClusterCommand, Command, ConfigCommand, NetworkCommand, NodeCommand,
+    SecretCommand, ServiceCommand, StackCommand, VolumeCommand,
 };
 use crate::client::{self, Connection};
 
@@ -22,7 +27,13 @@ pub async fn run(cli: Cli) -> Result<()> {
     let config = cli.config.clone();
     // Check what can be checked before dialling a manager, so bad input fails fast and offline.
     let spec = match &cli.command {
-        Command::Service(ServiceCommand::Create(args)) => Some(service::build_spec(args)?),
+        Command::Service(ServiceCommand::Create(args)) => {
+            let mut spec = service::build_spec(args)?;
+            if args.with_registry_auth {
+                service::attach_registry_auth(&mut spec)?;
+            }
+            Some(spec)
+        }
         Command::Service(ServiceCommand::Update(args)) => {
             args.check().map_err(|e| anyhow!(e))?;
             None
@@ -35,6 +46,27 @@ pub async fn run(cli: Cli) -> Result<()> {
     };
     let network_spec = match &cli.command {
         Command::Network(NetworkCommand::Create(args)) => Some(network::build_spec(args)?),
+        _ => None,
+    };
+    // Commands that need no manager, or check their input before dialling one.
+    match &cli.command {
+        Command::Login(args) => return login::login(args).await,
+        Command::Logout(args) => return login::logout(args),
+        Command::Stack(StackCommand::Config(args)) => return stack::config(args),
+        _ => {}
+    }
+    // Secret and config data is read (and its size checked) before dialling, too.
+    let data = match &cli.command {
+        Command::Secret(SecretCommand::Create(a)) => {
+            Some(secret::read_data(secret::Kind::Secret, &a.file)?)
+        }
+        Command::ConfigObj(ConfigCommand::Create(a)) => {
+            Some(secret::read_data(secret::Kind::Config, &a.file)?)
+        }
+        _ => None,
+    };
+    let stack_plan = match &cli.command {
+        Command::Stack(StackCommand::Deploy(args)) => Some(stack::load_plan(args)?),
         _ => None,
     };
     // A locked manager answers nothing but Unlock: this one dials the managers itself.
@@ -122,8 +154,45 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Cluster(ClusterCommand::Ca(args)) => {
             ca::ca(config.as_deref(), channel, &args, format).await
         }
-        // Answered before any connection is made (below).
-        Command::Cluster(ClusterCommand::Unlock(_)) => Ok(()),
+        // Answered before any connection is made (above).
+        Command::Cluster(ClusterCommand::Unlock(_)) | Command::Login(_) | Command::Logout(_) => {
+            Ok(())
+        }
+        Command::Secret(cmd) => {
+            let kind = secret::Kind::Secret;
+            match cmd {
+                SecretCommand::Create(args) => secret::create(c, kind, &args, data).await,
+                SecretCommand::Ls(args) => secret::ls(c, kind, &args, format).await,
+                SecretCommand::Inspect(args) => secret::inspect(c, kind, &args).await,
+                SecretCommand::Rm(args) => secret::rm(c, kind, &args).await,
+            }
+        }
+        Command::ConfigObj(cmd) => {
+            let kind = secret::Kind::Config;
+            match cmd {
+                ConfigCommand::Create(args) => secret::create(c, kind, &args, data).await,
+                ConfigCommand::Ls(args) => secret::ls(c, kind, &args, format).await,
+                ConfigCommand::Inspect(args) => secret::inspect(c, kind, &args).await,
+                ConfigCommand::Rm(args) => secret::rm(c, kind, &args).await,
+            }
+        }
+        Command::Volume(cmd) => match cmd {
+            VolumeCommand::Ls(args) => volume::ls(c, &args, format).await,
+            VolumeCommand::Inspect(args) => volume::inspect(c, &args).await,
+            VolumeCommand::Rm(args) => volume::rm(c, &args).await,
+            VolumeCommand::Prune(args) => volume::prune(c, &args).await,
+        },
+        Command::Stack(cmd) => match cmd {
+            StackCommand::Deploy(args) => match stack_plan {
+                Some(plan) => stack::deploy(c, plan, &args).await,
+                None => stack::deploy(c, stack::load_plan(&args)?, &args).await,
+            },
+            StackCommand::Ls(_) => stack::ls(c, format).await,
+            StackCommand::Services(args) => stack::services(c, &args, format).await,
+            StackCommand::Ps(args) => stack::ps(c, &args, format).await,
+            StackCommand::Rm(args) => stack::rm(c, &args).await,
+            StackCommand::Config(_) => Ok(()),
+        },
         Command::Cluster(ClusterCommand::UnlockKey(args)) => {
             lock::unlock_key(channel, &args, format).await
         }

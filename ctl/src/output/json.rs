@@ -141,6 +141,52 @@ pub fn service(svc: &Service) -> Value {
     doc
 }
 
+/// docker's `SecretReferenceFileTarget` / `ConfigReferenceFileTarget` (Mode as a number).
+fn file_target(f: Option<&shoal_proto::v1::FileTarget>) -> Value {
+    let f = f.cloned().unwrap_or_default();
+    json!({"Name": f.name, "UID": f.uid, "GID": f.gid, "Mode": f.mode})
+}
+
+/// "bind" | "volume" | "tmpfs".
+pub fn mount_type_name(t: i32) -> &'static str {
+    match shoal_proto::v1::MountType::try_from(t) {
+        Ok(shoal_proto::v1::MountType::MountBind) => "bind",
+        Ok(shoal_proto::v1::MountType::MountTmpfs) => "tmpfs",
+        _ => "volume",
+    }
+}
+
+/// docker's `mount.Mount`.
+fn mount(m: &shoal_proto::v1::Mount) -> Value {
+    let mut doc = Map::new();
+    doc.insert("Type".into(), json!(mount_type_name(m.r#type)));
+    put(&mut doc, "Source", json!(m.source));
+    doc.insert("Target".into(), json!(m.target));
+    put(&mut doc, "ReadOnly", json!(m.read_only));
+    if let Some(b) = &m.bind_options {
+        doc.insert("BindOptions".into(), json!({"Propagation": b.propagation}));
+    }
+    if let Some(v) = &m.volume_options {
+        let mut vo = Map::new();
+        put(&mut vo, "NoCopy", json!(v.no_copy));
+        put(&mut vo, "Labels", labels(&v.labels));
+        if let Some(d) = &v.driver_config {
+            vo.insert(
+                "DriverConfig".into(),
+                json!({"Name": d.name, "Options": d.options}),
+            );
+        }
+        doc.insert("VolumeOptions".into(), Value::Object(vo));
+    }
+    if let Some(t) = &m.tmpfs_options {
+        let mut to = Map::new();
+        put(&mut to, "SizeBytes", json!(t.size_bytes));
+        put(&mut to, "Mode", json!(t.mode));
+        doc.insert("TmpfsOptions".into(), Value::Object(to));
+    }
+    Value::Object(doc)
+}
+
 /// A service spec as docker's `Spec` (also `PreviousSpec`).
 fn spec_doc(spec: &ServiceSpec) -> Value {
     let task = spec.task.clone().unwrap_or_default();
@@ -188,6 +234,26 @@ fn spec_doc(spec: &ServiceSpec) -> Value {
     if let Some(h) = &c.healthcheck {
         container.insert("Healthcheck".into(), rollout::healthcheck_json(h));
     }
+    let secrets: Vec<Value> = c
+        .secrets
+        .iter()
+        .map(|s| {
+            json!({"File": file_target(s.file.as_ref()), "SecretID": s.secret_id,
+                        "SecretName": s.secret_name})
+        })
+        .collect();
+    put(&mut container, "Secrets", json!(secrets));
+    let configs: Vec<Value> = c
+        .configs
+        .iter()
+        .map(|s| {
+            json!({"File": file_target(s.file.as_ref()), "ConfigID": s.config_id,
+                        "ConfigName": s.config_name})
+        })
+        .collect();
+    put(&mut container, "Configs", json!(configs));
+    let mounts: Vec<Value> = c.mounts.iter().map(mount).collect();
+    put(&mut container, "Mounts", json!(mounts));
 
     let res = task.resources.unwrap_or_default();
     let mut resources_doc = Map::new();
@@ -638,5 +704,47 @@ mod tests {
     fn rows_are_single_lines() {
         assert_eq!(line(&json!({"ID": "x"})), "{\"ID\":\"x\"}\n");
         assert!(pretty_array(vec![]).starts_with("[]"));
+    }
+
+    #[test]
+    fn secrets_configs_and_mounts_in_dockers_shape() {
+        let mut s = svc();
+        let c = s
+            .spec
+            .as_mut()
+            .and_then(|x| x.task.as_mut())
+            .and_then(|t| t.container.as_mut())
+            .expect("container");
+        c.secrets.push(shoal_proto::v1::SecretReference {
+            secret_id: "sid".into(),
+            secret_name: "pw".into(),
+            file: Some(shoal_proto::v1::FileTarget {
+                name: "pw".into(),
+                uid: "0".into(),
+                gid: "0".into(),
+                mode: 0o444,
+            }),
+        });
+        c.mounts.push(shoal_proto::v1::Mount {
+            r#type: shoal_proto::v1::MountType::MountTmpfs as i32,
+            target: "/tmp".into(),
+            tmpfs_options: Some(shoal_proto::v1::TmpfsOptions {
+                size_bytes: 1024,
+                mode: 0,
+            }),
+            ..Default::default()
+        });
+        let v = service(&s);
+        let cs = &v["Spec"]["TaskTemplate"]["ContainerSpec"];
+        assert_eq!(
+            cs["Secrets"],
+            json!([{"File": {"Name": "pw", "UID": "0", "GID": "0", "Mode": 292},
+                    "SecretID": "sid", "SecretName": "pw"}])
+        );
+        assert_eq!(
+            cs["Mounts"],
+            json!([{"Type": "tmpfs", "Target": "/tmp", "TmpfsOptions": {"SizeBytes": 1024}}])
+        );
+        assert!(cs.get("Configs").is_none());
     }
 }

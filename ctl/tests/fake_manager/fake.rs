@@ -17,6 +17,14 @@ pub(crate) struct State {
     pub(crate) networks: Vec<Network>,
     /// Every UpdateService request as received.
     pub(crate) updates: Vec<UpdateServiceRequest>,
+    pub(crate) secrets: Vec<Secret>,
+    pub(crate) configs: Vec<Config>,
+    /// The volumes of every node, as the nodes would report them.
+    pub(crate) volumes: Vec<Volume>,
+    /// node id -> hostname, for ListVolumes.
+    pub(crate) volume_nodes: HashMap<String, String>,
+    /// Nodes ListVolumes reports as not answering.
+    pub(crate) unreachable: Vec<String>,
 }
 
 /// A manager whose tasks advance one state per ListTasks call; tasks of services whose image is
@@ -604,78 +612,256 @@ impl Control for Fake {
 
     async fn create_secret(
         &self,
-        _req: Request<CreateSecretRequest>,
+        req: Request<CreateSecretRequest>,
     ) -> Result<Response<CreateSecretResponse>, Status> {
-        Err(Status::unimplemented("create_secret"))
+        let spec = req.into_inner().spec.unwrap_or_default();
+        let mut st = self.lock();
+        if st.secrets.iter().any(|x| data_name(&x.spec) == spec.name) {
+            return Err(Status::already_exists(format!(
+                "secret {} already exists",
+                spec.name
+            )));
+        }
+        let secret = Secret {
+            id: format!("sec{:02}abcdefghijklmnopqrstu", st.secrets.len()),
+            meta: Some(data_meta()),
+            spec: Some(spec),
+        };
+        st.secrets.push(secret.clone());
+        Ok(Response::new(CreateSecretResponse {
+            secret: Some(without_data(secret)),
+        }))
     }
 
     async fn get_secret(
         &self,
-        _req: Request<GetSecretRequest>,
+        req: Request<GetSecretRequest>,
     ) -> Result<Response<GetSecretResponse>, Status> {
-        Err(Status::unimplemented("get_secret"))
+        let name = req.into_inner().name_or_id;
+        let st = self.lock();
+        let secret = st
+            .secrets
+            .iter()
+            .find(|x| x.id == name || data_name(&x.spec) == name)
+            .cloned()
+            .ok_or_else(|| Status::not_found(format!("secret {name} not found")))?;
+        Ok(Response::new(GetSecretResponse {
+            secret: Some(without_data(secret)),
+        }))
     }
 
     async fn list_secrets(
         &self,
         _req: Request<ListSecretsRequest>,
     ) -> Result<Response<ListSecretsResponse>, Status> {
-        Err(Status::unimplemented("list_secrets"))
+        let secrets = self
+            .lock()
+            .secrets
+            .iter()
+            .cloned()
+            .map(without_data)
+            .collect();
+        Ok(Response::new(ListSecretsResponse { secrets }))
     }
 
     async fn remove_secret(
         &self,
-        _req: Request<RemoveSecretRequest>,
+        req: Request<RemoveSecretRequest>,
     ) -> Result<Response<RemoveSecretResponse>, Status> {
-        Err(Status::unimplemented("remove_secret"))
+        let name = req.into_inner().name_or_id;
+        let mut st = self.lock();
+        let i = st
+            .secrets
+            .iter()
+            .position(|x| x.id == name || data_name(&x.spec) == name)
+            .ok_or_else(|| Status::not_found(format!("secret {name} not found")))?;
+        let secret_name = data_name(&st.secrets[i].spec).to_string();
+        let users: Vec<String> = st
+            .services
+            .iter()
+            .filter_map(|s| s.spec.as_ref())
+            .filter(|s| {
+                s.task
+                    .as_ref()
+                    .and_then(|t| t.container.as_ref())
+                    .is_some_and(|c| c.secrets.iter().any(|r| r.secret_name == secret_name))
+            })
+            .map(|s| s.name.clone())
+            .collect();
+        if !users.is_empty() {
+            return Err(Status::failed_precondition(format!(
+                "secret {secret_name} is in use by the following service(s): {}",
+                users.join(", ")
+            )));
+        }
+        let removed = st.secrets.remove(i);
+        Ok(Response::new(RemoveSecretResponse { id: removed.id }))
     }
 
     async fn create_config(
         &self,
-        _req: Request<CreateConfigRequest>,
+        req: Request<CreateConfigRequest>,
     ) -> Result<Response<CreateConfigResponse>, Status> {
-        Err(Status::unimplemented("create_config"))
+        let spec = req.into_inner().spec.unwrap_or_default();
+        let mut st = self.lock();
+        if st.configs.iter().any(|x| config_name(x) == spec.name) {
+            return Err(Status::already_exists(format!(
+                "config {} already exists",
+                spec.name
+            )));
+        }
+        let config = Config {
+            id: format!("cfg{:02}abcdefghijklmnopqrstu", st.configs.len()),
+            meta: Some(data_meta()),
+            spec: Some(spec),
+        };
+        st.configs.push(config.clone());
+        Ok(Response::new(CreateConfigResponse {
+            config: Some(config),
+        }))
     }
 
     async fn get_config(
         &self,
-        _req: Request<GetConfigRequest>,
+        req: Request<GetConfigRequest>,
     ) -> Result<Response<GetConfigResponse>, Status> {
-        Err(Status::unimplemented("get_config"))
+        let name = req.into_inner().name_or_id;
+        let st = self.lock();
+        let config = st
+            .configs
+            .iter()
+            .find(|x| x.id == name || config_name(x) == name)
+            .cloned()
+            .ok_or_else(|| Status::not_found(format!("config {name} not found")))?;
+        Ok(Response::new(GetConfigResponse {
+            config: Some(config),
+        }))
     }
 
     async fn list_configs(
         &self,
         _req: Request<ListConfigsRequest>,
     ) -> Result<Response<ListConfigsResponse>, Status> {
-        Err(Status::unimplemented("list_configs"))
+        let configs = self.lock().configs.clone();
+        Ok(Response::new(ListConfigsResponse { configs }))
     }
 
     async fn remove_config(
         &self,
-        _req: Request<RemoveConfigRequest>,
+        req: Request<RemoveConfigRequest>,
     ) -> Result<Response<RemoveConfigResponse>, Status> {
-        Err(Status::unimplemented("remove_config"))
+        let name = req.into_inner().name_or_id;
+        let mut st = self.lock();
+        let i = st
+            .configs
+            .iter()
+            .position(|x| x.id == name || config_name(x) == name)
+            .ok_or_else(|| Status::not_found(format!("config {name} not found")))?;
+        let removed = st.configs.remove(i);
+        Ok(Response::new(RemoveConfigResponse { id: removed.id }))
     }
 
     async fn list_volumes(
         &self,
-        _req: Request<ListVolumesRequest>,
+        req: Request<ListVolumesRequest>,
     ) -> Result<Response<ListVolumesResponse>, Status> {
-        Err(Status::unimplemented("list_volumes"))
+        let r = req.into_inner();
+        let st = self.lock();
+        let volumes = st
+            .volumes
+            .iter()
+            .filter(|v| r.node.is_empty() || on_node(&st, v, &r.node))
+            .filter(|v| r.name.is_empty() || v.name == r.name)
+            .cloned()
+            .collect();
+        Ok(Response::new(ListVolumesResponse {
+            volumes,
+            node_names: st.volume_nodes.clone(),
+            unreachable: st.unreachable.clone(),
+        }))
     }
 
     async fn remove_volume(
         &self,
-        _req: Request<RemoveVolumeRequest>,
+        req: Request<RemoveVolumeRequest>,
     ) -> Result<Response<RemoveVolumeResponse>, Status> {
-        Err(Status::unimplemented("remove_volume"))
+        let r = req.into_inner();
+        let mut st = self.lock();
+        let matching: Vec<usize> = st
+            .volumes
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| v.name == r.name && (r.node.is_empty() || on_node(&st, v, &r.node)))
+            .map(|(i, _)| i)
+            .collect();
+        if matching.is_empty() {
+            if r.force {
+                return Ok(Response::new(RemoveVolumeResponse { nodes: vec![] }));
+            }
+            return Err(Status::not_found(format!("no such volume: {}", r.name)));
+        }
+        if let Some(i) = matching
+            .iter()
+            .find(|i| !st.volumes[**i].in_use_by.is_empty())
+        {
+            return Err(Status::failed_precondition(format!(
+                "volume {} is in use by task {}",
+                r.name, st.volumes[*i].in_use_by[0]
+            )));
+        }
+        let mut nodes = Vec::new();
+        for i in matching.into_iter().rev() {
+            nodes.push(st.volumes.remove(i).node_id);
+        }
+        Ok(Response::new(RemoveVolumeResponse { nodes }))
     }
 
     async fn prune_volumes(
         &self,
-        _req: Request<PruneVolumesRequest>,
+        req: Request<PruneVolumesRequest>,
     ) -> Result<Response<PruneVolumesResponse>, Status> {
-        Err(Status::unimplemented("prune_volumes"))
+        let r = req.into_inner();
+        let mut st = self.lock();
+        let (removed, kept): (Vec<Volume>, Vec<Volume>) =
+            std::mem::take(&mut st.volumes).into_iter().partition(|v| {
+                v.in_use_by.is_empty()
+                    && (r.all || v.anonymous)
+                    && (r.node.is_empty() || v.node_id == r.node)
+            });
+        st.volumes = kept;
+        let reclaimed_bytes = removed.iter().map(|v| v.size_bytes.max(0) as u64).sum();
+        Ok(Response::new(PruneVolumesResponse {
+            removed,
+            reclaimed_bytes,
+        }))
     }
+}
+
+fn data_name(spec: &Option<SecretSpec>) -> &str {
+    spec.as_ref().map(|s| s.name.as_str()).unwrap_or("")
+}
+
+fn config_name(c: &Config) -> &str {
+    c.spec.as_ref().map(|s| s.name.as_str()).unwrap_or("")
+}
+
+fn data_meta() -> Meta {
+    Meta {
+        version: 3,
+        created_at: 1_700_000_000 * S,
+        updated_at: 1_700_000_000 * S,
+    }
+}
+
+/// The control API never returns a secret's data.
+fn without_data(mut s: Secret) -> Secret {
+    if let Some(spec) = s.spec.as_mut() {
+        spec.data.clear();
+    }
+    s
+}
+
+/// Whether a volume lives on the node named by id or hostname.
+fn on_node(st: &State, v: &Volume, node: &str) -> bool {
+    v.node_id == node || st.volume_nodes.get(&v.node_id).is_some_and(|h| h == node)
 }

@@ -2,6 +2,7 @@
 //! mutual TLS with a freshly made CA), the way a user would: exit codes, stdout and stderr.
 
 mod confinement;
+mod data;
 mod fake;
 mod harness;
 mod networks;

@@ -57,6 +57,9 @@ pub async fn update(c: &mut Control, a: &UpdateArgs) -> Result<()> {
     }
     let mut spec = svc.spec.clone().unwrap_or_default();
     apply_update(&mut spec, a, &ids)?;
+    if a.with_registry_auth {
+        attach_registry_auth(&mut spec)?;
+    }
     let request = UpdateServiceRequest {
         name_or_id: svc.id.clone(),
         spec: Some(spec),
@@ -70,6 +73,23 @@ pub async fn update(c: &mut Control, a: &UpdateArgs) -> Result<()> {
         return Ok(());
     }
     rollout::follow(c, &svc.id, svc.update_status, false, a.timeout, a.quiet).await
+}
+
+/// `--with-registry-auth`: puts the credentials stored for the image's registry into the spec
+/// (the manager keeps them encrypted and gives them only to the nodes that pull); with none
+/// stored, says so and sends the spec without.
+pub fn attach_registry_auth(spec: &mut ServiceSpec) -> Result<()> {
+    let task = spec.task.get_or_insert_with(Default::default);
+    let c = task.container.get_or_insert_with(Default::default);
+    let registry = crate::docker_config::registry_of_image(&c.image);
+    match crate::docker_config::registry_auth_for(&c.image)? {
+        Some(auth) => c.registry_auth = Some(auth),
+        None => eprintln!(
+            "WARNING: no credentials stored for {registry} (shoalctl login {registry}); the image \
+             is pulled without"
+        ),
+    }
+    Ok(())
 }
 
 /// `service rollback` and `service update --rollback`: asks the manager to swap the spec with

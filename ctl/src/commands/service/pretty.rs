@@ -39,6 +39,7 @@ pub fn pretty(svc: &Service) -> String {
     if let Some(d) = &task.log_driver {
         out.log_driver(d);
     }
+    out.files(&c);
     out.resources(&task.resources.unwrap_or_default());
     if !task.networks.is_empty() {
         let names: Vec<&str> = task.networks.iter().map(|n| n.target.as_str()).collect();
@@ -217,6 +218,45 @@ impl Pretty {
         let sorted: BTreeMap<_, _> = c.sysctls.iter().collect();
         let pairs: Vec<String> = sorted.iter().map(|(k, v)| format!("{k}={v}")).collect();
         self.text(" Sysctls", &pairs.join(" "));
+    }
+
+    /// Mounts, configs and secrets, as docker's pretty template lists them.
+    fn files(&mut self, c: &ContainerSpec) {
+        let name_of = |f: &Option<shoal_proto::v1::FileTarget>| {
+            f.as_ref().map(|f| f.name.clone()).unwrap_or_default()
+        };
+        if !c.mounts.is_empty() {
+            self.kv("Mounts", String::new());
+            for m in &c.mounts {
+                self.kv(" Target", m.target.clone());
+                self.kv("  Source", m.source.clone());
+                self.kv("  ReadOnly", m.read_only.to_string());
+                self.kv(
+                    "  Type",
+                    crate::output::json::mount_type_name(m.r#type).to_string(),
+                );
+            }
+        }
+        if !c.configs.is_empty() {
+            self.kv("Configs", String::new());
+            for r in &c.configs {
+                self.kv(" Target", name_of(&r.file));
+                self.kv("  Source", r.config_name.clone());
+            }
+        }
+        if !c.secrets.is_empty() {
+            self.kv("Secrets", String::new());
+            for r in &c.secrets {
+                let name = name_of(&r.file);
+                let target = if name.starts_with('/') {
+                    name
+                } else {
+                    format!("/run/secrets/{name}")
+                };
+                self.kv(" Target", target);
+                self.kv("  Source", r.secret_name.clone());
+            }
+        }
     }
 
     /// Capabilities added and dropped, if any.

@@ -79,6 +79,9 @@ fn container_spec(a: &CreateArgs) -> Result<ContainerSpec> {
         init: a.init,
         stop_signal: a.stop_signal.clone().unwrap_or_default(),
         healthcheck: super::rollout_spec::health_on_create(&a.health)?,
+        secrets: a.secret.clone(),
+        configs: a.config_ref.clone(),
+        mounts: a.mount.clone(),
         ..Default::default()
     })
 }

@@ -4,7 +4,9 @@ use std::collections::HashMap;
 
 use anyhow::{anyhow, Result};
 use shoal_proto::spec::{port_protocol, validate_service};
-use shoal_proto::v1::{NetworkAttachmentConfig, PortConfig, ServiceMode, ServiceSpec};
+use shoal_proto::v1::{
+    ContainerSpec, NetworkAttachmentConfig, PortConfig, ServiceMode, ServiceSpec,
+};
 use shoal_proto::wire;
 
 use super::rollout_spec as rollout;
@@ -41,6 +43,7 @@ pub fn apply_update(spec: &mut ServiceSpec, a: &UpdateArgs, ids: &NetworkIds) ->
         task.force_update = task.force_update.wrapping_add(1);
     }
     apply_confinement(&spec.name, c, &mut task.log_driver, a)?;
+    update_files(&spec.name, c, a)?;
     let placement = task.placement.get_or_insert_with(Default::default);
     for expr in &a.constraint_rm {
         placement.constraints.retain(|x| x != expr);
@@ -62,6 +65,54 @@ pub fn apply_update(spec: &mut ServiceSpec, a: &UpdateArgs, ids: &NetworkIds) ->
     rollout::merge_update_config(&mut spec.update, &a.update_config);
     rollout::merge_rollback_config(&mut spec.rollback, &a.rollback_config);
     validate_service(spec)?;
+    Ok(())
+}
+
+/// `--secret-rm`/`--secret-add`, `--config-rm`/`--config-add` and `--mount-rm`/`--mount-add`:
+/// removals by name (or ID) and target first; an addition replaces the entry with its target.
+fn update_files(service: &str, c: &mut ContainerSpec, a: &UpdateArgs) -> Result<()> {
+    let target = |f: &Option<shoal_proto::v1::FileTarget>| {
+        f.as_ref().map(|f| f.name.clone()).unwrap_or_default()
+    };
+    for name in &a.secret_rm {
+        let before = c.secrets.len();
+        c.secrets
+            .retain(|s| s.secret_name != *name && (s.secret_id.is_empty() || s.secret_id != *name));
+        if c.secrets.len() == before {
+            return Err(anyhow!(
+                "--secret-rm: service {service} uses no secret {name}"
+            ));
+        }
+    }
+    for add in &a.secret_add {
+        c.secrets.retain(|s| target(&s.file) != target(&add.file));
+        c.secrets.push(add.clone());
+    }
+    for name in &a.config_rm {
+        let before = c.configs.len();
+        c.configs
+            .retain(|s| s.config_name != *name && (s.config_id.is_empty() || s.config_id != *name));
+        if c.configs.len() == before {
+            return Err(anyhow!(
+                "--config-rm: service {service} uses no config {name}"
+            ));
+        }
+    }
+    for add in &a.config_add {
+        c.configs.retain(|s| target(&s.file) != target(&add.file));
+        c.configs.push(add.clone());
+    }
+    for t in &a.mount_rm {
+        let before = c.mounts.len();
+        c.mounts.retain(|m| m.target != *t);
+        if c.mounts.len() == before {
+            return Err(anyhow!("--mount-rm: service {service} has no mount at {t}"));
+        }
+    }
+    for add in &a.mount_add {
+        c.mounts.retain(|m| m.target != add.target);
+        c.mounts.push(add.clone());
+    }
     Ok(())
 }
 
@@ -131,4 +182,84 @@ fn update_ports(service: &str, ports: &mut Vec<PortConfig>, a: &UpdateArgs) -> R
         ports.push(add.clone());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+    use shoal_proto::v1::{ContainerSpec, TaskSpec};
+
+    fn update_args(args: &[&str]) -> UpdateArgs {
+        let cli = crate::cli::Cli::try_parse_from(
+            ["shoalctl", "service", "update"]
+                .iter()
+                .chain(args.iter())
+                .chain(["web"].iter()),
+        )
+        .expect("parses");
+        match cli.command {
+            crate::cli::Command::Service(crate::cli::ServiceCommand::Update(a)) => *a,
+            _ => panic!("not service update"),
+        }
+    }
+
+    fn spec() -> ServiceSpec {
+        let mut c = ContainerSpec {
+            image: "nginx".into(),
+            ..Default::default()
+        };
+        c.secrets
+            .push(crate::cli::parse_secret("source=pw1,target=pw").unwrap());
+        c.mounts
+            .push(crate::cli::parse_mount("src=data,dst=/data").unwrap());
+        ServiceSpec {
+            name: "web".into(),
+            replicas: 1,
+            task: Some(TaskSpec {
+                container: Some(c),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn secrets_and_mounts_are_replaced_by_target() {
+        let mut s = spec();
+        let a = update_args(&[
+            "--secret-rm",
+            "pw1",
+            "--secret-add",
+            "source=pw2,target=pw",
+            "--mount-add",
+            "src=other,dst=/data",
+            "--config-add",
+            "conf",
+        ]);
+        apply_update(&mut s, &a, &NetworkIds::new()).unwrap();
+        let c = s.task.unwrap().container.unwrap();
+        assert_eq!(c.secrets.len(), 1);
+        assert_eq!(c.secrets[0].secret_name, "pw2");
+        assert_eq!(c.mounts.len(), 1);
+        assert_eq!(c.mounts[0].source, "other");
+        assert_eq!(c.configs[0].file.as_ref().unwrap().name, "/conf");
+        let mut s = spec();
+        let e = apply_update(
+            &mut s,
+            &update_args(&["--mount-rm", "/nope"]),
+            &NetworkIds::new(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(e, "--mount-rm: service web has no mount at /nope");
+        let e = apply_update(
+            &mut s,
+            &update_args(&["--secret-rm", "x"]),
+            &NetworkIds::new(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(e, "--secret-rm: service web uses no secret x");
+    }
 }
