@@ -1,0 +1,1 @@
+//! Loader tests over whole files, and the corpus of public stack files.
