@@ -389,7 +389,10 @@ fn service(
             }
             NetworkAttachmentConfig { target, aliases }
         })
-        .collect();
+        .collect::<Vec<_>>();
+    // docker sorts the attachments by target, so reordering the file changes nothing.
+    let mut networks = networks;
+    networks.sort_by(|a, b| a.target.cmp(&b.target));
 
     let placement = deploy.placement.clone().unwrap_or_default();
     let mut ports = Vec::new();
@@ -1124,12 +1127,14 @@ fn restart(svc: &Service, prefix: &str) -> Result<Option<RestartPolicy>, Convert
                 )
             })?,
         ),
-        _ => return Err(field(
-            path("restart"),
-            format!(
+        _ => {
+            return Err(field(
+                path("restart"),
+                format!(
                 "invalid restart policy {legacy:?} (no, always, on-failure[:N], unless-stopped)"
             ),
-        )),
+            ))
+        }
     };
     Ok(Some(RestartPolicy {
         condition: condition as i32,

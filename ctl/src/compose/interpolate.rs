@@ -83,6 +83,17 @@ impl<'a> Interpolator<'a> {
 
     /// Interpolates one string.
     pub fn string(&mut self, s: &str) -> Result<String, InterpolateError> {
+        self.substitute(s, false)
+    }
+
+    /// Interpolates a default or message word: `${...}` and set `$VAR`s in it are expanded, but
+    /// a `$` that starts no reference, or names an unset variable, is kept as written: stack
+    /// files put bcrypt hashes there (`${PASSWORD:-$2y$05$oZcj...}`).
+    fn word(&mut self, s: &str) -> Result<String, InterpolateError> {
+        self.substitute(s, true)
+    }
+
+    fn substitute(&mut self, s: &str, lenient: bool) -> Result<String, InterpolateError> {
         let invalid = || InterpolateError::Invalid {
             template: s.to_string(),
         };
@@ -100,8 +111,19 @@ impl<'a> Interpolator<'a> {
                 rest = &r[end + 1..];
             } else {
                 let len = name_len(after);
+                if len == 0 && lenient {
+                    out.push('$');
+                    rest = after;
+                    continue;
+                }
                 if len == 0 {
                     return Err(invalid());
+                }
+                if lenient && !self.env.contains_key(&after[..len]) {
+                    out.push('$');
+                    out.push_str(&after[..len]);
+                    rest = &after[len..];
+                    continue;
                 }
                 out.push_str(&self.lookup(&after[..len], true));
                 rest = &after[len..];
@@ -143,12 +165,12 @@ impl<'a> Interpolator<'a> {
             });
         };
         match kind {
-            ":-" if !nonempty => self.string(word),
-            "-" if !set => self.string(word),
+            ":-" if !nonempty => self.word(word),
+            "-" if !set => self.word(word),
             ":?" if !nonempty => Err(self.required(name, word)?),
             "?" if !set => Err(self.required(name, word)?),
-            ":+" if nonempty => self.string(word),
-            "+" if set => self.string(word),
+            ":+" if nonempty => self.word(word),
+            "+" if set => self.word(word),
             ":+" | "+" => Ok(String::new()),
             _ => Ok(self.lookup(name, false)),
         }
@@ -157,7 +179,7 @@ impl<'a> Interpolator<'a> {
     fn required(&mut self, name: &str, word: &str) -> Result<InterpolateError, InterpolateError> {
         Ok(InterpolateError::Required {
             var: name.to_string(),
-            message: self.string(word)?,
+            message: self.word(word)?,
         })
     }
 
@@ -254,6 +276,8 @@ mod tests {
             ("a-$A.b", "a-a.b"),
             ("${A:-x:y}", "a"),
             ("${NOPE:-8000:80}", "8000:80"),
+            ("${NOPE:-$2y$05$ab/c}", "$2y$05$ab/c"),
+            ("${NOPE:-a$B}", "ab"),
         ];
         for (input, want) in cases {
             assert_eq!(run(input).unwrap(), want, "{input}");

@@ -178,14 +178,31 @@ fn load_sources(
         }
     }
     let resolved = resolve(&model, &dir, &env, &first.name)?;
-    let yaml = serde_norway::to_string(&model)
-        .map_err(|e| error(format!("cannot print the merged file: {e}")))?;
+    let yaml = print(&model)?;
     Ok(Project {
         yaml,
         warnings,
         model,
         resolved,
     })
+}
+
+/// The model as YAML for `stack config`: keys in order, and every `$` written `$$` so that the
+/// output, interpolated already, loads again unchanged.
+fn print(model: &ComposeFile) -> Result<String, ComposeError> {
+    fn escape(v: &mut Value) {
+        match v {
+            Value::String(s) => *s = s.replace('$', "$$"),
+            Value::Sequence(seq) => seq.iter_mut().for_each(escape),
+            Value::Mapping(m) => m.iter_mut().for_each(|(_, v)| escape(v)),
+            Value::Tagged(t) => escape(&mut t.value),
+            Value::Null | Value::Bool(_) | Value::Number(_) => {}
+        }
+    }
+    let fail = |e: serde_norway::Error| error(format!("cannot print the merged file: {e}"));
+    let mut v = serde_norway::to_value(model).map_err(fail)?;
+    escape(&mut v);
+    serde_norway::to_string(&v).map_err(fail)
 }
 
 /// Reads what the model points at: env files, secret and config contents.
