@@ -63,6 +63,8 @@ fn field(path: impl Into<String>, reason: impl Into<String>) -> ConvertError {
 pub struct Resolved {
     /// The project directory: relative paths are resolved against it.
     pub dir: PathBuf,
+    /// The files as named, for errors ("stack.yml", "a.yml+b.yml").
+    pub files: String,
     /// `$HOME`, for `~/` in bind sources.
     pub home: Option<String>,
     /// Each service's final environment (`env_file`, then `environment`), `K=V`, sorted.

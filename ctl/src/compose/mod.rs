@@ -177,7 +177,12 @@ fn load_sources(
             )));
         }
     }
-    let resolved = resolve(&model, &dir, &env, &first.name)?;
+    let mut resolved = resolve(&model, &dir, &env, &first.name)?;
+    resolved.files = sources
+        .iter()
+        .map(|s| s.name.as_str())
+        .collect::<Vec<_>>()
+        .join("+");
     let yaml = print(&model)?;
     Ok(Project {
         yaml,
@@ -295,9 +300,13 @@ fn resolve(
 }
 
 /// Turns a project into what `stack deploy NAME` writes: every spec checked as the manager
-/// will check it, errors naming the service.
+/// will check it; errors name the file(s) and the key path or the service.
 pub fn plan(project: &Project, stack: &str) -> Result<StackPlan, ComposeError> {
-    let mut plan = convert::plan(&project.model, &project.resolved, stack)?;
+    let mut plan =
+        convert::plan(&project.model, &project.resolved, stack).map_err(|e| match e {
+            convert::ConvertError::StackName(_) => ComposeError::from(e),
+            other => error(format!("{}: {other}", project.resolved.files)),
+        })?;
     let mut warnings = project.warnings.clone();
     warnings.append(&mut plan.warnings);
     plan.warnings = warnings;

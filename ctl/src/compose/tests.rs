@@ -919,7 +919,7 @@ fn errors_name_file_position_variable_and_service() {
         &[],
     );
     let err = plan(&r.unwrap(), "s").unwrap_err().to_string();
-    assert!(err.starts_with("services.web.ports[1]: "), "{err}");
+    assert!(err.contains("s.yml: services.web.ports[1]: "), "{err}");
 
     let (_d, r) = project(
         &[(
@@ -953,12 +953,66 @@ fn errors_name_file_position_variable_and_service() {
     );
     let err = plan(&r.unwrap(), "s").unwrap_err().to_string();
     assert!(
-        err.starts_with("services.web.volumes[0]: undefined volume \"data\""),
+        err.contains("s.yml: services.web.volumes[0]: undefined volume \"data\""),
         "{err}"
     );
 
     // The manager's own checks run too, naming the service.
     let (_d, r) = project(&[("s.yml", "services:\n  web:\n    image: x\n    deploy: {placement: {constraints: [\"bogus\"]}}\n")], &[]);
     let err = plan(&r.unwrap(), "s").unwrap_err().to_string();
-    assert!(err.starts_with("service web: "), "{err}");
+    assert!(err.contains("s.yml: service web: "), "{err}");
+}
+
+#[test]
+fn externals_modes_and_warnings() {
+    let (_d, r) = project(
+        &[(
+            "s.yml",
+            r#"
+services:
+  app:
+    image: app
+    labels: [a=b]
+    logging: {driver: syslog}
+    ports: ["127.0.0.1:8080:80"]
+    networks: [legacy, modern]
+    volumes: [{type: volume, source: keep, target: /keep, volume: {nocopy: true}}]
+    configs:
+      - source: conf
+        mode: "0440"
+    secrets:
+      - source: tok
+        mode: 288
+networks:
+  legacy: {external: {name: old-net}}
+  modern: {external: true, name: new-net}
+volumes:
+  keep: {external: true}
+configs:
+  conf: {external: true}
+secrets:
+  tok: {environment: TOKEN}
+"#,
+        )],
+        &[("TOKEN", "t0k")],
+    );
+    let p = plan(&r.unwrap(), "s").unwrap();
+    let app = svc(&p, "s_app");
+    assert_eq!(net_targets(app), ["new-net", "old-net"]);
+    let mut ext = external(&p.networks);
+    ext.sort();
+    assert_eq!(ext, ["new-net", "old-net"]);
+    let c = container(app);
+    assert_eq!(c.mounts[0].source, "keep");
+    assert!(c.mounts[0].volume_options.as_ref().unwrap().no_copy);
+    assert_eq!(c.configs[0].config_name, "conf");
+    assert_eq!(c.configs[0].file.as_ref().unwrap().mode, 0o440);
+    assert_eq!(c.secrets[0].file.as_ref().unwrap().mode, 288);
+    assert_eq!(created(&p.secrets)[0].data, b"t0k");
+    assert!(task(app).log_driver.is_none());
+    assert_eq!(p.warnings.len(), 3, "{:?}", p.warnings);
+    assert!(p.warnings.iter().any(|w| w.contains("container labels")));
+    assert!(p.warnings.iter().any(|w| w.contains("syslog")));
+    assert!(p.warnings.iter().any(|w| w.contains("127.0.0.1")));
+    assert_eq!(ports(app), [(8080, 80, "tcp".into(), "ingress".into())]);
 }
