@@ -43,6 +43,10 @@ pub fn merge_files(base: &mut Value, over: Value) {
 
 /// Merges one service's override onto it.
 pub fn merge_service(base: &mut Value, over: Value) {
+    // `web:` with nothing under it overrides nothing.
+    if over.is_null() {
+        return;
+    }
     let (Some(bm), Value::Mapping(om)) = (base.as_mapping_mut(), &over) else {
         *base = over;
         return;
@@ -280,6 +284,8 @@ networks: {back: {driver: overlay}}
             y(r#"["node.role==worker", "node.labels.a==b"]"#)
         );
         assert_eq!(base["services"]["db"]["image"], "pg");
+        merge_files(&mut base, y("services:\n  web:\n"));
+        assert_eq!(base["services"]["web"]["image"], "web:2");
         assert_eq!(base["networks"]["back"]["driver"], "overlay");
     }
 }
