@@ -361,7 +361,7 @@ fn service(
             .transpose()?,
         secrets: secret_refs(&svc.secrets, names.secrets, &p("secrets"))?,
         configs: config_refs(&svc.configs, names.configs, &p("configs"))?,
-        mounts: mounts(model, res, names.stack, name, svc, warnings)?,
+        mounts: mounts(model, res, names.stack, name, svc)?,
         ..Default::default()
     };
 
@@ -765,9 +765,7 @@ fn mounts(
     stack: &str,
     name: &str,
     svc: &Service,
-    warnings: &mut Vec<String>,
 ) -> Result<Vec<Mount>, ConvertError> {
-    let _ = warnings;
     let mut out = Vec::new();
     for (i, entry) in svc.volumes.iter().enumerate() {
         let path = format!("services.{name}.volumes[{i}]");
