@@ -29,8 +29,8 @@ use read::ReadError;
 pub struct LoadOptions {
     /// The compose files, in order (`-c FILE -c OVERRIDE`); "-" is standard input.
     pub files: Vec<PathBuf>,
-    /// The environment for interpolation (the process's, plus `.env` beside the first file,
-    /// which never overrides the process's).
+    /// The process's environment (`std::env::vars()`); `load` adds the `.env` beside the first
+    /// file for the keys this lacks, never overriding it.
     pub env: BTreeMap<String, String>,
 }
 
@@ -47,7 +47,8 @@ pub struct ComposeError {
 pub struct Project {
     /// The merged file after interpolation, as YAML (`stack config` prints it).
     pub yaml: String,
-    /// Keys Shoal cannot honour: "service web: `build` is not supported by stack deploy; ignored".
+    /// Unset variables and keys Shoal cannot honour ("service web: key `build` is not supported
+    /// by stack deploy; ignored"), for stderr.
     pub warnings: Vec<String>,
     /// The compose model (private to the loader).
     pub(crate) model: ComposeFile,
