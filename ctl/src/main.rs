@@ -5,7 +5,6 @@
 mod cli;
 mod client;
 mod commands;
-#[allow(dead_code)] // TEMP: the loader's private model is unused while its functions are stubs
 mod compose;
 mod docker_config;
 mod output;

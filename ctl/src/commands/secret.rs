@@ -18,12 +18,8 @@ use crate::cli::{DataCreateArgs, DataInspectArgs, DataLsArgs, DataRmArgs, Format
 use crate::client::{status, Control};
 use crate::output::{self, json as js, table::Table};
 
-/// Largest secret (the manager refuses larger ones with the same message).
-// TEMP: until shoal_proto::limits::SECRET_MAX_BYTES lands (issue 12, another branch).
-pub const SECRET_MAX_BYTES: usize = 500 * 1024;
-/// Largest config.
-// TEMP: until shoal_proto::limits::CONFIG_MAX_BYTES lands.
-pub const CONFIG_MAX_BYTES: usize = 1000 * 1024;
+// The manager refuses larger data with the same message.
+use shoal_proto::limits::{CONFIG_MAX_BYTES, SECRET_MAX_BYTES};
 
 /// Which of the two kinds of named data a command is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -24,7 +24,7 @@ use crate::compose::{self, LoadOptions, Resource, StackPlan};
 use crate::output::{self, json as js, table::Table};
 
 /// The label naming an object's stack, as docker's.
-pub const NAMESPACE_LABEL: &str = "com.docker.stack.namespace";
+pub use crate::compose::NAMESPACE_LABEL;
 
 fn load_options(files: &[std::path::PathBuf]) -> LoadOptions {
     LoadOptions {
@@ -332,7 +332,7 @@ pub async fn deploy(c: &mut Control, plan: StackPlan, a: &StackDeployArgs) -> Re
         let planned: HashSet<&str> = plan.services.iter().map(|s| s.name.as_str()).collect();
         for svc in existing.values() {
             let spec = svc.spec.clone().unwrap_or_default();
-            if stack_of(&spec.labels) == Some(a.stack.as_str())
+            if stack_of(&spec.labels) == Some(plan.stack.as_str())
                 && !planned.contains(spec.name.as_str())
             {
                 progress(a.quiet, &format!("Removing service {}\n", spec.name))?;

@@ -16,10 +16,9 @@ use std::path::{Path, PathBuf};
 use serde_norway::Value;
 use shoal_proto::v1::{ConfigSpec, NetworkSpec, SecretSpec, ServiceSpec};
 
-// For the stack commands (ls/rm filter on the namespace label).
 use convert::Resolved;
-#[allow(unused_imports)]
-pub use convert::{IMAGE_LABEL, NAMESPACE_LABEL};
+// For the stack commands (ls/rm filter on the namespace label).
+pub use convert::NAMESPACE_LABEL;
 use interpolate::Interpolator;
 use model::ComposeFile;
 use read::ReadError;

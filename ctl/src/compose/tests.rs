@@ -197,7 +197,7 @@ fn corpus_all_files_plan_with_stack_names_and_labels() {
                 "{f}"
             );
             assert_eq!(
-                s.labels.get(IMAGE_LABEL),
+                s.labels.get(convert::IMAGE_LABEL),
                 Some(&container(s).image),
                 "{f}: {}",
                 s.name
