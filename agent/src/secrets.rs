@@ -61,6 +61,9 @@ pub enum SecretsError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// A task id that cannot be a directory name.
+    #[error(transparent)]
+    TaskId(#[from] crate::runtime::RuntimeError),
     /// Mounting or unmounting the task's tmpfs failed.
     #[error(transparent)]
     Mount(#[from] rootfs::RootfsError),
@@ -134,7 +137,6 @@ fn owner(
 fn task_file(
     what: &'static str,
     index: usize,
-    id: &str,
     name: &str,
     file: Option<&FileTarget>,
     data: Vec<u8>,
@@ -153,7 +155,8 @@ fn task_file(
         Path::new("/").join(target_name)
     };
     Ok(TaskFile {
-        name: format!("{what}-{index}-{id}"),
+        // The index alone: ids come from the manager and never become path components here.
+        name: format!("{what}-{index}"),
         target,
         uid: owner(what, name, "uid", &file.uid)?,
         gid: owner(what, name, "gid", &file.gid)?,
@@ -183,7 +186,6 @@ pub fn task_files(
         files.push(task_file(
             "secret",
             i,
-            &s.secret_id,
             &s.secret_name,
             s.file.as_ref(),
             data,
@@ -200,7 +202,6 @@ pub fn task_files(
         files.push(task_file(
             "config",
             i,
-            &c.config_id,
             &c.config_name,
             c.file.as_ref(),
             data,
@@ -266,13 +267,19 @@ impl TaskFileDirs {
         self.root.join(task_id)
     }
 
+    /// The task's directory, refusing an id that is not a plain directory name.
+    fn checked_dir(&self, task_id: &str) -> Result<PathBuf, SecretsError> {
+        crate::runtime::validate_id(task_id)?;
+        Ok(self.dir(task_id))
+    }
+
     /// Writes the task's files into a fresh tmpfs and returns the read-only binds of each at its
     /// target. Nothing is made when there are no files.
     pub fn write(&self, task_id: &str, files: &[TaskFile]) -> Result<Vec<MountSpec>, SecretsError> {
         if files.is_empty() {
             return Ok(Vec::new());
         }
-        let dir = self.dir(task_id);
+        let dir = self.checked_dir(task_id)?;
         // A leftover of an earlier try of the same task goes first.
         self.remove(task_id)?;
         let io = |source| SecretsError::Io {
@@ -315,7 +322,7 @@ impl TaskFileDirs {
 
     /// Unmounts and removes the task's directory, if any.
     pub fn remove(&self, task_id: &str) -> Result<(), SecretsError> {
-        let dir = self.dir(task_id);
+        let dir = self.checked_dir(task_id)?;
         rootfs::unmount_if_mounted(&dir)?;
         match fs::remove_dir_all(&dir) {
             Ok(()) => Ok(()),
@@ -445,6 +452,7 @@ mod tests {
         }
         dirs.remove("t1").unwrap();
         assert!(!dirs.dir("t1").exists());
+        assert!(dirs.write("../t3", &files).is_err());
         // Nothing to write: nothing made.
         assert!(dirs.write("t2", &[]).unwrap().is_empty());
         assert!(!dirs.dir("t2").exists());

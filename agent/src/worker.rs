@@ -305,6 +305,33 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn volume_requests_are_answered_with_their_id_and_the_node() {
+        let fake = Arc::new(FakeExecutor::default());
+        let (mut w, _rx) = worker(&fake);
+        let req = VolumeRequest {
+            request_id: 9,
+            op: VolumeOp::VolumeList as i32,
+            ..Default::default()
+        };
+        // Without a volume store (a fake executor) the reply says so.
+        let reply = w.volumes(req.clone()).await;
+        assert_eq!(reply.request_id, 9);
+        assert!(!reply.error.is_empty());
+        let dir = tempfile::tempdir().unwrap();
+        let store = VolumeStore::open(dir.path());
+        store
+            .ensure("db", &crate::volumes::VolumeCreate::default(), "t1")
+            .unwrap();
+        w.volumes = Some(store);
+        w.set_node_id("node-a");
+        let reply = w.volumes(req).await;
+        assert_eq!((reply.request_id, reply.error.as_str()), (9, ""));
+        assert_eq!(reply.volumes.len(), 1);
+        assert_eq!(reply.volumes[0].node_id, "node-a");
+        assert_eq!(reply.volumes[0].in_use_by, vec!["t1".to_string()]);
+    }
+
+    #[tokio::test]
     async fn a_desired_state_change_in_the_set_reaches_the_task() {
         let fake = Arc::new(FakeExecutor::default());
         let (w, mut rx) = worker(&fake);
