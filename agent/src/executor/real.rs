@@ -349,3 +349,119 @@ impl Executor for RuntimeExecutor {
         Ok(self.runtime.log_path(task_id))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_proto::v1::{
+        ContainerSpec, Mount, MountType, Secret, SecretReference, SecretSpec, TaskSpec,
+    };
+
+    struct Node {
+        _dir: tempfile::TempDir,
+        exec: RuntimeExecutor,
+        files: TaskFileDirs,
+    }
+
+    /// An executor over a data dir in a temporary directory; `None` where this host cannot make
+    /// a runtime (no cgroups).
+    fn node() -> Option<Node> {
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = match Runtime::new(&dir.path().join("runtime"), "shoal-test-exec") {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("skipped: no runtime on this host: {e}");
+                return None;
+            }
+        };
+        let images = ImageStore::open(&dir.path().join("images")).unwrap();
+        let mut files = TaskFileDirs::new(&dir.path().join("secrets"));
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("not root: secrets go into a plain directory instead of a tmpfs");
+            files = files.without_tmpfs();
+        }
+        let payloads = Payloads::default();
+        payloads.set(
+            vec![Secret {
+                id: "s1".into(),
+                spec: Some(SecretSpec {
+                    name: "pw".into(),
+                    data: b"hunter2".to_vec(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+            vec![],
+        );
+        let exec = RuntimeExecutor::new(runtime, images, None, vec![])
+            .with_payloads(payloads)
+            .with_task_file_dirs(files.clone());
+        Some(Node {
+            _dir: dir,
+            exec,
+            files,
+        })
+    }
+
+    fn task(secret_id: &str) -> Task {
+        Task {
+            id: "task1".into(),
+            service_name: "db".into(),
+            slot: 1,
+            spec: Some(TaskSpec {
+                container: Some(ContainerSpec {
+                    secrets: vec![SecretReference {
+                        secret_id: secret_id.into(),
+                        secret_name: "pw".into(),
+                        file: None,
+                    }],
+                    mounts: vec![Mount {
+                        r#type: MountType::MountVolume as i32,
+                        target: "/var/lib/db".into(),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_task_s_mounts_are_set_up_and_leave_nothing_once_released() {
+        let Some(n) = node() else { return };
+        let t = task("s1");
+        let mounts = n.exec.mounts(&t).await.unwrap();
+        let targets: Vec<_> = mounts.iter().map(|m| m.target.clone()).collect();
+        assert_eq!(
+            targets,
+            vec![
+                PathBuf::from("/var/lib/db"),
+                PathBuf::from("/run/secrets/pw")
+            ]
+        );
+        let dir = n.files.dir("task1");
+        assert_eq!(std::fs::read(dir.join("secret-0")).unwrap(), b"hunter2");
+        let volumes = n.exec.volumes().list("").unwrap();
+        assert_eq!(volumes.len(), 1);
+        assert!(volumes[0].anonymous);
+        n.exec.release("task1").await;
+        assert!(!dir.exists());
+        assert!(!runtime::rootfs::is_mounted(&dir));
+        assert!(n.exec.volumes().list("").unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_secret_without_data_rejects_the_task_and_leaves_nothing() {
+        let Some(n) = node() else { return };
+        let err = n.exec.mounts(&task("unknown")).await.unwrap_err();
+        assert!(matches!(err, ExecutorError::Mounts { .. }), "{err}");
+        assert_eq!(
+            err.to_string(),
+            "secret pw (unknown) is not available on this node"
+        );
+        assert!(!n.files.dir("task1").exists());
+        assert!(n.exec.volumes().list("").unwrap().is_empty());
+    }
+}
