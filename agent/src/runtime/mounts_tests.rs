@@ -161,3 +161,139 @@ async fn a_local_volume_with_type_and_device_options_mounts_that_filesystem() {
     }];
     assert_eq!(run_lines(&fx, &cfg).await, vec!["tmpfs tmpfs"]);
 }
+
+/// Unmounts what a test mounted on the host, whatever the test's outcome.
+struct HostMounts(Vec<PathBuf>);
+
+impl Drop for HostMounts {
+    fn drop(&mut self) {
+        for path in self.0.iter().rev() {
+            let _ = rootfs::unmount_if_mounted(path);
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_rslave_bind_sees_mounts_made_on_the_host_later() {
+    use nix::mount::{mount, MsFlags};
+    let fx = fixture();
+    let host = tempfile::tempdir().unwrap();
+    let src = host.path().join("src");
+    std::fs::create_dir_all(src.join("sub")).unwrap();
+    let mut guard = HostMounts(vec![]);
+    // The source is its own shared mount, as a host path is under systemd.
+    mount(
+        Some(&src),
+        &src,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .unwrap();
+    guard.0.push(src.clone());
+    mount(
+        None::<&str>,
+        &src,
+        None::<&str>,
+        MsFlags::MS_SHARED,
+        None::<&str>,
+    )
+    .unwrap();
+
+    let mut cfg = config(
+        &fx,
+        &[
+            "sh",
+            "-c",
+            "i=0; while [ $i -lt 200 ]; do [ -e /mnt/sub/marker ] && echo seen && exit 0; \
+             i=$((i+1)); sleep 0.05; done; echo unseen",
+        ],
+    );
+    let mut m = bind(&src, "/mnt", false, false);
+    m.kind = MountKind::Bind {
+        source: src.clone(),
+        propagation: "rslave".into(),
+        copy_up: false,
+    };
+    cfg.mounts = vec![m];
+    fx.runtime.start(&cfg).unwrap();
+    let sub = src.join("sub");
+    mount(
+        Some("tmpfs"),
+        &sub,
+        Some("tmpfs"),
+        MsFlags::empty(),
+        None::<&str>,
+    )
+    .unwrap();
+    guard.0.push(sub.clone());
+    std::fs::write(sub.join("marker"), "x").unwrap();
+    assert_eq!(fx.runtime.wait(&cfg.id).await.unwrap(), 0);
+    let out: Vec<String> = log_lines(&fx, &cfg.id)
+        .into_iter()
+        .map(|(_, l)| l)
+        .collect();
+    fx.runtime.delete(&cfg.id).unwrap();
+    assert_eq!(out, vec!["seen"]);
+    drop(guard);
+    assert!(!rootfs::is_mounted(&sub));
+}
+
+#[tokio::test]
+async fn a_private_bind_does_not_see_later_host_mounts() {
+    use nix::mount::{mount, MsFlags};
+    let fx = fixture();
+    let host = tempfile::tempdir().unwrap();
+    let src = host.path().join("src");
+    std::fs::create_dir_all(src.join("sub")).unwrap();
+    let mut guard = HostMounts(vec![]);
+    mount(
+        Some(&src),
+        &src,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .unwrap();
+    guard.0.push(src.clone());
+    mount(
+        None::<&str>,
+        &src,
+        None::<&str>,
+        MsFlags::MS_SHARED,
+        None::<&str>,
+    )
+    .unwrap();
+    // The container reports once it has seen the file the host writes after its mount: by then
+    // the host's tmpfs, mounted before that file was written, had had every chance to arrive.
+    let mut cfg = config(
+        &fx,
+        &[
+            "sh",
+            "-c",
+            "i=0; while [ $i -lt 200 ]; do [ -e /mnt/ready ] && break; i=$((i+1)); sleep 0.05; done; \
+             [ -e /mnt/sub/marker ] && echo seen || echo unseen",
+        ],
+    );
+    cfg.mounts = vec![bind(&src, "/mnt", false, false)];
+    fx.runtime.start(&cfg).unwrap();
+    let sub = src.join("sub");
+    mount(
+        Some("tmpfs"),
+        &sub,
+        Some("tmpfs"),
+        MsFlags::empty(),
+        None::<&str>,
+    )
+    .unwrap();
+    guard.0.push(sub.clone());
+    std::fs::write(sub.join("marker"), "x").unwrap();
+    std::fs::write(src.join("ready"), "x").unwrap();
+    assert_eq!(fx.runtime.wait(&cfg.id).await.unwrap(), 0);
+    let out: Vec<String> = log_lines(&fx, &cfg.id)
+        .into_iter()
+        .map(|(_, l)| l)
+        .collect();
+    fx.runtime.delete(&cfg.id).unwrap();
+    assert_eq!(out, vec!["unseen"]);
+}

@@ -166,12 +166,14 @@ pub fn prepare(
     merged: &Path,
     opts: &RootfsOptions<'_>,
 ) -> Result<(), RootfsError> {
-    // Nothing mounted from here on may propagate back to the host.
+    // Nothing mounted from here on may propagate back to the host. A bind that asks for slave
+    // propagation needs the host's mounts to keep reaching it: the whole tree becomes a slave
+    // (as docker sets rslave root propagation then) instead of private.
     do_mount(
         None,
         Path::new("/"),
         None,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        root_propagation(opts.mounts),
         None,
         "/",
     )?;
@@ -498,6 +500,20 @@ fn propagation_flags(propagation: &str) -> Result<MsFlags, RootfsError> {
         "slave" => MsFlags::MS_SLAVE,
         other => return Err(RootfsError::BadPropagation(other.to_string())),
     })
+}
+
+/// The propagation of the container's whole mount tree while it is built: private, unless a
+/// bind wants host mounts to keep propagating into it.
+fn root_propagation(mounts: &[MountSpec]) -> MsFlags {
+    let slave = mounts.iter().any(|m| {
+        matches!(&m.kind, MountKind::Bind { propagation, .. }
+            if matches!(propagation.as_str(), "rslave" | "slave" | "rshared" | "shared"))
+    });
+    if slave {
+        MsFlags::MS_REC | MsFlags::MS_SLAVE
+    } else {
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE
+    }
 }
 
 /// Splits a mount option string (`o=`) into the flags the kernel takes as flags and the rest,
