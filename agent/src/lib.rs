@@ -10,6 +10,8 @@ pub mod logs;
 pub mod manager_proc;
 pub mod network;
 pub mod runtime;
+pub mod secrets;
 pub mod session;
 pub mod task;
+pub mod volumes;
 pub mod worker;

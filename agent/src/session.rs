@@ -131,6 +131,7 @@ async fn session_once(
     let period = match first.msg {
         Some(manager_message::Msg::Session(s)) => {
             info!(node.id = %s.node_id, session = %s.session_id, "session established");
+            worker.set_node_id(&s.node_id);
             certs.learn_managers(&s.managers);
             // Learn managers that joined since; keep the one that answered first.
             for m in s.managers {
@@ -172,6 +173,7 @@ async fn session_once(
                                 warn!(error = %e, "applying network views");
                             }
                         }
+                        worker.set_payloads(a.secrets, a.configs);
                         worker.assign(a.tasks);
                     }
                     Some(manager_message::Msg::Logs(req)) => {
@@ -183,9 +185,15 @@ async fn session_once(
                         manager.promote(p.token, p.managers);
                     }
                     Some(manager_message::Msg::StopManager(_)) => manager.stop(),
-                    // `volume ls|rm|prune` (not answered yet).
+                    // `volume ls|rm|prune`: answered on its own task (it walks directories).
                     Some(manager_message::Msg::Volumes(req)) => {
-                        debug!(request = req.request_id, "volume request ignored");
+                        let (worker, out) = (worker.clone(), out_tx.clone());
+                        tokio::spawn(async move {
+                            let reply = worker.volumes(req).await;
+                            let _ = out
+                                .send(AgentMessage { msg: Some(agent_message::Msg::Volumes(reply)) })
+                                .await;
+                        });
                     }
                     Some(manager_message::Msg::Trust(t)) => certs.trust(&t),
                     // Sent again when the managers change: learn the new ones for failover.

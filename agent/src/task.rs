@@ -525,6 +525,20 @@ async fn start(task: &Task, shared: &Arc<Shared>) -> Phase {
             shared.report(&id, failed("network attach failed", e.to_string()));
             return Phase::Done;
         }
+        // As swarm: a task whose mounts, secrets or configs this node cannot give is rejected.
+        Err(e @ ExecutorError::Mounts { .. }) => {
+            shared.report(
+                &id,
+                TaskStatus {
+                    err: e.to_string(),
+                    ..status(
+                        TaskState::TaskRejected,
+                        "mounts, secrets or configs unavailable",
+                    )
+                },
+            );
+            return Phase::Done;
+        }
         Err(e) => {
             shared.report(
                 &id,

@@ -180,6 +180,18 @@ async fn a_failed_network_attach_fails_the_task() {
 }
 
 #[tokio::test]
+async fn a_secret_the_node_has_no_data_for_rejects_the_task() {
+    let fake = Arc::new(FakeExecutor::default());
+    fake.fail_mounts("t1", "secret pw (s1) is not available on this node");
+    let mut a = spawn(task("t1"), fake);
+    a.states_until(TaskRejected).await;
+    let st = a.shared.reported("t1").unwrap();
+    assert_eq!(st.err, "secret pw (s1) is not available on this node");
+    let (fake, _) = a.remove_and_join().await;
+    assert_eq!(fake.count(|c| matches!(c, Call::Start(_))), 0);
+}
+
+#[tokio::test]
 async fn a_container_that_fails_to_start_fails_the_task_and_gives_its_addresses_back() {
     let fake = Arc::new(FakeExecutor::default());
     fake.fail_start("t1", "exec /bin/nope: no such file");

@@ -14,7 +14,9 @@ use crate::executor::{Executor, RuntimeExecutor};
 use crate::image::ImageStore;
 use crate::network::Networks;
 use crate::runtime::{self, Runtime};
+use crate::secrets::Payloads;
 use crate::task::{self, Shared, DEFAULT_GRACE};
+use crate::volumes::VolumeStore;
 
 /// A running task actor's controls.
 struct TaskHandle {
@@ -35,6 +37,12 @@ pub struct Worker {
     tasks: Arc<Mutex<HashMap<String, TaskHandle>>>,
     first_assignment: Arc<AtomicBool>,
     log_requests: Arc<Mutex<HashMap<u64, tokio::task::JoinHandle<()>>>>,
+    /// The data of the secrets and configs of this node's tasks (memory only).
+    payloads: Payloads,
+    /// The node's volumes (none with a fake executor).
+    volumes: Option<VolumeStore>,
+    /// This node's id, for volume replies.
+    node_id: Arc<Mutex<String>>,
 }
 
 impl Worker {
@@ -47,8 +55,14 @@ impl Worker {
         insecure_registries: Vec<String>,
     ) -> (Self, mpsc::UnboundedReceiver<TaskStatusUpdate>) {
         let network = network.map(Arc::new);
-        let executor = RuntimeExecutor::new(runtime, images, network.clone(), insecure_registries);
-        Worker::with_executor(Arc::new(executor), network)
+        let payloads = Payloads::default();
+        let executor = RuntimeExecutor::new(runtime, images, network.clone(), insecure_registries)
+            .with_payloads(payloads.clone());
+        let volumes = executor.volumes();
+        let (mut worker, status_rx) = Worker::with_executor(Arc::new(executor), network);
+        worker.payloads = payloads;
+        worker.volumes = Some(volumes);
+        (worker, status_rx)
     }
 
     /// Makes a worker over any executor (tests use a fake one); `network` is what
@@ -69,6 +83,9 @@ impl Worker {
                 tasks: Arc::new(Mutex::new(HashMap::new())),
                 first_assignment: Arc::new(AtomicBool::new(true)),
                 log_requests: Arc::new(Mutex::new(HashMap::new())),
+                payloads: Payloads::default(),
+                volumes: None,
+                node_id: Arc::new(Mutex::new(String::new())),
             },
             status_rx,
         )
@@ -82,6 +99,38 @@ impl Worker {
     /// Every status reported so far, for resending after a reconnect.
     pub fn current_statuses(&self) -> Vec<TaskStatusUpdate> {
         self.shared.all_reported()
+    }
+
+    /// Keeps the secrets and configs of an assignment set (in memory only) for the tasks that
+    /// start from now on; call before [`Worker::assign`] with the same set.
+    pub fn set_payloads(&self, secrets: Vec<Secret>, configs: Vec<Config>) {
+        self.payloads.set(secrets, configs);
+    }
+
+    /// Learns this node's id (from the session), for volume replies.
+    pub fn set_node_id(&self, node_id: &str) {
+        *lock(&self.node_id) = node_id.to_string();
+    }
+
+    /// Answers a `volume ls|rm|prune` for this node.
+    pub async fn volumes(&self, req: VolumeRequest) -> VolumeReply {
+        let Some(store) = self.volumes.clone() else {
+            return VolumeReply {
+                request_id: req.request_id,
+                error: "this node has no volume store".into(),
+                ..Default::default()
+            };
+        };
+        let node_id = lock(&self.node_id).clone();
+        let request_id = req.request_id;
+        // Listing walks every volume's directory for its size.
+        tokio::task::spawn_blocking(move || store.handle(&req, &node_id))
+            .await
+            .unwrap_or_else(|e| VolumeReply {
+                request_id,
+                error: format!("volume request: {e}"),
+                ..Default::default()
+            })
     }
 
     /// Applies a complete assignment set.
@@ -253,6 +302,33 @@ mod tests {
         assert_eq!(fake.count(|x| matches!(x, Call::Stop(..))), 0);
         // The second set did not look for orphans again.
         assert_eq!(fake.count(|x| *x == Call::List), 1);
+    }
+
+    #[tokio::test]
+    async fn volume_requests_are_answered_with_their_id_and_the_node() {
+        let fake = Arc::new(FakeExecutor::default());
+        let (mut w, _rx) = worker(&fake);
+        let req = VolumeRequest {
+            request_id: 9,
+            op: VolumeOp::VolumeList as i32,
+            ..Default::default()
+        };
+        // Without a volume store (a fake executor) the reply says so.
+        let reply = w.volumes(req.clone()).await;
+        assert_eq!(reply.request_id, 9);
+        assert!(!reply.error.is_empty());
+        let dir = tempfile::tempdir().unwrap();
+        let store = VolumeStore::open(dir.path());
+        store
+            .ensure("db", &crate::volumes::VolumeCreate::default(), "t1")
+            .unwrap();
+        w.volumes = Some(store);
+        w.set_node_id("node-a");
+        let reply = w.volumes(req).await;
+        assert_eq!((reply.request_id, reply.error.as_str()), (9, ""));
+        assert_eq!(reply.volumes.len(), 1);
+        assert_eq!(reply.volumes[0].node_id, "node-a");
+        assert_eq!(reply.volumes[0].in_use_by, vec!["t1".to_string()]);
     }
 
     #[tokio::test]

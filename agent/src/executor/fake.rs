@@ -61,6 +61,8 @@ enum PrepareFailure {
     NodeConfig(String),
     /// The task names a network this node has no view of.
     Network(String),
+    /// The task's mounts, secrets or configs cannot be set up here.
+    Mounts(String),
 }
 
 /// What the test scripted, and the containers the fake "runs".
@@ -165,6 +167,14 @@ impl FakeExecutor {
     /// Preparing task `id` fails: network `network_id` is unknown here.
     pub fn fail_network(&self, id: &str, network_id: &str) {
         let failure = PrepareFailure::Network(network_id.to_string());
+        self.script()
+            .prepare_failures
+            .insert(id.to_string(), failure);
+    }
+
+    /// Preparing task `id` fails: its mounts, secrets or configs cannot be set up (`reason`).
+    pub fn fail_mounts(&self, id: &str, reason: &str) {
+        let failure = PrepareFailure::Mounts(reason.to_string());
         self.script()
             .prepare_failures
             .insert(id.to_string(), failure);
@@ -307,6 +317,7 @@ impl Executor for FakeExecutor {
             Some(PrepareFailure::Network(network_id)) => {
                 Err(NetworkError::UnknownNetwork { network_id }.into())
             }
+            Some(PrepareFailure::Mounts(reason)) => Err(ExecutorError::Mounts { reason }),
             None => Ok(container_config(task, image)),
         }
     }

@@ -43,6 +43,13 @@ pub enum ExecutorError {
         /// What is missing, naming the node and the path.
         reason: String,
     },
+    /// The task's mounts, secrets or configs cannot be set up on this node (a missing bind
+    /// source, an unsupported volume driver, a secret whose data did not come).
+    #[error("{reason}")]
+    Mounts {
+        /// What is wrong, naming the path, volume, secret or config.
+        reason: String,
+    },
     /// Plugging the task into its networks (or out of them) failed.
     #[error(transparent)]
     Network(#[from] NetworkError),

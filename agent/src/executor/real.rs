@@ -11,12 +11,16 @@ use std::time::{Duration, Instant};
 use shoal_proto::v1::{RegistryAuth, Task};
 use tracing::{info, warn};
 
-use super::config::{container_config, node_config};
+use super::config::{
+    container_config, expand_templates, node_config, resolve_mounts, template_context,
+};
 use super::health::{limit_output, MAX_OUTPUT_BYTES};
 use super::{ContainerConfig, ContainerStatus, Executor, ExecutorError, HealthProbe, ProbeResult};
 use crate::image::{Image, ImageStore};
 use crate::network::Networks;
-use crate::runtime::{self, Runtime};
+use crate::runtime::{self, MountSpec, Runtime};
+use crate::secrets::{self, Payloads, TaskFileDirs};
+use crate::volumes::VolumeStore;
 
 /// How long a pulled image is used without asking the registry again.
 const PULL_FRESHNESS: Duration = Duration::from_secs(30);
@@ -31,6 +35,9 @@ pub struct RuntimeExecutor {
     network: Option<Arc<Networks>>,
     insecure_registries: Vec<String>,
     pulls: Mutex<HashMap<String, PullSlot>>,
+    volumes: VolumeStore,
+    payloads: Payloads,
+    task_files: TaskFileDirs,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -58,13 +65,97 @@ impl RuntimeExecutor {
         network: Option<Arc<Networks>>,
         insecure_registries: Vec<String>,
     ) -> RuntimeExecutor {
+        // The runtime's root is `<data-dir>/runtime`: volumes go beside it.
+        let data_dir = runtime.root().parent().unwrap_or(runtime.root());
+        let volumes = VolumeStore::open(data_dir);
         RuntimeExecutor {
             runtime: Arc::new(runtime),
             images,
             network,
             insecure_registries,
             pulls: Mutex::new(HashMap::new()),
+            volumes,
+            payloads: Payloads::default(),
+            task_files: TaskFileDirs::default(),
         }
+    }
+
+    /// Takes secret and config data from `payloads` (the worker's, filled from assignments).
+    pub fn with_payloads(mut self, payloads: Payloads) -> RuntimeExecutor {
+        self.payloads = payloads;
+        self
+    }
+
+    /// Writes tasks' secrets and configs into tmpfs mounts under other directories.
+    pub fn with_task_file_dirs(mut self, dirs: TaskFileDirs) -> RuntimeExecutor {
+        self.task_files = dirs;
+        self
+    }
+
+    /// The node's volumes.
+    pub fn volumes(&self) -> VolumeStore {
+        self.volumes.clone()
+    }
+
+    /// Everything of the task's mounts on the host: volume uses (and its anonymous volumes) and
+    /// its secrets' tmpfs. Blocking.
+    fn release_mounts(volumes: &VolumeStore, files: &TaskFileDirs, task_id: &str) {
+        if let Err(e) = volumes.release_task(task_id) {
+            warn!(task.id = %task_id, error = %e, "releasing volumes failed");
+        }
+        if let Err(e) = files.remove(task_id) {
+            warn!(task.id = %task_id, error = %e, "removing secrets and configs failed");
+        }
+    }
+
+    /// Resolves the task's mounts and writes its secrets and configs, on the blocking pool;
+    /// on an error nothing of them is left.
+    async fn mounts(&self, task: &Task) -> Result<Vec<MountSpec>, ExecutorError> {
+        let (volumes, files, payloads) = (
+            self.volumes.clone(),
+            self.task_files.clone(),
+            self.payloads.clone(),
+        );
+        let ctx = template_context(task, self.runtime.node_name());
+        let task = task.clone();
+        blocking("mounts", move || {
+            let spec = task
+                .spec
+                .as_ref()
+                .and_then(|s| s.container.clone())
+                .unwrap_or_default();
+            let made = resolve_mounts(&task, &ctx, &volumes).and_then(|mut mounts| {
+                let wanted = secrets::task_files(&spec, &payloads).map_err(|e| e.to_string())?;
+                mounts.extend(files.write(&task.id, &wanted).map_err(|e| e.to_string())?);
+                Ok(mounts)
+            });
+            match made {
+                Ok(mut mounts) => {
+                    // Parents before children, as docker orders them (stable otherwise).
+                    mounts.sort_by_key(|m| m.target.components().count());
+                    Ok(mounts)
+                }
+                Err(reason) => {
+                    Self::release_mounts(&volumes, &files, &task.id);
+                    Err(ExecutorError::Mounts { reason })
+                }
+            }
+        })
+        .await
+    }
+
+    /// Forgets the task's mounts on the blocking pool.
+    async fn release(&self, task_id: &str) {
+        let (volumes, files, id) = (
+            self.volumes.clone(),
+            self.task_files.clone(),
+            task_id.to_string(),
+        );
+        let _ = blocking("release mounts", move || {
+            Self::release_mounts(&volumes, &files, &id);
+            Ok(())
+        })
+        .await;
     }
 }
 
@@ -145,6 +236,12 @@ impl Executor for RuntimeExecutor {
             Ok(cfg)
         })
         .await?;
+        expand_templates(&template_context(task, self.runtime.node_name()), &mut cfg).map_err(
+            |e| ExecutorError::NodeConfig {
+                reason: e.to_string(),
+            },
+        )?;
+        cfg.mounts = self.mounts(task).await?;
         if let Some(net) = &self.network {
             match net.attach(task).await {
                 Ok(att) => {
@@ -156,6 +253,7 @@ impl Executor for RuntimeExecutor {
                     if let Err(d) = net.detach(&task.id).await {
                         warn!(task.id = %task.id, error = %d, "network detach failed");
                     }
+                    self.release(&task.id).await;
                     return Err(e.into());
                 }
             }
@@ -164,6 +262,16 @@ impl Executor for RuntimeExecutor {
     }
 
     async fn reattach(&self, task: &Task) -> Result<(), ExecutorError> {
+        // The volume uses are in memory only: a restarted agent learns them again.
+        let (volumes, t) = (self.volumes.clone(), task.clone());
+        let ctx = template_context(task, self.runtime.node_name());
+        if let Err(e) = blocking("volume uses", move || {
+            resolve_mounts(&t, &ctx, &volumes).map_err(|reason| ExecutorError::Mounts { reason })
+        })
+        .await
+        {
+            warn!(task.id = %task.id, error = %e, "volumes of a running task");
+        }
         if let Some(net) = &self.network {
             net.attach(task).await?;
         }
@@ -210,6 +318,8 @@ impl Executor for RuntimeExecutor {
             }
             net.forget(task_id).await;
         }
+        // After the delete: the container no longer holds its volumes or its secrets' files.
+        self.release(task_id).await;
         info!(task.id = %task_id, "task removed from node");
     }
 
@@ -245,5 +355,121 @@ impl Executor for RuntimeExecutor {
     fn log_path(&self, task_id: &str) -> Result<PathBuf, ExecutorError> {
         runtime::validate_id(task_id)?;
         Ok(self.runtime.log_path(task_id))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_proto::v1::{
+        ContainerSpec, Mount, MountType, Secret, SecretReference, SecretSpec, TaskSpec,
+    };
+
+    struct Node {
+        _dir: tempfile::TempDir,
+        exec: RuntimeExecutor,
+        files: TaskFileDirs,
+    }
+
+    /// An executor over a data dir in a temporary directory; `None` where this host cannot make
+    /// a runtime (no cgroups).
+    fn node() -> Option<Node> {
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = match Runtime::new(&dir.path().join("runtime"), "shoal-test-exec") {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("skipped: no runtime on this host: {e}");
+                return None;
+            }
+        };
+        let images = ImageStore::open(&dir.path().join("images")).unwrap();
+        let mut files = TaskFileDirs::new(&dir.path().join("secrets"));
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("not root: secrets go into a plain directory instead of a tmpfs");
+            files = files.without_tmpfs();
+        }
+        let payloads = Payloads::default();
+        payloads.set(
+            vec![Secret {
+                id: "s1".into(),
+                spec: Some(SecretSpec {
+                    name: "pw".into(),
+                    data: b"hunter2".to_vec(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+            vec![],
+        );
+        let exec = RuntimeExecutor::new(runtime, images, None, vec![])
+            .with_payloads(payloads)
+            .with_task_file_dirs(files.clone());
+        Some(Node {
+            _dir: dir,
+            exec,
+            files,
+        })
+    }
+
+    fn task(secret_id: &str) -> Task {
+        Task {
+            id: "task1".into(),
+            service_name: "db".into(),
+            slot: 1,
+            spec: Some(TaskSpec {
+                container: Some(ContainerSpec {
+                    secrets: vec![SecretReference {
+                        secret_id: secret_id.into(),
+                        secret_name: "pw".into(),
+                        file: None,
+                    }],
+                    mounts: vec![Mount {
+                        r#type: MountType::MountVolume as i32,
+                        target: "/var/lib/db".into(),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_task_s_mounts_are_set_up_and_leave_nothing_once_released() {
+        let Some(n) = node() else { return };
+        let t = task("s1");
+        let mounts = n.exec.mounts(&t).await.unwrap();
+        let targets: Vec<_> = mounts.iter().map(|m| m.target.clone()).collect();
+        assert_eq!(
+            targets,
+            vec![
+                PathBuf::from("/var/lib/db"),
+                PathBuf::from("/run/secrets/pw")
+            ]
+        );
+        let dir = n.files.dir("task1");
+        assert_eq!(std::fs::read(dir.join("secret-0")).unwrap(), b"hunter2");
+        let volumes = n.exec.volumes().list("").unwrap();
+        assert_eq!(volumes.len(), 1);
+        assert!(volumes[0].anonymous);
+        n.exec.release("task1").await;
+        assert!(!dir.exists());
+        assert!(!runtime::rootfs::is_mounted(&dir));
+        assert!(n.exec.volumes().list("").unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_secret_without_data_rejects_the_task_and_leaves_nothing() {
+        let Some(n) = node() else { return };
+        let err = n.exec.mounts(&task("unknown")).await.unwrap_err();
+        assert!(matches!(err, ExecutorError::Mounts { .. }), "{err}");
+        assert_eq!(
+            err.to_string(),
+            "secret pw (unknown) is not available on this node"
+        );
+        assert!(!n.files.dir("task1").exists());
+        assert!(n.exec.volumes().list("").unwrap().is_empty());
     }
 }

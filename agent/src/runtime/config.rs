@@ -76,6 +76,53 @@ pub struct ContainerConfig {
     /// The signal `stop` sends first (0: SIGTERM).
     #[serde(default)]
     pub stop_signal: i32,
+    /// Bind mounts, volumes, tmpfs mounts, secrets and configs, mounted in this order after the
+    /// root filesystem is built and before the pivot.
+    #[serde(default)]
+    pub mounts: Vec<MountSpec>,
+}
+
+/// One mount in the container, resolved by the agent to what the kernel is asked to do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MountSpec {
+    /// Absolute path in the container.
+    pub target: PathBuf,
+    /// What is mounted there.
+    pub kind: MountKind,
+    /// Mounted read-only.
+    pub read_only: bool,
+}
+
+/// What a [`MountSpec`] mounts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MountKind {
+    /// A recursive bind of a host path (a directory or a file).
+    Bind {
+        /// The host path; it must exist.
+        source: PathBuf,
+        /// `rprivate` (empty), `private`, `rshared`, `shared`, `rslave` or `slave`.
+        propagation: String,
+        /// Fills an empty source directory with what the image has at the target first
+        /// (a volume's first use, as docker does).
+        copy_up: bool,
+    },
+    /// A fresh tmpfs, nosuid and nodev.
+    Tmpfs {
+        /// Size limit in bytes; 0: the kernel's default.
+        size_bytes: i64,
+        /// Permission bits of its root; 0: 01777.
+        mode: u32,
+    },
+    /// A filesystem mounted as `mount -t FSTYPE -o DATA DEVICE` (the local volume driver's
+    /// `type`, `device` and `o` options).
+    Filesystem {
+        /// `type`, e.g. `tmpfs`, `nfs`, `ext4`.
+        fstype: String,
+        /// `device`.
+        device: String,
+        /// `o`, passed to the kernel as mount data.
+        data: String,
+    },
 }
 
 /// Which seccomp filter a container's process runs under.

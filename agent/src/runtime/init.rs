@@ -173,6 +173,7 @@ fn setup_and_exec(
         devices: &cfg.devices,
         sysctls: Some(&cfg.sysctls),
         init: cfg.init.as_deref(),
+        mounts: &cfg.mounts,
     };
     rootfs::prepare(&cfg.layers, &dir.upper(), &dir.work(), &dir.merged(), &opts)?;
     if let Some(conf) = &cfg.resolv_conf {

@@ -39,7 +39,9 @@ use rootfs::RootfsError;
 use sha2::{Digest, Sha256};
 use state::{read_json, write_json, ContainerDir, ContainerState, ExitState, StateError};
 
-pub use config::{ContainerConfig, DeviceNode, LogConfig, Rlimit, SeccompConfig};
+pub use config::{
+    ContainerConfig, DeviceNode, LogConfig, MountKind, MountSpec, Rlimit, SeccompConfig,
+};
 pub use shim::shim_main;
 
 /// How long `start` waits for the shim to report that the container runs.

@@ -13,7 +13,7 @@ use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sys::stat::{makedev, mknod, umask, Mode, SFlag};
 use nix::unistd::{chdir, chown, pivot_root, Gid, Uid};
 
-use super::DeviceNode;
+use super::{DeviceNode, MountKind, MountSpec};
 
 /// Errors preparing the root filesystem.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +53,20 @@ pub enum RootfsError {
     /// A path given for the container (device, sysctl) leaves its root.
     #[error("{0}: must be an absolute path without '..'")]
     BadPath(PathBuf),
+    /// A bind mount's source is not on the node.
+    #[error("bind source path does not exist: {0}")]
+    MissingSource(PathBuf),
+    /// A bind mount's propagation is none of docker's words.
+    #[error("invalid propagation mode {0:?}")]
+    BadPropagation(String),
+    /// Filling a new volume with the image's content at its target failed.
+    #[error("copy the image's {target} into the volume: {source}")]
+    CopyUp {
+        /// The path in the container.
+        target: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
     /// pivot_root or the detach of the old root failed.
     #[error("pivot_root into {root}: {source}")]
     Pivot {
@@ -101,6 +115,8 @@ pub struct RootfsOptions<'a> {
     pub sysctls: Option<&'a BTreeMap<String, String>>,
     /// Host path of the init binary to bind-mount read-only at `INIT_PATH`.
     pub init: Option<&'a Path>,
+    /// The container's own mounts (`--mount`, secrets, configs), in order.
+    pub mounts: &'a [MountSpec],
 }
 
 /// Device nodes created in the container's /dev: name, major, minor.
@@ -150,12 +166,14 @@ pub fn prepare(
     merged: &Path,
     opts: &RootfsOptions<'_>,
 ) -> Result<(), RootfsError> {
-    // Nothing mounted from here on may propagate back to the host.
+    // Nothing mounted from here on may propagate back to the host. A bind that asks for slave
+    // propagation needs the host's mounts to keep reaching it: the whole tree becomes a slave
+    // (as docker sets rslave root propagation then) instead of private.
     do_mount(
         None,
         Path::new("/"),
         None,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        root_propagation(opts.mounts),
         None,
         "/",
     )?;
@@ -356,6 +374,9 @@ fn populate(root: &Path, opts: &RootfsOptions<'_>) -> Result<(), RootfsError> {
     if let Some(init) = opts.init {
         mount_init(root, init)?;
     }
+    for m in opts.mounts {
+        mount_one(root, m)?;
+    }
     for (link, target) in [
         ("ptmx", "pts/ptmx"),
         ("fd", "/proc/self/fd"),
@@ -416,6 +437,233 @@ fn populate(root: &Path, opts: &RootfsOptions<'_>) -> Result<(), RootfsError> {
         )?;
     }
     Ok(())
+}
+
+/// Resolves an absolute container path under `root` as the container would see it: symlinks in
+/// the image are followed but never lead out of `root` (an absolute link restarts at `root`, `..`
+/// stops there). Components that do not exist yet are appended as they are.
+pub fn resolve_in_root(root: &Path, path: &Path) -> Result<PathBuf, RootfsError> {
+    // Linux's own limit on symlinks followed in one lookup.
+    const MAX_LINKS: usize = 40;
+    if !path.is_absolute() {
+        return Err(RootfsError::BadPath(path.to_path_buf()));
+    }
+    let mut pending: Vec<std::ffi::OsString> = path
+        .components()
+        .rev()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(n.to_os_string()),
+            Component::ParentDir => Some("..".into()),
+            _ => None,
+        })
+        .collect();
+    let mut resolved = PathBuf::new();
+    let mut links = 0;
+    while let Some(name) = pending.pop() {
+        if name == ".." {
+            resolved.pop();
+            continue;
+        }
+        let candidate = root.join(&resolved).join(&name);
+        match fs::read_link(&candidate) {
+            Ok(link) => {
+                links += 1;
+                if links > MAX_LINKS {
+                    return Err(RootfsError::BadPath(path.to_path_buf()));
+                }
+                if link.is_absolute() {
+                    resolved = PathBuf::new();
+                }
+                for c in link.components().rev() {
+                    match c {
+                        Component::Normal(n) => pending.push(n.to_os_string()),
+                        Component::ParentDir => pending.push("..".into()),
+                        _ => {}
+                    }
+                }
+            }
+            // Not a symlink, or not there (yet).
+            Err(_) => resolved.push(&name),
+        }
+    }
+    Ok(root.join(resolved))
+}
+
+/// The mount flags of a bind's propagation (docker's default is `rprivate`).
+fn propagation_flags(propagation: &str) -> Result<MsFlags, RootfsError> {
+    Ok(match propagation {
+        "" | "rprivate" => MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        "private" => MsFlags::MS_PRIVATE,
+        "rshared" => MsFlags::MS_REC | MsFlags::MS_SHARED,
+        "shared" => MsFlags::MS_SHARED,
+        "rslave" => MsFlags::MS_REC | MsFlags::MS_SLAVE,
+        "slave" => MsFlags::MS_SLAVE,
+        other => return Err(RootfsError::BadPropagation(other.to_string())),
+    })
+}
+
+/// The propagation of the container's whole mount tree while it is built: private, unless a
+/// bind wants host mounts to keep propagating into it.
+fn root_propagation(mounts: &[MountSpec]) -> MsFlags {
+    let slave = mounts.iter().any(|m| {
+        matches!(&m.kind, MountKind::Bind { propagation, .. }
+            if matches!(propagation.as_str(), "rslave" | "slave" | "rshared" | "shared"))
+    });
+    if slave {
+        MsFlags::MS_REC | MsFlags::MS_SLAVE
+    } else {
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE
+    }
+}
+
+/// Splits a mount option string (`o=`) into the flags the kernel takes as flags and the rest,
+/// which goes to the filesystem as data.
+pub fn split_mount_options(options: &str) -> (MsFlags, String) {
+    let mut flags = MsFlags::empty();
+    let mut data = Vec::new();
+    for opt in options.split(',').filter(|o| !o.is_empty()) {
+        match opt {
+            "ro" => flags |= MsFlags::MS_RDONLY,
+            "rw" => flags &= !MsFlags::MS_RDONLY,
+            "nosuid" => flags |= MsFlags::MS_NOSUID,
+            "nodev" => flags |= MsFlags::MS_NODEV,
+            "noexec" => flags |= MsFlags::MS_NOEXEC,
+            "sync" => flags |= MsFlags::MS_SYNCHRONOUS,
+            "noatime" => flags |= MsFlags::MS_NOATIME,
+            "nodiratime" => flags |= MsFlags::MS_NODIRATIME,
+            "relatime" => flags |= MsFlags::MS_RELATIME,
+            "bind" => flags |= MsFlags::MS_BIND,
+            "rbind" => flags |= MsFlags::MS_BIND | MsFlags::MS_REC,
+            other => data.push(other),
+        }
+    }
+    (flags, data.join(","))
+}
+
+/// Creates the mount point of `target` (a directory, or an empty file for a file source) unless
+/// the image has one.
+fn mount_point(target: &Path, file: bool) -> Result<(), RootfsError> {
+    let create = |source: std::io::Error| RootfsError::Create {
+        path: target.to_path_buf(),
+        source,
+    };
+    if fs::symlink_metadata(target).is_ok() {
+        return Ok(());
+    }
+    if file {
+        if let Some(parent) = target.parent() {
+            fs::create_dir_all(parent).map_err(create)?;
+        }
+        fs::File::create(target).map(drop).map_err(create)
+    } else {
+        fs::create_dir_all(target).map_err(create)
+    }
+}
+
+/// Mounts one of the container's own mounts under `root`.
+fn mount_one(root: &Path, m: &MountSpec) -> Result<(), RootfsError> {
+    let target = resolve_in_root(root, &m.target)?;
+    let ro = if m.read_only {
+        MsFlags::MS_RDONLY
+    } else {
+        MsFlags::empty()
+    };
+    match &m.kind {
+        MountKind::Bind {
+            source,
+            propagation,
+            copy_up,
+        } => {
+            let meta =
+                fs::metadata(source).map_err(|_| RootfsError::MissingSource(source.clone()))?;
+            let propagation = propagation_flags(propagation)?;
+            if *copy_up && meta.is_dir() {
+                copy_up_into(&target, source).map_err(|e| RootfsError::CopyUp {
+                    target: m.target.clone(),
+                    source: e,
+                })?;
+            }
+            mount_point(&target, !meta.is_dir())?;
+            let what = source.display().to_string();
+            do_mount(
+                Some(source),
+                &target,
+                None,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None,
+                &what,
+            )?;
+            do_mount(None, &target, None, propagation, None, "propagation")?;
+            if m.read_only {
+                do_mount(
+                    None,
+                    &target,
+                    None,
+                    MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+                    None,
+                    "remount-ro",
+                )?;
+            }
+            Ok(())
+        }
+        MountKind::Tmpfs { size_bytes, mode } => {
+            mount_point(&target, false)?;
+            let mode = if *mode == 0 { 0o1777 } else { *mode & 0o7777 };
+            let mut data = format!("mode={mode:o}");
+            if *size_bytes > 0 {
+                data.push_str(&format!(",size={size_bytes}"));
+            }
+            do_mount(
+                Some(Path::new("tmpfs")),
+                &target,
+                Some("tmpfs"),
+                MsFlags::MS_NOSUID | MsFlags::MS_NODEV | ro,
+                Some(&data),
+                "tmpfs",
+            )
+        }
+        MountKind::Filesystem {
+            fstype,
+            device,
+            data,
+        } => {
+            mount_point(&target, false)?;
+            let (flags, data) = split_mount_options(data);
+            let fstype = (!fstype.is_empty()).then_some(fstype.as_str());
+            let data = (!data.is_empty()).then_some(data.as_str());
+            do_mount(
+                Some(Path::new(device)),
+                &target,
+                fstype,
+                flags | ro,
+                data,
+                device,
+            )?;
+            if flags.contains(MsFlags::MS_BIND) && m.read_only {
+                do_mount(
+                    None,
+                    &target,
+                    None,
+                    MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+                    None,
+                    "remount-ro",
+                )?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Docker's copy-up: an empty volume mounted where the image has a directory gets that
+/// directory's content, owner and mode.
+fn copy_up_into(image_dir: &Path, volume: &Path) -> std::io::Result<()> {
+    let Ok(meta) = fs::symlink_metadata(image_dir) else {
+        return Ok(());
+    };
+    if !meta.is_dir() || fs::read_dir(volume)?.next().is_some() {
+        return Ok(());
+    }
+    crate::volumes::copy_dir_contents(image_dir, volume)
 }
 
 /// `pivot_root(".", ".")` then a lazy unmount of the old root stacked on top (runc's trick: no
@@ -532,6 +780,35 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn container_paths_resolve_inside_the_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        fs::create_dir_all(root.join("var/lib")).unwrap();
+        symlink("/etc", root.join("var/lib/abs")).unwrap();
+        symlink("../../..", root.join("var/lib/up")).unwrap();
+        symlink("lib", root.join("var/rel")).unwrap();
+        let r = |p: &str| resolve_in_root(root, Path::new(p)).unwrap();
+        assert_eq!(r("/var/lib/abs/x"), root.join("etc/x"));
+        assert_eq!(r("/var/lib/up/../../x"), root.join("x"));
+        assert_eq!(r("/var/rel/new/dir"), root.join("var/lib/new/dir"));
+        assert_eq!(r("/"), root.to_path_buf());
+        assert!(resolve_in_root(root, Path::new("rel")).is_err());
+    }
+
+    #[test]
+    fn mount_options_split_into_flags_and_data() {
+        let (flags, data) = split_mount_options("ro,size=64m,nosuid,uid=1000");
+        assert_eq!(flags, MsFlags::MS_RDONLY | MsFlags::MS_NOSUID);
+        assert_eq!(data, "size=64m,uid=1000");
+        assert_eq!(split_mount_options("bind").0, MsFlags::MS_BIND);
+        assert!(propagation_flags("bogus").is_err());
+        assert_eq!(
+            propagation_flags("").unwrap(),
+            MsFlags::MS_REC | MsFlags::MS_PRIVATE
+        );
     }
 
     #[test]

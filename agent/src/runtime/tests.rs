@@ -500,3 +500,6 @@ async fn a_chatty_container_s_log_rotates() {
     );
     fx.runtime.delete(&cfg.id).unwrap();
 }
+
+#[path = "mounts_tests.rs"]
+mod mounts;
