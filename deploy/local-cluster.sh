@@ -16,7 +16,8 @@ REGISTRY=127.0.0.1:5000
 MANAGER=127.0.0.1:4242
 IMAGE=shoal/demo:latest
 ADMIN_CONF=$STATE/manager/admin.conf
-BIN=${CARGO_TARGET_DIR:-$REPO/target}/release
+# SHOAL_BIN_DIR=DIR: run the binaries in DIR (e.g. a debug build) instead of building release ones.
+BIN=${SHOAL_BIN_DIR:-${CARGO_TARGET_DIR:-$REPO/target}/release}
 
 say() { printf '==> %s\n' "$*"; }
 die() { printf 'local-cluster: %s\n' "$*" >&2; exit 1; }
@@ -88,8 +89,10 @@ install_packages() {
 
 up() {
     install_packages
-    say "building release binaries"
-    (cd "$REPO" && cargo build --release --workspace --bins)
+    if [ -z "${SHOAL_BIN_DIR:-}" ]; then
+        say "building release binaries"
+        (cd "$REPO" && cargo build --release --workspace --bins)
+    fi
     mkdir -p "$STATE/registry/data" "$LOGS" "$RUN"
 
     cat >"$STATE/registry/config.yml" <<YAML

@@ -217,10 +217,23 @@ fn validate_groups(groups: &[String]) -> Result<(), SpecError> {
 }
 
 /// `--hostname`: at most 64 letters, digits, '-', '_' and '.', not starting with '-' or '.'.
+/// A template (`{{.Node.Hostname}}-{{.Task.Slot}}`) is checked as it expands for a typical task
+/// (its placeholders are checked with the other templates).
 fn validate_hostname(hostname: &str) -> Result<(), SpecError> {
-    if hostname.len() > 64
-        || hostname.starts_with(['-', '.'])
-        || !hostname
+    let typical = crate::template::TemplateContext {
+        service_id: "x".repeat(25),
+        service_name: "web".into(),
+        task_id: "x".repeat(25),
+        task_slot: 1,
+        task_name: format!("web.1.{}", "x".repeat(25)),
+        node_id: "x".repeat(25),
+        node_hostname: "node1".into(),
+    };
+    let expanded = crate::template::expand(hostname, &typical);
+    let name = expanded.as_deref().unwrap_or(hostname);
+    if name.len() > 64
+        || name.starts_with(['-', '.'])
+        || !name
             .chars()
             .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '-' | '_' | '.'))
     {

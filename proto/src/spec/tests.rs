@@ -279,6 +279,8 @@ fn confinement_knobs() {
         (|c| c.user = "a:b:c".into(), Some("--user: \"a:b:c\" is not USER[:GROUP] (names or numbers, e.g. 1000:1000 or nobody)")),
         (|c| c.hostname = "web-1.local".into(), None),
         (|c| c.hostname = "has space".into(), Some("--hostname: \"has space\" is not a hostname (at most 64 letters, digits, '-', '_' and '.')")),
+        (|c| c.hostname = "{{.Node.Hostname}}-{{ .Task.Slot }}".into(), None),
+        (|c| c.hostname = "{{.Node.Hostname}} {{.Task.Slot}}".into(), Some("--hostname: \"{{.Node.Hostname}} {{.Task.Slot}}\" is not a hostname (at most 64 letters, digits, '-', '_' and '.')")),
         (|c| c.hostname = "x".repeat(65), Some("--hostname")),
         (|c| c.dir = "/srv/app".into(), None),
         (|c| c.dir = "srv".into(), Some("--workdir: \"srv\" must be an absolute path")),
