@@ -231,6 +231,7 @@ impl HostRegistry {
 /// requires basic authentication. Access logging is on. Returns once `/v2/` answers (200, or 401
 /// with authentication).
 pub fn start_host_registry(
+    tb: &Testbed,
     host: &Host,
     addr: &str,
     dir: &Path,
@@ -295,7 +296,7 @@ pub fn start_host_registry(
             Ok(code == "200" || (htpasswd.is_some() && code == "401"))
         },
     )?;
-    let log = host.dir()?.join(&log_name);
+    let log = tb.log_dir().join(&log_name);
     Ok(HostRegistry {
         proc,
         addr: addr.to_string(),
