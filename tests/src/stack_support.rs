@@ -160,6 +160,18 @@ pub fn wait_task_error(c: &Cluster, service: &str, needle: &str) -> Result<Strin
     Ok(found)
 }
 
+/// Whether a NODE cell (`volume ls`) names the node called `hostname`: by its hostname, or by
+/// its id (possibly truncated, as docker prints ids).
+pub fn names_node(c: &Cluster, cell: &str, hostname: &str) -> Result<bool> {
+    if cell == hostname {
+        return Ok(true);
+    }
+    Ok(!cell.is_empty()
+        && c.node_ls()?
+            .iter()
+            .any(|n| n.hostname == hostname && n.id.starts_with(cell)))
+}
+
 /// HTTP GET from `host`'s own namespace (curl); (whether it answered 2xx, the body).
 pub fn http_get(host: &Host, url: &str) -> Result<(bool, String)> {
     let out = host.run_timeout(

@@ -18,8 +18,8 @@ use anyhow::{ensure, Context, Result};
 use serde_json::Value;
 use shoal_tests::app_image::{self, ServiceImage, REDIS_UID};
 use shoal_tests::stack_support::{
-    ctl_fails, ctl_with_ok, exec_in_task, files_containing, files_containing_same_fs, probe_output,
-    unique_value, wait_task_error,
+    ctl_fails, ctl_with_ok, exec_in_task, files_containing, files_containing_same_fs, names_node,
+    probe_output, unique_value, wait_task_error,
 };
 use shoal_tests::testbed::{Cluster, Testbed, DEADLINE};
 
@@ -239,7 +239,10 @@ fn volumes_binds_and_tmpfs_mounts() -> Result<()> {
         .iter()
         .find(|r| cell(&r["Name"]) == "vdata")
         .with_context(|| format!("volume ls: {rows:?}"))?;
-    ensure!(cell(&row["Node"]) == NODE, "volume ls NODE: {row}");
+    ensure!(
+        names_node(&c, &cell(&row["Node"]), NODE)?,
+        "volume ls NODE: {row}"
+    );
     ensure!(cell(&row["Driver"]) == "local", "volume ls DRIVER: {row}");
     let err = ctl_fails(&c, &["volume", "rm", "vdata"])?;
     ensure!(
