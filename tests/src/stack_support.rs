@@ -253,20 +253,16 @@ pub fn start_host_registry(
         .context("the test needs Debian's docker-registry (apt-get install docker-registry)")?;
     let data_dir = dir.join("data");
     fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
-    let mut config = format!(
-        "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}\n  \
-         delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
-        data_dir.display()
-    );
-    if let Some(lines) = htpasswd {
-        let file = dir.join("htpasswd");
-        fs::write(&file, format!("{}\n", lines.trim()))
-            .with_context(|| format!("writing {}", file.display()))?;
-        config.push_str(&format!(
-            "auth:\n  htpasswd:\n    realm: shoal-test\n    path: {}\n",
-            file.display()
-        ));
-    }
+    let htpasswd_file = match htpasswd {
+        Some(lines) => {
+            let file = dir.join("htpasswd");
+            fs::write(&file, format!("{}\n", lines.trim()))
+                .with_context(|| format!("writing {}", file.display()))?;
+            Some(file)
+        }
+        None => None,
+    };
+    let config = registry_config(addr, &data_dir, htpasswd_file.as_deref());
     let config_path = dir.join(if htpasswd.is_some() {
         "config-auth.yml"
     } else {
@@ -315,6 +311,23 @@ pub fn start_host_registry(
         data_dir,
         log,
     })
+}
+
+/// docker-registry's config: listening on `addr`, storing in `data_dir`, logging every request,
+/// and with `htpasswd` (a file of bcrypt lines) requiring basic authentication.
+pub fn registry_config(addr: &str, data_dir: &Path, htpasswd: Option<&Path>) -> String {
+    let mut config = format!(
+        "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}\n  \
+         delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
+        data_dir.display()
+    );
+    if let Some(file) = htpasswd {
+        config.push_str(&format!(
+            "auth:\n  htpasswd:\n    realm: shoal-test\n    path: {}\n",
+            file.display()
+        ));
+    }
+    config
 }
 
 /// The image references of the three-tier stack.
@@ -551,6 +564,69 @@ mod tests {
         let many = busybox_compose("r/busybox", 10);
         assert_eq!(many.matches("image: r/busybox").count(), 10);
         assert!(many.contains("  s10:\n"));
+    }
+
+    /// The status code of `curl URL` with `extra` arguments.
+    fn curl_code(url: &str, extra: &[&str]) -> String {
+        let out = std::process::Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "2"])
+            .args(extra)
+            .arg(url)
+            .output()
+            .expect("curl");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// Debian's docker-registry with the htpasswd config, on loopback: 401 without credentials
+    /// or with a wrong password, 200 with the right one; access lines in its log.
+    #[test]
+    fn registry_with_htpasswd_wants_the_password() {
+        if !htpasswd_available() || which("docker-registry").is_none() || which("curl").is_none()
+        {
+            eprintln!("skipping: needs htpasswd (apache2-utils), docker-registry and curl");
+            return;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("htpasswd");
+        fs::write(&file, htpasswd_line("u", "right").expect("htpasswd") + "\n").expect("write");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let config = dir.path().join("config.yml");
+        fs::write(
+            &config,
+            registry_config(&addr, &dir.path().join("data"), Some(&file)),
+        )
+        .expect("config");
+        let log = fs::File::create(dir.path().join("log")).expect("log");
+        let mut child = std::process::Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(log.try_clone().expect("dup"))
+            .stderr(log)
+            .spawn()
+            .expect("docker-registry");
+        let url = format!("http://{addr}/v2/");
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while curl_code(&url, &[]) != "401" {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the registry never answered 401: {}",
+                fs::read_to_string(dir.path().join("log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let wrong = curl_code(&url, &["-u", "u:wrong"]);
+        let right = curl_code(&url, &["-u", "u:right"]);
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(wrong, "401");
+        assert_eq!(right, "200");
+        let text = fs::read_to_string(dir.path().join("log")).unwrap_or_default();
+        assert!(text.contains("/v2/"), "no access lines: {text}");
     }
 
     #[test]
