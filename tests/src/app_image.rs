@@ -42,7 +42,7 @@ pub struct Unavailable(pub String);
 
 impl std::fmt::Display for Unavailable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "the python3 app image is unavailable: {}", self.0)
+        write!(f, "the Debian test image is unavailable: {}", self.0)
     }
 }
 
@@ -60,20 +60,26 @@ pub fn cache_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/var/cache/shoal-test-images"))
 }
 
-/// The cache key: what the Debian tree is made of and how it is filtered.
-fn cache_key() -> String {
+/// The cache key of a Debian tree called `name` made of `packages`: a content hash of the recipe,
+/// so a changed package list never reuses an old tree.
+fn cache_key_for(name: &str, packages: &[&str]) -> String {
     let what = format!(
         "{SUITE}|extract|{}|filter{FILTER_REVISION}",
-        PACKAGES.join(",")
+        packages.join(",")
     );
     let digest = sha256(what.as_bytes());
     let hex = digest.trim_start_matches("sha256:");
-    format!("python3-{SUITE}-{}", &hex[..16])
+    format!("{name}-{SUITE}-{}", &hex[..16])
 }
 
 /// The path of the cached base layer (an uncompressed tar) for the current package list.
 pub fn base_layer_path() -> PathBuf {
-    cache_dir().join(format!("{}.tar", cache_key()))
+    base_layer_path_for("python3", PACKAGES)
+}
+
+/// The path of the cached base layer of the tree `name` made of `packages`.
+fn base_layer_path_for(name: &str, packages: &[&str]) -> PathBuf {
+    cache_dir().join(format!("{}.tar", cache_key_for(name, packages)))
 }
 
 /// The cached gzip of the base layer at `base` (what is pushed), beside it.
@@ -99,14 +105,20 @@ fn cached(base: &Path) -> bool {
 /// minute, once per machine; concurrent callers wait for one build); returns the path of its
 /// tar. Fails with [`Unavailable`] when it cannot be built here.
 pub fn prepare() -> Result<PathBuf> {
-    let path = base_layer_path();
+    prepare_tree("python3", PACKAGES)
+}
+
+/// [`prepare`] for any Debian tree: `name` (the cache file's prefix) made of `packages` and
+/// their dependencies.
+fn prepare_tree(name: &str, packages: &[&str]) -> Result<PathBuf> {
+    let path = base_layer_path_for(name, packages);
     if cached(&path) {
         return Ok(path);
     }
     let dir = cache_dir();
     fs::create_dir_all(&dir)
         .map_err(|e| Unavailable(format!("cannot create the cache {}: {e}", dir.display())))?;
-    let lock_path = dir.join(format!("{}.lock", cache_key()));
+    let lock_path = dir.join(format!("{}.lock", cache_key_for(name, packages)));
     let lock_file = OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -124,7 +136,7 @@ pub fn prepare() -> Result<PathBuf> {
         .tempdir_in(&dir)
         .context("creating a build directory in the image cache")?;
     if !path.is_file() {
-        build_base(work.path(), &path)?;
+        build_base(work.path(), &path, packages)?;
     }
     // Gzipped once here: the test binaries are unoptimised, and gzip of the Debian tree in
     // every test would cost seconds each.
@@ -140,14 +152,14 @@ pub fn prepare() -> Result<PathBuf> {
 }
 
 /// Runs mmdebstrap in `work` and leaves the filtered tree at `path`.
-fn build_base(work: &Path, path: &Path) -> Result<()> {
+fn build_base(work: &Path, path: &Path, packages: &[&str]) -> Result<()> {
     let mmdebstrap = which("mmdebstrap").ok_or_else(|| {
         Unavailable("mmdebstrap is not installed (apt-get install mmdebstrap)".into())
     })?;
     let raw = work.join("debian.tar");
     let out = Command::new(&mmdebstrap)
         .arg("--variant=extract")
-        .arg(format!("--include={}", PACKAGES.join(",")))
+        .arg(format!("--include={}", packages.join(",")))
         .arg("--dpkgopt=path-exclude=/usr/share/doc/*")
         .arg("--dpkgopt=path-exclude=/usr/share/man/*")
         .arg("--dpkgopt=path-exclude=/usr/share/locale/*")
@@ -382,6 +394,339 @@ pub fn push_app_to(c: &Cluster) -> Result<String> {
     push_app(&c.bins.fixture, &c.registry)
 }
 
+/// The uid and gid of the `redis` user of the redis image (what owns `/data`).
+pub const REDIS_UID: u32 = 999;
+/// The uid and gid of the `postgres` user of the postgres image (what owns its data dir).
+pub const POSTGRES_UID: u32 = 998;
+/// The uid and gid of `www-data`, nginx's worker user.
+pub const WWW_DATA_UID: u32 = 33;
+/// Where the postgres image keeps its cluster (`PGDATA`).
+pub const POSTGRES_DATA: &str = "/var/lib/postgresql/data";
+
+/// The nginx image's `/etc/nginx/nginx.conf`: foreground, logs on stderr, temp files in /tmp (an
+/// extracted tree has no /var/lib/nginx made by the package's scripts), sites in conf.d.
+const NGINX_CONF: &str = "user www-data;
+worker_processes 1;
+daemon off;
+pid /tmp/nginx.pid;
+error_log stderr notice;
+events { worker_connections 256; }
+http {
+    access_log off;
+    client_body_temp_path /tmp/nginx-body;
+    proxy_temp_path /tmp/nginx-proxy;
+    fastcgi_temp_path /tmp/nginx-fastcgi;
+    uwsgi_temp_path /tmp/nginx-uwsgi;
+    scgi_temp_path /tmp/nginx-scgi;
+    include /etc/nginx/conf.d/*.conf;
+}
+";
+
+/// The nginx image's own site, replaced by a stack's config file at the same path.
+pub const NGINX_DEFAULT_SITE: &str =
+    "server {\n    listen 80 default_server;\n    location / { return 200 \"nginx default\\n\"; }\n}\n";
+
+/// The postgres image's entrypoint: initdb into an empty `PGDATA` (as the image's user,
+/// `postgres`) with the superuser password read from `POSTGRES_PASSWORD_FILE` (a secret), md5 for
+/// network clients, then postgres listening on every address. dash only: the image has no
+/// coreutils.
+const POSTGRES_ENTRYPOINT: &str = r#"#!/bin/sh
+set -e
+PGBIN=/usr/lib/postgresql/15/bin
+PGDATA="${PGDATA:-/var/lib/postgresql/data}"
+export PGDATA
+if [ ! -s "$PGDATA/PG_VERSION" ]; then
+    if [ -z "${POSTGRES_PASSWORD_FILE:-}" ] || [ ! -r "$POSTGRES_PASSWORD_FILE" ]; then
+        echo "entrypoint: POSTGRES_PASSWORD_FILE must name a readable file (a secret)" >&2
+        exit 1
+    fi
+    "$PGBIN/initdb" -D "$PGDATA" -U "${POSTGRES_USER:-postgres}" \
+        --pwfile="$POSTGRES_PASSWORD_FILE" --auth-local=trust --auth-host=md5 \
+        -E UTF8 --no-locale >&2
+    echo "host all all 0.0.0.0/0 md5" >> "$PGDATA/pg_hba.conf"
+fi
+exec "$PGBIN/postgres" -D "$PGDATA" -c listen_addresses='*' \
+    -c unix_socket_directories=/tmp "$@"
+"#;
+
+/// One entry of a hand-made layer.
+struct Entry<'a> {
+    path: &'a str,
+    dir: bool,
+    mode: u32,
+    owner: u32,
+    data: &'a [u8],
+}
+
+impl<'a> Entry<'a> {
+    fn dir(path: &'a str, mode: u32, owner: u32) -> Self {
+        Entry {
+            path,
+            dir: true,
+            mode,
+            owner,
+            data: b"",
+        }
+    }
+
+    fn file(path: &'a str, mode: u32, data: &'a [u8]) -> Self {
+        Entry {
+            path,
+            dir: false,
+            mode,
+            owner: 0,
+            data,
+        }
+    }
+}
+
+/// A deterministic layer of `entries` (uid and gid both `owner`, mtime 0).
+fn entries_layer(entries: &[Entry<'_>]) -> Result<Layer> {
+    let mut b = tar::Builder::new(Vec::new());
+    b.mode(tar::HeaderMode::Deterministic);
+    for e in entries {
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(if e.dir {
+            tar::EntryType::Directory
+        } else {
+            tar::EntryType::Regular
+        });
+        h.set_mode(e.mode);
+        h.set_uid(u64::from(e.owner));
+        h.set_gid(u64::from(e.owner));
+        h.set_mtime(0);
+        h.set_size(e.data.len() as u64);
+        b.append_data(&mut h, e.path, e.data)
+            .with_context(|| format!("layer entry {}", e.path))?;
+    }
+    Layer::from_tar(b.into_inner().context("finishing a layer")?)
+}
+
+/// The Debian service images of the stack tests (issue 12), built like the app image: a cached
+/// mmdebstrap tree of the Debian packages, then a small layer of users, directories and config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServiceImage {
+    /// redis-server; `CMD redis-server --protected-mode no --dir /data`, as user `redis`, which
+    /// owns `/data`.
+    Redis,
+    /// postgresql-15; an entrypoint that initdb's into an empty `PGDATA` with the password of
+    /// `POSTGRES_PASSWORD_FILE`, as user `postgres`, which owns the data dir.
+    Postgres,
+    /// nginx-light; sites from `/etc/nginx/conf.d/*.conf` (a stack's config goes to
+    /// `/etc/nginx/conf.d/default.conf`).
+    Nginx,
+}
+
+impl ServiceImage {
+    /// Every service image.
+    pub const ALL: [ServiceImage; 3] = [
+        ServiceImage::Redis,
+        ServiceImage::Postgres,
+        ServiceImage::Nginx,
+    ];
+
+    /// Its short name: `redis`, `postgres`, `nginx` (cache files, `shoal-fixture --kind`).
+    pub fn name(self) -> &'static str {
+        match self {
+            ServiceImage::Redis => "redis",
+            ServiceImage::Postgres => "postgres",
+            ServiceImage::Nginx => "nginx",
+        }
+    }
+
+    /// The image called `name` (see [`ServiceImage::name`]).
+    pub fn from_name(name: &str) -> Option<ServiceImage> {
+        ServiceImage::ALL.into_iter().find(|k| k.name() == name)
+    }
+
+    /// The Debian packages its tree is made of (with their dependencies); dash for `/bin/sh`
+    /// (CMD-SHELL healthchecks, the postgres entrypoint).
+    pub fn packages(self) -> &'static [&'static str] {
+        match self {
+            ServiceImage::Redis => &["redis-server", "dash"],
+            ServiceImage::Postgres => &["postgresql-15", "dash"],
+            ServiceImage::Nginx => &["nginx-light", "dash"],
+        }
+    }
+
+    /// The repository the tests push it to: `shoal/NAME:latest`.
+    pub fn repo(self) -> String {
+        format!("shoal/{}:latest", self.name())
+    }
+
+    /// Makes sure its Debian tree is in the cache (mmdebstrap, once per machine); the path of the
+    /// tree's tar. [`Unavailable`] when it cannot be built here.
+    pub fn prepare(self) -> Result<PathBuf> {
+        prepare_tree(self.name(), self.packages())
+    }
+
+    /// The layer on top of the Debian tree: users, owned directories, config files.
+    pub fn layer(self) -> Result<Layer> {
+        let passwd;
+        let group;
+        let mut entries = vec![
+            Entry::dir("etc", 0o755, 0),
+            Entry::dir("root", 0o700, 0),
+            Entry::dir("tmp", 0o1777, 0),
+        ];
+        match self {
+            ServiceImage::Redis => {
+                passwd = format!(
+                    "{PASSWD_BASE}redis:x:{REDIS_UID}:{REDIS_UID}:redis:/data:/usr/sbin/nologin\n"
+                );
+                group = format!("{GROUP_BASE}redis:x:{REDIS_UID}:\n");
+                entries.push(Entry::dir("data", 0o755, REDIS_UID));
+            }
+            ServiceImage::Postgres => {
+                passwd = format!("{PASSWD_BASE}postgres:x:{POSTGRES_UID}:{POSTGRES_UID}:postgres:/var/lib/postgresql:/bin/sh\n");
+                group = format!("{GROUP_BASE}postgres:x:{POSTGRES_UID}:\n");
+                entries.extend([
+                    Entry::dir("var", 0o755, 0),
+                    Entry::dir("var/lib", 0o755, 0),
+                    Entry::dir("var/lib/postgresql", 0o755, POSTGRES_UID),
+                    Entry::dir(&POSTGRES_DATA[1..], 0o700, POSTGRES_UID),
+                    Entry::dir("var/run", 0o755, 0),
+                    Entry::dir("var/run/postgresql", 0o2775, POSTGRES_UID),
+                    Entry::dir("usr", 0o755, 0),
+                    Entry::dir("usr/local", 0o755, 0),
+                    Entry::dir("usr/local/bin", 0o755, 0),
+                    Entry::file(
+                        "usr/local/bin/docker-entrypoint.sh",
+                        0o755,
+                        POSTGRES_ENTRYPOINT.as_bytes(),
+                    ),
+                ]);
+            }
+            ServiceImage::Nginx => {
+                passwd = format!("{PASSWD_BASE}www-data:x:{WWW_DATA_UID}:{WWW_DATA_UID}:www-data:/var/www:/usr/sbin/nologin\n");
+                group = format!("{GROUP_BASE}www-data:x:{WWW_DATA_UID}:\n");
+                entries.extend([
+                    Entry::dir("etc/nginx", 0o755, 0),
+                    Entry::file("etc/nginx/nginx.conf", 0o644, NGINX_CONF.as_bytes()),
+                    Entry::dir("etc/nginx/conf.d", 0o755, 0),
+                    Entry::file(
+                        "etc/nginx/conf.d/default.conf",
+                        0o644,
+                        NGINX_DEFAULT_SITE.as_bytes(),
+                    ),
+                    Entry::dir("var", 0o755, 0),
+                    Entry::dir("var/log", 0o755, 0),
+                    Entry::dir("var/log/nginx", 0o755, 0),
+                    Entry::dir("var/lib", 0o755, 0),
+                    Entry::dir("var/lib/nginx", 0o755, 0),
+                ]);
+            }
+        }
+        entries.push(Entry::file("etc/passwd", 0o644, passwd.as_bytes()));
+        entries.push(Entry::file("etc/group", 0o644, group.as_bytes()));
+        entries_layer(&entries)
+    }
+
+    /// The image config's `config` object: user, command, environment.
+    fn config(self) -> serde_json::Value {
+        match self {
+            ServiceImage::Redis => json!({
+                "Env": [image_fixture::PATH_ENV],
+                "User": "redis",
+                "Cmd": ["redis-server", "--protected-mode", "no", "--dir", "/data"],
+                "WorkingDir": "/data",
+                "ExposedPorts": {"6379/tcp": {}},
+            }),
+            ServiceImage::Postgres => json!({
+                "Env": [image_fixture::PATH_ENV, format!("PGDATA={POSTGRES_DATA}")],
+                "User": "postgres",
+                "Entrypoint": ["/usr/local/bin/docker-entrypoint.sh"],
+                "ExposedPorts": {"5432/tcp": {}},
+            }),
+            ServiceImage::Nginx => json!({
+                "Env": [image_fixture::PATH_ENV],
+                "Cmd": ["/usr/sbin/nginx"],
+                "ExposedPorts": {"80/tcp": {}},
+            }),
+        }
+    }
+
+    /// The image from its cached Debian tree at `base` (see [`ServiceImage::prepare`]).
+    pub fn image(self, base: &Path) -> Result<BuiltImage> {
+        let layers = vec![base_layer(base)?, self.layer()?];
+        let created_by = format!(
+            "mmdebstrap --variant=extract --include={} {SUITE}",
+            self.packages().join(",")
+        );
+        assemble(layers, self.config(), &created_by)
+    }
+}
+
+/// The users every service image has, before its own.
+const PASSWD_BASE: &str =
+    "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n";
+/// The groups every service image has, before its own.
+const GROUP_BASE: &str = "root:x:0:\nnogroup:x:65534:\n";
+
+/// An image of `layers` (the Debian tree first) with `config` as its runtime config.
+fn assemble(layers: Vec<Layer>, config: serde_json::Value, created_by: &str) -> Result<BuiltImage> {
+    let diff_ids: Vec<&str> = layers.iter().map(|l| l.diff_id.as_str()).collect();
+    let config = serde_json::to_vec(&json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "created": "1970-01-01T00:00:00Z",
+        "config": config,
+        "rootfs": { "type": "layers", "diff_ids": diff_ids },
+        "history": [
+            {"created_by": created_by},
+            {"created_by": "shoal-fixture: users, directories, config"},
+        ],
+    }))
+    .context("encode config")?;
+    let config_digest = sha256(&config);
+    let manifest = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": image_fixture::media::MANIFEST,
+        "config": { "mediaType": image_fixture::media::CONFIG, "digest": config_digest, "size": config.len() },
+        "layers": layers.iter().map(|l| json!({
+            "mediaType": image_fixture::media::LAYER_GZIP, "digest": l.digest, "size": l.gz.len()
+        })).collect::<Vec<_>>(),
+    }))
+    .context("encode manifest")?;
+    Ok(BuiltImage {
+        manifest_digest: sha256(&manifest),
+        layers,
+        config,
+        config_digest,
+        manifest,
+    })
+}
+
+/// Builds (or finds in the cache) `kind`'s image and pushes it to the test registry running on
+/// `registry` as [`ServiceImage::repo`] (`shoal-fixture push-service`, inside the registry host);
+/// returns the reference agents pull. [`Unavailable`] when it cannot be built here.
+pub fn push_service_image(fixture: &Path, registry: &Host, kind: ServiceImage) -> Result<String> {
+    let base = kind.prepare()?;
+    let reg = format!("{}:{REGISTRY_PORT}", registry.ip());
+    let repo = kind.repo();
+    let out = registry.run(
+        fixture,
+        [
+            "push-service",
+            "--registry",
+            &reg,
+            "--image",
+            &repo,
+            "--kind",
+            kind.name(),
+            "--base",
+            &base.to_string_lossy(),
+        ],
+    )?;
+    check_output(&out, "shoal-fixture push-service")?;
+    Ok(format!("{reg}/{repo}"))
+}
+
+/// [`push_service_image`] to a `Cluster`'s registry.
+pub fn push_service_image_to(c: &Cluster, kind: ServiceImage) -> Result<String> {
+    push_service_image(&c.bins.fixture, &c.registry, kind)
+}
+
 fn which(program: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
@@ -420,9 +765,10 @@ mod tests {
 
     #[test]
     fn cache_key_names_suite_and_changes_with_packages() {
-        let k = cache_key();
+        let k = cache_key_for("python3", PACKAGES);
         assert!(k.starts_with("python3-bookworm-"), "{k}");
-        assert_eq!(k, cache_key());
+        assert_eq!(k, cache_key_for("python3", PACKAGES));
+        assert_ne!(k, cache_key_for("python3", &["python3-minimal"]));
         assert!(base_layer_path().starts_with(cache_dir()));
     }
 
@@ -627,5 +973,239 @@ mod tests {
             };
             assert!(status.success(), "exit {status}");
         }
+    }
+
+    /// Entries of a layer: path -> (uid, mode, content).
+    fn layer_entries(layer: &Layer) -> std::collections::BTreeMap<String, (u64, u32, String)> {
+        let mut out = std::collections::BTreeMap::new();
+        let mut archive = tar::Archive::new(&layer.tar[..]);
+        for entry in archive.entries().expect("entries") {
+            let mut entry = entry.expect("entry");
+            let path = entry.path().expect("path").to_string_lossy().into_owned();
+            let uid = entry.header().uid().expect("uid");
+            let mode = entry.header().mode().expect("mode");
+            let mut text = String::new();
+            entry.read_to_string(&mut text).expect("read");
+            out.insert(path, (uid, mode, text));
+        }
+        out
+    }
+
+    #[test]
+    fn service_image_layers_have_their_users_dirs_and_configs() {
+        for kind in ServiceImage::ALL {
+            assert_eq!(ServiceImage::from_name(kind.name()), Some(kind));
+            let key = cache_key_for(kind.name(), kind.packages());
+            assert!(
+                key.starts_with(&format!("{}-bookworm-", kind.name())),
+                "{key}"
+            );
+            let a = kind.layer().expect("layer");
+            assert_eq!(a.digest, kind.layer().expect("layer").digest, "{kind:?}");
+            let e = layer_entries(&a);
+            assert!(e["etc/passwd"].2.starts_with("root:x:0:0:"), "{kind:?}");
+            assert_eq!(e["tmp"].1, 0o1777);
+        }
+        assert_eq!(ServiceImage::from_name("mysql"), None);
+        let redis = layer_entries(&ServiceImage::Redis.layer().expect("layer"));
+        assert_eq!(redis["data"].0, u64::from(REDIS_UID));
+        assert!(redis["etc/passwd"]
+            .2
+            .contains(&format!("redis:x:{REDIS_UID}:")));
+        let pg = layer_entries(&ServiceImage::Postgres.layer().expect("layer"));
+        assert_eq!(pg["var/lib/postgresql/data"].0, u64::from(POSTGRES_UID));
+        assert_eq!(pg["var/lib/postgresql/data"].1, 0o700);
+        assert!(pg["usr/local/bin/docker-entrypoint.sh"]
+            .2
+            .contains("POSTGRES_PASSWORD_FILE"));
+        let nginx = layer_entries(&ServiceImage::Nginx.layer().expect("layer"));
+        assert_eq!(nginx["etc/nginx/conf.d/default.conf"].2, NGINX_DEFAULT_SITE);
+        assert!(nginx["etc/nginx/nginx.conf"].2.contains("daemon off;"));
+        let config: serde_json::Value = serde_json::from_slice(
+            &assemble(
+                vec![ServiceImage::Redis.layer().expect("layer")],
+                ServiceImage::Redis.config(),
+                "t",
+            )
+            .expect("image")
+            .config,
+        )
+        .expect("json");
+        assert_eq!(config["config"]["User"], "redis");
+        assert_eq!(config["config"]["Cmd"][0], "redis-server");
+    }
+
+    /// Unpacks `layers` (tars) into a new temp dir.
+    fn unpack(layers: &[&[u8]]) -> tempfile::TempDir {
+        let root = tempfile::tempdir().expect("tempdir");
+        for tar in layers {
+            let mut a = tar::Archive::new(*tar);
+            a.set_preserve_permissions(true);
+            a.set_preserve_ownerships(true);
+            a.unpack(root.path()).expect("unpack");
+        }
+        root
+    }
+
+    /// A child killed on drop.
+    struct Killed(std::process::Child);
+
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    /// Waits until `port` on loopback accepts connections.
+    fn wait_port(port: u16, what: &str, child: &mut Killed) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return;
+            }
+            if let Some(status) = child.0.try_wait().expect("wait") {
+                panic!("{what} exited with {status} before listening on {port}");
+            }
+            assert!(Instant::now() < deadline, "{what} never listened on {port}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Builds the service images' Debian trees (mmdebstrap, once per machine; the time of each
+    /// build is printed) and runs them in chroots on loopback: redis with a password, the app
+    /// counting hits in it through `/hits`, nginx proxying to the app, postgres' binaries.
+    #[test]
+    fn service_images_build_and_work_together_in_chroots() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipping: needs root (mmdebstrap, chroot)");
+            return;
+        }
+        let mut bases = Vec::new();
+        for kind in ServiceImage::ALL {
+            let start = Instant::now();
+            match kind.prepare() {
+                Ok(p) => {
+                    let size = fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
+                    eprintln!(
+                        "{}: tree ready in {:?}, {} MiB uncompressed",
+                        kind.name(),
+                        start.elapsed(),
+                        size >> 20
+                    );
+                    bases.push(p);
+                }
+                Err(e) if is_unavailable(&e) => {
+                    eprintln!("skipping: {e:#}");
+                    return;
+                }
+                Err(e) => panic!("{}: {e:#}", kind.name()),
+            }
+        }
+        let app_base = match prepare() {
+            Ok(p) => p,
+            Err(e) if is_unavailable(&e) => {
+                eprintln!("skipping: {e:#}");
+                return;
+            }
+            Err(e) => panic!("{e:#}"),
+        };
+        let chroot = which("chroot").expect("chroot (coreutils) in PATH");
+        let tree = |kind: ServiceImage, base: &Path| {
+            let image = kind.image(base).expect("image");
+            let base_tar = fs::read(base).expect("base tar");
+            unpack(&[&base_tar, &image.layers[1].tar])
+        };
+
+        // redis, with a password, as its image's user.
+        let redis_root = tree(ServiceImage::Redis, &bases[0]);
+        assert!(
+            redis_root.path().join("usr/bin/redis-cli").exists(),
+            "no redis-cli"
+        );
+        let redis_port = free_port();
+        let mut redis = Killed(
+            Command::new(&chroot)
+                .arg(format!("--userspec={REDIS_UID}:{REDIS_UID}"))
+                .arg(redis_root.path())
+                .args(["redis-server", "--protected-mode", "no", "--dir", "/data"])
+                .args(["--port", &redis_port.to_string(), "--requirepass", "s3cret"])
+                .env_clear()
+                .env("PATH", "/usr/bin:/bin")
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("chroot redis-server"),
+        );
+        wait_port(redis_port, "redis-server", &mut redis);
+
+        // The app counts hits in it.
+        let app_image = app_image(&app_base).expect("app image");
+        let app_tar = fs::read(&app_base).expect("app base");
+        let app_root = unpack(&[&app_tar, &app_image.layers[1].tar]);
+        fs::write(app_root.path().join("root/pw"), "s3cret\n").expect("password file");
+        let app_port = free_port();
+        let mut app = Killed(
+            Command::new(&chroot)
+                .arg(app_root.path())
+                .args(APP_CMD)
+                .env_clear()
+                .env("PATH", "/usr/bin:/bin")
+                .env("PORT", app_port.to_string())
+                .env("APP_GREETING", "bonjour")
+                .env("REDIS_HOST", "127.0.0.1")
+                .env("REDIS_PORT", redis_port.to_string())
+                .env("REDIS_PASSWORD_FILE", "/root/pw")
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("chroot app"),
+        );
+        wait_port(app_port, "the app", &mut app);
+        assert_eq!(get(app_port, "/hits").expect("hits").1, "bonjour 1\n");
+        assert_eq!(get(app_port, "/hits").expect("hits").1, "bonjour 2\n");
+
+        // nginx in front of the app, its site replaced as a stack's config would be.
+        let nginx_root = tree(ServiceImage::Nginx, &bases[2]);
+        let nginx_port = free_port();
+        fs::write(
+            nginx_root.path().join("etc/nginx/conf.d/default.conf"),
+            format!(
+                "server {{ listen 127.0.0.1:{nginx_port}; location / {{ proxy_pass http://127.0.0.1:{app_port}; }} }}\n"
+            ),
+        )
+        .expect("site");
+        let mut nginx = Killed(
+            Command::new(&chroot)
+                .arg(nginx_root.path())
+                .arg("/usr/sbin/nginx")
+                .env_clear()
+                .env("PATH", "/usr/sbin:/usr/bin:/bin")
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("chroot nginx"),
+        );
+        wait_port(nginx_port, "nginx", &mut nginx);
+        let (status, body) = get(nginx_port, "/hits").expect("through nginx");
+        assert!(status.contains(" 200 "), "{status}: {body}");
+        assert_eq!(body, "bonjour 3\n");
+
+        // postgres: the binaries the entrypoint runs load their libraries.
+        let pg_root = tree(ServiceImage::Postgres, &bases[1]);
+        for bin in ["initdb", "postgres"] {
+            let out = Command::new(&chroot)
+                .arg(pg_root.path())
+                .arg(format!("/usr/lib/postgresql/15/bin/{bin}"))
+                .arg("--version")
+                .env_clear()
+                .output()
+                .expect("chroot postgres");
+            assert!(
+                out.status.success() && String::from_utf8_lossy(&out.stdout).contains("15."),
+                "{bin} --version: {out:?}"
+            );
+        }
+        assert!(
+            pg_root.path().join("bin/sh").exists(),
+            "no /bin/sh for the entrypoint"
+        );
     }
 }

@@ -4,6 +4,9 @@
 GET /        -> "VERSION HOSTNAME\n", counted
 GET /count   -> "VERSION HITS\n"
 GET /healthz -> 200 "ok", or 503 when HEALTHY=never (a version that must never go live)
+GET /hits    -> "GREETING N\n": INCR of the key `hits` in the redis at REDIS_HOST (port
+                REDIS_PORT, password read from REDIS_PASSWORD_FILE), 502 when redis fails; the
+                three-tier stack of the stack tests counts its visits with it
 
 `server.py check` is the healthcheck: one GET /healthz on 127.0.0.1, exit 0 when it answers 200.
 On SIGTERM the server stops listening, answers every connection already accepted or queued in
@@ -22,6 +25,10 @@ VERSION = os.environ.get("VERSION", "v0")
 PORT = int(os.environ.get("PORT", "80"))
 HEALTHY = os.environ.get("HEALTHY", "always")
 HOST = socket.gethostname()
+GREETING = os.environ.get("APP_GREETING", "hello")
+REDIS_HOST = os.environ.get("REDIS_HOST", "")
+REDIS_PORT = int(os.environ.get("REDIS_PORT", "6379"))
+REDIS_PASSWORD_FILE = os.environ.get("REDIS_PASSWORD_FILE", "")
 
 lock = threading.Lock()
 hits = 0
@@ -36,6 +43,34 @@ def respond(conn, status, body):
         "Connection: close\r\n\r\n" % (status, len(data))
     )
     conn.sendall(head.encode() + data)
+
+
+def resp_command(f, *words):
+    """One redis command in RESP (python3-minimal has no redis client): the reply's first line."""
+    out = b"*%d\r\n" % len(words)
+    for w in words:
+        w = w.encode() if isinstance(w, str) else w
+        out += b"$%d\r\n%s\r\n" % (len(w), w)
+    f.write(out)
+    f.flush()
+    line = f.readline().rstrip(b"\r\n").decode("latin-1")
+    if line.startswith("-") or not line:
+        raise OSError("redis said %r" % line)
+    return line
+
+
+def redis_incr():
+    """INCR hits in redis, authenticating first when a password file is set."""
+    s = socket.create_connection((REDIS_HOST, REDIS_PORT), timeout=3)
+    try:
+        f = s.makefile("rwb")
+        if REDIS_PASSWORD_FILE:
+            with open(REDIS_PASSWORD_FILE, "rb") as p:
+                resp_command(f, "AUTH", p.read().strip())
+        line = resp_command(f, "INCR", "hits")
+        return int(line[1:])
+    finally:
+        s.close()
 
 
 def handle(conn):
@@ -58,6 +93,15 @@ def handle(conn):
             with lock:
                 n = hits
             respond(conn, "200 OK", "%s %d\n" % (VERSION, n))
+        elif path == "/hits":
+            if not REDIS_HOST:
+                respond(conn, "404 Not Found", "no REDIS_HOST\n")
+            else:
+                try:
+                    n = redis_incr()
+                    respond(conn, "200 OK", "%s %d\n" % (GREETING, n))
+                except (OSError, ValueError) as e:
+                    respond(conn, "502 Bad Gateway", "redis: %s\n" % e)
         elif path == "/healthz":
             if HEALTHY == "never":
                 respond(conn, "503 Service Unavailable", "unhealthy\n")

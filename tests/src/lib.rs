@@ -6,5 +6,6 @@ pub mod capture;
 pub mod ha;
 pub mod image_fixture;
 pub mod registry;
+pub mod stack_support;
 pub mod steady;
 pub mod testbed;

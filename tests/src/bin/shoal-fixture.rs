@@ -7,10 +7,12 @@
 //! shoal-fixture save-demo    --output FILE --image REPO:TAG
 //! shoal-fixture push-shipped-device --registry HOST:PORT --image REPO:TAG --device MAJOR:MINOR
 //! shoal-fixture push-app     --registry HOST:PORT --image REPO:TAG --base FILE
+//! shoal-fixture push-service --registry HOST:PORT --image REPO:TAG --kind redis|postgres|nginx --base FILE
 //! ```
 //! Pushes print the manifest digest on stdout. `push-app` pushes the python3 app of the update
 //! tests on top of the Debian base layer `FILE` (built beforehand by `app_image::prepare`, outside
-//! the registry's namespace, which has no route to the Debian mirror).
+//! the registry's namespace, which has no route to the Debian mirror); `push-service` does the same
+//! for the service images of the stack tests (`app_image::ServiceImage`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -18,7 +20,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use shoal_tests::{app_image, image_fixture};
 
-const USAGE: &str = "usage: shoal-fixture push-busybox|push-demo --registry HOST:PORT --image REPO:TAG\n       shoal-fixture push-app --registry HOST:PORT --image REPO:TAG --base FILE\n       shoal-fixture push-shipped-device --registry HOST:PORT --image REPO:TAG --device MAJOR:MINOR\n       shoal-fixture save-busybox|save-demo --output FILE --image REPO:TAG";
+const USAGE: &str = "usage: shoal-fixture push-busybox|push-demo --registry HOST:PORT --image REPO:TAG\n       shoal-fixture push-app --registry HOST:PORT --image REPO:TAG --base FILE\n       shoal-fixture push-service --registry HOST:PORT --image REPO:TAG --kind redis|postgres|nginx --base FILE\n       shoal-fixture push-shipped-device --registry HOST:PORT --image REPO:TAG --device MAJOR:MINOR\n       shoal-fixture save-busybox|save-demo --output FILE --image REPO:TAG";
 
 struct Args {
     command: String,
@@ -27,6 +29,7 @@ struct Args {
     output: Option<PathBuf>,
     device: Option<(u32, u32)>,
     base: Option<PathBuf>,
+    kind: Option<String>,
 }
 
 fn parse(mut args: impl Iterator<Item = String>) -> Result<Args> {
@@ -38,6 +41,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Args> {
         output: None,
         device: None,
         base: None,
+        kind: None,
     };
     while let Some(flag) = args.next() {
         let (name, inline) = match flag.split_once('=') {
@@ -55,6 +59,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Args> {
             "--image" => parsed.image = Some(value()?),
             "--output" => parsed.output = Some(PathBuf::from(value()?)),
             "--base" => parsed.base = Some(PathBuf::from(value()?)),
+            "--kind" => parsed.kind = Some(value()?),
             "--device" => {
                 let v = value()?;
                 let (major, minor) = v
@@ -92,6 +97,16 @@ async fn run(args: Args) -> Result<()> {
             let registry = args.registry.as_deref().context("--registry is required")?;
             let base = args.base.as_deref().context("--base FILE is required")?;
             let built = app_image::app_image(base)?;
+            let digest = image_fixture::push_image(registry, image, &built).await?;
+            println!("{digest}");
+        }
+        "push-service" => {
+            let registry = args.registry.as_deref().context("--registry is required")?;
+            let base = args.base.as_deref().context("--base FILE is required")?;
+            let name = args.kind.as_deref().context("--kind is required")?;
+            let kind = app_image::ServiceImage::from_name(name)
+                .with_context(|| format!("--kind {name}: expected redis, postgres or nginx"))?;
+            let built = kind.image(base)?;
             let digest = image_fixture::push_image(registry, image, &built).await?;
             println!("{digest}");
         }
