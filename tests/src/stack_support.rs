@@ -569,7 +569,15 @@ mod tests {
     /// The status code of `curl URL` with `extra` arguments.
     fn curl_code(url: &str, extra: &[&str]) -> String {
         let out = std::process::Command::new("curl")
-            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "2"])
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--max-time",
+                "2",
+            ])
             .args(extra)
             .arg(url)
             .output()
@@ -581,8 +589,7 @@ mod tests {
     /// or with a wrong password, 200 with the right one; access lines in its log.
     #[test]
     fn registry_with_htpasswd_wants_the_password() {
-        if !htpasswd_available() || which("docker-registry").is_none() || which("curl").is_none()
-        {
+        if !htpasswd_available() || which("docker-registry").is_none() || which("curl").is_none() {
             eprintln!("skipping: needs htpasswd (apache2-utils), docker-registry and curl");
             return;
         }
