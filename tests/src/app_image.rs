@@ -1047,11 +1047,18 @@ mod tests {
         root
     }
 
-    /// A child killed on drop.
+    /// A child stopped on drop: SIGTERM first, so nginx's master takes its workers along (a
+    /// SIGKILLed master leaves them running, holding the test's stderr), SIGKILL after 10 s.
     struct Killed(std::process::Child);
 
     impl Drop for Killed {
         fn drop(&mut self) {
+            let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while matches!(self.0.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
             let _ = self.0.kill();
             let _ = self.0.wait();
         }
@@ -1074,7 +1081,8 @@ mod tests {
 
     /// Builds the service images' Debian trees (mmdebstrap, once per machine; the time of each
     /// build is printed) and runs them in chroots on loopback: redis with a password, the app
-    /// counting hits in it through `/hits`, nginx proxying to the app, postgres' binaries.
+    /// counting hits in it through `/hits`, nginx proxying to the app, postgres initialised by its
+    /// entrypoint with the password of a file, refusing a wrong one.
     #[test]
     fn service_images_build_and_work_together_in_chroots() {
         if !nix::unistd::geteuid().is_root() {
@@ -1188,24 +1196,77 @@ mod tests {
         assert!(status.contains(" 200 "), "{status}: {body}");
         assert_eq!(body, "bonjour 3\n");
 
-        // postgres: the binaries the entrypoint runs load their libraries.
+        // postgres: the entrypoint initdb's with the password of the file, as `postgres`, in
+        // a mount namespace of its own with the machine's /dev (as a container has one).
         let pg_root = tree(ServiceImage::Postgres, &bases[1]);
-        for bin in ["initdb", "postgres"] {
-            let out = Command::new(&chroot)
-                .arg(pg_root.path())
-                .arg(format!("/usr/lib/postgresql/15/bin/{bin}"))
-                .arg("--version")
-                .env_clear()
-                .output()
-                .expect("chroot postgres");
-            assert!(
-                out.status.success() && String::from_utf8_lossy(&out.stdout).contains("15."),
-                "{bin} --version: {out:?}"
-            );
-        }
-        assert!(
-            pg_root.path().join("bin/sh").exists(),
-            "no /bin/sh for the entrypoint"
+        fs::create_dir_all(pg_root.path().join("dev")).expect("dev");
+        fs::write(pg_root.path().join("tmp/pw"), "pg-s3cret").expect("password file");
+        let pg_port = free_port();
+        let script = format!(
+            "mount --rbind /dev {root}/dev && exec env -i PATH=/usr/bin:/bin \
+             PGDATA={POSTGRES_DATA} POSTGRES_PASSWORD_FILE=/tmp/pw {chroot} \
+             --userspec={POSTGRES_UID}:{POSTGRES_UID} {root} \
+             /usr/local/bin/docker-entrypoint.sh -c port={pg_port}",
+            root = pg_root.path().display(),
+            chroot = chroot.display(),
         );
+        let mut pg = Killed(
+            Command::new("unshare")
+                .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("unshare postgres"),
+        );
+        wait_port(pg_port, "postgres", &mut pg);
+        let psql = |password: &str| {
+            Command::new(&chroot)
+                .arg(format!("--userspec={POSTGRES_UID}:{POSTGRES_UID}"))
+                .arg(pg_root.path())
+                .arg("/usr/lib/postgresql/15/bin/psql")
+                .args([
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &pg_port.to_string(),
+                    "-U",
+                    "postgres",
+                ])
+                .args(["-Atc", "select 40 + 2"])
+                .env_clear()
+                .env("PGPASSWORD", password)
+                .output()
+                .expect("psql")
+        };
+        // The port opens before recovery ends ("the database system is starting up").
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let right = loop {
+            let out = psql("pg-s3cret");
+            let starting = String::from_utf8_lossy(&out.stderr).contains("starting up");
+            if !starting || Instant::now() > deadline {
+                break out;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        assert_eq!(
+            String::from_utf8_lossy(&right.stdout).trim(),
+            "42",
+            "psql with the secret's password: {right:?}"
+        );
+        let wrong = psql("wrong");
+        assert!(
+            String::from_utf8_lossy(&wrong.stderr).contains("password authentication failed"),
+            "psql with a wrong password: {wrong:?}"
+        );
+        // SIGTERM is a smart shutdown: postgres exits by itself, its mount namespace with it.
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pg.0.id() as i32),
+            nix::sys::signal::SIGTERM,
+        )
+        .expect("SIGTERM");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while pg.0.try_wait().expect("wait").is_none() {
+            assert!(Instant::now() < deadline, "postgres ignored SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 }
