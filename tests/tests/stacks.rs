@@ -25,7 +25,7 @@ use anyhow::{ensure, Context, Result};
 use serde_json::Value;
 use shoal_tests::app_image::{self, ServiceImage};
 use shoal_tests::stack_support::{
-    ctl_with_ok, exec_in_task, files_containing, http_get, names_node, task_pid,
+    ctl_fails, ctl_with_ok, exec_in_task, files_containing, http_get, names_node, task_pid,
     three_tier_compose, unique_value, StackImages, NGINX_SITE, STACK_PORT,
 };
 use shoal_tests::testbed::{
@@ -415,6 +415,21 @@ fn three_tier_stack_from_a_compose_file() -> Result<()> {
              stopped before {before:?}, now {now:?}"
         );
     }
+
+    // A changed secret file is refused, naming the secret (its data is immutable), and nothing
+    // of the stack is touched; the same file again is fine.
+    fs::write(dir.join("db_password.txt"), unique_value("another-pw"))?;
+    let refused = ctl_fails(&c, &deploy)?;
+    ensure!(
+        refused.contains("shop_db_password") && refused.contains("immutable"),
+        "a changed secret file was not refused as it should be: {refused}"
+    );
+    ensure!(
+        running_ids(&c, "shop_db")? == db_ids,
+        "a refused deploy touched the database"
+    );
+    fs::write(dir.join("db_password.txt"), &secret)?;
+    ctl_with_ok(&c, &[("APP_GREETING", "hola")], &deploy, b"")?;
 
     // stack rm: everything but the volume goes.
     c.ctl_ok(["stack", "rm", STACK])?;

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use shoal_proto::v1::{
     Config, ConfigSpec, CreateConfigRequest, CreateSecretRequest, GetConfigRequest,
     GetSecretRequest, ListConfigsRequest, ListSecretsRequest, RemoveConfigRequest,
-    RemoveSecretRequest, Secret, SecretSpec,
+    RemoveSecretRequest, Secret, SecretSpec, UpdateConfigRequest, UpdateSecretRequest,
 };
 
 use crate::cli::{DataCreateArgs, DataInspectArgs, DataLsArgs, DataRmArgs, Format};
@@ -228,6 +228,44 @@ pub async fn create_data(
             .map(|s| s.id),
     };
     id.ok_or_else(|| anyhow!("the manager answered without the created {}", kind.noun()))
+}
+
+/// Sends the spec a stack wants for a secret or config that exists: its labels change, and the
+/// manager refuses other data (`Ok(false)`), since the data are immutable.
+pub async fn update_data(
+    c: &mut Control,
+    kind: Kind,
+    name: &str,
+    labels: HashMap<String, String>,
+    data: Vec<u8>,
+) -> Result<bool> {
+    let name_or_id = name.to_string();
+    let name = name.to_string();
+    let sent = match kind {
+        Kind::Secret => c
+            .update_secret(UpdateSecretRequest {
+                name_or_id,
+                spec: Some(SecretSpec { name, labels, data }),
+                version: 0,
+            })
+            .await
+            .map(|_| ()),
+        Kind::Config => c
+            .update_config(UpdateConfigRequest {
+                name_or_id,
+                spec: Some(ConfigSpec { name, labels, data }),
+                version: 0,
+            })
+            .await
+            .map(|_| ()),
+    };
+    match sent {
+        Ok(()) => Ok(true),
+        Err(e) if e.code() == tonic::Code::InvalidArgument && e.message().contains("immutable") => {
+            Ok(false)
+        }
+        Err(e) => Err(status(e)),
+    }
 }
 
 /// `secret create` / `config create`: prints the new ID. `data` is the file's content when the

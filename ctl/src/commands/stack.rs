@@ -291,8 +291,10 @@ async fn ensure_data<S>(
             }
             Resource::Create(spec) => {
                 let (name, labels, bytes) = split(spec);
-                if let Some(found) = existing.iter().find(|o| o.name == name) {
-                    if found.data.as_ref().is_some_and(|d| *d != bytes) {
+                if existing.iter().any(|o| o.name == name) {
+                    // The manager compares the data (a secret's never leaves it) and takes the
+                    // labels.
+                    if !data::update_data(c, kind, &name, labels, bytes).await? {
                         return Err(anyhow!(
                             "{} {name} already exists with different data: {}s are immutable; \
                              to change it, give the new version a new name (e.g. `name: \

@@ -761,6 +761,20 @@ impl Control for Fake {
         Ok(Response::new(RemoveConfigResponse { id: removed.id }))
     }
 
+    async fn update_secret(
+        &self,
+        _req: Request<UpdateSecretRequest>,
+    ) -> Result<Response<UpdateSecretResponse>, Status> {
+        Err(Status::unimplemented("update_secret"))
+    }
+
+    async fn update_config(
+        &self,
+        _req: Request<UpdateConfigRequest>,
+    ) -> Result<Response<UpdateConfigResponse>, Status> {
+        Err(Status::unimplemented("update_config"))
+    }
+
     async fn list_volumes(
         &self,
         req: Request<ListVolumesRequest>,

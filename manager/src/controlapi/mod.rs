@@ -2,6 +2,7 @@
 //! answers reads from the store.
 
 pub mod config;
+mod data_update;
 pub mod linearized;
 pub mod network;
 pub mod secret;
@@ -802,6 +803,20 @@ impl Control for ControlApi {
         request: Request<RemoveConfigRequest>,
     ) -> Result<Response<RemoveConfigResponse>, Status> {
         config::remove_config(self, request).await
+    }
+
+    async fn update_secret(
+        &self,
+        request: Request<UpdateSecretRequest>,
+    ) -> Result<Response<UpdateSecretResponse>, Status> {
+        data_update::update_secret(self, request).await
+    }
+
+    async fn update_config(
+        &self,
+        request: Request<UpdateConfigRequest>,
+    ) -> Result<Response<UpdateConfigResponse>, Status> {
+        data_update::update_config(self, request).await
     }
 
     async fn list_volumes(

@@ -64,6 +64,16 @@ impl State {
                 &n.meta,
                 self.networks.get(&n.id).map(|o| &o.meta),
             ),
+            Action::UpdateSecret(x) => (
+                (Kind::Secret, &x.id),
+                &x.meta,
+                self.secrets.get(&x.id).map(|o| &o.meta),
+            ),
+            Action::UpdateConfig(x) => (
+                (Kind::Config, &x.id),
+                &x.meta,
+                self.configs.get(&x.id).map(|o| &o.meta),
+            ),
             _ => return Ok(()),
         };
         // A put of an object that does not exist creates it (or fails its own precondition).
@@ -119,6 +129,8 @@ impl State {
             Action::RemoveSecret(id) => return self.remove_secret(id, applied),
             Action::CreateConfig(c) => return self.create_config(index, c, applied),
             Action::RemoveConfig(id) => return self.remove_config(id, applied),
+            Action::UpdateSecret(sec) => return self.update_secret(index, sec, applied),
+            Action::UpdateConfig(c) => return self.update_config(index, c, applied),
         }
         Ok(())
     }
@@ -561,6 +573,55 @@ impl State {
         Ok(())
     }
 
+    /// A secret's labels change; its name and data never do (docker's rule: rotate by creating
+    /// a new secret).
+    fn update_secret(
+        &mut self,
+        index: u64,
+        sec: &Secret,
+        applied: &mut Applied,
+    ) -> Result<(), String> {
+        let Some(old) = self.secrets.get(&sec.id) else {
+            return Err(format!("secret {:?} does not exist", sec.id));
+        };
+        let (old, new) = (
+            old.spec.clone().unwrap_or_default(),
+            sec.spec.clone().unwrap_or_default(),
+        );
+        immutable_data(
+            "secret",
+            &old.name,
+            (&old.name, &old.data),
+            (&new.name, &new.data),
+        )?;
+        self.write(index, Object::Secret(sec.clone()), applied);
+        Ok(())
+    }
+
+    /// A config's labels change; its name and data never do.
+    fn update_config(
+        &mut self,
+        index: u64,
+        c: &Config,
+        applied: &mut Applied,
+    ) -> Result<(), String> {
+        let Some(old) = self.configs.get(&c.id) else {
+            return Err(format!("config {:?} does not exist", c.id));
+        };
+        let (old, new) = (
+            old.spec.clone().unwrap_or_default(),
+            c.spec.clone().unwrap_or_default(),
+        );
+        immutable_data(
+            "config",
+            &old.name,
+            (&old.name, &old.data),
+            (&new.name, &new.data),
+        )?;
+        self.write(index, Object::Config(c.clone()), applied);
+        Ok(())
+    }
+
     /// Removes a config no service's current spec mounts.
     fn remove_config(&mut self, id: &str, applied: &mut Applied) -> Result<(), String> {
         let Some(c) = self.configs.get(id) else {
@@ -633,6 +694,29 @@ fn meta_mut(obj: &mut Object) -> &mut Option<Meta> {
         Object::Secret(o) => &mut o.meta,
         Object::Config(o) => &mut o.meta,
     }
+}
+
+/// The refusal of an update that would change a secret's or config's name or data.
+fn immutable_data(
+    kind: &str,
+    name: &str,
+    (old_name, old_data): (&str, &[u8]),
+    (new_name, new_data): (&str, &[u8]),
+) -> Result<(), String> {
+    if old_name != new_name {
+        return Err(format!("{kind} {name}: its name cannot change"));
+    }
+    // Digests are compared, not the data, so the time a refusal takes says nothing of where a
+    // secret differs from a guess.
+    use sha2::{Digest as _, Sha256};
+    if Sha256::digest(old_data) != Sha256::digest(new_data) {
+        return Err(format!(
+            "{kind} {name}: only its labels can be updated, its data is immutable: create a \
+             {kind} with another name and point the services at it (`service update \
+             --{kind}-rm {name} --{kind}-add source=NEW,target={name}`)"
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -275,3 +275,53 @@ fn a_service_cannot_mount_a_secret_that_is_gone() {
     let msg = conflict(store.apply(4, &req(vec![Action::UpdateService(more)])));
     assert_eq!(msg, "config not found: gone");
 }
+
+#[test]
+fn only_labels_of_a_secret_or_config_change_and_versions_are_checked() {
+    let (_dir, store) = open();
+    store
+        .apply(
+            1,
+            &req(vec![
+                Action::CreateSecret(secret("s1", "db_pw")),
+                Action::CreateConfig(config("c1", "site")),
+            ]),
+        )
+        .expect("create");
+    let read = |f: &dyn Fn(&State) -> Secret| store.read(f);
+    let mut relabelled = read(&|s| s.secret("s1").cloned().expect("s1"));
+    if let Some(spec) = relabelled.spec.as_mut() {
+        spec.labels.insert("tier".into(), "db".into());
+    }
+    store
+        .apply(2, &req(vec![Action::UpdateSecret(relabelled.clone())]))
+        .expect("labels change");
+    let stored = read(&|s| s.secret("s1").cloned().expect("s1"));
+    assert_eq!(
+        stored.spec.as_ref().map(|s| s.labels.get("tier").cloned()),
+        Some(Some("db".to_string()))
+    );
+    // Based on the old version: out of sequence.
+    assert!(matches!(
+        store.apply(3, &req(vec![Action::UpdateSecret(relabelled)])),
+        Err(StoreError::OutOfSequence { .. })
+    ));
+    let mut changed = stored.clone();
+    if let Some(spec) = changed.spec.as_mut() {
+        spec.data = b"another password".to_vec();
+    }
+    let msg = conflict(store.apply(4, &req(vec![Action::UpdateSecret(changed)])));
+    assert!(
+        msg.starts_with("secret db_pw: only its labels can be updated, its data is immutable"),
+        "{msg}"
+    );
+    let mut renamed = store.read(|s| s.config("c1").cloned().expect("c1"));
+    if let Some(spec) = renamed.spec.as_mut() {
+        spec.name = "other".into();
+    }
+    let msg = conflict(store.apply(5, &req(vec![Action::UpdateConfig(renamed)])));
+    assert_eq!(msg, "config site: its name cannot change");
+    let missing = secret("nope", "nope");
+    let msg = conflict(store.apply(6, &req(vec![Action::UpdateSecret(missing)])));
+    assert_eq!(msg, "secret \"nope\" does not exist");
+}
