@@ -30,10 +30,10 @@ pub enum StackCommand {
 /// `--resolve-image`: when to ask the registry for an image's digest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
 pub enum ResolveImage {
-    /// Always (Shoal pins no digests yet: images are sent as given).
+    /// Always: each image is pinned to the digest its registry serves now (`repo:tag@sha256:…`).
     #[default]
     Always,
-    /// Only for new or changed images (Shoal pins no digests yet: images are sent as given).
+    /// Only new or changed images; an unchanged one keeps the digest it was pinned to.
     Changed,
     /// Never: images are sent as given.
     Never,
@@ -53,7 +53,8 @@ pub struct StackDeployArgs {
     /// Remove the stack's services that are no longer in the compose files.
     #[arg(long)]
     pub prune: bool,
-    /// When to resolve image digests with the registry (Shoal sends images as given).
+    /// When to pin images to the digest their registry serves (a registry that cannot be asked
+    /// is a warning: the image then goes as given).
     #[arg(long, value_enum, default_value_t = ResolveImage::Always)]
     pub resolve_image: ResolveImage,
     /// Send the credentials `shoalctl login` stored for each image's registry to the nodes.

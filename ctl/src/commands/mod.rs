@@ -7,6 +7,7 @@ pub mod lock;
 pub mod login;
 pub mod network;
 pub mod node;
+pub mod resolve_image;
 pub mod rollout;
 pub mod secret;
 pub mod service;

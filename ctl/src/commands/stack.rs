@@ -403,6 +403,12 @@ pub async fn deploy(c: &mut Control, plan: StackPlan, a: &StackDeployArgs) -> Re
         let mut spec = plan.services[i].clone();
         refs.resolve(&mut spec)?;
         let name = spec.name.clone();
+        let stored = existing.get(&name).and_then(|svc| svc.spec.as_ref());
+        if let Some(warning) =
+            super::resolve_image::resolve(&mut spec, stored, a.resolve_image).await
+        {
+            eprintln!("WARNING: {warning}");
+        }
         match existing.get(&name) {
             Some(svc) => {
                 let stored = svc.spec.clone().unwrap_or_default();

@@ -69,9 +69,11 @@ pub(super) fn spec_name(s: &Service) -> &str {
     s.spec.as_ref().map(|s| s.name.as_str()).unwrap_or("")
 }
 
+/// The image as tables show it: without the digest `stack deploy --resolve-image` pinned to a
+/// tag (docker's tables show `redis:7`, inspect shows the whole reference).
 fn image_of(spec: Option<&TaskSpec>) -> &str {
     spec.and_then(|t| t.container.as_ref())
-        .map(|c| c.image.as_str())
+        .map(|c| crate::commands::resolve_image::without_digest(&c.image))
         .unwrap_or("")
 }
 
