@@ -49,8 +49,8 @@ pub fn build_spec(a: &CreateArgs) -> Result<ServiceSpec> {
         rollback: None,
         depends_on: Vec::new(),
     };
-    super::rollout_spec::merge_update_config(&mut spec.update, &a.update_config);
-    super::rollout_spec::merge_rollback_config(&mut spec.rollback, &a.rollback_config);
+    super::rollout_spec::merge_replace_config(&mut spec.update, a.update_config.flags());
+    super::rollout_spec::merge_replace_config(&mut spec.rollback, a.rollback_config.flags());
     validate_service(&spec)?;
     Ok(spec)
 }

@@ -62,8 +62,8 @@ pub fn apply_update(spec: &mut ServiceSpec, a: &UpdateArgs, ids: &NetworkIds) ->
     if ep.mode.is_empty() {
         ep.mode = wire::EndpointMode::default().as_str().into();
     }
-    rollout::merge_update_config(&mut spec.update, &a.update_config);
-    rollout::merge_rollback_config(&mut spec.rollback, &a.rollback_config);
+    rollout::merge_replace_config(&mut spec.update, a.update_config.flags());
+    rollout::merge_replace_config(&mut spec.rollback, a.rollback_config.flags());
     validate_service(spec)?;
     Ok(())
 }
