@@ -300,7 +300,7 @@ mod tests {
             "500ms",
         ])
         .expect("parses");
-        let h = &a.health;
+        let h = &a.shared.health;
         assert_eq!(
             h.cmd.as_deref(),
             Some("curl -f http://localhost/ || exit 1")
@@ -313,15 +313,15 @@ mod tests {
         assert!(!h.no_healthcheck && h.check().is_ok());
 
         let a = create(&["--no-healthcheck"]).expect("parses");
-        assert!(a.health.no_healthcheck && a.health.check().is_ok());
+        assert!(a.shared.health.no_healthcheck && a.shared.health.check().is_ok());
         let a = create(&["--no-healthcheck", "--health-retries", "2"]).expect("parses");
         assert_eq!(
-            a.health.check(),
+            a.shared.health.check(),
             Err("--no-healthcheck conflicts with --health-* options".into())
         );
         // `--health-cmd ""` is an update's way back to the image's test.
         let a = update(&["--health-cmd", ""]).expect("parses");
-        assert_eq!(a.health.cmd.as_deref(), Some(""));
+        assert_eq!(a.shared.health.cmd.as_deref(), Some(""));
         assert!(!a.changes_nothing());
     }
 
@@ -402,14 +402,14 @@ mod tests {
             "stop-first",
         ])
         .expect("parses");
-        let u = &a.update_config;
+        let u = &a.shared.update_config;
         assert_eq!(u.parallelism, Some(2));
         assert_eq!(u.delay, Some(10_000_000_000));
         assert_eq!(u.failure_action, Some(UpdateFailureAction::Rollback));
         assert_eq!(u.monitor, Some(30_000_000_000));
         assert_eq!(u.max_failure_ratio, Some(0.25));
         assert_eq!(u.order, Some(UpdateOrder::StartFirst));
-        let r = &a.rollback_config;
+        let r = &a.shared.rollback_config;
         assert_eq!(r.parallelism, Some(0));
         assert_eq!(r.delay, Some(1_000_000_000));
         assert_eq!(r.failure_action, Some(RollbackFailureAction::Continue));

@@ -641,7 +641,7 @@ fn config_before_the_noun_is_admin_conf_after_it_a_service_config() {
     assert_eq!(a.config_ref[0].config_name, "nginx_conf");
     assert_eq!(a.secret[0].secret_name, "db_pass");
     assert_eq!(a.mount[0].target, "/data");
-    assert!(a.with_registry_auth);
+    assert!(a.shared.with_registry_auth);
     assert_eq!(
         a.hostname.as_deref(),
         Some("{{.Service.Name}}-{{.Task.Slot}}")

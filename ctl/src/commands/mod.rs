@@ -29,7 +29,7 @@ pub async fn run(cli: Cli) -> Result<()> {
     let spec = match &cli.command {
         Command::Service(ServiceCommand::Create(args)) => {
             let mut spec = service::build_spec(args)?;
-            if args.with_registry_auth {
+            if args.shared.with_registry_auth {
                 service::attach_registry_auth(&mut spec)?;
             }
             Some(spec)

@@ -57,7 +57,7 @@ pub async fn update(c: &mut Control, a: &UpdateArgs) -> Result<()> {
     }
     let mut spec = svc.spec.clone().unwrap_or_default();
     apply_update(&mut spec, a, &ids)?;
-    if a.with_registry_auth {
+    if a.shared.with_registry_auth {
         attach_registry_auth(&mut spec)?;
     }
     let request = UpdateServiceRequest {
