@@ -27,6 +27,17 @@ pub fn new_id() -> String {
     token::new_secret()
 }
 
+impl v1::Meta {
+    /// The meta of an object first written at `now_ns`.
+    pub fn new_at(now_ns: i64) -> Self {
+        Self {
+            version: 0,
+            created_at: now_ns,
+            updated_at: now_ns,
+        }
+    }
+}
+
 /// Unix time in nanoseconds.
 pub fn now_ns() -> i64 {
     std::time::SystemTime::now()

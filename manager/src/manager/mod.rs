@@ -228,11 +228,7 @@ pub async fn init(
     let now = shoal_proto::now_ns();
     let cluster = Cluster {
         id: cluster_id,
-        meta: Some(Meta {
-            version: 0,
-            created_at: now,
-            updated_at: now,
-        }),
+        meta: Some(Meta::new_at(now)),
         ca_cert_pem: ca.cert_pem.clone(),
         ca_key_pem: ca.key_pem.clone(),
         worker_token_secret: shoal_proto::token::new_secret(),
