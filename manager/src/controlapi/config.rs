@@ -1,65 +1,19 @@
 //! `config create|ls|inspect|rm`: named immutable data mounted as files. Unlike a secret's, a
 //! config's data is returned by `config inspect`, as docker does.
 
-use std::collections::HashMap;
-
 use shoal_proto::v1::store_action::Action;
 use shoal_proto::v1::*;
 use tonic::{Request, Response, Status};
-use tracing::info;
 
-use super::named_data::{self, NamedData};
+use super::named_data::{self, impl_named_data};
 use super::ControlApi;
 use crate::store::State;
 
-impl NamedData for Config {
-    type Spec = ConfigSpec;
-    const KIND: &'static str = "config";
-
-    fn new(id: String, meta: Meta, spec: ConfigSpec) -> Self {
-        Config {
-            id,
-            meta: Some(meta),
-            spec: Some(spec),
-        }
-    }
-
-    fn id(&self) -> &str {
-        &self.id
-    }
-
-    fn name(&self) -> &str {
-        self.spec.as_ref().map_or("", |s| s.name.as_str())
-    }
-
-    fn parts(spec: &ConfigSpec) -> (&str, &HashMap<String, String>, &[u8]) {
-        (&spec.name, &spec.labels, &spec.data)
-    }
-
-    fn find_in<'s>(s: &'s State, name_or_id: &str) -> Result<Option<&'s Self>, usize> {
-        s.find_config(name_or_id)
-    }
-
-    fn by_id<'s>(s: &'s State, id: &str) -> Option<&'s Self> {
-        s.config(id)
-    }
-
-    fn all(s: &State) -> Vec<Self> {
-        s.configs().cloned().collect()
-    }
-
-    fn create_action(self) -> Action {
-        Action::CreateConfig(self)
-    }
-
-    fn remove_action(id: String) -> Action {
-        Action::RemoveConfig(id)
-    }
-
-    fn log(&self, what: &str) {
-        info!(config.id = %self.id, config.name = %self.name(), "config {what}");
-    }
-}
+impl_named_data!(
+    Config, ConfigSpec, config,
+    store: find_config, config, configs,
+    actions: CreateConfig, RemoveConfig
+);
 
 /// Finds a config by id, name or unique id prefix.
 pub fn find_config(s: &State, name_or_id: &str) -> Result<Config, Status> {

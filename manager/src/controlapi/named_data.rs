@@ -57,6 +57,74 @@ pub(super) trait NamedData: Clone {
     }
 }
 
+/// Implements [`NamedData`] for a kind from its type, spec, message name, store lookups
+/// (`find_*`, by id, all) and store actions; further items (`shown`) go in the impl as given.
+macro_rules! impl_named_data {
+    (
+        $ty:ident, $spec:ident, $kind:ident,
+        store: $find:ident, $by_id:ident, $all:ident,
+        actions: $create:ident, $remove:ident
+        $(, $extra:item)* $(,)?
+    ) => {
+        impl $crate::controlapi::named_data::NamedData for $ty {
+            type Spec = $spec;
+            const KIND: &'static str = stringify!($kind);
+
+            fn new(id: String, meta: Meta, spec: $spec) -> Self {
+                $ty {
+                    id,
+                    meta: Some(meta),
+                    spec: Some(spec),
+                }
+            }
+
+            fn id(&self) -> &str {
+                &self.id
+            }
+
+            fn name(&self) -> &str {
+                self.spec.as_ref().map_or("", |s| s.name.as_str())
+            }
+
+            fn parts(spec: &$spec) -> (&str, &std::collections::HashMap<String, String>, &[u8]) {
+                (&spec.name, &spec.labels, &spec.data)
+            }
+
+            fn find_in<'s>(s: &'s State, name_or_id: &str) -> Result<Option<&'s Self>, usize> {
+                s.$find(name_or_id)
+            }
+
+            fn by_id<'s>(s: &'s State, id: &str) -> Option<&'s Self> {
+                s.$by_id(id)
+            }
+
+            fn all(s: &State) -> Vec<Self> {
+                s.$all().cloned().collect()
+            }
+
+            fn create_action(self) -> Action {
+                Action::$create(self)
+            }
+
+            fn remove_action(id: String) -> Action {
+                Action::$remove(id)
+            }
+
+            fn log(&self, what: &str) {
+                tracing::info!(
+                    $kind.id = %self.id,
+                    $kind.name = %self.name(),
+                    "{} {what}",
+                    Self::KIND
+                );
+            }
+
+            $($extra)*
+        }
+    };
+}
+pub(super) use impl_named_data;
+
 /// Finds an object by id, name or unique id prefix.
 pub fn find<T: NamedData>(s: &State, name_or_id: &str) -> Result<T, Status> {
     let kind = T::KIND;

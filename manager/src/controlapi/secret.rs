@@ -2,69 +2,22 @@
 //! secret's data goes in once and only ever comes out to the nodes whose tasks mount it: no
 //! reply of the control API carries it.
 
-use std::collections::HashMap;
-
 use shoal_proto::v1::store_action::Action;
 use shoal_proto::v1::*;
 use tonic::{Request, Response, Status};
-use tracing::info;
 
-use super::named_data::{self, NamedData};
+use super::named_data::{self, impl_named_data};
 use super::ControlApi;
 use crate::store::State;
 
-impl NamedData for Secret {
-    type Spec = SecretSpec;
-    const KIND: &'static str = "secret";
-
-    fn new(id: String, meta: Meta, spec: SecretSpec) -> Self {
-        Secret {
-            id,
-            meta: Some(meta),
-            spec: Some(spec),
-        }
-    }
-
-    fn id(&self) -> &str {
-        &self.id
-    }
-
-    fn name(&self) -> &str {
-        self.spec.as_ref().map_or("", |s| s.name.as_str())
-    }
-
-    fn parts(spec: &SecretSpec) -> (&str, &HashMap<String, String>, &[u8]) {
-        (&spec.name, &spec.labels, &spec.data)
-    }
-
-    fn find_in<'s>(s: &'s State, name_or_id: &str) -> Result<Option<&'s Self>, usize> {
-        s.find_secret(name_or_id)
-    }
-
-    fn by_id<'s>(s: &'s State, id: &str) -> Option<&'s Self> {
-        s.secret(id)
-    }
-
-    fn all(s: &State) -> Vec<Self> {
-        s.secrets().cloned().collect()
-    }
-
-    fn create_action(self) -> Action {
-        Action::CreateSecret(self)
-    }
-
-    fn remove_action(id: String) -> Action {
-        Action::RemoveSecret(id)
-    }
-
-    fn log(&self, what: &str) {
-        info!(secret.id = %self.id, secret.name = %self.name(), "secret {what}");
-    }
-
+impl_named_data!(
+    Secret, SecretSpec, secret,
+    store: find_secret, secret, secrets,
+    actions: CreateSecret, RemoveSecret,
     fn shown(self) -> Self {
         without_data(self)
     }
-}
+);
 
 /// Finds a secret by id, name or unique id prefix.
 pub fn find_secret(s: &State, name_or_id: &str) -> Result<Secret, Status> {
