@@ -198,3 +198,12 @@ pub async fn run(cli: Cli) -> Result<()> {
         }
     }
 }
+
+/// Ends a command that went on past failures: an error joining every failure, if any.
+fn fail_if_any(errors: Vec<String>) -> Result<()> {
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(anyhow!("{}", errors.join("; ")))
+    }
+}

@@ -332,7 +332,7 @@ pub async fn inspect(c: &mut Control, kind: Kind, a: &DataInspectArgs) -> Result
         }
     }
     output::print(&js::pretty_array(docs))?;
-    fail_if_any(errors)
+    super::fail_if_any(errors)
 }
 
 /// Removes one secret or config by name or ID.
@@ -361,15 +361,7 @@ pub async fn rm(c: &mut Control, kind: Kind, a: &DataRmArgs) -> Result<()> {
             Err(e) => errors.push(format!("{name}: {}", crate::error_chain(&e))),
         }
     }
-    fail_if_any(errors)
-}
-
-fn fail_if_any(errors: Vec<String>) -> Result<()> {
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(anyhow!("{}", errors.join("; ")))
-    }
+    super::fail_if_any(errors)
 }
 
 #[cfg(test)]

@@ -8,13 +8,13 @@ use anyhow::{anyhow, Result};
 use serde_json::json;
 use shoal_proto::v1::{
     CreateNetworkRequest, CreateServiceRequest, EndpointSpec, ListNetworksRequest,
-    ListServicesRequest, ListTasksRequest, RemoveNetworkRequest, RemoveServiceRequest, Service,
-    ServiceSpec, ServiceSummary, UpdateServiceRequest,
+    ListServicesRequest, RemoveNetworkRequest, RemoveServiceRequest, Service, ServiceSpec,
+    ServiceSummary, UpdateServiceRequest,
 };
 use shoal_proto::wire;
 
 use super::secret::{self as data, DataObject, Kind};
-use super::service::{self, ServiceRow};
+use super::service;
 use super::{converge, rollout};
 use crate::cli::{
     Format, StackConfigArgs, StackDeployArgs, StackPsArgs, StackRmArgs, StackServicesArgs,
@@ -493,24 +493,7 @@ pub async fn services(c: &mut Control, a: &StackServicesArgs, format: Format) ->
         eprintln!("Nothing found in stack: {}", a.stack);
         return Ok(());
     }
-    let mut out = String::new();
-    if a.quiet {
-        services
-            .iter()
-            .filter_map(|s| s.service.as_ref())
-            .for_each(|s| out.push_str(&format!("{}\n", s.id)));
-        return Ok(output::print(&out)?);
-    }
-    let rows: Vec<ServiceRow> = services.iter().map(ServiceRow::of).collect();
-    match format {
-        Format::Json => rows.iter().for_each(|r| out.push_str(&js::line(&r.json()))),
-        Format::Table => {
-            let mut t = Table::new(&["ID", "NAME", "MODE", "REPLICAS", "IMAGE", "PORTS"]);
-            rows.iter().for_each(|r| t.row(r.cells()));
-            out = t.render();
-        }
-    }
-    Ok(output::print(&out)?)
+    service::print_services(&services, a.quiet, format)
 }
 
 /// `stack ps STACK`: `service ps` of every service of the stack.
@@ -519,50 +502,13 @@ pub async fn ps(c: &mut Control, a: &StackPsArgs, format: Format) -> Result<()> 
     let now = shoal_proto::now_ns();
     let mut rows = Vec::new();
     for svc in services.iter().filter_map(|s| s.service.as_ref()) {
-        let resp = c
-            .list_tasks(ListTasksRequest {
-                service: svc.id.clone(),
-                node: String::new(),
-            })
-            .await
-            .map_err(status)?
-            .into_inner();
-        let name = svc.spec.as_ref().map(|s| s.name.as_str()).unwrap_or("");
-        rows.extend(service::task_rows(
-            name,
-            &resp.tasks,
-            &resp.node_names,
-            now,
-            a.no_trunc,
-        ));
+        rows.extend(service::tasks_of(c, svc, now, a.no_trunc).await?);
     }
     if rows.is_empty() {
         eprintln!("Nothing found in stack: {}", a.stack);
         return Ok(());
     }
-    let mut out = String::new();
-    if a.quiet {
-        rows.iter()
-            .for_each(|r| out.push_str(&format!("{}\n", r.id)));
-        return Ok(output::print(&out)?);
-    }
-    match format {
-        Format::Json => rows.iter().for_each(|r| out.push_str(&js::line(&r.json()))),
-        Format::Table => {
-            let mut t = Table::new(&[
-                "ID",
-                "NAME",
-                "IMAGE",
-                "NODE",
-                "DESIRED STATE",
-                "CURRENT STATE",
-                "ERROR",
-            ]);
-            rows.iter().for_each(|r| t.row(r.cells(a.no_trunc)));
-            out = t.render();
-        }
-    }
-    Ok(output::print(&out)?)
+    service::print_tasks(&rows, a.quiet, a.no_trunc, format)
 }
 
 /// `stack rm STACK...`: the services first, then the secrets, configs and networks labelled
@@ -628,11 +574,7 @@ pub async fn rm(c: &mut Control, a: &StackRmArgs) -> Result<()> {
             eprintln!("Nothing found in stack: {stack}");
         }
     }
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(anyhow!("{}", errors.join("; ")))
-    }
+    super::fail_if_any(errors)
 }
 
 #[cfg(test)]

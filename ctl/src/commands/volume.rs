@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::io::{BufRead, Write};
 
-use anyhow::{anyhow, Result};
+use anyhow::Result;
 use serde_json::{json, Value};
 use shoal_proto::v1::{ListVolumesRequest, PruneVolumesRequest, RemoveVolumeRequest, Volume};
 
@@ -148,11 +148,7 @@ pub async fn inspect(c: &mut Control, a: &VolumeInspectArgs) -> Result<()> {
         docs.extend(found.iter().map(|v| inspect_json(v, &names)));
     }
     output::print(&js::pretty_array(docs))?;
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(anyhow!("{}", errors.join("; ")))
-    }
+    super::fail_if_any(errors)
 }
 
 /// `volume rm NAME...`: prints each name removed; keeps going past failures.
@@ -171,11 +167,7 @@ pub async fn rm(c: &mut Control, a: &VolumeRmArgs) -> Result<()> {
             Err(s) => errors.push(format!("{name}: {}", status(s))),
         }
     }
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(anyhow!("{}", errors.join("; ")))
-    }
+    super::fail_if_any(errors)
 }
 
 /// Docker's prune warning for `--all` or not.

@@ -24,11 +24,11 @@ use crate::cli::{
 };
 use crate::client::{status, Control};
 use crate::commands::{converge, rollout};
-use crate::output::{self, json as js, table::Table};
+use crate::output::{self, json as js};
 
 pub use pretty::pretty;
 pub use spec::build_spec;
-pub use tables::{task_rows, ServiceRow};
+pub use tables::{task_rows, ServiceRow, TaskRow};
 pub use update::{apply_update, NetworkIds};
 
 use tables::spec_name;
@@ -151,26 +151,27 @@ pub async fn ls(c: &mut Control, a: &LsArgs, format: Format) -> Result<()> {
         let name = |s: &ServiceSummary| s.service.as_ref().map(spec_name).unwrap_or("").to_string();
         name(x).cmp(&name(y))
     });
-    let mut out = String::new();
-    if a.quiet {
-        for s in &services {
-            if let Some(svc) = &s.service {
-                out.push_str(&svc.id);
-                out.push('\n');
-            }
-        }
-        return Ok(output::print(&out)?);
+    print_services(&services, a.quiet, format)
+}
+
+/// Prints services as `service ls` does: their IDs only when `quiet`.
+pub fn print_services(services: &[ServiceSummary], quiet: bool, format: Format) -> Result<()> {
+    if quiet {
+        let ids = services
+            .iter()
+            .filter_map(|s| s.service.as_ref())
+            .map(|s| &s.id);
+        return Ok(output::print_lines(ids)?);
     }
     let rows: Vec<ServiceRow> = services.iter().map(ServiceRow::of).collect();
-    match format {
-        Format::Json => rows.iter().for_each(|r| out.push_str(&js::line(&r.json()))),
-        Format::Table => {
-            let mut t = Table::new(&["ID", "NAME", "MODE", "REPLICAS", "IMAGE", "PORTS"]);
-            rows.iter().for_each(|r| t.row(r.cells()));
-            out = t.render();
-        }
-    }
-    Ok(output::print(&out)?)
+    let headers = ["ID", "NAME", "MODE", "REPLICAS", "IMAGE", "PORTS"];
+    Ok(output::print_rows(
+        &rows,
+        format,
+        &headers,
+        ServiceRow::json,
+        ServiceRow::cells,
+    )?)
 }
 
 /// Reads one service by name or ID.
@@ -188,6 +189,17 @@ pub async fn get_service(c: &mut Control, name_or_id: &str) -> Result<Service> {
 /// `service ps SERVICE`.
 pub async fn ps(c: &mut Control, a: &PsArgs, format: Format) -> Result<()> {
     let svc = get_service(c, &a.service).await?;
+    let rows = tasks_of(c, &svc, shoal_proto::now_ns(), a.no_trunc).await?;
+    print_tasks(&rows, a.quiet, a.no_trunc, format)
+}
+
+/// The rows `service ps` shows for one service's tasks.
+pub async fn tasks_of(
+    c: &mut Control,
+    svc: &Service,
+    now_ns: i64,
+    no_trunc: bool,
+) -> Result<Vec<TaskRow>> {
     let resp = c
         .list_tasks(ListTasksRequest {
             service: svc.id.clone(),
@@ -196,36 +208,36 @@ pub async fn ps(c: &mut Control, a: &PsArgs, format: Format) -> Result<()> {
         .await
         .map_err(status)?
         .into_inner();
-    let rows = task_rows(
-        spec_name(&svc),
+    Ok(task_rows(
+        spec_name(svc),
         &resp.tasks,
         &resp.node_names,
-        shoal_proto::now_ns(),
-        a.no_trunc,
-    );
-    let mut out = String::new();
-    if a.quiet {
-        rows.iter()
-            .for_each(|r| out.push_str(&format!("{}\n", r.id)));
-        return Ok(output::print(&out)?);
+        now_ns,
+        no_trunc,
+    ))
+}
+
+/// Prints task rows as `service ps` does: their IDs only when `quiet`.
+pub fn print_tasks(rows: &[TaskRow], quiet: bool, no_trunc: bool, format: Format) -> Result<()> {
+    if quiet {
+        return Ok(output::print_lines(rows.iter().map(|r| &r.id))?);
     }
-    match format {
-        Format::Json => rows.iter().for_each(|r| out.push_str(&js::line(&r.json()))),
-        Format::Table => {
-            let mut t = Table::new(&[
-                "ID",
-                "NAME",
-                "IMAGE",
-                "NODE",
-                "DESIRED STATE",
-                "CURRENT STATE",
-                "ERROR",
-            ]);
-            rows.iter().for_each(|r| t.row(r.cells(a.no_trunc)));
-            out = t.render();
-        }
-    }
-    Ok(output::print(&out)?)
+    let headers = [
+        "ID",
+        "NAME",
+        "IMAGE",
+        "NODE",
+        "DESIRED STATE",
+        "CURRENT STATE",
+        "ERROR",
+    ];
+    Ok(output::print_rows(
+        rows,
+        format,
+        &headers,
+        TaskRow::json,
+        |r| r.cells(no_trunc),
+    )?)
 }
 
 /// `service inspect SERVICE...`: a JSON array of the services found; an error names the others.
@@ -246,15 +258,7 @@ pub async fn inspect(c: &mut Control, a: &InspectArgs) -> Result<()> {
     } else {
         output::print(&js::pretty_array(found.iter().map(js::service).collect()))?;
     }
-    fail_if_any(errors)
-}
-
-fn fail_if_any(errors: Vec<String>) -> Result<()> {
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(anyhow!("{}", errors.join("; ")))
-    }
+    super::fail_if_any(errors)
 }
 
 /// `service scale SERVICE=N...`: scales each service, then waits for each unless `--detach`.
@@ -285,7 +289,7 @@ pub async fn scale(c: &mut Control, a: &ScaleArgs) -> Result<()> {
             }
         }
     }
-    fail_if_any(errors)
+    super::fail_if_any(errors)
 }
 
 /// `service rm SERVICE...`: removes each, printing its name; keeps going past failures.
@@ -302,7 +306,7 @@ pub async fn rm(c: &mut Control, a: &RmArgs) -> Result<()> {
             Err(s) => errors.push(format!("{name}: {}", status(s))),
         }
     }
-    fail_if_any(errors)
+    super::fail_if_any(errors)
 }
 
 /// The `web.1.abcdef123456@host1` part of a log line, padded so slot numbers of different widths
