@@ -7,6 +7,7 @@ pub mod v1 {
 }
 
 pub mod config;
+pub mod daemon;
 pub mod host;
 pub mod limits;
 pub mod live_tls;
