@@ -207,3 +207,19 @@ fn fail_if_any(errors: Vec<String>) -> Result<()> {
         Err(anyhow!("{}", errors.join("; ")))
     }
 }
+
+/// Removes each name in turn, printing it once removed; keeps going past failures, each
+/// reported as `NAME: why`.
+async fn remove_each(
+    names: &[String],
+    mut remove: impl AsyncFnMut(&str) -> Result<(), String>,
+) -> Result<()> {
+    let mut errors = Vec::new();
+    for name in names {
+        match remove(name).await {
+            Ok(()) => crate::output::print(&format!("{name}\n"))?,
+            Err(why) => errors.push(format!("{name}: {why}")),
+        }
+    }
+    fail_if_any(errors)
+}

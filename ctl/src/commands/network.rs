@@ -203,19 +203,15 @@ pub async fn inspect(c: &mut Control, a: &NetworkInspectArgs) -> Result<()> {
 /// `network rm NETWORK...`: removes each, printing its name; keeps going past failures (the
 /// manager's refusal names the services still using a network).
 pub async fn rm(c: &mut Control, a: &NetworkRmArgs) -> Result<()> {
-    let mut errors = Vec::new();
-    for name in &a.networks {
-        let res = c
-            .remove_network(RemoveNetworkRequest {
-                name_or_id: name.clone(),
-            })
-            .await;
-        match res {
-            Ok(_) => output::print(&format!("{name}\n"))?,
-            Err(s) => errors.push(format!("{name}: {}", status(s))),
-        }
-    }
-    super::fail_if_any(errors)
+    super::remove_each(&a.networks, async |name| {
+        c.remove_network(RemoveNetworkRequest {
+            name_or_id: name.to_string(),
+        })
+        .await
+        .map(drop)
+        .map_err(|s| status(s).to_string())
+    })
+    .await
 }
 
 #[cfg(test)]

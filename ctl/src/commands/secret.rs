@@ -354,14 +354,12 @@ pub async fn remove(c: &mut Control, kind: Kind, name: &str) -> Result<()> {
 /// `secret rm` / `config rm`: removes each, printing its name; keeps going past failures (the
 /// manager's refusal names the services using it).
 pub async fn rm(c: &mut Control, kind: Kind, a: &DataRmArgs) -> Result<()> {
-    let mut errors = Vec::new();
-    for name in &a.names {
-        match remove(c, kind, name).await {
-            Ok(()) => output::print(&format!("{name}\n"))?,
-            Err(e) => errors.push(format!("{name}: {}", crate::error_chain(&e))),
-        }
-    }
-    super::fail_if_any(errors)
+    super::remove_each(&a.names, async |name| {
+        remove(c, kind, name)
+            .await
+            .map_err(|e| crate::error_chain(&e))
+    })
+    .await
 }
 
 #[cfg(test)]

@@ -153,21 +153,17 @@ pub async fn inspect(c: &mut Control, a: &VolumeInspectArgs) -> Result<()> {
 
 /// `volume rm NAME...`: prints each name removed; keeps going past failures.
 pub async fn rm(c: &mut Control, a: &VolumeRmArgs) -> Result<()> {
-    let mut errors = Vec::new();
-    for name in &a.names {
-        let res = c
-            .remove_volume(RemoveVolumeRequest {
-                name: name.clone(),
-                node: a.node.clone().unwrap_or_default(),
-                force: a.force,
-            })
-            .await;
-        match res {
-            Ok(_) => output::print(&format!("{name}\n"))?,
-            Err(s) => errors.push(format!("{name}: {}", status(s))),
-        }
-    }
-    super::fail_if_any(errors)
+    super::remove_each(&a.names, async |name| {
+        c.remove_volume(RemoveVolumeRequest {
+            name: name.to_string(),
+            node: a.node.clone().unwrap_or_default(),
+            force: a.force,
+        })
+        .await
+        .map(drop)
+        .map_err(|s| status(s).to_string())
+    })
+    .await
 }
 
 /// Docker's prune warning for `--all` or not.

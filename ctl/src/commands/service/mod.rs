@@ -294,19 +294,15 @@ pub async fn scale(c: &mut Control, a: &ScaleArgs) -> Result<()> {
 
 /// `service rm SERVICE...`: removes each, printing its name; keeps going past failures.
 pub async fn rm(c: &mut Control, a: &RmArgs) -> Result<()> {
-    let mut errors = Vec::new();
-    for name in &a.services {
-        let res = c
-            .remove_service(RemoveServiceRequest {
-                name_or_id: name.clone(),
-            })
-            .await;
-        match res {
-            Ok(_) => output::print(&format!("{name}\n"))?,
-            Err(s) => errors.push(format!("{name}: {}", status(s))),
-        }
-    }
-    super::fail_if_any(errors)
+    super::remove_each(&a.services, async |name| {
+        c.remove_service(RemoveServiceRequest {
+            name_or_id: name.to_string(),
+        })
+        .await
+        .map(drop)
+        .map_err(|s| status(s).to_string())
+    })
+    .await
 }
 
 /// The `web.1.abcdef123456@host1` part of a log line, padded so slot numbers of different widths
