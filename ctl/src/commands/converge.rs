@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Result};
 use shoal_proto::v1::{
-    ListServicesRequest, ListTasksRequest, RestartCondition, Service, ServiceMode, Task, TaskState,
+    ListServicesRequest, ListTasksRequest, ListTasksResponse, RestartCondition, Service,
+    ServiceMode, Task, TaskState,
 };
 
 use crate::client::{status, Control};
@@ -377,14 +378,7 @@ async fn wait_since(
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         interval.tick().await;
-        let resp = control
-            .list_tasks(ListTasksRequest {
-                service: service.id.clone(),
-                node: String::new(),
-            })
-            .await
-            .map_err(status)?
-            .into_inner();
+        let resp = service_tasks(control, &service.id).await?;
         let global_desired = if global {
             let list = control
                 .list_services(ListServicesRequest {})
@@ -419,6 +413,17 @@ async fn wait_since(
             ));
         }
     }
+}
+
+/// Every task of a service, with the names of their nodes.
+pub async fn service_tasks(c: &mut Control, service_id: &str) -> Result<ListTasksResponse> {
+    Ok(c.list_tasks(ListTasksRequest {
+        service: service_id.to_string(),
+        node: String::new(),
+    })
+    .await
+    .map_err(status)?
+    .into_inner())
 }
 
 #[cfg(test)]

@@ -200,14 +200,7 @@ pub async fn tasks_of(
     now_ns: i64,
     no_trunc: bool,
 ) -> Result<Vec<TaskRow>> {
-    let resp = c
-        .list_tasks(ListTasksRequest {
-            service: svc.id.clone(),
-            node: String::new(),
-        })
-        .await
-        .map_err(status)?
-        .into_inner();
+    let resp = converge::service_tasks(c, &svc.id).await?;
     Ok(task_rows(
         spec_name(svc),
         &resp.tasks,
@@ -351,14 +344,7 @@ pub fn log_text(prefix: &str, line: &LogLine, timestamps: bool) -> String {
 pub async fn logs(c: &mut Control, a: &LogsArgs) -> Result<()> {
     let svc = get_service(c, &a.service).await?;
     let name = spec_name(&svc).to_string();
-    let tasks = c
-        .list_tasks(ListTasksRequest {
-            service: svc.id.clone(),
-            node: String::new(),
-        })
-        .await
-        .map_err(status)?
-        .into_inner();
+    let tasks = converge::service_tasks(c, &svc.id).await?;
     let mut node_names = tasks.node_names;
     let max_slot = tasks
         .tasks
