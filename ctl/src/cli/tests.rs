@@ -718,7 +718,7 @@ fn secret_config_volume_stack_and_login_commands_parse() {
     let Command::Stack(StackCommand::Deploy(d)) = cli.command else {
         panic!("not deploy")
     };
-    assert_eq!(d.compose_files.len(), 2);
+    assert_eq!(d.files.compose_files.len(), 2);
     assert!(d.prune && d.with_registry_auth && d.detach);
     assert_eq!(d.resolve_image, ResolveImage::Never);
     assert_eq!(d.stack, "app");

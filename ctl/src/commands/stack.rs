@@ -50,7 +50,7 @@ pub fn check_stack_name(name: &str) -> Result<()> {
 
 /// `stack config -c FILE...`: prints the merged, interpolated file.
 pub fn config(a: &StackConfigArgs) -> Result<()> {
-    let project = compose::load(&load_options(&a.compose_files))?;
+    let project = compose::load(&load_options(&a.files.compose_files))?;
     print_warnings(&project.warnings);
     output::print(&project.yaml)?;
     Ok(())
@@ -59,7 +59,7 @@ pub fn config(a: &StackConfigArgs) -> Result<()> {
 /// Loads the compose files and plans the stack: everything checked before a manager is dialled.
 pub fn load_plan(a: &StackDeployArgs) -> Result<StackPlan> {
     check_stack_name(&a.stack)?;
-    let project = compose::load(&load_options(&a.compose_files))?;
+    let project = compose::load(&load_options(&a.files.compose_files))?;
     let plan = compose::plan(&project, &a.stack)?;
     // The plan's warnings include the loader's.
     print_warnings(&plan.warnings);
