@@ -8,8 +8,8 @@ use anyhow::{anyhow, Result};
 use serde_json::json;
 use shoal_proto::v1::{
     CreateNetworkRequest, CreateServiceRequest, EndpointSpec, ListNetworksRequest,
-    ListServicesRequest, RemoveNetworkRequest, RemoveServiceRequest, Service, ServiceSpec,
-    ServiceSummary, UpdateServiceRequest,
+    RemoveNetworkRequest, RemoveServiceRequest, Service, ServiceSpec, ServiceSummary,
+    UpdateServiceRequest,
 };
 use shoal_proto::wire;
 
@@ -220,32 +220,13 @@ fn stack_of(labels: &HashMap<String, String>) -> Option<&str> {
     labels.get(NAMESPACE_LABEL).map(String::as_str)
 }
 
-async fn all_services(c: &mut Control) -> Result<Vec<ServiceSummary>> {
-    let mut services = c
-        .list_services(ListServicesRequest {})
-        .await
-        .map_err(status)?
-        .into_inner()
-        .services;
-    services.sort_by(|x, y| summary_name(x).cmp(summary_name(y)));
-    Ok(services)
-}
-
-fn summary_name(s: &ServiceSummary) -> &str {
-    s.service
-        .as_ref()
-        .and_then(|s| s.spec.as_ref())
-        .map(|s| s.name.as_str())
-        .unwrap_or("")
-}
-
 fn service_labels(s: &Service) -> Option<&HashMap<String, String>> {
     s.spec.as_ref().map(|s| &s.labels)
 }
 
 /// The services of one stack, by name.
 async fn stack_services(c: &mut Control, stack: &str) -> Result<Vec<ServiceSummary>> {
-    Ok(all_services(c)
+    Ok(service::all_services(c)
         .await?
         .into_iter()
         .filter(|s| {
@@ -317,7 +298,7 @@ async fn ensure_data<S>(
 /// changed), dependencies first.
 pub async fn deploy(c: &mut Control, plan: StackPlan, a: &StackDeployArgs) -> Result<()> {
     // As docker: prune first, then networks, secrets, configs and services.
-    let existing: BTreeMap<String, Service> = all_services(c)
+    let existing: BTreeMap<String, Service> = service::all_services(c)
         .await?
         .into_iter()
         .filter_map(|s| s.service)
@@ -459,7 +440,7 @@ pub async fn deploy(c: &mut Control, plan: StackPlan, a: &StackDeployArgs) -> Re
 /// `stack ls`: NAME, SERVICES.
 pub async fn ls(c: &mut Control, format: Format) -> Result<()> {
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();
-    for s in all_services(c).await? {
+    for s in service::all_services(c).await? {
         if let Some(stack) = s
             .service
             .as_ref()

@@ -141,17 +141,24 @@ pub async fn create(c: &mut Control, spec: ServiceSpec, a: &CreateArgs) -> Resul
 
 /// `service ls`.
 pub async fn ls(c: &mut Control, a: &LsArgs, format: Format) -> Result<()> {
+    let services = all_services(c).await?;
+    print_services(&services, a.quiet, format)
+}
+
+/// Every service with its task counts, ordered by name.
+pub async fn all_services(c: &mut Control) -> Result<Vec<ServiceSummary>> {
     let mut services = c
         .list_services(ListServicesRequest {})
         .await
         .map_err(status)?
         .into_inner()
         .services;
-    services.sort_by(|x, y| {
-        let name = |s: &ServiceSummary| s.service.as_ref().map(spec_name).unwrap_or("").to_string();
-        name(x).cmp(&name(y))
-    });
-    print_services(&services, a.quiet, format)
+    services.sort_by(|x, y| summary_name(x).cmp(summary_name(y)));
+    Ok(services)
+}
+
+fn summary_name(s: &ServiceSummary) -> &str {
+    s.service.as_ref().map_or("", spec_name)
 }
 
 /// Prints services as `service ls` does: their IDs only when `quiet`.
