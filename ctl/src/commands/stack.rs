@@ -140,27 +140,16 @@ impl Refs {
             }
         }
         if let Some(c) = task.container.as_mut() {
+            let id_of = |ids: &HashMap<String, String>, kind: &str, name: &str| {
+                ids.get(name)
+                    .cloned()
+                    .ok_or_else(|| anyhow!("service {service}: {kind} {name:?} not found"))
+            };
             for s in &mut c.secrets {
-                match self.secrets.get(&s.secret_name) {
-                    Some(id) => s.secret_id = id.clone(),
-                    None => {
-                        return Err(anyhow!(
-                            "service {service}: secret {:?} not found",
-                            s.secret_name
-                        ))
-                    }
-                }
+                s.secret_id = id_of(&self.secrets, "secret", &s.secret_name)?;
             }
             for r in &mut c.configs {
-                match self.configs.get(&r.config_name) {
-                    Some(id) => r.config_id = id.clone(),
-                    None => {
-                        return Err(anyhow!(
-                            "service {service}: config {:?} not found",
-                            r.config_name
-                        ))
-                    }
-                }
+                r.config_id = id_of(&self.configs, "config", &r.config_name)?;
             }
         }
         Ok(())
