@@ -46,6 +46,19 @@ pub struct Slot {
     pub ended: u64,
 }
 
+impl Slot {
+    /// Why the slot's task is where it is: its error, else its exit code, else its message.
+    pub fn why(&self) -> String {
+        if !self.err.is_empty() {
+            self.err.clone()
+        } else if self.exit_code != 0 {
+            format!("exit code {}", self.exit_code)
+        } else {
+            self.message.clone()
+        }
+    }
+}
+
 /// The state of a whole service at one poll.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Snapshot {
@@ -231,13 +244,7 @@ pub struct Tracker {
 
 fn describe(slot: &Slot) -> String {
     let state = slot.state.map(|s| s.display_name()).unwrap_or("new");
-    let why = if !slot.err.is_empty() {
-        slot.err.clone()
-    } else if slot.exit_code != 0 {
-        format!("exit code {}", slot.exit_code)
-    } else {
-        slot.message.clone()
-    };
+    let why = slot.why();
     if why.is_empty() {
         format!("{}: {state}", slot.label)
     } else {
