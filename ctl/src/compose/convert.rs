@@ -628,33 +628,51 @@ fn file_target(
     ))
 }
 
+/// A service's `secrets:` or `configs:` (`kind`), each with its file and the name the stack
+/// gave the object, sorted by file name so that reordering the file does not restart tasks (as
+/// docker).
+fn file_refs<R>(
+    refs: &[FileRef],
+    names: &HashMap<String, String>,
+    path: &str,
+    kind: &str,
+    default_target: impl Fn(&str) -> String,
+    make: impl Fn(String, FileTarget) -> R,
+) -> Result<Vec<R>, ConvertError> {
+    let mut out = Vec::new();
+    for (i, r) in refs.iter().enumerate() {
+        let p = format!("{path}[{i}]");
+        let (source, file) = file_target(r, &default_target, &p)?;
+        let name = names
+            .get(&source)
+            .cloned()
+            .ok_or_else(|| field(&p, format!("undefined {kind} {source:?}")))?;
+        out.push((file, name));
+    }
+    out.sort_by(|a, b| a.0.name.cmp(&b.0.name));
+    Ok(out
+        .into_iter()
+        .map(|(file, name)| make(name, file))
+        .collect())
+}
+
 fn secret_refs(
     refs: &[FileRef],
     names: &HashMap<String, String>,
     path: &str,
 ) -> Result<Vec<SecretReference>, ConvertError> {
-    let mut out = Vec::new();
-    for (i, r) in refs.iter().enumerate() {
-        let p = format!("{path}[{i}]");
-        let (source, file) = file_target(r, str::to_string, &p)?;
-        let secret_name = names
-            .get(&source)
-            .cloned()
-            .ok_or_else(|| field(&p, format!("undefined secret {source:?}")))?;
-        out.push(SecretReference {
+    file_refs(
+        refs,
+        names,
+        path,
+        "secret",
+        str::to_string,
+        |secret_name, file| SecretReference {
             secret_id: String::new(),
             secret_name,
             file: Some(file),
-        });
-    }
-    // Sorted so that reordering the file does not restart tasks (as docker).
-    out.sort_by(|a, b| {
-        a.file
-            .as_ref()
-            .map(|f| &f.name)
-            .cmp(&b.file.as_ref().map(|f| &f.name))
-    });
-    Ok(out)
+        },
+    )
 }
 
 fn config_refs(
@@ -662,27 +680,18 @@ fn config_refs(
     names: &HashMap<String, String>,
     path: &str,
 ) -> Result<Vec<ConfigReference>, ConvertError> {
-    let mut out = Vec::new();
-    for (i, r) in refs.iter().enumerate() {
-        let p = format!("{path}[{i}]");
-        let (source, file) = file_target(r, |s| format!("/{s}"), &p)?;
-        let config_name = names
-            .get(&source)
-            .cloned()
-            .ok_or_else(|| field(&p, format!("undefined config {source:?}")))?;
-        out.push(ConfigReference {
+    file_refs(
+        refs,
+        names,
+        path,
+        "config",
+        |s| format!("/{s}"),
+        |config_name, file| ConfigReference {
             config_id: String::new(),
             config_name,
             file: Some(file),
-        });
-    }
-    out.sort_by(|a, b| {
-        a.file
-            .as_ref()
-            .map(|f| &f.name)
-            .cmp(&b.file.as_ref().map(|f| &f.name))
-    });
-    Ok(out)
+        },
+    )
 }
 
 /// The short volume syntax in its long form: `SRC:DST[:OPTS]` or `DST` (anonymous).
