@@ -114,18 +114,9 @@ fn main() -> std::process::ExitCode {
     // manager inherits the worker token.
     let env_token = std::env::var(JOIN_TOKEN_ENV).ok();
     std::env::remove_var(JOIN_TOKEN_ENV);
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.log_level));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let result = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
+    let result = shoal_proto::daemon::run(&cli.log_level, run(cli.command, env_token))
         .context("starting the async runtime")
-        .and_then(|rt| rt.block_on(run(cli.command, env_token)));
+        .and_then(|r| r);
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

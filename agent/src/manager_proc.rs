@@ -444,6 +444,16 @@ async fn actor(s: ManagerSettings, mut rx: mpsc::UnboundedReceiver<Cmd>) {
 mod tests {
     use super::*;
 
+    /// Settings on port 4242 without an advertise address.
+    fn settings(agent_data_dir: impl Into<PathBuf>, exe: Option<PathBuf>) -> ManagerSettings {
+        ManagerSettings {
+            agent_data_dir: agent_data_dir.into(),
+            advertise_addr: None,
+            port: 4242,
+            exe,
+        }
+    }
+
     #[test]
     fn listen_ip_prefers_the_advertised_address() {
         let m = vec!["127.0.0.1:4242".to_string()];
@@ -462,12 +472,7 @@ mod tests {
 
     #[test]
     fn join_args_name_the_node_certificate_and_every_manager() {
-        let s = ManagerSettings {
-            agent_data_dir: PathBuf::from("/var/lib/shoal/agent"),
-            advertise_addr: None,
-            port: 4242,
-            exe: None,
-        };
+        let s = settings("/var/lib/shoal/agent", None);
         let args = join_args(
             &s,
             "10.0.0.5:4242".parse().expect("addr"),
@@ -500,12 +505,7 @@ mod tests {
     #[test]
     fn a_missing_binary_is_a_clear_error() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let s = ManagerSettings {
-            agent_data_dir: dir.path().to_path_buf(),
-            advertise_addr: None,
-            port: 4242,
-            exe: None,
-        };
+        let s = settings(dir.path(), None);
         let err = spawn(&s, &run_args(&s), None).err().expect("refused");
         assert!(err.contains("shoal-manager is not installed"), "{err}");
     }
@@ -522,12 +522,7 @@ mod tests {
         )
         .expect("write");
         std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-        let s = ManagerSettings {
-            agent_data_dir: dir.path().to_path_buf(),
-            advertise_addr: None,
-            port: 4242,
-            exe: Some(exe),
-        };
+        let s = settings(dir.path(), Some(exe));
         let token = "SHLTKN-1-secretsecretsecret";
         let args = join_args(
             &s,
@@ -562,12 +557,7 @@ mod tests {
     #[test]
     fn dead_or_foreign_pids_are_not_adopted() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let s = ManagerSettings {
-            agent_data_dir: dir.path().to_path_buf(),
-            advertise_addr: None,
-            port: 4242,
-            exe: None,
-        };
+        let s = settings(dir.path(), None);
         assert_eq!(running_from_pid_file(&s), None);
         // Our own pid runs, but not on this data dir.
         std::fs::write(s.pid_file(), std::process::id().to_string()).expect("write");

@@ -220,21 +220,10 @@ pub async fn run(
                 };
                 Monitor::new(HealthMonitor::with_status(check, start))
             });
-            let (state, message) = match &monitor {
-                Some(m) if m.health.status() == Health::Starting => {
-                    (TaskState::TaskStarting, "starting")
-                }
-                _ => (TaskState::TaskRunning, "started"),
-            };
-            shared.report(
-                &id,
-                TaskStatus {
-                    pid,
-                    container_id: id.clone(),
-                    health: monitor.as_ref().map(|m| m.health.report()),
-                    ..status(state, message)
-                },
-            );
+            let starting = monitor
+                .as_ref()
+                .is_some_and(|m| m.health.status() == Health::Starting);
+            report_started(&shared, &id, pid, monitor.as_ref(), starting);
             Phase::Running(monitor)
         }
         Ok(ContainerStatus::Exited { code }) => {
@@ -472,6 +461,24 @@ async fn stop_wanted(desired: &mut watch::Receiver<i32>) {
         .map(|_| ());
 }
 
+/// Reports a container that runs: STARTING while its healthcheck has yet to pass, else RUNNING.
+fn report_started(shared: &Shared, id: &str, pid: i32, monitor: Option<&Monitor>, starting: bool) {
+    let (state, message) = if starting {
+        (TaskState::TaskStarting, "starting")
+    } else {
+        (TaskState::TaskRunning, "started")
+    };
+    shared.report(
+        id,
+        TaskStatus {
+            pid,
+            container_id: id.to_string(),
+            health: monitor.map(|m| m.health.report()),
+            ..status(state, message)
+        },
+    );
+}
+
 fn report_exit(shared: &Shared, id: &str, code: i32, health: Option<HealthStatus>) {
     let st = if code == 0 {
         status(TaskState::TaskComplete, "finished")
@@ -552,19 +559,7 @@ async fn start(task: &Task, shared: &Arc<Shared>) -> Phase {
             let monitor =
                 healthcheck(task, Some(&image)).map(|c| Monitor::new(HealthMonitor::new(c)));
             // With a healthcheck the task stays STARTING until its first healthy probe.
-            let (state, message) = match &monitor {
-                Some(_) => (TaskState::TaskStarting, "starting"),
-                None => (TaskState::TaskRunning, "started"),
-            };
-            shared.report(
-                &id,
-                TaskStatus {
-                    pid,
-                    container_id: id.clone(),
-                    health: monitor.as_ref().map(|m| m.health.report()),
-                    ..status(state, message)
-                },
-            );
+            report_started(shared, &id, pid, monitor.as_ref(), monitor.is_some());
             Phase::Running(monitor)
         }
         Err(e) => {

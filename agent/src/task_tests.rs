@@ -73,6 +73,23 @@ impl Actor {
     }
 }
 
+/// Runs task t1 on an executor `refuse` sets up to fail it before its container starts: the
+/// states reported up to `last` and the last status, once the actor ended with the container
+/// never started.
+async fn refused_before_start(
+    refuse: impl FnOnce(&FakeExecutor),
+    last: TaskState,
+) -> (Vec<TaskState>, TaskStatus) {
+    let fake = Arc::new(FakeExecutor::default());
+    refuse(&fake);
+    let mut a = spawn(task("t1"), fake);
+    let states = a.states_until(last).await;
+    let st = a.shared.reported("t1").unwrap();
+    let (fake, _) = a.remove_and_join().await;
+    assert_eq!(fake.count(|c| matches!(c, Call::Start(_))), 0);
+    (states, st)
+}
+
 fn with_grace(mut t: Task, grace: Duration) -> Task {
     if let Some(c) = t.spec.as_mut().and_then(|s| s.container.as_mut()) {
         c.stop_grace_period_ns = grace.as_nanos() as i64;
@@ -152,43 +169,34 @@ async fn an_image_that_cannot_be_pulled_rejects_the_task() {
 
 #[tokio::test]
 async fn a_spec_this_node_cannot_honour_fails_the_task_before_the_start() {
-    let fake = Arc::new(FakeExecutor::default());
-    fake.fail_node_config("t1", "--device on node n1: /dev/nope: not found");
-    let mut a = spawn(task("t1"), fake);
+    let (states, st) = refused_before_start(
+        |f| f.fail_node_config("t1", "--device on node n1: /dev/nope: not found"),
+        TaskFailed,
+    )
+    .await;
     assert_eq!(
-        a.states_until(TaskFailed).await,
+        states,
         [TaskAccepted, TaskPreparing, TaskStarting, TaskFailed]
     );
-    let st = a.shared.reported("t1").unwrap();
     assert_eq!(st.message, "invalid container spec on this node");
     assert_eq!(st.err, "--device on node n1: /dev/nope: not found");
-    let (fake, _) = a.remove_and_join().await;
-    assert_eq!(fake.count(|c| matches!(c, Call::Start(_))), 0);
 }
 
 #[tokio::test]
 async fn a_failed_network_attach_fails_the_task() {
-    let fake = Arc::new(FakeExecutor::default());
-    fake.fail_network("t1", "net9");
-    let mut a = spawn(task("t1"), fake);
-    a.states_until(TaskFailed).await;
-    let st = a.shared.reported("t1").unwrap();
+    let (_, st) = refused_before_start(|f| f.fail_network("t1", "net9"), TaskFailed).await;
     assert_eq!(st.message, "network attach failed");
     assert!(st.err.contains("net9"), "{}", st.err);
-    let (fake, _) = a.remove_and_join().await;
-    assert_eq!(fake.count(|c| matches!(c, Call::Start(_))), 0);
 }
 
 #[tokio::test]
 async fn a_secret_the_node_has_no_data_for_rejects_the_task() {
-    let fake = Arc::new(FakeExecutor::default());
-    fake.fail_mounts("t1", "secret pw (s1) is not available on this node");
-    let mut a = spawn(task("t1"), fake);
-    a.states_until(TaskRejected).await;
-    let st = a.shared.reported("t1").unwrap();
+    let (_, st) = refused_before_start(
+        |f| f.fail_mounts("t1", "secret pw (s1) is not available on this node"),
+        TaskRejected,
+    )
+    .await;
     assert_eq!(st.err, "secret pw (s1) is not available on this node");
-    let (fake, _) = a.remove_and_join().await;
-    assert_eq!(fake.count(|c| matches!(c, Call::Start(_))), 0);
 }
 
 #[tokio::test]

@@ -202,13 +202,13 @@ pub fn find_config(explicit: Option<&Path>) -> Result<PathBuf> {
         })
 }
 
-/// Loads admin.conf and connects to the first manager that answers.
-pub async fn connect(explicit_config: Option<&Path>) -> Result<Connection> {
+/// The admin.conf found (see [`find_config`]), where it was, and the TLS client setup its
+/// certificates make.
+pub fn load_admin(
+    explicit_config: Option<&Path>,
+) -> Result<(PathBuf, AdminConfig, Arc<rustls::ClientConfig>)> {
     let path = find_config(explicit_config)?;
     let cfg = AdminConfig::load(&path)?;
-    if cfg.managers.is_empty() {
-        return Err(anyhow!("{}: lists no manager address", path.display()));
-    }
     // A configuration without a client certificate still connects (the managers then refuse
     // every call with a clear "no client certificate" error instead of a TLS failure).
     let identity = (!cfg.cert.trim().is_empty()).then(|| Identity {
@@ -217,7 +217,15 @@ pub async fn connect(explicit_config: Option<&Path>) -> Result<Connection> {
     });
     let tls = pki::client_config(&Trust::Ca(cfg.ca_cert.clone()), identity.as_ref())
         .with_context(|| format!("{}: unusable certificates", path.display()))?;
-    let tls = Arc::new(tls);
+    Ok((path, cfg, Arc::new(tls)))
+}
+
+/// Loads admin.conf and connects to the first manager that answers.
+pub async fn connect(explicit_config: Option<&Path>) -> Result<Connection> {
+    let (path, cfg, tls) = load_admin(explicit_config)?;
+    if cfg.managers.is_empty() {
+        return Err(anyhow!("{}: lists no manager address", path.display()));
+    }
     // Tried one by one (rather than pki::connect_any) to know which manager answered, and to
     // report every address that failed.
     let mut failures = Vec::new();

@@ -178,16 +178,8 @@ pub fn find_admin_credential<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::cred;
     use shoal_proto::v1::ManagerStatus;
-
-    fn cred(fp: &str, holder: &str) -> AdminCredential {
-        AdminCredential {
-            fingerprint: fp.into(),
-            holder: holder.into(),
-            issued_at: 1,
-            expires_at: 0,
-        }
-    }
 
     #[test]
     fn a_prefix_names_one_credential_or_is_refused() {

@@ -121,11 +121,7 @@ impl Ca for CaService {
         let now = shoal_proto::now_ns();
         let node = Node {
             id: node_id.clone(),
-            meta: Some(Meta {
-                version: 0,
-                created_at: now,
-                updated_at: now,
-            }),
+            meta: Some(Meta::new_at(now)),
             spec: Some(NodeSpec {
                 role: NodeRole::RoleWorker as i32,
                 availability: NodeAvailability::AvailabilityActive as i32,

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use shoal_manager::manager::{self, ManagerOptions};
 use shoal_proto::host::shutdown_signal;
 use shoal_proto::secure_file::{TokenSource, JOIN_TOKEN_ENV, TOKEN_ON_COMMAND_LINE_WARNING};
@@ -20,19 +20,39 @@ struct Cli {
     command: Command,
 }
 
+/// Where a manager keeps its state and how it is reached, as `init` and `join` take it.
+#[derive(Args)]
+struct ManagerAt {
+    /// Directory for the manager's state (Raft log, store, certificates).
+    #[arg(long, default_value = "/var/lib/shoal/manager")]
+    data_dir: PathBuf,
+    /// Address to listen on for shoalctl, agents and other managers.
+    #[arg(long, default_value = "0.0.0.0:4242")]
+    listen_addr: SocketAddr,
+    /// Address other nodes use to reach this manager (default: the listen address).
+    #[arg(long)]
+    advertise_addr: Option<String>,
+}
+
+impl ManagerAt {
+    /// The address other nodes use: --advertise-addr, else the listen address unless it is
+    /// unspecified, else this host's address on the listen port.
+    fn advertised(&self) -> String {
+        let listen = self.listen_addr;
+        self.advertise_addr
+            .clone()
+            .or_else(|| (!listen.ip().is_unspecified()).then(|| listen.to_string()))
+            .unwrap_or_else(|| format!("{}:{}", guess_address(), listen.port()))
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Create a new cluster with this manager as its first member, or restart from DATA_DIR.
     Init {
-        /// Directory for the manager's state (Raft log, store, certificates).
-        #[arg(long, default_value = "/var/lib/shoal/manager")]
-        data_dir: PathBuf,
-        /// Address to listen on for shoalctl, agents and other managers.
-        #[arg(long, default_value = "0.0.0.0:4242")]
-        listen_addr: SocketAddr,
-        /// Address other nodes use to reach this manager (default: the listen address).
-        #[arg(long)]
-        advertise_addr: Option<String>,
+        /// Where the manager keeps its state and how it is reached.
+        #[command(flatten)]
+        at: ManagerAt,
         /// How often agents send heartbeats (a node is marked down after 1.5 periods of silence).
         #[arg(long, default_value = "5s", value_parser = humantime_duration)]
         heartbeat_period: std::time::Duration,
@@ -52,15 +72,9 @@ enum Command {
     },
     /// Join an existing cluster as an additional manager (a Raft voter), or restart from DATA_DIR.
     Join {
-        /// Directory for the manager's state (Raft log, store, certificates).
-        #[arg(long, default_value = "/var/lib/shoal/manager")]
-        data_dir: PathBuf,
-        /// Address to listen on for shoalctl, agents and other managers.
-        #[arg(long, default_value = "0.0.0.0:4242")]
-        listen_addr: SocketAddr,
-        /// Address other nodes use to reach this manager (default: the listen address).
-        #[arg(long)]
-        advertise_addr: Option<String>,
+        /// Where the manager keeps its state and how it is reached.
+        #[command(flatten)]
+        at: ManagerAt,
         /// File whose first line is the manager join token (`shoalctl cluster join-token
         /// manager -q`); or set SHOAL_JOIN_TOKEN. Unused on restart.
         #[arg(long, value_name = "PATH", conflicts_with = "token")]
@@ -114,18 +128,9 @@ fn main() -> std::process::ExitCode {
     // Read once and removed while this is the only thread, so no child inherits the token.
     let env_token = std::env::var(JOIN_TOKEN_ENV).ok();
     std::env::remove_var(JOIN_TOKEN_ENV);
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.log_level));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let result = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
+    let result = shoal_proto::daemon::run(&cli.log_level, run(cli.command, env_token))
         .context("starting the async runtime")
-        .and_then(|rt| rt.block_on(run(cli.command, env_token)));
+        .and_then(|r| r);
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e)
@@ -175,20 +180,18 @@ async fn run(command: Command, env_token: Option<String>) -> anyhow::Result<()> 
             .await
             .context("manager"),
         Command::Init {
-            data_dir,
-            listen_addr,
-            advertise_addr,
+            at,
             heartbeat_period,
             snapshot_interval,
             force_new_cluster,
             cert_expiry,
         } => {
-            let advertise_addr = advertise_addr
-                .or_else(|| (!listen_addr.ip().is_unspecified()).then(|| listen_addr.to_string()));
-            let advertise_addr = match advertise_addr {
-                Some(a) => Some(a),
-                None => Some(format!("{}:{}", guess_address(), listen_addr.port())),
-            };
+            let advertise_addr = Some(at.advertised());
+            let ManagerAt {
+                data_dir,
+                listen_addr,
+                ..
+            } = at;
             manager::init(
                 ManagerOptions {
                     data_dir,
@@ -205,15 +208,19 @@ async fn run(command: Command, env_token: Option<String>) -> anyhow::Result<()> 
             .context("manager")
         }
         Command::Join {
-            data_dir,
-            listen_addr,
-            advertise_addr,
+            at,
             token_file,
             token,
             snapshot_interval,
             node_cert_dir,
             managers,
         } => {
+            let advertise_addr = at.advertised();
+            let ManagerAt {
+                data_dir,
+                listen_addr,
+                ..
+            } = at;
             let token = join_token(
                 token.as_deref(),
                 token_file.as_deref(),
@@ -234,9 +241,6 @@ async fn run(command: Command, env_token: Option<String>) -> anyhow::Result<()> 
                 }
                 None => None,
             };
-            let advertise_addr = advertise_addr
-                .or_else(|| (!listen_addr.ip().is_unspecified()).then(|| listen_addr.to_string()))
-                .unwrap_or_else(|| format!("{}:{}", guess_address(), listen_addr.port()));
             manager::join(
                 ManagerOptions {
                     data_dir,

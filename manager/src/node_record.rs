@@ -18,11 +18,7 @@ pub fn manager_node(
 ) -> Node {
     Node {
         id: id.to_string(),
-        meta: Some(Meta {
-            version: 0,
-            created_at: now,
-            updated_at: now,
-        }),
+        meta: Some(Meta::new_at(now)),
         spec: Some(NodeSpec {
             role: NodeRole::RoleManager as i32,
             availability: NodeAvailability::AvailabilityDrain as i32,

@@ -11,6 +11,16 @@ use shoal_proto::v1::*;
 
 use crate::store::{Proposer, Store, StoreError};
 
+/// An admin credential issued at 1 that never expires.
+pub(crate) fn cred(fp: &str, holder: &str) -> AdminCredential {
+    AdminCredential {
+        fingerprint: fp.into(),
+        holder: holder.into(),
+        issued_at: 1,
+        expires_at: 0,
+    }
+}
+
 /// A proposer that only counts what it is asked: a read barrier or a proposal is work.
 #[derive(Default)]
 pub(crate) struct Counting {

@@ -7,6 +7,7 @@ pub mod v1 {
 }
 
 pub mod config;
+pub mod daemon;
 pub mod host;
 pub mod limits;
 pub mod live_tls;
@@ -25,6 +26,17 @@ pub mod wire;
 /// A new random object id: 25 lower-case alphanumerics, as swarm's ids.
 pub fn new_id() -> String {
     token::new_secret()
+}
+
+impl v1::Meta {
+    /// The meta of an object first written at `now_ns`.
+    pub fn new_at(now_ns: i64) -> Self {
+        Self {
+            version: 0,
+            created_at: now_ns,
+            updated_at: now_ns,
+        }
+    }
 }
 
 /// Unix time in nanoseconds.

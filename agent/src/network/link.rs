@@ -81,6 +81,16 @@ fn fail(op: &'static str, target: impl Into<String>) -> impl FnOnce(rtnetlink::E
     move |source| LinkError::Netlink { op, target, source }
 }
 
+/// Applies a `RTM_SETLINK` message; `op` and `target` name it in the error.
+async fn set(
+    h: &Handle,
+    msg: LinkMessage,
+    op: &'static str,
+    target: impl Into<String>,
+) -> Result<(), LinkError> {
+    h.link().set(msg).execute().await.map_err(fail(op, target))
+}
+
 /// The message describing link `name`, or `None` when there is no such link.
 async fn get(h: &Handle, name: &str) -> Result<Option<LinkMessage>, LinkError> {
     match h.link().get().match_name(name).execute().try_next().await {
@@ -188,24 +198,26 @@ pub async fn ensure_vxlan(
 
 /// Sets the MTU of link `index`.
 pub async fn set_mtu(h: &Handle, index: u32, name: &str, mtu: u32) -> Result<(), LinkError> {
-    h.link()
-        .set(LinkUnspec::new_with_index(index).mtu(mtu).build())
-        .execute()
-        .await
-        .map_err(fail("set mtu", format!("{mtu} on {name}")))
+    set(
+        h,
+        LinkUnspec::new_with_index(index).mtu(mtu).build(),
+        "set mtu",
+        format!("{mtu} on {name}"),
+    )
+    .await
 }
 
 /// Sets the MAC address of link `index`.
 pub async fn set_mac(h: &Handle, index: u32, name: &str, mac: Mac) -> Result<(), LinkError> {
-    h.link()
-        .set(
-            LinkUnspec::new_with_index(index)
-                .address(mac.to_vec())
-                .build(),
-        )
-        .execute()
-        .await
-        .map_err(fail("set mac", name))
+    set(
+        h,
+        LinkUnspec::new_with_index(index)
+            .address(mac.to_vec())
+            .build(),
+        "set mac",
+        name,
+    )
+    .await
 }
 
 /// Adds or replaces the FDB entry `mac -> dst` on the VXLAN device `index`
@@ -350,11 +362,13 @@ pub async fn names_with_prefix(h: &Handle, prefix: &str) -> Result<Vec<String>, 
 
 /// Brings link `index` up.
 pub async fn set_up(h: &Handle, index: u32, name: &str) -> Result<(), LinkError> {
-    h.link()
-        .set(LinkUnspec::new_with_index(index).up().build())
-        .execute()
-        .await
-        .map_err(fail("bring up", name))
+    set(
+        h,
+        LinkUnspec::new_with_index(index).up().build(),
+        "bring up",
+        name,
+    )
+    .await
 }
 
 /// Adds `addr/prefix` to link `index`; already present is fine.
@@ -435,40 +449,42 @@ pub async fn create_veth(h: &Handle, host: &str, peer: &str) -> Result<(), LinkE
 
 /// Moves link `name` into the network namespace open at `netns`.
 pub async fn move_to_netns(h: &Handle, name: &str, netns: &impl AsRawFd) -> Result<(), LinkError> {
-    h.link()
-        .set(
-            LinkUnspec::new_with_name(name)
-                .setns_by_fd(netns.as_raw_fd())
-                .build(),
-        )
-        .execute()
-        .await
-        .map_err(fail("move to netns", name))
+    set(
+        h,
+        LinkUnspec::new_with_name(name)
+            .setns_by_fd(netns.as_raw_fd())
+            .build(),
+        "move to netns",
+        name,
+    )
+    .await
 }
 
 /// Enslaves link `name` to the bridge `bridge_index` and brings it up.
 pub async fn attach_to_bridge(h: &Handle, name: &str, bridge_index: u32) -> Result<(), LinkError> {
     let index = require(h, name).await?;
-    h.link()
-        .set(
-            LinkUnspec::new_with_index(index)
-                .controller(bridge_index)
-                .up()
-                .build(),
-        )
-        .execute()
-        .await
-        .map_err(fail("attach to bridge", name))
+    set(
+        h,
+        LinkUnspec::new_with_index(index)
+            .controller(bridge_index)
+            .up()
+            .build(),
+        "attach to bridge",
+        name,
+    )
+    .await
 }
 
 /// Renames link `from` (which must be down) to `to`, returning its index.
 pub async fn rename(h: &Handle, from: &str, to: &str) -> Result<u32, LinkError> {
     let index = require(h, from).await?;
-    h.link()
-        .set(LinkUnspec::new_with_index(index).name(to).build())
-        .execute()
-        .await
-        .map_err(fail("rename", format!("{from} to {to}")))?;
+    set(
+        h,
+        LinkUnspec::new_with_index(index).name(to).build(),
+        "rename",
+        format!("{from} to {to}"),
+    )
+    .await?;
     Ok(index)
 }
 

@@ -173,15 +173,12 @@ impl Drop for HostMounts {
     }
 }
 
-#[tokio::test]
-async fn an_rslave_bind_sees_mounts_made_on_the_host_later() {
+/// `host/src` (with `sub` in it) made its own shared mount, as a host path is under systemd;
+/// unmounted when `guard` drops.
+fn shared_source(host: &Path, guard: &mut HostMounts) -> PathBuf {
     use nix::mount::{mount, MsFlags};
-    let fx = fixture();
-    let host = tempfile::tempdir().unwrap();
-    let src = host.path().join("src");
+    let src = host.join("src");
     std::fs::create_dir_all(src.join("sub")).unwrap();
-    let mut guard = HostMounts(vec![]);
-    // The source is its own shared mount, as a host path is under systemd.
     mount(
         Some(&src),
         &src,
@@ -199,6 +196,16 @@ async fn an_rslave_bind_sees_mounts_made_on_the_host_later() {
         None::<&str>,
     )
     .unwrap();
+    src
+}
+
+#[tokio::test]
+async fn an_rslave_bind_sees_mounts_made_on_the_host_later() {
+    use nix::mount::{mount, MsFlags};
+    let fx = fixture();
+    let host = tempfile::tempdir().unwrap();
+    let mut guard = HostMounts(vec![]);
+    let src = shared_source(host.path(), &mut guard);
 
     let mut cfg = config(
         &fx,
@@ -244,26 +251,8 @@ async fn a_private_bind_does_not_see_later_host_mounts() {
     use nix::mount::{mount, MsFlags};
     let fx = fixture();
     let host = tempfile::tempdir().unwrap();
-    let src = host.path().join("src");
-    std::fs::create_dir_all(src.join("sub")).unwrap();
     let mut guard = HostMounts(vec![]);
-    mount(
-        Some(&src),
-        &src,
-        None::<&str>,
-        MsFlags::MS_BIND,
-        None::<&str>,
-    )
-    .unwrap();
-    guard.0.push(src.clone());
-    mount(
-        None::<&str>,
-        &src,
-        None::<&str>,
-        MsFlags::MS_SHARED,
-        None::<&str>,
-    )
-    .unwrap();
+    let src = shared_source(host.path(), &mut guard);
     // The container reports once it has seen the file the host writes after its mount: by then
     // the host's tmpfs, mounted before that file was written, had had every chance to arrive.
     let mut cfg = config(

@@ -198,14 +198,7 @@ pub fn prepare(
 /// Remounts the container's root read-only (`--read-only`); runs after the pivot, once every
 /// file the runtime writes into it is written. /dev, /proc and the other mounts stay as they are.
 pub fn make_root_readonly() -> Result<(), RootfsError> {
-    do_mount(
-        None,
-        Path::new("/"),
-        None,
-        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
-        None,
-        "remount-ro",
-    )
+    remount_ro(Path::new("/"))
 }
 
 /// `root` joined with an absolute container path, refusing `..` (the image cannot be trusted, but
@@ -427,14 +420,7 @@ fn populate(root: &Path, opts: &RootfsOptions<'_>) -> Result<(), RootfsError> {
             None,
             "bind",
         )?;
-        do_mount(
-            None,
-            &path,
-            None,
-            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
-            None,
-            "remount-ro",
-        )?;
+        remount_ro(&path)?;
     }
     Ok(())
 }
@@ -595,14 +581,7 @@ fn mount_one(root: &Path, m: &MountSpec) -> Result<(), RootfsError> {
             )?;
             do_mount(None, &target, None, propagation, None, "propagation")?;
             if m.read_only {
-                do_mount(
-                    None,
-                    &target,
-                    None,
-                    MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
-                    None,
-                    "remount-ro",
-                )?;
+                remount_ro(&target)?;
             }
             Ok(())
         }
@@ -640,14 +619,7 @@ fn mount_one(root: &Path, m: &MountSpec) -> Result<(), RootfsError> {
                 device,
             )?;
             if flags.contains(MsFlags::MS_BIND) && m.read_only {
-                do_mount(
-                    None,
-                    &target,
-                    None,
-                    MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
-                    None,
-                    "remount-ro",
-                )?;
+                remount_ro(&target)?;
             }
             Ok(())
         }
@@ -686,6 +658,18 @@ fn mkdir(parent: &Path, name: &str) -> Result<PathBuf, RootfsError> {
         source,
     })?;
     Ok(path)
+}
+
+/// Makes an existing bind mount read-only (a bind mount ignores MS_RDONLY until remounted).
+fn remount_ro(target: &Path) -> Result<(), RootfsError> {
+    do_mount(
+        None,
+        target,
+        None,
+        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+        None,
+        "remount-ro",
+    )
 }
 
 fn do_mount(

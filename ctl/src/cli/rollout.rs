@@ -104,93 +104,25 @@ pub enum UpdateOrder {
     StartFirst,
 }
 
-/// `--update-*`: how `service update` replaces tasks.
-#[derive(Debug, Clone, Default, Args)]
-pub struct UpdateConfigArgs {
-    /// Maximum number of tasks updated at once (0 to update all at once) [default: 1].
-    #[arg(long = "update-parallelism", id = "update-parallelism", value_name = "N", allow_negative_numbers = true,
-          value_parser = parse_non_negative)]
+/// The six flags `--update-*` and `--rollback-*` share, taken from either group.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ReplaceFlags {
+    /// `--*-parallelism`.
     pub parallelism: Option<u64>,
-
-    /// Delay between updates, per updating task (ns|us|ms|s|m|h) [default: 0s].
-    #[arg(long = "update-delay", id = "update-delay", value_name = "DURATION", allow_hyphen_values = true,
-          value_parser = parse_duration)]
+    /// `--*-delay`, in nanoseconds.
     pub delay: Option<i64>,
-
-    /// Action on update failure [default: pause].
-    #[arg(
-        long = "update-failure-action",
-        id = "update-failure-action",
-        value_name = "ACTION",
-        value_enum
-    )]
+    /// `--*-failure-action` (a rollback's is never `Rollback`).
     pub failure_action: Option<UpdateFailureAction>,
-
-    /// Duration after each task update to monitor for failure (ns|us|ms|s|m|h) [default: 5s].
-    #[arg(long = "update-monitor", id = "update-monitor", value_name = "DURATION", allow_hyphen_values = true,
-          value_parser = parse_duration)]
+    /// `--*-monitor`, in nanoseconds.
     pub monitor: Option<i64>,
-
-    /// Failure rate to tolerate during an update, 0 to 1 [default: 0].
-    #[arg(long = "update-max-failure-ratio", id = "update-max-failure-ratio", value_name = "RATIO", allow_hyphen_values = true,
-          value_parser = parse_ratio)]
+    /// `--*-max-failure-ratio`.
     pub max_failure_ratio: Option<f32>,
-
-    /// Update order [default: stop-first].
-    #[arg(
-        long = "update-order",
-        id = "update-order",
-        value_name = "ORDER",
-        value_enum
-    )]
+    /// `--*-order`.
     pub order: Option<UpdateOrder>,
 }
 
-/// `--rollback-*`: how a rollback replaces tasks.
-#[derive(Debug, Clone, Default, Args)]
-pub struct RollbackConfigArgs {
-    /// Maximum number of tasks rolled back at once (0 to roll back all at once) [default: 1].
-    #[arg(long = "rollback-parallelism", id = "rollback-parallelism", value_name = "N", allow_negative_numbers = true,
-          value_parser = parse_non_negative)]
-    pub parallelism: Option<u64>,
-
-    /// Delay between task rollbacks, per rolling-back task (ns|us|ms|s|m|h) [default: 0s].
-    #[arg(long = "rollback-delay", id = "rollback-delay", value_name = "DURATION", allow_hyphen_values = true,
-          value_parser = parse_duration)]
-    pub delay: Option<i64>,
-
-    /// Action on rollback failure [default: pause].
-    #[arg(
-        long = "rollback-failure-action",
-        id = "rollback-failure-action",
-        value_name = "ACTION",
-        value_enum
-    )]
-    pub failure_action: Option<RollbackFailureAction>,
-
-    /// Duration after each task rollback to monitor for failure (ns|us|ms|s|m|h)
-    /// [default: 5s].
-    #[arg(long = "rollback-monitor", id = "rollback-monitor", value_name = "DURATION", allow_hyphen_values = true,
-          value_parser = parse_duration)]
-    pub monitor: Option<i64>,
-
-    /// Failure rate to tolerate during a rollback, 0 to 1 [default: 0].
-    #[arg(long = "rollback-max-failure-ratio", id = "rollback-max-failure-ratio", value_name = "RATIO", allow_hyphen_values = true,
-          value_parser = parse_ratio)]
-    pub max_failure_ratio: Option<f32>,
-
-    /// Rollback order [default: stop-first].
-    #[arg(
-        long = "rollback-order",
-        id = "rollback-order",
-        value_name = "ORDER",
-        value_enum
-    )]
-    pub order: Option<UpdateOrder>,
-}
-
-impl UpdateConfigArgs {
-    /// True when no `--update-*` flag is given.
+impl ReplaceFlags {
+    /// True when none of the six flags is given.
     pub fn is_empty(&self) -> bool {
         self.parallelism.is_none()
             && self.delay.is_none()
@@ -201,16 +133,103 @@ impl UpdateConfigArgs {
     }
 }
 
-impl RollbackConfigArgs {
-    /// True when no `--rollback-*` flag is given.
-    pub fn is_empty(&self) -> bool {
-        self.parallelism.is_none()
-            && self.delay.is_none()
-            && self.failure_action.is_none()
-            && self.monitor.is_none()
-            && self.max_failure_ratio.is_none()
-            && self.order.is_none()
+impl From<RollbackFailureAction> for UpdateFailureAction {
+    fn from(a: RollbackFailureAction) -> Self {
+        match a {
+            RollbackFailureAction::Pause => UpdateFailureAction::Pause,
+            RollbackFailureAction::Continue => UpdateFailureAction::Continue,
+        }
     }
+}
+
+/// One clap group of the six flags under a prefix (`update`, `rollback`); only the help texts
+/// and the failure actions allowed differ between the two.
+macro_rules! replace_config_args {
+    (
+        $(#[$meta:meta])*
+        $name:ident, $prefix:tt, $action:ty,
+        parallelism: $parallelism:tt,
+        delay: $delay:tt,
+        failure_action: $failure_action:tt,
+        monitor: $monitor:tt,
+        max_failure_ratio: $ratio:tt,
+        order: $order:tt $(,)?
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Default, Args)]
+        pub struct $name {
+            #[doc = $parallelism]
+            #[arg(long = concat!($prefix, "-parallelism"), id = concat!($prefix, "-parallelism"),
+                  value_name = "N", allow_negative_numbers = true, value_parser = parse_non_negative)]
+            pub parallelism: Option<u64>,
+
+            #[doc = $delay]
+            #[arg(long = concat!($prefix, "-delay"), id = concat!($prefix, "-delay"),
+                  value_name = "DURATION", allow_hyphen_values = true, value_parser = parse_duration)]
+            pub delay: Option<i64>,
+
+            #[doc = $failure_action]
+            #[arg(long = concat!($prefix, "-failure-action"), id = concat!($prefix, "-failure-action"),
+                  value_name = "ACTION", value_enum)]
+            pub failure_action: Option<$action>,
+
+            #[doc = $monitor]
+            #[arg(long = concat!($prefix, "-monitor"), id = concat!($prefix, "-monitor"),
+                  value_name = "DURATION", allow_hyphen_values = true, value_parser = parse_duration)]
+            pub monitor: Option<i64>,
+
+            #[doc = $ratio]
+            #[arg(long = concat!($prefix, "-max-failure-ratio"), id = concat!($prefix, "-max-failure-ratio"),
+                  value_name = "RATIO", allow_hyphen_values = true, value_parser = parse_ratio)]
+            pub max_failure_ratio: Option<f32>,
+
+            #[doc = $order]
+            #[arg(long = concat!($prefix, "-order"), id = concat!($prefix, "-order"),
+                  value_name = "ORDER", value_enum)]
+            pub order: Option<UpdateOrder>,
+        }
+
+        impl $name {
+            /// The flags given, whichever group they came from.
+            pub fn flags(&self) -> ReplaceFlags {
+                ReplaceFlags {
+                    parallelism: self.parallelism,
+                    delay: self.delay,
+                    failure_action: self.failure_action.map(Into::into),
+                    monitor: self.monitor,
+                    max_failure_ratio: self.max_failure_ratio,
+                    order: self.order,
+                }
+            }
+
+            /// True when no flag of this group is given.
+            pub fn is_empty(&self) -> bool {
+                self.flags().is_empty()
+            }
+        }
+    };
+}
+
+replace_config_args! {
+    /// `--update-*`: how `service update` replaces tasks.
+    UpdateConfigArgs, "update", UpdateFailureAction,
+    parallelism: "Maximum number of tasks updated at once (0 to update all at once) [default: 1].",
+    delay: "Delay between updates, per updating task (ns|us|ms|s|m|h) [default: 0s].",
+    failure_action: "Action on update failure [default: pause].",
+    monitor: "Duration after each task update to monitor for failure (ns|us|ms|s|m|h) [default: 5s].",
+    max_failure_ratio: "Failure rate to tolerate during an update, 0 to 1 [default: 0].",
+    order: "Update order [default: stop-first].",
+}
+
+replace_config_args! {
+    /// `--rollback-*`: how a rollback replaces tasks.
+    RollbackConfigArgs, "rollback", RollbackFailureAction,
+    parallelism: "Maximum number of tasks rolled back at once (0 to roll back all at once) [default: 1].",
+    delay: "Delay between task rollbacks, per rolling-back task (ns|us|ms|s|m|h) [default: 0s].",
+    failure_action: "Action on rollback failure [default: pause].",
+    monitor: "Duration after each task rollback to monitor for failure (ns|us|ms|s|m|h) [default: 5s].",
+    max_failure_ratio: "Failure rate to tolerate during a rollback, 0 to 1 [default: 0].",
+    order: "Rollback order [default: stop-first].",
 }
 
 /// Parses `--health-retries`: a whole number, 0 or more (0 = the image's, else 3).
@@ -281,7 +300,7 @@ mod tests {
             "500ms",
         ])
         .expect("parses");
-        let h = &a.health;
+        let h = &a.shared.health;
         assert_eq!(
             h.cmd.as_deref(),
             Some("curl -f http://localhost/ || exit 1")
@@ -294,15 +313,15 @@ mod tests {
         assert!(!h.no_healthcheck && h.check().is_ok());
 
         let a = create(&["--no-healthcheck"]).expect("parses");
-        assert!(a.health.no_healthcheck && a.health.check().is_ok());
+        assert!(a.shared.health.no_healthcheck && a.shared.health.check().is_ok());
         let a = create(&["--no-healthcheck", "--health-retries", "2"]).expect("parses");
         assert_eq!(
-            a.health.check(),
+            a.shared.health.check(),
             Err("--no-healthcheck conflicts with --health-* options".into())
         );
         // `--health-cmd ""` is an update's way back to the image's test.
         let a = update(&["--health-cmd", ""]).expect("parses");
-        assert_eq!(a.health.cmd.as_deref(), Some(""));
+        assert_eq!(a.shared.health.cmd.as_deref(), Some(""));
         assert!(!a.changes_nothing());
     }
 
@@ -383,14 +402,14 @@ mod tests {
             "stop-first",
         ])
         .expect("parses");
-        let u = &a.update_config;
+        let u = &a.shared.update_config;
         assert_eq!(u.parallelism, Some(2));
         assert_eq!(u.delay, Some(10_000_000_000));
         assert_eq!(u.failure_action, Some(UpdateFailureAction::Rollback));
         assert_eq!(u.monitor, Some(30_000_000_000));
         assert_eq!(u.max_failure_ratio, Some(0.25));
         assert_eq!(u.order, Some(UpdateOrder::StartFirst));
-        let r = &a.rollback_config;
+        let r = &a.shared.rollback_config;
         assert_eq!(r.parallelism, Some(0));
         assert_eq!(r.delay, Some(1_000_000_000));
         assert_eq!(r.failure_action, Some(RollbackFailureAction::Continue));

@@ -261,22 +261,9 @@ pub struct CreateArgs {
     #[arg(long, value_name = "MOUNT", value_parser = parse_mount)]
     pub mount: Vec<Mount>,
 
-    /// Send the credentials `shoalctl login` stored for the image's registry to the nodes that
-    /// pull it.
-    #[arg(long)]
-    pub with_registry_auth: bool,
-
-    /// Healthcheck flags.
+    /// Registry credentials, healthcheck and the update and rollback settings.
     #[command(flatten)]
-    pub health: HealthArgs,
-
-    /// How updates replace tasks.
-    #[command(flatten)]
-    pub update_config: UpdateConfigArgs,
-
-    /// How rollbacks replace tasks.
-    #[command(flatten)]
-    pub rollback_config: RollbackConfigArgs,
+    pub shared: SharedServiceArgs,
 
     /// Return right after the service is created instead of waiting for it to converge.
     #[arg(long, short = 'd')]
@@ -297,6 +284,37 @@ pub struct CreateArgs {
         allow_hyphen_values = true
     )]
     pub args: Vec<String>,
+}
+
+/// Flags `service create` and `service update` share word for word.
+#[derive(Debug, Args)]
+pub struct SharedServiceArgs {
+    /// Send the credentials `shoalctl login` stored for the image's registry to the nodes that
+    /// pull it.
+    #[arg(long)]
+    pub with_registry_auth: bool,
+
+    /// Healthcheck flags.
+    #[command(flatten)]
+    pub health: HealthArgs,
+
+    /// How updates replace tasks.
+    #[command(flatten)]
+    pub update_config: UpdateConfigArgs,
+
+    /// How rollbacks replace tasks.
+    #[command(flatten)]
+    pub rollback_config: RollbackConfigArgs,
+}
+
+impl SharedServiceArgs {
+    /// True when none of these flags is given.
+    pub fn is_empty(&self) -> bool {
+        !self.with_registry_auth
+            && self.health.is_empty()
+            && self.update_config.is_empty()
+            && self.rollback_config.is_empty()
+    }
 }
 
 /// Arguments of `service ls`.
@@ -501,22 +519,9 @@ pub struct UpdateArgs {
     #[arg(long = "mount-rm", value_name = "TARGET")]
     pub mount_rm: Vec<String>,
 
-    /// Send the credentials `shoalctl login` stored for the image's registry to the nodes that
-    /// pull it.
-    #[arg(long)]
-    pub with_registry_auth: bool,
-
-    /// Healthcheck flags.
+    /// Registry credentials, healthcheck and the update and rollback settings.
     #[command(flatten)]
-    pub health: HealthArgs,
-
-    /// How updates replace tasks.
-    #[command(flatten)]
-    pub update_config: UpdateConfigArgs,
-
-    /// How rollbacks replace tasks.
-    #[command(flatten)]
-    pub rollback_config: RollbackConfigArgs,
+    pub shared: SharedServiceArgs,
 
     /// Replace every task once, even if nothing changed (the rolling update settings apply).
     #[arg(long)]
@@ -584,10 +589,7 @@ impl UpdateArgs {
             && self.config_rm.is_empty()
             && self.mount_add.is_empty()
             && self.mount_rm.is_empty()
-            && !self.with_registry_auth
-            && self.health.is_empty()
-            && self.update_config.is_empty()
-            && self.rollback_config.is_empty()
+            && self.shared.is_empty()
     }
 
     /// Refuses flag combinations before anything is sent: `--rollback` beside a change,
@@ -599,7 +601,7 @@ impl UpdateArgs {
             }
             return Ok(());
         }
-        self.health.check()?;
+        self.shared.health.check()?;
         if !self.force && self.changes_nothing() {
             return Err(
                 "nothing to update: give at least one flag (see shoalctl service update --help)"

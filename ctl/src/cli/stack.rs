@@ -39,9 +39,9 @@ pub enum ResolveImage {
     Never,
 }
 
-/// Arguments of `stack deploy`.
+/// `--compose-file`, as `stack deploy` and `stack config` take it.
 #[derive(Debug, Args)]
-pub struct StackDeployArgs {
+pub struct ComposeFiles {
     /// Compose file ("-" for standard input); later files override earlier ones (repeatable).
     #[arg(
         long = "compose-file",
@@ -50,6 +50,14 @@ pub struct StackDeployArgs {
         required = true
     )]
     pub compose_files: Vec<PathBuf>,
+}
+
+/// Arguments of `stack deploy`.
+#[derive(Debug, Args)]
+pub struct StackDeployArgs {
+    /// The compose files.
+    #[command(flatten)]
+    pub files: ComposeFiles,
     /// Remove the stack's services that are no longer in the compose files.
     #[arg(long)]
     pub prune: bool,
@@ -116,12 +124,7 @@ pub struct StackRmArgs {
 /// Arguments of `stack config`.
 #[derive(Debug, Args)]
 pub struct StackConfigArgs {
-    /// Compose file ("-" for standard input); later files override earlier ones (repeatable).
-    #[arg(
-        long = "compose-file",
-        short = 'c',
-        value_name = "FILE",
-        required = true
-    )]
-    pub compose_files: Vec<PathBuf>,
+    /// The compose files.
+    #[command(flatten)]
+    pub files: ComposeFiles,
 }

@@ -641,7 +641,7 @@ fn config_before_the_noun_is_admin_conf_after_it_a_service_config() {
     assert_eq!(a.config_ref[0].config_name, "nginx_conf");
     assert_eq!(a.secret[0].secret_name, "db_pass");
     assert_eq!(a.mount[0].target, "/data");
-    assert!(a.with_registry_auth);
+    assert!(a.shared.with_registry_auth);
     assert_eq!(
         a.hostname.as_deref(),
         Some("{{.Service.Name}}-{{.Task.Slot}}")
@@ -718,7 +718,7 @@ fn secret_config_volume_stack_and_login_commands_parse() {
     let Command::Stack(StackCommand::Deploy(d)) = cli.command else {
         panic!("not deploy")
     };
-    assert_eq!(d.compose_files.len(), 2);
+    assert_eq!(d.files.compose_files.len(), 2);
     assert!(d.prune && d.with_registry_auth && d.detach);
     assert_eq!(d.resolve_image, ResolveImage::Never);
     assert_eq!(d.stack, "app");

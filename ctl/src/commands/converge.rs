@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Result};
 use shoal_proto::v1::{
-    ListServicesRequest, ListTasksRequest, RestartCondition, Service, ServiceMode, Task, TaskState,
+    ListServicesRequest, ListTasksRequest, ListTasksResponse, RestartCondition, Service,
+    ServiceMode, Task, TaskState,
 };
 
 use crate::client::{status, Control};
@@ -43,6 +44,19 @@ pub struct Slot {
     pub exit_code: i32,
     /// How many tasks of this slot have ended (failed, completed, rejected, ...).
     pub ended: u64,
+}
+
+impl Slot {
+    /// Why the slot's task is where it is: its error, else its exit code, else its message.
+    pub fn why(&self) -> String {
+        if !self.err.is_empty() {
+            self.err.clone()
+        } else if self.exit_code != 0 {
+            format!("exit code {}", self.exit_code)
+        } else {
+            self.message.clone()
+        }
+    }
 }
 
 /// The state of a whole service at one poll.
@@ -230,13 +244,7 @@ pub struct Tracker {
 
 fn describe(slot: &Slot) -> String {
     let state = slot.state.map(|s| s.display_name()).unwrap_or("new");
-    let why = if !slot.err.is_empty() {
-        slot.err.clone()
-    } else if slot.exit_code != 0 {
-        format!("exit code {}", slot.exit_code)
-    } else {
-        slot.message.clone()
-    };
+    let why = slot.why();
     if why.is_empty() {
         format!("{}: {state}", slot.label)
     } else {
@@ -377,14 +385,7 @@ async fn wait_since(
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         interval.tick().await;
-        let resp = control
-            .list_tasks(ListTasksRequest {
-                service: service.id.clone(),
-                node: String::new(),
-            })
-            .await
-            .map_err(status)?
-            .into_inner();
+        let resp = service_tasks(control, &service.id).await?;
         let global_desired = if global {
             let list = control
                 .list_services(ListServicesRequest {})
@@ -419,6 +420,17 @@ async fn wait_since(
             ));
         }
     }
+}
+
+/// Every task of a service, with the names of their nodes.
+pub async fn service_tasks(c: &mut Control, service_id: &str) -> Result<ListTasksResponse> {
+    Ok(c.list_tasks(ListTasksRequest {
+        service: service_id.to_string(),
+        node: String::new(),
+    })
+    .await
+    .map_err(status)?
+    .into_inner())
 }
 
 #[cfg(test)]

@@ -5,8 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{anyhow, Context, Result};
-use shoal_proto::config::AdminConfig;
-use shoal_proto::pki::{self, Identity, Trust};
+use shoal_proto::pki;
 use shoal_proto::v1::{UnlockKeyRequest, UnlockRequest};
 
 use crate::cli::{Format, UnlockArgs, UnlockKeyArgs};
@@ -19,15 +18,7 @@ const NOT_LOCKED: &str = "this manager is not locked";
 /// answers nothing else).
 pub async fn unlock(config: Option<&Path>, a: &UnlockArgs) -> Result<()> {
     let key = read_key(a)?;
-    let path = client::find_config(config)?;
-    let cfg = AdminConfig::load(&path)?;
-    let identity = (!cfg.cert.trim().is_empty()).then(|| Identity {
-        cert_pem: cfg.cert.clone(),
-        key_pem: cfg.key.clone(),
-    });
-    let tls = pki::client_config(&Trust::Ca(cfg.ca_cert.clone()), identity.as_ref())
-        .with_context(|| format!("{}: unusable certificates", path.display()))?;
-    let tls = Arc::new(tls);
+    let (path, cfg, tls) = client::load_admin(config)?;
     let managers = match &a.manager {
         Some(addr) => vec![addr.clone()],
         None => cfg.managers.clone(),

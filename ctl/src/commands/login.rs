@@ -219,20 +219,17 @@ async fn verify(
         .and_then(|h| h.to_str().ok())
         .and_then(parse_challenge)
         .unwrap_or(Challenge::Basic);
-    match challenge {
-        Challenge::Basic => {
-            let r = http
-                .get(&url)
-                .basic_auth(user, Some(password))
-                .send()
-                .await
-                .map_err(|e| unreachable(&url, &e))?;
-            match r.status() {
-                s if s.is_success() => Ok(()),
-                StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Err(unauthorized()),
-                s => Err(unexpected(&url, s.to_string())),
-            }
+    // The second request, with the credentials: 401 or 403 now means they are wrong.
+    let with_credentials = async |request: reqwest::RequestBuilder| -> Result<(), LoginError> {
+        let r = request.send().await.map_err(|e| unreachable(&url, &e))?;
+        match r.status() {
+            s if s.is_success() => Ok(()),
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Err(unauthorized()),
+            s => Err(unexpected(&url, s.to_string())),
         }
+    };
+    match challenge {
+        Challenge::Basic => with_credentials(http.get(&url).basic_auth(user, Some(password))).await,
         Challenge::Bearer {
             realm,
             service,
@@ -269,17 +266,7 @@ async fn verify(
             if token.is_empty() {
                 return Err(unexpected(&realm, "no token in the answer".into()));
             }
-            let r = http
-                .get(&url)
-                .bearer_auth(token)
-                .send()
-                .await
-                .map_err(|e| unreachable(&url, &e))?;
-            match r.status() {
-                s if s.is_success() => Ok(()),
-                StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Err(unauthorized()),
-                s => Err(unexpected(&url, s.to_string())),
-            }
+            with_credentials(http.get(&url).bearer_auth(token)).await
         }
     }
 }

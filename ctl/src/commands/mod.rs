@@ -30,7 +30,7 @@ pub async fn run(cli: Cli) -> Result<()> {
     let spec = match &cli.command {
         Command::Service(ServiceCommand::Create(args)) => {
             let mut spec = service::build_spec(args)?;
-            if args.with_registry_auth {
+            if args.shared.with_registry_auth {
                 service::attach_registry_auth(&mut spec)?;
             }
             Some(spec)
@@ -198,4 +198,29 @@ pub async fn run(cli: Cli) -> Result<()> {
             lock::unlock_key(channel, &args, format).await
         }
     }
+}
+
+/// Ends a command that went on past failures: an error joining every failure, if any.
+fn fail_if_any(errors: Vec<String>) -> Result<()> {
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(anyhow!("{}", errors.join("; ")))
+    }
+}
+
+/// Removes each name in turn, printing it once removed; keeps going past failures, each
+/// reported as `NAME: why`.
+async fn remove_each(
+    names: &[String],
+    mut remove: impl AsyncFnMut(&str) -> Result<(), String>,
+) -> Result<()> {
+    let mut errors = Vec::new();
+    for name in names {
+        match remove(name).await {
+            Ok(()) => crate::output::print(&format!("{name}\n"))?,
+            Err(why) => errors.push(format!("{name}: {why}")),
+        }
+    }
+    fail_if_any(errors)
 }

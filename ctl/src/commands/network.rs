@@ -12,8 +12,8 @@ use shoal_proto::v1::{
 
 use crate::cli::{Format, NetworkCreateArgs, NetworkInspectArgs, NetworkLsArgs, NetworkRmArgs};
 use crate::client::{status, Control};
+use crate::output;
 use crate::output::json::{self as js, NetworkService};
-use crate::output::{self, table::Table};
 
 /// Turns `network create` flags into a spec, checked the way the manager will check it.
 pub fn build_spec(a: &NetworkCreateArgs) -> Result<NetworkSpec> {
@@ -114,27 +114,22 @@ pub async fn ls(c: &mut Control, a: &NetworkLsArgs, format: Format) -> Result<()
         .into_inner()
         .networks;
     networks.sort_by(|x, y| name_of(x).cmp(name_of(y)));
-    let mut out = String::new();
     if a.quiet {
-        for n in &networks {
-            out.push_str(output::short_id(&n.id, a.no_trunc));
-            out.push('\n');
-        }
-        return Ok(output::print(&out)?);
+        let ids = networks.iter().map(|n| output::short_id(&n.id, a.no_trunc));
+        return Ok(output::print_lines(ids)?);
     }
     let rows: Vec<NetworkRow> = networks
         .iter()
         .map(|n| NetworkRow::of(n, a.no_trunc))
         .collect();
-    match format {
-        Format::Json => rows.iter().for_each(|r| out.push_str(&js::line(&r.json()))),
-        Format::Table => {
-            let mut t = Table::new(&["NETWORK ID", "NAME", "DRIVER", "SCOPE"]);
-            rows.iter().for_each(|r| t.row(r.cells()));
-            out = t.render();
-        }
-    }
-    Ok(output::print(&out)?)
+    let headers = ["NETWORK ID", "NAME", "DRIVER", "SCOPE"];
+    Ok(output::print_rows(
+        &rows,
+        format,
+        &headers,
+        NetworkRow::json,
+        NetworkRow::cells,
+    )?)
 }
 
 /// The services on a network with their VIP there, from the service list.
@@ -202,33 +197,21 @@ pub async fn inspect(c: &mut Control, a: &NetworkInspectArgs) -> Result<()> {
         .map(|(n, names)| js::network(n, &services_on(&n.id, names, &services)))
         .collect();
     output::print(&js::pretty_array(docs))?;
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(anyhow!("{}", errors.join("; ")))
-    }
+    super::fail_if_any(errors)
 }
 
 /// `network rm NETWORK...`: removes each, printing its name; keeps going past failures (the
 /// manager's refusal names the services still using a network).
 pub async fn rm(c: &mut Control, a: &NetworkRmArgs) -> Result<()> {
-    let mut errors = Vec::new();
-    for name in &a.networks {
-        let res = c
-            .remove_network(RemoveNetworkRequest {
-                name_or_id: name.clone(),
-            })
-            .await;
-        match res {
-            Ok(_) => output::print(&format!("{name}\n"))?,
-            Err(s) => errors.push(format!("{name}: {}", status(s))),
-        }
-    }
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(anyhow!("{}", errors.join("; ")))
-    }
+    super::remove_each(&a.networks, async |name| {
+        c.remove_network(RemoveNetworkRequest {
+            name_or_id: name.to_string(),
+        })
+        .await
+        .map(drop)
+        .map_err(|s| status(s).to_string())
+    })
+    .await
 }
 
 #[cfg(test)]

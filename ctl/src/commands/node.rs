@@ -12,7 +12,7 @@ use crate::cli::{
     Availability, Format, NodeInspectArgs, NodeLsArgs, NodePromoteArgs, NodeRmArgs, NodeUpdateArgs,
 };
 use crate::client::{status, Control};
-use crate::output::{self, json as js, table::Table};
+use crate::output::{self, json as js};
 
 /// A `node ls` row.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,29 +128,25 @@ pub async fn ls(c: &mut Control, a: &NodeLsArgs, format: Format) -> Result<()> {
         .nodes;
     let mut rows: Vec<NodeRow> = nodes.drain(..).map(|n| NodeRow::of(&n)).collect();
     rows.sort_by(|x, y| (&x.hostname, &x.id).cmp(&(&y.hostname, &y.id)));
-    let mut out = String::new();
     if a.quiet {
-        rows.iter()
-            .for_each(|r| out.push_str(&format!("{}\n", r.id)));
-        return Ok(output::print(&out)?);
+        return Ok(output::print_lines(rows.iter().map(|r| &r.id))?);
     }
-    match format {
-        Format::Json => rows.iter().for_each(|r| out.push_str(&js::line(&r.json()))),
-        Format::Table => {
-            let mut t = Table::new(&[
-                "ID",
-                "HOSTNAME",
-                "STATUS",
-                "AVAILABILITY",
-                "MANAGER STATUS",
-                "CPUS",
-                "MEMORY",
-            ]);
-            rows.iter().for_each(|r| t.row(r.cells()));
-            out = t.render();
-        }
-    }
-    Ok(output::print(&out)?)
+    let headers = [
+        "ID",
+        "HOSTNAME",
+        "STATUS",
+        "AVAILABILITY",
+        "MANAGER STATUS",
+        "CPUS",
+        "MEMORY",
+    ];
+    Ok(output::print_rows(
+        &rows,
+        format,
+        &headers,
+        NodeRow::json,
+        NodeRow::cells,
+    )?)
 }
 
 /// `node inspect NODE...`: a JSON array of the nodes found; an error names the others.
@@ -170,11 +166,7 @@ pub async fn inspect(c: &mut Control, a: &NodeInspectArgs) -> Result<()> {
         }
     }
     output::print(&js::pretty_array(found))?;
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(anyhow!("{}", errors.join("; ")))
-    }
+    super::fail_if_any(errors)
 }
 
 /// The request of `node update`; an error names the flag when nothing is asked.
@@ -258,11 +250,7 @@ pub async fn rm(
             Err(s) => errors.push(format!("{name}: {}", status(s))),
         }
     }
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(anyhow!("{}", errors.join("; ")))
-    }
+    super::fail_if_any(errors)
 }
 
 /// `node promote NODE...`: asks the leader to promote each worker (its agent starts a manager

@@ -10,8 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Result};
 use shoal_proto::v1::{
-    update_status, GetServiceRequest, ListServicesRequest, ListTasksRequest, Service, ServiceMode,
-    Task, UpdateStatus,
+    update_status, GetServiceRequest, ListServicesRequest, Service, ServiceMode, Task, UpdateStatus,
 };
 
 use crate::client::{status, Control};
@@ -213,14 +212,7 @@ pub async fn follow(
                 RestartRules::of(&svc),
             )
         });
-        let resp = c
-            .list_tasks(ListTasksRequest {
-                service: svc.id.clone(),
-                node: String::new(),
-            })
-            .await
-            .map_err(status)?
-            .into_inner();
+        let resp = converge::service_tasks(c, &svc.id).await?;
         let global_desired = global_desired(c, &svc).await?;
         let snap = converge::snapshot_where(
             &svc,

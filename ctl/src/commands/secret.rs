@@ -370,7 +370,7 @@ pub async fn inspect(c: &mut Control, kind: Kind, a: &DataInspectArgs) -> Result
         }
     }
     output::print(&js::pretty_array(docs))?;
-    fail_if_any(errors)
+    super::fail_if_any(errors)
 }
 
 /// Removes one secret or config by name or ID.
@@ -392,22 +392,12 @@ pub async fn remove(c: &mut Control, kind: Kind, name: &str) -> Result<()> {
 /// `secret rm` / `config rm`: removes each, printing its name; keeps going past failures (the
 /// manager's refusal names the services using it).
 pub async fn rm(c: &mut Control, kind: Kind, a: &DataRmArgs) -> Result<()> {
-    let mut errors = Vec::new();
-    for name in &a.names {
-        match remove(c, kind, name).await {
-            Ok(()) => output::print(&format!("{name}\n"))?,
-            Err(e) => errors.push(format!("{name}: {}", crate::error_chain(&e))),
-        }
-    }
-    fail_if_any(errors)
-}
-
-fn fail_if_any(errors: Vec<String>) -> Result<()> {
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(anyhow!("{}", errors.join("; ")))
-    }
+    super::remove_each(&a.names, async |name| {
+        remove(c, kind, name)
+            .await
+            .map_err(|e| crate::error_chain(&e))
+    })
+    .await
 }
 
 #[cfg(test)]

@@ -8,13 +8,13 @@ use anyhow::{anyhow, Result};
 use serde_json::json;
 use shoal_proto::v1::{
     CreateNetworkRequest, CreateServiceRequest, EndpointSpec, ListNetworksRequest,
-    ListServicesRequest, ListTasksRequest, RemoveNetworkRequest, RemoveServiceRequest, Service,
-    ServiceSpec, ServiceSummary, UpdateServiceRequest,
+    RemoveNetworkRequest, RemoveServiceRequest, Service, ServiceSpec, ServiceSummary,
+    UpdateServiceRequest,
 };
 use shoal_proto::wire;
 
 use super::secret::{self as data, DataObject, Kind};
-use super::service::{self, ServiceRow};
+use super::service;
 use super::{converge, rollout};
 use crate::cli::{
     Format, StackConfigArgs, StackDeployArgs, StackPsArgs, StackRmArgs, StackServicesArgs,
@@ -50,7 +50,7 @@ pub fn check_stack_name(name: &str) -> Result<()> {
 
 /// `stack config -c FILE...`: prints the merged, interpolated file.
 pub fn config(a: &StackConfigArgs) -> Result<()> {
-    let project = compose::load(&load_options(&a.compose_files))?;
+    let project = compose::load(&load_options(&a.files.compose_files))?;
     print_warnings(&project.warnings);
     output::print(&project.yaml)?;
     Ok(())
@@ -59,7 +59,7 @@ pub fn config(a: &StackConfigArgs) -> Result<()> {
 /// Loads the compose files and plans the stack: everything checked before a manager is dialled.
 pub fn load_plan(a: &StackDeployArgs) -> Result<StackPlan> {
     check_stack_name(&a.stack)?;
-    let project = compose::load(&load_options(&a.compose_files))?;
+    let project = compose::load(&load_options(&a.files.compose_files))?;
     let plan = compose::plan(&project, &a.stack)?;
     // The plan's warnings include the loader's.
     print_warnings(&plan.warnings);
@@ -140,27 +140,16 @@ impl Refs {
             }
         }
         if let Some(c) = task.container.as_mut() {
+            let id_of = |ids: &HashMap<String, String>, kind: &str, name: &str| {
+                ids.get(name)
+                    .cloned()
+                    .ok_or_else(|| anyhow!("service {service}: {kind} {name:?} not found"))
+            };
             for s in &mut c.secrets {
-                match self.secrets.get(&s.secret_name) {
-                    Some(id) => s.secret_id = id.clone(),
-                    None => {
-                        return Err(anyhow!(
-                            "service {service}: secret {:?} not found",
-                            s.secret_name
-                        ))
-                    }
-                }
+                s.secret_id = id_of(&self.secrets, "secret", &s.secret_name)?;
             }
             for r in &mut c.configs {
-                match self.configs.get(&r.config_name) {
-                    Some(id) => r.config_id = id.clone(),
-                    None => {
-                        return Err(anyhow!(
-                            "service {service}: config {:?} not found",
-                            r.config_name
-                        ))
-                    }
-                }
+                r.config_id = id_of(&self.configs, "config", &r.config_name)?;
             }
         }
         Ok(())
@@ -220,32 +209,13 @@ fn stack_of(labels: &HashMap<String, String>) -> Option<&str> {
     labels.get(NAMESPACE_LABEL).map(String::as_str)
 }
 
-async fn all_services(c: &mut Control) -> Result<Vec<ServiceSummary>> {
-    let mut services = c
-        .list_services(ListServicesRequest {})
-        .await
-        .map_err(status)?
-        .into_inner()
-        .services;
-    services.sort_by(|x, y| summary_name(x).cmp(summary_name(y)));
-    Ok(services)
-}
-
-fn summary_name(s: &ServiceSummary) -> &str {
-    s.service
-        .as_ref()
-        .and_then(|s| s.spec.as_ref())
-        .map(|s| s.name.as_str())
-        .unwrap_or("")
-}
-
 fn service_labels(s: &Service) -> Option<&HashMap<String, String>> {
     s.spec.as_ref().map(|s| &s.labels)
 }
 
 /// The services of one stack, by name.
 async fn stack_services(c: &mut Control, stack: &str) -> Result<Vec<ServiceSummary>> {
-    Ok(all_services(c)
+    Ok(service::all_services(c)
         .await?
         .into_iter()
         .filter(|s| {
@@ -319,7 +289,7 @@ async fn ensure_data<S>(
 /// changed), dependencies first.
 pub async fn deploy(c: &mut Control, plan: StackPlan, a: &StackDeployArgs) -> Result<()> {
     // As docker: prune first, then networks, secrets, configs and services.
-    let existing: BTreeMap<String, Service> = all_services(c)
+    let existing: BTreeMap<String, Service> = service::all_services(c)
         .await?
         .into_iter()
         .filter_map(|s| s.service)
@@ -467,7 +437,7 @@ pub async fn deploy(c: &mut Control, plan: StackPlan, a: &StackDeployArgs) -> Re
 /// `stack ls`: NAME, SERVICES.
 pub async fn ls(c: &mut Control, format: Format) -> Result<()> {
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();
-    for s in all_services(c).await? {
+    for s in service::all_services(c).await? {
         if let Some(stack) = s
             .service
             .as_ref()
@@ -501,24 +471,7 @@ pub async fn services(c: &mut Control, a: &StackServicesArgs, format: Format) ->
         eprintln!("Nothing found in stack: {}", a.stack);
         return Ok(());
     }
-    let mut out = String::new();
-    if a.quiet {
-        services
-            .iter()
-            .filter_map(|s| s.service.as_ref())
-            .for_each(|s| out.push_str(&format!("{}\n", s.id)));
-        return Ok(output::print(&out)?);
-    }
-    let rows: Vec<ServiceRow> = services.iter().map(ServiceRow::of).collect();
-    match format {
-        Format::Json => rows.iter().for_each(|r| out.push_str(&js::line(&r.json()))),
-        Format::Table => {
-            let mut t = Table::new(&["ID", "NAME", "MODE", "REPLICAS", "IMAGE", "PORTS"]);
-            rows.iter().for_each(|r| t.row(r.cells()));
-            out = t.render();
-        }
-    }
-    Ok(output::print(&out)?)
+    service::print_services(&services, a.quiet, format)
 }
 
 /// `stack ps STACK`: `service ps` of every service of the stack.
@@ -527,50 +480,13 @@ pub async fn ps(c: &mut Control, a: &StackPsArgs, format: Format) -> Result<()> 
     let now = shoal_proto::now_ns();
     let mut rows = Vec::new();
     for svc in services.iter().filter_map(|s| s.service.as_ref()) {
-        let resp = c
-            .list_tasks(ListTasksRequest {
-                service: svc.id.clone(),
-                node: String::new(),
-            })
-            .await
-            .map_err(status)?
-            .into_inner();
-        let name = svc.spec.as_ref().map(|s| s.name.as_str()).unwrap_or("");
-        rows.extend(service::task_rows(
-            name,
-            &resp.tasks,
-            &resp.node_names,
-            now,
-            a.no_trunc,
-        ));
+        rows.extend(service::tasks_of(c, svc, now, a.no_trunc).await?);
     }
     if rows.is_empty() {
         eprintln!("Nothing found in stack: {}", a.stack);
         return Ok(());
     }
-    let mut out = String::new();
-    if a.quiet {
-        rows.iter()
-            .for_each(|r| out.push_str(&format!("{}\n", r.id)));
-        return Ok(output::print(&out)?);
-    }
-    match format {
-        Format::Json => rows.iter().for_each(|r| out.push_str(&js::line(&r.json()))),
-        Format::Table => {
-            let mut t = Table::new(&[
-                "ID",
-                "NAME",
-                "IMAGE",
-                "NODE",
-                "DESIRED STATE",
-                "CURRENT STATE",
-                "ERROR",
-            ]);
-            rows.iter().for_each(|r| t.row(r.cells(a.no_trunc)));
-            out = t.render();
-        }
-    }
-    Ok(output::print(&out)?)
+    service::print_tasks(&rows, a.quiet, a.no_trunc, format)
 }
 
 /// `stack rm STACK...`: the services first, then the secrets, configs and networks labelled
@@ -636,11 +552,7 @@ pub async fn rm(c: &mut Control, a: &StackRmArgs) -> Result<()> {
             eprintln!("Nothing found in stack: {stack}");
         }
     }
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(anyhow!("{}", errors.join("; ")))
-    }
+    super::fail_if_any(errors)
 }
 
 #[cfg(test)]

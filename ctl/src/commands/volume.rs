@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::io::{BufRead, Write};
 
-use anyhow::{anyhow, Result};
+use anyhow::Result;
 use serde_json::{json, Value};
 use shoal_proto::v1::{ListVolumesRequest, PruneVolumesRequest, RemoveVolumeRequest, Volume};
 
@@ -148,34 +148,22 @@ pub async fn inspect(c: &mut Control, a: &VolumeInspectArgs) -> Result<()> {
         docs.extend(found.iter().map(|v| inspect_json(v, &names)));
     }
     output::print(&js::pretty_array(docs))?;
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(anyhow!("{}", errors.join("; ")))
-    }
+    super::fail_if_any(errors)
 }
 
 /// `volume rm NAME...`: prints each name removed; keeps going past failures.
 pub async fn rm(c: &mut Control, a: &VolumeRmArgs) -> Result<()> {
-    let mut errors = Vec::new();
-    for name in &a.names {
-        let res = c
-            .remove_volume(RemoveVolumeRequest {
-                name: name.clone(),
-                node: a.node.clone().unwrap_or_default(),
-                force: a.force,
-            })
-            .await;
-        match res {
-            Ok(_) => output::print(&format!("{name}\n"))?,
-            Err(s) => errors.push(format!("{name}: {}", status(s))),
-        }
-    }
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(anyhow!("{}", errors.join("; ")))
-    }
+    super::remove_each(&a.names, async |name| {
+        c.remove_volume(RemoveVolumeRequest {
+            name: name.to_string(),
+            node: a.node.clone().unwrap_or_default(),
+            force: a.force,
+        })
+        .await
+        .map(drop)
+        .map_err(|s| status(s).to_string())
+    })
+    .await
 }
 
 /// Docker's prune warning for `--all` or not.

@@ -17,8 +17,8 @@ use shoal_proto::v1::{
 };
 
 use super::model::{
-    external_name, Command, ComposeFile, FileRef, Healthcheck, MapOrList, PortEntry, ResourceDef,
-    Scalar, Service, UlimitDef, UpdateDef, VolumeEntry, VolumeLong,
+    external_name, Command, ComposeFile, FileObjectDef, FileRef, Healthcheck, MapOrList, PortEntry,
+    ResourceDef, Scalar, Service, UlimitDef, UpdateDef, VolumeEntry, VolumeLong,
 };
 use super::{Resource, StackPlan};
 
@@ -80,61 +80,24 @@ pub fn plan(model: &ComposeFile, res: &Resolved, stack: &str) -> Result<StackPla
     if stack.trim().is_empty() {
         return Err(ConvertError::StackName(stack.to_string()));
     }
-    let scope = |n: &str| format!("{stack}_{n}");
     let mut warnings = Vec::new();
 
     let (networks, network_names) = networks(model, stack, &mut warnings)?;
 
-    let mut secrets = Vec::new();
-    let mut secret_names = HashMap::new();
-    for (key, def) in &model.secrets {
-        let path = format!("secrets.{key}");
-        match external_name(def.external.as_ref(), def.name.as_deref(), key) {
-            Some(name) => {
-                secret_names.insert(key.clone(), name.clone());
-                secrets.push(Resource::External(name));
-            }
-            None => {
-                let name = def.name.clone().unwrap_or_else(|| scope(key));
-                let data = res
-                    .secrets
-                    .get(key)
-                    .cloned()
-                    .ok_or_else(|| field(&path, "no content (file, environment or content)"))?;
-                secret_names.insert(key.clone(), name.clone());
-                secrets.push(Resource::Create(SecretSpec {
-                    name,
-                    labels: labels_with_namespace(def.labels.as_ref(), stack),
-                    data,
-                }));
-            }
-        }
-    }
-    let mut configs = Vec::new();
-    let mut config_names = HashMap::new();
-    for (key, def) in &model.configs {
-        let path = format!("configs.{key}");
-        match external_name(def.external.as_ref(), def.name.as_deref(), key) {
-            Some(name) => {
-                config_names.insert(key.clone(), name.clone());
-                configs.push(Resource::External(name));
-            }
-            None => {
-                let name = def.name.clone().unwrap_or_else(|| scope(key));
-                let data = res
-                    .configs
-                    .get(key)
-                    .cloned()
-                    .ok_or_else(|| field(&path, "no content (file, environment or content)"))?;
-                config_names.insert(key.clone(), name.clone());
-                configs.push(Resource::Create(ConfigSpec {
-                    name,
-                    labels: labels_with_namespace(def.labels.as_ref(), stack),
-                    data,
-                }));
-            }
-        }
-    }
+    let (secrets, secret_names) = file_objects(
+        "secrets",
+        &model.secrets,
+        &res.secrets,
+        stack,
+        |name, labels, data| SecretSpec { name, labels, data },
+    )?;
+    let (configs, config_names) = file_objects(
+        "configs",
+        &model.configs,
+        &res.configs,
+        stack,
+        |name, labels, data| ConfigSpec { name, labels, data },
+    )?;
 
     let names = Names {
         stack,
@@ -244,6 +207,45 @@ fn networks(
         out.push(Resource::Create(spec));
     }
     Ok((out, names))
+}
+
+/// Secrets or configs to create or find, and the name each key of the file stands for.
+type FileObjects<S> = (Vec<Resource<S>>, HashMap<String, String>);
+
+/// The stack's secrets or configs (`section`), each created as STACK_KEY (or its `name:`) with
+/// its content, or external; and the name each key stands for.
+fn file_objects<S>(
+    section: &str,
+    defs: &BTreeMap<String, FileObjectDef>,
+    contents: &BTreeMap<String, Vec<u8>>,
+    stack: &str,
+    spec: impl Fn(String, HashMap<String, String>, Vec<u8>) -> S,
+) -> Result<FileObjects<S>, ConvertError> {
+    let mut objects = Vec::new();
+    let mut names = HashMap::new();
+    for (key, def) in defs {
+        let path = format!("{section}.{key}");
+        match external_name(def.external.as_ref(), def.name.as_deref(), key) {
+            Some(name) => {
+                names.insert(key.clone(), name.clone());
+                objects.push(Resource::External(name));
+            }
+            None => {
+                let name = def.name.clone().unwrap_or_else(|| format!("{stack}_{key}"));
+                let data = contents
+                    .get(key)
+                    .cloned()
+                    .ok_or_else(|| field(&path, "no content (file, environment or content)"))?;
+                names.insert(key.clone(), name.clone());
+                objects.push(Resource::Create(spec(
+                    name,
+                    labels_with_namespace(def.labels.as_ref(), stack),
+                    data,
+                )));
+            }
+        }
+    }
+    Ok((objects, names))
 }
 
 /// A map-or-list of labels plus the stack's namespace label.
@@ -626,33 +628,51 @@ fn file_target(
     ))
 }
 
+/// A service's `secrets:` or `configs:` (`kind`), each with its file and the name the stack
+/// gave the object, sorted by file name so that reordering the file does not restart tasks (as
+/// docker).
+fn file_refs<R>(
+    refs: &[FileRef],
+    names: &HashMap<String, String>,
+    path: &str,
+    kind: &str,
+    default_target: impl Fn(&str) -> String,
+    make: impl Fn(String, FileTarget) -> R,
+) -> Result<Vec<R>, ConvertError> {
+    let mut out = Vec::new();
+    for (i, r) in refs.iter().enumerate() {
+        let p = format!("{path}[{i}]");
+        let (source, file) = file_target(r, &default_target, &p)?;
+        let name = names
+            .get(&source)
+            .cloned()
+            .ok_or_else(|| field(&p, format!("undefined {kind} {source:?}")))?;
+        out.push((file, name));
+    }
+    out.sort_by(|a, b| a.0.name.cmp(&b.0.name));
+    Ok(out
+        .into_iter()
+        .map(|(file, name)| make(name, file))
+        .collect())
+}
+
 fn secret_refs(
     refs: &[FileRef],
     names: &HashMap<String, String>,
     path: &str,
 ) -> Result<Vec<SecretReference>, ConvertError> {
-    let mut out = Vec::new();
-    for (i, r) in refs.iter().enumerate() {
-        let p = format!("{path}[{i}]");
-        let (source, file) = file_target(r, str::to_string, &p)?;
-        let secret_name = names
-            .get(&source)
-            .cloned()
-            .ok_or_else(|| field(&p, format!("undefined secret {source:?}")))?;
-        out.push(SecretReference {
+    file_refs(
+        refs,
+        names,
+        path,
+        "secret",
+        str::to_string,
+        |secret_name, file| SecretReference {
             secret_id: String::new(),
             secret_name,
             file: Some(file),
-        });
-    }
-    // Sorted so that reordering the file does not restart tasks (as docker).
-    out.sort_by(|a, b| {
-        a.file
-            .as_ref()
-            .map(|f| &f.name)
-            .cmp(&b.file.as_ref().map(|f| &f.name))
-    });
-    Ok(out)
+        },
+    )
 }
 
 fn config_refs(
@@ -660,27 +680,18 @@ fn config_refs(
     names: &HashMap<String, String>,
     path: &str,
 ) -> Result<Vec<ConfigReference>, ConvertError> {
-    let mut out = Vec::new();
-    for (i, r) in refs.iter().enumerate() {
-        let p = format!("{path}[{i}]");
-        let (source, file) = file_target(r, |s| format!("/{s}"), &p)?;
-        let config_name = names
-            .get(&source)
-            .cloned()
-            .ok_or_else(|| field(&p, format!("undefined config {source:?}")))?;
-        out.push(ConfigReference {
+    file_refs(
+        refs,
+        names,
+        path,
+        "config",
+        |s| format!("/{s}"),
+        |config_name, file| ConfigReference {
             config_id: String::new(),
             config_name,
             file: Some(file),
-        });
-    }
-    out.sort_by(|a, b| {
-        a.file
-            .as_ref()
-            .map(|f| &f.name)
-            .cmp(&b.file.as_ref().map(|f| &f.name))
-    });
-    Ok(out)
+        },
+    )
 }
 
 /// The short volume syntax in its long form: `SRC:DST[:OPTS]` or `DST` (anonymous).

@@ -20,6 +20,37 @@ pub fn print(text: &str) -> std::io::Result<()> {
     out.flush()
 }
 
+/// Prints one item a line (the IDs of `--quiet`).
+pub fn print_lines<T: std::fmt::Display>(
+    items: impl IntoIterator<Item = T>,
+) -> std::io::Result<()> {
+    let mut out = String::new();
+    for item in items {
+        out.push_str(&item.to_string());
+        out.push('\n');
+    }
+    print(&out)
+}
+
+/// Prints the rows of a listing: a JSON object a line, or a table with these headers.
+pub fn print_rows<R>(
+    rows: &[R],
+    format: crate::cli::Format,
+    headers: &[&str],
+    json: impl Fn(&R) -> serde_json::Value,
+    cells: impl Fn(&R) -> Vec<String>,
+) -> std::io::Result<()> {
+    let out = match format {
+        crate::cli::Format::Json => rows.iter().map(|r| json::line(&json(r))).collect(),
+        crate::cli::Format::Table => {
+            let mut t = table::Table::new(headers);
+            rows.iter().for_each(|r| t.row(cells(r)));
+            t.render()
+        }
+    };
+    print(&out)
+}
+
 /// The first 12 characters of an ID unless `no_trunc`.
 pub fn short_id(id: &str, no_trunc: bool) -> &str {
     if no_trunc {

@@ -36,13 +36,7 @@ pub fn slot_line(slot: &Slot) -> String {
         return format!("{}: {:<9} {}", slot.label, "new", bar(1, 9));
     };
     if state.is_terminal() {
-        let why = if !slot.err.is_empty() {
-            slot.err.clone()
-        } else if slot.exit_code != 0 {
-            format!("exit code {}", slot.exit_code)
-        } else {
-            slot.message.clone()
-        };
+        let why = slot.why();
         return format!("{}: {:<9} {why}", slot.label, state.display_name())
             .trim_end()
             .to_string();

@@ -174,11 +174,7 @@ pub fn predefined_networks(now_ns: i64) -> Vec<Network> {
             .unwrap_or_default();
         Network {
             id: shoal_proto::new_id(),
-            meta: Some(Meta {
-                version: 0,
-                created_at: now_ns,
-                updated_at: now_ns,
-            }),
+            meta: Some(Meta::new_at(now_ns)),
             spec: Some(NetworkSpec {
                 name: name.into(),
                 driver: driver.as_str().into(),

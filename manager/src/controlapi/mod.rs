@@ -4,6 +4,7 @@
 pub mod config;
 mod data_update;
 pub mod linearized;
+mod named_data;
 pub mod network;
 pub mod secret;
 pub mod service;
@@ -212,14 +213,9 @@ impl Control for ControlApi {
                 spec.name
             )));
         }
-        let now = shoal_proto::now_ns();
         let service = Service {
             id: shoal_proto::new_id(),
-            meta: Some(Meta {
-                version: 0,
-                created_at: now,
-                updated_at: now,
-            }),
+            meta: Some(Meta::new_at(shoal_proto::now_ns())),
             spec: Some(spec),
             spec_version: 1,
             ..Default::default()

@@ -185,11 +185,7 @@ pub fn plan_network(s: &State, mut spec: NetworkSpec, now_ns: i64) -> Result<Net
 fn network(spec: NetworkSpec, subnet: String, gateway: String, vni: u32, now_ns: i64) -> Network {
     Network {
         id: shoal_proto::new_id(),
-        meta: Some(Meta {
-            version: 0,
-            created_at: now_ns,
-            updated_at: now_ns,
-        }),
+        meta: Some(Meta::new_at(now_ns)),
         spec: Some(spec),
         subnet,
         gateway,

@@ -2,25 +2,26 @@
 //! secret's data goes in once and only ever comes out to the nodes whose tasks mount it: no
 //! reply of the control API carries it.
 
-use shoal_proto::spec::{validate_data, validate_data_name, validate_labels};
 use shoal_proto::v1::store_action::Action;
 use shoal_proto::v1::*;
 use tonic::{Request, Response, Status};
-use tracing::info;
 
-use super::{invalid, ControlApi};
-use crate::auth::require_admin;
+use super::named_data::{self, impl_named_data};
+use super::ControlApi;
 use crate::store::State;
+
+impl_named_data!(
+    Secret, SecretSpec, secret,
+    store: find_secret, secret, secrets,
+    actions: CreateSecret, RemoveSecret,
+    fn shown(self) -> Self {
+        without_data(self)
+    }
+);
 
 /// Finds a secret by id, name or unique id prefix.
 pub fn find_secret(s: &State, name_or_id: &str) -> Result<Secret, Status> {
-    match s.find_secret(name_or_id) {
-        Ok(Some(secret)) => Ok(secret.clone()),
-        Ok(None) => Err(Status::not_found(format!("secret {name_or_id} not found"))),
-        Err(n) => Err(Status::invalid_argument(format!(
-            "secret {name_or_id:?} is ambiguous: {n} secret ids start with it"
-        ))),
-    }
+    named_data::find(s, name_or_id)
 }
 
 /// The secret as the control API shows it: without its data.
@@ -31,42 +32,14 @@ pub fn without_data(mut secret: Secret) -> Secret {
     secret
 }
 
-fn secret_name(secret: &Secret) -> &str {
-    secret.spec.as_ref().map_or("", |s| s.name.as_str())
-}
-
 /// `secret create`: checks the name, labels and size, then writes the secret once.
 pub(super) async fn create_secret(
     api: &ControlApi,
     request: Request<CreateSecretRequest>,
 ) -> Result<Response<CreateSecretResponse>, Status> {
-    require_admin(&api.store, &request)?;
-    let spec = request
-        .into_inner()
-        .spec
-        .ok_or_else(|| Status::invalid_argument("spec: missing"))?;
-    validate_data_name("secret", &spec.name).map_err(invalid)?;
-    validate_labels("--label", spec.labels.iter()).map_err(invalid)?;
-    validate_data("secret", &spec.data).map_err(invalid)?;
-    let now = shoal_proto::now_ns();
-    let secret = Secret {
-        id: shoal_proto::new_id(),
-        meta: Some(Meta {
-            version: 0,
-            created_at: now,
-            updated_at: now,
-        }),
-        spec: Some(spec),
-    };
-    // A name already taken comes back from the store as "secret NAME already exists".
-    api.write(Action::CreateSecret(secret.clone())).await?;
-    info!(secret.id = %secret.id, secret.name = %secret_name(&secret), "secret created");
-    let secret = api
-        .store
-        .read(|s| s.secret(&secret.id).cloned())
-        .unwrap_or(secret);
+    let secret = named_data::create(api, request, |r| r.spec).await?;
     Ok(Response::new(CreateSecretResponse {
-        secret: Some(without_data(secret)),
+        secret: Some(secret),
     }))
 }
 
@@ -75,11 +48,9 @@ pub(super) async fn get_secret(
     api: &ControlApi,
     request: Request<GetSecretRequest>,
 ) -> Result<Response<GetSecretResponse>, Status> {
-    require_admin(&api.store, &request)?;
-    let name = request.into_inner().name_or_id;
-    let secret = api.store.read(|s| find_secret(s, &name))?;
+    let secret = named_data::get(api, request, |r| r.name_or_id)?;
     Ok(Response::new(GetSecretResponse {
-        secret: Some(without_data(secret)),
+        secret: Some(secret),
     }))
 }
 
@@ -88,11 +59,7 @@ pub(super) async fn list_secrets(
     api: &ControlApi,
     request: Request<ListSecretsRequest>,
 ) -> Result<Response<ListSecretsResponse>, Status> {
-    require_admin(&api.store, &request)?;
-    let mut secrets: Vec<Secret> = api
-        .store
-        .read(|s| s.secrets().cloned().map(without_data).collect());
-    secrets.sort_by(|a, b| secret_name(a).cmp(secret_name(b)).then(a.id.cmp(&b.id)));
+    let secrets = named_data::list(api, &request)?;
     Ok(Response::new(ListSecretsResponse { secrets }))
 }
 
@@ -101,14 +68,8 @@ pub(super) async fn remove_secret(
     api: &ControlApi,
     request: Request<RemoveSecretRequest>,
 ) -> Result<Response<RemoveSecretResponse>, Status> {
-    require_admin(&api.store, &request)?;
-    let name = request.into_inner().name_or_id;
-    let secret = api.store.read(|s| find_secret(s, &name))?;
-    // Refused while a service mounts it: "secret NAME is in use by service S".
-    api.write_removal(Action::RemoveSecret(secret.id.clone()))
-        .await?;
-    info!(secret.id = %secret.id, secret.name = %secret_name(&secret), "secret removed");
-    Ok(Response::new(RemoveSecretResponse { id: secret.id }))
+    let id = named_data::remove::<Secret, _>(api, request, |r| r.name_or_id).await?;
+    Ok(Response::new(RemoveSecretResponse { id }))
 }
 
 #[cfg(test)]

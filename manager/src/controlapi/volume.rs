@@ -38,17 +38,21 @@ fn target_nodes(s: &State, node: &str) -> Result<BTreeMap<String, String>, Statu
         .collect())
 }
 
-/// Asks each target node; every answer comes back, failures included.
+/// Asks the node named (or every node that runs an agent, `node` empty); the nodes asked (id to
+/// hostname) and every answer, failures included.
 async fn ask(
     api: &ControlApi,
-    nodes: &BTreeMap<String, String>,
+    node: &str,
     request: VolumeRequest,
-) -> Vec<Answer> {
+) -> Result<(BTreeMap<String, String>, Vec<Answer>), Status> {
+    let nodes = api.store.read(|s| target_nodes(s, node))?;
     let ids: Vec<String> = nodes.keys().cloned().collect();
-    api.logs
+    let answers = api
+        .logs
         .volumes()
         .ask_each(&ids, &request, NODE_ANSWER_TIMEOUT)
-        .await
+        .await;
+    Ok((nodes, answers))
 }
 
 /// A call aimed at one node fails when that node gave no answer: there is nothing else to
@@ -173,17 +177,16 @@ pub(super) async fn list_volumes(
 ) -> Result<Response<ListVolumesResponse>, Status> {
     require_admin(&api.store, &request)?;
     let req = request.into_inner();
-    let nodes = api.store.read(|s| target_nodes(s, &req.node))?;
-    let answers = ask(
+    let (nodes, answers) = ask(
         api,
-        &nodes,
+        &req.node,
         VolumeRequest {
             op: VolumeOp::VolumeList as i32,
             name: req.name,
             ..Default::default()
         },
     )
-    .await;
+    .await?;
     Ok(Response::new(merge_list(answers, nodes)))
 }
 
@@ -197,10 +200,9 @@ pub(super) async fn remove_volume(
     if req.name.is_empty() {
         return Err(Status::invalid_argument("volume name: missing"));
     }
-    let nodes = api.store.read(|s| target_nodes(s, &req.node))?;
-    let answers = ask(
+    let (_, answers) = ask(
         api,
-        &nodes,
+        &req.node,
         VolumeRequest {
             op: VolumeOp::VolumeRemove as i32,
             name: req.name.clone(),
@@ -208,7 +210,7 @@ pub(super) async fn remove_volume(
             ..Default::default()
         },
     )
-    .await;
+    .await?;
     named_node_answered(&req.node, &answers)?;
     let removed = merge_remove(&req.name, req.force, answers)?;
     if !removed.nodes.is_empty() {
@@ -225,17 +227,16 @@ pub(super) async fn prune_volumes(
 ) -> Result<Response<PruneVolumesResponse>, Status> {
     require_admin(&api.store, &request)?;
     let req = request.into_inner();
-    let nodes = api.store.read(|s| target_nodes(s, &req.node))?;
-    let answers = ask(
+    let (_, answers) = ask(
         api,
-        &nodes,
+        &req.node,
         VolumeRequest {
             op: VolumeOp::VolumePrune as i32,
             all: req.all,
             ..Default::default()
         },
     )
-    .await;
+    .await?;
     named_node_answered(&req.node, &answers)?;
     let pruned = merge_prune(answers);
     for v in &pruned.removed {

@@ -241,24 +241,13 @@ fn split_by_size(lines: Vec<LogLine>) -> Vec<Vec<LogLine>> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::Session;
     use super::*;
     use std::time::Duration;
     use tokio_stream::StreamExt;
 
     /// A broker with one connected node, `n1`, whose session messages come out of the receiver.
     fn broker() -> (LogBroker, mpsc::Receiver<ManagerMessage>) {
-        let sessions = Sessions::default();
-        let (tx, rx) = mpsc::channel(16);
-        let (end, _) = tokio::sync::watch::channel(false);
-        sessions.lock().sessions.insert(
-            "n1".into(),
-            Session {
-                id: 1,
-                tx,
-                end: Arc::new(end),
-            },
-        );
+        let (sessions, rx) = Sessions::with_n1();
         (LogBroker::new(sessions), rx)
     }
 

@@ -63,6 +63,23 @@ impl Sessions {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// A table with one connected node, `n1`, whose session messages come out of the receiver.
+    #[cfg(test)]
+    pub(crate) fn with_n1() -> (Self, mpsc::Receiver<ManagerMessage>) {
+        let sessions = Sessions::default();
+        let (tx, rx) = mpsc::channel(16);
+        let (end, _) = tokio::sync::watch::channel(false);
+        sessions.lock().sessions.insert(
+            "n1".into(),
+            Session {
+                id: 1,
+                tx,
+                end: Arc::new(end),
+            },
+        );
+        (sessions, rx)
+    }
+
     /// The session of a node, if connected.
     pub fn get(&self, node_id: &str) -> Option<Session> {
         self.lock().sessions.get(node_id).cloned()

@@ -170,24 +170,13 @@ impl VolumeBroker {
 
 #[cfg(test)]
 mod tests {
-    use super::super::Session;
     use super::*;
     use shoal_proto::v1::{Volume, VolumeOp};
     use tokio::sync::mpsc;
 
     /// A broker with one connected node, `n1`, whose session messages come out of the receiver.
     fn broker() -> (VolumeBroker, mpsc::Receiver<ManagerMessage>) {
-        let sessions = Sessions::default();
-        let (tx, rx) = mpsc::channel(16);
-        let (end, _) = tokio::sync::watch::channel(false);
-        sessions.lock().sessions.insert(
-            "n1".into(),
-            Session {
-                id: 1,
-                tx,
-                end: Arc::new(end),
-            },
-        );
+        let (sessions, rx) = Sessions::with_n1();
         (VolumeBroker::new(sessions), rx)
     }
 

@@ -276,11 +276,7 @@ async fn autolock_and_rotation_reseal_the_key_file() {
         .propose(vec![StoreAction {
             action: Some(Action::PutCluster(Cluster {
                 id: "c1".into(),
-                meta: Some(Meta {
-                    version: 0,
-                    created_at: now,
-                    updated_at: now,
-                }),
+                meta: Some(Meta::new_at(now)),
                 ..Cluster::default()
             })),
         }])

@@ -99,6 +99,15 @@ pub struct ManagerOptions {
     pub cert_expiry: Option<Duration>,
 }
 
+/// True when `dir` exists and is not empty.
+fn holds_anything(dir: &Path) -> Result<bool, ManagerError> {
+    Ok(dir.exists()
+        && std::fs::read_dir(dir)
+            .map_err(io_err(dir))?
+            .next()
+            .is_some())
+}
+
 pub(super) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ManagerError + '_ {
     move |source| ManagerError::Io {
         path: path.to_path_buf(),
@@ -185,12 +194,7 @@ pub async fn init(
             reason: "--force-new-cluster restarts an existing manager data dir, and this one holds no manager state (manager.json)".into(),
         });
     }
-    if opts.data_dir.exists()
-        && std::fs::read_dir(&opts.data_dir)
-            .map_err(io_err(&opts.data_dir))?
-            .next()
-            .is_some()
-    {
+    if holds_anything(&opts.data_dir)? {
         return Err(ManagerError::DataDir {
             path: opts.data_dir.clone(),
             reason: "is not empty but holds no manager state (manager.json): a previous init did not finish; remove the directory and run init again".into(),
@@ -228,11 +232,7 @@ pub async fn init(
     let now = shoal_proto::now_ns();
     let cluster = Cluster {
         id: cluster_id,
-        meta: Some(Meta {
-            version: 0,
-            created_at: now,
-            updated_at: now,
-        }),
+        meta: Some(Meta::new_at(now)),
         ca_cert_pem: ca.cert_pem.clone(),
         ca_key_pem: ca.key_pem.clone(),
         worker_token_secret: shoal_proto::token::new_secret(),
@@ -382,12 +382,7 @@ pub async fn join(
     if let Some(state) = saved_state(&opts.data_dir)? {
         return run(opts, state, None, shutdown).await;
     }
-    if opts.data_dir.exists()
-        && std::fs::read_dir(&opts.data_dir)
-            .map_err(io_err(&opts.data_dir))?
-            .next()
-            .is_some()
-    {
+    if holds_anything(&opts.data_dir)? {
         return Err(ManagerError::DataDir {
             path: opts.data_dir.clone(),
             reason: "is not empty but holds no manager state (manager.json): remove the directory and join again".into(),

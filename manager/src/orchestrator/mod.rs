@@ -269,11 +269,7 @@ fn reconcile_slot(
 pub(crate) fn new_task(service: &Service, slot: u64, node_id: &str, now_ns: i64) -> Task {
     Task {
         id: shoal_proto::new_id(),
-        meta: Some(Meta {
-            version: 0,
-            created_at: now_ns,
-            updated_at: now_ns,
-        }),
+        meta: Some(Meta::new_at(now_ns)),
         service_id: service.id.clone(),
         service_name: service
             .spec

@@ -444,9 +444,19 @@ impl RaftNode {
         } else {
             ConfChangeType::RemoveNode
         });
+        self.until_applied(|reply| Msg::ConfChange { cc, reply })
+            .await
+    }
+
+    /// Sends the Raft loop the message `msg` makes around its reply channel and waits (at most
+    /// [`QUORUM_TIMEOUT`]) for the reply.
+    async fn until_applied(
+        &self,
+        msg: impl FnOnce(oneshot::Sender<Result<(), StoreError>>) -> Msg,
+    ) -> Result<(), StoreError> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Msg::ConfChange { cc, reply })
+            .send(msg(reply))
             .await
             .map_err(|_| StoreError::Stopped)?;
         match tokio::time::timeout(QUORUM_TIMEOUT, rx).await {
@@ -484,16 +494,8 @@ impl RaftNode {
         if !status.is_leader {
             return Err(self.shared.not_leader(status.leader_id));
         }
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Msg::Propose { req, reply })
+        self.until_applied(|reply| Msg::Propose { req, reply })
             .await
-            .map_err(|_| StoreError::Stopped)?;
-        match tokio::time::timeout(QUORUM_TIMEOUT, rx).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(_)) => Err(StoreError::Stopped),
-            Err(_) => Err(StoreError::NoQuorum),
-        }
     }
 
     /// Hands a message received from another manager to Raft.

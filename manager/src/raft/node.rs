@@ -5,8 +5,9 @@ use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use prost::Message as _;
-use protobuf::Message as _;
-use raft::prelude::{ConfChange, ConfChangeType, ConfChangeV2, Entry, EntryType, Snapshot};
+use raft::prelude::{
+    ConfChange, ConfChangeType, ConfChangeV2, ConfState, Entry, EntryType, Snapshot,
+};
 use raft::{RawNode, StateRole};
 use shoal_proto::v1::StoreRequest;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -260,6 +261,14 @@ impl Driver {
         Ok(())
     }
 
+    /// Puts the configuration a membership change produced into Raft's storage and records the
+    /// change's index in the store.
+    fn record_conf(&mut self, index: u64, cs: ConfState) -> Result<(), RaftError> {
+        self.parts.raw.mut_store().set_conf_state(cs)?;
+        self.parts.store.apply(index, &StoreRequest::default())?;
+        Ok(())
+    }
+
     /// Applies a membership change (the store only records its index).
     fn apply_conf_entry(&mut self, entry: Entry) -> Result<(), RaftError> {
         let index = entry.index;
@@ -267,15 +276,9 @@ impl Driver {
             match entry.get_entry_type() {
                 EntryType::EntryNormal => {} // never sent here
                 EntryType::EntryConfChange => {
-                    let cc = ConfChange::parse_from_bytes(&entry.data).map_err(|source| {
-                        RaftError::Codec {
-                            what: format!("conf change at {index}"),
-                            source,
-                        }
-                    })?;
+                    let cc: ConfChange = decode_change(index, &entry.data)?;
                     let cs = self.parts.raw.apply_conf_change(&cc)?;
-                    self.parts.raw.mut_store().set_conf_state(cs)?;
-                    self.parts.store.apply(index, &StoreRequest::default())?;
+                    self.record_conf(index, cs)?;
                     let ctx = <[u8; 8]>::try_from(entry.get_context()).map(u64::from_be_bytes);
                     if let Some(reply) = ctx.ok().and_then(|c| self.pending_conf.remove(&c)) {
                         let _ = reply.send(Ok(()));
@@ -287,15 +290,9 @@ impl Driver {
                     }
                 }
                 EntryType::EntryConfChangeV2 => {
-                    let cc = ConfChangeV2::parse_from_bytes(&entry.data).map_err(|source| {
-                        RaftError::Codec {
-                            what: format!("conf change at {index}"),
-                            source,
-                        }
-                    })?;
+                    let cc: ConfChangeV2 = decode_change(index, &entry.data)?;
                     let cs = self.parts.raw.apply_conf_change(&cc)?;
-                    self.parts.raw.mut_store().set_conf_state(cs)?;
-                    self.parts.store.apply(index, &StoreRequest::default())?;
+                    self.record_conf(index, cs)?;
                 }
             }
         }
@@ -373,4 +370,12 @@ impl Driver {
             changed
         });
     }
+}
+
+/// Decodes the membership change (either version) of the entry at `index`.
+fn decode_change<M: protobuf::Message>(index: u64, data: &[u8]) -> Result<M, RaftError> {
+    M::parse_from_bytes(data).map_err(|source| RaftError::Codec {
+        what: format!("conf change at {index}"),
+        source,
+    })
 }

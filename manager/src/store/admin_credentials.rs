@@ -63,15 +63,7 @@ pub fn revoke_admin_credentials(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn cred(fp: &str, holder: &str) -> AdminCredential {
-        AdminCredential {
-            fingerprint: fp.into(),
-            holder: holder.into(),
-            issued_at: 1,
-            expires_at: 0,
-        }
-    }
+    use crate::test_support::cred;
 
     #[test]
     fn the_old_fingerprint_list_becomes_credentials_once() {

@@ -24,11 +24,11 @@ use crate::cli::{
 };
 use crate::client::{status, Control};
 use crate::commands::{converge, rollout};
-use crate::output::{self, json as js, table::Table};
+use crate::output::{self, json as js};
 
 pub use pretty::pretty;
 pub use spec::build_spec;
-pub use tables::{task_rows, ServiceRow};
+pub use tables::{task_rows, ServiceRow, TaskRow};
 pub use update::{apply_update, NetworkIds};
 
 use tables::spec_name;
@@ -57,7 +57,7 @@ pub async fn update(c: &mut Control, a: &UpdateArgs) -> Result<()> {
     }
     let mut spec = svc.spec.clone().unwrap_or_default();
     apply_update(&mut spec, a, &ids)?;
-    if a.with_registry_auth {
+    if a.shared.with_registry_auth {
         attach_registry_auth(&mut spec)?;
     }
     let request = UpdateServiceRequest {
@@ -141,36 +141,44 @@ pub async fn create(c: &mut Control, spec: ServiceSpec, a: &CreateArgs) -> Resul
 
 /// `service ls`.
 pub async fn ls(c: &mut Control, a: &LsArgs, format: Format) -> Result<()> {
+    let services = all_services(c).await?;
+    print_services(&services, a.quiet, format)
+}
+
+/// Every service with its task counts, ordered by name.
+pub async fn all_services(c: &mut Control) -> Result<Vec<ServiceSummary>> {
     let mut services = c
         .list_services(ListServicesRequest {})
         .await
         .map_err(status)?
         .into_inner()
         .services;
-    services.sort_by(|x, y| {
-        let name = |s: &ServiceSummary| s.service.as_ref().map(spec_name).unwrap_or("").to_string();
-        name(x).cmp(&name(y))
-    });
-    let mut out = String::new();
-    if a.quiet {
-        for s in &services {
-            if let Some(svc) = &s.service {
-                out.push_str(&svc.id);
-                out.push('\n');
-            }
-        }
-        return Ok(output::print(&out)?);
+    services.sort_by(|x, y| summary_name(x).cmp(summary_name(y)));
+    Ok(services)
+}
+
+fn summary_name(s: &ServiceSummary) -> &str {
+    s.service.as_ref().map_or("", spec_name)
+}
+
+/// Prints services as `service ls` does: their IDs only when `quiet`.
+pub fn print_services(services: &[ServiceSummary], quiet: bool, format: Format) -> Result<()> {
+    if quiet {
+        let ids = services
+            .iter()
+            .filter_map(|s| s.service.as_ref())
+            .map(|s| &s.id);
+        return Ok(output::print_lines(ids)?);
     }
     let rows: Vec<ServiceRow> = services.iter().map(ServiceRow::of).collect();
-    match format {
-        Format::Json => rows.iter().for_each(|r| out.push_str(&js::line(&r.json()))),
-        Format::Table => {
-            let mut t = Table::new(&["ID", "NAME", "MODE", "REPLICAS", "IMAGE", "PORTS"]);
-            rows.iter().for_each(|r| t.row(r.cells()));
-            out = t.render();
-        }
-    }
-    Ok(output::print(&out)?)
+    let headers = ["ID", "NAME", "MODE", "REPLICAS", "IMAGE", "PORTS"];
+    Ok(output::print_rows(
+        &rows,
+        format,
+        &headers,
+        ServiceRow::json,
+        ServiceRow::cells,
+    )?)
 }
 
 /// Reads one service by name or ID.
@@ -188,44 +196,48 @@ pub async fn get_service(c: &mut Control, name_or_id: &str) -> Result<Service> {
 /// `service ps SERVICE`.
 pub async fn ps(c: &mut Control, a: &PsArgs, format: Format) -> Result<()> {
     let svc = get_service(c, &a.service).await?;
-    let resp = c
-        .list_tasks(ListTasksRequest {
-            service: svc.id.clone(),
-            node: String::new(),
-        })
-        .await
-        .map_err(status)?
-        .into_inner();
-    let rows = task_rows(
-        spec_name(&svc),
+    let rows = tasks_of(c, &svc, shoal_proto::now_ns(), a.no_trunc).await?;
+    print_tasks(&rows, a.quiet, a.no_trunc, format)
+}
+
+/// The rows `service ps` shows for one service's tasks.
+pub async fn tasks_of(
+    c: &mut Control,
+    svc: &Service,
+    now_ns: i64,
+    no_trunc: bool,
+) -> Result<Vec<TaskRow>> {
+    let resp = converge::service_tasks(c, &svc.id).await?;
+    Ok(task_rows(
+        spec_name(svc),
         &resp.tasks,
         &resp.node_names,
-        shoal_proto::now_ns(),
-        a.no_trunc,
-    );
-    let mut out = String::new();
-    if a.quiet {
-        rows.iter()
-            .for_each(|r| out.push_str(&format!("{}\n", r.id)));
-        return Ok(output::print(&out)?);
+        now_ns,
+        no_trunc,
+    ))
+}
+
+/// Prints task rows as `service ps` does: their IDs only when `quiet`.
+pub fn print_tasks(rows: &[TaskRow], quiet: bool, no_trunc: bool, format: Format) -> Result<()> {
+    if quiet {
+        return Ok(output::print_lines(rows.iter().map(|r| &r.id))?);
     }
-    match format {
-        Format::Json => rows.iter().for_each(|r| out.push_str(&js::line(&r.json()))),
-        Format::Table => {
-            let mut t = Table::new(&[
-                "ID",
-                "NAME",
-                "IMAGE",
-                "NODE",
-                "DESIRED STATE",
-                "CURRENT STATE",
-                "ERROR",
-            ]);
-            rows.iter().for_each(|r| t.row(r.cells(a.no_trunc)));
-            out = t.render();
-        }
-    }
-    Ok(output::print(&out)?)
+    let headers = [
+        "ID",
+        "NAME",
+        "IMAGE",
+        "NODE",
+        "DESIRED STATE",
+        "CURRENT STATE",
+        "ERROR",
+    ];
+    Ok(output::print_rows(
+        rows,
+        format,
+        &headers,
+        TaskRow::json,
+        |r| r.cells(no_trunc),
+    )?)
 }
 
 /// `service inspect SERVICE...`: a JSON array of the services found; an error names the others.
@@ -246,15 +258,7 @@ pub async fn inspect(c: &mut Control, a: &InspectArgs) -> Result<()> {
     } else {
         output::print(&js::pretty_array(found.iter().map(js::service).collect()))?;
     }
-    fail_if_any(errors)
-}
-
-fn fail_if_any(errors: Vec<String>) -> Result<()> {
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(anyhow!("{}", errors.join("; ")))
-    }
+    super::fail_if_any(errors)
 }
 
 /// `service scale SERVICE=N...`: scales each service, then waits for each unless `--detach`.
@@ -285,24 +289,20 @@ pub async fn scale(c: &mut Control, a: &ScaleArgs) -> Result<()> {
             }
         }
     }
-    fail_if_any(errors)
+    super::fail_if_any(errors)
 }
 
 /// `service rm SERVICE...`: removes each, printing its name; keeps going past failures.
 pub async fn rm(c: &mut Control, a: &RmArgs) -> Result<()> {
-    let mut errors = Vec::new();
-    for name in &a.services {
-        let res = c
-            .remove_service(RemoveServiceRequest {
-                name_or_id: name.clone(),
-            })
-            .await;
-        match res {
-            Ok(_) => output::print(&format!("{name}\n"))?,
-            Err(s) => errors.push(format!("{name}: {}", status(s))),
-        }
-    }
-    fail_if_any(errors)
+    super::remove_each(&a.services, async |name| {
+        c.remove_service(RemoveServiceRequest {
+            name_or_id: name.to_string(),
+        })
+        .await
+        .map(drop)
+        .map_err(|s| status(s).to_string())
+    })
+    .await
 }
 
 /// The `web.1.abcdef123456@host1` part of a log line, padded so slot numbers of different widths
@@ -351,14 +351,7 @@ pub fn log_text(prefix: &str, line: &LogLine, timestamps: bool) -> String {
 pub async fn logs(c: &mut Control, a: &LogsArgs) -> Result<()> {
     let svc = get_service(c, &a.service).await?;
     let name = spec_name(&svc).to_string();
-    let tasks = c
-        .list_tasks(ListTasksRequest {
-            service: svc.id.clone(),
-            node: String::new(),
-        })
-        .await
-        .map_err(status)?
-        .into_inner();
+    let tasks = converge::service_tasks(c, &svc.id).await?;
     let mut node_names = tasks.node_names;
     let max_slot = tasks
         .tasks

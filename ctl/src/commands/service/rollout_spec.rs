@@ -4,10 +4,7 @@
 use anyhow::{anyhow, Result};
 use shoal_proto::v1::{update_config, HealthConfig, UpdateConfig};
 
-use crate::cli::{
-    HealthArgs, RollbackConfigArgs, RollbackFailureAction, UpdateConfigArgs, UpdateFailureAction,
-    UpdateOrder,
-};
+use crate::cli::{HealthArgs, ReplaceFlags, UpdateFailureAction, UpdateOrder};
 
 /// The test that turns every healthcheck off, the image's included.
 const NONE: &str = "NONE";
@@ -95,24 +92,18 @@ fn order(o: UpdateOrder) -> update_config::Order {
     }
 }
 
-/// The six fields shared by `--update-*` and `--rollback-*`.
-struct Fields {
-    parallelism: Option<u64>,
-    delay: Option<i64>,
-    failure_action: Option<update_config::FailureAction>,
-    monitor: Option<i64>,
-    max_failure_ratio: Option<f32>,
-    order: Option<UpdateOrder>,
+fn failure_action(a: UpdateFailureAction) -> update_config::FailureAction {
+    match a {
+        UpdateFailureAction::Pause => update_config::FailureAction::Pause,
+        UpdateFailureAction::Continue => update_config::FailureAction::Continue,
+        UpdateFailureAction::Rollback => update_config::FailureAction::Rollback,
+    }
 }
 
-fn merge(current: &mut Option<UpdateConfig>, f: Fields) {
-    let given = f.parallelism.is_some()
-        || f.delay.is_some()
-        || f.failure_action.is_some()
-        || f.monitor.is_some()
-        || f.max_failure_ratio.is_some()
-        || f.order.is_some();
-    if !given {
+/// `--update-*` or `--rollback-*` applied to a service's update or rollback config (created
+/// with swarm's defaults when the service has none and a flag is given).
+pub fn merge_replace_config(current: &mut Option<UpdateConfig>, f: ReplaceFlags) {
+    if f.is_empty() {
         return;
     }
     let c = current.get_or_insert_with(default_update_config);
@@ -123,7 +114,7 @@ fn merge(current: &mut Option<UpdateConfig>, f: Fields) {
         c.delay_ns = v;
     }
     if let Some(v) = f.failure_action {
-        c.failure_action = v as i32;
+        c.failure_action = failure_action(v) as i32;
     }
     if let Some(v) = f.monitor {
         c.monitor_ns = v;
@@ -134,42 +125,4 @@ fn merge(current: &mut Option<UpdateConfig>, f: Fields) {
     if let Some(v) = f.order {
         c.order = order(v) as i32;
     }
-}
-
-/// `--update-*` applied to a service's update config (created with swarm's defaults when the
-/// service has none and a flag is given).
-pub fn merge_update_config(current: &mut Option<UpdateConfig>, a: &UpdateConfigArgs) {
-    merge(
-        current,
-        Fields {
-            parallelism: a.parallelism,
-            delay: a.delay,
-            failure_action: a.failure_action.map(|f| match f {
-                UpdateFailureAction::Pause => update_config::FailureAction::Pause,
-                UpdateFailureAction::Continue => update_config::FailureAction::Continue,
-                UpdateFailureAction::Rollback => update_config::FailureAction::Rollback,
-            }),
-            monitor: a.monitor,
-            max_failure_ratio: a.max_failure_ratio,
-            order: a.order,
-        },
-    );
-}
-
-/// `--rollback-*` applied to a service's rollback config.
-pub fn merge_rollback_config(current: &mut Option<UpdateConfig>, a: &RollbackConfigArgs) {
-    merge(
-        current,
-        Fields {
-            parallelism: a.parallelism,
-            delay: a.delay,
-            failure_action: a.failure_action.map(|f| match f {
-                RollbackFailureAction::Pause => update_config::FailureAction::Pause,
-                RollbackFailureAction::Continue => update_config::FailureAction::Continue,
-            }),
-            monitor: a.monitor,
-            max_failure_ratio: a.max_failure_ratio,
-            order: a.order,
-        },
-    );
 }

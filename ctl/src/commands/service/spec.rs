@@ -49,8 +49,8 @@ pub fn build_spec(a: &CreateArgs) -> Result<ServiceSpec> {
         rollback: None,
         depends_on: Vec::new(),
     };
-    super::rollout_spec::merge_update_config(&mut spec.update, &a.update_config);
-    super::rollout_spec::merge_rollback_config(&mut spec.rollback, &a.rollback_config);
+    super::rollout_spec::merge_replace_config(&mut spec.update, a.shared.update_config.flags());
+    super::rollout_spec::merge_replace_config(&mut spec.rollback, a.shared.rollback_config.flags());
     validate_service(&spec)?;
     Ok(spec)
 }
@@ -78,7 +78,7 @@ fn container_spec(a: &CreateArgs) -> Result<ContainerSpec> {
         sysctls: a.sysctl.iter().cloned().collect(),
         init: a.init,
         stop_signal: a.stop_signal.clone().unwrap_or_default(),
-        healthcheck: super::rollout_spec::health_on_create(&a.health)?,
+        healthcheck: super::rollout_spec::health_on_create(&a.shared.health)?,
         secrets: a.secret.clone(),
         configs: a.config_ref.clone(),
         mounts: a.mount.clone(),

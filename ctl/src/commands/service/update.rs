@@ -37,7 +37,7 @@ pub fn apply_update(spec: &mut ServiceSpec, a: &UpdateArgs, ids: &NetworkIds) ->
         c.image = image.clone();
     }
     update_env(&mut c.env, a);
-    rollout::update_health(&mut c.healthcheck, &a.health)?;
+    rollout::update_health(&mut c.healthcheck, &a.shared.health)?;
     if a.force {
         // Swarm's --force: a new task template, so every task is replaced once.
         task.force_update = task.force_update.wrapping_add(1);
@@ -62,8 +62,8 @@ pub fn apply_update(spec: &mut ServiceSpec, a: &UpdateArgs, ids: &NetworkIds) ->
     if ep.mode.is_empty() {
         ep.mode = wire::EndpointMode::default().as_str().into();
     }
-    rollout::merge_update_config(&mut spec.update, &a.update_config);
-    rollout::merge_rollback_config(&mut spec.rollback, &a.rollback_config);
+    rollout::merge_replace_config(&mut spec.update, a.shared.update_config.flags());
+    rollout::merge_replace_config(&mut spec.rollback, a.shared.rollback_config.flags());
     validate_service(spec)?;
     Ok(())
 }
