@@ -12,7 +12,7 @@ use crate::store::State;
 impl_named_data!(
     Config, ConfigSpec, config,
     store: find_config, config, configs,
-    actions: CreateConfig, RemoveConfig
+    actions: CreateConfig, RemoveConfig, UpdateConfig
 );
 
 /// Finds a config by id, name or unique id prefix.

@@ -6,12 +6,12 @@ use std::collections::HashMap;
 
 use shoal_proto::spec::{validate_data, validate_data_name, validate_labels};
 use shoal_proto::v1::store_action::Action;
-use shoal_proto::v1::Meta;
+use shoal_proto::v1::{Meta, StoreAction};
 use tonic::{Request, Status};
 
 use super::{invalid, ControlApi};
 use crate::auth::require_admin;
-use crate::store::State;
+use crate::store::{State, StoreError};
 
 /// A kind of named data (secret, config): its fields, its store lookups and its store actions.
 pub(super) trait NamedData: Clone {
@@ -48,6 +48,15 @@ pub(super) trait NamedData: Clone {
     /// The store action that removes the object with this id.
     fn remove_action(id: String) -> Action;
 
+    /// The store action that puts the object (labels only: the store refuses other changes).
+    fn update_action(self) -> Action;
+
+    /// The version the object was last written at.
+    fn version(&self) -> u64;
+
+    /// The object with another spec.
+    fn with_spec(self, spec: Self::Spec) -> Self;
+
     /// Logs a change to the object ("created", "removed") with its id and name.
     fn log(&self, what: &str);
 
@@ -63,7 +72,7 @@ macro_rules! impl_named_data {
     (
         $ty:ident, $spec:ident, $kind:ident,
         store: $find:ident, $by_id:ident, $all:ident,
-        actions: $create:ident, $remove:ident
+        actions: $create:ident, $remove:ident, $update:ident
         $(, $extra:item)* $(,)?
     ) => {
         impl $crate::controlapi::named_data::NamedData for $ty {
@@ -108,6 +117,19 @@ macro_rules! impl_named_data {
 
             fn remove_action(id: String) -> Action {
                 Action::$remove(id)
+            }
+
+            fn update_action(self) -> Action {
+                Action::$update(self)
+            }
+
+            fn version(&self) -> u64 {
+                self.meta.as_ref().map_or(0, |m| m.version)
+            }
+
+            fn with_spec(mut self, spec: $spec) -> Self {
+                self.spec = Some(spec);
+                self
             }
 
             fn log(&self, what: &str) {
@@ -204,4 +226,47 @@ pub(super) async fn remove<T: NamedData, R>(
         .await?;
     object.log("removed");
     Ok(object.id().to_string())
+}
+
+/// `update`: new labels for an object whose name and data stay as they are (the store refuses
+/// anything else, "data is immutable", as InvalidArgument); `version`, when not 0, must be the
+/// one the client read.
+pub(super) async fn update<T: NamedData, R>(
+    api: &ControlApi,
+    request: Request<R>,
+    parts: impl FnOnce(R) -> (String, Option<T::Spec>, u64),
+) -> Result<T, Status> {
+    require_admin(&api.store, &request)?;
+    let (name_or_id, spec, version) = parts(request.into_inner());
+    let spec = spec.ok_or_else(|| Status::invalid_argument("spec: missing"))?;
+    validate_labels("--label", T::parts(&spec).1.iter()).map_err(invalid)?;
+    let object = api.store.read(|s| find::<T>(s, &name_or_id))?;
+    let found = object.version();
+    if version != 0 && version != found {
+        return Err(Status::failed_precondition(format!(
+            "update out of sequence: {} {} is at version {found}, the update was based on \
+             version {version}",
+            T::KIND,
+            object.name()
+        )));
+    }
+    let object = object.with_spec(spec);
+    match api
+        .store
+        .propose(vec![StoreAction {
+            action: Some(object.clone().update_action()),
+        }])
+        .await
+    {
+        Ok(()) => {}
+        // A changed name or data: the caller's mistake, named by the store.
+        Err(StoreError::Conflict(msg)) => return Err(Status::invalid_argument(msg)),
+        Err(e) => return Err(e.into()),
+    }
+    object.log("labels updated");
+    let object = api
+        .store
+        .read(|s| T::by_id(s, object.id()).cloned())
+        .unwrap_or(object);
+    Ok(object.shown())
 }

@@ -13,7 +13,7 @@ use crate::store::State;
 impl_named_data!(
     Secret, SecretSpec, secret,
     store: find_secret, secret, secrets,
-    actions: CreateSecret, RemoveSecret,
+    actions: CreateSecret, RemoveSecret, UpdateSecret,
     fn shown(self) -> Self {
         without_data(self)
     }
