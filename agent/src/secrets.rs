@@ -1,6 +1,6 @@
 //! Secrets and configs of the node's tasks: their data is held in memory only (as the last
 //! assignment set brought it), and written for a task into a per-task tmpfs on the host
-//! (`/run/shoal/secrets/TASK`, RAM-backed, never on the node's disk) whose files are then bound
+//! (`<data dir>/secrets/TASK`, RAM-backed, never on the node's disk) whose files are then bound
 //! read-only at their targets in the container. Removing the task unmounts and removes it.
 
 use std::collections::HashMap;
@@ -15,8 +15,6 @@ use shoal_proto::v1::{Config, ContainerSpec, FileTarget, Secret};
 
 use crate::runtime::{rootfs, MountKind, MountSpec};
 
-/// Where the per-task tmpfs mounts go unless told otherwise.
-pub const DEFAULT_ROOT: &str = "/run/shoal/secrets";
 /// Where a secret with a relative target name appears in the container.
 pub const SECRETS_DIR: &str = "/run/secrets";
 /// Size limit of a task's tmpfs: secrets are at most 500 KiB and configs 1000 KiB each.
@@ -239,12 +237,6 @@ pub struct TaskFileDirs {
     root: PathBuf,
     /// Mount a tmpfs on each task's directory (off only in tests without root).
     tmpfs: bool,
-}
-
-impl Default for TaskFileDirs {
-    fn default() -> Self {
-        TaskFileDirs::new(Path::new(DEFAULT_ROOT))
-    }
 }
 
 impl TaskFileDirs {

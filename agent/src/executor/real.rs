@@ -66,8 +66,12 @@ impl RuntimeExecutor {
         insecure_registries: Vec<String>,
     ) -> RuntimeExecutor {
         // The runtime's root is `<data-dir>/runtime`: volumes go beside it.
-        let data_dir = runtime.root().parent().unwrap_or(runtime.root());
-        let volumes = VolumeStore::open(data_dir);
+        let data_dir = runtime
+            .root()
+            .parent()
+            .unwrap_or(runtime.root())
+            .to_path_buf();
+        let volumes = VolumeStore::open(&data_dir);
         RuntimeExecutor {
             runtime: Arc::new(runtime),
             images,
@@ -76,7 +80,9 @@ impl RuntimeExecutor {
             pulls: Mutex::new(HashMap::new()),
             volumes,
             payloads: Payloads::default(),
-            task_files: TaskFileDirs::default(),
+            // Under the data dir (0700), so whoever removes a node's data dir unmounts them too;
+            // each task's directory is a tmpfs: the files are in memory, never on the disk.
+            task_files: TaskFileDirs::new(&data_dir.join("secrets")),
         }
     }
 
