@@ -17,7 +17,7 @@ use shoal_proto::v1::RegistryAuth;
 pub const DOCKER_HUB_KEY: &str = "https://index.docker.io/v1/";
 
 /// Docker Hub's registry name as Shoal spells it (`RegistryAuth.server`).
-pub const DOCKER_HUB: &str = "docker.io";
+pub use shoal_proto::registry::DOCKER_HUB;
 
 /// What can go wrong with docker's config file.
 #[derive(Debug, thiserror::Error)]
@@ -95,23 +95,8 @@ pub fn registry_of_image(image: &str) -> String {
 
 /// One registry name for any of docker's spellings of it: `https://index.docker.io/v1/`,
 /// `index.docker.io`, `registry-1.docker.io` and `docker.io` are all "docker.io";
-/// `https://host:5000/v2/` is "host:5000".
-pub fn normalize_registry(key: &str) -> String {
-    let k = key.trim();
-    let k = k
-        .strip_prefix("https://")
-        .or_else(|| k.strip_prefix("http://"))
-        .unwrap_or(k);
-    let host = k.split('/').next().unwrap_or(k).to_ascii_lowercase();
-    match host.as_str() {
-        ""
-        | "docker.io"
-        | "index.docker.io"
-        | "registry-1.docker.io"
-        | "registry.hub.docker.com" => DOCKER_HUB.to_string(),
-        _ => host,
-    }
-}
+/// `https://host:5000/v2/` is "host:5000" (the agent names registries the same way).
+pub use shoal_proto::registry::normalize_server as normalize_registry;
 
 /// The key `login` writes for a registry: docker's Hub URL, else HOST[:PORT].
 pub fn auths_key(registry: &str) -> String {

@@ -13,6 +13,7 @@ pub mod limits;
 pub mod live_tls;
 pub mod manager_dir;
 pub mod pki;
+pub mod registry;
 pub mod seccomp;
 pub mod secure_file;
 pub mod security;

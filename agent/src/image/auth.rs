@@ -5,36 +5,12 @@ use std::fmt;
 use std::str::FromStr;
 
 use oci_client::secrets::RegistryAuth as OciAuth;
+use shoal_proto::registry::{parse_challenge, Challenge};
 use shoal_proto::v1::RegistryAuth;
 
 use super::{ImageError, ImageRef, DEFAULT_REGISTRY};
 
-/// The names docker accepts for Docker Hub in a credential's `server` (`docker login` writes
-/// the last one).
-const DOCKER_HUB_ALIASES: &[&str] = &[
-    "docker.io",
-    "index.docker.io",
-    "registry-1.docker.io",
-    "registry.hub.docker.com",
-];
-
-/// The registry a credential's `server` names, in the form `ImageRef::registry` uses:
-/// `https://index.docker.io/v1/` -> `docker.io`, `HTTP://Reg.example:5000/` -> `reg.example:5000`.
-/// An empty server is Docker Hub, as for `docker login` without a server.
-pub fn normalize_server(server: &str) -> String {
-    let s = server.trim();
-    let lower = s.to_ascii_lowercase();
-    let s = lower
-        .strip_prefix("https://")
-        .or_else(|| lower.strip_prefix("http://"))
-        .unwrap_or(&lower);
-    let host = s.split('/').next().unwrap_or(s);
-    if host.is_empty() || DOCKER_HUB_ALIASES.contains(&host) {
-        DEFAULT_REGISTRY.to_string()
-    } else {
-        host.to_string()
-    }
-}
+pub use shoal_proto::registry::normalize_server;
 
 /// `auth` when it holds something and is meant for `registry` (an `ImageRef::registry`); a
 /// credential for another registry is never sent.
@@ -74,45 +50,10 @@ pub(crate) struct BearerChallenge {
 
 /// Parses a Bearer challenge; `None` for any other scheme (e.g. `Basic`).
 pub(crate) fn parse_bearer_challenge(header: &str) -> Option<BearerChallenge> {
-    let header = header.trim();
-    let (scheme, params) = header.split_once(char::is_whitespace)?;
-    if !scheme.eq_ignore_ascii_case("bearer") {
-        return None;
+    match parse_challenge(header)? {
+        Challenge::Bearer { realm, service, .. } => Some(BearerChallenge { realm, service }),
+        Challenge::Basic => None,
     }
-    let mut challenge = BearerChallenge::default();
-    let mut rest = params.trim_start();
-    while !rest.is_empty() {
-        let (key, after) = rest.split_once('=')?;
-        let key = key.trim().to_ascii_lowercase();
-        let after = after.trim_start();
-        // A value is a quoted string (with `\` escapes) or a token up to the next comma.
-        let (value, after) = if let Some(quoted) = after.strip_prefix('"') {
-            let mut value = String::new();
-            let mut chars = quoted.char_indices();
-            let mut end = None;
-            while let Some((i, c)) = chars.next() {
-                match c {
-                    '\\' => value.extend(chars.next().map(|(_, c)| c)),
-                    '"' => {
-                        end = Some(i + 1);
-                        break;
-                    }
-                    c => value.push(c),
-                }
-            }
-            (value, &quoted[end?..])
-        } else {
-            let end = after.find(',').unwrap_or(after.len());
-            (after[..end].trim().to_string(), &after[end..])
-        };
-        match key.as_str() {
-            "realm" => challenge.realm = value,
-            "service" => challenge.service = Some(value),
-            _ => {}
-        }
-        rest = after.trim_start().trim_start_matches(',').trim_start();
-    }
-    (!challenge.realm.is_empty()).then_some(challenge)
 }
 
 /// Exchanges a docker identity token (an OAuth2 refresh token from `docker login`) for an access

@@ -103,16 +103,7 @@ impl ImageRef {
 
     /// True when the registry is on a loopback address, where plain HTTP is allowed.
     pub fn is_loopback_registry(&self) -> bool {
-        let host = match self.registry.strip_prefix('[') {
-            // "[::1]:5000"
-            Some(rest) => rest.split(']').next().unwrap_or(rest),
-            None => self.registry.split(':').next().unwrap_or(&self.registry),
-        };
-        if host == "localhost" {
-            return true;
-        }
-        host.parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
+        shoal_proto::registry::is_loopback(&self.registry)
     }
 }
 

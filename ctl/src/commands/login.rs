@@ -10,6 +10,8 @@ use reqwest::header::WWW_AUTHENTICATE;
 use reqwest::StatusCode;
 
 use crate::cli::{LoginArgs, LogoutArgs};
+use shoal_proto::registry::{is_loopback, parse_challenge, Challenge};
+
 use crate::docker_config::{self, DockerConfig, DOCKER_HUB};
 use crate::output;
 
@@ -21,88 +23,6 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Where docker keeps a registry's extra CA certificates (`ca.crt`); shoalctl reads them too.
 const DOCKER_CERTS_DIR: &str = "/etc/docker/certs.d";
-
-/// The registry's answer to an unauthenticated `/v2/`: how it wants credentials.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Challenge {
-    /// `WWW-Authenticate: Basic realm="..."`.
-    Basic,
-    /// `WWW-Authenticate: Bearer realm="https://auth/token",service="registry",scope="..."`.
-    Bearer {
-        /// The token endpoint.
-        realm: String,
-        /// The `service` parameter to send back.
-        service: Option<String>,
-        /// The `scope` parameter to send back.
-        scope: Option<String>,
-    },
-}
-
-/// Parses a `WWW-Authenticate` header (one challenge, quoted or bare parameter values).
-pub fn parse_challenge(header: &str) -> Option<Challenge> {
-    let header = header.trim();
-    let (scheme, rest) = header.split_once(' ').unwrap_or((header, ""));
-    let params = parse_params(rest);
-    let get = |k: &str| {
-        params
-            .iter()
-            .find(|(key, _)| key.eq_ignore_ascii_case(k))
-            .map(|(_, v)| v.clone())
-    };
-    if scheme.eq_ignore_ascii_case("basic") {
-        Some(Challenge::Basic)
-    } else if scheme.eq_ignore_ascii_case("bearer") {
-        Some(Challenge::Bearer {
-            realm: get("realm")?,
-            service: get("service"),
-            scope: get("scope"),
-        })
-    } else {
-        None
-    }
-}
-
-/// `k="v", k2=v2` with commas allowed inside quotes.
-fn parse_params(s: &str) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    let mut chars = s.chars().peekable();
-    loop {
-        while chars.peek().is_some_and(|c| *c == ',' || c.is_whitespace()) {
-            chars.next();
-        }
-        let key: String = std::iter::from_fn(|| chars.next_if(|c| *c != '=')).collect();
-        if key.is_empty() || chars.next() != Some('=') {
-            return out;
-        }
-        let mut value = String::new();
-        if chars.peek() == Some(&'"') {
-            chars.next();
-            while let Some(c) = chars.next() {
-                match c {
-                    '\\' => value.extend(chars.next()),
-                    '"' => break,
-                    c => value.push(c),
-                }
-            }
-        } else {
-            value = std::iter::from_fn(|| chars.next_if(|c| *c != ',')).collect();
-        }
-        out.push((key.trim().to_string(), value.trim().to_string()));
-    }
-}
-
-/// Whether a host (maybe with a port) is this machine.
-fn is_loopback(host_port: &str) -> bool {
-    let host = if let Some(rest) = host_port.strip_prefix('[') {
-        rest.split(']').next().unwrap_or(rest)
-    } else {
-        host_port.rsplit_once(':').map_or(host_port, |(h, _)| h)
-    };
-    host == "localhost"
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
-}
 
 /// The base URLs to try for a registry, in order: Docker Hub's API host; `http://` as given;
 /// https, then plain http for a loopback registry (as docker treats one as insecure); else

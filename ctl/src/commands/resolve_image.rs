@@ -35,13 +35,7 @@ fn pinned_by_user(image: &str) -> bool {
 /// Registries asked over plain HTTP: loopback ones (as docker treats them as insecure) and the
 /// service's `insecure_registries`.
 fn plain_http(registry: &str, insecure: &[String]) -> bool {
-    let host = registry.rsplit_once(':').map_or(registry, |(h, _)| h);
-    host == "localhost"
-        || host
-            .trim_matches(['[', ']'])
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
-        || insecure.iter().any(|i| i == registry)
+    shoal_proto::registry::is_loopback(registry) || insecure.iter().any(|i| i == registry)
 }
 
 fn oci_auth(auth: Option<RegistryAuth>) -> OciAuth {
