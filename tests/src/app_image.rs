@@ -330,40 +330,16 @@ pub fn app_layer() -> Result<Layer> {
 /// server, `Env` has `PATH` and `PYTHONUNBUFFERED`.
 pub fn app_image(base: &Path) -> Result<BuiltImage> {
     let layers = vec![base_layer(base)?, app_layer()?];
-    let diff_ids: Vec<&str> = layers.iter().map(|l| l.diff_id.as_str()).collect();
-    let config = serde_json::to_vec(&json!({
-        "architecture": "amd64",
-        "os": "linux",
-        "created": "1970-01-01T00:00:00Z",
-        "config": {
-            "Env": [image_fixture::PATH_ENV, "PYTHONUNBUFFERED=1"],
-            "Cmd": APP_CMD,
-            "WorkingDir": "/app",
-        },
-        "rootfs": { "type": "layers", "diff_ids": diff_ids },
-        "history": [
-            {"created_by": format!("mmdebstrap --variant=extract --include={} {SUITE}", PACKAGES.join(","))},
-            {"created_by": "shoal-fixture: /app/server.py"},
-        ],
-    }))
-    .context("encode config")?;
-    let config_digest = sha256(&config);
-    let manifest = serde_json::to_vec(&json!({
-        "schemaVersion": 2,
-        "mediaType": image_fixture::media::MANIFEST,
-        "config": { "mediaType": image_fixture::media::CONFIG, "digest": config_digest, "size": config.len() },
-        "layers": layers.iter().map(|l| json!({
-            "mediaType": image_fixture::media::LAYER_GZIP, "digest": l.digest, "size": l.gz.len()
-        })).collect::<Vec<_>>(),
-    }))
-    .context("encode manifest")?;
-    Ok(BuiltImage {
-        manifest_digest: sha256(&manifest),
-        layers,
-        config,
-        config_digest,
-        manifest,
-    })
+    let created_by = format!(
+        "mmdebstrap --variant=extract --include={} {SUITE}",
+        PACKAGES.join(",")
+    );
+    let config = json!({
+        "Env": [image_fixture::PATH_ENV, "PYTHONUNBUFFERED=1"],
+        "Cmd": APP_CMD,
+        "WorkingDir": "/app",
+    });
+    assemble(layers, config, &created_by, "shoal-fixture: /app/server.py")
 }
 
 /// Builds (or finds in the cache) the app image and pushes it to the test registry running on
@@ -653,7 +629,12 @@ impl ServiceImage {
             "mmdebstrap --variant=extract --include={} {SUITE}",
             self.packages().join(",")
         );
-        assemble(layers, self.config(), &created_by)
+        assemble(
+            layers,
+            self.config(),
+            &created_by,
+            "shoal-fixture: users, directories, config",
+        )
     }
 }
 
@@ -663,8 +644,14 @@ const PASSWD_BASE: &str =
 /// The groups every service image has, before its own.
 const GROUP_BASE: &str = "root:x:0:\nnogroup:x:65534:\n";
 
-/// An image of `layers` (the Debian tree first) with `config` as its runtime config.
-fn assemble(layers: Vec<Layer>, config: serde_json::Value, created_by: &str) -> Result<BuiltImage> {
+/// An image of `layers` (the Debian tree first, made by `created_by`; then the layer
+/// `layer_by` describes) with `config` as its runtime config.
+fn assemble(
+    layers: Vec<Layer>,
+    config: serde_json::Value,
+    created_by: &str,
+    layer_by: &str,
+) -> Result<BuiltImage> {
     let diff_ids: Vec<&str> = layers.iter().map(|l| l.diff_id.as_str()).collect();
     let config = serde_json::to_vec(&json!({
         "architecture": "amd64",
@@ -674,7 +661,7 @@ fn assemble(layers: Vec<Layer>, config: serde_json::Value, created_by: &str) -> 
         "rootfs": { "type": "layers", "diff_ids": diff_ids },
         "history": [
             {"created_by": created_by},
-            {"created_by": "shoal-fixture: users, directories, config"},
+            {"created_by": layer_by},
         ],
     }))
     .context("encode config")?;
@@ -1026,6 +1013,7 @@ mod tests {
                 vec![ServiceImage::Redis.layer().expect("layer")],
                 ServiceImage::Redis.config(),
                 "t",
+                "u",
             )
             .expect("image")
             .config,
