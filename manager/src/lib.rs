@@ -7,6 +7,7 @@ pub mod ca;
 pub mod certs;
 pub mod controlapi;
 pub mod dispatcher;
+pub mod dockerapi;
 pub mod error;
 pub mod leader;
 pub mod lock;

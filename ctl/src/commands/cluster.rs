@@ -257,6 +257,7 @@ mod tests {
             applied: 10,
             reachable: true,
             error: String::new(),
+            docker_api_addr: String::new(),
         };
         let text = manager_table(std::slice::from_ref(&m));
         assert!(text

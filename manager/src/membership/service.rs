@@ -91,6 +91,8 @@ impl RaftService {
             commit: st.commit,
             applied: st.applied,
             is_leader: st.is_leader,
+            // Filled in by the Docker API wiring (`--docker-api-addr`).
+            docker_api_addr: String::new(),
         }
     }
 }

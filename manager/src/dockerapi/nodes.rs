@@ -1,0 +1,10 @@
+//! `/nodes`: list, inspect, update, delete.
+
+use axum::Router;
+
+use super::State;
+
+/// This group's routes (unversioned paths).
+pub fn routes() -> Router<State> {
+    Router::new()
+}
