@@ -3,6 +3,7 @@
 pub mod app_image;
 pub mod bench_support;
 pub mod capture;
+pub mod docker_cli;
 pub mod ha;
 pub mod image_fixture;
 pub mod registry;

@@ -81,6 +81,9 @@ pub struct ClusterOptions {
     pub manager_args: Vec<String>,
     /// Extra arguments of `shoal-agent join`, per worker index (0 = `w1`).
     pub agent_args: Vec<Vec<String>>,
+    /// The port the manager serves the Docker Engine API on (`--docker-api-addr`, on the
+    /// manager host's address); `None` leaves it off.
+    pub docker_api_port: Option<u16>,
 }
 
 impl ClusterOptions {
@@ -96,6 +99,13 @@ impl ClusterOptions {
     pub fn heartbeat_period(mut self, period: &str) -> Self {
         self.manager_args
             .extend(["--heartbeat-period".to_string(), period.to_string()]);
+        self
+    }
+
+    /// Serves the Docker Engine API on the manager host's address at `port`
+    /// (`shoal-manager init --docker-api-addr IP:PORT`); see `Cluster::docker_api_addr`.
+    pub fn docker_api(mut self, port: u16) -> Self {
+        self.docker_api_port = Some(port);
         self
     }
 
@@ -138,6 +148,7 @@ pub struct Cluster {
     pub manager_dir: PathBuf,
     manager_proc: Option<Proc>,
     manager_args: Vec<String>,
+    docker_api_port: Option<u16>,
     /// The agents, in join order.
     pub agents: Vec<Agent>,
     worker_token: String,
@@ -176,6 +187,7 @@ impl Cluster {
             manager_dir,
             manager_proc: None,
             manager_args: opts.manager_args.clone(),
+            docker_api_port: opts.docker_api_port,
             agents: Vec::new(),
             worker_token: String::new(),
             tb,
@@ -224,6 +236,13 @@ impl Cluster {
         format!("{}:{MANAGER_PORT}", self.manager.ip())
     }
 
+    /// `IP:PORT` of the manager's Docker Engine API, if the cluster was started with
+    /// `ClusterOptions::docker_api`.
+    pub fn docker_api_addr(&self) -> Option<String> {
+        self.docker_api_port
+            .map(|port| format!("{}:{port}", self.manager.ip()))
+    }
+
     /// The admin.conf written by `shoal-manager init`.
     pub fn admin_conf(&self) -> PathBuf {
         self.manager_dir.join("admin.conf")
@@ -249,6 +268,9 @@ impl Cluster {
             .map(|a| a.to_string())
             .collect();
         args.extend(self.manager_args.iter().cloned());
+        if let Some(addr) = self.docker_api_addr() {
+            args.extend(["--docker-api-addr".to_string(), addr]);
+        }
         let proc = self
             .manager
             .spawn(&self.bins.manager, &args, "manager.log")?;
