@@ -535,4 +535,148 @@ mod tests {
             assert!(file.exists());
         });
     }
+
+    /// A free TCP port on the loopback address (the manager advertises what it listens on, so
+    /// port 0 would not do).
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port()
+    }
+
+    fn client_config(ca_pem: &str, identity: Option<(&str, &str)>) -> Arc<rustls::ClientConfig> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+            roots.add(c.expect("ca")).expect("root");
+        }
+        let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots);
+        let mut config = match identity {
+            Some((cert, key)) => builder
+                .with_client_auth_cert(
+                    CertificateDer::pem_slice_iter(cert.as_bytes())
+                        .collect::<Result<Vec<_>, _>>()
+                        .expect("cert"),
+                    PrivateKeyDer::from_pem_slice(key.as_bytes()).expect("key"),
+                )
+                .expect("client auth"),
+            None => builder.with_no_client_auth(),
+        };
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Arc::new(config)
+    }
+
+    /// Sends `GET /_ping` over `io` and returns what came back (empty when the server closed
+    /// the connection or the TLS layer failed).
+    async fn ping_over<I: AsyncRead + AsyncWrite + Unpin>(mut io: I) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let req = b"GET /v1.41/_ping HTTP/1.1\r\nHost: docker\r\nConnection: close\r\n\r\n";
+        if io.write_all(req).await.is_err() {
+            return String::new();
+        }
+        let mut out = Vec::new();
+        let _ = io.read_to_end(&mut out).await;
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    /// A real manager (`init`) serving the Docker API on TLS and a unix socket: the admin
+    /// certificate of its admin.conf gets `/_ping`, a client without a certificate does not,
+    /// the socket needs none, and it is removed at shutdown.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_manager_serves_the_docker_api_to_its_admin_only() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data_dir = dir.path().join("manager");
+        let socket = dir.path().join("docker.sock");
+        let grpc: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let docker: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let opts = crate::manager::ManagerOptions {
+            data_dir: data_dir.clone(),
+            listen_addr: grpc,
+            advertise_addr: Some(grpc.to_string()),
+            heartbeat_period: Duration::from_secs(5),
+            snapshot_interval: 10_000,
+            force_new_cluster: false,
+            cert_expiry: None,
+            docker_api: DockerApiOptions {
+                addr: Some(docker),
+                socket: Some(socket.clone()),
+            },
+        };
+        let manager = tokio::spawn(crate::manager::init(opts, async move {
+            let _ = stop_rx.await;
+        }));
+        // Ready once a TLS connection with the admin certificate answers.
+        let admin_conf = data_dir.join("admin.conf");
+        let mut answer = String::new();
+        for _ in 0..200 {
+            if let Ok(conf) = shoal_proto::config::AdminConfig::load(&admin_conf) {
+                let config = client_config(&conf.ca_cert, Some((&conf.cert, &conf.key)));
+                if let Ok(tcp) = tokio::net::TcpStream::connect(docker).await {
+                    let name = rustls::pki_types::ServerName::IpAddress(docker.ip().into());
+                    if let Ok(tls) = tokio_rustls::TlsConnector::from(config)
+                        .connect(name, tcp)
+                        .await
+                    {
+                        answer = ping_over(tls).await;
+                        if !answer.is_empty() {
+                            break;
+                        }
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(
+            answer.contains("Api-Version: 1.45") || answer.contains("api-version: 1.45"),
+            "{answer}"
+        );
+        assert!(answer.ends_with("OK"), "{answer}");
+        // The manager's data dir recorded the settings for `run`.
+        let state: crate::manager::ManagerState = serde_json::from_str(
+            &std::fs::read_to_string(shoal_proto::manager_dir::state_path(&data_dir))
+                .expect("manager.json"),
+        )
+        .expect("state");
+        assert_eq!(state.docker_api_addr, Some(docker.to_string()));
+        assert_eq!(state.docker_api_socket, Some(socket.clone()));
+
+        // No client certificate: the handshake or the first read fails, nothing is served.
+        let conf = shoal_proto::config::AdminConfig::load(&admin_conf).expect("admin.conf");
+        let tcp = tokio::net::TcpStream::connect(docker)
+            .await
+            .expect("connect");
+        let name = rustls::pki_types::ServerName::IpAddress(docker.ip().into());
+        let refused = match tokio_rustls::TlsConnector::from(client_config(&conf.ca_cert, None))
+            .connect(name, tcp)
+            .await
+        {
+            Ok(tls) => ping_over(tls).await,
+            Err(_) => String::new(),
+        };
+        assert!(refused.is_empty(), "{refused}");
+
+        // The unix socket needs no certificate.
+        let unix = tokio::net::UnixStream::connect(&socket)
+            .await
+            .expect("socket");
+        let answer = ping_over(unix).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+
+        let _ = stop_tx.send(());
+        tokio::time::timeout(Duration::from_secs(20), manager)
+            .await
+            .expect("the manager stops")
+            .expect("join")
+            .expect("manager ran");
+        assert!(!socket.exists(), "the socket is removed at shutdown");
+    }
 }
