@@ -435,6 +435,41 @@ mod tests {
     }
 
     #[test]
+    fn only_admin_and_manager_certificates_are_served() {
+        use crate::test_support::{apply, counted_store, cred, manager};
+        use shoal_proto::v1::store_action::Action;
+        use shoal_proto::v1::Cluster;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, _) = counted_store(dir.path());
+        let worker = shoal_proto::v1::Node {
+            id: "w1".into(),
+            cert_fingerprint: "fp-worker".into(),
+            ..Default::default()
+        };
+        apply(
+            &store,
+            1,
+            vec![
+                Action::PutCluster(Cluster {
+                    id: "c".into(),
+                    admin_credentials: vec![cred("fp-admin", "init")],
+                    ..Default::default()
+                }),
+                Action::PutNode(manager("m1", "fp-manager", 1)),
+                Action::PutNode(worker),
+            ],
+        );
+        assert_eq!(authorize(&store, Some("fp-admin")), Ok(()));
+        assert_eq!(authorize(&store, Some("fp-manager")), Ok(()));
+        let e = authorize(&store, Some("fp-worker")).expect_err("a worker");
+        assert_eq!(e.status, StatusCode::FORBIDDEN);
+        let e = authorize(&store, Some("fp-revoked")).expect_err("unknown");
+        assert_eq!(e.status, StatusCode::FORBIDDEN);
+        let e = authorize(&store, None).expect_err("no certificate");
+        assert_eq!(e.status, StatusCode::UNAUTHORIZED);
+    }
+
+    #[test]
     fn version_prefixes_are_recognised() {
         assert_eq!(
             split_version("/v1.41/services"),
