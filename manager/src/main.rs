@@ -32,6 +32,33 @@ struct ManagerAt {
     /// Address other nodes use to reach this manager (default: the listen address).
     #[arg(long)]
     advertise_addr: Option<String>,
+    /// Where to serve the Docker Engine API.
+    #[command(flatten)]
+    docker_api: DockerApiFlags,
+}
+
+/// Where a manager serves the Docker Engine API (the `docker` CLI's swarm commands, docker-py,
+/// Portainer). Recorded in the data dir: `run` keeps serving it unless told otherwise.
+#[derive(Args)]
+struct DockerApiFlags {
+    /// Serve the Docker Engine API over TLS on IP:PORT (e.g. 0.0.0.0:2376). Clients need the
+    /// admin certificate (admin.conf's): DOCKER_HOST=tcp://IP:PORT DOCKER_TLS_VERIFY=1 with
+    /// ca.pem, cert.pem and key.pem from admin.conf in DOCKER_CERT_PATH.
+    #[arg(long, value_name = "IP:PORT")]
+    docker_api_addr: Option<SocketAddr>,
+    /// Also serve the Docker Engine API on this unix socket (mode 0660: whoever can open it is
+    /// an admin of the cluster), e.g. /run/shoal/docker.sock; a stale socket is replaced.
+    #[arg(long, value_name = "PATH")]
+    docker_api_socket: Option<PathBuf>,
+}
+
+impl DockerApiFlags {
+    fn options(self) -> manager::DockerApiOptions {
+        manager::DockerApiOptions {
+            addr: self.docker_api_addr,
+            socket: self.docker_api_socket,
+        }
+    }
 }
 
 impl ManagerAt {
@@ -103,6 +130,9 @@ enum Command {
         /// Raft log entries between snapshots (older entries are removed).
         #[arg(long, default_value_t = 10_000)]
         snapshot_interval: u64,
+        /// Where to serve the Docker Engine API (default: what init or join recorded).
+        #[command(flatten)]
+        docker_api: DockerApiFlags,
     },
 }
 
@@ -176,9 +206,15 @@ async fn run(command: Command, env_token: Option<String>) -> anyhow::Result<()> 
         Command::Run {
             data_dir,
             snapshot_interval,
-        } => manager::restart(data_dir, snapshot_interval, shutdown_signal())
-            .await
-            .context("manager"),
+            docker_api,
+        } => manager::restart(
+            data_dir,
+            snapshot_interval,
+            docker_api.options(),
+            shutdown_signal(),
+        )
+        .await
+        .context("manager"),
         Command::Init {
             at,
             heartbeat_period,
@@ -190,6 +226,7 @@ async fn run(command: Command, env_token: Option<String>) -> anyhow::Result<()> 
             let ManagerAt {
                 data_dir,
                 listen_addr,
+                docker_api,
                 ..
             } = at;
             manager::init(
@@ -201,6 +238,7 @@ async fn run(command: Command, env_token: Option<String>) -> anyhow::Result<()> 
                     snapshot_interval,
                     force_new_cluster,
                     cert_expiry,
+                    docker_api: docker_api.options(),
                 },
                 shutdown_signal(),
             )
@@ -219,6 +257,7 @@ async fn run(command: Command, env_token: Option<String>) -> anyhow::Result<()> 
             let ManagerAt {
                 data_dir,
                 listen_addr,
+                docker_api,
                 ..
             } = at;
             let token = join_token(
@@ -251,6 +290,7 @@ async fn run(command: Command, env_token: Option<String>) -> anyhow::Result<()> 
                     snapshot_interval,
                     force_new_cluster: false,
                     cert_expiry: None,
+                    docker_api: docker_api.options(),
                 },
                 manager::JoinOptions {
                     token,

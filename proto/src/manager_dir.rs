@@ -47,6 +47,12 @@ pub struct ManagerState {
     /// Manager certificate fingerprints trusted before the store has caught up.
     #[serde(default)]
     pub trusted_fingerprints: Vec<String>,
+    /// Where the Docker Engine API is served over TLS (`--docker-api-addr`), if it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub docker_api_addr: Option<String>,
+    /// The unix socket the Docker Engine API is served on (`--docker-api-socket`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub docker_api_socket: Option<PathBuf>,
 }
 
 #[cfg(test)]
@@ -61,6 +67,8 @@ mod tests {
         let state: ManagerState = serde_json::from_str(old).expect("old manager.json");
         assert_eq!(state.raft_id, 1);
         assert!(!state.joined && state.peers.is_empty());
+        assert_eq!(state.docker_api_addr, None);
+        assert_eq!(state.docker_api_socket, None);
     }
 
     #[test]

@@ -193,6 +193,41 @@ pub fn sign_csr(
     role: CertRole,
     lifetime: Duration,
 ) -> Result<String, PkiError> {
+    sign_csr_with_sans(ca, csr_pem, subject, role, lifetime, &[])
+}
+
+/// A subject alternative name a manager certificate carries besides [`SERVER_NAME`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExtraSan {
+    /// An IP address clients dial (docker verifies the host of `DOCKER_HOST`).
+    Ip(std::net::IpAddr),
+    /// A DNS name clients dial.
+    Dns(String),
+}
+
+/// Makes a key and a manager certificate signed by `ca` carrying `extra` SANs besides
+/// [`SERVER_NAME`]: for a listener whose clients verify the address they dial (the Docker API).
+pub fn issue_manager_with_sans(
+    ca: &Identity,
+    subject: &str,
+    extra: &[ExtraSan],
+    lifetime: Duration,
+) -> Result<Identity, PkiError> {
+    let (csr, key_pem) = generate_csr(subject)?;
+    Ok(Identity {
+        cert_pem: sign_csr_with_sans(ca, &csr, subject, CertRole::Manager, lifetime, extra)?,
+        key_pem,
+    })
+}
+
+fn sign_csr_with_sans(
+    ca: &Identity,
+    csr_pem: &str,
+    subject: &str,
+    role: CertRole,
+    lifetime: Duration,
+    extra: &[ExtraSan],
+) -> Result<String, PkiError> {
     let ca_key = KeyPair::from_pem(&ca.key_pem)?;
     let issuer = Issuer::from_ca_cert_pem(&ca.cert_pem, ca_key)?;
     let mut csr = CertificateSigningRequestParams::from_pem(csr_pem)?;
@@ -204,6 +239,12 @@ pub fn sign_csr(
         CertRole::Manager => vec![rcgen::SanType::DnsName(SERVER_NAME.try_into()?)],
         CertRole::Worker | CertRole::Admin => Vec::new(),
     };
+    for san in extra {
+        csr.params.subject_alt_names.push(match san {
+            ExtraSan::Ip(ip) => rcgen::SanType::IpAddress(*ip),
+            ExtraSan::Dns(name) => rcgen::SanType::DnsName(name.as_str().try_into()?),
+        });
+    }
     csr.params.is_ca = IsCa::ExplicitNoCa;
     csr.params.key_usages = vec![
         KeyUsagePurpose::DigitalSignature,
@@ -588,6 +629,40 @@ mod tests {
         assert_eq!(fingerprint_der(chain[1].as_ref()), fp);
         client_config(&Trust::Pinned(fp), None).expect("pinned config");
         client_config(&Trust::Ca(ca.cert_pem.clone()), Some(&id)).expect("ca config");
+    }
+
+    #[test]
+    fn a_manager_certificate_carries_the_extra_sans() {
+        let ca = generate_ca("c1").expect("ca");
+        let ip: std::net::IpAddr = "10.1.2.3".parse().expect("ip");
+        let id = issue_manager_with_sans(
+            &ca,
+            "m1",
+            &[ExtraSan::Ip(ip), ExtraSan::Dns("mgr.example".into())],
+            Duration::from_secs(600),
+        )
+        .expect("issue");
+        let certs = certs_from_pem(&id.cert_pem).expect("chain");
+        let (_, cert) = x509_parser::parse_x509_certificate(certs[0].as_ref()).expect("parse");
+        let sans = cert
+            .subject_alternative_name()
+            .expect("extension")
+            .expect("present");
+        use x509_parser::extensions::GeneralName;
+        let names = &sans.value.general_names;
+        assert!(
+            names.contains(&GeneralName::DNSName(SERVER_NAME)),
+            "{names:?}"
+        );
+        assert!(
+            names.contains(&GeneralName::DNSName("mgr.example")),
+            "{names:?}"
+        );
+        assert!(
+            names.contains(&GeneralName::IPAddress(&[10, 1, 2, 3])),
+            "{names:?}"
+        );
+        assert!(issued_by(&id.cert_pem, &ca.cert_pem).expect("issued_by"));
     }
 
     /// A manager's chain during a CA rotation (leaf of the new CA, the new CA cross-signed by the

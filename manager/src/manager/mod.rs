@@ -17,6 +17,7 @@ use shoal_proto::v1::store_action::Action;
 use shoal_proto::v1::*;
 use tracing::info;
 
+pub use crate::dockerapi::server::DockerApiOptions;
 pub use shoal_proto::manager_dir::{ManagerState, EXIT_REMOVED};
 
 use crate::node_record::manager_node;
@@ -65,6 +66,9 @@ pub enum ManagerError {
         /// The error.
         source: std::io::Error,
     },
+    /// The Docker Engine API listeners.
+    #[error("docker API: {0}")]
+    DockerApi(#[from] crate::dockerapi::server::ServeError),
     /// Joining a cluster failed.
     #[error("join: {0}")]
     Join(String),
@@ -97,6 +101,9 @@ pub struct ManagerOptions {
     /// `init --cert-expiry`: lifetime of the certificates the new cluster issues (default 90
     /// days); unused on restart and join.
     pub cert_expiry: Option<Duration>,
+    /// Where to serve the Docker Engine API (`--docker-api-addr`, `--docker-api-socket`); what
+    /// is not given here is taken from the data dir's recorded state.
+    pub docker_api: DockerApiOptions,
 }
 
 /// True when `dir` exists and is not empty.
@@ -228,6 +235,8 @@ pub async fn init(
         joined: false,
         peers: Vec::new(),
         trusted_fingerprints: Vec::new(),
+        docker_api_addr: opts.docker_api.addr.map(|a| a.to_string()),
+        docker_api_socket: opts.docker_api.socket.clone(),
     };
     let now = shoal_proto::now_ns();
     let cluster = Cluster {
@@ -328,6 +337,7 @@ pub async fn init(
 pub async fn restart(
     data_dir: PathBuf,
     snapshot_interval: u64,
+    docker_api: DockerApiOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ManagerError> {
     let shutdown = shutdown_watch(shutdown);
@@ -353,6 +363,7 @@ pub async fn restart(
         snapshot_interval,
         force_new_cluster: false,
         cert_expiry: None,
+        docker_api,
     };
     run(opts, state, None, shutdown).await
 }
@@ -468,6 +479,8 @@ pub async fn join(
             .map(|p| (p.raft_id, p.addr.clone()))
             .collect(),
         trusted_fingerprints: resp.manager_fingerprints.clone(),
+        docker_api_addr: opts.docker_api.addr.map(|a| a.to_string()),
+        docker_api_socket: opts.docker_api.socket.clone(),
     };
     write_private(
         &shoal_proto::manager_dir::state_path(&opts.data_dir),

@@ -1,6 +1,7 @@
 //! The running manager: store, Raft node, transport, gRPC services, and the components that run
 //! while it leads, until shutdown or its removal from the cluster's managers.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -8,12 +9,14 @@ use shoal_proto::config::AdminConfig;
 use shoal_proto::limits;
 use shoal_proto::live_tls::LiveTls;
 use shoal_proto::pki::Identity;
+use shoal_proto::v1::cluster_admin_client::ClusterAdminClient;
+use shoal_proto::v1::control_client::ControlClient;
 use shoal_proto::v1::store_action::Action;
 use shoal_proto::v1::*;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use super::{read_file, ManagerError, ManagerOptions, ManagerState};
+use super::{read_file, DockerApiOptions, ManagerError, ManagerOptions, ManagerState};
 use crate::controlapi::Linearized;
 use crate::membership::status::wait_removed;
 use crate::membership::{ClusterAdminService, RaftService};
@@ -84,7 +87,7 @@ pub(super) async fn run(
     for (id, addr) in &state.peers {
         raft.set_peer(*id, addr.clone());
     }
-    let dialer = Dialer::new(tls);
+    let dialer = Dialer::new(tls.clone());
     dialer.reset_on(live.subscribe());
     // Followers forward writes to the leader; reads wait for a ReadIndex round.
     store.set_proposer(std::sync::Arc::new(ClusterProposer::new(
@@ -136,20 +139,36 @@ pub(super) async fn run(
         raft.clone(),
         shutdown_rx.clone(),
     ));
-    let raft_service = std::sync::Arc::new(RaftService::new(
-        raft.clone(),
-        store.clone(),
-        book.clone(),
-        dialer.clone(),
-        state.node_id.clone(),
-        advertise.clone(),
-    ));
+    // Bound before anything is served, so a bad address fails the start.
+    let docker_api = docker_api_settings(&opts, &state)?;
+    let docker_bound = if docker_api.any() {
+        Some(crate::dockerapi::server::bind(&docker_api).await?)
+    } else {
+        None
+    };
+    let docker_api_addr = docker_bound
+        .as_ref()
+        .and_then(|b| b.tcp_addr())
+        .map(|a| reported_addr(a, &advertise))
+        .unwrap_or_default();
+    let raft_service = std::sync::Arc::new(
+        RaftService::new(
+            raft.clone(),
+            store.clone(),
+            book.clone(),
+            dialer.clone(),
+            state.node_id.clone(),
+            advertise.clone(),
+        )
+        .with_docker_api_addr(docker_api_addr.clone()),
+    );
     let cluster_admin = ClusterAdminService::new(
         raft.clone(),
         store.clone(),
         dialer.clone(),
         dispatcher.sessions(),
-    );
+    )
+    .with_docker_api_addr(docker_api_addr);
 
     let listener = crate::serve::bind(opts.listen_addr)
         .await
@@ -209,6 +228,32 @@ pub(super) async fn run(
         }
         let _ = shutdown_tx.send(true);
     });
+    // The Docker API gateway calls this manager's own gRPC API, so it starts with it.
+    let docker_task = match docker_bound {
+        Some(bound) => {
+            let apps = docker_apps(
+                &live,
+                &tls,
+                &advertise,
+                &state.node_id,
+                &raft,
+                shutdown_rx.clone(),
+            )?;
+            let setup = crate::dockerapi::server::TlsSetup {
+                store: store.clone(),
+                live: live.clone(),
+                node_id: state.node_id.clone(),
+                advertise: advertise.clone(),
+            };
+            let stop = shutdown_rx.clone();
+            Some(tokio::spawn(async move {
+                if let Err(e) = crate::dockerapi::server::run(bound, setup, apps, stop).await {
+                    warn!(error = %e, "docker API not served");
+                }
+            }))
+        }
+        None => None,
+    };
     let mut stop_wait = shutdown_rx.clone();
     let serve = server.serve_with_incoming_shutdown(incoming, async move {
         let _ = stop.wait_for(|s| *s).await;
@@ -223,11 +268,123 @@ pub(super) async fn run(
             tokio::time::sleep(Duration::from_secs(3)).await;
         } => warn!("connections still open after 3 s: stopping anyway"),
     }
+    if let Some(task) = docker_task {
+        // Its listeners stop at once; this waits for the socket file to be removed.
+        let _ = tokio::time::timeout(Duration::from_secs(3), task).await;
+    }
     raft.shutdown().await;
     if removed.load(std::sync::atomic::Ordering::SeqCst) {
         return Err(ManagerError::Removed);
     }
     Ok(())
+}
+
+/// Where this run serves the Docker API: each flag given, else what the data dir recorded. A
+/// flag that changes the recorded value is recorded (a later `run` keeps serving it).
+fn docker_api_settings(
+    opts: &ManagerOptions,
+    state: &ManagerState,
+) -> Result<DockerApiOptions, ManagerError> {
+    let recorded_addr = match &state.docker_api_addr {
+        Some(a) => Some(a.parse().map_err(|e| ManagerError::DataDir {
+            path: opts.data_dir.clone(),
+            reason: format!("manager.json: docker_api_addr {a:?}: {e}"),
+        })?),
+        None => None,
+    };
+    let settings = DockerApiOptions {
+        addr: opts.docker_api.addr.or(recorded_addr),
+        socket: opts
+            .docker_api
+            .socket
+            .clone()
+            .or_else(|| state.docker_api_socket.clone()),
+    };
+    let state_path = shoal_proto::manager_dir::state_path(&opts.data_dir);
+    let addr = settings.addr.map(|a| a.to_string());
+    // Before init's bootstrap there is no state file yet: init writes these fields itself.
+    if (addr != state.docker_api_addr || settings.socket != state.docker_api_socket)
+        && state_path.exists()
+    {
+        let updated = ManagerState {
+            docker_api_addr: addr,
+            docker_api_socket: settings.socket.clone(),
+            ..state.clone()
+        };
+        super::write_private(
+            &state_path,
+            &serde_json::to_string_pretty(&updated).unwrap_or_default(),
+        )?;
+        info!(docker_api_addr = ?updated.docker_api_addr, docker_api_socket = ?updated.docker_api_socket, "docker API settings recorded");
+    }
+    Ok(settings)
+}
+
+/// The Docker API address as `cluster status` shows it: an unspecified IP (0.0.0.0) is replaced
+/// by the host of the manager's advertised address.
+fn reported_addr(addr: SocketAddr, advertise: &str) -> String {
+    if !addr.ip().is_unspecified() {
+        return addr.to_string();
+    }
+    let host = advertise
+        .parse::<SocketAddr>()
+        .map(|a| a.ip().to_string())
+        .ok()
+        .or_else(|| advertise.rsplit_once(':').map(|(h, _)| h.to_string()))
+        .unwrap_or_else(|| advertise.to_string());
+    match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => SocketAddr::new(ip, addr.port()).to_string(),
+        Err(_) => format!("{host}:{}", addr.port()),
+    }
+}
+
+/// The Docker API's routes over a `Ctx` dialling this manager's own gRPC API with its own
+/// identity, rebuilt whenever that identity is renewed (an open connection keeps the
+/// certificate of its handshake, which the cluster stops accepting a renewal later).
+fn docker_apps(
+    live: &std::sync::Arc<LiveTls>,
+    tls: &std::sync::Arc<rustls::ClientConfig>,
+    advertise: &str,
+    node_id: &str,
+    raft: &RaftNode,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<watch::Receiver<axum::Router>, ManagerError> {
+    let make = {
+        let tls = tls.clone();
+        let advertise = advertise.to_string();
+        let node_id = node_id.to_string();
+        let leadership = raft.leadership();
+        move || -> Result<axum::Router, ManagerError> {
+            let channel = shoal_proto::pki::channel(&advertise, tls.clone())?;
+            let ctx = crate::dockerapi::Ctx {
+                control: ControlClient::new(channel.clone()),
+                cluster: ClusterAdminClient::new(channel),
+                node_id: node_id.clone(),
+                advertise_addr: advertise.clone(),
+                leadership: leadership.clone(),
+            };
+            Ok(crate::dockerapi::server::app(crate::dockerapi::router(
+                std::sync::Arc::new(ctx),
+            )))
+        }
+    };
+    let (tx, rx) = watch::channel(make()?);
+    let mut renewed = live.subscribe_identity();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                r = renewed.changed() => if r.is_err() { return },
+                _ = stopped(&mut shutdown) => return,
+            }
+            match make() {
+                Ok(app) => {
+                    let _ = tx.send(app);
+                }
+                Err(e) => warn!(error = %e, "docker API: could not redial this manager"),
+            }
+        }
+    });
+    Ok(rx)
 }
 
 /// Starts the orchestrator and scheduler while this manager leads, and stops them when it doesn't.

@@ -23,6 +23,8 @@ pub struct ClusterAdminService {
     dialer: Dialer,
     /// This manager's agent sessions (a promotion needs the node's agent connected to the leader).
     sessions: crate::dispatcher::Sessions,
+    /// Where this manager serves the Docker Engine API ("" when it does not), for `cluster status`.
+    docker_api_addr: String,
 }
 
 impl ClusterAdminService {
@@ -38,7 +40,14 @@ impl ClusterAdminService {
             store,
             dialer,
             sessions,
+            docker_api_addr: String::new(),
         }
+    }
+
+    /// Reports `addr` as where this manager serves the Docker Engine API (`--docker-api-addr`).
+    pub fn with_docker_api_addr(mut self, addr: String) -> ClusterAdminService {
+        self.docker_api_addr = addr;
+        self
     }
 
     /// Refuses callers other than an admin or a manager forwarding an admin's call.
@@ -83,7 +92,8 @@ impl shoal_proto::v1::cluster_admin_server::ClusterAdmin for ClusterAdminService
     ) -> Result<Response<ClusterStatusResponse>, Status> {
         auth::require_admin(&self.store, &request)?;
         Ok(Response::new(ClusterStatusResponse {
-            managers: manager_view(&self.raft, &self.store, &self.dialer).await,
+            managers: manager_view(&self.raft, &self.store, &self.dialer, &self.docker_api_addr)
+                .await,
         }))
     }
 

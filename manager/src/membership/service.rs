@@ -26,6 +26,8 @@ pub struct RaftService {
     dialer: Dialer,
     node_id: String,
     addr: String,
+    /// Where this manager serves the Docker Engine API over TLS ("" when it does not).
+    docker_api_addr: String,
     /// One join at a time: raft ids are allocated from the store.
     joining: Arc<tokio::sync::Mutex<()>>,
 }
@@ -47,8 +49,15 @@ impl RaftService {
             dialer,
             node_id,
             addr,
+            docker_api_addr: String::new(),
             joining: Arc::new(tokio::sync::Mutex::new(())),
         }
+    }
+
+    /// Reports `addr` as where this manager serves the Docker Engine API (`--docker-api-addr`).
+    pub fn with_docker_api_addr(mut self, addr: String) -> RaftService {
+        self.docker_api_addr = addr;
+        self
     }
 
     /// The worker node a join claims to be (`node promote`), or "" for a new manager. The claim
@@ -91,8 +100,7 @@ impl RaftService {
             commit: st.commit,
             applied: st.applied,
             is_leader: st.is_leader,
-            // Filled in by the Docker API wiring (`--docker-api-addr`).
-            docker_api_addr: String::new(),
+            docker_api_addr: self.docker_api_addr.clone(),
         }
     }
 }

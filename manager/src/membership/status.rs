@@ -15,8 +15,14 @@ use crate::store::Store;
 /// How long `cluster status` waits for each manager's answer.
 const STATUS_TIMEOUT: Duration = Duration::from_millis(800);
 
-/// Every manager the store knows, as each one reports itself (unreachable ones as such).
-pub async fn manager_view(raft: &RaftNode, store: &Store, dialer: &Dialer) -> Vec<ManagerInfo> {
+/// Every manager the store knows, as each one reports itself (unreachable ones as such); this
+/// manager serves the Docker Engine API at `own_docker_api_addr` ("" when it does not).
+pub async fn manager_view(
+    raft: &RaftNode,
+    store: &Store,
+    dialer: &Dialer,
+    own_docker_api_addr: &str,
+) -> Vec<ManagerInfo> {
     let managers: Vec<(String, ManagerStatus)> = store.read(|s| {
         s.nodes()
             .filter_map(|n| n.manager_status.clone().map(|m| (n.id.clone(), m)))
@@ -40,6 +46,7 @@ pub async fn manager_view(raft: &RaftNode, store: &Store, dialer: &Dialer) -> Ve
                     commit: me.commit,
                     applied: me.applied,
                     is_leader: me.is_leader,
+                    docker_api_addr: own_docker_api_addr.to_string(),
                     ..RaftStatusResponse::default()
                 })
             } else {
@@ -63,6 +70,7 @@ pub async fn manager_view(raft: &RaftNode, store: &Store, dialer: &Dialer) -> Ve
                     info.term = r.term;
                     info.commit = r.commit;
                     info.applied = r.applied;
+                    info.docker_api_addr = r.docker_api_addr;
                 }
                 Err(e) => info.error = e,
             }
