@@ -46,7 +46,12 @@ impl Dockerd {
             .arg(DOCKERD)
             .args(["--iptables=false", "--ip6tables=false", "--bridge=none"])
             .args(["--data-root", &p("root"), "--exec-root", &p("exec")])
-            .args(["--pidfile", &p("pid"), "-H", &format!("unix://{}", p("d.sock"))])
+            .args([
+                "--pidfile",
+                &p("pid"),
+                "-H",
+                &format!("unix://{}", p("d.sock")),
+            ])
             .stdout(fs::File::create(dir.join("dockerd.log"))?)
             .stderr(Stdio::from(fs::File::create(dir.join("dockerd.err"))?))
             .spawn()
@@ -57,7 +62,9 @@ impl Dockerd {
         };
         let sock = d.host();
         Testbed::wait_for(Duration::from_secs(60), "dockerd to answer", || {
-            Ok(docker_at("/usr/bin/docker", &sock, &["version"])?.status.success())
+            Ok(docker_at("/usr/bin/docker", &sock, &["version"])?
+                .status
+                .success())
         })?;
         let init = docker_at(
             "/usr/bin/docker",
@@ -65,7 +72,10 @@ impl Dockerd {
             &["swarm", "init", "--advertise-addr", "127.0.0.1"],
         )?;
         if !init.status.success() {
-            bail!("docker swarm init: {}", String::from_utf8_lossy(&init.stderr));
+            bail!(
+                "docker swarm init: {}",
+                String::from_utf8_lossy(&init.stderr)
+            );
         }
         Ok(d)
     }
@@ -77,7 +87,11 @@ impl Dockerd {
 
 impl Drop for Dockerd {
     fn drop(&mut self) {
-        let _ = docker_at("/usr/bin/docker", &self.host(), &["swarm", "leave", "--force"]);
+        let _ = docker_at(
+            "/usr/bin/docker",
+            &self.host(),
+            &["swarm", "leave", "--force"],
+        );
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = Command::new("ip").args(["netns", "del", NETNS]).status();
@@ -124,7 +138,10 @@ fn curl_ms(sock: &str, path: &str) -> Result<f64> {
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     match text.split_once(' ') {
         Some(("200", secs)) => Ok(secs.trim().parse::<f64>()? * 1000.0),
-        _ => bail!("curl {path} on {sock}: {text} {}", String::from_utf8_lossy(&out.stderr)),
+        _ => bail!(
+            "curl {path} on {sock}: {text} {}",
+            String::from_utf8_lossy(&out.stderr)
+        ),
     }
 }
 
@@ -146,11 +163,13 @@ fn main() -> Result<()> {
     let tb = Testbed::new("benchdapi")?;
     let sock = tb.dir().join("shoal-docker.sock");
     let mut opts = ClusterOptions::new(0).docker_api(API_PORT);
-    opts.manager_args
-        .extend(["--docker-api-socket".into(), sock.to_string_lossy().into_owned()]);
+    opts.manager_args.extend([
+        "--docker-api-socket".into(),
+        sock.to_string_lossy().into_owned(),
+    ]);
     let c = Cluster::start_with(tb, opts)?;
     let env = DockerEnv::from_shoalctl(&c, &c.testbed().dir().join("docker-env"))?;
-    let shoal_tls = Docker::new(cli.clone(), env, c.testbed().host("m")?)?;
+    let shoal_tls = Docker::new(cli.clone(), env, c.manager.clone())?;
     let shoal_sock = format!("unix://{}", sock.display());
     let dockerd = Dockerd::start(&c.testbed().dir().join("dockerd"))?;
     let dockerd_sock = dockerd.host();
@@ -158,8 +177,17 @@ fn main() -> Result<()> {
     for i in 0..n {
         let name = format!("lat{i}");
         let args = [
-            "service", "create", "-d", "--replicas", "0", "--no-resolve-image", "--name", &name,
-            "busybox", "sleep", "3600",
+            "service",
+            "create",
+            "-d",
+            "--replicas",
+            "0",
+            "--no-resolve-image",
+            "--name",
+            &name,
+            "busybox",
+            "sleep",
+            "3600",
         ];
         shoal_tls.ok(&args)?;
         let out = docker_at("/usr/bin/docker", &dockerd_sock, &args)?;
@@ -168,22 +196,37 @@ fn main() -> Result<()> {
         }
     }
     let count = |out: std::process::Output| -> Result<usize> {
-        Ok(String::from_utf8_lossy(&out.stdout).lines().count().saturating_sub(1))
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .count()
+            .saturating_sub(1))
     };
     let shown = (
         count(shoal_tls.run(&["service", "ls"])?)?,
-        count(docker_at("/usr/bin/docker", &shoal_sock, &["service", "ls"])?)?,
-        count(docker_at("/usr/bin/docker", &dockerd_sock, &["service", "ls"])?)?,
+        count(docker_at(
+            "/usr/bin/docker",
+            &shoal_sock,
+            &["service", "ls"],
+        )?)?,
+        count(docker_at(
+            "/usr/bin/docker",
+            &dockerd_sock,
+            &["service", "ls"],
+        )?)?,
     );
     if shown != (n, n, n) {
         bail!("service ls rows (shoal tls, shoal socket, dockerd) = {shown:?}, want {n} each");
     }
 
     let load = fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    println!("docker CLI {} ; {n} services ; {runs} runs each ; load {}", cli.version, load.trim());
+    println!(
+        "docker CLI {} ; {n} services ; {runs} runs each ; load {}",
+        cli.version,
+        load.trim()
+    );
     println!("{:<44} | {:>9} | {:>9}", "what", "median ms", "p90 ms");
     println!("{:-<44}-+-{:->9}-+-{:->9}", "", "", "");
-    let mut row = |what: &str, v: Vec<f64>| {
+    let row = |what: &str, v: Vec<f64>| {
         println!("{what:<44} | {:>9.2} | {:>9.2}", median(&v), p90(&v));
         median(&v)
     };
