@@ -34,10 +34,13 @@ pub fn routes() -> Router<State> {
 /// The filter keys `GET /services` knows (moby's).
 const SERVICE_FILTERS: &[&str] = &["id", "name", "label", "mode", "runtime"];
 
-/// A query flag as moby reads it (`strconv.ParseBool`-ish: "1", "true").
+/// A query flag as moby's `httputils.BoolValue` reads it: anything but "", "0", "no", "false"
+/// and "none" is true.
 fn flag(q: &HashMap<String, String>, key: &str) -> bool {
-    q.get(key)
-        .is_some_and(|v| matches!(v.as_str(), "1" | "true" | "True" | "TRUE" | "t"))
+    q.get(key).is_some_and(|v| {
+        let v = v.trim().to_ascii_lowercase();
+        !matches!(v.as_str(), "" | "0" | "no" | "false" | "none")
+    })
 }
 
 async fn list(
@@ -303,7 +306,7 @@ async fn update(
         let mut sent = spec::service_spec_from_docker(&json_body(&body)?)?;
         let stored = get_service(&ctx, &id).await?;
         if let Some(stored_spec) = &stored.spec {
-            spec::keep_shoal_only_fields(stored_spec, &mut sent);
+            spec::settle_update(stored_spec, &mut sent);
         }
         // Without credentials in the header the control API keeps the stored ones
         // (registryAuthFrom=spec and previous-spec alike: they are never shown to clients).
@@ -521,5 +524,77 @@ mod tests {
             assert_eq!(e.message, "invalid service version");
         }
         assert!(parse_update_query(&q(&[("version", "1"), ("rollback", "next")])).is_err());
+    }
+
+    /// The routes over a control API nobody listens on: what is refused before any call shows
+    /// docker's 400s, the rest reaches the (unreachable) control API.
+    fn router() -> axum::Router {
+        let ch = tonic::transport::Channel::from_static("http://127.0.0.1:9").connect_lazy();
+        let ctx = super::super::Ctx {
+            control: shoal_proto::v1::control_client::ControlClient::new(ch.clone()),
+            cluster: shoal_proto::v1::cluster_admin_client::ClusterAdminClient::new(ch),
+            node_id: "node".into(),
+            advertise_addr: "127.0.0.1:4242".into(),
+            leadership: tokio::sync::watch::channel(true).1,
+        };
+        super::super::router(std::sync::Arc::new(ctx))
+    }
+
+    async fn call(method: &str, uri: &str, body: &str) -> (StatusCode, Value) {
+        use http_body_util::BodyExt as _;
+        use tower::ServiceExt as _;
+        let req = axum::http::Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("Content-Type", "application/json")
+            .body(axum::body::Body::from(body.to_string()))
+            .expect("request");
+        let resp = router().oneshot(req).await.expect("infallible");
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    #[tokio::test]
+    async fn bad_requests_get_dockers_400_before_any_call() {
+        let (s, v) = call(
+            "POST",
+            "/services/create",
+            r#"{"Name":"x","TaskTemplate":{"ContainerSpec":{"Image":"busybox","TTY":true}}}"#,
+        )
+        .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST);
+        assert!(
+            v["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("TaskTemplate.ContainerSpec.TTY: ")),
+            "{v}"
+        );
+        let (s, v) = call("POST", "/services/web/update?version=x", "{}").await;
+        assert_eq!(s, StatusCode::BAD_REQUEST);
+        assert_eq!(v["message"], json!("invalid service version"));
+        let (s, v) = call(
+            "GET",
+            "/services?filters=%7B%22bogus%22%3A%5B%22x%22%5D%7D",
+            "",
+        )
+        .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST);
+        assert_eq!(v["message"], json!("invalid filter 'bogus'"));
+        let (s, _) = call(
+            "GET",
+            "/tasks?filters=%7B%22mode%22%3A%5B%22global%22%5D%7D",
+            "",
+        )
+        .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST);
+        let (s, _) = call("POST", "/services/create", "not json").await;
+        assert_eq!(s, StatusCode::BAD_REQUEST);
+        // A good request goes to the control API (unreachable here: 503).
+        let (s, _) = call("GET", "/services?status=true", "").await;
+        assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
     }
 }

@@ -1422,6 +1422,33 @@ pub fn keep_shoal_only_fields(stored: &ServiceSpec, sent: &mut ServiceSpec) {
     }
 }
 
+/// Settles a spec a docker client sent for an update against the stored one: what docker cannot
+/// express is kept ([`keep_shoal_only_fields`]), and each part (task template, endpoint, update
+/// and rollback configs) that the client sent back unchanged keeps the stored form exactly, so
+/// a representation difference (an empty object for an unset one) never looks like a change of
+/// the task template, which would replace every task on `docker service scale`.
+pub fn settle_update(stored: &ServiceSpec, sent: &mut ServiceSpec) {
+    keep_shoal_only_fields(stored, sent);
+    let Ok(mut as_docker_sees_it) =
+        service_spec_from_docker(&service_spec_to_docker(stored, false))
+    else {
+        return;
+    };
+    keep_shoal_only_fields(stored, &mut as_docker_sees_it);
+    if sent.task == as_docker_sees_it.task {
+        sent.task.clone_from(&stored.task);
+    }
+    if sent.endpoint == as_docker_sees_it.endpoint {
+        sent.endpoint.clone_from(&stored.endpoint);
+    }
+    if sent.update == as_docker_sees_it.update {
+        sent.update = stored.update;
+    }
+    if sent.rollback == as_docker_sees_it.rollback {
+        sent.rollback = stored.rollback;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1756,5 +1783,37 @@ mod tests {
             service_spec_from_docker(&service_spec_to_docker(&stored, false)).expect("ok");
         keep_shoal_only_fields(&stored, &mut sent);
         assert_eq!(sent, stored);
+    }
+
+    #[test]
+    fn an_unchanged_task_template_keeps_its_stored_form() {
+        // As shoalctl may store it: empty sub-objects where docker would have none, a
+        // Shoal-only field, and registry credentials the control API never shows.
+        let mut stored =
+            service_spec_from_docker(&serde_json::from_str(CLI_CREATE).expect("json")).expect("ok");
+        if let Some(t) = stored.task.as_mut() {
+            t.log_driver = Some(Driver::default());
+            t.placement = None;
+            if let Some(c) = t.container.as_mut() {
+                c.privileged = true;
+                c.healthcheck = Some(HealthConfig::default());
+            }
+        }
+        stored.update = Some(UpdateConfig::default());
+        // `docker service scale s1=5`: GET, change the replicas, POST the whole spec back.
+        let mut body = service_spec_to_docker(&stored, false);
+        body["Mode"]["Replicated"]["Replicas"] = json!(5);
+        let mut sent = service_spec_from_docker(&body).expect("ok");
+        settle_update(&stored, &mut sent);
+        assert_eq!(sent.task, stored.task);
+        assert_eq!(sent.update, stored.update);
+        assert_eq!(sent.replicas, 5);
+        // A real change of the template is kept.
+        body["TaskTemplate"]["ContainerSpec"]["Image"] = json!("nginx:1.27");
+        let mut sent = service_spec_from_docker(&body).expect("ok");
+        settle_update(&stored, &mut sent);
+        let c = sent.task.and_then(|t| t.container).expect("container");
+        assert_eq!(c.image, "nginx:1.27");
+        assert!(c.privileged);
     }
 }

@@ -521,7 +521,10 @@ mod tests {
         assert_eq!(v["Slot"], json!(1));
         assert_eq!(v["NodeID"], json!("node1"));
         assert_eq!(v["Status"]["State"], json!("running"));
-        assert_eq!(v["Status"]["Timestamp"], json!("2023-11-14T22:13:20.000000000Z"));
+        assert_eq!(
+            v["Status"]["Timestamp"],
+            json!("2023-11-14T22:13:20.000000000Z")
+        );
         assert_eq!(
             v["Status"]["ContainerStatus"],
             json!({"ContainerID": "c0ffee", "PID": 42, "ExitCode": 0})
