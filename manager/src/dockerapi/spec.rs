@@ -1816,4 +1816,36 @@ mod tests {
         assert_eq!(c.image, "nginx:1.27");
         assert!(c.privileged);
     }
+
+    #[test]
+    fn the_nulls_and_zeros_a_newer_cli_sends_are_accepted_as_unset() {
+        let body = json!({
+            "Name": "s2", "Labels": null,
+            "TaskTemplate": {
+                "ContainerSpec": {
+                    "Image": "nginx:alpine@sha256:0123", "Labels": null, "Command": null,
+                    "Args": null, "Env": null, "Init": false, "StopGracePeriod": null,
+                    "Privileges": {"CredentialSpec": null, "SELinuxContext": null},
+                    "Healthcheck": null, "Mounts": null, "Hosts": null, "DNSConfig": {},
+                    "Isolation": "default", "TTY": false, "OpenStdin": false,
+                    "OomScoreAdj": 0, "CapabilityAdd": null, "Sysctls": null, "Ulimits": null
+                },
+                "Resources": {"Limits": {}, "Reservations": {}},
+                "Placement": {"Platforms": [{"Architecture": "amd64", "OS": "linux"},
+                                            {"Architecture": "arm64", "OS": "linux"}]},
+                "Networks": null, "LogDriver": null, "ForceUpdate": 0, "Runtime": ""
+            },
+            "Mode": {"Replicated": {"Replicas": null}},
+            "UpdateConfig": {"Parallelism": 1, "FailureAction": "pause", "Monitor": 5000000000i64,
+                             "MaxFailureRatio": 0, "Order": "stop-first"},
+            "EndpointSpec": {"Mode": "vip"}
+        });
+        let s = round_trip(&body);
+        assert_eq!(s.replicas, 1);
+        let t = s.task.expect("task");
+        assert_eq!(t.log_driver, None);
+        let c = t.container.expect("container");
+        assert_eq!(c.healthcheck, None);
+        assert_eq!(c.stop_grace_period_ns, 0);
+    }
 }
