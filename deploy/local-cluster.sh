@@ -5,7 +5,7 @@
 #   sudo bash deploy/local-cluster.sh down   # stop everything and remove the cluster's state
 #
 # Run as root on Debian. Everything listens on 127.0.0.1 only: the registry on :5000, the manager on
-# :4242. State lives in /var/lib/shoal, logs in /var/log/shoal, pid files in /run/shoal.
+# :4242 (and its Docker Engine API on :2376). State lives in /var/lib/shoal, logs in /var/log/shoal, pid files in /run/shoal.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
@@ -14,6 +14,8 @@ LOGS=/var/log/shoal
 RUN=/run/shoal
 REGISTRY=127.0.0.1:5000
 MANAGER=127.0.0.1:4242
+# The Docker Engine API (docker CLI, docker-py, ...): TLS with the admin certificate.
+DOCKER_API=127.0.0.1:2376
 IMAGE=shoal/demo:latest
 ADMIN_CONF=$STATE/manager/admin.conf
 # SHOAL_BIN_DIR=DIR: run the binaries in DIR (e.g. a debug build) instead of building release ones.
@@ -112,7 +114,8 @@ YAML
     say "pushing $IMAGE"
     "$BIN/shoal-fixture" push-demo --registry "$REGISTRY" --image "$IMAGE"
 
-    start manager "$BIN/shoal-manager" init --data-dir "$STATE/manager" --listen-addr "$MANAGER"
+    start manager "$BIN/shoal-manager" init --data-dir "$STATE/manager" --listen-addr "$MANAGER" \
+        --docker-api-addr "$DOCKER_API"
     wait_until 60 "$ADMIN_CONF" test -s "$ADMIN_CONF"
     wait_until 60 "the manager" ctl node ls
     # The token goes through a root-only file, not the command line (which every user can read).
@@ -153,6 +156,8 @@ YAML
 Shoal is running: manager $MANAGER, registry $REGISTRY, logs in $LOGS.
   export SHOAL_CONFIG=$ADMIN_CONF
   $BIN/shoalctl service ls
+The docker CLI works too (Docker Engine API on $DOCKER_API):
+  eval "\$($BIN/shoalctl --config $ADMIN_CONF cluster docker-env)" && docker service ls
 Stop and clean up with:  sudo bash $0 down
 EOF
 }
