@@ -1,0 +1,108 @@
+//! The Docker Engine API on every manager of a three-manager cluster (separate processes on
+//! separate testbed hosts): a docker CLI talking to a follower creates, scales and reads the logs
+//! of a service (the writes and the log stream go to the leader), and keeps working through that
+//! follower after the leader is killed with SIGKILL.
+
+use std::fs;
+use std::path::Path;
+
+use anyhow::{ensure, Context, Result};
+use serde_json::Value;
+use shoal_tests::docker_cli::{cli_or_skip, Docker, DockerEnv};
+use shoal_tests::ha::Managers;
+use shoal_tests::testbed::{Testbed, DEADLINE};
+
+const PORT: u16 = 2376;
+
+/// The docker environment for manager `i`'s own admin.conf and Docker API address.
+fn env_for(m: &Managers, i: usize, dir: &Path) -> Result<DockerEnv> {
+    let conf: Value = serde_json::from_str(&fs::read_to_string(m.admin_conf(i))?)
+        .context("reading admin.conf")?;
+    fs::create_dir_all(dir)?;
+    for (file, key) in [("ca.pem", "ca_cert"), ("cert.pem", "cert"), ("key.pem", "key")] {
+        let pem = conf[key]
+            .as_str()
+            .with_context(|| format!("admin.conf has no {key}"))?;
+        fs::write(dir.join(file), pem)?;
+    }
+    let ip = m
+        .addr(i)
+        .rsplit_once(':')
+        .map(|(ip, _)| ip.to_string())
+        .context("manager address")?;
+    Ok(DockerEnv {
+        docker_host: format!("tcp://{ip}:{PORT}"),
+        tls_verify: "1".into(),
+        cert_path: dir.to_path_buf(),
+    })
+}
+
+fn replicas_running(d: &Docker, service: &str) -> Result<usize> {
+    let rows = d.json_lines(&["service", "ps", service, "--filter", "desired-state=running"])?;
+    Ok(rows
+        .iter()
+        .filter(|r| {
+            r["CurrentState"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("Running"))
+        })
+        .count())
+}
+
+#[test]
+fn every_manager_serves_the_api_and_a_follower_survives_the_leaders_death() -> Result<()> {
+    let Some(cli) = cli_or_skip(
+        "/usr/bin/docker",
+        "every_manager_serves_the_api_and_a_follower_survives_the_leaders_death",
+    ) else {
+        return Ok(());
+    };
+    let addr = format!("0.0.0.0:{PORT}");
+    let mut m = Managers::start(
+        Testbed::new("dapiha")?,
+        3,
+        &["--docker-api-addr", addr.as_str()],
+    )?;
+    let (registry, image) = m.start_registry()?;
+    let leader = m.wait_converged(&[0, 1, 2])?;
+    let follower = (0..3).find(|&i| i != leader).context("a follower")?;
+    m.add_agent("w1", &registry, follower)?;
+    let dir = m.testbed().dir().join("docker-certs");
+    let d = Docker::new(
+        cli,
+        env_for(&m, follower, &dir)?,
+        m.hosts[follower].clone(),
+    )?;
+    Testbed::wait_for(DEADLINE, "w1 Ready as docker node ls shows it", || {
+        let rows = d.json_lines(&["node", "ls"])?;
+        Ok(rows.iter().any(|r| {
+            r["Hostname"].as_str() == Some("w1") && r["Status"].as_str() == Some("Ready")
+        }))
+    })?;
+
+    // Without -d the CLI polls until converged: the create went through the follower to the leader.
+    d.ok(&[
+        "service", "create", "--name", "hav", "--replicas", "2", "--no-resolve-image", &image, "sh",
+        "-c", "echo hello-from-hav; sleep 3600",
+    ])?;
+    ensure!(replicas_running(&d, "hav")? == 2, "2 replicas after create");
+    let seen = m.ctl_ok(leader, ["service", "inspect", "hav"])?;
+    ensure!(seen.contains("hello-from-hav"), "the leader sees the service: {seen}");
+    // Log streams come from the agent's session with the leader.
+    Testbed::wait_for(DEADLINE, "docker service logs through a follower", || {
+        let out = d.ok(&["service", "logs", "hav"])?;
+        Ok(out.matches("hello-from-hav").count() == 2)
+    })?;
+
+    m.kill(leader)?;
+    let survivors: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+    m.wait_converged(&survivors)?;
+    let ls = d.json_lines(&["service", "ls"])?;
+    ensure!(
+        ls.iter().any(|r| r["Name"].as_str() == Some("hav")),
+        "docker service ls after failover: {ls:?}"
+    );
+    d.ok(&["service", "scale", "hav=3"])?;
+    ensure!(replicas_running(&d, "hav")? == 3, "3 replicas after scale");
+    m.shutdown()
+}
