@@ -199,11 +199,20 @@ async fn stream_logs(
         .into_inner();
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(FRAME_BUFFER);
     tokio::spawn(pump(grpc, query, source, tx));
+    Ok(stream_response(rx, version))
+}
+
+/// 200 with the frames `rx` yields as the body. hyper sends the headers as soon as the body has
+/// nothing ready, so a quiet `follow` stream does not hold them back.
+fn stream_response(
+    rx: mpsc::Receiver<Result<Bytes, std::io::Error>>,
+    version: ApiVersion,
+) -> Response {
     let body = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
     let mut resp = (StatusCode::OK, body).into_response();
     resp.headers_mut()
         .insert(header::CONTENT_TYPE, content_type(version));
-    Ok(resp)
+    resp
 }
 
 /// `application/vnd.docker.multiplexed-stream` from API 1.42, raw-stream before (the framing
@@ -589,6 +598,64 @@ mod tests {
                 (SYSTEMERR, "Error grabbing logs: node gone\n".to_string()),
             ]
         );
+    }
+
+    /// Over a real connection: the headers arrive before any log line, frames follow as they
+    /// come, and closing the connection drops the body (which stops the pump).
+    #[tokio::test]
+    async fn headers_go_out_at_once_and_a_leaving_client_drops_the_body() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let (tx, rx) = mpsc::channel(FRAME_BUFFER);
+        let rx = std::sync::Arc::new(std::sync::Mutex::new(Some(rx)));
+        let app = Router::new().route(
+            "/logs",
+            get(move || {
+                let rx = rx.lock().unwrap().take().unwrap();
+                async move { stream_response(rx, ApiVersion(1, 45)) }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+
+        let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+        conn.write_all(b"GET /logs HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        let limit = std::time::Duration::from_secs(10);
+        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = tokio::time::timeout(limit, conn.read(&mut buf))
+                .await
+                .expect("headers before any log line")
+                .unwrap();
+            assert!(n > 0, "connection closed");
+            got.extend_from_slice(&buf[..n]);
+        }
+        let head = String::from_utf8_lossy(&got).to_string();
+        assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
+        assert!(
+            head.contains("content-type: application/vnd.docker.multiplexed-stream"),
+            "{head}"
+        );
+
+        tx.send(Ok(frame(STDOUT, b"hi\n"))).await.unwrap();
+        let mut body = Vec::new();
+        while !body.windows(3).any(|w| w == b"hi\n") {
+            let n = tokio::time::timeout(limit, conn.read(&mut buf))
+                .await
+                .expect("a frame")
+                .unwrap();
+            assert!(n > 0, "connection closed");
+            body.extend_from_slice(&buf[..n]);
+        }
+
+        drop(conn);
+        tokio::time::timeout(limit, tx.closed())
+            .await
+            .expect("the body is dropped once the client leaves");
     }
 
     #[tokio::test]
