@@ -25,6 +25,20 @@ pub enum ClusterCommand {
     Unlock(UnlockArgs),
     /// Print the key that unlocks managers under autolock, or replace it with --rotate.
     UnlockKey(UnlockKeyArgs),
+    /// Point the docker CLI at the cluster: write admin.conf's CA, certificate and key for it,
+    /// and print the `export DOCKER_HOST=… DOCKER_TLS_VERIFY=1 DOCKER_CERT_PATH=…` lines to
+    /// `eval "$(shoalctl cluster docker-env)"`. Needs managers started with --docker-api-addr.
+    DockerEnv(DockerEnvArgs),
+}
+
+/// Arguments of `cluster docker-env`.
+#[derive(Debug, Args)]
+pub struct DockerEnvArgs {
+    /// Where to write ca.pem, cert.pem and key.pem (an owner-only directory; key.pem 0600).
+    /// Default: a `docker` directory beside admin.conf (~/.shoal/docker for ~/.shoal/admin.conf);
+    /// for a configuration file not named admin.conf, `FILE.docker` beside it.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<std::path::PathBuf>,
 }
 
 /// Arguments of `cluster update`.

@@ -106,6 +106,14 @@ pub struct CreateArgs {
     #[arg(long = "env", short = 'e', value_name = "K=V", value_parser = parse_env)]
     pub env: Vec<String>,
 
+    /// Service label K=V (repeatable): metadata of the service, matched by `service ls --filter`.
+    #[arg(long, short = 'l', value_name = "K=V", value_parser = parse_label)]
+    pub label: Vec<(String, String)>,
+
+    /// Container label K=V (repeatable): metadata of the task template, shown by inspect.
+    #[arg(long = "container-label", value_name = "K=V", value_parser = parse_label)]
+    pub container_label: Vec<(String, String)>,
+
     /// Memory limit per task (e.g. 64M, 1G).
     #[arg(long, value_name = "SIZE", allow_hyphen_values = true, value_parser = parse_size)]
     pub limit_memory: Option<i64>,
@@ -369,6 +377,22 @@ pub struct UpdateArgs {
     #[arg(long = "env-rm", value_name = "K")]
     pub env_rm: Vec<String>,
 
+    /// Add or replace a service label K=V (repeatable).
+    #[arg(long = "label-add", value_name = "K=V", value_parser = parse_label)]
+    pub label_add: Vec<(String, String)>,
+
+    /// Remove a service label by key (repeatable; a missing key is ignored, as in docker).
+    #[arg(long = "label-rm", value_name = "K", value_parser = parse_label_key)]
+    pub label_rm: Vec<String>,
+
+    /// Add or replace a container label K=V (repeatable); the tasks are replaced.
+    #[arg(long = "container-label-add", value_name = "K=V", value_parser = parse_label)]
+    pub container_label_add: Vec<(String, String)>,
+
+    /// Remove a container label by key (repeatable; a missing key is ignored, as in docker).
+    #[arg(long = "container-label-rm", value_name = "K", value_parser = parse_label_key)]
+    pub container_label_rm: Vec<String>,
+
     /// Add a placement constraint, e.g. node.labels.zone==east (repeatable).
     #[arg(long = "constraint-add", value_name = "EXPR")]
     pub constraint_add: Vec<String>,
@@ -555,6 +579,10 @@ impl UpdateArgs {
             && self.replicas.is_none()
             && self.env_add.is_empty()
             && self.env_rm.is_empty()
+            && self.label_add.is_empty()
+            && self.label_rm.is_empty()
+            && self.container_label_add.is_empty()
+            && self.container_label_rm.is_empty()
             && self.constraint_add.is_empty()
             && self.constraint_rm.is_empty()
             && self.network_add.is_empty()

@@ -62,7 +62,7 @@ pub fn manager_json(m: &ManagerInfo) -> serde_json::Value {
     serde_json::json!({
         "NodeID": m.node_id, "Addr": m.addr, "RaftID": m.raft_id, "Leader": m.leader,
         "Term": m.term, "Commit": m.commit, "Applied": m.applied, "Reachable": m.reachable,
-        "Error": m.error,
+        "Error": m.error, "DockerAPIAddr": m.docker_api_addr,
     })
 }
 

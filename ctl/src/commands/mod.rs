@@ -3,6 +3,7 @@
 pub mod ca;
 pub mod cluster;
 pub mod converge;
+pub mod docker_env;
 pub mod lock;
 pub mod login;
 pub mod network;
@@ -196,6 +197,9 @@ pub async fn run(cli: Cli) -> Result<()> {
         },
         Command::Cluster(ClusterCommand::UnlockKey(args)) => {
             lock::unlock_key(channel, &args, format).await
+        }
+        Command::Cluster(ClusterCommand::DockerEnv(args)) => {
+            docker_env::docker_env(config.as_deref(), channel, &args, format).await
         }
     }
 }

@@ -278,11 +278,6 @@ fn service(
 
     let mut labels = labels_with_namespace(deploy.labels.as_ref(), names.stack);
     labels.insert(IMAGE_LABEL.into(), image.clone());
-    if svc.labels.as_ref().is_some_and(|l| !l.entries().is_empty()) {
-        warnings.push(format!(
-            "service {name}: container labels (`labels`) are not supported; use `deploy.labels` for service labels; ignored"
-        ));
-    }
 
     let (mode, replicas) = match deploy.mode.as_deref().unwrap_or("replicated") {
         "replicated" => (
@@ -308,6 +303,9 @@ fn service(
 
     let container = ContainerSpec {
         image,
+        // The service-level `labels` are the containers' (docker's ContainerSpec.Labels), with
+        // the stack's namespace label as docker adds it; `deploy.labels` are the service's.
+        labels: labels_with_namespace(svc.labels.as_ref(), names.stack),
         command: command(svc.entrypoint.as_ref(), &p("entrypoint"))?,
         args: command(svc.command.as_ref(), &p("command"))?,
         env,

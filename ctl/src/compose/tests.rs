@@ -259,6 +259,12 @@ fn corpus_all_files_plan_with_stack_names_and_labels() {
                 s.name
             );
             assert!(!task(s).networks.is_empty(), "{f}: {}", s.name);
+            assert_eq!(
+                container(s).labels.get(NAMESPACE_LABEL).map(String::as_str),
+                Some("st"),
+                "{f}: {}",
+                s.name
+            );
         }
         for n in created(&p.networks) {
             assert_eq!(
@@ -1068,8 +1074,11 @@ secrets:
     assert_eq!(c.secrets[0].file.as_ref().unwrap().mode, 288);
     assert_eq!(created(&p.secrets)[0].data, b"t0k");
     assert!(task(app).log_driver.is_none());
-    assert_eq!(p.warnings.len(), 3, "{:?}", p.warnings);
-    assert!(p.warnings.iter().any(|w| w.contains("container labels")));
+    assert_eq!(p.warnings.len(), 2, "{:?}", p.warnings);
+    // The service-level `labels` are the containers', beside the stack's namespace label.
+    assert_eq!(c.labels["a"], "b");
+    assert_eq!(c.labels[NAMESPACE_LABEL], "s");
+    assert!(!app.labels.contains_key("a"));
     assert!(p.warnings.iter().any(|w| w.contains("syslog")));
     assert!(p.warnings.iter().any(|w| w.contains("127.0.0.1")));
     assert_eq!(ports(app), [(8080, 80, "tcp".into(), "ingress".into())]);

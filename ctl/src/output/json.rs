@@ -194,6 +194,7 @@ fn spec_doc(spec: &ServiceSpec) -> Value {
 
     let mut container = Map::new();
     container.insert("Image".into(), json!(c.image));
+    put(&mut container, "Labels", labels(&c.labels));
     put(&mut container, "Command", json!(c.command));
     put(&mut container, "Args", json!(c.args));
     put(&mut container, "Env", json!(c.env));

@@ -25,6 +25,8 @@ pub(crate) struct State {
     pub(crate) volume_nodes: HashMap<String, String>,
     /// Nodes ListVolumes reports as not answering.
     pub(crate) unreachable: Vec<String>,
+    /// What ClusterAdmin.ClusterStatus answers.
+    pub(crate) managers: Vec<ManagerInfo>,
 }
 
 /// A manager whose tasks advance one state per ListTasks call; tasks of services whose image is

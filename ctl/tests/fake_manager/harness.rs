@@ -4,6 +4,7 @@ use std::path::Path;
 
 use shoal_proto::config::AdminConfig;
 use shoal_proto::pki::{self, CertRole};
+use shoal_proto::v1::cluster_admin_server::ClusterAdminServer;
 use shoal_proto::v1::control_server::ControlServer;
 use shoal_proto::v1::*;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -76,6 +77,7 @@ pub(crate) async fn serve(test: &str) -> Served {
             .tls_config(pki::server_tls(&ca.cert_pem, &server_id))
             .expect("tls")
             .add_service(ControlServer::new(fake.clone()))
+            .add_service(ClusterAdminServer::new(fake.clone()))
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
                 let _ = stop_rx.await;
             }),

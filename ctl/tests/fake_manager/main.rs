@@ -3,6 +3,7 @@
 
 mod confinement;
 mod data;
+mod docker_env;
 mod fake;
 mod harness;
 mod networks;

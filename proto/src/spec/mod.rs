@@ -230,6 +230,7 @@ pub fn validate_service(spec: &ServiceSpec) -> Result<(), SpecError> {
         .ok_or_else(|| err("image", "missing container spec"))?;
     validate_image(&container.image)?;
     validate_env(&container.env)?;
+    validate_labels("--container-label", container.labels.iter())?;
     validate_confinement(container)?;
     mounts::validate_files(spec, container)?;
     log_rotation(task.log_driver.as_ref())?;

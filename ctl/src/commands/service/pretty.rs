@@ -78,6 +78,28 @@ impl Pretty {
         }
     }
 
+    /// `Key:` then one `k=v` line per label (`k` alone for an empty value), sorted, as docker
+    /// prints them; nothing without labels.
+    fn labels(
+        &mut self,
+        k: &str,
+        indent: &str,
+        labels: &std::collections::HashMap<String, String>,
+    ) {
+        if labels.is_empty() {
+            return;
+        }
+        self.kv(k, String::new());
+        let sorted: std::collections::BTreeMap<_, _> = labels.iter().collect();
+        for (k, v) in sorted {
+            if v.is_empty() {
+                self.0.push_str(&format!("{indent} {k}\n"));
+            } else {
+                self.0.push_str(&format!("{indent} {k}={v}\n"));
+            }
+        }
+    }
+
     /// A `Key: true` line for a flag that is on.
     fn flag(&mut self, k: &str, on: bool) {
         if on {
@@ -91,6 +113,7 @@ impl Pretty {
         let meta = svc.meta.unwrap_or_default();
         self.kv("ID", svc.id.clone());
         self.kv("Name", spec.name.clone());
+        self.labels("Labels", "", &spec.labels);
         if spec.mode == ServiceMode::ModeGlobal as i32 {
             self.kv("Service Mode", "Global".into());
         } else {
@@ -195,6 +218,7 @@ impl Pretty {
     fn container(&mut self, c: &ContainerSpec) {
         self.kv("ContainerSpec", String::new());
         self.kv(" Image", c.image.clone());
+        self.labels(" Labels", "  ", &c.labels);
         self.list(" Args", &c.args);
         self.list(" Env", &c.env);
         self.kv(" Grace Period", nanos(c.stop_grace_period_ns));

@@ -1,7 +1,7 @@
 //! `service create` flags made into a spec, and the confinement and capability flags both
 //! `create` and `update` take.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::path::Path;
 
 use anyhow::{anyhow, Result};
@@ -25,7 +25,7 @@ pub fn build_spec(a: &CreateArgs) -> Result<ServiceSpec> {
     };
     let mut spec = ServiceSpec {
         name: a.name.clone(),
-        labels: HashMap::new(),
+        labels: a.label.iter().cloned().collect(),
         mode: mode as i32,
         replicas,
         task: Some(TaskSpec {
@@ -62,6 +62,7 @@ fn container_spec(a: &CreateArgs) -> Result<ContainerSpec> {
         image: a.image.clone(),
         args: a.args.clone(),
         env: a.env.clone(),
+        labels: a.container_label.iter().cloned().collect(),
         stop_grace_period_ns: a.stop_grace_period,
         command: a.entrypoint.clone().map(|e| e.0).unwrap_or_default(),
         dir: a.workdir.clone().unwrap_or_default(),

@@ -24,6 +24,62 @@ fn create_args(args: &[&str]) -> CreateArgs {
 }
 
 #[test]
+fn labels_from_flags_reach_the_spec_inspect_and_pretty() {
+    let a = create_args(&[
+        "--name",
+        "web",
+        "--label",
+        "team=web",
+        "-l",
+        "tier",
+        "--container-label",
+        "com.example.role=front",
+        "busybox",
+    ]);
+    let spec = build_spec(&a).expect("valid");
+    assert_eq!(spec.labels["team"], "web");
+    assert_eq!(spec.labels["tier"], "");
+    let c = spec
+        .task
+        .as_ref()
+        .and_then(|t| t.container.as_ref())
+        .unwrap();
+    assert_eq!(c.labels["com.example.role"], "front");
+    assert!(!spec.labels.contains_key("com.example.role"));
+
+    let svc = shoal_proto::v1::Service {
+        id: "s1".into(),
+        spec: Some(spec),
+        ..Default::default()
+    };
+    let doc = crate::output::json::service(&svc);
+    assert_eq!(doc["Spec"]["Labels"], json!({"team": "web", "tier": ""}));
+    assert_eq!(
+        doc["Spec"]["TaskTemplate"]["ContainerSpec"]["Labels"],
+        json!({"com.example.role": "front"})
+    );
+    let text = pretty(&svc);
+    assert!(text.contains("Labels:\n team=web\n tier\n"), "{text}");
+    assert!(
+        text.contains(" Labels:\n   com.example.role=front\n"),
+        "{text}"
+    );
+
+    let e = crate::cli::Cli::try_parse_from([
+        "shoalctl",
+        "service",
+        "create",
+        "--name",
+        "web",
+        "--container-label",
+        "=x",
+        "busybox",
+    ])
+    .unwrap_err();
+    assert!(e.to_string().contains("--container-label"), "{e}");
+}
+
+#[test]
 fn spec_from_flags() {
     let a = create_args(&[
         "--name",

@@ -31,12 +31,14 @@ pub fn apply_update(spec: &mut ServiceSpec, a: &UpdateArgs, ids: &NetworkIds) ->
         }
         spec.replicas = n;
     }
+    update_labels(&mut spec.labels, &a.label_rm, &a.label_add);
     let task = spec.task.get_or_insert_with(Default::default);
     let c = task.container.get_or_insert_with(Default::default);
     if let Some(image) = &a.image {
         c.image = image.clone();
     }
     update_env(&mut c.env, a);
+    update_labels(&mut c.labels, &a.container_label_rm, &a.container_label_add);
     rollout::update_health(&mut c.healthcheck, &a.shared.health)?;
     if a.force {
         // Swarm's --force: a new task template, so every task is replaced once.
@@ -66,6 +68,17 @@ pub fn apply_update(spec: &mut ServiceSpec, a: &UpdateArgs, ids: &NetworkIds) ->
     rollout::merge_replace_config(&mut spec.rollback, a.shared.rollback_config.flags());
     validate_service(spec)?;
     Ok(())
+}
+
+/// `--label-rm`/`--label-add` (or the container's): removals first, as docker; removing a
+/// label that is not there changes nothing.
+fn update_labels(labels: &mut HashMap<String, String>, rm: &[String], add: &[(String, String)]) {
+    for k in rm {
+        labels.remove(k);
+    }
+    for (k, v) in add {
+        labels.insert(k.clone(), v.clone());
+    }
 }
 
 /// `--secret-rm`/`--secret-add`, `--config-rm`/`--config-add` and `--mount-rm`/`--mount-add`:
@@ -222,6 +235,43 @@ mod tests {
             }),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn service_and_container_labels_are_removed_then_added() {
+        let mut s = spec();
+        s.labels.insert("keep".into(), "1".into());
+        s.labels.insert("old".into(), "1".into());
+        if let Some(c) = s.task.as_mut().and_then(|t| t.container.as_mut()) {
+            c.labels.insert("c-old".into(), "1".into());
+        }
+        let a = update_args(&[
+            "--label-rm",
+            "old",
+            "--label-rm",
+            "missing",
+            "--label-add",
+            "new=2",
+            "--container-label-rm",
+            "c-old",
+            "--container-label-add",
+            "c-new=x",
+            "--container-label-add",
+            "flag",
+        ]);
+        assert!(!a.changes_nothing());
+        apply_update(&mut s, &a, &NetworkIds::new()).unwrap();
+        let want: HashMap<String, String> = [("keep", "1"), ("new", "2")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        assert_eq!(s.labels, want);
+        let c = s.task.unwrap().container.unwrap();
+        let want: HashMap<String, String> = [("c-new", "x"), ("flag", "")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        assert_eq!(c.labels, want);
     }
 
     #[test]
