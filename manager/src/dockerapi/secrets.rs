@@ -124,10 +124,19 @@ pub(super) struct SpecBody {
     extra: serde_json::Map<String, Value>,
 }
 
-/// The parts of a body Shoal keeps: name, labels and decoded data (None: not given). Pure.
-pub(super) fn spec_parts(
-    b: &SpecBody,
-) -> ApiResult<(String, HashMap<String, String>, Option<Vec<u8>>)> {
+/// The parts of a spec body Shoal keeps.
+#[derive(Debug)]
+pub(super) struct SpecParts {
+    /// The object's name.
+    pub name: String,
+    /// Its labels.
+    pub labels: HashMap<String, String>,
+    /// Its data, decoded; None when the body has none.
+    pub data: Option<Vec<u8>>,
+}
+
+/// The parts of a body Shoal keeps, or the field it cannot honour. Pure.
+pub(super) fn spec_parts(b: &SpecBody) -> ApiResult<SpecParts> {
     refuse_extra("", &b.extra)?;
     if let Some(d) = b.driver.as_ref().filter(|v| !is_unset(v)) {
         return Err(ApiError::field(
@@ -149,7 +158,11 @@ pub(super) fn spec_parts(
                 .map_err(|e| ApiError::field("Data", format!("not standard base64: {e}")))?,
         ),
     };
-    Ok((b.name.clone(), b.labels.clone().unwrap_or_default(), data))
+    Ok(SpecParts {
+        name: b.name.clone(),
+        labels: b.labels.clone().unwrap_or_default(),
+        data,
+    })
 }
 
 /// moby answers a stale version with swarmkit's "update out of sequence" as a 500.
@@ -259,7 +272,7 @@ async fn create_secret(
     AxumState(ctx): AxumState<State>,
     body: Bytes,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    let (name, labels, data) = spec_parts(&parse_body(&body)?)?;
+    let SpecParts { name, labels, data } = spec_parts(&parse_body(&body)?)?;
     tracing::debug!(secret = %name, "docker api: secret create");
     let s = ctx
         .control()
@@ -282,7 +295,7 @@ async fn create_config(
     AxumState(ctx): AxumState<State>,
     body: Bytes,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    let (name, labels, data) = spec_parts(&parse_body(&body)?)?;
+    let SpecParts { name, labels, data } = spec_parts(&parse_body(&body)?)?;
     tracing::debug!(config = %name, "docker api: config create");
     let c = ctx
         .control()
@@ -308,7 +321,7 @@ async fn update_secret(
     body: Bytes,
 ) -> ApiResult<StatusCode> {
     let version = parse_version(&q, "secret")?;
-    let (name, labels, data) = spec_parts(&parse_body(&body)?)?;
+    let SpecParts { name, labels, data } = spec_parts(&parse_body(&body)?)?;
     // Shoal's store takes the whole spec and compares its data with the stored one; a secret's
     // data never leaves the control API, so the gateway cannot fill it in.
     let data = data.ok_or_else(|| {
@@ -337,7 +350,7 @@ async fn update_config(
     body: Bytes,
 ) -> ApiResult<StatusCode> {
     let version = parse_version(&q, "config")?;
-    let (name, labels, data) = spec_parts(&parse_body(&body)?)?;
+    let SpecParts { name, labels, data } = spec_parts(&parse_body(&body)?)?;
     let data = match data {
         Some(d) => d,
         None => get_config(&ctx, &id)
@@ -465,7 +478,7 @@ mod tests {
 
     #[test]
     fn create_bodies_decode_and_refuse_drivers() {
-        let (name, labels, data) = spec_parts(&body(json!({
+        let SpecParts { name, labels, data } = spec_parts(&body(json!({
             "Name": "db_pass", "Labels": {"a": "b"}, "Data": "aHVudGVyMg==",
             "Driver": null, "Templating": null
         })))
@@ -486,7 +499,9 @@ mod tests {
         let e = spec_parts(&body(json!({"Name": "x", "Data": "%%%"}))).expect_err("bad base64");
         assert!(e.message.starts_with("Data:"), "{}", e.message);
         assert_eq!(
-            spec_parts(&body(json!({"Name": "x"}))).expect("no data").2,
+            spec_parts(&body(json!({"Name": "x"})))
+                .expect("no data")
+                .data,
             None
         );
     }

@@ -403,4 +403,99 @@ mod tests {
         );
         assert_eq!(pretty_name("NAME=x"), None);
     }
+
+    /// The routes of this helper's modules over a Ctx whose gRPC peers are unreachable: what is
+    /// answered before any call, and that the greedy routes capture what they must.
+    mod routes {
+        use std::sync::Arc;
+
+        use axum::body::Body;
+        use axum::http::{Request, StatusCode};
+        use http_body_util::BodyExt as _;
+        use shoal_proto::v1::cluster_admin_client::ClusterAdminClient;
+        use shoal_proto::v1::control_client::ControlClient;
+        use tonic::transport::Endpoint;
+        use tower::ServiceExt as _;
+
+        use crate::dockerapi::{distribution, networks, nodes, secrets, swarm, Ctx};
+
+        fn app() -> axum::Router {
+            // Port 1 of loopback: nothing listens, every call fails at once.
+            let channel = Endpoint::from_static("http://127.0.0.1:1").connect_lazy();
+            let ctx = Ctx {
+                control: ControlClient::new(channel.clone()),
+                cluster: ClusterAdminClient::new(channel),
+                node_id: "m1".into(),
+                advertise_addr: "127.0.0.1:4242".into(),
+                leadership: tokio::sync::watch::channel(true).1,
+            };
+            swarm::routes()
+                .merge(nodes::routes())
+                .merge(networks::routes())
+                .merge(secrets::routes())
+                .merge(distribution::routes())
+                .with_state(Arc::new(ctx))
+        }
+
+        async fn call(method: &str, uri: &str, body: &str) -> (StatusCode, String) {
+            let req = Request::builder()
+                .method(method)
+                .uri(uri)
+                .body(Body::from(body.to_string()))
+                .expect("a request");
+            let resp = app().oneshot(req).await.expect("infallible");
+            let status = resp.status();
+            let bytes = resp.into_body().collect().await.expect("a body").to_bytes();
+            (status, String::from_utf8_lossy(&bytes).into_owned())
+        }
+
+        #[tokio::test]
+        async fn refusals_come_before_any_call() {
+            let (s, b) = call("POST", "/swarm/init", "{}").await;
+            assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+            assert!(b.contains("shoal-manager init"), "{b}");
+            let (s, b) = call(
+                "GET",
+                "/nodes?filters=%7B%22bogus%22%3A%5B%22x%22%5D%7D",
+                "",
+            )
+            .await;
+            assert_eq!(s, StatusCode::BAD_REQUEST);
+            assert!(b.contains("invalid filter 'bogus'"), "{b}");
+            let (s, _) = call("POST", "/nodes/n1/update?version=abc", "{}").await;
+            assert_eq!(s, StatusCode::BAD_REQUEST);
+            let (s, b) = call(
+                "POST",
+                "/networks/create",
+                r#"{"Name":"n","Driver":"bridge"}"#,
+            )
+            .await;
+            assert_eq!(s, StatusCode::BAD_REQUEST);
+            assert!(b.contains("-d overlay"), "{b}");
+            let (s, b) = call(
+                "POST",
+                "/secrets/create",
+                r#"{"Name":"s","Data":"eA==","Driver":{"Name":"vault"}}"#,
+            )
+            .await;
+            assert_eq!(s, StatusCode::BAD_REQUEST);
+            assert!(b.contains("Driver:"), "{b}");
+            let (s, _) = call("POST", "/configs/c1/update", "{}").await;
+            assert_eq!(s, StatusCode::BAD_REQUEST);
+        }
+
+        #[tokio::test]
+        async fn greedy_routes_capture_whole_names() {
+            // Reaches the registry (nobody there): the name was "127.0.0.1:1/x:1".
+            let (s, b) = call("GET", "/distribution/127.0.0.1:1/x:1/json", "").await;
+            assert_eq!(s, StatusCode::NOT_FOUND);
+            assert!(b.contains("127.0.0.1:1/x:1"), "{b}");
+            let (s, b) = call("GET", "/distribution/nginx", "").await;
+            assert_eq!(s, StatusCode::NOT_FOUND);
+            assert!(b.contains("page not found"), "{b}");
+            // A network route, not the fallback: the control API is asked (and unreachable).
+            let (s, _) = call("GET", "/networks/a/b", "").await;
+            assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+        }
+    }
 }
