@@ -231,4 +231,138 @@ mod tests {
         assert_eq!(e.status, StatusCode::NOT_FOUND);
         assert!(e.message.contains("connection refused"));
     }
+
+    /// A registry of two images behind HTTP basic authentication (alice:pw), on loopback.
+    async fn fake_registry() -> String {
+        use axum::http::{header, HeaderValue, Request};
+        use axum::response::{IntoResponse, Response};
+        use sha2::{Digest as _, Sha256};
+
+        fn digest(b: &[u8]) -> String {
+            format!("sha256:{}", hex::encode(Sha256::digest(b)))
+        }
+        let config =
+            br#"{"architecture":"arm64","os":"linux","variant":"v8","rootfs":{}}"#.to_vec();
+        let manifest = format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.v2+json","config":{{"mediaType":"application/vnd.docker.container.image.v1+json","digest":"{}","size":{}}},"layers":[]}}"#,
+            digest(&config),
+            config.len()
+        )
+        .into_bytes();
+        let index = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:0000000000000000000000000000000000000000000000000000000000000000","size":1,"platform":{"architecture":"amd64","os":"linux"}}]}"#.to_vec();
+        let want = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode("alice:pw")
+        );
+        let serve = move |req: Request<axum::body::Body>| {
+            let (config, manifest, index, want) = (
+                config.clone(),
+                manifest.clone(),
+                index.clone(),
+                want.clone(),
+            );
+            async move {
+                let authorized = req
+                    .headers()
+                    .get(header::AUTHORIZATION)
+                    .is_some_and(|v| v.as_bytes() == want.as_bytes());
+                if !authorized {
+                    let mut r = (StatusCode::UNAUTHORIZED, "{}").into_response();
+                    r.headers_mut().insert(
+                        header::WWW_AUTHENTICATE,
+                        HeaderValue::from_static("Basic realm=\"test\""),
+                    );
+                    return r;
+                }
+                let path = req.uri().path().to_string();
+                let body: Option<Vec<u8>> = match path.as_str() {
+                    "/v2/" => Some(b"{}".to_vec()),
+                    "/v2/x/manifests/1" => Some(manifest),
+                    "/v2/x/manifests/2" => Some(index),
+                    p if p == format!("/v2/x/blobs/{}", digest(&config)) => Some(config),
+                    _ => None,
+                };
+                match body {
+                    None => (StatusCode::NOT_FOUND, "{}").into_response(),
+                    Some(b) => {
+                        let mut r: Response = b.clone().into_response();
+                        if let Ok(v) = HeaderValue::from_str(&digest(&b)) {
+                            r.headers_mut().insert("Docker-Content-Digest", v);
+                        }
+                        r
+                    }
+                }
+            }
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a loopback port");
+        let addr = listener.local_addr().expect("its address");
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, Router::new().fallback(serve)).await;
+        });
+        addr.to_string()
+    }
+
+    #[tokio::test]
+    async fn a_registry_is_asked_with_the_headers_credentials() {
+        use axum::body::Body;
+        use axum::http::Request;
+        use http_body_util::BodyExt as _;
+        use shoal_proto::v1::cluster_admin_client::ClusterAdminClient;
+        use shoal_proto::v1::control_client::ControlClient;
+        use tower::ServiceExt as _;
+
+        let reg = fake_registry().await;
+        let channel = tonic::transport::Endpoint::from_static("http://127.0.0.1:1").connect_lazy();
+        let app = routes().with_state(std::sync::Arc::new(super::super::Ctx {
+            control: ControlClient::new(channel.clone()),
+            cluster: ClusterAdminClient::new(channel),
+            node_id: "m1".into(),
+            advertise_addr: "127.0.0.1:4242".into(),
+            leadership: tokio::sync::watch::channel(true).1,
+        }));
+        let auth = b64url(r#"{"username":"alice","password":"pw"}"#);
+        let call = |tag: &str, auth: Option<&str>| {
+            let mut req = Request::get(format!("/distribution/{reg}/x:{tag}/json"));
+            if let Some(a) = auth {
+                req = req.header("X-Registry-Auth", a);
+            }
+            let req = req.body(Body::empty()).expect("a request");
+            let app = app.clone();
+            async move {
+                let resp = app.oneshot(req).await.expect("infallible");
+                let status = resp.status();
+                let body = resp.into_body().collect().await.expect("a body").to_bytes();
+                (
+                    status,
+                    serde_json::from_slice::<Value>(&body).expect("JSON"),
+                )
+            }
+        };
+        let (status, v) = call("1", Some(&auth)).await;
+        assert_eq!(status, StatusCode::OK, "{v}");
+        assert!(v["Descriptor"]["digest"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("sha256:")));
+        assert_eq!(
+            v["Descriptor"]["mediaType"],
+            "application/vnd.docker.distribution.manifest.v2+json"
+        );
+        assert_eq!(
+            v["Platforms"],
+            json!([{"architecture": "arm64", "os": "linux", "variant": "v8"}])
+        );
+        let (status, v) = call("2", Some(&auth)).await;
+        assert_eq!(status, StatusCode::OK, "{v}");
+        assert_eq!(
+            v["Platforms"],
+            json!([{"architecture": "amd64", "os": "linux"}])
+        );
+        // Without credentials the registry refuses: a 401 the CLI turns into a warning.
+        let (status, v) = call("1", None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{v}");
+        let (status, v) = call("3", Some(&auth)).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{v}");
+    }
 }
