@@ -97,10 +97,12 @@ pub(super) fn network_matches(f: &Filters, n: &Network) -> ApiResult<bool> {
     let spec = n.spec.clone().unwrap_or_default();
     let scope = if is_local(n) { "local" } else { "swarm" };
     let kind = if n.predefined { "builtin" } else { "custom" };
-    // moby matches names and ids by substring/prefix; swarm listings by prefix.
+    // moby's network list matches `name` as a pattern anywhere in the name (`network ls -f
+    // name=front` finds `demo_front`), `id` by prefix.
+    let name_ok = !f.has("name") || f.values("name").any(|v| spec.name.contains(v));
     Ok(f.matches_exact("driver", &spec.driver)
         && f.matches_prefix("id", &n.id)
-        && f.matches_prefix("name", &spec.name)
+        && name_ok
         && f.matches_labels("label", &spec.labels)
         && f.matches_exact("scope", scope)
         && f.matches_exact("type", kind))
@@ -436,6 +438,8 @@ mod tests {
         assert!(ok(&[("type", "builtin")], &bridge()));
         assert!(ok(&[("type", "custom")], &overlay()));
         assert!(ok(&[("name", "fr")], &overlay()));
+        assert!(ok(&[("name", "ont")], &overlay()));
+        assert!(!ok(&[("name", "back")], &overlay()));
         assert!(ok(&[("id", "n1")], &overlay()));
         assert!(ok(
             &[("label", "com.docker.stack.namespace=demo")],

@@ -1,21 +1,26 @@
-//! `/info` (with a real `Swarm` section) and `/swarm` (inspect; init, join, leave, update and
-//! unlock answer a clear error: a Shoal cluster is made with `shoal-manager init/join`).
+//! `/info` (with a real `Swarm` section) and `/swarm`: inspect with the join tokens; update
+//! (certificate expiry, autolock, CA rotation, join token and unlock key rotation; any other
+//! setting is refused by name); the unlock key. Init, join, leave and unlock answer a clear 503:
+//! a Shoal cluster is made with `shoal-manager init/join`.
 //!
 //! `docker info`, `stack deploy` (which stops unless `Swarm.ControlAvailable`), Portainer (which
 //! detects a swarm by `Swarm.NodeID` and needs `/swarm`'s `ID` to deploy a stack) and Ansible
 //! (whose swarm modules first require `GET /swarm` to succeed) read these.
 
-use axum::extract::State as AxumState;
+use axum::body::Bytes;
+use axum::extract::{Query, State as AxumState};
+use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 use shoal_proto::v1::{
     ClusterStatusRequest, GetClusterRequest, GetClusterResponse, JoinTokenRequest,
-    ListNodesRequest, ManagerInfo, Node, NodeRole, UnlockKeyRequest,
+    ListNodesRequest, ManagerInfo, Node, NodeRole, RotateCaRequest, UnlockKeyRequest,
+    UpdateClusterRequest,
 };
 
 use super::error::ApiResult;
-use super::nodes::ip_of;
+use super::nodes::{ip_of, is_unset, out_of_sequence, parse_body, parse_version, QueryMap};
 use super::time::rfc3339;
 use super::{ApiError, State};
 
@@ -255,12 +260,127 @@ async fn leave() -> ApiError {
     )
 }
 
-/// `POST /swarm/update`.
-async fn update() -> ApiError {
-    ApiError::unavailable(
-        "Shoal's cluster settings are changed with `shoalctl cluster update` \
-         (--cert-expiry, --autolock) and join tokens rotated with `shoalctl cluster join-token --rotate`",
-    )
+/// The fields of docker's `swarm.Spec` Shoal lets `swarm update` change.
+const SETTABLE: &[&str] = &[
+    "CAConfig.NodeCertExpiry",
+    "EncryptionConfig.AutoLockManagers",
+    // `docker swarm ca --rotate` bumps it: a CA rotation.
+    "CAConfig.ForceRotate",
+];
+
+/// The paths of `theirs` whose values differ from `ours` (a field absent on one side counts as
+/// its zero value). Pure.
+fn changed_paths(ours: &Value, theirs: &Value, prefix: &str, out: &mut Vec<String>) {
+    match (ours, theirs) {
+        (Value::Object(a), Value::Object(b)) if !prefix.ends_with("Labels") => {
+            let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
+            keys.sort();
+            keys.dedup();
+            for k in keys {
+                let path = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                changed_paths(
+                    a.get(k).unwrap_or(&Value::Null),
+                    b.get(k).unwrap_or(&Value::Null),
+                    &path,
+                    out,
+                );
+            }
+        }
+        (a, b) if is_unset(a) && is_unset(b) => {}
+        (a, b) if a == b => {}
+        _ => out.push(prefix.to_string()),
+    }
+}
+
+/// What a `swarm update` comes to in Shoal's calls.
+#[derive(Debug, Default, PartialEq)]
+struct ClusterPlan {
+    update: Option<UpdateClusterRequest>,
+    rotate_ca: bool,
+}
+
+/// The calls that make the cluster what `spec` (docker's `swarm.Spec`) says, or the first field
+/// Shoal cannot change. Pure.
+fn plan_cluster_update(c: &GetClusterResponse, spec: &Value) -> ApiResult<ClusterPlan> {
+    let ours = cluster_json(c);
+    let mut changed = Vec::new();
+    changed_paths(&ours["Spec"], spec, "", &mut changed);
+    if let Some(p) = changed.iter().find(|p| !SETTABLE.contains(&p.as_str())) {
+        return Err(ApiError::field(
+            p,
+            "Shoal cannot change this cluster setting (`shoalctl cluster update` lists what it can)",
+        ));
+    }
+    let mut req = UpdateClusterRequest::default();
+    if changed.iter().any(|p| p == "CAConfig.NodeCertExpiry") {
+        let ns = spec["CAConfig"]["NodeCertExpiry"]
+            .as_i64()
+            .ok_or_else(|| ApiError::field("CAConfig.NodeCertExpiry", "not a number of ns"))?;
+        req.cert_expiry_ns = Some(ns);
+    }
+    if changed
+        .iter()
+        .any(|p| p == "EncryptionConfig.AutoLockManagers")
+    {
+        req.autolock = Some(spec["EncryptionConfig"]["AutoLockManagers"].as_bool() == Some(true));
+    }
+    let any = req.cert_expiry_ns.is_some() || req.autolock.is_some();
+    Ok(ClusterPlan {
+        update: any.then_some(req),
+        rotate_ca: changed.iter().any(|p| p == "CAConfig.ForceRotate"),
+    })
+}
+
+/// `POST /swarm/update?version=N[&rotateWorkerToken=true][&rotateManagerToken=true]
+/// [&rotateManagerUnlockKey=true]` with the whole `swarm.Spec`.
+async fn update(
+    AxumState(ctx): AxumState<State>,
+    Query(q): QueryMap,
+    body: Bytes,
+) -> ApiResult<StatusCode> {
+    let version = parse_version(&q, "swarm")?;
+    let spec: Value = parse_body(&body)?;
+    let flag = |k: &str| matches!(q.get(k).map(String::as_str), Some("1" | "true"));
+    let cluster = ctx
+        .cluster()
+        .get_cluster(GetClusterRequest {})
+        .await?
+        .into_inner();
+    let now = cluster.meta.unwrap_or_default().version;
+    if version != now {
+        return Err(out_of_sequence("cluster", "default", version, now));
+    }
+    let plan = plan_cluster_update(&cluster, &spec)?;
+    tracing::debug!(?plan, "docker api: swarm update");
+    if let Some(req) = plan.update {
+        ctx.cluster().update_cluster(req).await?;
+    }
+    if plan.rotate_ca {
+        ctx.cluster().rotate_ca(RotateCaRequest {}).await?;
+    }
+    for (key, role) in [
+        ("rotateWorkerToken", NodeRole::RoleWorker),
+        ("rotateManagerToken", NodeRole::RoleManager),
+    ] {
+        if flag(key) {
+            ctx.control()
+                .join_token(JoinTokenRequest {
+                    role: role as i32,
+                    rotate: true,
+                })
+                .await?;
+        }
+    }
+    if flag("rotateManagerUnlockKey") {
+        ctx.cluster()
+            .unlock_key(UnlockKeyRequest { rotate: true })
+            .await?;
+    }
+    Ok(StatusCode::OK)
 }
 
 /// `POST /swarm/unlock`.
@@ -396,6 +516,39 @@ mod tests {
     }
 
     #[test]
+    fn swarm_update_changes_only_what_shoal_can() {
+        let c = cluster();
+        let mut spec = cluster_json(&c)["Spec"].clone();
+        // What the CLI sends back unchanged (Go adds its zero values).
+        spec["CAConfig"]["ExternalCAs"] = json!(null);
+        spec["TaskDefaults"]["LogDriver"] = json!(null);
+        assert_eq!(
+            plan_cluster_update(&c, &spec).expect("nothing"),
+            ClusterPlan::default()
+        );
+        spec["EncryptionConfig"]["AutoLockManagers"] = json!(true);
+        spec["CAConfig"]["NodeCertExpiry"] = json!(3_600_000_000_000_i64);
+        spec["CAConfig"]["ForceRotate"] = json!(1);
+        let plan = plan_cluster_update(&c, &spec).expect("a plan");
+        let req = plan.update.expect("an update");
+        assert_eq!(req.autolock, Some(true));
+        assert_eq!(req.cert_expiry_ns, Some(3_600_000_000_000));
+        assert!(plan.rotate_ca);
+        let mut spec = cluster_json(&c)["Spec"].clone();
+        spec["Dispatcher"]["HeartbeatPeriod"] = json!(1);
+        let e = plan_cluster_update(&c, &spec).expect_err("not settable");
+        assert!(
+            e.message.starts_with("Dispatcher.HeartbeatPeriod:"),
+            "{}",
+            e.message
+        );
+        let mut spec = cluster_json(&c)["Spec"].clone();
+        spec["Labels"] = json!({"a": "b"});
+        let e = plan_cluster_update(&c, &spec).expect_err("labels");
+        assert!(e.message.starts_with("Labels:"), "{}", e.message);
+    }
+
+    #[test]
     fn os_release_pretty_name() {
         assert_eq!(
             pretty_name("NAME=x\nPRETTY_NAME=\"Debian GNU/Linux 12\"\n").as_deref(),
@@ -480,6 +633,8 @@ mod tests {
             .await;
             assert_eq!(s, StatusCode::BAD_REQUEST);
             assert!(b.contains("Driver:"), "{b}");
+            let (s, _) = call("POST", "/swarm/update", "{}").await;
+            assert_eq!(s, StatusCode::BAD_REQUEST);
             let (s, _) = call("POST", "/configs/c1/update", "{}").await;
             assert_eq!(s, StatusCode::BAD_REQUEST);
         }
