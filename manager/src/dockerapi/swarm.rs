@@ -14,9 +14,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 use shoal_proto::v1::{
-    ClusterStatusRequest, GetClusterRequest, GetClusterResponse, JoinTokenRequest,
-    ListNodesRequest, ManagerInfo, Node, NodeRole, RotateCaRequest, UnlockKeyRequest,
-    UpdateClusterRequest,
+    GetClusterRequest, GetClusterResponse, JoinTokenRequest, ListNodesRequest, Node, NodeRole,
+    RotateCaRequest, UnlockKeyRequest, UpdateClusterRequest,
 };
 
 use super::error::ApiResult;
@@ -91,10 +90,8 @@ pub(super) struct InfoParts<'a> {
     pub node_id: &'a str,
     /// This manager's advertised address ("IP:PORT").
     pub advertise_addr: &'a str,
-    /// Every node.
+    /// Every node (the managers among them carry their manager address).
     pub nodes: &'a [Node],
-    /// Every manager, as `cluster status` shows them.
-    pub managers: &'a [ManagerInfo],
     /// The cluster's settings.
     pub cluster: &'a GetClusterResponse,
     /// This host's kernel release (`uname -r`).
@@ -118,10 +115,16 @@ pub(super) fn info_json(p: &InfoParts<'_>) -> Value {
         .iter()
         .filter(|n| n.spec.as_ref().map(|s| s.role()) == Some(NodeRole::RoleManager))
         .count();
+    // The store's view of the managers: asking each one (`cluster status`) would make every
+    // `docker node ls` wait for the unreachable ones.
     let remote: Vec<Value> = p
-        .managers
+        .nodes
         .iter()
-        .map(|m| json!({ "NodeID": m.node_id, "Addr": m.addr }))
+        .filter_map(|n| {
+            n.manager_status
+                .as_ref()
+                .map(|m| json!({ "NodeID": n.id, "Addr": m.addr }))
+        })
         .collect();
     let ncpu = (res.nano_cpus + 999_999_999) / 1_000_000_000;
     json!({
@@ -196,12 +199,6 @@ async fn info(AxumState(ctx): AxumState<State>) -> ApiResult<Json<Value>> {
         .await?
         .into_inner()
         .nodes;
-    let managers = ctx
-        .cluster()
-        .cluster_status(ClusterStatusRequest {})
-        .await?
-        .into_inner()
-        .managers;
     let cluster = ctx
         .cluster()
         .get_cluster(GetClusterRequest {})
@@ -211,7 +208,6 @@ async fn info(AxumState(ctx): AxumState<State>) -> ApiResult<Json<Value>> {
         node_id: &ctx.node_id,
         advertise_addr: &ctx.advertise_addr,
         nodes: &nodes,
-        managers: &managers,
         cluster: &cluster,
         kernel: kernel_release(),
         os_name: os_name(),
@@ -407,7 +403,7 @@ async fn unlock_key(AxumState(ctx): AxumState<State>) -> ApiResult<Json<Value>> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shoal_proto::v1::{Meta, NodeDescription, NodeSpec, Resources};
+    use shoal_proto::v1::{ManagerStatus, Meta, NodeDescription, NodeSpec, Resources};
 
     fn node(id: &str, role: NodeRole, host: &str) -> Node {
         Node {
@@ -447,21 +443,18 @@ mod tests {
 
     #[test]
     fn info_has_a_swarm_section_the_cli_and_portainer_accept() {
-        let nodes = vec![
-            node("m1", NodeRole::RoleManager, "alpha"),
-            node("w1", NodeRole::RoleWorker, "beta"),
-        ];
-        let managers = vec![ManagerInfo {
-            node_id: "m1".into(),
+        let mut m1 = node("m1", NodeRole::RoleManager, "alpha");
+        m1.manager_status = Some(ManagerStatus {
             addr: "10.0.0.1:4242".into(),
+            leader: true,
             ..Default::default()
-        }];
+        });
+        let nodes = vec![m1, node("w1", NodeRole::RoleWorker, "beta")];
         let c = cluster();
         let v = info_json(&InfoParts {
             node_id: "m1",
             advertise_addr: "10.0.0.1:4242",
             nodes: &nodes,
-            managers: &managers,
             cluster: &c,
             kernel: "6.1.0".into(),
             os_name: "Debian".into(),
@@ -479,7 +472,10 @@ mod tests {
         assert_eq!(s["ControlAvailable"], true);
         assert_eq!(s["Nodes"], 2);
         assert_eq!(s["Managers"], 1);
-        assert_eq!(s["RemoteManagers"][0]["Addr"], "10.0.0.1:4242");
+        assert_eq!(
+            s["RemoteManagers"],
+            json!([{"NodeID": "m1", "Addr": "10.0.0.1:4242"}])
+        );
         assert_eq!(s["Cluster"]["ID"], "c1");
         assert_eq!(s["Cluster"]["Version"]["Index"], 7);
         assert_eq!(
