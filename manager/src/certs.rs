@@ -316,6 +316,8 @@ pub fn cluster_info(store: &Store) -> Result<GetClusterResponse, Status> {
             autolock: c.autolock,
             rotation: rotation_progress(s, &c),
             meta: c.meta,
+            heartbeat_period_ns: c.heartbeat_period_ns,
+            ca_cert_pem: c.ca_cert_pem.clone(),
         })
     })
 }

@@ -14,6 +14,7 @@ pub mod live_tls;
 pub mod manager_dir;
 pub mod pki;
 pub mod registry;
+pub mod resolve;
 pub mod seccomp;
 pub mod secure_file;
 pub mod security;

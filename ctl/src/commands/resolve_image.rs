@@ -3,10 +3,7 @@
 //! after a new push of the same tag rolls the service. A registry that cannot be asked is a
 //! warning, never an error: the image then goes as given and each node resolves it itself.
 
-use oci_client::client::{ClientConfig, ClientProtocol};
-use oci_client::secrets::RegistryAuth as OciAuth;
-use oci_client::{Client, Reference};
-use shoal_proto::v1::{RegistryAuth, ServiceSpec};
+use shoal_proto::v1::ServiceSpec;
 
 use crate::cli::ResolveImage;
 use crate::docker_config;
@@ -32,43 +29,12 @@ fn pinned_by_user(image: &str) -> bool {
     image.contains('@') && without_digest(image) == image
 }
 
-/// Registries asked over plain HTTP: loopback ones (as docker treats them as insecure) and the
-/// service's `insecure_registries`.
-fn plain_http(registry: &str, insecure: &[String]) -> bool {
-    shoal_proto::registry::is_loopback(registry) || insecure.iter().any(|i| i == registry)
-}
-
-fn oci_auth(auth: Option<RegistryAuth>) -> OciAuth {
-    match auth {
-        Some(a) if !a.registry_token.is_empty() => OciAuth::Bearer(a.registry_token),
-        Some(a) if !a.username.is_empty() => OciAuth::Basic(a.username, a.password),
-        _ => OciAuth::Anonymous,
-    }
-}
-
-/// `image` pinned to the digest its registry serves now.
+/// `image` pinned to the digest its registry serves now (asked as the manager's
+/// `/distribution` route asks: `shoal_proto::resolve`).
 pub async fn pin(image: &str, insecure: &[String]) -> anyhow::Result<String> {
-    let reference: Reference = image.parse()?;
-    let registry = reference.registry().to_string();
-    let protocol = if plain_http(&registry, insecure) {
-        ClientProtocol::Http
-    } else {
-        ClientProtocol::Https
-    };
-    // Whichever of the process's TLS users comes first installs the provider.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let client = Client::new(ClientConfig {
-        protocol,
-        ..ClientConfig::default()
-    });
     // The credentials `shoalctl login` stored (docker also uses them to resolve).
-    let auth = oci_auth(docker_config::registry_auth_for(image).ok().flatten());
-    let digest = tokio::time::timeout(
-        std::time::Duration::from_secs(15),
-        client.fetch_manifest_digest(&reference, &auth),
-    )
-    .await
-    .map_err(|_| anyhow::anyhow!("the registry did not answer within 15 s"))??;
+    let auth = docker_config::registry_auth_for(image).ok().flatten();
+    let digest = shoal_proto::resolve::digest(image, auth.as_ref(), insecure).await?;
     Ok(format!("{image}@{digest}"))
 }
 
@@ -130,6 +96,7 @@ mod tests {
 
     #[test]
     fn loopback_and_insecure_registries_are_asked_over_http() {
+        use shoal_proto::resolve::plain_http;
         assert!(plain_http("127.0.0.1:5000", &[]));
         assert!(plain_http("localhost:5000", &[]));
         assert!(plain_http("[::1]:5000", &[]));
