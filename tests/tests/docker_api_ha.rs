@@ -19,7 +19,11 @@ fn env_for(m: &Managers, i: usize, dir: &Path) -> Result<DockerEnv> {
     let conf: Value = serde_json::from_str(&fs::read_to_string(m.admin_conf(i))?)
         .context("reading admin.conf")?;
     fs::create_dir_all(dir)?;
-    for (file, key) in [("ca.pem", "ca_cert"), ("cert.pem", "cert"), ("key.pem", "key")] {
+    for (file, key) in [
+        ("ca.pem", "ca_cert"),
+        ("cert.pem", "cert"),
+        ("key.pem", "key"),
+    ] {
         let pem = conf[key]
             .as_str()
             .with_context(|| format!("admin.conf has no {key}"))?;
@@ -38,7 +42,13 @@ fn env_for(m: &Managers, i: usize, dir: &Path) -> Result<DockerEnv> {
 }
 
 fn replicas_running(d: &Docker, service: &str) -> Result<usize> {
-    let rows = d.json_lines(&["service", "ps", service, "--filter", "desired-state=running"])?;
+    let rows = d.json_lines(&[
+        "service",
+        "ps",
+        service,
+        "--filter",
+        "desired-state=running",
+    ])?;
     Ok(rows
         .iter()
         .filter(|r| {
@@ -68,26 +78,34 @@ fn every_manager_serves_the_api_and_a_follower_survives_the_leaders_death() -> R
     let follower = (0..3).find(|&i| i != leader).context("a follower")?;
     m.add_agent("w1", &registry, follower)?;
     let dir = m.testbed().dir().join("docker-certs");
-    let d = Docker::new(
-        cli,
-        env_for(&m, follower, &dir)?,
-        m.hosts[follower].clone(),
-    )?;
+    let d = Docker::new(cli, env_for(&m, follower, &dir)?, m.hosts[follower].clone())?;
     Testbed::wait_for(DEADLINE, "w1 Ready as docker node ls shows it", || {
         let rows = d.json_lines(&["node", "ls"])?;
-        Ok(rows.iter().any(|r| {
-            r["Hostname"].as_str() == Some("w1") && r["Status"].as_str() == Some("Ready")
-        }))
+        Ok(rows
+            .iter()
+            .any(|r| r["Hostname"].as_str() == Some("w1") && r["Status"].as_str() == Some("Ready")))
     })?;
 
     // Without -d the CLI polls until converged: the create went through the follower to the leader.
     d.ok(&[
-        "service", "create", "--name", "hav", "--replicas", "2", "--no-resolve-image", &image, "sh",
-        "-c", "echo hello-from-hav; sleep 3600",
+        "service",
+        "create",
+        "--name",
+        "hav",
+        "--replicas",
+        "2",
+        "--no-resolve-image",
+        &image,
+        "sh",
+        "-c",
+        "echo hello-from-hav; sleep 3600",
     ])?;
     ensure!(replicas_running(&d, "hav")? == 2, "2 replicas after create");
     let seen = m.ctl_ok(leader, ["service", "inspect", "hav"])?;
-    ensure!(seen.contains("hello-from-hav"), "the leader sees the service: {seen}");
+    ensure!(
+        seen.contains("hello-from-hav"),
+        "the leader sees the service: {seen}"
+    );
     // Log streams come from the agent's session with the leader.
     Testbed::wait_for(DEADLINE, "docker service logs through a follower", || {
         let out = d.ok(&["service", "logs", "hav"])?;

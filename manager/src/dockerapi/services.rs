@@ -217,10 +217,10 @@ fn json_body(body: &Bytes) -> ApiResult<Value> {
 fn header_auth(headers: &HeaderMap) -> ApiResult<Option<shoal_proto::v1::RegistryAuth>> {
     match headers.get("X-Registry-Auth") {
         None => Ok(None),
-        Some(v) => spec::registry_auth_from_header(
+        Some(v) => super::distribution::registry_auth_from_header(Some(
             v.to_str()
                 .map_err(|_| ApiError::bad_request("X-Registry-Auth: not ASCII"))?,
-        ),
+        )),
     }
 }
 

@@ -980,46 +980,6 @@ fn port_from_docker(path: &str, v: &Value) -> Result<PortConfig, ApiError> {
     })
 }
 
-/// Decodes the `X-Registry-Auth` header: base64url (or standard base64) of docker's AuthConfig
-/// JSON. `None` for an empty header or one without credentials (`{}`, which the CLI sends
-/// without `--with-registry-auth` in some versions).
-pub fn registry_auth_from_header(
-    raw: &str,
-) -> Result<Option<shoal_proto::v1::RegistryAuth>, ApiError> {
-    let raw = raw.trim();
-    if raw.is_empty() {
-        return Ok(None);
-    }
-    let trimmed = raw.trim_end_matches('=');
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(trimmed)
-        .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(trimmed))
-        .map_err(|_| ApiError::bad_request("X-Registry-Auth: not base64-encoded JSON"))?;
-    let v: Value = serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::bad_request(format!("X-Registry-Auth: not JSON: {e}")))?;
-    let o = v
-        .as_object()
-        .ok_or_else(|| ApiError::bad_request("X-Registry-Auth: not a JSON object"))?;
-    let get = |k: &str| {
-        o.get(k)
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string()
-    };
-    let auth = shoal_proto::v1::RegistryAuth {
-        server: get("serveraddress"),
-        username: get("username"),
-        password: get("password"),
-        identity_token: get("identitytoken"),
-        registry_token: get("registrytoken"),
-    };
-    let empty = auth.username.is_empty()
-        && auth.password.is_empty()
-        && auth.identity_token.is_empty()
-        && auth.registry_token.is_empty();
-    Ok(if empty { None } else { Some(auth) })
-}
-
 // ------------------------------------------------------------------------------------------------
 // Shoal → docker
 // ------------------------------------------------------------------------------------------------
@@ -1746,30 +1706,6 @@ mod tests {
             service_spec_to_docker(&global, false)["Mode"],
             json!({"Global": {}})
         );
-    }
-
-    #[test]
-    fn registry_auth_header_decodes_both_alphabets() {
-        let creds = r#"{"username":"u","password":"p?>","serveraddress":"reg:5000"}"#;
-        for engine in [
-            &base64::engine::general_purpose::URL_SAFE,
-            &base64::engine::general_purpose::STANDARD,
-        ] {
-            let a = registry_auth_from_header(&engine.encode(creds))
-                .expect("ok")
-                .expect("some");
-            assert_eq!(
-                (a.username.as_str(), a.password.as_str(), a.server.as_str()),
-                ("u", "p?>", "reg:5000")
-            );
-        }
-        assert_eq!(registry_auth_from_header("").expect("ok"), None);
-        assert_eq!(
-            registry_auth_from_header(&base64::engine::general_purpose::URL_SAFE.encode("{}"))
-                .expect("ok"),
-            None
-        );
-        assert!(registry_auth_from_header("!!!").is_err());
     }
 
     #[test]
