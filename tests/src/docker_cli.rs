@@ -367,6 +367,12 @@ impl Docker {
 pub fn run_docker_py(host: &Host, env: &DockerEnv, script: &str) -> Result<String> {
     let program = format!("{DOCKER_PY_PRELUDE}{script}");
     let args: Vec<OsString> = vec![
+        // requests lets these replace the TLSConfig's CA (psf/requests#3829): a machine that sets
+        // them for its own trust store would otherwise fail the handshake with our CA.
+        "-u".into(),
+        "REQUESTS_CA_BUNDLE".into(),
+        "-u".into(),
+        "CURL_CA_BUNDLE".into(),
         format!("SHOAL_DOCKER_URL=https://{}", env.addr()).into(),
         format!("SHOAL_DOCKER_CA={}", env.ca().display()).into(),
         format!("SHOAL_DOCKER_CERT={}", env.cert().display()).into(),
