@@ -426,6 +426,8 @@ fn service(
                     .iter()
                     .map(|pr| format!("spread={}", pr.spread))
                     .collect(),
+                // Any platform (the docker CLI fills these from the registry).
+                platforms: Vec::new(),
             }),
             networks,
             log_driver: log_driver(svc, name, warnings),

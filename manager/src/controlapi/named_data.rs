@@ -54,7 +54,8 @@ pub(super) trait NamedData: Clone {
     /// The version the object was last written at.
     fn version(&self) -> u64;
 
-    /// The object with another spec.
+    /// The object with another spec; an empty `data` in it keeps the stored data (a
+    /// labels-only update, as docker's `secret update` without `Data`).
     fn with_spec(self, spec: Self::Spec) -> Self;
 
     /// Logs a change to the object ("created", "removed") with its id and name.
@@ -127,7 +128,10 @@ macro_rules! impl_named_data {
                 self.meta.as_ref().map_or(0, |m| m.version)
             }
 
-            fn with_spec(mut self, spec: $spec) -> Self {
+            fn with_spec(mut self, mut spec: $spec) -> Self {
+                if spec.data.is_empty() {
+                    spec.data = self.spec.take().map(|s| s.data).unwrap_or_default();
+                }
                 self.spec = Some(spec);
                 self
             }
@@ -269,4 +273,27 @@ pub(super) async fn update<T: NamedData, R>(
         .read(|s| T::by_id(s, object.id()).cloned())
         .unwrap_or(object);
     Ok(object.shown())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::NamedData;
+    use shoal_proto::v1::{Meta, Secret, SecretSpec};
+
+    #[test]
+    fn an_update_without_data_keeps_the_stored_data() {
+        let spec = |data: &[u8], label: &str| SecretSpec {
+            name: "pw".into(),
+            labels: [("k".to_string(), label.to_string())].into(),
+            data: data.to_vec(),
+        };
+        let stored = Secret::new("s1".into(), Meta::default(), spec(b"s3cret", "a"));
+        let updated = stored.clone().with_spec(spec(b"", "b"));
+        let got = updated.spec.expect("spec");
+        assert_eq!(got.data, b"s3cret");
+        assert_eq!(got.labels["k"], "b");
+        // Data given is taken as given (the store refuses it when it differs).
+        let other = stored.with_spec(spec(b"other", "b"));
+        assert_eq!(other.spec.expect("spec").data, b"other");
+    }
 }

@@ -322,14 +322,8 @@ async fn update_secret(
 ) -> ApiResult<StatusCode> {
     let version = parse_version(&q, "secret")?;
     let SpecParts { name, labels, data } = spec_parts(&parse_body(&body)?)?;
-    // Shoal's store takes the whole spec and compares its data with the stored one; a secret's
-    // data never leaves the control API, so the gateway cannot fill it in.
-    let data = data.ok_or_else(|| {
-        ApiError::field(
-            "Data",
-            "Shoal needs the secret's data (unchanged) in an update: only labels can change",
-        )
-    })?;
+    // No data: the control API keeps the stored data (a labels-only update).
+    let data = data.unwrap_or_default();
     tracing::debug!(secret = %id, version, "docker api: secret update");
     ctx.control()
         .update_secret(UpdateSecretRequest {

@@ -827,21 +827,19 @@ fn placement_from_docker(
         return Ok(None);
     };
     // The CLI copies the platforms of the image's manifest list here (from
-    // `/distribution/{image}/json`). Shoal's nodes are Linux and each pulls the manifest of its
-    // own architecture, so Linux platforms are accepted (and not kept); others are refused.
-    for (i, p) in array(o, path, "Platforms")?.iter().enumerate() {
-        let pp = format!("{}[{i}]", join(path, "Platforms"));
-        let po = object(&pp, Some(p), &["Architecture", "OS"])?.unwrap_or(&EMPTY);
-        match string(po, &pp, "OS")?.as_str() {
-            "" | "linux" => {}
-            other => {
-                return Err(ApiError::field(
-                    &join(&pp, "OS"),
-                    format!("{other:?}: Shoal's nodes run Linux only"),
-                ))
-            }
-        }
-    }
+    // `/distribution/{image}/json`); the scheduler places tasks only on nodes of one of them.
+    let platforms = array(o, path, "Platforms")?
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let pp = format!("{}[{i}]", join(path, "Platforms"));
+            let po = object(&pp, Some(p), &["Architecture", "OS"])?.unwrap_or(&EMPTY);
+            Ok(shoal_proto::v1::Platform {
+                architecture: string(po, &pp, "Architecture")?,
+                os: string(po, &pp, "OS")?,
+            })
+        })
+        .collect::<Result<Vec<_>, ApiError>>()?;
     let preferences = array(o, path, "Preferences")?
         .iter()
         .enumerate()
@@ -866,6 +864,7 @@ fn placement_from_docker(
         constraints: strings(o, path, "Constraints")?,
         max_replicas_per_node: uint(o, path, "MaxReplicas")?,
         preferences,
+        platforms,
     }))
 }
 
@@ -1163,6 +1162,17 @@ pub fn task_spec_to_docker(task: Option<&TaskSpec>, insert_defaults: bool) -> Va
                 .collect();
             put(&mut po, "Preferences", Value::Array(prefs));
             put(&mut po, "MaxReplicas", json!(p.max_replicas_per_node));
+            let platforms: Vec<Value> = p
+                .platforms
+                .iter()
+                .map(|pl| {
+                    let mut v = Obj::new();
+                    put(&mut v, "Architecture", json!(pl.architecture));
+                    put(&mut v, "OS", json!(pl.os));
+                    Value::Object(v)
+                })
+                .collect();
+            put(&mut po, "Platforms", Value::Array(platforms));
             o.insert("Placement".into(), Value::Object(po));
         }
         None if insert_defaults => {
@@ -1627,10 +1637,10 @@ mod tests {
         );
         let m = refused(|v| {
             v["TaskTemplate"]["Placement"]["Platforms"] =
-                json!([{"OS": "windows", "Architecture": "amd64"}])
+                json!([{"OS": "linux", "Architecture": "amd64", "Variant": "v8"}])
         });
         assert!(
-            m.starts_with("TaskTemplate.Placement.Platforms[0].OS: "),
+            m.starts_with("TaskTemplate.Placement.Platforms[0].Variant: "),
             "{m}"
         );
         let m = refused(|v| v["TaskTemplate"]["RestartPolicy"]["Condition"] = json!("always"));

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use shoal_proto::spec::Constraint;
-use shoal_proto::v1::{Endpoint, Node, NodeAvailability, NodeState, Resources, TaskSpec};
+use shoal_proto::v1::{Endpoint, Node, NodeAvailability, NodeState, Platform, Resources, TaskSpec};
 
 use super::constraint;
 
@@ -21,6 +21,8 @@ pub enum Filter {
     Memory,
     /// Every placement constraint holds.
     Constraints,
+    /// The node's OS and architecture are among the task's platforms (if it names any).
+    Platform,
     /// None of the task's host-mode published ports is taken on the node.
     HostPorts,
     /// Fewer tasks of this service on the node than `max_replicas_per_node`.
@@ -29,12 +31,13 @@ pub enum Filter {
 
 impl Filter {
     /// Every filter, in pipeline order.
-    pub const PIPELINE: [Filter; 7] = [
+    pub const PIPELINE: [Filter; 8] = [
         Filter::Ready,
         Filter::Available,
         Filter::Cpu,
         Filter::Memory,
         Filter::Constraints,
+        Filter::Platform,
         Filter::HostPorts,
         Filter::MaxReplicas,
     ];
@@ -48,7 +51,12 @@ impl Filter {
     ];
 
     /// The filters that depend only on the node and the constraints, not on what was placed.
-    pub const STATIC: [Filter; 3] = [Filter::Ready, Filter::Available, Filter::Constraints];
+    pub const STATIC: [Filter; 4] = [
+        Filter::Ready,
+        Filter::Available,
+        Filter::Constraints,
+        Filter::Platform,
+    ];
 
     /// The dynamic filters that can fail for `req` (a zero reservation, no replica limit or no
     /// host port always passes): a batch checks only these on each of its candidate nodes.
@@ -73,6 +81,7 @@ impl Filter {
             Filter::Cpu => "insufficient cpu",
             Filter::Memory => "insufficient memory",
             Filter::Constraints => "constraint not met",
+            Filter::Platform => "unsupported platform",
             Filter::HostPorts => "host-mode port already in use",
             Filter::MaxReplicas => "max replicas per node reached",
         }
@@ -87,6 +96,7 @@ impl Filter {
             Filter::Cpu => req.nano_cpus <= 0 || req.nano_cpus <= node.free_cpu,
             Filter::Memory => req.memory_bytes <= 0 || req.memory_bytes <= node.free_memory,
             Filter::Constraints => constraint::matches_all(&req.constraints, &node.node),
+            Filter::Platform => platform_matches(&req.platforms, &node.node),
             Filter::HostPorts => req
                 .host_ports
                 .iter()
@@ -97,6 +107,36 @@ impl Filter {
             }
         }
     }
+}
+
+/// Architecture names as images spell them (GOARCH) for the names nodes report (Rust's
+/// `std::env::consts::ARCH`, uname): "x86_64" is "amd64", "aarch64" is "arm64".
+fn normalize_arch(arch: &str) -> &str {
+    match arch {
+        "x86_64" | "x86-64" => "amd64",
+        "aarch64" => "arm64",
+        "i386" | "i686" | "x86" => "386",
+        "armv7l" | "armhf" => "arm",
+        other => other,
+    }
+}
+
+/// Whether `node` runs one of `platforms` (an empty OS or architecture matches any; no
+/// platforms at all: every node).
+fn platform_matches(platforms: &[Platform], node: &Node) -> bool {
+    if platforms.is_empty() {
+        return true;
+    }
+    let (os, arch) = node
+        .description
+        .as_ref()
+        .map_or(("", ""), |d| (d.os.as_str(), d.architecture.as_str()));
+    platforms.iter().any(|p| {
+        (p.os.is_empty() || p.os.eq_ignore_ascii_case(os))
+            && (p.architecture.is_empty()
+                || normalize_arch(&p.architecture.to_ascii_lowercase())
+                    == normalize_arch(&arch.to_ascii_lowercase()))
+    })
 }
 
 /// The first filter of the pipeline that `node` fails, if any.
@@ -196,8 +236,11 @@ pub(crate) struct Requirements {
     pub(crate) nano_cpus: i64,
     pub(crate) memory_bytes: i64,
     pub(crate) constraints: Vec<Constraint>,
-    /// The constraints as written: batches with the same ones share the static filter results.
+    /// The constraints as written, then the platforms as "os/arch": batches with the same ones
+    /// share the static filter results.
     pub(crate) constraints_key: Vec<String>,
+    /// The platforms the image exists for; empty: any.
+    pub(crate) platforms: Vec<Platform>,
     pub(crate) max_replicas_per_node: u64,
     /// Keys of `spread=` preferences, outermost first.
     pub(crate) spread: Vec<String>,
@@ -217,11 +260,19 @@ impl Requirements {
             constraint::parse_all(&placement.constraints).map_err(|e| e.to_string())?;
         let spread =
             constraint::parse_preferences(&placement.preferences).map_err(|e| e.to_string())?;
+        let mut constraints_key = placement.constraints;
+        constraints_key.extend(
+            placement
+                .platforms
+                .iter()
+                .map(|p| format!("platform {}/{}", p.os, p.architecture)),
+        );
         Ok(Requirements {
             nano_cpus: res.nano_cpus,
             memory_bytes: res.memory_bytes,
             constraints,
-            constraints_key: placement.constraints,
+            constraints_key,
+            platforms: placement.platforms,
             max_replicas_per_node: placement.max_replicas_per_node,
             spread,
             host_ports: Vec::new(),
@@ -361,6 +412,50 @@ pub(crate) mod tests {
             let n = node(state, avail);
             assert_eq!(first_failure(&n, &r, svc), want, "case {i}");
         }
+    }
+
+    #[test]
+    fn platforms_match_the_nodes_os_and_architecture() {
+        let mut n = node(NodeState::NodeReady, NodeAvailability::AvailabilityActive);
+        let d = n.node.description.get_or_insert_with(Default::default);
+        d.os = "linux".into();
+        d.architecture = "x86_64".into();
+        let with = |platforms: &[(&str, &str)]| {
+            let spec = TaskSpec {
+                placement: Some(Placement {
+                    platforms: platforms
+                        .iter()
+                        .map(|(os, arch)| Platform {
+                            os: os.to_string(),
+                            architecture: arch.to_string(),
+                        })
+                        .collect(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            };
+            Requirements::from_spec(Some(&spec)).expect("valid spec")
+        };
+        assert_eq!(first_failure(&n, &with(&[]), 0), None);
+        assert_eq!(first_failure(&n, &with(&[("linux", "amd64")]), 0), None);
+        assert_eq!(
+            first_failure(&n, &with(&[("linux", "arm64"), ("linux", "amd64")]), 0),
+            None
+        );
+        assert_eq!(first_failure(&n, &with(&[("", "")]), 0), None);
+        assert_eq!(
+            first_failure(&n, &with(&[("linux", "arm64")]), 0),
+            Some(Filter::Platform)
+        );
+        assert_eq!(
+            first_failure(&n, &with(&[("windows", "amd64")]), 0),
+            Some(Filter::Platform)
+        );
+        // Batches with other platforms do not share static results.
+        assert_ne!(
+            with(&[("linux", "arm64")]).constraints_key,
+            with(&[]).constraints_key
+        );
     }
 
     #[test]

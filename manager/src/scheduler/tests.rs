@@ -78,6 +78,7 @@ fn spec(s: &Spec) -> TaskSpec {
             constraints: s.constraints.iter().map(|c| c.to_string()).collect(),
             max_replicas_per_node: s.max_per_node,
             preferences: s.preferences.iter().map(|c| c.to_string()).collect(),
+            ..Default::default()
         }),
         ..Default::default()
     }

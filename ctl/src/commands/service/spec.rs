@@ -36,6 +36,8 @@ pub fn build_spec(a: &CreateArgs) -> Result<ServiceSpec> {
                 constraints: a.constraint.clone(),
                 max_replicas_per_node: a.max_replicas_per_node.unwrap_or(0),
                 preferences: a.placement_pref.clone(),
+                // Any platform (the docker CLI fills these from the registry).
+                platforms: Vec::new(),
             }),
             networks: a.network.clone(),
             log_driver: log_driver(None, a.log_driver.as_deref(), &a.log_opt),
