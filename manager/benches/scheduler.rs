@@ -125,6 +125,7 @@ fn task(i: usize, s: &Scenario, service: usize, node_id: Option<&str>) -> Task {
                 constraints: s.constraints.iter().map(|c| c.to_string()).collect(),
                 preferences: s.preferences.iter().map(|c| c.to_string()).collect(),
                 max_replicas_per_node: 0,
+                platforms: Vec::new(),
             }),
             ..Default::default()
         }),
