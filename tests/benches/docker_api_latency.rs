@@ -5,8 +5,10 @@
 //! side runs a container). Goal: Shoal no slower.
 //!
 //! Rows: the CLI's wall time (process start included, as a user sees it) over TLS (Shoal's
-//! `--docker-api-addr`; dockerd is not given TLS here) and over a unix socket (both), and the
-//! request alone (`curl --unix-socket … /v1.41/services?status=true`, curl's own timing).
+//! `--docker-api-addr`, the CLI run inside the manager's testbed host, so `ip netns exec` is in
+//! that row too; dockerd is not given TLS here) and over a unix socket (both, from the root
+//! namespace), and the request alone (`curl --unix-socket … /v1.41/services?status=true`, curl's
+//! own timing).
 //!
 //! Run (root; needs `docker.io` for dockerd and containerd):
 //! `cargo build --release --workspace --bins && cargo bench -p shoal-tests --bench docker_api_latency`
@@ -35,7 +37,11 @@ struct Dockerd {
 
 impl Dockerd {
     fn start(dir: &Path) -> Result<Dockerd> {
-        let _ = Command::new("ip").args(["netns", "del", NETNS]).status();
+        // A namespace left by an interrupted run (usually there is none: the error is ignored).
+        let _ = Command::new("ip")
+            .args(["netns", "del", NETNS])
+            .stderr(Stdio::null())
+            .status();
         run("ip", &["netns", "add", NETNS])?;
         run("ip", &["-n", NETNS, "link", "set", "lo", "up"])?;
         fs::create_dir_all(dir)?;

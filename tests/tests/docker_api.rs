@@ -162,7 +162,33 @@ fn cli_scenario(cli_path: &str, test: &str) -> Result<()> {
     secrets_and_configs(&c, &d).context("secrets and configs")?;
     stack(&c, &d).context("stack")?;
     both_ways(&c, &d).context("shoalctl and docker see each other's objects")?;
+    node_rm(&c, &d).context("node rm")?;
     c.shutdown()
+}
+
+/// `docker node rm` refuses a node that is up, `-f` removes it: gone for shoalctl too.
+fn node_rm(c: &Cluster, d: &Docker) -> Result<()> {
+    let hostnames = |rows: Vec<Value>| -> BTreeSet<String> {
+        rows.iter().map(|r| cell(&r["Hostname"])).collect()
+    };
+    let refused = d.fails(&["node", "rm", "w3"])?;
+    ensure!(
+        refused.to_lowercase().contains("down") || refused.contains("--force"),
+        "docker node rm of an up node printed {refused:?}"
+    );
+    ensure!(
+        hostnames(c.ctl_json(["node", "ls"])?).contains("w3"),
+        "w3 gone after a refused rm"
+    );
+    d.ok(&["node", "rm", "-f", "w3"])?;
+    let ctl = hostnames(c.ctl_json(["node", "ls"])?);
+    ensure!(!ctl.contains("w3"), "w3 still listed by shoalctl: {ctl:?}");
+    let docker = hostnames(d.json_lines(&["node", "ls"])?);
+    ensure!(
+        !docker.contains("w3"),
+        "w3 still listed by docker node ls: {docker:?}"
+    );
+    Ok(())
 }
 
 fn version_and_info(c: &Cluster, d: &Docker) -> Result<()> {
