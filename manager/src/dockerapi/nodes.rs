@@ -87,17 +87,8 @@ pub(super) fn refuse_extra(
     Ok(())
 }
 
-/// Whether a JSON value is a zero value.
-pub(super) fn is_unset(v: &Value) -> bool {
-    match v {
-        Value::Null => true,
-        Value::Bool(b) => !b,
-        Value::Number(n) => n.as_f64() == Some(0.0),
-        Value::String(s) => s.is_empty(),
-        Value::Array(a) => a.is_empty(),
-        Value::Object(o) => o.values().all(is_unset),
-    }
-}
+/// Whether a JSON value is a zero value (docker's "unset"): one rule for every route.
+pub(super) use super::spec::is_zero as is_unset;
 
 fn role_name(r: NodeRole) -> &'static str {
     match r {

@@ -44,7 +44,7 @@ fn join(path: &str, key: &str) -> String {
 }
 
 /// Whether a JSON value is docker's "unset": null, false, 0, "", [], or an object of such.
-fn is_zero(v: &Value) -> bool {
+pub(super) fn is_zero(v: &Value) -> bool {
     match v {
         Value::Null => true,
         Value::Bool(b) => !b,
