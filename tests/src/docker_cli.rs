@@ -300,6 +300,16 @@ impl Docker {
         self.host.run_input("env", all, input, DOCKER_TIMEOUT)
     }
 
+    /// `docker ARGS` stopped after `secs` seconds (coreutils `timeout`): for commands that do not
+    /// end by themselves (`service logs -f`). Exit status 124 means it was still running.
+    pub fn run_for(&self, secs: u32, args: &[&str]) -> Result<Output> {
+        let mut all = self.env_args();
+        let cli = all.pop().context("the CLI path")?;
+        all.extend(["timeout".into(), secs.to_string().into(), cli]);
+        all.extend(args.iter().map(OsString::from));
+        self.host.run_input("env", all, b"", DOCKER_TIMEOUT)
+    }
+
     /// `docker ARGS`, which must exit 0; its stdout.
     pub fn ok(&self, args: &[&str]) -> Result<String> {
         let out = self.run(args)?;

@@ -59,6 +59,47 @@ fn replicas_running(d: &Docker, service: &str) -> Result<usize> {
         .count())
 }
 
+/// `service logs` options through the API: `--tail`, `-t`, `--since`, `-f`.
+fn log_options(d: &Docker) -> Result<()> {
+    let ticks = |text: &str| text.lines().filter(|l| l.contains("tick ")).count();
+    // The last line of each of the two tasks.
+    let tail = d.ok(&["service", "logs", "--tail", "1", "hav"])?;
+    ensure!(
+        tail.lines().count() == 2,
+        "--tail 1 of 2 tasks printed {tail:?}"
+    );
+    // Timestamps first, in RFC 3339 with nanoseconds.
+    let stamped = d.ok(&["service", "logs", "-t", "--tail", "1", "hav"])?;
+    for line in stamped.lines() {
+        let ts = line.split_whitespace().next().unwrap_or_default();
+        ensure!(
+            ts.len() >= 20 && ts.starts_with("20") && ts.contains('T') && ts.ends_with('Z'),
+            "-t line without a timestamp first: {line:?}"
+        );
+    }
+    let future = d.ok(&["service", "logs", "--since", "2099-01-01T00:00:00Z", "hav"])?;
+    ensure!(
+        ticks(&future) == 0,
+        "--since in the future printed {future:?}"
+    );
+    let past = d.ok(&["service", "logs", "--since", "2000-01-01T00:00:00Z", "hav"])?;
+    ensure!(ticks(&past) >= 2, "--since long ago printed {past:?}");
+    // -f keeps the stream open: lines written after the call started still arrive, and the CLI
+    // is still running when `timeout` stops it.
+    let out = d.run_for(4, &["service", "logs", "-f", "--tail", "1", "hav"])?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    ensure!(
+        out.status.code() == Some(124),
+        "docker service logs -f ended by itself ({}): {text}",
+        out.status
+    );
+    ensure!(
+        ticks(&text) >= 6,
+        "-f for 4 s of two tasks ticking every 0.5 s printed {text:?}"
+    );
+    Ok(())
+}
+
 #[test]
 fn every_manager_serves_the_api_and_a_follower_survives_the_leaders_death() -> Result<()> {
     let Some(cli) = cli_or_skip(
@@ -98,7 +139,7 @@ fn every_manager_serves_the_api_and_a_follower_survives_the_leaders_death() -> R
         &image,
         "sh",
         "-c",
-        "echo hello-from-hav; sleep 3600",
+        "echo hello-from-hav; i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.5; done",
     ])?;
     ensure!(replicas_running(&d, "hav")? == 2, "2 replicas after create");
     let seen = m.ctl_ok(leader, ["service", "inspect", "hav"])?;
@@ -111,6 +152,8 @@ fn every_manager_serves_the_api_and_a_follower_survives_the_leaders_death() -> R
         let out = d.ok(&["service", "logs", "hav"])?;
         Ok(out.matches("hello-from-hav").count() == 2)
     })?;
+
+    log_options(&d)?;
 
     m.kill(leader)?;
     let survivors: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
