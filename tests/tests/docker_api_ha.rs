@@ -84,6 +84,28 @@ fn log_options(d: &Docker) -> Result<()> {
     );
     let past = d.ok(&["service", "logs", "--since", "2000-01-01T00:00:00Z", "hav"])?;
     ensure!(ticks(&past) >= 2, "--since long ago printed {past:?}");
+    // One task's logs: the CLI asks /services/ID (404), then /tasks/ID/logs.
+    let task = d.ok(&[
+        "service",
+        "ps",
+        "-q",
+        "--filter",
+        "desired-state=running",
+        "hav",
+    ])?;
+    let task = task
+        .lines()
+        .next()
+        .context("a running task of hav")?
+        .trim()
+        .to_string();
+    let one = d.ok(&["service", "logs", "--tail", "2", &task])?;
+    // The CLI prints ids truncated to 12 characters in its prefixes.
+    let short = &task[..task.len().min(12)];
+    ensure!(
+        one.lines().count() == 2 && one.lines().all(|l| l.contains(short)),
+        "logs of task {task} printed {one:?}"
+    );
     // -f keeps the stream open: lines written after the call started still arrive, and the CLI
     // is still running when `timeout` stops it.
     let out = d.run_for(4, &["service", "logs", "-f", "--tail", "1", "hav"])?;
