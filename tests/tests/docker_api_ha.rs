@@ -176,6 +176,30 @@ fn every_manager_serves_the_api_and_a_follower_survives_the_leaders_death() -> R
     })?;
 
     log_options(&d)?;
+    // `--host` lines reach the container's /etc/hosts (after the image's own lines).
+    d.ok(&[
+        "service",
+        "create",
+        "--name",
+        "hh",
+        "--host",
+        "db.example:10.1.2.3",
+        "--no-resolve-image",
+        &image,
+        "sh",
+        "-c",
+        "cat /etc/hosts; sleep 3600",
+    ])?;
+    Testbed::wait_for(DEADLINE, "the container to print its /etc/hosts", || {
+        Ok(d.ok(&["service", "logs", "hh"])?
+            .contains("10.1.2.3 db.example"))
+    })?;
+    let inspected = d.inspect("service", "hh")?;
+    ensure!(
+        inspected["Spec"]["TaskTemplate"]["ContainerSpec"]["Hosts"]
+            == serde_json::json!(["10.1.2.3 db.example"]),
+        "docker service inspect hh: {inspected}"
+    );
 
     m.kill(leader)?;
     let survivors: Vec<usize> = (0..3).filter(|&i| i != leader).collect();

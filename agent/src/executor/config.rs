@@ -63,6 +63,7 @@ pub fn container_config(task: &Task, image: &Image) -> ContainerConfig {
         pids_limit: res.pids_limit,
         netns: None,
         resolv_conf: None,
+        extra_hosts: c.hosts.clone(),
         ..Default::default()
     };
     confine(&c, spec.log_driver.as_ref(), &mut cfg);

@@ -32,6 +32,10 @@ pub struct ContainerConfig {
     /// Content for the container's /etc/resolv.conf; `None` leaves the image's.
     #[serde(default)]
     pub resolv_conf: Option<String>,
+    /// Lines appended to the container's /etc/hosts ("IP NAME [ALIAS...]", `--host`); none
+    /// leaves the image's file as it is.
+    #[serde(default)]
+    pub extra_hosts: Vec<String>,
     /// All capabilities, every host device, no seccomp filter, writable /sys and unmasked /proc.
     #[serde(default)]
     pub privileged: bool,

@@ -45,6 +45,9 @@ pub enum InitError {
     /// /etc/resolv.conf could not be written.
     #[error("write /etc/resolv.conf: {0}")]
     ResolvConf(std::io::Error),
+    /// /etc/hosts could not be written.
+    #[error("write /etc/hosts: {0}")]
+    Hosts(std::io::Error),
     /// sethostname failed.
     #[error("set hostname {hostname:?}: {source}")]
     Hostname {
@@ -136,6 +139,38 @@ fn write_resolv_conf(conf: &str) -> std::io::Result<()> {
     std::fs::write("/etc/resolv.conf", conf)
 }
 
+/// What a container's /etc/hosts starts from when its image has none (docker's first lines).
+const DEFAULT_HOSTS: &str = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n";
+
+/// The /etc/hosts text: the image's (or [`DEFAULT_HOSTS`]), then the extra lines.
+pub fn hosts_file(image_hosts: Option<&str>, extra: &[String]) -> String {
+    let mut out = image_hosts.unwrap_or(DEFAULT_HOSTS).to_string();
+    if !out.is_empty() && !out.ends_with('\n') {
+        out.push('\n');
+    }
+    for line in extra {
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+/// Appends `extra` to the container's /etc/hosts. Runs after the pivot; a symlink in the image is
+/// replaced by a file, never followed.
+fn write_hosts(extra: &[String]) -> std::io::Result<()> {
+    std::fs::create_dir_all("/etc")?;
+    let image = match std::fs::symlink_metadata("/etc/hosts") {
+        Ok(m) if m.file_type().is_file() => Some(std::fs::read_to_string("/etc/hosts")?),
+        Ok(_) => {
+            std::fs::remove_file("/etc/hosts")?;
+            None
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e),
+    };
+    std::fs::write("/etc/hosts", hosts_file(image.as_deref(), extra))
+}
+
 /// Entry point of the cloned child: returns only on failure, with the exit status.
 pub fn run(cfg: &ContainerConfig, dir: &ContainerDir, fds: &InitFds<'_>) -> isize {
     let Err(err) = setup_and_exec(cfg, dir, fds);
@@ -178,6 +213,9 @@ fn setup_and_exec(
     rootfs::prepare(&cfg.layers, &dir.upper(), &dir.work(), &dir.merged(), &opts)?;
     if let Some(conf) = &cfg.resolv_conf {
         write_resolv_conf(conf).map_err(InitError::ResolvConf)?;
+    }
+    if !cfg.extra_hosts.is_empty() {
+        write_hosts(&cfg.extra_hosts).map_err(InitError::Hosts)?;
     }
 
     let hostname = hostname_for(cfg);
@@ -449,6 +487,18 @@ pub fn resolve_group(spec: &str, group: &str) -> Result<u32, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn extra_hosts_follow_the_images_file() {
+        let extra = vec!["10.0.0.5 db alias".to_string()];
+        assert_eq!(
+            hosts_file(Some("127.0.0.1 localhost"), &extra),
+            "127.0.0.1 localhost\n10.0.0.5 db alias\n"
+        );
+        let fresh = hosts_file(None, &extra);
+        assert!(fresh.starts_with("127.0.0.1\tlocalhost\n"), "{fresh}");
+        assert!(fresh.ends_with("10.0.0.5 db alias\n"), "{fresh}");
+    }
 
     const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\nwww:x:33:33:www:/var/www:/bin/false\n";
     const GROUP: &str = "root:x:0:\nwww:x:33:\nstaff:x:50:www,bob\n";

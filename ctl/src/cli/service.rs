@@ -224,6 +224,10 @@ pub struct CreateArgs {
     #[arg(long, value_name = "K=V", value_parser = parse_sysctl)]
     pub sysctl: Vec<(String, String)>,
 
+    /// Add a line to the container's /etc/hosts: NAME:IP, e.g. db.example:10.0.0.5 (repeatable).
+    #[arg(long = "host", value_name = "NAME:IP", value_parser = shoal_proto::spec::hosts::host_line_from_flag)]
+    pub host: Vec<String>,
+
     /// Run a minimal init as PID 1 that reaps zombies and forwards signals.
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true,
           default_missing_value = "true", default_value_t = false, action = ArgAction::Set)]
@@ -493,6 +497,14 @@ pub struct UpdateArgs {
     #[arg(long = "sysctl-rm", value_name = "KEY")]
     pub sysctl_rm: Vec<String>,
 
+    /// Add a line to the container's /etc/hosts: NAME:IP (repeatable).
+    #[arg(long = "host-add", value_name = "NAME:IP", value_parser = shoal_proto::spec::hosts::host_line_from_flag)]
+    pub host_add: Vec<String>,
+
+    /// Remove the /etc/hosts lines of a host name, NAME or NAME:IP (repeatable).
+    #[arg(long = "host-rm", value_name = "NAME[:IP]")]
+    pub host_rm: Vec<String>,
+
     /// Hostname of the containers; "" for the default (the container ID).
     #[arg(long, value_name = "NAME")]
     pub hostname: Option<String>,
@@ -583,6 +595,8 @@ impl UpdateArgs {
             && self.label_rm.is_empty()
             && self.container_label_add.is_empty()
             && self.container_label_rm.is_empty()
+            && self.host_add.is_empty()
+            && self.host_rm.is_empty()
             && self.constraint_add.is_empty()
             && self.constraint_rm.is_empty()
             && self.network_add.is_empty()

@@ -352,6 +352,7 @@ fn service(
                     .collect()
             })
             .unwrap_or_default(),
+        hosts: extra_hosts(svc.extra_hosts.as_ref(), &p("extra_hosts"))?,
         init: svc.init.is_some_and(|b| b.0),
         stop_signal: svc.stop_signal.clone().unwrap_or_default(),
         healthcheck: svc
@@ -555,6 +556,28 @@ fn device(d: &str, path: &str) -> Result<DeviceMapping, ConvertError> {
         path_in_container: cont.into(),
         cgroup_permissions: perms.into(),
     })
+}
+
+/// `extra_hosts` as /etc/hosts lines ("IP NAME"), as docker's stack deploy converts them.
+fn extra_hosts(hosts: Option<&MapOrList>, path: &str) -> Result<Vec<String>, ConvertError> {
+    let Some(hosts) = hosts else {
+        return Ok(Vec::new());
+    };
+    let flags: Vec<String> = match hosts {
+        MapOrList::List(l) => l.clone(),
+        MapOrList::Map(m) => m
+            .iter()
+            .map(|(k, v)| format!("{k}:{}", v.as_ref().map_or("", |s| s.0.as_str())))
+            .collect(),
+    };
+    flags
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            shoal_proto::spec::hosts::host_line_from_flag(f)
+                .map_err(|e| field(format!("{path}[{i}]"), e))
+        })
+        .collect()
 }
 
 fn healthcheck(h: &Healthcheck, path: &str) -> Result<HealthConfig, ConvertError> {

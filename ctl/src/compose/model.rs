@@ -79,6 +79,9 @@ pub struct Service {
     pub devices: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sysctls: Option<MapOrList>,
+    /// `extra_hosts`: `["NAME:IP", "NAME=IP"]` or `{NAME: IP}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub extra_hosts: Option<MapOrList>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub ulimits: BTreeMap<String, UlimitDef>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -585,6 +585,7 @@ services:
     stop_signal: SIGINT
     cap_add: [NET_ADMIN]
     sysctls: [net.core.somaxconn=1024]
+    extra_hosts: ["db.example:10.0.0.5", "v6=::1"]
     ulimits:
       nofile: {soft: 1024, hard: 2048}
       nproc: 512
@@ -789,6 +790,7 @@ fn full_file_converts_every_field() {
     assert_eq!(c.stop_signal, "SIGINT");
     assert_eq!(c.capability_add, ["NET_ADMIN"]);
     assert_eq!(c.sysctls["net.core.somaxconn"], "1024");
+    assert_eq!(c.hosts, ["10.0.0.5 db.example", "::1 v6"]);
     let mut ul: Vec<_> = c
         .ulimits
         .iter()

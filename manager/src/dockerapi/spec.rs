@@ -369,12 +369,6 @@ fn container_spec_from_docker(
     zero_only(
         o,
         path,
-        "Hosts",
-        "Shoal does not write extra /etc/hosts entries; use service names on a shared network",
-    )?;
-    zero_only(
-        o,
-        path,
         "DNSConfig",
         "Shoal's tasks use the cluster's DNS; custom nameservers, search domains and options are not supported",
     )?;
@@ -459,6 +453,8 @@ fn container_spec_from_docker(
             .collect::<Result<_, _>>()?,
         registry_auth: None,
         labels: string_map(o, path, "Labels")?,
+        // hosts(5) lines, "IP NAME [ALIAS...]", as swarm stores them (checked by the control API).
+        hosts: strings(o, path, "Hosts")?,
     }))
 }
 
@@ -1325,6 +1321,7 @@ fn container_spec_to_docker(c: Option<&ContainerSpec>, insert_defaults: bool) ->
     if !c.sysctls.is_empty() {
         o.insert("Sysctls".into(), labels_json(&c.sysctls));
     }
+    put(&mut o, "Hosts", json!(c.hosts));
     put(&mut o, "CapabilityAdd", json!(c.capability_add));
     put(&mut o, "CapabilityDrop", json!(c.capability_drop));
     if !c.ulimits.is_empty() {
@@ -1476,7 +1473,7 @@ mod tests {
                     "CapabilityAdd": ["CAP_NET_ADMIN"],
                     "CapabilityDrop": ["CAP_MKNOD"],
                     "Ulimits": [{"Name": "nofile", "Soft": 1024, "Hard": 2048}],
-                    "DNSConfig": {}, "Hosts": [], "TTY": false, "OpenStdin": false
+                    "DNSConfig": {}, "Hosts": ["10.0.0.5 db alias"], "TTY": false, "OpenStdin": false
                 },
                 "Resources": {"Limits": {"NanoCPUs": 500000000, "MemoryBytes": 67108864, "Pids": 100},
                               "Reservations": {"NanoCPUs": 100000000, "MemoryBytes": 1048576}},
@@ -1596,8 +1593,6 @@ mod tests {
     fn what_shoal_cannot_do_is_refused_by_name() {
         let m = refused(|v| v["TaskTemplate"]["ContainerSpec"]["TTY"] = json!(true));
         assert!(m.starts_with("TaskTemplate.ContainerSpec.TTY: "), "{m}");
-        let m = refused(|v| v["TaskTemplate"]["ContainerSpec"]["Hosts"] = json!(["1.2.3.4 x"]));
-        assert!(m.starts_with("TaskTemplate.ContainerSpec.Hosts: "), "{m}");
         let m = refused(|v| {
             v["TaskTemplate"]["ContainerSpec"]["DNSConfig"] = json!({"Nameservers": ["8.8.8.8"]})
         });

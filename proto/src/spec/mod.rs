@@ -5,6 +5,7 @@
 //! names, labels, environment and the whole-service check.
 
 mod confinement;
+pub mod hosts;
 mod logs;
 mod mounts;
 mod network;
@@ -231,6 +232,7 @@ pub fn validate_service(spec: &ServiceSpec) -> Result<(), SpecError> {
     validate_image(&container.image)?;
     validate_env(&container.env)?;
     validate_labels("--container-label", container.labels.iter())?;
+    hosts::validate_hosts(&container.hosts)?;
     validate_confinement(container)?;
     mounts::validate_files(spec, container)?;
     log_rotation(task.log_driver.as_ref())?;

@@ -483,3 +483,24 @@ fn pretty_shows_the_non_defaults() {
         assert!(!plain.contains(absent), "{absent} in\n{plain}");
     }
 }
+
+#[test]
+fn hosts_are_added_and_removed_like_docker() {
+    let a = create_args(&["--host", "db.example:10.0.0.5", "--host", "v6=::1"]);
+    let mut spec = build_spec(&a).expect("builds");
+    assert_eq!(
+        container(&spec).hosts,
+        strings(&["10.0.0.5 db.example", "::1 v6"])
+    );
+    let u = update_args(&["--host-rm", "v6", "--host-add", "cache:10.0.0.6"]);
+    apply_update(&mut spec, &u, &NetworkIds::new()).expect("applies");
+    assert_eq!(
+        container(&spec).hosts,
+        strings(&["10.0.0.5 db.example", "10.0.0.6 cache"])
+    );
+    let u = update_args(&["--host-rm", "db.example:10.9.9.9"]);
+    let e = apply_update(&mut spec, &u, &NetworkIds::new()).expect_err("no such line");
+    assert!(e.to_string().contains("--host-rm"), "{e}");
+    let bad = ["shoalctl", "service", "create", "--host", "db", "busybox"];
+    assert!(crate::cli::Cli::try_parse_from(bad).is_err());
+}

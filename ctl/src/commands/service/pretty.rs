@@ -226,6 +226,7 @@ impl Pretty {
         self.text(" Dir", &c.dir);
         self.text(" User", &c.user);
         self.text(" Groups", &c.groups.join(" "));
+        self.list(" Hosts", &c.hosts);
         self.text(" Hostname", &c.hostname);
         self.text(" Stop Signal", &c.stop_signal);
         self.flag(" Privileged", c.privileged);

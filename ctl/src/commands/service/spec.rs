@@ -65,6 +65,7 @@ fn container_spec(a: &CreateArgs) -> Result<ContainerSpec> {
         args: a.args.clone(),
         env: a.env.clone(),
         labels: a.container_label.iter().cloned().collect(),
+        hosts: dedup(&a.host),
         stop_grace_period_ns: a.stop_grace_period,
         command: a.entrypoint.clone().map(|e| e.0).unwrap_or_default(),
         dir: a.workdir.clone().unwrap_or_default(),
@@ -314,6 +315,27 @@ pub(super) fn apply_confinement(
     }
     c.devices = merge_devices(std::mem::take(&mut c.devices), &a.device_add);
     c.privileges = privileges(c.privileges.take(), &a.security_opt)?;
+    for h in &a.host_rm {
+        // NAME removes every line naming it; NAME:IP only the line of that address (docker's).
+        let (name, ip) = h
+            .split_once(':')
+            .map_or((h.as_str(), None), |(n, i)| (n, Some(i)));
+        let what = format!("host {h}");
+        let matches = |line: &String| {
+            let mut words = line.split_whitespace();
+            let addr = words.next().unwrap_or_default();
+            words.any(|w| w == name) && ip.is_none_or(|i| i == addr)
+        };
+        if !c.hosts.iter().any(matches) {
+            return Err(anyhow!("--host-rm: service {service} has no {what}"));
+        }
+        c.hosts.retain(|l| !matches(l));
+    }
+    for line in &a.host_add {
+        if !c.hosts.contains(line) {
+            c.hosts.push(line.clone());
+        }
+    }
     for g in &a.group_rm {
         let what = format!("group {g}");
         remove_or_fail(&mut c.groups, |x| x == g, "--group-rm", service, &what)?;
