@@ -128,12 +128,25 @@ impl LiveTls {
     pub fn server_config(self: &Arc<Self>) -> Result<ServerConfig, PkiError> {
         let mut config = ServerConfig::builder_with_provider(self.provider.clone())
             .with_safe_default_protocol_versions()?
-            .with_client_cert_verifier(Arc::new(LiveClientVerifier(self.clone())))
+            .with_client_cert_verifier(self.client_verifier(false))
             .with_cert_resolver(Arc::new(LiveServerCert(self.clone())));
         config.alpn_protocols = vec![b"h2".to_vec()];
         config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
         config.send_tls13_tickets = 0;
         Ok(config)
+    }
+}
+
+impl LiveTls {
+    /// A client-certificate verifier over the CAs trusted at each handshake (renewal and CA
+    /// rotation included). `mandatory`: a client without a certificate fails the handshake (the
+    /// Docker API's listener); otherwise it is let through for the services to refuse (the gRPC
+    /// listener, where a joining node has none yet).
+    pub fn client_verifier(self: &Arc<Self>, mandatory: bool) -> Arc<dyn ClientCertVerifier> {
+        Arc::new(LiveClientVerifier {
+            tls: self.clone(),
+            mandatory,
+        })
     }
 }
 
@@ -226,7 +239,10 @@ impl ServerCertVerifier for LiveServerVerifier {
 }
 
 #[derive(Debug)]
-struct LiveClientVerifier(Arc<LiveTls>);
+struct LiveClientVerifier {
+    tls: Arc<LiveTls>,
+    mandatory: bool,
+}
 
 impl ClientCertVerifier for LiveClientVerifier {
     fn offer_client_auth(&self) -> bool {
@@ -234,7 +250,7 @@ impl ClientCertVerifier for LiveClientVerifier {
     }
 
     fn client_auth_mandatory(&self) -> bool {
-        false
+        self.mandatory
     }
 
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
@@ -249,11 +265,11 @@ impl ClientCertVerifier for LiveClientVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        self.0
+        self.tls
             .material()
             .client_verifier
             .verify_client_cert(end_entity, intermediates, now)
     }
 
-    crate::pki::provider_signatures!(self => self.0.provider);
+    crate::pki::provider_signatures!(self => self.tls.provider);
 }

@@ -9,14 +9,13 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, SystemTime};
 
-use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
-use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::danger::ClientCertVerifier;
+use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
-use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig};
+use rustls::ServerConfig;
 use shoal_proto::live_tls::LiveTls;
 use shoal_proto::pki::{self, ExtraSan, Identity, PkiError};
 use shoal_proto::v1::Cluster;
@@ -37,9 +36,6 @@ pub enum CertError {
     /// rustls refused the material.
     #[error("Docker API TLS: {0}")]
     Tls(#[from] rustls::Error),
-    /// No CA in the trust bundle.
-    #[error("Docker API TLS: no trusted CA")]
-    NoRoots,
 }
 
 /// The names the listener's certificate carries besides `shoal-manager`: the address it serves
@@ -124,20 +120,20 @@ pub fn issue(cluster: &Cluster, subject: &str, sans: &[ExtraSan]) -> Result<Iden
     })
 }
 
-/// What the listener presents and trusts at one moment.
+/// What the listener presents at one moment.
 struct Material {
     key: Arc<CertifiedKey>,
-    verifier: Arc<dyn ClientCertVerifier>,
     /// The CA that signed `key` (its fingerprint), to notice a rotation.
     ca_fingerprint: String,
-    /// The trust bundle `verifier` was built from.
+    /// The managers' trust bundle when `key` was issued: it changes at both ends of a CA
+    /// rotation, when the chain to present changes too.
     roots_pem: String,
     /// When to re-issue (two thirds of the lifetime).
     renew_at: SystemTime,
 }
 
-/// The listener's certificate and client trust, replaced at run time (CA rotation, renewal); the
-/// server configuration made by [`DockerTls::server_config`] reads them at every handshake.
+/// The listener's certificate, replaced at run time (CA rotation, renewal); the server
+/// configuration made by [`DockerTls::server_config`] reads it at every handshake.
 pub struct DockerTls {
     provider: Arc<CryptoProvider>,
     subject: String,
@@ -155,8 +151,8 @@ impl std::fmt::Debug for DockerTls {
 }
 
 impl DockerTls {
-    /// A certificate for `subject` (the node id) with `sans`, issued from `cluster`'s CA, and
-    /// client trust in `roots_pem` (the CAs the gRPC listener trusts).
+    /// A certificate for `subject` (the node id) with `sans`, issued from `cluster`'s CA while
+    /// the managers trust `roots_pem`.
     pub fn new(
         cluster: &Cluster,
         roots_pem: &str,
@@ -214,13 +210,17 @@ impl DockerTls {
         self.material().key.cert.clone()
     }
 
-    /// The listener's server configuration: the current certificate, a client certificate
-    /// chaining to a trusted CA REQUIRED, ALPN `http/1.1`, and no session resumption (a resumed
+    /// The listener's server configuration: the current certificate, client certificates checked
+    /// by `clients` (the gRPC listener's live trust, with a certificate REQUIRED:
+    /// `LiveTls::client_verifier(true)`), ALPN `http/1.1`, and no session resumption (a resumed
     /// session would skip the client certificate the server authorises by).
-    pub fn server_config(self: &Arc<Self>) -> Result<ServerConfig, CertError> {
+    pub fn server_config(
+        self: &Arc<Self>,
+        clients: Arc<dyn ClientCertVerifier>,
+    ) -> Result<ServerConfig, CertError> {
         let mut config = ServerConfig::builder_with_provider(self.provider.clone())
             .with_safe_default_protocol_versions()?
-            .with_client_cert_verifier(Arc::new(ClientVerifier(self.clone())))
+            .with_client_cert_verifier(clients)
             .with_cert_resolver(Arc::new(ServerCert(self.clone())));
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
@@ -243,21 +243,9 @@ fn build(
         reason: e.to_string(),
     })?;
     let key = CertifiedKey::from_der(chain, key, provider)?;
-    let mut roots = RootCertStore::empty();
-    for c in certs_of(roots_pem, "CA bundle")? {
-        roots.add(c)?;
-    }
-    if roots.is_empty() {
-        return Err(CertError::NoRoots);
-    }
-    // Mandatory client authentication is the builder's default.
-    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-        .build()
-        .map_err(|e| rustls::Error::General(e.to_string()))?;
     let validity = pki::validity(&id.cert_pem)?;
     Ok(Material {
         key: Arc::new(key),
-        verifier,
         ca_fingerprint: pki::fingerprint_pem(&cluster.ca_cert_pem)?,
         roots_pem: roots_pem.to_string(),
         renew_at: validity.at_fraction(2.0 / 3.0),
@@ -279,72 +267,6 @@ struct ServerCert(Arc<DockerTls>);
 impl ResolvesServerCert for ServerCert {
     fn resolve(&self, _client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         Some(self.0.material().key.clone())
-    }
-}
-
-#[derive(Debug)]
-struct ClientVerifier(Arc<DockerTls>);
-
-impl ClientCertVerifier for ClientVerifier {
-    fn offer_client_auth(&self) -> bool {
-        true
-    }
-
-    fn client_auth_mandatory(&self) -> bool {
-        true
-    }
-
-    fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        // The hints would borrow from material that may be replaced; docker's Go client sends
-        // its one certificate when no hint is given.
-        &[]
-    }
-
-    fn verify_client_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        now: UnixTime,
-    ) -> Result<ClientCertVerified, rustls::Error> {
-        self.0
-            .material()
-            .verifier
-            .verify_client_cert(end_entity, intermediates, now)
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0
-            .provider
-            .signature_verification_algorithms
-            .supported_schemes()
     }
 }
 
@@ -408,7 +330,8 @@ pub async fn keep_current(
 mod tests {
     use super::*;
     use rustls::client::danger::ServerCertVerifier;
-    use rustls::pki_types::ServerName;
+    use rustls::pki_types::{ServerName, UnixTime};
+    use rustls::RootCertStore;
 
     fn cluster() -> Cluster {
         let ca = pki::generate_ca("c1").expect("ca");

@@ -177,7 +177,7 @@ pub async fn run(
             setup.live.clone(),
             shutdown.clone(),
         ));
-        let config = Arc::new(tls.server_config()?);
+        let config = Arc::new(tls.server_config(setup.live.client_verifier(true))?);
         info!(%addr, "docker API serving");
         tasks.push(tokio::spawn(serve_tls(
             listener,
