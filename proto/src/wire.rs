@@ -9,7 +9,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use crate::v1::{
-    EndpointSpec, ManagerStatus, NetworkSpec, PortConfig, ServiceView, Task, TaskState,
+    EndpointSpec, ManagerStatus, Network, NetworkSpec, PortConfig, ServiceView, Task, TaskState,
 };
 
 /// A wire word that names none of the values its field allows.
@@ -204,6 +204,41 @@ impl NetworkSpec {
     /// The network's driver, empty read as overlay.
     pub fn driver_kind(&self) -> Result<NetworkDriver, WireError> {
         NetworkDriver::from_wire(&self.driver)
+    }
+}
+
+impl Network {
+    /// The subnet and gateway in use: what the manager allocated, else what the spec asked for.
+    pub fn addressing(&self) -> (&str, &str) {
+        let spec = self.spec.as_ref();
+        let subnet = if self.subnet.is_empty() {
+            spec.map_or("", |s| s.subnet.as_str())
+        } else {
+            &self.subnet
+        };
+        let gateway = if self.gateway.is_empty() {
+            spec.map_or("", |s| s.gateway.as_str())
+        } else {
+            &self.gateway
+        };
+        (subnet, gateway)
+    }
+
+    /// The driver options as docker shows them: the spec's `--opt`s, plus an overlay's VXLAN id
+    /// under docker's key.
+    pub fn docker_options(&self) -> std::collections::HashMap<String, String> {
+        let mut options = self
+            .spec
+            .as_ref()
+            .map(|s| s.options.clone())
+            .unwrap_or_default();
+        if self.vni != 0 {
+            options.insert(
+                "com.docker.network.driver.overlay.vxlanid_list".into(),
+                self.vni.to_string(),
+            );
+        }
+        options
     }
 }
 

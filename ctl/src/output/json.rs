@@ -360,16 +360,7 @@ pub struct NetworkService {
 pub fn network(n: &Network, services: &[NetworkService]) -> Value {
     let meta = n.meta.unwrap_or_default();
     let spec = n.spec.clone().unwrap_or_default();
-    let subnet = if n.subnet.is_empty() {
-        &spec.subnet
-    } else {
-        &n.subnet
-    };
-    let gateway = if n.gateway.is_empty() {
-        &spec.gateway
-    } else {
-        &n.gateway
-    };
+    let (subnet, gateway) = n.addressing();
     let mut config = Vec::new();
     if !subnet.is_empty() {
         let mut c = Map::new();
@@ -377,16 +368,9 @@ pub fn network(n: &Network, services: &[NetworkService]) -> Value {
         put(&mut c, "Gateway", json!(gateway));
         config.push(Value::Object(c));
     }
-    let mut options = spec.options.clone();
+    let mut options = n.docker_options();
     if spec.encrypted {
         options.entry("encrypted".into()).or_default();
-    }
-    if n.vni > 0 {
-        // Where docker shows an overlay's VXLAN id.
-        options.insert(
-            "com.docker.network.driver.overlay.vxlanid_list".into(),
-            n.vni.to_string(),
-        );
     }
     let services_doc: Map<String, Value> = services
         .iter()

@@ -40,28 +40,13 @@ fn is_local(n: &Network) -> bool {
 pub(super) fn network_json(n: &Network) -> Value {
     let meta = n.meta.unwrap_or_default();
     let spec = n.spec.clone().unwrap_or_default();
-    let subnet = if n.subnet.is_empty() {
-        &spec.subnet
-    } else {
-        &n.subnet
-    };
-    let gateway = if n.gateway.is_empty() {
-        &spec.gateway
-    } else {
-        &n.gateway
-    };
+    let (subnet, gateway) = n.addressing();
     let ipam_config: Vec<Value> = if subnet.is_empty() {
         Vec::new()
     } else {
         vec![json!({ "Subnet": subnet, "Gateway": gateway })]
     };
-    let mut options: HashMap<String, String> = spec.options.clone();
-    if n.vni != 0 {
-        options.insert(
-            "com.docker.network.driver.overlay.vxlanid_list".into(),
-            n.vni.to_string(),
-        );
-    }
+    let options = n.docker_options();
     json!({
         "Name": spec.name,
         "Id": n.id,
