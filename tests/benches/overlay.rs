@@ -6,7 +6,8 @@
 //!
 //! Run (root): `cargo build --release --workspace --bins && SHOAL_BIN_DIR=target/release cargo bench -p shoal-tests --bench overlay`
 //! Options: `SHOAL_BENCH_SECONDS` (throughput run length, default 5), `SHOAL_BENCH_TRIALS`
-//! (default 3). The tool is `shoal-netperf` (tests/src/bin), run inside each namespace with
+//! (default 5). Every trial measures each path once, in turn (interleaved), and the overlay's
+//! ratio to the hand-built VXLAN is taken per trial; the figure is the median ratio. The tool is `shoal-netperf` (tests/src/bin), run inside each namespace with
 //! `nsenter -n`: one TCP stream, 128 KiB writes; round trip = median of 20,000 1-byte echoes.
 
 use std::collections::BTreeSet;
@@ -67,31 +68,45 @@ struct End<'a> {
     pid: Option<i32>,
 }
 
-/// How long and how often to measure.
-#[derive(Clone, Copy)]
-struct Settings {
-    trials: usize,
-    seconds: f64,
+/// One measured path: where its server runs (started once) and whom the client reaches.
+struct PathUnder<'a> {
+    server: End<'a>,
+    server_proc: Option<Proc>,
+    client: End<'a>,
+    target: Ipv4Addr,
+    row: Row,
 }
 
-fn measure(
-    c: &Cluster,
-    server: End<'_>,
-    client: End<'_>,
-    target: Ipv4Addr,
-    row: &mut Row,
-    set: Settings,
-) -> Result<()> {
-    let Settings { trials, seconds } = set;
-    let (server_host, server_pid) = (server.host, server.pid);
-    let (client_host, client_pid) = (client.host, client.pid);
-    let bin = netperf(c);
-    let listen = format!("0.0.0.0:{PORT}");
-    let (prog, args) = in_ns(&bin, server_pid, &["server", "--listen", &listen]);
-    let server: Proc = server_host.spawn(&prog, &args, &format!("netperf-{}.log", row.path))?;
-    let connect = format!("{target}:{PORT}");
-    let secs = seconds.to_string();
-    for _ in 0..trials {
+impl<'a> PathUnder<'a> {
+    fn new(path: &'static str, server: End<'a>, client: End<'a>, target: Ipv4Addr) -> Self {
+        PathUnder {
+            server,
+            server_proc: None,
+            client,
+            target,
+            row: Row {
+                path,
+                gbps: vec![],
+                rtt_us: vec![],
+            },
+        }
+    }
+
+    fn start(&mut self, c: &Cluster) -> Result<()> {
+        let bin = netperf(c);
+        let listen = format!("0.0.0.0:{PORT}");
+        let (prog, args) = in_ns(&bin, self.server.pid, &["server", "--listen", &listen]);
+        let log = format!("netperf-{}.log", self.row.path.replace(' ', "-"));
+        self.server_proc = Some(self.server.host.spawn(&prog, &args, &log)?);
+        Ok(())
+    }
+
+    /// One throughput run and one round-trip run.
+    fn trial(&mut self, c: &Cluster, seconds: f64) -> Result<()> {
+        let bin = netperf(c);
+        let (client_host, client_pid) = (self.client.host, self.client.pid);
+        let connect = format!("{}:{PORT}", self.target);
+        let secs = seconds.to_string();
         let (prog, args) = in_ns(
             &bin,
             client_pid,
@@ -101,36 +116,54 @@ fn measure(
         if !out.status.success() {
             bail!(
                 "{}: throughput: {}",
-                row.path,
+                self.row.path,
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        row.gbps
+        self.row
+            .gbps
             .push(String::from_utf8_lossy(&out.stdout).trim().parse()?);
         let (prog, args) = in_ns(&bin, client_pid, &["latency", "--connect", &connect]);
         let out = client_host.run_timeout(&prog, &args, Duration::from_secs(60))?;
         if !out.status.success() {
             bail!(
                 "{}: latency: {}",
-                row.path,
+                self.row.path,
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        row.rtt_us
+        self.row
+            .rtt_us
             .push(String::from_utf8_lossy(&out.stdout).trim().parse()?);
+        Ok(())
     }
-    server.kill()?;
-    println!(
-        "{:<28} {:>8.2} Gbit/s {:>8.1} µs   (runs: {:?})",
-        row.path,
-        median(&row.gbps),
-        median(&row.rtt_us),
-        row.gbps
-            .iter()
-            .map(|g| format!("{g:.2}"))
-            .collect::<Vec<_>>()
-    );
-    Ok(())
+
+    fn stop(&mut self) -> Result<()> {
+        if let Some(mut p) = self.server_proc.take() {
+            p.kill()?;
+        }
+        Ok(())
+    }
+
+    fn print(&self) {
+        let row = &self.row;
+        println!(
+            "{:<28} {:>8.2} Gbit/s {:>8.1} µs   (runs: {:?})",
+            row.path,
+            median(&row.gbps),
+            median(&row.rtt_us),
+            row.gbps
+                .iter()
+                .map(|g| format!("{g:.2}"))
+                .collect::<Vec<_>>()
+        );
+    }
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
 }
 
 fn pid_of_task(c: &Cluster, service: &str) -> Result<(String, i32)> {
@@ -171,24 +204,15 @@ fn ip(args: &[&str]) -> Result<()> {
 }
 
 fn main() -> Result<()> {
-    let trials: usize = env_or("SHOAL_BENCH_TRIALS", 3);
+    let trials: usize = env_or("SHOAL_BENCH_TRIALS", 5);
     let seconds: f64 = env_or("SHOAL_BENCH_SECONDS", 5.0);
-    let set = Settings { trials, seconds };
     let host = |host, pid| End { host, pid };
     let c = Cluster::start_with(Testbed::new("benchovl")?, ClusterOptions::new(2))?;
     let (w1, w2) = (c.agents[0].host.clone(), c.agents[1].host.clone());
-    let mut rows = Vec::new();
+    println!("load average before: {}", load_average());
 
-    // (1) The underlay: host namespace to host namespace over the testbed's veths and bridge.
-    let mut row = Row {
-        path: "underlay veth",
-        gbps: vec![],
-        rtt_us: vec![],
-    };
-    measure(&c, host(&w2, None), host(&w1, None), w2.ip(), &mut row, set)?;
-    rows.push(row);
-
-    // (2) A hand-built kernel VXLAN between the same two namespaces (MTU 1450, as Shoal's).
+    // (2) A hand-built kernel VXLAN between the same two namespaces (MTU 1450, as Shoal's), up
+    // for the whole run so that its trials interleave with the overlay's.
     for (h, other, addr) in [
         (&w1, &w2, "192.168.231.1/24"),
         (&w2, &w1, "192.168.231.2/24"),
@@ -214,24 +238,6 @@ fn main() -> Result<()> {
         ip(&["-n", h.netns(), "link", "set", "hbvx0", "mtu", "1450", "up"])?;
         ip(&["-n", h.netns(), "addr", "add", addr, "dev", "hbvx0"])?;
     }
-    let mut row = Row {
-        path: "hand-built kernel VXLAN",
-        gbps: vec![],
-        rtt_us: vec![],
-    };
-    let r = measure(
-        &c,
-        host(&w2, None),
-        host(&w1, None),
-        Ipv4Addr::new(192, 168, 231, 2),
-        &mut row,
-        set,
-    );
-    for h in [&w1, &w2] {
-        ip(&["-n", h.netns(), "link", "del", "hbvx0"])?;
-    }
-    r?;
-    rows.push(row);
 
     // Experiment switch: bridged packets skip the IP netfilter hooks (br_netfilter) on both
     // hosts, to see what conntrack on the overlay bridges costs.
@@ -244,29 +250,14 @@ fn main() -> Result<()> {
                 "sysctl",
                 "-qw",
                 "net.bridge.bridge-nf-call-iptables=0",
-            ])
-            .or_else(|_| -> Result<()> {
-                let out = std::process::Command::new("ip")
-                    .args([
-                        "netns",
-                        "exec",
-                        h.netns(),
-                        "sysctl",
-                        "-w",
-                        "net.bridge.bridge-nf-call-iptables=0",
-                    ])
-                    .output()?;
-                bail!("sysctl: {}", String::from_utf8_lossy(&out.stderr))
-            })?;
+            ])?;
         }
     }
 
     // (3) and (4): Shoal's overlay, plain and encrypted, container to container.
     let image = c.busybox_image();
-    for (net, encrypted, label) in [
-        ("plain", false, "Shoal overlay"),
-        ("sealed", true, "Shoal encrypted overlay"),
-    ] {
+    let mut overlay_ends = Vec::new();
+    for (net, encrypted) in [("plain", false), ("sealed", true)] {
         let mut args = vec!["network", "create", "-d", "overlay"];
         if encrypted {
             args.extend(["--opt", "encrypted"]);
@@ -292,22 +283,65 @@ fn main() -> Result<()> {
         }
         let (_, srv_pid) = pid_of_task(&c, &format!("srv-{net}"))?;
         let (_, cli_pid) = pid_of_task(&c, &format!("cli-{net}"))?;
-        let target = eth0_of(srv_pid)?;
-        let mut row = Row {
-            path: label,
-            gbps: vec![],
-            rtt_us: vec![],
-        };
-        measure(
-            &c,
-            host(&w2, Some(srv_pid)),
-            host(&w1, Some(cli_pid)),
-            target,
-            &mut row,
-            set,
-        )?;
-        rows.push(row);
+        overlay_ends.push((srv_pid, cli_pid, eth0_of(srv_pid)?));
     }
+    let [(plain_srv, plain_cli, plain_ip), (sealed_srv, sealed_cli, sealed_ip)] = overlay_ends[..]
+    else {
+        bail!("two overlays were made");
+    };
+
+    // (1) the underlay, host namespace to host namespace over the testbed's veths and bridge;
+    // then (2), (3), (4). Every trial measures each path once, in turn, so a slow moment of the
+    // shared machine falls on all of them alike; the ratio is taken per trial.
+    let mut paths = [
+        PathUnder::new("underlay veth", host(&w2, None), host(&w1, None), w2.ip()),
+        PathUnder::new(
+            "hand-built kernel VXLAN",
+            host(&w2, None),
+            host(&w1, None),
+            Ipv4Addr::new(192, 168, 231, 2),
+        ),
+        PathUnder::new(
+            "Shoal overlay",
+            host(&w2, Some(plain_srv)),
+            host(&w1, Some(plain_cli)),
+            plain_ip,
+        ),
+        PathUnder::new(
+            "Shoal encrypted overlay",
+            host(&w2, Some(sealed_srv)),
+            host(&w1, Some(sealed_cli)),
+            sealed_ip,
+        ),
+    ];
+    for p in paths.iter_mut() {
+        p.start(&c)?;
+    }
+    let mut ratios = Vec::new();
+    for trial in 0..trials {
+        for p in paths.iter_mut() {
+            p.trial(&c, seconds)?;
+        }
+        let ratio = paths[2].row.gbps[trial] / paths[1].row.gbps[trial];
+        println!(
+            "trial {}: overlay {:.2} / VXLAN {:.2} Gbit/s = {:.1}%, encrypted {:.2} Gbit/s (load {})",
+            trial + 1,
+            paths[2].row.gbps[trial],
+            paths[1].row.gbps[trial],
+            ratio * 100.0,
+            paths[3].row.gbps[trial],
+            load_average()
+        );
+        ratios.push(ratio);
+    }
+    for p in paths.iter_mut() {
+        p.stop()?;
+        p.print();
+    }
+    for h in [&w1, &w2] {
+        ip(&["-n", h.netns(), "link", "del", "hbvx0"])?;
+    }
+    let rows: Vec<&Row> = paths.iter().map(|p| &p.row).collect();
 
     // (5) RUNNING on w2 -> `tasks.probe` resolves in the plain client's container on w1.
     let (_, cli_pid) = pid_of_task(&c, "cli-plain")?;
@@ -378,13 +412,14 @@ fn main() -> Result<()> {
             median(&r.rtt_us)
         );
     }
-    let vx = median(&rows[1].gbps);
-    let ov = median(&rows[2].gbps);
     println!(
-        "\nShoal overlay / hand-built VXLAN: {:.0}%; encrypted: {:.2} Gbit/s; overlay adds {:.1} µs round trip over the underlay",
-        ov / vx * 100.0,
+        "\nShoal overlay / hand-built VXLAN: median {:.1}% over {trials} interleaved trials (min {:.1}%, max {:.1}%); encrypted: {:.2} Gbit/s; overlay adds {:.1} µs round trip over the underlay; load average after: {}",
+        median(&ratios) * 100.0,
+        ratios.iter().cloned().fold(f64::INFINITY, f64::min) * 100.0,
+        ratios.iter().cloned().fold(0.0, f64::max) * 100.0,
         median(&rows[3].gbps),
-        median(&rows[2].rtt_us) - median(&rows[0].rtt_us)
+        median(&rows[2].rtt_us) - median(&rows[0].rtt_us),
+        load_average()
     );
     println!(
         "RUNNING on w2 -> name resolves on w1: median {:.0} ms, max {:.0} ms",

@@ -6,13 +6,11 @@
 //! networks use mesh addresses as their remotes, so their packets leave the host only encrypted.
 //!
 //! Where the kernel has WireGuard, the device is a kernel one configured through `wireguard-control`
-//! (netlink); otherwise (this machine) boringtun runs it in-process: its threads serve a TUN device
-//! and a UDP socket, and take configuration in the WireGuard UAPI text protocol over one end of a
-//! socketpair this module holds. Not over boringtun's usual `/var/run/wireguard/<ifname>.sock`:
-//! that listener also makes boringtun read SIGINT/SIGTERM from a signalfd, which can steal the
-//! agent's own shutdown signal, and it is a file several agents on one machine would share.
-//! Closing our end stops the device. The interface name carries the node id so test hosts on one
-//! machine do not collide.
+//! (netlink); otherwise (this machine) it runs in-process ([`userspace`]): boringtun's protocol
+//! state machine driven by threads of ours over a TUN device and a UDP socket, configured by direct
+//! calls (no UAPI socket, so no file several agents on one machine would share and no signal
+//! handling of boringtun's). Which one runs is [`select_engine`]'s choice from what the host
+//! offers. The interface name carries the node id so test hosts on one machine do not collide.
 //!
 //! The private key is generated here and never leaves the data dir (`network/wg.key`, mode 0600);
 //! only the public key goes into the node description.
@@ -20,10 +18,7 @@
 use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::fmt;
-use std::io::{BufRead, BufReader, Write};
 use std::net::{Ipv4Addr, SocketAddr};
-use std::os::fd::IntoRawFd;
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -37,6 +32,8 @@ use wireguard_control::{Backend, DeviceUpdate, InterfaceName, Key, PeerConfigBui
 use super::link::{self, LinkError};
 use super::netns::{self, NetnsError};
 
+mod userspace;
+
 /// MTU of the mesh device: 1500 less WireGuard's worst-case overhead (IPv6 outer header).
 pub const MESH_MTU: u32 = 1420;
 /// The default UDP port of the mesh device (`--wg-port`).
@@ -45,12 +42,6 @@ pub const DEFAULT_PORT: u16 = 51820;
 const KEEPALIVE_SECS: u16 = 25;
 /// Where the private key lives, under the agent's data dir.
 const KEY_FILE: &str = "network/wg.key";
-/// Event-loop threads of the userspace device. One: with more, the packets of one TCP flow are
-/// encrypted on several threads and reach the peer out of order, and TCP throughput halves
-/// (measured on 2 cores: 1 thread ~1.1 Gbit/s, 2 threads ~0.55, 4 threads ~0.65).
-const USERSPACE_THREADS: usize = 1;
-/// How long a UAPI request to the userspace device may take.
-const UAPI_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long shutdown waits for the userspace device's threads to end.
 const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(5);
 
@@ -83,13 +74,19 @@ pub enum MeshError {
         /// The address given.
         addr: String,
     },
-    /// boringtun could not create the userspace device.
+    /// The userspace device could not be created (TUN device, UDP socket or threads).
     #[error("creating userspace WireGuard device {ifname}: {source}")]
     Userspace {
         /// The interface.
         ifname: String,
-        /// boringtun's error.
-        source: boringtun::device::Error,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// Neither the kernel's WireGuard nor a TUN device is available.
+    #[error("no way to run WireGuard device {ifname}: no kernel module and no /dev/net/tun")]
+    NoEngine {
+        /// The interface.
+        ifname: String,
     },
     /// The device refused a configuration (keys, port, peers).
     #[error("configuring WireGuard device {ifname}: {source}")]
@@ -143,37 +140,57 @@ struct PeerPlan {
     add: Vec<(String, PeerSpec)>,
 }
 
+/// What the host offers for running the mesh device, as probed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Capabilities {
+    /// Creating a link of kind `wireguard` succeeded (module built in, loaded or loadable).
+    kernel_wireguard: bool,
+    /// `/dev/net/tun` exists.
+    tun: bool,
+}
+
 /// Which implementation runs the device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EngineKind {
+    /// The kernel's WireGuard module.
+    Kernel,
+    /// The in-process device over a TUN.
+    Userspace,
+}
+
+/// The engine for a host: kernel WireGuard wherever it exists (faster, and no thread of ours on
+/// the data path), else the userspace device if the host has TUN; `None` when it has neither.
+fn select_engine(caps: Capabilities) -> Option<EngineKind> {
+    if caps.kernel_wireguard {
+        Some(EngineKind::Kernel)
+    } else if caps.tun {
+        Some(EngineKind::Userspace)
+    } else {
+        None
+    }
+}
+
+/// A running device.
 enum Engine {
     /// The kernel's WireGuard module.
     Kernel,
-    /// boringtun in this process, configured over `uapi`; closing `uapi` stops its threads.
-    Userspace {
-        handle: boringtun::device::DeviceHandle,
-        uapi: UnixStream,
-    },
+    /// The in-process device; dropping it stops its threads and removes its TUN.
+    Userspace(userspace::Userspace),
 }
 
 /// How a configuration thread reaches the device.
 enum Control {
     /// wireguard-control over netlink.
     Kernel,
-    /// The UAPI protocol over (a clone of) the device's socketpair end.
-    Userspace(UnixStream),
+    /// Direct calls into the in-process device.
+    Userspace(userspace::PeerControl),
 }
 
 impl Engine {
-    fn control(&self, ifname: &str) -> Result<Control, MeshError> {
+    fn control(&self) -> Control {
         match self {
-            Engine::Kernel => Ok(Control::Kernel),
-            Engine::Userspace { uapi, .. } => {
-                uapi.try_clone()
-                    .map(Control::Userspace)
-                    .map_err(|source| MeshError::Configure {
-                        ifname: ifname.to_string(),
-                        source,
-                    })
-            }
+            Engine::Kernel => Control::Kernel,
+            Engine::Userspace(device) => Control::Userspace(device.control()),
         }
     }
 }
@@ -209,7 +226,7 @@ impl fmt::Debug for Mesh {
                 "engine",
                 &self.device.as_ref().map(|d| match d.engine {
                     Engine::Kernel => "kernel",
-                    Engine::Userspace { .. } => "userspace",
+                    Engine::Userspace(_) => "userspace",
                 }),
             )
             .finish()
@@ -303,15 +320,13 @@ impl Mesh {
         let plan = plan_peers(dev.peers.as_ref(), &desired);
         let set_addr = (dev.addr != Some(addr)).then_some(addr);
         let ifname = self.ifname.clone();
-        let result = match dev.engine.control(&ifname) {
-            Ok(control) => netns::on_thread(self.host_netns.clone(), "wg-apply", move || {
-                configure(&ifname, control, set_addr, &plan)
-            })
-            .await
-            .map_err(MeshError::from)
-            .and_then(|r| r),
-            Err(e) => Err(e),
-        };
+        let control = dev.engine.control();
+        let result = netns::on_thread(self.host_netns.clone(), "wg-apply", move || {
+            configure(&ifname, control, set_addr, &plan)
+        })
+        .await
+        .map_err(MeshError::from)
+        .and_then(|r| r);
         match result {
             Ok(()) => {
                 if dev.addr != Some(addr) {
@@ -336,7 +351,7 @@ impl Mesh {
     /// earlier run.
     pub async fn shutdown(&mut self) -> Result<(), MeshError> {
         let userspace = match self.device.take().map(|d| d.engine) {
-            Some(Engine::Userspace { handle, uapi }) => Some((handle, uapi)),
+            Some(Engine::Userspace(device)) => Some(device),
             Some(Engine::Kernel) | None => None,
         };
         let ifname = self.ifname.clone();
@@ -367,9 +382,9 @@ impl Mesh {
         )
     }
 
-    /// Creates the device (kernel if the module is there, boringtun otherwise) with the private
-    /// key and listen port, on a thread inside the host namespace: boringtun's TUN device, UDP
-    /// socket and threads all belong to the namespace of the thread that creates them.
+    /// Creates the device (kernel if the module is there, userspace otherwise) with the private
+    /// key and listen port, on a thread inside the host namespace: the TUN device and UDP socket
+    /// belong to the namespace of the thread that creates them.
     async fn create(&self) -> Result<Device, MeshError> {
         let (ifname, port, key) = (self.ifname.clone(), self.port, self.private_key.clone());
         let device = netns::on_thread(self.host_netns.clone(), "wg-create", move || {
@@ -378,7 +393,7 @@ impl Mesh {
         .await??;
         let engine = match device.engine {
             Engine::Kernel => "kernel",
-            Engine::Userspace { .. } => "userspace (boringtun)",
+            Engine::Userspace(_) => "userspace",
         };
         tracing::info!(ifname = %self.ifname, port = self.port, engine, public_key = %self.public_key, "mesh device created");
         Ok(device)
@@ -530,53 +545,75 @@ fn interface_name(ifname: &str) -> Result<InterfaceName, MeshError> {
 
 /// On a thread in the host namespace: creates the device with its key and port.
 fn create_device(ifname: &str, port: u16, key: Key) -> Result<Device, MeshError> {
-    let configure_err = |source| MeshError::Configure {
-        ifname: ifname.to_string(),
-        source,
-    };
     // Creating a link of kind wireguard is the one reliable test for the module (it may be built
     // in, loaded, or loadable on demand).
     let kernel = DeviceUpdate::new()
         .set_private_key(key.clone())
         .set_listen_port(port)
         .apply(&interface_name(ifname)?, Backend::Kernel);
-    match kernel {
-        Ok(()) => {
-            return Ok(Device {
-                engine: Engine::Kernel,
-                addr: None,
-                // A kernel device outlives the agent: it may still hold an earlier run's peers.
-                peers: None,
-            });
-        }
-        Err(e) => {
-            tracing::debug!(ifname, error = %e, "no kernel WireGuard; using boringtun");
-        }
+    if let Err(e) = &kernel {
+        tracing::debug!(ifname, error = %e, "no kernel WireGuard");
     }
-    let (ours, theirs) = UnixStream::pair().map_err(configure_err)?;
-    let config = boringtun::device::DeviceConfig {
-        n_threads: USERSPACE_THREADS,
-        // boringtun owns this end from here on (and closes it when the device goes).
-        uapi_fd: theirs.into_raw_fd(),
-        ..Default::default()
+    let caps = Capabilities {
+        kernel_wireguard: kernel.is_ok(),
+        tun: Path::new("/dev/net/tun").exists(),
     };
-    let handle = boringtun::device::DeviceHandle::new(ifname, config).map_err(|source| {
-        MeshError::Userspace {
-            ifname: ifname.to_string(),
-            source,
+    match select_engine(caps) {
+        Some(EngineKind::Kernel) => Ok(Device {
+            engine: Engine::Kernel,
+            addr: None,
+            // A kernel device outlives the agent: it may still hold an earlier run's peers.
+            peers: None,
+        }),
+        Some(EngineKind::Userspace) => {
+            let private =
+                <[u8; 32]>::try_from(key.as_bytes()).map_err(|_| MeshError::Userspace {
+                    ifname: ifname.to_string(),
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        "the private key is not 32 bytes",
+                    ),
+                })?;
+            let device = userspace::Userspace::start(ifname, port, private).map_err(|source| {
+                MeshError::Userspace {
+                    ifname: ifname.to_string(),
+                    source,
+                }
+            })?;
+            Ok(Device {
+                engine: Engine::Userspace(device),
+                addr: None,
+                // A fresh userspace device has no peers.
+                peers: Some(BTreeMap::new()),
+            })
         }
-    })?;
-    ours.set_read_timeout(Some(UAPI_TIMEOUT))
-        .and_then(|()| ours.set_write_timeout(Some(UAPI_TIMEOUT)))
-        .map_err(configure_err)?;
-    // On failure `ours` and the handle drop here, which stops the device again.
-    uapi_set(&ours, &uapi_device_request(&key, port)).map_err(configure_err)?;
-    Ok(Device {
-        engine: Engine::Userspace { handle, uapi: ours },
-        addr: None,
-        // A fresh boringtun device has no peers.
-        peers: Some(BTreeMap::new()),
-    })
+        None => Err(MeshError::NoEngine {
+            ifname: ifname.to_string(),
+        }),
+    }
+}
+
+/// The userspace device's peer configurations for `plan`'s additions; keys in the plan are valid
+/// base64 (`desired_peers` checked them). The userspace device speaks IPv4 on the underlay only.
+fn userspace_peers(plan: &PeerPlan) -> Vec<userspace::PeerConfig> {
+    plan.add
+        .iter()
+        .filter_map(|(key, spec)| {
+            let public_key = Key::from_base64(key)
+                .ok()
+                .and_then(|k| <[u8; 32]>::try_from(k.as_bytes()).ok())?;
+            let SocketAddr::V4(endpoint) = spec.endpoint else {
+                tracing::warn!(public_key = %key, endpoint = %spec.endpoint, "skipping a mesh peer with an IPv6 endpoint (the userspace device is IPv4 only)");
+                return None;
+            };
+            Some(userspace::PeerConfig {
+                public_key,
+                endpoint,
+                mesh_ip: spec.mesh_ip,
+                keepalive: KEEPALIVE_SECS,
+            })
+        })
+        .collect()
 }
 
 /// On a thread in the host namespace: sets the address (when `addr` is given), MTU and up state
@@ -602,84 +639,24 @@ fn configure(
                     .map_err(configure_err)?;
             }
         }
-        Control::Userspace(uapi) => {
-            for request in uapi_peer_requests(plan) {
-                uapi_set(&uapi, &request).map_err(configure_err)?;
+        Control::Userspace(device) => {
+            if plan.replace {
+                device.clear();
+            }
+            for key in &plan.remove {
+                if let Some(key) = Key::from_base64(key)
+                    .ok()
+                    .and_then(|k| <[u8; 32]>::try_from(k.as_bytes()).ok())
+                {
+                    device.remove(&key);
+                }
+            }
+            for peer in userspace_peers(plan) {
+                device.add(peer);
             }
         }
     }
     Ok(())
-}
-
-/// The UAPI request setting the device's private key and listen port.
-fn uapi_device_request(key: &Key, port: u16) -> String {
-    format!(
-        "set=1\nprivate_key={}\nlisten_port={port}\n\n",
-        hex::encode(key.as_bytes())
-    )
-}
-
-/// The UAPI requests carrying `plan`, in order (removals apart from additions, as in
-/// `peer_updates`). Keys in the plan are valid base64 (`desired_peers` checked them).
-fn uapi_peer_requests(plan: &PeerPlan) -> Vec<String> {
-    let hex_key = |k: &str| Key::from_base64(k).ok().map(|k| hex::encode(k.as_bytes()));
-    let mut requests = Vec::new();
-    if plan.replace || !plan.remove.is_empty() {
-        let mut r = String::from("set=1\n");
-        if plan.replace {
-            r.push_str("replace_peers=true\n");
-        }
-        for key in plan.remove.iter().filter_map(|k| hex_key(k)) {
-            r.push_str(&format!("public_key={key}\nremove=true\n"));
-        }
-        r.push('\n');
-        requests.push(r);
-    }
-    if !plan.add.is_empty() {
-        let mut r = String::from("set=1\n");
-        for (key, spec) in &plan.add {
-            let Some(key) = hex_key(key) else { continue };
-            r.push_str(&format!(
-                "public_key={key}\nendpoint={}\npersistent_keepalive_interval={KEEPALIVE_SECS}\n\
-                 replace_allowed_ips=true\nallowed_ip={}/32\n",
-                spec.endpoint, spec.mesh_ip
-            ));
-        }
-        r.push('\n');
-        requests.push(r);
-    }
-    requests
-}
-
-/// Sends one UAPI `set` request and reads the device's answer (`errno=0` on success).
-fn uapi_set(mut uapi: &UnixStream, request: &str) -> std::io::Result<()> {
-    uapi.write_all(request.as_bytes())?;
-    let mut reader = BufReader::new(uapi);
-    let mut status = None;
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line)? == 0 {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "the userspace device closed its configuration socket",
-            ));
-        }
-        let line = line.trim_end();
-        if line.is_empty() {
-            break;
-        }
-        if let Some(errno) = line.strip_prefix("errno=") {
-            status = errno.parse::<i32>().ok();
-        }
-    }
-    match status {
-        Some(0) => Ok(()),
-        Some(errno) => Err(std::io::Error::from_raw_os_error(errno)),
-        None => Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            "the userspace device answered without an errno",
-        )),
-    }
 }
 
 async fn configure_link(h: &Handle, ifname: &str, addr: Option<Ipv4Net>) -> Result<(), MeshError> {
@@ -744,23 +721,11 @@ fn link_index(ifname: &str) -> Option<u32> {
     (index != 0).then_some(index)
 }
 
-/// On a thread in the host namespace: for a userspace device, stops boringtun's threads and frees
-/// everything they held; then deletes the link (a kernel device, or one left by an earlier run).
-///
-/// Dropping a boringtun `DeviceHandle` only asks its threads to exit; it does not wait for them,
-/// and the UDP socket lives until the last one is gone. Closing our end of the UAPI socketpair
-/// makes them exit instead (boringtun treats a hung-up UAPI fd as the end of the device); `wait`
-/// joins them, and dropping the handle afterwards closes the TUN device and the sockets on this
-/// thread, before `shutdown` returns.
-fn stop_device(
-    ifname: &str,
-    userspace: Option<(boringtun::device::DeviceHandle, UnixStream)>,
-) -> Result<(), MeshError> {
-    if let Some((mut handle, uapi)) = userspace {
-        drop(uapi);
-        handle.wait();
-        drop(handle);
-    }
+/// On a thread in the host namespace: for a userspace device, stops its threads and closes its
+/// TUN device and UDP socket (dropping it joins the threads); then deletes the link (a kernel
+/// device, or one left by an earlier run).
+fn stop_device(ifname: &str, userspace: Option<userspace::Userspace>) -> Result<(), MeshError> {
+    drop(userspace);
     let name = ifname.to_string();
     link::block_on(|h| async move { Ok::<_, MeshError>(link::delete(&h, &name).await?) })?;
     Ok(())

@@ -128,7 +128,24 @@ fn peer_plans_touch_only_what_changed() {
 }
 
 #[test]
-fn uapi_requests_keep_removals_apart_from_additions() {
+fn kernel_wireguard_is_chosen_wherever_it_exists() {
+    let cases = [
+        (true, true, Some(EngineKind::Kernel)),
+        (true, false, Some(EngineKind::Kernel)),
+        (false, true, Some(EngineKind::Userspace)),
+        (false, false, None),
+    ];
+    for (kernel_wireguard, tun, want) in cases {
+        let caps = Capabilities {
+            kernel_wireguard,
+            tun,
+        };
+        assert_eq!(select_engine(caps), want, "{caps:?}");
+    }
+}
+
+#[test]
+fn userspace_peers_carry_key_endpoint_allowed_ip_and_keepalive() {
     let k1 = Key::generate_private().get_public();
     let k2 = Key::generate_private().get_public();
     let plan = PeerPlan {
@@ -136,33 +153,21 @@ fn uapi_requests_keep_removals_apart_from_additions() {
         remove: vec![k1.to_base64()],
         add: vec![
             (k1.to_base64(), spec("192.0.2.9:51820", [10, 255, 0, 9])),
-            (k2.to_base64(), spec("192.0.2.2:51820", [10, 255, 0, 2])),
+            (k2.to_base64(), spec("[2001:db8::2]:51820", [10, 255, 0, 2])),
         ],
     };
-    let requests = uapi_peer_requests(&plan);
-    let (h1, h2) = (hex::encode(k1.as_bytes()), hex::encode(k2.as_bytes()));
-    assert_eq!(requests.len(), 2);
+    let peers = userspace_peers(&plan);
     assert_eq!(
-        requests[0],
-        format!("set=1\npublic_key={h1}\nremove=true\n\n")
+        peers,
+        vec![userspace::PeerConfig {
+            public_key: <[u8; 32]>::try_from(k1.as_bytes()).expect("32-byte key"),
+            endpoint: "192.0.2.9:51820".parse().expect("endpoint literal"),
+            mesh_ip: Ipv4Addr::new(10, 255, 0, 9),
+            keepalive: KEEPALIVE_SECS,
+        }],
+        "the IPv6 endpoint is skipped"
     );
-    assert_eq!(
-        requests[1],
-        format!(
-            "set=1\n\
-             public_key={h1}\nendpoint=192.0.2.9:51820\npersistent_keepalive_interval=25\n\
-             replace_allowed_ips=true\nallowed_ip=10.255.0.9/32\n\
-             public_key={h2}\nendpoint=192.0.2.2:51820\npersistent_keepalive_interval=25\n\
-             replace_allowed_ips=true\nallowed_ip=10.255.0.2/32\n\n"
-        )
-    );
-    assert!(!requests[1].contains("remove"));
-    assert!(uapi_peer_requests(&PeerPlan::default()).is_empty());
-    let replace = uapi_peer_requests(&PeerPlan {
-        replace: true,
-        ..PeerPlan::default()
-    });
-    assert_eq!(replace, vec!["set=1\nreplace_peers=true\n\n".to_string()]);
+    assert!(userspace_peers(&PeerPlan::default()).is_empty());
 }
 
 // ---- kernel tests ----
