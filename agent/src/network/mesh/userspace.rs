@@ -93,7 +93,10 @@ struct Shared {
     gso: AtomicBool,
 }
 
-/// A peer as `set_peer` takes it.
+/// The body of one of the device's threads.
+type Loop = fn(&Shared);
+
+/// A peer as `PeerControl::add` takes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct PeerConfig {
     /// The peer's public key.
@@ -146,7 +149,7 @@ impl Userspace {
             shared: shared.clone(),
             threads: Vec::new(),
         };
-        let loops: [(&str, fn(&Shared)); 3] = [
+        let loops: [(&str, Loop); 3] = [
             ("wg-tx", tun_to_net),
             ("wg-rx", net_to_tun),
             ("wg-timers", timers),
@@ -615,7 +618,7 @@ fn timers(sh: &Shared) {
             Wake::Ready | Wake::Timeout => {}
         }
         ticks = ticks.wrapping_add(1);
-        if ticks % 4 == 0 {
+        if ticks.is_multiple_of(4) {
             sh.rate_limiter.reset_count();
         }
         let peers: Vec<Arc<Peer>> = {
