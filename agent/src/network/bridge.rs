@@ -344,10 +344,27 @@ impl BridgeNetwork {
     }
 
     /// Deletes the task's veth (both ends) and its namespace file; missing pieces are fine.
+    /// Both on one thread: the unmount takes the kernel's mount lock and must not block an
+    /// async worker.
     async fn teardown(&self, task_id: &str) -> Result<(), NetworkError> {
-        self.delete_veth(&self.names(task_id)).await?;
-        netns::remove(&self.task_netns(task_id))?;
-        Ok(())
+        let veth = self.names(task_id).veth;
+        let ns_path = self.task_netns(task_id);
+        let queued = std::time::Instant::now();
+        self.in_host("teardown", move |h| async move {
+            let started = std::time::Instant::now();
+            link::delete(&h, &veth).await?;
+            let deleted = std::time::Instant::now();
+            netns::remove(&ns_path)?;
+            tracing::debug!(
+                veth,
+                thread_ms = (started - queued).as_secs_f64() * 1e3,
+                veth_ms = (deleted - started).as_secs_f64() * 1e3,
+                netns_ms = deleted.elapsed().as_secs_f64() * 1e3,
+                "task network torn down"
+            );
+            Ok(())
+        })
+        .await
     }
 
     /// Runs netlink work `f` on a dedicated thread inside the bridge's namespace.
