@@ -1,6 +1,7 @@
 //! End-to-end figures on a real one-host cluster in a test namespace: time from
 //! `service create --replicas N IMAGE sleep 3600` to N containers RUNNING, time from `service rm`
-//! to no container left, and idle memory (agent RSS, shim RSS per container).
+//! to no container left, and memory (agent RSS and shim RSS per container, with 10 containers and
+//! with all N running), each beside the load average of the machine when it was taken.
 //!
 //! Run (root): `cargo build --release --workspace --bins && cargo bench -p shoal-tests --bench convergence`
 //! Optional: `SHOAL_BENCH_REPLICAS=100` (default 100), `SHOAL_BENCH_ROUNDS=3`.
@@ -17,6 +18,34 @@ fn rss_kib(pid: i32) -> Option<u64> {
         .find(|l| l.starts_with("VmRSS:"))
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
+}
+
+/// The 1-minute load average (other work on the machine skews every figure).
+fn load1() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
+        .unwrap_or(f64::NAN)
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+/// The agent's RSS and the mean RSS of its shims (KiB), and how many shims were read.
+fn memory(cluster: &Cluster) -> Result<(u64, f64, usize)> {
+    let agent_pid = cluster.agents[0]
+        .proc()
+        .map(|p| p.pid() as i32)
+        .unwrap_or(0);
+    let agent = rss_kib(agent_pid).unwrap_or(0);
+    let shims: Vec<u64> = cluster.agents[0]
+        .containers()?
+        .iter()
+        .filter_map(|c| c.shim_pid.and_then(rss_kib))
+        .collect();
+    let mean = shims.iter().sum::<u64>() as f64 / shims.len().max(1) as f64;
+    Ok((agent, mean, shims.len()))
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -60,16 +89,8 @@ fn main() -> Result<()> {
             == 10)
     })?;
     std::thread::sleep(Duration::from_secs(2)); // let the agent settle before reading RSS
-    let agent_pid = cluster.agents[0]
-        .proc()
-        .map(|p| p.pid() as i32)
-        .unwrap_or(0);
-    let agent_rss = rss_kib(agent_pid).unwrap_or(0);
-    let shims: Vec<u64> = cluster.agents[0]
-        .containers()?
-        .iter()
-        .filter_map(|c| c.shim_pid.and_then(rss_kib))
-        .collect();
+    let (agent_rss, shim_rss, shims) = memory(&cluster)?;
+    let idle_load = load1();
     let manager_rss = cluster
         .manager_proc()
         .and_then(|p| rss_kib(p.pid() as i32))
@@ -81,6 +102,8 @@ fn main() -> Result<()> {
 
     let mut create = Vec::new();
     let mut remove = Vec::new();
+    let mut loads = Vec::new();
+    let mut full = (0, 0.0, 0, 0.0);
     for round in 0..rounds {
         let name = format!("bench{round}");
         let t0 = Instant::now();
@@ -103,6 +126,7 @@ fn main() -> Result<()> {
                 .any(|r| r.name == name && r.replicas == format!("{replicas}/{replicas}")))
         })?;
         create.push(t0.elapsed().as_secs_f64());
+        let create_load = load1();
         let running = cluster.agents[0]
             .containers()?
             .iter()
@@ -113,35 +137,51 @@ fn main() -> Result<()> {
             "{running} containers alive, expected {replicas}"
         );
 
+        // Memory at the full count, after the starts have settled.
+        std::thread::sleep(Duration::from_secs(2));
+        let (agent, shim, count) = memory(&cluster)?;
+        full = (agent, shim, count, load1());
+
         let t1 = Instant::now();
         cluster.ctl_ok(["service", "rm", &name])?;
         Testbed::wait_for(deadline, "no container left", || {
             Ok(cluster.agents[0].containers()?.is_empty())
         })?;
         remove.push(t1.elapsed().as_secs_f64());
+        loads.push((create_load, load1()));
     }
 
-    println!("| figure | value |");
-    println!("|---|---|");
+    let (full_agent, full_shim, full_count, full_load) = full;
+    println!("| figure | value | load (1 min) |");
+    println!("|---|---|---|");
     println!(
-        "| create --replicas {replicas} -> {replicas}/{replicas} RUNNING (median of {rounds}) | {:.2} s |",
-        median(&mut create.clone())
+        "| create --replicas {replicas} -> {replicas}/{replicas} RUNNING (median of {rounds}) | {:.2} s | {:.2?} |",
+        median(&mut create.clone()),
+        loads.iter().map(|l| l.0).collect::<Vec<_>>()
     );
     println!(
-        "| service rm -> no container left (median of {rounds}) | {:.2} s |",
-        median(&mut remove.clone())
+        "| service rm -> no container left (median of {rounds}) | {:.2} s | {:.2?} |",
+        median(&mut remove.clone()),
+        loads.iter().map(|l| l.1).collect::<Vec<_>>()
     );
-    println!("| create, all rounds | {create:.2?} s |");
-    println!("| rm, all rounds | {remove:.2?} s |");
+    println!("| create, all rounds | {create:.2?} s | |");
+    println!("| rm, all rounds | {remove:.2?} s | |");
     println!(
-        "| agent RSS, 10 containers running | {:.1} MiB |",
-        agent_rss as f64 / 1024.0
+        "| agent RSS, 10 containers running | {:.1} MiB | {idle_load:.2} |",
+        mib(agent_rss)
     );
     println!(
-        "| shim RSS per container (mean of {}) | {:.2} MiB |",
-        shims.len(),
-        shims.iter().sum::<u64>() as f64 / shims.len().max(1) as f64 / 1024.0
+        "| shim RSS per container (mean of {shims}) | {:.2} MiB | {idle_load:.2} |",
+        shim_rss / 1024.0
     );
-    println!("| manager RSS | {:.1} MiB |", manager_rss as f64 / 1024.0);
+    println!(
+        "| agent RSS, {replicas} containers running (last round) | {:.1} MiB | {full_load:.2} |",
+        mib(full_agent)
+    );
+    println!(
+        "| shim RSS per container (mean of {full_count}) | {:.2} MiB | {full_load:.2} |",
+        full_shim / 1024.0
+    );
+    println!("| manager RSS | {:.1} MiB | |", mib(manager_rss));
     cluster.shutdown()
 }

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use shoal_proto::v1::{RegistryAuth, Task};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::config::{
     container_config, expand_templates, node_config, resolve_mounts, template_context,
@@ -235,6 +235,7 @@ impl Executor for RuntimeExecutor {
             .and_then(|s| s.container.clone())
             .unwrap_or_default();
         // Stats device nodes (all of /dev when privileged) and the init binary.
+        let began = Instant::now();
         let runtime = self.runtime.clone();
         let mut cfg = blocking("node config", move || {
             node_config(&spec, runtime.node_name(), runtime.init_path(), &mut cfg)
@@ -248,6 +249,7 @@ impl Executor for RuntimeExecutor {
             },
         )?;
         cfg.mounts = self.mounts(task).await?;
+        let configured = began.elapsed();
         if let Some(net) = &self.network {
             match net.attach(task).await {
                 Ok(att) => {
@@ -264,6 +266,13 @@ impl Executor for RuntimeExecutor {
                 }
             }
         }
+        // Where a start waits, per task (issue 15's density profile).
+        debug!(
+            task.id = %task.id,
+            config_ms = configured.as_millis() as u64,
+            attach_ms = (began.elapsed() - configured).as_millis() as u64,
+            "task prepared"
+        );
         Ok(cfg)
     }
 
@@ -286,7 +295,22 @@ impl Executor for RuntimeExecutor {
 
     async fn start(&self, config: ContainerConfig) -> Result<i32, ExecutorError> {
         let runtime = self.runtime.clone();
-        blocking("start container", move || Ok(runtime.start(&config)?)).await
+        let (id, queued) = (config.id.clone(), Instant::now());
+        let started = blocking("start container", move || {
+            let began = queued.elapsed();
+            let pid = runtime.start(&config)?;
+            Ok((pid, began))
+        })
+        .await;
+        if let Ok((_, waited)) = &started {
+            debug!(
+                task.id = %id,
+                queued_ms = waited.as_millis() as u64,
+                start_ms = (queued.elapsed() - *waited).as_millis() as u64,
+                "container started"
+            );
+        }
+        started.map(|(pid, _)| pid)
     }
 
     // `wait` and `stop` stay on the async worker: they read a few small records and otherwise

@@ -6,6 +6,7 @@
 //! gateway address and is NATed to the outside by nftables. Addresses come from a host-local IPAM
 //! persisted in the agent's data dir, so containers re-adopted after an agent restart keep theirs.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -16,7 +17,7 @@ use rtnetlink::Handle;
 use sha2::{Digest, Sha256};
 
 use super::veth::{plug_veth, VethPlug};
-use super::{link, netlink_in, netns, nft, IpamStore, NetworkError};
+use super::{ipam, link, netlink_in, netns, nft, IpamError, IpamStore, NetworkError};
 
 /// The name of the default bridge.
 pub const DEFAULT_BRIDGE: &str = "shoal0";
@@ -82,7 +83,22 @@ pub struct BridgeNetwork {
     pub(super) netns_dir: PathBuf,
     /// Salts the veth names (see `Names::salted`); empty for the default bridge.
     salt: String,
-    ipam: Mutex<IpamStore>,
+    /// The addresses in memory; never held across an await or a write.
+    ipam: Mutex<IpamState>,
+    /// The version of `ipam` last written to disk, locked while a write is under way: attaches
+    /// and detaches that come together share one write (group commit) instead of each rewriting
+    /// and syncing the whole file in turn, which made a burst of n attaches cost n fsyncs in series.
+    ipam_saved: tokio::sync::Mutex<u64>,
+}
+
+/// The IPAM state with a version that counts its changes in memory.
+#[derive(Debug)]
+struct IpamState {
+    store: IpamStore,
+    version: u64,
+    /// The kernel names of each task holding an address (a SHA-256 each), kept for the clash
+    /// check every attach makes against every other task.
+    names: HashMap<String, Names>,
 }
 
 impl BridgeNetwork {
@@ -105,7 +121,12 @@ impl BridgeNetwork {
             host_netns: None,
             netns_dir: PathBuf::from(netns::NETNS_DIR),
             salt: String::new(),
-            ipam: Mutex::new(store),
+            ipam: Mutex::new(IpamState {
+                store,
+                version: 0,
+                names: HashMap::new(),
+            }),
+            ipam_saved: tokio::sync::Mutex::new(0),
         })
     }
 
@@ -142,6 +163,7 @@ impl BridgeNetwork {
     /// The tasks holding an address, with it (what an agent restart re-adopts).
     pub fn allocations(&self) -> Vec<(String, Ipv4Addr)> {
         self.lock_ipam()
+            .store
             .ipam()
             .allocations()
             .map(|(t, a)| (t.to_string(), a))
@@ -226,22 +248,7 @@ impl BridgeNetwork {
     ) -> Result<Ipv4Addr, NetworkError> {
         validate_task_id(task_id)?;
         let names = self.names(task_id);
-        let (ip, fresh) = {
-            let mut store = self.lock_ipam();
-            if let Some(other) = store
-                .ipam()
-                .allocations()
-                .map(|(t, _)| t)
-                .find(|t| *t != task_id && self.names(t).clashes(&names))
-            {
-                return Err(NetworkError::NameClash {
-                    task_id: task_id.to_string(),
-                    other: other.to_string(),
-                });
-            }
-            let held = store.ipam().get(task_id);
-            (store.allocate(task_id)?, held.is_none())
-        };
+        let (ip, fresh) = self.reserve_address(task_id, &names).await?;
         let veth = VethPlug {
             host: names.veth.clone(),
             peer: names.peer.clone(),
@@ -261,7 +268,7 @@ impl BridgeNetwork {
                     tracing::warn!(task_id, error = %undo, "undoing a failed attach");
                 }
                 if fresh {
-                    if let Err(undo) = self.lock_ipam().release(task_id) {
+                    if let Err(undo) = self.release_address(task_id).await {
                         tracing::warn!(task_id, error = %undo, "releasing the address of a failed attach");
                     }
                 }
@@ -275,8 +282,7 @@ impl BridgeNetwork {
     pub async fn unplug(&self, task_id: &str) -> Result<(), NetworkError> {
         validate_task_id(task_id)?;
         self.delete_veth(&self.names(task_id)).await?;
-        self.lock_ipam().release(task_id)?;
-        Ok(())
+        self.release_address(task_id).await
     }
 
     /// Removes the task's veth and namespace and releases its address. Idempotent; an unknown
@@ -284,8 +290,7 @@ impl BridgeNetwork {
     pub async fn detach(&self, task_id: &str) -> Result<(), NetworkError> {
         validate_task_id(task_id)?;
         self.teardown(task_id).await?;
-        self.lock_ipam().release(task_id)?;
-        Ok(())
+        self.release_address(task_id).await
     }
 
     /// Removes everything this network created: every attachment, leftover bridge ports, the
@@ -339,10 +344,27 @@ impl BridgeNetwork {
     }
 
     /// Deletes the task's veth (both ends) and its namespace file; missing pieces are fine.
+    /// Both on one thread: the unmount takes the kernel's mount lock and must not block an
+    /// async worker.
     async fn teardown(&self, task_id: &str) -> Result<(), NetworkError> {
-        self.delete_veth(&self.names(task_id)).await?;
-        netns::remove(&self.task_netns(task_id))?;
-        Ok(())
+        let veth = self.names(task_id).veth;
+        let ns_path = self.task_netns(task_id);
+        let queued = std::time::Instant::now();
+        self.in_host("teardown", move |h| async move {
+            let started = std::time::Instant::now();
+            link::delete(&h, &veth).await?;
+            let deleted = std::time::Instant::now();
+            netns::remove(&ns_path)?;
+            tracing::debug!(
+                veth,
+                thread_ms = (started - queued).as_secs_f64() * 1e3,
+                veth_ms = (deleted - started).as_secs_f64() * 1e3,
+                netns_ms = deleted.elapsed().as_secs_f64() * 1e3,
+                "task network torn down"
+            );
+            Ok(())
+        })
+        .await
     }
 
     /// Runs netlink work `f` on a dedicated thread inside the bridge's namespace.
@@ -355,10 +377,102 @@ impl BridgeNetwork {
         netlink_in(self.host_netns.clone(), what, f).await
     }
 
-    fn lock_ipam(&self) -> MutexGuard<'_, IpamStore> {
-        // A panic while holding the lock cannot leave the store half-updated: it swaps in the new
-        // state only after saving it.
+    /// Gives `task_id` an address (the one it holds, or a free one) unless its kernel names clash
+    /// with another task's; returns once that is on disk, and whether the address is new.
+    async fn reserve_address(
+        &self,
+        task_id: &str,
+        names: &Names,
+    ) -> Result<(Ipv4Addr, bool), NetworkError> {
+        let (ip, fresh, version) = {
+            let mut guard = self.lock_ipam();
+            let st = &mut *guard;
+            let clash = st
+                .store
+                .ipam()
+                .allocations()
+                .map(|(t, _)| t)
+                .filter(|t| *t != task_id)
+                .find(|t| {
+                    st.names
+                        .entry(t.to_string())
+                        .or_insert_with(|| self.names(t))
+                        .clashes(names)
+                });
+            if let Some(other) = clash {
+                return Err(NetworkError::NameClash {
+                    task_id: task_id.to_string(),
+                    other: other.to_string(),
+                });
+            }
+            let held = st.store.ipam().get(task_id);
+            let ip = st.store.allocate_unsaved(task_id)?;
+            if held.is_none() {
+                st.version += 1;
+                st.names.insert(task_id.to_string(), names.clone());
+            }
+            (ip, held.is_none(), st.version)
+        };
+        // Durable before anything uses it: after a crash the address is still this task's.
+        if let Err(e) = self.save_ipam(version).await {
+            if fresh {
+                self.forget_address(task_id);
+            }
+            return Err(e);
+        }
+        Ok((ip, fresh))
+    }
+
+    fn lock_ipam(&self) -> MutexGuard<'_, IpamState> {
+        // A panic while holding the lock cannot leave the state half-updated: each change is one
+        // map insert or remove and its version bump.
         self.ipam.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes `task_id`'s address back in memory; returns the version to save, `None` if it held
+    /// none.
+    fn forget_address(&self, task_id: &str) -> Option<u64> {
+        let mut st = self.lock_ipam();
+        st.names.remove(task_id);
+        st.store.release_unsaved(task_id)?;
+        st.version += 1;
+        Some(st.version)
+    }
+
+    /// Releases `task_id`'s address and returns once that is on disk. Releasing an unknown task
+    /// is a no-op.
+    async fn release_address(&self, task_id: &str) -> Result<(), NetworkError> {
+        match self.forget_address(task_id) {
+            Some(version) => self.save_ipam(version).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Returns once the IPAM state of `version` (or a later one) is on disk. One writer at a
+    /// time, each writing the newest state: callers that queued behind a write find their change
+    /// already saved by it or share the next one.
+    async fn save_ipam(&self, version: u64) -> Result<(), NetworkError> {
+        let mut saved = self.ipam_saved.lock().await;
+        if *saved >= version {
+            return Ok(());
+        }
+        let (path, snapshot, at) = {
+            let st = self.lock_ipam();
+            (
+                st.store.path().to_path_buf(),
+                st.store.ipam().clone(),
+                st.version,
+            )
+        };
+        let file = path.clone();
+        tokio::task::spawn_blocking(move || ipam::save(&file, &snapshot))
+            .await
+            .map_err(|e| IpamError::Write {
+                path,
+                source: std::io::Error::other(e),
+            })??;
+        *saved = at;
+        Ok(())
     }
 }
 

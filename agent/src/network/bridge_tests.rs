@@ -5,6 +5,7 @@ use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::*;
@@ -49,6 +50,54 @@ fn new_reads_subnet_and_gateway_without_touching_the_kernel() {
 }
 
 /// Whether the kernel tests can run here: root, and `nft` installed (Debian's `nftables`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_reservations_share_writes_and_all_reach_the_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let net = Arc::new(
+        BridgeNetwork::new(dir.path(), "shoaltest0", "10.77.0.0/24".parse().unwrap()).unwrap(),
+    );
+    let ids: Vec<String> = (0..40).map(|i| format!("task{i}")).collect();
+    let mut joins = Vec::new();
+    for id in &ids {
+        let (net, id) = (net.clone(), id.clone());
+        joins.push(tokio::spawn(async move {
+            let names = net.names(&id);
+            net.reserve_address(&id, &names).await
+        }));
+    }
+    let mut got = HashMap::new();
+    for (id, join) in ids.iter().zip(joins) {
+        let (ip, fresh) = join.await.unwrap().unwrap();
+        assert!(fresh, "{id} had no address before");
+        got.insert(id.clone(), ip);
+    }
+    // Every address is distinct and on disk once its reservation returned.
+    let distinct: std::collections::HashSet<_> = got.values().collect();
+    assert_eq!(distinct.len(), ids.len());
+    let path = dir.path().join("network").join("shoaltest0.ipam.json");
+    let stored = IpamStore::open(&path, "10.77.0.0/24".parse().unwrap()).unwrap();
+    for (id, ip) in &got {
+        assert_eq!(stored.ipam().get(id), Some(*ip), "{id} on disk");
+    }
+    // A second reservation keeps the address; releases reach the disk too.
+    let names = net.names("task0");
+    assert_eq!(
+        net.reserve_address("task0", &names).await.unwrap(),
+        (got["task0"], false)
+    );
+    let mut joins = Vec::new();
+    for id in &ids {
+        let (net, id) = (net.clone(), id.clone());
+        joins.push(tokio::spawn(async move { net.release_address(&id).await }));
+    }
+    for join in joins {
+        join.await.unwrap().unwrap();
+    }
+    let stored = IpamStore::open(&path, "10.77.0.0/24".parse().unwrap()).unwrap();
+    assert!(stored.ipam().is_empty());
+    assert!(net.allocations().is_empty());
+}
+
 fn can_run_kernel_tests() -> bool {
     if !nix::unistd::geteuid().is_root() {
         eprintln!("skipped: needs root");

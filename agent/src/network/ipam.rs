@@ -254,6 +254,23 @@ impl IpamStore {
         Ok(addr)
     }
 
+    /// Gives `task_id` an address (or returns the one it holds) in memory only: the caller makes
+    /// it durable with [`save`] of a later [`IpamStore::ipam`] before handing the address out.
+    /// Lets a burst of allocations share one write (group commit).
+    pub fn allocate_unsaved(&mut self, task_id: &str) -> Result<Ipv4Addr, IpamError> {
+        self.ipam.allocate(task_id)
+    }
+
+    /// Releases the address of `task_id` in memory only (see [`IpamStore::allocate_unsaved`]).
+    pub fn release_unsaved(&mut self, task_id: &str) -> Option<Ipv4Addr> {
+        self.ipam.release(task_id)
+    }
+
+    /// The file the state is saved to.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Releases the address of `task_id` and persists that; releasing an unknown task is a no-op.
     pub fn release(&mut self, task_id: &str) -> Result<Option<Ipv4Addr>, IpamError> {
         let mut next = self.ipam.clone();
@@ -267,7 +284,7 @@ impl IpamStore {
 }
 
 /// Writes `ipam` to `path` atomically: a reader (or a crash) sees the old file or the new one.
-fn save(path: &Path, ipam: &Ipam) -> Result<(), IpamError> {
+pub fn save(path: &Path, ipam: &Ipam) -> Result<(), IpamError> {
     let err = |p: &Path| {
         let p = p.to_path_buf();
         move |source| IpamError::Write { path: p, source }

@@ -111,6 +111,45 @@ where
     netns::on_thread(netns, what, move || link::block_on(f)).await?
 }
 
+/// Runs netlink work `f` on one dedicated thread with two sessions: the first in the namespace
+/// at `host_netns` (the agent's own when `None`), the second in the namespace at `inner`. One
+/// thread, one runtime and two sockets for work that spans both namespaces (a veth plug), not
+/// one of each per step.
+pub(crate) async fn netlink_pair<T, F, Fut>(
+    host_netns: Option<PathBuf>,
+    inner: PathBuf,
+    what: &'static str,
+    f: F,
+) -> Result<T, NetworkError>
+where
+    T: Send + 'static,
+    F: FnOnce(Handle, Handle) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<T, NetworkError>>,
+{
+    netns::on_thread(host_netns, what, move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+            .map_err(|source| LinkError::Connect { source })?;
+        rt.block_on(async move {
+            // A netlink socket stays in the namespace it was opened in: open the host's first,
+            // then move this (dedicated) thread into the inner namespace and open the other.
+            let (host_conn, host, _) =
+                rtnetlink::new_connection().map_err(|source| LinkError::Connect { source })?;
+            netns::enter(&inner)?;
+            let (inner_conn, inside, _) =
+                rtnetlink::new_connection().map_err(|source| LinkError::Connect { source })?;
+            let drivers = [tokio::spawn(host_conn), tokio::spawn(inner_conn)];
+            let result = f(host, inside).await;
+            for d in drivers {
+                d.abort();
+            }
+            result
+        })
+    })
+    .await?
+}
+
 /// An address as the manager's views and attachments carry it: "IP", tolerating a "/prefix".
 pub(crate) fn parse_ip(s: &str) -> Option<Ipv4Addr> {
     s.split('/').next().and_then(|ip| ip.trim().parse().ok())

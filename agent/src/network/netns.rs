@@ -130,7 +130,7 @@ where
 }
 
 /// Moves the calling thread into the network namespace at `path`. Only for dedicated threads.
-fn enter(path: &Path) -> Result<(), NetnsError> {
+pub(crate) fn enter(path: &Path) -> Result<(), NetnsError> {
     let file = File::open(path).map_err(|source| NetnsError::Open {
         path: path.to_path_buf(),
         source,

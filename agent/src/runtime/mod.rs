@@ -22,8 +22,7 @@ pub mod state;
 
 use std::fs;
 use std::io::ErrorKind;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -376,6 +375,11 @@ impl Runtime {
         Ok(Some(path))
     }
 
+    /// Spawns the shim with `posix_spawn` (std picks it when there is no `pre_exec` closure):
+    /// the child borrows the agent's address space until its exec instead of copying the page
+    /// tables of a large multi-threaded process, as a fork would. The ready pipe is the shim's
+    /// stdout; the shim moves it away from fd 1 and makes itself a session leader (see
+    /// `shim_main`), which the agent used to do between fork and exec.
     fn spawn_shim(&self, dir: &ContainerDir, id: &str) -> Result<i32, RuntimeError> {
         let (ready_r, ready_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)
             .map_err(|source| RuntimeError::Sys { op: "pipe", source })?;
@@ -391,32 +395,15 @@ impl Runtime {
             .arg(id)
             .arg("--cgroup-parent")
             .arg(&self.cgroup_parent)
-            .args(["--ready-fd", "3"])
+            .args(["--ready-fd", "1"])
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::from(ready_w))
             .stderr(shim_log);
-        let ready_raw = ready_w.as_raw_fd();
-        // SAFETY: the closure runs in the forked child before exec and calls only async-signal-safe
-        // functions (setsid, dup2, fcntl) on fds that exist in the child.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::setsid() < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                let ok = if ready_raw == 3 {
-                    libc::fcntl(3, libc::F_SETFD, 0) >= 0
-                } else {
-                    libc::dup2(ready_raw, 3) >= 0
-                };
-                if ok {
-                    Ok(())
-                } else {
-                    Err(std::io::Error::last_os_error())
-                }
-            });
-        }
-        let mut child = cmd.spawn().map_err(RuntimeError::Spawn)?;
-        drop(ready_w);
+        let spawned = cmd.spawn();
+        // The command holds the pipe's write end: only the shim may keep it open, or its
+        // report would never end.
+        drop(cmd);
+        let mut child = spawned.map_err(RuntimeError::Spawn)?;
         // The first shim process forks the real shim and exits at once.
         child.wait().map_err(RuntimeError::Spawn)?;
 

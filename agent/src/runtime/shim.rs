@@ -6,7 +6,7 @@
 //! stdout/stderr into `container.log` and records `exit.json` when the init exits.
 
 use std::fs;
-use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -123,18 +123,20 @@ pub fn shim_main(args: &[String]) -> i32 {
             return 2;
         }
     };
-    if fcntl(
-        // SAFETY: only borrowed for the fcntl call; validity is checked by the kernel (EBADF).
-        unsafe { std::os::fd::BorrowedFd::borrow_raw(args.ready_fd) },
-        FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC),
-    )
-    .is_err()
-    {
-        eprintln!("shoal shim: ready fd {} is not open", args.ready_fd);
-        return 2;
+    // The agent passed this fd to us alone; it is owned from here on.
+    let mut ready = match take_ready_fd(args.ready_fd) {
+        Ok(fd) => Some(fd),
+        Err(e) => {
+            eprintln!("shoal shim: ready fd {}: {e}", args.ready_fd);
+            return 2;
+        }
+    };
+    // Its own session, away from the agent's terminal and process group (the agent spawns the
+    // shim without a pre-exec hook, so the shim does this itself, before anything else runs).
+    if let Err(e) = nix::unistd::setsid() {
+        report(&ready, &format!("err setsid: {e}"));
+        return 1;
     }
-    // SAFETY: the agent passed this fd to us alone; it is open (checked above) and owned from here on.
-    let mut ready = Some(unsafe { OwnedFd::from_raw_fd(args.ready_fd) });
 
     // Daemonize: the agent waits for this first process only; the shim proper is re-parented to
     // init (or the agent's own subreaper) and outlives the agent.
@@ -164,6 +166,28 @@ pub fn shim_main(args: &[String]) -> i32 {
             1
         }
     }
+}
+
+/// Takes ownership of the ready fd, close-on-exec. The agent hands it over as stdout (fd 1):
+/// it is then moved to a fd of its own and fd 1 becomes /dev/null, so nothing printed later
+/// can be mistaken for the report and closing the report leaves no hole at fd 1.
+fn take_ready_fd(raw: i32) -> Result<OwnedFd, Errno> {
+    // SAFETY: only borrowed for the fcntl calls; the kernel checks the fd (EBADF).
+    let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(raw) };
+    if raw > 2 {
+        fcntl(borrowed, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))?;
+        // SAFETY: the fd is open (checked above) and passed to this process alone.
+        return Ok(unsafe { OwnedFd::from_raw_fd(raw) });
+    }
+    let moved = fcntl(borrowed, FcntlArg::F_DUPFD_CLOEXEC(3))?;
+    let null = open("/dev/null", OFlag::O_RDWR | OFlag::O_CLOEXEC, Mode::empty())?;
+    // SAFETY: dup2 onto a standard fd this process owns; the old one (the pipe) is closed by it,
+    // and its copy `moved` keeps the pipe open.
+    if unsafe { libc::dup2(null.as_raw_fd(), raw) } < 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: F_DUPFD_CLOEXEC returned a new fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(moved) })
 }
 
 fn report(ready: &Option<OwnedFd>, msg: &str) {
