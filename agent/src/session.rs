@@ -247,7 +247,12 @@ async fn session_once(
 async fn hand_on(worker: &Worker, a: &Assignments) {
     if let Some(net) = worker.networks() {
         if let Err(e) = net
-            .apply(&a.networks, &a.node_attachments, &a.mesh_addr, &a.mesh_peers)
+            .apply(
+                &a.networks,
+                &a.node_attachments,
+                &a.mesh_addr,
+                &a.mesh_peers,
+            )
             .await
         {
             warn!(error = %e, "applying network views");

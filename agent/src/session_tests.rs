@@ -508,12 +508,20 @@ async fn deltas_are_applied_onto_the_whole_set() {
     // t1 leaves the set: the worker removes it, t2 keeps running.
     s.delta(2, Vec::new(), &["t1"]);
     let deadline = Instant::now() + DEADLINE;
-    while h.fake.count(|c| matches!(c, Call::Remove(id, _) if id == "t1")) == 0 {
+    while h
+        .fake
+        .count(|c| matches!(c, Call::Remove(id, _) if id == "t1"))
+        == 0
+    {
         assert!(Instant::now() < deadline, "t1 was not removed");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(h.fake.count(|c| *c == Call::Start("t2".into())), 1);
-    assert_eq!(h.fake.count(|c| matches!(c, Call::Remove(id, _) if id == "t2")), 0);
+    assert_eq!(
+        h.fake
+            .count(|c| matches!(c, Call::Remove(id, _) if id == "t2")),
+        0
+    );
     h.stop().await.unwrap();
 }
 

@@ -357,6 +357,15 @@ impl Dispatcher {
             let (current, depends_on) = self.node_view(&node_id, &need, &interest);
             interest = depends_on;
             let msg = match &held {
+                // The benchmarks' reference: the whole set on every change, as before deltas.
+                Some(before) if full_sets_only() && *before == current => None,
+                Some(_) if full_sets_only() => {
+                    version += 1;
+                    let mut full = current.to_message();
+                    full.version = version;
+                    held = Some(current);
+                    Some(manager_message::Msg::Assignments(full))
+                }
                 None => {
                     version += 1;
                     let mut full = current.to_message();
@@ -412,6 +421,13 @@ impl Dispatcher {
             }
         }
     }
+}
+
+/// Whether `SHOAL_DISPATCHER_FULL_SETS=1` asks for whole assignment sets on every change instead
+/// of deltas: only for measuring deltas against what they replace, in the same run.
+fn full_sets_only() -> bool {
+    static FULL: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *FULL.get_or_init(|| std::env::var_os("SHOAL_DISPATCHER_FULL_SETS").is_some_and(|v| v == "1"))
 }
 
 /// `node` as a registration leaves it: the agent's description (its WireGuard key and port

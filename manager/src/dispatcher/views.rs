@@ -150,10 +150,18 @@ impl NodeView {
             |p| p.node_id.as_str(),
             PartialEq::eq,
         );
-        let (secrets, removed_secrets) =
-            keyed_diff(&self.secrets, &current.secrets, |s| s.id.as_str(), PartialEq::eq);
-        let (configs, removed_configs) =
-            keyed_diff(&self.configs, &current.configs, |c| c.id.as_str(), PartialEq::eq);
+        let (secrets, removed_secrets) = keyed_diff(
+            &self.secrets,
+            &current.secrets,
+            |s| s.id.as_str(),
+            PartialEq::eq,
+        );
+        let (configs, removed_configs) = keyed_diff(
+            &self.configs,
+            &current.configs,
+            |c| c.id.as_str(),
+            PartialEq::eq,
+        );
         let delta = AssignmentsDelta {
             base,
             version: base + 1,

@@ -25,8 +25,16 @@ fn random_view(rng: &mut StdRng, id: &str, version: u64) -> NetworkView {
             // A node's own address has no task.
             let task = rng.random_bool(0.9);
             EndpointView {
-                task_id: if task { format!("t{}", i % 17) } else { String::new() },
-                service_id: if task { format!("s{}", i % 6) } else { String::new() },
+                task_id: if task {
+                    format!("t{}", i % 17)
+                } else {
+                    String::new()
+                },
+                service_id: if task {
+                    format!("s{}", i % 6)
+                } else {
+                    String::new()
+                },
                 node_id: format!("n{}", rng.random_range(0..5)),
                 node_addr: format!("192.168.0.{}", rng.random_range(1..5)),
                 addr: format!("10.0.0.{i}"),
@@ -54,7 +62,11 @@ fn random_view(rng: &mut StdRng, id: &str, version: u64) -> NetworkView {
             aliases: Vec::new(),
         })
         .collect();
-    let name = if rng.random_bool(0.8) { "front" } else { "renamed" };
+    let name = if rng.random_bool(0.8) {
+        "front"
+    } else {
+        "renamed"
+    };
     NetworkView {
         network: Some(network(id, name)),
         endpoints,
@@ -94,7 +106,11 @@ fn a_view_delta_for_another_version_or_view_is_refused() {
     };
     assert!(matches!(
         apply_view_delta(&mut other, d.clone()),
-        Err(DeltaError::ViewBase { base: 3, held: 2, .. })
+        Err(DeltaError::ViewBase {
+            base: 3,
+            held: 2,
+            ..
+        })
     ));
     // Same version number, different contents: the endpoint count gives it away (one more).
     let mut extra = old.clone();

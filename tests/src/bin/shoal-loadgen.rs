@@ -224,7 +224,11 @@ async fn run(cli: Cli) -> Result<()> {
             totals.resyncs.load(Ordering::Relaxed),
         );
         if wire != last_wire {
-            writeln!(out, "wire {} {} {} {} {}", wire.0, wire.1, wire.2, wire.3, wire.4)?;
+            writeln!(
+                out,
+                "wire {} {} {} {} {}",
+                wire.0, wire.1, wire.2, wire.3, wire.4
+            )?;
             last_wire = wire;
         }
         let complete = totals.ingress_complete.load(Ordering::Relaxed);
@@ -673,8 +677,8 @@ async fn session(
     }
     let mut heartbeat = tokio::time::interval(period / 2);
     heartbeat.tick().await; // the first tick is immediate; registering was our first sign of life
-    // The node's assignment set, deltas applied as the agent does (`None` after a failed one,
-    // until the whole set comes again).
+                            // The node's assignment set, deltas applied as the agent does (`None` after a failed one,
+                            // until the whole set comes again).
     let mut set: Option<Assignments> = None;
     let totals = held.totals;
     let mut complete = false;

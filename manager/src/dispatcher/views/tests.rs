@@ -916,7 +916,10 @@ fn deltas_applied_by_the_agent_give_the_set_it_would_be_sent_whole() {
             );
             held = Some((after, agent));
         }
-        assert!(sent > 100 && skipped > 0, "{node}: {sent} sent, {skipped} skipped");
+        assert!(
+            sent > 100 && skipped > 0,
+            "{node}: {sent} sent, {skipped} skipped"
+        );
     }
 }
 
