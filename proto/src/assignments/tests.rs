@@ -144,7 +144,7 @@ fn a_task_whose_status_alone_changed_is_the_same_for_the_agent() {
     b.meta = Some(Default::default());
     assert!(same_for_agent(&a, &b));
     assert!(!same_for_agent(&a, &task("t1", 5, 2)));
-    let (up, gone) = keyed_diff(&[a.clone()], &[b], |t| &t.id, same_for_agent);
+    let (up, gone) = keyed_diff(std::slice::from_ref(&a), &[b], |t| &t.id, same_for_agent);
     assert!(up.is_empty() && gone.is_empty());
     let (up, gone) = keyed_diff(&[a], &[task("t2", 4, 0)], |t| &t.id, same_for_agent);
     assert_eq!((up.len(), gone), (1, vec!["t1".to_string()]));
