@@ -157,24 +157,40 @@ async fn session_once(
     // Its own task: whatever the loop below awaits (network views, a full status queue) cannot
     // delay a heartbeat.
     let _heartbeats = AbortOnDrop(tokio::spawn(heartbeats(out_tx.clone(), period / 2)));
+    // The assignment set as of the last message applied; deltas apply onto it. A new session
+    // starts with a whole set.
+    let mut held: Option<Assignments> = None;
     loop {
         tokio::select! {
             msg = inbound.message() => {
                 let msg = msg?.ok_or(SessionError::Closed)?;
                 match msg.msg {
                     Some(manager_message::Msg::Assignments(a)) => {
-                        debug!(tasks = a.tasks.len(), networks = a.networks.len(), "assignments");
-                        // Networks first: a task's attach needs the views of its networks.
-                        if let Some(net) = worker.networks() {
-                            if let Err(e) = net
-                                .apply(&a.networks, &a.node_attachments, &a.mesh_addr, &a.mesh_peers)
-                                .await
-                            {
-                                warn!(error = %e, "applying network views");
+                        debug!(version = a.version, tasks = a.tasks.len(), networks = a.networks.len(), "assignments");
+                        held = Some(a);
+                        if let Some(a) = &held {
+                            hand_on(worker, a).await;
+                        }
+                    }
+                    Some(manager_message::Msg::AssignmentsDelta(d)) => {
+                        // After a failed delta nothing is acted on until the whole set comes.
+                        let Some(set) = held.as_mut() else { continue };
+                        let (have, base, version) = (set.version, d.base, d.version);
+                        match shoal_proto::assignments::apply(set, d) {
+                            Ok(()) => {
+                                debug!(base, version, "assignments delta");
+                                hand_on(worker, set).await;
+                            }
+                            Err(e) => {
+                                warn!(error = %e, "cannot apply an assignments delta: asking for the whole set");
+                                held = None;
+                                let resync = AgentResync { have, reason: e.to_string() };
+                                out_tx
+                                    .send(AgentMessage { msg: Some(agent_message::Msg::Resync(resync)) })
+                                    .await
+                                    .map_err(|_| SessionError::Closed)?;
                             }
                         }
-                        worker.set_payloads(a.secrets, a.configs);
-                        worker.assign(a.tasks);
                     }
                     Some(manager_message::Msg::Logs(req)) => {
                         worker.logs(req, log_tx.clone());
@@ -224,6 +240,26 @@ async fn session_once(
             _ = credentials.changed() => return Err(SessionError::CredentialsChanged),
         }
     }
+}
+
+/// Hands a complete assignment set on: network views first (a task's attach needs the views of
+/// its networks), then secrets and configs, then the tasks.
+async fn hand_on(worker: &Worker, a: &Assignments) {
+    if let Some(net) = worker.networks() {
+        if let Err(e) = net
+            .apply(
+                &a.networks,
+                &a.node_attachments,
+                &a.mesh_addr,
+                &a.mesh_peers,
+            )
+            .await
+        {
+            warn!(error = %e, "applying network views");
+        }
+    }
+    worker.set_payloads(a.secrets.clone(), a.configs.clone());
+    worker.assign(a.tasks.clone());
 }
 
 /// Aborts a task when dropped (the session it belongs to has ended).

@@ -287,8 +287,25 @@ impl Opened {
     }
 
     fn assign(&self, tasks: Vec<Task>) {
+        self.assign_version(tasks, 1);
+    }
+
+    /// A whole assignment set of version `version`.
+    fn assign_version(&self, tasks: Vec<Task>, version: u64) {
         self.send(manager_message::Msg::Assignments(Assignments {
             tasks,
+            version,
+            ..Default::default()
+        }));
+    }
+
+    /// A delta from `base` adding `tasks` and removing `removed`.
+    fn delta(&self, base: u64, tasks: Vec<Task>, removed: &[&str]) {
+        self.send(manager_message::Msg::AssignmentsDelta(AssignmentsDelta {
+            base,
+            version: base + 1,
+            tasks,
+            removed_tasks: removed.iter().map(|s| s.to_string()).collect(),
             ..Default::default()
         }));
     }
@@ -476,5 +493,60 @@ async fn managers_named_by_session_established_are_tried_next_after_a_failure() 
         "the first manager was not tried first"
     );
     drop(other.server);
+    h.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn deltas_are_applied_onto_the_whole_set() {
+    let mut h = start(None).await;
+    let mut s = h.established().await;
+    s.assign_version(vec![task("t1")], 1);
+    s.until_status("t1", TaskState::TaskRunning).await;
+    // t2 joins; t1 stays (a delta names only what changed).
+    s.delta(1, vec![task("t2")], &[]);
+    s.until_status("t2", TaskState::TaskRunning).await;
+    // t1 leaves the set: the worker removes it, t2 keeps running.
+    s.delta(2, Vec::new(), &["t1"]);
+    let deadline = Instant::now() + DEADLINE;
+    while h
+        .fake
+        .count(|c| matches!(c, Call::Remove(id, _) if id == "t1"))
+        == 0
+    {
+        assert!(Instant::now() < deadline, "t1 was not removed");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(h.fake.count(|c| *c == Call::Start("t2".into())), 1);
+    assert_eq!(
+        h.fake
+            .count(|c| matches!(c, Call::Remove(id, _) if id == "t2")),
+        0
+    );
+    h.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_delta_for_another_version_asks_for_the_whole_set_and_nothing_is_acted_on_until_then() {
+    let mut h = start(None).await;
+    let mut s = h.established().await;
+    s.assign_version(vec![task("t1")], 1);
+    s.until_status("t1", TaskState::TaskRunning).await;
+    // A delta made for version 5: the agent holds 1.
+    s.delta(5, vec![task("t2")], &[]);
+    loop {
+        if let agent_message::Msg::Resync(r) = s.next().await {
+            assert_eq!(r.have, 1);
+            break;
+        }
+    }
+    // A delta that would fit version 1 is not acted on either: the set was dropped.
+    s.delta(1, vec![task("t4")], &[]);
+    s.assign_version(vec![task("t1"), task("t3")], 7);
+    s.until_status("t3", TaskState::TaskRunning).await;
+    assert_eq!(h.fake.count(|c| *c == Call::Start("t2".into())), 0);
+    assert_eq!(h.fake.count(|c| *c == Call::Start("t4".into())), 0);
+    // And from the new set on, deltas apply again.
+    s.delta(7, vec![task("t5")], &[]);
+    s.until_status("t5", TaskState::TaskRunning).await;
     h.stop().await.unwrap();
 }

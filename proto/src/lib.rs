@@ -6,6 +6,7 @@ pub mod v1 {
     tonic::include_proto!("shoal.v1");
 }
 
+pub mod assignments;
 pub mod config;
 pub mod daemon;
 pub mod host;

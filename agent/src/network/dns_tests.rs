@@ -25,6 +25,7 @@ fn views() -> Vec<NetworkView> {
     let mut web = service("s1", "web", "vip", "10.1.0.100");
     web.aliases = vec!["www".into()];
     let front = NetworkView {
+        version: 0,
         network: Some(network("n1", "front", false)),
         endpoints: vec![
             endpoint("t1", "s1", "10.1.0.3", true),
@@ -36,6 +37,7 @@ fn views() -> Vec<NetworkView> {
         services: vec![web, service("s2", "db", "dnsrr", "")],
     };
     let back = NetworkView {
+        version: 0,
         network: Some(network("n2", "back", false)),
         endpoints: vec![
             endpoint("t6", "s3", "10.2.0.3", true),
@@ -47,6 +49,7 @@ fn views() -> Vec<NetworkView> {
         ],
     };
     let ingress = NetworkView {
+        version: 0,
         network: Some(network("ing", "ingress", true)),
         endpoints: vec![endpoint("t8", "s5", "10.0.0.3", true)],
         services: vec![service("s5", "pub", "vip", "10.0.0.100")],
@@ -80,6 +83,7 @@ fn records_answer_vips_tasks_dnsrr_and_aliases_of_shared_networks() {
 #[test]
 fn a_service_without_running_task_is_ours_with_no_address() {
     let view = NetworkView {
+        version: 0,
         network: Some(network("n1", "front", false)),
         endpoints: vec![endpoint("t1", "s1", "10.1.0.3", false)],
         services: vec![

@@ -16,6 +16,7 @@ fn ip(s: &str) -> Ipv4Addr {
 
 fn view(id: &str, vni: u32, encrypted: bool, nodes: &[(&str, &str)]) -> NetworkView {
     NetworkView {
+        version: 0,
         network: Some(Network {
             id: id.into(),
             vni,

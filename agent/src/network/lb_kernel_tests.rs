@@ -116,6 +116,7 @@ async fn published_ports_reach_backends_from_outside_and_from_the_host_itself() 
     client.ip(&["link", "set", "eth0", "up"]);
 
     let view = NetworkView {
+        version: 0,
         network: Some(network("1a2b3c4d5e", "ingress", true)),
         endpoints: vec![
             endpoint("t1", "s1", "10.0.0.5", true),

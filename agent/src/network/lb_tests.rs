@@ -62,6 +62,7 @@ fn ip(s: &str) -> Ipv4Addr {
 #[test]
 fn vips_cover_vip_mode_services_of_the_task_networks_with_running_tasks_only() {
     let front = NetworkView {
+        version: 0,
         network: Some(network("n1", "front", false)),
         endpoints: vec![
             endpoint("t1", "s1", "10.1.0.3", true),
@@ -78,6 +79,7 @@ fn vips_cover_vip_mode_services_of_the_task_networks_with_running_tasks_only() {
         ],
     };
     let ingress = NetworkView {
+        version: 0,
         network: Some(network("ing", "ingress", true)),
         endpoints: vec![endpoint("t1", "s1", "10.0.0.3", true)],
         services: vec![service("s1", "web", "vip", "10.0.0.2")],
@@ -166,6 +168,7 @@ fn ingress_rules_take_ingress_mode_ports_and_running_ingress_addresses() {
         },
     ];
     let view = NetworkView {
+        version: 0,
         network: Some(network("ing", "ingress", true)),
         endpoints: vec![
             endpoint("t1", "s1", "10.0.0.5", true),

@@ -53,6 +53,7 @@ fn remote_endpoints_leave_out_this_node_and_unknown_addresses() {
         ..Default::default()
     };
     let view = NetworkView {
+        version: 0,
         network: Some(Network {
             id: "n1".into(),
             spec: Some(NetworkSpec {

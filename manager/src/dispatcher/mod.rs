@@ -309,11 +309,23 @@ impl Dispatcher {
             .await
     }
 
-    /// Sends the node its assignment set now and whenever a change touches its tasks, its node
-    /// or the views of its networks.
-    async fn push_assignments(self, node_id: String, tx: mpsc::Sender<ManagerMessage>) {
+    /// Sends the node its assignment set, whole first, then as deltas whenever a change touches
+    /// its tasks, its node or the views of its networks; whole again when the agent asks
+    /// (`resync`: it could not apply a delta).
+    ///
+    /// `tx` holds one message: while the agent's stream has not taken the last one, changes are
+    /// not sent one by one but merged into the next delta (back-pressure, and no queue that
+    /// grows with the rate of changes).
+    async fn push_assignments(
+        self,
+        node_id: String,
+        tx: mpsc::Sender<ManagerMessage>,
+        resync: Arc<tokio::sync::Notify>,
+    ) {
         let mut events = self.store.watch();
-        let mut last: Option<views::NodeView> = None;
+        // What the agent holds once it has applied everything sent, and its version.
+        let mut held: Option<views::NodeView> = None;
+        let mut version = 0u64;
         let mut interest = views::Interest::default();
         let mut need = views::Need::everything();
         loop {
@@ -327,38 +339,10 @@ impl Dispatcher {
                 self.logs.node_gone(&node_id);
                 return;
             }
-            let (current, depends_on) = self.node_view(&node_id, &need, &interest);
-            interest = depends_on;
-            if last.as_ref() != Some(&current) {
-                let msg = ManagerMessage {
-                    msg: Some(manager_message::Msg::Assignments(current.to_message())),
-                };
-                if tx.send(msg).await.is_err() {
-                    return;
-                }
-                last = Some(current);
-            }
-            // Wait for a change that concerns this node, then let a burst settle briefly so a
-            // service of 100 tasks goes out as one message, not 100.
-            need = views::Need::default();
-            loop {
-                match events.recv().await {
-                    Ok(batch) => {
-                        for e in batch.iter() {
-                            interest.note(&node_id, e, &mut need);
-                        }
-                        if need.any() {
-                            break;
-                        }
-                    }
-                    Err(RecvError::Lagged(_)) => {
-                        need = views::Need::everything();
-                        break;
-                    }
-                    Err(RecvError::Closed) => return,
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            let Ok(permit) = tx.reserve().await else {
+                return;
+            };
+            // Whatever changed while the stream was busy goes into this message.
             loop {
                 match events.try_recv() {
                     Ok(batch) => {
@@ -370,11 +354,80 @@ impl Dispatcher {
                     Err(_) => break,
                 }
             }
+            let (current, depends_on) = self.node_view(&node_id, &need, &interest);
+            interest = depends_on;
+            let msg = match &held {
+                // The benchmarks' reference: the whole set on every change, as before deltas.
+                Some(before) if full_sets_only() && *before == current => None,
+                Some(_) if full_sets_only() => {
+                    version += 1;
+                    let mut full = current.to_message();
+                    full.version = version;
+                    held = Some(current);
+                    Some(manager_message::Msg::Assignments(full))
+                }
+                None => {
+                    version += 1;
+                    let mut full = current.to_message();
+                    full.version = version;
+                    held = Some(current);
+                    Some(manager_message::Msg::Assignments(full))
+                }
+                Some(before) => match before.delta(&current, &self.views, version) {
+                    Some((delta, after)) => {
+                        version = delta.version;
+                        held = Some(after);
+                        Some(manager_message::Msg::AssignmentsDelta(delta))
+                    }
+                    None => None,
+                },
+            };
+            match msg {
+                Some(msg) => permit.send(ManagerMessage { msg: Some(msg) }),
+                None => drop(permit),
+            }
+            // Wait for a change that concerns this node, then let a burst settle briefly so a
+            // service of 100 tasks goes out as one message, not 100.
+            need = views::Need::default();
+            loop {
+                tokio::select! {
+                    batch = events.recv() => match batch {
+                        Ok(batch) => {
+                            for e in batch.iter() {
+                                interest.note(&node_id, e, &mut need);
+                            }
+                            if need.any() {
+                                break;
+                            }
+                        }
+                        Err(RecvError::Lagged(_)) => {
+                            need = views::Need::everything();
+                            break;
+                        }
+                        Err(RecvError::Closed) => return,
+                    },
+                    _ = resync.notified() => {
+                        debug!(node.id = %node_id, "the agent asked for its whole assignment set");
+                        held = None;
+                        need = views::Need::everything();
+                        break;
+                    }
+                    _ = tx.closed() => return,
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
             if tx.is_closed() {
                 return;
             }
         }
     }
+}
+
+/// Whether `SHOAL_DISPATCHER_FULL_SETS=1` asks for whole assignment sets on every change instead
+/// of deltas: only for measuring deltas against what they replace, in the same run.
+fn full_sets_only() -> bool {
+    static FULL: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *FULL.get_or_init(|| std::env::var_os("SHOAL_DISPATCHER_FULL_SETS").is_some_and(|v| v == "1"))
 }
 
 /// `node` as a registration leaves it: the agent's description (its WireGuard key and port
@@ -436,6 +489,9 @@ impl DispatcherRpc for Dispatcher {
             }
         };
         let (tx, rx) = mpsc::channel(256);
+        // Assignments have their own queue of one (see `push_assignments`).
+        let (assign_tx, assign_rx) = mpsc::channel(1);
+        let resync = Arc::new(tokio::sync::Notify::new());
         let session_id = self.next_session.fetch_add(1, Ordering::Relaxed);
         let (end_tx, end_rx) = tokio::sync::watch::channel(false);
         {
@@ -474,10 +530,10 @@ impl DispatcherRpc for Dispatcher {
                 }),
             })),
         };
-        tx.send(established)
-            .await
-            .map_err(|_| Status::cancelled("session closed"))?;
-        tokio::spawn(self.clone().push_assignments(node_id.clone(), tx.clone()));
+        tokio::spawn(
+            self.clone()
+                .push_assignments(node_id.clone(), assign_tx, resync.clone()),
+        );
         tokio::spawn(self.clone().manager_directives(
             node_id.clone(),
             session_id.to_string(),
@@ -518,6 +574,10 @@ impl DispatcherRpc for Dispatcher {
                     Some(agent_message::Msg::Volumes(reply)) => {
                         me.logs.volumes().deliver(&node_id, reply)
                     }
+                    Some(agent_message::Msg::Resync(r)) => {
+                        info!(node.id = %node_id, have = r.have, reason = %r.reason, "agent asked for its whole assignment set");
+                        resync.notify_one();
+                    }
                     Some(agent_message::Msg::Register(_)) | None => {}
                 }
             }
@@ -533,7 +593,13 @@ impl DispatcherRpc for Dispatcher {
         let end = async move {
             let _ = ended.wait_for(|e| *e).await;
         };
-        let stream = tokio_stream::StreamExt::map(ReceiverStream::new(rx), Ok);
+        // SessionEstablished first, whatever the two queues hold: the agent acts on nothing
+        // before it.
+        let stream = tokio_stream::StreamExt::chain(
+            tokio_stream::once(established),
+            tokio_stream::StreamExt::merge(ReceiverStream::new(assign_rx), ReceiverStream::new(rx)),
+        );
+        let stream = tokio_stream::StreamExt::map(stream, Ok);
         // The stream ends when the node is marked down or removed (so its agent re-registers), or
         // when this manager stops leading (so the agent reconnects to whoever leads now).
         let leadership = self.leadership.clone();

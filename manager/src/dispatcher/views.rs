@@ -15,9 +15,11 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use shoal_proto::assignments::{keyed_diff, same_for_agent, view_delta, view_delta_is_empty};
 use shoal_proto::v1::{
-    Assignments, Config, EndpointSpec, EndpointView, MeshPeer, Network, NetworkAttachment,
-    NetworkView, Node, Secret, Service, ServiceView, Task, TaskState,
+    network_view_change, Assignments, AssignmentsDelta, Config, EndpointSpec, EndpointView,
+    MeshPeer, Network, NetworkAttachment, NetworkView, NetworkViewChange, NetworkViewDelta, Node,
+    NodeAddresses, Secret, Service, ServiceView, Task, TaskState,
 };
 use shoal_proto::wire::EndpointMode;
 
@@ -74,9 +76,177 @@ impl NodeView {
             mesh_peers: self.mesh_peers.clone(),
             secrets: self.secrets.clone(),
             configs: self.configs.clone(),
+            version: 0,
         }
     }
+
+    /// What changed from `self` (what the agent holds) to `current`, as a delta from version
+    /// `base` to `base + 1`, with what the agent holds once it is applied; `None` when nothing
+    /// the agent acts on changed. The delta of a network view comes from `cache` (computed
+    /// once for every node that moves between the same two versions).
+    pub fn delta(
+        &self,
+        current: &NodeView,
+        cache: &Mutex<Cache>,
+        base: u64,
+    ) -> Option<(AssignmentsDelta, NodeView)> {
+        // A task the agent holds is not sent again for a status change (its own report).
+        let (tasks, removed_tasks) = keyed_diff(
+            &self.tasks,
+            &current.tasks,
+            |t| t.id.as_str(),
+            same_for_agent,
+        );
+        let held: HashMap<&str, &Task> = self.tasks.iter().map(|t| (t.id.as_str(), t)).collect();
+        let sent_tasks = current
+            .tasks
+            .iter()
+            .map(|t| match held.get(t.id.as_str()) {
+                Some(old) if same_for_agent(old, t) => (*old).clone(),
+                _ => t.clone(),
+            })
+            .collect();
+        let before: HashMap<&str, &Arc<NetworkView>> =
+            self.networks.iter().map(|v| (view_id(v), v)).collect();
+        let mut networks = Vec::new();
+        let mut sent_networks = Vec::with_capacity(current.networks.len());
+        for view in &current.networks {
+            match before.get(view_id(view)) {
+                None => {
+                    networks.push(NetworkViewChange {
+                        change: Some(network_view_change::Change::Full((**view).clone())),
+                    });
+                    sent_networks.push(view.clone());
+                }
+                Some(old) => match shared_view_delta(cache, old, view) {
+                    Some(d) => {
+                        networks.push(NetworkViewChange {
+                            change: Some(network_view_change::Change::Delta((*d).clone())),
+                        });
+                        sent_networks.push(view.clone());
+                    }
+                    // Nothing changed: the agent keeps the version it has.
+                    None => sent_networks.push((*old).clone()),
+                },
+            }
+        }
+        let now: HashSet<&str> = current.networks.iter().map(|v| view_id(v)).collect();
+        let removed_networks = self
+            .networks
+            .iter()
+            .map(|v| view_id(v))
+            .filter(|id| !now.contains(id))
+            .map(str::to_string)
+            .collect();
+        let node = (self.node_attachments != current.node_attachments
+            || self.mesh_addr != current.mesh_addr)
+            .then(|| NodeAddresses {
+                node_attachments: current.node_attachments.clone(),
+                mesh_addr: current.mesh_addr.clone(),
+            });
+        let (mesh_peers, removed_mesh_peers) = keyed_diff(
+            &self.mesh_peers,
+            &current.mesh_peers,
+            |p| p.node_id.as_str(),
+            PartialEq::eq,
+        );
+        let (secrets, removed_secrets) = keyed_diff(
+            &self.secrets,
+            &current.secrets,
+            |s| s.id.as_str(),
+            PartialEq::eq,
+        );
+        let (configs, removed_configs) = keyed_diff(
+            &self.configs,
+            &current.configs,
+            |c| c.id.as_str(),
+            PartialEq::eq,
+        );
+        let delta = AssignmentsDelta {
+            base,
+            version: base + 1,
+            tasks,
+            removed_tasks,
+            networks,
+            removed_networks,
+            node,
+            mesh_peers,
+            removed_mesh_peers,
+            secrets,
+            removed_secrets,
+            configs,
+            removed_configs,
+        };
+        if shoal_proto::assignments::is_empty(&delta) {
+            return None;
+        }
+        let sent = NodeView {
+            tasks: sent_tasks,
+            networks: sent_networks,
+            ..current.clone()
+        };
+        Some((delta, sent))
+    }
 }
+
+fn view_id(v: &NetworkView) -> &str {
+    v.network.as_ref().map_or("", |n| n.id.as_str())
+}
+
+/// The delta from `old` to `new`, two versions of one network's view; `None` when they hold the
+/// same. Taken from `cache` when another node's session asked for the same pair of versions.
+fn shared_view_delta(
+    cache: &Mutex<Cache>,
+    old: &Arc<NetworkView>,
+    new: &Arc<NetworkView>,
+) -> Option<Arc<NetworkViewDelta>> {
+    if Arc::ptr_eq(old, new) {
+        return None;
+    }
+    // Version 0: a view computed outside the cache, whose version names no contents.
+    let untracked = old.version == 0 || new.version == 0;
+    if !untracked && old.version == new.version {
+        return None;
+    }
+    let compute = || {
+        let d = view_delta(old, new);
+        (!view_delta_is_empty(&d)).then(|| Arc::new(d))
+    };
+    if untracked {
+        return compute();
+    }
+    let key = (view_id(new).to_string(), old.version, new.version);
+    // Poisoning only means a panic mid-insert; every entry is whole.
+    let mut cache = cache.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(d) = cache.deltas.get(&key) {
+        return d.clone();
+    }
+    let d = compute();
+    if cache.deltas.len() >= MAX_CACHED_DELTAS {
+        // Deltas towards a view that is no longer the newest are asked for rarely (a session
+        // that fell behind); drop those first, everything if that is not enough.
+        let newest: HashMap<&str, u64> = cache
+            .networks
+            .iter()
+            .map(|(id, (at, _))| (id.as_str(), *at))
+            .collect();
+        let keep: HashSet<(String, u64, u64)> = cache
+            .deltas
+            .keys()
+            .filter(|(id, _, to)| newest.get(id.as_str()) == Some(to))
+            .cloned()
+            .collect();
+        cache.deltas.retain(|k, _| keep.contains(k));
+        if cache.deltas.len() >= MAX_CACHED_DELTAS {
+            cache.deltas.clear();
+        }
+    }
+    cache.deltas.insert(key, d.clone());
+    d
+}
+
+/// How many network view deltas the cache keeps.
+const MAX_CACHED_DELTAS: usize = 1024;
 
 /// The parts of a node's view that several nodes share; [`Fresh`] computes them every time,
 /// [`Cached`] reuses what another node's session computed when it is recent enough.
@@ -232,6 +402,7 @@ pub fn network_view(state: &State, network: &Network) -> NetworkView {
         network: Some(network.clone()),
         endpoints,
         services,
+        version: 0,
     }
 }
 
@@ -576,6 +747,9 @@ fn node_part(n: Option<&Node>) -> Option<impl PartialEq + '_> {
 #[derive(Debug, Default)]
 pub struct Cache {
     networks: HashMap<String, (u64, Arc<NetworkView>)>,
+    /// Deltas between two versions of a network's view, by (network id, from, to); `None`
+    /// when the two hold the same.
+    deltas: HashMap<(String, u64, u64), Option<Arc<NetworkViewDelta>>>,
     routing_mesh: Option<(u64, Option<String>)>,
     mesh: Option<(u64, Arc<Vec<MeshPeer>>)>,
 }
@@ -628,7 +802,13 @@ impl Shared for Cached<'_> {
                 return view.clone();
             }
         }
-        let view = Arc::new(network_view(state, network));
+        // Versions of a network's view in the cache only grow (a recomputation is asked for
+        // only by a need newer than the cached view, and the index is at least that need), so
+        // one version names one view's contents: what makes deltas shareable by version.
+        let view = Arc::new(NetworkView {
+            version: self.index,
+            ..network_view(state, network)
+        });
         let networks = &mut cache.networks;
         networks.insert(network.id.clone(), (self.index, view.clone()));
         if networks.len() > 2 * state.networks().count() + 8 {

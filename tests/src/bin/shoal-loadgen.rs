@@ -66,6 +66,10 @@ struct Cli {
     /// Keep node identities here and reuse them on the next run.
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Count the nodes whose ingress view holds this many running task endpoints (printed as
+    /// `ingress COMPLETE_NODES`); 0: do not track ingress views.
+    #[arg(long, default_value_t = 0)]
+    ingress: usize,
 }
 
 /// A simulated node's identity as joining (or loading) gives it.
@@ -105,6 +109,17 @@ struct Totals {
     retried: AtomicUsize,
     /// Nodes per fingerprint of the CA that issued their current certificate.
     issuers: Mutex<HashMap<String, i64>>,
+    /// Messages and bytes (protobuf encoding, before HTTP/2 and TLS framing) the manager sent
+    /// all nodes on their dispatcher sessions.
+    messages: AtomicUsize,
+    bytes: AtomicUsize,
+    /// Whole sets and deltas among them; deltas the nodes could not apply (each asks for a
+    /// resync).
+    full_sets: AtomicUsize,
+    deltas: AtomicUsize,
+    resyncs: AtomicUsize,
+    /// Nodes whose ingress view has `ingress_want` endpoints, all running (see `--ingress`).
+    ingress_complete: AtomicUsize,
 }
 
 impl Totals {
@@ -159,6 +174,8 @@ async fn run(cli: Cli) -> Result<()> {
     let mut last = (-1, -1);
     let (mut last_renewed, mut last_lost, mut last_retried) = (0, 0, 0);
     let mut last_issuers: HashMap<String, i64> = HashMap::new();
+    let mut last_wire = (0, 0, 0, 0, 0);
+    let mut last_complete = 0;
     let mut tick = tokio::time::interval(Duration::from_millis(10));
     loop {
         tokio::select! {
@@ -198,6 +215,26 @@ async fn run(cli: Cli) -> Result<()> {
         if retried != last_retried {
             writeln!(out, "retried {retried}")?;
             last_retried = retried;
+        }
+        let wire = (
+            totals.messages.load(Ordering::Relaxed),
+            totals.bytes.load(Ordering::Relaxed),
+            totals.full_sets.load(Ordering::Relaxed),
+            totals.deltas.load(Ordering::Relaxed),
+            totals.resyncs.load(Ordering::Relaxed),
+        );
+        if wire != last_wire {
+            writeln!(
+                out,
+                "wire {} {} {} {} {}",
+                wire.0, wire.1, wire.2, wire.3, wire.4
+            )?;
+            last_wire = wire;
+        }
+        let complete = totals.ingress_complete.load(Ordering::Relaxed);
+        if cli.ingress > 0 && complete != last_complete {
+            writeln!(out, "ingress {complete}")?;
+            last_complete = complete;
         }
         for (fp, n) in &issuers {
             if last_issuers.get(fp) != Some(n) {
@@ -640,17 +677,15 @@ async fn session(
     }
     let mut heartbeat = tokio::time::interval(period / 2);
     heartbeat.tick().await; // the first tick is immediate; registering was our first sign of life
+                            // The node's assignment set, deltas applied as the agent does (`None` after a failed one,
+                            // until the whole set comes again).
+    let mut set: Option<Assignments> = None;
+    let totals = held.totals;
+    let mut complete = false;
+    let result = async {
     loop {
-        let assignments = tokio::select! {
-            msg = inbound.message() => match msg?.and_then(|m| m.msg) {
-                Some(manager_message::Msg::Assignments(a)) => a,
-                Some(manager_message::Msg::Trust(t)) => {
-                    node.trust(&t);
-                    continue;
-                }
-                Some(_) => continue, // logs requests: simulated tasks have no output
-                None => return Err(SessionEnd::Lost(anyhow::anyhow!("the manager closed the session"))),
-            },
+        let msg = tokio::select! {
+            msg = inbound.message() => msg?,
             _ = heartbeat.tick() => {
                 let beat = AgentMessage { msg: Some(agent_message::Msg::Heartbeat(AgentHeartbeat {})) };
                 out_tx.send(beat).await.map_err(|_| lost())?;
@@ -658,6 +693,48 @@ async fn session(
             }
             _ = credentials.changed() => return Err(SessionEnd::CredentialsChanged),
         };
+        if let Some(m) = &msg {
+            totals.messages.fetch_add(1, Ordering::Relaxed);
+            totals.bytes.fetch_add(prost::Message::encoded_len(m), Ordering::Relaxed);
+        }
+        let assignments = match msg.and_then(|m| m.msg) {
+                Some(manager_message::Msg::Assignments(a)) => {
+                    totals.full_sets.fetch_add(1, Ordering::Relaxed);
+                    set.insert(a)
+                }
+                Some(manager_message::Msg::AssignmentsDelta(d)) => {
+                    totals.deltas.fetch_add(1, Ordering::Relaxed);
+                    let Some(held_set) = set.as_mut() else { continue };
+                    let have = held_set.version;
+                    if let Err(e) = shoal_proto::assignments::apply(held_set, d) {
+                        totals.resyncs.fetch_add(1, Ordering::Relaxed);
+                        eprintln!("{}: {e}; asking for the whole set", node.hostname);
+                        set = None;
+                        let resync = AgentResync { have, reason: e.to_string() };
+                        let msg = AgentMessage { msg: Some(agent_message::Msg::Resync(resync)) };
+                        out_tx.send(msg).await.map_err(|_| lost())?;
+                        continue;
+                    }
+                    held_set
+                }
+                Some(manager_message::Msg::Trust(t)) => {
+                    node.trust(&t);
+                    continue;
+                }
+                Some(_) => continue, // logs requests: simulated tasks have no output
+                None => return Err(SessionEnd::Lost(anyhow::anyhow!("the manager closed the session"))),
+        };
+        if cli.ingress > 0 {
+            let now = ingress_complete(assignments, cli.ingress);
+            if now != complete {
+                if now {
+                    totals.ingress_complete.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    totals.ingress_complete.fetch_sub(1, Ordering::Relaxed);
+                }
+                complete = now;
+            }
+        }
         let (held_before, running_before) = (held.tasks.len() as i64, held.running());
         let mut updates = Vec::new();
         let mut current = HashMap::with_capacity(assignments.tasks.len());
@@ -693,4 +770,29 @@ async fn session(
             out_tx.send(msg).await.map_err(|_| lost())?;
         }
     }
+    }
+    .await;
+    if complete {
+        totals.ingress_complete.fetch_sub(1, Ordering::Relaxed);
+    }
+    result
+}
+
+/// Whether the set's ingress view holds `want` task endpoints, all running.
+fn ingress_complete(set: &Assignments, want: usize) -> bool {
+    let ingress = set.networks.iter().find(|v| {
+        v.network
+            .as_ref()
+            .and_then(|n| n.spec.as_ref())
+            .is_some_and(|s| s.ingress)
+    });
+    ingress.is_some_and(|v| {
+        let tasks = v.endpoints.iter().filter(|e| !e.task_id.is_empty());
+        let (mut all, mut running) = (0, 0);
+        for e in tasks {
+            all += 1;
+            running += usize::from(e.running);
+        }
+        all == want && running == want
+    })
 }

@@ -474,7 +474,7 @@ fn cache_serves_views_as_recent_as_needed() {
         node_view(s, "node-1", &mut Cached::new(cache, index, need, before))
     };
     let (first, interest) = view(&cache, &s, 10, &Need::everything(), &Interest::default());
-    assert_eq!(first.to_message(), fresh(&s));
+    assert_eq!(unversioned(first.to_message()), fresh(&s));
 
     // The web task on node 2 stops: a state at index 11.
     let mut objects = cluster();
@@ -496,7 +496,7 @@ fn cache_serves_views_as_recent_as_needed() {
     let mut need = Need::default();
     need.networks.insert(PLAIN.into(), 11);
     let (next, _) = view(&cache, &later, 11, &need, &interest);
-    assert_eq!(next.to_message(), fresh(&later));
+    assert_eq!(unversioned(next.to_message()), fresh(&later));
     assert_ne!(next, first);
     let (again, _) = view(&cache, &later, 12, &need, &interest);
     assert!(Arc::ptr_eq(&again.networks[0], &next.networks[0]));
@@ -801,4 +801,173 @@ fn secrets_go_with_the_last_task_that_mounts_them() {
     let gone = Event::Removed(Object::Config(config("c-conf", "db_conf", b"")));
     interest.note("node-1", &gone, &mut need);
     assert!(need.any());
+}
+
+/// `set` with its network views' versions cleared (a view computed outside the cache has none).
+fn unversioned(mut set: Assignments) -> Assignments {
+    for v in &mut set.networks {
+        v.version = 0;
+    }
+    set
+}
+
+/// `cluster()` with service "web" publishing port 8080 (every node gets the ingress view) and a
+/// pool of tasks `t-r0`..`t-r11` of "web" on PLAIN and the ingress, each present or not, on one
+/// of the three nodes, in one of several states, as `rng` draws them.
+fn random_cluster(rng: &mut rand::rngs::StdRng) -> Vec<Object> {
+    use rand::Rng;
+    let mut objects: Vec<Object> = cluster()
+        .into_iter()
+        .map(|o| match o {
+            Object::Service(s) if s.id == "svc-web" => Object::Service(publishing(s, 8080)),
+            o => o,
+        })
+        .collect();
+    for i in 0..12u32 {
+        if !rng.random_bool(0.7) {
+            continue;
+        }
+        let states = [
+            TaskState::TaskAssigned,
+            TaskState::TaskStarting,
+            TaskState::TaskRunning,
+            TaskState::TaskFailed,
+        ];
+        let node = format!("node-{}", rng.random_range(1..=3));
+        let mut t = task(
+            &format!("t-r{i}"),
+            "svc-web",
+            &node,
+            states[rng.random_range(0..states.len())],
+            &[
+                (PLAIN, &format!("10.1.0.{}/24", 100 + i)),
+                (INGRESS, &format!("10.0.1.{}/16", 100 + i)),
+            ],
+        );
+        if rng.random_bool(0.2) {
+            t.desired_state = TaskState::TaskShutdown as i32;
+        }
+        objects.push(Object::Task(t));
+    }
+    if rng.random_bool(0.2) {
+        // Node 2 moves: every endpoint on it changes its node address.
+        for o in objects.iter_mut() {
+            if let Object::Node(n) = o {
+                if n.id == "node-2" {
+                    n.status.get_or_insert_with(Default::default).addr = "192.168.7.2".into();
+                }
+            }
+        }
+    }
+    objects
+}
+
+#[test]
+fn deltas_applied_by_the_agent_give_the_set_it_would_be_sent_whole() {
+    use rand::SeedableRng;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(15);
+    let cache = Mutex::new(Cache::default());
+    for (n, node) in ["node-1", "node-2", "node-3"].into_iter().enumerate() {
+        let mut held: Option<(NodeView, Assignments)> = None;
+        let mut interest = Interest::default();
+        let (mut sent, mut skipped) = (0, 0);
+        let mut objects = random_cluster(&mut rng);
+        for round in 0..300u64 {
+            // Every fifth state is the one before: nothing to send.
+            if round % 5 != 0 {
+                objects = random_cluster(&mut rng);
+            }
+            let s = state(objects.clone());
+            // The store index only grows, across the nodes too (they share the cache).
+            let index = 10 + 1000 * n as u64 + round;
+            let (current, depends) = node_view(
+                &s,
+                node,
+                &mut Cached::new(&cache, index, &Need::everything(), &interest),
+            );
+            interest = depends;
+            let Some((before, mut agent)) = held.take() else {
+                let mut full = current.to_message();
+                full.version = 1;
+                held = Some((current, full));
+                continue;
+            };
+            let Some((delta, after)) = before.delta(&current, &cache, agent.version) else {
+                skipped += 1;
+                held = Some((before, agent));
+                continue;
+            };
+            sent += 1;
+            shoal_proto::assignments::apply(&mut agent, delta).unwrap();
+            // Exactly what the manager says the agent holds...
+            let mut expect = after.to_message();
+            expect.version = agent.version;
+            assert_eq!(agent, expect, "{node}, round {round}");
+            // ...which is the whole set but for statuses of tasks the agent already had.
+            let whole = current.to_message();
+            assert_eq!(agent.networks, whole.networks);
+            assert_eq!(agent.tasks.len(), whole.tasks.len());
+            for (a, b) in agent.tasks.iter().zip(&whole.tasks) {
+                assert!(shoal_proto::assignments::same_for_agent(a, b));
+            }
+            assert_eq!(
+                (&agent.secrets, &agent.configs, &agent.mesh_peers),
+                (&whole.secrets, &whole.configs, &whole.mesh_peers)
+            );
+            held = Some((after, agent));
+        }
+        assert!(
+            sent > 100 && skipped > 0,
+            "{node}: {sent} sent, {skipped} skipped"
+        );
+    }
+}
+
+#[test]
+fn a_status_the_agent_reported_is_not_sent_back_but_the_view_change_is() {
+    let cache = Mutex::new(Cache::default());
+    let with_client = |client: TaskState| {
+        let mut objects = cluster();
+        for o in objects.iter_mut() {
+            if let Object::Task(t) = o {
+                if t.id == "t-client" {
+                    t.status = Some(TaskStatus {
+                        state: client as i32,
+                        ..Default::default()
+                    });
+                }
+            }
+        }
+        state(objects)
+    };
+    let everything = Need::everything();
+    let (before, interest) = node_view(
+        &with_client(TaskState::TaskStarting),
+        "node-1",
+        &mut Cached::new(&cache, 10, &everything, &Interest::default()),
+    );
+    let (after, _) = node_view(
+        &with_client(TaskState::TaskRunning),
+        "node-1",
+        &mut Cached::new(&cache, 11, &everything, &interest),
+    );
+    let (delta, _) = before.delta(&after, &cache, 1).expect("the view changed");
+    assert!(delta.tasks.is_empty(), "the status was echoed: {delta:?}");
+    assert_eq!(delta.networks.len(), 1);
+    match &delta.networks[0].change {
+        Some(network_view_change::Change::Delta(d)) => {
+            assert_eq!((d.base, d.version), (10, 11));
+            let addrs: Vec<&str> = d.endpoints.iter().map(|e| e.addr.as_str()).collect();
+            assert_eq!(addrs, ["10.1.0.20"]);
+            assert!(d.endpoints[0].running);
+        }
+        other => panic!("expected a view delta, got {other:?}"),
+    }
+    // Another node's session moving between the same two versions (it holds the same shared
+    // views) gets the very same delta, computed once.
+    let d1 = shared_view_delta(&cache, &before.networks[0], &after.networks[0]);
+    let d2 = shared_view_delta(&cache, &before.networks[0], &after.networks[0]);
+    let cached = cache.lock().unwrap().deltas.len();
+    assert_eq!(cached, 1);
+    assert!(matches!((d1, d2), (Some(x), Some(y)) if Arc::ptr_eq(&x, &y)));
 }
