@@ -445,10 +445,10 @@ async fn a_leader_reported_gone_is_replaced_before_the_election_timeout() {
     let new_leader = leader_of(&nodes, &rest).await;
     assert_eq!(new_leader, first);
     assert_eq!(nodes[new_leader].status().term, term + 1);
-    stores[new_leader]
-        .propose(create(1))
-        .await
-        .expect("propose");
+    if let Err(e) = stores[new_leader].propose(create(1)).await {
+        let statuses: Vec<RaftStatus> = rest.iter().map(|i| nodes[*i].status()).collect();
+        panic!("propose after the failover: {e}; {statuses:?}");
+    }
     for i in rest {
         nodes[i].shutdown().await;
     }
