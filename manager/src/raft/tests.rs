@@ -425,12 +425,15 @@ async fn a_leader_reported_gone_is_replaced_before_the_election_timeout() {
         nodes[*i].peer_gone(dead).await.expect("peer gone");
     }
     let mut status = nodes[rest[0]].watch_status();
+    // `wait_for`'s `Ref` holds the status channel's read lock, and that node's Raft loop takes
+    // the write lock to publish: keep only the leader id, never the `Ref`, across later awaits.
     let elected = tokio::time::timeout(
         // Well under the 2 s minimum election timeout.
         Duration::from_millis(1500),
         status.wait_for(|s| s.leader_id != 0 && s.leader_id != dead),
     )
-    .await;
+    .await
+    .map(|r| r.map(|s| s.leader_id));
     assert!(
         matches!(elected, Ok(Ok(_))),
         "no new leader {:?} after the old one was reported gone",
