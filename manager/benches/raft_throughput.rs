@@ -4,7 +4,8 @@
 //! create) on the leader; the Raft task batches everything queued into one log append + fsync.
 //!
 //! `cargo bench -p shoal-manager --bench raft_throughput`; optional `SHOAL_BENCH_WRITERS=256`,
-//! `SHOAL_BENCH_SECONDS=5`.
+//! `SHOAL_BENCH_SECONDS=5`. Also prints how many terms passed during the run (0 = no election
+//! under load, false or otherwise).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -108,6 +109,7 @@ async fn main() -> Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
+    let term_before = nodes[leader].status().term;
     let store = stores[leader].clone();
     let done = Arc::new(AtomicU64::new(0));
     let next = Arc::new(AtomicU64::new(0));
@@ -146,9 +148,13 @@ async fn main() -> Result<()> {
     let follower = (leader + 1) % 3;
     nodes[follower].read_barrier().await?;
     let replicated = stores[follower].read(|s| s.services().count());
+    // A false election under load shows as a term change (pre-vote keeps a lost pre-vote from
+    // moving the term).
+    let term_after = nodes.iter().map(|n| n.status().term).max().unwrap_or(0);
     println!(
-        "3 managers, {writers} concurrent writers: {n} acknowledged writes in {elapsed:.2?} = {:.0} writes/s (follower holds {replicated})",
-        n as f64 / elapsed.as_secs_f64()
+        "3 managers, {writers} concurrent writers: {n} acknowledged writes in {elapsed:.2?} = {:.0} writes/s (follower holds {replicated}; term changes during the run: {})",
+        n as f64 / elapsed.as_secs_f64(),
+        term_after.saturating_sub(term_before)
     );
     for node in &nodes {
         node.shutdown().await;

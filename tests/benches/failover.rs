@@ -2,9 +2,13 @@
 //! write (`service create -d`, sent through a surviving manager, retried until acknowledged) is
 //! acknowledged. The killed manager is restarted and the group converges between trials.
 //!
-//! Run (root): `cargo build --workspace --bins && cargo bench -p shoal-tests --bench failover`
+//! Run (root), with RELEASE binaries:
+//! `cargo build --release --workspace --bins && SHOAL_BIN_DIR=$CARGO_TARGET_DIR/release cargo bench -p shoal-tests --bench failover`
+//! (`SHOAL_BIN_DIR=target/release` without a `CARGO_TARGET_DIR`).
 //! Optional: `SHOAL_BENCH_TRIALS=20` (default 20). The time includes one shoalctl process start per
-//! attempt (a few ms), as a user would see it.
+//! attempt (a few ms), as a user would see it. Also counted: the Raft terms each trial used, from
+//! the kill to the group converged again with the killed manager back (1 = one clean election; more
+//! = a split vote, or an election the restarted manager caused).
 
 use std::time::Duration;
 
@@ -20,21 +24,29 @@ fn main() -> Result<()> {
     let mut m = Managers::start(Testbed::new("benchfo")?, 3, &[])?;
     let mut hist = History::default();
     let mut times: Vec<Duration> = Vec::new();
+    let mut extra_terms = 0;
+    let term_of = |m: &Managers, i: usize| -> Result<u64> {
+        Ok(m.status(i)?.iter().map(|r| r.term).max().unwrap_or(0))
+    };
+    let mut leader = m.wait_converged(&[0, 1, 2])?;
     for trial in 0..trials {
-        let leader = m.wait_converged(&[0, 1, 2])?;
         let via = (leader + 1) % 3;
+        let term = term_of(&m, via)?;
         hist.write(&m, via)?;
         m.kill(leader)?;
         let took = hist.write_until_acked(&m, via, DEADLINE)?;
-        println!(
-            "trial {:2}: leader m{} killed, write acknowledged after {took:?}",
-            trial + 1,
-            leader + 1
-        );
         times.push(took);
         m.restart(leader)?;
+        let killed = leader;
+        leader = m.wait_converged(&[0, 1, 2])?;
+        let terms = term_of(&m, leader)?.saturating_sub(term);
+        extra_terms += terms.saturating_sub(1);
+        println!(
+            "trial {:2}: leader m{} killed, write acknowledged after {took:?}; terms used: {terms}",
+            trial + 1,
+            killed + 1
+        );
     }
-    m.wait_converged(&[0, 1, 2])?;
     for i in 0..3 {
         hist.check(&m, i)?;
     }
@@ -43,7 +55,7 @@ fn main() -> Result<()> {
     let max = times[times.len() - 1];
     let min = times[0];
     println!(
-        "failover (kill -9 of the leader -> first acknowledged write), {} trials: median {median:?}, min {min:?}, max {max:?}",
+        "failover (kill -9 of the leader -> first acknowledged write), {} trials: median {median:?}, min {min:?}, max {max:?}; terms beyond one election per trial: {extra_terms}",
         times.len()
     );
     m.shutdown()

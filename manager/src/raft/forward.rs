@@ -131,7 +131,13 @@ impl Proposer for ClusterProposer {
                     // is safe to send again, to whoever leads next.
                     Ok(Err(s)) if never_sent(&s) && tokio::time::Instant::now() < deadline => {
                         debug!(leader = %addr, "leader unreachable; waiting for the next one");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        // Until this manager hears of another leader (or 100 ms, to ask again).
+                        let mut status = raft.watch_status();
+                        let _ = tokio::time::timeout(
+                            Duration::from_millis(100),
+                            status.wait_for(|s| s.leader_id != leader),
+                        )
+                        .await;
                         continue;
                     }
                     Ok(Err(s)) => return Err(crate::error::from_status(s)),

@@ -123,7 +123,15 @@ impl RaftConfig {
 pub trait Transport: Send + Sync {
     /// Sends messages to their `to` peers (encode with `protobuf::Message::write_to_bytes`).
     fn send(&self, msgs: Vec<Message>);
+
+    /// Gives the transport the hook to call when it knows a peer's process is gone (its
+    /// connection closed and a new one is refused), as opposed to merely silent. The node uses it
+    /// to start an election at once when that peer led. Transports that cannot tell ignore it.
+    fn on_peer_gone(&self, _hook: PeerGoneHook) {}
 }
+
+/// What a transport calls with the Raft id of a peer whose process is gone.
+pub type PeerGoneHook = Arc<dyn Fn(u64) + Send + Sync>;
 
 /// The transport of a single-manager cluster: there is nobody to talk to.
 #[derive(Debug, Default, Clone, Copy)]
@@ -175,6 +183,8 @@ enum Msg {
     TransferLeader {
         to: u64,
     },
+    /// The transport saw peer `id`'s process go away (see [`Transport::on_peer_gone`]).
+    PeerGone(u64),
     Shutdown,
 }
 
@@ -331,6 +341,13 @@ impl RaftNode {
         });
         let (leader_tx, leadership) = watch::channel(is_leader);
         let (tx, rx) = mpsc::channel(QUEUE);
+        // A weak sender: the hook kept by the transport must not keep the task alive.
+        let weak = tx.downgrade();
+        transport.on_peer_gone(Arc::new(move |id| {
+            if let Some(tx) = weak.upgrade() {
+                let _ = tx.try_send(Msg::PeerGone(id));
+            }
+        }));
         let driver = node::Driver::new(node::DriverParts {
             raw,
             store: store.clone(),
@@ -496,6 +513,16 @@ impl RaftNode {
         }
         self.until_applied(|reply| Msg::Propose { req, reply })
             .await
+    }
+
+    /// Tells Raft that manager `id`'s process is gone (what [`Transport::on_peer_gone`] reports).
+    /// If it led, the first surviving voter campaigns at once instead of waiting out the election
+    /// timeout; pre-vote and check-quorum still keep a leader that is in fact alive in place.
+    pub async fn peer_gone(&self, id: u64) -> Result<(), RaftError> {
+        self.tx
+            .send(Msg::PeerGone(id))
+            .await
+            .map_err(|_| RaftError::Stopped)
     }
 
     /// Hands a message received from another manager to Raft.

@@ -43,6 +43,10 @@ pub(super) struct Driver {
     /// Callers waiting for a read index, by the id carried in the request's context.
     reads: HashMap<u64, oneshot::Sender<Result<u64, StoreError>>>,
     next_ctx: u64,
+    /// After the leader's process was reported gone, on the voter that campaigns first: ticks
+    /// left during which it campaigns again while no leader is known (a survivor that had not
+    /// noticed yet ignored the first pre-vote).
+    leader_gone: Option<usize>,
 }
 
 impl Driver {
@@ -53,6 +57,7 @@ impl Driver {
             pending_conf: HashMap::new(),
             reads: HashMap::new(),
             next_ctx: 1,
+            leader_gone: None,
         }
     }
 
@@ -65,6 +70,7 @@ impl Driver {
             tokio::select! {
                 _ = ticker.tick() => {
                     self.parts.raw.tick();
+                    self.campaign_again_if_leader_gone();
                 }
                 msg = self.parts.rx.recv() => {
                     let mut next = msg;
@@ -150,9 +156,64 @@ impl Driver {
                     }
                 }
             }
+            Msg::PeerGone(id) => self.peer_gone(id),
             Msg::Shutdown => return true,
         }
         false
+    }
+
+    /// The leader `id`'s process is gone (its connection closed, a new one refused): no need to
+    /// wait out the election timeout. Every survivor stops honouring the dead leader's lease, so it
+    /// grants votes at once; the first surviving voter (lowest id) campaigns now, the others keep
+    /// their randomised timeout as a fallback, so two candidates do not split the vote. Pre-vote
+    /// and check-quorum stay on: if the leader is in fact alive, the voters still in its lease
+    /// ignore the pre-vote and the leader keeps its term.
+    fn peer_gone(&mut self, id: u64) {
+        let raft = &mut self.parts.raw.raft;
+        if id == raft.id || id != raft.leader_id || raft.state == StateRole::Leader {
+            return;
+        }
+        let me = raft.id;
+        let voters = raft.prs().conf().voters().ids();
+        if !voters.contains(me) {
+            return;
+        }
+        let first = voters.iter().filter(|v| *v != id).min();
+        raft.election_elapsed = raft.election_elapsed.max(raft.election_timeout());
+        if first == Some(me) {
+            tracing::info!(
+                leader = id,
+                "the Raft leader's process is gone: campaigning now"
+            );
+            self.leader_gone = Some(self.parts.raw.raft.election_timeout());
+            if let Err(e) = self.parts.raw.campaign() {
+                tracing::debug!("campaign refused: {e}");
+            }
+        } else {
+            tracing::info!(
+                leader = id,
+                "the Raft leader's process is gone: its lease no longer holds here"
+            );
+        }
+    }
+
+    /// On a tick after [`Self::peer_gone`] campaigned: until a leader is known, campaign again
+    /// (a pre-vote costs no term), for at most one election timeout.
+    fn campaign_again_if_leader_gone(&mut self) {
+        let Some(left) = self.leader_gone else {
+            return;
+        };
+        let raft = &self.parts.raw.raft;
+        if raft.leader_id != 0 || left == 0 {
+            self.leader_gone = None;
+            return;
+        }
+        self.leader_gone = Some(left - 1);
+        if matches!(raft.state, StateRole::Follower | StateRole::PreCandidate) {
+            if let Err(e) = self.parts.raw.campaign() {
+                tracing::debug!("campaign refused: {e}");
+            }
+        }
     }
 
     fn propose(&mut self, req: StoreRequest, reply: oneshot::Sender<Result<(), StoreError>>) {
@@ -196,14 +257,19 @@ impl Driver {
             self.parts.store.restore(index, &snap.data)?;
             self.parts.last_snapshot = index;
         }
-        // Durable before anything is sent or applied: an acknowledged write survives kill -9.
+        // `messages` are the leader's appends and heartbeats: raft-rs lets them go before the
+        // leader's own log is on disk (Raft thesis 10.2.1), so followers write theirs in parallel.
+        // The leader counts itself towards a commit only in `advance`, after the fsync below.
+        self.parts.transport.send(messages);
+        // Durable before any vote or append response is sent and before anything is applied:
+        // an acknowledged write survives kill -9 on a majority.
         self.parts
             .raw
             .mut_store()
             .append(ready.entries(), ready.hs())?;
-        self.parts.transport.send(messages);
-        self.apply_committed(ready.take_committed_entries())?;
+        // A follower's append response first: applying must not delay the leader's commit.
         self.parts.transport.send(ready.take_persisted_messages());
+        self.apply_committed(ready.take_committed_entries())?;
 
         let mut light = self.parts.raw.advance(ready);
         if let Some(commit) = light.commit_index() {

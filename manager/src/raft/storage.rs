@@ -1,7 +1,9 @@
 //! The Raft log, hard state, conf state and last snapshot, persisted in sled.
 //!
-//! One tree: entries under `e` + big-endian index (so key order is log order), and the fixed
-//! keys below for the rest. Every mutating call ends with a sled flush: Raft may only act on (and
+//! Tree `raft`: entries under `e` + big-endian index (so key order is log order), and the fixed
+//! keys below for the hard and conf states. Tree `raft-snapshot`: the last snapshot, alone, so the
+//! whole store it holds is not rewritten each time sled consolidates the page the hard state and
+//! the newest entries live on (it was: a blob file per few ready cycles). Every mutating call ends with a sled flush: Raft may only act on (and
 //! acknowledge) what survives a `kill -9`.
 //!
 //! When the store was opened with the manager's data key ([`Store::open_sealed`]), every value
@@ -21,6 +23,8 @@ const ENTRY_PREFIX: u8 = b'e';
 const HARD_STATE: &[u8] = b"m:hard_state";
 const CONF_STATE: &[u8] = b"m:conf_state";
 const SNAPSHOT: &[u8] = b"m:snapshot";
+/// The tree holding [`SNAPSHOT`] (older versions kept it in the `raft` tree).
+const SNAPSHOT_TREE: &str = "raft-snapshot";
 
 fn entry_key(index: u64) -> [u8; 9] {
     let mut key = [ENTRY_PREFIX; 9];
@@ -33,6 +37,8 @@ fn entry_key(index: u64) -> [u8; 9] {
 pub struct RaftStorage {
     db: sled::Db,
     tree: sled::Tree,
+    /// Holds only the last snapshot.
+    snaps: sled::Tree,
     hard_state: HardState,
     conf_state: ConfState,
     /// Metadata of the last snapshot (index 0 = none); entries up to its index are gone.
@@ -50,14 +56,17 @@ impl RaftStorage {
     pub fn open(dir: &Path, store: Store) -> Result<RaftStorage, RaftError> {
         let db = crate::store::open_sled(dir)?;
         let tree = db.open_tree("raft")?;
+        let snaps = db.open_tree(SNAPSHOT_TREE)?;
+        move_snapshot(&db, &tree, &snaps)?;
         let key = store.data_key();
         if let Some(key) = &key {
             seal_legacy(&db, &tree, key)?;
+            seal_legacy(&db, &snaps, key)?;
         }
         let k = key.as_ref();
         let hard_state: HardState = read_pb(k, &tree, HARD_STATE)?.unwrap_or_default();
         let conf_state: ConfState = read_pb(k, &tree, CONF_STATE)?.unwrap_or_default();
-        let snapshot: Option<Snapshot> = read_pb(k, &tree, SNAPSHOT)?;
+        let snapshot: Option<Snapshot> = read_pb(k, &snaps, SNAPSHOT)?;
         let snapshot_meta = snapshot.map(|mut s| s.take_metadata()).unwrap_or_default();
         let last_entry = match tree.scan_prefix([ENTRY_PREFIX]).next_back() {
             Some(item) => {
@@ -69,6 +78,7 @@ impl RaftStorage {
         Ok(RaftStorage {
             db,
             tree,
+            snaps,
             hard_state,
             conf_state,
             last: last_entry.max(snapshot_meta.index),
@@ -102,7 +112,7 @@ impl RaftStorage {
 
     /// The last snapshot with its data, if there is one.
     pub fn load_snapshot(&self) -> Result<Option<Snapshot>, RaftError> {
-        read_pb(self.key.as_ref(), &self.tree, SNAPSHOT)
+        read_pb(self.key.as_ref(), &self.snaps, SNAPSHOT)
     }
 
     /// Index of the first entry still in the log.
@@ -199,10 +209,9 @@ impl RaftStorage {
         for index in self.first_index()..=self.last {
             batch.remove(&entry_key(index));
         }
-        batch.insert(SNAPSHOT, self.write_pb(SNAPSHOT, snap)?);
         batch.insert(HARD_STATE, self.write_pb(HARD_STATE, &hs)?);
         batch.insert(CONF_STATE, self.write_pb(CONF_STATE, &cs)?);
-        self.tree.apply_batch(batch)?;
+        self.write_with_snapshot(batch, self.write_pb(SNAPSHOT, snap)?)?;
         self.flush()?;
         self.hard_state = hs;
         self.conf_state = cs;
@@ -226,11 +235,26 @@ impl RaftStorage {
         for index in self.first_index()..=meta.index {
             batch.remove(&entry_key(index));
         }
-        batch.insert(SNAPSHOT, self.write_pb(SNAPSHOT, snap)?);
-        self.tree.apply_batch(batch)?;
+        self.write_with_snapshot(batch, self.write_pb(SNAPSHOT, snap)?)?;
         self.flush()?;
         self.snapshot_meta = meta.clone();
         Ok(())
+    }
+
+    /// Applies `batch` to the log tree and stores `snapshot` (encoded), atomically: a snapshot
+    /// never replaces the log it covers only in part.
+    fn write_with_snapshot(&self, batch: sled::Batch, snapshot: Vec<u8>) -> Result<(), RaftError> {
+        use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
+        (&self.tree, &self.snaps)
+            .transaction(|(log, snaps)| {
+                log.apply_batch(&batch)?;
+                snaps.insert(SNAPSHOT, snapshot.as_slice())?;
+                Ok::<(), ConflictableTransactionError<()>>(())
+            })
+            .map_err(|e| match e {
+                TransactionError::Storage(e) => RaftError::Db(e),
+                TransactionError::Abort(()) => RaftError::Log("snapshot write aborted".into()),
+            })
     }
 
     /// Forces everything to stable storage.
@@ -386,6 +410,28 @@ fn unseal(key: Option<&DataKey>, k: &[u8], value: &[u8]) -> Result<Vec<u8>, Raft
     seal::unseal_stored(key, &value_aad(k), value).map_err(|e| seal_error(k, e))
 }
 
+/// The migration to the snapshot's own tree: moves a snapshot an older version kept in the log
+/// tree (same key, so a sealed value still opens), then flushes. Idempotent.
+fn move_snapshot(db: &sled::Db, tree: &sled::Tree, snaps: &sled::Tree) -> Result<(), RaftError> {
+    use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
+    let Some(old) = tree.get(SNAPSHOT)? else {
+        return Ok(());
+    };
+    (tree, snaps)
+        .transaction(|(log, snaps)| {
+            snaps.insert(SNAPSHOT, old.clone())?;
+            log.remove(SNAPSHOT)?;
+            Ok::<(), ConflictableTransactionError<()>>(())
+        })
+        .map_err(|e| match e {
+            TransactionError::Storage(e) => RaftError::Db(e),
+            TransactionError::Abort(()) => RaftError::Log("snapshot move aborted".into()),
+        })?;
+    db.flush()?;
+    tracing::info!("raft log: the snapshot moved to its own tree");
+    Ok(())
+}
+
 /// The migration to encryption at rest: seals every value an older version wrote in clear, then
 /// flushes. Idempotent. sled may keep the old plaintext in log segments it has not compacted yet:
 /// they are reclaimed as sled rewrites its segments, not at once.
@@ -526,5 +572,35 @@ mod tests {
         for v in raw_values(&raft_dir) {
             assert!(crate::seal::is_sealed(&v), "a value left in clear");
         }
+    }
+
+    #[test]
+    fn a_snapshot_in_the_log_tree_moves_to_its_own_tree() {
+        use protobuf::Message as _;
+        use raft::prelude::{Snapshot, SnapshotMetadata};
+        let dir = tempfile::tempdir().unwrap();
+        let raft_dir = dir.path().join("raft");
+        let mut snap = Snapshot {
+            data: SECRET.to_vec().into(),
+            ..Snapshot::default()
+        };
+        snap.set_metadata(SnapshotMetadata {
+            index: 7,
+            term: 2,
+            ..SnapshotMetadata::default()
+        });
+        {
+            // As an older version left it: the snapshot beside the log.
+            let db = crate::store::open_sled(&raft_dir).unwrap();
+            let tree = db.open_tree("raft").unwrap();
+            tree.insert(super::SNAPSHOT, snap.write_to_bytes().unwrap())
+                .unwrap();
+            db.flush().unwrap();
+        }
+        let store = Store::open(&dir.path().join("store")).unwrap();
+        let storage = RaftStorage::open(&raft_dir, store).unwrap();
+        assert_eq!(storage.snapshot_index(), 7);
+        assert_eq!(storage.load_snapshot().unwrap(), Some(snap));
+        assert!(storage.tree.get(super::SNAPSHOT).unwrap().is_none());
     }
 }

@@ -314,6 +314,16 @@ impl Transport for NetTransport {
 
 /// Starts `n` voters (ids 1..=n) in `dir`, wired through one `Net`.
 fn group(dir: &Path, n: u64, snapshot_interval: u64) -> (Arc<Net>, Vec<Store>, Vec<RaftNode>) {
+    group_ticking(dir, n, snapshot_interval, Duration::from_millis(20))
+}
+
+/// [`group`] with a chosen tick.
+fn group_ticking(
+    dir: &Path,
+    n: u64,
+    snapshot_interval: u64,
+    tick: Duration,
+) -> (Arc<Net>, Vec<Store>, Vec<RaftNode>) {
     let net = Arc::new(Net::default());
     let mut stores = Vec::new();
     let mut nodes = Vec::new();
@@ -321,7 +331,7 @@ fn group(dir: &Path, n: u64, snapshot_interval: u64) -> (Arc<Net>, Vec<Store>, V
         let d = dir.join(format!("m{id}"));
         let store = Store::open(&d.join("store")).expect("open store");
         let cfg = RaftConfig {
-            tick: Duration::from_millis(20),
+            tick,
             snapshot_interval,
             peers: (1..=n)
                 .filter(|p| *p != id)
@@ -391,6 +401,85 @@ async fn three_voters_replicate_fail_over_and_refuse_without_quorum() {
         .await
         .expect("read barrier after heal");
     assert_services(&stores[leader], 11);
+    for n in &nodes {
+        n.shutdown().await;
+    }
+}
+
+/// 200 ms ticks: the election timeout is 2-4 s after the last heartbeat.
+const SLOW_TICK: Duration = Duration::from_millis(200);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_reported_gone_is_replaced_before_the_election_timeout() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (net, stores, nodes) = group_ticking(dir.path(), 3, DEFAULT_SNAPSHOT_INTERVAL, SLOW_TICK);
+    let leader = leader_of(&nodes, &[0, 1, 2]).await;
+    stores[leader].propose(create(0)).await.expect("propose");
+    let dead = nodes[leader].status().id;
+    let term = nodes[leader].status().term;
+    net.cut.lock().expect("cut").insert(dead);
+    nodes[leader].shutdown().await;
+    let killed = std::time::Instant::now();
+    let rest: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+    for i in &rest {
+        nodes[*i].peer_gone(dead).await.expect("peer gone");
+    }
+    let mut status = nodes[rest[0]].watch_status();
+    // `wait_for`'s `Ref` holds the status channel's read lock, and that node's Raft loop takes
+    // the write lock to publish: keep only the leader id, never the `Ref`, across later awaits.
+    let elected = tokio::time::timeout(
+        // Well under the 2 s minimum election timeout.
+        Duration::from_millis(1500),
+        status.wait_for(|s| s.leader_id != 0 && s.leader_id != dead),
+    )
+    .await
+    .map(|r| r.map(|s| s.leader_id));
+    assert!(
+        matches!(elected, Ok(Ok(_))),
+        "no new leader {:?} after the old one was reported gone",
+        killed.elapsed()
+    );
+    // The first surviving voter won at the next term, in one round.
+    let first = rest
+        .iter()
+        .min_by_key(|i| nodes[**i].status().id)
+        .copied()
+        .expect("two survivors");
+    let new_leader = leader_of(&nodes, &rest).await;
+    assert_eq!(new_leader, first);
+    assert_eq!(nodes[new_leader].status().term, term + 1);
+    if let Err(e) = stores[new_leader].propose(create(1)).await {
+        let statuses: Vec<RaftStatus> = rest.iter().map(|i| nodes[*i].status()).collect();
+        panic!("propose after the failover: {e}; {statuses:?}");
+    }
+    for i in rest {
+        nodes[i].shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_leader_reported_gone_by_one_follower_keeps_its_term() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_net, stores, nodes) = group_ticking(dir.path(), 3, DEFAULT_SNAPSHOT_INTERVAL, SLOW_TICK);
+    let leader = leader_of(&nodes, &[0, 1, 2]).await;
+    let leader_id = nodes[leader].status().id;
+    let term = nodes[leader].status().term;
+    // The follower that would campaign at once hears (wrongly) that the leader is gone.
+    let first = (0..3)
+        .filter(|i| *i != leader)
+        .min_by_key(|i| nodes[*i].status().id)
+        .expect("two followers");
+    nodes[first].peer_gone(leader_id).await.expect("peer gone");
+    // Its pre-vote is ignored by the leader and the other follower, both in the leader's lease.
+    for i in 0..3 {
+        stores[leader].propose(create(i)).await.expect("propose");
+        nodes[first].read_barrier().await.expect("read barrier");
+    }
+    for n in &nodes {
+        let s = n.status();
+        assert_eq!((s.term, s.leader_id), (term, leader_id), "node {}", s.id);
+    }
+    assert_services(&stores[first], 3);
     for n in &nodes {
         n.shutdown().await;
     }

@@ -18,7 +18,7 @@ use tonic::{Request, Status};
 use tracing::{debug, warn};
 
 use crate::auth::{self, probe_of, Caller};
-use crate::raft::Transport;
+use crate::raft::{PeerGoneHook, Transport};
 use crate::store::Store;
 
 /// Messages queued for one peer before new ones are dropped (Raft resends what matters).
@@ -215,6 +215,8 @@ pub struct GrpcTransport {
     /// Bumped when this manager's certificate or trusted CAs change: streams are reopened, so no
     /// connection outlives the credentials it was authenticated with.
     changes: Option<tokio::sync::watch::Receiver<u64>>,
+    /// Told when a peer's stream ended and its address refuses connections.
+    gone: Arc<std::sync::OnceLock<PeerGoneHook>>,
 }
 
 impl GrpcTransport {
@@ -225,6 +227,7 @@ impl GrpcTransport {
             tls,
             peers: Mutex::new(HashMap::new()),
             changes: None,
+            gone: Arc::default(),
         })
     }
 
@@ -239,11 +242,18 @@ impl GrpcTransport {
             tls,
             peers: Mutex::new(HashMap::new()),
             changes: Some(changes),
+            gone: Arc::default(),
         })
     }
 }
 
 impl Transport for GrpcTransport {
+    fn on_peer_gone(&self, hook: PeerGoneHook) {
+        if self.gone.set(hook).is_err() {
+            warn!("raft transport: a second peer-gone hook ignored");
+        }
+    }
+
     fn send(&self, msgs: Vec<Message>) {
         if msgs.is_empty() {
             return;
@@ -258,6 +268,7 @@ impl Transport for GrpcTransport {
                     self.book.clone(),
                     self.tls.clone(),
                     self.changes.clone(),
+                    self.gone.clone(),
                     rx,
                 ));
                 tx
@@ -275,10 +286,12 @@ async fn peer_loop(
     book: Arc<PeerBook>,
     tls: Arc<ClientConfig>,
     mut changes: Option<tokio::sync::watch::Receiver<u64>>,
+    gone: Arc<std::sync::OnceLock<PeerGoneHook>>,
     mut rx: mpsc::Receiver<Message>,
 ) {
     loop {
-        let channel = match book.addr(id).map(|a| pki::channel(&a, tls.clone())) {
+        let addr = book.addr(id);
+        let channel = match addr.as_deref().map(|a| pki::channel(a, tls.clone())) {
             Some(Ok(c)) => Some(c),
             Some(Err(e)) => {
                 warn!(peer = id, error = %e, "bad peer address");
@@ -301,6 +314,12 @@ async fn peer_loop(
                     r = &mut call => {
                         if let Err(e) = r {
                             debug!(peer = id, error = %e, "raft stream to peer ended");
+                        }
+                        if let (Some(addr), Some(hook)) = (addr.as_deref(), gone.get()) {
+                            if refuses_connections(addr).await {
+                                debug!(peer = id, "raft peer's process is gone");
+                                hook(id);
+                            }
                         }
                         break;
                     }
@@ -336,6 +355,17 @@ async fn peer_loop(
             }
         }
     }
+}
+
+/// Whether a TCP connection to `addr` is refused at once: nothing listens there any more (the
+/// process died or stopped), as opposed to a peer that is only slow or cut off, whose connection
+/// attempt times out instead.
+async fn refuses_connections(addr: &str) -> bool {
+    let attempt = tokio::net::TcpStream::connect(addr);
+    matches!(
+        tokio::time::timeout(Duration::from_millis(500), attempt).await,
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused
+    )
 }
 
 /// Routes `Raft` calls by caller: a manager's to `managers`, whose decoding limit is a whole
