@@ -139,7 +139,7 @@ impl<'a> PathUnder<'a> {
     }
 
     fn stop(&mut self) -> Result<()> {
-        if let Some(mut p) = self.server_proc.take() {
+        if let Some(p) = self.server_proc.take() {
             p.kill()?;
         }
         Ok(())
