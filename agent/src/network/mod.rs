@@ -127,23 +127,15 @@ where
     Fut: Future<Output = Result<T, NetworkError>>,
 {
     netns::on_thread(host_netns, what, move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_io()
-            .build()
-            .map_err(|source| LinkError::Connect { source })?;
-        rt.block_on(async move {
-            // A netlink socket stays in the namespace it was opened in: open the host's first,
-            // then move this (dedicated) thread into the inner namespace and open the other.
-            let (host_conn, host, _) =
-                rtnetlink::new_connection().map_err(|source| LinkError::Connect { source })?;
+        // A netlink socket stays in the namespace it was opened in: `block_on` opens the host's
+        // first, then this (dedicated) thread moves into the inner namespace and opens the other.
+        link::block_on(|host| async move {
             netns::enter(&inner)?;
             let (inner_conn, inside, _) =
                 rtnetlink::new_connection().map_err(|source| LinkError::Connect { source })?;
-            let drivers = [tokio::spawn(host_conn), tokio::spawn(inner_conn)];
+            let driver = tokio::spawn(inner_conn);
             let result = f(host, inside).await;
-            for d in drivers {
-                d.abort();
-            }
+            driver.abort();
             result
         })
     })
