@@ -141,11 +141,7 @@ pub fn view_delta(old: &NetworkView, new: &NetworkView) -> NetworkViewDelta {
         PartialEq::eq,
     );
     NetworkViewDelta {
-        network_id: new
-            .network
-            .as_ref()
-            .map(|n| n.id.clone())
-            .unwrap_or_default(),
+        network_id: network_id(new).to_string(),
         base: old.version,
         version: new.version,
         network: (old.network != new.network)
@@ -170,8 +166,7 @@ pub fn view_delta_is_empty(d: &NetworkViewDelta) -> bool {
 
 /// Applies a view delta onto the view it was made for.
 pub fn apply_view_delta(view: &mut NetworkView, d: NetworkViewDelta) -> Result<(), DeltaError> {
-    let id = view.network.as_ref().map_or("", |n| n.id.as_str());
-    if view.version != d.base || id != d.network_id {
+    if view.version != d.base || network_id(view) != d.network_id {
         return Err(DeltaError::ViewBase {
             network: d.network_id,
             base: d.base,
