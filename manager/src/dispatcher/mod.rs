@@ -359,28 +359,21 @@ impl Dispatcher {
             let msg = match &held {
                 // The benchmarks' reference: the whole set on every change, as before deltas.
                 Some(before) if full_sets_only() && *before == current => None,
-                Some(_) if full_sets_only() => {
-                    version += 1;
-                    let mut full = current.to_message();
-                    full.version = version;
-                    held = Some(current);
-                    Some(manager_message::Msg::Assignments(full))
-                }
-                None => {
-                    version += 1;
-                    let mut full = current.to_message();
-                    full.version = version;
-                    held = Some(current);
-                    Some(manager_message::Msg::Assignments(full))
-                }
-                Some(before) => match before.delta(&current, &self.views, version) {
-                    Some((delta, after)) => {
+                Some(before) if !full_sets_only() => before
+                    .delta(&current, &self.views, version)
+                    .map(|(delta, after)| {
                         version = delta.version;
                         held = Some(after);
-                        Some(manager_message::Msg::AssignmentsDelta(delta))
-                    }
-                    None => None,
-                },
+                        manager_message::Msg::AssignmentsDelta(delta)
+                    }),
+                // The first set of a session (or after a resync), or every set for the reference.
+                _ => {
+                    version += 1;
+                    let mut full = current.to_message();
+                    full.version = version;
+                    held = Some(current);
+                    Some(manager_message::Msg::Assignments(full))
+                }
             };
             match msg {
                 Some(msg) => permit.send(ManagerMessage { msg: Some(msg) }),
