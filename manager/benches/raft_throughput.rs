@@ -4,7 +4,8 @@
 //! create) on the leader; the Raft task batches everything queued into one log append + fsync.
 //!
 //! `cargo bench -p shoal-manager --bench raft_throughput`; optional `SHOAL_BENCH_WRITERS=256`,
-//! `SHOAL_BENCH_SECONDS=5`. Also prints how many terms passed during the run (0 = no election
+//! `SHOAL_BENCH_SECONDS=5`, `SHOAL_BENCH_SNAPSHOT_INTERVAL` (default: the managers' default,
+//! `shoal_manager::raft::DEFAULT_SNAPSHOT_INTERVAL`). Also prints how many terms passed during the run (0 = no election
 //! under load, false or otherwise).
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,6 +33,10 @@ async fn main() -> Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let writers = env("SHOAL_BENCH_WRITERS", 256);
     let seconds = env("SHOAL_BENCH_SECONDS", 5);
+    let snapshot_interval = env(
+        "SHOAL_BENCH_SNAPSHOT_INTERVAL",
+        shoal_manager::raft::DEFAULT_SNAPSHOT_INTERVAL,
+    );
     let dir = tempfile::tempdir()?;
     let ca = pki::generate_ca("bench")?;
     let ids: Vec<pki::Identity> = (1..=3)
@@ -71,6 +76,7 @@ async fn main() -> Result<()> {
         let node = RaftNode::start_with(
             RaftConfig {
                 peers: peers.iter().filter(|(p, _)| *p != id).cloned().collect(),
+                snapshot_interval,
                 ..RaftConfig::new(id, d)
             },
             store.clone(),
@@ -152,7 +158,7 @@ async fn main() -> Result<()> {
     // moving the term).
     let term_after = nodes.iter().map(|n| n.status().term).max().unwrap_or(0);
     println!(
-        "3 managers, {writers} concurrent writers: {n} acknowledged writes in {elapsed:.2?} = {:.0} writes/s (follower holds {replicated}; term changes during the run: {})",
+        "3 managers, {writers} concurrent writers, snapshot every {snapshot_interval} entries: {n} acknowledged writes in {elapsed:.2?} = {:.0} writes/s (follower holds {replicated}; term changes during the run: {})",
         n as f64 / elapsed.as_secs_f64(),
         term_after.saturating_sub(term_before)
     );

@@ -84,7 +84,7 @@ enum Command {
         #[arg(long, default_value = "5s", value_parser = humantime_duration)]
         heartbeat_period: std::time::Duration,
         /// Raft log entries between snapshots (older entries are removed).
-        #[arg(long, default_value_t = 10_000)]
+        #[arg(long, default_value_t = shoal_manager::raft::DEFAULT_SNAPSHOT_INTERVAL)]
         snapshot_interval: u64,
         /// Disaster recovery: restart this manager's existing data dir as the only manager of
         /// the cluster, keeping its state (as swarm's --force-new-cluster). Other managers must
@@ -111,7 +111,7 @@ enum Command {
         #[arg(long)]
         token: Option<String>,
         /// Raft log entries between snapshots (older entries are removed).
-        #[arg(long, default_value_t = 10_000)]
+        #[arg(long, default_value_t = shoal_manager::raft::DEFAULT_SNAPSHOT_INTERVAL)]
         snapshot_interval: u64,
         /// Join as the existing worker node whose certificate and key are DIR/node.pem and
         /// DIR/node-key.pem (an agent's `certs` dir): the node becomes a manager and keeps its id
@@ -128,7 +128,7 @@ enum Command {
         #[arg(long, default_value = "/var/lib/shoal/manager")]
         data_dir: PathBuf,
         /// Raft log entries between snapshots (older entries are removed).
-        #[arg(long, default_value_t = 10_000)]
+        #[arg(long, default_value_t = shoal_manager::raft::DEFAULT_SNAPSHOT_INTERVAL)]
         snapshot_interval: u64,
         /// Where to serve the Docker Engine API (default: what init or join recorded).
         #[command(flatten)]

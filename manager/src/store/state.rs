@@ -152,6 +152,11 @@ impl State {
         self.clusters.values().next()
     }
 
+    /// Every cluster object (there is one), for the snapshot encoder.
+    pub(crate) fn clusters(&self) -> impl Iterator<Item = &Cluster> {
+        self.clusters.values()
+    }
+
     /// A node by id.
     pub fn node(&self, id: &str) -> Option<&Node> {
         self.nodes.get(id)

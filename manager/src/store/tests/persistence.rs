@@ -198,3 +198,42 @@ fn a_batch_applies_like_one_request_at_a_time() {
         one.snapshot().expect("snap")
     );
 }
+
+#[test]
+fn the_snapshot_encoding_is_that_of_snapshot_data() {
+    let (_dir, store) = open();
+    store
+        .apply(
+            7,
+            &req(vec![
+                Action::CreateService(service("s1", "web")),
+                Action::CreateService(service("s2", "db")),
+                Action::CreateTask(task("t1", "s1", TaskState::TaskPending)),
+                Action::PutNode(node("n1", "fp1")),
+                Action::CreateNetwork(network("net1", "front", "10.0.9.0/24", 4097)),
+            ]),
+        )
+        .expect("apply");
+    let (index, data) = store.snapshot().expect("snapshot");
+    // What the encoder replaced: every object cloned into a `SnapshotData`, then encoded.
+    let mut want = SnapshotData {
+        index,
+        ..SnapshotData::default()
+    };
+    store.read(|s| {
+        for obj in s.objects() {
+            match obj {
+                Object::Cluster(o) => want.clusters.push(o),
+                Object::Node(o) => want.nodes.push(o),
+                Object::Service(o) => want.services.push(o),
+                Object::Task(o) => want.tasks.push(o),
+                Object::Network(o) => want.networks.push(o),
+                Object::Secret(o) => want.secrets.push(o),
+                Object::Config(o) => want.configs.push(o),
+            }
+        }
+    });
+    assert_eq!(want.services.len(), 2);
+    assert_eq!(data, want.encode_to_vec());
+    assert_eq!(SnapshotData::decode(data.as_slice()).expect("decode"), want);
+}
