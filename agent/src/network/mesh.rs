@@ -33,6 +33,7 @@ use super::link::{self, LinkError};
 use super::netns::{self, NetnsError};
 
 mod userspace;
+mod vnet;
 
 /// MTU of the mesh device: 1500 less WireGuard's worst-case overhead (IPv6 outer header).
 pub const MESH_MTU: u32 = 1420;
