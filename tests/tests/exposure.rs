@@ -351,7 +351,18 @@ fn overlay_target(c: &Cluster, encrypted: bool) -> Result<Target> {
         "the sink has the address picked as the inner source"
     );
     let w1 = &c.agents[0].host;
-    let links = run_ok(w1, "ip", &["-d", "-o", "link", "show", "type", "vxlan"])?;
+    // Every overlay but ingress keeps its devices in the agent's overlay namespace.
+    let overlay_ns = c.agents[0]
+        .data_dir
+        .join("network")
+        .join("netns-overlay")
+        .join("overlays");
+    let net = format!("--net={}", overlay_ns.display());
+    let links = run_ok(
+        w1,
+        "nsenter",
+        &[&net, "ip", "-d", "-o", "link", "show", "type", "vxlan"],
+    )?;
     let vnis: Vec<u32> = links
         .lines()
         .filter_map(|l| {

@@ -5,7 +5,8 @@
 //! match them, then [`Networks::attach`] plugs a task into its networks:
 //!
 //! - **overlay**: per network a bridge `sbr<id8>` and a VXLAN device `svx<id8>` (VNI of the
-//!   network, UDP 4789, no learning, ARP proxy on, no flooding), with an FDB entry
+//!   network, UDP 4789, no learning, ARP proxy on, no flooding) in the node's overlay namespace
+//!   (the ingress network's in the host namespace: see [`Networks::overlay_netns`]), with an FDB entry
 //!   (`MAC -> node address`) and a permanent neighbour entry (`IP -> MAC`) for every endpoint on
 //!   another node. MACs derive from addresses (02:42:a:b:c:d), so nothing but the view is needed.
 //!   The ingress bridge carries the node's own ingress address (and the matching MAC). Encrypted
@@ -122,6 +123,13 @@ pub(super) fn encrypted(view: &NetworkView) -> bool {
         .is_some_and(|s| s.encrypted)
 }
 
+/// Whether a view's overlay keeps its devices in the node's overlay namespace: every overlay but
+/// `ingress`, whose bridge carries the node's ingress address that the routing mesh's DNAT in
+/// the host namespace reaches.
+pub(super) fn namespaced(view: &NetworkView) -> bool {
+    !is_ingress(view)
+}
+
 /// Whether a view's network is the routing mesh's `ingress`.
 pub(super) fn is_ingress(view: &NetworkView) -> bool {
     view.network
@@ -148,6 +156,11 @@ pub fn remote_endpoints(view: &NetworkView, node_id: &str) -> BTreeMap<Ipv4Addr,
         .collect()
 }
 
+/// The overlay namespace's file for task namespaces in `netns_dir`: in a sibling directory.
+fn overlay_netns_beside(netns_dir: &Path) -> PathBuf {
+    netns_dir.with_file_name("netns-overlay").join("overlays")
+}
+
 /// One of a task's networks as [`Networks::attach`] plugs it.
 struct Planned {
     att: NetworkAttachment,
@@ -159,6 +172,8 @@ struct Planned {
 /// A task's interface on an overlay.
 struct OverlayPlug<'a> {
     network_id: &'a str,
+    /// The namespace of the overlay's bridge (the agent's own when `None`).
+    devices_netns: Option<PathBuf>,
     ifname: String,
     addr: (Ipv4Addr, u8),
     mtu: u32,
@@ -278,7 +293,7 @@ impl Networks {
         let wanted = self.untracked_wanted(&inner, attachments).await;
         let unchanged = match &inner.untracked {
             Some(last) => *last == wanted,
-            None => wanted.bridges.is_empty(),
+            None => wanted == Untracked::default(),
         };
         if !unchanged {
             self.set_untracked(&mut inner, Some(wanted)).await;
@@ -332,6 +347,14 @@ impl Networks {
             .filter(|v| driver(v) == Some(NetworkDriver::Overlay))
             .cloned()
             .collect();
+        let overlay_ns = self.overlay_netns();
+        if wanted.iter().any(namespaced) && !netns::is_netns(&overlay_ns) {
+            if let Err(e) = netns::create(&overlay_ns).await {
+                warn!(error = %e, "creating the overlay namespace failed");
+                return Err(e.into());
+            }
+            info!(netns = %overlay_ns.display(), "overlay namespace created");
+        }
         for view in &wanted {
             let Some(net) = view.network.as_ref() else {
                 continue;
@@ -343,7 +366,17 @@ impl Networks {
                 .and_then(|a| parse_cidr(a));
             let programmed = inner.overlays.remove(&net.id);
             let host_netns = self.host_netns.clone();
-            match vxlan::program(host_netns, &self.node_id, view, own, programmed).await {
+            let devices_netns = namespaced(view).then(|| overlay_ns.clone());
+            match vxlan::program(
+                host_netns,
+                devices_netns,
+                &self.node_id,
+                view,
+                own,
+                programmed,
+            )
+            .await
+            {
                 Ok(p) => {
                     inner.overlays.insert(net.id.clone(), p);
                 }
@@ -356,14 +389,51 @@ impl Networks {
         first_error.map_or(Ok(()), Err)
     }
 
-    /// Removes the overlays no view names any more.
+    /// Removes the overlays no view names any more, and the overlay namespace once none is left
+    /// in it.
     async fn remove_stale_overlays(&self, inner: &mut Inner) {
         for id in not_in_views(inner.overlays.keys(), &inner.views) {
-            inner.overlays.remove(&id);
-            if let Err(e) = vxlan::remove(self.host_netns.clone(), &id).await {
+            let devices_netns = inner
+                .overlays
+                .remove(&id)
+                .and_then(|p| p.devices_netns().map(Path::to_path_buf));
+            let netns = devices_netns.or_else(|| self.host_netns.clone());
+            if let Err(e) = vxlan::remove(netns, &id).await {
                 warn!(network.id = %id, error = %e, "removing overlay failed");
             }
         }
+        let overlay_ns = self.overlay_netns();
+        if inner.overlays.values().all(|p| p.devices_netns().is_none())
+            && netns::is_netns(&overlay_ns)
+        {
+            match netns::remove(&overlay_ns) {
+                Ok(()) => info!("no overlay left in the overlay namespace: removed it"),
+                Err(e) => warn!(error = %e, "removing the overlay namespace failed"),
+            }
+        }
+    }
+
+    /// The node's overlay namespace: the bridges and VXLAN devices of its overlays (all but
+    /// `ingress`) with the host ends of their task veths. In a namespace of its own, Shoal turns
+    /// off what br_netfilter does to bridged frames (the IP hooks and conntrack on every frame
+    /// a bridge forwards) without touching the host's setting; the VXLAN devices' sockets stay
+    /// in the host namespace. A sibling of the task namespaces' directory, so that it is never
+    /// taken for a task's.
+    pub fn overlay_netns(&self) -> PathBuf {
+        overlay_netns_beside(&self.default.netns_dir)
+    }
+
+    /// The namespace an overlay's devices (and its task veths' host ends) live in.
+    fn devices_netns_of(&self, inner: &Inner, network_id: &str) -> Option<PathBuf> {
+        match inner.overlays.get(network_id) {
+            Some(p) => p.devices_netns().map(Path::to_path_buf),
+            None => inner
+                .views
+                .get(network_id)
+                .filter(|v| namespaced(v))
+                .map(|_| self.overlay_netns()),
+        }
+        .or_else(|| self.host_netns.clone())
     }
 
     /// What the notrack table must cover: every programmed overlay's bridge (the ingress one
@@ -374,7 +444,12 @@ impl Networks {
         attachments: &[NetworkAttachment],
     ) -> Untracked {
         let mut wanted = Untracked::default();
-        for id in inner.overlays.keys() {
+        let overlays = &inner.overlays;
+        for (id, programmed) in overlays {
+            // Bridges in the overlay namespace run no IP hook at all.
+            if programmed.devices_netns().is_some() {
+                continue;
+            }
             let own = inner
                 .views
                 .get(id)
@@ -384,7 +459,7 @@ impl Networks {
                 .and_then(|a| parse_ip(a));
             wanted.bridges.push((bridge_name(id), own));
         }
-        if !wanted.bridges.is_empty() {
+        if !overlays.is_empty() {
             wanted.udp_ports.push(VXLAN_PORT);
             if let Some(mesh) = &self.mesh {
                 let mesh = mesh.lock().await;
@@ -530,8 +605,12 @@ impl Networks {
                     else {
                         continue;
                     };
+                    let devices_netns = namespaced(view)
+                        .then(|| self.overlay_netns())
+                        .or_else(|| self.host_netns.clone());
                     let plug = OverlayPlug {
                         network_id: &att.network_id,
+                        devices_netns,
                         ifname,
                         addr: (ip, prefix),
                         mtu: overlay_mtu(view),
@@ -560,8 +639,9 @@ impl Networks {
     ) -> Result<(), NetworkError> {
         let (host, peer) = overlay_veth(task_id, plug.network_id);
         let (ip, prefix) = plug.addr;
+        let in_host = plug.devices_netns == self.host_netns;
         plug_veth(
-            self.host_netns.clone(),
+            plug.devices_netns,
             ns_path,
             VethPlug {
                 host: host.clone(),
@@ -576,7 +656,10 @@ impl Networks {
             },
         )
         .await?;
-        self.hairpin(&host);
+        if in_host {
+            // The ingress bridge, where published ports DNAT back to their own task.
+            self.hairpin(&host);
+        }
         Ok(())
     }
 
@@ -591,11 +674,13 @@ impl Networks {
                 return Ok(()); // released when its container ended; only `forget` is left
             }
             let plane = inner.planes.remove(task_id);
-            let hosts: Vec<String> = inner
-                .overlays
-                .keys()
-                .map(|n| overlay_veth(task_id, n).0)
-                .collect();
+            let mut hosts: BTreeMap<Option<PathBuf>, Vec<String>> = BTreeMap::new();
+            for n in inner.overlays.keys() {
+                hosts
+                    .entry(self.devices_netns_of(&inner, n))
+                    .or_default()
+                    .push(overlay_veth(task_id, n).0);
+            }
             let locals: Vec<Arc<BridgeNetwork>> = inner.locals.values().cloned().collect();
             (plane, hosts, locals)
         };
@@ -603,9 +688,9 @@ impl Networks {
         if let Some(r) = plane.and_then(|p| p.resolver) {
             r.stop().await;
         }
-        if !hosts.is_empty() {
+        for (devices_netns, hosts) in hosts {
             netlink_in(
-                self.host_netns.clone(),
+                devices_netns,
                 "detach-overlay",
                 move |h: Handle| async move {
                     for host in hosts {
@@ -708,6 +793,25 @@ impl Networks {
             b.cleanup_all().await?;
         }
         inner.overlays.clear();
+        let overlay_ns = self.overlay_netns();
+        if netns::is_netns(&overlay_ns) {
+            // Deleted one by one first: the VXLAN sockets in the host namespace go with their
+            // devices now, not whenever the kernel gets round to the namespace's teardown.
+            netlink_in(
+                Some(overlay_ns.clone()),
+                "overlay-ns-cleanup",
+                |h: Handle| async move {
+                    for prefix in ["svx", "sbr", "vo"] {
+                        for name in link::names_with_prefix(&h, prefix).await? {
+                            link::delete(&h, &name).await?;
+                        }
+                    }
+                    Ok::<_, NetworkError>(())
+                },
+            )
+            .await?;
+            netns::remove(&overlay_ns)?;
+        }
         netlink_in(
             self.host_netns.clone(),
             "overlay-cleanup",

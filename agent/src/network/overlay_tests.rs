@@ -34,6 +34,50 @@ fn notrack_covers_overlay_bridges_and_underlay_ports_but_not_the_node() {
 }
 
 #[test]
+fn notrack_keeps_underlay_ports_untracked_with_no_bridge_in_the_host_namespace() {
+    let ports_only = notrack_ruleset(&Untracked {
+        bridges: vec![],
+        udp_ports: vec![4789],
+    });
+    assert!(
+        ports_only.contains("udp dport { 4789 } notrack"),
+        "{ports_only}"
+    );
+    assert!(!ports_only.contains("iifname"), "{ports_only}");
+}
+
+fn overlay_view(ingress: bool) -> NetworkView {
+    NetworkView {
+        network: Some(Network {
+            id: "n1".into(),
+            spec: Some(NetworkSpec {
+                driver: "overlay".into(),
+                ingress,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn every_overlay_but_ingress_lives_in_the_overlay_namespace() {
+    assert!(namespaced(&overlay_view(false)));
+    assert!(!namespaced(&overlay_view(true)));
+}
+
+#[test]
+fn the_overlay_namespace_is_not_in_the_task_namespaces_directory() {
+    let ns = overlay_netns_beside(Path::new("/var/lib/shoal/network/netns"));
+    assert_eq!(
+        ns,
+        PathBuf::from("/var/lib/shoal/network/netns-overlay/overlays")
+    );
+    assert!(!ns.starts_with("/var/lib/shoal/network/netns/"));
+}
+
+#[test]
 fn names_fit_linux_interface_names() {
     let id = "k3j4h5g6f7d8s9a0";
     assert_eq!(bridge_name(id), "sbrk3j4h5g6");
