@@ -43,7 +43,9 @@ use super::vxlan::{self, Programmed};
 
 mod plane;
 
-use super::{netlink_in, netns, parse_ip, plug_veth, BridgeNetwork, NetworkError, VethPlug};
+use super::{
+    netlink_in, netns, parse_ip, plug_veth, unplug_veths, BridgeNetwork, NetworkError, VethPlug,
+};
 use plane::{host_ports, Plane};
 
 pub use super::notrack::{notrack_ruleset, Untracked, NOTRACK_TABLE};
@@ -603,19 +605,7 @@ impl Networks {
         if let Some(r) = plane.and_then(|p| p.resolver) {
             r.stop().await;
         }
-        if !hosts.is_empty() {
-            netlink_in(
-                self.host_netns.clone(),
-                "detach-overlay",
-                move |h: Handle| async move {
-                    for host in hosts {
-                        link::delete(&h, &host).await?;
-                    }
-                    Ok::<_, NetworkError>(())
-                },
-            )
-            .await?;
-        }
+        unplug_veths(self.host_netns.clone(), hosts).await?;
         for b in locals {
             b.unplug(task_id).await?;
         }
