@@ -16,7 +16,7 @@ use ipnet::Ipv4Net;
 use rtnetlink::Handle;
 use sha2::{Digest, Sha256};
 
-use super::veth::{plug_veth, VethPlug};
+use super::veth::{plug_veth, unplug_veths, VethPlug};
 use super::{ipam, link, netlink_in, netns, nft, IpamError, IpamStore, NetworkError};
 
 /// The name of the default bridge.
@@ -333,38 +333,29 @@ impl BridgeNetwork {
         Names::salted(task_id, &self.salt)
     }
 
-    /// Deletes the task's veth (both ends); a missing one is fine.
+    /// Deletes the task's veth (both ends); a missing one is fine. Batched with other
+    /// deletions running at the same time (see `unplug_veths`).
     async fn delete_veth(&self, names: &Names) -> Result<(), NetworkError> {
-        let veth = names.veth.clone();
-        self.in_host("detach", move |h| async move {
-            link::delete(&h, &veth).await?;
-            Ok(())
-        })
-        .await
+        unplug_veths(self.host_netns.clone(), vec![names.veth.clone()]).await
     }
 
     /// Deletes the task's veth (both ends) and its namespace file; missing pieces are fine.
-    /// Both on one thread: the unmount takes the kernel's mount lock and must not block an
-    /// async worker.
+    /// The veth goes in a batch with the other deletions of the moment; the unmount on a thread
+    /// of its own, as it takes the kernel's mount lock and must not block an async worker.
     async fn teardown(&self, task_id: &str) -> Result<(), NetworkError> {
         let veth = self.names(task_id).veth;
         let ns_path = self.task_netns(task_id);
-        let queued = std::time::Instant::now();
-        self.in_host("teardown", move |h| async move {
-            let started = std::time::Instant::now();
-            link::delete(&h, &veth).await?;
-            let deleted = std::time::Instant::now();
-            netns::remove(&ns_path)?;
-            tracing::debug!(
-                veth,
-                thread_ms = (started - queued).as_secs_f64() * 1e3,
-                veth_ms = (deleted - started).as_secs_f64() * 1e3,
-                netns_ms = deleted.elapsed().as_secs_f64() * 1e3,
-                "task network torn down"
-            );
-            Ok(())
-        })
-        .await
+        let started = std::time::Instant::now();
+        unplug_veths(self.host_netns.clone(), vec![veth.clone()]).await?;
+        let deleted = std::time::Instant::now();
+        netns::on_thread(None, "netns-remove", move || netns::remove(&ns_path)).await??;
+        tracing::debug!(
+            veth,
+            veth_ms = (deleted - started).as_secs_f64() * 1e3,
+            netns_ms = deleted.elapsed().as_secs_f64() * 1e3,
+            "task network torn down"
+        );
+        Ok(())
     }
 
     /// Runs netlink work `f` on a dedicated thread inside the bridge's namespace.

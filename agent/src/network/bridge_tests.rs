@@ -360,3 +360,58 @@ async fn attach_rebuilds_a_half_built_attachment() {
 
     net.cleanup_all().await.expect("cleanup");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_detaches_remove_every_veth_in_batches_and_spare_the_others() {
+    if !can_run_kernel_tests() {
+        return;
+    }
+    let host = TestHost::new().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let net = Arc::new(
+        BridgeNetwork::new(
+            dir.path(),
+            "br-reap",
+            "10.76.0.0/24".parse().expect("literal"),
+        )
+        .expect("open")
+        .with_host_netns(host.path.clone()),
+    );
+    net.ensure().await.expect("ensure");
+    let ids: Vec<String> = (0..12).map(|_| host.task_id()).collect();
+    let kept = host.task_id();
+    for id in ids.iter().chain([&kept]) {
+        net.attach(id).await.expect("attach");
+    }
+    for id in ids.iter().chain([&kept]) {
+        assert!(link_exists(&host.path, &net.veth_name(id)).await, "{id}");
+    }
+
+    let joins: Vec<_> = ids
+        .iter()
+        .map(|id| {
+            let (net, id) = (net.clone(), id.clone());
+            tokio::spawn(async move { net.detach(&id).await })
+        })
+        .collect();
+    for join in joins {
+        join.await.expect("join").expect("detach");
+    }
+    // Once its detach returned, a task's veth and namespace are gone; the other task's are not.
+    for id in &ids {
+        assert!(!link_exists(&host.path, &net.veth_name(id)).await, "{id}");
+        assert!(!net.task_netns(id).exists(), "{id}");
+    }
+    assert!(link_exists(&host.path, &net.veth_name(&kept)).await);
+    assert!(netns::is_netns(&net.task_netns(&kept)));
+    assert_eq!(
+        net.allocations()
+            .into_iter()
+            .map(|(t, _)| t)
+            .collect::<Vec<_>>(),
+        vec![kept.clone()]
+    );
+    // A batch of nothing (already gone) is fine.
+    net.detach(&ids[0]).await.expect("detach again");
+    net.cleanup_all().await.expect("cleanup");
+}

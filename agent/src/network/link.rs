@@ -488,6 +488,10 @@ pub async fn rename(h: &Handle, from: &str, to: &str) -> Result<u32, LinkError> 
     Ok(index)
 }
 
+/// The index of `lo` in every network namespace (the kernel gives it index 1 when it makes the
+/// namespace), so bringing it up needs no lookup.
+pub const LOOPBACK_INDEX: u32 = 1;
+
 /// Brings up the loopback link.
 pub async fn loopback_up(h: &Handle) -> Result<(), LinkError> {
     let index = require(h, "lo").await?;
@@ -520,6 +524,31 @@ pub async fn delete(h: &Handle, name: &str) -> Result<(), LinkError> {
         Ok(()) => Ok(()),
         Err(e) if errno(&e) == Some(libc::ENODEV) => Ok(()),
         Err(e) => Err(fail("delete link", name)(e)),
+    }
+}
+
+/// Moves link `index` into link group `group`; returns `false` when the link is already gone.
+pub async fn set_group(h: &Handle, index: u32, name: &str, group: u32) -> Result<bool, LinkError> {
+    let mut msg = LinkUnspec::new_with_index(index).build();
+    msg.attributes.push(LinkAttribute::Group(group));
+    match h.link().set(msg).execute().await {
+        Ok(()) => Ok(true),
+        Err(e) if errno(&e) == Some(libc::ENODEV) => Ok(false),
+        Err(e) => Err(fail("set link group", name)(e)),
+    }
+}
+
+/// Deletes every link in link group `group` with one request (the kernel unregisters them
+/// together); an empty group is fine.
+pub async fn delete_group(h: &Handle, group: u32) -> Result<(), LinkError> {
+    let mut del = h.link().del(0);
+    del.message_mut()
+        .attributes
+        .push(LinkAttribute::Group(group));
+    match del.execute().await {
+        Ok(()) => Ok(()),
+        Err(e) if errno(&e) == Some(libc::ENODEV) => Ok(()),
+        Err(e) => Err(fail("delete link group", group.to_string())(e)),
     }
 }
 

@@ -44,7 +44,9 @@ use super::vxlan::{self, Programmed};
 
 mod plane;
 
-use super::{netlink_in, netns, parse_ip, plug_veth, BridgeNetwork, NetworkError, VethPlug};
+use super::{
+    netlink_in, netns, parse_ip, plug_veth, unplug_veths, BridgeNetwork, NetworkError, VethPlug,
+};
 use plane::{host_ports, Plane};
 
 pub use super::notrack::{notrack_ruleset, Untracked, NOTRACK_TABLE};
@@ -689,17 +691,7 @@ impl Networks {
             r.stop().await;
         }
         for (devices_netns, hosts) in hosts {
-            netlink_in(
-                devices_netns,
-                "detach-overlay",
-                move |h: Handle| async move {
-                    for host in hosts {
-                        link::delete(&h, &host).await?;
-                    }
-                    Ok::<_, NetworkError>(())
-                },
-            )
-            .await?;
+            unplug_veths(devices_netns, hosts).await?;
         }
         for b in locals {
             b.unplug(task_id).await?;

@@ -1,9 +1,11 @@
 //! One veth pair between a bridge in the host namespace and a task's namespace: what both the
 //! bridge driver and overlays plug tasks in with.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use std::os::fd::AsRawFd;
@@ -125,9 +127,15 @@ async fn remove_leftovers(
 /// which waits for an RCU grace period under the kernel's global netlink lock.
 async fn create_pair(h: &Handle, ns_file: &File, plug: &VethPlug) -> Result<(), NetworkError> {
     let index = bridge_index(h, &plug.bridge).await?;
+    // The task end gets its MAC here too: one request fewer inside the task's namespace, which
+    // would wait for the kernel's network lock again. (It cannot be made up here: a veth end
+    // refuses to open, ENOTCONN, before its peer is registered.)
     let mut peer = LinkMessageBuilder::<LinkUnspec>::new()
         .name(plug.ifname.clone())
         .setns_by_fd(ns_file.as_raw_fd());
+    if let Some(mac) = plug.mac {
+        peer = peer.address(mac.to_vec());
+    }
     let mut host = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
         .name(plug.host.clone())
         .controller(index)
@@ -151,22 +159,146 @@ async fn create_pair(h: &Handle, ns_file: &File, plug: &VethPlug) -> Result<(), 
     Ok(())
 }
 
-/// Inside the task's namespace: sets the task end's MAC and address, brings it and `lo` up, and
-/// adds the default route when this interface carries it.
+/// Inside the task's namespace: gives the task end (created with its MAC) its address, brings it
+/// and `lo` up, and adds the default route when this interface carries it.
 async fn configure_inside(h: &Handle, plug: &VethPlug) -> Result<(), NetworkError> {
     let index = link::index_of(h, &plug.ifname)
         .await?
         .ok_or_else(|| LinkError::NotFound {
             name: plug.ifname.clone(),
         })?;
-    if let Some(mac) = plug.mac {
-        link::set_mac(h, index, &plug.ifname, mac).await?;
-    }
     link::ensure_address(h, index, &plug.ifname, plug.addr, plug.prefix).await?;
     link::set_up(h, index, &plug.ifname).await?;
-    link::loopback_up(h).await?;
+    link::set_up(h, link::LOOPBACK_INDEX, "lo").await?;
     if let Some(gateway) = plug.gateway {
         link::ensure_default_route(h, index, gateway).await?;
+    }
+    Ok(())
+}
+
+/// The link group host veths are moved into just before they are deleted ("SHOL"): one
+/// `RTM_DELLINK` naming this group then removes every veth of a batch (and their task ends) with
+/// one `unregister_netdevice_many`, so one round of RCU grace periods under the kernel's network
+/// lock instead of one per veth. Nothing but a veth being deleted ever carries it.
+pub(crate) const REAP_GROUP: u32 = 0x5348_4f4c;
+
+/// Deletions of host veths queued for the next batch of one namespace, and whether a thread is
+/// deleting them.
+#[derive(Default)]
+struct ReaperState {
+    queue: Vec<ReapJob>,
+    running: bool,
+}
+
+/// One caller's veths and where to say the batch holding them is done (`true`) or failed.
+struct ReapJob {
+    names: Vec<String>,
+    done: tokio::sync::oneshot::Sender<bool>,
+}
+
+/// The veth reapers, one per host namespace (`None`: the agent's own).
+type Reapers = HashMap<Option<PathBuf>, Arc<Mutex<ReaperState>>>;
+static REAPERS: LazyLock<Mutex<Reapers>> = LazyLock::new(Default::default);
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // The state stays consistent across a panic (a queue and a flag), so a poisoned lock is fine.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Deletes the host veths `names` (with their task ends) in `host_netns` (the agent's own when
+/// `None`); a missing one is fine. Deletions queued while a batch runs go together in the next
+/// one (a group commit), so a `service rm` of 1,000 tasks pays the kernel's per-deletion wait a
+/// few times, not 1,000 times. Returns once every veth named is gone.
+pub(crate) async fn unplug_veths(
+    host_netns: Option<PathBuf>,
+    names: Vec<String>,
+) -> Result<(), NetworkError> {
+    if names.is_empty() {
+        return Ok(());
+    }
+    let reaper = lock(&REAPERS)
+        .entry(host_netns.clone())
+        .or_default()
+        .clone();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let start = {
+        let mut state = lock(&reaper);
+        state.queue.push(ReapJob {
+            names: names.clone(),
+            done: tx,
+        });
+        !std::mem::replace(&mut state.running, true)
+    };
+    if start {
+        tokio::spawn(run_reaper(reaper, host_netns.clone()));
+    }
+    // A failed batch (or a reaper that could not start) is retried veth by veth here, so the
+    // error the caller sees is about its own veth.
+    if rx.await == Ok(true) {
+        return Ok(());
+    }
+    super::netlink_in(host_netns, "unplug-veth", move |h| async move {
+        for name in names {
+            link::delete(&h, &name).await?;
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// Runs batches on a thread in the namespace until the queue is empty.
+async fn run_reaper(reaper: Arc<Mutex<ReaperState>>, host_netns: Option<PathBuf>) {
+    let queue = reaper.clone();
+    let outcome = super::netlink_in(host_netns, "veth-reaper", move |h| async move {
+        loop {
+            let jobs = {
+                let mut state = lock(&queue);
+                if state.queue.is_empty() {
+                    state.running = false;
+                    return Ok(());
+                }
+                std::mem::take(&mut state.queue)
+            };
+            let started = Instant::now();
+            let count: usize = jobs.iter().map(|j| j.names.len()).sum();
+            let ok = match reap(&h, jobs.iter().flat_map(|j| j.names.iter())).await {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::warn!(error = %e, count, "deleting a batch of veths; retrying one by one");
+                    false
+                }
+            };
+            debug!(count, ms = ms(started.elapsed()), "veth batch deleted");
+            for job in jobs {
+                // A caller that stopped waiting needs no answer.
+                let _ = job.done.send(ok);
+            }
+        }
+    })
+    .await;
+    if let Err(e) = outcome {
+        // The thread never ran its loop to the end: fail what is queued (its callers retry one
+        // by one) and let the next caller start a reaper afresh.
+        tracing::warn!(error = %e, "veth reaper");
+        let mut state = lock(&reaper);
+        state.queue.clear();
+        state.running = false;
+    }
+}
+
+/// Moves each veth of `names` that exists into [`REAP_GROUP`], then deletes the group.
+async fn reap<'a>(h: &Handle, names: impl Iterator<Item = &'a String>) -> Result<(), LinkError> {
+    let mut marked = 0usize;
+    for name in names {
+        let Some(index) = link::index_of(h, name).await? else {
+            continue;
+        };
+        if link::set_group(h, index, name, REAP_GROUP).await? {
+            marked += 1;
+        }
+    }
+    if marked > 0 {
+        link::delete_group(h, REAP_GROUP).await?;
     }
     Ok(())
 }
