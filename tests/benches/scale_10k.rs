@@ -136,7 +136,7 @@ fn main() -> Result<()> {
         timeout: Duration::from_secs(env_or("SHOAL_BENCH_TIMEOUT", 300) as u64),
     };
     ensure!(
-        shape.replicas % shape.services == 0,
+        shape.replicas.is_multiple_of(shape.services),
         "SHOAL_BENCH_REPLICAS must be a multiple of SHOAL_BENCH_SERVICES"
     );
     let modes = std::env::var("SHOAL_BENCH_MODES").unwrap_or_else(|_| "subset,deltas,full".into());

@@ -791,7 +791,7 @@ fn ingress_complete(set: &Assignments, want: usize) -> bool {
     });
     let Some(v) = ingress else { return false };
     let services = v.services.len();
-    if services == 0 || want % services != 0 {
+    if services == 0 || !want.is_multiple_of(services) {
         return false;
     }
     let per = want / services;
