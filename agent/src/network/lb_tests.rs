@@ -52,6 +52,7 @@ pub(crate) fn service(id: &str, name: &str, mode: &str, vip: &str) -> ServiceVie
         vip: vip.to_string(),
         ports: Vec::new(),
         aliases: Vec::new(),
+        ..Default::default()
     }
 }
 

@@ -5,6 +5,7 @@
 
 pub mod logs;
 pub mod promote;
+pub mod subset;
 pub mod views;
 pub mod volumes;
 

@@ -23,6 +23,7 @@ use shoal_proto::v1::{
 };
 use shoal_proto::wire::EndpointMode;
 
+use super::subset;
 use crate::store::{ip_of, service_network_ids, task_has_ended, Event, Kind, Object, State};
 
 /// A need for "the state as of now": resolved to the store index the views are computed at.
@@ -215,7 +216,11 @@ fn shared_view_delta(
     if untracked {
         return compute();
     }
-    let key = (view_id(new).to_string(), old.version, new.version);
+    let key = DeltaKey {
+        network: view_id(new).to_string(),
+        from: (old.version, subset::view_group(old)),
+        to: (new.version, subset::view_group(new)),
+    };
     // Poisoning only means a panic mid-insert; every entry is whole.
     let mut cache = cache.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(d) = cache.deltas.get(&key) {
@@ -230,10 +235,10 @@ fn shared_view_delta(
             .iter()
             .map(|(id, (at, _))| (id.as_str(), *at))
             .collect();
-        let keep: HashSet<(String, u64, u64)> = cache
+        let keep: HashSet<DeltaKey> = cache
             .deltas
             .keys()
-            .filter(|(id, _, to)| newest.get(id.as_str()) == Some(to))
+            .filter(|k| newest.get(k.network.as_str()) == Some(&k.to.0))
             .cloned()
             .collect();
         cache.deltas.retain(|k, _| keep.contains(k));
@@ -246,13 +251,23 @@ fn shared_view_delta(
 }
 
 /// How many network view deltas the cache keeps.
-const MAX_CACHED_DELTAS: usize = 1024;
+const MAX_CACHED_DELTAS: usize = 4096;
+
+/// Names a delta between two views of a network, each by (version, group of the routing mesh's
+/// split): one version of a network names one full view, and its groups one view each.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct DeltaKey {
+    network: String,
+    from: (u64, u32),
+    to: (u64, u32),
+}
 
 /// The parts of a node's view that several nodes share; [`Fresh`] computes them every time,
 /// [`Cached`] reuses what another node's session computed when it is recent enough.
 pub trait Shared {
-    /// The view of one network.
-    fn network(&mut self, state: &State, network: &Network) -> Arc<NetworkView>;
+    /// The view of one network as node `node_id` receives it (on the ingress network, its
+    /// group's: see [`subset`]).
+    fn network(&mut self, state: &State, network: &Network, node_id: &str) -> Arc<NetworkView>;
     /// The ingress network's id while a service publishes an ingress-mode port.
     fn routing_mesh(&mut self, state: &State) -> Option<String>;
     /// Every node of the WireGuard mesh (with a public key and a mesh address).
@@ -263,8 +278,13 @@ pub trait Shared {
 pub struct Fresh;
 
 impl Shared for Fresh {
-    fn network(&mut self, state: &State, network: &Network) -> Arc<NetworkView> {
-        Arc::new(network_view(state, network))
+    fn network(&mut self, state: &State, network: &Network, node_id: &str) -> Arc<NetworkView> {
+        let full = network_view(state, network);
+        let group = subset::group_of_node(&full, node_id) as usize;
+        match subset::split(&full).into_iter().nth(group) {
+            Some(view) => Arc::new(view),
+            None => Arc::new(full),
+        }
     }
 
     fn routing_mesh(&mut self, state: &State) -> Option<String> {
@@ -330,7 +350,7 @@ pub fn node_view(state: &State, node_id: &str, shared: &mut dyn Shared) -> (Node
         if spec.is_some_and(|s| s.ingress) {
             interest.ingress = Some(id.clone());
         }
-        networks.push(shared.network(state, network));
+        networks.push(shared.network(state, network, node_id));
     }
     let mesh_peers = if interest.mesh {
         let all = shared.mesh_nodes(state);
@@ -358,6 +378,11 @@ pub fn node_view(state: &State, node_id: &str, shared: &mut dyn Shared) -> (Node
 
 /// Who is on a network where, and which services it carries.
 pub fn network_view(state: &State, network: &Network) -> NetworkView {
+    network_view_split(state, network, subset::subset_size())
+}
+
+/// [`network_view`] with the routing mesh split in subsets of at least `k` backends (0: never).
+fn network_view_split(state: &State, network: &Network, k: u64) -> NetworkView {
     let spec = network.spec.clone().unwrap_or_default();
     let mut endpoints = Vec::new();
     // The address index holds exactly the live (not ended) tasks' addresses, the nodes' own
@@ -396,7 +421,17 @@ pub fn network_view(state: &State, network: &Network) -> NetworkView {
             service_network_ids(s).any(|n| n == network.id)
                 || (spec.ingress && publishes_ingress(s))
         })
-        .map(|s| service_view(s, &network.id))
+        .map(|s| {
+            let mut view = service_view(s, &network.id);
+            if spec.ingress && publishes_ingress(s) {
+                // Left 0 when not split: the view is then exactly what it was before splitting.
+                let groups = subset::groups_for(backends_wanted(state, s), k);
+                if groups > 1 {
+                    view.subset_groups = groups;
+                }
+            }
+            view
+        })
         .collect();
     NetworkView {
         network: Some(network.clone()),
@@ -441,6 +476,19 @@ fn service_view(s: &Service, network_id: &str) -> ServiceView {
         vip,
         ports: endpoint.ports,
         aliases,
+        // Filled in by the ingress network's view when the service is split.
+        subset_groups: 0,
+        subset: 0,
+    }
+}
+
+/// How many backends a service is meant to have: its replicas, or one per node when global.
+fn backends_wanted(state: &State, s: &Service) -> u64 {
+    let spec = s.spec.as_ref();
+    if spec.is_some_and(|sp| sp.mode == shoal_proto::v1::ServiceMode::ModeGlobal as i32) {
+        state.nodes().count() as u64
+    } else {
+        spec.map_or(0, |sp| sp.replicas)
     }
 }
 
@@ -718,12 +766,13 @@ fn task_part(t: Option<&Task>) -> TaskPart<'_> {
     Some((&t.node_id, &t.networks, is_running(t), t.slot))
 }
 
-/// What of a service shows in network views (its name, mode, networks, aliases, VIPs, ports).
+/// What of a service shows in network views (its name, mode, networks, aliases, VIPs, ports, and
+/// the replica count its routing-mesh split follows).
 fn service_part(s: Option<&Service>) -> Option<impl PartialEq + '_> {
     let s = s?;
     let spec = s.spec.as_ref();
     Some((
-        spec.map(|sp| &sp.name),
+        spec.map(|sp| (&sp.name, sp.mode, sp.replicas)),
         spec.and_then(|sp| sp.endpoint.as_ref()),
         spec.and_then(|sp| sp.task.as_ref()).map(|t| &t.networks),
         s.endpoint.as_ref(),
@@ -747,11 +796,25 @@ fn node_part(n: Option<&Node>) -> Option<impl PartialEq + '_> {
 #[derive(Debug, Default)]
 pub struct Cache {
     networks: HashMap<String, (u64, Arc<NetworkView>)>,
-    /// Deltas between two versions of a network's view, by (network id, from, to); `None`
-    /// when the two hold the same.
-    deltas: HashMap<(String, u64, u64), Option<Arc<NetworkViewDelta>>>,
+    /// The group views of a network's split (see [`subset`]), with the full view they were cut
+    /// from.
+    groups: HashMap<String, (Arc<NetworkView>, Vec<Arc<NetworkView>>)>,
+    /// Deltas between two views of a network; `None` when the two hold the same.
+    deltas: HashMap<DeltaKey, Option<Arc<NetworkViewDelta>>>,
     routing_mesh: Option<(u64, Option<String>)>,
     mesh: Option<(u64, Arc<Vec<MeshPeer>>)>,
+    /// K of the routing mesh's split; `None`: [`subset::subset_size`].
+    subset_size: Option<u64>,
+}
+
+impl Cache {
+    /// A cache whose views split the routing mesh in subsets of at least `k` backends.
+    pub fn with_subset_size(k: u64) -> Self {
+        Cache {
+            subset_size: Some(k),
+            ..Default::default()
+        }
+    }
 }
 
 /// Takes shared parts from a [`Cache`] when they are at least as recent as a node needs,
@@ -790,10 +853,9 @@ impl<'a> Cached<'a> {
             noted.min(self.index)
         }
     }
-}
 
-impl Shared for Cached<'_> {
-    fn network(&mut self, state: &State, network: &Network) -> Arc<NetworkView> {
+    /// The whole view of a network, every endpoint included, as recent as the node needs.
+    fn full_network(&self, state: &State, network: &Network) -> Arc<NetworkView> {
         let noted = self.need.networks.get(&network.id).copied().unwrap_or(0);
         let required = self.required(noted, self.before.networks.contains(&network.id));
         let mut cache = self.lock();
@@ -805,9 +867,10 @@ impl Shared for Cached<'_> {
         // Versions of a network's view in the cache only grow (a recomputation is asked for
         // only by a need newer than the cached view, and the index is at least that need), so
         // one version names one view's contents: what makes deltas shareable by version.
+        let k = cache.subset_size.unwrap_or_else(subset::subset_size);
         let view = Arc::new(NetworkView {
             version: self.index,
-            ..network_view(state, network)
+            ..network_view_split(state, network, k)
         });
         let networks = &mut cache.networks;
         networks.insert(network.id.clone(), (self.index, view.clone()));
@@ -815,6 +878,36 @@ impl Shared for Cached<'_> {
             networks.retain(|id, _| state.network(id).is_some());
         }
         view
+    }
+}
+
+impl Shared for Cached<'_> {
+    fn network(&mut self, state: &State, network: &Network, node_id: &str) -> Arc<NetworkView> {
+        let full = self.full_network(state, network);
+        if subset::max_groups(&full) <= 1 {
+            return full;
+        }
+        let group = subset::group_of_node(&full, node_id) as usize;
+        let mut cache = self.lock();
+        let fresh = cache
+            .groups
+            .get(&network.id)
+            .is_some_and(|(from, _)| Arc::ptr_eq(from, &full));
+        if !fresh {
+            let views = subset::split(&full).into_iter().map(Arc::new).collect();
+            cache
+                .groups
+                .insert(network.id.clone(), (full.clone(), views));
+            if cache.groups.len() > state.networks().count() + 8 {
+                cache.groups.retain(|id, _| state.network(id).is_some());
+            }
+        }
+        let views = cache.groups.get(&network.id).map(|(_, v)| v);
+        // The split has as many views as groups and `group` is below that count.
+        match views.and_then(|v| v.get(group)) {
+            Some(view) => view.clone(),
+            None => full,
+        }
     }
 
     fn routing_mesh(&mut self, state: &State) -> Option<String> {

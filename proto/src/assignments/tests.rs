@@ -60,6 +60,8 @@ fn random_view(rng: &mut StdRng, id: &str, version: u64) -> NetworkView {
                 })
                 .collect(),
             aliases: Vec::new(),
+            subset_groups: rng.random_range(0..3),
+            subset: rng.random_range(0..2),
         })
         .collect();
     let name = if rng.random_bool(0.8) {

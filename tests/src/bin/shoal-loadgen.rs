@@ -66,8 +66,10 @@ struct Cli {
     /// Keep node identities here and reuse them on the next run.
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// Count the nodes whose ingress view holds this many running task endpoints (printed as
-    /// `ingress COMPLETE_NODES`); 0: do not track ingress views.
+    /// Count the nodes whose ingress view is final for this many published replicas, split
+    /// evenly over the services the view names, all running (printed as `ingress
+    /// COMPLETE_NODES`): each service's backends of the view's subset (all of them when the
+    /// service is not split), no other. 0: do not track ingress views.
     #[arg(long, default_value_t = 0)]
     ingress: usize,
 }
@@ -778,7 +780,8 @@ async fn session(
     result
 }
 
-/// Whether the set's ingress view holds `want` task endpoints, all running.
+/// Whether the set's ingress view is final for `want` replicas split evenly over its services
+/// (slots 1..=want/services each): every backend of its subset of each service, all running.
 fn ingress_complete(set: &Assignments, want: usize) -> bool {
     let ingress = set.networks.iter().find(|v| {
         v.network
@@ -786,13 +789,24 @@ fn ingress_complete(set: &Assignments, want: usize) -> bool {
             .and_then(|n| n.spec.as_ref())
             .is_some_and(|s| s.ingress)
     });
-    ingress.is_some_and(|v| {
-        let tasks = v.endpoints.iter().filter(|e| !e.task_id.is_empty());
-        let (mut all, mut running) = (0, 0);
-        for e in tasks {
-            all += 1;
-            running += usize::from(e.running);
-        }
-        all == want && running == want
-    })
+    let Some(v) = ingress else { return false };
+    let services = v.services.len();
+    if services == 0 || !want.is_multiple_of(services) {
+        return false;
+    }
+    let per = want / services;
+    let mut counts: HashMap<&str, (usize, usize)> = HashMap::new();
+    for e in v.endpoints.iter().filter(|e| !e.task_id.is_empty()) {
+        let c = counts.entry(e.service_id.as_str()).or_default();
+        c.0 += 1;
+        c.1 += usize::from(e.running);
+    }
+    counts.len() == services
+        && v.services.iter().all(|s| {
+            let groups = s.subset_groups.max(1) as usize;
+            let subset = s.subset as usize % groups;
+            // Slots 1..=per, slot S in group (S - 1) % groups.
+            let expected = per / groups + usize::from(subset < per % groups);
+            counts.get(s.service_id.as_str()) == Some(&(expected, expected))
+        })
 }

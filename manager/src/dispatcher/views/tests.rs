@@ -288,6 +288,7 @@ fn overlay_network_view() {
                 vip: String::new(),
                 ports: vec![],
                 aliases: vec![],
+                ..Default::default()
             },
             ServiceView {
                 service_id: "svc-web".into(),
@@ -296,6 +297,7 @@ fn overlay_network_view() {
                 vip: "10.9.0.2".into(),
                 ports: vec![],
                 aliases: vec!["www".into()],
+                ..Default::default()
             },
         ]
     );
@@ -819,7 +821,11 @@ fn random_cluster(rng: &mut rand::rngs::StdRng) -> Vec<Object> {
     let mut objects: Vec<Object> = cluster()
         .into_iter()
         .map(|o| match o {
-            Object::Service(s) if s.id == "svc-web" => Object::Service(publishing(s, 8080)),
+            Object::Service(s) if s.id == "svc-web" => {
+                let mut s = publishing(s, 8080);
+                s.spec.get_or_insert_with(Default::default).replicas = 12;
+                Object::Service(s)
+            }
             o => o,
         })
         .collect();
@@ -847,6 +853,7 @@ fn random_cluster(rng: &mut rand::rngs::StdRng) -> Vec<Object> {
         if rng.random_bool(0.2) {
             t.desired_state = TaskState::TaskShutdown as i32;
         }
+        t.slot = u64::from(i) + 1;
         objects.push(Object::Task(t));
     }
     if rng.random_bool(0.2) {
@@ -864,9 +871,22 @@ fn random_cluster(rng: &mut rand::rngs::StdRng) -> Vec<Object> {
 
 #[test]
 fn deltas_applied_by_the_agent_give_the_set_it_would_be_sent_whole() {
+    check_deltas(Cache::default(), 15);
+}
+
+#[test]
+fn deltas_between_views_of_a_split_routing_mesh_give_the_set_sent_whole() {
+    // 12 replicas in subsets of at least 2: 4 groups, and the nodes move between them as the
+    // service's ingress ports come and go.
+    check_deltas(Cache::with_subset_size(2), 16);
+}
+
+/// Random clusters one after the other: what an agent holds after each delta is what it would
+/// have been sent whole.
+fn check_deltas(cache: Cache, seed: u64) {
     use rand::SeedableRng;
-    let mut rng = rand::rngs::StdRng::seed_from_u64(15);
-    let cache = Mutex::new(Cache::default());
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let cache = Mutex::new(cache);
     for (n, node) in ["node-1", "node-2", "node-3"].into_iter().enumerate() {
         let mut held: Option<(NodeView, Assignments)> = None;
         let mut interest = Interest::default();
@@ -904,8 +924,13 @@ fn deltas_applied_by_the_agent_give_the_set_it_would_be_sent_whole() {
             expect.version = agent.version;
             assert_eq!(agent, expect, "{node}, round {round}");
             // ...which is the whole set but for statuses of tasks the agent already had.
+            // A view whose contents did not change keeps the version the agent holds (with a
+            // split routing mesh, the node's group may be untouched by what changed elsewhere).
             let whole = current.to_message();
-            assert_eq!(agent.networks, whole.networks);
+            assert_eq!(
+                unversioned(agent.clone()).networks,
+                unversioned(whole.clone()).networks
+            );
             assert_eq!(agent.tasks.len(), whole.tasks.len());
             for (a, b) in agent.tasks.iter().zip(&whole.tasks) {
                 assert!(shoal_proto::assignments::same_for_agent(a, b));
@@ -970,4 +995,134 @@ fn a_status_the_agent_reported_is_not_sent_back_but_the_view_change_is() {
     let cached = cache.lock().unwrap().deltas.len();
     assert_eq!(cached, 1);
     assert!(matches!((d1, d2), (Some(x), Some(y)) if Arc::ptr_eq(&x, &y)));
+}
+
+/// A cluster of `nodes` nodes and service "web" publishing port 8080 with `replicas` running
+/// tasks, slot i on node (i mod nodes), all on the ingress network.
+fn published(nodes: u8, replicas: u32) -> Vec<Object> {
+    let mut objects: Vec<Object> = networks().into_iter().map(Object::Network).collect();
+    objects.extend((1..=nodes).map(|n| Object::Node(node(n))));
+    let mut web = publishing(service("svc-web", "web", &[], ""), 8080);
+    web.spec.get_or_insert_with(Default::default).replicas = u64::from(replicas);
+    objects.push(Object::Service(web));
+    for i in 1..=replicas {
+        let node = format!("node-{}", 1 + i % u32::from(nodes));
+        let addr = format!("10.0.{}.{}/16", 1 + i / 250, i % 250);
+        let mut t = task(
+            &format!("t-{i:03}"),
+            "svc-web",
+            &node,
+            TaskState::TaskRunning,
+            &[(INGRESS, &addr)],
+        );
+        t.slot = u64::from(i);
+        objects.push(Object::Task(t));
+    }
+    objects
+}
+
+#[test]
+fn a_large_published_service_is_split_and_a_small_one_is_not() {
+    let s = state(published(6, 300));
+    let mut seen = Vec::new();
+    for n in 1..=6 {
+        let id = format!("node-{n}");
+        let a = assignments(&s, &id);
+        let ingress = &a.networks[0];
+        let web = &ingress.services[0];
+        // 300 replicas, K = 128 by default: 2 groups of 150.
+        assert_eq!(web.subset_groups, 2);
+        assert_eq!(web.subset, subset::node_key(&id) % 2, "{id}");
+        let backends: Vec<&EndpointView> = ingress
+            .endpoints
+            .iter()
+            .filter(|e| !e.task_id.is_empty())
+            .collect();
+        assert_eq!(backends.len(), 150, "{id}");
+        assert!(backends
+            .iter()
+            .all(|e| (e.slot - 1) % 2 == u64::from(web.subset)));
+        // Every node's own address stays: the reply path of any backend.
+        let nodes = ingress
+            .endpoints
+            .iter()
+            .filter(|e| e.task_id.is_empty())
+            .count();
+        assert_eq!(nodes, 6);
+        seen.push(web.subset);
+    }
+    seen.sort_unstable();
+    seen.dedup();
+    assert_eq!(seen, [0, 1], "six nodes fall in both groups");
+
+    // 200 replicas: below 2K, every node holds every backend, as before the split existed.
+    let s = state(published(6, 200));
+    let a = assignments(&s, "node-1");
+    let ingress = &a.networks[0];
+    assert_eq!(
+        (
+            ingress.services[0].subset_groups,
+            ingress.services[0].subset
+        ),
+        (0, 0)
+    );
+    assert_eq!(ingress.endpoints.len(), 206);
+}
+
+#[test]
+fn a_task_change_reaches_only_the_nodes_of_its_group() {
+    let cache = Mutex::new(Cache::with_subset_size(2));
+    let everything = Need::everything();
+    // 16 replicas in subsets of at least 2: 8 groups; 6 nodes.
+    let before_state = state(published(6, 16));
+    let mut objects = published(6, 16);
+    // The task of slot 3 (group 2) on node 4 stops running.
+    for o in objects.iter_mut() {
+        if let Object::Task(t) = o {
+            if t.slot == 3 {
+                t.status = Some(TaskStatus {
+                    state: TaskState::TaskFailed as i32,
+                    ..Default::default()
+                });
+            }
+        }
+    }
+    let after_state = state(objects);
+    // Every node's view before the change first: the cache serves the newest view it has.
+    let before: Vec<(NodeView, Interest)> = (1..=6)
+        .map(|n| {
+            node_view(
+                &before_state,
+                &format!("node-{n}"),
+                &mut Cached::new(&cache, 10, &everything, &Interest::default()),
+            )
+        })
+        .collect();
+    let mut reached = 0;
+    for (n, (before, interest)) in (1..=6).zip(before) {
+        let id = format!("node-{n}");
+        let (after, _) = node_view(
+            &after_state,
+            &id,
+            &mut Cached::new(&cache, 11, &everything, &interest),
+        );
+        let in_group = subset::node_key(&id) % 8 == 2;
+        let delta = before.delta(&after, &cache, 1);
+        // Node 4's own task changed only in its status (its own report, not echoed back).
+        assert_eq!(delta.is_some(), in_group, "{id}");
+        if let Some((d, _)) = delta {
+            reached += 1;
+            match &d.networks[0].change {
+                Some(network_view_change::Change::Delta(v)) => {
+                    assert_eq!(v.removed_endpoints, ["10.0.1.3"]);
+                }
+                other => panic!("expected a view delta, got {other:?}"),
+            }
+        }
+    }
+    // One delta per pair of group views, shared by the group's nodes.
+    let cached = cache.lock().unwrap().deltas.len();
+    assert!(cached <= 8, "{cached} deltas cached");
+    // Only node 3 is in group 2 (SHA-256 of "node-3" modulo 8).
+    assert_eq!(reached, 1);
 }
