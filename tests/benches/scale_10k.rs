@@ -83,21 +83,7 @@ impl Ctl {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        let args: Vec<_> = args.into_iter().map(|a| a.as_ref().to_owned()).collect();
-        let out = Command::new(&self.ctl)
-            .arg("--config")
-            .arg(&self.admin_conf)
-            .args(&args)
-            .output()
-            .with_context(|| format!("running {}", self.ctl.display()))?;
-        if !out.status.success() {
-            bail!(
-                "shoalctl {:?}: {}",
-                args,
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        shoal_tests::bench_support::shoalctl(&self.ctl, &self.admin_conf, args)
     }
 }
 

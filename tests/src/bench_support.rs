@@ -1,7 +1,8 @@
-//! Helpers the process-level benches (`scale_1000`, `ca_rotation`) share: finding the binaries,
+//! Helpers the process-level benches (`scale_1000`, `scale_10k`, `ca_rotation`) share: finding the binaries,
 //! killing what they started, waiting on a condition, measuring a process (CPU, RSS, perf), and
 //! small numeric and file utilities.
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -190,4 +191,28 @@ impl Drop for Perf {
             let _ = c.wait();
         }
     }
+}
+
+/// Runs `shoalctl --config ADMIN_CONF ARGS...` and returns its stdout; a failed command is an
+/// error carrying its stderr.
+pub fn shoalctl<I, S>(ctl: &Path, admin_conf: &Path, args: I) -> Result<String>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let args: Vec<_> = args.into_iter().map(|a| a.as_ref().to_owned()).collect();
+    let out = Command::new(ctl)
+        .arg("--config")
+        .arg(admin_conf)
+        .args(&args)
+        .output()
+        .with_context(|| format!("running {}", ctl.display()))?;
+    if !out.status.success() {
+        bail!(
+            "shoalctl {:?}: {}",
+            args,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }

@@ -789,36 +789,29 @@ impl Networks {
         if netns::is_netns(&overlay_ns) {
             // Deleted one by one first: the VXLAN sockets in the host namespace go with their
             // devices now, not whenever the kernel gets round to the namespace's teardown.
-            netlink_in(
-                Some(overlay_ns.clone()),
-                "overlay-ns-cleanup",
-                |h: Handle| async move {
-                    for prefix in ["svx", "sbr", "vo"] {
-                        for name in link::names_with_prefix(&h, prefix).await? {
-                            link::delete(&h, &name).await?;
-                        }
-                    }
-                    Ok::<_, NetworkError>(())
-                },
-            )
-            .await?;
+            delete_overlay_links(Some(overlay_ns.clone()), "overlay-ns-cleanup").await?;
             netns::remove(&overlay_ns)?;
         }
-        netlink_in(
-            self.host_netns.clone(),
-            "overlay-cleanup",
-            |h: Handle| async move {
-                for prefix in ["svx", "sbr", "vo"] {
-                    for name in link::names_with_prefix(&h, prefix).await? {
-                        link::delete(&h, &name).await?;
-                    }
-                }
-                Ok::<_, NetworkError>(())
-            },
-        )
-        .await?;
+        delete_overlay_links(self.host_netns.clone(), "overlay-cleanup").await?;
         self.default.cleanup_all().await
     }
+}
+
+/// Deletes every overlay device (VXLAN `svx*`, bridge `sbr*`, task veth host end `vo*`) in one
+/// namespace (`None`: the agent's own).
+async fn delete_overlay_links(
+    netns: Option<PathBuf>,
+    what: &'static str,
+) -> Result<(), NetworkError> {
+    netlink_in(netns, what, |h: Handle| async move {
+        for prefix in ["svx", "sbr", "vo"] {
+            for name in link::names_with_prefix(&h, prefix).await? {
+                link::delete(&h, &name).await?;
+            }
+        }
+        Ok::<_, NetworkError>(())
+    })
+    .await
 }
 
 #[cfg(test)]
