@@ -142,13 +142,51 @@ async fn ensure_devices(
     let br_index = link::ensure_bridge_with(h, &br, mac, Some(vxlan.mtu)).await?;
     let existed = link::index_of(h, &vx).await?.is_some();
     if let (false, Some((host, ns_file))) = (existed, host) {
+        let moved = move_old_ports(&host, &ns_file, &br, &vx).await?;
         create_vxlan_into(&host, &ns_file, &vx, &br, vxlan).await?;
+        for port in &moved {
+            link::attach_to_bridge(h, port, br_index).await?;
+        }
+        if !moved.is_empty() {
+            info!(
+                network.id = %network_id,
+                ports = moved.len(),
+                "task links of the old layout moved into the overlay namespace"
+            );
+        }
     }
     let (vx_index, _) = link::ensure_vxlan(h, &vx, vxlan, br_index).await?;
     if let Some((ip, prefix)) = ingress_addr {
         link::ensure_address(h, br_index, &br, ip, prefix).await?;
     }
     Ok((vx_index, existed))
+}
+
+/// The migration from the layout of agents before the overlay namespace, where an overlay's
+/// bridge `bridge` and the host ends of its tasks' veths sat in the host namespace: moves every
+/// port of that bridge but its VXLAN device `vxlan` into the namespace open as `ns_file` (a veth
+/// keeps its peer, so the task keeps its interface, address and connections) and returns their
+/// names, to be enslaved to the overlay's new bridge there. Nothing to move when the host has no
+/// such bridge.
+async fn move_old_ports(
+    host: &Handle,
+    ns_file: &File,
+    bridge: &str,
+    vxlan: &str,
+) -> Result<Vec<String>, NetworkError> {
+    let Some(old_bridge) = link::index_of(host, bridge).await? else {
+        return Ok(Vec::new());
+    };
+    let mut moved = Vec::new();
+    for port in link::ports_of(host, old_bridge).await? {
+        if port == vxlan {
+            continue;
+        }
+        link::move_to_netns(host, &port, ns_file).await?;
+        debug!(link = %port, "old-layout overlay port moved into the overlay namespace");
+        moved.push(port);
+    }
+    Ok(moved)
 }
 
 /// Creates VXLAN device `name` from the host session `host` directly inside the namespace open
@@ -243,3 +281,7 @@ pub(super) async fn remove(
     info!(network.id = %network_id, "overlay removed from this node");
     Ok(())
 }
+
+#[cfg(test)]
+#[path = "vxlan_tests.rs"]
+mod tests;
