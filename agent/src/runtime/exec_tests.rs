@@ -38,6 +38,27 @@ fn real_runtime(tmp: &Path) -> Option<(Runtime, PathBuf)> {
     }
 }
 
+/// Deletes the test's container (still running when an assertion failed) and removes its
+/// cgroup parent, and `shoal-test` once no other test uses it, even when the test fails.
+struct Cleanup<'a> {
+    rt: &'a Runtime,
+    id: String,
+}
+
+impl Drop for Cleanup<'_> {
+    fn drop(&mut self) {
+        let paths = self.rt.cgroup(&self.id).map(|c| c.paths());
+        let _ = self.rt.delete(&self.id);
+        for path in paths.into_iter().flatten() {
+            if let Some(parent) = path.parent() {
+                let _ = fs::remove_dir(&path);
+                let _ = fs::remove_dir(parent);
+                let _ = parent.parent().map(fs::remove_dir);
+            }
+        }
+    }
+}
+
 /// The whole mechanism against a real container (the test binary is the shim: see
 /// `runtime::tests`).
 #[test]
@@ -58,6 +79,10 @@ fn a_probe_runs_inside_the_container_as_its_processes_do() {
         ..Default::default()
     };
     let pid = rt.start(&cfg).unwrap();
+    let _cleanup = Cleanup {
+        rt: &rt,
+        id: cfg.id.clone(),
+    };
     let sh = |script: &str| vec!["sh".to_string(), "-c".to_string(), script.to_string()];
     let run = |args: Vec<String>, timeout: Duration| rt.exec(&cfg.id, &args, timeout, 4096);
 
@@ -133,13 +158,6 @@ fn a_probe_runs_inside_the_container_as_its_processes_do() {
     assert_eq!(cgroup.pids(), [pid]);
 
     rt.delete(&cfg.id).unwrap();
-    // This test's cgroup parent, and `shoal-test` once no other test uses it.
-    for path in cgroup.paths() {
-        if let Some(parent) = path.parent() {
-            let _ = fs::remove_dir(parent);
-            let _ = parent.parent().map(fs::remove_dir);
-        }
-    }
     let err = run(sh("true"), Duration::from_secs(1)).unwrap_err();
     assert!(
         err.to_string().contains("no such container") || err.to_string().contains("not running"),
