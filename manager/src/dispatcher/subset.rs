@@ -52,6 +52,13 @@ pub fn subset_size() -> u64 {
     })
 }
 
+/// Whether every node is told every node's address even on a split routing mesh
+/// (`SHOAL_INGRESS_ALL_NODES=1`: the behaviour before [`reach`], the scale benchmark's reference).
+pub fn all_nodes_reached() -> bool {
+    static ALL: OnceLock<bool> = OnceLock::new();
+    *ALL.get_or_init(|| std::env::var("SHOAL_INGRESS_ALL_NODES").is_ok_and(|v| v == "1"))
+}
+
 /// In how many groups a service of `backends` backends is split with subsets of at least `k`
 /// (`k` = 0: never split).
 pub fn groups_for(backends: u64, k: u64) -> u32 {

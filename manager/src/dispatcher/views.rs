@@ -491,7 +491,12 @@ pub fn node_view(state: &State, node_id: &str, shared: &mut dyn Shared) -> (Node
                 .filter(|t| !task_has_ended(t))
                 .filter(|t| t.networks.iter().any(|a| a.network_id == network.id))
                 .map(|t| (t.service_id.as_str(), t.slot));
-            (subset::reach(&view, node_id, backends), classes)
+            let reach = if subset::all_nodes_reached() {
+                subset::Reach::All
+            } else {
+                subset::reach(&view, node_id, backends)
+            };
+            (reach, classes)
         });
         networks.push(HeldNetwork { view, forwarders });
     }
