@@ -8,40 +8,15 @@
 //! `SHOAL_BENCH_ROUNDS=3`, `SHOAL_BIN_DIR` (where the binaries are; default: next to this bench).
 
 use std::ffi::OsStr;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use anyhow::{bail, ensure, Context, Result};
 use shoal_tests::bench_support::{
-    bin_dir, env_or, find, free_port, log_file, median, wait_for, Children,
+    bin_dir, env_or, find, free_port, log_file, median, wait_for, Children, LoadgenReader,
 };
 use shoal_tests::testbed::{NodeRow, ServiceRow, TaskRow};
-
-/// What the load generator last printed, with when.
-#[derive(Default)]
-struct LoadgenView {
-    ready: Option<usize>,
-    /// (when, tasks held, tasks reported running), one per `tasks` line.
-    tasks: Vec<(Instant, i64, i64)>,
-    exited: bool,
-}
-
-impl LoadgenView {
-    fn last(&self) -> (i64, i64) {
-        self.tasks.last().map_or((0, 0), |t| (t.1, t.2))
-    }
-
-    /// First moment at or after `since` when `pred(held, running)` held.
-    fn first(&self, since: Instant, pred: impl Fn(i64, i64) -> bool) -> Option<Instant> {
-        self.tasks
-            .iter()
-            .find(|t| t.0 >= since && pred(t.1, t.2))
-            .map(|t| t.0)
-    }
-}
 
 struct Bench {
     ctl: PathBuf,
@@ -151,29 +126,8 @@ fn run(
         .context("starting shoal-loadgen")?;
     let stdout = child.stdout.take().context("shoal-loadgen stdout")?;
     children.0.push(child);
-    let view = Arc::new(Mutex::new(LoadgenView::default()));
-    {
-        let view = view.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let now = Instant::now();
-                let words: Vec<&str> = line.split_whitespace().collect();
-                let mut v = view.lock().unwrap_or_else(|p| p.into_inner());
-                match words.as_slice() {
-                    ["ready", n] => v.ready = n.parse().ok(),
-                    ["tasks", held, running] => {
-                        if let (Ok(h), Ok(r)) = (held.parse(), running.parse()) {
-                            v.tasks.push((now, h, r));
-                        }
-                    }
-                    _ => {}
-                }
-            }
-            view.lock().unwrap_or_else(|p| p.into_inner()).exited = true;
-        });
-    }
-    let look = || view.lock().unwrap_or_else(|p| p.into_inner());
+    let view = LoadgenReader::spawn(stdout);
+    let look = || view.look();
     wait_for(&format!("{agents} simulated sessions"), || {
         let v = look();
         if v.exited {
@@ -236,14 +190,14 @@ fn run(
         let t1 = Instant::now();
         bench.ctl(["service", "rm", "big"])?;
         wait_for("every task of big gone from the agents", || {
-            Ok(look().last() == (0, 0))
+            Ok(look().last_tasks() == (0, 0))
         })?;
         let removed = t1.elapsed().as_secs_f64();
         // Read after the fact: the load generator prints its counts every 10 ms.
         let since = |pred: fn(i64, i64, i64) -> bool| {
             let r = replicas as i64;
             look()
-                .first(t0, |h, run| pred(h, run, r))
+                .first_tasks(t0, |h, run| pred(h, run, r))
                 .map_or(f64::NAN, |t| (t - t0).as_secs_f64())
         };
         let all_assigned = since(|h, _, r| h >= r);

@@ -11,6 +11,8 @@
 //! generator over that time (which of the two starved), the leader's peak RSS, the nodes the
 //! leader marked down and the sessions lost. Modes, in one run:
 //! - `subset`: the routing mesh split in subsets (`manager/src/dispatcher/subset.rs`), deltas;
+//! - `allnodes`: split too, but every node told every node's ingress address (as before the
+//!   third pass bounded them: `SHOAL_INGRESS_ALL_NODES=1`);
 //! - `deltas`: every node holds every backend (`SHOAL_INGRESS_SUBSET=0`), deltas;
 //! - `full`: every backend, whole sets on every change (`SHOAL_DISPATCHER_FULL_SETS=1` too).
 //!
@@ -21,41 +23,15 @@
 //! `SHOAL_BENCH_KEEP=1` (keep the logs, printed path).
 
 use std::ffi::OsStr;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use shoal_tests::bench_support::{
-    bin_dir, cpu_seconds, env_or, find, free_port, log_file, Children, RssPeak,
+    bin_dir, cpu_seconds, env_or, find, free_port, log_file, Children, LoadgenReader, RssPeak,
 };
 use shoal_tests::testbed::NodeRow;
-
-/// What the load generator last printed, with when.
-#[derive(Default)]
-struct LoadgenView {
-    ready: bool,
-    /// (when, tasks reported running), one per `tasks` line.
-    running: Vec<(Instant, i64)>,
-    /// (when, nodes holding their final ingress view), one per `ingress` line.
-    ingress: Vec<(Instant, usize)>,
-    /// (when, [messages, bytes, whole sets, deltas, resyncs]), one per `wire` line.
-    wire: Vec<(Instant, [u64; 5])>,
-    lost: usize,
-    exited: bool,
-}
-
-impl LoadgenView {
-    fn wire_at(&self, at: Instant) -> [u64; 5] {
-        self.wire
-            .iter()
-            .take_while(|w| w.0 <= at)
-            .last()
-            .map_or([0; 5], |w| w.1)
-    }
-}
 
 /// The figures of one mode.
 struct Figures {
@@ -137,6 +113,7 @@ fn main() -> Result<()> {
     for mode in modes.split(',').map(str::trim) {
         let (mode, env): (&'static str, &[(&str, &str)]) = match mode {
             "subset" => ("subset", &[]),
+            "allnodes" => ("allnodes", &[("SHOAL_INGRESS_ALL_NODES", "1")]),
             "deltas" => ("deltas", &[("SHOAL_INGRESS_SUBSET", "0")]),
             "full" => (
                 "full",
@@ -145,7 +122,7 @@ fn main() -> Result<()> {
                     ("SHOAL_DISPATCHER_FULL_SETS", "1"),
                 ],
             ),
-            other => bail!("unknown mode {other:?} (subset, deltas, full)"),
+            other => bail!("unknown mode {other:?} (subset, allnodes, deltas, full)"),
         };
         let tmp = tempfile::Builder::new()
             .prefix(&format!("shoal-scale10k-{mode}-"))
@@ -258,49 +235,15 @@ fn run(
     let loadgen_pid = child.id();
     let stdout = child.stdout.take().context("shoal-loadgen stdout")?;
     children.0.push(child);
-    let view = Arc::new(Mutex::new(LoadgenView::default()));
-    {
-        let view = view.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let now = Instant::now();
-                let words: Vec<&str> = line.split_whitespace().collect();
-                let mut v = view.lock().unwrap_or_else(|p| p.into_inner());
-                match words.as_slice() {
-                    ["ready", _] => v.ready = true,
-                    ["tasks", _, running] => {
-                        if let Ok(r) = running.parse() {
-                            v.running.push((now, r));
-                        }
-                    }
-                    ["ingress", n] => {
-                        if let Ok(n) = n.parse() {
-                            v.ingress.push((now, n));
-                        }
-                    }
-                    ["lost", n] => v.lost = n.parse().unwrap_or(v.lost),
-                    ["wire", rest @ ..] if rest.len() == 5 => {
-                        let mut w = [0u64; 5];
-                        for (slot, word) in w.iter_mut().zip(rest) {
-                            *slot = word.parse().unwrap_or(0);
-                        }
-                        v.wire.push((now, w));
-                    }
-                    _ => {}
-                }
-            }
-            view.lock().unwrap_or_else(|p| p.into_inner()).exited = true;
-        });
-    }
-    let look = || view.lock().unwrap_or_else(|p| p.into_inner());
+    let view = LoadgenReader::spawn(stdout);
+    let look = || view.look();
     wait(
         &format!("{} simulated sessions", shape.agents),
         shape.timeout,
         || {
             let v = look();
             ensure!(!v.exited, "shoal-loadgen exited (see loadgen.log)");
-            Ok(v.ready)
+            Ok(v.ready.is_some())
         },
     )?;
     wait(
@@ -349,7 +292,7 @@ fn run(
         || {
             let v = look();
             ensure!(!v.exited, "shoal-loadgen exited (see loadgen.log)");
-            let running = v.running.last().is_some_and(|r| r.1 >= want);
+            let running = v.last_tasks().1 >= want;
             let ingress = v.ingress.last().is_some_and(|i| i.1 >= shape.agents);
             Ok(running && ingress)
         },
@@ -361,7 +304,7 @@ fn run(
     let leader_rss = rss.stop();
     let v = look();
     if let Err(e) = result {
-        let running = v.running.last().map_or(0, |r| r.1);
+        let running = v.last_tasks().1;
         let ingress = v.ingress.last().map_or(0, |i| i.1);
         let w = v.wire.last().map_or([0; 5], |w| w.1);
         bail!(
@@ -370,12 +313,7 @@ fn run(
         );
     }
     let first = |at: Option<Instant>| at.map_or(f64::NAN, |t| (t - t0).as_secs_f64());
-    let running = first(
-        v.running
-            .iter()
-            .find(|r| r.0 >= t0 && r.1 >= want)
-            .map(|r| r.0),
-    );
+    let running = first(v.first_tasks(t0, |_, running| running >= want));
     let ingress_at = v
         .ingress
         .iter()

@@ -216,3 +216,119 @@ where
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
+
+/// What `shoal-loadgen` last printed on its stdout, each line with when it was read.
+#[derive(Debug, Default)]
+pub struct LoadgenView {
+    /// Sessions up (`ready N`), once they all are.
+    pub ready: Option<usize>,
+    /// (when, tasks held, tasks reported running), one per `tasks` line.
+    pub tasks: Vec<(Instant, i64, i64)>,
+    /// (when, nodes holding their final ingress view), one per `ingress` line.
+    pub ingress: Vec<(Instant, usize)>,
+    /// (when, [messages, bytes, whole sets, deltas, resyncs]), one per `wire` line.
+    pub wire: Vec<(Instant, [u64; 5])>,
+    /// Sessions lost so far (`lost N`).
+    pub lost: usize,
+    /// Whether the load generator's stdout has closed (it exited).
+    pub exited: bool,
+}
+
+impl LoadgenView {
+    /// The last (tasks held, tasks running) printed, (0, 0) before any.
+    pub fn last_tasks(&self) -> (i64, i64) {
+        self.tasks.last().map_or((0, 0), |t| (t.1, t.2))
+    }
+
+    /// First moment at or after `since` when `pred(held, running)` held.
+    pub fn first_tasks(&self, since: Instant, pred: impl Fn(i64, i64) -> bool) -> Option<Instant> {
+        self.tasks
+            .iter()
+            .find(|t| t.0 >= since && pred(t.1, t.2))
+            .map(|t| t.0)
+    }
+
+    /// The wire counters as last printed at or before `at` (zeros before any).
+    pub fn wire_at(&self, at: Instant) -> [u64; 5] {
+        self.wire
+            .iter()
+            .take_while(|w| w.0 <= at)
+            .last()
+            .map_or([0; 5], |w| w.1)
+    }
+
+    /// Takes one line of the load generator's output into the view.
+    fn take(&mut self, line: &str, now: Instant) {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["ready", n] => self.ready = n.parse().ok(),
+            ["tasks", held, running] => {
+                if let (Ok(h), Ok(r)) = (held.parse(), running.parse()) {
+                    self.tasks.push((now, h, r));
+                }
+            }
+            ["ingress", n] => {
+                if let Ok(n) = n.parse() {
+                    self.ingress.push((now, n));
+                }
+            }
+            ["lost", n] => self.lost = n.parse().unwrap_or(self.lost),
+            ["wire", rest @ ..] if rest.len() == 5 => {
+                let mut w = [0u64; 5];
+                for (slot, word) in w.iter_mut().zip(rest) {
+                    *slot = word.parse().unwrap_or(0);
+                }
+                self.wire.push((now, w));
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The view of a running `shoal-loadgen`, fed by a thread reading its stdout.
+#[derive(Clone, Default)]
+pub struct LoadgenReader(Arc<std::sync::Mutex<LoadgenView>>);
+
+impl LoadgenReader {
+    /// Starts reading `stdout` (the load generator's, piped) on a thread of its own.
+    pub fn spawn(stdout: impl std::io::Read + Send + 'static) -> Self {
+        use std::io::BufRead as _;
+        let reader = LoadgenReader::default();
+        let view = reader.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                view.look().take(&line, Instant::now());
+            }
+            view.look().exited = true;
+        });
+        reader
+    }
+
+    /// The view as of now (locked while held).
+    pub fn look(&self) -> std::sync::MutexGuard<'_, LoadgenView> {
+        // A panic while locked only means a line half taken; the view stays readable.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loadgen_lines_are_read_into_the_view() {
+        let out = "ready 3\ntasks 4 2\ningress 3\nwire 1 2 3 4 5\nlost 1\nnoise\n";
+        let reader = LoadgenReader::spawn(std::io::Cursor::new(out.as_bytes().to_vec()));
+        wait_for("the reader to reach the end", || Ok(reader.look().exited))
+            .expect("the reader ends with its input");
+        let v = reader.look();
+        assert_eq!(v.ready, Some(3));
+        assert_eq!(v.last_tasks(), (4, 2));
+        assert_eq!(v.ingress.last().map(|i| i.1), Some(3));
+        assert_eq!(v.wire_at(Instant::now()), [1, 2, 3, 4, 5]);
+        assert_eq!(v.lost, 1);
+        let t0 = v.tasks[0].0;
+        assert_eq!(v.first_tasks(t0, |h, _| h == 4), Some(t0));
+    }
+}

@@ -82,7 +82,8 @@ pub struct Guard {
 impl Guard {
     /// The guard for `views` on node `node_id`: the peers are the nodes the plain overlays' views
     /// place endpoints on (the same entries the VXLAN FDBs are programmed from; the ingress view
-    /// lists every node), the encrypted VNIs those of the encrypted overlays.
+    /// lists the nodes that can forward to a backend here, every node while no service is split),
+    /// the encrypted VNIs those of the encrypted overlays.
     pub fn from_views(views: &[NetworkView], node_id: &str, mesh: Option<MeshIf>) -> Guard {
         let mut guard = Guard {
             mesh,

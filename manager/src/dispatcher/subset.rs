@@ -16,10 +16,18 @@
 //! alive at the moment: tasks starting, failing or being replaced never move a backend from one
 //! group to another, so the split needs no further hysteresis.
 //!
-//! The nodes' own ingress addresses stay in every view: a backend answers whichever node
+//! The nodes' own ingress addresses are the reply path: a backend answers whichever node
 //! forwarded the connection (the reply goes to that node's ingress address, which the backend's
-//! node must resolve), and a node hosting a backend of a service that is not split can be sent
-//! connections by any node.
+//! node must resolve, and whose VXLAN it must accept). Once a service is split, a node is told
+//! the addresses of the nodes that can forward to a backend it hosts and no others ([`reach`]):
+//! for a backend of group g of a split service, the nodes of group g (the same hash rule); for a
+//! backend of a service that is not split (at most 2K - 1 of them), every node; for no backend,
+//! none. The forwarding direction needs nothing more: a node's view holds its group's backends
+//! with their nodes' addresses. Node addresses fall in classes by `node_key % G` of the largest
+//! split ([`Split::forwarders`]), shared by every node, and a node's view is its group's view plus
+//! the classes it reaches: no copy of the node list per node, and a node's classes change only
+//! with its own backends. With no service split every view keeps every node's address, as
+//! before subsets existed.
 
 use std::sync::OnceLock;
 
@@ -42,6 +50,13 @@ pub fn subset_size() -> u64 {
             .and_then(|v| v.parse().ok())
             .unwrap_or(DEFAULT_SUBSET_SIZE)
     })
+}
+
+/// Whether every node is told every node's address even on a split routing mesh
+/// (`SHOAL_INGRESS_ALL_NODES=1`: the behaviour before [`reach`], the scale benchmark's reference).
+pub fn all_nodes_reached() -> bool {
+    static ALL: OnceLock<bool> = OnceLock::new();
+    *ALL.get_or_init(|| std::env::var("SHOAL_INGRESS_ALL_NODES").is_ok_and(|v| v == "1"))
 }
 
 /// In how many groups a service of `backends` backends is split with subsets of at least `k`
@@ -97,13 +112,23 @@ pub fn group_of_node(view: &NetworkView, node_id: &str) -> u32 {
     node_key(node_id) % max_groups(view)
 }
 
-/// The views of every group of `full`'s largest split, indexed by group, in one pass over its
-/// endpoints: each with the nodes' addresses, every backend of the services not split, and its
-/// group's backends of the others. Empty when no service is split (`full` serves every node).
-pub fn split(full: &NetworkView) -> Vec<NetworkView> {
+/// A network view cut along the routing mesh's largest split.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Split {
+    /// The view of every group, indexed by group: every backend of the services not split and
+    /// the group's backends of the others, and no node address.
+    pub groups: Vec<NetworkView>,
+    /// The nodes' own (ingress) addresses by class: those of the nodes whose
+    /// [`node_key`] modulo the largest split is the index, in the full view's order.
+    pub forwarders: Vec<Vec<EndpointView>>,
+}
+
+/// `full` cut in the views of every group of its largest split, in one pass over its endpoints
+/// (see [`Split`]). Empty when no service is split (`full` serves every node).
+pub fn split(full: &NetworkView) -> Split {
     let most = max_groups(full);
     if most <= 1 {
-        return Vec::new();
+        return Split::default();
     }
     let groups_of: std::collections::HashMap<&str, u32> = full
         .services
@@ -126,12 +151,14 @@ pub fn split(full: &NetworkView) -> Vec<NetworkView> {
             version: full.version,
         })
         .collect();
+    let mut forwarders = vec![Vec::new(); most as usize];
     for e in &full.endpoints {
-        let groups = if e.task_id.is_empty() {
-            1
-        } else {
-            groups_of.get(e.service_id.as_str()).copied().unwrap_or(1)
-        };
+        if e.task_id.is_empty() {
+            let class = node_key(&e.node_id) % most;
+            forwarders[class as usize].push(e.clone());
+            continue;
+        }
+        let groups = groups_of.get(e.service_id.as_str()).copied().unwrap_or(1);
         if groups <= 1 {
             for v in &mut views {
                 v.endpoints.push(e.clone());
@@ -146,7 +173,63 @@ pub fn split(full: &NetworkView) -> Vec<NetworkView> {
             g += groups;
         }
     }
-    views
+    Split {
+        groups: views,
+        forwarders,
+    }
+}
+
+/// Which classes of node addresses ([`Split::forwarders`]) a node needs: the nodes that can
+/// forward a connection to one of its backends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reach {
+    /// Every node's (a backend of a service that is not split is balanced over by every node).
+    All,
+    /// The classes listed (ascending, no duplicates; empty: the node hosts no backend).
+    Classes(Vec<u32>),
+}
+
+impl Reach {
+    /// Whether class `class` is reached.
+    pub fn contains(&self, class: u32) -> bool {
+        match self {
+            Reach::All => true,
+            Reach::Classes(c) => c.binary_search(&class).is_ok(),
+        }
+    }
+}
+
+/// The classes of node addresses a node hosting `backends` (service id, slot) needs with
+/// `view`, a view (full or of a group) of the split routing mesh: for a backend in group g of a
+/// service split in G, the classes c with c ≡ g (mod G) under the largest split; every class
+/// for a backend of a service that is not split or not in the view (it may be balanced by any
+/// node). A backend's group is its slot's ([`backend_group`]), or the node's for a global one.
+pub fn reach<'a>(
+    view: &NetworkView,
+    node_id: &str,
+    backends: impl IntoIterator<Item = (&'a str, u64)>,
+) -> Reach {
+    let most = max_groups(view);
+    let mut classes = std::collections::BTreeSet::new();
+    for (service_id, slot) in backends {
+        let groups = view
+            .services
+            .iter()
+            .find(|s| s.service_id == service_id)
+            .map_or(1, |s| s.subset_groups.max(1));
+        if groups <= 1 || most <= 1 {
+            return Reach::All;
+        }
+        let mut c = backend_group(slot, node_id, groups);
+        while c < most {
+            classes.insert(c);
+            c += groups;
+        }
+    }
+    if classes.len() as u64 >= u64::from(most) {
+        return Reach::All;
+    }
+    Reach::Classes(classes.into_iter().collect())
 }
 
 #[cfg(test)]

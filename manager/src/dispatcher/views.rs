@@ -41,7 +41,7 @@ pub fn assignments(state: &State, node_id: &str) -> Assignments {
 #[derive(Debug, Clone, Default)]
 pub struct NodeView {
     tasks: Vec<Task>,
-    networks: Vec<Arc<NetworkView>>,
+    networks: Vec<HeldNetwork>,
     node_attachments: Vec<NetworkAttachment>,
     mesh_addr: String,
     mesh_peers: Vec<MeshPeer>,
@@ -57,7 +57,7 @@ impl PartialEq for NodeView {
                 .networks
                 .iter()
                 .zip(&other.networks)
-                .all(|(a, b)| Arc::ptr_eq(a, b) || a == b)
+                .all(|(a, b)| a.same(b))
             && self.node_attachments == other.node_attachments
             && self.mesh_addr == other.mesh_addr
             && self.mesh_peers == other.mesh_peers
@@ -71,7 +71,7 @@ impl NodeView {
     pub fn to_message(&self) -> Assignments {
         Assignments {
             tasks: self.tasks.clone(),
-            networks: self.networks.iter().map(|n| (**n).clone()).collect(),
+            networks: self.networks.iter().map(HeldNetwork::to_view).collect(),
             node_attachments: self.node_attachments.clone(),
             mesh_addr: self.mesh_addr.clone(),
             mesh_peers: self.mesh_peers.clone(),
@@ -107,35 +107,50 @@ impl NodeView {
                 _ => t.clone(),
             })
             .collect();
-        let before: HashMap<&str, &Arc<NetworkView>> =
-            self.networks.iter().map(|v| (view_id(v), v)).collect();
+        let before: HashMap<&str, &HeldNetwork> = self
+            .networks
+            .iter()
+            .map(|v| (view_id(&v.view), v))
+            .collect();
         let mut networks = Vec::new();
         let mut sent_networks = Vec::with_capacity(current.networks.len());
-        for view in &current.networks {
-            match before.get(view_id(view)) {
-                None => {
-                    networks.push(NetworkViewChange {
-                        change: Some(network_view_change::Change::Full((**view).clone())),
-                    });
-                    sent_networks.push(view.clone());
-                }
-                Some(old) => match shared_view_delta(cache, old, view) {
-                    Some(d) => {
-                        networks.push(NetworkViewChange {
-                            change: Some(network_view_change::Change::Delta((*d).clone())),
-                        });
-                        sent_networks.push(view.clone());
-                    }
-                    // Nothing changed: the agent keeps the version it has.
-                    None => sent_networks.push((*old).clone()),
-                },
+        for held in &current.networks {
+            let Some(old) = before.get(view_id(&held.view)) else {
+                networks.push(NetworkViewChange {
+                    change: Some(network_view_change::Change::Full(held.to_view())),
+                });
+                sent_networks.push(held.clone());
+                continue;
+            };
+            let shared = shared_view_delta(cache, &old.view, &held.view);
+            let (reached, unreached) = forwarders_delta(old, held);
+            if shared.is_none() && reached.is_empty() && unreached.is_empty() {
+                // Nothing changed: the agent keeps the version it has.
+                sent_networks.push((*old).clone());
+                continue;
             }
+            let mut d = match shared {
+                Some(d) => (*d).clone(),
+                None => NetworkViewDelta {
+                    network_id: view_id(&held.view).to_string(),
+                    base: old.view.version,
+                    version: held.view.version,
+                    ..Default::default()
+                },
+            };
+            d.endpoints.extend(reached);
+            d.removed_endpoints.extend(unreached);
+            d.endpoint_count = held.endpoint_count();
+            networks.push(NetworkViewChange {
+                change: Some(network_view_change::Change::Delta(d)),
+            });
+            sent_networks.push(held.clone());
         }
-        let now: HashSet<&str> = current.networks.iter().map(|v| view_id(v)).collect();
+        let now: HashSet<&str> = current.networks.iter().map(|v| view_id(&v.view)).collect();
         let removed_networks = self
             .networks
             .iter()
-            .map(|v| view_id(v))
+            .map(|v| view_id(&v.view))
             .filter(|id| !now.contains(id))
             .map(str::to_string)
             .collect();
@@ -188,6 +203,109 @@ impl NodeView {
         };
         Some((delta, sent))
     }
+}
+
+/// The node addresses of a split routing mesh, by class (see [`subset::Split::forwarders`]),
+/// each class shared while it does not change.
+pub type Classes = Arc<Vec<Arc<Vec<EndpointView>>>>;
+
+/// One network's view as a node holds it: the view it shares with other nodes (on a split
+/// routing mesh, its group's, without node addresses) and, on a split routing mesh, the node
+/// addresses it reaches (see [`subset::reach`]).
+#[derive(Debug, Clone)]
+pub struct HeldNetwork {
+    view: Arc<NetworkView>,
+    forwarders: Option<(subset::Reach, Classes)>,
+}
+
+impl HeldNetwork {
+    /// Whether `self` and `other` hold the same (cheap when they share their parts).
+    fn same(&self, other: &HeldNetwork) -> bool {
+        (Arc::ptr_eq(&self.view, &other.view) || self.view == other.view)
+            && match (&self.forwarders, &other.forwarders) {
+                (None, None) => true,
+                (Some((ra, ca)), Some((rb, cb))) => {
+                    ra == rb && (Arc::ptr_eq(ca, cb) || reached(ra, ca).eq(reached(rb, cb)))
+                }
+                _ => false,
+            }
+    }
+
+    /// How many endpoints the view sent holds.
+    fn endpoint_count(&self) -> u64 {
+        let nodes = self
+            .forwarders
+            .as_ref()
+            .map_or(0, |(r, c)| reached(r, c).count());
+        (self.view.endpoints.len() + nodes) as u64
+    }
+
+    /// The view as sent: the node addresses reached (their task id is empty: they come first in
+    /// the endpoints' order) before the shared view's endpoints.
+    fn to_view(&self) -> NetworkView {
+        let Some((reach, classes)) = &self.forwarders else {
+            return (*self.view).clone();
+        };
+        let mut endpoints: Vec<EndpointView> = reached(reach, classes).cloned().collect();
+        endpoints.sort_by(|a, b| (&a.node_id, &a.addr).cmp(&(&b.node_id, &b.addr)));
+        endpoints.extend(self.view.endpoints.iter().cloned());
+        NetworkView {
+            network: self.view.network.clone(),
+            endpoints,
+            services: self.view.services.clone(),
+            version: self.view.version,
+        }
+    }
+}
+
+/// The node addresses of the classes `reach` takes from `classes`.
+fn reached<'a>(
+    reach: &'a subset::Reach,
+    classes: &'a Classes,
+) -> impl Iterator<Item = &'a EndpointView> + 'a {
+    classes
+        .iter()
+        .enumerate()
+        .filter(|(c, _)| u32::try_from(*c).is_ok_and(|c| reach.contains(c)))
+        .flat_map(|(_, list)| list.iter())
+}
+
+/// The node addresses `new` holds that `old` does not (or holds otherwise), and those `old`
+/// holds that `new` does not; class by class, skipping the classes both share unchanged.
+fn forwarders_delta(old: &HeldNetwork, new: &HeldNetwork) -> (Vec<EndpointView>, Vec<String>) {
+    match (&old.forwarders, &new.forwarders) {
+        (None, None) => (Vec::new(), Vec::new()),
+        (Some((ro, co)), Some((rn, cn))) if co.len() == cn.len() => {
+            let (mut upserts, mut removed) = (Vec::new(), Vec::new());
+            for (c, (lo, ln)) in co.iter().zip(cn.iter()).enumerate() {
+                let c = u32::try_from(c).unwrap_or(u32::MAX);
+                let (was, is) = (ro.contains(c), rn.contains(c));
+                let empty: &[EndpointView] = &[];
+                let before = if was { lo.as_slice() } else { empty };
+                let after = if is { ln.as_slice() } else { empty };
+                if (was && is && Arc::ptr_eq(lo, ln)) || (before.is_empty() && after.is_empty()) {
+                    continue;
+                }
+                let (u, r) = keyed_diff(before, after, endpoint_addr, PartialEq::eq);
+                upserts.extend(u);
+                removed.extend(r);
+            }
+            (upserts, removed)
+        }
+        // Split differently (or only one is split): compared whole.
+        (o, n) => {
+            let all = |f: &Option<(subset::Reach, Classes)>| -> Vec<EndpointView> {
+                f.as_ref()
+                    .map(|(r, c)| reached(r, c).cloned().collect())
+                    .unwrap_or_default()
+            };
+            keyed_diff(&all(o), &all(n), endpoint_addr, PartialEq::eq)
+        }
+    }
+}
+
+fn endpoint_addr(e: &EndpointView) -> &str {
+    &e.addr
 }
 
 fn view_id(v: &NetworkView) -> &str {
@@ -265,9 +383,14 @@ struct DeltaKey {
 /// The parts of a node's view that several nodes share; [`Fresh`] computes them every time,
 /// [`Cached`] reuses what another node's session computed when it is recent enough.
 pub trait Shared {
-    /// The view of one network as node `node_id` receives it (on the ingress network, its
-    /// group's: see [`subset`]).
-    fn network(&mut self, state: &State, network: &Network, node_id: &str) -> Arc<NetworkView>;
+    /// The view of one network as node `node_id` receives it: on a split ingress network, its
+    /// group's without node addresses, and every node's address by class (see [`subset`]).
+    fn network(
+        &mut self,
+        state: &State,
+        network: &Network,
+        node_id: &str,
+    ) -> (Arc<NetworkView>, Option<Classes>);
     /// The ingress network's id while a service publishes an ingress-mode port.
     fn routing_mesh(&mut self, state: &State) -> Option<String>;
     /// Every node of the WireGuard mesh (with a public key and a mesh address).
@@ -278,12 +401,21 @@ pub trait Shared {
 pub struct Fresh;
 
 impl Shared for Fresh {
-    fn network(&mut self, state: &State, network: &Network, node_id: &str) -> Arc<NetworkView> {
+    fn network(
+        &mut self,
+        state: &State,
+        network: &Network,
+        node_id: &str,
+    ) -> (Arc<NetworkView>, Option<Classes>) {
         let full = network_view(state, network);
         let group = subset::group_of_node(&full, node_id) as usize;
-        match subset::split(&full).into_iter().nth(group) {
-            Some(view) => Arc::new(view),
-            None => Arc::new(full),
+        let split = subset::split(&full);
+        match split.groups.into_iter().nth(group) {
+            Some(view) => {
+                let classes = split.forwarders.into_iter().map(Arc::new).collect();
+                (Arc::new(view), Some(Arc::new(classes)))
+            }
+            None => (Arc::new(full), None),
         }
     }
 
@@ -350,7 +482,23 @@ pub fn node_view(state: &State, node_id: &str, shared: &mut dyn Shared) -> (Node
         if spec.is_some_and(|s| s.ingress) {
             interest.ingress = Some(id.clone());
         }
-        networks.push(shared.network(state, network, node_id));
+        let (view, classes) = shared.network(state, network, node_id);
+        let forwarders = classes.map(|classes| {
+            // The node's live backends on this network: who may forward to them decides which
+            // node addresses it needs.
+            let backends = tasks
+                .iter()
+                .filter(|t| !task_has_ended(t))
+                .filter(|t| t.networks.iter().any(|a| a.network_id == network.id))
+                .map(|t| (t.service_id.as_str(), t.slot));
+            let reach = if subset::all_nodes_reached() {
+                subset::Reach::All
+            } else {
+                subset::reach(&view, node_id, backends)
+            };
+            (reach, classes)
+        });
+        networks.push(HeldNetwork { view, forwarders });
     }
     let mesh_peers = if interest.mesh {
         let all = shared.mesh_nodes(state);
@@ -796,9 +944,8 @@ fn node_part(n: Option<&Node>) -> Option<impl PartialEq + '_> {
 #[derive(Debug, Default)]
 pub struct Cache {
     networks: HashMap<String, (u64, Arc<NetworkView>)>,
-    /// The group views of a network's split (see [`subset`]), with the full view they were cut
-    /// from.
-    groups: HashMap<String, (Arc<NetworkView>, Vec<Arc<NetworkView>>)>,
+    /// The split of a network's view (see [`subset`]).
+    groups: HashMap<String, GroupViews>,
     /// Deltas between two views of a network; `None` when the two hold the same.
     deltas: HashMap<DeltaKey, Option<Arc<NetworkViewDelta>>>,
     routing_mesh: Option<(u64, Option<String>)>,
@@ -815,6 +962,17 @@ impl Cache {
             ..Default::default()
         }
     }
+}
+
+/// A network's view cut along the routing mesh's split.
+#[derive(Debug)]
+struct GroupViews {
+    /// The full view they were cut from.
+    full: Arc<NetworkView>,
+    /// The view of each group.
+    views: Vec<Arc<NetworkView>>,
+    /// The node addresses by class.
+    classes: Classes,
 }
 
 /// Takes shared parts from a [`Cache`] when they are at least as recent as a node needs,
@@ -882,31 +1040,52 @@ impl<'a> Cached<'a> {
 }
 
 impl Shared for Cached<'_> {
-    fn network(&mut self, state: &State, network: &Network, node_id: &str) -> Arc<NetworkView> {
+    fn network(
+        &mut self,
+        state: &State,
+        network: &Network,
+        node_id: &str,
+    ) -> (Arc<NetworkView>, Option<Classes>) {
         let full = self.full_network(state, network);
         if subset::max_groups(&full) <= 1 {
-            return full;
+            return (full, None);
         }
         let group = subset::group_of_node(&full, node_id) as usize;
         let mut cache = self.lock();
-        let fresh = cache
-            .groups
-            .get(&network.id)
-            .is_some_and(|(from, _)| Arc::ptr_eq(from, &full));
-        if !fresh {
-            let views = subset::split(&full).into_iter().map(Arc::new).collect();
-            cache
-                .groups
-                .insert(network.id.clone(), (full.clone(), views));
+        let previous = cache.groups.get(&network.id);
+        if !previous.is_some_and(|g| Arc::ptr_eq(&g.full, &full)) {
+            let split = subset::split(&full);
+            // A class of node addresses that did not change keeps its allocation, so that
+            // nodes' deltas skip it by pointer.
+            let before = previous
+                .map(|g| g.classes.clone())
+                .filter(|c| c.len() == split.forwarders.len());
+            let classes = split
+                .forwarders
+                .into_iter()
+                .enumerate()
+                .map(|(c, list)| match before.as_ref().and_then(|b| b.get(c)) {
+                    Some(old) if **old == list => old.clone(),
+                    _ => Arc::new(list),
+                })
+                .collect();
+            let entry = GroupViews {
+                full: full.clone(),
+                views: split.groups.into_iter().map(Arc::new).collect(),
+                classes: Arc::new(classes),
+            };
+            cache.groups.insert(network.id.clone(), entry);
             if cache.groups.len() > state.networks().count() + 8 {
                 cache.groups.retain(|id, _| state.network(id).is_some());
             }
         }
-        let views = cache.groups.get(&network.id).map(|(_, v)| v);
         // The split has as many views as groups and `group` is below that count.
-        match views.and_then(|v| v.get(group)) {
-            Some(view) => view.clone(),
-            None => full,
+        match cache.groups.get(&network.id) {
+            Some(g) => match g.views.get(group) {
+                Some(view) => (view.clone(), Some(g.classes.clone())),
+                None => (full, None),
+            },
+            None => (full, None),
         }
     }
 

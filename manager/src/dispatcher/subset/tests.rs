@@ -99,10 +99,28 @@ fn full_view() -> NetworkView {
 }
 
 #[test]
-fn every_group_holds_the_nodes_the_small_services_and_its_share_of_the_split_ones() {
+fn every_group_holds_the_small_services_and_its_share_of_the_split_ones() {
     let full = full_view();
-    let views = split(&full);
+    let Split {
+        groups: views,
+        forwarders,
+    } = split(&full);
     assert_eq!(views.len(), 4);
+    // The nodes' addresses apart, each in the class of its node's key.
+    assert_eq!(forwarders.len(), 4);
+    for (c, class) in forwarders.iter().enumerate() {
+        for e in class {
+            assert!(e.task_id.is_empty());
+            assert_eq!(node_key(&e.node_id) % 4, c as u32, "{}", e.node_id);
+        }
+    }
+    let mut nodes: Vec<&str> = forwarders
+        .iter()
+        .flatten()
+        .map(|e| e.addr.as_str())
+        .collect();
+    nodes.sort_unstable();
+    assert_eq!(nodes, ["10.0.0.1", "10.0.0.2"]);
     let mut seen: std::collections::HashMap<&str, Vec<u32>> = Default::default();
     for (g, v) in views.iter().enumerate() {
         let g = g as u32;
@@ -123,7 +141,7 @@ fn every_group_holds_the_nodes_the_small_services_and_its_share_of_the_split_one
         let count = |svc: &str| v.endpoints.iter().filter(|e| e.service_id == svc).count();
         assert_eq!(
             v.endpoints.iter().filter(|e| e.task_id.is_empty()).count(),
-            2
+            0
         );
         assert_eq!(
             (count("s-small"), count("s-two"), count("s-four")),
@@ -149,7 +167,36 @@ fn a_view_with_no_split_service_is_not_split() {
     for s in &mut full.services {
         s.subset_groups = if s.service_id == "s-small" { 0 } else { 1 };
     }
-    assert!(split(&full).is_empty());
+    assert_eq!(split(&full), Split::default());
     assert_eq!((max_groups(&full), view_group(&full)), (1, 0));
     assert_eq!(group_of_node(&full, "n1"), 0);
+}
+
+#[test]
+fn a_node_reaches_the_nodes_that_can_forward_to_its_backends() {
+    let full = full_view();
+    let node = "n2";
+    // No backend: no node address.
+    assert_eq!(reach(&full, node, []), Reach::Classes(vec![]));
+    // Slot 2 of "s-four" (4 groups) is in group 1: the nodes of class 1 of the largest split (4).
+    assert_eq!(reach(&full, node, [("s-four", 2)]), Reach::Classes(vec![1]));
+    // Slot 2 of "s-two" (2 groups) is in group 1: classes 1 and 3 of 4 nest in it.
+    assert_eq!(
+        reach(&full, node, [("s-two", 2), ("s-four", 2)]),
+        Reach::Classes(vec![1, 3])
+    );
+    // A backend of a service not split (or not in the view) is balanced over by every node.
+    assert_eq!(reach(&full, node, [("s-small", 1)]), Reach::All);
+    assert_eq!(reach(&full, node, [("s-gone", 1)]), Reach::All);
+    // Every class reached is every node.
+    assert_eq!(reach(&full, node, [("s-two", 1), ("s-two", 2)]), Reach::All);
+    // A global backend (slot 0) is in its node's group.
+    let own = node_key(node) % 4;
+    assert_eq!(
+        reach(&full, node, [("s-four", 0)]),
+        Reach::Classes(vec![own])
+    );
+    let r = reach(&full, node, [("s-four", 3)]);
+    assert!(r.contains(2) && !r.contains(1));
+    assert!(Reach::All.contains(7));
 }

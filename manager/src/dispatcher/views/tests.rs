@@ -493,7 +493,7 @@ fn cache_serves_views_as_recent_as_needed() {
     let later = state(objects);
     // Nothing noted for the network: the cached view is taken (the same Arc).
     let (same, _) = view(&cache, &later, 11, &Need::default(), &interest);
-    assert!(Arc::ptr_eq(&same.networks[0], &first.networks[0]));
+    assert!(Arc::ptr_eq(&same.networks[0].view, &first.networks[0].view));
     // The change noted at index 11: recomputed once, then shared.
     let mut need = Need::default();
     need.networks.insert(PLAIN.into(), 11);
@@ -501,10 +501,13 @@ fn cache_serves_views_as_recent_as_needed() {
     assert_eq!(unversioned(next.to_message()), fresh(&later));
     assert_ne!(next, first);
     let (again, _) = view(&cache, &later, 12, &need, &interest);
-    assert!(Arc::ptr_eq(&again.networks[0], &next.networks[0]));
+    assert!(Arc::ptr_eq(&again.networks[0].view, &next.networks[0].view));
     // A network new to the node is taken as of now, whatever was noted.
     let (fresh_again, _) = view(&cache, &later, 13, &Need::default(), &Interest::default());
-    assert!(!Arc::ptr_eq(&fresh_again.networks[0], &next.networks[0]));
+    assert!(!Arc::ptr_eq(
+        &fresh_again.networks[0].view,
+        &next.networks[0].view
+    ));
 }
 
 /// The interest of node 1 in `cluster()`.
@@ -990,8 +993,8 @@ fn a_status_the_agent_reported_is_not_sent_back_but_the_view_change_is() {
     }
     // Another node's session moving between the same two versions (it holds the same shared
     // views) gets the very same delta, computed once.
-    let d1 = shared_view_delta(&cache, &before.networks[0], &after.networks[0]);
-    let d2 = shared_view_delta(&cache, &before.networks[0], &after.networks[0]);
+    let d1 = shared_view_delta(&cache, &before.networks[0].view, &after.networks[0].view);
+    let d2 = shared_view_delta(&cache, &before.networks[0].view, &after.networks[0].view);
     let cached = cache.lock().unwrap().deltas.len();
     assert_eq!(cached, 1);
     assert!(matches!((d1, d2), (Some(x), Some(y)) if Arc::ptr_eq(&x, &y)));
@@ -1042,13 +1045,19 @@ fn a_large_published_service_is_split_and_a_small_one_is_not() {
         assert!(backends
             .iter()
             .all(|e| (e.slot - 1) % 2 == u64::from(web.subset)));
-        // Every node's own address stays: the reply path of any backend.
-        let nodes = ingress
+        // The addresses of the nodes that can forward to its backends: node n hosts the slots
+        // i = n - 1 (mod 6), all in group n mod 2, which the nodes of that class balance over.
+        let nodes: Vec<&str> = ingress
             .endpoints
             .iter()
             .filter(|e| e.task_id.is_empty())
-            .count();
-        assert_eq!(nodes, 6);
+            .map(|e| e.node_id.as_str())
+            .collect();
+        let forwarders: Vec<String> = (1..=6)
+            .map(|m| format!("node-{m}"))
+            .filter(|m| subset::node_key(m) % 2 == n % 2)
+            .collect();
+        assert_eq!(nodes, forwarders, "{id}");
         seen.push(web.subset);
     }
     seen.sort_unstable();
@@ -1108,6 +1117,19 @@ fn a_task_change_reaches_only_the_nodes_of_its_group() {
         );
         let in_group = subset::node_key(&id) % 8 == 2;
         let delta = before.delta(&after, &cache, 1);
+        if id == "node-4" {
+            // Its task of group 2 ended: it no longer answers the nodes of class 2 (node 3's
+            // key), whose address it drops, and nothing else changes for it.
+            let (d, _) = delta.expect("node 4 hosted the task");
+            match &d.networks[0].change {
+                Some(network_view_change::Change::Delta(v)) => {
+                    assert_eq!(v.removed_endpoints, ["10.0.0.3"]);
+                    assert!(v.endpoints.is_empty());
+                }
+                other => panic!("expected a view delta, got {other:?}"),
+            }
+            continue;
+        }
         // Node 4's own task changed only in its status (its own report, not echoed back).
         assert_eq!(delta.is_some(), in_group, "{id}");
         if let Some((d, _)) = delta {
@@ -1125,4 +1147,80 @@ fn a_task_change_reaches_only_the_nodes_of_its_group() {
     assert!(cached <= 8, "{cached} deltas cached");
     // Only node 3 is in group 2 (SHA-256 of "node-3" modulo 8).
     assert_eq!(reached, 1);
+}
+
+#[test]
+fn a_node_is_told_the_addresses_of_the_nodes_that_can_forward_to_its_backends() {
+    let cache = Mutex::new(Cache::with_subset_size(2));
+    let everything = Need::everything();
+    // 16 replicas in subsets of at least 2: 8 groups; 6 nodes, none on node 2.
+    let objects: Vec<Object> = published(6, 16)
+        .into_iter()
+        .filter(|o| !matches!(o, Object::Task(t) if t.node_id == "node-2"))
+        .collect();
+    let s = state(objects);
+    let views: Vec<(String, NetworkView)> = (1..=6)
+        .map(|n| {
+            let id = format!("node-{n}");
+            let (v, _) = node_view(
+                &s,
+                &id,
+                &mut Cached::new(&cache, 10, &everything, &Interest::default()),
+            );
+            (id, v.to_message().networks.remove(0))
+        })
+        .collect();
+    let nodes_of = |v: &NetworkView| -> Vec<String> {
+        let mut n: Vec<String> = v
+            .endpoints
+            .iter()
+            .filter(|e| e.task_id.is_empty())
+            .map(|e| e.node_id.clone())
+            .collect();
+        n.sort();
+        n
+    };
+    // Node 2 hosts no backend: it needs no node's address.
+    let (_, two) = &views[1];
+    assert!(nodes_of(two).is_empty());
+    // Node 4 hosts slots 3, 9 and 15 (groups 2, 0 and 6): the nodes of those classes only.
+    let (_, four) = &views[3];
+    let mut want: Vec<String> = (1..=6)
+        .map(|n| format!("node-{n}"))
+        .filter(|id| [0, 2, 6].contains(&(subset::node_key(id) % 8)))
+        .collect();
+    want.sort();
+    assert_eq!(nodes_of(four), want);
+    assert!(want.len() < 6, "{want:?}");
+    // Both directions of every connection the routing mesh can make: a node forwarding to a
+    // backend holds it with its node's address, and the backend's node holds the forwarding
+    // node's address (the reply path, and the VXLAN peer it accepts).
+    let mut pairs = 0;
+    for (forwarder, view) in &views {
+        for b in view.endpoints.iter().filter(|e| !e.task_id.is_empty()) {
+            assert_eq!(b.node_addr, format!("192.168.0.{}", &b.node_id[5..]));
+            if &b.node_id == forwarder {
+                continue;
+            }
+            let (_, host) = views
+                .iter()
+                .find(|(id, _)| *id == b.node_id)
+                .expect("a node of the cluster");
+            assert!(
+                nodes_of(host).contains(forwarder),
+                "{} does not reach {forwarder}",
+                b.node_id
+            );
+            pairs += 1;
+        }
+    }
+    assert!(pairs > 0);
+    // The sent view is in the agent's order.
+    for (_, v) in &views {
+        let mut sorted = v.endpoints.clone();
+        sorted.sort_by(|a, b| {
+            (&a.task_id, &a.node_id, &a.addr).cmp(&(&b.task_id, &b.node_id, &b.addr))
+        });
+        assert_eq!(&sorted, &v.endpoints);
+    }
 }
