@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use std::os::fd::AsRawFd;
 
+use futures::StreamExt;
 use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVeth};
 use rtnetlink::{Handle, LinkMessageBuilder, LinkUnspec, LinkVeth};
 use tracing::debug;
@@ -286,14 +287,20 @@ async fn run_reaper(reaper: Arc<Mutex<ReaperState>>, host_netns: Option<PathBuf>
     }
 }
 
-/// Moves each veth of `names` that exists into [`REAP_GROUP`], then deletes the group.
+/// How many group changes of one batch are in flight on the netlink socket at once.
+const REAP_IN_FLIGHT: usize = 256;
+
+/// Moves each veth of `names` that exists into [`REAP_GROUP`], then deletes the group. The group
+/// changes are sent without waiting for each answer in turn (up to [`REAP_IN_FLIGHT`] at once):
+/// the kernel still applies them one by one, but the thread no longer waits to be scheduled
+/// again between them, which under the load of a mass removal cost more than the change itself.
 async fn reap<'a>(h: &Handle, names: impl Iterator<Item = &'a String>) -> Result<(), LinkError> {
     let mut marked = 0usize;
-    for name in names {
-        let Some(index) = link::index_of(h, name).await? else {
-            continue;
-        };
-        if link::set_group(h, index, name, REAP_GROUP).await? {
+    let mut changes = futures::stream::iter(names)
+        .map(|name| link::set_group_by_name(h, name, REAP_GROUP))
+        .buffer_unordered(REAP_IN_FLIGHT);
+    while let Some(existed) = changes.next().await {
+        if existed? {
             marked += 1;
         }
     }

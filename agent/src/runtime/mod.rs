@@ -569,8 +569,10 @@ impl Runtime {
                 let _ = process::pidfd_signal(&pidfd, Signal::SIGKILL as i32);
             }
         }
+        let began = Instant::now();
         let cgroup = self.cgroup(id)?;
         cgroup.kill_all(DELETE_TIMEOUT)?;
+        let killed = Instant::now();
         if let Some(state) = &state {
             if let Ok(Some(shim)) = process::pidfd_open(state.shim_pid, state.shim_start_time) {
                 // The shim records the exit and leaves within milliseconds of its container's death.
@@ -580,18 +582,37 @@ impl Runtime {
                 }
             }
         }
+        let reaped = Instant::now();
         rootfs::unmount_if_mounted(&dir.merged())?;
+        let unmounted = Instant::now();
         cgroup.remove(DELETE_TIMEOUT)?;
+        let rmdired = Instant::now();
         fs::remove_dir_all(&dir.dir).map_err(|source| RuntimeError::Io {
             path: dir.dir.clone(),
             source,
-        })
+        })?;
+        // Where a removal waits, per container (issue 15's density profile).
+        tracing::debug!(
+            container.id = %id,
+            kill_ms = ms(killed - began),
+            shim_ms = ms(reaped - killed),
+            umount_ms = ms(unmounted - reaped),
+            rmdir_ms = ms(rmdired - unmounted),
+            dir_ms = ms(rmdired.elapsed()),
+            "container deleted"
+        );
+        Ok(())
     }
 
     /// The container's log file (JSON lines, see `logs`).
     pub fn log_path(&self, id: &str) -> PathBuf {
         ContainerDir::new(&self.root, id).log()
     }
+}
+
+/// A duration in milliseconds, for the timing logs.
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
 }
 
 /// Container ids are directory names: non-empty, at most 128 of `[A-Za-z0-9_.-]`, not starting with `.`.
