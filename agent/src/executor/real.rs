@@ -541,6 +541,26 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn only_the_last_of_overlapping_starts_and_removals_marks_a_quiet_moment() {
+        let trim = Arc::new(BurstTrim::default());
+        let (a, b) = (trim.enter(), trim.enter());
+        drop(a);
+        assert_eq!(trim.busy.load(Ordering::SeqCst), 1);
+        assert_eq!(
+            trim.quiet.load(Ordering::SeqCst),
+            0,
+            "still busy: no trim due"
+        );
+        drop(b);
+        assert_eq!(trim.busy.load(Ordering::SeqCst), 0);
+        assert_eq!(trim.quiet.load(Ordering::SeqCst), 1);
+        // A new burst before the delay is over supersedes the pending trim.
+        let c = trim.enter();
+        drop(c);
+        assert_eq!(trim.quiet.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
     async fn a_task_s_mounts_are_set_up_and_leave_nothing_once_released() {
         let Some(n) = node() else { return };
         let t = task("s1");
