@@ -425,8 +425,10 @@ async fn drain(task: &Task, shared: &Shared, why: &str) {
     let running = shared
         .reported(&task.id)
         .is_some_and(|s| s.state == TaskState::TaskRunning as i32);
-    if running {
-        let period = drain_period(task);
+    let period = drain_period(task);
+    // Without a drain period there is nothing to wait for, not even a timer tick (which, for a
+    // `service rm` of 1,000 tasks, is 1,000 timer wake-ups before the first stop signal).
+    if running && !period.is_zero() {
         info!(task.id = %task.id, ?period, why, "draining before the stop signal");
         tokio::time::sleep(period).await;
     }

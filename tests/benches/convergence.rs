@@ -4,7 +4,10 @@
 //! with all N running), each beside the load average of the machine when it was taken.
 //!
 //! Run (root): `cargo build --release --workspace --bins && cargo bench -p shoal-tests --bench convergence`
-//! Optional: `SHOAL_BENCH_REPLICAS=100` (default 100), `SHOAL_BENCH_ROUNDS=3`.
+//! Optional: `SHOAL_BENCH_REPLICAS=100` (default 100), `SHOAL_BENCH_ROUNDS=3`,
+//! `SHOAL_BENCH_KEEP=1` (copy the testbed's logs and data dirs aside on success and print where,
+//! to read the agent's per-step timings: run with
+//! `RUST_LOG=info,shoal_agent::executor=debug,shoal_agent::network=debug`).
 
 use std::time::{Duration, Instant};
 
@@ -28,6 +31,14 @@ fn load1() -> f64 {
         .unwrap_or(f64::NAN)
 }
 
+/// Seconds since the epoch, to find a step in the kept logs.
+fn now_epoch() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
 fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
 }
@@ -46,6 +57,29 @@ fn memory(cluster: &Cluster) -> Result<(u64, f64, usize)> {
         .collect();
     let mean = shims.iter().sum::<u64>() as f64 / shims.len().max(1) as f64;
     Ok((agent, mean, shims.len()))
+}
+
+/// Copies the testbed's directory (logs, data dirs; mount points skipped) beside it, before the
+/// testbed removes it, and returns where.
+fn keep(cluster: &Cluster) -> Result<std::path::PathBuf> {
+    let dir = cluster.testbed().dir();
+    let mut name = dir.file_name().unwrap_or_default().to_owned();
+    name.push("-kept");
+    let dest = dir.with_file_name(name);
+    // `-x`: a namespace file or a mount left by a running process is not copied.
+    let out = std::process::Command::new("cp")
+        .arg("-a")
+        .arg("-x")
+        .arg(dir)
+        .arg(&dest)
+        .output()?;
+    if !out.status.success() {
+        eprintln!(
+            "SHOAL_BENCH_KEEP: cp: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(dest)
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -106,6 +140,7 @@ fn main() -> Result<()> {
     let mut full = (0, 0.0, 0, 0.0);
     for round in 0..rounds {
         let name = format!("bench{round}");
+        eprintln!("round {round}: service create at epoch {:.3}", now_epoch());
         let t0 = Instant::now();
         cluster.ctl_ok([
             "service",
@@ -142,6 +177,11 @@ fn main() -> Result<()> {
         let (agent, shim, count) = memory(&cluster)?;
         full = (agent, shim, count, load1());
 
+        eprintln!(
+            "round {round}: all running after {:.2} s; service rm at epoch {:.3}",
+            create[round],
+            now_epoch()
+        );
         let t1 = Instant::now();
         cluster.ctl_ok(["service", "rm", &name])?;
         Testbed::wait_for(deadline, "no container left", || {
@@ -183,5 +223,11 @@ fn main() -> Result<()> {
         full_shim / 1024.0
     );
     println!("| manager RSS | {:.1} MiB | |", mib(manager_rss));
+    if std::env::var_os("SHOAL_BENCH_KEEP").is_some_and(|v| v == "1") {
+        println!(
+            "testbed logs and data kept in {}",
+            keep(&cluster)?.display()
+        );
+    }
     cluster.shutdown()
 }

@@ -6,7 +6,7 @@
 //! gateway address and is NATed to the outside by nftables. Addresses come from a host-local IPAM
 //! persisted in the agent's data dir, so containers re-adopted after an agent restart keep theirs.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -16,7 +16,7 @@ use ipnet::Ipv4Net;
 use rtnetlink::Handle;
 use sha2::{Digest, Sha256};
 
-use super::veth::{plug_veth, unplug_veths, VethPlug};
+use super::veth::{plug_veth, release_with_netns, unplug_veths, VethPlug};
 use super::{ipam, link, netlink_in, netns, nft, IpamError, IpamStore, NetworkError};
 
 /// The name of the default bridge.
@@ -288,8 +288,43 @@ impl BridgeNetwork {
     /// Removes the task's veth and namespace and releases its address. Idempotent; an unknown
     /// task is fine.
     pub async fn detach(&self, task_id: &str) -> Result<(), NetworkError> {
+        self.detach_with(task_id, BTreeMap::new()).await
+    }
+
+    /// [`detach`](Self::detach), and `others`: the host ends (by host namespace) of the task's
+    /// other veths, whose task ends live in the same namespace; all gone when it returns. The
+    /// namespace goes first: the kernel deletes its veths with it, in batches with the other
+    /// namespaces dying at the same time (see `release_with_netns`).
+    pub(crate) async fn detach_with(
+        &self,
+        task_id: &str,
+        mut others: BTreeMap<Option<PathBuf>, Vec<String>>,
+    ) -> Result<(), NetworkError> {
         validate_task_id(task_id)?;
-        self.teardown(task_id).await?;
+        let veth = self.names(task_id).veth;
+        others
+            .entry(self.host_netns.clone())
+            .or_default()
+            .push(veth.clone());
+        let started = std::time::Instant::now();
+        release_with_netns(self.task_netns(task_id), others).await?;
+        tracing::debug!(
+            veth,
+            ms = started.elapsed().as_secs_f64() * 1e3,
+            "task network torn down"
+        );
+        self.release_address(task_id).await
+    }
+
+    /// The namespace holding the bridge (the agent's own when `None`).
+    pub(crate) fn host_netns(&self) -> Option<PathBuf> {
+        self.host_netns.clone()
+    }
+
+    /// Releases the task's address once its veth is gone (removed with its namespace by
+    /// [`detach_with`](Self::detach_with) of another network). Idempotent.
+    pub(crate) async fn release(&self, task_id: &str) -> Result<(), NetworkError> {
+        validate_task_id(task_id)?;
         self.release_address(task_id).await
     }
 

@@ -415,3 +415,49 @@ async fn concurrent_detaches_remove_every_veth_in_batches_and_spare_the_others()
     net.detach(&ids[0]).await.expect("detach again");
     net.cleanup_all().await.expect("cleanup");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn detach_deletes_the_veths_of_a_namespace_something_still_holds() {
+    if !can_run_kernel_tests() {
+        return;
+    }
+    let host = TestHost::new().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let net = Arc::new(
+        BridgeNetwork::new(
+            dir.path(),
+            "br-held",
+            "10.77.0.0/24".parse().expect("literal"),
+        )
+        .expect("open")
+        .with_host_netns(host.path.clone()),
+    );
+    net.ensure().await.expect("ensure");
+    let ids: Vec<String> = (0..6).map(|_| host.task_id()).collect();
+    for id in &ids {
+        net.attach(id).await.expect("attach");
+    }
+    // An open fd keeps half of the namespaces alive after their files are unmounted: their veths
+    // do not go with them and must be deleted after the wait.
+    let held: Vec<std::fs::File> = ids[..3]
+        .iter()
+        .map(|id| std::fs::File::open(net.task_netns(id)).expect("open netns"))
+        .collect();
+    let joins: Vec<_> = ids
+        .iter()
+        .map(|id| {
+            let (net, id) = (net.clone(), id.clone());
+            tokio::spawn(async move { net.detach(&id).await })
+        })
+        .collect();
+    for join in joins {
+        join.await.expect("join").expect("detach");
+    }
+    for id in &ids {
+        assert!(!link_exists(&host.path, &net.veth_name(id)).await, "{id}");
+        assert!(!net.task_netns(id).exists(), "{id}");
+    }
+    assert!(net.allocations().is_empty());
+    drop(held);
+    net.cleanup_all().await.expect("cleanup");
+}

@@ -538,6 +538,18 @@ pub async fn set_group(h: &Handle, index: u32, name: &str, group: u32) -> Result
     }
 }
 
+/// Moves link `name` into link group `group`, naming it in the request instead of looking its
+/// index up first (one request, not two); returns whether the link existed.
+pub async fn set_group_by_name(h: &Handle, name: &str, group: u32) -> Result<bool, LinkError> {
+    let mut msg = LinkUnspec::new_with_name(name).build();
+    msg.attributes.push(LinkAttribute::Group(group));
+    match h.link().set(msg).execute().await {
+        Ok(()) => Ok(true),
+        Err(e) if errno(&e) == Some(libc::ENODEV) => Ok(false),
+        Err(e) => Err(fail("set link group", name)(e)),
+    }
+}
+
 /// Deletes every link in link group `group` with one request (the kernel unregisters them
 /// together); an empty group is fine.
 pub async fn delete_group(h: &Handle, group: u32) -> Result<(), LinkError> {

@@ -34,7 +34,7 @@ pub use netns::NetnsError;
 pub use nft::NftError;
 pub use overlay::{Networks, OverlayError, TaskNetworking};
 pub use resolv::resolv_conf;
-pub(crate) use veth::{plug_veth, unplug_veths, VethPlug};
+pub(crate) use veth::{plug_veth, VethPlug};
 
 /// Errors of the container networks.
 #[derive(Debug, thiserror::Error)]

@@ -44,9 +44,7 @@ use super::vxlan::{self, Programmed};
 
 mod plane;
 
-use super::{
-    netlink_in, netns, parse_ip, plug_veth, unplug_veths, BridgeNetwork, NetworkError, VethPlug,
-};
+use super::{netlink_in, netns, parse_ip, plug_veth, BridgeNetwork, NetworkError, VethPlug};
 use plane::{host_ports, Plane};
 
 pub use super::notrack::{notrack_ruleset, Untracked, NOTRACK_TABLE};
@@ -690,13 +688,19 @@ impl Networks {
         if let Some(r) = plane.and_then(|p| p.resolver) {
             r.stop().await;
         }
-        for (devices_netns, hosts) in hosts {
-            unplug_veths(devices_netns, hosts).await?;
+        // Every veth of the task goes with its namespace (the resolver, which had sockets in it,
+        // is stopped above so nothing of the agent keeps it alive).
+        let mut hosts = hosts;
+        for b in &locals {
+            hosts
+                .entry(b.host_netns())
+                .or_default()
+                .push(b.veth_name(task_id));
         }
+        self.default.detach_with(task_id, hosts).await?;
         for b in locals {
-            b.unplug(task_id).await?;
+            b.release(task_id).await?;
         }
-        self.default.detach(task_id).await?;
         let mut inner = self.inner.lock().await;
         inner.released.insert(task_id.to_string());
         if had_ports {

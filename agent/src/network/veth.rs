@@ -1,7 +1,7 @@
 //! One veth pair between a bridge in the host namespace and a task's namespace: what both the
 //! bridge driver and overlays plug tasks in with.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use std::os::fd::AsRawFd;
 
+use futures::StreamExt;
 use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVeth};
 use rtnetlink::{Handle, LinkMessageBuilder, LinkUnspec, LinkVeth};
 use tracing::debug;
@@ -286,14 +287,20 @@ async fn run_reaper(reaper: Arc<Mutex<ReaperState>>, host_netns: Option<PathBuf>
     }
 }
 
-/// Moves each veth of `names` that exists into [`REAP_GROUP`], then deletes the group.
+/// How many group changes of one batch are in flight on the netlink socket at once.
+const REAP_IN_FLIGHT: usize = 256;
+
+/// Moves each veth of `names` that exists into [`REAP_GROUP`], then deletes the group. The group
+/// changes are sent without waiting for each answer in turn (up to [`REAP_IN_FLIGHT`] at once):
+/// the kernel still applies them one by one, but the thread no longer waits to be scheduled
+/// again between them, which under the load of a mass removal cost more than the change itself.
 async fn reap<'a>(h: &Handle, names: impl Iterator<Item = &'a String>) -> Result<(), LinkError> {
     let mut marked = 0usize;
-    for name in names {
-        let Some(index) = link::index_of(h, name).await? else {
-            continue;
-        };
-        if link::set_group(h, index, name, REAP_GROUP).await? {
+    let mut changes = futures::stream::iter(names)
+        .map(|name| link::set_group_by_name(h, name, REAP_GROUP))
+        .buffer_unordered(REAP_IN_FLIGHT);
+    while let Some(existed) = changes.next().await {
+        if existed? {
             marked += 1;
         }
     }
@@ -301,4 +308,182 @@ async fn reap<'a>(h: &Handle, names: impl Iterator<Item = &'a String>) -> Result
         link::delete_group(h, REAP_GROUP).await?;
     }
     Ok(())
+}
+
+/// How long a task's host veths may take to go with its namespace before they are deleted one
+/// batch at a time instead (something else still holds the namespace: a process not dead yet,
+/// a leaked fd).
+pub(crate) const NETNS_VETH_DEADLINE: Duration = Duration::from_secs(5);
+
+/// How often the watcher lists the links of a host namespace while veths are expected to go.
+const WATCH_INTERVAL: Duration = Duration::from_millis(10);
+
+/// Removes the task namespace at `ns_path`, then returns once the host veths `veths` (by host
+/// namespace, `None` the agent's own) whose task ends live in it are gone. The kernel destroys
+/// dying namespaces in batches (one `unregister_netdevice_many` for all of them, each veth pair
+/// with both ends), which a `service rm` of 1,000 tasks pays a few times instead of deleting
+/// veths under the network lock one group change at a time. A veth still there after
+/// [`NETNS_VETH_DEADLINE`] (the namespace is held alive) is deleted the usual way; so is every
+/// veth when there was no mounted namespace to remove.
+pub(crate) async fn release_with_netns(
+    ns_path: PathBuf,
+    veths: BTreeMap<Option<PathBuf>, Vec<String>>,
+) -> Result<(), NetworkError> {
+    let mounted = super::netns::is_netns(&ns_path);
+    let path = ns_path.clone();
+    super::netns::on_thread(None, "netns-remove", move || super::netns::remove(&path)).await??;
+    let waits = veths.into_iter().map(|(host_netns, names)| async move {
+        let left = if mounted {
+            await_gone(host_netns.clone(), names, NETNS_VETH_DEADLINE).await
+        } else {
+            names
+        };
+        if !left.is_empty() && mounted {
+            debug!(
+                count = left.len(),
+                "veths outlived their task namespace; deleting them"
+            );
+        }
+        unplug_veths(host_netns, left).await
+    });
+    for result in futures::future::join_all(waits).await {
+        result?;
+    }
+    Ok(())
+}
+
+/// Veths expected to disappear from one host namespace, and where to say which are still there
+/// when they are all gone (an empty list) or the deadline has passed.
+struct WatchJob {
+    names: Vec<String>,
+    deadline: Instant,
+    done: tokio::sync::oneshot::Sender<Vec<String>>,
+}
+
+/// Watch jobs queued for a namespace's watcher, and whether it runs.
+#[derive(Default)]
+struct WatcherState {
+    queue: Vec<WatchJob>,
+    running: bool,
+}
+
+/// The veth watchers, one per host namespace (`None`: the agent's own).
+type Watchers = HashMap<Option<PathBuf>, Arc<Mutex<WatcherState>>>;
+static WATCHERS: LazyLock<Mutex<Watchers>> = LazyLock::new(Default::default);
+
+/// Returns the veths of `names` still in `host_netns` once all are gone or after `within`
+/// (then the ones left). One watcher thread per namespace lists its links for every waiter at
+/// once. Should the listing fail, every name is returned (the caller deletes them itself).
+pub(crate) async fn await_gone(
+    host_netns: Option<PathBuf>,
+    names: Vec<String>,
+    within: Duration,
+) -> Vec<String> {
+    if names.is_empty() {
+        return names;
+    }
+    let watcher = lock(&WATCHERS)
+        .entry(host_netns.clone())
+        .or_default()
+        .clone();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let start = {
+        let mut state = lock(&watcher);
+        state.queue.push(WatchJob {
+            names: names.clone(),
+            deadline: Instant::now() + within,
+            done: tx,
+        });
+        !std::mem::replace(&mut state.running, true)
+    };
+    if start {
+        tokio::spawn(run_watcher(watcher, host_netns));
+    }
+    rx.await.unwrap_or(names)
+}
+
+/// Lists the links of the namespace every [`WATCH_INTERVAL`] and answers the waiters whose veths
+/// are gone or whose deadline passed, until none is left.
+async fn run_watcher(watcher: Arc<Mutex<WatcherState>>, host_netns: Option<PathBuf>) {
+    let state = watcher.clone();
+    let outcome = super::netns::on_thread(host_netns, "veth-watch", move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|source| LinkError::Connect { source })?;
+        rt.block_on(async move {
+            let (connection, h, _) =
+                rtnetlink::new_connection().map_err(|source| LinkError::Connect { source })?;
+            let driver = tokio::spawn(connection);
+            let result = watch(&h, &state).await;
+            driver.abort();
+            result
+        })
+    })
+    .await;
+    let failed = match outcome {
+        Ok(Ok(())) => return,
+        Ok(Err(e)) => e.to_string(),
+        Err(e) => e.to_string(),
+    };
+    // Dropping the queued jobs answers their callers, who then delete their veths themselves.
+    tracing::warn!(error = %failed, "veth watcher");
+    let mut st = lock(&watcher);
+    st.queue.clear();
+    st.running = false;
+}
+
+/// The watcher's loop (see [`run_watcher`]). Jobs taken from the queue are answered before it
+/// returns, even on an error: dropping their senders tells their callers to delete all.
+async fn watch(h: &Handle, state: &Mutex<WatcherState>) -> Result<(), LinkError> {
+    let mut pending: Vec<WatchJob> = Vec::new();
+    loop {
+        {
+            let mut st = lock(state);
+            pending.append(&mut st.queue);
+            if pending.is_empty() {
+                st.running = false;
+                return Ok(());
+            }
+        }
+        let present = link_names(h).await?;
+        let now = Instant::now();
+        let mut waiting = Vec::with_capacity(pending.len());
+        for mut job in pending {
+            job.names.retain(|n| present.contains(n));
+            if job.names.is_empty() || now >= job.deadline {
+                // A caller that stopped waiting needs no answer.
+                let _ = job.done.send(job.names);
+            } else {
+                waiting.push(job);
+            }
+        }
+        pending = waiting;
+        if !pending.is_empty() {
+            tokio::time::sleep(WATCH_INTERVAL).await;
+        }
+    }
+}
+
+/// The names of every link in the session's namespace.
+async fn link_names(h: &Handle) -> Result<HashSet<String>, LinkError> {
+    use futures::TryStreamExt;
+    use rtnetlink::packet_route::link::LinkAttribute;
+    let mut links = h.link().get().execute();
+    let mut names = HashSet::new();
+    while let Some(msg) = links
+        .try_next()
+        .await
+        .map_err(|source| LinkError::Netlink {
+            op: "list links",
+            target: "all".to_string(),
+            source,
+        })?
+    {
+        names.extend(msg.attributes.into_iter().find_map(|a| match a {
+            LinkAttribute::IfName(n) => Some(n),
+            _ => None,
+        }));
+    }
+    Ok(names)
 }

@@ -140,6 +140,40 @@ fn assert_gone(fx: &Fixture, id: &str, pid: i32) {
         !Path::new(&format!("/proc/{pid}")).exists(),
         "process {pid} left"
     );
+    // Its files follow in the background: the trash holds nothing of it for long.
+    assert_trash_empties(&fx.runtime, Some(id));
+}
+
+/// Waits (up to 10 s) until the runtime's trash holds no entry of `id` (of anything: `None`).
+fn assert_trash_empties(runtime: &Runtime, id: Option<&str>) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = std::fs::read_dir(runtime.trash())
+            .map(|d| {
+                d.flatten()
+                    .any(|e| id.is_none_or(|id| e.file_name().to_string_lossy().starts_with(id)))
+            })
+            .unwrap_or(false);
+        if !left {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "trash not emptied");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn reopening_the_runtime_empties_the_trash_left_by_a_restart() {
+    let fx = fixture();
+    let left = fx.runtime.trash().join("tgone-1");
+    std::fs::create_dir_all(left.join("upper/some/dir")).unwrap();
+    std::fs::write(left.join("upper/some/dir/file"), b"data").unwrap();
+    let _reopened = Runtime::new(&fx.root, &fx.cgroup_parent).unwrap();
+    assert_trash_empties(&fx.runtime, None);
+    assert!(
+        fx.runtime.list().unwrap().is_empty(),
+        "the trash is no container"
+    );
 }
 
 #[tokio::test]
