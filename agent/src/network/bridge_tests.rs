@@ -152,6 +152,29 @@ impl Drop for TestHost {
     }
 }
 
+/// A bridge network `name` on `subnet` in `host`'s namespace, its bridge made.
+async fn ensured(host: &TestHost, dir: &Path, name: &str, subnet: &str) -> Arc<BridgeNetwork> {
+    let net = BridgeNetwork::new(dir, name, subnet.parse().expect("subnet"))
+        .expect("open")
+        .with_host_netns(host.path.clone());
+    net.ensure().await.expect("ensure");
+    Arc::new(net)
+}
+
+/// Detaches every task of `ids` at once, each on its own tokio task; all must succeed.
+async fn detach_concurrently(net: &Arc<BridgeNetwork>, ids: &[String]) {
+    let joins: Vec<_> = ids
+        .iter()
+        .map(|id| {
+            let (net, id) = (net.clone(), id.clone());
+            tokio::spawn(async move { net.detach(&id).await })
+        })
+        .collect();
+    for join in joins {
+        join.await.expect("join").expect("detach");
+    }
+}
+
 /// Binds a TCP listener on `ip` inside `netns` (a socket stays in the namespace it was made in).
 async fn listen_in(netns: &Path, ip: Ipv4Addr) -> TcpListener {
     netns::on_thread(Some(netns.to_path_buf()), "test-listen", move || {
@@ -368,16 +391,7 @@ async fn concurrent_detaches_remove_every_veth_in_batches_and_spare_the_others()
     }
     let host = TestHost::new().await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let net = Arc::new(
-        BridgeNetwork::new(
-            dir.path(),
-            "br-reap",
-            "10.76.0.0/24".parse().expect("literal"),
-        )
-        .expect("open")
-        .with_host_netns(host.path.clone()),
-    );
-    net.ensure().await.expect("ensure");
+    let net = ensured(&host, dir.path(), "br-reap", "10.76.0.0/24").await;
     let ids: Vec<String> = (0..12).map(|_| host.task_id()).collect();
     let kept = host.task_id();
     for id in ids.iter().chain([&kept]) {
@@ -387,16 +401,7 @@ async fn concurrent_detaches_remove_every_veth_in_batches_and_spare_the_others()
         assert!(link_exists(&host.path, &net.veth_name(id)).await, "{id}");
     }
 
-    let joins: Vec<_> = ids
-        .iter()
-        .map(|id| {
-            let (net, id) = (net.clone(), id.clone());
-            tokio::spawn(async move { net.detach(&id).await })
-        })
-        .collect();
-    for join in joins {
-        join.await.expect("join").expect("detach");
-    }
+    detach_concurrently(&net, &ids).await;
     // Once its detach returned, a task's veth and namespace are gone; the other task's are not.
     for id in &ids {
         assert!(!link_exists(&host.path, &net.veth_name(id)).await, "{id}");
@@ -423,16 +428,7 @@ async fn detach_deletes_the_veths_of_a_namespace_something_still_holds() {
     }
     let host = TestHost::new().await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let net = Arc::new(
-        BridgeNetwork::new(
-            dir.path(),
-            "br-held",
-            "10.77.0.0/24".parse().expect("literal"),
-        )
-        .expect("open")
-        .with_host_netns(host.path.clone()),
-    );
-    net.ensure().await.expect("ensure");
+    let net = ensured(&host, dir.path(), "br-held", "10.77.0.0/24").await;
     let ids: Vec<String> = (0..6).map(|_| host.task_id()).collect();
     for id in &ids {
         net.attach(id).await.expect("attach");
@@ -443,16 +439,7 @@ async fn detach_deletes_the_veths_of_a_namespace_something_still_holds() {
         .iter()
         .map(|id| std::fs::File::open(net.task_netns(id)).expect("open netns"))
         .collect();
-    let joins: Vec<_> = ids
-        .iter()
-        .map(|id| {
-            let (net, id) = (net.clone(), id.clone());
-            tokio::spawn(async move { net.detach(&id).await })
-        })
-        .collect();
-    for join in joins {
-        join.await.expect("join").expect("detach");
-    }
+    detach_concurrently(&net, &ids).await;
     for id in &ids {
         assert!(!link_exists(&host.path, &net.veth_name(id)).await, "{id}");
         assert!(!net.task_netns(id).exists(), "{id}");
