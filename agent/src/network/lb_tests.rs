@@ -378,7 +378,14 @@ fn hairpin(ns: &TestNs, port: &str) {
 
 /// Plugs a new namespace-side interface `ifname` of `member` with `addr` (CIDR) into the bridge
 /// `bridge` of `fabric`; `port` names the fabric side.
-fn plug(fabric: &TestNs, bridge: &str, port: &str, member: &TestNs, ifname: &str, addr: &str) {
+pub(crate) fn plug(
+    fabric: &TestNs,
+    bridge: &str,
+    port: &str,
+    member: &TestNs,
+    ifname: &str,
+    addr: &str,
+) {
     fabric.ip(&[
         "link",
         "add",
@@ -396,7 +403,7 @@ fn plug(fabric: &TestNs, bridge: &str, port: &str, member: &TestNs, ifname: &str
     member.ip(&["link", "set", ifname, "up"]);
 }
 
-fn bridge(ns: &TestNs, name: &str) {
+pub(crate) fn bridge(ns: &TestNs, name: &str) {
     ns.ip(&["link", "add", name, "type", "bridge"]);
     ns.ip(&["link", "set", name, "up"]);
 }

@@ -47,7 +47,8 @@ pub enum LinkError {
 }
 
 /// Opens a netlink connection in the current thread's namespace and runs `f` with it to completion
-/// on a current-thread runtime. Only call it from a dedicated thread (it blocks).
+/// on a current-thread runtime (with I/O and timers). Only call it from a dedicated thread (it
+/// blocks).
 pub fn block_on<T, E, F, Fut>(f: F) -> Result<T, E>
 where
     E: From<LinkError>,
@@ -55,7 +56,7 @@ where
     Fut: Future<Output = Result<T, E>>,
 {
     let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_io()
+        .enable_all()
         .build()
         .map_err(|source| LinkError::Connect { source })?;
     rt.block_on(async move {
@@ -527,20 +528,9 @@ pub async fn delete(h: &Handle, name: &str) -> Result<(), LinkError> {
     }
 }
 
-/// Moves link `index` into link group `group`; returns `false` when the link is already gone.
-pub async fn set_group(h: &Handle, index: u32, name: &str, group: u32) -> Result<bool, LinkError> {
-    let mut msg = LinkUnspec::new_with_index(index).build();
-    msg.attributes.push(LinkAttribute::Group(group));
-    match h.link().set(msg).execute().await {
-        Ok(()) => Ok(true),
-        Err(e) if errno(&e) == Some(libc::ENODEV) => Ok(false),
-        Err(e) => Err(fail("set link group", name)(e)),
-    }
-}
-
 /// Moves link `name` into link group `group`, naming it in the request instead of looking its
 /// index up first (one request, not two); returns whether the link existed.
-pub async fn set_group_by_name(h: &Handle, name: &str, group: u32) -> Result<bool, LinkError> {
+pub async fn set_group(h: &Handle, name: &str, group: u32) -> Result<bool, LinkError> {
     let mut msg = LinkUnspec::new_with_name(name).build();
     msg.attributes.push(LinkAttribute::Group(group));
     match h.link().set(msg).execute().await {

@@ -297,7 +297,7 @@ const REAP_IN_FLIGHT: usize = 256;
 async fn reap<'a>(h: &Handle, names: impl Iterator<Item = &'a String>) -> Result<(), LinkError> {
     let mut marked = 0usize;
     let mut changes = futures::stream::iter(names)
-        .map(|name| link::set_group_by_name(h, name, REAP_GROUP))
+        .map(|name| link::set_group(h, name, REAP_GROUP))
         .buffer_unordered(REAP_IN_FLIGHT);
     while let Some(existed) = changes.next().await {
         if existed? {
@@ -406,31 +406,17 @@ pub(crate) async fn await_gone(
 /// are gone or whose deadline passed, until none is left.
 async fn run_watcher(watcher: Arc<Mutex<WatcherState>>, host_netns: Option<PathBuf>) {
     let state = watcher.clone();
-    let outcome = super::netns::on_thread(host_netns, "veth-watch", move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|source| LinkError::Connect { source })?;
-        rt.block_on(async move {
-            let (connection, h, _) =
-                rtnetlink::new_connection().map_err(|source| LinkError::Connect { source })?;
-            let driver = tokio::spawn(connection);
-            let result = watch(&h, &state).await;
-            driver.abort();
-            result
-        })
+    let outcome = super::netlink_in(host_netns, "veth-watch", move |h| async move {
+        Ok(watch(&h, &state).await?)
     })
     .await;
-    let failed = match outcome {
-        Ok(Ok(())) => return,
-        Ok(Err(e)) => e.to_string(),
-        Err(e) => e.to_string(),
-    };
-    // Dropping the queued jobs answers their callers, who then delete their veths themselves.
-    tracing::warn!(error = %failed, "veth watcher");
-    let mut st = lock(&watcher);
-    st.queue.clear();
-    st.running = false;
+    if let Err(e) = outcome {
+        // Dropping the queued jobs answers their callers, who then delete their veths themselves.
+        tracing::warn!(error = %e, "veth watcher");
+        let mut st = lock(&watcher);
+        st.queue.clear();
+        st.running = false;
+    }
 }
 
 /// The watcher's loop (see [`run_watcher`]). Jobs taken from the queue are answered before it
@@ -446,7 +432,7 @@ async fn watch(h: &Handle, state: &Mutex<WatcherState>) -> Result<(), LinkError>
                 return Ok(());
             }
         }
-        let present = link_names(h).await?;
+        let present: HashSet<String> = link::names_with_prefix(h, "").await?.into_iter().collect();
         let now = Instant::now();
         let mut waiting = Vec::with_capacity(pending.len());
         for mut job in pending {
@@ -463,27 +449,4 @@ async fn watch(h: &Handle, state: &Mutex<WatcherState>) -> Result<(), LinkError>
             tokio::time::sleep(WATCH_INTERVAL).await;
         }
     }
-}
-
-/// The names of every link in the session's namespace.
-async fn link_names(h: &Handle) -> Result<HashSet<String>, LinkError> {
-    use futures::TryStreamExt;
-    use rtnetlink::packet_route::link::LinkAttribute;
-    let mut links = h.link().get().execute();
-    let mut names = HashSet::new();
-    while let Some(msg) = links
-        .try_next()
-        .await
-        .map_err(|source| LinkError::Netlink {
-            op: "list links",
-            target: "all".to_string(),
-            source,
-        })?
-    {
-        names.extend(msg.attributes.into_iter().find_map(|a| match a {
-            LinkAttribute::IfName(n) => Some(n),
-            _ => None,
-        }));
-    }
-    Ok(names)
 }

@@ -1,7 +1,7 @@
 //! An overlay's devices in real namespaces (root and `ip`; skipped with a reason otherwise).
 
 use super::*;
-use crate::network::lb::tests::{can_run_kernel_tests, network, TestNs};
+use crate::network::lb::tests::{bridge, can_run_kernel_tests, network, plug, TestNs};
 
 /// The links of `ns`, one line each (`ip -o link show`).
 fn links(ns: &TestNs) -> String {
@@ -54,8 +54,7 @@ async fn an_old_layout_overlay_moves_with_its_task_links_into_the_overlay_namesp
 
     // The old layout, as an older agent left it: bridge, VXLAN device and the task's veth host
     // end in the host namespace.
-    host.ip(&["link", "add", &br, "type", "bridge"]);
-    host.ip(&["link", "set", &br, "up"]);
+    bridge(&host, &br);
     host.ip(&[
         "link",
         "add",
@@ -70,32 +69,21 @@ async fn an_old_layout_overlay_moves_with_its_task_links_into_the_overlay_namesp
         "proxy",
     ]);
     host.ip(&["link", "set", &vx, "master", &br, "up"]);
-    host.ip(&[
-        "link",
-        "add",
-        "vo0ld0001",
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "eth0",
-        "netns",
-        &task.name,
-    ]);
-    host.ip(&["link", "set", "vo0ld0001", "master", &br, "up"]);
-    task.ip(&["addr", "add", "10.9.0.2/24", "dev", "eth0"]);
-    task.ip(&["link", "set", "eth0", "up"]);
+    plug(&host, &br, "vo0ld0001", &task, "eth0", "10.9.0.2/24");
 
-    let programmed = program(
-        Some(host.path()),
-        Some(overlays.path()),
-        "node1",
-        &view,
-        None,
-        None,
-    )
-    .await
-    .expect("program the overlay in the overlay namespace");
+    let program_in_overlays = |programmed| {
+        program(
+            Some(host.path()),
+            Some(overlays.path()),
+            "node1",
+            &view,
+            None,
+            programmed,
+        )
+    };
+    let programmed = program_in_overlays(None)
+        .await
+        .expect("program the overlay in the overlay namespace");
     assert_eq!(programmed.devices_netns(), Some(overlays.path().as_path()));
 
     // Nothing of the overlay is left in the host namespace.
@@ -115,21 +103,7 @@ async fn an_old_layout_overlay_moves_with_its_task_links_into_the_overlay_namesp
     assert!(vxlan.contains(&format!("master {br}")), "{vxlan}");
 
     // The task still reaches a task plugged in the new layout, over the new bridge.
-    overlays.ip(&[
-        "link",
-        "add",
-        "vonew0001",
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "eth0",
-        "netns",
-        &newer.name,
-    ]);
-    overlays.ip(&["link", "set", "vonew0001", "master", &br, "up"]);
-    newer.ip(&["addr", "add", "10.9.0.3/24", "dev", "eth0"]);
-    newer.ip(&["link", "set", "eth0", "up"]);
+    plug(&overlays, &br, "vonew0001", &newer, "eth0", "10.9.0.3/24");
     let ping = task.exec("busybox", &["ping", "-c", "3", "-w", "10", "10.9.0.3"]);
     assert!(
         ping.status.success(),
@@ -139,16 +113,9 @@ async fn an_old_layout_overlay_moves_with_its_task_links_into_the_overlay_namesp
     );
 
     // A second program (the agent's next apply) changes nothing and keeps the port.
-    program(
-        Some(host.path()),
-        Some(overlays.path()),
-        "node1",
-        &view,
-        None,
-        Some(programmed),
-    )
-    .await
-    .expect("program again");
+    program_in_overlays(Some(programmed))
+        .await
+        .expect("program again");
     let ovl_links = links(&overlays);
     let port = line_of(&ovl_links, "vo0ld0001").unwrap_or_else(|| panic!("{ovl_links}"));
     assert!(port.contains(&format!("master {br}")), "{port}");
