@@ -18,7 +18,6 @@
 //! `SHOAL_BIN_DIR` (where the binaries are; default: next to this bench).
 
 use std::collections::HashMap;
-use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -28,7 +27,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use shoal_tests::bench_support::{
     bin_dir, cpu_seconds, env_or, find, free_port, log_file, median, wait_for, Children, Perf,
-    RssPeak, DEADLINE, POLL,
+    RssPeak, Shoalctl, DEADLINE, POLL,
 };
 use shoal_tests::testbed::{NodeRow, ServiceRow};
 
@@ -126,69 +125,46 @@ fn look(view: &View) -> MutexGuard<'_, LoadgenView> {
     view.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-struct Bench {
-    ctl: PathBuf,
-    admin_conf: PathBuf,
-}
-
-impl Bench {
-    fn ctl<I, S>(&self, args: I) -> Result<String>
-    where
-        I: IntoIterator<Item = S>,
-        S: AsRef<OsStr>,
-    {
-        shoal_tests::bench_support::shoalctl(&self.ctl, &self.admin_conf, args)
-    }
-
-    fn rows<T: serde::de::DeserializeOwned>(&self, args: &[&str]) -> Result<Vec<T>> {
-        let out = self.ctl(args.iter().chain(&["--format", "json"]))?;
-        out.lines()
-            .filter(|l| !l.trim().is_empty())
-            .map(|l| serde_json::from_str(l).with_context(|| format!("parsing {l:?}")))
-            .collect()
-    }
-
-    /// `cluster ca --rotate`, its progress to `log`; returns the new CA's fingerprint.
-    fn rotate(&self, log: std::fs::File) -> Result<String> {
-        let mut child = Command::new(&self.ctl)
-            .arg("--config")
-            .arg(&self.admin_conf)
-            .args(["cluster", "ca", "--rotate"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .context("running shoalctl cluster ca --rotate")?;
-        let start = Instant::now();
-        loop {
-            if let Some(status) = child.try_wait()? {
-                let mut out = String::new();
-                if let Some(mut s) = child.stdout.take() {
-                    std::io::Read::read_to_string(&mut s, &mut out)?;
-                }
-                if !status.success() {
-                    bail!("shoalctl cluster ca --rotate failed ({status}): see the rotate log");
-                }
-                return out
-                    .lines()
-                    .last()
-                    .map(|l| l.trim().to_string())
-                    .filter(|l| !l.is_empty())
-                    .ok_or_else(|| anyhow!("shoalctl cluster ca --rotate printed no fingerprint"));
+/// `cluster ca --rotate` through `ctl`, its progress to `log`; returns the new CA's fingerprint.
+fn rotate(ctl: &Shoalctl, log: std::fs::File) -> Result<String> {
+    let mut child = Command::new(&ctl.ctl)
+        .arg("--config")
+        .arg(&ctl.admin_conf)
+        .args(["cluster", "ca", "--rotate"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .context("running shoalctl cluster ca --rotate")?;
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait()? {
+            let mut out = String::new();
+            if let Some(mut s) = child.stdout.take() {
+                std::io::Read::read_to_string(&mut s, &mut out)?;
             }
-            if start.elapsed() > ROTATION_DEADLINE {
-                let _ = child.kill();
-                let _ = child.wait();
-                bail!("the rotation did not complete within {ROTATION_DEADLINE:?}");
+            if !status.success() {
+                bail!("shoalctl cluster ca --rotate failed ({status}): see the rotate log");
             }
-            std::thread::sleep(Duration::from_millis(5));
+            return out
+                .lines()
+                .last()
+                .map(|l| l.trim().to_string())
+                .filter(|l| !l.is_empty())
+                .ok_or_else(|| anyhow!("shoalctl cluster ca --rotate printed no fingerprint"));
         }
+        if start.elapsed() > ROTATION_DEADLINE {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("the rotation did not complete within {ROTATION_DEADLINE:?}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
 
 /// A manager with `agents` simulated agents (and a service of `replicas` tasks) up and Ready.
 struct Cluster {
-    bench: Bench,
+    bench: Shoalctl,
     view: View,
     manager_pid: u32,
     loadgen_pid: u32,
@@ -217,14 +193,12 @@ fn start_cluster(
         .context("starting shoal-manager")?;
     let manager_pid = manager.id();
     children.0.push(manager);
-    let bench = Bench {
+    let bench = Shoalctl {
         ctl: bins.ctl.clone(),
         admin_conf: data.join("admin.conf"),
     };
-    wait_for("the manager to answer shoalctl", || {
-        Ok(bench.admin_conf.is_file() && bench.ctl(["node", "ls"]).is_ok())
-    })?;
-    let token = bench.ctl(["cluster", "join-token", "worker", "-q"])?;
+    wait_for("the manager to answer shoalctl", || Ok(bench.answers()))?;
+    let token = bench.run(["cluster", "join-token", "worker", "-q"])?;
 
     let started = Instant::now();
     let mut child = Command::new(&bins.loadgen)
@@ -289,7 +263,7 @@ fn start_cluster(
     })?;
     let setup = started.elapsed().as_secs_f64();
     if replicas > 0 {
-        bench.ctl([
+        bench.run([
             "service",
             "create",
             "--detach",
@@ -608,7 +582,7 @@ fn run_rotations(
         let perf = Perf::start(c.manager_pid, &dir.join(format!("perf-{round}.data")))?;
         let log = format!("rotate-{round}.log");
         let t0 = Instant::now();
-        let (fp, rotate_error) = match c.bench.rotate(log_file(dir, &log)?) {
+        let (fp, rotate_error) = match rotate(&c.bench, log_file(dir, &log)?) {
             Ok(fp) => (fp, None),
             Err(e) => {
                 // The rotation goes on without its caller: time it from the cluster's side.
@@ -618,7 +592,7 @@ fn run_rotations(
                 let mut fp = String::new();
                 wait_for("the rotation to complete", || {
                     // A busy manager may not answer every poll: only an answer counts.
-                    let Ok(out) = c.bench.ctl(["cluster", "ca", "--format", "json"]) else {
+                    let Ok(out) = c.bench.run(["cluster", "ca", "--format", "json"]) else {
                         return Ok(false);
                     };
                     let v: serde_json::Value = serde_json::from_str(out.trim())?;

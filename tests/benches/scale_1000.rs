@@ -7,39 +7,15 @@
 //! Optional: `SHOAL_BENCH_AGENTS=1000`, `SHOAL_BENCH_REPLICAS` (default: one per agent),
 //! `SHOAL_BENCH_ROUNDS=3`, `SHOAL_BIN_DIR` (where the binaries are; default: next to this bench).
 
-use std::ffi::OsStr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use anyhow::{bail, ensure, Context, Result};
 use shoal_tests::bench_support::{
-    bin_dir, env_or, find, free_port, log_file, median, wait_for, Children, LoadgenReader,
+    bin_dir, env_or, find, free_port, log_file, median, wait_for, Children, LoadgenReader, Shoalctl,
 };
 use shoal_tests::testbed::{NodeRow, ServiceRow, TaskRow};
-
-struct Bench {
-    ctl: PathBuf,
-    admin_conf: PathBuf,
-}
-
-impl Bench {
-    fn ctl<I, S>(&self, args: I) -> Result<String>
-    where
-        I: IntoIterator<Item = S>,
-        S: AsRef<OsStr>,
-    {
-        shoal_tests::bench_support::shoalctl(&self.ctl, &self.admin_conf, args)
-    }
-
-    fn rows<T: serde::de::DeserializeOwned>(&self, args: &[&str]) -> Result<Vec<T>> {
-        let out = self.ctl(args.iter().chain(&["--format", "json"]))?;
-        out.lines()
-            .filter(|l| !l.trim().is_empty())
-            .map(|l| serde_json::from_str(l).with_context(|| format!("parsing {l:?}")))
-            .collect()
-    }
-}
 
 /// One round's figures, seconds from the `service create` call.
 struct Round {
@@ -106,14 +82,12 @@ fn run(
             .spawn()
             .context("starting shoal-manager")?,
     );
-    let bench = Bench {
+    let bench = Shoalctl {
         ctl: ctl.to_path_buf(),
         admin_conf: data.join("admin.conf"),
     };
-    wait_for("the manager to answer shoalctl", || {
-        Ok(bench.admin_conf.is_file() && bench.ctl(["node", "ls"]).is_ok())
-    })?;
-    let token = bench.ctl(["cluster", "join-token", "worker", "-q"])?;
+    wait_for("the manager to answer shoalctl", || Ok(bench.answers()))?;
+    let token = bench.run(["cluster", "join-token", "worker", "-q"])?;
 
     let started = Instant::now();
     let mut child = Command::new(loadgen)
@@ -151,7 +125,7 @@ fn run(
     let mut results = Vec::new();
     for round in 1..=rounds {
         let t0 = Instant::now();
-        bench.ctl([
+        bench.run([
             "service",
             "create",
             "--detach",
@@ -188,7 +162,7 @@ fn run(
             );
         }
         let t1 = Instant::now();
-        bench.ctl(["service", "rm", "big"])?;
+        bench.run(["service", "rm", "big"])?;
         wait_for("every task of big gone from the agents", || {
             Ok(look().last_tasks() == (0, 0))
         })?;

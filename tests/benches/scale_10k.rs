@@ -22,7 +22,6 @@
 //! `SHOAL_BENCH_TIMEOUT=300` (seconds per wait), `SHOAL_BIN_DIR` (where the binaries are),
 //! `SHOAL_BENCH_KEEP=1` (keep the logs, printed path).
 
-use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -30,6 +29,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context, Result};
 use shoal_tests::bench_support::{
     bin_dir, cpu_seconds, env_or, find, free_port, log_file, Children, LoadgenReader, RssPeak,
+    Shoalctl,
 };
 use shoal_tests::testbed::NodeRow;
 
@@ -46,21 +46,6 @@ struct Figures {
     marked_down: usize,
     lost: usize,
     load: String,
-}
-
-struct Ctl {
-    ctl: PathBuf,
-    admin_conf: PathBuf,
-}
-
-impl Ctl {
-    fn run<I, S>(&self, args: I) -> Result<String>
-    where
-        I: IntoIterator<Item = S>,
-        S: AsRef<OsStr>,
-    {
-        shoal_tests::bench_support::shoalctl(&self.ctl, &self.admin_conf, args)
-    }
 }
 
 /// The scenario's shape.
@@ -213,12 +198,12 @@ fn run(
         .context("starting shoal-manager")?;
     let leader_pid = leader.id();
     children.0.push(leader);
-    let ctl = Ctl {
+    let ctl = Shoalctl {
         ctl: ctl.clone(),
         admin_conf: data.join("admin.conf"),
     };
     wait("the manager to answer shoalctl", shape.timeout, || {
-        Ok(ctl.admin_conf.is_file() && ctl.run(["node", "ls"]).is_ok())
+        Ok(ctl.answers())
     })?;
     let token = ctl.run(["cluster", "join-token", "worker", "-q"])?;
 

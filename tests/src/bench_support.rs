@@ -193,28 +193,52 @@ impl Drop for Perf {
     }
 }
 
-/// Runs `shoalctl --config ADMIN_CONF ARGS...` and returns its stdout; a failed command is an
-/// error carrying its stderr.
-pub fn shoalctl<I, S>(ctl: &Path, admin_conf: &Path, args: I) -> Result<String>
-where
-    I: IntoIterator<Item = S>,
-    S: AsRef<OsStr>,
-{
-    let args: Vec<_> = args.into_iter().map(|a| a.as_ref().to_owned()).collect();
-    let out = Command::new(ctl)
-        .arg("--config")
-        .arg(admin_conf)
-        .args(&args)
-        .output()
-        .with_context(|| format!("running {}", ctl.display()))?;
-    if !out.status.success() {
-        bail!(
-            "shoalctl {:?}: {}",
-            args,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+/// `shoalctl --config ADMIN_CONF` against a bench's manager.
+pub struct Shoalctl {
+    /// The `shoalctl` binary.
+    pub ctl: PathBuf,
+    /// The manager's `admin.conf` (written once the manager is up).
+    pub admin_conf: PathBuf,
+}
+
+impl Shoalctl {
+    /// Runs `shoalctl --config ADMIN_CONF ARGS...` and returns its stdout; a failed command is
+    /// an error carrying its stderr.
+    pub fn run<I, S>(&self, args: I) -> Result<String>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let args: Vec<_> = args.into_iter().map(|a| a.as_ref().to_owned()).collect();
+        let out = Command::new(&self.ctl)
+            .arg("--config")
+            .arg(&self.admin_conf)
+            .args(&args)
+            .output()
+            .with_context(|| format!("running {}", self.ctl.display()))?;
+        if !out.status.success() {
+            bail!(
+                "shoalctl {:?}: {}",
+                args,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+
+    /// The rows `ARGS... --format json` prints, one JSON object per line.
+    pub fn rows<T: serde::de::DeserializeOwned>(&self, args: &[&str]) -> Result<Vec<T>> {
+        let out = self.run(args.iter().chain(&["--format", "json"]))?;
+        out.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).with_context(|| format!("parsing {l:?}")))
+            .collect()
+    }
+
+    /// Whether the manager is up and answers (its `admin.conf` written, `node ls` works).
+    pub fn answers(&self) -> bool {
+        self.admin_conf.is_file() && self.run(["node", "ls"]).is_ok()
+    }
 }
 
 /// What `shoal-loadgen` last printed on its stdout, each line with when it was read.
