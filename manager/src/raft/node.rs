@@ -163,11 +163,13 @@ impl Driver {
     }
 
     /// The leader `id`'s process is gone (its connection closed, a new one refused): no need to
-    /// wait out the election timeout. Every survivor stops honouring the dead leader's lease, so it
-    /// grants votes at once; the first surviving voter (lowest id) campaigns now, the others keep
-    /// their randomised timeout as a fallback, so two candidates do not split the vote. Pre-vote
-    /// and check-quorum stay on: if the leader is in fact alive, the voters still in its lease
-    /// ignore the pre-vote and the leader keeps its term.
+    /// wait out the election timeout. Every survivor stops honouring the dead leader's lease (it
+    /// forgets the leader), so it grants votes at once; the first surviving voter (lowest id)
+    /// campaigns now. The others keep their election clock as it was, a full randomised timeout
+    /// after the last heartbeat, as a fallback: advancing it too would let one of them become a
+    /// candidate within a tick, beside the first, and split the vote until the next timeout.
+    /// Pre-vote and check-quorum stay on: if the leader is in fact alive, its next heartbeat makes
+    /// it known again, the voters still in its lease ignore the pre-vote and it keeps its term.
     fn peer_gone(&mut self, id: u64) {
         let raft = &mut self.parts.raw.raft;
         if id == raft.id || id != raft.leader_id || raft.state == StateRole::Leader {
@@ -179,8 +181,11 @@ impl Driver {
             return;
         }
         let first = voters.iter().filter(|v| *v != id).min();
-        raft.election_elapsed = raft.election_elapsed.max(raft.election_timeout());
+        // raft-rs' lease: a vote request is ignored while a leader is known and heard from
+        // within the election timeout.
+        raft.leader_id = raft::INVALID_ID;
         if first == Some(me) {
+            raft.election_elapsed = raft.election_elapsed.max(raft.election_timeout());
             tracing::info!(
                 leader = id,
                 "the Raft leader's process is gone: campaigning now"

@@ -285,26 +285,34 @@ fn acknowledged_writes_survive_kill_9() {
 }
 
 /// An in-process network between Raft nodes: messages go straight to `step`, except to or from
-/// a node that is cut off.
+/// a node that is cut off. The cut is checked again on delivery: a cable cut (or a process killed)
+/// after a message was sent but before it arrived loses it, as a real one would; delivering it
+/// later instead would be a message from a dead process arriving after its death was reported.
 #[derive(Default)]
 struct Net {
     nodes: Mutex<HashMap<u64, RaftNode>>,
     cut: Mutex<std::collections::HashSet<u64>>,
 }
 
+impl Net {
+    fn is_cut(&self, m: &Message) -> bool {
+        let cut = self.cut.lock().expect("cut lock");
+        cut.contains(&m.to) || cut.contains(&m.from)
+    }
+}
+
 struct NetTransport(Arc<Net>);
 
 impl Transport for NetTransport {
     fn send(&self, msgs: Vec<Message>) {
-        let net = &self.0;
-        let cut = net.cut.lock().expect("cut lock").clone();
-        let nodes = net.nodes.lock().expect("nodes lock");
+        let nodes = self.0.nodes.lock().expect("nodes lock");
         for m in msgs {
-            if cut.contains(&m.to) || cut.contains(&m.from) {
-                continue;
-            }
             if let Some(n) = nodes.get(&m.to).cloned() {
+                let net = self.0.clone();
                 tokio::spawn(async move {
+                    if net.is_cut(&m) {
+                        return;
+                    }
                     let _ = n.step(m).await;
                 });
             }
