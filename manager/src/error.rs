@@ -9,6 +9,10 @@ use crate::store::{Kind, StoreError};
 /// follower that forwarded the write gets [`StoreError::OutOfSequence`] back and can retry.
 const OUT_OF_SEQUENCE_KEY: &str = "shoal-out-of-sequence";
 
+/// Metadata key marking [`StoreError::NotCommitted`], so a follower that forwarded the write
+/// reports the overload instead of a missing quorum.
+const NOT_COMMITTED_KEY: &str = "shoal-not-committed";
+
 /// A store error as the status a client sees.
 impl From<StoreError> for Status {
     fn from(e: StoreError) -> Status {
@@ -40,6 +44,13 @@ impl From<StoreError> for Status {
         StoreError::NoQuorum => Status::unavailable(
             "no quorum: writes are refused until a majority of managers is reachable",
         ),
+        e @ StoreError::NotCommitted => {
+            let mut status = Status::unavailable(e.to_string());
+            status
+                .metadata_mut()
+                .insert(NOT_COMMITTED_KEY, tonic::metadata::MetadataValue::from_static("1"));
+            status
+        }
         other => Status::internal(other.to_string()),
     }
     }
@@ -50,6 +61,9 @@ impl From<StoreError> for Status {
 pub fn from_status(s: Status) -> StoreError {
     if let Some(e) = out_of_sequence(&s) {
         return e;
+    }
+    if s.code() == Code::Unavailable && s.metadata().contains_key(NOT_COMMITTED_KEY) {
+        return StoreError::NotCommitted;
     }
     match s.code() {
         Code::AlreadyExists => StoreError::Conflict(s.message().to_string()),
@@ -111,5 +125,20 @@ mod tests {
             other => panic!("unexpected {other:?}"),
         }
         assert!(out_of_sequence(&Status::aborted("other")).is_none());
+    }
+
+    #[test]
+    fn an_overload_survives_a_forward_and_a_lost_quorum_stays_one() {
+        let status = Status::from(StoreError::NotCommitted);
+        assert_eq!(status.code(), tonic::Code::Unavailable);
+        assert!(
+            status.message().contains("overloaded"),
+            "{}",
+            status.message()
+        );
+        assert!(matches!(from_status(status), StoreError::NotCommitted));
+        let status = Status::from(StoreError::NoQuorum);
+        assert!(status.message().starts_with("no quorum"));
+        assert!(matches!(from_status(status), StoreError::NoQuorum));
     }
 }

@@ -167,6 +167,22 @@ pub struct RaftStatus {
     pub active: Vec<u64>,
 }
 
+/// A call timed out on a leader that heard from a quorum within the last election timeout (a
+/// single manager always does): nothing is cut off, the managers are too busy to commit in time.
+/// Anywhere else the quorum is what is missing.
+fn timeout_cause(status: &RaftStatus) -> StoreError {
+    let heard = status
+        .active
+        .iter()
+        .filter(|id| status.voters.contains(id))
+        .count();
+    if status.is_leader && heard * 2 > status.voters.len() {
+        StoreError::NotCommitted
+    } else {
+        StoreError::NoQuorum
+    }
+}
+
 /// What the handle asks of the Raft task.
 enum Msg {
     Propose {
@@ -207,6 +223,11 @@ impl Shared {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
+    }
+
+    /// Why a call that waited [`QUORUM_TIMEOUT`] for the Raft loop got no answer.
+    fn timed_out(&self) -> StoreError {
+        timeout_cause(&self.status())
     }
 
     fn not_leader(&self, leader_id: u64) -> StoreError {
@@ -483,7 +504,7 @@ impl RaftNode {
         match tokio::time::timeout(QUORUM_TIMEOUT, rx).await {
             Ok(Ok(r)) => r,
             Ok(Err(_)) => Err(StoreError::Stopped),
-            Err(_) => Err(StoreError::NoQuorum),
+            Err(_) => Err(self.shared.timed_out()),
         }
     }
 

@@ -630,3 +630,39 @@ async fn concurrent_writers_never_lose_an_update() {
         );
     }
 }
+
+#[test]
+fn a_timeout_on_a_leader_that_hears_a_quorum_is_an_overload_not_a_lost_quorum() {
+    let status = |is_leader, voters: &[u64], active: &[u64]| RaftStatus {
+        id: 1,
+        leader_id: if is_leader { 1 } else { 2 },
+        is_leader,
+        voters: voters.to_vec(),
+        active: active.to_vec(),
+        ..RaftStatus::default()
+    };
+    let cause = |s: &RaftStatus| super::timeout_cause(s);
+    // A single manager always hears itself: only load can keep it from committing.
+    assert!(matches!(
+        cause(&status(true, &[1], &[1])),
+        StoreError::NotCommitted
+    ));
+    assert!(matches!(
+        cause(&status(true, &[1, 2, 3], &[1, 3])),
+        StoreError::NotCommitted
+    ));
+    // A leader cut off from its followers, a follower, a leader whose "active" counts a
+    // non-voter: the quorum is what is missing.
+    assert!(matches!(
+        cause(&status(true, &[1, 2, 3], &[1])),
+        StoreError::NoQuorum
+    ));
+    assert!(matches!(
+        cause(&status(false, &[1, 2, 3], &[])),
+        StoreError::NoQuorum
+    ));
+    assert!(matches!(
+        cause(&status(true, &[1, 2, 3], &[1, 4])),
+        StoreError::NoQuorum
+    ));
+}

@@ -49,6 +49,13 @@ pub enum StoreError {
     /// The write could not be committed by a majority of managers.
     #[error("no quorum of managers is reachable")]
     NoQuorum,
+    /// The leader still hears from a quorum, yet the write was not applied within the quorum
+    /// timeout: the managers are overloaded (CPU or disk). It may still be applied later.
+    #[error(
+        "not committed within 3 s although a quorum of managers answers: the managers are \
+         overloaded (CPU or disk); the write may still be applied, check before retrying"
+    )]
+    NotCommitted,
     /// A precondition of the request failed; nothing of it was applied.
     #[error("{0}")]
     Conflict(String),
