@@ -630,3 +630,138 @@ async fn concurrent_writers_never_lose_an_update() {
         );
     }
 }
+
+/// The entries and hard state a manager of the version that wrote the store's sled on every
+/// apply left behind: `n` service creates at indexes 1..=n (term 1), all committed, of which the
+/// store applied (and wrote to its sled) the first `applied`.
+fn write_old_format_dir(dir: &Path, n: usize, applied: usize) {
+    use prost::Message as _;
+    let store = Store::open(&dir.join("store")).expect("open store");
+    assert!(!store.is_log_backed());
+    std::fs::create_dir_all(dir.join("raft")).expect("raft dir");
+    let mut storage = RaftStorage::open(&dir.join("raft"), store.clone()).expect("open log");
+    storage
+        .bootstrap(ConfState {
+            voters: vec![1],
+            ..ConfState::default()
+        })
+        .expect("bootstrap");
+    let requests: Vec<StoreRequest> = (0..n)
+        .map(|i| StoreRequest {
+            request_id: i as u64 + 1,
+            actions: create(i),
+        })
+        .collect();
+    let entries: Vec<raft::prelude::Entry> = requests
+        .iter()
+        .enumerate()
+        .map(|(i, r)| raft::prelude::Entry {
+            index: i as u64 + 1,
+            term: 1,
+            data: r.encode_to_vec().into(),
+            ..raft::prelude::Entry::default()
+        })
+        .collect();
+    let hs = raft::prelude::HardState {
+        term: 1,
+        vote: 1,
+        commit: n as u64,
+        ..raft::prelude::HardState::default()
+    };
+    storage.append(&entries, Some(&hs)).expect("append");
+    for (i, r) in requests.iter().enumerate().take(applied) {
+        store.apply(i as u64 + 1, r).expect("apply");
+    }
+    store.flush().expect("flush store");
+}
+
+/// What the store's own sled holds at `dir` (its applied index and service count).
+fn store_on_disk(dir: &Path) -> (u64, usize) {
+    let store = Store::open(&dir.join("store")).expect("open store");
+    let services = store.read(|s| s.services().count());
+    (store.applied_index(), services)
+}
+
+#[tokio::test]
+async fn the_store_is_rebuilt_from_the_log_not_written_per_apply() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let (store, node) = start(dir.path(), DEFAULT_SNAPSHOT_INTERVAL);
+        assert!(store.is_log_backed());
+        for i in 0..30 {
+            store.propose(create(i)).await.expect("proposal applied");
+        }
+        node.shutdown().await;
+    }
+    assert_eq!(
+        store_on_disk(dir.path()),
+        (0, 0),
+        "applies leave the store's sled alone"
+    );
+    // The start replays the committed log before it returns: reads see every write at once.
+    let (store, node) = start(dir.path(), DEFAULT_SNAPSHOT_INTERVAL);
+    assert!(store.applied_index() >= 31, "1 leader entry + 30 writes");
+    assert_services(&store, 30);
+    store.propose(create(30)).await.expect("new write");
+    assert_services(&store, 31);
+    node.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_data_dir_whose_store_was_written_per_apply_opens_and_moves_to_a_snapshot() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // 40 committed entries, the store's sled at 25 (the rest was committed, not yet applied).
+    write_old_format_dir(dir.path(), 40, 25);
+    assert_eq!(store_on_disk(dir.path()), (25, 25));
+    {
+        let (store, node) = start(dir.path(), DEFAULT_SNAPSHOT_INTERVAL);
+        assert_eq!(store.applied_index(), 40, "sled state + replayed tail");
+        assert_services(&store, 40);
+        store.propose(create(40)).await.expect("new write");
+        assert_services(&store, 41);
+        node.shutdown().await;
+    }
+    // The old sled state became a snapshot, and the sled copy was emptied.
+    assert_eq!(store_on_disk(dir.path()), (0, 0));
+    {
+        let scratch = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(scratch.path()).expect("scratch store");
+        let storage = RaftStorage::open(&dir.path().join("raft"), store).expect("open log");
+        assert_eq!(storage.snapshot_index(), 25);
+        assert_eq!(storage.first_index(), 26);
+    }
+    // And it starts again from snapshot + log.
+    let (store, node) = start(dir.path(), DEFAULT_SNAPSHOT_INTERVAL);
+    assert_services(&store, 41);
+    node.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_old_store_behind_the_snapshot_is_replaced_and_emptied() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let (store, node) = start(dir.path(), 10);
+        for i in 0..25 {
+            store.propose(create(i)).await.expect("proposal applied");
+        }
+        node.shutdown().await;
+    }
+    // A store sled an older version left behind the snapshot (or a crash mid-emptying left):
+    // objects the log has since deleted must not come back.
+    {
+        let store = Store::open(&dir.path().join("store")).expect("open store");
+        let stale = StoreRequest {
+            request_id: 7,
+            actions: create(999),
+        };
+        store.apply(3, &stale).expect("stale apply");
+        store.flush().expect("flush");
+    }
+    assert_eq!(store_on_disk(dir.path()), (3, 1));
+    let (store, node) = start(dir.path(), 10);
+    assert_services(&store, 25);
+    assert!(store.read(|s| s.service("s999").is_none()));
+    node.shutdown().await;
+    drop(store);
+    assert_eq!(store_on_disk(dir.path()), (0, 0));
+}
