@@ -4,8 +4,9 @@
 //! its sled-backed [`RaftStorage`] under `data_dir/raft`, and the pending proposals. Each loop
 //! iteration ticks or drains every queued message (many proposals become one disk flush), then
 //! runs the ready cycle: persist entries and hard state (flushed), send messages, apply committed
-//! entries to the [`Store`], and every `snapshot_interval` applied entries snapshot the store and
-//! drop the log before it.
+//! entries to the [`Store`] (in memory: the log is its durable copy, replayed from the last
+//! snapshot at start), and every `snapshot_interval` applied entries snapshot the store and drop
+//! the log before it.
 //!
 //! Between managers: [`transport`] carries the messages (and checks who sends them), and
 //! [`forward`] takes a follower's writes and leader-only calls to the leader.
@@ -311,23 +312,38 @@ impl RaftNode {
                 ..ConfState::default()
             })?;
         }
-        if !storage.is_new() && store.applied_index() < storage.snapshot_index() {
-            // The store lost writes the log no longer holds (its sled had not flushed them):
-            // start it again from the snapshot, the tail of the log does the rest.
-            if let Some(snap) = storage.load_snapshot()? {
-                store.restore(snap.get_metadata().index, &snap.data)?;
-            }
-        }
-
-        let applied = store.applied_index();
-        if applied > storage.last_index() {
+        let on_disk = store.applied_index();
+        if on_disk > storage.last_index() {
             return Err(RaftError::Log(format!(
-                "the store has applied index {applied} but the raft log ends at {}: \
+                "the store has applied index {on_disk} but the raft log ends at {}: \
                  store and raft directories do not belong together",
                 storage.last_index()
             )));
         }
-        storage.raise_commit(applied)?;
+        // The log is the store's durable copy from here on (see `Store::set_log_backed`).
+        store.set_log_backed();
+        if !storage.is_new() && on_disk < storage.snapshot_index() {
+            // The store's sled holds less than the snapshot (emptied, lost, or never written):
+            // start from the snapshot, the tail of the log does the rest.
+            if let Some(snap) = storage.load_snapshot()? {
+                store.restore(snap.get_metadata().index, &snap.data)?;
+            }
+        } else if on_disk > storage.snapshot_index() {
+            // A data dir of a version that wrote the store's sled on every apply: its state
+            // becomes a snapshot first, so the sled copy can be emptied below.
+            let snap = storage.snapshot_of_store()?;
+            storage.compact(&snap)?;
+            tracing::info!(
+                index = on_disk,
+                "the store's on-disk copy became a raft snapshot"
+            );
+        }
+        // A snapshot covers whatever the sled copy held: empty it, so nothing reads that older
+        // state before the log has been replayed.
+        store.forget_disk_copy()?;
+        storage.raise_commit(store.applied_index())?;
+        node::replay_committed(&storage, &store)?;
+        let applied = store.applied_index();
         let config = raft::Config {
             id: cfg.id,
             election_tick: 10,

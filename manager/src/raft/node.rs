@@ -287,24 +287,12 @@ impl Driver {
     }
 
     fn apply_committed(&mut self, entries: Vec<Entry>) -> Result<(), RaftError> {
-        // Runs of normal entries are applied as one store transaction; membership changes in
-        // between are applied on their own, in log order.
+        // Runs of normal entries are applied as one store batch; membership changes in between
+        // are applied on their own, in log order.
         let mut run: Vec<(u64, StoreRequest)> = Vec::new();
         for entry in entries {
-            let index = entry.index;
             match entry.get_entry_type() {
-                EntryType::EntryNormal if entry.data.is_empty() => {
-                    // A new leader's empty entry: only the applied index moves.
-                    run.push((index, StoreRequest::default()));
-                }
-                EntryType::EntryNormal => match StoreRequest::decode(entry.data.as_ref()) {
-                    Ok(req) => run.push((index, req)),
-                    Err(e) => {
-                        // Every manager decodes the same bytes the same way: skipping is consistent.
-                        tracing::error!("entry {index} is not a store request ({e}); skipped");
-                        run.push((index, StoreRequest::default()));
-                    }
-                },
+                EntryType::EntryNormal => run.push((entry.index, store_request(&entry))),
                 EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
                     self.apply_run(std::mem::take(&mut run))?;
                     self.apply_conf_entry(entry)?;
@@ -376,8 +364,7 @@ impl Driver {
         if applied < self.parts.last_snapshot + self.parts.snapshot_interval {
             return Ok(());
         }
-        // The store must hold on disk what the dropped entries would have rebuilt.
-        self.parts.store.flush()?;
+        // The snapshot (durable before any entry is dropped) is the store's copy on disk.
         let storage = self.parts.raw.mut_store();
         let snap = storage.snapshot_of_store()?;
         let index = snap.get_metadata().index;
@@ -441,6 +428,67 @@ impl Driver {
             changed
         });
     }
+}
+
+/// The store request a normal entry carries; an empty one for a new leader's empty entry or
+/// for bytes that do not decode (every manager decodes the same bytes the same way, so skipping
+/// is consistent); only the applied index moves for those.
+fn store_request(entry: &Entry) -> StoreRequest {
+    if entry.data.is_empty() {
+        return StoreRequest::default();
+    }
+    StoreRequest::decode(entry.data.as_ref()).unwrap_or_else(|e| {
+        tracing::error!(
+            "entry {} is not a store request ({e}); skipped",
+            entry.index
+        );
+        StoreRequest::default()
+    })
+}
+
+/// Entries read from the log per step of [`replay_committed`].
+const REPLAY_CHUNK: u64 = 4096;
+
+/// At start, before the node runs: applies to the (log-backed) store every entry after its
+/// applied index up to the commit index on disk, so the state reads as it did before the stop
+/// (or crash) once `start` returns. It stops before the first membership change: whether that
+/// change reached Raft's storage before the stop is not known here (a crash can fall between
+/// its commit and its apply), so raft-rs hands it and what follows over as committed entries
+/// once the node runs, and they are applied there as any others (applying a change again that
+/// was already saved leaves the configuration as it is).
+pub(super) fn replay_committed(storage: &RaftStorage, store: &Store) -> Result<(), RaftError> {
+    let commit = storage.hard_state().commit.min(storage.last_index());
+    let mut next = store.applied_index() + 1;
+    let from = next;
+    'replay: while next <= commit {
+        let high = (next + REPLAY_CHUNK).min(commit + 1);
+        let entries = raft::Storage::entries(
+            storage,
+            next,
+            high,
+            None,
+            raft::GetEntriesContext::empty(false),
+        )?;
+        let mut run: Vec<(u64, StoreRequest)> = Vec::with_capacity(entries.len());
+        let mut membership = false;
+        for e in &entries {
+            if e.get_entry_type() != EntryType::EntryNormal {
+                membership = true;
+                break;
+            }
+            run.push((e.index, store_request(e)));
+        }
+        let batch: Vec<(u64, &StoreRequest)> = run.iter().map(|(i, r)| (*i, r)).collect();
+        store.apply_batch(&batch)?;
+        next += run.len() as u64;
+        if membership {
+            break 'replay;
+        }
+    }
+    if next > from {
+        tracing::debug!(from, to = next - 1, "replayed the committed raft log");
+    }
+    Ok(())
 }
 
 /// Decodes the membership change (either version) of the entry at `index`.

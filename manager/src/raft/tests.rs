@@ -666,3 +666,214 @@ fn a_timeout_on_a_leader_that_hears_a_quorum_is_an_overload_not_a_lost_quorum() 
         StoreError::NoQuorum
     ));
 }
+
+/// The entries and hard state a manager of the version that wrote the store's sled on every
+/// apply left behind: `n` service creates at indexes 1..=n (term 1), all committed, of which the
+/// store applied (and wrote to its sled) the first `applied`.
+fn write_old_format_dir(dir: &Path, n: usize, applied: usize) {
+    use prost::Message as _;
+    let store = Store::open(&dir.join("store")).expect("open store");
+    assert!(!store.is_log_backed());
+    std::fs::create_dir_all(dir.join("raft")).expect("raft dir");
+    let mut storage = RaftStorage::open(&dir.join("raft"), store.clone()).expect("open log");
+    storage
+        .bootstrap(ConfState {
+            voters: vec![1],
+            ..ConfState::default()
+        })
+        .expect("bootstrap");
+    let requests: Vec<StoreRequest> = (0..n)
+        .map(|i| StoreRequest {
+            request_id: i as u64 + 1,
+            actions: create(i),
+        })
+        .collect();
+    let entries: Vec<raft::prelude::Entry> = requests
+        .iter()
+        .enumerate()
+        .map(|(i, r)| raft::prelude::Entry {
+            index: i as u64 + 1,
+            term: 1,
+            data: r.encode_to_vec().into(),
+            ..raft::prelude::Entry::default()
+        })
+        .collect();
+    let hs = raft::prelude::HardState {
+        term: 1,
+        vote: 1,
+        commit: n as u64,
+        ..raft::prelude::HardState::default()
+    };
+    storage.append(&entries, Some(&hs)).expect("append");
+    for (i, r) in requests.iter().enumerate().take(applied) {
+        store.apply(i as u64 + 1, r).expect("apply");
+    }
+    store.flush().expect("flush store");
+}
+
+/// What the store's own sled holds at `dir` (its applied index and service count).
+fn store_on_disk(dir: &Path) -> (u64, usize) {
+    let store = Store::open(&dir.join("store")).expect("open store");
+    let services = store.read(|s| s.services().count());
+    (store.applied_index(), services)
+}
+
+#[tokio::test]
+async fn the_store_is_rebuilt_from_the_log_not_written_per_apply() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let (store, node) = start(dir.path(), DEFAULT_SNAPSHOT_INTERVAL);
+        assert!(store.is_log_backed());
+        for i in 0..30 {
+            store.propose(create(i)).await.expect("proposal applied");
+        }
+        node.shutdown().await;
+    }
+    assert_eq!(
+        store_on_disk(dir.path()),
+        (0, 0),
+        "applies leave the store's sled alone"
+    );
+    // The start replays the committed log before it returns: reads see every write at once.
+    let (store, node) = start(dir.path(), DEFAULT_SNAPSHOT_INTERVAL);
+    assert!(store.applied_index() >= 31, "1 leader entry + 30 writes");
+    assert_services(&store, 30);
+    store.propose(create(30)).await.expect("new write");
+    assert_services(&store, 31);
+    node.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_data_dir_whose_store_was_written_per_apply_opens_and_moves_to_a_snapshot() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // 40 committed entries, the store's sled at 25 (the rest was committed, not yet applied).
+    write_old_format_dir(dir.path(), 40, 25);
+    assert_eq!(store_on_disk(dir.path()), (25, 25));
+    {
+        let (store, node) = start(dir.path(), DEFAULT_SNAPSHOT_INTERVAL);
+        assert_eq!(store.applied_index(), 40, "sled state + replayed tail");
+        assert_services(&store, 40);
+        store.propose(create(40)).await.expect("new write");
+        assert_services(&store, 41);
+        node.shutdown().await;
+    }
+    // The old sled state became a snapshot, and the sled copy was emptied.
+    assert_eq!(store_on_disk(dir.path()), (0, 0));
+    {
+        let scratch = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(scratch.path()).expect("scratch store");
+        let storage = RaftStorage::open(&dir.path().join("raft"), store).expect("open log");
+        assert_eq!(storage.snapshot_index(), 25);
+        assert_eq!(storage.first_index(), 26);
+    }
+    // And it starts again from snapshot + log.
+    let (store, node) = start(dir.path(), DEFAULT_SNAPSHOT_INTERVAL);
+    assert_services(&store, 41);
+    node.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_old_store_behind_the_snapshot_is_replaced_and_emptied() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let (store, node) = start(dir.path(), 10);
+        for i in 0..25 {
+            store.propose(create(i)).await.expect("proposal applied");
+        }
+        node.shutdown().await;
+    }
+    // A store sled an older version left behind the snapshot (or a crash mid-emptying left):
+    // objects the log has since deleted must not come back.
+    {
+        let store = Store::open(&dir.path().join("store")).expect("open store");
+        let stale = StoreRequest {
+            request_id: 7,
+            actions: create(999),
+        };
+        store.apply(3, &stale).expect("stale apply");
+        store.flush().expect("flush");
+    }
+    assert_eq!(store_on_disk(dir.path()), (3, 1));
+    let (store, node) = start(dir.path(), 10);
+    assert_services(&store, 25);
+    assert!(store.read(|s| s.service("s999").is_none()));
+    node.shutdown().await;
+    drop(store);
+    assert_eq!(store_on_disk(dir.path()), (0, 0));
+}
+
+#[tokio::test]
+async fn a_membership_change_committed_but_not_applied_before_a_crash_is_applied_at_start() {
+    use prost::Message as _;
+    use raft::prelude::{ConfChange, ConfChangeType, Entry, EntryType, HardState};
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        // A crash between the commit of entry 4 (voter 2 added) and its apply: the log holds
+        // it as committed, Raft's saved configuration does not have voter 2 yet.
+        let store = Store::open(&dir.path().join("store")).expect("open store");
+        std::fs::create_dir_all(dir.path().join("raft")).expect("raft dir");
+        let mut storage =
+            RaftStorage::open(&dir.path().join("raft"), store.clone()).expect("open log");
+        storage
+            .bootstrap(ConfState {
+                voters: vec![1],
+                ..ConfState::default()
+            })
+            .expect("bootstrap");
+        let normal = |index: u64, i: usize| Entry {
+            index,
+            term: 1,
+            data: StoreRequest {
+                request_id: index,
+                actions: create(i),
+            }
+            .encode_to_vec()
+            .into(),
+            ..Entry::default()
+        };
+        let mut cc = ConfChange {
+            node_id: 2,
+            ..ConfChange::default()
+        };
+        cc.set_change_type(ConfChangeType::AddNode);
+        let mut change = Entry {
+            index: 4,
+            term: 1,
+            data: protobuf::Message::write_to_bytes(&cc)
+                .expect("encode change")
+                .into(),
+            ..Entry::default()
+        };
+        change.set_entry_type(EntryType::EntryConfChange);
+        let entries = vec![
+            normal(1, 0),
+            normal(2, 1),
+            normal(3, 2),
+            change,
+            normal(5, 3),
+        ];
+        let hs = HardState {
+            term: 1,
+            vote: 1,
+            commit: 5,
+            ..HardState::default()
+        };
+        storage.append(&entries, Some(&hs)).expect("append");
+    }
+    let (store, node) = start(dir.path(), DEFAULT_SNAPSHOT_INTERVAL);
+    let mut status = node.watch_status();
+    let voters = tokio::time::timeout(Duration::from_secs(10), status.wait_for(|s| s.applied >= 5))
+        .await
+        .map(|r| r.map(|s| s.voters.clone()));
+    let Ok(Ok(mut voters)) = voters else {
+        panic!("entries 4 and 5 not applied: {:?}", node.status());
+    };
+    voters.sort_unstable();
+    assert_eq!(
+        voters,
+        vec![1, 2],
+        "the committed membership change was skipped"
+    );
+    assert_services(&store, 4);
+    node.shutdown().await;
+}

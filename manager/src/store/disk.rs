@@ -152,6 +152,21 @@ impl Disk {
         self.transaction(index, old, new)
     }
 
+    /// Deletes every object and the applied index, durably: the index first (and flushed), so a
+    /// crash halfway leaves objects under index 0, never an index above what the objects hold.
+    pub(crate) fn clear(&self) -> Result<(), StoreError> {
+        if self.trees.iter().all(|t| t.is_empty()) {
+            return Ok(());
+        }
+        self.trees[META].remove(APPLIED_INDEX)?;
+        self.db.flush()?;
+        for tree in &self.trees {
+            tree.clear()?;
+        }
+        self.db.flush()?;
+        Ok(())
+    }
+
     /// Forces everything written so far to stable storage.
     pub(crate) fn flush(&self) -> Result<(), StoreError> {
         self.db.flush()?;
