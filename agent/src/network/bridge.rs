@@ -223,7 +223,7 @@ impl BridgeNetwork {
         if !netns::is_netns(&ns_path) {
             // Leftovers of an attach cut short (agent crash) would make the creations fail.
             self.teardown(task_id).await?;
-            netns::create(&ns_path).await?;
+            netns::create_for_task(&ns_path).await?;
         }
         let ip = self
             .plug(task_id, &ns_path, CONTAINER_IFNAME, true, None)

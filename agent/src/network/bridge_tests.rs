@@ -175,6 +175,18 @@ async fn detach_concurrently(net: &Arc<BridgeNetwork>, ids: &[String]) {
     }
 }
 
+/// `disable_ipv6` of interface `ifname` inside `netns`, as the kernel shows it.
+async fn ipv6_disabled(netns: &Path, ifname: &str) -> Option<String> {
+    let file = format!("/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6");
+    netns::on_thread(Some(netns.to_path_buf()), "test-sysctl", move || {
+        std::fs::read_to_string(file)
+            .ok()
+            .map(|v| v.trim().to_string())
+    })
+    .await
+    .expect("thread in the task namespace")
+}
+
 /// Binds a TCP listener on `ip` inside `netns` (a socket stays in the namespace it was made in).
 async fn listen_in(netns: &Path, ip: Ipv4Addr) -> TcpListener {
     netns::on_thread(Some(netns.to_path_buf()), "test-listen", move || {
@@ -293,6 +305,11 @@ async fn attach_two_tasks_reach_each_other_then_detach_and_clean_up() {
     assert_eq!(a.netns, BridgeNetwork::netns_path(&ta));
     assert!(netns::is_netns(&a.netns) && netns::is_netns(&b.netns));
     assert_eq!(net.attach(&ta).await.expect("attach again"), a);
+    // The task end has no IPv6 (it would flood the bridge with probes); `lo` keeps `::1`.
+    if Path::new("/proc/sys/net/ipv6").exists() {
+        assert_eq!(ipv6_disabled(&a.netns, "eth0").await.as_deref(), Some("1"));
+        assert_eq!(ipv6_disabled(&a.netns, "lo").await.as_deref(), Some("0"));
+    }
 
     // a -> b, a -> gateway, b -> a over TCP.
     assert!(

@@ -517,7 +517,7 @@ impl Networks {
         }
         let ns_path = self.default.task_netns(id);
         if !netns::is_netns(&ns_path) {
-            netns::create(&ns_path).await?;
+            netns::create_for_task(&ns_path).await?;
         }
         if !plan.is_empty()
             && plan

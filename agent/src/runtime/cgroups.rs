@@ -66,6 +66,51 @@ pub enum CgroupMode {
     V2(PathBuf),
 }
 
+impl CgroupMode {
+    /// The layout as one command-line argument for `from_arg`: `v2`, TAB, the mount point, or
+    /// `v1` followed by TAB-separated controller and mount point pairs. The agent hands it to each
+    /// shim so the shim need not read `/proc/self/mountinfo`, which holds a line per container
+    /// namespace and rootfs: 1,000 shims each reading it cost O(n²). (Mountinfo escapes a TAB in a
+    /// path, so no mount point `parse_mode` found contains one.)
+    pub fn to_arg(&self) -> String {
+        match self {
+            CgroupMode::V2(path) => format!("v2\t{}", path.display()),
+            CgroupMode::V1(mounts) => mounts.iter().fold("v1".to_string(), |acc, (c, p)| {
+                format!("{acc}\t{c}\t{}", p.display())
+            }),
+        }
+    }
+
+    /// Reads what `to_arg` wrote; `None` for anything else (mount points must be absolute and
+    /// controllers ones Shoal manages).
+    pub fn from_arg(arg: &str) -> Option<CgroupMode> {
+        let mut parts = arg.split('\t');
+        let absolute = |p: &str| Path::new(p).is_absolute().then(|| PathBuf::from(p));
+        match parts.next()? {
+            "v2" => {
+                let path = absolute(parts.next()?)?;
+                parts.next().is_none().then_some(CgroupMode::V2(path))
+            }
+            "v1" => {
+                let rest: Vec<&str> = parts.collect();
+                if rest.is_empty() || !rest.len().is_multiple_of(2) {
+                    return None;
+                }
+                rest.chunks(2)
+                    .map(|pair| {
+                        V1_CONTROLLERS
+                            .contains(&pair[0])
+                            .then(|| absolute(pair[1]).map(|p| (pair[0].to_string(), p)))
+                            .flatten()
+                    })
+                    .collect::<Option<Vec<_>>>()
+                    .map(CgroupMode::V1)
+            }
+            _ => None,
+        }
+    }
+}
+
 /// Resource limits; zero or negative means unlimited.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Limits {
@@ -459,6 +504,29 @@ mod tests {
         let cg = Cgroup::new(mode, "/a/b/", "c1").unwrap();
         assert_eq!(cg.paths(), vec![PathBuf::from("/sys/fs/cgroup/a/b/c1")]);
         assert!(parse_mode("1 0 0:1 / / rw - ext4 /dev/sda rw\n").is_none());
+    }
+
+    #[test]
+    fn the_layout_survives_the_shim_s_command_line() {
+        for mode in [
+            parse_mode(HYBRID).unwrap(),
+            CgroupMode::V2(PathBuf::from("/sys/fs/cgroup")),
+        ] {
+            assert_eq!(CgroupMode::from_arg(&mode.to_arg()), Some(mode));
+        }
+        for bad in [
+            "",
+            "v2",
+            "v2\trelative",
+            "v2\t/a\t/b",
+            "v1",
+            "v1\tmemory",
+            "v1\tnet_cls\t/sys/fs/cgroup/net_cls",
+            "v1\tmemory\tmemory",
+            "v3\t/sys/fs/cgroup",
+        ] {
+            assert_eq!(CgroupMode::from_arg(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

@@ -400,6 +400,8 @@ impl Runtime {
             .arg("--cgroup-parent")
             .arg(&self.cgroup_parent)
             .args(["--ready-fd", "1"])
+            .arg("--cgroup-mode")
+            .arg(self.cgroup_mode.to_arg())
             .stdin(Stdio::null())
             .stdout(Stdio::from(ready_w))
             .stderr(shim_log);

@@ -18,7 +18,7 @@ use nix::sys::stat::Mode;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{fork, pipe2, ForkResult, Pid};
 
-use super::cgroups::{self, Cgroup, CgroupError, Limits};
+use super::cgroups::{self, Cgroup, CgroupError, CgroupMode, Limits};
 use super::devices;
 use super::init::{self, InitFds};
 use super::logs::{self, LineSplitter, RotatingWriter};
@@ -82,11 +82,14 @@ pub struct ShimArgs {
     pub cgroup_parent: String,
     /// Fd on which readiness is reported.
     pub ready_fd: i32,
+    /// The host's cgroup layout as the agent found it (`--cgroup-mode`, see
+    /// `CgroupMode::to_arg`); without it the shim reads it from `/proc/self/mountinfo`.
+    pub cgroup_mode: Option<CgroupMode>,
 }
 
 /// Parses `[argv0] [shim] --root R --id ID --cgroup-parent P --ready-fd N`.
 pub fn parse_args(args: &[String]) -> Result<ShimArgs, ShimError> {
-    let (mut root, mut id, mut parent, mut fd) = (None, None, None, None);
+    let (mut root, mut id, mut parent, mut fd, mut mode) = (None, None, None, None, None);
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         let slot = match arg.as_str() {
@@ -94,6 +97,7 @@ pub fn parse_args(args: &[String]) -> Result<ShimArgs, ShimError> {
             "--id" => &mut id,
             "--cgroup-parent" => &mut parent,
             "--ready-fd" => &mut fd,
+            "--cgroup-mode" => &mut mode,
             _ => continue,
         };
         *slot = Some(
@@ -111,6 +115,12 @@ pub fn parse_args(args: &[String]) -> Result<ShimArgs, ShimError> {
             .ok_or_else(|| missing("--ready-fd"))?
             .parse()
             .map_err(|_| ShimError::Usage("--ready-fd is not a number".into()))?,
+        cgroup_mode: mode
+            .map(|m| {
+                CgroupMode::from_arg(&m)
+                    .ok_or_else(|| ShimError::Usage(format!("bad --cgroup-mode {m:?}")))
+            })
+            .transpose()?,
     })
 }
 
@@ -217,7 +227,11 @@ fn run(args: &ShimArgs, ready: &mut Option<OwnedFd>) -> Result<i32, ShimError> {
         fs::create_dir_all(&path).map_err(|source| ShimError::Io { path, source })?;
     }
 
-    let cgroup = Cgroup::new(cgroups::detect()?, &args.cgroup_parent, &args.id)?;
+    let mode = match &args.cgroup_mode {
+        Some(mode) => mode.clone(),
+        None => cgroups::detect()?,
+    };
+    let cgroup = Cgroup::new(mode, &args.cgroup_parent, &args.id)?;
     let confined = cgroup
         .create(&Limits {
             memory_bytes: cfg.memory_bytes,
@@ -586,9 +600,17 @@ mod tests {
                 root: "/r".into(),
                 id: "c1".into(),
                 cgroup_parent: "shoal".into(),
-                ready_fd: 3
+                ready_fd: 3,
+                cgroup_mode: None,
             }
         );
+        let mode = CgroupMode::V2("/sys/fs/cgroup".into());
+        let mut with_mode = args.clone();
+        with_mode.extend(["--cgroup-mode".to_string(), mode.to_arg()]);
+        assert_eq!(parse_args(&with_mode).unwrap().cgroup_mode, Some(mode));
+        with_mode.push("--cgroup-mode".to_string());
+        with_mode.push("v2\trelative".to_string());
+        assert!(parse_args(&with_mode).is_err());
         assert!(parse_args(&args[..4]).is_err());
         assert!(parse_args(&["shim".to_string(), "--root".to_string()]).is_err());
     }
