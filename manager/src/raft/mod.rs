@@ -307,10 +307,15 @@ impl RaftNode {
                 old_voters = ?storage.conf_state().voters,
                 "--force-new-cluster: this manager becomes the only voter"
             );
-            storage.set_conf_state(ConfState {
-                voters: vec![cfg.id],
-                ..ConfState::default()
-            })?;
+            // Every membership entry in the log is overridden: a start must not apply one again.
+            let last = storage.last_index();
+            storage.set_conf_state(
+                ConfState {
+                    voters: vec![cfg.id],
+                    ..ConfState::default()
+                },
+                last,
+            )?;
         }
         let on_disk = store.applied_index();
         if on_disk > storage.last_index() {

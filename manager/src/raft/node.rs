@@ -323,7 +323,7 @@ impl Driver {
     /// Puts the configuration a membership change produced into Raft's storage and records the
     /// change's index in the store.
     fn record_conf(&mut self, index: u64, cs: ConfState) -> Result<(), RaftError> {
-        self.parts.raw.mut_store().set_conf_state(cs)?;
+        self.parts.raw.mut_store().set_conf_state(cs, index)?;
         self.parts.store.apply(index, &StoreRequest::default())?;
         Ok(())
     }
@@ -451,11 +451,11 @@ const REPLAY_CHUNK: u64 = 4096;
 
 /// At start, before the node runs: applies to the (log-backed) store every entry after its
 /// applied index up to the commit index on disk, so the state reads as it did before the stop
-/// (or crash) once `start` returns. It stops before the first membership change: whether that
-/// change reached Raft's storage before the stop is not known here (a crash can fall between
-/// its commit and its apply), so raft-rs hands it and what follows over as committed entries
-/// once the node runs, and they are applied there as any others (applying a change again that
-/// was already saved leaves the configuration as it is).
+/// (or crash) once `start` returns. A membership entry at or below the storage's conf index is
+/// already in the saved configuration (or overridden by `--force-new-cluster`, which must not be
+/// undone by applying old changes again): only the store's index moves. It stops before the first
+/// one above it (a crash fell between its commit and its apply): raft-rs hands that entry and
+/// what follows over as committed entries once the node runs, and they are applied there.
 pub(super) fn replay_committed(storage: &RaftStorage, store: &Store) -> Result<(), RaftError> {
     let commit = storage.hard_state().commit.min(storage.last_index());
     let mut next = store.applied_index() + 1;
@@ -472,11 +472,14 @@ pub(super) fn replay_committed(storage: &RaftStorage, store: &Store) -> Result<(
         let mut run: Vec<(u64, StoreRequest)> = Vec::with_capacity(entries.len());
         let mut membership = false;
         for e in &entries {
-            if e.get_entry_type() != EntryType::EntryNormal {
+            if e.get_entry_type() == EntryType::EntryNormal {
+                run.push((e.index, store_request(e)));
+            } else if e.index <= storage.conf_index() {
+                run.push((e.index, StoreRequest::default()));
+            } else {
                 membership = true;
                 break;
             }
-            run.push((e.index, store_request(e)));
         }
         let batch: Vec<(u64, &StoreRequest)> = run.iter().map(|(i, r)| (*i, r)).collect();
         store.apply_batch(&batch)?;

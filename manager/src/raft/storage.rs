@@ -25,6 +25,9 @@ use crate::store::Store;
 const ENTRY_PREFIX: u8 = b'e';
 const HARD_STATE: &[u8] = b"m:hard_state";
 const CONF_STATE: &[u8] = b"m:conf_state";
+/// The log index up to which membership entries are reflected in [`CONF_STATE`] (big-endian
+/// u64; absent in data dirs of older versions, read as 0).
+const CONF_INDEX: &[u8] = b"m:conf_index";
 const SNAPSHOT: &[u8] = b"m:snapshot";
 /// The tree holding [`SNAPSHOT`] (older versions kept it in the `raft` tree).
 const SNAPSHOT_TREE: &str = "raft-snapshot";
@@ -46,6 +49,8 @@ pub struct RaftStorage {
     snaps: sled::Tree,
     hard_state: HardState,
     conf_state: ConfState,
+    /// See [`CONF_INDEX`].
+    conf_index: u64,
     /// Metadata of the last snapshot (index 0 = none); entries up to its index are gone.
     snapshot_meta: SnapshotMetadata,
     /// Index of the last entry, or the snapshot index when the log after it is empty.
@@ -122,6 +127,7 @@ impl RaftStorage {
         let k = key.as_ref();
         let hard_state: HardState = read_pb(k, &tree, HARD_STATE)?.unwrap_or_default();
         let conf_state: ConfState = read_pb(k, &tree, CONF_STATE)?.unwrap_or_default();
+        let conf_index = read_index(k, &tree, CONF_INDEX)?.unwrap_or(0);
         let snapshot: Option<Snapshot> = read_pb(k, &snaps, SNAPSHOT)?;
         let snapshot_meta = snapshot.map(|mut s| s.take_metadata()).unwrap_or_default();
         let last_entry = match tree.scan_prefix([ENTRY_PREFIX]).next_back() {
@@ -138,6 +144,7 @@ impl RaftStorage {
             snaps,
             hard_state,
             conf_state,
+            conf_index,
             last,
             recent: RecentTerms::empty(last + 1),
             snapshot_meta,
@@ -195,11 +202,7 @@ impl RaftStorage {
 
     /// Records the initial membership of a new cluster.
     pub fn bootstrap(&mut self, conf_state: ConfState) -> Result<(), RaftError> {
-        self.tree
-            .insert(CONF_STATE, self.write_pb(CONF_STATE, &conf_state)?)?;
-        self.flush()?;
-        self.conf_state = conf_state;
-        Ok(())
+        self.set_conf_state(conf_state, 0)
     }
 
     /// Appends `entries` (dropping any conflicting tail) and saves `hs`, atomically and durably.
@@ -265,9 +268,24 @@ impl RaftStorage {
         self.append(&[], Some(&hs))
     }
 
-    /// Saves the membership after an applied conf change.
-    pub fn set_conf_state(&mut self, cs: ConfState) -> Result<(), RaftError> {
-        self.bootstrap(cs)
+    /// Saves the membership `cs` as it stands once the log up to `index` is applied: after the
+    /// membership entry at `index` was applied, or (`--force-new-cluster`) one that overrides
+    /// every membership entry up to the end of the log.
+    pub fn set_conf_state(&mut self, cs: ConfState, index: u64) -> Result<(), RaftError> {
+        let mut batch = sled::Batch::default();
+        batch.insert(CONF_STATE, self.write_pb(CONF_STATE, &cs)?);
+        batch.insert(CONF_INDEX, self.write_index(CONF_INDEX, index)?);
+        self.tree.apply_batch(batch)?;
+        self.flush()?;
+        self.conf_state = cs;
+        self.conf_index = index;
+        Ok(())
+    }
+
+    /// The log index up to which membership entries are reflected in [`Self::conf_state`]:
+    /// a start replays an entry above it as a change still to apply, not as one already saved.
+    pub fn conf_index(&self) -> u64 {
+        self.conf_index
     }
 
     /// Installs a snapshot received from the leader: it replaces the whole log.
@@ -283,10 +301,12 @@ impl RaftStorage {
         }
         batch.insert(HARD_STATE, self.write_pb(HARD_STATE, &hs)?);
         batch.insert(CONF_STATE, self.write_pb(CONF_STATE, &cs)?);
+        batch.insert(CONF_INDEX, self.write_index(CONF_INDEX, meta.index)?);
         self.write_with_snapshot(batch, self.write_pb(SNAPSHOT, snap)?)?;
         self.flush()?;
         self.hard_state = hs;
         self.conf_state = cs;
+        self.conf_index = meta.index;
         self.snapshot_meta = meta.clone();
         self.last = meta.index;
         self.recent = RecentTerms::empty(meta.index + 1);
@@ -358,6 +378,11 @@ impl RaftStorage {
     }
 
     /// Encodes `m` to be stored under `key`, sealed when there is a data key.
+    fn write_index(&self, key: &[u8], index: u64) -> Result<Vec<u8>, RaftError> {
+        seal::seal_stored(self.key.as_ref(), &value_aad(key), &index.to_be_bytes())
+            .map_err(|e| seal_error(key, e))
+    }
+
     fn write_pb<M: protobuf::Message>(&self, key: &[u8], m: &M) -> Result<Vec<u8>, RaftError> {
         let plain = m.write_to_bytes().map_err(|source| RaftError::Codec {
             what: m.descriptor().name().to_string(),
@@ -628,6 +653,26 @@ fn seal_legacy(db: &sled::Db, tree: &sled::Tree, key: &DataKey) -> Result<(), Ra
         );
     }
     Ok(())
+}
+
+/// An index [`RaftStorage::write_index`] wrote.
+fn read_index(
+    key: Option<&DataKey>,
+    tree: &sled::Tree,
+    k: &[u8],
+) -> Result<Option<u64>, RaftError> {
+    let Some(bytes) = tree.get(k)? else {
+        return Ok(None);
+    };
+    let plain = unseal(key, k, &bytes)?;
+    let raw = <[u8; 8]>::try_from(plain.as_slice()).map_err(|_| {
+        RaftError::Log(format!(
+            "{}: {} bytes, not an index",
+            String::from_utf8_lossy(k).escape_debug(),
+            plain.len()
+        ))
+    })?;
+    Ok(Some(u64::from_be_bytes(raw)))
 }
 
 fn read_pb<M: protobuf::Message>(

@@ -802,77 +802,126 @@ async fn an_old_store_behind_the_snapshot_is_replaced_and_emptied() {
     assert_eq!(store_on_disk(dir.path()), (0, 0));
 }
 
-#[tokio::test]
-async fn a_membership_change_committed_but_not_applied_before_a_crash_is_applied_at_start() {
+/// A log of five committed entries whose fourth adds voter 2, Raft's saved configuration as
+/// it was before that change (voters `[1]`), as a crash between the change's commit and its
+/// apply leaves it; the storage, to mark the change applied or not.
+fn log_with_membership_change(dir: &Path) -> RaftStorage {
     use prost::Message as _;
     use raft::prelude::{ConfChange, ConfChangeType, Entry, EntryType, HardState};
-    let dir = tempfile::tempdir().expect("tempdir");
-    {
-        // A crash between the commit of entry 4 (voter 2 added) and its apply: the log holds
-        // it as committed, Raft's saved configuration does not have voter 2 yet.
-        let store = Store::open(&dir.path().join("store")).expect("open store");
-        std::fs::create_dir_all(dir.path().join("raft")).expect("raft dir");
-        let mut storage =
-            RaftStorage::open(&dir.path().join("raft"), store.clone()).expect("open log");
-        storage
-            .bootstrap(ConfState {
-                voters: vec![1],
-                ..ConfState::default()
-            })
-            .expect("bootstrap");
-        let normal = |index: u64, i: usize| Entry {
-            index,
-            term: 1,
-            data: StoreRequest {
-                request_id: index,
-                actions: create(i),
-            }
-            .encode_to_vec()
+    let store = Store::open(&dir.join("store")).expect("open store");
+    std::fs::create_dir_all(dir.join("raft")).expect("raft dir");
+    let mut storage = RaftStorage::open(&dir.join("raft"), store).expect("open log");
+    storage
+        .bootstrap(ConfState {
+            voters: vec![1],
+            ..ConfState::default()
+        })
+        .expect("bootstrap");
+    let normal = |index: u64, i: usize| Entry {
+        index,
+        term: 1,
+        data: StoreRequest {
+            request_id: index,
+            actions: create(i),
+        }
+        .encode_to_vec()
+        .into(),
+        ..Entry::default()
+    };
+    let mut cc = ConfChange {
+        node_id: 2,
+        ..ConfChange::default()
+    };
+    cc.set_change_type(ConfChangeType::AddNode);
+    let mut change = Entry {
+        index: 4,
+        term: 1,
+        data: protobuf::Message::write_to_bytes(&cc)
+            .expect("encode change")
             .into(),
-            ..Entry::default()
-        };
-        let mut cc = ConfChange {
-            node_id: 2,
-            ..ConfChange::default()
-        };
-        cc.set_change_type(ConfChangeType::AddNode);
-        let mut change = Entry {
-            index: 4,
-            term: 1,
-            data: protobuf::Message::write_to_bytes(&cc)
-                .expect("encode change")
-                .into(),
-            ..Entry::default()
-        };
-        change.set_entry_type(EntryType::EntryConfChange);
-        let entries = vec![
-            normal(1, 0),
-            normal(2, 1),
-            normal(3, 2),
-            change,
-            normal(5, 3),
-        ];
-        let hs = HardState {
-            term: 1,
-            vote: 1,
-            commit: 5,
-            ..HardState::default()
-        };
-        storage.append(&entries, Some(&hs)).expect("append");
-    }
-    let (store, node) = start(dir.path(), DEFAULT_SNAPSHOT_INTERVAL);
+        ..Entry::default()
+    };
+    change.set_entry_type(EntryType::EntryConfChange);
+    let entries = vec![
+        normal(1, 0),
+        normal(2, 1),
+        normal(3, 2),
+        change,
+        normal(5, 3),
+    ];
+    let hs = HardState {
+        term: 1,
+        vote: 1,
+        commit: 5,
+        ..HardState::default()
+    };
+    storage.append(&entries, Some(&hs)).expect("append");
+    storage
+}
+
+/// Starts node 1 in `dir` and waits until it applied `index`; its voters, sorted.
+async fn voters_once_applied(
+    dir: &Path,
+    force_new_cluster: bool,
+    index: u64,
+) -> (Store, RaftNode, Vec<u64>) {
+    let store = Store::open(&dir.join("store")).expect("open store");
+    let cfg = RaftConfig {
+        force_new_cluster,
+        ..config(dir, DEFAULT_SNAPSHOT_INTERVAL)
+    };
+    let node = RaftNode::start(cfg, store.clone()).expect("start raft");
     let mut status = node.watch_status();
-    let voters = tokio::time::timeout(Duration::from_secs(10), status.wait_for(|s| s.applied >= 5))
-        .await
-        .map(|r| r.map(|s| s.voters.clone()));
+    let voters = tokio::time::timeout(
+        Duration::from_secs(10),
+        status.wait_for(|s| s.applied >= index),
+    )
+    .await
+    .map(|r| r.map(|s| s.voters.clone()));
     let Ok(Ok(mut voters)) = voters else {
-        panic!("entries 4 and 5 not applied: {:?}", node.status());
+        panic!("entries up to {index} not applied: {:?}", node.status());
     };
     voters.sort_unstable();
+    (store, node, voters)
+}
+
+#[tokio::test]
+async fn a_membership_change_committed_but_not_applied_before_a_crash_is_applied_at_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    drop(log_with_membership_change(dir.path()));
+    let (store, node, voters) = voters_once_applied(dir.path(), false, 5).await;
     assert_eq!(
         voters,
         vec![1, 2],
         "the committed membership change was skipped"
+    );
+    assert_services(&store, 4);
+    node.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_applied_membership_change_is_not_applied_again_and_force_new_cluster_holds() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        // The change at 4 was applied and saved before the stop.
+        let mut storage = log_with_membership_change(dir.path());
+        let cs = ConfState {
+            voters: vec![1, 2],
+            ..ConfState::default()
+        };
+        storage.set_conf_state(cs, 4).expect("save membership");
+    }
+    let (store, node, voters) = voters_once_applied(dir.path(), false, 5).await;
+    assert_eq!(voters, vec![1, 2]);
+    assert_services(&store, 4);
+    node.shutdown().await;
+    drop(store);
+    // `--force-new-cluster` makes 1 the only voter; replaying the log must not bring 2 back.
+    let (store, node, voters) = voters_once_applied(dir.path(), true, 5).await;
+    assert_eq!(
+        voters,
+        vec![1],
+        "an old membership change undid --force-new-cluster"
     );
     assert_services(&store, 4);
     node.shutdown().await;
