@@ -284,8 +284,11 @@ impl RaftStorage {
 
     /// The log index up to which membership entries are reflected in [`Self::conf_state`]:
     /// a start replays an entry above it as a change still to apply, not as one already saved.
+    /// Never below the snapshot's index: a snapshot is taken of what was applied, and a
+    /// membership change is saved before its entry counts as applied (this also covers data
+    /// dirs of older versions, which have no saved conf index).
     pub fn conf_index(&self) -> u64 {
-        self.conf_index
+        self.conf_index.max(self.snapshot_meta.index)
     }
 
     /// Installs a snapshot received from the leader: it replaces the whole log.
