@@ -87,7 +87,7 @@ pub struct ShimArgs {
     pub cgroup_mode: Option<CgroupMode>,
 }
 
-/// Parses `[argv0] [shim] --root R --id ID --cgroup-parent P --ready-fd N`.
+/// Parses `[argv0] [shim] --root R --id ID --cgroup-parent P --ready-fd N [--cgroup-mode M]`.
 pub fn parse_args(args: &[String]) -> Result<ShimArgs, ShimError> {
     let (mut root, mut id, mut parent, mut fd, mut mode) = (None, None, None, None, None);
     let mut it = args.iter();

@@ -105,9 +105,7 @@ impl Driver {
         }
         self.fail_pending(|| StoreError::Stopped);
         self.parts.leadership.send_replace(false);
-        if let Err(e) = self.parts.store.flush() {
-            tracing::error!("flushing the store at shutdown: {e}");
-        }
+        // The store's own sled holds nothing under Raft (the log is its durable copy).
         if let Err(e) = self.parts.raw.store().flush() {
             tracing::error!("flushing the raft log at shutdown: {e}");
         }
@@ -458,6 +456,7 @@ const REPLAY_CHUNK: u64 = 4096;
 /// what follows over as committed entries once the node runs, and they are applied there.
 pub(super) fn replay_committed(storage: &RaftStorage, store: &Store) -> Result<(), RaftError> {
     let commit = storage.hard_state().commit.min(storage.last_index());
+    let saved_membership = storage.conf_index();
     let mut next = store.applied_index() + 1;
     let from = next;
     'replay: while next <= commit {
@@ -474,7 +473,7 @@ pub(super) fn replay_committed(storage: &RaftStorage, store: &Store) -> Result<(
         for e in &entries {
             if e.get_entry_type() == EntryType::EntryNormal {
                 run.push((e.index, store_request(e)));
-            } else if e.index <= storage.conf_index() {
+            } else if e.index <= saved_membership {
                 run.push((e.index, StoreRequest::default()));
             } else {
                 membership = true;

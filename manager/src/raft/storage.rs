@@ -380,12 +380,13 @@ impl RaftStorage {
         }
     }
 
-    /// Encodes `m` to be stored under `key`, sealed when there is a data key.
+    /// Encodes `index` to be stored under `key`, sealed when there is a data key.
     fn write_index(&self, key: &[u8], index: u64) -> Result<Vec<u8>, RaftError> {
         seal::seal_stored(self.key.as_ref(), &value_aad(key), &index.to_be_bytes())
             .map_err(|e| seal_error(key, e))
     }
 
+    /// Encodes `m` to be stored under `key`, sealed when there is a data key.
     fn write_pb<M: protobuf::Message>(&self, key: &[u8], m: &M) -> Result<Vec<u8>, RaftError> {
         let plain = m.write_to_bytes().map_err(|source| RaftError::Codec {
             what: m.descriptor().name().to_string(),
