@@ -5,7 +5,9 @@
 //! Run (root), with RELEASE binaries:
 //! `cargo build --release --workspace --bins && SHOAL_BIN_DIR=$CARGO_TARGET_DIR/release cargo bench -p shoal-tests --bench failover`
 //! (`SHOAL_BIN_DIR=target/release` without a `CARGO_TARGET_DIR`).
-//! Optional: `SHOAL_BENCH_TRIALS=20` (default 20). The time includes one shoalctl process start per
+//! Optional: `SHOAL_BENCH_TRIALS=20` (default 20), `SHOAL_BENCH_KEEP=1` (copy the managers' logs
+//! beside the testbed before it is removed, and print where; each trial line gives the kill's
+//! wall-clock time to find it in them). The time includes one shoalctl process start per
 //! attempt (a few ms), as a user would see it. Also counted: the Raft terms each trial used, from
 //! the kill to the group converged again with the killed manager back (1 = one clean election; more
 //! = a split vote, or an election the restarted manager caused).
@@ -33,6 +35,7 @@ fn main() -> Result<()> {
         let via = (leader + 1) % 3;
         let term = term_of(&m, via)?;
         hist.write(&m, via)?;
+        let killed_at = humantime::format_rfc3339_micros(std::time::SystemTime::now());
         m.kill(leader)?;
         let took = hist.write_until_acked(&m, via, DEADLINE)?;
         times.push(took);
@@ -42,7 +45,7 @@ fn main() -> Result<()> {
         let terms = term_of(&m, leader)?.saturating_sub(term);
         extra_terms += terms.saturating_sub(1);
         println!(
-            "trial {:2}: leader m{} killed, write acknowledged after {took:?}; terms used: {terms}",
+            "trial {:2}: leader m{} killed at {killed_at}, write acknowledged after {took:?}; terms used: {terms}",
             trial + 1,
             killed + 1
         );
@@ -58,5 +61,27 @@ fn main() -> Result<()> {
         "failover (kill -9 of the leader -> first acknowledged write), {} trials: median {median:?}, min {min:?}, max {max:?}; terms beyond one election per trial: {extra_terms}",
         times.len()
     );
+    if std::env::var_os("SHOAL_BENCH_KEEP").is_some_and(|v| v == "1") {
+        keep(m.testbed().dir());
+    }
     m.shutdown()
+}
+
+/// Copies the testbed's directory (the managers' logs and data dirs) beside it and says where.
+fn keep(dir: &std::path::Path) {
+    let mut name = dir.file_name().unwrap_or_default().to_owned();
+    name.push("-kept");
+    let dest = dir.with_file_name(name);
+    // `-x`: a namespace file or a mount left by a running process is not copied.
+    match std::process::Command::new("cp")
+        .arg("-a")
+        .arg("-x")
+        .arg(dir)
+        .arg(&dest)
+        .status()
+    {
+        Ok(s) if s.success() => println!("SHOAL_BENCH_KEEP: logs kept in {}", dest.display()),
+        Ok(s) => eprintln!("SHOAL_BENCH_KEEP: cp exited with {s}"),
+        Err(e) => eprintln!("SHOAL_BENCH_KEEP: cp: {e}"),
+    }
 }

@@ -116,8 +116,12 @@ impl Driver {
         match msg {
             Msg::Propose { req, reply } => self.propose(req, reply),
             Msg::Step(m) => {
+                let better_candidate = self.outranks_candidate(&m);
                 if let Err(e) = self.parts.raw.step(m) {
                     tracing::debug!("raft dropped a message: {e}");
+                }
+                if better_candidate {
+                    self.campaign_as_better_candidate();
                 }
             }
             Msg::ReadIndex { reply } => {
@@ -166,7 +170,9 @@ impl Driver {
     /// campaigns now. The others keep their election clock as it was, a full randomised timeout
     /// after the last heartbeat, as a fallback: advancing it too would let one of them become a
     /// candidate within a tick, beside the first, and split the vote until the next timeout.
-    /// Pre-vote and check-quorum stay on: if the leader is in fact alive, its next heartbeat makes
+    /// When the first survivor's log is behind another's (the dead leader's last entry reached
+    /// only that one), the other refuses its pre-vote and campaigns itself at once
+    /// ([`Self::outranks_candidate`]). Pre-vote and check-quorum stay on: if the leader is in fact alive, its next heartbeat makes
     /// it known again, the voters still in its lease ignore the pre-vote and it keeps its term.
     fn peer_gone(&mut self, id: u64) {
         let raft = &mut self.parts.raw.raft;
@@ -197,6 +203,39 @@ impl Driver {
                 leader = id,
                 "the Raft leader's process is gone: its lease no longer holds here"
             );
+        }
+    }
+
+    /// Whether `m` is a pre-vote request this voter will refuse because the candidate's log is
+    /// behind its own, at a time no leader is known here. Such a candidate cannot win without
+    /// this vote in a group of three, and the others would only campaign when their election
+    /// timeout ends: when the dead leader's last entry reached this voter but not the first
+    /// survivor, [`Self::peer_gone`]'s quick election would wait out a full timeout.
+    fn outranks_candidate(&self, m: &raft::eraftpb::Message) -> bool {
+        let raft = &self.parts.raw.raft;
+        m.get_msg_type() == raft::eraftpb::MessageType::MsgRequestPreVote
+            && m.from != raft.id
+            && raft.state == StateRole::Follower
+            && raft.leader_id == raft::INVALID_ID
+            && raft.prs().conf().voters().contains(raft.id)
+            && !raft.raft_log.is_up_to_date(m.index, m.log_term)
+    }
+
+    /// Campaigns (a pre-vote first, which costs no term) after refusing a pre-vote for a log
+    /// behind this voter's ([`Self::outranks_candidate`]), unless the refusal changed what is
+    /// known meanwhile. The refused candidate grants this voter's pre-vote, since its log is
+    /// the more up to date one.
+    fn campaign_as_better_candidate(&mut self) {
+        let raft = &self.parts.raw.raft;
+        if raft.state != StateRole::Follower || raft.leader_id != raft::INVALID_ID {
+            return;
+        }
+        tracing::info!(
+            term = raft.term,
+            "refused a pre-vote for a log behind this one, no leader known: campaigning now"
+        );
+        if let Err(e) = self.parts.raw.campaign() {
+            tracing::debug!("campaign refused: {e}");
         }
     }
 

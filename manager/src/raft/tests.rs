@@ -291,13 +291,22 @@ fn acknowledged_writes_survive_kill_9() {
 #[derive(Default)]
 struct Net {
     nodes: Mutex<HashMap<u64, RaftNode>>,
+    /// Nodes cut off in both directions.
     cut: Mutex<std::collections::HashSet<u64>>,
+    /// Links cut in one direction: (from, to).
+    cut_links: Mutex<std::collections::HashSet<(u64, u64)>>,
 }
 
 impl Net {
     fn is_cut(&self, m: &Message) -> bool {
         let cut = self.cut.lock().expect("cut lock");
-        cut.contains(&m.to) || cut.contains(&m.from)
+        cut.contains(&m.to)
+            || cut.contains(&m.from)
+            || self
+                .cut_links
+                .lock()
+                .expect("cut links lock")
+                .contains(&(m.from, m.to))
     }
 }
 
@@ -459,6 +468,70 @@ async fn a_leader_reported_gone_is_replaced_before_the_election_timeout() {
     if let Err(e) = stores[new_leader].propose(create(1)).await {
         let statuses: Vec<RaftStatus> = rest.iter().map(|i| nodes[*i].status()).collect();
         panic!("propose after the failover: {e}; {statuses:?}");
+    }
+    for i in rest {
+        nodes[i].shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_survivor_ahead_of_the_first_one_wins_before_the_election_timeout() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (net, stores, nodes) = group_ticking(dir.path(), 3, DEFAULT_SNAPSHOT_INTERVAL, SLOW_TICK);
+    let leader = leader_of(&nodes, &[0, 1, 2]).await;
+    stores[leader].propose(create(0)).await.expect("propose");
+    let dead = nodes[leader].status().id;
+    let term = nodes[leader].status().term;
+    let rest: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+    let first = rest
+        .iter()
+        .min_by_key(|i| nodes[**i].status().id)
+        .copied()
+        .expect("two survivors");
+    let ahead = rest
+        .iter()
+        .copied()
+        .find(|i| *i != first)
+        .expect("two survivors");
+    // The last write reaches only the other survivor before the leader dies: the first one,
+    // which campaigns when the leader is reported gone, cannot win with a shorter log.
+    net.cut_links
+        .lock()
+        .expect("cut links")
+        .insert((dead, nodes[first].status().id));
+    stores[leader].propose(create(1)).await.expect("propose");
+    net.cut.lock().expect("cut").insert(dead);
+    nodes[leader].shutdown().await;
+    let killed = std::time::Instant::now();
+    for i in &rest {
+        nodes[*i].peer_gone(dead).await.expect("peer gone");
+    }
+    let mut status = nodes[ahead].watch_status();
+    let elected = tokio::time::timeout(
+        // Well under the 2 s minimum election timeout.
+        Duration::from_millis(1500),
+        status.wait_for(|s| s.leader_id != 0 && s.leader_id != dead),
+    )
+    .await
+    .map(|r| r.map(|s| s.leader_id));
+    assert!(
+        matches!(elected, Ok(Ok(_))),
+        "no new leader {:?} after the old one was reported gone",
+        killed.elapsed()
+    );
+    let new_leader = leader_of(&nodes, &rest).await;
+    assert_eq!(
+        new_leader, ahead,
+        "only the survivor holding every write can win"
+    );
+    assert_eq!(nodes[new_leader].status().term, term + 1, "one election");
+    stores[new_leader]
+        .propose(create(2))
+        .await
+        .expect("propose");
+    nodes[first].read_barrier().await.expect("read barrier");
+    for i in &rest {
+        assert_services(&stores[*i], 3);
     }
     for i in rest {
         nodes[i].shutdown().await;
