@@ -211,6 +211,48 @@ async fn exit_code_and_both_streams_logged() {
     ));
 }
 
+/// The root is a volatile overlay (no filesystem sync when the container ends), and what the
+/// container wrote to it is still there after it exited, until the container is deleted.
+#[tokio::test]
+async fn the_root_is_a_volatile_overlay_that_keeps_its_writes_until_deleted() {
+    let fx = fixture();
+    let cfg = config(
+        &fx,
+        &[
+            "sh",
+            "-c",
+            "grep '^overlay / ' /proc/mounts; echo kept > /written; sync /written",
+        ],
+    );
+    let pid = fx.runtime.start(&cfg).unwrap();
+    assert_eq!(fx.runtime.wait(&cfg.id).await.unwrap(), 0);
+    let lines: Vec<String> = log_lines(&fx, &cfg.id)
+        .into_iter()
+        .map(|(_, l)| l)
+        .collect();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    let options: Vec<&str> = lines[0]
+        .split_whitespace()
+        .nth(3)
+        .unwrap_or_default()
+        .split(',')
+        .collect();
+    // Newer kernels show it as `fsync=volatile`.
+    assert!(
+        options.contains(&"volatile") || options.contains(&"fsync=volatile"),
+        "{options:?}"
+    );
+    let upper = fx
+        .runtime
+        .root()
+        .join(&cfg.id)
+        .join("upper")
+        .join("written");
+    assert_eq!(std::fs::read_to_string(&upper).unwrap(), "kept\n");
+    fx.runtime.delete(&cfg.id).unwrap();
+    assert_gone(&fx, &cfg.id, pid);
+}
+
 #[tokio::test]
 async fn namespaces_limits_stop_and_delete() {
     let fx = fixture();
