@@ -47,6 +47,9 @@ pub(super) struct Driver {
     /// left during which it campaigns again while no leader is known (a survivor that had not
     /// noticed yet ignored the first pre-vote).
     leader_gone: Option<usize>,
+    /// A read index was asked for, or a leader became known while some were unanswered, at a
+    /// time no leader served reads: ask for them again once one does ([`Self::ask_reads_again`]).
+    reask_reads: bool,
 }
 
 impl Driver {
@@ -58,6 +61,7 @@ impl Driver {
             reads: HashMap::new(),
             next_ctx: 1,
             leader_gone: None,
+            reask_reads: false,
         }
     }
 
@@ -131,6 +135,8 @@ impl Driver {
                 self.reads.retain(|_, r| !r.is_closed());
                 self.parts.raw.read_index(ctx.to_be_bytes().to_vec());
                 self.reads.insert(ctx, reply);
+                // Dropped by raft unless a leader serves reads: ask again once one does.
+                self.reask_reads |= !self.leader_serves_reads();
             }
             Msg::TransferLeader { to } => {
                 if self.parts.raw.raft.state == StateRole::Leader {
@@ -283,6 +289,7 @@ impl Driver {
         let mut ready = self.parts.raw.ready();
         if let Some(ss) = ready.ss() {
             self.role_changed(ss.raft_state == StateRole::Leader, ss.leader_id);
+            self.reask_reads |= ss.leader_id != raft::INVALID_ID && !self.reads.is_empty();
         }
         let messages = ready.take_messages();
         for rs in ready.take_read_states() {
@@ -320,7 +327,38 @@ impl Driver {
         self.parts.transport.send(light.take_messages());
         self.apply_committed(light.take_committed_entries())?;
         self.parts.raw.advance_apply();
-        self.maybe_compact()
+        self.maybe_compact()?;
+        if self.reask_reads && self.leader_serves_reads() {
+            self.reask_reads = false;
+            self.ask_reads_again();
+            return self.on_ready();
+        }
+        Ok(())
+    }
+
+    /// Whether a leader is known and has committed an entry of its term, as seen here: only
+    /// then does it answer a read index (raft-rs drops one that comes earlier).
+    fn leader_serves_reads(&self) -> bool {
+        let raft = &self.parts.raw.raft;
+        raft.leader_id != raft::INVALID_ID
+            && raft.raft_log.term(raft.raft_log.committed).ok() == Some(raft.term)
+    }
+
+    /// A new leader serves reads: asks again for every read index still unanswered. Raft drops
+    /// a request made while no leader was known, forwarded to a leader that then died, or made
+    /// before the new leader committed in its term, and [`super::RaftNode::read_barrier`] would
+    /// only ask again after `READ_RETRY`: after a failover that wait was most of the time to
+    /// the first acknowledged write. A read answered twice is harmless (the second answer finds
+    /// no caller).
+    fn ask_reads_again(&mut self) {
+        self.reads.retain(|_, r| !r.is_closed());
+        tracing::debug!(
+            reads = self.reads.len(),
+            "a new leader serves reads: asking for read indexes again"
+        );
+        for ctx in self.reads.keys() {
+            self.parts.raw.read_index(ctx.to_be_bytes().to_vec());
+        }
     }
 
     fn apply_committed(&mut self, entries: Vec<Entry>) -> Result<(), RaftError> {

@@ -506,6 +506,14 @@ async fn a_survivor_ahead_of_the_first_one_wins_before_the_election_timeout() {
     for i in &rest {
         nodes[*i].peer_gone(dead).await.expect("peer gone");
     }
+    // Reads asked while no leader serves them are asked again once one does.
+    let reads: Vec<_> = rest
+        .iter()
+        .map(|i| {
+            let node = nodes[*i].clone();
+            tokio::spawn(async move { node.read_barrier().await })
+        })
+        .collect();
     let mut status = nodes[ahead].watch_status();
     let elected = tokio::time::timeout(
         // Well under the 2 s minimum election timeout.
@@ -525,6 +533,11 @@ async fn a_survivor_ahead_of_the_first_one_wins_before_the_election_timeout() {
         "only the survivor holding every write can win"
     );
     assert_eq!(nodes[new_leader].status().term, term + 1, "one election");
+    for r in reads {
+        r.await
+            .expect("read task")
+            .expect("a read barrier asked during the election");
+    }
     stores[new_leader]
         .propose(create(2))
         .await

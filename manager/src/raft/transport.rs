@@ -316,7 +316,7 @@ async fn peer_loop(
                             debug!(peer = id, error = %e, "raft stream to peer ended");
                         }
                         if let (Some(addr), Some(hook)) = (addr.as_deref(), gone.get()) {
-                            if refuses_connections(addr).await {
+                            if process_gone(addr).await {
                                 debug!(peer = id, "raft peer's process is gone");
                                 hook(id);
                             }
@@ -357,15 +357,52 @@ async fn peer_loop(
     }
 }
 
-/// Whether a TCP connection to `addr` is refused at once: nothing listens there any more (the
-/// process died or stopped), as opposed to a peer that is only slow or cut off, whose connection
-/// attempt times out instead.
-async fn refuses_connections(addr: &str) -> bool {
+/// What one TCP connection attempt to a peer's address found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Probe {
+    /// Refused at once: nothing listens there any more (the process died or stopped).
+    Refused,
+    /// Accepted: something still listens.
+    Accepted,
+    /// No answer in time, or another error: a peer that is only slow or cut off.
+    NoAnswer,
+}
+
+async fn probe(addr: &str) -> Probe {
     let attempt = tokio::net::TcpStream::connect(addr);
-    matches!(
-        tokio::time::timeout(Duration::from_millis(500), attempt).await,
-        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused
-    )
+    match tokio::time::timeout(Duration::from_millis(500), attempt).await {
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => Probe::Refused,
+        Ok(Ok(_)) => Probe::Accepted,
+        _ => Probe::NoAnswer,
+    }
+}
+
+/// Pauses before each connection attempt of [`process_gone`]: 77 ms in all.
+const GONE_PROBES: [Duration; 6] = [
+    Duration::ZERO,
+    Duration::from_millis(2),
+    Duration::from_millis(5),
+    Duration::from_millis(10),
+    Duration::from_millis(20),
+    Duration::from_millis(40),
+];
+
+/// After a peer's stream ended: whether its process is gone, i.e. a TCP connection to `addr`
+/// is refused at once, as opposed to a peer that is only slow or cut off, whose connection
+/// attempt times out instead. The kernel tears a killed process down one socket at a time, so
+/// the stream can end while its listening socket still accepts for a moment: an accepted
+/// attempt is tried again a few times within [`GONE_PROBES`] (without that, one failover in
+/// several waited for the next reconnection, 100 ms later). A peer that keeps accepting is alive.
+async fn process_gone(addr: &str) -> bool {
+    for pause in GONE_PROBES {
+        tokio::time::sleep(pause).await;
+        match probe(addr).await {
+            Probe::Refused => return true,
+            Probe::NoAnswer => return false,
+            Probe::Accepted => {}
+        }
+    }
+    false
 }
 
 /// Routes `Raft` calls by caller: a manager's to `managers`, whose decoding limit is a whole

@@ -68,3 +68,31 @@ fn a_raft_message_must_come_from_the_certificates_manager() {
     );
     assert_eq!(one.check(1), Err(SenderError::NotAManager));
 }
+
+#[tokio::test]
+async fn a_peer_whose_listener_closes_just_after_its_stream_ended_is_gone() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("local addr").to_string();
+    // A killed process's listening socket outlives its connections by a moment.
+    let closer = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(15)).await;
+        drop(listener);
+    });
+    assert!(process_gone(&addr).await, "the listener closed 15 ms later");
+    closer.await.expect("closer");
+    // Nothing listens at all: gone at the first attempt.
+    assert_eq!(probe(&addr).await, Probe::Refused);
+    assert!(process_gone(&addr).await);
+}
+
+#[tokio::test]
+async fn a_peer_that_keeps_listening_is_not_gone() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("local addr").to_string();
+    assert!(!process_gone(&addr).await);
+    drop(listener);
+}
