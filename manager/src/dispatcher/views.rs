@@ -13,7 +13,7 @@
 //! ends, the next view omits them and the agent forgets them.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 
 use shoal_proto::assignments::{keyed_diff, same_for_agent, view_delta, view_delta_is_empty};
 use shoal_proto::v1::{
@@ -829,9 +829,23 @@ pub struct BatchNotes {
     /// Secrets and configs that changed (a node that mounts one takes its own view again).
     secrets: HashSet<String>,
     configs: HashSet<String>,
+    /// Node records that changed (what a node's manager directive is read from).
+    node_records: HashSet<String>,
+    /// A manager's node record or the cluster object changed (the manager list, the CA).
+    managers_or_cluster: bool,
 }
 
 impl BatchNotes {
+    /// Whether the record of node `node_id` changed.
+    pub fn touches_record(&self, node_id: &str) -> bool {
+        self.node_records.contains(node_id)
+    }
+
+    /// Whether a manager's node record (the membership) or the cluster object changed.
+    pub fn managers_or_cluster(&self) -> bool {
+        self.managers_or_cluster
+    }
+
     /// Sums up `events` (one applied write's changes).
     pub fn of(events: &[Event]) -> Self {
         let mut notes = BatchNotes::default();
@@ -901,7 +915,17 @@ impl BatchNotes {
                 if !self.own_nodes.contains(any.id()) {
                     self.own_nodes.insert(any.id().to_string());
                 }
+                if !self.node_records.contains(any.id()) {
+                    self.node_records.insert(any.id().to_string());
+                }
                 let (a, b) = (old.and_then(as_node), new.and_then(as_node));
+                if [a, b]
+                    .into_iter()
+                    .flatten()
+                    .any(|n| n.manager_status.is_some())
+                {
+                    self.managers_or_cluster = true;
+                }
                 if node_part(a) != node_part(b) {
                     self.nodes = self.nodes.max(version);
                 }
@@ -912,7 +936,7 @@ impl BatchNotes {
             Kind::Config => {
                 self.configs.insert(any.id().to_string());
             }
-            Kind::Cluster => {}
+            Kind::Cluster => self.managers_or_cluster = true,
         }
     }
 
@@ -930,11 +954,14 @@ impl BatchNotes {
 /// from whichever session summed a batch up first.
 #[derive(Debug, Default)]
 pub struct NotesCache {
-    recent: std::collections::VecDeque<(Arc<Vec<Event>>, Arc<std::sync::OnceLock<Arc<BatchNotes>>>)>,
+    /// Each batch by a weak reference: its events go when the store's watch lets them go, and
+    /// the allocation stays, so no later batch can take its address.
+    #[allow(clippy::type_complexity)]
+    recent: std::collections::VecDeque<(Weak<Vec<Event>>, Arc<OnceLock<Arc<BatchNotes>>>)>,
 }
 
 /// How many batches [`NotesCache`] remembers: sessions behind by more sum theirs up themselves.
-const NOTES_KEPT: usize = 256;
+const NOTES_KEPT: usize = 64;
 
 impl NotesCache {
     /// The notes of `batch` (a batch received from the store's watch), summed up once.
@@ -942,11 +969,17 @@ impl NotesCache {
         let cell = {
             // Poisoning only means a panic mid-push; every entry is whole.
             let mut c = cache.lock().unwrap_or_else(|p| p.into_inner());
-            match c.recent.iter().rev().find(|(b, _)| Arc::ptr_eq(b, batch)) {
+            let here = Arc::as_ptr(batch);
+            match c
+                .recent
+                .iter()
+                .rev()
+                .find(|(b, _)| std::ptr::eq(b.as_ptr(), here))
+            {
                 Some((_, cell)) => cell.clone(),
                 None => {
-                    let cell = Arc::new(std::sync::OnceLock::new());
-                    c.recent.push_back((batch.clone(), cell.clone()));
+                    let cell = Arc::new(OnceLock::new());
+                    c.recent.push_back((Arc::downgrade(batch), cell.clone()));
                     if c.recent.len() > NOTES_KEPT {
                         c.recent.pop_front();
                     }

@@ -678,6 +678,33 @@ fn sessions_share_the_notes_of_a_batch() {
 }
 
 #[test]
+fn batch_notes_tell_manager_directives_what_changed() {
+    let worker = Event::Created(Object::Node(node(2)));
+    let notes = BatchNotes::of(std::slice::from_ref(&worker));
+    assert!(notes.touches_record("node-2") && !notes.touches_record("node-1"));
+    assert!(!notes.managers_or_cluster());
+    // A task on a node is not its record.
+    let t = Object::Task(task(
+        "t-1",
+        "svc-web",
+        "node-1",
+        TaskState::TaskRunning,
+        &[],
+    ));
+    assert!(!BatchNotes::of(&[Event::Created(t)]).touches_record("node-1"));
+    // A manager's record (joining or leaving the membership) and the cluster object.
+    let mut manager = node(3);
+    manager.manager_status = Some(Default::default());
+    let left = Event::Updated {
+        old: Object::Node(manager),
+        new: Object::Node(node(3)),
+    };
+    assert!(BatchNotes::of(&[worker, left]).managers_or_cluster());
+    let cluster = Event::Created(Object::Cluster(Default::default()));
+    assert!(BatchNotes::of(&[cluster]).managers_or_cluster());
+}
+
+#[test]
 fn a_node_on_no_network_ignores_network_changes() {
     let interest = Interest::default();
     let t = |state| {
