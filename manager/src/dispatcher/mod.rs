@@ -107,6 +107,8 @@ pub struct Dispatcher {
     leadership: Option<tokio::sync::watch::Receiver<bool>>,
     /// Network views shared by every node's session (many nodes receive the same ones).
     views: Arc<Mutex<views::Cache>>,
+    /// What the last batches of store changes mean for nodes, summed up once for all sessions.
+    notes: Arc<Mutex<views::NotesCache>>,
 }
 
 impl Dispatcher {
@@ -136,6 +138,7 @@ impl Dispatcher {
             started: Instant::now(),
             leadership,
             views: Arc::default(),
+            notes: Arc::default(),
         };
         tokio::spawn(d.clone().status_batcher(status_rx, shutdown.clone()));
         tokio::spawn(d.clone().heartbeat_monitor(shutdown));
@@ -267,6 +270,11 @@ impl Dispatcher {
         }
     }
 
+    /// What a batch of store changes means for nodes, summed up by the first session to ask.
+    fn notes(&self, batch: &Arc<Vec<crate::store::Event>>) -> Arc<views::BatchNotes> {
+        views::NotesCache::notes(&self.notes, batch)
+    }
+
     /// The complete assignment set of a node, taking shared network views from the cache when
     /// they are as recent as `need` says; also what the view depends on.
     fn node_view(
@@ -346,11 +354,7 @@ impl Dispatcher {
             // Whatever changed while the stream was busy goes into this message.
             loop {
                 match events.try_recv() {
-                    Ok(batch) => {
-                        for e in batch.iter() {
-                            interest.note(&node_id, e, &mut need);
-                        }
-                    }
+                    Ok(batch) => interest.note_batch(&node_id, &self.notes(&batch), &mut need),
                     Err(TryRecvError::Lagged(_)) => need = views::Need::everything(),
                     Err(_) => break,
                 }
@@ -387,9 +391,7 @@ impl Dispatcher {
                 tokio::select! {
                     batch = events.recv() => match batch {
                         Ok(batch) => {
-                            for e in batch.iter() {
-                                interest.note(&node_id, e, &mut need);
-                            }
+                            interest.note_batch(&node_id, &self.notes(&batch), &mut need);
                             if need.any() {
                                 break;
                             }

@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use super::{Dispatcher, Sessions};
-use crate::store::{Event, Object, Store};
+use crate::store::Store;
 
 /// What a node's agent should do about a manager process on its host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,14 +60,6 @@ fn promote_message(store: &Store) -> Option<ManagerMessage> {
             managers: manager_addrs(store),
         })),
     })
-}
-
-fn is_membership_change(e: &Event) -> bool {
-    let is_manager = |o: &Object| matches!(o, Object::Node(n) if n.manager_status.is_some());
-    match e {
-        Event::Created(o) | Event::Removed(o) => is_manager(o),
-        Event::Updated { old, new } => is_manager(old) || is_manager(new),
-    }
 }
 
 impl Dispatcher {
@@ -142,12 +134,13 @@ impl Dispatcher {
             }
             loop {
                 match events.recv().await {
+                    // The batch's notes, summed up once for every session (not every event
+                    // looked at by each of thousands of sessions).
                     Ok(batch)
-                        if batch.iter().any(|e| {
-                            touches_node(e, &node_id)
-                                || is_membership_change(e)
-                                || is_cluster_change(e)
-                        }) =>
+                        if {
+                            let notes = self.notes(&batch);
+                            notes.touches_record(&node_id) || notes.managers_or_cluster()
+                        } =>
                     {
                         break
                     }
@@ -164,23 +157,6 @@ impl Dispatcher {
                 return;
             }
         }
-    }
-}
-
-/// Whether an event changes the cluster object (its CA: what nodes trust).
-fn is_cluster_change(e: &Event) -> bool {
-    match e {
-        Event::Created(o) | Event::Removed(o) => matches!(o, Object::Cluster(_)),
-        Event::Updated { new, .. } => matches!(new, Object::Cluster(_)),
-    }
-}
-
-/// Whether an event changes the record of node `node_id` (what the directive is read from).
-fn touches_node(e: &Event, node_id: &str) -> bool {
-    let is_it = |o: &Object| matches!(o, Object::Node(n) if n.id == node_id);
-    match e {
-        Event::Created(o) | Event::Removed(o) => is_it(o),
-        Event::Updated { old, new } => is_it(old) || is_it(new),
     }
 }
 

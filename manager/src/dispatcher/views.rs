@@ -13,7 +13,7 @@
 //! ends, the next view omits them and the agent forgets them.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 
 use shoal_proto::assignments::{keyed_diff, same_for_agent, view_delta, view_delta_is_empty};
 use shoal_proto::v1::{
@@ -725,7 +725,7 @@ pub struct Interest {
 
 /// What changed for a node since its last view, and how fresh the shared views it takes next
 /// must be: each value is the store index of the newest change that touched that part.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Need {
     /// The node's own tasks or its node record changed.
     own: bool,
@@ -757,10 +757,105 @@ impl Need {
 }
 
 impl Interest {
-    /// Notes in `need` what `event` changes for node `node_id`. Cheap when the node is on no
-    /// network: the task and node checks the dispatcher always made, plus a look at services'
-    /// ingress ports.
+    /// Notes in `need` what `event` changes for node `node_id` (one event: see
+    /// [`Interest::note_batch`] for a batch).
     pub fn note(&self, node_id: &str, event: &Event, need: &mut Need) {
+        self.note_batch(node_id, &BatchNotes::of(std::slice::from_ref(event)), need);
+    }
+
+    /// Notes in `need` what a batch of events, summed up once for every node in `notes`,
+    /// changes for node `node_id`. Costs a lookup or two per network the batch touched, not a
+    /// look at every event: with thousands of sessions each noting every event, that look was
+    /// most of the leader's CPU while services were created.
+    pub fn note_batch(&self, node_id: &str, notes: &BatchNotes, need: &mut Need) {
+        if notes.own_nodes.contains(node_id)
+            || notes.secrets.iter().any(|id| self.secrets.contains(id))
+            || notes.configs.iter().any(|id| self.configs.contains(id))
+        {
+            need.own = true;
+        }
+        need.routing_mesh = need.routing_mesh.max(notes.routing_mesh);
+        if self.networks.is_empty() && !self.mesh {
+            return;
+        }
+        for (id, version) in &notes.networks {
+            self.bump(need, id, *version);
+        }
+        if notes.publishing > 0 {
+            if let Some(ingress) = &self.ingress {
+                self.bump(need, ingress, notes.publishing);
+            }
+        }
+        if notes.nodes > 0 {
+            // Any endpoint on the node's networks may live on a node that changed.
+            for id in &self.networks {
+                self.bump(need, id, notes.nodes);
+            }
+            if self.mesh {
+                need.mesh = need.mesh.max(notes.nodes);
+            }
+        }
+    }
+
+    fn bump(&self, need: &mut Need, network_id: &str, version: u64) {
+        if !self.networks.contains(network_id) {
+            return;
+        }
+        match need.networks.get_mut(network_id) {
+            Some(v) => *v = (*v).max(version),
+            None => {
+                need.networks.insert(network_id.to_string(), version);
+            }
+        }
+    }
+}
+
+/// What a batch of store events changes for nodes, whichever node looks: computed once per
+/// batch and shared by every session (see [`Interest::note_batch`]). Each version is the store
+/// index of the newest change to that part (`NOW` for a removal, which carries none); 0: none.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct BatchNotes {
+    /// Nodes whose own tasks or node record changed.
+    own_nodes: HashSet<String>,
+    /// Networks whose views changed.
+    networks: HashMap<String, u64>,
+    /// A service publishing an ingress port changed what views show: the ingress network's
+    /// view changed for whichever node receives it.
+    publishing: u64,
+    /// A node's addresses or keys changed: any network a node receives, and the mesh peers.
+    nodes: u64,
+    /// Whether any service publishes an ingress port may have changed.
+    routing_mesh: u64,
+    /// Secrets and configs that changed (a node that mounts one takes its own view again).
+    secrets: HashSet<String>,
+    configs: HashSet<String>,
+    /// Node records that changed (what a node's manager directive is read from).
+    node_records: HashSet<String>,
+    /// A manager's node record or the cluster object changed (the manager list, the CA).
+    managers_or_cluster: bool,
+}
+
+impl BatchNotes {
+    /// Whether the record of node `node_id` changed.
+    pub fn touches_record(&self, node_id: &str) -> bool {
+        self.node_records.contains(node_id)
+    }
+
+    /// Whether a manager's node record (the membership) or the cluster object changed.
+    pub fn managers_or_cluster(&self) -> bool {
+        self.managers_or_cluster
+    }
+
+    /// Sums up `events` (one applied write's changes).
+    pub fn of(events: &[Event]) -> Self {
+        let mut notes = BatchNotes::default();
+        for event in events {
+            notes.add(event);
+        }
+        notes
+    }
+
+    fn add(&mut self, event: &Event) {
         let (old, new) = match event {
             Event::Created(o) => (None, Some(o)),
             Event::Updated { old, new } => (Some(old), Some(new)),
@@ -775,90 +870,125 @@ impl Interest {
         match any.kind() {
             Kind::Task => {
                 let (a, b) = (old.and_then(as_task), new.and_then(as_task));
-                if [a, b].iter().flatten().any(|t| t.node_id == node_id) {
-                    need.own = true;
+                for t in [a, b].into_iter().flatten() {
+                    if !self.own_nodes.contains(&t.node_id) {
+                        self.own_nodes.insert(t.node_id.clone());
+                    }
                 }
-                if self.networks.is_empty() || task_part(a) == task_part(b) {
+                if task_part(a) == task_part(b) {
                     return;
                 }
                 let nets = [a, b].into_iter().flatten().flat_map(|t| &t.networks);
                 for id in nets.map(|n| n.network_id.as_str()) {
-                    self.bump(need, id, version);
+                    self.network(id, version);
                 }
             }
             Kind::Service => {
                 let (a, b) = (old.and_then(as_service), new.and_then(as_service));
                 let publishes = |s: Option<&Service>| s.is_some_and(publishes_ingress);
                 if publishes(a) != publishes(b) {
-                    need.routing_mesh = need.routing_mesh.max(version);
+                    self.routing_mesh = self.routing_mesh.max(version);
                 }
-                if self.networks.is_empty() || service_part(a) == service_part(b) {
+                if service_part(a) == service_part(b) {
                     return;
                 }
                 for s in [a, b].into_iter().flatten() {
                     for id in service_network_ids(s) {
-                        self.bump(need, id, version);
+                        self.network(id, version);
                     }
                     if publishes_ingress(s) {
-                        if let Some(ingress) = &self.ingress {
-                            self.bump(need, ingress, version);
-                        }
+                        self.publishing = self.publishing.max(version);
                     }
                 }
             }
             Kind::Network => {
-                self.bump(need, any.id(), version);
+                self.network(any.id(), version);
                 let (a, b) = (old.and_then(as_network), new.and_then(as_network));
                 let ingress = |n: Option<&Network>| {
                     n.and_then(|n| n.spec.as_ref()).is_some_and(|s| s.ingress)
                 };
                 if ingress(a) || ingress(b) {
-                    need.routing_mesh = need.routing_mesh.max(version);
+                    self.routing_mesh = self.routing_mesh.max(version);
                 }
             }
             Kind::Node => {
-                if any.id() == node_id {
-                    need.own = true;
+                if !self.own_nodes.contains(any.id()) {
+                    self.own_nodes.insert(any.id().to_string());
                 }
-                if self.networks.is_empty() && !self.mesh {
-                    return;
+                if !self.node_records.contains(any.id()) {
+                    self.node_records.insert(any.id().to_string());
                 }
                 let (a, b) = (old.and_then(as_node), new.and_then(as_node));
-                if node_part(a) == node_part(b) {
-                    return;
+                if [a, b]
+                    .into_iter()
+                    .flatten()
+                    .any(|n| n.manager_status.is_some())
+                {
+                    self.managers_or_cluster = true;
                 }
-                // Any endpoint on the node's networks may live on that node.
-                for id in &self.networks {
-                    self.bump(need, id, version);
-                }
-                if self.mesh {
-                    need.mesh = need.mesh.max(version);
+                if node_part(a) != node_part(b) {
+                    self.nodes = self.nodes.max(version);
                 }
             }
             Kind::Secret => {
-                if self.secrets.contains(any.id()) {
-                    need.own = true;
-                }
+                self.secrets.insert(any.id().to_string());
             }
             Kind::Config => {
-                if self.configs.contains(any.id()) {
-                    need.own = true;
-                }
+                self.configs.insert(any.id().to_string());
             }
-            Kind::Cluster => {}
+            Kind::Cluster => self.managers_or_cluster = true,
         }
     }
 
-    fn bump(&self, need: &mut Need, network_id: &str, version: u64) {
-        if !self.networks.contains(network_id) {
-            return;
-        }
-        match need.networks.get_mut(network_id) {
+    fn network(&mut self, id: &str, version: u64) {
+        match self.networks.get_mut(id) {
             Some(v) => *v = (*v).max(version),
             None => {
-                need.networks.insert(network_id.to_string(), version);
+                self.networks.insert(id.to_string(), version);
             }
         }
+    }
+}
+
+/// The notes of the last batches of store events, so that the sessions of every node take them
+/// from whichever session summed a batch up first.
+#[derive(Debug, Default)]
+pub struct NotesCache {
+    /// Each batch by a weak reference: its events go when the store's watch lets them go, and
+    /// the allocation stays, so no later batch can take its address.
+    #[allow(clippy::type_complexity)]
+    recent: std::collections::VecDeque<(Weak<Vec<Event>>, Arc<OnceLock<Arc<BatchNotes>>>)>,
+}
+
+/// How many batches [`NotesCache`] remembers: sessions behind by more sum theirs up themselves.
+const NOTES_KEPT: usize = 64;
+
+impl NotesCache {
+    /// The notes of `batch` (a batch received from the store's watch), summed up once.
+    pub fn notes(cache: &Mutex<NotesCache>, batch: &Arc<Vec<Event>>) -> Arc<BatchNotes> {
+        let cell = {
+            // Poisoning only means a panic mid-push; every entry is whole.
+            let mut c = cache.lock().unwrap_or_else(|p| p.into_inner());
+            let here = Arc::as_ptr(batch);
+            match c
+                .recent
+                .iter()
+                .rev()
+                .find(|(b, _)| std::ptr::eq(b.as_ptr(), here))
+            {
+                Some((_, cell)) => cell.clone(),
+                None => {
+                    let cell = Arc::new(OnceLock::new());
+                    c.recent.push_back((Arc::downgrade(batch), cell.clone()));
+                    if c.recent.len() > NOTES_KEPT {
+                        c.recent.pop_front();
+                    }
+                    cell
+                }
+            }
+        };
+        // Outside the lock: sessions of other batches are not held up; those of this one wait.
+        cell.get_or_init(|| Arc::new(BatchNotes::of(batch))).clone()
     }
 }
 

@@ -603,9 +603,18 @@ fn which_changes_concern_a_node() {
         (updated(Object::Network(networks()[1].clone()), Object::Network(networks()[1].clone())), false, vec![], false),
         (updated(Object::Network(networks()[2].clone()), Object::Network(networks()[2].clone())), false, vec![], true),
     ];
+    let batch: Vec<Event> = cases.iter().map(|c| c.0.clone()).collect();
+    let mut merged = Need::default();
     for (i, (event, own, nets, routing)) in cases.into_iter().enumerate() {
         let mut need = Need::default();
         interest.note("node-1", &event, &mut need);
+        merged.own |= need.own;
+        merged.routing_mesh = merged.routing_mesh.max(need.routing_mesh);
+        merged.mesh = merged.mesh.max(need.mesh);
+        for (k, v) in &need.networks {
+            let m = merged.networks.entry(k.clone()).or_default();
+            *m = (*m).max(*v);
+        }
         assert_eq!(need.own, own, "case {i}: own");
         let mut got: Vec<(&str, u64)> = need
             .networks
@@ -630,6 +639,69 @@ fn which_changes_concern_a_node() {
         &mut need,
     );
     assert_eq!(need.networks.get(PLAIN), Some(&NOW));
+
+    // The whole batch summed up once (as every session takes it) notes what its events noted
+    // one by one, for this node and for one on no network.
+    let notes = BatchNotes::of(&batch);
+    let mut need = Need::default();
+    interest.note_batch("node-1", &notes, &mut need);
+    assert!(merged.own && merged.routing_mesh > 0 && !merged.networks.is_empty());
+    assert_eq!(need, merged);
+    let bare = Interest::default();
+    let (mut one_by_one, mut at_once) = (Need::default(), Need::default());
+    for e in &batch {
+        bare.note("node-9", e, &mut one_by_one);
+    }
+    bare.note_batch("node-9", &notes, &mut at_once);
+    assert_eq!(one_by_one, at_once);
+    assert!(!at_once.own && at_once.networks.is_empty() && at_once.routing_mesh > 0);
+}
+
+#[test]
+fn sessions_share_the_notes_of_a_batch() {
+    let cache = Mutex::new(NotesCache::default());
+    let batch = Arc::new(vec![Event::Created(Object::Node(node(2)))]);
+    let first = NotesCache::notes(&cache, &batch);
+    let again = NotesCache::notes(&cache, &batch);
+    assert!(Arc::ptr_eq(&first, &again), "summed up once");
+    assert!(first.own_nodes.contains("node-2"));
+    // An equal batch from another write is another batch.
+    let other = Arc::new((*batch).clone());
+    assert!(!Arc::ptr_eq(&NotesCache::notes(&cache, &other), &first));
+    // Only the last batches are kept: an old one is summed up again, to the same notes.
+    for _ in 0..NOTES_KEPT {
+        NotesCache::notes(&cache, &Arc::new(Vec::new()));
+    }
+    let late = NotesCache::notes(&cache, &batch);
+    assert!(!Arc::ptr_eq(&late, &first));
+    assert_eq!(*late, *first);
+}
+
+#[test]
+fn batch_notes_tell_manager_directives_what_changed() {
+    let worker = Event::Created(Object::Node(node(2)));
+    let notes = BatchNotes::of(std::slice::from_ref(&worker));
+    assert!(notes.touches_record("node-2") && !notes.touches_record("node-1"));
+    assert!(!notes.managers_or_cluster());
+    // A task on a node is not its record.
+    let t = Object::Task(task(
+        "t-1",
+        "svc-web",
+        "node-1",
+        TaskState::TaskRunning,
+        &[],
+    ));
+    assert!(!BatchNotes::of(&[Event::Created(t)]).touches_record("node-1"));
+    // A manager's record (joining or leaving the membership) and the cluster object.
+    let mut manager = node(3);
+    manager.manager_status = Some(Default::default());
+    let left = Event::Updated {
+        old: Object::Node(manager),
+        new: Object::Node(node(3)),
+    };
+    assert!(BatchNotes::of(&[worker, left]).managers_or_cluster());
+    let cluster = Event::Created(Object::Cluster(Default::default()));
+    assert!(BatchNotes::of(&[cluster]).managers_or_cluster());
 }
 
 #[test]
