@@ -365,7 +365,7 @@ impl Dispatcher {
                 // The benchmarks' reference: the whole set on every change, as before deltas.
                 Some(before) if full_sets_only() && *before == current => None,
                 Some(before) if !full_sets_only() => before
-                    .delta(&current, &self.views, version)
+                    .delta(current, &self.views, version)
                     .map(|(delta, after)| {
                         version = delta.version;
                         held = Some(after);

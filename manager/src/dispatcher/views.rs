@@ -85,9 +85,12 @@ impl NodeView {
     /// `base` to `base + 1`, with what the agent holds once it is applied; `None` when nothing
     /// the agent acts on changed. The delta of a network view comes from `cache` (computed
     /// once for every node that moves between the same two versions).
+    ///
+    /// `current` is taken whole: what the agent holds afterwards is made of its parts, copying
+    /// only the tasks the agent holds with another status than the current one.
     pub fn delta(
         &self,
-        current: &NodeView,
+        current: NodeView,
         cache: &Mutex<Cache>,
         base: u64,
     ) -> Option<(AssignmentsDelta, NodeView)> {
@@ -98,15 +101,6 @@ impl NodeView {
             |t| t.id.as_str(),
             same_for_agent,
         );
-        let held: HashMap<&str, &Task> = self.tasks.iter().map(|t| (t.id.as_str(), t)).collect();
-        let sent_tasks = current
-            .tasks
-            .iter()
-            .map(|t| match held.get(t.id.as_str()) {
-                Some(old) if same_for_agent(old, t) => (*old).clone(),
-                _ => t.clone(),
-            })
-            .collect();
         let before: HashMap<&str, &HeldNetwork> = self
             .networks
             .iter()
@@ -114,7 +108,25 @@ impl NodeView {
             .collect();
         let mut networks = Vec::new();
         let mut sent_networks = Vec::with_capacity(current.networks.len());
-        for held in &current.networks {
+        let now: HashSet<&str> = current.networks.iter().map(|v| view_id(&v.view)).collect();
+        let removed_networks = self
+            .networks
+            .iter()
+            .map(|v| view_id(&v.view))
+            .filter(|id| !now.contains(id))
+            .map(str::to_string)
+            .collect();
+        drop(now);
+        let NodeView {
+            tasks: current_tasks,
+            networks: current_networks,
+            node_attachments,
+            mesh_addr,
+            mesh_peers: current_mesh_peers,
+            secrets: current_secrets,
+            configs: current_configs,
+        } = current;
+        for held in current_networks {
             let Some(old) = before.get(view_id(&held.view)) else {
                 networks.push(NetworkViewChange {
                     change: Some(network_view_change::Change::Full(held.to_view())),
@@ -123,7 +135,7 @@ impl NodeView {
                 continue;
             };
             let shared = shared_view_delta(cache, &old.view, &held.view);
-            let (reached, unreached) = forwarders_delta(old, held);
+            let (reached, unreached) = forwarders_delta(old, &held);
             if shared.is_none() && reached.is_empty() && unreached.is_empty() {
                 // Nothing changed: the agent keeps the version it has.
                 sent_networks.push((*old).clone());
@@ -144,37 +156,45 @@ impl NodeView {
             networks.push(NetworkViewChange {
                 change: Some(network_view_change::Change::Delta(d)),
             });
-            sent_networks.push(held.clone());
+            sent_networks.push(held);
         }
-        let now: HashSet<&str> = current.networks.iter().map(|v| view_id(&v.view)).collect();
-        let removed_networks = self
-            .networks
-            .iter()
-            .map(|v| view_id(&v.view))
-            .filter(|id| !now.contains(id))
-            .map(str::to_string)
+        let held_tasks: HashMap<&str, &Task> =
+            self.tasks.iter().map(|t| (t.id.as_str(), t)).collect();
+        let sent_tasks = current_tasks
+            .into_iter()
+            .map(|t| match held_tasks.get(t.id.as_str()) {
+                // Not sent: the agent keeps the status it has (`same_for_agent` compared the rest).
+                Some(old)
+                    if same_for_agent(old, &t)
+                        && (old.status != t.status || old.meta != t.meta) =>
+                {
+                    (*old).clone()
+                }
+                _ => t,
+            })
             .collect();
-        let node = (self.node_attachments != current.node_attachments
-            || self.mesh_addr != current.mesh_addr)
-            .then(|| NodeAddresses {
-                node_attachments: current.node_attachments.clone(),
-                mesh_addr: current.mesh_addr.clone(),
+        let node =
+            (self.node_attachments != node_attachments || self.mesh_addr != mesh_addr).then(|| {
+                NodeAddresses {
+                    node_attachments: node_attachments.clone(),
+                    mesh_addr: mesh_addr.clone(),
+                }
             });
         let (mesh_peers, removed_mesh_peers) = keyed_diff(
             &self.mesh_peers,
-            &current.mesh_peers,
+            &current_mesh_peers,
             |p| p.node_id.as_str(),
             PartialEq::eq,
         );
         let (secrets, removed_secrets) = keyed_diff(
             &self.secrets,
-            &current.secrets,
+            &current_secrets,
             |s| s.id.as_str(),
             PartialEq::eq,
         );
         let (configs, removed_configs) = keyed_diff(
             &self.configs,
-            &current.configs,
+            &current_configs,
             |c| c.id.as_str(),
             PartialEq::eq,
         );
@@ -199,7 +219,11 @@ impl NodeView {
         let sent = NodeView {
             tasks: sent_tasks,
             networks: sent_networks,
-            ..current.clone()
+            node_attachments,
+            mesh_addr,
+            mesh_peers: current_mesh_peers,
+            secrets: current_secrets,
+            configs: current_configs,
         };
         Some((delta, sent))
     }

@@ -987,7 +987,7 @@ fn check_deltas(cache: Cache, seed: u64) {
                 held = Some((current, full));
                 continue;
             };
-            let Some((delta, after)) = before.delta(&current, &cache, agent.version) else {
+            let Some((delta, after)) = before.delta(current.clone(), &cache, agent.version) else {
                 skipped += 1;
                 held = Some((before, agent));
                 continue;
@@ -1051,7 +1051,9 @@ fn a_status_the_agent_reported_is_not_sent_back_but_the_view_change_is() {
         "node-1",
         &mut Cached::new(&cache, 11, &everything, &interest),
     );
-    let (delta, _) = before.delta(&after, &cache, 1).expect("the view changed");
+    let (delta, _) = before
+        .delta(after.clone(), &cache, 1)
+        .expect("the view changed");
     assert!(delta.tasks.is_empty(), "the status was echoed: {delta:?}");
     assert_eq!(delta.networks.len(), 1);
     match &delta.networks[0].change {
@@ -1188,7 +1190,7 @@ fn a_task_change_reaches_only_the_nodes_of_its_group() {
             &mut Cached::new(&cache, 11, &everything, &interest),
         );
         let in_group = subset::node_key(&id) % 8 == 2;
-        let delta = before.delta(&after, &cache, 1);
+        let delta = before.delta(after.clone(), &cache, 1);
         if id == "node-4" {
             // Its task of group 2 ended: it no longer answers the nodes of class 2 (node 3's
             // key), whose address it drops, and nothing else changes for it.
