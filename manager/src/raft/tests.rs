@@ -426,6 +426,29 @@ async fn three_voters_replicate_fail_over_and_refuse_without_quorum() {
 /// 200 ms ticks: the election timeout is 2-4 s after the last heartbeat.
 const SLOW_TICK: Duration = Duration::from_millis(200);
 
+/// Asserts that `node` knows a leader other than `dead` within 1.5 s, well under the 2 s minimum
+/// election timeout of [`SLOW_TICK`].
+async fn assert_elected_well_before_the_timeout(
+    node: &RaftNode,
+    dead: u64,
+    killed: std::time::Instant,
+) {
+    let mut status = node.watch_status();
+    // `wait_for`'s `Ref` holds the status channel's read lock, and that node's Raft loop takes
+    // the write lock to publish: keep only the leader id, never the `Ref`, across later awaits.
+    let elected = tokio::time::timeout(
+        Duration::from_millis(1500),
+        status.wait_for(|s| s.leader_id != 0 && s.leader_id != dead),
+    )
+    .await
+    .map(|r| r.map(|s| s.leader_id));
+    assert!(
+        matches!(elected, Ok(Ok(_))),
+        "no new leader {:?} after the old one was reported gone",
+        killed.elapsed()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_reported_gone_is_replaced_before_the_election_timeout() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -441,21 +464,7 @@ async fn a_leader_reported_gone_is_replaced_before_the_election_timeout() {
     for i in &rest {
         nodes[*i].peer_gone(dead).await.expect("peer gone");
     }
-    let mut status = nodes[rest[0]].watch_status();
-    // `wait_for`'s `Ref` holds the status channel's read lock, and that node's Raft loop takes
-    // the write lock to publish: keep only the leader id, never the `Ref`, across later awaits.
-    let elected = tokio::time::timeout(
-        // Well under the 2 s minimum election timeout.
-        Duration::from_millis(1500),
-        status.wait_for(|s| s.leader_id != 0 && s.leader_id != dead),
-    )
-    .await
-    .map(|r| r.map(|s| s.leader_id));
-    assert!(
-        matches!(elected, Ok(Ok(_))),
-        "no new leader {:?} after the old one was reported gone",
-        killed.elapsed()
-    );
+    assert_elected_well_before_the_timeout(&nodes[rest[0]], dead, killed).await;
     // The first surviving voter won at the next term, in one round.
     let first = rest
         .iter()
@@ -514,19 +523,7 @@ async fn a_survivor_ahead_of_the_first_one_wins_before_the_election_timeout() {
             tokio::spawn(async move { node.read_barrier().await })
         })
         .collect();
-    let mut status = nodes[ahead].watch_status();
-    let elected = tokio::time::timeout(
-        // Well under the 2 s minimum election timeout.
-        Duration::from_millis(1500),
-        status.wait_for(|s| s.leader_id != 0 && s.leader_id != dead),
-    )
-    .await
-    .map(|r| r.map(|s| s.leader_id));
-    assert!(
-        matches!(elected, Ok(Ok(_))),
-        "no new leader {:?} after the old one was reported gone",
-        killed.elapsed()
-    );
+    assert_elected_well_before_the_timeout(&nodes[ahead], dead, killed).await;
     let new_leader = leader_of(&nodes, &rest).await;
     assert_eq!(
         new_leader, ahead,
