@@ -980,9 +980,11 @@ impl BatchNotes {
 pub struct NotesCache {
     /// Each batch by a weak reference: its events go when the store's watch lets them go, and
     /// the allocation stays, so no later batch can take its address.
-    #[allow(clippy::type_complexity)]
-    recent: std::collections::VecDeque<(Weak<Vec<Event>>, Arc<OnceLock<Arc<BatchNotes>>>)>,
+    recent: std::collections::VecDeque<(Weak<Vec<Event>>, NotesCell)>,
 }
+
+/// A batch's notes, filled in by the first session that asks.
+type NotesCell = Arc<OnceLock<Arc<BatchNotes>>>;
 
 /// How many batches [`NotesCache`] remembers: sessions behind by more sum theirs up themselves.
 const NOTES_KEPT: usize = 64;

@@ -178,8 +178,9 @@ impl Driver {
     /// candidate within a tick, beside the first, and split the vote until the next timeout.
     /// When the first survivor's log is behind another's (the dead leader's last entry reached
     /// only that one), the other refuses its pre-vote and campaigns itself at once
-    /// ([`Self::outranks_candidate`]). Pre-vote and check-quorum stay on: if the leader is in fact alive, its next heartbeat makes
-    /// it known again, the voters still in its lease ignore the pre-vote and it keeps its term.
+    /// ([`Self::outranks_candidate`]). Pre-vote and check-quorum stay on: if the leader is in
+    /// fact alive, its next heartbeat makes it known again, the voters still in its lease ignore
+    /// the pre-vote and it keeps its term.
     fn peer_gone(&mut self, id: u64) {
         let raft = &mut self.parts.raw.raft;
         if id == raft.id || id != raft.leader_id || raft.state == StateRole::Leader {

@@ -426,6 +426,33 @@ async fn three_voters_replicate_fail_over_and_refuse_without_quorum() {
 /// 200 ms ticks: the election timeout is 2-4 s after the last heartbeat.
 const SLOW_TICK: Duration = Duration::from_millis(200);
 
+/// The member other than `leader` that campaigns first when `leader` is reported gone: the
+/// lowest id among the rest.
+fn first_survivor(nodes: &[RaftNode], leader: usize) -> usize {
+    (0..nodes.len())
+        .filter(|i| *i != leader)
+        .min_by_key(|i| nodes[*i].status().id)
+        .expect("a member besides the leader")
+}
+
+/// Kills the leader as `kill -9` would (cut off, then stopped) and reports it gone to every
+/// member in `rest`, as their transports would; returns when it died.
+async fn kill_and_report_gone(
+    net: &Net,
+    nodes: &[RaftNode],
+    leader: usize,
+    rest: &[usize],
+) -> std::time::Instant {
+    let dead = nodes[leader].status().id;
+    net.cut.lock().expect("cut").insert(dead);
+    nodes[leader].shutdown().await;
+    let killed = std::time::Instant::now();
+    for i in rest {
+        nodes[*i].peer_gone(dead).await.expect("peer gone");
+    }
+    killed
+}
+
 /// Asserts that `node` knows a leader other than `dead` within 1.5 s, well under the 2 s minimum
 /// election timeout of [`SLOW_TICK`].
 async fn assert_elected_well_before_the_timeout(
@@ -457,20 +484,11 @@ async fn a_leader_reported_gone_is_replaced_before_the_election_timeout() {
     stores[leader].propose(create(0)).await.expect("propose");
     let dead = nodes[leader].status().id;
     let term = nodes[leader].status().term;
-    net.cut.lock().expect("cut").insert(dead);
-    nodes[leader].shutdown().await;
-    let killed = std::time::Instant::now();
     let rest: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
-    for i in &rest {
-        nodes[*i].peer_gone(dead).await.expect("peer gone");
-    }
+    let killed = kill_and_report_gone(&net, &nodes, leader, &rest).await;
     assert_elected_well_before_the_timeout(&nodes[rest[0]], dead, killed).await;
     // The first surviving voter won at the next term, in one round.
-    let first = rest
-        .iter()
-        .min_by_key(|i| nodes[**i].status().id)
-        .copied()
-        .expect("two survivors");
+    let first = first_survivor(&nodes, leader);
     let new_leader = leader_of(&nodes, &rest).await;
     assert_eq!(new_leader, first);
     assert_eq!(nodes[new_leader].status().term, term + 1);
@@ -492,11 +510,7 @@ async fn a_survivor_ahead_of_the_first_one_wins_before_the_election_timeout() {
     let dead = nodes[leader].status().id;
     let term = nodes[leader].status().term;
     let rest: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
-    let first = rest
-        .iter()
-        .min_by_key(|i| nodes[**i].status().id)
-        .copied()
-        .expect("two survivors");
+    let first = first_survivor(&nodes, leader);
     let ahead = rest
         .iter()
         .copied()
@@ -509,12 +523,7 @@ async fn a_survivor_ahead_of_the_first_one_wins_before_the_election_timeout() {
         .expect("cut links")
         .insert((dead, nodes[first].status().id));
     stores[leader].propose(create(1)).await.expect("propose");
-    net.cut.lock().expect("cut").insert(dead);
-    nodes[leader].shutdown().await;
-    let killed = std::time::Instant::now();
-    for i in &rest {
-        nodes[*i].peer_gone(dead).await.expect("peer gone");
-    }
+    let killed = kill_and_report_gone(&net, &nodes, leader, &rest).await;
     // Reads asked while no leader serves them are asked again once one does.
     let reads: Vec<_> = rest
         .iter()
@@ -556,10 +565,7 @@ async fn a_live_leader_reported_gone_by_one_follower_keeps_its_term() {
     let leader_id = nodes[leader].status().id;
     let term = nodes[leader].status().term;
     // The follower that would campaign at once hears (wrongly) that the leader is gone.
-    let first = (0..3)
-        .filter(|i| *i != leader)
-        .min_by_key(|i| nodes[*i].status().id)
-        .expect("two followers");
+    let first = first_survivor(&nodes, leader);
     nodes[first].peer_gone(leader_id).await.expect("peer gone");
     // Its pre-vote is ignored by the leader and the other follower, both in the leader's lease.
     for i in 0..3 {
