@@ -51,7 +51,60 @@ impl Session {
 #[derive(Default)]
 struct SessionTable {
     sessions: HashMap<String, Session>,
-    last_seen: HashMap<String, Instant>,
+    last_seen: HashMap<String, Seen>,
+    /// How long this manager could not run its own tasks in time, in all (see [`Stalls`]).
+    stalled: Duration,
+}
+
+/// When a node was last heard from, and how much stalled time had been counted then.
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    at: Instant,
+    stalled: Duration,
+}
+
+impl SessionTable {
+    /// Records that `node_id` was heard from now.
+    fn seen(&mut self, node_id: &str) {
+        let seen = Seen {
+            at: Instant::now(),
+            stalled: self.stalled,
+        };
+        match self.last_seen.get_mut(node_id) {
+            Some(s) => *s = seen,
+            None => {
+                self.last_seen.insert(node_id.to_string(), seen);
+            }
+        }
+    }
+
+    /// How long `node_id` has gone unheard at `now`, not counting the time this manager was
+    /// stalled since: a heartbeat it could not read then is not held against the node.
+    /// `floor` stands in for a node never heard from (or heard from before it).
+    fn silent_for(&self, node_id: &str, now: Instant, floor: Seen) -> Duration {
+        let last = match self.last_seen.get(node_id) {
+            Some(s) if s.at > floor.at => *s,
+            _ => floor,
+        };
+        now.saturating_duration_since(last.at)
+            .saturating_sub(self.stalled.saturating_sub(last.stalled))
+    }
+}
+
+/// How late a wake-up may come before the delay counts as a stall.
+const STALL_ALLOWANCE: Duration = Duration::from_millis(100);
+
+/// The stall a sleep of `asked` that took `slept` shows: how much later than asked it woke,
+/// when that is beyond [`STALL_ALLOWANCE`]. A late wake-up is a sign that this manager's runtime
+/// could not run its tasks (the sessions reading heartbeats among them) in time, because the
+/// process or the machine is overloaded.
+fn stall(slept: Duration, asked: Duration) -> Duration {
+    let late = slept.saturating_sub(asked);
+    if late > STALL_ALLOWANCE {
+        late
+    } else {
+        Duration::ZERO
+    }
 }
 
 /// The table of connected sessions, shared with the log broker.
@@ -87,9 +140,7 @@ impl Sessions {
     }
 
     fn seen(&self, node_id: &str) {
-        self.lock()
-            .last_seen
-            .insert(node_id.to_string(), Instant::now());
+        self.lock().seen(node_id);
     }
 }
 
@@ -101,7 +152,6 @@ pub struct Dispatcher {
     logs: logs::LogBroker,
     status_tx: mpsc::Sender<TaskStatusUpdate>,
     next_session: Arc<AtomicU64>,
-    started: Instant,
     /// With several managers: whether this one leads. Only the leader holds sessions and judges
     /// heartbeats; `None` (a lone manager) always serves.
     leadership: Option<tokio::sync::watch::Receiver<bool>>,
@@ -135,7 +185,6 @@ impl Dispatcher {
             logs,
             status_tx,
             next_session: Arc::new(AtomicU64::new(1)),
-            started: Instant::now(),
             leadership,
             views: Arc::default(),
             notes: Arc::default(),
@@ -200,61 +249,93 @@ impl Dispatcher {
 
     /// Marks nodes down when they have not been heard from for too long.
     async fn heartbeat_monitor(self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
-        let mut tick = tokio::time::interval(Duration::from_millis(250));
-        // When this manager became leader: agents had no chance to reach it before.
-        let mut leader_since: Option<Instant> = None;
+        const TICK: Duration = Duration::from_millis(250);
+        // When this manager became leader (with the stalled time counted then): agents had no
+        // chance to reach it before.
+        let mut leader_since: Option<Seen> = None;
         loop {
+            // A sleep, not an interval: only the wait itself is measured, not this loop's own
+            // work (a slow write below is not a stall).
+            let asleep = Instant::now();
             tokio::select! {
-                _ = tick.tick() => {}
+                _ = tokio::time::sleep(TICK) => {}
                 _ = shutdown.changed() => return,
+            }
+            let stall = stall(asleep.elapsed(), TICK);
+            let stalled = {
+                let mut t = self.sessions.lock();
+                t.stalled += stall;
+                t.stalled
+            };
+            if stall >= Duration::from_secs(1) {
+                info!(stalled_ms = stall.as_millis() as u64, "this manager could not run its tasks in time (overloaded): heartbeats are judged that much later");
+            } else if !stall.is_zero() {
+                debug!(
+                    stalled_ms = stall.as_millis() as u64,
+                    "heartbeat monitor ran late"
+                );
             }
             if !self.is_leader() {
                 leader_since = None;
                 continue;
             }
-            let since = *leader_since.get_or_insert_with(Instant::now);
+            let since = *leader_since.get_or_insert_with(|| Seen {
+                at: Instant::now(),
+                stalled,
+            });
             let limit = self.heartbeat_period().mul_f64(DOWN_AFTER_PERIODS);
             let now = Instant::now();
-            let ready: Vec<Node> = self.store.read(|s| {
-                s.nodes()
-                    // A manager-only node's health comes from Raft, not from an agent session
-                    // (a promoted worker's agent is judged like any other).
-                    .filter(|n| crate::node_record::runs_agent(n))
-                    .filter(|n| {
-                        n.status.as_ref().map(|st| st.state) == Some(NodeState::NodeReady as i32)
+            // Judged on the session table alone first: cloning every ready node's record each
+            // tick costs more than everything else here at thousands of nodes.
+            let expired: Vec<(String, bool)> = {
+                let ids: Vec<String> = self.store.read(|s| {
+                    s.nodes()
+                        // A manager-only node's health comes from Raft, not from an agent
+                        // session (a promoted worker's agent is judged like any other).
+                        .filter(|n| crate::node_record::runs_agent(n))
+                        .filter(|n| {
+                            n.status.as_ref().map(|st| st.state)
+                                == Some(NodeState::NodeReady as i32)
+                        })
+                        .map(|n| n.id.clone())
+                        .collect()
+                });
+                let t = self.sessions.lock();
+                ids.into_iter()
+                    .filter_map(|id| {
+                        // A connected agent that stopped heartbeating is as dead as a
+                        // disconnected one.
+                        let expired = t.silent_for(&id, now, since) > limit;
+                        expired.then(|| {
+                            let connected = t.sessions.contains_key(&id);
+                            (id, connected)
+                        })
                     })
-                    .cloned()
                     .collect()
-            });
+            };
             let mut actions = Vec::new();
-            for mut node in ready {
-                let (connected, last) = {
-                    let t = self.sessions.lock();
-                    (
-                        t.sessions.contains_key(&node.id),
-                        t.last_seen.get(&node.id).copied(),
-                    )
+            for (id, connected) in expired {
+                let ready = |n: &&Node| {
+                    n.status.as_ref().map(|st| st.state) == Some(NodeState::NodeReady as i32)
                 };
-                let last = last.unwrap_or(self.started).max(since);
-                // A connected agent that stopped heartbeating is as dead as a disconnected one.
-                let expired = now.duration_since(last) > limit;
-                if expired {
-                    info!(node.id = %node.id, connected, "node missed its heartbeats: marking it down");
-                    // End its session: if the agent is still there (a partition that heals before
-                    // TCP notices), it must register again, and registering is what marks a node
-                    // ready. Otherwise it would stay down while its stream carries on.
-                    let session = self.sessions.lock().sessions.remove(&node.id);
-                    if let Some(session) = session {
-                        let _ = session.end.send(true);
-                        self.logs.node_gone(&node.id);
-                    }
-                    let st = node.status.get_or_insert_with(Default::default);
-                    st.state = NodeState::NodeDown as i32;
-                    st.message = "heartbeat failure".into();
-                    actions.push(StoreAction {
-                        action: Some(Action::PutNode(node)),
-                    });
+                let Some(mut node) = self.store.read(|s| s.node(&id).filter(ready).cloned()) else {
+                    continue;
+                };
+                info!(node.id = %node.id, connected, "node missed its heartbeats: marking it down");
+                // End its session: if the agent is still there (a partition that heals before
+                // TCP notices), it must register again, and registering is what marks a node
+                // ready. Otherwise it would stay down while its stream carries on.
+                let session = self.sessions.lock().sessions.remove(&node.id);
+                if let Some(session) = session {
+                    let _ = session.end.send(true);
+                    self.logs.node_gone(&node.id);
                 }
+                let st = node.status.get_or_insert_with(Default::default);
+                st.state = NodeState::NodeDown as i32;
+                st.message = "heartbeat failure".into();
+                actions.push(StoreAction {
+                    action: Some(Action::PutNode(node)),
+                });
             }
             if !actions.is_empty() {
                 match self.store.propose(actions).await {
@@ -332,11 +413,13 @@ impl Dispatcher {
         resync: Arc<tokio::sync::Notify>,
     ) {
         let mut events = self.store.watch();
+        // Read after subscribing: every change past this index reaches `events`.
+        let everything = || views::Need::everything_since(self.store.applied_index());
         // What the agent holds once it has applied everything sent, and its version.
         let mut held: Option<views::NodeView> = None;
         let mut version = 0u64;
         let mut interest = views::Interest::default();
-        let mut need = views::Need::everything();
+        let mut need = everything();
         loop {
             if self.store.read(|s| s.node(&node_id).is_none()) {
                 // The node was removed: end its session; its certificate is refused from now on.
@@ -355,7 +438,7 @@ impl Dispatcher {
             loop {
                 match events.try_recv() {
                     Ok(batch) => interest.note_batch(&node_id, &self.notes(&batch), &mut need),
-                    Err(TryRecvError::Lagged(_)) => need = views::Need::everything(),
+                    Err(TryRecvError::Lagged(_)) => need = everything(),
                     Err(_) => break,
                 }
             }
@@ -397,7 +480,7 @@ impl Dispatcher {
                             }
                         }
                         Err(RecvError::Lagged(_)) => {
-                            need = views::Need::everything();
+                            need = everything();
                             break;
                         }
                         Err(RecvError::Closed) => return,
@@ -405,7 +488,7 @@ impl Dispatcher {
                     _ = resync.notified() => {
                         debug!(node.id = %node_id, "the agent asked for its whole assignment set");
                         held = None;
-                        need = views::Need::everything();
+                        need = everything();
                         break;
                     }
                     _ = tx.closed() => return,
@@ -493,7 +576,7 @@ impl DispatcherRpc for Dispatcher {
         {
             // Seen before it is marked ready, so the heartbeat monitor cannot expire it at once.
             let mut t = self.sessions.lock();
-            t.last_seen.insert(node_id.clone(), Instant::now());
+            t.seen(&node_id);
         }
         self.register(&node_id, peer, reg).await?;
         {
@@ -510,7 +593,7 @@ impl DispatcherRpc for Dispatcher {
             if let Some(old) = old {
                 let _ = old.end.send(true);
             }
-            t.last_seen.insert(node_id.clone(), Instant::now());
+            t.seen(&node_id);
         }
         info!(node.id = %node_id, session = session_id, "agent session established");
         let period = self.heartbeat_period();
@@ -620,6 +703,60 @@ impl DispatcherRpc for Dispatcher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_wake_up_later_than_the_allowance_is_a_stall() {
+        let tick = Duration::from_millis(250);
+        assert_eq!(stall(Duration::from_millis(300), tick), Duration::ZERO);
+        assert_eq!(stall(Duration::from_millis(100), tick), Duration::ZERO);
+        assert_eq!(
+            stall(Duration::from_millis(1250), tick),
+            Duration::from_secs(1)
+        );
+    }
+
+    #[test]
+    fn time_the_manager_was_stalled_is_not_held_against_a_node() {
+        let t0 = Instant::now();
+        let floor = Seen {
+            at: t0,
+            stalled: Duration::ZERO,
+        };
+        let mut t = SessionTable::default();
+        t.last_seen.insert(
+            "n1".into(),
+            Seen {
+                at: t0 + Duration::from_secs(1),
+                stalled: Duration::ZERO,
+            },
+        );
+        let now = t0 + Duration::from_secs(9);
+        assert_eq!(t.silent_for("n1", now, floor), Duration::from_secs(8));
+        // Never heard from: silent since the floor (when this manager began to lead).
+        assert_eq!(t.silent_for("n2", now, floor), Duration::from_secs(9));
+        // 5 s of stalls since n1 was heard from: only 3 s of silence count.
+        t.stalled = Duration::from_secs(5);
+        assert_eq!(t.silent_for("n1", now, floor), Duration::from_secs(3));
+        assert_eq!(t.silent_for("n2", now, floor), Duration::from_secs(4));
+        // Heard from again after the stalls: counted from then, the stalls before it do not
+        // matter any more.
+        t.seen("n1");
+        let heard = t.last_seen["n1"];
+        assert_eq!(heard.stalled, Duration::from_secs(5));
+        assert_eq!(
+            t.silent_for("n1", heard.at + Duration::from_secs(2), floor),
+            Duration::from_secs(2)
+        );
+        // A floor later than the last heartbeat (a new leader) counts from the floor.
+        let late_floor = Seen {
+            at: heard.at + Duration::from_secs(1),
+            stalled: Duration::from_secs(5),
+        };
+        assert_eq!(
+            t.silent_for("n1", heard.at + Duration::from_secs(2), late_floor),
+            Duration::from_secs(1)
+        );
+    }
 
     #[test]
     fn registration_keeps_the_allocators_fields() {

@@ -566,6 +566,12 @@ fn network_view_split(state: &State, network: &Network, k: u64) -> NetworkView {
                 if t.node_id.is_empty() || task_has_ended(t) {
                     continue;
                 }
+                // The routing mesh only forwards to running backends, and carries no other
+                // traffic between tasks: a backend is in its view once it runs, and leaves it
+                // when it stops (or turns unhealthy). Half the view changes a start costs.
+                if spec.ingress && !is_running(t) {
+                    continue;
+                }
                 endpoints.push(EndpointView {
                     task_id: t.id.clone(),
                     service_id: t.service_id.clone(),
@@ -753,8 +759,12 @@ pub struct Interest {
 pub struct Need {
     /// The node's own tasks or its node record changed.
     own: bool,
-    /// Everything must be taken as of now (the first view, or changes were missed).
+    /// Everything must be taken anew (the first view, or changes were missed), from shared
+    /// views at least as recent as `since`.
     everything: bool,
+    /// With `everything`: the store index the shared views must have reached ([`NOW`]: the
+    /// index they are computed at).
+    since: u64,
     networks: HashMap<String, u64>,
     routing_mesh: u64,
     mesh: u64,
@@ -763,9 +773,19 @@ pub struct Need {
 impl Need {
     /// A need for everything as of now.
     pub fn everything() -> Self {
+        Self::everything_since(NOW)
+    }
+
+    /// A need for everything, from shared views at least as recent as store index `index`: the
+    /// applied index when the need arose (a session began after subscribing to the store's
+    /// changes, or it missed some), since every later change reaches the session anyway.
+    /// Thousands of sessions starting (or falling behind) together then share one view of a
+    /// network, instead of each computing its own at the index of the moment.
+    pub fn everything_since(index: u64) -> Self {
         Need {
             own: true,
             everything: true,
+            since: index,
             ..Default::default()
         }
     }
@@ -792,6 +812,11 @@ impl Interest {
     /// look at every event: with thousands of sessions each noting every event, that look was
     /// most of the leader's CPU while services were created.
     pub fn note_batch(&self, node_id: &str, notes: &BatchNotes, need: &mut Need) {
+        if need.everything {
+            // The next view is taken anew, so it must be at least as recent as anything the
+            // batch changed, whether this node's last view depended on it or not.
+            need.since = need.since.max(notes.newest());
+        }
         if notes.own_nodes.contains(node_id)
             || notes.secrets.iter().any(|id| self.secrets.contains(id))
             || notes.configs.iter().any(|id| self.configs.contains(id))
@@ -868,6 +893,16 @@ impl BatchNotes {
     /// Whether a manager's node record (the membership) or the cluster object changed.
     pub fn managers_or_cluster(&self) -> bool {
         self.managers_or_cluster
+    }
+
+    /// The newest change to anything a shared view is computed from ([`NOW`] for a removal).
+    fn newest(&self) -> u64 {
+        self.networks
+            .values()
+            .copied()
+            .chain([self.publishing, self.nodes, self.routing_mesh])
+            .max()
+            .unwrap_or(0)
     }
 
     /// Sums up `events` (one applied write's changes).
@@ -1161,7 +1196,11 @@ impl<'a> Cached<'a> {
     }
 
     fn required(&self, noted: u64, known_before: bool) -> u64 {
-        if self.need.everything || !known_before {
+        if self.need.everything {
+            // `since` covers every batch the session took since the need arose, whatever
+            // it touched (see `Interest::note_batch`).
+            noted.max(self.need.since).min(self.index)
+        } else if !known_before {
             self.index
         } else {
             noted.min(self.index)

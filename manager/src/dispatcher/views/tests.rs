@@ -401,6 +401,66 @@ fn encrypted_network_uses_mesh_addresses_and_peers() {
     assert!(assignments(&s, "node-1").mesh_peers.is_empty());
 }
 
+/// The backends of the routing mesh in a node's ingress view.
+fn ingress_backends(s: &State, node: &str) -> Vec<String> {
+    assignments(s, node)
+        .networks
+        .iter()
+        .filter(|v| view_id(v) == INGRESS)
+        .flat_map(|v| v.endpoints.iter())
+        .filter(|e| !e.task_id.is_empty())
+        .map(|e| format!("{} running={}", e.task_id, e.running))
+        .collect()
+}
+
+#[test]
+fn the_routing_mesh_holds_a_backend_only_while_it_runs() {
+    let mut objects = cluster();
+    objects.push(Object::Service(publishing(
+        service("svc-api", "api", &[(PLAIN, &[])], ""),
+        30080,
+    )));
+    let api = |state: TaskState, health: Option<&str>| {
+        let mut t = task(
+            "t-api-1",
+            "svc-api",
+            "node-3",
+            state,
+            &[(PLAIN, "10.1.0.30/24"), (INGRESS, "10.0.1.1/16")],
+        );
+        if let (Some(h), Some(st)) = (health, t.status.as_mut()) {
+            st.health = Some(shoal_proto::v1::HealthStatus {
+                status: h.into(),
+                ..Default::default()
+            });
+        }
+        Object::Task(t)
+    };
+    let with = |t: Object| {
+        let mut o = objects.clone();
+        o.push(t);
+        state(o)
+    };
+    // Starting: not in the routing mesh, but already on its own network (other tasks may reach
+    // it the moment it starts).
+    let s = with(api(TaskState::TaskStarting, None));
+    assert!(ingress_backends(&s, "node-1").is_empty());
+    let plain: Vec<String> = assignments(&s, "node-3")
+        .networks
+        .iter()
+        .filter(|v| view_id(v) == PLAIN)
+        .flat_map(|v| v.endpoints.iter().map(|e| e.task_id.clone()))
+        .collect();
+    assert!(plain.contains(&"t-api-1".to_string()), "{plain:?}");
+    // Running: in it, on every node.
+    let s = with(api(TaskState::TaskRunning, None));
+    assert_eq!(ingress_backends(&s, "node-1"), ["t-api-1 running=true"]);
+    assert_eq!(ingress_backends(&s, "node-3"), ["t-api-1 running=true"]);
+    // Reported unhealthy while still running: out of it again.
+    let s = with(api(TaskState::TaskRunning, Some("unhealthy")));
+    assert!(ingress_backends(&s, "node-1").is_empty());
+}
+
 #[test]
 fn ingress_view_goes_to_every_node_while_a_port_is_published() {
     let mut objects = cluster();
@@ -508,6 +568,60 @@ fn cache_serves_views_as_recent_as_needed() {
         &fresh_again.networks[0].view,
         &next.networks[0].view
     ));
+}
+
+#[test]
+fn sessions_taking_everything_share_views_recent_enough_for_them() {
+    let s = state(cluster());
+    let cache = Mutex::new(Cache::default());
+    let view = |index: u64, need: &Need| {
+        node_view(
+            &s,
+            "node-1",
+            &mut Cached::new(&cache, index, need, &Interest::default()),
+        )
+        .0
+    };
+    // A first session's view, at index 10.
+    let first = view(10, &Need::everything_since(10));
+    // Sessions that began (or fell behind) at index 10 or before take it, though the store has
+    // moved on since: anything after index 10 reaches them as a change.
+    let later = view(14, &Need::everything_since(9));
+    assert!(Arc::ptr_eq(
+        &later.networks[0].view,
+        &first.networks[0].view
+    ));
+    // One that began at 12 needs a newer view: computed at 14, then shared in turn.
+    let newer = view(14, &Need::everything_since(12));
+    assert!(!Arc::ptr_eq(
+        &newer.networks[0].view,
+        &first.networks[0].view
+    ));
+    let shared = view(15, &Need::everything_since(13));
+    assert!(Arc::ptr_eq(
+        &shared.networks[0].view,
+        &newer.networks[0].view
+    ));
+    // A batch it took since the need arose counts, whatever it touched: here a node's
+    // address, noted at index 16 by a session that held no network yet.
+    let mut moved = node(2);
+    if let Some(st) = moved.status.as_mut() {
+        st.addr = "192.168.7.2".into();
+    }
+    let notes = BatchNotes::of(&[Event::Updated {
+        old: Object::Node(node(2)),
+        new: versioned(Object::Node(moved), 16),
+    }]);
+    let mut need = Need::everything_since(13);
+    Interest::default().note_batch("node-1", &notes, &mut need);
+    let after = view(17, &need);
+    assert!(!Arc::ptr_eq(
+        &after.networks[0].view,
+        &newer.networks[0].view
+    ));
+    // "As of now" (no index): computed at the index of the moment.
+    let now = view(18, &Need::everything());
+    assert!(!Arc::ptr_eq(&now.networks[0].view, &after.networks[0].view));
 }
 
 /// The interest of node 1 in `cluster()`.
