@@ -159,6 +159,11 @@ pub struct Dispatcher {
     views: Arc<Mutex<views::Cache>>,
     /// What the last batches of store changes mean for nodes, summed up once for all sessions.
     notes: Arc<Mutex<views::NotesCache>>,
+    /// Turns at computing a node's view and delta: as many at once as there are cores but
+    /// one, so the other core keeps the sessions' pings, heartbeats and Raft going however
+    /// many nodes a change concerns (thousands of sessions woken by one batch would otherwise
+    /// queue ahead of them all for seconds).
+    view_turns: Arc<tokio::sync::Semaphore>,
 }
 
 impl Dispatcher {
@@ -188,6 +193,7 @@ impl Dispatcher {
             leadership,
             views: Arc::default(),
             notes: Arc::default(),
+            view_turns: Arc::new(tokio::sync::Semaphore::new(view_turns())),
         };
         tokio::spawn(d.clone().status_batcher(status_rx, shutdown.clone()));
         tokio::spawn(d.clone().heartbeat_monitor(shutdown));
@@ -434,13 +440,32 @@ impl Dispatcher {
             let Ok(permit) = tx.reserve().await else {
                 return;
             };
-            // Whatever changed while the stream was busy goes into this message.
+            if let Some(wait) = views::Cache::pace(&self.views, &need) {
+                tokio::time::sleep(wait).await;
+            }
+            // Waiting for a turn parks the session: the runtime's queue never holds thousands
+            // of view computations ahead of the heartbeats, pings and Raft.
+            let Ok(_turn) = self.view_turns.acquire().await else {
+                return;
+            };
+            // Whatever changed while the stream was busy goes into this message. A session
+            // far behind (more batches queued than the shared notes keep) takes everything
+            // anew instead: cheaper than summing up each old batch again, which also pushes
+            // the batches other sessions need out of the shared notes.
+            if events.len() > views::NOTES_KEPT / 2 {
+                need = everything();
+            }
             loop {
                 match events.try_recv() {
+                    Ok(_) if need.is_everything() => {}
                     Ok(batch) => interest.note_batch(&node_id, &self.notes(&batch), &mut need),
                     Err(TryRecvError::Lagged(_)) => need = everything(),
                     Err(_) => break,
                 }
+            }
+            if need.is_everything() {
+                // Every batch taken, noted or not, was applied by now.
+                need = everything();
             }
             let (current, depends_on) = self.node_view(&node_id, &need, &interest);
             interest = depends_on;
@@ -463,6 +488,7 @@ impl Dispatcher {
                     Some(manager_message::Msg::Assignments(full))
                 }
             };
+            drop(_turn);
             match msg {
                 Some(msg) => permit.send(ManagerMessage { msg: Some(msg) }),
                 None => drop(permit),
@@ -500,6 +526,11 @@ impl Dispatcher {
             }
         }
     }
+}
+
+/// How many sessions compute their views at once: the cores but one, at least one.
+fn view_turns() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// Whether `SHOAL_DISPATCHER_FULL_SETS=1` asks for whole assignment sets on every change instead

@@ -14,6 +14,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+use std::time::{Duration, Instant};
 
 use shoal_proto::assignments::{keyed_diff, same_for_agent, view_delta, view_delta_is_empty};
 use shoal_proto::v1::{
@@ -507,6 +508,14 @@ pub fn node_view(state: &State, node_id: &str, shared: &mut dyn Shared) -> (Node
             interest.ingress = Some(id.clone());
         }
         let (view, classes) = shared.network(state, network, node_id);
+        if classes.is_some() && spec.is_some_and(|s| s.ingress) {
+            interest.ingress_groups = view
+                .services
+                .iter()
+                .filter(|s| s.subset_groups > 1)
+                .map(|s| (s.service_id.clone(), (s.subset_groups, s.subset)))
+                .collect();
+        }
         let forwarders = classes.map(|classes| {
             // The node's live backends on this network: who may forward to them decides which
             // node addresses it needs.
@@ -746,6 +755,9 @@ pub struct Interest {
     networks: HashSet<String>,
     /// The ingress network's id, when the node receives its view.
     ingress: Option<String>,
+    /// On a split routing mesh, the services split and this node's group of each, as
+    /// (groups, group): a change of another group's backend does not concern the node.
+    ingress_groups: HashMap<String, (u32, u32)>,
     /// Whether the node receives mesh peers.
     mesh: bool,
     /// Secrets and configs the node's live tasks mount (by id).
@@ -790,6 +802,11 @@ impl Need {
         }
     }
 
+    /// Whether everything must be taken anew.
+    pub fn is_everything(&self) -> bool {
+        self.everything
+    }
+
     /// Whether the node's view must be looked at again.
     pub fn any(&self) -> bool {
         self.own
@@ -828,7 +845,11 @@ impl Interest {
             return;
         }
         for (id, version) in &notes.networks {
-            self.bump(need, id, *version);
+            if self.ingress.as_deref() == Some(id.as_str()) && !self.ingress_groups.is_empty() {
+                self.note_split_ingress(id, notes, need);
+            } else {
+                self.bump(need, id, *version);
+            }
         }
         if notes.publishing > 0 {
             if let Some(ingress) = &self.ingress {
@@ -842,6 +863,24 @@ impl Interest {
             }
             if self.mesh {
                 need.mesh = need.mesh.max(notes.nodes);
+            }
+        }
+    }
+
+    /// The changes of the split routing mesh's network `id` that concern this node: all but
+    /// the changes of another group's backends of a split service.
+    fn note_split_ingress(&self, id: &str, notes: &BatchNotes, need: &mut Need) {
+        if let Some(v) = notes.unslotted.get(id) {
+            self.bump(need, id, *v);
+        }
+        for (service, slots) in notes.slots.get(id).into_iter().flatten() {
+            let v = match self.ingress_groups.get(service) {
+                Some((groups, subset)) => notes.newest_in_group(id, service, *groups, *subset),
+                // Not split (or new to this node): every backend concerns every node.
+                None => slots.newest,
+            };
+            if v > 0 {
+                self.bump(need, id, v);
             }
         }
     }
@@ -882,6 +921,40 @@ pub struct BatchNotes {
     node_records: HashSet<String>,
     /// A manager's node record or the cluster object changed (the manager list, the CA).
     managers_or_cluster: bool,
+    /// Per network, the changes that are not a replicated task's (see `slots`), newest.
+    unslotted: HashMap<String, u64>,
+    /// Per network and service, the slots of the replicated tasks that changed, each with the
+    /// newest version: on a split routing mesh such a change concerns one group's nodes only.
+    slots: HashMap<String, HashMap<String, ServiceSlots>>,
+    /// What the slots mean for the nodes of each group, summed up once per batch.
+    by_group: GroupMemo,
+}
+
+/// The slots of one service's tasks that changed in a batch, with the newest version of all.
+#[derive(Debug, Default, Clone, PartialEq)]
+struct ServiceSlots {
+    newest: u64,
+    slots: Vec<(u64, u64)>,
+}
+
+/// Per (network, service, number of groups): the newest change for each group (0: none).
+/// Computed by the first session that asks, shared by all; not part of what the notes say.
+#[derive(Debug, Default)]
+struct GroupMemo(Mutex<HashMap<GroupKey, Arc<Vec<u64>>>>);
+
+/// (network, service, number of groups).
+type GroupKey = (String, String, u32);
+
+impl Clone for GroupMemo {
+    fn clone(&self) -> Self {
+        GroupMemo::default()
+    }
+}
+
+impl PartialEq for GroupMemo {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
 }
 
 impl BatchNotes {
@@ -937,9 +1010,14 @@ impl BatchNotes {
                 if task_part(a) == task_part(b) {
                     return;
                 }
-                let nets = [a, b].into_iter().flatten().flat_map(|t| &t.networks);
-                for id in nets.map(|n| n.network_id.as_str()) {
-                    self.network(id, version);
+                for t in [a, b].into_iter().flatten() {
+                    for id in t.networks.iter().map(|n| n.network_id.as_str()) {
+                        if t.slot >= 1 {
+                            self.network_slot(id, &t.service_id, t.slot, version);
+                        } else {
+                            self.network(id, version);
+                        }
+                    }
                 }
             }
             Kind::Service => {
@@ -1000,12 +1078,70 @@ impl BatchNotes {
     }
 
     fn network(&mut self, id: &str, version: u64) {
+        self.network_changed(id, version);
+        match self.unslotted.get_mut(id) {
+            Some(v) => *v = (*v).max(version),
+            None => {
+                self.unslotted.insert(id.to_string(), version);
+            }
+        }
+    }
+
+    /// A replicated task of `service` in `slot` changed on network `id`.
+    fn network_slot(&mut self, id: &str, service: &str, slot: u64, version: u64) {
+        self.network_changed(id, version);
+        let services = match self.slots.get_mut(id) {
+            Some(s) => s,
+            None => self.slots.entry(id.to_string()).or_default(),
+        };
+        let slots = match services.get_mut(service) {
+            Some(s) => s,
+            None => services.entry(service.to_string()).or_default(),
+        };
+        slots.newest = slots.newest.max(version);
+        slots.slots.push((slot, version));
+    }
+
+    fn network_changed(&mut self, id: &str, version: u64) {
         match self.networks.get_mut(id) {
             Some(v) => *v = (*v).max(version),
             None => {
                 self.networks.insert(id.to_string(), version);
             }
         }
+    }
+
+    /// The newest change of `service`'s tasks on network `id` in group `subset` of `groups`
+    /// (slot S is in group (S - 1) mod `groups`); 0: none.
+    fn newest_in_group(&self, id: &str, service: &str, groups: u32, subset: u32) -> u64 {
+        let Some(slots) = self.slots.get(id).and_then(|s| s.get(service)) else {
+            return 0;
+        };
+        let groups = groups.max(1);
+        if slots.slots.len() <= 16 {
+            // A few changes: looked at directly.
+            return slots
+                .slots
+                .iter()
+                .filter(|(slot, _)| (slot.saturating_sub(1) % u64::from(groups)) as u32 == subset)
+                .map(|(_, v)| *v)
+                .max()
+                .unwrap_or(0);
+        }
+        let key = (id.to_string(), service.to_string(), groups);
+        // Poisoning only means a panic mid-insert; every entry is whole.
+        let mut memo = self.by_group.0.lock().unwrap_or_else(|p| p.into_inner());
+        let per_group = memo.entry(key).or_insert_with(|| {
+            let mut per = vec![0u64; groups as usize];
+            for (slot, v) in &slots.slots {
+                let g = (slot.saturating_sub(1) % u64::from(groups)) as usize;
+                if let Some(x) = per.get_mut(g) {
+                    *x = (*x).max(*v);
+                }
+            }
+            Arc::new(per)
+        });
+        per_group.get(subset as usize).copied().unwrap_or(0)
     }
 }
 
@@ -1022,7 +1158,7 @@ pub struct NotesCache {
 type NotesCell = Arc<OnceLock<Arc<BatchNotes>>>;
 
 /// How many batches [`NotesCache`] remembers: sessions behind by more sum theirs up themselves.
-const NOTES_KEPT: usize = 64;
+pub const NOTES_KEPT: usize = 64;
 
 impl NotesCache {
     /// The notes of `batch` (a batch received from the store's watch), summed up once.
@@ -1135,6 +1271,9 @@ fn node_part(n: Option<&Node>) -> Option<impl PartialEq + '_> {
 #[derive(Debug, Default)]
 pub struct Cache {
     networks: HashMap<String, (u64, Arc<NetworkView>)>,
+    /// When each network's whole view was last computed, and how long that took (see
+    /// [`Cache::pace`]).
+    built: HashMap<String, (Instant, Duration)>,
     /// The split of a network's view (see [`subset`]).
     groups: HashMap<String, GroupViews>,
     /// Deltas between two views of a network; `None` when the two hold the same.
@@ -1152,6 +1291,44 @@ impl Cache {
             subset_size: Some(k),
             ..Default::default()
         }
+    }
+}
+
+/// A network's whole view is computed again at most once per this many times what computing it
+/// took (see [`Cache::pace`]).
+const REBUILD_PACE: u32 = 4;
+
+impl Cache {
+    /// How long a session should wait before taking its next view, so that the whole view of a
+    /// large network is not computed again for every change: `Some` when `need` asks for a
+    /// newer view of a network than the cache holds, and that view was computed less than
+    /// [`REBUILD_PACE`] times its cost ago. Under a stream of changes (thousands of tasks
+    /// starting) the computation then takes at most about a fifth of a core whatever the rate
+    /// of changes, each computed view serving every change up to its index; a small network's
+    /// view costs microseconds, and a network that changed after a quiet spell is never held
+    /// back.
+    pub fn pace(cache: &Mutex<Cache>, need: &Need) -> Option<Duration> {
+        // Poisoning only means a panic mid-insert; every entry is whole.
+        let cache = cache.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        cache
+            .networks
+            .iter()
+            .filter(|(id, (at, _))| {
+                let noted = need.networks.get(id.as_str()).copied().unwrap_or(0);
+                let wanted = if need.everything {
+                    noted.max(need.since)
+                } else {
+                    noted
+                };
+                wanted > *at
+            })
+            .filter_map(|(id, _)| {
+                let (built, took) = cache.built.get(id)?;
+                let next = *built + *took * REBUILD_PACE;
+                (next > now).then(|| next - now)
+            })
+            .max()
     }
 }
 
@@ -1221,14 +1398,20 @@ impl<'a> Cached<'a> {
         // only by a need newer than the cached view, and the index is at least that need), so
         // one version names one view's contents: what makes deltas shareable by version.
         let k = cache.subset_size.unwrap_or_else(subset::subset_size);
+        let started = Instant::now();
         let view = Arc::new(NetworkView {
             version: self.index,
             ..network_view_split(state, network, k)
         });
+        cache
+            .built
+            .insert(network.id.clone(), (started, started.elapsed()));
         let networks = &mut cache.networks;
         networks.insert(network.id.clone(), (self.index, view.clone()));
         if networks.len() > 2 * state.networks().count() + 8 {
             networks.retain(|id, _| state.network(id).is_some());
+            let kept: HashSet<String> = networks.keys().cloned().collect();
+            cache.built.retain(|id, _| kept.contains(id));
         }
         view
     }
@@ -1249,6 +1432,7 @@ impl Shared for Cached<'_> {
         let mut cache = self.lock();
         let previous = cache.groups.get(&network.id);
         if !previous.is_some_and(|g| Arc::ptr_eq(&g.full, &full)) {
+            let started = Instant::now();
             let split = subset::split(&full);
             // A class of node addresses that did not change keeps its allocation, so that
             // nodes' deltas skip it by pointer.
@@ -1270,6 +1454,10 @@ impl Shared for Cached<'_> {
                 classes: Arc::new(classes),
             };
             cache.groups.insert(network.id.clone(), entry);
+            // Cutting the view costs about as much as computing it: both count for the pace.
+            if let Some((_, took)) = cache.built.get_mut(&network.id) {
+                *took += started.elapsed();
+            }
             if cache.groups.len() > state.networks().count() + 8 {
                 cache.groups.retain(|id, _| state.network(id).is_some());
             }

@@ -624,6 +624,39 @@ fn sessions_taking_everything_share_views_recent_enough_for_them() {
     assert!(!Arc::ptr_eq(&now.networks[0].view, &after.networks[0].view));
 }
 
+#[test]
+fn a_large_view_is_computed_again_only_at_its_pace() {
+    let s = state(cluster());
+    let cache = Mutex::new(Cache::default());
+    let plain = s.network(PLAIN).cloned().unwrap_or_default();
+    Cached::new(&cache, 10, &Need::everything(), &Interest::default()).full_network(&s, &plain);
+    let newer = |index: u64| {
+        let mut need = Need::default();
+        need.networks.insert(PLAIN.into(), index);
+        need
+    };
+    // Say it took 50 ms, just now: a newer view waits for up to 4 x 50 ms from then.
+    let set_built = |ago: Duration| {
+        let mut c = cache.lock().unwrap_or_else(|p| p.into_inner());
+        let at = Instant::now().checked_sub(ago).unwrap_or_else(Instant::now);
+        c.built
+            .insert(PLAIN.into(), (at, Duration::from_millis(50)));
+    };
+    set_built(Duration::ZERO);
+    let wait = Cache::pace(&cache, &newer(11)).unwrap_or_default();
+    assert!(
+        wait > Duration::from_millis(150) && wait <= Duration::from_millis(200),
+        "{wait:?}"
+    );
+    // What the cache holds is recent enough: no wait.
+    assert_eq!(Cache::pace(&cache, &newer(10)), None);
+    assert_eq!(Cache::pace(&cache, &Need::everything_since(10)), None);
+    assert!(Cache::pace(&cache, &Need::everything_since(11)).is_some());
+    // Computed long enough ago: no wait either.
+    set_built(Duration::from_millis(250));
+    assert_eq!(Cache::pace(&cache, &newer(11)), None);
+}
+
 /// The interest of node 1 in `cluster()`.
 fn interest_of_node_1(objects: Vec<Object>) -> Interest {
     node_view(&state(objects), "node-1", &mut Fresh).1
@@ -1335,6 +1368,71 @@ fn a_task_change_reaches_only_the_nodes_of_its_group() {
     assert!(cached <= 8, "{cached} deltas cached");
     // Only node 3 is in group 2 (SHA-256 of "node-3" modulo 8).
     assert_eq!(reached, 1);
+}
+
+#[test]
+fn a_backend_change_wakes_only_the_sessions_of_its_group() {
+    // 64 replicas in subsets of at least 2: 32 groups; 6 nodes.
+    let cache = Mutex::new(Cache::with_subset_size(2));
+    let before_state = state(published(6, 64));
+    // Each node's view and interest before.
+    let before: Vec<(String, NodeView, Interest)> = (1..=6)
+        .map(|n| {
+            let id = format!("node-{n}");
+            let (v, i) = node_view(
+                &before_state,
+                &id,
+                &mut Cached::new(&cache, 10, &Need::everything(), &Interest::default()),
+            );
+            (id, v, i)
+        })
+        .collect();
+    // A batch stopping the tasks of `slots` (a few, then more than the direct look handles).
+    for slots in [
+        vec![3u64],
+        (1..=40).filter(|s| s % 3 == 0).collect::<Vec<u64>>(),
+    ] {
+        let mut objects = published(6, 64);
+        let mut events = Vec::new();
+        for o in objects.iter_mut() {
+            if let Object::Task(t) = o {
+                if slots.contains(&t.slot) {
+                    let old = Object::Task(t.clone());
+                    t.status = Some(TaskStatus {
+                        state: TaskState::TaskFailed as i32,
+                        ..Default::default()
+                    });
+                    events.push(Event::Updated {
+                        old,
+                        new: versioned(Object::Task(t.clone()), 11),
+                    });
+                }
+            }
+        }
+        let after_state = state(objects);
+        let notes = BatchNotes::of(&events);
+        let mut woken = 0;
+        for (id, held, interest) in &before {
+            let mut need = Need::default();
+            interest.note_batch(id, &notes, &mut need);
+            let (after, _) = node_view(
+                &after_state,
+                id,
+                &mut Cached::new(&cache, 11, &Need::everything(), interest),
+            );
+            let changed = held.delta(after, &cache, 1).is_some();
+            // Every node whose view changes is woken; a node not woken has nothing to take.
+            assert!(!changed || need.any(), "{id} missed a change ({slots:?})");
+            let group = subset::node_key(id) % 32;
+            let in_group = slots.iter().any(|s| (s - 1) % 32 == u64::from(group));
+            let hosts = after_state
+                .tasks_of_node(id)
+                .any(|t| slots.contains(&t.slot));
+            assert_eq!(need.any(), in_group || hosts, "{id} ({slots:?})");
+            woken += usize::from(need.any());
+        }
+        assert!(woken < 6, "every node woken for slots {slots:?}");
+    }
 }
 
 #[test]
