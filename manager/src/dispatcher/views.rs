@@ -575,10 +575,11 @@ fn network_view_split(state: &State, network: &Network, k: u64) -> NetworkView {
                 if t.node_id.is_empty() || task_has_ended(t) {
                     continue;
                 }
-                // The routing mesh only forwards to running backends, and carries no other
-                // traffic between tasks: a backend is in its view once it runs, and leaves it
-                // when it stops (or turns unhealthy). Half the view changes a start costs.
-                if spec.ingress && !is_running(t) {
+                // The routing mesh only forwards to running backends and carries no other
+                // traffic between tasks: a backend enters its view once it runs (half the view
+                // changes a start costs), and stays until it has ended, marked not running
+                // while it stops or is unhealthy, so connections in flight to it keep their path.
+                if spec.ingress && !has_run(t) {
                     continue;
                 }
                 endpoints.push(EndpointView {
@@ -688,6 +689,13 @@ fn is_running(t: &Task) -> bool {
         && status
             .and_then(|s| s.health.as_ref())
             .is_none_or(|h| h.status != "unhealthy")
+}
+
+/// Whether a task has reached RUNNING (and, being in a view, not ended since).
+fn has_run(t: &Task) -> bool {
+    t.status
+        .as_ref()
+        .is_some_and(|s| s.state >= TaskState::TaskRunning as i32)
 }
 
 /// Where a network's VXLAN reaches a node: its underlay IP, or its mesh IP on an encrypted

@@ -414,7 +414,7 @@ fn ingress_backends(s: &State, node: &str) -> Vec<String> {
 }
 
 #[test]
-fn the_routing_mesh_holds_a_backend_only_while_it_runs() {
+fn the_routing_mesh_holds_a_backend_from_its_start_until_it_has_ended() {
     let mut objects = cluster();
     objects.push(Object::Service(publishing(
         service("svc-api", "api", &[(PLAIN, &[])], ""),
@@ -456,8 +456,21 @@ fn the_routing_mesh_holds_a_backend_only_while_it_runs() {
     let s = with(api(TaskState::TaskRunning, None));
     assert_eq!(ingress_backends(&s, "node-1"), ["t-api-1 running=true"]);
     assert_eq!(ingress_backends(&s, "node-3"), ["t-api-1 running=true"]);
-    // Reported unhealthy while still running: out of it again.
+    // Reported unhealthy while still running: still there (connections in flight keep their
+    // path), marked not running (no new ones).
     let s = with(api(TaskState::TaskRunning, Some("unhealthy")));
+    assert_eq!(ingress_backends(&s, "node-1"), ["t-api-1 running=false"]);
+    // Told to stop, still running: the same, until it has ended.
+    let mut stopping = objects.clone();
+    if let Object::Task(mut t) = api(TaskState::TaskRunning, None) {
+        t.desired_state = TaskState::TaskShutdown as i32;
+        stopping.push(Object::Task(t));
+    }
+    assert_eq!(
+        ingress_backends(&state(stopping), "node-1"),
+        ["t-api-1 running=false"]
+    );
+    let s = with(api(TaskState::TaskShutdown, None));
     assert!(ingress_backends(&s, "node-1").is_empty());
 }
 
