@@ -111,6 +111,11 @@ pub fn is_manager_fingerprint(node: &Node, fp: &str) -> bool {
     }
 }
 
+/// Whether the node is up: its agent registered and has not missed its heartbeats since.
+pub fn is_ready(node: &Node) -> bool {
+    node.status.as_ref().map(|s| s.state) == Some(NodeState::NodeReady as i32)
+}
+
 /// Whether an agent runs on this node: every worker, and a worker promoted to manager; not a
 /// manager started with `shoal-manager init/join` (its health comes from Raft, it runs no task).
 pub fn runs_agent(node: &Node) -> bool {

@@ -537,7 +537,7 @@ impl Control for ControlApi {
                 req.name_or_id
             )));
         }
-        let up = node.status.as_ref().map(|s| s.state) == Some(NodeState::NodeReady as i32);
+        let up = crate::node_record::is_ready(&node);
         if up && !req.force {
             return Err(Status::failed_precondition(format!(
                 "node {:?} is up: stop its agent first, or use --force (its tasks are rescheduled and its certificate stops working)",

@@ -299,10 +299,7 @@ impl Dispatcher {
                         // A manager-only node's health comes from Raft, not from an agent
                         // session (a promoted worker's agent is judged like any other).
                         .filter(|n| crate::node_record::runs_agent(n))
-                        .filter(|n| {
-                            n.status.as_ref().map(|st| st.state)
-                                == Some(NodeState::NodeReady as i32)
-                        })
+                        .filter(|n| crate::node_record::is_ready(n))
                         .map(|n| n.id.clone())
                         .collect()
                 });
@@ -321,9 +318,7 @@ impl Dispatcher {
             };
             let mut actions = Vec::new();
             for (id, connected) in expired {
-                let ready = |n: &&Node| {
-                    n.status.as_ref().map(|st| st.state) == Some(NodeState::NodeReady as i32)
-                };
+                let ready = |n: &&Node| crate::node_record::is_ready(n);
                 let Some(mut node) = self.store.read(|s| s.node(&id).filter(ready).cloned()) else {
                     continue;
                 };
@@ -528,7 +523,7 @@ impl Dispatcher {
     }
 }
 
-/// How many sessions compute their views at once: the cores but one, at least one.
+/// How many sessions compute their views at once: as many as there are cores.
 fn view_turns() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }

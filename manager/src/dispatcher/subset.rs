@@ -79,13 +79,17 @@ pub fn node_key(node_id: &str) -> u32 {
 
 /// The group of a backend (a task of slot `slot` on node `node_id`) among `groups`.
 pub fn backend_group(slot: u64, node_id: &str, groups: u32) -> u32 {
-    let groups = groups.max(1);
     if slot == 0 {
-        node_key(node_id) % groups
+        node_key(node_id) % groups.max(1)
     } else {
-        // `groups` is at most 2^16, so the remainder fits.
-        ((slot - 1) % u64::from(groups)) as u32
+        slot_group(slot, groups)
     }
+}
+
+/// The group of a replicated backend of slot `slot` (at least 1) among `groups`.
+pub fn slot_group(slot: u64, groups: u32) -> u32 {
+    // `groups` is at most 2^16, so the remainder fits.
+    (slot.saturating_sub(1) % u64::from(groups.max(1))) as u32
 }
 
 /// The largest split of the view's services (1: no service is split).

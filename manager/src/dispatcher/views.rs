@@ -815,6 +815,16 @@ impl Need {
         self.everything
     }
 
+    /// The store index a shared part noted at `noted` must have reached: with `everything`,
+    /// at least `since` too.
+    fn at_least(&self, noted: u64) -> u64 {
+        if self.everything {
+            noted.max(self.since)
+        } else {
+            noted
+        }
+    }
+
     /// Whether the node's view must be looked at again.
     pub fn any(&self) -> bool {
         self.own
@@ -1131,7 +1141,7 @@ impl BatchNotes {
             return slots
                 .slots
                 .iter()
-                .filter(|(slot, _)| (slot.saturating_sub(1) % u64::from(groups)) as u32 == subset)
+                .filter(|(slot, _)| subset::slot_group(*slot, groups) == subset)
                 .map(|(_, v)| *v)
                 .max()
                 .unwrap_or(0);
@@ -1142,8 +1152,7 @@ impl BatchNotes {
         let per_group = memo.entry(key).or_insert_with(|| {
             let mut per = vec![0u64; groups as usize];
             for (slot, v) in &slots.slots {
-                let g = (slot.saturating_sub(1) % u64::from(groups)) as usize;
-                if let Some(x) = per.get_mut(g) {
+                if let Some(x) = per.get_mut(subset::slot_group(*slot, groups) as usize) {
                     *x = (*x).max(*v);
                 }
             }
@@ -1292,6 +1301,10 @@ pub struct Cache {
     subset_size: Option<u64>,
 }
 
+/// A network's whole view is computed again at most once per this many times what computing it
+/// took (see [`Cache::pace`]).
+const REBUILD_PACE: u32 = 4;
+
 impl Cache {
     /// A cache whose views split the routing mesh in subsets of at least `k` backends.
     pub fn with_subset_size(k: u64) -> Self {
@@ -1300,13 +1313,7 @@ impl Cache {
             ..Default::default()
         }
     }
-}
 
-/// A network's whole view is computed again at most once per this many times what computing it
-/// took (see [`Cache::pace`]).
-const REBUILD_PACE: u32 = 4;
-
-impl Cache {
     /// How long a session should wait before taking its next view, so that the whole view of a
     /// large network is not computed again for every change: `Some` when `need` asks for a
     /// newer view of a network than the cache holds, and that view was computed less than
@@ -1324,12 +1331,7 @@ impl Cache {
             .iter()
             .filter(|(id, (at, _))| {
                 let noted = need.networks.get(id.as_str()).copied().unwrap_or(0);
-                let wanted = if need.everything {
-                    noted.max(need.since)
-                } else {
-                    noted
-                };
-                wanted > *at
+                need.at_least(noted) > *at
             })
             .filter_map(|(id, _)| {
                 let (built, took) = cache.built.get(id)?;
@@ -1384,7 +1386,7 @@ impl<'a> Cached<'a> {
         if self.need.everything {
             // `since` covers every batch the session took since the need arose, whatever
             // it touched (see `Interest::note_batch`).
-            noted.max(self.need.since).min(self.index)
+            self.need.at_least(noted).min(self.index)
         } else if !known_before {
             self.index
         } else {

@@ -54,7 +54,7 @@ pub fn check_promotion(node: &Node, agent_connected: bool) -> Result<(), String>
     if node.manager_status.is_some() {
         return Err(format!("node {} is already a manager", node.id));
     }
-    let ready = node.status.as_ref().map(|s| s.state) == Some(NodeState::NodeReady as i32);
+    let ready = crate::node_record::is_ready(node);
     if !ready || !agent_connected {
         return Err(format!(
             "node {} is not ready with its agent connected: its agent starts the manager, so it must be up",
