@@ -426,6 +426,38 @@ async fn three_voters_replicate_fail_over_and_refuse_without_quorum() {
 /// 200 ms ticks: the election timeout is 2-4 s after the last heartbeat.
 const SLOW_TICK: Duration = Duration::from_millis(200);
 
+/// Three voters ticking at [`SLOW_TICK`] in `dir`, once their leader has committed a write:
+/// where the leader-gone tests start.
+struct Settled {
+    net: Arc<Net>,
+    stores: Vec<Store>,
+    nodes: Vec<RaftNode>,
+    /// Index of the leader in `nodes`, its Raft id and its term.
+    leader: usize,
+    dead: u64,
+    term: u64,
+    /// The other members' indexes.
+    rest: Vec<usize>,
+}
+
+async fn settled_three(dir: &Path) -> Settled {
+    let (net, stores, nodes) = group_ticking(dir, 3, DEFAULT_SNAPSHOT_INTERVAL, SLOW_TICK);
+    let leader = leader_of(&nodes, &[0, 1, 2]).await;
+    stores[leader].propose(create(0)).await.expect("propose");
+    let dead = nodes[leader].status().id;
+    let term = nodes[leader].status().term;
+    let rest = (0..3).filter(|i| *i != leader).collect();
+    Settled {
+        net,
+        stores,
+        nodes,
+        leader,
+        dead,
+        term,
+        rest,
+    }
+}
+
 /// The member other than `leader` that campaigns first when `leader` is reported gone: the
 /// lowest id among the rest.
 fn first_survivor(nodes: &[RaftNode], leader: usize) -> usize {
@@ -479,12 +511,15 @@ async fn assert_elected_well_before_the_timeout(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_reported_gone_is_replaced_before_the_election_timeout() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (net, stores, nodes) = group_ticking(dir.path(), 3, DEFAULT_SNAPSHOT_INTERVAL, SLOW_TICK);
-    let leader = leader_of(&nodes, &[0, 1, 2]).await;
-    stores[leader].propose(create(0)).await.expect("propose");
-    let dead = nodes[leader].status().id;
-    let term = nodes[leader].status().term;
-    let rest: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+    let Settled {
+        net,
+        stores,
+        nodes,
+        leader,
+        dead,
+        term,
+        rest,
+    } = settled_three(dir.path()).await;
     let killed = kill_and_report_gone(&net, &nodes, leader, &rest).await;
     assert_elected_well_before_the_timeout(&nodes[rest[0]], dead, killed).await;
     // The first surviving voter won at the next term, in one round.
@@ -504,12 +539,15 @@ async fn a_leader_reported_gone_is_replaced_before_the_election_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_survivor_ahead_of_the_first_one_wins_before_the_election_timeout() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (net, stores, nodes) = group_ticking(dir.path(), 3, DEFAULT_SNAPSHOT_INTERVAL, SLOW_TICK);
-    let leader = leader_of(&nodes, &[0, 1, 2]).await;
-    stores[leader].propose(create(0)).await.expect("propose");
-    let dead = nodes[leader].status().id;
-    let term = nodes[leader].status().term;
-    let rest: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+    let Settled {
+        net,
+        stores,
+        nodes,
+        leader,
+        dead,
+        term,
+        rest,
+    } = settled_three(dir.path()).await;
     let first = first_survivor(&nodes, leader);
     let ahead = rest
         .iter()
