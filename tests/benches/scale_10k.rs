@@ -20,7 +20,10 @@
 //! Optional: `SHOAL_BENCH_AGENTS=1000`, `SHOAL_BENCH_REPLICAS=2000` (in all),
 //! `SHOAL_BENCH_SERVICES=4` (publishing ports 30000, 30001, ...), `SHOAL_BENCH_MODES=subset,deltas,full`,
 //! `SHOAL_BENCH_TIMEOUT=300` (seconds per wait), `SHOAL_BIN_DIR` (where the binaries are),
-//! `SHOAL_BENCH_KEEP=1` (keep the logs, printed path).
+//! `SHOAL_BENCH_KEEP=1` (keep the logs, printed path), `SHOAL_BENCH_INGRESS_SUBNET=CIDR` (the
+//! routing mesh replaced by an ingress network on that subnet, as an operator would with
+//! `network rm ingress` and `network create --ingress --subnet`; by default 10.0.0.0/14 when
+//! the agents and replicas need more addresses than the built-in /16 has, else the built-in one).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -54,7 +57,13 @@ struct Shape {
     replicas: usize,
     services: usize,
     timeout: Duration,
+    /// The subnet of a replacement ingress network; `None` keeps the built-in one.
+    ingress_subnet: Option<String>,
 }
+
+/// Addresses the built-in ingress network (10.0.0.0/16) can hand out: all but the network,
+/// broadcast and gateway addresses.
+const BUILTIN_INGRESS_ADDRESSES: usize = 65_533;
 
 /// Polls `check` every 50 ms until it says yes, fails, or `timeout` passes.
 fn wait(what: &str, timeout: Duration, mut check: impl FnMut() -> Result<bool>) -> Result<()> {
@@ -81,6 +90,16 @@ fn main() -> Result<()> {
         replicas: env_or("SHOAL_BENCH_REPLICAS", 2000),
         services: env_or("SHOAL_BENCH_SERVICES", 4).max(1),
         timeout: Duration::from_secs(env_or("SHOAL_BENCH_TIMEOUT", 300) as u64),
+        ingress_subnet: None,
+    };
+    let shape = Shape {
+        ingress_subnet: std::env::var("SHOAL_BENCH_INGRESS_SUBNET")
+            .ok()
+            .or_else(|| {
+                (shape.agents + shape.replicas > BUILTIN_INGRESS_ADDRESSES)
+                    .then(|| "10.0.0.0/14".to_string())
+            }),
+        ..shape
     };
     ensure!(
         shape.replicas.is_multiple_of(shape.services),
@@ -138,8 +157,14 @@ fn main() -> Result<()> {
     }
     println!();
     println!(
-        "{} agents, {} replicas in {} published services",
-        shape.agents, shape.replicas, shape.services
+        "{} agents, {} replicas in {} published services, ingress subnet {}",
+        shape.agents,
+        shape.replicas,
+        shape.services,
+        shape
+            .ingress_subnet
+            .as_deref()
+            .unwrap_or("10.0.0.0/16 (built in)")
     );
     println!();
     println!("| mode | setup | all RUNNING | all ingress views final | messages | MB sent | whole sets | deltas | resyncs | leader CPU | loadgen CPU | leader RSS peak | marked down | lost | load |");
@@ -205,6 +230,19 @@ fn run(
     wait("the manager to answer shoalctl", shape.timeout, || {
         Ok(ctl.answers())
     })?;
+    if let Some(subnet) = &shape.ingress_subnet {
+        ctl.run(["network", "rm", "ingress"])?;
+        ctl.run([
+            "network",
+            "create",
+            "--driver",
+            "overlay",
+            "--ingress",
+            "--subnet",
+            subnet,
+            "bench-ingress",
+        ])?;
+    }
     let token = ctl.run(["cluster", "join-token", "worker", "-q"])?;
 
     let started = Instant::now();

@@ -522,6 +522,76 @@ fn published_port_routing_mesh() -> Result<()> {
     c.shutdown()
 }
 
+/// The routing mesh on a network the operator made: `network rm ingress`, then `network create
+/// --ingress --subnet` (as docker's). Publishing is refused while there is no ingress network; the
+/// new one gives the tasks and the mesh its addresses and answers on every node.
+#[test]
+fn a_replaced_ingress_network_carries_the_routing_mesh() -> Result<()> {
+    let c = cluster("net-reingress", 2)?;
+    c.ctl_ok(["network", "rm", "ingress"])?;
+    let image = c.busybox_image();
+    let out = c.ctl([
+        "service", "create", "--name", "web", "-p", "8080:80", &image, "sleep", "3600",
+    ])?;
+    ensure!(
+        !out.status.success(),
+        "a service published a port with no ingress network"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        err.contains("no ingress network") && err.contains("--ingress"),
+        "the error must say what is missing and how to make it: {err}"
+    );
+    c.ctl_ok([
+        "network",
+        "create",
+        "--driver",
+        "overlay",
+        "--ingress",
+        "--subnet",
+        "10.20.0.0/16",
+        "edge",
+    ])?;
+    let out = c.ctl(["network", "create", "--ingress", "second"])?;
+    ensure!(!out.status.success(), "a second ingress network was made");
+    let inspect = c.ctl_ok(["network", "inspect", "edge"])?;
+    ensure!(
+        inspect.contains("\"Ingress\": true") && inspect.contains("10.20.0.0/16"),
+        "edge must be the ingress network on 10.20.0.0/16: {inspect}"
+    );
+
+    create(
+        &c,
+        "web",
+        &["-p", "8080:80", "--constraint", "node.hostname!=w1"],
+        SERVER,
+    )?;
+    let web = c.wait_running("web", 1)?;
+    let addrs = exec_in_task(&c, &web[0].id, "ip -4 -o addr show")?;
+    ensure!(
+        addrs.contains("10.20."),
+        "the task must have an address of the new ingress subnet: {addrs}"
+    );
+    let w1 = c.agents[0].host.clone();
+    ensure!(w1.name() == "w1", "agent 0 runs on {}", w1.name());
+    let url = format!("http://{}:8080/", w1.ip());
+    wait_all_answer(
+        "the registry host reaches web through w1:8080 on the new ingress",
+        &answers_of(&web),
+        || get_on_host(&c.registry, &url),
+    )?;
+
+    let out = c.ctl(["network", "rm", "edge"])?;
+    ensure!(
+        !out.status.success(),
+        "the ingress network was removed under a published port"
+    );
+    c.ctl_ok(["service", "rm", "web"])?;
+    c.ctl_ok(["network", "rm", "edge"])?;
+    wait_clean(&c)?;
+    c.shutdown()
+}
+
 /// Host mode: only nodes running a task listen; two tasks needing the same host port never share
 /// a node (the extra one stays pending with the reason).
 #[test]

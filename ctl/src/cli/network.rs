@@ -76,6 +76,12 @@ pub struct NetworkCreateArgs {
     #[arg(long)]
     pub attachable: bool,
 
+    /// Make this overlay the routing mesh's ingress network, in place of one removed with
+    /// `network rm ingress` (no service may publish a port meanwhile). Use it to give the
+    /// routing mesh another subnet, e.g. a /14 for more than 65,000 published tasks and nodes.
+    #[arg(long)]
+    pub ingress: bool,
+
     /// Label K=V on the network (repeatable).
     #[arg(long, value_name = "K=V", value_parser = parse_label)]
     pub label: Vec<(String, String)>,

@@ -25,7 +25,7 @@ pub fn build_spec(a: &NetworkCreateArgs) -> Result<NetworkSpec> {
         gateway: a.gateway.clone().unwrap_or_default(),
         encrypted: options.contains_key("encrypted"),
         attachable: a.attachable,
-        ingress: false,
+        ingress: a.ingress,
         labels: a.label.iter().cloned().collect(),
         options,
     };
@@ -256,6 +256,18 @@ mod tests {
         assert_eq!(spec.gateway, "10.5.0.254");
         let spec = build_spec(&create_args(&["-d", "bridge", "local"])).expect("bridge");
         assert_eq!((spec.driver.as_str(), spec.subnet.as_str()), ("bridge", ""));
+        let spec = build_spec(&create_args(&[
+            "--ingress",
+            "--subnet",
+            "10.8.0.0/14",
+            "mesh",
+        ]))
+        .expect("ingress");
+        assert!(spec.ingress && !spec.attachable);
+        assert_eq!(
+            (spec.driver.as_str(), spec.subnet.as_str()),
+            ("overlay", "10.8.0.0/14")
+        );
     }
 
     #[test]
@@ -266,6 +278,8 @@ mod tests {
             (&["--subnet", "10.5.0.0/24", "--gateway", "10.6.0.1", "n"], "--gateway: 10.6.0.1 is outside the subnet 10.5.0.0/24"),
             (&["--gateway", "10.6.0.1", "n"], "--gateway: needs --subnet (the gateway must be an address inside it)"),
             (&["-d", "bridge", "--opt", "encrypted", "n"], "--opt: encrypted is only for overlay networks, not bridge"),
+            (&["-d", "bridge", "--ingress", "n"], "--ingress: the ingress network must use the overlay driver"),
+            (&["--ingress", "--attachable", "n"], "--attachable: the ingress network cannot be attachable"),
             (&["a.b"], "name: \"a.b\" is not valid: use letters, digits, '-' and '_', starting with a letter or digit"),
         ] {
             let e = build_spec(&create_args(args)).expect_err("refused");

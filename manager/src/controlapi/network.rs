@@ -278,6 +278,14 @@ pub fn check_endpoint(
                 "--endpoint-mode dnsrr: ports cannot be published in ingress mode with it (use mode=host)",
             ));
         }
+        if ingress && crate::allocator::ingress_network(s).is_none() {
+            return Err(Status::failed_precondition(format!(
+                "--publish: port {}/{} is published in ingress mode, but the cluster has no \
+                 ingress network: create one (shoalctl network create --driver overlay \
+                 --ingress NAME) or publish with mode=host",
+                p.target_port, p.protocol
+            )));
+        }
         if p.published_port == 0 {
             continue;
         }

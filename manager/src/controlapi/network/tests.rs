@@ -171,6 +171,43 @@ fn predefined_networks_stay_but_an_unused_ingress_can_go() {
     assert!(e.message().contains("service web"), "{}", e.message());
 }
 
+#[test]
+fn ingress_ports_need_an_ingress_network_which_can_be_replaced() {
+    let mut s = cluster();
+    let old = find_network(&s, "ingress").unwrap();
+    apply(&mut s, vec![Action::RemoveNetwork(old.id.clone())]);
+    let publishing = |mode: &str| {
+        let mut sp = service("web", &[]).spec.unwrap();
+        sp.endpoint = Some(EndpointSpec {
+            mode: "vip".into(),
+            ports: vec![port(80, 8080, mode)],
+        });
+        sp
+    };
+    let e = check_endpoint(&s, &mut publishing(""), None).unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+    assert!(
+        e.message().contains("no ingress network") && e.message().contains("--ingress"),
+        "{}",
+        e.message()
+    );
+    assert!(check_endpoint(&s, &mut publishing("host"), None).is_ok());
+
+    // A new ingress network with a larger subnet takes the old one's place.
+    let mut big = spec("big-ingress", "overlay", "10.4.0.0/14", "");
+    big.ingress = true;
+    let big = create(&mut s, big);
+    assert_eq!(big.subnet, "10.4.0.0/14");
+    assert_eq!(
+        crate::allocator::ingress_network(&s).map(|n| n.id.as_str()),
+        Some(big.id.as_str())
+    );
+    assert!(check_endpoint(&s, &mut publishing(""), None).is_ok());
+    let mut second = spec("again", "overlay", "", "");
+    second.ingress = true;
+    assert!(err(plan_network(&s, second, 6)).contains("already the ingress network"));
+}
+
 fn service(name: &str, networks: &[&str]) -> Service {
     Service {
         id: format!("id-{name}"),
