@@ -107,6 +107,22 @@ fn stall(slept: Duration, asked: Duration) -> Duration {
     }
 }
 
+/// Connected nodes whose heartbeats may all turn late in one judgment and still be marked down:
+/// at least this many, or one in [`LATE_AT_ONCE_SHARE`] of the connected ones.
+const LATE_AT_ONCE_FLOOR: usize = 10;
+/// See [`LATE_AT_ONCE_FLOOR`].
+const LATE_AT_ONCE_SHARE: usize = 50;
+
+/// Whether `late` connected nodes turning late at once (of `connected`) says more about this
+/// manager than about them: agents whose streams are open do not stop heartbeating together,
+/// while a manager too busy to read its streams in time makes them all look silent (as nodes
+/// controllers elsewhere stop evicting when most of a zone looks down at once). Those are not
+/// marked down; a node really gone loses its stream within the HTTP/2 keep-alive (10 s), and is
+/// then judged as disconnected, which this does not hold back.
+fn late_at_once(late: usize, connected: usize) -> bool {
+    late > LATE_AT_ONCE_FLOOR.max(connected / LATE_AT_ONCE_SHARE)
+}
+
 /// The table of connected sessions, shared with the log broker.
 #[derive(Clone, Default)]
 pub struct Sessions(Arc<Mutex<SessionTable>>);
@@ -164,6 +180,8 @@ pub struct Dispatcher {
     /// runtime ahead of the sessions' pings, heartbeats and Raft for seconds. (One turn fewer
     /// than cores kept the runtime still more responsive but halved the views' throughput.)
     view_turns: Arc<tokio::sync::Semaphore>,
+    /// The sessions' directive loops, woken by one watcher of the store (`directive_wakes`).
+    directive_wakes: promote::DirectiveWakes,
 }
 
 impl Dispatcher {
@@ -194,8 +212,10 @@ impl Dispatcher {
             views: Arc::default(),
             notes: Arc::default(),
             view_turns: Arc::new(tokio::sync::Semaphore::new(view_turns())),
+            directive_wakes: promote::DirectiveWakes::default(),
         };
         tokio::spawn(d.clone().status_batcher(status_rx, shutdown.clone()));
+        tokio::spawn(d.clone().directive_wakes(shutdown.clone()));
         tokio::spawn(d.clone().heartbeat_monitor(shutdown));
         d
     }
@@ -293,7 +313,7 @@ impl Dispatcher {
             let now = Instant::now();
             // Judged on the session table alone first: cloning every ready node's record each
             // tick costs more than everything else here at thousands of nodes.
-            let expired: Vec<(String, bool)> = {
+            let mut expired: Vec<(String, bool)> = {
                 let ids: Vec<String> = self.store.read(|s| {
                     s.nodes()
                         // A manager-only node's health comes from Raft, not from an agent
@@ -316,6 +336,18 @@ impl Dispatcher {
                     })
                     .collect()
             };
+            let late = expired.iter().filter(|(_, connected)| *connected).count();
+            let connected = self.sessions.lock().sessions.len();
+            if late_at_once(late, connected) {
+                info!(
+                    late,
+                    connected,
+                    "heartbeats of many connected nodes are late at once: this manager is behind, \
+                     not marking them down (a node really gone loses its stream, and is marked \
+                     down then)"
+                );
+                expired.retain(|(_, connected)| !connected);
+            }
             let mut actions = Vec::new();
             for (id, connected) in expired {
                 let ready = |n: &&Node| crate::node_record::is_ready(n);
@@ -447,7 +479,7 @@ impl Dispatcher {
             // far behind (more batches queued than the shared notes keep) takes everything
             // anew instead: cheaper than summing up each old batch again, which also pushes
             // the batches other sessions need out of the shared notes.
-            if events.len() > views::NOTES_KEPT / 2 {
+            if views::far_behind(&events) {
                 need = everything();
             }
             loop {
@@ -494,6 +526,11 @@ impl Dispatcher {
             loop {
                 tokio::select! {
                     batch = events.recv() => match batch {
+                        // Fell far behind while waiting (the runtime was busy): everything anew.
+                        Ok(_) if views::far_behind(&events) => {
+                            need = everything();
+                            break;
+                        }
                         Ok(batch) => {
                             interest.note_batch(&node_id, &self.notes(&batch), &mut need);
                             if need.any() {
@@ -739,6 +776,21 @@ mod tests {
             stall(Duration::from_millis(1250), tick),
             Duration::from_secs(1)
         );
+    }
+
+    #[test]
+    fn many_connected_nodes_late_at_once_are_the_managers_lag() {
+        // A small cluster: a partitioned host (one of three, still connected) is marked down.
+        assert!(!late_at_once(1, 3));
+        assert!(!late_at_once(LATE_AT_ONCE_FLOOR, 20));
+        assert!(late_at_once(LATE_AT_ONCE_FLOOR + 1, 20));
+        // 10,000 nodes: more than 2 % going silent together (a rack of 250, a fifth of the
+        // cluster) is held back until their streams end; a few nodes are not.
+        assert!(late_at_once(2_000, 10_000));
+        assert!(late_at_once(250, 10_000));
+        assert!(late_at_once(201, 10_000));
+        assert!(!late_at_once(200, 10_000));
+        assert!(!late_at_once(5, 10_000));
     }
 
     #[test]

@@ -4,13 +4,88 @@
 //! to stop any manager it runs. The agent's session also gets the manager list again whenever it
 //! changes, so agents can fail over to managers promoted after they connected.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use shoal_proto::token::JoinToken;
 use shoal_proto::v1::*;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tracing::{info, warn};
 
 use super::{Dispatcher, Sessions};
 use crate::store::Store;
+
+/// The directive loops of the sessions, by node, for one watcher of the store to wake: a batch
+/// wakes the loops of the nodes whose records it changed (all of them for a change to the
+/// managers or the cluster), not every session's loop for every batch. At 10,000 nodes those
+/// wake-ups, each summing up batches the shared notes had let go, kept the leader's runtime
+/// from anything else for tens of seconds.
+#[derive(Debug, Clone, Default)]
+pub(super) struct DirectiveWakes(Arc<Mutex<HashMap<String, Vec<Arc<Notify>>>>>);
+
+/// A loop's place in [`DirectiveWakes`], given up when dropped.
+pub(super) struct DirectiveWake {
+    wakes: DirectiveWakes,
+    node_id: String,
+    notify: Arc<Notify>,
+}
+
+impl DirectiveWake {
+    /// Waits for a change to look at (one that came since the last wait counts too).
+    pub(super) async fn changed(&self) {
+        self.notify.notified().await
+    }
+}
+
+impl Drop for DirectiveWake {
+    fn drop(&mut self) {
+        let mut map = self.wakes.lock();
+        if let Some(list) = map.get_mut(&self.node_id) {
+            list.retain(|n| !Arc::ptr_eq(n, &self.notify));
+            if list.is_empty() {
+                map.remove(&self.node_id);
+            }
+        }
+    }
+}
+
+impl DirectiveWakes {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<Arc<Notify>>>> {
+        // Poisoning only means a panic mid-edit of a list of handles; each stays whole.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers a loop of `node_id` (a node may have two sessions while one ends).
+    pub(super) fn register(&self, node_id: &str) -> DirectiveWake {
+        let notify = Arc::new(Notify::new());
+        self.lock()
+            .entry(node_id.to_string())
+            .or_default()
+            .push(notify.clone());
+        DirectiveWake {
+            wakes: self.clone(),
+            node_id: node_id.to_string(),
+            notify,
+        }
+    }
+
+    /// Wakes the loops of these nodes.
+    pub(super) fn wake<'a>(&self, nodes: impl Iterator<Item = &'a str>) {
+        let map = self.lock();
+        for node in nodes {
+            for n in map.get(node).into_iter().flatten() {
+                n.notify_one();
+            }
+        }
+    }
+
+    /// Wakes every loop.
+    pub(super) fn wake_all(&self) {
+        for n in self.lock().values().flatten() {
+            n.notify_one();
+        }
+    }
+}
 
 /// What a node's agent should do about a manager process on its host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,7 +152,7 @@ impl Dispatcher {
         heartbeat_period_ns: i64,
         tx: mpsc::Sender<ManagerMessage>,
     ) {
-        let mut events = self.store.watch();
+        let wake = self.directive_wakes.register(&node_id);
         let mut last: Option<ManagerDirective> = None;
         let mut managers = manager_addrs(&self.store);
         let mut trust: Option<TrustUpdate> = None;
@@ -132,29 +207,35 @@ impl Dispatcher {
                 }
                 managers = current;
             }
-            loop {
-                match events.recv().await {
-                    // The batch's notes, summed up once for every session (not every event
-                    // looked at by each of thousands of sessions).
-                    Ok(batch)
-                        if {
-                            let notes = self.notes(&batch);
-                            notes.touches_record(&node_id) || notes.managers_or_cluster()
-                        } =>
-                    {
-                        break
-                    }
-                    Ok(_) => {
-                        if tx.is_closed() {
-                            return;
+            tokio::select! {
+                _ = wake.changed() => {}
+                _ = tx.closed() => return,
+            }
+        }
+    }
+
+    /// The one watcher of the store behind every session's directive loop: sums each batch up
+    /// (the shared notes, which the sessions then find made) and wakes the loops it concerns.
+    /// Runs until the store closes or `shutdown` fires.
+    pub(super) async fn directive_wakes(self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        let mut events = self.store.watch();
+        loop {
+            tokio::select! {
+                batch = events.recv() => match batch {
+                    Ok(batch) => {
+                        let notes = self.notes(&batch);
+                        if notes.managers_or_cluster() {
+                            self.directive_wakes.wake_all();
+                        } else {
+                            self.directive_wakes.wake(notes.node_records());
                         }
                     }
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => break,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        self.directive_wakes.wake_all();
+                    }
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-                }
-            }
-            if tx.is_closed() {
-                return;
+                },
+                _ = shutdown.changed() => return,
             }
         }
     }
@@ -196,5 +277,34 @@ mod tests {
             directive(&node(NodeRole::RoleManager, true)),
             ManagerDirective::Keep
         );
+    }
+
+    /// Whether a wait for `w` ends at once (a wake came since the last wait).
+    async fn woken(w: &DirectiveWake) -> bool {
+        tokio::time::timeout(std::time::Duration::ZERO, w.changed())
+            .await
+            .is_ok()
+    }
+
+    #[tokio::test]
+    async fn a_change_wakes_only_the_directive_loops_of_its_nodes() {
+        let wakes = DirectiveWakes::default();
+        let a = wakes.register("a");
+        let b = wakes.register("b");
+        let a_again = wakes.register("a");
+        wakes.wake(["a", "nobody"].into_iter());
+        assert!(woken(&a).await && woken(&a_again).await);
+        assert!(!woken(&b).await, "b's record did not change");
+        // A wake is kept until the loop waits: none is lost while it looks at the state.
+        assert!(!woken(&a).await, "one wake, one look");
+        wakes.wake_all();
+        assert!(woken(&a).await && woken(&b).await && woken(&a_again).await);
+        drop(a);
+        drop(a_again);
+        assert!(
+            !wakes.lock().contains_key("a"),
+            "a node's entry goes with its last loop"
+        );
+        assert_eq!(wakes.lock().get("b").map(Vec::len), Some(1));
     }
 }

@@ -981,6 +981,11 @@ impl BatchNotes {
         self.node_records.contains(node_id)
     }
 
+    /// The nodes whose records changed.
+    pub fn node_records(&self) -> impl Iterator<Item = &str> {
+        self.node_records.iter().map(String::as_str)
+    }
+
     /// Whether a manager's node record (the membership) or the cluster object changed.
     pub fn managers_or_cluster(&self) -> bool {
         self.managers_or_cluster
@@ -1176,6 +1181,14 @@ type NotesCell = Arc<OnceLock<Arc<BatchNotes>>>;
 
 /// How many batches [`NotesCache`] remembers: sessions behind by more sum theirs up themselves.
 pub const NOTES_KEPT: usize = 64;
+
+/// Whether a watcher of the store has so many batches queued that the shared notes may no longer
+/// hold them: then looking at the state anew is cheaper than summing each old batch up again
+/// (thousands of sessions doing that at 10,000 nodes kept the runtime from anything else for
+/// tens of seconds), and it leaves the notes other sessions need in the cache.
+pub fn far_behind<T: Clone>(events: &tokio::sync::broadcast::Receiver<T>) -> bool {
+    events.len() > NOTES_KEPT / 2
+}
 
 impl NotesCache {
     /// The notes of `batch` (a batch received from the store's watch), summed up once.
