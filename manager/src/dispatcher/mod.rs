@@ -313,7 +313,7 @@ impl Dispatcher {
             let now = Instant::now();
             // Judged on the session table alone first: cloning every ready node's record each
             // tick costs more than everything else here at thousands of nodes.
-            let mut expired: Vec<(String, bool)> = {
+            let (mut expired, connected): (Vec<(String, bool)>, usize) = {
                 let ids: Vec<String> = self.store.read(|s| {
                     s.nodes()
                         // A manager-only node's health comes from Raft, not from an agent
@@ -324,7 +324,8 @@ impl Dispatcher {
                         .collect()
                 });
                 let t = self.sessions.lock();
-                ids.into_iter()
+                let expired = ids
+                    .into_iter()
                     .filter_map(|id| {
                         // A connected agent that stopped heartbeating is as dead as a
                         // disconnected one.
@@ -334,10 +335,10 @@ impl Dispatcher {
                             (id, connected)
                         })
                     })
-                    .collect()
+                    .collect();
+                (expired, t.sessions.len())
             };
             let late = expired.iter().filter(|(_, connected)| *connected).count();
-            let connected = self.sessions.lock().sessions.len();
             if late_at_once(late, connected) {
                 info!(
                     late,

@@ -985,11 +985,6 @@ impl PartialEq for GroupMemo {
 }
 
 impl BatchNotes {
-    /// Whether the record of node `node_id` changed.
-    pub fn touches_record(&self, node_id: &str) -> bool {
-        self.node_records.contains(node_id)
-    }
-
     /// The nodes whose records changed.
     pub fn node_records(&self) -> impl Iterator<Item = &str> {
         self.node_records.iter().map(String::as_str)
@@ -1195,7 +1190,7 @@ pub const NOTES_KEPT: usize = 64;
 /// hold them: then looking at the state anew is cheaper than summing each old batch up again
 /// (thousands of sessions doing that at 10,000 nodes kept the runtime from anything else for
 /// tens of seconds), and it leaves the notes other sessions need in the cache.
-pub fn far_behind<T: Clone>(events: &tokio::sync::broadcast::Receiver<T>) -> bool {
+pub fn far_behind<T>(events: &tokio::sync::broadcast::Receiver<T>) -> bool {
     events.len() > NOTES_KEPT / 2
 }
 
