@@ -280,9 +280,9 @@ pub fn check_endpoint(
         }
         if ingress && crate::allocator::ingress_network(s).is_none() {
             return Err(Status::failed_precondition(format!(
-                "--publish: port {}/{} is published in ingress mode, but the cluster has no \
-                 ingress network: create one (shoalctl network create --driver overlay \
-                 --ingress NAME) or publish with mode=host",
+                "--publish: service needs ingress network, but no ingress network is present \
+                 (port {}/{} is published in ingress mode): create one (shoalctl network create \
+                 --driver overlay --ingress NAME) or publish with mode=host",
                 p.target_port, p.protocol
             )));
         }
