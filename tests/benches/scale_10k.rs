@@ -65,6 +65,9 @@ struct Shape {
 /// broadcast and gateway addresses.
 const BUILTIN_INGRESS_ADDRESSES: usize = 65_533;
 
+/// How often progress is shown while waiting for the tasks.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
 /// Polls `check` every 50 ms until it says yes, fails, or `timeout` passes.
 fn wait(what: &str, timeout: Duration, mut check: impl FnMut() -> Result<bool>) -> Result<()> {
     let deadline = Instant::now() + timeout;
@@ -309,12 +312,25 @@ fn run(
         ])?;
     }
     let want = shape.replicas as i64;
+    let mut shown = Instant::now();
     let result = wait(
         "every task RUNNING and every ingress view final",
         shape.timeout,
         || {
             let v = look();
             ensure!(!v.exited, "shoal-loadgen exited (see loadgen.log)");
+            if shown.elapsed() >= PROGRESS_EVERY {
+                shown = Instant::now();
+                let (held, running) = v.last_tasks();
+                let w = v.wire.last().map_or([0; 5], |w| w.1);
+                eprintln!(
+                    "{mode}: {:>5.1} s: {held} held, {running} RUNNING, {} ingress views final, {:.0} MB sent, leader CPU {:.1} s",
+                    t0.elapsed().as_secs_f64(),
+                    v.ingress.last().map_or(0, |i| i.1),
+                    w[1] as f64 / 1e6,
+                    cpu_seconds(leader_pid).unwrap_or(f64::NAN) - leader_cpu0,
+                );
+            }
             let running = v.last_tasks().1 >= want;
             let ingress = v.ingress.last().is_some_and(|i| i.1 >= shape.agents);
             Ok(running && ingress)
