@@ -16,11 +16,25 @@ use crate::store::Store;
 /// Most actions in one Raft write: keeps entries small enough to replicate quickly.
 const MAX_ACTIONS_PER_WRITE: usize = 1000;
 
-/// Waits for the next batch of store events (or a timer), then lets a burst settle.
+/// Shortest pause between a store event and the round it starts: lets a burst settle.
+const SETTLE: Duration = Duration::from_millis(2);
+
+/// How long a loop waits after an event, given that its last round took `spent` to compute:
+/// at least as long as the round took, so a loop whose rounds look at the whole state (100,000
+/// tasks: tens of milliseconds) takes at most half a core whatever the rate of writes, each
+/// round then covering every change since the last one; a round of a small cluster costs
+/// microseconds and waits [`SETTLE`].
+pub fn settle_after(spent: Duration) -> Duration {
+    spent.max(SETTLE)
+}
+
+/// Waits for the next batch of store events (or a timer), then lets a burst settle for
+/// [`settle_after`]`(spent)`, `spent` being what the last round took.
 async fn next_round(
     events: &mut broadcast::Receiver<std::sync::Arc<Vec<crate::store::Event>>>,
     shutdown: &mut watch::Receiver<bool>,
     wake_at_ns: Option<i64>,
+    spent: Duration,
 ) -> bool {
     let sleep = match wake_at_ns {
         Some(at) => {
@@ -36,7 +50,7 @@ async fn next_round(
         _ = tokio::time::sleep(sleep) => {}
         _ = shutdown.changed() => return false,
     }
-    tokio::time::sleep(Duration::from_millis(2)).await;
+    tokio::time::sleep(settle_after(spent)).await;
     while let Ok(_) | Err(broadcast::error::TryRecvError::Lagged(_)) = events.try_recv() {}
     !*shutdown.borrow()
 }
@@ -99,6 +113,7 @@ pub async fn run_orchestrator(store: Store, mut shutdown: watch::Receiver<bool>)
         // write of their own, so a lost race drops only that service's round.
         let mut own_writes: Vec<Vec<StoreAction>> = Vec::new();
         let mut next_wake: Option<i64> = None;
+        let started = std::time::Instant::now();
         store.read(|s| {
             memory.observe(s.tasks(), now);
             let nodes: Vec<&Node> = s.nodes().collect();
@@ -131,6 +146,7 @@ pub async fn run_orchestrator(store: Store, mut shutdown: watch::Receiver<bool>)
                 plan_actions(orchestrator::reconcile_removed(tasks), &mut actions);
             }
         });
+        let spent = started.elapsed();
         wake_at = next_wake.or(wake_at.filter(|w| *w > now));
         if !actions.is_empty() {
             write(&store, actions, "orchestrator").await;
@@ -138,7 +154,7 @@ pub async fn run_orchestrator(store: Store, mut shutdown: watch::Receiver<bool>)
         for own in own_writes {
             write(&store, own, "updater").await;
         }
-        if !next_round(&mut events, &mut shutdown, wake_at).await {
+        if !next_round(&mut events, &mut shutdown, wake_at, spent).await {
             return;
         }
     }
@@ -149,6 +165,7 @@ pub async fn run_scheduler(store: Store, mut shutdown: watch::Receiver<bool>) {
     let mut events = store.watch();
     loop {
         let now = shoal_proto::now_ns();
+        let started = std::time::Instant::now();
         let actions: Vec<StoreAction> = store.read(|s| {
             let pending: Vec<&Task> = s
                 .tasks()
@@ -227,11 +244,29 @@ pub async fn run_scheduler(store: Store, mut shutdown: watch::Receiver<bool>) {
             }
             actions
         });
+        let spent = started.elapsed();
         if !actions.is_empty() {
             write(&store, actions, "scheduler").await;
         }
-        if !next_round(&mut events, &mut shutdown, None).await {
+        if !next_round(&mut events, &mut shutdown, None, spent).await {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_loop_waits_at_least_as_long_as_its_last_round_took() {
+        // A small cluster's round costs next to nothing: only the burst is let settle.
+        assert_eq!(settle_after(Duration::ZERO), SETTLE);
+        assert_eq!(settle_after(Duration::from_micros(300)), SETTLE);
+        // A round over 100,000 tasks: the loop then runs at most half the time.
+        assert_eq!(
+            settle_after(Duration::from_millis(40)),
+            Duration::from_millis(40)
+        );
     }
 }

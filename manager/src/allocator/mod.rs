@@ -510,29 +510,47 @@ fn has_predefined(s: &State) -> bool {
     s.networks().any(|n| n.predefined)
 }
 
-/// Writes `actions` in bounded batches; a batch refused as a whole (one stale decision) is
-/// retried action by action so the others still land. Returns whether everything was written.
+/// Writes `actions` in bounded batches, [`WRITES_IN_FLIGHT`] proposed at a time (one after the
+/// other, each waited a commit round trip: 25,000 new tasks are 50 batches); a batch refused
+/// as a whole (one stale decision) is retried action by action so the others still land.
+/// Returns whether everything was written.
 async fn write(store: &Store, actions: Vec<StoreAction>) -> bool {
-    let mut ok = true;
-    for chunk in actions.chunks(MAX_ACTIONS_PER_WRITE) {
-        match store.propose(chunk.to_vec()).await {
-            Ok(()) => {}
-            Err(StoreError::Conflict(e)) if chunk.len() > 1 => {
-                debug!(error = %e, "allocation batch refused; writing its actions one by one");
-                for a in chunk {
-                    if let Err(e) = store.propose(vec![a.clone()]).await {
-                        warn!(error = %e, "allocation write failed");
-                        ok = false;
-                    }
+    use futures::StreamExt as _;
+    let batches: Vec<Vec<StoreAction>> = actions
+        .chunks(MAX_ACTIONS_PER_WRITE)
+        .map(<[StoreAction]>::to_vec)
+        .collect();
+    futures::stream::iter(batches)
+        .map(|chunk| write_batch(store, chunk))
+        .buffer_unordered(WRITES_IN_FLIGHT)
+        .fold(true, |all, ok| async move { all && ok })
+        .await
+}
+
+/// How many allocation batches are proposed at once: enough to keep Raft busy between commit
+/// round trips, few enough that one apply does not hold up the manager's other work.
+const WRITES_IN_FLIGHT: usize = 4;
+
+/// Writes one batch of [`write`]; whether all of it was written.
+async fn write_batch(store: &Store, chunk: Vec<StoreAction>) -> bool {
+    match store.propose(chunk.clone()).await {
+        Ok(()) => true,
+        Err(StoreError::Conflict(e)) if chunk.len() > 1 => {
+            debug!(error = %e, "allocation batch refused; writing its actions one by one");
+            let mut ok = true;
+            for a in chunk {
+                if let Err(e) = store.propose(vec![a]).await {
+                    warn!(error = %e, "allocation write failed");
+                    ok = false;
                 }
             }
-            Err(e) => {
-                warn!(error = %e, "allocation write failed");
-                ok = false;
-            }
+            ok
+        }
+        Err(e) => {
+            warn!(error = %e, "allocation write failed");
+            false
         }
     }
-    ok
 }
 
 /// Makes the predefined networks on a store that has none (a cluster from before networks).
@@ -562,7 +580,9 @@ pub async fn run(store: Store, mut shutdown: watch::Receiver<bool>) {
     let mut retry = false;
     loop {
         let now = shoal_proto::now_ns();
+        let started = std::time::Instant::now();
         let actions = store.read(|s| allocator.plan(s, now));
+        let spent = started.elapsed();
         if !actions.is_empty() {
             // A failed write is retried after a pause, not on every event in between.
             retry = !write(&store, actions).await;
@@ -579,8 +599,9 @@ pub async fn run(store: Store, mut shutdown: watch::Receiver<bool>) {
             _ = tokio::time::sleep(pause) => {}
             _ = shutdown.changed() => return,
         }
-        // Let a burst settle so one pass (and one write) covers it.
-        tokio::time::sleep(Duration::from_millis(1)).await;
+        // Let a burst settle so one pass (and one write) covers it; a pass over a large state
+        // waits as long as it took (see `crate::leader::settle_after`).
+        tokio::time::sleep(crate::leader::settle_after(spent)).await;
         while let Ok(_) | Err(broadcast::error::TryRecvError::Lagged(_)) = events.try_recv() {}
         if *shutdown.borrow() {
             return;

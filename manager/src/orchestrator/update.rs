@@ -22,7 +22,7 @@
 //! `monitor`, counts as a failure, so an update never waits forever for a task that will not
 //! come up.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use shoal_proto::v1::update_config::{FailureAction, Order};
 use shoal_proto::v1::update_status::State;
@@ -63,7 +63,7 @@ pub struct Memory {
 impl Memory {
     /// Notes what the round's tasks show; forgets tasks no longer in the store.
     pub fn observe<'a>(&mut self, tasks: impl Iterator<Item = &'a Task>, now_ns: i64) {
-        let mut seen = BTreeSet::new();
+        let mut seen = HashSet::new();
         for t in tasks {
             seen.insert(t.id.as_str());
             let state = t.observed_state();
