@@ -516,10 +516,12 @@ fn has_predefined(s: &State) -> bool {
 /// Returns whether everything was written.
 async fn write(store: &Store, actions: Vec<StoreAction>) -> bool {
     use futures::StreamExt as _;
-    let batches: Vec<Vec<StoreAction>> = actions
-        .chunks(MAX_ACTIONS_PER_WRITE)
-        .map(<[StoreAction]>::to_vec)
-        .collect();
+    // Moved into owned batches, not copied: each is copied once more only to be proposed.
+    let mut actions = actions.into_iter();
+    let batches = std::iter::from_fn(|| {
+        let batch: Vec<StoreAction> = actions.by_ref().take(MAX_ACTIONS_PER_WRITE).collect();
+        (!batch.is_empty()).then_some(batch)
+    });
     futures::stream::iter(batches)
         .map(|chunk| write_batch(store, chunk))
         .buffer_unordered(WRITES_IN_FLIGHT)
